@@ -1,0 +1,209 @@
+//! Calibration: the smallest noise multiplier, or the largest number of
+//! steps, that keeps a run within an (ε, δ) budget.
+
+use crate::accountant::AccountantKind;
+use crate::error::{
+    Error, Result, check_delta, check_epsilon, check_noise_multiplier, check_sample_rate,
+};
+use crate::pld::{ComposedPld, PldConfig};
+use crate::rdp;
+
+/// The outcome of [`calibrate_noise`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseCalibration {
+    /// The noise multiplier σ found.
+    pub noise_multiplier: f64,
+    /// ε of the run at σ (always ≤ the target).
+    pub epsilon: f64,
+}
+
+/// Relative resolution of the σ search: the σ returned is within this factor
+/// of the exact smallest σ (RDP is cheap, PLD costs one composition per probe).
+fn tolerance(kind: AccountantKind) -> f64 {
+    match kind {
+        AccountantKind::Rdp => 1e-7,
+        AccountantKind::Pld => 1e-4,
+    }
+}
+
+/// ε of `steps` steps at (q, σ), or `+∞` where the accountant cannot
+/// represent the run (σ far too small): such a σ is never chosen.
+fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64> {
+    let eps = match kind {
+        AccountantKind::Rdp => rdp::epsilon(q, sigma, steps, delta).map(|(e, _)| e),
+        AccountantKind::Pld => {
+            ComposedPld::subsampled_gaussian(q, sigma, steps, &PldConfig::default())
+                .and_then(|p| p.epsilon(delta))
+        }
+    };
+    match eps {
+        Ok(e) => Ok(e),
+        Err(Error::Unbounded(_)) => Ok(f64::INFINITY),
+        Err(e) => Err(e),
+    }
+}
+
+/// The smallest noise multiplier σ (to a relative resolution of 1e-7 for
+/// RDP, 1e-4 for PLD) such that `steps` steps at sampling rate `q` are
+/// (ε, δ)-DP with ε ≤ `target_epsilon`. The σ returned always satisfies the
+/// target: the search keeps the bracket end that does.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] for invalid q, δ, ε or `steps = 0`;
+/// [`Error::Unreachable`] when no σ ≤ 10⁶ meets the target, or when every
+/// σ ≥ 10⁻³ does (the target is vacuous).
+///
+/// # Examples
+///
+/// ```
+/// use dpsgd_accountant::{calibrate_noise, AccountantKind};
+/// let c = calibrate_noise(AccountantKind::Rdp, 256.0 / 60000.0, 14062, 1e-5, 3.0)?;
+/// assert!(c.epsilon <= 3.0);
+/// assert!(c.noise_multiplier > 0.9 && c.noise_multiplier < 1.1);
+/// # Ok::<(), dpsgd_accountant::Error>(())
+/// ```
+pub fn calibrate_noise(
+    kind: AccountantKind,
+    sample_rate: f64,
+    steps: u64,
+    delta: f64,
+    target_epsilon: f64,
+) -> Result<NoiseCalibration> {
+    check_sample_rate(sample_rate)?;
+    check_delta(delta)?;
+    check_epsilon(target_epsilon)?;
+    if target_epsilon == 0.0 {
+        return Err(crate::error::invalid("target_epsilon", 0, "must be > 0"));
+    }
+    if steps == 0 {
+        return Err(crate::error::invalid("steps", 0, "must be at least 1"));
+    }
+    let eps = |sigma: f64| epsilon_of(kind, sample_rate, sigma, steps, delta);
+    // Bracket [lo, hi] with ε(lo) > target ≥ ε(hi). PLD starts from the RDP
+    // answer, which needs at least as much noise.
+    let mut hi = match kind {
+        AccountantKind::Rdp => 1.0,
+        AccountantKind::Pld => {
+            calibrate_noise(
+                AccountantKind::Rdp,
+                sample_rate,
+                steps,
+                delta,
+                target_epsilon,
+            )?
+            .noise_multiplier
+        }
+    };
+    let mut eps_hi = eps(hi)?;
+    while eps_hi > target_epsilon {
+        hi *= 2.0;
+        if hi > 1e6 {
+            return Err(Error::Unreachable {
+                name: "noise_multiplier",
+                reason: format!("even σ = 1e6 gives ε > {target_epsilon}"),
+            });
+        }
+        eps_hi = eps(hi)?;
+    }
+    let mut lo = hi / 2.0;
+    while eps(lo)? <= target_epsilon {
+        hi = lo;
+        eps_hi = eps(hi)?;
+        lo /= 2.0;
+        if lo < 1e-3 {
+            return Err(Error::Unreachable {
+                name: "noise_multiplier",
+                reason: format!("every σ ≥ 1e-3 gives ε ≤ {target_epsilon}; the target is vacuous"),
+            });
+        }
+    }
+    let tol = tolerance(kind);
+    while hi / lo - 1.0 > tol {
+        let mid = (lo * hi).sqrt();
+        let e = eps(mid)?;
+        if e <= target_epsilon {
+            hi = mid;
+            eps_hi = e;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(NoiseCalibration {
+        noise_multiplier: hi,
+        epsilon: eps_hi,
+    })
+}
+
+/// The largest number of steps at (q, σ) whose ε at δ stays ≤
+/// `target_epsilon` (0 if even one step exceeds it).
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] for invalid q, σ, δ or ε.
+///
+/// # Examples
+///
+/// ```
+/// use dpsgd_accountant::{max_steps, rdp, AccountantKind};
+/// let q = 256.0 / 60000.0;
+/// let t = max_steps(AccountantKind::Rdp, q, 1.1, 1e-5, 2.6)?;
+/// assert!(rdp::epsilon(q, 1.1, t, 1e-5)?.0 <= 2.6);
+/// assert!(rdp::epsilon(q, 1.1, t + 1, 1e-5)?.0 > 2.6);
+/// # Ok::<(), dpsgd_accountant::Error>(())
+/// ```
+pub fn max_steps(
+    kind: AccountantKind,
+    sample_rate: f64,
+    noise_multiplier: f64,
+    delta: f64,
+    target_epsilon: f64,
+) -> Result<u64> {
+    check_sample_rate(sample_rate)?;
+    check_noise_multiplier(noise_multiplier)?;
+    check_delta(delta)?;
+    check_epsilon(target_epsilon)?;
+    // RDP is linear in the steps: precompute the one-step curve.
+    let orders = rdp::default_orders();
+    let curve = match kind {
+        AccountantKind::Rdp => rdp::rdp_curve(sample_rate, noise_multiplier, 1, &orders)?,
+        AccountantKind::Pld => Vec::new(),
+    };
+    let fits = |steps: u64| -> Result<bool> {
+        let eps = match kind {
+            AccountantKind::Rdp => {
+                let total: Vec<f64> = curve.iter().map(|r| r * steps as f64).collect();
+                match rdp::epsilon_from_rdp(&orders, &total, delta) {
+                    Ok((e, _)) => e,
+                    Err(Error::Unbounded(_)) => f64::INFINITY,
+                    Err(e) => return Err(e),
+                }
+            }
+            AccountantKind::Pld => epsilon_of(kind, sample_rate, noise_multiplier, steps, delta)?,
+        };
+        Ok(eps <= target_epsilon)
+    };
+    if !fits(1)? {
+        return Ok(0);
+    }
+    // Exponential then binary search; ε is non-decreasing in the steps.
+    const CAP: u64 = 1 << 40;
+    let mut lo = 1;
+    let mut hi = 2;
+    while fits(hi)? {
+        lo = hi;
+        if hi >= CAP {
+            return Ok(CAP);
+        }
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}

@@ -1,0 +1,67 @@
+//! `dpsgd calibrate`: the noise multiplier for a target ε.
+
+use crate::args;
+use dpsgd_accountant::{AccountantKind, calibrate_noise};
+use serde_json::json;
+
+/// Arguments of `dpsgd calibrate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Poisson sampling rate q (expected batch size / dataset size).
+    #[arg(long, allow_hyphen_values = true, value_name = "Q", value_parser = args::sample_rate)]
+    sample_rate: f64,
+    /// Number of steps.
+    #[arg(long, allow_hyphen_values = true, value_name = "T", value_parser = args::positive_steps)]
+    steps: u64,
+    /// Target δ.
+    #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
+    delta: f64,
+    /// Target ε: the σ found never exceeds it.
+    #[arg(long, allow_hyphen_values = true, value_name = "E", value_parser = args::epsilon)]
+    target_epsilon: f64,
+    /// Accounting method.
+    #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = args::accountant)]
+    accountant: AccountantKind,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+///
+/// # Errors
+///
+/// When no noise multiplier meets the target.
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let c = calibrate_noise(
+        a.accountant,
+        a.sample_rate,
+        a.steps,
+        a.delta,
+        a.target_epsilon,
+    )?;
+    if a.json {
+        let out = json!({
+            "noise_multiplier": c.noise_multiplier,
+            "epsilon": c.epsilon,
+            "target_epsilon": a.target_epsilon,
+            "delta": a.delta,
+            "accountant": a.accountant.name(),
+            "sample_rate": a.sample_rate,
+            "steps": a.steps,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "σ = {:.6} gives ε = {:.4} ≤ {} at δ = {} ({} accountant, {} steps at q = {})",
+            c.noise_multiplier,
+            c.epsilon,
+            a.target_epsilon,
+            a.delta,
+            a.accountant.name().to_uppercase(),
+            a.steps,
+            a.sample_rate
+        );
+    }
+    Ok(())
+}

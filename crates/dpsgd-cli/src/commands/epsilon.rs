@@ -1,0 +1,74 @@
+//! `dpsgd epsilon`: ε of a run.
+
+use crate::args;
+use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant};
+use serde_json::json;
+
+/// Arguments of `dpsgd epsilon`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Poisson sampling rate q (expected batch size / dataset size).
+    #[arg(long, allow_hyphen_values = true, value_name = "Q", value_parser = args::sample_rate)]
+    sample_rate: f64,
+    /// Noise multiplier σ (noise std / clipping norm).
+    #[arg(long, allow_hyphen_values = true, value_name = "S", value_parser = args::noise_multiplier)]
+    noise_multiplier: f64,
+    /// Number of steps.
+    #[arg(long, allow_hyphen_values = true, value_name = "T", value_parser = args::steps)]
+    steps: u64,
+    /// Target δ.
+    #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
+    delta: f64,
+    /// Accounting method.
+    #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = args::accountant)]
+    accountant: AccountantKind,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+///
+/// # Errors
+///
+/// When the accountant cannot bound ε for this run.
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let (epsilon, order) = match a.accountant {
+        AccountantKind::Rdp => {
+            let mut acc = dpsgd_accountant::RdpAccountant::new();
+            acc.record(a.noise_multiplier, a.sample_rate, a.steps)?;
+            let (e, o) = acc.epsilon_with_order(a.delta)?;
+            (e, Some(o))
+        }
+        AccountantKind::Pld => {
+            let mut acc = AnyAccountant::new(AccountantKind::Pld);
+            acc.record(a.noise_multiplier, a.sample_rate, a.steps)?;
+            (acc.epsilon(a.delta)?, None)
+        }
+    };
+    if a.json {
+        let mut out = json!({
+            "epsilon": epsilon,
+            "delta": a.delta,
+            "accountant": a.accountant.name(),
+            "sample_rate": a.sample_rate,
+            "noise_multiplier": a.noise_multiplier,
+            "steps": a.steps,
+        });
+        if let Some(order) = order {
+            out["order"] = json!(order);
+        }
+        println!("{out}");
+    } else {
+        let detail = order.map_or(String::new(), |o| format!(", optimal Rényi order {o}"));
+        println!(
+            "ε = {epsilon:.4} at δ = {} ({} accountant{detail}) for {} steps at q = {}, σ = {}",
+            a.delta,
+            a.accountant.name().to_uppercase(),
+            a.steps,
+            a.sample_rate,
+            a.noise_multiplier
+        );
+    }
+    Ok(())
+}

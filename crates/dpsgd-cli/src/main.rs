@@ -1,0 +1,43 @@
+//! `dpsgd`: differentially private deep learning from the command line.
+//!
+//! Subcommands: `epsilon` and `calibrate` (privacy accounting).
+
+mod args;
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Differentially private deep learning on burn: accounting, training, sweeps.
+#[derive(Debug, Parser)]
+#[command(name = "dpsgd", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// ε of a DP-SGD run (Poisson-subsampled Gaussian mechanism).
+    Epsilon(commands::epsilon::Args),
+    /// The smallest noise multiplier that meets a target ε.
+    Calibrate(commands::calibrate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return args::exit_on_parse_error(e),
+    };
+    let result = match cli.command {
+        Command::Epsilon(a) => commands::epsilon::run(&a),
+        Command::Calibrate(a) => commands::calibrate::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(args::exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! dpsgd-core: under construction (see the workspace README).
+#![warn(missing_docs)]

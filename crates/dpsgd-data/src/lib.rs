@@ -1,0 +1,2 @@
+//! dpsgd-data: under construction (see the workspace README).
+#![warn(missing_docs)]
