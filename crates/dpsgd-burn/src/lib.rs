@@ -1,2 +1,39 @@
-//! dpsgd-burn: under construction (see the workspace README).
+//! DP-SGD for [burn](https://burn.dev): the per-example gradient engine,
+//! DP-aware layers and Poisson sampling.
+//!
+//! ```no_run
+//! use burn::tensor::Device;
+//! use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
+//! use dpsgd_burn::{GradientEngine, PoissonSampler};
+//! use dpsgd_core::{Clipping, DpOptimizer, DpSettings};
+//!
+//! # fn main() -> Result<(), dpsgd_core::Error> {
+//! let device = Device::flex().autodiff();
+//! let model: DpLinear = DpLinearConfig::new(64, 10).init(&device);
+//! let sampler = PoissonSampler::new(1797, 64)?;
+//! let clipping = Clipping::flat(1.0)?;
+//! let mut engine = GradientEngine::new(clipping.clone());
+//! let settings = DpSettings {
+//!     noise_multiplier: 1.0,
+//!     clipping,
+//!     sample_rate: sampler.sample_rate(),
+//!     dataset_size: sampler.dataset_size(),
+//!     accountant: Default::default(),
+//!     budget: Some((3.0, 1e-5)),
+//! };
+//! let mut dp = DpOptimizer::new(burn::optim::SgdConfig::new().init(), settings)?;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
+
+pub mod backend;
+mod batch;
+mod engine;
+pub mod layers;
+mod sampler;
+mod tape;
+
+pub use batch::ExampleBatch;
+pub use dpsgd_core::{Error, Result};
+pub use engine::{EngineMode, GradientEngine};
+pub use sampler::{PoissonSampler, ShufflingSampler};

@@ -1,0 +1,102 @@
+//! Choosing a burn backend at run time. Backends are Cargo features of this
+//! crate: `flex` (default, burn's recommended CPU backend), `ndarray`, and
+//! `wgpu` (GPU; on a machine without one, a software Vulkan driver such as
+//! lavapipe works).
+
+use burn::tensor::Device;
+use std::fmt;
+use std::str::FromStr;
+
+/// A burn backend this library can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// burn-flex (CPU).
+    Flex,
+    /// burn-ndarray (CPU).
+    Ndarray,
+    /// burn-wgpu (GPU).
+    Wgpu,
+}
+
+impl Backend {
+    /// The backends compiled into this build.
+    pub fn enabled() -> Vec<Backend> {
+        let mut v = Vec::new();
+        if cfg!(feature = "flex") {
+            v.push(Backend::Flex);
+        }
+        if cfg!(feature = "ndarray") {
+            v.push(Backend::Ndarray);
+        }
+        if cfg!(feature = "wgpu") {
+            v.push(Backend::Wgpu);
+        }
+        v
+    }
+
+    /// Its name (`flex`, `ndarray`, `wgpu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Ndarray => "ndarray",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// The device without autodiff (evaluation, non-private inference).
+    ///
+    /// # Errors
+    ///
+    /// When the backend's feature is not enabled in this build.
+    pub fn device(self) -> Result<Device, String> {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Ok(Device::flex()),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Backend::Ndarray => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::default())),
+            #[allow(unreachable_patterns)]
+            other => Err(format!(
+                "backend `{}` is not enabled in this build (enabled: {}); rebuild with `--features {}`",
+                other.name(),
+                Backend::enabled()
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other.name()
+            )),
+        }
+    }
+
+    /// The device with autodiff (training).
+    ///
+    /// # Errors
+    ///
+    /// As [`Backend::device`].
+    pub fn autodiff_device(self) -> Result<Device, String> {
+        self.device().map(Device::autodiff)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "flex" => Ok(Backend::Flex),
+            "ndarray" => Ok(Backend::Ndarray),
+            "wgpu" => Ok(Backend::Wgpu),
+            _ => Err(format!(
+                "unknown backend `{s}` (expected flex, ndarray or wgpu)"
+            )),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! The per-example gradient engine: clipped gradient sums without
+//! materialising per-example gradients where it can avoid it.
+//!
+//! **Fast path** (every trainable parameter belongs to a DP-aware layer):
+//! one forward pass records each layer's input `a` and a zero probe on its
+//! output (see [`crate::tape`]); one ordinary backward pass gives the
+//! per-example output gradients `g = ∂L/∂probe` (with `L = Σ_i ℓ_i`). Then,
+//! per layer:
+//!
+//! * squared per-example norms by the *ghost norm* identity
+//!   `‖∇W_i‖² = ‖a_i‖²‖g_i‖²` for one position, or the Gram form
+//!   `Σ_{t,s}(a_it·a_is)(g_it·g_is)` for sequences and unfolded convolutions —
+//!   or by materialising `a_iᵀg_i` when that is cheaper (chosen per layer by
+//!   size, as "mixed ghost clipping", Bu et al. 2022);
+//! * the clipped sum by *book-keeping* `Σ_i c_i a_iᵀ g_i = aᵀ(c ⊙ g)`: one
+//!   matmul per layer, no second backward pass (Bu et al. 2023).
+//!
+//! **Fallback** (any other module): micro-batches of one example, one
+//! backward each. Correct and slow; chosen automatically and reported in
+//! [`ClippedGradients::method`].
+
+use crate::batch::ExampleBatch;
+use crate::tape::{self, Record};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Gradients, IndexingUpdateOp, Tensor, TensorData};
+use dpsgd_core::{
+    ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, trainable_params,
+};
+use std::collections::{HashMap, HashSet};
+
+/// How the engine chooses between its two paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineMode {
+    /// The fast path when the model allows it, else the fallback.
+    #[default]
+    Auto,
+    /// Always the fallback (for testing and comparison).
+    FallbackOnly,
+}
+
+/// Computes `Σ_i clip(∇ℓ_i)` for a batch.
+#[derive(Debug, Clone)]
+pub struct GradientEngine {
+    clipping: Clipping,
+    mode: EngineMode,
+    /// Set once the fast path was found not to cover the model.
+    fallback_reason: Option<String>,
+}
+
+impl GradientEngine {
+    /// An engine with the given clipping policy.
+    pub fn new(clipping: Clipping) -> Self {
+        Self {
+            clipping,
+            mode: EngineMode::Auto,
+            fallback_reason: None,
+        }
+    }
+
+    /// Chooses the path.
+    pub fn with_mode(mut self, mode: EngineMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The clipping policy.
+    pub fn clipping(&self) -> &Clipping {
+        &self.clipping
+    }
+
+    /// Why the fast path is not used, once that is known.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// The clipped gradient sum of `batch` under `loss_fn`, which must
+    /// return one loss per example (`[batch]`, not reduced).
+    ///
+    /// `model` must live on an autodiff device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NonFinite`] for a NaN/inf loss or gradient, [`Error::Shape`]
+    /// when the loss is not one value per example, and invalid per-layer
+    /// clipping budgets. Nothing is changed in either case.
+    pub fn clipped_gradients<M, B, F>(
+        &mut self,
+        model: &M,
+        batch: &B,
+        loss_fn: F,
+    ) -> Result<ClippedGradients>
+    where
+        M: Module,
+        B: ExampleBatch,
+        F: Fn(&M, &B) -> Tensor<1>,
+    {
+        let n = batch.num_examples();
+        if n == 0 {
+            return Ok(ClippedGradients::empty());
+        }
+        let params = trainable_params(model);
+        let groups = layer_groups(&params);
+        let mut group_of = HashMap::new();
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                group_of.insert(params[i].id, g);
+            }
+        }
+        if self.mode == EngineMode::FallbackOnly {
+            return self.fallback(
+                model,
+                batch,
+                &loss_fn,
+                &params,
+                &group_of,
+                groups.len(),
+                "fallback forced",
+            );
+        }
+        if let Some(reason) = self.fallback_reason.clone() {
+            return self.fallback(
+                model,
+                batch,
+                &loss_fn,
+                &params,
+                &group_of,
+                groups.len(),
+                &reason,
+            );
+        }
+        let (losses, records) = tape::record(|| loss_fn(model, batch));
+        check_losses(&losses, n, 0)?;
+        if let Some(reason) = coverage_gap(&params, &records) {
+            self.fallback_reason = Some(reason.clone());
+            drop((losses, records));
+            return self.fallback(
+                model,
+                batch,
+                &loss_fn,
+                &params,
+                &group_of,
+                groups.len(),
+                &reason,
+            );
+        }
+        let mut grads = losses.sum().backward();
+        self.fast_path(records, &mut grads, n, &group_of, groups.len())
+    }
+
+    fn fast_path(
+        &self,
+        records: Vec<Record>,
+        grads: &mut Gradients,
+        n: usize,
+        group_of: &HashMap<ParamId, usize>,
+        n_groups: usize,
+    ) -> Result<ClippedGradients> {
+        let layers = records.len();
+        // Per-example output gradients; a layer whose output did not reach
+        // the loss has zero gradient and is skipped.
+        let mut work: Vec<(Record, Tensor<3>)> = Vec::with_capacity(records.len());
+        for r in records {
+            if let Some(g) = r.probe().grad_remove(grads) {
+                work.push((r, g));
+            }
+        }
+        // Squared norms: one [n] tensor per (record, group), read back at once.
+        let mut sq_parts: Vec<Tensor<1>> = Vec::new();
+        let mut sq_group: Vec<usize> = Vec::new();
+        for (r, g) in &work {
+            let group = r
+                .params()
+                .first()
+                .and_then(|p| group_of.get(p))
+                .copied()
+                .unwrap_or(0);
+            for t in squared_norms(r, g, n) {
+                sq_parts.push(t);
+                sq_group.push(group);
+            }
+        }
+        let mut group_sq = vec![vec![0.0f64; n]; n_groups];
+        if !sq_parts.is_empty() {
+            let all: Vec<f32> = Tensor::cat(sq_parts, 0).into_data().iter::<f32>().collect();
+            for (k, &group) in sq_group.iter().enumerate() {
+                for i in 0..n {
+                    group_sq[group][i] += f64::from(all[k * n + i]);
+                }
+            }
+        }
+        let norms = total_norms(&group_sq, n);
+        let factors = self.clipping.factors(&group_sq, n)?;
+        if let Some(i) = norms.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "gradient",
+                detail: format!("example {i} of the batch has gradient norm {}", norms[i]),
+            });
+        }
+        let mut sums = HashMap::new();
+        let mut factor_tensors: HashMap<usize, Tensor<1>> = HashMap::new();
+        for (r, g) in work {
+            let group = r
+                .params()
+                .first()
+                .and_then(|p| group_of.get(p))
+                .copied()
+                .unwrap_or(0);
+            let c = factor_tensors
+                .entry(group)
+                .or_insert_with(|| {
+                    Tensor::from_data(TensorData::new(factors[group].clone(), [n]), &g.device())
+                })
+                .clone();
+            for (id, t) in clipped_sums(r, g, c) {
+                let merged = match sums.remove(&id) {
+                    Some(prev) => prev + t,
+                    None => t,
+                };
+                sums.insert(id, merged);
+            }
+        }
+        ClippedGradients::new(sums, norms, GradientMethod::FastPath { layers })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fallback<M, B, F>(
+        &self,
+        model: &M,
+        batch: &B,
+        loss_fn: &F,
+        params: &[dpsgd_core::ParamInfo],
+        group_of: &HashMap<ParamId, usize>,
+        n_groups: usize,
+        reason: &str,
+    ) -> Result<ClippedGradients>
+    where
+        M: Module,
+        B: ExampleBatch,
+        F: Fn(&M, &B) -> Tensor<1>,
+    {
+        let n = batch.num_examples();
+        let mut sums: HashMap<ParamId, Tensor<1>> = HashMap::new();
+        let mut norms = Vec::with_capacity(n);
+        for i in 0..n {
+            let example = batch.slice_examples(i, i + 1);
+            let loss = loss_fn(model, &example);
+            check_losses(&loss, 1, i)?;
+            let grads = loss.sum().backward();
+            let mut collector = GradCollector {
+                grads: &grads,
+                out: Vec::new(),
+            };
+            model.visit(&mut collector);
+            let per_param: Vec<(ParamId, Tensor<1>)> = collector.out;
+            let mut group_sq = vec![vec![0.0f64]; n_groups];
+            if !per_param.is_empty() {
+                let sq: Vec<Tensor<1>> = per_param
+                    .iter()
+                    .map(|(_, g)| g.clone().powi_scalar(2).sum())
+                    .collect();
+                let values: Vec<f32> = Tensor::cat(sq, 0).into_data().iter::<f32>().collect();
+                for ((id, _), v) in per_param.iter().zip(values) {
+                    let group = group_of.get(id).copied().unwrap_or(0);
+                    group_sq[group][0] += f64::from(v);
+                }
+            }
+            let norm = total_norms(&group_sq, 1)[0];
+            if !norm.is_finite() {
+                return Err(Error::NonFinite {
+                    what: "gradient",
+                    detail: format!("example {i} of the batch has gradient norm {norm}"),
+                });
+            }
+            norms.push(norm);
+            let factors = self.clipping.factors(&group_sq, 1)?;
+            for (id, g) in per_param {
+                let group = group_of.get(&id).copied().unwrap_or(0);
+                let scaled = g.mul_scalar(factors[group][0]);
+                let merged = match sums.remove(&id) {
+                    Some(prev) => prev + scaled,
+                    None => scaled,
+                };
+                sums.insert(id, merged);
+            }
+        }
+        debug_assert!(params.iter().all(|p| p.numel() > 0));
+        ClippedGradients::new(
+            sums,
+            norms,
+            GradientMethod::Fallback {
+                reason: reason.to_owned(),
+            },
+        )
+    }
+}
+
+fn total_norms(group_sq: &[Vec<f64>], n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| group_sq.iter().map(|g| g[i]).sum::<f64>().sqrt() as f32)
+        .collect()
+}
+
+/// Losses must be `[n]` and finite.
+fn check_losses(losses: &Tensor<1>, n: usize, first_index: usize) -> Result<()> {
+    let dims = losses.dims();
+    if dims[0] != n {
+        return Err(Error::Shape(format!(
+            "the loss function returned {} values for a batch of {n}: it must return one loss per example (no reduction)",
+            dims[0]
+        )));
+    }
+    let values: Vec<f32> = losses.clone().inner().into_data().iter::<f32>().collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "loss",
+            detail: format!(
+                "example {} of the batch has loss {}",
+                first_index + i,
+                values[i]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Why the fast path cannot compute this model's per-example gradients, if
+/// it cannot: a trainable parameter outside every DP-aware layer, or one
+/// used by several layer calls (shared weights: their per-example gradients
+/// add before the norm, which the per-call records cannot see).
+fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<String> {
+    if records.is_empty() {
+        return Some("the model has no DP-aware layer".into());
+    }
+    let mut seen = HashSet::new();
+    for r in records {
+        for id in r.params() {
+            if !seen.insert(id) {
+                let name = params
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map_or_else(|| id.to_string(), |p| p.name());
+                return Some(format!(
+                    "parameter `{name}` is used by more than one layer call"
+                ));
+            }
+        }
+    }
+    let missing: Vec<String> = params
+        .iter()
+        .filter(|p| !seen.contains(&p.id))
+        .map(dpsgd_core::ParamInfo::name)
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "parameters outside DP-aware layers: {} (use dpsgd_burn::layers to get the fast path)",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Squared per-example norms `[n]` of each parameter of a record.
+fn squared_norms(r: &Record, g: &Tensor<3>, n: usize) -> Vec<Tensor<1>> {
+    let sq_sum = |t: Tensor<3>| t.powi_scalar(2).sum_dims(&[1, 2]).reshape([n]);
+    match r {
+        Record::Dense { input, bias, .. } => {
+            let [_, s, d_in] = input.dims();
+            let d_out = g.dims()[2];
+            let weight = if s == 1 {
+                sq_sum(input.clone()) * sq_sum(g.clone())
+            } else if s * s * (d_in + d_out) <= s * d_in * d_out {
+                // Ghost norm via Gram matrices.
+                let aa = input.clone().matmul(input.clone().swap_dims(1, 2));
+                let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
+                (aa * gg).sum_dims(&[1, 2]).reshape([n])
+            } else {
+                sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()))
+            };
+            let mut out = vec![weight];
+            if bias.is_some() {
+                out.push(sq_sum(g.clone().sum_dim(1)));
+            }
+            out
+        }
+        Record::Embedding { ids, .. } => {
+            let [_, s] = ids.dims();
+            let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
+            let same = ids
+                .clone()
+                .reshape([n, s, 1])
+                .expand([n, s, s])
+                .equal(ids.clone().reshape([n, 1, s]).expand([n, s, s]))
+                .float();
+            vec![(gg * same).sum_dims(&[1, 2]).reshape([n])]
+        }
+        Record::Affine {
+            gamma,
+            beta,
+            normalized,
+            ..
+        } => {
+            let mut out = Vec::new();
+            if gamma.is_some() {
+                out.push(sq_sum((g.clone() * normalized.clone()).sum_dim(1)));
+            }
+            if beta.is_some() {
+                out.push(sq_sum(g.clone().sum_dim(1)));
+            }
+            out
+        }
+    }
+}
+
+/// `Σ_i c_i ∇_i` of each parameter of a record (flattened), by book-keeping.
+fn clipped_sums(r: Record, g: Tensor<3>, c: Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+    let [n, s, d_out] = g.dims();
+    let gc = g * c.reshape([n, 1, 1]);
+    match r {
+        Record::Dense {
+            weight,
+            bias,
+            input,
+            transposed,
+            ..
+        } => {
+            let d_in = input.dims()[2];
+            let a = input.reshape([n * s, d_in]);
+            let flat_g = gc.clone().reshape([n * s, d_out]);
+            let w = if transposed {
+                flat_g.transpose().matmul(a) // [d_out, d_in]
+            } else {
+                a.transpose().matmul(flat_g) // [d_in, d_out]
+            };
+            let mut out = vec![(weight, w.reshape([d_in * d_out]))];
+            if let Some(b) = bias {
+                out.push((b, gc.sum_dims(&[0, 1]).reshape([d_out])));
+            }
+            out
+        }
+        Record::Embedding {
+            weight, ids, vocab, ..
+        } => {
+            let table = Tensor::<2>::zeros([vocab, d_out], &gc.device()).select_assign(
+                0,
+                ids.reshape([n * s]),
+                gc.reshape([n * s, d_out]),
+                IndexingUpdateOp::Add,
+            );
+            vec![(weight, table.reshape([vocab * d_out]))]
+        }
+        Record::Affine {
+            gamma,
+            beta,
+            normalized,
+            ..
+        } => {
+            let mut out = Vec::new();
+            if let Some(id) = gamma {
+                out.push((
+                    id,
+                    (gc.clone() * normalized).sum_dims(&[0, 1]).reshape([d_out]),
+                ));
+            }
+            if let Some(id) = beta {
+                out.push((id, gc.sum_dims(&[0, 1]).reshape([d_out])));
+            }
+            out
+        }
+    }
+}
+
+/// Collects each trainable parameter's gradient, flattened.
+struct GradCollector<'a> {
+    grads: &'a Gradients,
+    out: Vec<(ParamId, Tensor<1>)>,
+}
+
+impl ModuleVisitor for GradCollector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            let numel: usize = g.dims().iter().product();
+            self.out.push((param.id, g.reshape([numel])));
+        }
+    }
+}

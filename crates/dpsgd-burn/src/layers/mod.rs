@@ -1,0 +1,13 @@
+//! DP-aware layers: drop-in replacements for burn's layers (same config and
+//! init shape, same parameter layout) whose per-example gradients the engine
+//! computes in one backward pass.
+
+mod conv;
+mod embedding;
+mod linear;
+mod norm;
+
+pub use conv::{DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig};
+pub use embedding::{DpEmbedding, DpEmbeddingConfig};
+pub use linear::{DpLinear, DpLinearConfig};
+pub use norm::{DpGroupNorm, DpGroupNormConfig, DpLayerNorm, DpLayerNormConfig};

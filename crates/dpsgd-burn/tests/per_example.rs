@@ -1,0 +1,241 @@
+//! Per-example gradients, norms and clipped sums of every fast-path layer
+//! against the naive per-example loop, on every enabled backend.
+
+mod common;
+
+use burn::module::Module;
+use burn::tensor::activation::{relu, tanh};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use dpsgd_burn::layers::*;
+use dpsgd_burn::{EngineMode, ExampleBatch, GradientEngine};
+use dpsgd_core::{Clipping, GradientMethod, trainable_params};
+
+/// Deterministic pseudo-random inputs (no RNG dependency in the values).
+fn input<const D: usize>(shape: [usize; D], device: &Device, salt: f32) -> Tensor<D> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i as f32 * 0.7548 + salt) * 1.618).sin())
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// Per-example loss: squared output (with a non-linearity), one value per example.
+fn per_example_loss<const D: usize>(out: Tensor<D>) -> Tensor<1> {
+    let n = out.dims()[0];
+    let flat: Tensor<2> = tanh(out).reshape([n as i32, -1]);
+    flat.powi_scalar(2).sum_dim(1).reshape([n])
+}
+
+/// Runs the engine's fast path and the naive loop on the same batch and
+/// checks norms and clipped sums to 1e-4 relative (f32).
+fn check<M: Module, B: ExampleBatch>(
+    model: &M,
+    batch: &B,
+    loss: impl Fn(&M, &B) -> Tensor<1> + Copy,
+    c: f64,
+    what: &str,
+) {
+    let mut engine = GradientEngine::new(Clipping::flat(c).unwrap());
+    let got = engine.clipped_gradients(model, batch, loss).unwrap();
+    assert!(
+        matches!(got.method(), GradientMethod::FastPath { .. }),
+        "{what}: expected the fast path, got {:?}",
+        got.method()
+    );
+    let naive = naive_per_example(model, batch, loss);
+    for (i, g) in naive.iter().enumerate() {
+        let expected = norm(g);
+        let actual = f64::from(got.per_example_norms()[i]);
+        assert!(
+            (actual - expected).abs() <= 1e-4 * expected.max(1e-6),
+            "{what}: norm of example {i}: {actual} vs {expected}"
+        );
+    }
+    let clipped = naive_clipped_sum(&naive, c);
+    for p in trainable_params(model) {
+        let actual = got
+            .sum(&p.id)
+            .map(to_vec)
+            .unwrap_or_else(|| vec![0.0; p.numel()]);
+        let err = rel_err(&actual, &clipped[&p.id]);
+        assert!(
+            err <= 1e-4,
+            "{what}: clipped sum of {}: relative error {err}",
+            p.name()
+        );
+    }
+    // The fallback computes the same thing.
+    let mut fallback =
+        GradientEngine::new(Clipping::flat(c).unwrap()).with_mode(EngineMode::FallbackOnly);
+    let slow = fallback.clipped_gradients(model, batch, loss).unwrap();
+    for p in trainable_params(model) {
+        let a = got
+            .sum(&p.id)
+            .map(to_vec)
+            .unwrap_or_else(|| vec![0.0; p.numel()]);
+        let b = slow
+            .sum(&p.id)
+            .map(to_vec)
+            .unwrap_or_else(|| vec![0.0; p.numel()]);
+        assert!(
+            rel_err(&a, &b) <= 1e-4,
+            "{what}: fallback differs on {}",
+            p.name()
+        );
+    }
+}
+
+#[derive(Module, Debug)]
+struct Mlp {
+    fc1: DpLinear,
+    fc2: DpLinear,
+}
+
+#[test]
+fn should_match_naive_loop_for_linear_layers() {
+    for (backend, device) in devices() {
+        let model = Mlp {
+            fc1: DpLinearConfig::new(5, 7).init(&device),
+            fc2: DpLinearConfig::new(7, 3).init(&device),
+        };
+        let x = input([6, 5], &device, 0.3);
+        let loss = |m: &Mlp, x: &Tensor<2>| {
+            per_example_loss(m.fc2.forward(relu(m.fc1.forward(x.clone()))))
+        };
+        // C small enough that some examples are clipped and some not.
+        check(&model, &x, loss, 0.5, &format!("{backend} mlp"));
+        check(&model, &x, loss, 100.0, &format!("{backend} mlp unclipped"));
+    }
+}
+
+#[test]
+fn should_match_naive_loop_for_sequences() {
+    for (backend, device) in devices() {
+        // Both norm strategies: Gram (long, narrow) and materialised (short, wide).
+        for (seq, d_in, d_out) in [(9, 3, 4), (2, 6, 5)] {
+            let layer = DpLinearConfig::new(d_in, d_out).init(&device);
+            let x = input([4, seq, d_in], &device, 1.1);
+            let loss = |m: &DpLinear, x: &Tensor<3>| per_example_loss(m.forward(x.clone()));
+            check(
+                &layer,
+                &x,
+                loss,
+                0.3,
+                &format!("{backend} sequence {seq}x{d_in}->{d_out}"),
+            );
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct Cnn {
+    conv: DpConv2d,
+    fc: DpLinear,
+}
+
+#[test]
+fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
+    for (backend, device) in devices() {
+        for (stride, padding, dilation) in [([2, 2], [1, 1], [1, 1]), ([1, 2], [0, 2], [2, 1])] {
+            let conv = DpConv2dConfig::new([2, 3], [3, 3])
+                .with_stride(stride)
+                .with_padding(padding)
+                .with_dilation(dilation)
+                .init(&device);
+            let x = input([5, 2, 7, 8], &device, 0.2);
+            let out_dims = conv.forward(x.clone().inner().autodiff()).dims();
+            let flat = out_dims[1] * out_dims[2] * out_dims[3];
+            let model = Cnn {
+                conv,
+                fc: DpLinearConfig::new(flat, 2).init(&device),
+            };
+            let loss = |m: &Cnn, x: &Tensor<4>| {
+                let h = relu(m.conv.forward(x.clone()));
+                let n = h.dims()[0];
+                per_example_loss(m.fc.forward(h.reshape([n as i32, -1])))
+            };
+            check(
+                &model,
+                &x,
+                loss,
+                0.4,
+                &format!("{backend} conv2d s{stride:?} p{padding:?} d{dilation:?}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn should_match_naive_loop_for_conv1d() {
+    for (backend, device) in devices() {
+        let conv = DpConv1dConfig::new(3, 4, 3)
+            .with_stride(2)
+            .with_padding(1)
+            .with_dilation(2)
+            .init(&device);
+        let x = input([4, 3, 11], &device, 0.9);
+        let loss = |m: &DpConv1d, x: &Tensor<3>| per_example_loss(m.forward(x.clone()));
+        check(&conv, &x, loss, 0.5, &format!("{backend} conv1d"));
+    }
+}
+
+#[derive(Module, Debug)]
+struct Bag {
+    emb: DpEmbedding,
+    norm: DpLayerNorm,
+    fc: DpLinear,
+}
+
+#[test]
+fn should_match_naive_loop_for_embedding_and_layer_norm() {
+    for (backend, device) in devices() {
+        let model = Bag {
+            emb: DpEmbeddingConfig::new(6, 4).init(&device),
+            norm: DpLayerNormConfig::new(4).init(&device),
+            fc: DpLinearConfig::new(4, 2).init(&device),
+        };
+        // Repeated tokens within an example exercise the Gram over equal ids.
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                vec![0i64, 1, 1, 5, 2, 2, 2, 3, 4, 0, 4, 0, 5, 5, 5, 5],
+                [4, 4],
+            ),
+            &device,
+        );
+        let loss = |m: &Bag, ids: &Tensor<2, Int>| {
+            // Make γ, β non-trivial through the forward of previous layers.
+            per_example_loss(m.fc.forward(m.norm.forward(m.emb.forward(ids.clone()) * 1.5)))
+        };
+        check(
+            &model,
+            &ids,
+            loss,
+            0.3,
+            &format!("{backend} embedding+layernorm"),
+        );
+    }
+}
+
+#[derive(Module, Debug)]
+struct Grouped {
+    conv: DpConv2d,
+    norm: DpGroupNorm,
+}
+
+#[test]
+fn should_match_naive_loop_for_group_norm() {
+    for (backend, device) in devices() {
+        let model = Grouped {
+            conv: DpConv2dConfig::new([2, 4], [3, 3])
+                .with_padding([1, 1])
+                .init(&device),
+            norm: DpGroupNormConfig::new(2, 4).init(&device),
+        };
+        let x = input([3, 2, 5, 5], &device, 2.0);
+        let loss = |m: &Grouped, x: &Tensor<4>| {
+            per_example_loss(m.norm.forward(m.conv.forward(x.clone())) + 0.3)
+        };
+        check(&model, &x, loss, 0.2, &format!("{backend} groupnorm"));
+    }
+}

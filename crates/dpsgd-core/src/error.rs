@@ -1,0 +1,68 @@
+//! The error type of DP-SGD on burn.
+
+/// Everything that can go wrong in a DP-SGD step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A parameter is outside its domain.
+    #[error("invalid {name} = {value}: {reason}")]
+    InvalidParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// The offending value.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Taking this step would exceed the configured privacy budget; nothing
+    /// was changed.
+    #[error(
+        "privacy budget exhausted: one more step would reach ε = {epsilon_after:.4} > budget {budget} at δ = {delta} (spent so far: ε = {epsilon_spent:.4})"
+    )]
+    BudgetExhausted {
+        /// ε of the steps already taken.
+        epsilon_spent: f64,
+        /// ε if the refused step were taken.
+        epsilon_after: f64,
+        /// The budget.
+        budget: f64,
+        /// The δ of the budget.
+        delta: f64,
+    },
+    /// A loss or gradient is NaN or infinite; no parameter was changed.
+    #[error("non-finite {what}: {detail}")]
+    NonFinite {
+        /// What was not finite (`loss`, `gradient`, ...).
+        what: &'static str,
+        /// Where (example index, parameter).
+        detail: String,
+    },
+    /// Tensors or batches whose shapes do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// An error of the privacy accountant.
+    #[error(transparent)]
+    Accountant(#[from] dpsgd_accountant::Error),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::InvalidParameter`].
+    pub fn invalid(name: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub(crate) fn invalid(
+    name: &'static str,
+    value: impl ToString,
+    reason: impl Into<String>,
+) -> Error {
+    Error::invalid(name, value, reason)
+}

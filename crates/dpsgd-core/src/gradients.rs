@@ -1,0 +1,110 @@
+//! The clipped gradient sum of one batch, before noise.
+
+use crate::error::{Error, Result};
+use burn::module::ParamId;
+use burn::tensor::Tensor;
+use std::collections::HashMap;
+
+/// How the per-example gradients of a step were computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GradientMethod {
+    /// One backward pass through DP-aware layers (ghost norms and
+    /// book-keeping).
+    FastPath {
+        /// Number of DP-aware layer calls recorded.
+        layers: usize,
+    },
+    /// Micro-batches of one example (correct for any module, slow).
+    Fallback {
+        /// Why the fast path could not be used.
+        reason: String,
+    },
+    /// The batch was empty: the sum is zero (noise is still added).
+    EmptyBatch,
+}
+
+/// `Σ_i clip(∇_i)` for every trainable parameter, with the per-example
+/// norms measured before clipping.
+#[derive(Debug, Clone)]
+pub struct ClippedGradients {
+    sums: HashMap<ParamId, Tensor<1>>,
+    norms: Vec<f32>,
+    method: GradientMethod,
+}
+
+impl ClippedGradients {
+    /// Builds the result of a gradient engine: flattened clipped sums by
+    /// parameter id (a missing parameter counts as zero) and the norms.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NonFinite`] when a per-example norm is NaN or infinite (a
+    /// NaN/inf gradient): such a batch must not reach the parameters.
+    pub fn new(
+        sums: HashMap<ParamId, Tensor<1>>,
+        norms: Vec<f32>,
+        method: GradientMethod,
+    ) -> Result<Self> {
+        if let Some(i) = norms.iter().position(|n| !n.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "gradient",
+                detail: format!("example {i} of the batch has gradient norm {}", norms[i]),
+            });
+        }
+        Ok(Self {
+            sums,
+            norms,
+            method,
+        })
+    }
+
+    /// The sum for an empty batch: zero everywhere.
+    pub fn empty() -> Self {
+        Self {
+            sums: HashMap::new(),
+            norms: Vec::new(),
+            method: GradientMethod::EmptyBatch,
+        }
+    }
+
+    /// Number of examples in the batch.
+    pub fn batch_size(&self) -> usize {
+        self.norms.len()
+    }
+
+    /// Per-example gradient norms before clipping (users plot them to
+    /// choose C).
+    pub fn per_example_norms(&self) -> &[f32] {
+        &self.norms
+    }
+
+    /// How the gradients were computed.
+    pub fn method(&self) -> &GradientMethod {
+        &self.method
+    }
+
+    /// The flattened clipped sum of one parameter, if any example touched it.
+    pub fn sum(&self, id: &ParamId) -> Option<&Tensor<1>> {
+        self.sums.get(id)
+    }
+
+    /// Adds the clipped sums of another part of the same logical batch
+    /// (virtual batches: physical chunks accumulate, noise is added once).
+    pub fn accumulate(&mut self, other: Self) {
+        for (id, t) in other.sums {
+            let merged = match self.sums.remove(&id) {
+                Some(mine) => mine + t,
+                None => t,
+            };
+            self.sums.insert(id, merged);
+        }
+        self.norms.extend(other.norms);
+        if self.method == GradientMethod::EmptyBatch {
+            self.method = other.method;
+        }
+    }
+
+    pub(crate) fn take(&mut self, id: &ParamId) -> Option<Tensor<1>> {
+        self.sums.remove(id)
+    }
+}

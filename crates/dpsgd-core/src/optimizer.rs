@@ -1,0 +1,365 @@
+//! The DP optimizer: noise, accounting and budget around any burn optimizer.
+//!
+//! # Privacy
+//!
+//! Each step releases `(Σ_i clip(∇_i) + N(0, σ²S²I)) / (qN)` where `S` is the
+//! clipping policy's sensitivity, `q` the Poisson sampling rate and `N` the
+//! dataset size (the *expected* batch size `qN`, not the actual one, so the
+//! normalisation leaks nothing about the batch). Under add/remove neighbours
+//! and Poisson sampling this is the subsampled Gaussian mechanism with noise
+//! multiplier σ, recorded in the accountant once per step. Everything the
+//! inner optimizer does afterwards is post-processing.
+
+use crate::clipping::Clipping;
+use crate::error::{Error, Result, invalid};
+use crate::gradients::ClippedGradients;
+use crate::noise::NoiseSource;
+use crate::params::trainable_params;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Tensor, TensorData};
+use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, RdpAccountant, Segment};
+use serde::{Deserialize, Serialize};
+
+/// The privacy settings of a DP-SGD run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpSettings {
+    /// σ: noise standard deviation divided by the clipping sensitivity.
+    pub noise_multiplier: f64,
+    /// The clipping policy.
+    pub clipping: Clipping,
+    /// q: Poisson sampling rate, from the sampler.
+    pub sample_rate: f64,
+    /// N: the number of examples in the private dataset.
+    pub dataset_size: usize,
+    /// Accounting method.
+    pub accountant: AccountantKind,
+    /// Optional budget (ε, δ): a step that would exceed it is refused.
+    pub budget: Option<(f64, f64)>,
+}
+
+impl DpSettings {
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for σ ≤ 0, q ∉ (0, 1], N = 0, q·N < 1 or an
+    /// invalid budget.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.noise_multiplier.is_finite() && self.noise_multiplier > 0.0) {
+            return Err(invalid(
+                "noise_multiplier",
+                self.noise_multiplier,
+                "must be a finite number > 0",
+            ));
+        }
+        if !(self.sample_rate.is_finite() && self.sample_rate > 0.0 && self.sample_rate <= 1.0) {
+            return Err(invalid(
+                "sample_rate",
+                self.sample_rate,
+                "must be in (0, 1]",
+            ));
+        }
+        if self.dataset_size == 0 {
+            return Err(invalid("dataset_size", 0, "the dataset is empty"));
+        }
+        if self.expected_batch_size() < 1.0 {
+            return Err(invalid(
+                "sample_rate",
+                self.sample_rate,
+                format!(
+                    "expected batch size q·N = {} is below one example",
+                    self.expected_batch_size()
+                ),
+            ));
+        }
+        if let Some((eps, delta)) = self.budget {
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(invalid(
+                    "target_epsilon",
+                    eps,
+                    "must be a finite number > 0",
+                ));
+            }
+            if !(delta > 0.0 && delta < 1.0) {
+                return Err(invalid("delta", delta, "must be in (0, 1)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `q·N`.
+    pub fn expected_batch_size(&self) -> f64 {
+        self.sample_rate * self.dataset_size as f64
+    }
+
+    /// Standard deviation of the noise added to the clipped sum: `σ·S`.
+    pub fn noise_std(&self) -> f64 {
+        self.noise_multiplier * self.clipping.sensitivity()
+    }
+}
+
+/// A step refused before any change: the error and the untouched model.
+#[derive(Debug)]
+pub struct Rejected<M> {
+    /// Why.
+    pub error: Error,
+    /// The model, exactly as it was passed in.
+    pub model: M,
+}
+
+impl<M> std::fmt::Display for Rejected<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<M: std::fmt::Debug> std::error::Error for Rejected<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<M> From<Rejected<M>> for Error {
+    fn from(r: Rejected<M>) -> Self {
+        r.error
+    }
+}
+
+/// Wraps any burn optimizer (SGD with momentum, Adam, AdamW, ...): adds the
+/// calibrated noise to a clipped gradient sum, steps the inner optimizer, and
+/// records the step with the accountant.
+///
+/// Its state — accountant history, noise generator, step count — serialises
+/// with [`DpOptimizer::state`] for checkpoints.
+pub struct DpOptimizer {
+    inner: ModuleOptimizer,
+    settings: DpSettings,
+    accountant: AnyAccountant,
+    /// Always kept: a cheap conservative pre-check of the budget (PLD ≤ RDP).
+    rdp: RdpAccountant,
+    noise: NoiseSource,
+}
+
+/// The serialisable state of a [`DpOptimizer`] (without the inner
+/// optimizer, whose record burn saves).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DpState {
+    /// The settings.
+    pub settings: DpSettings,
+    /// The accountant with its history.
+    pub accountant: AnyAccountant,
+    /// The noise generator, mid-stream.
+    pub noise: NoiseSource,
+}
+
+impl DpOptimizer {
+    /// A DP optimizer around `inner` with noise from the operating system.
+    ///
+    /// # Errors
+    ///
+    /// As [`DpSettings::validate`].
+    pub fn new(inner: ModuleOptimizer, settings: DpSettings) -> Result<Self> {
+        Self::with_noise(inner, settings, NoiseSource::from_os())
+    }
+
+    /// A DP optimizer with a given noise source (e.g. seeded, for
+    /// reproducible research runs that report themselves as not secure).
+    ///
+    /// # Errors
+    ///
+    /// As [`DpSettings::validate`].
+    pub fn with_noise(
+        inner: ModuleOptimizer,
+        settings: DpSettings,
+        noise: NoiseSource,
+    ) -> Result<Self> {
+        settings.validate()?;
+        Ok(Self {
+            inner,
+            accountant: AnyAccountant::new(settings.accountant),
+            rdp: RdpAccountant::new(),
+            settings,
+            noise,
+        })
+    }
+
+    /// Restores an optimizer from a saved state (and the inner optimizer,
+    /// restored by the caller from burn's record).
+    ///
+    /// # Errors
+    ///
+    /// As [`DpSettings::validate`], or a history the accountant rejects.
+    pub fn from_state(inner: ModuleOptimizer, state: DpState) -> Result<Self> {
+        state.settings.validate()?;
+        let mut rdp = RdpAccountant::new();
+        for s in state.accountant.history().segments() {
+            rdp.record(s.noise_multiplier, s.sample_rate, s.steps)?;
+        }
+        Ok(Self {
+            inner,
+            settings: state.settings,
+            accountant: state.accountant,
+            rdp,
+            noise: state.noise,
+        })
+    }
+
+    /// The serialisable state.
+    pub fn state(&self) -> DpState {
+        DpState {
+            settings: self.settings.clone(),
+            accountant: self.accountant.clone(),
+            noise: self.noise.clone(),
+        }
+    }
+
+    /// The inner optimizer (for its record).
+    pub fn inner(&self) -> &ModuleOptimizer {
+        &self.inner
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DpSettings {
+        &self.settings
+    }
+
+    /// The accountant.
+    pub fn accountant(&self) -> &AnyAccountant {
+        &self.accountant
+    }
+
+    /// Whether the noise comes from an OS-seeded generator.
+    pub fn is_secure(&self) -> bool {
+        self.noise.is_secure()
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.accountant.history().steps()
+    }
+
+    /// ε spent so far at δ.
+    ///
+    /// # Errors
+    ///
+    /// Invalid δ.
+    pub fn epsilon(&self, delta: f64) -> Result<f64> {
+        Ok(self.accountant.epsilon(delta)?)
+    }
+
+    fn one_step(&self) -> Segment {
+        Segment {
+            noise_multiplier: self.settings.noise_multiplier,
+            sample_rate: self.settings.sample_rate,
+            steps: 1,
+        }
+    }
+
+    /// Checks that one more step fits the budget.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BudgetExhausted`] when it does not.
+    pub fn check_budget(&self) -> Result<()> {
+        let Some((budget, delta)) = self.settings.budget else {
+            return Ok(());
+        };
+        let rdp_after = self.rdp.epsilon_after(self.one_step(), delta)?;
+        if rdp_after <= budget {
+            return Ok(()); // PLD is never above RDP
+        }
+        let after = match self.settings.accountant {
+            AccountantKind::Rdp => rdp_after,
+            AccountantKind::Pld => self.accountant.epsilon_after(self.one_step(), delta)?,
+        };
+        if after > budget {
+            return Err(Error::BudgetExhausted {
+                epsilon_spent: self.accountant.epsilon(delta)?,
+                epsilon_after: after,
+                budget,
+                delta,
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns a clipped gradient sum into the noisy mean gradient and records
+    /// the step: the private release. The model is only read (for parameter
+    /// ids and shapes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BudgetExhausted`] (nothing is recorded then).
+    pub fn privatize<M: Module>(
+        &mut self,
+        model: &M,
+        mut clipped: ClippedGradients,
+    ) -> Result<GradientsParams> {
+        self.check_budget()?;
+        let params = trainable_params(model);
+        let total: usize = params.iter().map(|p| p.numel()).sum();
+        let noise = self.noise.gaussian(total, self.settings.noise_std() as f32);
+        let mut visitor = NoisyMean {
+            clipped: &mut clipped,
+            noise: &noise,
+            offset: 0,
+            scale: (1.0 / self.settings.expected_batch_size()) as f32,
+            grads: GradientsParams::new(),
+        };
+        model.visit(&mut visitor);
+        let grads = visitor.grads;
+        self.accountant
+            .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
+        self.rdp
+            .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
+        Ok(grads)
+    }
+
+    /// One DP-SGD step: [`privatize`](Self::privatize) then the inner
+    /// optimizer's step at learning rate `lr`.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] with the model untouched when the budget is exhausted.
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        model: M,
+        clipped: ClippedGradients,
+    ) -> Result<M, Rejected<M>> {
+        match self.privatize(&model, clipped) {
+            Ok(grads) => Ok(self.inner.step(lr, model, grads)),
+            Err(error) => Err(Rejected { error, model }),
+        }
+    }
+}
+
+struct NoisyMean<'a> {
+    clipped: &'a mut ClippedGradients,
+    noise: &'a [f32],
+    offset: usize,
+    scale: f32,
+    grads: GradientsParams,
+}
+
+impl ModuleVisitor for NoisyMean<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        if !value.is_require_grad() && value.is_autodiff() {
+            return;
+        }
+        let dims = value.dims();
+        let numel: usize = dims.iter().product();
+        let device = value.inner().device();
+        let slice = self.noise[self.offset..self.offset + numel].to_vec();
+        self.offset += numel;
+        let noise = Tensor::<1>::from_data(TensorData::new(slice, [numel]), &device);
+        let noisy = match self.clipped.take(&param.id) {
+            Some(sum) => sum + noise,
+            None => noise,
+        };
+        self.grads
+            .register::<D>(param.id, noisy.mul_scalar(self.scale).reshape(dims));
+    }
+}

@@ -1,0 +1,94 @@
+//! Walking a burn module's trainable parameters: ids, shapes, paths and the
+//! layers they belong to.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+
+/// One trainable float parameter of a module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    /// Its id (the key of its gradient).
+    pub id: ParamId,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Field names from the root, e.g. `["fc1", "weight"]`.
+    pub path: Vec<String>,
+    /// The struct types entered on the way, e.g. `["Struct:Net", "Struct:DpLinear"]`.
+    pub containers: Vec<String>,
+}
+
+impl ParamInfo {
+    /// Number of scalars.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The path joined with dots.
+    pub fn name(&self) -> String {
+        self.path.join(".")
+    }
+
+    /// The layer (module) that owns the parameter: its path without the
+    /// parameter's own field name.
+    pub fn layer(&self) -> String {
+        self.path[..self.path.len().saturating_sub(1)].join(".")
+    }
+}
+
+#[derive(Default)]
+struct Collector {
+    path: Vec<String>,
+    containers: Vec<String>,
+    params: Vec<ParamInfo>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_owned());
+        self.containers.push(container_type.to_owned());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        if !value.is_require_grad() && value.is_autodiff() {
+            return; // frozen
+        }
+        self.params.push(ParamInfo {
+            id: param.id,
+            shape: value.dims().to_vec(),
+            path: self.path.clone(),
+            containers: self.containers.clone(),
+        });
+    }
+}
+
+/// The trainable float parameters of `module`, in declaration order.
+pub fn trainable_params<M: Module>(module: &M) -> Vec<ParamInfo> {
+    let mut c = Collector::default();
+    module.visit(&mut c);
+    c.params
+}
+
+/// Groups parameters by the layer that owns them, in declaration order:
+/// `groups[l]` holds indices into `params`. Per-layer clipping budgets are
+/// given in this order.
+pub fn layer_groups(params: &[ParamInfo]) -> Vec<Vec<usize>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        let layer = p.layer();
+        match names.iter().position(|n| *n == layer) {
+            Some(l) => groups[l].push(i),
+            None => {
+                names.push(layer);
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
