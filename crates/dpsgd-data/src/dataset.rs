@@ -1,0 +1,234 @@
+//! An in-memory classification data set.
+
+use crate::error::{Error, Result};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha20Rng;
+
+/// Examples with `n_features` f32 features each (row-major) and a class label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    n_features: usize,
+    n_classes: usize,
+    /// `[channels, height, width]` for image data (features in that order).
+    image_shape: Option<[usize; 3]>,
+}
+
+/// Feature scaling, fitted on training data and applied to both splits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scaling {
+    /// Leave the features as they are.
+    None,
+    /// Divide by a constant (e.g. 255 for bytes, 16 for UCI digits) → [0, 1].
+    Divide(f32),
+    /// Subtract each feature's mean and divide by its standard deviation.
+    Standardize {
+        /// Per-feature means.
+        mean: Vec<f32>,
+        /// Per-feature standard deviations (1 where a feature is constant).
+        std: Vec<f32>,
+    },
+}
+
+impl Dataset {
+    /// Builds a data set, checking that the parts fit together.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] when `features.len() ≠ labels.len() ·
+    /// n_features`, a label is ≥ `n_classes`, or a value is not finite.
+    pub fn new(features: Vec<f32>, labels: Vec<u32>, n_features: usize, n_classes: usize) -> Result<Self> {
+        if n_features == 0 || features.len() != labels.len() * n_features {
+            return Err(Error::InvalidParameter {
+                name: "features",
+                value: features.len().to_string(),
+                reason: format!("expected {} examples × {n_features} features", labels.len()),
+            });
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l as usize >= n_classes) {
+            return Err(Error::InvalidParameter {
+                name: "labels",
+                value: l.to_string(),
+                reason: format!("labels must be below n_classes = {n_classes}"),
+            });
+        }
+        if let Some(i) = features.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidParameter {
+                name: "features",
+                value: features[i].to_string(),
+                reason: format!("feature {i} is not finite"),
+            });
+        }
+        Ok(Self {
+            features,
+            labels,
+            n_features,
+            n_classes,
+            image_shape: None,
+        })
+    }
+
+    /// Declares the features to be images `[channels, height, width]`.
+    ///
+    /// # Errors
+    ///
+    /// When the shape does not have `n_features` elements.
+    pub fn with_image_shape(mut self, shape: [usize; 3]) -> Result<Self> {
+        if shape.iter().product::<usize>() != self.n_features {
+            return Err(Error::InvalidParameter {
+                name: "image_shape",
+                value: format!("{shape:?}"),
+                reason: format!("must hold {} features", self.n_features),
+            });
+        }
+        self.image_shape = Some(shape);
+        Ok(self)
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Features per example.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Number of classes (labels are `0..n_classes`).
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    /// The image shape, for image data.
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        self.image_shape
+    }
+
+    /// All features, row-major.
+    pub fn features(&self) -> &[f32] {
+        &self.features
+    }
+
+    /// All labels.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The features of example `i`.
+    pub fn example(&self, i: usize) -> &[f32] {
+        &self.features[i * self.n_features..(i + 1) * self.n_features]
+    }
+
+    /// The examples at `indices` (in that order), features and labels.
+    pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<u32>) {
+        let mut x = Vec::with_capacity(indices.len() * self.n_features);
+        let mut y = Vec::with_capacity(indices.len());
+        for &i in indices {
+            x.extend_from_slice(self.example(i));
+            y.push(self.labels[i]);
+        }
+        (x, y)
+    }
+
+    /// A new data set of the examples at `indices`.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let (features, labels) = self.gather(indices);
+        Self {
+            features,
+            labels,
+            ..self.clone_meta()
+        }
+    }
+
+    fn clone_meta(&self) -> Self {
+        Self {
+            features: Vec::new(),
+            labels: Vec::new(),
+            n_features: self.n_features,
+            n_classes: self.n_classes,
+            image_shape: self.image_shape,
+        }
+    }
+
+    /// A random split into `(train, test)` with `test_fraction` of the
+    /// examples in the test part, stratified by class so that both parts
+    /// keep the class balance; the same seed gives the same split.
+    ///
+    /// # Errors
+    ///
+    /// `test_fraction ∉ (0, 1)`.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        if !(test_fraction > 0.0 && test_fraction < 1.0) {
+            return Err(Error::InvalidParameter {
+                name: "test_fraction",
+                value: test_fraction.to_string(),
+                reason: "must be in (0, 1)".into(),
+            });
+        }
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let (mut train, mut test) = (Vec::new(), Vec::new());
+        for class in 0..self.n_classes as u32 {
+            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.labels[i] == class).collect();
+            idx.shuffle(&mut rng);
+            let n_test = (idx.len() as f64 * test_fraction).round() as usize;
+            test.extend_from_slice(&idx[..n_test]);
+            train.extend_from_slice(&idx[n_test..]);
+        }
+        train.shuffle(&mut rng);
+        test.shuffle(&mut rng);
+        Ok((self.subset(&train), self.subset(&test)))
+    }
+
+    /// Fits a standardisation on this (training) data.
+    pub fn fit_standardize(&self) -> Scaling {
+        let n = self.len().max(1) as f64;
+        let d = self.n_features;
+        let mut mean = vec![0.0f64; d];
+        for i in 0..self.len() {
+            for (m, &x) in mean.iter_mut().zip(self.example(i)) {
+                *m += f64::from(x);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0f64; d];
+        for i in 0..self.len() {
+            for ((v, &x), m) in var.iter_mut().zip(self.example(i)).zip(&mean) {
+                *v += (f64::from(x) - m).powi(2);
+            }
+        }
+        let std = var
+            .iter()
+            .map(|v| {
+                let s = (v / n).sqrt();
+                if s > 1e-12 { s as f32 } else { 1.0 }
+            })
+            .collect();
+        Scaling::Standardize {
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// Applies a scaling in place.
+    pub fn apply(&mut self, scaling: &Scaling) {
+        match scaling {
+            Scaling::None => {}
+            Scaling::Divide(k) => self.features.iter_mut().for_each(|x| *x /= k),
+            Scaling::Standardize { mean, std } => {
+                for row in self.features.chunks_mut(self.n_features) {
+                    for ((x, m), s) in row.iter_mut().zip(mean).zip(std) {
+                        *x = (*x - m) / s;
+                    }
+                }
+            }
+        }
+    }
+}

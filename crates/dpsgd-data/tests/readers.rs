@@ -1,0 +1,233 @@
+//! Every reader rejects every kind of corrupt input with the right error.
+
+use dpsgd_data::{Error, LabelColumn, Position, read_csv, read_idx};
+use proptest::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpsgd-data-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn idx_images(n: u32, rows: u32, cols: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0x0803u32.to_be_bytes());
+    for d in [n, rows, cols] {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend((0..n * rows * cols).map(|i| (i % 256) as u8));
+    v
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0x0801u32.to_be_bytes());
+    v.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    v.extend_from_slice(labels);
+    v
+}
+
+fn corrupt_at(e: Error) -> (PathBuf, Position, String) {
+    match e {
+        Error::CorruptData { path, position, reason } => (path, position, reason),
+        other => panic!("expected CorruptData, got {other}"),
+    }
+}
+
+#[test]
+fn should_read_valid_idx_plain_and_gzipped() {
+    let dir = temp_dir();
+    let images = idx_images(3, 2, 2);
+    let labels = idx_labels(&[0, 9, 4]);
+    for (img, lab) in [
+        (write(&dir, "i", &images), write(&dir, "l", &labels)),
+        (write(&dir, "i.gz", &gzip(&images)), write(&dir, "l.gz", &gzip(&labels))),
+    ] {
+        let d = read_idx(&img, &lab, 10).unwrap();
+        assert_eq!((d.len(), d.n_features(), d.image_shape()), (3, 4, Some([1, 2, 2])));
+        assert_eq!(d.labels(), &[0, 9, 4]);
+        assert_eq!(d.example(1), &[4.0, 5.0, 6.0, 7.0]);
+    }
+}
+
+#[test]
+fn should_reject_each_kind_of_corrupt_idx() {
+    let dir = temp_dir();
+    let good_images = write(&dir, "gi", &idx_images(3, 2, 2));
+    let good_labels = write(&dir, "gl", &idx_labels(&[1, 2, 3]));
+
+    let mut bad_magic = idx_images(3, 2, 2);
+    bad_magic[2] = 0x09;
+    let p = write(&dir, "magic", &bad_magic);
+    let (path, pos, reason) = corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err());
+    assert_eq!((path, pos), (p, Position::Byte(0)));
+    assert!(reason.contains("magic"), "{reason}");
+
+    let truncated = idx_images(3, 2, 2);
+    let p = write(&dir, "trunc", &truncated[..truncated.len() - 1]);
+    let (path, _, reason) = corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err());
+    assert_eq!(path, p);
+    assert!(reason.contains("truncated"), "{reason}");
+
+    let p = write(&dir, "short-header", &truncated[..10]);
+    assert!(corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err()).2.contains("header"));
+
+    let p = write(&dir, "range", &idx_labels(&[1, 10, 3]));
+    let (path, pos, reason) = corrupt_at(read_idx(&good_images, &p, 10).unwrap_err());
+    assert_eq!((path, pos), (p, Position::Byte(9)));
+    assert!(reason.contains("out of range"), "{reason}");
+
+    let p = write(&dir, "count", &idx_labels(&[1, 2]));
+    assert!(corrupt_at(read_idx(&good_images, &p, 10).unwrap_err()).2.contains("2 labels for 3 images"));
+
+    let mut trailing = idx_labels(&[1, 2, 3]);
+    trailing.push(0);
+    let p = write(&dir, "trailing", &trailing);
+    assert!(corrupt_at(read_idx(&good_images, &p, 10).unwrap_err()).2.contains("unexpected bytes"));
+
+    let gz = gzip(&idx_images(3, 2, 2));
+    let p = write(&dir, "badgz", &gz[..gz.len() / 2]);
+    assert!(corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err()).2.contains("gzip"));
+
+    assert!(matches!(read_idx(&dir.join("missing"), &good_labels, 10), Err(Error::Io { .. })));
+}
+
+#[test]
+fn should_read_csv_with_quotes_header_and_label_column() {
+    let dir = temp_dir();
+    let text = "\"a\",\"b, quoted\",label\n1,2.5,0\n\"3\",4,2\n\n5,6e-1,1\n";
+    let p = write(&dir, "h.csv", text.as_bytes());
+    let d = read_csv(&p, &LabelColumn::Last).unwrap();
+    assert_eq!((d.len(), d.n_features(), d.n_classes()), (3, 2, 3));
+    assert_eq!(d.example(2), &[5.0, 0.6]);
+    let by_name = read_csv(&p, &LabelColumn::Name("label".into())).unwrap();
+    assert_eq!(by_name, d);
+    let first = read_csv(&write(&dir, "n.csv", b"0,1.5,2\n1,3,4\n"), &LabelColumn::Index(0)).unwrap();
+    assert_eq!((first.labels(), first.example(1)), (&[0u32, 1][..], &[3.0f32, 4.0][..]));
+    let gz = read_csv(&write(&dir, "h.csv.gz", &gzip(text.as_bytes())), &LabelColumn::Last).unwrap();
+    assert_eq!(gz, d);
+}
+
+#[test]
+fn should_reject_each_kind_of_corrupt_csv() {
+    let dir = temp_dir();
+    let cases: [(&str, u64, &str); 6] = [
+        ("1,2,0\n3,4\n", 2, "expected 3"),
+        ("1,2,0\n3,x,1\n", 2, "not a number"),
+        ("1,2,0\n3,4,-1\n", 2, "out of range"),
+        ("1,2,0\n3,4,1.5\n", 2, "out of range"),
+        ("1,2,0\n3,4,1\n5,inf,1\n", 3, "not finite"),
+        ("1,2,0\n\"3,4,1\n", 2, "expected 3"),
+    ];
+    for (i, (text, line, needle)) in cases.iter().enumerate() {
+        let p = write(&dir, &format!("bad{i}.csv"), text.as_bytes());
+        let (path, pos, reason) = corrupt_at(read_csv(&p, &LabelColumn::Last).unwrap_err());
+        assert_eq!(path, p);
+        assert_eq!(pos, Position::Line(*line), "case {i}: {reason}");
+        assert!(reason.contains(needle), "case {i}: {reason}");
+    }
+    let p = write(&dir, "empty.csv", b"a,b\n");
+    assert!(corrupt_at(read_csv(&p, &LabelColumn::Last).unwrap_err()).2.contains("no data"));
+    let p = write(&dir, "ok.csv", b"1,2,0\n");
+    assert!(matches!(read_csv(&p, &LabelColumn::Index(7)), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(read_csv(&p, &LabelColumn::Name("y".into())), Err(Error::InvalidParameter { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Fuzz-style: any truncation of a valid file is either rejected with
+    /// CorruptData or (for CSV cut at a row boundary) parses to a prefix —
+    /// never a panic, never garbage.
+    #[test]
+    fn should_reject_or_shorten_on_random_truncation(cut in 0usize..1000, gz in any::<bool>()) {
+        let dir = temp_dir();
+        let images = idx_images(4, 3, 3);
+        let bytes = if gz { gzip(&images) } else { images.clone() };
+        let cut = cut % bytes.len();
+        let p = write(&dir, if gz { "t.gz" } else { "t" }, &bytes[..cut]);
+        let labels = write(&dir, "tl", &idx_labels(&[0, 1, 2, 3]));
+        let rejected = matches!(read_idx(&p, &labels, 10), Err(Error::CorruptData { .. }));
+        prop_assert!(rejected, "truncation at {} accepted", cut);
+
+        let text: String = (0..20).map(|i| format!("{i},{}.25,{}\n", i * 3, i % 4)).collect();
+        let cut = cut % text.len();
+        let p = write(&dir, "t.csv", &text.as_bytes()[..cut]);
+        match read_csv(&p, &LabelColumn::Last) {
+            Ok(d) => {
+                prop_assert!(d.len() <= 20);
+                for i in 0..d.len() {
+                    prop_assert_eq!(d.example(i)[0], i as f32);
+                }
+            }
+            Err(Error::CorruptData { .. }) => {}
+            Err(other) => prop_assert!(false, "unexpected error {}", other),
+        }
+    }
+}
+
+#[test]
+fn should_embed_the_uci_digits() {
+    let d = dpsgd_data::digits();
+    assert_eq!((d.len(), d.n_features(), d.n_classes(), d.image_shape()), (1797, 64, 10, Some([1, 8, 8])));
+    // About 180 per class (data/README.md).
+    for class in 0..10 {
+        let count = d.labels().iter().filter(|&&l| l == class).count();
+        assert!((174..=183).contains(&count), "class {class}: {count}");
+    }
+    assert_eq!(d.features().iter().copied().fold(0.0f32, f32::max), 16.0);
+    let (train, test) = d.split(0.25, 1).unwrap();
+    // Stratified: round(25%) of each class.
+    let expected: usize = (0..10)
+        .map(|c| (d.labels().iter().filter(|&&l| l == c).count() as f64 * 0.25).round() as usize)
+        .sum();
+    assert_eq!(test.len(), expected);
+    for c in 0..10 {
+        let share = test.labels().iter().filter(|&&l| l == c).count() as f64 / test.len() as f64;
+        assert!((share - 0.1).abs() < 0.01, "class {c} share {share}");
+    }
+    assert_eq!(train.len() + test.len(), 1797);
+    assert_eq!(d.split(0.25, 1).unwrap().0, train, "same seed, same split");
+}
+
+#[test]
+fn should_read_real_mnist_when_available() {
+    let dir = dpsgd_data::data_dir().join("mnist");
+    if !dir.is_dir() {
+        eprintln!("skipping: {} not found (set DPSGD_DATA_DIR)", dir.display());
+        return;
+    }
+    let (train, test) = dpsgd_data::read_mnist(&dir).unwrap();
+    assert_eq!((train.len(), test.len(), train.n_features()), (60_000, 10_000, 784));
+    // Class counts from shared/data/README.md.
+    let zeros = train.labels().iter().filter(|&&l| l == 0).count();
+    assert_eq!(zeros, 5923);
+    let mean = train.features().iter().map(|&x| f64::from(x)).sum::<f64>() / train.features().len() as f64;
+    assert!((mean - 33.32).abs() < 0.01, "{mean}");
+}
+
+#[test]
+fn should_read_the_breast_cancer_csv_when_available() {
+    let p = dpsgd_data::data_dir().join("sklearn-small/breast_cancer.csv");
+    if !p.is_file() {
+        eprintln!("skipping: {} not found", p.display());
+        return;
+    }
+    let d = read_csv(&p, &LabelColumn::Last).unwrap();
+    assert_eq!((d.len(), d.n_features(), d.n_classes()), (569, 30, 2));
+    assert_eq!(d.labels().iter().filter(|&&l| l == 0).count(), 212);
+}
