@@ -22,6 +22,8 @@
 use crate::batch::ExampleBatch;
 use crate::tape::{self, Record};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::module::conv2d_weight_backward;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Gradients, IndexingUpdateOp, Tensor, TensorData};
 use dpsgd_core::{
     ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, trainable_params,
@@ -158,23 +160,18 @@ impl GradientEngine {
         let layers = records.len();
         // Per-example output gradients; a layer whose output did not reach
         // the loss has zero gradient and is skipped.
-        let mut work: Vec<(Record, Tensor<3>)> = Vec::with_capacity(records.len());
+        let mut work: Vec<Item> = Vec::with_capacity(records.len());
         for r in records {
             if let Some(g) = r.probe().grad_remove(grads) {
-                work.push((r, g));
+                work.push(materialize(r, g));
             }
         }
         // Squared norms: one [n] tensor per (record, group), read back at once.
         let mut sq_parts: Vec<Tensor<1>> = Vec::new();
         let mut sq_group: Vec<usize> = Vec::new();
-        for (r, g) in &work {
-            let group = r
-                .params()
-                .first()
-                .and_then(|p| group_of.get(p))
-                .copied()
-                .unwrap_or(0);
-            for t in squared_norms(r, g, n) {
+        for item in &work {
+            let group = item.group(group_of);
+            for t in squared_norms(item, n) {
                 sq_parts.push(t);
                 sq_group.push(group);
             }
@@ -196,22 +193,28 @@ impl GradientEngine {
                 detail: format!("example {i} of the batch has gradient norm {}", norms[i]),
             });
         }
+        let device = match work.first() {
+            Some(Item::Recorded(_, g)) => g.device(),
+            Some(Item::PerExample(v)) => v[0].1.device(),
+            None => {
+                return ClippedGradients::new(
+                    HashMap::new(),
+                    norms,
+                    GradientMethod::FastPath { layers },
+                );
+            }
+        };
         let mut sums = HashMap::new();
         let mut factor_tensors: HashMap<usize, Tensor<1>> = HashMap::new();
-        for (r, g) in work {
-            let group = r
-                .params()
-                .first()
-                .and_then(|p| group_of.get(p))
-                .copied()
-                .unwrap_or(0);
+        for item in work {
+            let group = item.group(group_of);
             let c = factor_tensors
                 .entry(group)
                 .or_insert_with(|| {
-                    Tensor::from_data(TensorData::new(factors[group].clone(), [n]), &g.device())
+                    Tensor::from_data(TensorData::new(factors[group].clone(), [n]), &device)
                 })
                 .clone();
-            for (id, t) in clipped_sums(r, g, c) {
+            for (id, t) in clipped_sums(item, c) {
                 let merged = match sums.remove(&id) {
                     Some(prev) => prev + t,
                     None => t,
@@ -360,10 +363,83 @@ fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<
     }
 }
 
+/// A unit of per-example gradient information after the backward pass.
+/// (Few per step: the size difference between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    /// A record and its per-example output gradient `[B, S, F]`.
+    Recorded(Record, Tensor<3>),
+    /// Materialised per-example gradients: `(parameter, [B, numel])`.
+    PerExample(Vec<(ParamId, Tensor<2>)>),
+}
+
+impl Item {
+    fn group(&self, group_of: &HashMap<ParamId, usize>) -> usize {
+        let first = match self {
+            Item::Recorded(r, _) => r.params().first().copied(),
+            Item::PerExample(v) => v.first().map(|(id, _)| *id),
+        };
+        first.and_then(|p| group_of.get(&p)).copied().unwrap_or(0)
+    }
+}
+
+/// Turns a record and its output gradient into a work item; a convolution
+/// gets its per-example weight gradients from ONE grouped weight-gradient
+/// convolution (the batch as groups).
+fn materialize(r: Record, g: Tensor<3>) -> Item {
+    if let Record::Dense {
+        channels_first: true,
+        ..
+    } = &r
+    {
+        return Item::Recorded(r, g.swap_dims(1, 2));
+    }
+    let Record::Conv {
+        weight,
+        bias,
+        input,
+        out_hw,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ..
+    } = r
+    else {
+        return Item::Recorded(r, g);
+    };
+    let [batch, c_out, _] = g.dims();
+    let [_, c_in, h, w] = input.dims();
+    let [_, _, kh, kw] = kernel;
+    let g4 = g.clone().reshape([1, batch * c_out, out_hw[0], out_hw[1]]);
+    let per_example = conv2d_weight_backward(
+        input.reshape([1, batch * c_in, h, w]),
+        Tensor::<4>::zeros([batch * c_out, c_in, kh, kw], &g.device()),
+        g4,
+        ConvOptions::new(stride, padding, dilation, batch),
+    )
+    .reshape([batch, c_out * c_in * kh * kw]);
+    let mut out = vec![(weight, per_example)];
+    if let Some(b) = bias {
+        out.push((b, g.sum_dim(2).reshape([batch, c_out])));
+    }
+    Item::PerExample(out)
+}
+
 /// Squared per-example norms `[n]` of each parameter of a record.
-fn squared_norms(r: &Record, g: &Tensor<3>, n: usize) -> Vec<Tensor<1>> {
+fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     let sq_sum = |t: Tensor<3>| t.powi_scalar(2).sum_dims(&[1, 2]).reshape([n]);
+    let (r, g) = match item {
+        Item::Recorded(r, g) => (r, g),
+        Item::PerExample(v) => {
+            return v
+                .iter()
+                .map(|(_, t)| t.clone().powi_scalar(2).sum_dim(1).reshape([n]))
+                .collect();
+        }
+    };
     match r {
+        Record::Conv { .. } => unreachable!("convolution records are materialised first"),
         Record::Dense { input, bias, .. } => {
             let [_, s, d_in] = input.dims();
             let d_out = g.dims()[2];
@@ -413,10 +489,26 @@ fn squared_norms(r: &Record, g: &Tensor<3>, n: usize) -> Vec<Tensor<1>> {
 }
 
 /// `Σ_i c_i ∇_i` of each parameter of a record (flattened), by book-keeping.
-fn clipped_sums(r: Record, g: Tensor<3>, c: Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+fn clipped_sums(item: Item, c: Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+    let (r, g) = match item {
+        Item::Recorded(r, g) => (r, g),
+        Item::PerExample(v) => {
+            return v
+                .into_iter()
+                .map(|(id, t)| {
+                    let [n, numel] = t.dims();
+                    (
+                        id,
+                        (t * c.clone().reshape([n, 1])).sum_dim(0).reshape([numel]),
+                    )
+                })
+                .collect();
+        }
+    };
     let [n, s, d_out] = g.dims();
     let gc = g * c.reshape([n, 1, 1]);
     match r {
+        Record::Conv { .. } => unreachable!("convolution records are materialised first"),
         Record::Dense {
             weight,
             bias,

@@ -30,6 +30,8 @@ pub mod backend;
 mod batch;
 mod engine;
 pub mod layers;
+pub mod loss;
+pub mod models;
 mod sampler;
 mod tape;
 

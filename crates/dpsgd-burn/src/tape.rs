@@ -31,6 +31,26 @@ pub(crate) enum Record {
         /// The weight is stored as `[dout, din]` (convolutions) instead of
         /// `[din, dout]` (Linear).
         transposed: bool,
+        /// The probe is `[B, dout, S]` (a convolution's channels-first
+        /// output, which needs no copy in the forward pass).
+        channels_first: bool,
+    },
+    /// A convolution whose per-example weight gradients are materialised by
+    /// one grouped weight-gradient convolution (groups = batch), when they
+    /// fit in memory.
+    Conv {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        /// The (inner) input, `[B, C_in, H, W]`.
+        input: Tensor<4>,
+        /// `[B, C_out, L]`.
+        probe: Tensor<3>,
+        out_hw: [usize; 2],
+        /// `[C_out, C_in, k_h, k_w]` (a 1-D convolution as height 1).
+        kernel: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
     },
     /// Row lookup: `y_t = E[id_t]`.
     Embedding {
@@ -52,7 +72,9 @@ pub(crate) enum Record {
 impl Record {
     pub(crate) fn params(&self) -> Vec<ParamId> {
         match self {
-            Record::Dense { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
+            Record::Dense { weight, bias, .. } | Record::Conv { weight, bias, .. } => {
+                std::iter::once(*weight).chain(*bias).collect()
+            }
             Record::Embedding { weight, .. } => vec![*weight],
             Record::Affine { gamma, beta, .. } => {
                 gamma.iter().chain(beta.iter()).copied().collect()
@@ -63,6 +85,7 @@ impl Record {
     pub(crate) fn probe(&self) -> &Tensor<3> {
         match self {
             Record::Dense { probe, .. }
+            | Record::Conv { probe, .. }
             | Record::Embedding { probe, .. }
             | Record::Affine { probe, .. } => probe,
         }

@@ -11,7 +11,8 @@ use common::*;
 use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
 use dpsgd_burn::{GradientEngine, PoissonSampler};
 use dpsgd_core::{
-    Clipping, ClippedGradients, DpOptimizer, DpSettings, Error, GradientMethod, NoiseSource, trainable_params,
+    ClippedGradients, Clipping, DpOptimizer, DpSettings, Error, GradientMethod, NoiseSource,
+    trainable_params,
 };
 
 fn input(shape: [usize; 2], device: &Device, scale: f32) -> Tensor<2> {
@@ -50,15 +51,24 @@ fn should_bound_every_clipped_gradient_by_c() {
             // One example at a time: the clipped sum is that example's clipped gradient.
             let x = input([1, 8], &device, 1.0 + i as f32 * 3.0);
             let got = engine.clipped_gradients(&model, &x, sq_loss).unwrap();
-            assert!(got.per_example_norms()[0] > c as f32, "{backend}: the test needs clipping to bite");
+            assert!(
+                got.per_example_norms()[0] > c as f32,
+                "{backend}: the test needs clipping to bite"
+            );
             let norm: f64 = trainable_params(&model)
                 .iter()
                 .flat_map(|p| to_vec(got.sum(&p.id).unwrap()))
                 .map(|x| x * x)
                 .sum::<f64>()
                 .sqrt();
-            assert!(norm <= c * (1.0 + 1e-5), "{backend}: clipped norm {norm} > C = {c}");
-            assert!(norm >= c * (1.0 - 1e-4), "{backend}: clipped to exactly C: {norm}");
+            assert!(
+                norm <= c * (1.0 + 1e-5),
+                "{backend}: clipped norm {norm} > C = {c}"
+            );
+            assert!(
+                norm >= c * (1.0 - 1e-4),
+                "{backend}: clipped to exactly C: {norm}"
+            );
         }
     }
 }
@@ -81,11 +91,22 @@ fn should_add_noise_of_std_sigma_c_over_expected_batch() {
         let expected = sigma * c / (q * n as f64);
         let count = w.len() as f64;
         let mean = w.iter().map(|&x| f64::from(x)).sum::<f64>() / count;
-        let std = (w.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / (count - 1.0)).sqrt();
+        let std = (w
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / (count - 1.0))
+            .sqrt();
         // 10 000 draws: the sample std's standard error is std/√(2n) ≈ 0.71%;
         // a 5-sigma band (false alarm ≈ 6e-7, fixed seed) is ±3.5%.
-        assert!((std / expected - 1.0).abs() < 0.035, "{backend}: std {std} vs {expected}");
-        assert!(mean.abs() < 5.0 * expected / count.sqrt(), "{backend}: mean {mean}");
+        assert!(
+            (std / expected - 1.0).abs() < 0.035,
+            "{backend}: std {std} vs {expected}"
+        );
+        assert!(
+            mean.abs() < 5.0 * expected / count.sqrt(),
+            "{backend}: mean {mean}"
+        );
         // The bias gets noise too.
         assert!(grads.get::<1>(model.bias.as_ref().unwrap().id).is_some());
     }
@@ -121,8 +142,16 @@ fn should_refuse_steps_past_the_budget_and_leave_the_model_untouched() {
                         "{backend}: {}",
                         rejected.error
                     );
-                    assert_eq!(values(rejected.model.weight.val()), before, "{backend}: model changed");
-                    assert_eq!(dp.steps(), taken, "{backend}: the refused step was recorded");
+                    assert_eq!(
+                        values(rejected.model.weight.val()),
+                        before,
+                        "{backend}: model changed"
+                    );
+                    assert_eq!(
+                        dp.steps(),
+                        taken,
+                        "{backend}: the refused step was recorded"
+                    );
                     break;
                 }
             }
@@ -137,7 +166,10 @@ fn should_refuse_steps_past_the_budget_and_leave_the_model_untouched() {
         )
         .unwrap();
         assert!(allowed > 0);
-        assert_eq!(taken, allowed, "{backend}: every step that fits is taken, no more");
+        assert_eq!(
+            taken, allowed,
+            "{backend}: every step that fits is taken, no more"
+        );
     }
 }
 
@@ -153,7 +185,13 @@ fn should_reject_nan_losses_and_unreduced_shapes() {
             other => panic!("{backend}: expected a NonFinite loss error, got {other:?}"),
         }
         let mean = |m: &DpLinear, x: &Tensor<2>| sq_loss(m, x).mean();
-        assert!(matches!(engine.clipped_gradients(&model, &x, mean), Err(Error::Shape(_))), "{backend}");
+        assert!(
+            matches!(
+                engine.clipped_gradients(&model, &x, mean),
+                Err(Error::Shape(_))
+            ),
+            "{backend}"
+        );
         let inf_input = input([3, 4], &device, 1.0).div_scalar(0.0);
         match engine.clipped_gradients(&model, &inf_input, sq_loss) {
             Err(Error::NonFinite { .. }) => {}
@@ -178,18 +216,28 @@ fn should_fall_back_automatically_for_other_modules_and_agree_with_the_naive_loo
         let x = input([4, 5], &device, 1.0);
         let loss = |m: &Mixed, x: &Tensor<2>| {
             let n = x.dims()[0];
-            m.plain.forward(m.dp.forward(x.clone())).powi_scalar(2).sum_dim(1).reshape([n])
+            m.plain
+                .forward(m.dp.forward(x.clone()))
+                .powi_scalar(2)
+                .sum_dim(1)
+                .reshape([n])
         };
         let mut engine = GradientEngine::new(Clipping::flat(0.5).unwrap());
         let got = engine.clipped_gradients(&model, &x, loss).unwrap();
         match got.method() {
-            GradientMethod::Fallback { reason } => assert!(reason.contains("plain.weight"), "{reason}"),
+            GradientMethod::Fallback { reason } => {
+                assert!(reason.contains("plain.weight"), "{reason}")
+            }
             other => panic!("{backend}: expected the fallback, got {other:?}"),
         }
         assert!(engine.fallback_reason().is_some());
         let naive = naive_clipped_sum(&naive_per_example(&model, &x, loss), 0.5);
         for p in trainable_params(&model) {
-            assert!(rel_err(&to_vec(got.sum(&p.id).unwrap()), &naive[&p.id]) < 1e-4, "{backend}: {}", p.name());
+            assert!(
+                rel_err(&to_vec(got.sum(&p.id).unwrap()), &naive[&p.id]) < 1e-4,
+                "{backend}: {}",
+                p.name()
+            );
         }
     }
 }

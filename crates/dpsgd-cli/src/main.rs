@@ -1,6 +1,6 @@
 //! `dpsgd`: differentially private deep learning from the command line.
 //!
-//! Subcommands: `epsilon` and `calibrate` (privacy accounting).
+//! Subcommands: `epsilon` and `calibrate` (privacy accounting), `bench`.
 
 mod args;
 mod commands;
@@ -22,6 +22,8 @@ enum Command {
     Epsilon(commands::epsilon::Args),
     /// The smallest noise multiplier that meets a target ε.
     Calibrate(commands::calibrate::Args),
+    /// Benchmarks (DP step vs non-private step).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Epsilon(a) => commands::epsilon::run(&a),
         Command::Calibrate(a) => commands::calibrate::run(&a),
+        Command::Bench(a) => commands::bench::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

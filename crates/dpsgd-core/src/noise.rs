@@ -24,10 +24,99 @@ use serde::{Deserialize, Serialize};
 const CHUNK: usize = 1 << 16;
 
 /// The source of DP noise: a ChaCha20 master generator.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// [`prefetch`](Self::prefetch) draws the next step's noise on a background
+/// thread while the current step computes; the values are exactly those a
+/// direct call would give, and a saved state resumes the same stream.
+#[derive(Serialize, Deserialize)]
+#[serde(from = "NoiseState", into = "NoiseState")]
 pub struct NoiseSource {
     rng: ChaCha20Rng,
     secure: bool,
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    len: usize,
+    std: f32,
+    /// The generator before the prefetch drew its key.
+    before: ChaCha20Rng,
+    handle: std::thread::JoinHandle<Vec<f32>>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct NoiseState {
+    rng: ChaCha20Rng,
+    secure: bool,
+}
+
+impl From<NoiseState> for NoiseSource {
+    fn from(s: NoiseState) -> Self {
+        Self {
+            rng: s.rng,
+            secure: s.secure,
+            pending: None,
+        }
+    }
+}
+
+impl From<NoiseSource> for NoiseState {
+    fn from(s: NoiseSource) -> Self {
+        Self {
+            rng: s.stream_position().clone(),
+            secure: s.secure,
+        }
+    }
+}
+
+impl Clone for NoiseSource {
+    /// A clone continues the stream exactly where this source stands
+    /// (a pending prefetch is not shared).
+    fn clone(&self) -> Self {
+        Self {
+            rng: self.stream_position().clone(),
+            secure: self.secure,
+            pending: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for NoiseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseSource")
+            .field("secure", &self.secure)
+            .field("prefetching", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `len` N(0, std²) values from one step key, on `threads` threads.
+fn fill(key: [u8; 32], len: usize, std: f32, threads: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; len];
+    let fill_chunk = |(index, chunk): (usize, &mut [f32])| {
+        let mut rng = ChaCha20Rng::from_seed(key);
+        rng.set_stream(index as u64);
+        for v in chunk.iter_mut() {
+            let z: f32 = rng.sample(StandardNormal);
+            *v = z * std;
+        }
+    };
+    let chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(CHUNK).enumerate().collect();
+    let threads = threads.min(chunks.len());
+    if threads <= 1 {
+        chunks.into_iter().for_each(fill_chunk);
+    } else {
+        let mut groups: Vec<Vec<(usize, &mut [f32])>> = (0..threads).map(|_| Vec::new()).collect();
+        for (k, c) in chunks.into_iter().enumerate() {
+            groups[k % threads].push(c);
+        }
+        std::thread::scope(|s| {
+            for group in groups {
+                s.spawn(move || group.into_iter().for_each(fill_chunk));
+            }
+        });
+    }
+    out
 }
 
 impl NoiseSource {
@@ -38,6 +127,7 @@ impl NoiseSource {
         Self {
             rng: ChaCha20Rng::from_os_rng(),
             secure: true,
+            pending: None,
         }
     }
 
@@ -47,6 +137,7 @@ impl NoiseSource {
         Self {
             rng: ChaCha20Rng::seed_from_u64(seed),
             secure: false,
+            pending: None,
         }
     }
 
@@ -55,43 +146,57 @@ impl NoiseSource {
         self.secure
     }
 
-    /// `len` independent N(0, std²) values.
-    pub fn gaussian(&mut self, len: usize, std: f32) -> Vec<f32> {
-        let mut key = [0u8; 32];
-        self.rng.fill_bytes(&mut key);
-        let mut out = vec![0.0f32; len];
-        let fill = |(index, chunk): (usize, &mut [f32])| {
-            let mut rng = ChaCha20Rng::from_seed(key);
-            rng.set_stream(index as u64);
-            for v in chunk.iter_mut() {
-                let z: f32 = rng.sample(StandardNormal);
-                *v = z * std;
-            }
-        };
-        let chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(CHUNK).enumerate().collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(chunks.len());
-        if threads <= 1 {
-            chunks.into_iter().for_each(fill);
-        } else {
-            let mut groups: Vec<Vec<(usize, &mut [f32])>> =
-                (0..threads).map(|_| Vec::new()).collect();
-            for (k, c) in chunks.into_iter().enumerate() {
-                groups[k % threads].push(c);
-            }
-            std::thread::scope(|s| {
-                for group in groups {
-                    s.spawn(move || group.into_iter().for_each(fill));
-                }
-            });
-        }
-        out
+    /// The generator as it stands for the caller (before any prefetch).
+    fn stream_position(&self) -> &ChaCha20Rng {
+        self.pending.as_ref().map_or(&self.rng, |p| &p.before)
     }
 
-    /// A uniform draw in [0, 1) from the same generator (for samplers that
-    /// must share the secure source).
+    fn next_key(&mut self) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
+        key
+    }
+
+    /// `len` independent N(0, std²) values (the next step's noise).
+    pub fn gaussian(&mut self, len: usize, std: f32) -> Vec<f32> {
+        if let Some(p) = self.pending.take() {
+            let ready = p.handle.join();
+            match ready {
+                Ok(values) if p.len == len && p.std.to_bits() == std.to_bits() => return values,
+                // A different request (or a failed thread): forget the
+                // prefetched key and draw as if it never happened.
+                _ => self.rng = p.before,
+            }
+        }
+        let key = self.next_key();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        fill(key, len, std, threads)
+    }
+
+    /// Starts drawing the noise of the next [`gaussian`](Self::gaussian)
+    /// call (same `len` and `std`) on a background thread.
+    pub fn prefetch(&mut self, len: usize, std: f32) {
+        if self.pending.is_some() {
+            return;
+        }
+        let before = self.rng.clone();
+        let key = self.next_key();
+        let handle = std::thread::spawn(move || fill(key, len, std, 1));
+        self.pending = Some(Pending {
+            len,
+            std,
+            before,
+            handle,
+        });
+    }
+
+    /// A uniform draw in [0, 1) from the same stream (for samplers that
+    /// must share the secure source). Cancels a pending prefetch.
     pub fn uniform(&mut self) -> f64 {
+        if let Some(p) = self.pending.take() {
+            let _ = p.handle.join();
+            self.rng = p.before;
+        }
         self.rng.random()
     }
 }
@@ -151,6 +256,28 @@ mod tests {
             })
             .fold(0.0, f64::max);
         assert!(d < 1.95 / n.sqrt(), "KS D = {d}");
+    }
+
+    #[test]
+    fn should_give_the_same_values_with_and_without_prefetch() {
+        let mut direct = NoiseSource::seeded(21);
+        let mut ahead = NoiseSource::seeded(21);
+        for len in [10, 100_000, 100_000, 7] {
+            ahead.prefetch(100_000, 0.5);
+            assert_eq!(
+                direct.gaussian(len, 0.5),
+                ahead.gaussian(len, 0.5),
+                "len {len}"
+            );
+        }
+        // A saved state ignores the pending prefetch.
+        ahead.prefetch(50, 1.0);
+        let saved: NoiseSource =
+            serde_json::from_str(&serde_json::to_string(&ahead).unwrap()).unwrap();
+        let mut resumed = saved;
+        let expected = direct.gaussian(50, 1.0);
+        assert_eq!(resumed.gaussian(50, 1.0), expected);
+        assert_eq!(ahead.gaussian(50, 1.0), expected);
     }
 
     #[test]

@@ -299,7 +299,10 @@ impl DpOptimizer {
         self.check_budget()?;
         let params = trainable_params(model);
         let total: usize = params.iter().map(|p| p.numel()).sum();
-        let noise = self.noise.gaussian(total, self.settings.noise_std() as f32);
+        let std = self.settings.noise_std() as f32;
+        let noise = self.noise.gaussian(total, std);
+        // The next step needs as much noise again: draw it while it computes.
+        self.noise.prefetch(total, std);
         let mut visitor = NoisyMean {
             clipped: &mut clipped,
             noise: &noise,

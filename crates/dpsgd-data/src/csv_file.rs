@@ -83,11 +83,18 @@ fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<Dataset> 
             return Err(corrupt(
                 path,
                 Position::Line(line),
-                format!("row has {} fields, expected {w} like the first data row", record.len()),
+                format!(
+                    "row has {} fields, expected {w} like the first data row",
+                    record.len()
+                ),
             ));
         }
         if w < 2 {
-            return Err(corrupt(path, Position::Line(line), "need at least one feature and a label"));
+            return Err(corrupt(
+                path,
+                Position::Line(line),
+                "need at least one feature and a label",
+            ));
         }
         let li = match label_index {
             Some(i) => i,
@@ -99,17 +106,27 @@ fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<Dataset> 
         };
         for (col, field) in record.iter().enumerate() {
             let value: f64 = field.parse().map_err(|_| {
-                corrupt(path, Position::Line(line), format!("column {col}: `{field}` is not a number"))
+                corrupt(
+                    path,
+                    Position::Line(line),
+                    format!("column {col}: `{field}` is not a number"),
+                )
             })?;
             if !value.is_finite() {
-                return Err(corrupt(path, Position::Line(line), format!("column {col}: `{field}` is not finite")));
+                return Err(corrupt(
+                    path,
+                    Position::Line(line),
+                    format!("column {col}: `{field}` is not finite"),
+                ));
             }
             if col == li {
                 if value < 0.0 || value.fract() != 0.0 || value > 65_535.0 {
                     return Err(corrupt(
                         path,
                         Position::Line(line),
-                        format!("label `{field}` out of range: labels must be integers in 0..=65535"),
+                        format!(
+                            "label `{field}` out of range: labels must be integers in 0..=65535"
+                        ),
                     ));
                 }
                 labels.push(value as u32);

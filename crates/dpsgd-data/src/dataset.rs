@@ -39,7 +39,12 @@ impl Dataset {
     ///
     /// [`Error::InvalidParameter`] when `features.len() ≠ labels.len() ·
     /// n_features`, a label is ≥ `n_classes`, or a value is not finite.
-    pub fn new(features: Vec<f32>, labels: Vec<u32>, n_features: usize, n_classes: usize) -> Result<Self> {
+    pub fn new(
+        features: Vec<f32>,
+        labels: Vec<u32>,
+        n_features: usize,
+        n_classes: usize,
+    ) -> Result<Self> {
         if n_features == 0 || features.len() != labels.len() * n_features {
             return Err(Error::InvalidParameter {
                 name: "features",
@@ -176,7 +181,9 @@ impl Dataset {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let (mut train, mut test) = (Vec::new(), Vec::new());
         for class in 0..self.n_classes as u32 {
-            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.labels[i] == class).collect();
+            let mut idx: Vec<usize> = (0..self.len())
+                .filter(|&i| self.labels[i] == class)
+                .collect();
             idx.shuffle(&mut rng);
             let n_test = (idx.len() as f64 * test_fraction).round() as usize;
             test.extend_from_slice(&idx[..n_test]);

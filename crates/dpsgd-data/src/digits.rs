@@ -15,7 +15,11 @@ const DIGITS_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
 ///
 /// Never in practice: the embedded file is checked by this crate's tests.
 pub fn digits() -> Dataset {
-    read_csv_bytes(Path::new("<embedded digits.csv.gz>"), DIGITS_GZ, &LabelColumn::Last)
-        .and_then(|d| d.with_image_shape([1, 8, 8]))
-        .expect("the embedded digits data set is valid")
+    read_csv_bytes(
+        Path::new("<embedded digits.csv.gz>"),
+        DIGITS_GZ,
+        &LabelColumn::Last,
+    )
+    .and_then(|d| d.with_image_shape([1, 8, 8]))
+    .expect("the embedded digits data set is valid")
 }

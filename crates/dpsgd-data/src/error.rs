@@ -58,7 +58,11 @@ pub enum Error {
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn corrupt(path: &std::path::Path, position: Position, reason: impl Into<String>) -> Error {
+pub(crate) fn corrupt(
+    path: &std::path::Path,
+    position: Position,
+    reason: impl Into<String>,
+) -> Error {
     Error::CorruptData {
         path: path.to_path_buf(),
         position,

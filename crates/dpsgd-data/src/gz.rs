@@ -22,9 +22,13 @@ pub(crate) fn decompress_if_gz(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_slice());
-        decoder
-            .read_to_end(&mut out)
-            .map_err(|e| corrupt(path, Position::Byte(out.len() as u64), format!("damaged gzip stream: {e}")))?;
+        decoder.read_to_end(&mut out).map_err(|e| {
+            corrupt(
+                path,
+                Position::Byte(out.len() as u64),
+                format!("damaged gzip stream: {e}"),
+            )
+        })?;
         Ok(out)
     } else {
         Ok(raw)

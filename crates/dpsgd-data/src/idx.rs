@@ -20,26 +20,45 @@ fn parse<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &
             format!("truncated header: {} bytes, need {header}", bytes.len()),
         ));
     }
-    let word = |i: usize| u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
+    let word = |i: usize| {
+        u32::from_be_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ])
+    };
     let magic = word(0);
     let expected = 0x0800 | dims as u32;
     if magic != expected {
         return Err(corrupt(
             path,
             Position::Byte(0),
-            format!("wrong magic number 0x{magic:08x}, expected 0x{expected:08x} (unsigned bytes, {dims} dimensions)"),
+            format!(
+                "wrong magic number 0x{magic:08x}, expected 0x{expected:08x} (unsigned bytes, {dims} dimensions)"
+            ),
         ));
     }
     let sizes: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
-    let len = sizes.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s)).ok_or_else(|| {
-        corrupt(path, Position::Byte(4), format!("dimensions {sizes:?} overflow"))
-    })?;
+    let len = sizes
+        .iter()
+        .try_fold(1usize, |acc, &s| acc.checked_mul(s))
+        .ok_or_else(|| {
+            corrupt(
+                path,
+                Position::Byte(4),
+                format!("dimensions {sizes:?} overflow"),
+            )
+        })?;
     let data = &bytes[header..];
     if data.len() < len {
         return Err(corrupt(
             path,
             Position::Byte(bytes.len() as u64),
-            format!("truncated data: {} bytes after the header, need {len} for dimensions {sizes:?}", data.len()),
+            format!(
+                "truncated data: {} bytes after the header, need {len} for dimensions {sizes:?}",
+                data.len()
+            ),
         ));
     }
     if data.len() > len {
@@ -71,7 +90,12 @@ pub fn read_idx(images: &Path, labels: &Path, n_classes: usize) -> Result<Datase
         return Err(corrupt(
             labels,
             Position::Byte(4),
-            format!("{} labels for {} images in {}", ldims[0], dims[0], images.display()),
+            format!(
+                "{} labels for {} images in {}",
+                ldims[0],
+                dims[0],
+                images.display()
+            ),
         ));
     }
     if let Some(i) = label_data.iter().position(|&l| l as usize >= n_classes) {
@@ -83,7 +107,8 @@ pub fn read_idx(images: &Path, labels: &Path, n_classes: usize) -> Result<Datase
     }
     let features: Vec<f32> = pixels.iter().map(|&p| f32::from(p)).collect();
     let labels_u32: Vec<u32> = label_data.iter().map(|&l| u32::from(l)).collect();
-    Dataset::new(features, labels_u32, dims[1] * dims[2], n_classes)?.with_image_shape([1, dims[1], dims[2]])
+    Dataset::new(features, labels_u32, dims[1] * dims[2], n_classes)?
+        .with_image_shape([1, dims[1], dims[2]])
 }
 
 /// The standard MNIST file names in `dir` (each with or without `.gz`):

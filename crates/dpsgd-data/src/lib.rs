@@ -29,5 +29,6 @@ pub use idx::{mnist_files, read_idx, read_mnist};
 /// The data directory: `$DPSGD_DATA_DIR`, else `../shared/data` relative to
 /// the current directory.
 pub fn data_dir() -> std::path::PathBuf {
-    std::env::var_os("DPSGD_DATA_DIR").map_or_else(|| std::path::PathBuf::from("../shared/data"), Into::into)
+    std::env::var_os("DPSGD_DATA_DIR")
+        .map_or_else(|| std::path::PathBuf::from("../shared/data"), Into::into)
 }

@@ -6,7 +6,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dpsgd-data-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "dpsgd-data-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -43,7 +47,11 @@ fn idx_labels(labels: &[u8]) -> Vec<u8> {
 
 fn corrupt_at(e: Error) -> (PathBuf, Position, String) {
     match e {
-        Error::CorruptData { path, position, reason } => (path, position, reason),
+        Error::CorruptData {
+            path,
+            position,
+            reason,
+        } => (path, position, reason),
         other => panic!("expected CorruptData, got {other}"),
     }
 }
@@ -55,10 +63,16 @@ fn should_read_valid_idx_plain_and_gzipped() {
     let labels = idx_labels(&[0, 9, 4]);
     for (img, lab) in [
         (write(&dir, "i", &images), write(&dir, "l", &labels)),
-        (write(&dir, "i.gz", &gzip(&images)), write(&dir, "l.gz", &gzip(&labels))),
+        (
+            write(&dir, "i.gz", &gzip(&images)),
+            write(&dir, "l.gz", &gzip(&labels)),
+        ),
     ] {
         let d = read_idx(&img, &lab, 10).unwrap();
-        assert_eq!((d.len(), d.n_features(), d.image_shape()), (3, 4, Some([1, 2, 2])));
+        assert_eq!(
+            (d.len(), d.n_features(), d.image_shape()),
+            (3, 4, Some([1, 2, 2]))
+        );
         assert_eq!(d.labels(), &[0, 9, 4]);
         assert_eq!(d.example(1), &[4.0, 5.0, 6.0, 7.0]);
     }
@@ -84,7 +98,11 @@ fn should_reject_each_kind_of_corrupt_idx() {
     assert!(reason.contains("truncated"), "{reason}");
 
     let p = write(&dir, "short-header", &truncated[..10]);
-    assert!(corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err()).2.contains("header"));
+    assert!(
+        corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err())
+            .2
+            .contains("header")
+    );
 
     let p = write(&dir, "range", &idx_labels(&[1, 10, 3]));
     let (path, pos, reason) = corrupt_at(read_idx(&good_images, &p, 10).unwrap_err());
@@ -92,18 +110,33 @@ fn should_reject_each_kind_of_corrupt_idx() {
     assert!(reason.contains("out of range"), "{reason}");
 
     let p = write(&dir, "count", &idx_labels(&[1, 2]));
-    assert!(corrupt_at(read_idx(&good_images, &p, 10).unwrap_err()).2.contains("2 labels for 3 images"));
+    assert!(
+        corrupt_at(read_idx(&good_images, &p, 10).unwrap_err())
+            .2
+            .contains("2 labels for 3 images")
+    );
 
     let mut trailing = idx_labels(&[1, 2, 3]);
     trailing.push(0);
     let p = write(&dir, "trailing", &trailing);
-    assert!(corrupt_at(read_idx(&good_images, &p, 10).unwrap_err()).2.contains("unexpected bytes"));
+    assert!(
+        corrupt_at(read_idx(&good_images, &p, 10).unwrap_err())
+            .2
+            .contains("unexpected bytes")
+    );
 
     let gz = gzip(&idx_images(3, 2, 2));
     let p = write(&dir, "badgz", &gz[..gz.len() / 2]);
-    assert!(corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err()).2.contains("gzip"));
+    assert!(
+        corrupt_at(read_idx(&p, &good_labels, 10).unwrap_err())
+            .2
+            .contains("gzip")
+    );
 
-    assert!(matches!(read_idx(&dir.join("missing"), &good_labels, 10), Err(Error::Io { .. })));
+    assert!(matches!(
+        read_idx(&dir.join("missing"), &good_labels, 10),
+        Err(Error::Io { .. })
+    ));
 }
 
 #[test]
@@ -116,9 +149,20 @@ fn should_read_csv_with_quotes_header_and_label_column() {
     assert_eq!(d.example(2), &[5.0, 0.6]);
     let by_name = read_csv(&p, &LabelColumn::Name("label".into())).unwrap();
     assert_eq!(by_name, d);
-    let first = read_csv(&write(&dir, "n.csv", b"0,1.5,2\n1,3,4\n"), &LabelColumn::Index(0)).unwrap();
-    assert_eq!((first.labels(), first.example(1)), (&[0u32, 1][..], &[3.0f32, 4.0][..]));
-    let gz = read_csv(&write(&dir, "h.csv.gz", &gzip(text.as_bytes())), &LabelColumn::Last).unwrap();
+    let first = read_csv(
+        &write(&dir, "n.csv", b"0,1.5,2\n1,3,4\n"),
+        &LabelColumn::Index(0),
+    )
+    .unwrap();
+    assert_eq!(
+        (first.labels(), first.example(1)),
+        (&[0u32, 1][..], &[3.0f32, 4.0][..])
+    );
+    let gz = read_csv(
+        &write(&dir, "h.csv.gz", &gzip(text.as_bytes())),
+        &LabelColumn::Last,
+    )
+    .unwrap();
     assert_eq!(gz, d);
 }
 
@@ -141,10 +185,20 @@ fn should_reject_each_kind_of_corrupt_csv() {
         assert!(reason.contains(needle), "case {i}: {reason}");
     }
     let p = write(&dir, "empty.csv", b"a,b\n");
-    assert!(corrupt_at(read_csv(&p, &LabelColumn::Last).unwrap_err()).2.contains("no data"));
+    assert!(
+        corrupt_at(read_csv(&p, &LabelColumn::Last).unwrap_err())
+            .2
+            .contains("no data")
+    );
     let p = write(&dir, "ok.csv", b"1,2,0\n");
-    assert!(matches!(read_csv(&p, &LabelColumn::Index(7)), Err(Error::InvalidParameter { .. })));
-    assert!(matches!(read_csv(&p, &LabelColumn::Name("y".into())), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(
+        read_csv(&p, &LabelColumn::Index(7)),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        read_csv(&p, &LabelColumn::Name("y".into())),
+        Err(Error::InvalidParameter { .. })
+    ));
 }
 
 proptest! {
@@ -183,7 +237,10 @@ proptest! {
 #[test]
 fn should_embed_the_uci_digits() {
     let d = dpsgd_data::digits();
-    assert_eq!((d.len(), d.n_features(), d.n_classes(), d.image_shape()), (1797, 64, 10, Some([1, 8, 8])));
+    assert_eq!(
+        (d.len(), d.n_features(), d.n_classes(), d.image_shape()),
+        (1797, 64, 10, Some([1, 8, 8]))
+    );
     // About 180 per class (data/README.md).
     for class in 0..10 {
         let count = d.labels().iter().filter(|&&l| l == class).count();
@@ -212,11 +269,15 @@ fn should_read_real_mnist_when_available() {
         return;
     }
     let (train, test) = dpsgd_data::read_mnist(&dir).unwrap();
-    assert_eq!((train.len(), test.len(), train.n_features()), (60_000, 10_000, 784));
+    assert_eq!(
+        (train.len(), test.len(), train.n_features()),
+        (60_000, 10_000, 784)
+    );
     // Class counts from shared/data/README.md.
     let zeros = train.labels().iter().filter(|&&l| l == 0).count();
     assert_eq!(zeros, 5923);
-    let mean = train.features().iter().map(|&x| f64::from(x)).sum::<f64>() / train.features().len() as f64;
+    let mean =
+        train.features().iter().map(|&x| f64::from(x)).sum::<f64>() / train.features().len() as f64;
     assert!((mean - 33.32).abs() < 0.01, "{mean}");
 }
 

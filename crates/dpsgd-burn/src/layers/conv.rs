@@ -3,9 +3,123 @@
 use crate::tape::{self, Record};
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::module::{conv2d, unfold4d};
-use burn::tensor::ops::{ConvOptions, UnfoldOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Slice, Tensor};
+
+/// The default of [`set_materialize_limit`]: 2²⁴ values (64 MiB of f32).
+pub const DEFAULT_MATERIALIZE_LIMIT: usize = 1 << 24;
+
+thread_local! {
+    static MATERIALIZE_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(DEFAULT_MATERIALIZE_LIMIT) };
+}
+
+/// How convolutions get their per-example gradients on this thread: they
+/// are materialised by one grouped weight-gradient convolution when
+/// `batch · |W|` is at most `values` (fast, memory `batch · |W|`), and
+/// otherwise computed from unfolded patches (ghost norms or per-example
+/// products, whichever is cheaper). `0` always unfolds.
+pub fn set_materialize_limit(values: usize) {
+    MATERIALIZE_LIMIT.with(|l| l.set(values));
+}
+
+/// Records a convolution on the tape: materialised per-example gradients
+/// when they fit, unfolded patches otherwise.
+#[allow(clippy::too_many_arguments)]
+fn record_conv(
+    weight: burn::module::ParamId,
+    bias: Option<burn::module::ParamId>,
+    input: Tensor<4>,
+    probe: Tensor<3>,
+    kernel: [usize; 4],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    out_hw: [usize; 2],
+) {
+    let batch = input.dims()[0];
+    if batch * kernel.iter().product::<usize>() <= MATERIALIZE_LIMIT.with(std::cell::Cell::get) {
+        tape::push(Record::Conv {
+            weight,
+            bias,
+            input,
+            probe,
+            out_hw,
+            kernel,
+            stride,
+            padding,
+            dilation,
+        });
+    } else {
+        let patches = im2col(
+            input,
+            [kernel[2], kernel[3]],
+            stride,
+            padding,
+            dilation,
+            out_hw,
+        );
+        tape::push(Record::Dense {
+            weight,
+            bias,
+            input: patches,
+            probe,
+            transposed: true,
+            channels_first: true,
+        });
+    }
+}
+
+/// The patches of a 2-D convolution, `[B, L, C·k_h·k_w]` with `L = H_out·W_out`
+/// and features in the weight's `(c, i, j)` order: built from `k_h·k_w`
+/// strided slices of the padded input (cheaper than an unfold through a
+/// one-hot convolution).
+fn im2col(
+    x: Tensor<4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    out: [usize; 2],
+) -> Tensor<3> {
+    let [batch, channels, h, w] = x.dims();
+    let padded = if padding == [0, 0] {
+        x
+    } else {
+        Tensor::<4>::zeros(
+            [batch, channels, h + 2 * padding[0], w + 2 * padding[1]],
+            &x.device(),
+        )
+        .slice_assign(
+            [
+                0..batch,
+                0..channels,
+                padding[0]..padding[0] + h,
+                padding[1]..padding[1] + w,
+            ],
+            x,
+        )
+    };
+    let span = |start: usize, axis: usize| {
+        let end = start + stride[axis] * (out[axis] - 1) + 1;
+        Slice::new(start as isize, Some(end as isize), stride[axis] as isize)
+    };
+    let mut taps = Vec::with_capacity(kernel[0] * kernel[1]);
+    for i in 0..kernel[0] {
+        for j in 0..kernel[1] {
+            taps.push(padded.clone().slice([
+                Slice::full(),
+                Slice::full(),
+                span(i * dilation[0], 0),
+                span(j * dilation[1], 1),
+            ]));
+        }
+    }
+    // [B, C, k_h·k_w, H_out, W_out] → [B, C·k_h·k_w, L] → [B, L, C·k_h·k_w]
+    Tensor::<4>::stack::<5>(taps, 2)
+        .reshape([batch, channels * kernel[0] * kernel[1], out[0] * out[1]])
+        .swap_dims(1, 2)
+}
 
 /// Configuration of a [`DpConv2d`] (burn's `Conv2dConfig` without groups;
 /// padding as explicit symmetric sizes).
@@ -89,26 +203,19 @@ impl DpConv2d {
             options,
         );
         let [batch, _, ho, wo] = out.dims();
-        // Patches [B, C_in·k_h·k_w, L] → [B, L, C_in·k_h·k_w].
-        let patches = unfold4d(
+        let probe = tape::probe([batch, c_out, ho * wo], &out.device());
+        record_conv(
+            self.weight.id,
+            self.bias.as_ref().map(|b| b.id),
             input.inner(),
-            [kh, kw],
-            UnfoldOptions::new(self.stride, self.padding, self.dilation),
-        )
-        .swap_dims(1, 2);
-        let probe = tape::probe([batch, ho * wo, c_out], &out.device());
-        tape::push(Record::Dense {
-            weight: self.weight.id,
-            bias: self.bias.as_ref().map(|b| b.id),
-            input: patches,
-            probe: probe.clone(),
-            transposed: true,
-        });
-        debug_assert_eq!(
-            c_in * kh * kw,
-            self.weight.val().dims()[1..].iter().product::<usize>()
+            probe.clone(),
+            [c_out, c_in, kh, kw],
+            self.stride,
+            self.padding,
+            self.dilation,
+            [ho, wo],
         );
-        out + probe.swap_dims(1, 2).reshape([batch, c_out, ho, wo])
+        out + probe.reshape([batch, c_out, ho, wo])
     }
 }
 
@@ -202,20 +309,18 @@ impl DpConv1d {
             options,
         );
         let [_, _, _, lo] = out.dims();
-        let patches = unfold4d(
+        let probe = tape::probe([batch, c_out, lo], &out.device());
+        record_conv(
+            self.weight.id,
+            self.bias.as_ref().map(|b| b.id),
             x.inner(),
-            [1, k],
-            UnfoldOptions::new([1, self.stride], [0, self.padding], [1, self.dilation]),
-        )
-        .swap_dims(1, 2);
-        let probe = tape::probe([batch, lo, c_out], &out.device());
-        tape::push(Record::Dense {
-            weight: self.weight.id,
-            bias: self.bias.as_ref().map(|b| b.id),
-            input: patches,
-            probe: probe.clone(),
-            transposed: true,
-        });
-        out.reshape([batch, c_out, lo]) + probe.swap_dims(1, 2)
+            probe.clone(),
+            [c_out, c_in, 1, k],
+            [1, self.stride],
+            [0, self.padding],
+            [1, self.dilation],
+            [1, lo],
+        );
+        out.reshape([batch, c_out, lo]) + probe
     }
 }

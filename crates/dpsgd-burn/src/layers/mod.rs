@@ -7,7 +7,10 @@ mod embedding;
 mod linear;
 mod norm;
 
-pub use conv::{DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig};
+pub use conv::{
+    DEFAULT_MATERIALIZE_LIMIT, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig,
+    set_materialize_limit,
+};
 pub use embedding::{DpEmbedding, DpEmbeddingConfig};
 pub use linear::{DpLinear, DpLinearConfig};
 pub use norm::{DpGroupNorm, DpGroupNormConfig, DpLayerNorm, DpLayerNormConfig};

@@ -1,0 +1,137 @@
+//! Ready-made models built from DP-aware layers: the ones DP-SGD papers and
+//! peers benchmark on, and the CLI trains.
+
+use crate::layers::{DpConv2d, DpConv2dConfig, DpLinear, DpLinearConfig};
+use burn::module::Module;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Device, Tensor};
+
+/// A multi-layer perceptron with ReLU between layers (no activation after
+/// the last); `sizes = [784, 512, 256, 10]` is the benchmark MLP, two sizes
+/// is logistic regression.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<DpLinear>,
+}
+
+impl Mlp {
+    /// Layers `sizes[0] → sizes[1] → …`.
+    ///
+    /// # Panics
+    ///
+    /// With fewer than two sizes.
+    pub fn new(sizes: &[usize], device: &Device) -> Self {
+        assert!(sizes.len() >= 2, "an MLP needs input and output sizes");
+        Self {
+            layers: sizes
+                .windows(2)
+                .map(|w| DpLinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+        }
+    }
+
+    /// `[B, features]` (or any shape with B first, flattened) → logits `[B, classes]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<2> {
+        let batch = x.dims()[0];
+        let mut h: Tensor<2> = x.reshape([batch as i32, -1]);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h);
+            if i < last {
+                h = relu(h);
+            }
+        }
+        h
+    }
+}
+
+/// A small convolutional network for `[B, 1, H, W]` images.
+///
+/// For 28×28 inputs it is the classic DP MNIST CNN (Papernot et al. 2021,
+/// Opacus's example): Conv2d 1→16 k8 s2 p3, ReLU, MaxPool 2 s1, Conv2d
+/// 16→32 k4 s2, ReLU, MaxPool 2 s1, Linear 512→32, ReLU, Linear 32→classes.
+/// For small images (such as the 8×8 UCI digits) it uses 3×3 kernels with
+/// padding 1 and stride-2 pooling instead.
+#[derive(Module, Debug)]
+pub struct Cnn {
+    conv1: DpConv2d,
+    conv2: DpConv2d,
+    fc1: DpLinear,
+    fc2: DpLinear,
+    pool_stride: usize,
+}
+
+impl Cnn {
+    /// A CNN for `[1, height, width]` images and `classes` outputs.
+    pub fn new(height: usize, width: usize, classes: usize, device: &Device) -> Self {
+        if height >= 28 && width >= 28 {
+            let conv1 = DpConv2dConfig::new([1, 16], [8, 8])
+                .with_stride([2, 2])
+                .with_padding([3, 3])
+                .init(device);
+            let conv2 = DpConv2dConfig::new([16, 32], [4, 4])
+                .with_stride([2, 2])
+                .init(device);
+            // Spatial size: conv1 (k8 s2 p3), pool (2, s1), conv2 (k4 s2), pool:
+            // 28 → 14 → 13 → 5 → 4, so fc1 sees 32·4·4 = 512 features.
+            let size = |n: usize| {
+                let n = (n + 2 * 3 - 8) / 2 + 1 - 1;
+                (n - 4) / 2 + 1 - 1
+            };
+            let (h, w) = (size(height), size(width));
+            Self {
+                conv1,
+                conv2,
+                fc1: DpLinearConfig::new(32 * h * w, 32).init(device),
+                fc2: DpLinearConfig::new(32, classes).init(device),
+                pool_stride: 1,
+            }
+        } else {
+            let conv1 = DpConv2dConfig::new([1, 16], [3, 3])
+                .with_padding([1, 1])
+                .init(device);
+            let conv2 = DpConv2dConfig::new([16, 32], [3, 3])
+                .with_padding([1, 1])
+                .init(device);
+            let (h, w) = (height / 4, width / 4);
+            Self {
+                conv1,
+                conv2,
+                fc1: DpLinearConfig::new(32 * h * w, 32).init(device),
+                fc2: DpLinearConfig::new(32, classes).init(device),
+                pool_stride: 2,
+            }
+        }
+    }
+
+    /// `[B, 1, H, W]` → logits `[B, classes]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let pool = MaxPoolOptions::new([2, 2]).with_stride([self.pool_stride; 2]);
+        let h = max_pool2d(relu(self.conv1.forward(x)), pool.clone());
+        let h = max_pool2d(relu(self.conv2.forward(h)), pool);
+        let batch = h.dims()[0];
+        let h: Tensor<2> = h.reshape([batch as i32, -1]);
+        self.fc2.forward(relu(self.fc1.forward(h)))
+    }
+}
+
+/// A model that maps a batch of `[B, C, H, W]` inputs (tabular data uses
+/// `[B, 1, 1, features]`) to class logits.
+pub trait Classifier: Module {
+    /// Logits `[B, classes]`.
+    fn logits(&self, x: Tensor<4>) -> Tensor<2>;
+}
+
+impl Classifier for Mlp {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+}
+
+impl Classifier for Cnn {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+}

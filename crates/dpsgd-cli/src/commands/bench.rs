@@ -1,0 +1,267 @@
+//! `dpsgd bench step`: the cost of a DP step against a non-private step of
+//! the same model, batch and backend, measured in one process.
+
+use anyhow::{Context, Result, bail};
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use dpsgd_burn::backend::Backend;
+use dpsgd_burn::loss::cross_entropy_per_example;
+use dpsgd_burn::models::{Classifier, Cnn, Mlp};
+use dpsgd_burn::{EngineMode, GradientEngine};
+use dpsgd_core::{Clipping, DpOptimizer, DpSettings};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::time::Instant;
+
+/// `dpsgd bench ...`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Time one training step: non-private, DP (fast path) and DP (fallback).
+    Step(StepArgs),
+}
+
+/// The benchmark models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchModel {
+    /// MLP 784-512-256-10 (ReLU).
+    Mlp,
+    /// The classic DP MNIST CNN (28×28×1 input).
+    Cnn,
+}
+
+#[derive(Debug, clap::Args)]
+struct StepArgs {
+    /// Which model.
+    #[arg(long, value_enum, default_value = "mlp")]
+    model: BenchModel,
+    /// Batch size (MNIST-shaped synthetic inputs).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Backend.
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed repetitions of the (slow) fallback engine; 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    fallback_repeats: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Internal: measure the peak memory of one mode in this process.
+    #[arg(long, hide = true)]
+    memory_probe: Option<String>,
+}
+
+/// Runs the command.
+///
+/// # Errors
+///
+/// Backend not enabled, or a failing step.
+pub fn run(a: &Args) -> Result<()> {
+    match &a.what {
+        What::Step(s) => step(s),
+    }
+}
+
+fn step(a: &StepArgs) -> Result<()> {
+    if a.batch_size == 0 || a.repeats == 0 {
+        bail!(crate::args::UsageError {
+            flag: "--batch-size/--repeats",
+            message: "must be at least 1".into()
+        });
+    }
+    let device = a.backend.autodiff_device().map_err(anyhow::Error::msg)?;
+    match a.model {
+        BenchModel::Mlp => bench(a, &device, || Mlp::new(&[784, 512, 256, 10], &device)),
+        BenchModel::Cnn => bench(a, &device, || Cnn::new(28, 28, 10, &device)),
+    }
+}
+
+fn batch(n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let x: Vec<f32> = (0..n * 784).map(|_| rng.random::<f32>()).collect();
+    let y: Vec<i64> = (0..n).map(|_| rng.random_range(0..10)).collect();
+    (
+        Tensor::from_data(TensorData::new(x, [n, 1, 28, 28]), device),
+        Tensor::from_data(TensorData::new(y, [n]), device),
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+type Batch = (Tensor<4>, Tensor<1, Int>);
+
+fn loss<M: Classifier>(m: &M, b: &Batch) -> Tensor<1> {
+    cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone())
+}
+
+/// Times `steps` calls of `f` after `warmup` (device synced each time).
+fn time_steps(
+    device: &Device,
+    warmup: usize,
+    steps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+        device.sync().context("device sync")?;
+    }
+    let mut out = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let t = Instant::now();
+        f()?;
+        device.sync().context("device sync")?;
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(out)
+}
+
+fn bench<M: Classifier + 'static>(
+    a: &StepArgs,
+    device: &Device,
+    make: impl Fn() -> M,
+) -> Result<()> {
+    let data = batch(a.batch_size, device);
+    let clipping = Clipping::flat(1.0)?;
+    let settings = DpSettings {
+        noise_multiplier: 1.0,
+        clipping: clipping.clone(),
+        sample_rate: a.batch_size as f64 / 60_000.0,
+        dataset_size: 60_000,
+        accountant: Default::default(),
+        budget: None,
+    };
+    let mut model = Some(make());
+    let mut optim = SgdConfig::new().init();
+    let mut non_private = || -> Result<()> {
+        let m = model.take().context("model")?;
+        let grads = loss(&m, &data).mean().backward();
+        let grads = GradientsParams::from_grads(grads, &m);
+        model = Some(optim.step(0.01, m, grads));
+        Ok(())
+    };
+    let mut dp_model = Some(make());
+    let mut engine = GradientEngine::new(clipping.clone());
+    let mut dp = DpOptimizer::new(SgdConfig::new().init(), settings.clone())?;
+    let mut dp_step = |engine: &mut GradientEngine, dp: &mut DpOptimizer| -> Result<()> {
+        let m = dp_model.take().context("model")?;
+        let clipped = engine.clipped_gradients(&m, &data, loss)?;
+        dp_model = Some(dp.step(0.01, m, clipped).map_err(|r| r.error)?);
+        Ok(())
+    };
+    if let Some(mode) = &a.memory_probe {
+        let before = rss_kib("VmRSS")?;
+        reset_peak();
+        match mode.as_str() {
+            "nonprivate" => time_steps(device, 1, 3, &mut non_private)?,
+            "dp" => time_steps(device, 1, 3, || dp_step(&mut engine, &mut dp))?,
+            other => bail!("unknown memory probe {other}"),
+        };
+        println!("{}", rss_kib("VmHWM")?.saturating_sub(before));
+        return Ok(());
+    }
+    let np = median(time_steps(device, a.warmup, a.repeats, &mut non_private)?);
+    let dp_ms = median(time_steps(device, a.warmup, a.repeats, || {
+        dp_step(&mut engine, &mut dp)
+    })?);
+    let method = engine
+        .fallback_reason()
+        .map_or_else(|| "fast path".to_owned(), |r| format!("fallback: {r}"));
+    let fallback_ms = if a.fallback_repeats > 0 {
+        let mut slow = GradientEngine::new(clipping).with_mode(EngineMode::FallbackOnly);
+        median(time_steps(device, 0, a.fallback_repeats, || {
+            dp_step(&mut slow, &mut dp)
+        })?)
+    } else {
+        f64::NAN
+    };
+    let peak_mem_ratio = peak_memory_ratio(a).unwrap_or(f64::NAN);
+    let ratio = dp_ms / np;
+    if a.json {
+        let out = json!({
+            "non_private_ms": np,
+            "dp_ms": dp_ms,
+            "ratio": ratio,
+            "fallback_ms": if fallback_ms.is_finite() { json!(fallback_ms) } else { json!(null) },
+            "peak_mem_ratio": if peak_mem_ratio.is_finite() { json!(peak_mem_ratio) } else { json!(null) },
+            "model": format!("{:?}", a.model).to_lowercase(),
+            "batch_size": a.batch_size,
+            "backend": a.backend.name(),
+            "repeats": a.repeats,
+            "dp_method": method,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{:?} batch {} on {}: non-private {np:.2} ms, DP {dp_ms:.2} ms (×{ratio:.2}), fallback {fallback_ms:.1} ms, peak memory ×{peak_mem_ratio:.2}",
+            a.model, a.batch_size, a.backend
+        );
+    }
+    Ok(())
+}
+
+/// Peak extra resident memory of a DP step over a non-private one, each
+/// measured in a fresh child process (Linux; `None` elsewhere).
+fn peak_memory_ratio(a: &StepArgs) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let probe = |mode: &str| -> Option<f64> {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "bench",
+                "step",
+                "--model",
+                &format!("{:?}", a.model).to_lowercase(),
+            ])
+            .args([
+                "--batch-size",
+                &a.batch_size.to_string(),
+                "--backend",
+                a.backend.name(),
+            ])
+            .args(["--memory-probe", mode])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .ok()
+    };
+    let (np, dp) = (probe("nonprivate")?, probe("dp")?);
+    (np > 0.0).then(|| dp / np)
+}
+
+fn rss_kib(field: &str) -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("/proc/self/status (Linux only)")?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field).and_then(|r| {
+                r.trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .with_context(|| format!("{field} not in /proc/self/status"))
+}
+
+/// Resets the peak-RSS counter (`echo 5 > /proc/self/clear_refs`).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
