@@ -34,9 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut engine = GradientEngine::new(clipping);
     let mut model = Mlp::new(&[64, 128, 10], &device);
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng(); // secret sampling
-    let loss = |m: &Mlp, b: &(burn::tensor::Tensor<4>, burn::tensor::Tensor<1, burn::tensor::Int>)| {
-        cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone())
-    };
+    let loss = |m: &Mlp,
+                b: &(
+        burn::tensor::Tensor<4>,
+        burn::tensor::Tensor<1, burn::tensor::Int>,
+    )| { cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone()) };
 
     for _ in 0..steps {
         let batch = dpsgd::batch(&train, &sampler.sample(&mut rng), &device);
@@ -44,6 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model = dp.step(2e-3, model, clipped)?; // + N(0, σ²C²), Adam, accounting
     }
     let accuracy = dpsgd::accuracy(&model, &test, &device);
-    println!("σ = {sigma:.3}, {steps} steps: test accuracy {:.1}%, ε = {:.2} at δ = {delta}", 100.0 * accuracy, dp.epsilon(delta)?);
+    println!(
+        "σ = {sigma:.3}, {steps} steps: test accuracy {:.1}%, ε = {:.2} at δ = {delta}",
+        100.0 * accuracy,
+        dp.epsilon(delta)?
+    );
     Ok(())
 }

@@ -6,6 +6,8 @@ pub use dpsgd_burn as burn;
 pub use dpsgd_core as core;
 pub use dpsgd_data as data;
 
+pub mod train;
+
 use ::burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd_burn::models::Classifier;
 use dpsgd_data::Dataset;

@@ -131,7 +131,7 @@ impl GradientEngine {
             );
         }
         let (losses, records) = tape::record(|| loss_fn(model, batch));
-        check_losses(&losses, n, 0)?;
+        let loss_sum = check_losses(&losses, n, 0)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             self.fallback_reason = Some(reason.clone());
             drop((losses, records));
@@ -146,7 +146,9 @@ impl GradientEngine {
             );
         }
         let mut grads = losses.sum().backward();
-        self.fast_path(records, &mut grads, n, &group_of, groups.len())
+        let mut clipped = self.fast_path(records, &mut grads, n, &group_of, groups.len())?;
+        clipped.set_loss_sum(loss_sum);
+        Ok(clipped)
     }
 
     fn fast_path(
@@ -244,10 +246,11 @@ impl GradientEngine {
         let n = batch.num_examples();
         let mut sums: HashMap<ParamId, Tensor<1>> = HashMap::new();
         let mut norms = Vec::with_capacity(n);
+        let mut loss_sum = 0.0;
         for i in 0..n {
             let example = batch.slice_examples(i, i + 1);
             let loss = loss_fn(model, &example);
-            check_losses(&loss, 1, i)?;
+            loss_sum += check_losses(&loss, 1, i)?;
             let grads = loss.sum().backward();
             let mut collector = GradCollector {
                 grads: &grads,
@@ -287,13 +290,15 @@ impl GradientEngine {
             }
         }
         debug_assert!(params.iter().all(|p| p.numel() > 0));
-        ClippedGradients::new(
+        let mut clipped = ClippedGradients::new(
             sums,
             norms,
             GradientMethod::Fallback {
                 reason: reason.to_owned(),
             },
-        )
+        )?;
+        clipped.set_loss_sum(loss_sum);
+        Ok(clipped)
     }
 }
 
@@ -304,7 +309,8 @@ fn total_norms(group_sq: &[Vec<f64>], n: usize) -> Vec<f32> {
 }
 
 /// Losses must be `[n]` and finite.
-fn check_losses(losses: &Tensor<1>, n: usize, first_index: usize) -> Result<()> {
+/// Returns the sum of the losses.
+fn check_losses(losses: &Tensor<1>, n: usize, first_index: usize) -> Result<f64> {
     let dims = losses.dims();
     if dims[0] != n {
         return Err(Error::Shape(format!(
@@ -323,7 +329,7 @@ fn check_losses(losses: &Tensor<1>, n: usize, first_index: usize) -> Result<()> 
             ),
         });
     }
-    Ok(())
+    Ok(values.iter().map(|&v| f64::from(v)).sum())
 }
 
 /// Why the fast path cannot compute this model's per-example gradients, if

@@ -1,6 +1,6 @@
 //! `dpsgd`: differentially private deep learning from the command line.
 //!
-//! Subcommands: `epsilon` and `calibrate` (privacy accounting), `bench`.
+//! Subcommands: `train`, `epsilon` and `calibrate` (privacy accounting), `bench`.
 
 mod args;
 mod commands;
@@ -22,6 +22,10 @@ enum Command {
     Epsilon(commands::epsilon::Args),
     /// The smallest noise multiplier that meets a target ε.
     Calibrate(commands::calibrate::Args),
+    /// Train a model with DP-SGD and report accuracy, ε and leakage.
+    Train(commands::train::Args),
+    /// Train at several ε budgets and plot accuracy and leakage against ε.
+    Sweep(commands::sweep::Args),
     /// Benchmarks (DP step vs non-private step).
     Bench(commands::bench::Args),
 }
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
         Command::Epsilon(a) => commands::epsilon::run(&a),
         Command::Calibrate(a) => commands::calibrate::run(&a),
         Command::Bench(a) => commands::bench::run(&a),
+        Command::Train(a) => commands::train::run(&a),
+        Command::Sweep(a) => commands::sweep::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

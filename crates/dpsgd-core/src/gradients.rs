@@ -30,6 +30,7 @@ pub struct ClippedGradients {
     sums: HashMap<ParamId, Tensor<1>>,
     norms: Vec<f32>,
     method: GradientMethod,
+    loss_sum: f64,
 }
 
 impl ClippedGradients {
@@ -55,6 +56,7 @@ impl ClippedGradients {
             sums,
             norms,
             method,
+            loss_sum: 0.0,
         })
     }
 
@@ -64,6 +66,7 @@ impl ClippedGradients {
             sums: HashMap::new(),
             norms: Vec::new(),
             method: GradientMethod::EmptyBatch,
+            loss_sum: 0.0,
         }
     }
 
@@ -76,6 +79,17 @@ impl ClippedGradients {
     /// choose C).
     pub fn per_example_norms(&self) -> &[f32] {
         &self.norms
+    }
+
+    /// Sum of the per-example losses of the batch (for progress reports;
+    /// not private).
+    pub fn loss_sum(&self) -> f64 {
+        self.loss_sum
+    }
+
+    /// Records the sum of the per-example losses.
+    pub fn set_loss_sum(&mut self, loss_sum: f64) {
+        self.loss_sum = loss_sum;
     }
 
     /// How the gradients were computed.
@@ -99,7 +113,11 @@ impl ClippedGradients {
             self.sums.insert(id, merged);
         }
         self.norms.extend(other.norms);
-        if self.method == GradientMethod::EmptyBatch {
+        self.loss_sum += other.loss_sum;
+        // The slowest path taken by any part describes the whole.
+        if self.method == GradientMethod::EmptyBatch
+            || matches!(other.method, GradientMethod::Fallback { .. })
+        {
             self.method = other.method;
         }
     }

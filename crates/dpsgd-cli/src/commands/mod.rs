@@ -3,3 +3,5 @@
 pub mod bench;
 pub mod calibrate;
 pub mod epsilon;
+pub mod sweep;
+pub mod train;

@@ -1,0 +1,446 @@
+//! One training run, private or not, with a report: the engine behind
+//! `dpsgd train` and `dpsgd sweep`.
+
+use ::burn::optim::{
+    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
+};
+use ::burn::tensor::{Device, Int, Tensor};
+use dpsgd_accountant::{Accountant, AccountantKind, calibrate_noise};
+use dpsgd_burn::loss::cross_entropy_per_example;
+use dpsgd_burn::models::{Classifier, Cnn, Mlp};
+use dpsgd_burn::{GradientEngine, PoissonSampler};
+use dpsgd_core::{Clipping, DpOptimizer, DpSettings, NoiseSource};
+use dpsgd_data::Dataset;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Which model to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Multinomial logistic regression (one linear layer).
+    Logreg,
+    /// MLP with one hidden layer of 128 units (ReLU).
+    Mlp,
+    /// The CNN of [`dpsgd_burn::models::Cnn`] (image data only).
+    Cnn,
+}
+
+/// Which inner optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with momentum 0.9.
+    Sgd,
+    /// Adam.
+    Adam,
+}
+
+/// How much privacy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Privacy {
+    /// No clipping, no noise (the same model and sampler, for comparison).
+    NonPrivate,
+    /// A fixed noise multiplier.
+    NoiseMultiplier(f64),
+    /// σ calibrated so that the whole run meets this ε at the run's δ.
+    TargetEpsilon(f64),
+}
+
+/// Everything a run needs besides the data.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainConfig {
+    /// Model.
+    pub model: ModelKind,
+    /// Epochs (each `round(1/q)` Poisson steps).
+    pub epochs: usize,
+    /// Expected (Poisson) batch size.
+    pub batch_size: usize,
+    /// Clipping norm C.
+    pub max_grad_norm: f64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Inner optimizer.
+    pub optimizer: OptimizerKind,
+    /// Privacy setting.
+    pub privacy: Privacy,
+    /// δ.
+    pub delta: f64,
+    /// Accountant.
+    pub accountant: AccountantKind,
+    /// Seed for initialisation, sampling and noise (then not secure).
+    pub seed: Option<u64>,
+}
+
+/// The default δ for a dataset of `n` examples: `1/n` rounded down to a
+/// power of ten, capped at 1e-5.
+pub fn default_delta(n: usize) -> f64 {
+    let exponent = (1.0 / n.max(1) as f64).log10().floor();
+    10f64.powf(exponent).min(1e-5)
+}
+
+/// Progress after a step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Steps done.
+    pub step: u64,
+    /// Steps planned.
+    pub total_steps: u64,
+    /// Mean loss of the last batch.
+    pub loss: f64,
+    /// ε spent so far (`None` when not private or not computed this step).
+    pub epsilon: Option<f64>,
+    /// Test accuracy, at the end of an epoch.
+    pub test_accuracy: Option<f64>,
+}
+
+/// The outcome of a run: privacy report and metrics (serialised by the CLI).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// Accuracy on the training set.
+    pub train_accuracy: f64,
+    /// ε spent (null when not private).
+    pub epsilon: Option<f64>,
+    /// δ.
+    pub delta: f64,
+    /// σ (null when not private).
+    pub noise_multiplier: Option<f64>,
+    /// q.
+    pub sample_rate: f64,
+    /// Steps taken.
+    pub steps: u64,
+    /// Epochs.
+    pub epochs: usize,
+    /// Wall-clock seconds of training (without data loading).
+    pub wall_seconds: f64,
+    /// Accountant.
+    pub accountant: AccountantKind,
+    /// Clipping mode and norm.
+    pub clipping: Option<Clipping>,
+    /// Sampler.
+    pub sampler: &'static str,
+    /// Seed, if any.
+    pub seed: Option<u64>,
+    /// Whether noise and sampling came from an OS-seeded CSPRNG.
+    pub secure: bool,
+    /// Training-set size N.
+    pub dataset_size: usize,
+    /// Test-set size.
+    pub test_size: usize,
+    /// Mean training loss of the last epoch.
+    pub final_loss: f64,
+    /// Measured leakage: ROC AUC of the loss-threshold membership-inference
+    /// attack, training set (members) vs test set (non-members); 0.5 = none.
+    pub loss_threshold_auc: f64,
+    /// Model.
+    pub model: ModelKind,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Expected batch size.
+    pub batch_size: usize,
+    /// How per-example gradients were computed.
+    pub gradient_method: String,
+    /// dpsgd version.
+    pub crate_version: &'static str,
+}
+
+/// Errors of a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A configuration that cannot work (e.g. a CNN on tabular data).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// From the DP machinery.
+    #[error(transparent)]
+    Dp(#[from] dpsgd_core::Error),
+    /// From the accountant.
+    #[error(transparent)]
+    Accountant(#[from] dpsgd_accountant::Error),
+}
+
+type Batch = (Tensor<4>, Tensor<1, Int>);
+
+fn inner_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    match cfg.optimizer {
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+            .init(),
+        OptimizerKind::Adam => AdamConfig::new().init(),
+    }
+}
+
+/// Trains `cfg.model` on `train`, evaluates on `test`, calling `progress`
+/// after every step.
+///
+/// # Errors
+///
+/// Invalid settings (batch larger than the data, CNN on non-image data,
+/// invalid ε/δ/σ/C), or a NaN loss during training.
+pub fn train(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    progress: impl FnMut(Progress),
+) -> Result<TrainReport, TrainError> {
+    let device = device.clone().autodiff();
+    if let Some(seed) = cfg.seed {
+        device.seed(seed); // initialisation only; DP noise never uses burn's RNG
+    }
+    let classes = train.n_classes().max(test.n_classes());
+    match cfg.model {
+        ModelKind::Logreg => run(
+            cfg,
+            train,
+            test,
+            &device,
+            Mlp::new(&[train.n_features(), classes], &device),
+            progress,
+        ),
+        ModelKind::Mlp => run(
+            cfg,
+            train,
+            test,
+            &device,
+            Mlp::new(&[train.n_features(), 128, classes], &device),
+            progress,
+        ),
+        ModelKind::Cnn => {
+            let Some([1, h, w]) = train.image_shape() else {
+                return Err(TrainError::Config(
+                    "--model cnn needs single-channel image data (digits or idx:DIR)".into(),
+                ));
+            };
+            run(
+                cfg,
+                train,
+                test,
+                &device,
+                Cnn::new(h, w, classes, &device),
+                progress,
+            )
+        }
+    }
+}
+
+fn run<M: Classifier + 'static>(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    mut model: M,
+    mut progress: impl FnMut(Progress),
+) -> Result<TrainReport, TrainError> {
+    let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
+    let q = sampler.sample_rate();
+    let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
+    if steps == 0 {
+        return Err(TrainError::Config("--epochs must be at least 1".into()));
+    }
+    let mut rng = match cfg.seed {
+        Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
+        None => ChaCha20Rng::from_os_rng(),
+    };
+    let sigma = match cfg.privacy {
+        Privacy::NonPrivate => None,
+        Privacy::NoiseMultiplier(s) => Some(s),
+        Privacy::TargetEpsilon(e) => {
+            Some(calibrate_noise(cfg.accountant, q, steps, cfg.delta, e)?.noise_multiplier)
+        }
+    };
+    let clipping = Clipping::flat(cfg.max_grad_norm)?;
+    let mut dp = match sigma {
+        None => None,
+        Some(sigma) => {
+            let settings = DpSettings {
+                noise_multiplier: sigma,
+                clipping: clipping.clone(),
+                sample_rate: q,
+                dataset_size: train.len(),
+                accountant: cfg.accountant,
+                budget: match cfg.privacy {
+                    Privacy::TargetEpsilon(e) => Some((e, cfg.delta)),
+                    _ => None,
+                },
+            };
+            let noise = cfg
+                .seed
+                .map_or_else(NoiseSource::from_os, NoiseSource::seeded);
+            Some(DpOptimizer::with_noise(
+                inner_optimizer(cfg),
+                settings,
+                noise,
+            )?)
+        }
+    };
+    let mut plain = inner_optimizer(cfg);
+    let mut engine = GradientEngine::new(clipping.clone());
+    let loss_fn = |m: &M, b: &Batch| cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone());
+    let start = Instant::now();
+    let steps_per_epoch = sampler.steps_per_epoch();
+    let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
+    for step in 1..=steps {
+        let indices = sampler.sample(&mut rng);
+        let batch = crate::batch(train, &indices, device);
+        let batch_loss;
+        match dp.as_mut() {
+            Some(dp) => {
+                let clipped = engine.clipped_gradients(&model, &batch, loss_fn)?;
+                batch_loss = clipped.loss_sum();
+                model = dp.step(cfg.lr, model, clipped).map_err(|r| r.error)?;
+            }
+            None if indices.is_empty() => batch_loss = 0.0,
+            None => {
+                let losses = loss_fn(&model, &batch);
+                batch_loss = f64::from(losses.clone().sum().into_scalar::<f32>());
+                if !batch_loss.is_finite() {
+                    return Err(dpsgd_core::Error::NonFinite {
+                        what: "loss",
+                        detail: format!("step {step}"),
+                    }
+                    .into());
+                }
+                let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
+                model = plain.step(cfg.lr, model, grads);
+            }
+        }
+        epoch_loss += batch_loss;
+        epoch_examples += indices.len();
+        let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
+        let epsilon = match (&dp, cfg.accountant, end_of_epoch) {
+            (Some(dp), AccountantKind::Rdp, _) | (Some(dp), AccountantKind::Pld, true) => {
+                Some(dp.epsilon(cfg.delta)?)
+            }
+            _ => None,
+        };
+        let test_accuracy = end_of_epoch.then(|| crate::accuracy(&model, test, device));
+        if end_of_epoch {
+            final_loss = epoch_loss / epoch_examples.max(1) as f64;
+            epoch_loss = 0.0;
+            epoch_examples = 0;
+        }
+        progress(Progress {
+            step,
+            total_steps: steps,
+            loss: batch_loss / indices.len().max(1) as f64,
+            epsilon,
+            test_accuracy,
+        });
+    }
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let auc = loss_threshold_auc(
+        &per_example_losses(&model, train, device),
+        &per_example_losses(&model, test, device),
+    );
+    Ok(TrainReport {
+        loss_threshold_auc: auc,
+        test_accuracy: crate::accuracy(&model, test, device),
+        train_accuracy: crate::accuracy(&model, train, device),
+        epsilon: dp
+            .as_ref()
+            .map(|d| d.accountant().epsilon(cfg.delta))
+            .transpose()?,
+        delta: cfg.delta,
+        noise_multiplier: sigma,
+        sample_rate: q,
+        steps,
+        epochs: cfg.epochs,
+        wall_seconds,
+        accountant: cfg.accountant,
+        clipping: dp.as_ref().map(|_| clipping),
+        sampler: "poisson",
+        seed: cfg.seed,
+        secure: cfg.seed.is_none(),
+        dataset_size: train.len(),
+        test_size: test.len(),
+        final_loss,
+        model: cfg.model,
+        optimizer: cfg.optimizer,
+        lr: cfg.lr,
+        batch_size: cfg.batch_size,
+        gradient_method: match (&dp, engine.fallback_reason()) {
+            (None, _) => "non-private".into(),
+            (Some(_), None) => "fast path (ghost norms, book-keeping)".into(),
+            (Some(_), Some(r)) => format!("fallback: {r}"),
+        },
+        crate_version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Per-example losses of `model` on `data` (no autodiff), in chunks.
+pub fn per_example_losses<M: Classifier>(model: &M, data: &Dataset, device: &Device) -> Vec<f32> {
+    let device = device.clone().without_autodiff();
+    let model = model.clone().to_device(&device);
+    let all: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in all.chunks(1024) {
+        let (x, y) = crate::batch(data, chunk, &device);
+        out.extend(
+            cross_entropy_per_example(model.logits(x), y)
+                .into_data()
+                .iter::<f32>(),
+        );
+    }
+    out
+}
+
+/// ROC AUC of the loss-threshold membership-inference attack (Yeom et al.
+/// 2018): the probability that a random member (training example) has a
+/// lower loss than a random non-member (test example), ties counting half.
+/// 0.5 means no measurable leakage.
+pub fn loss_threshold_auc(member_losses: &[f32], non_member_losses: &[f32]) -> f64 {
+    if member_losses.is_empty() || non_member_losses.is_empty() {
+        return f64::NAN;
+    }
+    // Mann–Whitney U with mid-ranks over the pooled losses.
+    let mut pooled: Vec<(f32, bool)> = member_losses
+        .iter()
+        .map(|&l| (l, true))
+        .chain(non_member_losses.iter().map(|&l| (l, false)))
+        .collect();
+    pooled.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest loss first: rank 1
+    let mut rank_sum_members = 0.0;
+    let mut i = 0;
+    while i < pooled.len() {
+        let mut j = i;
+        while j < pooled.len() && pooled[j].0 == pooled[i].0 {
+            j += 1;
+        }
+        let mid_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum_members += pooled[i..j].iter().filter(|p| p.1).count() as f64 * mid_rank;
+        i = j;
+    }
+    let (m, n) = (member_losses.len() as f64, non_member_losses.len() as f64);
+    (rank_sum_members - m * (m + 1.0) / 2.0) / (m * n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_compute_auc_as_mann_whitney() {
+        // Members all below non-members: perfect attack.
+        assert_eq!(loss_threshold_auc(&[0.1, 0.2], &[0.5, 0.9, 1.0]), 1.0);
+        assert_eq!(loss_threshold_auc(&[0.5, 0.9], &[0.1, 0.2]), 0.0);
+        // Identical distributions with ties: 0.5.
+        assert_eq!(loss_threshold_auc(&[0.3, 0.3], &[0.3, 0.3]), 0.5);
+        // One of four pairs ordered the wrong way: 0.75.
+        assert_eq!(loss_threshold_auc(&[0.1, 0.6], &[0.5, 0.7]), 0.75);
+    }
+
+    #[test]
+    fn should_pick_the_default_delta() {
+        assert_eq!(default_delta(1437), 1e-5);
+        assert_eq!(default_delta(60_000), 1e-5);
+        assert_eq!(default_delta(600_000), 1e-6);
+        assert_eq!(default_delta(2_000_000), 1e-7);
+    }
+}
