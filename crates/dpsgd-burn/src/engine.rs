@@ -70,6 +70,11 @@ impl GradientEngine {
         &self.clipping
     }
 
+    /// Replaces the clipping policy (adaptive clipping changes C every step).
+    pub fn set_clipping(&mut self, clipping: Clipping) {
+        self.clipping = clipping;
+    }
+
     /// Why the fast path is not used, once that is known.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()
@@ -172,10 +177,12 @@ impl GradientEngine {
         let mut sq_parts: Vec<Tensor<1>> = Vec::new();
         let mut sq_group: Vec<usize> = Vec::new();
         for item in &work {
-            let group = item.group(group_of);
-            for t in squared_norms(item, n) {
-                sq_parts.push(t);
-                sq_group.push(group);
+            // Frozen parameters are not released: they do not count.
+            for (id, t) in item.params().into_iter().zip(squared_norms(item, n)) {
+                if let Some(&group) = group_of.get(&id) {
+                    sq_parts.push(t);
+                    sq_group.push(group);
+                }
             }
         }
         let mut group_sq = vec![vec![0.0f64; n]; n_groups];
@@ -209,7 +216,9 @@ impl GradientEngine {
         let mut sums = HashMap::new();
         let mut factor_tensors: HashMap<usize, Tensor<1>> = HashMap::new();
         for item in work {
-            let group = item.group(group_of);
+            let Some(group) = item.group(group_of) else {
+                continue; // only frozen parameters
+            };
             let c = factor_tensors
                 .entry(group)
                 .or_insert_with(|| {
@@ -217,6 +226,9 @@ impl GradientEngine {
                 })
                 .clone();
             for (id, t) in clipped_sums(item, c) {
+                if !group_of.contains_key(&id) {
+                    continue;
+                }
                 let merged = match sums.remove(&id) {
                     Some(prev) => prev + t,
                     None => t,
@@ -380,12 +392,18 @@ enum Item {
 }
 
 impl Item {
-    fn group(&self, group_of: &HashMap<ParamId, usize>) -> usize {
-        let first = match self {
-            Item::Recorded(r, _) => r.params().first().copied(),
-            Item::PerExample(v) => v.first().map(|(id, _)| *id),
-        };
-        first.and_then(|p| group_of.get(&p)).copied().unwrap_or(0)
+    /// The parameters, in the order [`squared_norms`] and [`clipped_sums`]
+    /// return theirs.
+    fn params(&self) -> Vec<ParamId> {
+        match self {
+            Item::Recorded(r, _) => r.params(),
+            Item::PerExample(v) => v.iter().map(|(id, _)| *id).collect(),
+        }
+    }
+
+    /// The layer group of its (trainable) parameters.
+    fn group(&self, group_of: &HashMap<ParamId, usize>) -> Option<usize> {
+        self.params().iter().find_map(|p| group_of.get(p)).copied()
     }
 }
 

@@ -28,14 +28,19 @@
 
 pub mod backend;
 mod batch;
+mod checkpoint;
 mod engine;
 pub mod layers;
 pub mod loss;
 pub mod models;
+mod privacy_engine;
 mod sampler;
 mod tape;
+mod validate;
 
 pub use batch::ExampleBatch;
 pub use dpsgd_core::{Error, Result};
 pub use engine::{EngineMode, GradientEngine};
+pub use privacy_engine::{DpSgdConfig, PrivacyEngine, PrivacyReport, StepStats, TargetBudget};
 pub use sampler::{PoissonSampler, ShufflingSampler};
+pub use validate::validate_model;

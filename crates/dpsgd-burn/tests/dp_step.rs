@@ -248,7 +248,10 @@ fn should_reproduce_a_seeded_run_exactly() {
         let run = || {
             let mut model = DpLinearConfig::new(4, 2).init(&device);
             // Same initial weights for both runs.
-            model.weight = model.weight.map(|w| w.zeros_like().add_scalar(0.1));
+            model.weight = model
+                .weight
+                .map(|w| w.zeros_like().add_scalar(0.1).require_grad());
+            model.bias = model.bias.map(|b| b.map(|t| t.zeros_like().require_grad()));
             let mut dp = DpOptimizer::with_noise(
                 SgdConfig::new().init(),
                 settings(1.0, 1.0, 0.1, 100, None),
@@ -262,7 +265,9 @@ fn should_reproduce_a_seeded_run_exactly() {
                 model = dp.step(0.5, model, clipped).unwrap();
             }
             assert!(!dp.is_secure());
-            values(model.weight.val())
+            let w = values(model.weight.val());
+            assert!(w.iter().any(|&x| x != 0.1), "the steps changed the weights");
+            w
         };
         assert_eq!(run(), run(), "{backend}");
     }

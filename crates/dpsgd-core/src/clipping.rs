@@ -27,6 +27,37 @@ pub enum Clipping {
         /// C_l for each layer.
         max_grad_norms: Vec<f64>,
     },
+    /// Automatic clipping (Bu et al. 2022, "Automatic clipping: differentially
+    /// private deep learning made easier and stronger"): every per-example
+    /// gradient is normalised, `c_i = C / (‖∇_i‖ + γ)`, so its contribution
+    /// has norm `< C` whatever its size and C needs no tuning (take C = 1
+    /// and tune the learning rate).
+    Automatic {
+        /// C (the sensitivity).
+        max_grad_norm: f64,
+        /// γ > 0, keeps small gradients from being blown up (0.01 in the paper).
+        stability: f64,
+    },
+    /// Adaptive clipping (Andrew et al. 2021, "Differentially private
+    /// learning with adaptive clipping"): flat clipping at a C that tracks
+    /// the `target_quantile` of the per-example norms, updated after each
+    /// step by `C ← C·exp(−η (b̃ − γ))` from the noisy fraction `b̃` of
+    /// unclipped examples. The count is released with Gaussian noise of
+    /// standard deviation `count_noise_std`, and its privacy cost is
+    /// accounted: the gradient noise multiplier becomes
+    /// `σ_Δ = (σ⁻² − (2σ_b)⁻²)^{−1/2}` so that the pair is exactly as private
+    /// as one Gaussian mechanism with multiplier σ (Theorem 1 of the paper).
+    Adaptive {
+        /// The current C (starts at the initial value).
+        max_grad_norm: f64,
+        /// γ ∈ (0, 1): the quantile of per-example norms to track (0.5 = median).
+        target_quantile: f64,
+        /// η > 0: geometric learning rate of C (0.2 in the paper).
+        learning_rate: f64,
+        /// σ_b: noise standard deviation of the unclipped count
+        /// (the paper uses expected batch size / 20).
+        count_noise_std: f64,
+    },
 }
 
 impl Clipping {
@@ -66,10 +97,55 @@ impl Clipping {
         Self::per_layer(vec![max_grad_norm / (layers as f64).sqrt(); layers])
     }
 
+    /// Automatic clipping at `C` with stability `γ = 0.01`.
+    ///
+    /// # Errors
+    ///
+    /// `C` not finite and > 0.
+    pub fn automatic(max_grad_norm: f64) -> Result<Self> {
+        check_norm(max_grad_norm)?;
+        Ok(Self::Automatic {
+            max_grad_norm,
+            stability: 0.01,
+        })
+    }
+
+    /// Adaptive clipping starting at `initial` and tracking the
+    /// `target_quantile` of the norms, with η = 0.2 and the given count noise.
+    ///
+    /// # Errors
+    ///
+    /// An invalid C, quantile outside (0, 1) or non-positive count noise.
+    pub fn adaptive(initial: f64, target_quantile: f64, count_noise_std: f64) -> Result<Self> {
+        check_norm(initial)?;
+        if !(target_quantile > 0.0 && target_quantile < 1.0) {
+            return Err(invalid(
+                "target_quantile",
+                target_quantile,
+                "must be in (0, 1)",
+            ));
+        }
+        if !(count_noise_std.is_finite() && count_noise_std > 0.0) {
+            return Err(invalid(
+                "count_noise_std",
+                count_noise_std,
+                "must be a finite number > 0",
+            ));
+        }
+        Ok(Self::Adaptive {
+            max_grad_norm: initial,
+            target_quantile,
+            learning_rate: 0.2,
+            count_noise_std,
+        })
+    }
+
     /// The L2 sensitivity of the clipped sum: `C` (flat) or `√(Σ C_l²)`.
     pub fn sensitivity(&self) -> f64 {
         match self {
-            Self::Flat { max_grad_norm } => *max_grad_norm,
+            Self::Flat { max_grad_norm }
+            | Self::Automatic { max_grad_norm, .. }
+            | Self::Adaptive { max_grad_norm, .. } => *max_grad_norm,
             Self::PerLayer { max_grad_norms } => {
                 max_grad_norms.iter().map(|c| c * c).sum::<f64>().sqrt()
             }
@@ -79,8 +155,8 @@ impl Clipping {
     /// Number of layers a per-layer policy expects (`None` for flat).
     pub fn layers(&self) -> Option<usize> {
         match self {
-            Self::Flat { .. } => None,
             Self::PerLayer { max_grad_norms } => Some(max_grad_norms.len()),
+            _ => None,
         }
     }
 
@@ -94,12 +170,28 @@ impl Clipping {
     /// A per-layer policy whose number of budgets differs from the number of
     /// layer groups.
     pub fn factors(&self, sq_norms: &[Vec<f64>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let total_norm = |i: usize| sq_norms.iter().map(|l| l[i]).sum::<f64>().sqrt();
         match self {
-            Self::Flat { max_grad_norm } => {
+            Self::Flat { max_grad_norm } | Self::Adaptive { max_grad_norm, .. } => {
+                let factors: Vec<f32> = (0..batch)
+                    .map(|i| clip_factor(*max_grad_norm, total_norm(i)))
+                    .collect();
+                Ok(vec![factors; sq_norms.len()])
+            }
+            Self::Automatic {
+                max_grad_norm,
+                stability,
+            } => {
                 let factors: Vec<f32> = (0..batch)
                     .map(|i| {
-                        let norm = sq_norms.iter().map(|l| l[i]).sum::<f64>().sqrt();
-                        clip_factor(*max_grad_norm, norm)
+                        let norm = total_norm(i);
+                        // C/(‖g‖ + γ), rounded so that c·‖g‖ < C survives f32.
+                        let f = (max_grad_norm / (norm + stability)) as f32;
+                        if f64::from(f) * norm > *max_grad_norm {
+                            f.next_down()
+                        } else {
+                            f
+                        }
                     })
                     .collect();
                 Ok(vec![factors; sq_norms.len()])
@@ -169,6 +261,19 @@ mod tests {
         assert_eq!(f[1][0], 1.0);
         assert!((c.sensitivity() - 5f64.sqrt()).abs() < 1e-12);
         assert!(c.factors(&[vec![4.0]], 1).is_err());
+    }
+
+    #[test]
+    fn should_normalise_with_automatic_clipping() {
+        let c = Clipping::automatic(1.0).unwrap();
+        let f = c.factors(&[vec![100.0, 0.0001, 0.0]], 3).unwrap();
+        // ‖c_i g_i‖ = ‖g‖/(‖g‖ + 0.01) < 1 for every size, even tiny ones.
+        for (i, norm) in [10.0f64, 0.01, 0.0].iter().enumerate() {
+            let scaled = f64::from(f[0][i]) * norm;
+            assert!(scaled < 1.0, "{scaled}");
+        }
+        assert!((f64::from(f[0][0]) * 10.0 - 10.0 / 10.01).abs() < 1e-6);
+        assert!((f64::from(f[0][1]) * 0.01 - 0.5).abs() < 1e-6);
     }
 
     #[test]

@@ -40,6 +40,24 @@ pub enum Error {
     /// Tensors or batches whose shapes do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// The model contains a layer that DP-SGD cannot train privately.
+    #[error("unsupported layer `{path}` ({layer}): {suggestion}")]
+    UnsupportedLayer {
+        /// Where in the model.
+        path: String,
+        /// Its type.
+        layer: String,
+        /// What to use instead.
+        suggestion: String,
+    },
+    /// A checkpoint could not be written or read back.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// An error of the privacy accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),

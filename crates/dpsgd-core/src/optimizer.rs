@@ -73,6 +73,20 @@ impl DpSettings {
                 ),
             ));
         }
+        if let Clipping::Adaptive {
+            count_noise_std, ..
+        } = self.clipping
+            && 2.0 * count_noise_std <= self.noise_multiplier
+        {
+            return Err(invalid(
+                "count_noise_std",
+                count_noise_std,
+                format!(
+                    "adaptive clipping needs σ_b > σ/2 = {} (the count's noise must leave some of σ for the gradient)",
+                    self.noise_multiplier / 2.0
+                ),
+            ));
+        }
         if let Some((eps, delta)) = self.budget {
             if !(eps.is_finite() && eps > 0.0) {
                 return Err(invalid(
@@ -93,9 +107,24 @@ impl DpSettings {
         self.sample_rate * self.dataset_size as f64
     }
 
-    /// Standard deviation of the noise added to the clipped sum: `σ·S`.
+    /// The noise multiplier of the gradient sum: σ, or with adaptive
+    /// clipping `σ_Δ = (σ⁻² − (2σ_b)⁻²)^{−1/2}` (Andrew et al. 2021, Thm. 1),
+    /// which with the noisy count makes one mechanism with multiplier σ.
+    pub fn gradient_noise_multiplier(&self) -> f64 {
+        match self.clipping {
+            Clipping::Adaptive {
+                count_noise_std, ..
+            } => {
+                let s = self.noise_multiplier;
+                (s.powi(-2) - (2.0 * count_noise_std).powi(-2)).powf(-0.5)
+            }
+            _ => self.noise_multiplier,
+        }
+    }
+
+    /// Standard deviation of the noise added to the clipped sum: `σ_Δ·S`.
     pub fn noise_std(&self) -> f64 {
-        self.noise_multiplier * self.clipping.sensitivity()
+        self.gradient_noise_multiplier() * self.clipping.sensitivity()
     }
 }
 
@@ -301,8 +330,9 @@ impl DpOptimizer {
         let total: usize = params.iter().map(|p| p.numel()).sum();
         let std = self.settings.noise_std() as f32;
         let noise = self.noise.gaussian(total, std);
+        self.adapt_clipping(clipped.per_example_norms());
         // The next step needs as much noise again: draw it while it computes.
-        self.noise.prefetch(total, std);
+        self.noise.prefetch(total, self.settings.noise_std() as f32);
         let mut visitor = NoisyMean {
             clipped: &mut clipped,
             noise: &noise,
@@ -317,6 +347,32 @@ impl DpOptimizer {
         self.rdp
             .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
         Ok(grads)
+    }
+
+    /// Adaptive clipping's update of C from the noisy unclipped fraction.
+    fn adapt_clipping(&mut self, norms: &[f32]) {
+        let expected = self.settings.expected_batch_size();
+        if let Clipping::Adaptive {
+            max_grad_norm,
+            target_quantile,
+            learning_rate,
+            count_noise_std,
+        } = &mut self.settings.clipping
+        {
+            let unclipped = norms
+                .iter()
+                .filter(|&&n| f64::from(n) <= *max_grad_norm)
+                .count() as f64;
+            let noise = f64::from(self.noise.gaussian(1, *count_noise_std as f32)[0]);
+            let fraction = (unclipped + noise) / expected;
+            *max_grad_norm *= (-*learning_rate * (fraction - *target_quantile)).exp();
+        }
+    }
+
+    /// The clipping policy in force for the next step (adaptive clipping
+    /// changes C after every step: give this to the gradient engine).
+    pub fn clipping(&self) -> &Clipping {
+        &self.settings.clipping
     }
 
     /// One DP-SGD step: [`privatize`](Self::privatize) then the inner
