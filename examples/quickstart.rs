@@ -1,14 +1,13 @@
 //! DP-SGD on burn in one loop: an MLP on the embedded UCI digits at ε = 3.
 //! Run: `cargo run --release --example quickstart`
 use burn::optim::AdamConfig;
-use burn::tensor::Device;
-use dpsgd::accountant::{AccountantKind, calibrate_noise};
+use burn::tensor::{Device, Int, Tensor};
 use dpsgd::burn::loss::cross_entropy_per_example;
 use dpsgd::burn::models::{Classifier, Mlp};
-use dpsgd::burn::{GradientEngine, PoissonSampler};
-use dpsgd::core::{Clipping, DpOptimizer, DpSettings};
+use dpsgd::burn::{DpSgdConfig, PoissonSampler, validate_model};
 use dpsgd::data::Scaling;
-use rand::SeedableRng;
+
+type Batch = (Tensor<4>, Tensor<1, Int>);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::flex().autodiff();
@@ -16,40 +15,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     train.apply(&Scaling::Divide(16.0));
     test.apply(&Scaling::Divide(16.0));
 
-    // Poisson sampling with an expected batch of 64; σ for ε = 3 over 30 epochs.
-    let sampler = PoissonSampler::new(train.len(), 64)?;
-    let steps = 30 * sampler.steps_per_epoch();
-    let (q, delta) = (sampler.sample_rate(), 1e-4);
-    let sigma = calibrate_noise(AccountantKind::Rdp, q, steps, delta, 3.0)?.noise_multiplier;
-    let clipping = Clipping::flat(1.0)?;
-    let settings = DpSettings {
-        noise_multiplier: sigma,
-        clipping: clipping.clone(),
-        sample_rate: q,
-        dataset_size: train.len(),
-        accountant: AccountantKind::Rdp,
-        budget: Some((3.0, delta)), // enforced: a step past it is refused
-    };
-    let mut dp = DpOptimizer::new(AdamConfig::new().init(), settings)?;
-    let mut engine = GradientEngine::new(clipping);
+    // Your burn model, built from DP-aware layers (same API as burn's).
     let mut model = Mlp::new(&[64, 128, 10], &device);
-    let mut rng = rand_chacha::ChaCha20Rng::from_os_rng(); // secret sampling
-    let loss = |m: &Mlp,
-                b: &(
-        burn::tensor::Tensor<4>,
-        burn::tensor::Tensor<1, burn::tensor::Int>,
-    )| { cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone()) };
+    validate_model(&model)?; // rejects batch norm & co.
 
-    for _ in 0..steps {
-        let batch = dpsgd::batch(&train, &sampler.sample(&mut rng), &device);
-        let clipped = engine.clipped_gradients(&model, &batch, loss)?; // Σ clip(∇ℓ_i)
-        model = dp.step(2e-3, model, clipped)?; // + N(0, σ²C²), Adam, accounting
+    // Poisson batches of 128 on average; σ calibrated for ε = 3 over 50 epochs,
+    // and the budget enforced: a step past it is refused.
+    let epochs = 50;
+    let sampler = PoissonSampler::new(train.len(), 128)?;
+    let mut privacy = DpSgdConfig::new(1.0) // clip each example's gradient to norm 1
+        .with_target_epsilon(3.0, 1e-5, epochs)
+        .init(AdamConfig::new().init(), sampler)?;
+
+    // One loss per example: the engine clips each example's gradient.
+    let loss = |m: &Mlp, b: &Batch| cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone());
+    for _ in 0..privacy.planned_steps().unwrap_or(0) {
+        let batch = dpsgd::batch(&train, &privacy.sample_batch(), &device);
+        model = privacy.step(1e-2, model, &batch, loss)?; // clip, noise, Adam, account
     }
+
     let accuracy = dpsgd::accuracy(&model, &test, &device);
+    let report = privacy.report()?;
     println!(
-        "σ = {sigma:.3}, {steps} steps: test accuracy {:.1}%, ε = {:.2} at δ = {delta}",
+        "test accuracy {:.1}% at ε = {:.2}, δ = {:e} (σ = {:.2}, {} steps)",
         100.0 * accuracy,
-        dp.epsilon(delta)?
+        report.epsilon,
+        report.delta,
+        report.noise_multiplier,
+        report.steps
     );
     Ok(())
 }

@@ -5,11 +5,11 @@ use ::burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
 };
 use ::burn::tensor::{Device, Int, Tensor};
-use dpsgd_accountant::{Accountant, AccountantKind, calibrate_noise};
+use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::models::{Classifier, Cnn, Mlp};
-use dpsgd_burn::{GradientEngine, PoissonSampler};
-use dpsgd_core::{Clipping, DpOptimizer, DpSettings, NoiseSource};
+use dpsgd_burn::{DpSgdConfig, PoissonSampler, PrivacyEngine, validate_model};
+use dpsgd_core::{Clipping, GradientMethod};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -248,75 +248,71 @@ fn run<M: Classifier + 'static>(
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
         None => ChaCha20Rng::from_os_rng(),
     };
-    let sigma = match cfg.privacy {
+    let base = DpSgdConfig::new(cfg.max_grad_norm)
+        .with_accountant(cfg.accountant)
+        .with_delta(cfg.delta);
+    let dp_config = match cfg.privacy {
         Privacy::NonPrivate => None,
-        Privacy::NoiseMultiplier(s) => Some(s),
-        Privacy::TargetEpsilon(e) => {
-            Some(calibrate_noise(cfg.accountant, q, steps, cfg.delta, e)?.noise_multiplier)
-        }
+        Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
+        Privacy::TargetEpsilon(e) => Some(base.with_target_epsilon(e, cfg.delta, cfg.epochs)),
     };
-    let clipping = Clipping::flat(cfg.max_grad_norm)?;
-    let mut dp = match sigma {
+    let mut privacy = match dp_config {
         None => None,
-        Some(sigma) => {
-            let settings = DpSettings {
-                noise_multiplier: sigma,
-                clipping: clipping.clone(),
-                sample_rate: q,
-                dataset_size: train.len(),
-                accountant: cfg.accountant,
-                budget: match cfg.privacy {
-                    Privacy::TargetEpsilon(e) => Some((e, cfg.delta)),
-                    _ => None,
-                },
+        Some(dp) => {
+            validate_model(&model)?;
+            let dp = match cfg.seed {
+                Some(seed) => dp.with_seed(seed),
+                None => dp,
             };
-            let noise = cfg
-                .seed
-                .map_or_else(NoiseSource::from_os, NoiseSource::seeded);
-            Some(DpOptimizer::with_noise(
-                inner_optimizer(cfg),
-                settings,
-                noise,
-            )?)
+            Some(dp.init(inner_optimizer(cfg), sampler)?)
         }
     };
+    let sigma = privacy.as_ref().map(PrivacyEngine::noise_multiplier);
     let mut plain = inner_optimizer(cfg);
-    let mut engine = GradientEngine::new(clipping.clone());
     let loss_fn = |m: &M, b: &Batch| cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone());
     let start = Instant::now();
     let steps_per_epoch = sampler.steps_per_epoch();
     let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
     for step in 1..=steps {
-        let indices = sampler.sample(&mut rng);
-        let batch = crate::batch(train, &indices, device);
-        let batch_loss;
-        match dp.as_mut() {
-            Some(dp) => {
-                let clipped = engine.clipped_gradients(&model, &batch, loss_fn)?;
-                batch_loss = clipped.loss_sum();
-                model = dp.step(cfg.lr, model, clipped).map_err(|r| r.error)?;
+        let (indices, batch_loss) = match privacy.as_mut() {
+            Some(p) => {
+                let indices = p.sample_batch();
+                let batch = crate::batch(train, &indices, device);
+                model = p
+                    .step(cfg.lr, model, &batch, loss_fn)
+                    .map_err(|r| r.error)?;
+                let loss = p
+                    .last_step()
+                    .map_or(0.0, |s| s.mean_loss * s.batch_size as f64);
+                (indices, loss)
             }
-            None if indices.is_empty() => batch_loss = 0.0,
             None => {
-                let losses = loss_fn(&model, &batch);
-                batch_loss = f64::from(losses.clone().sum().into_scalar::<f32>());
-                if !batch_loss.is_finite() {
-                    return Err(dpsgd_core::Error::NonFinite {
-                        what: "loss",
-                        detail: format!("step {step}"),
+                let indices = sampler.sample(&mut rng);
+                if indices.is_empty() {
+                    (indices, 0.0)
+                } else {
+                    let batch = crate::batch(train, &indices, device);
+                    let losses = loss_fn(&model, &batch);
+                    let loss = f64::from(losses.clone().sum().into_scalar::<f32>());
+                    if !loss.is_finite() {
+                        return Err(dpsgd_core::Error::NonFinite {
+                            what: "loss",
+                            detail: format!("step {step}"),
+                        }
+                        .into());
                     }
-                    .into());
+                    let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
+                    model = plain.step(cfg.lr, model, grads);
+                    (indices, loss)
                 }
-                let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
-                model = plain.step(cfg.lr, model, grads);
             }
-        }
+        };
         epoch_loss += batch_loss;
         epoch_examples += indices.len();
         let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
-        let epsilon = match (&dp, cfg.accountant, end_of_epoch) {
-            (Some(dp), AccountantKind::Rdp, _) | (Some(dp), AccountantKind::Pld, true) => {
-                Some(dp.epsilon(cfg.delta)?)
+        let epsilon = match (&privacy, cfg.accountant, end_of_epoch) {
+            (Some(p), AccountantKind::Rdp, _) | (Some(p), AccountantKind::Pld, true) => {
+                Some(p.epsilon()?)
             }
             _ => None,
         };
@@ -343,10 +339,7 @@ fn run<M: Classifier + 'static>(
         loss_threshold_auc: auc,
         test_accuracy: crate::accuracy(&model, test, device),
         train_accuracy: crate::accuracy(&model, train, device),
-        epsilon: dp
-            .as_ref()
-            .map(|d| d.accountant().epsilon(cfg.delta))
-            .transpose()?,
+        epsilon: privacy.as_ref().map(PrivacyEngine::epsilon).transpose()?,
         delta: cfg.delta,
         noise_multiplier: sigma,
         sample_rate: q,
@@ -354,10 +347,12 @@ fn run<M: Classifier + 'static>(
         epochs: cfg.epochs,
         wall_seconds,
         accountant: cfg.accountant,
-        clipping: dp.as_ref().map(|_| clipping),
+        clipping: privacy.as_ref().map(|p| p.optimizer().clipping().clone()),
         sampler: "poisson",
         seed: cfg.seed,
-        secure: cfg.seed.is_none(),
+        secure: privacy
+            .as_ref()
+            .map_or(cfg.seed.is_none(), |p| p.optimizer().is_secure()),
         dataset_size: train.len(),
         test_size: test.len(),
         final_loss,
@@ -365,10 +360,14 @@ fn run<M: Classifier + 'static>(
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         batch_size: cfg.batch_size,
-        gradient_method: match (&dp, engine.fallback_reason()) {
-            (None, _) => "non-private".into(),
-            (Some(_), None) => "fast path (ghost norms, book-keeping)".into(),
-            (Some(_), Some(r)) => format!("fallback: {r}"),
+        gradient_method: match privacy
+            .as_ref()
+            .and_then(|p| p.last_step())
+            .map(|s| &s.method)
+        {
+            None => "non-private".into(),
+            Some(GradientMethod::Fallback { reason }) => format!("fallback: {reason}"),
+            Some(_) => "fast path (ghost norms, book-keeping)".into(),
         },
         crate_version: env!("CARGO_PKG_VERSION"),
     })
