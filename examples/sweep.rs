@@ -11,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut tr, mut te) = dpsgd::data::digits().split(0.2, 0)?;
     tr.apply(&Scaling::Divide(16.0));
     te.apply(&Scaling::Divide(16.0));
-    println!("{:>8} {:>8} {:>10} {:>8} {:>8}", "target ε", "ε", "σ", "test acc", "MIA AUC");
+    println!(
+        "{:>8} {:>8} {:>10} {:>8} {:>8}",
+        "target ε", "ε", "σ", "test acc", "MIA AUC"
+    );
     for target in [0.5, 1.0, 2.0, 4.0, 8.0, f64::INFINITY] {
         let cfg = TrainConfig {
             model: ModelKind::Mlp,
@@ -20,7 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_grad_norm: 1.0,
             lr: 1e-2,
             optimizer: OptimizerKind::Adam,
-            privacy: if target.is_finite() { Privacy::TargetEpsilon(target) } else { Privacy::NonPrivate },
+            privacy: if target.is_finite() {
+                Privacy::TargetEpsilon(target)
+            } else {
+                Privacy::NonPrivate
+            },
             delta: default_delta(tr.len()),
             accountant: AccountantKind::Pld,
             seed: Some(1),
