@@ -113,42 +113,20 @@ impl GradientEngine {
                 group_of.insert(params[i].id, g);
             }
         }
-        if self.mode == EngineMode::FallbackOnly {
-            return self.fallback(
-                model,
-                batch,
-                &loss_fn,
-                &params,
-                &group_of,
-                groups.len(),
-                "fallback forced",
-            );
-        }
-        if let Some(reason) = self.fallback_reason.clone() {
-            return self.fallback(
-                model,
-                batch,
-                &loss_fn,
-                &params,
-                &group_of,
-                groups.len(),
-                &reason,
-            );
+        let known = match self.mode {
+            EngineMode::FallbackOnly => Some("fallback forced".to_owned()),
+            EngineMode::Auto => self.fallback_reason.clone(),
+        };
+        if let Some(reason) = known {
+            return self.fallback(model, batch, &loss_fn, &group_of, groups.len(), &reason);
         }
         let (losses, records) = tape::record(|| loss_fn(model, batch));
         let loss_sum = check_losses(&losses, n, 0)?;
         if let Some(reason) = coverage_gap(&params, &records) {
-            self.fallback_reason = Some(reason.clone());
             drop((losses, records));
-            return self.fallback(
-                model,
-                batch,
-                &loss_fn,
-                &params,
-                &group_of,
-                groups.len(),
-                &reason,
-            );
+            let result = self.fallback(model, batch, &loss_fn, &group_of, groups.len(), &reason);
+            self.fallback_reason = Some(reason);
+            return result;
         }
         let mut grads = losses.sum().backward();
         let mut clipped = self.fast_path(records, &mut grads, n, &group_of, groups.len())?;
@@ -239,13 +217,11 @@ impl GradientEngine {
         ClippedGradients::new(sums, norms, GradientMethod::FastPath { layers })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fallback<M, B, F>(
         &self,
         model: &M,
         batch: &B,
         loss_fn: &F,
-        params: &[dpsgd_core::ParamInfo],
         group_of: &HashMap<ParamId, usize>,
         n_groups: usize,
         reason: &str,
@@ -301,7 +277,6 @@ impl GradientEngine {
                 sums.insert(id, merged);
             }
         }
-        debug_assert!(params.iter().all(|p| p.numel() > 0));
         let mut clipped = ClippedGradients::new(
             sums,
             norms,
