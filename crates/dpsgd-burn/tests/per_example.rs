@@ -176,17 +176,17 @@ fn should_match_naive_loop_for_conv1d() {
             .init(&device);
         let x = input([4, 3, 11], &device, 0.9);
         let loss = |m: &DpConv1d, x: &Tensor<3>| per_example_loss(m.forward(x.clone()));
-        for limit in [DEFAULT_MATERIALIZE_LIMIT, 0] {
-            set_materialize_limit(limit);
+        for strategy in [ConvStrategy::Materialize, ConvStrategy::Unfold] {
+            set_conv_strategy(strategy);
             check(
                 &conv,
                 &x,
                 loss,
                 0.5,
-                &format!("{backend} conv1d limit {limit}"),
+                &format!("{backend} conv1d {strategy:?}"),
             );
         }
-        set_materialize_limit(DEFAULT_MATERIALIZE_LIMIT);
+        set_conv_strategy(ConvStrategy::Auto);
     }
 }
 

@@ -8,8 +8,7 @@ mod linear;
 mod norm;
 
 pub use conv::{
-    DEFAULT_MATERIALIZE_LIMIT, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig,
-    set_materialize_limit,
+    ConvStrategy, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig, set_conv_strategy,
 };
 pub use embedding::{DpEmbedding, DpEmbeddingConfig};
 pub use linear::{DpLinear, DpLinearConfig};
