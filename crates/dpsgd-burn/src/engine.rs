@@ -25,6 +25,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::module::conv2d_weight_backward;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Gradients, IndexingUpdateOp, Tensor, TensorData};
+use dpsgd_core::gradients::add_to_sum;
 use dpsgd_core::{
     ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, trainable_params,
 };
@@ -207,11 +208,7 @@ impl GradientEngine {
                 if !group_of.contains_key(&id) {
                     continue;
                 }
-                let merged = match sums.remove(&id) {
-                    Some(prev) => prev + t,
-                    None => t,
-                };
-                sums.insert(id, merged);
+                add_to_sum(&mut sums, id, t);
             }
         }
         ClippedGradients::new(sums, norms, GradientMethod::FastPath { layers })
@@ -269,12 +266,7 @@ impl GradientEngine {
             let factors = self.clipping.factors(&group_sq, 1)?;
             for (id, g) in per_param {
                 let group = group_of.get(&id).copied().unwrap_or(0);
-                let scaled = g.mul_scalar(factors[group][0]);
-                let merged = match sums.remove(&id) {
-                    Some(prev) => prev + scaled,
-                    None => scaled,
-                };
-                sums.insert(id, merged);
+                add_to_sum(&mut sums, id, g.mul_scalar(factors[group][0]));
             }
         }
         let mut clipped = ClippedGradients::new(

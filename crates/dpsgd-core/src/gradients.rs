@@ -5,6 +5,15 @@ use burn::module::ParamId;
 use burn::tensor::Tensor;
 use std::collections::HashMap;
 
+/// Adds `t` to the running sum of parameter `id` (or starts it).
+pub fn add_to_sum(sums: &mut HashMap<ParamId, Tensor<1>>, id: ParamId, t: Tensor<1>) {
+    let merged = match sums.remove(&id) {
+        Some(prev) => prev + t,
+        None => t,
+    };
+    sums.insert(id, merged);
+}
+
 /// How the per-example gradients of a step were computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GradientMethod {
@@ -106,11 +115,7 @@ impl ClippedGradients {
     /// (virtual batches: physical chunks accumulate, noise is added once).
     pub fn accumulate(&mut self, other: Self) {
         for (id, t) in other.sums {
-            let merged = match self.sums.remove(&id) {
-                Some(mine) => mine + t,
-                None => t,
-            };
-            self.sums.insert(id, merged);
+            add_to_sum(&mut self.sums, id, t);
         }
         self.norms.extend(other.norms);
         self.loss_sum += other.loss_sum;

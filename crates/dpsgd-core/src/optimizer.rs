@@ -405,7 +405,7 @@ struct NoisyMean<'a> {
 impl ModuleVisitor for NoisyMean<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
-        if !value.is_require_grad() && value.is_autodiff() {
+        if !crate::params::is_trainable(&value) {
             return;
         }
         let dims = value.dims();

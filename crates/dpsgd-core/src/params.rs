@@ -55,8 +55,8 @@ impl ModuleVisitor for Collector {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
-        if !value.is_require_grad() && value.is_autodiff() {
-            return; // frozen
+        if !is_trainable(&value) {
+            return;
         }
         self.params.push(ParamInfo {
             id: param.id,
@@ -65,6 +65,12 @@ impl ModuleVisitor for Collector {
             containers: self.containers.clone(),
         });
     }
+}
+
+/// Whether a parameter's value is trained (not frozen): on an autodiff
+/// device, it requires grad.
+pub fn is_trainable<const D: usize>(value: &Tensor<D>) -> bool {
+    value.is_require_grad() || !value.is_autodiff()
 }
 
 /// The trainable float parameters of `module`, in declaration order.
