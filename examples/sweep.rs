@@ -4,6 +4,7 @@
 //! Run: `cargo run --release --example sweep`
 use burn::tensor::Device;
 use dpsgd::accountant::AccountantKind;
+use dpsgd::burn::models::Activation;
 use dpsgd::data::Scaling;
 use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, default_delta, train};
 
@@ -18,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for target in [0.5, 1.0, 2.0, 4.0, 8.0, f64::INFINITY] {
         let cfg = TrainConfig {
             model: ModelKind::Mlp,
+            activation: Activation::Relu,
             epochs: 50,
             batch_size: 128,
             max_grad_norm: 1.0,

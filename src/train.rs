@@ -7,7 +7,7 @@ use ::burn::optim::{
 use ::burn::tensor::{Device, Int, Tensor};
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::models::{Classifier, Cnn, Mlp};
+use dpsgd_burn::models::{Activation, Classifier, Cnn, Mlp};
 use dpsgd_burn::{DpSgdConfig, PoissonSampler, PrivacyEngine, validate_model};
 use dpsgd_core::{Clipping, GradientMethod};
 use dpsgd_data::Dataset;
@@ -54,6 +54,8 @@ pub enum Privacy {
 pub struct TrainConfig {
     /// Model.
     pub model: ModelKind,
+    /// Activation between hidden layers (ignored by logistic regression).
+    pub activation: Activation,
     /// Epochs (each `round(1/q)` Poisson steps).
     pub epochs: usize,
     /// Expected (Poisson) batch size.
@@ -138,6 +140,8 @@ pub struct TrainReport {
     pub loss_threshold_auc: f64,
     /// Model.
     pub model: ModelKind,
+    /// Activation between hidden layers.
+    pub activation: Activation,
     /// Optimizer.
     pub optimizer: OptimizerKind,
     /// Learning rate.
@@ -209,7 +213,7 @@ pub fn train(
             train,
             test,
             &device,
-            Mlp::new(&[train.n_features(), 128, classes], &device),
+            Mlp::new(&[train.n_features(), 128, classes], &device).with_activation(cfg.activation),
             progress,
         ),
         ModelKind::Cnn => {
@@ -223,7 +227,7 @@ pub fn train(
                 train,
                 test,
                 &device,
-                Cnn::new(h, w, classes, &device),
+                Cnn::new(h, w, classes, &device).with_activation(cfg.activation),
                 progress,
             )
         }
@@ -357,6 +361,7 @@ fn run<M: Classifier + 'static>(
         test_size: test.len(),
         final_loss,
         model: cfg.model,
+        activation: cfg.activation,
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         batch_size: cfg.batch_size,

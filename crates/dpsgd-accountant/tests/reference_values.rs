@@ -4,11 +4,22 @@
 use dpsgd_accountant::pld::{ComposedPld, PldConfig};
 use dpsgd_accountant::{Accountant, PldAccountant, RdpAccountant, rdp};
 
+/// The fixtures, compiled in (so a test binary never looks for them at a
+/// path it was built under).
+fn fixture(file: &str) -> &'static str {
+    match file {
+        "rdp_values.csv" => include_str!("fixtures/rdp_values.csv"),
+        "epsilon_rdp.csv" => include_str!("fixtures/epsilon_rdp.csv"),
+        "pld.csv" => include_str!("fixtures/pld.csv"),
+        "published.csv" => include_str!("fixtures/published.csv"),
+        other => panic!("unknown fixture {other}"),
+    }
+}
+
 /// Rows of a fixture as string fields; the last column (the source) may be
 /// quoted and contain commas, so it is kept whole.
 fn rows(file: &str) -> Vec<Vec<String>> {
-    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let text = fixture(file);
     let mut lines = text.lines();
     let columns = lines.next().expect("header").split(',').count();
     lines

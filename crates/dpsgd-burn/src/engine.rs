@@ -20,6 +20,7 @@
 //! [`ClippedGradients::method`].
 
 use crate::batch::ExampleBatch;
+use crate::layers::im2col;
 use crate::tape::{self, Record};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::module::conv2d_weight_backward;
@@ -378,42 +379,62 @@ impl Item {
 /// gets its per-example weight gradients from ONE grouped weight-gradient
 /// convolution (the batch as groups).
 fn materialize(r: Record, g: Tensor<3>) -> Item {
-    if let Record::Dense {
-        channels_first: true,
-        ..
-    } = &r
-    {
-        return Item::Recorded(r, g.swap_dims(1, 2));
-    }
     let Record::Conv {
         weight,
         bias,
         input,
+        probe,
         out_hw,
         kernel,
-        stride,
-        padding,
-        dilation,
-        ..
+        geometry,
+        unfolded,
     } = r
     else {
         return Item::Recorded(r, g);
     };
-    let [batch, c_out, _] = g.dims();
-    let [_, c_in, h, w] = input.dims();
-    let [_, _, kh, kw] = kernel;
+    let [batch, c_in, h, w] = input.dims();
+    let [c_out, _, kh, kw] = kernel;
+    let bias_grads = |g: &Tensor<3>, axis: usize| {
+        bias.map(|b| (b, g.clone().sum_dim(axis).reshape([batch, c_out])))
+    };
+    if unfolded {
+        // g: [B, L, C_out]; patches: [B, L, F] with F = C_in·k_h·k_w.
+        let patches = im2col(input, [kh, kw], geometry, out_hw);
+        let [_, positions, features] = patches.dims();
+        if positions * (features + c_out) <= features * c_out {
+            // Gram ghost norms are cheaper: keep the patches as a dense record.
+            return Item::Recorded(
+                Record::Dense {
+                    weight,
+                    bias,
+                    input: patches,
+                    probe,
+                    transposed: true,
+                },
+                g,
+            );
+        }
+        // Per-example gradients gᵢᵀ Aᵢ: [B, C_out, F], the weight's layout.
+        let per_example = g
+            .clone()
+            .swap_dims(1, 2)
+            .matmul(patches)
+            .reshape([batch, c_out * features]);
+        let mut out = vec![(weight, per_example)];
+        out.extend(bias_grads(&g, 1));
+        return Item::PerExample(out);
+    }
+    // g: [B, C_out, L]: one grouped weight-gradient convolution.
     let g4 = g.clone().reshape([1, batch * c_out, out_hw[0], out_hw[1]]);
     let per_example = conv2d_weight_backward(
         input.reshape([1, batch * c_in, h, w]),
         Tensor::<4>::zeros([batch * c_out, c_in, kh, kw], &g.device()),
         g4,
-        ConvOptions::new(stride, padding, dilation, batch),
+        ConvOptions::new(geometry.stride, geometry.padding, geometry.dilation, batch),
     )
     .reshape([batch, c_out * c_in * kh * kw]);
     let mut out = vec![(weight, per_example)];
-    if let Some(b) = bias {
-        out.push((b, g.sum_dim(2).reshape([batch, c_out])));
-    }
+    out.extend(bias_grads(&g, 2));
     Item::PerExample(out)
 }
 

@@ -3,17 +3,60 @@
 
 use crate::layers::{DpConv2d, DpConv2dConfig, DpLinear, DpLinearConfig};
 use burn::module::Module;
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
-/// A multi-layer perceptron with ReLU between layers (no activation after
-/// the last); `sizes = [784, 512, 256, 10]` is the benchmark MLP, two sizes
-/// is logistic regression.
+/// The non-linearity between layers.
+///
+/// Bounded activations suit DP-SGD: Papernot et al. (2021, "Tempered
+/// sigmoid activations for deep learning with differential privacy") show
+/// that `tanh` keeps activations, and so per-example gradient norms, from
+/// exploding, which loses less signal to clipping than ReLU does (98.1% vs
+/// 96.6% on MNIST at ε ≈ 2.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(x, 0)`.
+    #[default]
+    Relu,
+    /// `tanh(x)`.
+    Tanh,
+}
+
+impl Activation {
+    /// Applies the activation element-wise.
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Relu => relu(x),
+            Self::Tanh => tanh(x),
+        }
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "relu" => Ok(Self::Relu),
+            "tanh" => Ok(Self::Tanh),
+            _ => Err(format!(
+                "`{s}` is not an activation (expected relu or tanh)"
+            )),
+        }
+    }
+}
+
+/// A multi-layer perceptron with an activation (ReLU by default) between
+/// layers and none after the last; `sizes = [784, 512, 256, 10]` is the
+/// benchmark MLP, two sizes is logistic regression.
 #[derive(Module, Debug)]
 pub struct Mlp {
     layers: Vec<DpLinear>,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Mlp {
@@ -29,7 +72,15 @@ impl Mlp {
                 .windows(2)
                 .map(|w| DpLinearConfig::new(w[0], w[1]).init(device))
                 .collect(),
+            activation: Activation::Relu,
         }
+    }
+
+    /// The same network with `activation` between layers.
+    #[must_use]
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
     }
 
     /// `[B, features]` (or any shape with B first, flattened) → logits `[B, classes]`.
@@ -40,7 +91,7 @@ impl Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(h);
             if i < last {
-                h = relu(h);
+                h = self.activation.apply(h);
             }
         }
         h
@@ -53,7 +104,8 @@ impl Mlp {
 /// Opacus's example): Conv2d 1→16 k8 s2 p3, ReLU, MaxPool 2 s1, Conv2d
 /// 16→32 k4 s2, ReLU, MaxPool 2 s1, Linear 512→32, ReLU, Linear 32→classes.
 /// For small images (such as the 8×8 UCI digits) it uses 3×3 kernels with
-/// padding 1 and stride-2 pooling instead.
+/// padding 1 and stride-2 pooling instead. [`Cnn::with_activation`] swaps
+/// ReLU for `tanh`, the published best choice under DP.
 #[derive(Module, Debug)]
 pub struct Cnn {
     conv1: DpConv2d,
@@ -61,6 +113,8 @@ pub struct Cnn {
     fc1: DpLinear,
     fc2: DpLinear,
     pool_stride: usize,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Cnn {
@@ -87,6 +141,7 @@ impl Cnn {
                 fc1: DpLinearConfig::new(32 * h * w, 32).init(device),
                 fc2: DpLinearConfig::new(32, classes).init(device),
                 pool_stride: 1,
+                activation: Activation::Relu,
             }
         } else {
             let conv1 = DpConv2dConfig::new([1, 16], [3, 3])
@@ -102,18 +157,27 @@ impl Cnn {
                 fc1: DpLinearConfig::new(32 * h * w, 32).init(device),
                 fc2: DpLinearConfig::new(32, classes).init(device),
                 pool_stride: 2,
+                activation: Activation::Relu,
             }
         }
     }
 
+    /// The same network with `activation` after each hidden layer.
+    #[must_use]
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
     /// `[B, 1, H, W]` → logits `[B, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let act = self.activation;
         let pool = MaxPoolOptions::new([2, 2]).with_stride([self.pool_stride; 2]);
-        let h = max_pool2d(relu(self.conv1.forward(x)), pool.clone());
-        let h = max_pool2d(relu(self.conv2.forward(h)), pool);
+        let h = max_pool2d(act.apply(self.conv1.forward(x)), pool.clone());
+        let h = max_pool2d(act.apply(self.conv2.forward(h)), pool);
         let batch = h.dims()[0];
         let h: Tensor<2> = h.reshape([batch as i32, -1]);
-        self.fc2.forward(relu(self.fc1.forward(h)))
+        self.fc2.forward(act.apply(self.fc1.forward(h)))
     }
 }
 

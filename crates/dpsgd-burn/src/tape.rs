@@ -15,6 +15,7 @@
 //! With recording off (ordinary training, evaluation, the fallback engine)
 //! the layers are ordinary burn layers.
 
+use crate::layers::Geometry;
 use burn::module::ParamId;
 use burn::tensor::{Int, Tensor};
 use std::cell::RefCell;
@@ -31,26 +32,23 @@ pub(crate) enum Record {
         /// The weight is stored as `[dout, din]` (convolutions) instead of
         /// `[din, dout]` (Linear).
         transposed: bool,
-        /// The probe is `[B, dout, S]` (a convolution's channels-first
-        /// output, which needs no copy in the forward pass).
-        channels_first: bool,
     },
-    /// A convolution whose per-example weight gradients are materialised by
-    /// one grouped weight-gradient convolution (groups = batch), when they
-    /// fit in memory.
+    /// A convolution. Its per-example gradients come either from the
+    /// input's patches (`unfolded`: one gather, then per-example products or
+    /// Gram ghost norms) or from one grouped weight-gradient convolution
+    /// (groups = batch).
     Conv {
         weight: ParamId,
         bias: Option<ParamId>,
         /// The (inner) input, `[B, C_in, H, W]`.
         input: Tensor<4>,
-        /// `[B, C_out, L]`.
+        /// `[B, L, C_out]` when `unfolded`, `[B, C_out, L]` otherwise.
         probe: Tensor<3>,
         out_hw: [usize; 2],
         /// `[C_out, C_in, k_h, k_w]` (a 1-D convolution as height 1).
         kernel: [usize; 4],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
+        geometry: Geometry,
+        unfolded: bool,
     },
     /// Row lookup: `y_t = E[id_t]`.
     Embedding {

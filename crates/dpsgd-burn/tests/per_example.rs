@@ -155,14 +155,44 @@ fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
                 let n = h.dims()[0];
                 per_example_loss(m.fc.forward(h.reshape([n as i32, -1])))
             };
+            for strategy in [ConvStrategy::Materialize, ConvStrategy::Unfold] {
+                set_conv_strategy(strategy);
+                check(
+                    &model,
+                    &x,
+                    loss,
+                    0.4,
+                    &format!(
+                        "{backend} conv2d s{stride:?} p{padding:?} d{dilation:?} {strategy:?}"
+                    ),
+                );
+            }
+            set_conv_strategy(ConvStrategy::Auto);
+        }
+    }
+}
+
+/// The benchmark CNN end to end: two stacked convolutions (the second's
+/// input gradient flows back through the first's gathered patches), max
+/// pooling, tanh; conv1 takes per-example products, conv2 Gram ghost norms.
+#[test]
+fn should_match_naive_loop_for_the_mnist_cnn() {
+    use dpsgd_burn::models::{Activation, Classifier, Cnn as MnistCnn};
+    for (backend, device) in devices() {
+        let model = MnistCnn::new(28, 28, 10, &device).with_activation(Activation::Tanh);
+        let x = input([3, 1, 28, 28], &device, 0.4);
+        let loss = |m: &MnistCnn, x: &Tensor<4>| per_example_loss(m.logits(x.clone()));
+        for strategy in [ConvStrategy::Auto, ConvStrategy::Materialize] {
+            set_conv_strategy(strategy);
             check(
                 &model,
                 &x,
                 loss,
-                0.4,
-                &format!("{backend} conv2d s{stride:?} p{padding:?} d{dilation:?}"),
+                0.05,
+                &format!("{backend} MNIST CNN {strategy:?}"),
             );
         }
+        set_conv_strategy(ConvStrategy::Auto);
     }
 }
 

@@ -37,11 +37,11 @@ pub struct NoiseSource {
 }
 
 struct Pending {
-    len: usize,
+    parts: Vec<usize>,
     std: f32,
     /// The generator before the prefetch drew its key.
     before: ChaCha20Rng,
-    handle: std::thread::JoinHandle<Vec<f32>>,
+    handle: std::thread::JoinHandle<Vec<Vec<f32>>>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -90,9 +90,12 @@ impl std::fmt::Debug for NoiseSource {
     }
 }
 
-/// `len` N(0, std²) values from one step key, on `threads` threads.
-fn fill(key: [u8; 32], len: usize, std: f32, threads: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
+/// N(0, std²) values for parts of sizes `parts` from one step key, on
+/// `threads` threads. Each chunk of [`CHUNK`] values (numbered across the
+/// parts) is its own ChaCha stream, so the values do not depend on the
+/// number of threads.
+fn fill(key: [u8; 32], parts: &[usize], std: f32, threads: usize) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> = parts.iter().map(|&len| vec![0.0f32; len]).collect();
     let fill_chunk = |(index, chunk): (usize, &mut [f32])| {
         let mut rng = ChaCha20Rng::from_seed(key);
         rng.set_stream(index as u64);
@@ -101,7 +104,11 @@ fn fill(key: [u8; 32], len: usize, std: f32, threads: usize) -> Vec<f32> {
             *v = z * std;
         }
     };
-    let chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(CHUNK).enumerate().collect();
+    let chunks: Vec<(usize, &mut [f32])> = out
+        .iter_mut()
+        .flat_map(|part| part.chunks_mut(CHUNK))
+        .enumerate()
+        .collect();
     let threads = threads.min(chunks.len());
     if threads <= 1 {
         chunks.into_iter().for_each(fill_chunk);
@@ -157,12 +164,20 @@ impl NoiseSource {
         key
     }
 
-    /// `len` independent N(0, std²) values (the next step's noise).
+    /// `len` independent N(0, std²) values.
     pub fn gaussian(&mut self, len: usize, std: f32) -> Vec<f32> {
+        self.gaussian_parts(&[len], std).pop().unwrap_or_default()
+    }
+
+    /// Independent N(0, std²) values in parts of sizes `parts` (one per
+    /// parameter tensor: each part can become a tensor without a copy).
+    pub fn gaussian_parts(&mut self, parts: &[usize], std: f32) -> Vec<Vec<f32>> {
         if let Some(p) = self.pending.take() {
             let ready = p.handle.join();
             match ready {
-                Ok(values) if p.len == len && p.std.to_bits() == std.to_bits() => return values,
+                Ok(values) if p.parts == parts && p.std.to_bits() == std.to_bits() => {
+                    return values;
+                }
                 // A different request (or a failed thread): forget the
                 // prefetched key and draw as if it never happened.
                 _ => self.rng = p.before,
@@ -170,20 +185,22 @@ impl NoiseSource {
         }
         let key = self.next_key();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        fill(key, len, std, threads)
+        fill(key, parts, std, threads)
     }
 
-    /// Starts drawing the noise of the next [`gaussian`](Self::gaussian)
-    /// call (same `len` and `std`) on a background thread.
-    pub fn prefetch(&mut self, len: usize, std: f32) {
+    /// Starts drawing the values of the next
+    /// [`gaussian_parts`](Self::gaussian_parts) call (same parts and `std`)
+    /// on a background thread.
+    pub fn prefetch(&mut self, parts: &[usize], std: f32) {
         if self.pending.is_some() {
             return;
         }
         let before = self.rng.clone();
         let key = self.next_key();
-        let handle = std::thread::spawn(move || fill(key, len, std, 1));
+        let owned = parts.to_vec();
+        let handle = std::thread::spawn(move || fill(key, &owned, std, 1));
         self.pending = Some(Pending {
-            len,
+            parts: parts.to_vec(),
             std,
             before,
             handle,
@@ -263,7 +280,7 @@ mod tests {
         let mut direct = NoiseSource::seeded(21);
         let mut ahead = NoiseSource::seeded(21);
         for len in [10, 100_000, 100_000, 7] {
-            ahead.prefetch(100_000, 0.5);
+            ahead.prefetch(&[100_000], 0.5);
             assert_eq!(
                 direct.gaussian(len, 0.5),
                 ahead.gaussian(len, 0.5),
@@ -271,13 +288,30 @@ mod tests {
             );
         }
         // A saved state ignores the pending prefetch.
-        ahead.prefetch(50, 1.0);
+        ahead.prefetch(&[50], 1.0);
         let saved: NoiseSource =
             serde_json::from_str(&serde_json::to_string(&ahead).unwrap()).unwrap();
         let mut resumed = saved;
         let expected = direct.gaussian(50, 1.0);
         assert_eq!(resumed.gaussian(50, 1.0), expected);
         assert_eq!(ahead.gaussian(50, 1.0), expected);
+    }
+
+    #[test]
+    fn should_draw_parts_as_independent_streams() {
+        // Parts are filled chunk by chunk, one stream per chunk numbered
+        // across the parts: the same parts give the same values, with and
+        // without prefetch, and the parts are not copies of each other.
+        let mut direct = NoiseSource::seeded(5);
+        let mut ahead = NoiseSource::seeded(5);
+        let parts = [3, CHUNK + 5, 1];
+        ahead.prefetch(&parts, 2.0);
+        let a = direct.gaussian_parts(&parts, 2.0);
+        let b = ahead.gaussian_parts(&parts, 2.0);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), parts);
+        assert_ne!(a[1][..3], a[0][..]);
+        assert_ne!(a[1][CHUNK..CHUNK + 3], a[0][..]);
     }
 
     #[test]

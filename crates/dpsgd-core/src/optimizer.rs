@@ -326,22 +326,23 @@ impl DpOptimizer {
         mut clipped: ClippedGradients,
     ) -> Result<GradientsParams> {
         self.check_budget()?;
-        let params = trainable_params(model);
-        let total: usize = params.iter().map(|p| p.numel()).sum();
+        let parts: Vec<usize> = trainable_params(model).iter().map(|p| p.numel()).collect();
         let std = self.settings.noise_std() as f32;
-        let noise = self.noise.gaussian(total, std);
+        let noise = self.noise.gaussian_parts(&parts, std);
         self.adapt_clipping(clipped.per_example_norms());
-        // The next step needs as much noise again: draw it while it computes.
-        self.noise.prefetch(total, self.settings.noise_std() as f32);
         let mut visitor = NoisyMean {
             clipped: &mut clipped,
-            noise: &noise,
-            offset: 0,
+            noise: noise.into_iter(),
             scale: (1.0 / self.settings.expected_batch_size()) as f32,
             grads: GradientsParams::new(),
         };
         model.visit(&mut visitor);
         let grads = visitor.grads;
+        // The next step needs as much noise again: draw it on a background
+        // thread while the inner optimizer and the next step compute (started
+        // only now, so that two steps' noise are never held at once).
+        self.noise
+            .prefetch(&parts, self.settings.noise_std() as f32);
         self.accountant
             .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
         self.rdp
@@ -396,8 +397,8 @@ impl DpOptimizer {
 
 struct NoisyMean<'a> {
     clipped: &'a mut ClippedGradients,
-    noise: &'a [f32],
-    offset: usize,
+    /// One noise vector per trainable parameter, in visiting order.
+    noise: std::vec::IntoIter<Vec<f32>>,
     scale: f32,
     grads: GradientsParams,
 }
@@ -411,9 +412,11 @@ impl ModuleVisitor for NoisyMean<'_> {
         let dims = value.dims();
         let numel: usize = dims.iter().product();
         let device = value.inner().device();
-        let slice = self.noise[self.offset..self.offset + numel].to_vec();
-        self.offset += numel;
-        let noise = Tensor::<1>::from_data(TensorData::new(slice, [numel]), &device);
+        let Some(part) = self.noise.next() else {
+            return; // unreachable: one part per trainable parameter
+        };
+        debug_assert_eq!(part.len(), numel);
+        let noise = Tensor::<1>::from_data(TensorData::new(part, [numel]), &device);
         let noisy = match self.clipped.take(&param.id) {
             Some(sum) => sum + noise,
             None => noise,

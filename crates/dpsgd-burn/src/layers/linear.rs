@@ -91,7 +91,6 @@ impl DpLinear {
             input: input.inner().reshape([batch, positions, d_in]),
             probe: probe.clone(),
             transposed: false,
-            channels_first: false,
         });
         out + probe.reshape(out_dims)
     }

@@ -10,6 +10,7 @@ mod norm;
 pub use conv::{
     ConvStrategy, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig, set_conv_strategy,
 };
+pub(crate) use conv::{Geometry, im2col};
 pub use embedding::{DpEmbedding, DpEmbeddingConfig};
 pub use linear::{DpLinear, DpLinearConfig};
 pub use norm::{DpGroupNorm, DpGroupNormConfig, DpLayerNorm, DpLayerNormConfig};
