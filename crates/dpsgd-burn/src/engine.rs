@@ -375,9 +375,12 @@ impl Item {
     }
 }
 
-/// Turns a record and its output gradient into a work item; a convolution
-/// gets its per-example weight gradients from ONE grouped weight-gradient
-/// convolution (the batch as groups).
+/// Turns a record and its output gradient into a work item. A convolution
+/// gathers its input's patches again (one layer at a time, so they are
+/// never all alive) and either keeps them for Gram ghost norms, or — when
+/// per-example gradients are smaller than the Gram matrices — materialises
+/// them as `gᵢᵀ Aᵢ`; with [`ConvStrategy::Materialize`](crate::layers::ConvStrategy)
+/// they come from ONE grouped weight-gradient convolution (groups = batch).
 fn materialize(r: Record, g: Tensor<3>) -> Item {
     let Record::Conv {
         weight,

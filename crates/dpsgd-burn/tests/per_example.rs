@@ -155,7 +155,7 @@ fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
                 let n = h.dims()[0];
                 per_example_loss(m.fc.forward(h.reshape([n as i32, -1])))
             };
-            for strategy in [ConvStrategy::Materialize, ConvStrategy::Unfold] {
+            for strategy in [ConvStrategy::Materialize, ConvStrategy::Auto] {
                 set_conv_strategy(strategy);
                 check(
                     &model,
@@ -168,6 +168,55 @@ fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
                 );
             }
             set_conv_strategy(ConvStrategy::Auto);
+        }
+    }
+}
+
+fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// Outside DP training, `ConvStrategy::Unfold` computes convolutions by
+/// gather + GEMM: same outputs and gradients (input and parameters) as
+/// burn's convolution. (The naive per-example loop always runs burn's
+/// convolution in the other tests: `Auto` unfolds only while recording.)
+#[test]
+fn should_convolve_by_gemm_as_burn_does() {
+    for (backend, device) in devices() {
+        for (stride, padding, dilation) in [([2, 2], [1, 1], [1, 1]), ([1, 2], [0, 2], [2, 1])] {
+            let conv = DpConv2dConfig::new([2, 3], [3, 3])
+                .with_stride(stride)
+                .with_padding(padding)
+                .with_dilation(dilation)
+                .init(&device);
+            let run = |strategy| {
+                set_conv_strategy(strategy);
+                let x = input([3, 2, 7, 8], &device, 0.6).require_grad();
+                let out = conv.forward(x.clone());
+                let grads = per_example_loss(out.clone()).sum().backward();
+                set_conv_strategy(ConvStrategy::Auto);
+                let w = conv.weight.grad(&grads).expect("weight grad");
+                let b = conv
+                    .bias
+                    .as_ref()
+                    .and_then(|b| b.grad(&grads))
+                    .expect("bias grad");
+                let x = x.grad(&grads).expect("input grad");
+                [flat(out), flat(w), flat(b), flat(x)]
+            };
+            let (burn_conv, gemm) = (run(ConvStrategy::Auto), run(ConvStrategy::Unfold));
+            for (what, (a, b)) in ["output", "weight grad", "bias grad", "input grad"]
+                .iter()
+                .zip(burn_conv.iter().zip(&gemm))
+            {
+                assert_eq!(a.len(), b.len(), "{backend} {what}");
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                        "{backend} s{stride:?} p{padding:?} d{dilation:?} {what}: {x} vs {y}"
+                    );
+                }
+            }
         }
     }
 }
@@ -206,7 +255,7 @@ fn should_match_naive_loop_for_conv1d() {
             .init(&device);
         let x = input([4, 3, 11], &device, 0.9);
         let loss = |m: &DpConv1d, x: &Tensor<3>| per_example_loss(m.forward(x.clone()));
-        for strategy in [ConvStrategy::Materialize, ConvStrategy::Unfold] {
+        for strategy in [ConvStrategy::Materialize, ConvStrategy::Auto] {
             set_conv_strategy(strategy);
             check(
                 &conv,

@@ -18,6 +18,17 @@ pub enum LabelColumn {
     Name(String),
 }
 
+impl std::fmt::Display for LabelColumn {
+    /// The spelling [`FromStr`](std::str::FromStr) reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelColumn::Last => write!(f, "last"),
+            LabelColumn::Index(i) => write!(f, "{i}"),
+            LabelColumn::Name(name) => write!(f, "{name}"),
+        }
+    }
+}
+
 impl std::str::FromStr for LabelColumn {
     type Err = std::convert::Infallible;
     /// `last`, a 0-based index, or a header name.

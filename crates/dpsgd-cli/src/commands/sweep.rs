@@ -245,7 +245,7 @@ pub fn run(a: &Args) -> Result<()> {
             v
         })
         .collect();
-    let doc = json!({ "dataset": format!("{:?}", o.dataset), "runs": runs });
+    let doc = json!({ "dataset": o.dataset.to_string(), "runs": runs });
     write_atomically(
         &a.out.join("sweep.json"),
         &serde_json::to_string_pretty(&doc)?,

@@ -22,6 +22,18 @@ pub enum DatasetSpec {
     Csv(PathBuf, LabelColumn),
 }
 
+impl std::fmt::Display for DatasetSpec {
+    /// The spelling `--dataset` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatasetSpec::Digits => write!(f, "digits"),
+            DatasetSpec::Idx(dir) => write!(f, "idx:{}", dir.display()),
+            DatasetSpec::Csv(file, LabelColumn::Last) => write!(f, "csv:{}", file.display()),
+            DatasetSpec::Csv(file, label) => write!(f, "csv:{},label={label}", file.display()),
+        }
+    }
+}
+
 /// `digits`, `idx:DIR`, `csv:FILE[,label=COL]`.
 pub fn dataset(s: &str) -> Result<DatasetSpec, String> {
     if s == "digits" {
@@ -256,7 +268,7 @@ pub fn run(a: &Args) -> Result<()> {
     println!("{}", summary(&report));
     if let Some(path) = &a.report {
         let mut json = serde_json::to_value(&report)?;
-        json["dataset"] = serde_json::Value::String(format!("{:?}", o.dataset));
+        json["dataset"] = serde_json::Value::String(o.dataset.to_string());
         write_atomically(path, &serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
