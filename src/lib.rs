@@ -28,7 +28,11 @@ pub fn batch(data: &Dataset, indices: &[usize], device: &Device) -> (Tensor<4>, 
 /// chunks of 1 024 examples, without autodiff).
 pub fn accuracy<M: Classifier>(model: &M, data: &Dataset, device: &Device) -> f64 {
     let device = device.clone().without_autodiff();
-    let model = model.clone().to_device(&device);
+    // `valid()` detaches the parameters from autodiff; `to_device` alone
+    // would keep them tracked, and every evaluation batch's activations
+    // would stay in the never-consumed graph (≈ 60 MB per 1024 MNIST
+    // images with the CNN, 9 GB after a training run's final evaluation).
+    let model = model.valid();
     let mut correct = 0usize;
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(1024) {
