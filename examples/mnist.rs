@@ -1,6 +1,6 @@
 //! DP-SGD on full MNIST with the classic DP CNN (tanh activations, as in
-//! Papernot et al. 2021), at a target ε: the recipe that reaches 98.3% at
-//! ε = 3 (see docs/benchmarks.md) — expected batch 512, C = 0.1, SGD with
+//! Papernot et al. 2021), at a target ε: the recipe that reaches 98.1% at
+//! ε = 3 (mean of four runs, see docs/benchmarks.md) — expected batch 512, C = 0.1, SGD with
 //! momentum 0.9 at lr 0.5, 40 epochs.
 //!
 //! Run: `cargo run --release --example mnist -- [EPSILON] [EPOCHS]`
