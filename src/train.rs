@@ -22,7 +22,7 @@ use std::time::Instant;
 pub enum ModelKind {
     /// Multinomial logistic regression (one linear layer).
     Logreg,
-    /// MLP with one hidden layer of 128 units (ReLU).
+    /// MLP with one hidden layer of 128 units (see [`TrainConfig::activation`]).
     Mlp,
     /// The CNN of [`dpsgd_burn::models::Cnn`] (image data only).
     Cnn,

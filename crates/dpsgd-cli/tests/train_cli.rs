@@ -111,6 +111,8 @@ fn should_report_null_epsilon_without_privacy() {
         &data,
         "--model",
         "mlp",
+        "--activation",
+        "tanh",
         "--non-private",
         "--epochs",
         "5",
@@ -127,6 +129,11 @@ fn should_report_null_epsilon_without_privacy() {
         "{v}"
     );
     assert!(v["test_accuracy"].as_f64().unwrap() > 0.8, "{v}");
+    assert_eq!(v["activation"], "tanh");
+    assert!(
+        v["dataset"].as_str().is_some_and(|d| d.starts_with("csv:")),
+        "the dataset as --dataset spells it: {v}"
+    );
 }
 
 #[test]
@@ -213,4 +220,8 @@ fn should_name_the_file_and_line_of_corrupt_data() {
     let out = dpsgd(&["train", "--dataset", "parquet:x", "--quiet"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dataset"));
+
+    let out = dpsgd(&["train", "--activation", "sigmoid", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--activation"));
 }

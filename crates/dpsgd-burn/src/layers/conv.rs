@@ -60,12 +60,13 @@ impl Geometry {
     }
 
     /// Output height and width for an input `[h, w]` and kernel `[k_h, k_w]`,
-    /// `None` when the kernel does not fit in the padded input.
+    /// `None` when the kernel does not fit in the padded input (or a stride
+    /// is 0).
     fn output(&self, input: [usize; 2], kernel: [usize; 2]) -> Option<[usize; 2]> {
         let size = |axis: usize| {
             let span = self.dilation[axis] * (kernel[axis].checked_sub(1)?) + 1;
             let padded = input[axis] + 2 * self.padding[axis];
-            Some(padded.checked_sub(span)? / self.stride[axis] + 1)
+            Some(padded.checked_sub(span)?.checked_div(self.stride[axis])? + 1)
         };
         Some([size(0)?, size(1)?])
     }
