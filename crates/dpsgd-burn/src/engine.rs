@@ -24,7 +24,6 @@ use crate::layers::im2col;
 use crate::tape::{self, Record};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::module::conv2d_weight_backward;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Gradients, IndexingUpdateOp, Tensor, TensorData};
 use dpsgd_core::gradients::add_to_sum;
 use dpsgd_core::{
@@ -176,12 +175,7 @@ impl GradientEngine {
         }
         let norms = total_norms(&group_sq, n);
         let factors = self.clipping.factors(&group_sq, n)?;
-        if let Some(i) = norms.iter().position(|x| !x.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "gradient",
-                detail: format!("example {i} of the batch has gradient norm {}", norms[i]),
-            });
-        }
+        // A NaN/inf norm is refused by `ClippedGradients::new` below.
         let device = match work.first() {
             Some(Item::Recorded(_, g)) => g.device(),
             Some(Item::PerExample(v)) => v[0].1.device(),
@@ -404,7 +398,7 @@ fn materialize(r: Record, g: Tensor<3>) -> Item {
         // g: [B, L, C_out]; patches: [B, L, F] with F = C_in·k_h·k_w.
         let patches = im2col(input, [kh, kw], geometry, out_hw);
         let [_, positions, features] = patches.dims();
-        if positions * (features + c_out) <= features * c_out {
+        if ghost_norm_is_cheaper(positions, features, c_out) {
             // Gram ghost norms are cheaper: keep the patches as a dense record.
             return Item::Recorded(
                 Record::Dense {
@@ -433,12 +427,19 @@ fn materialize(r: Record, g: Tensor<3>) -> Item {
         input.reshape([1, batch * c_in, h, w]),
         Tensor::<4>::zeros([batch * c_out, c_in, kh, kw], &g.device()),
         g4,
-        ConvOptions::new(geometry.stride, geometry.padding, geometry.dilation, batch),
+        geometry.options(batch),
     )
     .reshape([batch, c_out * c_in * kh * kw]);
     let mut out = vec![(weight, per_example)];
     out.extend(bias_grads(&g, 2));
     Item::PerExample(out)
+}
+
+/// Whether a dense layer's per-example weight norms cost less by Gram ghost
+/// norms (`S²·(d_in + d_out)` per example) than by materialising the
+/// gradients (`S·d_in·d_out`), for `S` positions ("mixed ghost clipping").
+fn ghost_norm_is_cheaper(positions: usize, d_in: usize, d_out: usize) -> bool {
+    positions * (d_in + d_out) <= d_in * d_out
 }
 
 /// Squared per-example norms `[n]` of each parameter of a record.
@@ -460,7 +461,7 @@ fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
             let d_out = g.dims()[2];
             let weight = if s == 1 {
                 sq_sum(input.clone()) * sq_sum(g.clone())
-            } else if s * s * (d_in + d_out) <= s * d_in * d_out {
+            } else if ghost_norm_is_cheaper(s, d_in, d_out) {
                 // Ghost norm via Gram matrices.
                 let aa = input.clone().matmul(input.clone().swap_dims(1, 2));
                 let gg = g.clone().matmul(g.clone().swap_dims(1, 2));

@@ -55,8 +55,9 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    fn options(&self) -> ConvOptions<2> {
-        ConvOptions::new(self.stride, self.padding, self.dilation, 1)
+    /// burn's options for this geometry with `groups` groups.
+    pub(crate) fn options(&self, groups: usize) -> ConvOptions<2> {
+        ConvOptions::new(self.stride, self.padding, self.dilation, groups)
     }
 
     /// Output height and width for an input `[h, w]` and kernel `[k_h, k_w]`,
@@ -89,7 +90,7 @@ fn convolve(
         .filter(|_| c_in == weight_c_in);
     let Some(out_hw) = out_hw else {
         // Let burn report the invalid shapes.
-        return conv2d(input, weight, bias, geometry.options());
+        return conv2d(input, weight, bias, geometry.options(1));
     };
     let strategy = STRATEGY.with(std::cell::Cell::get);
     let positions = out_hw[0] * out_hw[1];
@@ -100,7 +101,7 @@ fn convolve(
     if !tape::is_recording() {
         return match strategy {
             ConvStrategy::Unfold => to_nchw(conv_by_gemm(input, weight, bias, geometry, out_hw)),
-            _ => conv2d(input, weight, bias, geometry.options()),
+            _ => conv2d(input, weight, bias, geometry.options(1)),
         };
     }
     // Parameters enter as constants: autodiff never computes unclipped
@@ -117,7 +118,7 @@ fn convolve(
         (to_nchw(out), probe)
     } else {
         let probe = tape::probe([batch, c_out, positions], &input.device());
-        let out = conv2d(input.clone(), w, b, geometry.options())
+        let out = conv2d(input.clone(), w, b, geometry.options(1))
             + probe.clone().reshape([batch, c_out, out_hw[0], out_hw[1]]);
         (out, probe)
     };
