@@ -89,9 +89,101 @@ pub trait Accountant {
     ///
     /// As [`Accountant::epsilon`].
     fn epsilon_after(&self, extra: Segment, delta: f64) -> Result<f64>;
+
+    /// The largest number of further steps at (σ, q) after which the run is
+    /// still (`budget`, δ)-DP by this accountant: 0 when even one more step
+    /// would exceed the budget, at most [`MAX_STEPS`]. A training loop
+    /// computes it once and then checks its budget in O(1) per step.
+    ///
+    /// The answer is exact for a non-decreasing ε(T); a step count whose ε
+    /// this accountant cannot compute (PLD grids too large to hold) counts as
+    /// over the budget, so the answer errs only on the safe side.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for an
+    /// invalid σ, q, δ or budget.
+    fn max_additional_steps(
+        &self,
+        noise_multiplier: f64,
+        sample_rate: f64,
+        delta: f64,
+        budget: f64,
+    ) -> Result<u64>;
+}
+
+/// The largest step count [`Accountant::max_additional_steps`] and
+/// [`max_steps`](crate::max_steps) report (2⁶²): "unlimited" in practice.
+pub const MAX_STEPS: u64 = 1 << 62;
+
+/// Validates the arguments of [`Accountant::max_additional_steps`].
+fn check_budget_query(sigma: f64, q: f64, delta: f64, budget: f64) -> Result<()> {
+    crate::error::check_noise_multiplier(sigma)?;
+    crate::error::check_sample_rate(q)?;
+    check_delta(delta)?;
+    check_epsilon(budget)
+}
+
+/// ε within budget, with "cannot be computed" read as "over budget".
+fn within(epsilon: Result<f64>, budget: f64) -> Result<bool> {
+    match epsilon {
+        Ok(e) => Ok(e <= budget),
+        Err(crate::Error::Unbounded(_) | crate::Error::OutOfRange(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The largest `T ∈ [0, MAX_STEPS]` with `fits(T)`, for a predicate that
+/// holds up to some point and not after, starting the search at `guess`
+/// (a good guess saves probes: PLD starts from the RDP answer). Only a `T`
+/// for which `fits` returned true is ever returned (or 0).
+pub(crate) fn largest_fitting(
+    guess: u64,
+    mut fits: impl FnMut(u64) -> Result<bool>,
+) -> Result<u64> {
+    let guess = guess.clamp(1, MAX_STEPS);
+    // Bracket: fits(lo) (or lo = 0), !fits(hi) (or hi = MAX_STEPS + 1).
+    let (mut lo, mut hi) = if fits(guess)? {
+        let mut lo = guess;
+        loop {
+            if lo >= MAX_STEPS {
+                return Ok(MAX_STEPS);
+            }
+            let next = lo.saturating_mul(2).min(MAX_STEPS);
+            if fits(next)? {
+                lo = next;
+            } else {
+                break (lo, next);
+            }
+        }
+    } else {
+        let mut hi = guess;
+        loop {
+            let next = hi / 2;
+            if next == 0 {
+                break (0, hi);
+            }
+            if fits(next)? {
+                break (next, hi);
+            }
+            hi = next;
+        }
+    };
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 /// RDP accountant over a fixed grid of orders.
+///
+/// Keeps one step's RDP curve per segment of its history, so recording a
+/// step and asking for ε cost O(orders) — no series is re-evaluated.
 ///
 /// # Examples
 ///
@@ -105,9 +197,40 @@ pub trait Accountant {
 /// # Ok::<(), dpsgd_accountant::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RdpRecord", into = "RdpRecord")]
 pub struct RdpAccountant {
     orders: Vec<f64>,
     history: History,
+    /// One step's RDP at each order, one curve per history segment.
+    curves: Vec<Vec<f64>>,
+}
+
+/// What an [`RdpAccountant`] saves: its orders and history (the curves are
+/// recomputed on load).
+#[derive(Serialize, Deserialize)]
+struct RdpRecord {
+    orders: Vec<f64>,
+    history: History,
+}
+
+impl From<RdpAccountant> for RdpRecord {
+    fn from(acc: RdpAccountant) -> Self {
+        Self {
+            orders: acc.orders,
+            history: acc.history,
+        }
+    }
+}
+
+impl TryFrom<RdpRecord> for RdpAccountant {
+    type Error = crate::Error;
+    fn try_from(record: RdpRecord) -> Result<Self> {
+        let mut acc = Self::with_orders(record.orders)?;
+        for s in record.history.segments() {
+            acc.record(s.noise_multiplier, s.sample_rate, s.steps)?;
+        }
+        Ok(acc)
+    }
 }
 
 impl Default for RdpAccountant {
@@ -122,6 +245,7 @@ impl RdpAccountant {
         Self {
             orders: rdp::default_orders(),
             history: History::new(),
+            curves: Vec::new(),
         }
     }
 
@@ -144,6 +268,7 @@ impl RdpAccountant {
         Ok(Self {
             orders,
             history: History::new(),
+            curves: Vec::new(),
         })
     }
 
@@ -154,7 +279,40 @@ impl RdpAccountant {
 
     /// Total RDP of the history at each order.
     pub fn rdp(&self) -> Vec<f64> {
-        rdp_of(&self.orders, self.history.segments())
+        self.rdp_with(None)
+    }
+
+    /// Total RDP of the history plus `extra` steps whose one-step curve is
+    /// given.
+    fn rdp_with(&self, extra: Option<(u64, &[f64])>) -> Vec<f64> {
+        (0..self.orders.len())
+            .map(|i| {
+                let recorded: f64 = self
+                    .history
+                    .segments()
+                    .iter()
+                    .zip(&self.curves)
+                    .map(|(s, curve)| rdp::scaled(s.steps, curve[i]))
+                    .sum();
+                recorded + extra.map_or(0.0, |(steps, curve)| rdp::scaled(steps, curve[i]))
+            })
+            .collect()
+    }
+
+    /// One step's RDP curve at (σ, q), reusing the last segment's.
+    fn curve(&self, sigma: f64, q: f64) -> Vec<f64> {
+        match (self.history.segments().last(), self.curves.last()) {
+            (Some(last), Some(curve))
+                if last.noise_multiplier == sigma && last.sample_rate == q =>
+            {
+                curve.clone()
+            }
+            _ => self
+                .orders
+                .iter()
+                .map(|&alpha| rdp::rdp_step_unchecked(q, sigma, alpha))
+                .collect(),
+        }
     }
 
     /// ε at δ and the Rényi order that attains it.
@@ -167,25 +325,15 @@ impl RdpAccountant {
     }
 }
 
-fn rdp_of(orders: &[f64], segments: &[Segment]) -> Vec<f64> {
-    orders
-        .iter()
-        .map(|&alpha| {
-            segments
-                .iter()
-                .map(|s| {
-                    s.steps as f64
-                        * rdp::rdp_step_unchecked(s.sample_rate, s.noise_multiplier, alpha)
-                })
-                .sum()
-        })
-        .collect()
-}
-
 impl Accountant for RdpAccountant {
     fn record(&mut self, noise_multiplier: f64, sample_rate: f64, steps: u64) -> Result<()> {
-        self.history
-            .push(Segment::new(noise_multiplier, sample_rate, steps)?);
+        let segment = Segment::new(noise_multiplier, sample_rate, steps)?;
+        let curve = self.curve(noise_multiplier, sample_rate);
+        let before = self.history.segments().len();
+        self.history.push(segment);
+        if self.history.segments().len() > before {
+            self.curves.push(curve);
+        }
         Ok(())
     }
 
@@ -206,9 +354,37 @@ impl Accountant for RdpAccountant {
     }
 
     fn epsilon_after(&self, extra: Segment, delta: f64) -> Result<f64> {
-        let mut segments = self.history.segments().to_vec();
-        segments.push(extra);
-        Ok(rdp::epsilon_from_rdp(&self.orders, &rdp_of(&self.orders, &segments), delta)?.0)
+        let extra = Segment::new(extra.noise_multiplier, extra.sample_rate, extra.steps)?;
+        let curve = self.curve(extra.noise_multiplier, extra.sample_rate);
+        let total = self.rdp_with(Some((extra.steps, &curve)));
+        Ok(rdp::epsilon_from_rdp(&self.orders, &total, delta)?.0)
+    }
+
+    fn max_additional_steps(
+        &self,
+        noise_multiplier: f64,
+        sample_rate: f64,
+        delta: f64,
+        budget: f64,
+    ) -> Result<u64> {
+        check_budget_query(noise_multiplier, sample_rate, delta, budget)?;
+        let curve = self.curve(noise_multiplier, sample_rate);
+        let base = self.rdp();
+        let fits = |steps: u64| -> Result<bool> {
+            let total: Vec<f64> = base
+                .iter()
+                .zip(&curve)
+                .map(|(b, c)| b + rdp::scaled(steps, *c))
+                .collect();
+            within(
+                rdp::epsilon_from_rdp(&self.orders, &total, delta).map(|(e, _)| e),
+                budget,
+            )
+        };
+        if !fits(0)? {
+            return Ok(0);
+        }
+        largest_fitting(1, fits)
     }
 }
 
@@ -352,6 +528,34 @@ impl Accountant for PldAccountant {
         base.compose(&one, self.config.tail_mass_truncation)?
             .epsilon(delta)
     }
+
+    fn max_additional_steps(
+        &self,
+        noise_multiplier: f64,
+        sample_rate: f64,
+        delta: f64,
+        budget: f64,
+    ) -> Result<u64> {
+        check_budget_query(noise_multiplier, sample_rate, delta, budget)?;
+        // RDP's answer is a cheap first guess: PLD's is usually a little
+        // larger, so the search needs few compositions around it.
+        let mut rdp = RdpAccountant::new();
+        for s in self.history.segments() {
+            rdp.record(s.noise_multiplier, s.sample_rate, s.steps)?;
+        }
+        let guess = rdp.max_additional_steps(noise_multiplier, sample_rate, delta, budget)?;
+        let fits = |steps: u64| -> Result<bool> {
+            if steps == 0 {
+                return within(self.epsilon(delta), budget);
+            }
+            let extra = Segment::new(noise_multiplier, sample_rate, steps)?;
+            within(self.epsilon_after(extra, delta), budget)
+        };
+        if !fits(0)? {
+            return Ok(0);
+        }
+        largest_fitting(guess, fits)
+    }
 }
 
 /// Either accountant, chosen at run time; serialises with its history so a
@@ -415,5 +619,15 @@ impl Accountant for AnyAccountant {
     }
     fn epsilon_after(&self, extra: Segment, delta: f64) -> Result<f64> {
         self.inner().epsilon_after(extra, delta)
+    }
+    fn max_additional_steps(
+        &self,
+        noise_multiplier: f64,
+        sample_rate: f64,
+        delta: f64,
+        budget: f64,
+    ) -> Result<u64> {
+        self.inner()
+            .max_additional_steps(noise_multiplier, sample_rate, delta, budget)
     }
 }

@@ -1,7 +1,7 @@
 //! Calibration: the smallest noise multiplier, or the largest number of
 //! steps, that keeps a run within an (ε, δ) budget.
 
-use crate::accountant::AccountantKind;
+use crate::accountant::{Accountant, AccountantKind, AnyAccountant};
 use crate::error::{
     Error, Result, check_delta, check_epsilon, check_noise_multiplier, check_sample_rate,
 };
@@ -27,7 +27,8 @@ fn tolerance(kind: AccountantKind) -> f64 {
 }
 
 /// ε of `steps` steps at (q, σ), or `+∞` where the accountant cannot
-/// represent the run (σ far too small): such a σ is never chosen.
+/// answer (σ far too small for its arithmetic or its grid): such a σ is
+/// never chosen.
 fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64> {
     let eps = match kind {
         AccountantKind::Rdp => rdp::epsilon(q, sigma, steps, delta).map(|(e, _)| e),
@@ -38,7 +39,7 @@ fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) 
     };
     match eps {
         Ok(e) => Ok(e),
-        Err(Error::Unbounded(_)) => Ok(f64::INFINITY),
+        Err(Error::Unbounded(_) | Error::OutOfRange(_)) => Ok(f64::INFINITY),
         Err(e) => Err(e),
     }
 }
@@ -85,14 +86,25 @@ pub fn calibrate_noise(
     let mut hi = match kind {
         AccountantKind::Rdp => 1.0,
         AccountantKind::Pld => {
-            calibrate_noise(
+            let rdp_sigma = calibrate_noise(
                 AccountantKind::Rdp,
                 sample_rate,
                 steps,
                 delta,
                 target_epsilon,
             )?
-            .noise_multiplier
+            .noise_multiplier;
+            // PLD needs a little less noise than RDP. Where its grid cannot
+            // even hold RDP's σ it cannot hold any smaller one: refuse at
+            // once rather than return a σ far above what the target needs.
+            if let Err(Error::OutOfRange(reason)) =
+                ComposedPld::check_representable(sample_rate, rdp_sigma, &PldConfig::default())
+            {
+                return Err(Error::OutOfRange(format!(
+                    "PLD cannot calibrate ε = {target_epsilon}: {reason}"
+                )));
+            }
+            rdp_sigma
         }
     };
     let mut eps_hi = eps(hi)?;
@@ -136,7 +148,9 @@ pub fn calibrate_noise(
 }
 
 /// The largest number of steps at (q, σ) whose ε at δ stays ≤
-/// `target_epsilon` (0 if even one step exceeds it).
+/// `target_epsilon` (0 if even one step exceeds it; at most
+/// [`MAX_STEPS`](crate::MAX_STEPS)). Step counts whose ε the accountant cannot
+/// compute count as over the target.
 ///
 /// # Errors
 ///
@@ -163,47 +177,10 @@ pub fn max_steps(
     check_noise_multiplier(noise_multiplier)?;
     check_delta(delta)?;
     check_epsilon(target_epsilon)?;
-    // RDP is linear in the steps: precompute the one-step curve.
-    let orders = rdp::default_orders();
-    let curve = match kind {
-        AccountantKind::Rdp => rdp::rdp_curve(sample_rate, noise_multiplier, 1, &orders)?,
-        AccountantKind::Pld => Vec::new(),
-    };
-    let fits = |steps: u64| -> Result<bool> {
-        let eps = match kind {
-            AccountantKind::Rdp => {
-                let total: Vec<f64> = curve.iter().map(|r| r * steps as f64).collect();
-                match rdp::epsilon_from_rdp(&orders, &total, delta) {
-                    Ok((e, _)) => e,
-                    Err(Error::Unbounded(_)) => f64::INFINITY,
-                    Err(e) => return Err(e),
-                }
-            }
-            AccountantKind::Pld => epsilon_of(kind, sample_rate, noise_multiplier, steps, delta)?,
-        };
-        Ok(eps <= target_epsilon)
-    };
-    if !fits(1)? {
-        return Ok(0);
-    }
-    // Exponential then binary search; ε is non-decreasing in the steps.
-    const CAP: u64 = 1 << 40;
-    let mut lo = 1;
-    let mut hi = 2;
-    while fits(hi)? {
-        lo = hi;
-        if hi >= CAP {
-            return Ok(CAP);
-        }
-        hi *= 2;
-    }
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid)? {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
+    AnyAccountant::new(kind).max_additional_steps(
+        noise_multiplier,
+        sample_rate,
+        delta,
+        target_epsilon,
+    )
 }

@@ -28,6 +28,12 @@ pub enum Error {
     /// (for example ε for a δ smaller than the mechanism's infinite-loss mass).
     #[error("the privacy loss is unbounded: {0}")]
     Unbounded(String),
+    /// The computation left the range in which this method's arithmetic is
+    /// sound (an overflow, a NaN, or a grid too large to hold), so no ε is
+    /// given rather than a wrong one. Another method (RDP instead of PLD, a
+    /// coarser PLD grid) may still answer.
+    #[error("the accountant cannot answer this reliably: {0}")]
+    OutOfRange(String),
 }
 
 /// Shorthand for results of this crate.

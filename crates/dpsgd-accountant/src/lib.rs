@@ -10,6 +10,8 @@
 //!   composed by FFT; a tighter ε than RDP for the same run.
 //! * [`calibrate_noise`] and [`max_steps`]: the smallest σ, or the most steps,
 //!   within a budget.
+//! * [`lower_bound`]: a discretisation-free lower bound on the true ε, to
+//!   check any accountant against.
 //! * [`Accountant`]: one interface over both, with a serialisable history
 //!   ([`AnyAccountant`]) for training engines that checkpoint and resume.
 //!
@@ -43,11 +45,14 @@ mod accountant;
 mod calibrate;
 mod error;
 mod history;
+pub mod lower_bound;
 mod math;
 pub mod pld;
 pub mod rdp;
 
-pub use accountant::{Accountant, AccountantKind, AnyAccountant, PldAccountant, RdpAccountant};
+pub use accountant::{
+    Accountant, AccountantKind, AnyAccountant, MAX_STEPS, PldAccountant, RdpAccountant,
+};
 pub use calibrate::{NoiseCalibration, calibrate_noise, max_steps};
 pub use error::{Error, Result};
 pub use history::{History, Segment};

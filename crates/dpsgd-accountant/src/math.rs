@@ -5,17 +5,26 @@ use statrs::function::erf::erfc;
 /// `ln(e^a + e^b)` without overflow; `-∞` is the additive identity.
 pub(crate) fn log_add(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
-    if lo == f64::NEG_INFINITY {
-        return hi;
+    if lo == f64::NEG_INFINITY || hi == f64::INFINITY || hi.is_nan() || lo.is_nan() {
+        // −∞ is the identity; +∞ absorbs; NaN stays NaN (callers check).
+        return if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            hi
+        };
     }
     hi + (lo - hi).exp().ln_1p()
 }
 
 /// `ln(e^a − e^b)` for `a ≥ b`; returns `-∞` when the difference vanishes
-/// or rounding makes it negative.
+/// or rounding makes it negative, and NaN for `∞ − ∞` (undefined: callers
+/// must not read it as a number).
 pub(crate) fn log_sub(a: f64, b: f64) -> f64 {
     if b == f64::NEG_INFINITY {
         return a;
+    }
+    if b == f64::INFINITY || a.is_nan() || b.is_nan() {
+        return f64::NAN;
     }
     if b >= a {
         return f64::NEG_INFINITY;
@@ -29,7 +38,7 @@ pub(crate) fn log_sum_exp(xs: &[f64]) -> f64 {
     let Some((imax, &m)) = xs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
         return f64::NEG_INFINITY;
     };
-    if m == f64::NEG_INFINITY {
+    if m == f64::NEG_INFINITY || m == f64::INFINITY {
         return m;
     }
     let rest: f64 = xs

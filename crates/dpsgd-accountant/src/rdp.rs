@@ -77,24 +77,48 @@ pub(crate) fn check_order(alpha: f64) -> Result<()> {
     }
 }
 
+/// One step's RDP at `alpha`, for validated inputs. Never NaN and never
+/// below the true value: where the arithmetic overflows (σ so small that
+/// `1/(2σ²)` is not representable) the value is `+∞`, which excludes the order
+/// from the minimum in [`epsilon_from_rdp`] — pessimistic, never optimistic.
 pub(crate) fn rdp_step_unchecked(q: f64, sigma: f64, alpha: f64) -> f64 {
     if q == 1.0 {
-        return alpha / (2.0 * sigma * sigma);
+        // α/(2σ²), computed so that a tiny σ overflows to +∞, not NaN.
+        return alpha / 2.0 / sigma / sigma;
     }
     let log_a = if alpha.fract() == 0.0 {
         log_a_integer(q, sigma, alpha as u64)
     } else {
         log_a_fractional(q, sigma, alpha)
     };
-    // RDP is non-negative; tiny negative values are rounding noise.
-    (log_a / (alpha - 1.0)).max(0.0)
+    let r = log_a / (alpha - 1.0);
+    if r.is_nan() {
+        // The fractional series cancels huge terms when σ is tiny; an order we
+        // cannot evaluate is left out of the minimum (its RDP taken as +∞).
+        f64::INFINITY
+    } else if r < 0.0 {
+        // RDP is non-negative (A_α ≥ 1); a tiny negative value is rounding.
+        0.0
+    } else {
+        r
+    }
+}
+
+/// `(k² − k)/(2σ²)` without `0·∞`: exactly 0 for k ∈ {0, 1}, `+∞` when it
+/// overflows.
+fn quadratic_exponent(k: f64, sigma: f64) -> f64 {
+    let numerator = k * k - k;
+    if numerator == 0.0 {
+        0.0
+    } else {
+        numerator / 2.0 / sigma / sigma
+    }
 }
 
 /// `ln A_α` for integer α by the binomial expansion, in log space.
 fn log_a_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
     let log_q = q.ln();
     let log_1mq = (-q).ln_1p();
-    let inv_2s2 = 1.0 / (2.0 * sigma * sigma);
     let a = alpha as f64;
     let mut log_binom = 0.0;
     let terms: Vec<f64> = (0..=alpha)
@@ -103,7 +127,7 @@ fn log_a_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
             if k > 0 {
                 log_binom += ((a - kf + 1.0) / kf).ln();
             }
-            log_binom + (a - kf) * log_1mq + kf * log_q + (kf * kf - kf) * inv_2s2
+            log_binom + (a - kf) * log_1mq + kf * log_q + quadratic_exponent(kf, sigma)
         })
         .collect();
     log_sum_exp(&terms)
@@ -140,8 +164,8 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
         let log_t1 = log_abs_binom + j * log_q + fi * log_1mq;
         let log_e0 = half_ln + log_erfc((fi - z0) / sqrt2_sigma);
         let log_e1 = half_ln + log_erfc((z0 - j) / sqrt2_sigma);
-        let log_s0 = log_t0 + (fi * fi - fi) / (2.0 * s2) + log_e0;
-        let log_s1 = log_t1 + (j * j - j) / (2.0 * s2) + log_e1;
+        let log_s0 = log_t0 + quadratic_exponent(fi, sigma) + log_e0;
+        let log_s1 = log_t1 + quadratic_exponent(j, sigma) + log_e1;
         if negative {
             neg0 = log_add(neg0, log_s0);
             neg1 = log_add(neg1, log_s1);
@@ -170,9 +194,15 @@ pub fn rdp_curve(q: f64, sigma: f64, steps: u64, orders: &[f64]) -> Result<Vec<f
         .iter()
         .map(|&alpha| {
             check_order(alpha)?;
-            Ok(steps as f64 * rdp_step_unchecked(q, sigma, alpha))
+            Ok(scaled(steps, rdp_step_unchecked(q, sigma, alpha)))
         })
         .collect()
+}
+
+/// `steps · r` for an RDP value `r ∈ [0, ∞]`, with `0 · ∞ = 0` (no steps
+/// cost nothing).
+pub(crate) fn scaled(steps: u64, r: f64) -> f64 {
+    if steps == 0 { 0.0 } else { steps as f64 * r }
 }
 
 /// ε of an RDP curve at `δ`, by the conversion of Balle et al. (2020,

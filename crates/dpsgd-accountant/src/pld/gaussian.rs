@@ -3,7 +3,7 @@
 
 use super::{PldConfig, Pmf};
 use crate::error::Result;
-use crate::math::{normal_cdf, normal_sf};
+use crate::math::{log_add, normal_cdf, normal_sf};
 use statrs::function::erf::erfc_inv;
 
 /// Which ordered pair of neighbouring output distributions.
@@ -37,7 +37,9 @@ impl Mixture {
                 } else {
                     normal_cdf(zb) - normal_cdf(za)
                 };
-                w * m.max(0.0)
+                // Rounding can make a difference of tails slightly negative;
+                // NaN is kept (and rejected by `Pmf::checked`).
+                w * if m < 0.0 { 0.0 } else { m }
             })
             .sum()
     }
@@ -45,20 +47,95 @@ impl Mixture {
 
 /// The x at which the mixture's log ratio `ln(1 − q + q e^{(2x−1)/(2σ²)})`
 /// equals `l`, or `None` where `l ≤ ln(1−q)` (below the ratio's range).
+///
+/// `x = σ² ln((e^l − (1 − q))/q) + ½`, with `ln(e^l − (1−q))` taken in log
+/// space for large `l`: losses in the hundreds or thousands (σ ≪ 1) have
+/// finite edges, where `e^l` alone would overflow past `l ≈ 709.78`.
 fn inverse_log_ratio(q: f64, s2: f64, l: f64) -> Option<f64> {
-    // e^l − (1 − q) = expm1(l) + q, accurate for small l.
-    let gap = l.exp_m1() + q;
-    (gap > 0.0).then(|| s2 * (gap / q).ln() + 0.5)
+    let log_gap = if l > 1.0 {
+        l + (-(1.0 - q) * (-l).exp()).ln_1p()
+    } else {
+        // e^l − (1 − q) = expm1(l) + q, accurate for small l.
+        let gap = l.exp_m1() + q;
+        if gap <= 0.0 {
+            return None;
+        }
+        gap.ln()
+    };
+    Some(s2 * (log_gap - q.ln()) + 0.5)
 }
 
+/// `ln(1 − q + q e^e)` with `e = (2x − 1)/(2σ²)`, accurate for every `e`
+/// (and exactly `e` at q = 1).
 fn log_ratio(q: f64, s2: f64, x: f64) -> f64 {
     let e = (2.0 * x - 1.0) / (2.0 * s2);
-    // ln(1 − q + q e^e) = ln(1 + q·expm1(e)); switch form for large e.
-    if e < 30.0 {
+    if e < 0.0 {
+        // A sum of two positive terms in log space: no cancellation, and
+        // ln(1 − q) = −∞ at q = 1 is the identity.
+        log_add((-q).ln_1p(), q.ln() + e)
+    } else if e < 30.0 {
         (q * e.exp_m1()).ln_1p()
     } else {
         e + q.ln() + ((1.0 - q) * (-e).exp() / q).ln_1p()
     }
+}
+
+/// The range of grid indices `[k_lo, k_hi]` that one step's privacy loss
+/// occupies, outside of which `P` has at most the truncated mass.
+pub(crate) struct Grid {
+    k_lo: i64,
+    k_hi: i64,
+}
+
+/// `|Z|` beyond this has probability ≤ tail/2 on each side.
+fn z_tail(config: &PldConfig) -> f64 {
+    let half_tail = (config.tail_mass_truncation / 2.0).max(1e-300);
+    std::f64::consts::SQRT_2 * erfc_inv(2.0 * half_tail)
+}
+
+fn sign(direction: Direction) -> f64 {
+    match direction {
+        Direction::Remove => 1.0,
+        Direction::Add => -1.0,
+    }
+}
+
+/// The grid one step needs, or [`Error::OutOfRange`](crate::Error::OutOfRange)
+/// when it is not finite or holds more than [`MAX_STEP_GRID`] points. O(1).
+pub(crate) fn grid(q: f64, sigma: f64, direction: Direction, config: &PldConfig) -> Result<Grid> {
+    let d = config.value_discretization;
+    let s2 = sigma * sigma;
+    let z = z_tail(config);
+    // The x-range outside of which P has at most the truncated mass.
+    let (x_lo, x_hi) = match direction {
+        Direction::Remove => (-sigma * z, 1.0 + sigma * z),
+        Direction::Add => (-sigma * z, sigma * z),
+    };
+    let sign = sign(direction);
+    let loss_at = |x: f64| sign * log_ratio(q, s2, x);
+    let (l_min, l_max) = if sign > 0.0 {
+        (loss_at(x_lo), loss_at(x_hi))
+    } else {
+        (loss_at(x_hi), loss_at(x_lo))
+    };
+    if !(l_min.is_finite() && l_max.is_finite()) {
+        return Err(crate::Error::OutOfRange(format!(
+            "one step's privacy loss range [{l_min}, {l_max}] is not finite (q = {q}, σ = {sigma})"
+        )));
+    }
+    let (k_lo, k_hi) = ((l_min / d).floor(), (l_max / d).ceil());
+    let span = k_hi - k_lo + 1.0;
+    if !(span <= MAX_STEP_GRID as f64) {
+        return Err(crate::Error::OutOfRange(format!(
+            "one step's privacy loss spans {span:.3e} grid points (more than {MAX_STEP_GRID}); \
+             σ = {sigma} is too small for value_discretization = {d}: use RDP or a coarser grid"
+        )));
+    }
+    let k_lo = k_lo as i64;
+    Ok(Grid {
+        k_lo,
+        k_hi: (k_hi as i64).max(k_lo + 1),
+    })
 }
 
 /// The pessimistic PLD of one step.
@@ -68,11 +145,9 @@ pub(crate) fn discretise(
     direction: Direction,
     config: &PldConfig,
 ) -> Result<Pmf> {
+    let Grid { k_lo, k_hi } = grid(q, sigma, direction, config)?;
     let d = config.value_discretization;
     let s2 = sigma * sigma;
-    // |Z| beyond z_tail has probability ≤ tail/2 on each side.
-    let half_tail = (config.tail_mass_truncation / 2.0).max(1e-300);
-    let z_tail = std::f64::consts::SQRT_2 * erfc_inv(2.0 * half_tail);
     let mixture = Mixture {
         components: vec![(1.0 - q, 0.0), (q, 1.0)],
         sigma,
@@ -81,31 +156,12 @@ pub(crate) fn discretise(
         components: vec![(1.0, 0.0)],
         sigma,
     };
-    // (P, Q) and the x-range outside of which P has at most `tail` mass.
-    let (p, qd, x_lo, x_hi) = match direction {
-        Direction::Remove => (&mixture, &plain, -sigma * z_tail, 1.0 + sigma * z_tail),
-        Direction::Add => (&plain, &mixture, -sigma * z_tail, sigma * z_tail),
+    let (p, qd) = match direction {
+        Direction::Remove => (&mixture, &plain),
+        Direction::Add => (&plain, &mixture),
     };
-    let sign = if direction == Direction::Remove {
-        1.0
-    } else {
-        -1.0
-    };
-    let loss_at = |x: f64| sign * log_ratio(q, s2, x);
-    let (l_min, l_max) = if sign > 0.0 {
-        (loss_at(x_lo), loss_at(x_hi))
-    } else {
-        (loss_at(x_hi), loss_at(x_lo))
-    };
-    let k_lo = (l_min / d).floor() as i64;
-    let k_hi = ((l_max / d).ceil() as i64).max(k_lo + 1);
-    let len = usize::try_from(k_hi - k_lo + 1).unwrap_or(usize::MAX);
-    if len > (1 << 26) {
-        return Err(crate::Error::Unbounded(format!(
-            "one step's privacy loss spans {len} grid points; σ = {sigma} is too small \
-             for value_discretization = {d}"
-        )));
-    }
+    let sign = sign(direction);
+    let len = (k_hi - k_lo + 1) as usize;
     // The x-interval on which the loss lies in (kΔ, (k+1)Δ].
     let edge = |k: i64| -> f64 {
         let l = sign * k as f64 * d;
@@ -135,14 +191,23 @@ pub(crate) fn discretise(
     for k in k_lo..k_hi {
         let (a, b) = interval(k);
         let (pm, qm) = (p.mass(a, b), qd.mass(a, b));
-        let e_lo = (k as f64 * d).exp();
-        let mut upper = d.exp() * (pm - e_lo * qm) / expm1_d;
-        let mut lower = (e_lo * d.exp() * qm - pm) / expm1_d;
-        if upper < 0.0 {
-            (upper, lower) = (0.0, pm);
-        } else if lower < 0.0 {
-            (upper, lower) = (pm, 0.0);
-        }
+        // e^{kΔ}·qm in log space: e^{kΔ} alone overflows for losses past
+        // ≈ 709.78, while the product stays near pm.
+        let scaled_qm = if qm > 0.0 {
+            (k as f64 * d + qm.ln()).exp()
+        } else {
+            0.0
+        };
+        let upper = d.exp() * (pm - scaled_qm) / expm1_d;
+        let lower = (scaled_qm * d.exp() - pm) / expm1_d;
+        // Rounding can push one end below zero (the interval's ratio at its
+        // edge): then all of its mass goes to the upper end, the classic
+        // pessimistic rounding. NaN stays NaN and is caught by `Pmf::checked`.
+        let (lower, upper) = if upper < 0.0 || lower < 0.0 {
+            (0.0, pm)
+        } else {
+            (lower, upper)
+        };
         let i = (k - k_lo) as usize;
         probs[i] += lower;
         probs[i + 1] += upper;
@@ -153,8 +218,12 @@ pub(crate) fn discretise(
         Direction::Remove => p.mass(edge(k_hi), f64::INFINITY),
         Direction::Add => p.mass(f64::NEG_INFINITY, edge(k_hi)),
     };
-    Ok(Pmf::new(d, k_lo, probs, infinity_mass))
+    Pmf::new(d, k_lo, probs, infinity_mass).checked()
 }
+
+/// Most grid points one step's distribution may have (2²⁴ ≈ 1.7e7, 128 MiB):
+/// beyond it σ is far too small for the grid, and RDP answers instead.
+const MAX_STEP_GRID: usize = 1 << 24;
 
 #[cfg(test)]
 mod tests {

@@ -113,6 +113,24 @@ impl ComposedPld {
         })
     }
 
+    /// `Ok` when one step at (q, σ) fits this discretisation's grid; the
+    /// [`Error::OutOfRange`](crate::Error::OutOfRange) that
+    /// [`subsampled_gaussian`](Self::subsampled_gaussian) would return
+    /// otherwise — without building anything (O(1)).
+    ///
+    /// # Errors
+    ///
+    /// Invalid `q`, `σ` or config, or a grid too large.
+    pub fn check_representable(q: f64, sigma: f64, config: &PldConfig) -> Result<()> {
+        check_sample_rate(q)?;
+        check_noise_multiplier(sigma)?;
+        config.validate()?;
+        for direction in [gaussian::Direction::Remove, gaussian::Direction::Add] {
+            gaussian::grid(q, sigma, direction, config)?;
+        }
+        Ok(())
+    }
+
     /// The PLDs of running `self` and then `other` (adaptive composition).
     ///
     /// # Errors

@@ -35,6 +35,25 @@ impl Pmf {
         }
     }
 
+    /// `self`, or [`Error::OutOfRange`] when any mass is NaN, infinite or
+    /// negative: a distribution that arithmetic broke is never used as one.
+    pub(crate) fn checked(self) -> Result<Self> {
+        let bad = |p: f64| !(p.is_finite() && p >= 0.0);
+        if let Some((i, &p)) = self.probs.iter().enumerate().find(|&(_, &p)| bad(p)) {
+            return Err(Error::OutOfRange(format!(
+                "privacy loss distribution has mass {p} at loss {}",
+                self.loss(i)
+            )));
+        }
+        if bad(self.infinity_mass) || self.infinity_mass > 1.0 {
+            return Err(Error::OutOfRange(format!(
+                "privacy loss distribution has infinite-loss mass {}",
+                self.infinity_mass
+            )));
+        }
+        Ok(self)
+    }
+
     /// All mass at loss 0: the distribution of a mechanism that reveals nothing.
     pub fn identity(discretization: f64) -> Self {
         Self::new(discretization, 0, vec![1.0], 0.0)
@@ -68,6 +87,14 @@ impl Pmf {
             return Ok(self.clone());
         }
         let n = self.probs.len();
+        let lower = i64::try_from(times)
+            .ok()
+            .and_then(|t| self.lower.checked_mul(t))
+            .ok_or_else(|| {
+                Error::OutOfRange(format!(
+                    "{times} compositions overflow the loss grid's index range"
+                ))
+            })?;
         let (lo, hi) = chernoff_window(&self.probs, times, tail);
         let width = usize::try_from(hi - lo + 1).unwrap_or(usize::MAX);
         let size = fast_len(width.max(n));
@@ -88,13 +115,16 @@ impl Pmf {
             }
         });
         let probs: Vec<f64> = (lo..=hi).map(|i| cyclic[(i as usize) % size]).collect();
-        let survive = (1.0 - self.infinity_mass).powf(t);
-        Ok(Self::new(
+        // P[at least one of T steps has infinite loss] = 1 − (1 − p∞)^T,
+        // accurate also for tiny p∞ (where 1 − p∞ rounds to 1).
+        let infinite = -(t * (-self.infinity_mass).ln_1p()).exp_m1();
+        Self::new(
             self.discretization,
-            self.lower * times as i64 + lo,
+            lower + lo,
             probs,
-            (1.0 - survive + tail).min(1.0),
-        ))
+            (infinite + tail).min(1.0),
+        )
+        .checked()
     }
 
     /// The distribution of the sum of `self` and `other` (independent),
@@ -121,14 +151,14 @@ impl Pmf {
             }
         });
         probs.truncate(len);
-        let infinity_mass = 1.0 - (1.0 - self.infinity_mass) * (1.0 - other.infinity_mass);
-        Ok(Self::new(
-            self.discretization,
-            self.lower + other.lower,
-            probs,
-            infinity_mass,
-        )
-        .truncate(tail))
+        let (a, b) = (self.infinity_mass, other.infinity_mass);
+        let infinity_mass = a + b - a * b;
+        let lower = self.lower.checked_add(other.lower).ok_or_else(|| {
+            Error::OutOfRange("composition overflows the loss grid's index range".into())
+        })?;
+        Self::new(self.discretization, lower, probs, infinity_mass)
+            .truncate(tail)
+            .checked()
     }
 
     /// Drops up to `tail/2` mass from each end: the lower tail moves up into
@@ -167,6 +197,9 @@ impl Pmf {
 
     /// The smallest ε ≥ 0 with `δ(ε) ≤ delta`, solved exactly on each
     /// interval between grid points (δ(ε) is `a − b·e^ε` there).
+    ///
+    /// Works in log space relative to the current grid point, so losses far
+    /// beyond `e^x`'s range (thousands) are handled exactly.
     pub(crate) fn epsilon(&self, delta: f64) -> Result<f64> {
         if self.infinity_mass >= delta {
             return Err(Error::Unbounded(format!(
@@ -174,25 +207,37 @@ impl Pmf {
                 self.infinity_mass
             )));
         }
-        // Walk down from the largest loss, keeping
-        // mass = Σ_{j ≥ i} p_j and weighted = Σ_{j ≥ i} p_j e^{−L_j}.
+        // Walk down from the largest loss L_i, keeping
+        // mass = Σ_{j ≥ i} p_j and scaled = Σ_{j ≥ i} p_j e^{L_i − L_j} (≤ mass),
+        // so that for ε ≤ L_i: δ(ε) = p∞ + mass − e^{ε − L_i}·scaled.
+        let shrink = (-self.discretization).exp();
         let mut mass = 0.0;
-        let mut weighted = 0.0;
+        let mut scaled = 0.0;
         for i in (0..self.probs.len()).rev() {
-            let p = self.probs[i];
             let loss = self.loss(i);
-            mass += p;
-            weighted += p * (-loss).exp();
-            // δ just below this grid point, where all of [i..] contribute.
+            if loss <= 0.0 {
+                // δ(0) ≤ delta was established at the grid point above.
+                return Ok(0.0);
+            }
+            mass += self.probs[i];
+            scaled = self.probs[i] + scaled * shrink;
+            // The interval [lower_end, L_i] below this grid point, cut at 0.
             let lower_end = if i == 0 {
-                f64::NEG_INFINITY
+                0.0
             } else {
-                self.loss(i - 1)
+                self.loss(i - 1).max(0.0)
             };
-            let delta_at_lower_end = self.infinity_mass + mass - lower_end.exp() * weighted;
-            if delta_at_lower_end > delta || i == 0 {
-                let eps = ((self.infinity_mass + mass - delta) / weighted).ln();
-                return Ok(eps.clamp(lower_end.max(0.0), loss.max(0.0)).max(0.0));
+            let delta_at_lower_end = self.infinity_mass + mass - (lower_end - loss).exp() * scaled;
+            if delta_at_lower_end > delta {
+                // Solve p∞ + mass − e^{ε − L_i}·scaled = δ on [lower_end, L_i].
+                let eps = loss + ((self.infinity_mass + mass - delta) / scaled).ln();
+                if !eps.is_finite() {
+                    return Err(Error::OutOfRange(format!(
+                        "ε at δ = {delta} evaluates to {eps}"
+                    )));
+                }
+                // Rounding can put the root a hair outside its interval.
+                return Ok(eps.min(loss).max(lower_end));
             }
         }
         Ok(0.0)
@@ -234,7 +279,13 @@ fn convolve_spectra(
     }
     let _ = inverse.process(&mut spectrum, &mut out);
     let scale = 1.0 / size as f64;
-    out.iter().map(|&x| (x * scale).max(0.0)).collect()
+    // Rounding noise below zero is clipped; NaN is kept (`Pmf::checked`).
+    out.iter()
+        .map(|&x| {
+            let v = x * scale;
+            if v < 0.0 { 0.0 } else { v }
+        })
+        .collect()
 }
 
 fn too_large(size: usize) -> Error {
