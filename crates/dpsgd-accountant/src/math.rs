@@ -38,7 +38,7 @@ pub(crate) fn log_sum_exp(xs: &[f64]) -> f64 {
     let Some((imax, &m)) = xs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
         return f64::NEG_INFINITY;
     };
-    if m == f64::NEG_INFINITY || m == f64::INFINITY {
+    if m.is_infinite() {
         return m;
     }
     let rest: f64 = xs

@@ -17,31 +17,54 @@ pub(crate) enum Direction {
     Add,
 }
 
-/// A mixture of Gaussians with a common σ, with interval probabilities that
-/// stay accurate in both tails.
-struct Mixture {
-    components: Vec<(f64, f64)>, // (weight, mean)
-    sigma: f64,
+/// The tail probabilities of `N(0, σ²)` and `N(1, σ²)` at one point `x`,
+/// each taken on the side of its mean where it does not cancel (`1 − Φ(z)`
+/// for `z ≥ 0`, `Φ(z)` below). Adjacent grid intervals share their edges, so
+/// each edge is evaluated once.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    z: [f64; 2],
+    tail: [f64; 2],
 }
 
-impl Mixture {
-    /// `P[a < X ≤ b]`, each component computed on the side of its mean where
-    /// the tail probabilities do not cancel.
-    fn mass(&self, a: f64, b: f64) -> f64 {
-        self.components
-            .iter()
-            .map(|&(w, mu)| {
-                let (za, zb) = ((a - mu) / self.sigma, (b - mu) / self.sigma);
-                let m = if za >= 0.0 {
-                    normal_sf(za) - normal_sf(zb)
-                } else {
-                    normal_cdf(zb) - normal_cdf(za)
-                };
-                // Rounding can make a difference of tails slightly negative;
-                // NaN is kept (and rejected by `Pmf::checked`).
-                w * if m < 0.0 { 0.0 } else { m }
-            })
-            .sum()
+impl Edge {
+    fn at(x: f64, sigma: f64) -> Self {
+        let z = [x / sigma, (x - 1.0) / sigma];
+        let tail = z.map(|z| {
+            if z >= 0.0 {
+                normal_sf(z)
+            } else {
+                normal_cdf(z)
+            }
+        });
+        Self { z, tail }
+    }
+
+    /// `P[a < X ≤ b]` for `X ~ N(i, σ²)`, with `a = self ≤ b`.
+    fn mass_to(&self, b: &Self, i: usize) -> f64 {
+        let (za, zb, ta, tb) = (self.z[i], b.z[i], self.tail[i], b.tail[i]);
+        let m = if za >= 0.0 {
+            ta - tb
+        } else if zb < 0.0 {
+            tb - ta
+        } else {
+            1.0 - ta - tb
+        };
+        // Rounding can make a difference of tails slightly negative; NaN is
+        // kept (and rejected by `Pmf::checked`).
+        if m < 0.0 { 0.0 } else { m }
+    }
+
+    /// `P[a < X ≤ b]` for `X` the mixture with weights `w` on `N(0, σ²)` and
+    /// `N(1, σ²)`.
+    fn mixture_mass_to(&self, b: &Self, w: [f64; 2]) -> f64 {
+        let mut m = 0.0;
+        for (i, &wi) in w.iter().enumerate() {
+            if wi > 0.0 {
+                m += wi * self.mass_to(b, i);
+            }
+        }
+        m
     }
 }
 
@@ -101,7 +124,8 @@ fn sign(direction: Direction) -> f64 {
 }
 
 /// The grid one step needs, or [`Error::OutOfRange`](crate::Error::OutOfRange)
-/// when it is not finite or holds more than [`MAX_STEP_GRID`] points. O(1).
+/// when it is not finite or holds more than [`MAX_STEP_GRID`] (or the
+/// configured maximum) points. O(1).
 pub(crate) fn grid(q: f64, sigma: f64, direction: Direction, config: &PldConfig) -> Result<Grid> {
     let d = config.value_discretization;
     let s2 = sigma * sigma;
@@ -125,9 +149,10 @@ pub(crate) fn grid(q: f64, sigma: f64, direction: Direction, config: &PldConfig)
     }
     let (k_lo, k_hi) = ((l_min / d).floor(), (l_max / d).ceil());
     let span = k_hi - k_lo + 1.0;
-    if !(span <= MAX_STEP_GRID as f64) {
+    let max = config.max_grid_points.min(MAX_STEP_GRID);
+    if span.is_nan() || span > max as f64 {
         return Err(crate::Error::OutOfRange(format!(
-            "one step's privacy loss spans {span:.3e} grid points (more than {MAX_STEP_GRID}); \
+            "one step's privacy loss spans {span:.3e} grid points (more than {max}); \
              σ = {sigma} is too small for value_discretization = {d}: use RDP or a coarser grid"
         )));
     }
@@ -148,35 +173,33 @@ pub(crate) fn discretise(
     let Grid { k_lo, k_hi } = grid(q, sigma, direction, config)?;
     let d = config.value_discretization;
     let s2 = sigma * sigma;
-    let mixture = Mixture {
-        components: vec![(1.0 - q, 0.0), (q, 1.0)],
-        sigma,
-    };
-    let plain = Mixture {
-        components: vec![(1.0, 0.0)],
-        sigma,
-    };
+    // Weights of (N(0, σ²), N(1, σ²)) in P and in Q.
+    let mixture = [1.0 - q, q];
+    let plain = [1.0, 0.0];
     let (p, qd) = match direction {
-        Direction::Remove => (&mixture, &plain),
-        Direction::Add => (&plain, &mixture),
+        Direction::Remove => (mixture, plain),
+        Direction::Add => (plain, mixture),
     };
     let sign = sign(direction);
     let len = (k_hi - k_lo + 1) as usize;
-    // The x-interval on which the loss lies in (kΔ, (k+1)Δ].
-    let edge = |k: i64| -> f64 {
+    // The x at which the loss is kΔ. The loss rises with x in the remove
+    // direction and falls in the add direction.
+    let edge = |k: i64| -> Edge {
         let l = sign * k as f64 * d;
-        inverse_log_ratio(q, s2, l).unwrap_or(f64::NEG_INFINITY)
+        Edge::at(
+            inverse_log_ratio(q, s2, l).unwrap_or(f64::NEG_INFINITY),
+            sigma,
+        )
     };
-    let interval = |k: i64| -> (f64, f64) {
+    let (minus_infinity, plus_infinity) = (
+        Edge::at(f64::NEG_INFINITY, sigma),
+        Edge::at(f64::INFINITY, sigma),
+    );
+    // P-mass of the x-interval between two edges, whichever way round.
+    let mass = |w: [f64; 2], e: &Edge, f: &Edge| -> f64 {
         match direction {
-            Direction::Remove => (edge(k), edge(k + 1)),
-            Direction::Add => (edge(k + 1), edge(k)),
-        }
-    };
-    let below = |k: i64| -> (f64, f64) {
-        match direction {
-            Direction::Remove => (f64::NEG_INFINITY, edge(k)),
-            Direction::Add => (edge(k), f64::INFINITY),
+            Direction::Remove => e.mixture_mass_to(f, w),
+            Direction::Add => f.mixture_mass_to(e, w),
         }
     };
     // Connect the dots (Doroshenko et al. 2022): the P-mass of each interval
@@ -185,12 +208,17 @@ pub(crate) fn discretise(
     // the true one: δ(ε) is the chord of the true δ, convex in e^ε.
     let expm1_d = d.exp_m1();
     let mut probs = vec![0.0; len];
-    let (a, b) = below(k_lo);
+    let mut current = edge(k_lo);
     // Losses ≤ k_lo·Δ: rounded up to k_lo·Δ (pessimistic).
-    probs[0] = p.mass(a, b);
+    probs[0] = match direction {
+        Direction::Remove => minus_infinity.mixture_mass_to(&current, p),
+        Direction::Add => current.mixture_mass_to(&plus_infinity, p),
+    };
     for k in k_lo..k_hi {
-        let (a, b) = interval(k);
-        let (pm, qm) = (p.mass(a, b), qd.mass(a, b));
+        let next = edge(k + 1);
+        // The losses in (kΔ, (k+1)Δ].
+        let (pm, qm) = (mass(p, &current, &next), mass(qd, &current, &next));
+        current = next;
         // e^{kΔ}·qm in log space: e^{kΔ} alone overflows for losses past
         // ≈ 709.78, while the product stays near pm.
         let scaled_qm = if qm > 0.0 {
@@ -215,8 +243,8 @@ pub(crate) fn discretise(
     // Losses above k_hi·Δ: infinite (pessimistic), computed directly as a
     // tail rather than as 1 − (1 − tail).
     let infinity_mass = match direction {
-        Direction::Remove => p.mass(edge(k_hi), f64::INFINITY),
-        Direction::Add => p.mass(f64::NEG_INFINITY, edge(k_hi)),
+        Direction::Remove => current.mixture_mass_to(&plus_infinity, p),
+        Direction::Add => minus_infinity.mixture_mass_to(&current, p),
     };
     Pmf::new(d, k_lo, probs, infinity_mass).checked()
 }

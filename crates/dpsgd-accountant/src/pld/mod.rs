@@ -46,6 +46,17 @@ pub struct PldConfig {
     /// Probability mass that may be dropped from the tails, in total, at each
     /// discretisation and composition; it is charged to δ. Default `1e-15`.
     pub tail_mass_truncation: f64,
+    /// Most grid points a distribution may hold, one step's or a
+    /// composition's (default 2²⁵ ≈ 3.4e7, 256 MiB of f64). A run that needs
+    /// more — σ far too small for the grid, or very many steps — gets
+    /// [`Error::OutOfRange`](crate::Error::OutOfRange) at once, before
+    /// anything is allocated, instead of minutes of work and gigabytes.
+    #[serde(default = "default_max_grid_points")]
+    pub max_grid_points: usize,
+}
+
+fn default_max_grid_points() -> usize {
+    1 << 25
 }
 
 impl Default for PldConfig {
@@ -53,6 +64,7 @@ impl Default for PldConfig {
         Self {
             value_discretization: 1e-4,
             tail_mass_truncation: 1e-15,
+            max_grid_points: default_max_grid_points(),
         }
     }
 }
@@ -63,7 +75,8 @@ impl PldConfig {
     /// # Errors
     ///
     /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when
-    /// `value_discretization ∉ (0, 1]` or `tail_mass_truncation ∉ [0, 1e-3]`.
+    /// `value_discretization ∉ (0, 1]`, `tail_mass_truncation ∉ [0, 1e-3]` or
+    /// `max_grid_points < 2`.
     pub fn validate(&self) -> Result<()> {
         let d = self.value_discretization;
         if !(d.is_finite() && d > 0.0 && d <= 1.0) {
@@ -72,6 +85,13 @@ impl PldConfig {
         let t = self.tail_mass_truncation;
         if !(t.is_finite() && (0.0..=1e-3).contains(&t)) {
             return Err(invalid("tail_mass_truncation", t, "must be in [0, 1e-3]"));
+        }
+        if self.max_grid_points < 2 {
+            return Err(invalid(
+                "max_grid_points",
+                self.max_grid_points,
+                "must be at least 2",
+            ));
         }
         Ok(())
     }
@@ -82,6 +102,8 @@ impl PldConfig {
 pub struct ComposedPld {
     remove: Pmf,
     add: Pmf,
+    /// [`PldConfig::max_grid_points`] of the settings it was built with.
+    max_grid_points: usize,
 }
 
 impl ComposedPld {
@@ -98,8 +120,11 @@ impl ComposedPld {
         config.validate()?;
         // The two directions are independent: one thread each.
         let one_direction = |direction| -> Result<Pmf> {
-            gaussian::discretise(q, sigma, direction, config)?
-                .self_compose(steps, config.tail_mass_truncation)
+            gaussian::discretise(q, sigma, direction, config)?.self_compose(
+                steps,
+                config.tail_mass_truncation,
+                config.max_grid_points,
+            )
         };
         let (remove, add) = std::thread::scope(|scope| {
             let add = scope.spawn(|| one_direction(gaussian::Direction::Add));
@@ -110,6 +135,7 @@ impl ComposedPld {
         Ok(Self {
             remove: remove?,
             add,
+            max_grid_points: config.max_grid_points,
         })
     }
 
@@ -138,9 +164,13 @@ impl ComposedPld {
     /// [`Error::Unbounded`](crate::Error::Unbounded) when the result would not
     /// fit in memory.
     pub fn compose(&self, other: &Self, tail_mass_truncation: f64) -> Result<Self> {
+        let max = self.max_grid_points.min(other.max_grid_points);
         Ok(Self {
-            remove: self.remove.compose(&other.remove, tail_mass_truncation)?,
-            add: self.add.compose(&other.add, tail_mass_truncation)?,
+            remove: self
+                .remove
+                .compose(&other.remove, tail_mass_truncation, max)?,
+            add: self.add.compose(&other.add, tail_mass_truncation, max)?,
+            max_grid_points: max,
         })
     }
 
@@ -149,6 +179,7 @@ impl ComposedPld {
         Self {
             remove: Pmf::identity(config.value_discretization),
             add: Pmf::identity(config.value_discretization),
+            max_grid_points: config.max_grid_points,
         }
     }
 

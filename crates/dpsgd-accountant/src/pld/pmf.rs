@@ -4,11 +4,6 @@ use crate::error::{Error, Result};
 use realfft::RealFftPlanner;
 use realfft::num_complex::Complex;
 
-/// Largest number of grid points a composed distribution may have
-/// (2²⁷ ≈ 1.3e8 values, 1 GiB of f64): a run that needs more has σ far too
-/// small for the chosen discretisation.
-const MAX_LEN: usize = 1 << 27;
-
 /// A privacy-loss distribution on the grid `{kΔ}`: `probs[i]` is the mass at
 /// loss `(lower + i)·Δ`, plus an atom at `+∞`.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +74,7 @@ impl Pmf {
     /// The distribution of the sum of `times` independent copies, truncated
     /// to a window that holds all but `tail` of the mass (charged to the
     /// infinite-loss atom).
-    pub(crate) fn self_compose(&self, times: u64, tail: f64) -> Result<Self> {
+    pub(crate) fn self_compose(&self, times: u64, tail: f64, max_len: usize) -> Result<Self> {
         if times == 0 {
             return Ok(Self::identity(self.discretization));
         }
@@ -98,8 +93,8 @@ impl Pmf {
         let (lo, hi) = chernoff_window(&self.probs, times, tail);
         let width = usize::try_from(hi - lo + 1).unwrap_or(usize::MAX);
         let size = fast_len(width.max(n));
-        if size > MAX_LEN {
-            return Err(too_large(size));
+        if size > max_len {
+            return Err(too_large(size, max_len));
         }
         let t = times as f64;
         let cyclic = convolve_spectra(&[&self.probs], size, |spectra| {
@@ -131,7 +126,7 @@ impl Pmf {
     /// computed by FFT and truncated so that at most `tail` mass is moved
     /// pessimistically (lower tail up into the lowest bucket kept, upper tail
     /// to `+∞`).
-    pub(crate) fn compose(&self, other: &Self, tail: f64) -> Result<Self> {
+    pub(crate) fn compose(&self, other: &Self, tail: f64, max_len: usize) -> Result<Self> {
         if (self.discretization - other.discretization).abs() > 0.0 {
             return Err(crate::error::invalid(
                 "value_discretization",
@@ -141,8 +136,8 @@ impl Pmf {
         }
         let len = self.probs.len() + other.probs.len() - 1;
         let size = fast_len(len);
-        if size > MAX_LEN {
-            return Err(too_large(size));
+        if size > max_len {
+            return Err(too_large(size, max_len));
         }
         let mut probs = convolve_spectra(&[&self.probs, &other.probs], size, |spectra| {
             let (first, rest) = spectra.split_at_mut(1);
@@ -288,10 +283,10 @@ fn convolve_spectra(
         .collect()
 }
 
-fn too_large(size: usize) -> Error {
-    Error::Unbounded(format!(
-        "the privacy loss distribution needs {size} grid points; \
-         the noise is too small for this discretisation (increase value_discretization)"
+fn too_large(size: usize, max_len: usize) -> Error {
+    Error::OutOfRange(format!(
+        "the composed privacy loss distribution needs {size} grid points (at most {max_len} \
+         allowed): use RDP, or a coarser value_discretization or a larger max_grid_points"
     ))
 }
 
@@ -388,14 +383,14 @@ mod tests {
     #[test]
     fn should_match_naive_convolution() {
         let pmf = Pmf::new(0.1, -2, vec![0.2, 0.5, 0.25, 0.05], 0.0);
-        let composed = pmf.self_compose(7, 0.0).unwrap();
+        let composed = pmf.self_compose(7, 0.0, 1 << 20).unwrap();
         let naive = naive_self_convolve(&pmf.probs, 7);
         assert_eq!(composed.lower, -14);
         assert_eq!(composed.probs.len(), naive.len());
         for (a, b) in composed.probs.iter().zip(&naive) {
             assert!((a - b).abs() < 1e-14, "{a} vs {b}");
         }
-        let pair = pmf.compose(&composed, 0.0).unwrap();
+        let pair = pmf.compose(&composed, 0.0, 1 << 20).unwrap();
         let naive8 = naive_self_convolve(&pmf.probs, 8);
         for (a, b) in pair.probs.iter().zip(&naive8) {
             assert!((a - b).abs() < 1e-14);
