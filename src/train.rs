@@ -8,7 +8,7 @@ use ::burn::tensor::{Device, Int, Tensor};
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::models::{Activation, Classifier, Cnn, Mlp};
-use dpsgd_burn::{DpSgdConfig, PoissonSampler, PrivacyEngine, validate_model};
+use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
 use dpsgd_core::{Clipping, GradientMethod};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
@@ -74,12 +74,21 @@ pub struct TrainConfig {
     pub accountant: AccountantKind,
     /// Seed for initialisation, sampling and noise (then not secure).
     pub seed: Option<u64>,
+    /// Accept δ ≥ 1/N (refused otherwise).
+    pub allow_large_delta: bool,
+    /// Compute ε for [`Progress::epsilon`] at the end of each epoch (off:
+    /// ε is computed once, for the report).
+    pub progress_epsilon: bool,
 }
 
-/// The default δ for a dataset of `n` examples: `1/n` rounded down to a
-/// power of ten, capped at 1e-5.
+/// The default δ for a dataset of `n` examples: the largest power of ten
+/// strictly below `1/n`, capped at 1e-5.
 pub fn default_delta(n: usize) -> f64 {
-    let exponent = (1.0 / n.max(1) as f64).log10().floor();
+    let inverse = 1.0 / n.max(1) as f64;
+    let mut exponent = inverse.log10().floor();
+    if 10f64.powf(exponent) >= inverse {
+        exponent -= 1.0;
+    }
     10f64.powf(exponent).min(1e-5)
 }
 
@@ -90,21 +99,29 @@ pub struct Progress {
     pub step: u64,
     /// Steps planned.
     pub total_steps: u64,
-    /// Mean loss of the last batch.
+    /// Mean loss of the last batch: an exact statistic of the private
+    /// batch, **not covered by ε** (for debugging; do not publish it).
     pub loss: f64,
-    /// ε spent so far (`None` when not private or not computed this step).
+    /// ε spent so far, at the end of an epoch when
+    /// [`TrainConfig::progress_epsilon`] is on (`None` otherwise, and
+    /// without DP).
     pub epsilon: Option<f64>,
     /// Test accuracy, at the end of an epoch.
     pub test_accuracy: Option<f64>,
 }
 
 /// The outcome of a run: privacy report and metrics (serialised by the CLI).
+///
+/// # Privacy
+///
+/// ε covers the trained model and what is computed from it and public data
+/// only: `test_accuracy` (the test split is not part of the private
+/// training set), σ, q, steps. Everything computed from the private
+/// training data directly is in [`TrainReport::not_covered_by_epsilon`].
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     /// Accuracy on the test set.
     pub test_accuracy: f64,
-    /// Accuracy on the training set.
-    pub train_accuracy: f64,
     /// ε spent (null when not private).
     pub epsilon: Option<f64>,
     /// δ.
@@ -117,27 +134,23 @@ pub struct TrainReport {
     pub steps: u64,
     /// Epochs.
     pub epochs: usize,
-    /// Wall-clock seconds of training (without data loading).
+    /// Wall-clock seconds of training (without data loading; a timing is
+    /// not covered by ε either).
     pub wall_seconds: f64,
     /// Accountant.
     pub accountant: AccountantKind,
     /// Clipping mode and norm.
     pub clipping: Option<Clipping>,
-    /// Sampler.
-    pub sampler: &'static str,
+    /// The sampling the run used (`poisson`, or what else happened).
+    pub sampler: String,
     /// Seed, if any.
     pub seed: Option<u64>,
     /// Whether noise and sampling came from an OS-seeded CSPRNG.
     pub secure: bool,
-    /// Training-set size N.
+    /// Training-set size N (public by assumption).
     pub dataset_size: usize,
     /// Test-set size.
     pub test_size: usize,
-    /// Mean training loss of the last epoch.
-    pub final_loss: f64,
-    /// Measured leakage: ROC AUC of the loss-threshold membership-inference
-    /// attack, training set (members) vs test set (non-members); 0.5 = none.
-    pub loss_threshold_auc: f64,
     /// Model.
     pub model: ModelKind,
     /// Activation between hidden layers.
@@ -152,6 +165,27 @@ pub struct TrainReport {
     pub gradient_method: String,
     /// dpsgd version.
     pub crate_version: &'static str,
+    /// Exact statistics of the private training data, released next to ε
+    /// but **not covered by it**.
+    pub not_covered_by_epsilon: NotCovered,
+}
+
+/// Statistics computed directly from the private training data: ε does not
+/// cover them; publish them only if that is acceptable.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotCovered {
+    /// What this section is.
+    pub note: &'static str,
+    /// Accuracy on the training set.
+    pub train_accuracy: f64,
+    /// Mean training loss of the last epoch.
+    pub final_loss: f64,
+    /// Measured leakage: ROC AUC of the loss-threshold membership-inference
+    /// attack, training set (members) vs test set (non-members); 0.5 = none.
+    pub loss_threshold_auc: f64,
+    /// Examples that contributed zero to a step because their loss or
+    /// gradient norm was not finite.
+    pub dropped_examples: u64,
 }
 
 /// Errors of a run.
@@ -199,6 +233,15 @@ pub fn train(
         device.seed(seed); // initialisation only; DP noise never uses burn's RNG
     }
     let classes = train.n_classes().max(test.n_classes());
+    if let ModelKind::Cnn = cfg.model
+        && let Some([_, h, w]) = train.image_shape()
+        && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
+    {
+        return Err(TrainError::Config(format!(
+            "--model cnn needs images of at least {0}×{0} pixels, the data has {h}×{w}; use --model mlp",
+            Cnn::MIN_SIZE
+        )));
+    }
     match cfg.model {
         ModelKind::Logreg => run(
             cfg,
@@ -254,7 +297,12 @@ fn run<M: Classifier + 'static>(
     };
     let base = DpSgdConfig::new(cfg.max_grad_norm)
         .with_accountant(cfg.accountant)
-        .with_delta(cfg.delta);
+        .with_delta(cfg.delta)
+        .with_allow_large_delta(cfg.allow_large_delta)
+        .with_dataset(DatasetFingerprint {
+            size: train.len(),
+            hash: train.content_hash(),
+        });
     let dp_config = match cfg.privacy {
         Privacy::NonPrivate => None,
         Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
@@ -263,7 +311,6 @@ fn run<M: Classifier + 'static>(
     let mut privacy = match dp_config {
         None => None,
         Some(dp) => {
-            validate_model(&model)?;
             let dp = match cfg.seed {
                 Some(seed) => dp.with_seed(seed),
                 None => dp,
@@ -314,10 +361,9 @@ fn run<M: Classifier + 'static>(
         epoch_loss += batch_loss;
         epoch_examples += indices.len();
         let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
-        let epsilon = match (&privacy, cfg.accountant, end_of_epoch) {
-            (Some(p), AccountantKind::Rdp, _) | (Some(p), AccountantKind::Pld, true) => {
-                Some(p.epsilon()?)
-            }
+        // ε at most once per epoch, and only when someone shows it.
+        let epsilon = match &privacy {
+            Some(p) if end_of_epoch && cfg.progress_epsilon => Some(p.epsilon()?),
             _ => None,
         };
         let test_accuracy = end_of_epoch.then(|| crate::accuracy(&model, test, device));
@@ -340,9 +386,14 @@ fn run<M: Classifier + 'static>(
         &per_example_losses(&model, test, device),
     );
     Ok(TrainReport {
-        loss_threshold_auc: auc,
+        not_covered_by_epsilon: NotCovered {
+            note: "exact statistics of the private training data: not covered by epsilon",
+            train_accuracy: crate::accuracy(&model, train, device),
+            final_loss,
+            loss_threshold_auc: auc,
+            dropped_examples: privacy.as_ref().map_or(0, PrivacyEngine::dropped_examples),
+        },
         test_accuracy: crate::accuracy(&model, test, device),
-        train_accuracy: crate::accuracy(&model, train, device),
         epsilon: privacy.as_ref().map(PrivacyEngine::epsilon).transpose()?,
         delta: cfg.delta,
         noise_multiplier: sigma,
@@ -352,14 +403,15 @@ fn run<M: Classifier + 'static>(
         wall_seconds,
         accountant: cfg.accountant,
         clipping: privacy.as_ref().map(|p| p.optimizer().clipping().clone()),
-        sampler: "poisson",
+        sampler: privacy
+            .as_ref()
+            .map_or_else(|| "poisson".to_owned(), PrivacyEngine::sampler_used),
         seed: cfg.seed,
         secure: privacy
             .as_ref()
             .map_or(cfg.seed.is_none(), |p| p.optimizer().is_secure()),
         dataset_size: train.len(),
         test_size: test.len(),
-        final_loss,
         model: cfg.model,
         activation: cfg.activation,
         optimizer: cfg.optimizer,
@@ -450,5 +502,8 @@ mod tests {
         assert_eq!(default_delta(60_000), 1e-5);
         assert_eq!(default_delta(600_000), 1e-6);
         assert_eq!(default_delta(2_000_000), 1e-7);
+        // Strictly below 1/N, also when 1/N is a power of ten.
+        assert_eq!(default_delta(100_000), 1e-6);
+        assert_eq!(default_delta(100), 1e-5);
     }
 }

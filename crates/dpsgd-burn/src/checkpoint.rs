@@ -5,14 +5,24 @@
 //! Layout: `DPSGDCK1`, CRC-32 of everything after it (u32 LE), then three
 //! length-prefixed (u64 LE) sections — a JSON header, the model's burnpack
 //! record, the optimizer's burnpack record — and the trailer `DPSGDEND`.
+//!
+//! # Privacy
+//!
+//! A checkpoint is a **secret**: it holds the noise and sampling
+//! generators' state, from which all later noise and batches follow, and
+//! the not-yet-released model and optimizer state. The file is created
+//! with mode 0600 (owner only) on Unix. An unseeded run is re-keyed from
+//! the operating system on resume, so two runs resumed from one checkpoint
+//! never share noise; a seeded run (not secure anyway) resumes exactly.
 
-use crate::privacy_engine::{DpSgdConfig, PrivacyEngine};
+use crate::privacy_engine::{DatasetFingerprint, DpSgdConfig, PrivacyEngine};
 use crate::sampler::PoissonSampler;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use dpsgd_core::{DpOptimizer, DpState, Error, Result};
+use dpsgd_core::{DpOptimizer, DpState, Error, NoiseSource, Result};
+use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -31,6 +41,10 @@ struct Header {
     planned_steps: Option<u64>,
     delta: f64,
     crate_version: String,
+    #[serde(default)]
+    caller_batches: u64,
+    #[serde(default)]
+    dropped_examples: u64,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -45,6 +59,9 @@ impl PrivacyEngine {
     /// temporary file in the same folder, synced and renamed over `path`:
     /// a crash at any point leaves either the old checkpoint or the new one.
     ///
+    /// The file is a secret (see the module's `# Privacy`): it is created
+    /// readable by its owner only (mode 0600 on Unix).
+    ///
     /// # Errors
     ///
     /// [`Error::Checkpoint`] on I/O or serialisation failure.
@@ -58,6 +75,8 @@ impl PrivacyEngine {
             planned_steps: self.planned_steps,
             delta: self.delta,
             crate_version: env!("CARGO_PKG_VERSION").into(),
+            caller_batches: self.caller_batches,
+            dropped_examples: self.dropped_examples,
         };
         let header = serde_json::to_vec(&header).map_err(|e| bad(path, format!("header: {e}")))?;
         let model_bytes = model
@@ -80,7 +99,7 @@ impl PrivacyEngine {
         let crc = crc32fast::hash(&body);
         let tmp = path.with_extension("dpsgd-tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = create_private(&tmp)?;
             f.write_all(MAGIC)?;
             f.write_all(&crc.to_le_bytes())?;
             f.write_all(&body)?;
@@ -94,17 +113,28 @@ impl PrivacyEngine {
     }
 
     /// Restores a run from a checkpoint: the engine (accountant history,
-    /// noise and sampling state, settings), `inner` loaded with the saved
+    /// sampling and noise state, settings), `inner` loaded with the saved
     /// optimizer state, and `model` (a freshly built model of the same
-    /// architecture) loaded with the saved parameters. A resumed run reports
-    /// exactly the ε of the uninterrupted one and, when seeded, produces the
-    /// same parameters.
+    /// architecture) loaded with the saved parameters. `dataset` is the
+    /// fingerprint of the caller's training data: it must match the one the
+    /// run was started with (or, for a run started without one, its size
+    /// must be the run's N).
+    ///
+    /// A resumed run reports exactly the ε of the uninterrupted one. When
+    /// seeded it also produces the same parameters; when not, the noise and
+    /// sampling generators are re-keyed from the operating system.
     ///
     /// # Errors
     ///
     /// [`Error::Checkpoint`] for a missing, truncated, corrupted or
-    /// incompatible file, naming what is wrong.
-    pub fn resume<M: Module>(path: &Path, inner: ModuleOptimizer, model: M) -> Result<(Self, M)> {
+    /// incompatible file, or a dataset that is not the run's, naming what
+    /// is wrong.
+    pub fn resume<M: Module>(
+        path: &Path,
+        inner: ModuleOptimizer,
+        model: M,
+        dataset: DatasetFingerprint,
+    ) -> Result<(Self, M)> {
         let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(bad(path, "not a dpsgd checkpoint (bad magic)"));
@@ -134,8 +164,35 @@ impl PrivacyEngine {
             sections.push(section);
             at += 8 + len;
         }
-        let header: Header = serde_json::from_slice(sections[0])
+        let mut header: Header = serde_json::from_slice(sections[0])
             .map_err(|e| bad(path, format!("unreadable header: {e}")))?;
+        match header.config.dataset {
+            Some(saved) if saved != dataset => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "the data set differs from the run's: {} examples with hash {:016x}, the checkpoint was made on {} examples with hash {:016x}",
+                        dataset.size, dataset.hash, saved.size, saved.hash
+                    ),
+                ));
+            }
+            None if dataset.size != header.dataset_size => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "the data set differs from the run's: {} examples, the checkpoint was made on {}",
+                        dataset.size, header.dataset_size
+                    ),
+                ));
+            }
+            _ => header.config.dataset = Some(dataset),
+        }
+        if header.config.seed.is_none() {
+            // Never continue a secret stream that left this process in a
+            // file: two resumes would share noise.
+            header.dp.noise = NoiseSource::from_os();
+            header.rng = ChaCha20Rng::from_os_rng();
+        }
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(sections[1].to_vec()))
             .map_err(|e| bad(path, format!("model record: {e}")))?;
         let model = model
@@ -156,7 +213,29 @@ impl PrivacyEngine {
             delta: header.delta,
             warnings: Vec::new(),
             last: None,
+            pending_batch: None,
+            caller_batches: header.caller_batches,
+            dropped_examples: header.dropped_examples,
         };
         Ok((engine, model))
+    }
+}
+
+/// Creates (truncating) a file only its owner can read or write.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let f = options.open(path)?;
+        // A file left over from an earlier attempt keeps its old mode.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)
     }
 }

@@ -82,15 +82,27 @@ impl GradientEngine {
     }
 
     /// The clipped gradient sum of `batch` under `loss_fn`, which must
-    /// return one loss per example (`[batch]`, not reduced).
+    /// return one loss per example (`[batch]`, not reduced). The result
+    /// carries this engine's clipping policy.
     ///
-    /// `model` must live on an autodiff device.
+    /// `model` must live on an autodiff device; it is checked with
+    /// [`validate_model`](crate::validate_model) first.
+    ///
+    /// # Privacy
+    ///
+    /// An example whose loss or gradient norm is NaN or infinite (a crafted
+    /// record can overflow f32) contributes zero and is counted in
+    /// [`ClippedGradients::dropped`]: the step goes on either way, so
+    /// whether such a record is present does not decide whether the run
+    /// fails. The batch is then recomputed without it.
     ///
     /// # Errors
     ///
-    /// [`Error::NonFinite`] for a NaN/inf loss or gradient, [`Error::Shape`]
-    /// when the loss is not one value per example, and invalid per-layer
-    /// clipping budgets. Nothing is changed in either case.
+    /// [`Error::UnsupportedLayer`] for a model that mixes examples or
+    /// updates non-parameter state in its forward pass, [`Error::Shape`]
+    /// when the loss is not one value per example, and an invalid clipping
+    /// policy (including per-layer budgets that do not fit the model).
+    /// Nothing is changed in either case.
     pub fn clipped_gradients<M, B, F>(
         &mut self,
         model: &M,
@@ -102,9 +114,20 @@ impl GradientEngine {
         B: ExampleBatch,
         F: Fn(&M, &B) -> Tensor<1>,
     {
+        crate::validate::validate_model(model)?;
+        self.clipping.validate()?;
+        self.clipped(model, batch, &loss_fn)
+    }
+
+    fn clipped<M, B, F>(&mut self, model: &M, batch: &B, loss_fn: &F) -> Result<ClippedGradients>
+    where
+        M: Module,
+        B: ExampleBatch,
+        F: Fn(&M, &B) -> Tensor<1>,
+    {
         let n = batch.num_examples();
         if n == 0 {
-            return Ok(ClippedGradients::empty());
+            return Ok(ClippedGradients::empty(self.clipping.clone()));
         }
         let params = trainable_params(model);
         let groups = layer_groups(&params);
@@ -119,30 +142,75 @@ impl GradientEngine {
             EngineMode::Auto => self.fallback_reason.clone(),
         };
         if let Some(reason) = known {
-            return self.fallback(model, batch, &loss_fn, &group_of, groups.len(), &reason);
+            return self.fallback(model, batch, loss_fn, &group_of, groups.len(), &reason);
         }
         let (losses, records) = tape::record(|| loss_fn(model, batch));
-        let loss_sum = check_losses(&losses, n, 0)?;
+        let loss_values = loss_values(&losses, n)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             drop((losses, records));
-            let result = self.fallback(model, batch, &loss_fn, &group_of, groups.len(), &reason);
+            let result = self.fallback(model, batch, loss_fn, &group_of, groups.len(), &reason);
             self.fallback_reason = Some(reason);
             return result;
         }
         let mut grads = losses.sum().backward();
-        let mut clipped = self.fast_path(records, &mut grads, n, &group_of, groups.len())?;
-        clipped.set_loss_sum(loss_sum);
-        Ok(clipped)
+        match self.fast_path(records, &mut grads, &loss_values, &group_of, groups.len())? {
+            FastPath::Clipped(mut clipped) => {
+                clipped.set_loss_sum(loss_values.iter().map(|&v| f64::from(v)).sum());
+                Ok(clipped)
+            }
+            FastPath::NonFinite(bad) => {
+                drop(grads);
+                self.without(model, batch, loss_fn, &bad)
+            }
+        }
+    }
+
+    /// The clipped sum of `batch` without the examples in `bad` (sorted):
+    /// the runs between them are computed on their own and added up, and
+    /// each bad example is counted as dropped.
+    fn without<M, B, F>(
+        &mut self,
+        model: &M,
+        batch: &B,
+        loss_fn: &F,
+        bad: &[usize],
+    ) -> Result<ClippedGradients>
+    where
+        M: Module,
+        B: ExampleBatch,
+        F: Fn(&M, &B) -> Tensor<1>,
+    {
+        let mut total = ClippedGradients::empty(self.clipping.clone());
+        let mut start = 0;
+        for end in bad
+            .iter()
+            .copied()
+            .chain(std::iter::once(batch.num_examples()))
+        {
+            if end > start {
+                total.accumulate(self.clipped(
+                    model,
+                    &batch.slice_examples(start, end),
+                    loss_fn,
+                )?)?;
+            }
+            if end < batch.num_examples() {
+                total.push_dropped();
+            }
+            start = end + 1;
+        }
+        Ok(total)
     }
 
     fn fast_path(
         &self,
         records: Vec<Record>,
         grads: &mut Gradients,
-        n: usize,
+        loss_values: &[f32],
         group_of: &HashMap<ParamId, usize>,
         n_groups: usize,
-    ) -> Result<ClippedGradients> {
+    ) -> Result<FastPath> {
+        let n = loss_values.len();
         let layers = records.len();
         // Per-example output gradients; a layer whose output did not reach
         // the loss has zero gradient and is skipped.
@@ -174,17 +242,22 @@ impl GradientEngine {
             }
         }
         let norms = total_norms(&group_sq, n);
+        // A NaN/inf loss or norm would poison the book-keeping products of
+        // the whole batch (0·∞ = NaN): such examples are taken out first.
+        let bad: Vec<usize> = (0..n)
+            .filter(|&i| !(loss_values[i].is_finite() && norms[i].is_finite()))
+            .collect();
+        if !bad.is_empty() {
+            return Ok(FastPath::NonFinite(bad));
+        }
         let factors = self.clipping.factors(&group_sq, n)?;
-        // A NaN/inf norm is refused by `ClippedGradients::new` below.
+        let method = GradientMethod::FastPath { layers };
         let device = match work.first() {
             Some(Item::Recorded(_, g)) => g.device(),
             Some(Item::PerExample(v)) => v[0].1.device(),
             None => {
-                return ClippedGradients::new(
-                    HashMap::new(),
-                    norms,
-                    GradientMethod::FastPath { layers },
-                );
+                return ClippedGradients::new(HashMap::new(), norms, method, self.clipping.clone())
+                    .map(FastPath::Clipped);
             }
         };
         let mut sums = HashMap::new();
@@ -206,7 +279,7 @@ impl GradientEngine {
                 add_to_sum(&mut sums, id, t);
             }
         }
-        ClippedGradients::new(sums, norms, GradientMethod::FastPath { layers })
+        ClippedGradients::new(sums, norms, method, self.clipping.clone()).map(FastPath::Clipped)
     }
 
     fn fallback<M, B, F>(
@@ -227,10 +300,15 @@ impl GradientEngine {
         let mut sums: HashMap<ParamId, Tensor<1>> = HashMap::new();
         let mut norms = Vec::with_capacity(n);
         let mut loss_sum = 0.0;
+        let mut dropped = 0;
         for i in 0..n {
             let example = batch.slice_examples(i, i + 1);
             let loss = loss_fn(model, &example);
-            loss_sum += check_losses(&loss, 1, i)?;
+            let value = loss_values(&loss, 1)?[0];
+            if !value.is_finite() {
+                dropped += 1; // contributes zero; see `clipped_gradients`
+                continue;
+            }
             let grads = loss.sum().backward();
             let mut collector = GradCollector {
                 grads: &grads,
@@ -252,11 +330,10 @@ impl GradientEngine {
             }
             let norm = total_norms(&group_sq, 1)[0];
             if !norm.is_finite() {
-                return Err(Error::NonFinite {
-                    what: "gradient",
-                    detail: format!("example {i} of the batch has gradient norm {norm}"),
-                });
+                dropped += 1;
+                continue;
             }
+            loss_sum += f64::from(value);
             norms.push(norm);
             let factors = self.clipping.factors(&group_sq, 1)?;
             for (id, g) in per_param {
@@ -270,8 +347,10 @@ impl GradientEngine {
             GradientMethod::Fallback {
                 reason: reason.to_owned(),
             },
+            self.clipping.clone(),
         )?;
         clipped.set_loss_sum(loss_sum);
+        (0..dropped).for_each(|_| clipped.push_dropped());
         Ok(clipped)
     }
 }
@@ -282,9 +361,9 @@ fn total_norms(group_sq: &[Vec<f64>], n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Losses must be `[n]` and finite.
-/// Returns the sum of the losses.
-fn check_losses(losses: &Tensor<1>, n: usize, first_index: usize) -> Result<f64> {
+/// The per-example losses, which must be `[n]` (finite or not: a
+/// non-finite one drops its example).
+fn loss_values(losses: &Tensor<1>, n: usize) -> Result<Vec<f32>> {
     let dims = losses.dims();
     if dims[0] != n {
         return Err(Error::Shape(format!(
@@ -292,18 +371,15 @@ fn check_losses(losses: &Tensor<1>, n: usize, first_index: usize) -> Result<f64>
             dims[0]
         )));
     }
-    let values: Vec<f32> = losses.clone().inner().into_data().iter::<f32>().collect();
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "loss",
-            detail: format!(
-                "example {} of the batch has loss {}",
-                first_index + i,
-                values[i]
-            ),
-        });
-    }
-    Ok(values.iter().map(|&v| f64::from(v)).sum())
+    Ok(losses.clone().inner().into_data().iter::<f32>().collect())
+}
+
+/// What the fast path found.
+enum FastPath {
+    /// The clipped sum.
+    Clipped(ClippedGradients),
+    /// These examples have a non-finite loss or gradient norm.
+    NonFinite(Vec<usize>),
 }
 
 /// Why the fast path cannot compute this model's per-example gradients, if

@@ -41,6 +41,8 @@ mod validate;
 pub use batch::ExampleBatch;
 pub use dpsgd_core::{Error, Result};
 pub use engine::{EngineMode, GradientEngine};
-pub use privacy_engine::{DpSgdConfig, PrivacyEngine, PrivacyReport, StepStats, TargetBudget};
+pub use privacy_engine::{
+    DatasetFingerprint, DpSgdConfig, PrivacyEngine, PrivacyReport, StepStats, TargetBudget,
+};
 pub use sampler::{PoissonSampler, ShufflingSampler};
 pub use validate::validate_model;

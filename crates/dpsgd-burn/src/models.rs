@@ -118,8 +118,21 @@ pub struct Cnn {
 }
 
 impl Cnn {
+    /// The smallest image side the network takes: two stride-2 poolings
+    /// leave nothing of smaller images.
+    pub const MIN_SIZE: usize = 4;
+
     /// A CNN for `[1, height, width]` images and `classes` outputs.
+    ///
+    /// # Panics
+    ///
+    /// When `height` or `width` is below [`Cnn::MIN_SIZE`]; check first.
     pub fn new(height: usize, width: usize, classes: usize, device: &Device) -> Self {
+        assert!(
+            height >= Self::MIN_SIZE && width >= Self::MIN_SIZE,
+            "Cnn needs images of at least {0}×{0}, got {height}×{width}",
+            Self::MIN_SIZE
+        );
         if height >= 28 && width >= 28 {
             let conv1 = DpConv2dConfig::new([1, 16], [8, 8])
                 .with_stride([2, 2])

@@ -60,6 +60,25 @@ pub struct DpSgdConfig {
     pub seed: Option<u64>,
     /// Refuse steps beyond the target budget (on by default).
     pub enforce_budget: bool,
+    /// Accept δ ≥ 1/N (off by default: such a δ allows publishing a whole
+    /// record).
+    #[serde(default)]
+    pub allow_large_delta: bool,
+    /// The private data set's fingerprint, checked on resume.
+    #[serde(default)]
+    pub dataset: Option<DatasetFingerprint>,
+}
+
+/// A fingerprint of the private training set: its size and a hash of its
+/// contents. Stored in checkpoints (which are secret anyway) and checked by
+/// [`PrivacyEngine::resume`], so a run cannot be continued on other data
+/// under the old accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetFingerprint {
+    /// N.
+    pub size: usize,
+    /// A hash of the examples (e.g. `dpsgd_data::Dataset::content_hash`).
+    pub hash: u64,
 }
 
 impl DpSgdConfig {
@@ -74,6 +93,8 @@ impl DpSgdConfig {
             max_physical_batch_size: None,
             seed: None,
             enforce_budget: true,
+            allow_large_delta: false,
+            dataset: None,
         }
     }
 
@@ -129,19 +150,45 @@ impl DpSgdConfig {
         self
     }
 
+    /// Whether to accept δ ≥ 1/N (refused by default).
+    pub fn with_allow_large_delta(mut self, allow: bool) -> Self {
+        self.allow_large_delta = allow;
+        self
+    }
+
+    /// The private data set's fingerprint: its size must be the sampler's
+    /// N, and [`PrivacyEngine::resume`] checks it against the caller's data.
+    pub fn with_dataset(mut self, fingerprint: DatasetFingerprint) -> Self {
+        self.dataset = Some(fingerprint);
+        self
+    }
+
     /// Validates the settings against the sampler, calibrates σ if a target
     /// is set, and builds the engine around `inner`.
     ///
-    /// Warns (on standard error, and in [`PrivacyEngine::warnings`]) when
-    /// δ ≥ 1/N, which allows releasing a whole record.
+    /// δ ≥ 1/N is refused unless [`DpSgdConfig::with_allow_large_delta`]:
+    /// a mechanism that publishes one whole record at random meets such a
+    /// δ. When allowed, it is a warning (on standard error, and in
+    /// [`PrivacyEngine::warnings`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] for: neither or both of σ and a target,
-    /// an invalid σ/ε/δ/epochs, an expected batch `q·N < 1`, a physical
-    /// batch of 0, a per-layer policy without budgets; calibration failures.
+    /// an invalid σ/ε/δ/epochs, δ ≥ 1/N (unless allowed), an expected batch
+    /// `q·N < 1`, a physical batch of 0, an invalid clipping policy, a
+    /// dataset fingerprint whose size is not N; calibration failures.
     pub fn init(&self, inner: ModuleOptimizer, sampler: PoissonSampler) -> Result<PrivacyEngine> {
         let n = sampler.dataset_size();
+        self.clipping.validate()?;
+        if let Some(fp) = self.dataset
+            && fp.size != n
+        {
+            return Err(Error::invalid(
+                "dataset",
+                fp.size,
+                format!("the fingerprint's size differs from the sampler's N = {n}"),
+            ));
+        }
         if sampler.expected_batch_size() < 1.0 {
             return Err(Error::invalid(
                 "batch_size",
@@ -189,11 +236,21 @@ impl DpSgdConfig {
             }
         };
         let mut warnings = Vec::new();
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(Error::invalid("delta", delta, "must be in (0, 1)"));
+        }
         if delta >= 1.0 / n as f64 {
             let w = format!(
                 "δ = {delta} ≥ 1/N = {:.3e}: a mechanism that publishes one whole record at random meets this δ; use δ ≪ 1/N",
                 1.0 / n as f64
             );
+            if !self.allow_large_delta {
+                return Err(Error::invalid(
+                    "delta",
+                    delta,
+                    format!("{w} (or allow it explicitly)"),
+                ));
+            }
             eprintln!("WARNING: dpsgd: {w}");
             warnings.push(w);
         }
@@ -222,6 +279,9 @@ impl DpSgdConfig {
             delta,
             warnings,
             last: None,
+            pending_batch: None,
+            caller_batches: 0,
+            dropped_examples: 0,
         })
     }
 }
@@ -241,6 +301,9 @@ pub struct StepStats {
     pub per_example_norms: Vec<f32>,
     /// The clipping norm used (changes under adaptive clipping).
     pub max_grad_norm: f64,
+    /// Examples that contributed zero because their loss or gradient norm
+    /// was not finite (not private).
+    pub dropped: usize,
 }
 
 /// The privacy report of a run.
@@ -260,7 +323,10 @@ pub struct PrivacyReport {
     pub accountant: AccountantKind,
     /// Clipping policy (with the current C).
     pub clipping: Clipping,
-    /// The sampling scheme the accounting assumes.
+    /// The sampling that produced the batches: `poisson` when every step's
+    /// batch came from [`PrivacyEngine::sample_batch`]; otherwise it says
+    /// how many did not (the accounting assumes Poisson sampling, so ε
+    /// does not hold for such a run).
     pub sampler: String,
     /// Seed, if the run is reproducible.
     pub seed: Option<u64>,
@@ -278,6 +344,14 @@ pub struct PrivacyReport {
 
 /// DP-SGD around a burn optimizer: Poisson sampling from a secret RNG,
 /// per-example clipping, noise, accounting and budget, in one object.
+///
+/// # Privacy
+///
+/// ε covers the model's parameters (and anything computed from them alone)
+/// for add/remove-one neighbours of the training set of N examples, N being
+/// public. It does not cover [`StepStats`] (batch sizes, losses,
+/// per-example norms, dropped examples), which are exact statistics of the
+/// private batch, nor checkpoints, which hold the generators' state.
 pub struct PrivacyEngine {
     pub(crate) config: DpSgdConfig,
     pub(crate) engine: GradientEngine,
@@ -288,22 +362,38 @@ pub struct PrivacyEngine {
     pub(crate) delta: f64,
     pub(crate) warnings: Vec<String>,
     pub(crate) last: Option<StepStats>,
+    /// Size of the batch [`PrivacyEngine::sample_batch`] drew last, until a
+    /// step consumes it.
+    pub(crate) pending_batch: Option<usize>,
+    /// Steps whose batch did not come from `sample_batch`.
+    pub(crate) caller_batches: u64,
+    /// Examples dropped for a non-finite loss or gradient, over the run.
+    pub(crate) dropped_examples: u64,
 }
 
 impl PrivacyEngine {
-    /// Indices of the next Poisson batch (may be empty).
+    /// Indices of the next Poisson batch (may be empty). Give
+    /// [`PrivacyEngine::step`] exactly these examples: a batch of another
+    /// size, or a step without a sampled batch, is recorded as not
+    /// Poisson-sampled in [`PrivacyReport::sampler`].
     pub fn sample_batch(&mut self) -> Vec<usize> {
-        self.sampler.sample(&mut self.rng)
+        let indices = self.sampler.sample(&mut self.rng);
+        self.pending_batch = Some(indices.len());
+        indices
     }
 
     /// One DP-SGD step on `batch` (a whole logical batch, split into chunks
     /// of at most `max_physical_batch_size`): clipped per-example gradients,
     /// one noise draw, the inner optimizer's step, one accounted step.
     ///
+    /// An example with a NaN/inf loss or gradient norm contributes zero
+    /// (counted in [`StepStats::dropped`]) instead of failing the step.
+    ///
     /// # Errors
     ///
-    /// [`Rejected`] with the model untouched: budget exhausted, NaN/inf loss
-    /// or gradient, a loss that is not one value per example.
+    /// [`Rejected`] with the model untouched: budget exhausted (checked
+    /// once, after the gradients, by the DP optimizer), an unsupported
+    /// model, a loss that is not one value per example.
     pub fn step<M, B, F>(
         &mut self,
         lr: f64,
@@ -316,14 +406,12 @@ impl PrivacyEngine {
         B: ExampleBatch,
         F: Fn(&M, &B) -> Tensor<1>,
     {
-        if let Err(error) = self.dp.check_budget() {
-            return Err(Rejected { error, model });
-        }
         let max_grad_norm = self.dp.clipping().sensitivity();
         self.engine.set_clipping(self.dp.clipping().clone());
         let n = batch.num_examples();
+        let sampled = self.pending_batch.take() == Some(n);
         let chunk = self.config.max_physical_batch_size.unwrap_or(n.max(1));
-        let mut total = ClippedGradients::empty();
+        let mut total = ClippedGradients::empty(self.dp.clipping().clone());
         let mut chunks = 0;
         for start in (0..n).step_by(chunk.max(1)) {
             let end = (start + chunk).min(n);
@@ -333,23 +421,48 @@ impl PrivacyEngine {
                 self.engine
                     .clipped_gradients(&model, &batch.slice_examples(start, end), &loss_fn)
             };
-            match part {
-                Ok(p) => total.accumulate(p),
-                Err(error) => return Err(Rejected { error, model }),
+            if let Err(error) = part.and_then(|p| total.accumulate(p)) {
+                return Err(Rejected { error, model });
             }
             chunks += 1;
         }
+        let kept = n - total.dropped();
         let stats = StepStats {
             batch_size: n,
             chunks,
-            mean_loss: total.loss_sum() / n.max(1) as f64,
+            mean_loss: total.loss_sum() / kept.max(1) as f64,
             method: total.method().clone(),
             per_example_norms: total.per_example_norms().to_vec(),
             max_grad_norm,
+            dropped: total.dropped(),
         };
         let model = self.dp.step(lr, model, total)?;
+        if !sampled {
+            self.caller_batches += 1;
+        }
+        self.dropped_examples += stats.dropped as u64;
         self.last = Some(stats);
         Ok(model)
+    }
+
+    /// Examples dropped (zero contribution) for a non-finite loss or
+    /// gradient norm over the run so far (not private).
+    pub fn dropped_examples(&self) -> u64 {
+        self.dropped_examples
+    }
+
+    /// The sampling the run used: `poisson`, or a description of how many
+    /// steps had batches that [`PrivacyEngine::sample_batch`] did not draw.
+    pub fn sampler_used(&self) -> String {
+        if self.caller_batches == 0 {
+            "poisson".into()
+        } else {
+            format!(
+                "caller-supplied batches in {} of {} steps (not Poisson-sampled by the engine: ε does not hold)",
+                self.caller_batches,
+                self.steps()
+            )
+        }
     }
 
     /// What the last step did.
@@ -436,7 +549,7 @@ impl PrivacyEngine {
             delta: self.delta,
             accountant: self.config.accountant,
             clipping: self.dp.clipping().clone(),
-            sampler: "poisson".into(),
+            sampler: self.sampler_used(),
             seed: self.config.seed,
             secure: self.dp.is_secure(),
             dataset_size: self.sampler.dataset_size(),

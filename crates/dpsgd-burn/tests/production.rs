@@ -10,7 +10,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::{DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, validate_model};
+use dpsgd_burn::{
+    DatasetFingerprint, DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, validate_model,
+};
 use dpsgd_core::accountant::Accountant;
 use dpsgd_core::{
     ClippedGradients, Clipping, DpOptimizer, DpSettings, Error, GradientMethod, NoiseSource,
@@ -154,8 +156,9 @@ fn should_resume_exactly_where_the_run_stopped() {
             fc1: DpLinearConfig::new(6, 8).init(&device),
             fc2: DpLinearConfig::new(8, 3).init(&device),
         };
+        let data = DatasetFingerprint { size: 200, hash: 0 };
         let (mut resumed, net) =
-            PrivacyEngine::resume(&path, AdamConfig::new().init(), fresh).unwrap();
+            PrivacyEngine::resume(&path, AdamConfig::new().init(), fresh, data).unwrap();
         assert_eq!(resumed.steps(), 3);
         let finished = train_steps(&mut resumed, net, 3, &device);
 
@@ -188,9 +191,10 @@ fn should_detect_truncated_and_corrupted_checkpoints() {
         "temporary file renamed away"
     );
 
+    let data = DatasetFingerprint { size: 200, hash: 0 };
     let resume = |b: &[u8]| {
         std::fs::write(&path, b).unwrap();
-        match PrivacyEngine::resume(&path, AdamConfig::new().init(), Net::new(&device)) {
+        match PrivacyEngine::resume(&path, AdamConfig::new().init(), Net::new(&device), data) {
             Err(Error::Checkpoint { reason, .. }) => reason,
             Err(other) => panic!("expected a checkpoint error, got {other}"),
             Ok(_) => panic!("a damaged checkpoint was accepted"),
@@ -207,7 +211,9 @@ fn should_detect_truncated_and_corrupted_checkpoints() {
     flipped[bytes.len() / 2] ^= 0x40;
     assert!(resume(&flipped).contains("checksum"));
     std::fs::write(&path, &bytes).unwrap();
-    assert!(PrivacyEngine::resume(&path, AdamConfig::new().init(), Net::new(&device)).is_ok());
+    assert!(
+        PrivacyEngine::resume(&path, AdamConfig::new().init(), Net::new(&device), data).is_ok()
+    );
 }
 
 #[test]
@@ -236,8 +242,13 @@ fn should_track_the_target_quantile_with_adaptive_clipping() {
                 .into_iter()
                 .map(f32::exp)
                 .collect();
-            let clipped =
-                ClippedGradients::new(HashMap::new(), norms, GradientMethod::EmptyBatch).unwrap();
+            let clipped = ClippedGradients::new(
+                HashMap::new(),
+                norms,
+                GradientMethod::EmptyBatch,
+                dp.clipping().clone(),
+            )
+            .unwrap();
             dp.privatize(&model, clipped).unwrap();
         }
         let c = dp.clipping().sensitivity();
@@ -360,11 +371,20 @@ fn should_validate_the_configuration_up_front() {
         ),
         "batch_size"
     );
-    // δ ≥ 1/N warns but runs.
+    // δ ≥ 1/N is refused; allowed explicitly, it warns and runs.
+    assert_eq!(
+        name(init(
+            DpSgdConfig::new(1.0)
+                .with_noise_multiplier(1.0)
+                .with_delta(0.01)
+        )),
+        "delta"
+    );
     let pe = init(
         DpSgdConfig::new(1.0)
             .with_noise_multiplier(1.0)
-            .with_delta(0.01),
+            .with_delta(0.01)
+            .with_allow_large_delta(true),
     )
     .unwrap();
     assert!(pe.warnings()[0].contains("1/N"));

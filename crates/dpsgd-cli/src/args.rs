@@ -52,8 +52,17 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         return EXIT_USAGE;
     }
-    match e.downcast_ref::<dpsgd_accountant::Error>() {
-        Some(dpsgd_accountant::Error::InvalidParameter { .. }) => EXIT_USAGE,
+    if let Some(dpsgd_accountant::Error::InvalidParameter { .. }) = e.downcast_ref() {
+        return EXIT_USAGE;
+    }
+    // A configuration the library refuses before training starts (δ ≥ 1/N,
+    // a CNN on images too small for it, an invalid clipping setting).
+    match e.downcast_ref::<dpsgd::train::TrainError>() {
+        Some(dpsgd::train::TrainError::Config(_))
+        | Some(dpsgd::train::TrainError::Dp(dpsgd_core::Error::InvalidParameter { .. }))
+        | Some(dpsgd::train::TrainError::Accountant(dpsgd_accountant::Error::InvalidParameter {
+            ..
+        })) => EXIT_USAGE,
         _ => 1,
     }
 }

@@ -18,18 +18,20 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// 120 examples, 4 features, 3 well-separated classes; a header row and a
-/// quoted field exercise the CSV reader.
+/// quoted field exercise the CSV reader. Features are centred already (no
+/// scaling is fitted on private data).
 fn tiny_csv(dir: &Path) -> PathBuf {
     let mut text = String::from("f1,f2,\"f3, quoted\",f4,label\n");
     for i in 0..120 {
         let class = i % 3;
+        let c = class as f64 - 1.0;
         let jitter = ((i as f64) * 0.731).sin() * 0.3;
         text += &format!(
             "{},{},{},{},{class}\n",
-            class as f64 + jitter,
-            -(class as f64) + jitter,
+            c + jitter,
+            -c + jitter,
             jitter,
-            2.0 * class as f64 - jitter
+            2.0 * c - jitter
         );
     }
     let p = dir.join("tiny.csv");
@@ -98,6 +100,203 @@ fn should_write_the_privacy_report() {
         v["test_accuracy"].as_f64().unwrap() > 0.5,
         "three separable classes: {v}"
     );
+    // Exact statistics of the private data are in their own section.
+    let nc = &v["not_covered_by_epsilon"];
+    for field in ["train_accuracy", "final_loss", "loss_threshold_auc"] {
+        assert!(nc[field].is_number(), "{field}: {v}");
+        assert!(v[field].is_null(), "{field} must not sit beside ε: {v}");
+    }
+    assert_eq!(nc["dropped_examples"].as_u64(), Some(0));
+    assert_eq!(v["sampler"], "poisson");
+    assert_eq!(
+        v["preprocessing"]["num_classes_source"]
+            .as_str()
+            .map(|s| s.contains("not covered")),
+        Some(true),
+        "{v}"
+    );
+    let line = stdout.lines().next().unwrap_or_default();
+    let (covered, rest) = line
+        .split_once("not covered by ε")
+        .expect("sectioned summary");
+    assert!(
+        !covered.contains("train") && !covered.contains("AUC") && rest.contains("AUC"),
+        "{line}"
+    );
+}
+
+/// Runs `dpsgd train --non-private` on `csv` with `extra` flags and returns
+/// the report.
+fn report_of(dir: &Path, csv: &Path, extra: &[&str]) -> serde_json::Value {
+    let report = dir.join("r.json");
+    let data = format!("csv:{}", csv.display());
+    let mut args = vec![
+        "train",
+        "--dataset",
+        &data,
+        "--model",
+        "logreg",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--seed",
+        "1",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(&dpsgd(&args));
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+}
+
+#[test]
+fn should_preprocess_csv_with_public_information_only() {
+    let dir = temp_dir("preprocess");
+    let csv = tiny_csv(&dir);
+    let v = report_of(&dir, &csv, &["--non-private"]);
+    assert!(
+        v["preprocessing"]["scaling"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("none")),
+        "no scaling fitted on the private data by default: {v}"
+    );
+    let v = report_of(
+        &dir,
+        &csv,
+        &[
+            "--non-private",
+            "--feature-range",
+            "-3:3",
+            "--num-classes",
+            "3",
+        ],
+    );
+    let p = &v["preprocessing"];
+    assert!(p["scaling"].as_str().unwrap().contains("[-3, 3]"), "{v}");
+    assert_eq!(p["num_classes_source"], "declared (--num-classes)");
+    assert_eq!(
+        (p["num_classes"].as_u64(), &p["public"]),
+        (Some(3), &serde_json::json!(true))
+    );
+    // A public reference file.
+    let reference = dir.join("public.csv");
+    std::fs::write(
+        &reference,
+        "a,b,c,d,label
+-3,-3,-1,-3,0
+3,3,1,6,1
+",
+    )
+    .unwrap();
+    let v = report_of(
+        &dir,
+        &csv,
+        &[
+            "--non-private",
+            "--scaling-reference",
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        v["preprocessing"]["scaling"]
+            .as_str()
+            .unwrap()
+            .contains("public reference"),
+        "{v}"
+    );
+    // A label beyond the declared classes is an error, not a bigger model.
+    let out = dpsgd(&[
+        "train",
+        "--dataset",
+        &format!("csv:{}", csv.display()),
+        "--num-classes",
+        "2",
+        "--quiet",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("num_classes"));
+}
+
+#[test]
+fn should_refuse_large_delta_unless_allowed() {
+    let dir = temp_dir("delta");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--dataset",
+            &data,
+            "--model",
+            "logreg",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--delta",
+            "0.05",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        dpsgd(&args)
+    };
+    let out = run(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("delta") && err.contains("1/N"), "{err}");
+    ok(&run(&["--allow-large-delta"]));
+}
+
+#[test]
+fn should_refuse_a_cnn_on_tiny_images_with_a_clear_error() {
+    let idx = |magic: u32, dims: &[u32], body: Vec<u8>| {
+        let mut v = magic.to_be_bytes().to_vec();
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend(body);
+        v
+    };
+    for side in [2u32, 3] {
+        let dir = temp_dir(&format!("tiny-images-{side}"));
+        for (prefix, n) in [("train", 40u32), ("t10k", 10)] {
+            let pixels = (0..n * side * side).map(|i| (i * 37 % 256) as u8).collect();
+            let labels = (0..n).map(|i| (i % 2) as u8).collect();
+            std::fs::write(
+                dir.join(format!("{prefix}-images-idx3-ubyte")),
+                idx(0x0803, &[n, side, side], pixels),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join(format!("{prefix}-labels-idx1-ubyte")),
+                idx(0x0801, &[n], labels),
+            )
+            .unwrap();
+        }
+        let out = dpsgd(&[
+            "train",
+            "--dataset",
+            &format!("idx:{}", dir.display()),
+            "--model",
+            "cnn",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--delta",
+            "1e-3",
+            "--quiet",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{side}×{side}: {err}");
+        assert!(err.contains("--model cnn") && err.contains("4×4"), "{err}");
+    }
 }
 
 #[test]

@@ -140,6 +140,88 @@ impl Clipping {
         })
     }
 
+    /// Checks every field, whichever way the policy was built (a struct
+    /// literal or a deserialised checkpoint skips the constructors).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for a
+    /// norm that is not finite and > 0, an empty per-layer list, an
+    /// automatic stability γ that is not finite and > 0 (a negative γ lets
+    /// an example whose norm is near |γ| contribute far more than C), an
+    /// adaptive quantile outside (0, 1), a learning rate that is not finite
+    /// and ≥ 0, or a count noise that is not finite and > 0.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::Flat { max_grad_norm } => check_norm(*max_grad_norm),
+            Self::PerLayer { max_grad_norms } => {
+                if max_grad_norms.is_empty() {
+                    return Err(invalid("max_grad_norms", "[]", "need one budget per layer"));
+                }
+                max_grad_norms.iter().try_for_each(|&c| check_norm(c))
+            }
+            Self::Automatic {
+                max_grad_norm,
+                stability,
+            } => {
+                check_norm(*max_grad_norm)?;
+                if stability.is_finite() && *stability > 0.0 {
+                    Ok(())
+                } else {
+                    Err(invalid(
+                        "stability",
+                        stability,
+                        "automatic clipping needs a finite γ > 0 (C/(‖g‖ + γ) bounds each example by C only then)",
+                    ))
+                }
+            }
+            Self::Adaptive {
+                max_grad_norm,
+                target_quantile,
+                learning_rate,
+                count_noise_std,
+            } => {
+                check_norm(*max_grad_norm)?;
+                if !(*target_quantile > 0.0 && *target_quantile < 1.0) {
+                    return Err(invalid(
+                        "target_quantile",
+                        target_quantile,
+                        "must be in (0, 1)",
+                    ));
+                }
+                if !(learning_rate.is_finite() && *learning_rate >= 0.0) {
+                    return Err(invalid(
+                        "learning_rate",
+                        learning_rate,
+                        "must be a finite number >= 0",
+                    ));
+                }
+                if !(count_noise_std.is_finite() && *count_noise_std > 0.0) {
+                    return Err(invalid(
+                        "count_noise_std",
+                        count_noise_std,
+                        "must be a finite number > 0",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Automatic clipping at `C` with stability `γ`.
+    ///
+    /// # Errors
+    ///
+    /// `C` or `γ` not finite and > 0.
+    pub fn automatic_with_stability(max_grad_norm: f64, stability: f64) -> Result<Self> {
+        let c = Self::Automatic {
+            max_grad_norm,
+            stability,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
     /// The L2 sensitivity of the clipped sum: `C` (flat) or `√(Σ C_l²)`.
     pub fn sensitivity(&self) -> f64 {
         match self {
@@ -165,11 +247,15 @@ impl Clipping {
     ///
     /// Returns `factors[l][i]`: the same for every layer under flat clipping.
     ///
+    /// A non-finite norm gets factor 0: such an example contributes nothing
+    /// (the engine also drops it from the sum and counts it).
+    ///
     /// # Errors
     ///
-    /// A per-layer policy whose number of budgets differs from the number of
-    /// layer groups.
+    /// An invalid policy (see [`Clipping::validate`]); a per-layer policy
+    /// whose number of budgets differs from the number of layer groups.
     pub fn factors(&self, sq_norms: &[Vec<f64>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        self.validate()?;
         let total_norm = |i: usize| sq_norms.iter().map(|l| l[i]).sum::<f64>().sqrt();
         match self {
             Self::Flat { max_grad_norm } | Self::Adaptive { max_grad_norm, .. } => {
@@ -185,6 +271,9 @@ impl Clipping {
                 let factors: Vec<f32> = (0..batch)
                     .map(|i| {
                         let norm = total_norm(i);
+                        if !norm.is_finite() {
+                            return 0.0;
+                        }
                         // C/(‖g‖ + γ), rounded so that c·‖g‖ < C survives f32.
                         let f = (max_grad_norm / (norm + stability)) as f32;
                         if f64::from(f) * norm > *max_grad_norm {
@@ -217,7 +306,9 @@ impl Clipping {
 /// `min(1, C/‖g‖)`, rounded down in f32 so that `c·‖g‖ ≤ C` survives
 /// rounding; a zero gradient keeps factor 1.
 fn clip_factor(c: f64, norm: f64) -> f32 {
-    if norm <= c {
+    if !norm.is_finite() {
+        0.0
+    } else if norm <= c {
         1.0
     } else {
         let f = (c / norm) as f32;
@@ -281,5 +372,51 @@ mod tests {
         assert!(Clipping::flat(0.0).is_err());
         assert!(Clipping::flat(f64::NAN).is_err());
         assert!(Clipping::per_layer(vec![]).is_err());
+    }
+
+    #[test]
+    fn should_validate_policies_built_without_constructors() {
+        // A negative γ: C/(‖g‖ + γ) for ‖g‖ = 0.011 and γ = −0.01 scales the
+        // example to norm 11·C. Every path that computes factors refuses it.
+        let bad = Clipping::Automatic {
+            max_grad_norm: 1.0,
+            stability: -0.01,
+        };
+        assert!(bad.validate().is_err());
+        assert!(bad.factors(&[vec![0.011f64.powi(2)]], 1).is_err());
+        assert!(Clipping::automatic_with_stability(1.0, 0.0).is_err());
+        assert!(
+            Clipping::Flat {
+                max_grad_norm: -1.0
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Clipping::Flat {
+                max_grad_norm: f64::INFINITY
+            }
+            .factors(&[vec![1.0]], 1)
+            .is_err()
+        );
+        let mut adaptive = Clipping::adaptive(1.0, 0.5, 1.0).unwrap();
+        assert!(adaptive.validate().is_ok());
+        if let Clipping::Adaptive { learning_rate, .. } = &mut adaptive {
+            *learning_rate = f64::NAN;
+        }
+        assert!(adaptive.validate().is_err());
+    }
+
+    #[test]
+    fn should_give_non_finite_norms_factor_zero() {
+        for c in [
+            Clipping::flat(1.0).unwrap(),
+            Clipping::automatic(1.0).unwrap(),
+            Clipping::per_layer(vec![1.0]).unwrap(),
+        ] {
+            let f = c.factors(&[vec![f64::INFINITY, f64::NAN, 4.0]], 3).unwrap();
+            assert_eq!((f[0][0], f[0][1]), (0.0, 0.0), "{c:?}");
+            assert!(f[0][2] > 0.0);
+        }
     }
 }

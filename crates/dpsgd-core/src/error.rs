@@ -37,6 +37,17 @@ pub enum Error {
         /// Where (example index, parameter).
         detail: String,
     },
+    /// A clipped sum was clipped under another policy than the one the
+    /// noise is calibrated to; nothing was changed.
+    #[error(
+        "clipping mismatch: the gradients were clipped under {found}, but the noise is calibrated to {expected} (give the engine `DpOptimizer::clipping()` before each step)"
+    )]
+    ClippingMismatch {
+        /// The policy the optimizer calibrates its noise to.
+        expected: String,
+        /// The policy the sum was clipped under.
+        found: String,
+    },
     /// Tensors or batches whose shapes do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -1,5 +1,6 @@
 //! The clipped gradient sum of one batch, before noise.
 
+use crate::clipping::Clipping;
 use crate::error::{Error, Result};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -33,59 +34,99 @@ pub enum GradientMethod {
 }
 
 /// `Σ_i clip(∇_i)` for every trainable parameter, with the per-example
-/// norms measured before clipping.
+/// norms measured before clipping and the clipping policy the sum was
+/// clipped under.
+///
+/// # Privacy
+///
+/// The sum carries its [`Clipping`]: its sensitivity is that policy's, and
+/// [`DpOptimizer`](crate::DpOptimizer) refuses a sum clipped under any other
+/// policy than its own, so the noise can never be calibrated to a norm the
+/// engine did not clip to. An example whose loss or gradient norm is not
+/// finite contributes nothing (it is *dropped*, and counted): refusing the
+/// step instead would make the run's outcome depend on whether such a
+/// record is present.
 #[derive(Debug, Clone)]
 pub struct ClippedGradients {
     sums: HashMap<ParamId, Tensor<1>>,
     norms: Vec<f32>,
+    dropped: usize,
+    clipping: Clipping,
     method: GradientMethod,
     loss_sum: f64,
 }
 
 impl ClippedGradients {
     /// Builds the result of a gradient engine: flattened clipped sums by
-    /// parameter id (a missing parameter counts as zero) and the norms.
+    /// parameter id (a missing parameter counts as zero), the finite
+    /// per-example norms of the examples in the sum, and the policy they
+    /// were clipped under.
     ///
     /// # Errors
     ///
-    /// [`Error::NonFinite`] when a per-example norm is NaN or infinite (a
-    /// NaN/inf gradient): such a batch must not reach the parameters.
+    /// [`Error::NonFinite`] when a norm is NaN or infinite: such an example
+    /// must be dropped (see [`ClippedGradients::push_dropped`]), not summed.
     pub fn new(
         sums: HashMap<ParamId, Tensor<1>>,
         norms: Vec<f32>,
         method: GradientMethod,
+        clipping: Clipping,
     ) -> Result<Self> {
         if let Some(i) = norms.iter().position(|n| !n.is_finite()) {
             return Err(Error::NonFinite {
                 what: "gradient",
-                detail: format!("example {i} of the batch has gradient norm {}", norms[i]),
+                detail: format!(
+                    "example {i} of the batch has gradient norm {}: drop it instead",
+                    norms[i]
+                ),
             });
         }
         Ok(Self {
             sums,
             norms,
+            dropped: 0,
+            clipping,
             method,
             loss_sum: 0.0,
         })
     }
 
-    /// The sum for an empty batch: zero everywhere.
-    pub fn empty() -> Self {
+    /// The sum for an empty batch: zero everywhere (noise is still added).
+    pub fn empty(clipping: Clipping) -> Self {
         Self {
             sums: HashMap::new(),
             norms: Vec::new(),
+            dropped: 0,
+            clipping,
             method: GradientMethod::EmptyBatch,
             loss_sum: 0.0,
         }
     }
 
-    /// Number of examples in the batch.
-    pub fn batch_size(&self) -> usize {
-        self.norms.len()
+    /// The clipping policy the sum was clipped under (its sensitivity).
+    pub fn clipping(&self) -> &Clipping {
+        &self.clipping
     }
 
-    /// Per-example gradient norms before clipping (users plot them to
-    /// choose C).
+    /// Records an example whose loss or gradient norm was not finite: it
+    /// is part of the batch but contributes zero to the sum.
+    pub fn push_dropped(&mut self) {
+        self.dropped += 1;
+    }
+
+    /// Examples of the batch that contributed zero because their loss or
+    /// gradient norm was not finite (data-dependent: not covered by ε).
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// Number of examples in the batch, dropped ones included.
+    pub fn batch_size(&self) -> usize {
+        self.norms.len() + self.dropped
+    }
+
+    /// Per-example gradient norms before clipping of the examples in the
+    /// sum (dropped ones excluded; users plot them to choose C).
     pub fn per_example_norms(&self) -> &[f32] {
         &self.norms
     }
@@ -113,11 +154,24 @@ impl ClippedGradients {
 
     /// Adds the clipped sums of another part of the same logical batch
     /// (virtual batches: physical chunks accumulate, noise is added once).
-    pub fn accumulate(&mut self, other: Self) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClippingMismatch`] when the parts were clipped under
+    /// different policies (the sum's sensitivity would be neither's);
+    /// nothing is added then.
+    pub fn accumulate(&mut self, other: Self) -> Result<()> {
+        if other.clipping != self.clipping {
+            return Err(Error::ClippingMismatch {
+                expected: format!("{:?}", self.clipping),
+                found: format!("{:?}", other.clipping),
+            });
+        }
         for (id, t) in other.sums {
             add_to_sum(&mut self.sums, id, t);
         }
         self.norms.extend(other.norms);
+        self.dropped += other.dropped;
         self.loss_sum += other.loss_sum;
         // The slowest path taken by any part describes the whole.
         if self.method == GradientMethod::EmptyBatch
@@ -125,6 +179,7 @@ impl ClippedGradients {
         {
             self.method = other.method;
         }
+        Ok(())
     }
 
     pub(crate) fn take(&mut self, id: &ParamId) -> Option<Tensor<1>> {

@@ -18,7 +18,7 @@ use crate::params::trainable_params;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Tensor, TensorData};
-use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, RdpAccountant, Segment};
+use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, Segment};
 use serde::{Deserialize, Serialize};
 
 /// The privacy settings of a DP-SGD run.
@@ -60,6 +60,7 @@ impl DpSettings {
                 "must be in (0, 1]",
             ));
         }
+        self.clipping.validate()?;
         if self.dataset_size == 0 {
             return Err(invalid("dataset_size", 0, "the dataset is empty"));
         }
@@ -107,9 +108,33 @@ impl DpSettings {
         self.sample_rate * self.dataset_size as f64
     }
 
+    /// The L2 sensitivity of the count that adaptive clipping releases:
+    /// ½. The count is centred, `Σ_i (b_i − ½)` with `b_i ∈ {0, 1}`, so
+    /// adding or removing one example moves it by exactly ½ (the uncentred
+    /// `Σ_i b_i` would move by 1).
+    pub const COUNT_SENSITIVITY: f64 = 0.5;
+
+    /// The noise multiplier of the released count, `σ_b / ½ = 2σ_b`
+    /// (`None` without adaptive clipping).
+    pub fn count_noise_multiplier(&self) -> Option<f64> {
+        match self.clipping {
+            Clipping::Adaptive {
+                count_noise_std, ..
+            } => Some(count_noise_std / Self::COUNT_SENSITIVITY),
+            _ => None,
+        }
+    }
+
     /// The noise multiplier of the gradient sum: σ, or with adaptive
-    /// clipping `σ_Δ = (σ⁻² − (2σ_b)⁻²)^{−1/2}` (Andrew et al. 2021, Thm. 1),
-    /// which with the noisy count makes one mechanism with multiplier σ.
+    /// clipping `σ_Δ = (σ⁻² − (2σ_b)⁻²)^{−1/2}` (Andrew et al. 2021, Thm. 1).
+    ///
+    /// # Privacy
+    ///
+    /// A step of adaptive clipping releases the gradient sum (sensitivity
+    /// C, noise σ_Δ·C) and the centred count (sensitivity ½, noise σ_b)
+    /// from the same Poisson batch. Whitened, one example moves the pair by
+    /// at most `√(σ_Δ⁻² + (2σ_b)⁻²) = 1/σ`: the pair is one Gaussian
+    /// mechanism with multiplier σ, which is what the accountant records.
     pub fn gradient_noise_multiplier(&self) -> f64 {
         match self.clipping {
             Clipping::Adaptive {
@@ -165,9 +190,12 @@ pub struct DpOptimizer {
     inner: ModuleOptimizer,
     settings: DpSettings,
     accountant: AnyAccountant,
-    /// Always kept: a cheap conservative pre-check of the budget (PLD ≤ RDP).
-    rdp: RdpAccountant,
     noise: NoiseSource,
+    /// Further steps the budget allows at (σ, q) by the configured
+    /// accountant: computed once when first needed (after construction or
+    /// a restore), then counted down by each step. σ, q and the budget never
+    /// change after construction, so the count stays exact.
+    steps_left: Option<u64>,
 }
 
 /// The serialisable state of a [`DpOptimizer`] (without the inner
@@ -207,9 +235,9 @@ impl DpOptimizer {
         Ok(Self {
             inner,
             accountant: AnyAccountant::new(settings.accountant),
-            rdp: RdpAccountant::new(),
             settings,
             noise,
+            steps_left: None,
         })
     }
 
@@ -221,16 +249,20 @@ impl DpOptimizer {
     /// As [`DpSettings::validate`], or a history the accountant rejects.
     pub fn from_state(inner: ModuleOptimizer, state: DpState) -> Result<Self> {
         state.settings.validate()?;
-        let mut rdp = RdpAccountant::new();
-        for s in state.accountant.history().segments() {
-            rdp.record(s.noise_multiplier, s.sample_rate, s.steps)?;
+        if state.accountant.kind() != state.settings.accountant {
+            return Err(invalid(
+                "accountant",
+                state.accountant.kind(),
+                format!("the settings name {}", state.settings.accountant),
+            ));
         }
         Ok(Self {
             inner,
             settings: state.settings,
             accountant: state.accountant,
-            rdp,
             noise: state.noise,
+            // The history came from outside: count the steps left afresh.
+            steps_left: None,
         })
     }
 
@@ -285,32 +317,54 @@ impl DpOptimizer {
         }
     }
 
-    /// Checks that one more step fits the budget.
+    /// Checks that one more step fits the budget, by the configured
+    /// accountant only.
+    ///
+    /// O(1) amortised: the number of further steps the budget allows at
+    /// (σ, q) is computed once with
+    /// [`Accountant::max_additional_steps`] and then counted down by
+    /// [`DpOptimizer::privatize`]; it is recomputed only after the history
+    /// came from outside ([`DpOptimizer::from_state`]).
     ///
     /// # Errors
     ///
-    /// [`Error::BudgetExhausted`] when it does not.
-    pub fn check_budget(&self) -> Result<()> {
+    /// [`Error::BudgetExhausted`] when it does not fit; an accountant error.
+    pub fn check_budget(&mut self) -> Result<()> {
         let Some((budget, delta)) = self.settings.budget else {
             return Ok(());
         };
-        let rdp_after = self.rdp.epsilon_after(self.one_step(), delta)?;
-        if rdp_after <= budget {
-            return Ok(()); // PLD is never above RDP
-        }
-        let after = match self.settings.accountant {
-            AccountantKind::Rdp => rdp_after,
-            AccountantKind::Pld => self.accountant.epsilon_after(self.one_step(), delta)?,
+        let left = match self.steps_left {
+            Some(left) => left,
+            None => {
+                let left = self.accountant.max_additional_steps(
+                    self.settings.noise_multiplier,
+                    self.settings.sample_rate,
+                    delta,
+                    budget,
+                )?;
+                self.steps_left = Some(left);
+                left
+            }
         };
-        if after > budget {
+        if left == 0 {
             return Err(Error::BudgetExhausted {
                 epsilon_spent: self.accountant.epsilon(delta)?,
-                epsilon_after: after,
+                // A step this accountant cannot even evaluate is over budget.
+                epsilon_after: self
+                    .accountant
+                    .epsilon_after(self.one_step(), delta)
+                    .unwrap_or(f64::INFINITY),
                 budget,
                 delta,
             });
         }
         Ok(())
+    }
+
+    /// Further steps the budget allows (`None` without a budget, or before
+    /// the first check).
+    pub fn steps_left(&self) -> Option<u64> {
+        self.settings.budget.and(self.steps_left)
     }
 
     /// Turns a clipped gradient sum into the noisy mean gradient and records
@@ -319,17 +373,25 @@ impl DpOptimizer {
     ///
     /// # Errors
     ///
-    /// [`Error::BudgetExhausted`] (nothing is recorded then).
+    /// [`Error::ClippingMismatch`] when `clipped` was clipped under another
+    /// policy than [`DpOptimizer::clipping`]; [`Error::BudgetExhausted`].
+    /// Nothing is recorded then.
     pub fn privatize<M: Module>(
         &mut self,
         model: &M,
         mut clipped: ClippedGradients,
     ) -> Result<GradientsParams> {
+        if clipped.clipping() != &self.settings.clipping {
+            return Err(Error::ClippingMismatch {
+                expected: format!("{:?}", self.settings.clipping),
+                found: format!("{:?}", clipped.clipping()),
+            });
+        }
         self.check_budget()?;
         let parts: Vec<usize> = trainable_params(model).iter().map(|p| p.numel()).collect();
         let std = self.settings.noise_std() as f32;
         let noise = self.noise.gaussian_parts(&parts, std);
-        self.adapt_clipping(clipped.per_example_norms());
+        self.adapt_clipping(clipped.per_example_norms(), clipped.dropped());
         let mut visitor = NoisyMean {
             clipped: &mut clipped,
             noise: noise.into_iter(),
@@ -345,13 +407,19 @@ impl DpOptimizer {
             .prefetch(&parts, self.settings.noise_std() as f32);
         self.accountant
             .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
-        self.rdp
-            .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
+        if let Some(left) = &mut self.steps_left {
+            *left = left.saturating_sub(1);
+        }
         Ok(grads)
     }
 
     /// Adaptive clipping's update of C from the noisy unclipped fraction.
-    fn adapt_clipping(&mut self, norms: &[f32]) {
+    ///
+    /// Releases the centred count `Σ_i (b_i − ½) + N(0, σ_b²)` with
+    /// `b_i = [‖∇_i‖ ≤ C]` over the whole batch (a dropped example has
+    /// `b_i = 0`), and estimates the fraction as `released/(qN) + ½` —
+    /// divided by the expected batch size, never the actual one.
+    fn adapt_clipping(&mut self, norms: &[f32], dropped: usize) {
         let expected = self.settings.expected_batch_size();
         if let Clipping::Adaptive {
             max_grad_norm,
@@ -364,14 +432,17 @@ impl DpOptimizer {
                 .iter()
                 .filter(|&&n| f64::from(n) <= *max_grad_norm)
                 .count() as f64;
+            let batch = (norms.len() + dropped) as f64;
+            let centred = unclipped - DpSettings::COUNT_SENSITIVITY * batch;
             let noise = f64::from(self.noise.gaussian(1, *count_noise_std as f32)[0]);
-            let fraction = (unclipped + noise) / expected;
+            let fraction = (centred + noise) / expected + 0.5;
             *max_grad_norm *= (-*learning_rate * (fraction - *target_quantile)).exp();
         }
     }
 
     /// The clipping policy in force for the next step (adaptive clipping
-    /// changes C after every step: give this to the gradient engine).
+    /// changes C after every step: give this to the gradient engine; a sum
+    /// clipped under any other policy is refused).
     pub fn clipping(&self) -> &Clipping {
         &self.settings.clipping
     }

@@ -23,7 +23,23 @@ pub enum Scaling {
     None,
     /// Divide by a constant (e.g. 255 for bytes, 16 for UCI digits) → [0, 1].
     Divide(f32),
+    /// Clip each feature to its declared range `[lo, hi]` and map it to
+    /// `[0, 1]`: `x ← (clamp(x, lo, hi) − lo)/(hi − lo)`. With ranges that
+    /// are public (declared by the user, or read from a public reference
+    /// file) one record never changes another's features.
+    Range {
+        /// Per-feature lower bounds.
+        lo: Vec<f32>,
+        /// Per-feature upper bounds (> `lo`).
+        hi: Vec<f32>,
+    },
     /// Subtract each feature's mean and divide by its standard deviation.
+    ///
+    /// # Privacy
+    ///
+    /// Fitted with [`Dataset::fit_standardize`] on private data, the mean
+    /// and standard deviation are exact statistics of that data, outside
+    /// any DP guarantee: fit it on public data only.
     Standardize {
         /// Per-feature means.
         mean: Vec<f32>,
@@ -194,7 +210,80 @@ impl Dataset {
         Ok((self.subset(&train), self.subset(&test)))
     }
 
-    /// Fits a standardisation on this (training) data.
+    /// Declares the number of classes from public knowledge (instead of the
+    /// largest label + 1 found in the data, which is a statistic of it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for 0 classes or a label ≥ `n_classes`.
+    pub fn with_num_classes(mut self, n_classes: usize) -> Result<Self> {
+        if n_classes == 0 {
+            return Err(Error::InvalidParameter {
+                name: "num_classes",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(&l) = self.labels.iter().find(|&&l| l as usize >= n_classes) {
+            return Err(Error::InvalidParameter {
+                name: "num_classes",
+                value: n_classes.to_string(),
+                reason: format!("the data has label {l}: labels must be below the declared count"),
+            });
+        }
+        self.n_classes = n_classes;
+        Ok(self)
+    }
+
+    /// A 64-bit FNV-1a hash of the features (as f32 bits), labels, shape
+    /// and number of classes: a fingerprint that tells data sets apart (not
+    /// a cryptographic commitment). Stable across platforms and versions.
+    pub fn content_hash(&self) -> u64 {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(PRIME);
+            }
+        };
+        eat(&(self.n_features as u64).to_le_bytes());
+        eat(&(self.n_classes as u64).to_le_bytes());
+        eat(&(self.labels.len() as u64).to_le_bytes());
+        for x in &self.features {
+            eat(&x.to_bits().to_le_bytes());
+        }
+        for l in &self.labels {
+            eat(&l.to_le_bytes());
+        }
+        h
+    }
+
+    /// Per-feature ranges `[min, max]` of this data, for
+    /// [`Scaling::Range`]: fit them on a **public** reference data set only
+    /// (a constant feature gets `[min, min + 1]`).
+    pub fn fit_range(&self) -> Scaling {
+        let d = self.n_features;
+        let mut lo = vec![f32::INFINITY; d];
+        let mut hi = vec![f32::NEG_INFINITY; d];
+        for i in 0..self.len() {
+            for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(self.example(i)) {
+                *l = l.min(x);
+                *h = h.max(x);
+            }
+        }
+        for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+            if !l.is_finite() {
+                (*l, *h) = (0.0, 1.0); // no rows
+            } else if *h <= *l {
+                *h = *l + 1.0;
+            }
+        }
+        Scaling::Range { lo, hi }
+    }
+
+    /// Fits a standardisation on this data (see the privacy note on
+    /// [`Scaling::Standardize`]: use public data).
     pub fn fit_standardize(&self) -> Scaling {
         let n = self.len().max(1) as f64;
         let d = self.n_features;
@@ -229,6 +318,13 @@ impl Dataset {
         match scaling {
             Scaling::None => {}
             Scaling::Divide(k) => self.features.iter_mut().for_each(|x| *x /= k),
+            Scaling::Range { lo, hi } => {
+                for row in self.features.chunks_mut(self.n_features) {
+                    for ((x, l), h) in row.iter_mut().zip(lo).zip(hi) {
+                        *x = (x.clamp(*l, *h) - l) / (h - l);
+                    }
+                }
+            }
             Scaling::Standardize { mean, std } => {
                 for row in self.features.chunks_mut(self.n_features) {
                     for ((x, m), s) in row.iter_mut().zip(mean).zip(std) {

@@ -1,6 +1,6 @@
 //! Every reader rejects every kind of corrupt input with the right error.
 
-use dpsgd_data::{Error, LabelColumn, Position, read_csv, read_idx};
+use dpsgd_data::{Dataset, Error, LabelColumn, Position, Scaling, read_csv, read_idx};
 use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -291,4 +291,49 @@ fn should_read_the_breast_cancer_csv_when_available() {
     let d = read_csv(&p, &LabelColumn::Last).unwrap();
     assert_eq!((d.len(), d.n_features(), d.n_classes()), (569, 30, 2));
     assert_eq!(d.labels().iter().filter(|&&l| l == 0).count(), 212);
+}
+
+#[test]
+fn should_scale_by_declared_ranges_without_looking_at_other_rows() {
+    let rows = |extra: Option<f32>| {
+        let mut x = vec![0.0f32, 5.0, 2.0, -1.0, 4.0, 20.0];
+        let mut y = vec![0u32, 1, 0];
+        if let Some(v) = extra {
+            x.extend([v, v]);
+            y.push(1);
+        }
+        Dataset::new(x.clone(), y.clone(), 2, 2).unwrap()
+    };
+    let scaling = Scaling::Range {
+        lo: vec![0.0, 0.0],
+        hi: vec![4.0, 10.0],
+    };
+    let mut plain = rows(None);
+    let mut with_outlier = rows(Some(1e30));
+    plain.apply(&scaling);
+    with_outlier.apply(&scaling);
+    // Clipped to the range, mapped to [0, 1]; the outlier changes no other row.
+    assert_eq!(plain.features(), &[0.0, 0.5, 0.5, 0.0, 1.0, 1.0]);
+    assert_eq!(&with_outlier.features()[..6], plain.features());
+    assert_eq!(&with_outlier.features()[6..], &[1.0, 1.0]);
+    // Ranges fitted on a (public) reference set.
+    match rows(None).fit_range() {
+        Scaling::Range { lo, hi } => assert_eq!((lo, hi), (vec![0.0, -1.0], vec![4.0, 20.0])),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn should_declare_the_number_of_classes_and_fingerprint_the_data() {
+    let d = Dataset::new(vec![1.0, 2.0, 3.0], vec![0, 1, 1], 1, 2).unwrap();
+    assert_eq!(d.clone().with_num_classes(5).unwrap().n_classes(), 5);
+    assert!(
+        d.clone().with_num_classes(1).is_err(),
+        "label 1 needs 2 classes"
+    );
+    assert!(d.clone().with_num_classes(0).is_err());
+    let other = Dataset::new(vec![1.0, 2.0, 3.5], vec![0, 1, 1], 1, 2).unwrap();
+    assert_eq!(d.content_hash(), d.clone().content_hash());
+    assert_ne!(d.content_hash(), other.content_hash());
+    assert_ne!(d.content_hash(), d.subset(&[0, 1]).content_hash());
 }

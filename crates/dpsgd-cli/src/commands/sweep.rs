@@ -81,8 +81,8 @@ fn csv(rows: &[Row]) -> String {
             p.steps,
             p.epochs,
             p.test_accuracy,
-            p.train_accuracy,
-            p.loss_threshold_auc,
+            p.not_covered_by_epsilon.train_accuracy,
+            p.not_covered_by_epsilon.loss_threshold_auc,
             p.wall_seconds
         );
     }
@@ -204,7 +204,7 @@ fn plot(rows: &[Row], path: &Path) -> Result<()> {
 pub fn run(a: &Args) -> Result<()> {
     let o = &a.options;
     let base_seed = o.seed.unwrap_or(1);
-    let (train, test) = load(&o.dataset, o.test_fraction, base_seed)?;
+    let (train, test, preprocessing) = load(o, base_seed)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows = Vec::new();
     for &target in &a.epsilons {
@@ -245,7 +245,8 @@ pub fn run(a: &Args) -> Result<()> {
             v
         })
         .collect();
-    let doc = json!({ "dataset": o.dataset.to_string(), "runs": runs });
+    let doc =
+        json!({ "dataset": o.dataset.to_string(), "preprocessing": preprocessing, "runs": runs });
     write_atomically(
         &a.out.join("sweep.json"),
         &serde_json::to_string_pretty(&doc)?,

@@ -18,7 +18,8 @@ pub enum DatasetSpec {
     Digits,
     /// A directory with the MNIST file names (its own train/test split).
     Idx(PathBuf),
-    /// A CSV file (80/20 stratified split, standardised).
+    /// A CSV file (80/20 stratified split; features scaled only with public
+    /// information, see [`Preprocessing`]).
     Csv(PathBuf, LabelColumn),
 }
 
@@ -97,6 +98,55 @@ pub struct TrainOptions {
     /// Fraction of a single-file dataset held out for testing.
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
+    /// CSV data: the public range of every feature; features are clipped to
+    /// it and mapped to [0, 1].
+    #[arg(long, value_name = "LO:HI", allow_hyphen_values = true, value_parser = feature_range, conflicts_with = "scaling_reference")]
+    pub feature_range: Option<(f32, f32)>,
+    /// CSV data: a PUBLIC reference file (same columns) whose per-feature
+    /// min/max become the ranges features are clipped to and mapped to [0, 1].
+    #[arg(long, value_name = "FILE")]
+    pub scaling_reference: Option<PathBuf>,
+    /// CSV data: the number of classes, declared (labels 0..K−1); without it
+    /// the count is read off the private data and marked as not covered by ε.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub num_classes: Option<u32>,
+    /// Accept δ ≥ 1/N (a δ that allows publishing a whole record).
+    #[arg(long)]
+    pub allow_large_delta: bool,
+}
+
+/// `LO:HI` with finite LO < HI.
+fn feature_range(s: &str) -> Result<(f32, f32), String> {
+    let (lo, hi) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected LO:HI"))?;
+    let parse = |v: &str| -> Result<f32, String> {
+        v.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("`{v}` is not a finite number"))
+    };
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
+    if lo < hi {
+        Ok((lo, hi))
+    } else {
+        Err(format!("`{s}`: LO must be below HI"))
+    }
+}
+
+/// How the features and the label set were fixed, for the report: only
+/// public information may shape them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Preprocessing {
+    /// The feature scaling and where its constants came from.
+    pub scaling: String,
+    /// Number of classes (the model's output size).
+    pub num_classes: usize,
+    /// Where the number of classes came from.
+    pub num_classes_source: String,
+    /// Whether every step of the preprocessing used public information only.
+    pub public: bool,
 }
 
 /// Arguments of `dpsgd train`.
@@ -121,31 +171,119 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Loads and scales the train and test sets.
+/// Loads and scales the train and test sets, with preprocessing fitted on
+/// public information only.
+///
+/// # Privacy
+///
+/// A scaling fitted on the training split (its mean, std, min or max)
+/// would let one record change every other record's features, outside the
+/// DP-SGD argument. So: digits and IDX images are divided by their public
+/// maximum; CSV features are clipped to a declared range
+/// (`--feature-range`), or to the ranges of a public reference file
+/// (`--scaling-reference`), or left as they are. The number of classes is
+/// declared with `--num-classes` or, for CSV without it, read off the data
+/// and reported as not covered by ε.
 ///
 /// # Errors
 ///
-/// Unreadable or corrupt data.
-pub fn load(spec: &DatasetSpec, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
-    let (mut train, mut test, scaling) = match spec {
+/// Unreadable or corrupt data; a reference file with other columns; a
+/// label ≥ `--num-classes`.
+pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocessing)> {
+    let declared = |d: Dataset| -> Result<Dataset> {
+        Ok(match o.num_classes {
+            Some(k) => d.with_num_classes(k as usize)?,
+            None => d,
+        })
+    };
+    let (mut train, mut test, scaling, scaling_note, classes_source) = match &o.dataset {
         DatasetSpec::Digits => {
-            let (tr, te) = dpsgd::data::digits().split(test_fraction, seed)?;
-            (tr, te, Scaling::Divide(16.0))
+            let (tr, te) = declared(dpsgd::data::digits())?.split(o.test_fraction, seed)?;
+            let note = "divide by 16 (the public maximum pixel value)";
+            (
+                tr,
+                te,
+                Scaling::Divide(16.0),
+                note.to_owned(),
+                "dataset definition",
+            )
         }
         DatasetSpec::Idx(dir) => {
             let (tr, te) = dpsgd::data::read_mnist(dir)?;
-            (tr, te, Scaling::Divide(255.0))
+            let note = "divide by 255 (the public maximum pixel value)";
+            (
+                tr,
+                te,
+                Scaling::Divide(255.0),
+                note.to_owned(),
+                "dataset definition",
+            )
         }
         DatasetSpec::Csv(file, label) => {
-            let all = dpsgd::data::read_csv(file, label)?;
-            let (tr, te) = all.split(test_fraction, seed)?;
-            let scaling = tr.fit_standardize();
-            (tr, te, scaling)
+            let all = declared(dpsgd::data::read_csv(file, label)?)?;
+            let (tr, te) = all.split(o.test_fraction, seed)?;
+            let (scaling, note) = match (o.feature_range, &o.scaling_reference) {
+                (Some((lo, hi)), _) => (
+                    Scaling::Range {
+                        lo: vec![lo; tr.n_features()],
+                        hi: vec![hi; tr.n_features()],
+                    },
+                    format!("clip to the declared range [{lo}, {hi}], map to [0, 1]"),
+                ),
+                (None, Some(reference)) => {
+                    let public = dpsgd::data::read_csv(reference, label)
+                        .with_context(|| format!("reading --scaling-reference {}", reference.display()))?;
+                    if public.n_features() != tr.n_features() {
+                        anyhow::bail!(args::UsageError {
+                            flag: "--scaling-reference",
+                            message: format!(
+                                "{} has {} features, the data {}",
+                                reference.display(),
+                                public.n_features(),
+                                tr.n_features()
+                            ),
+                        });
+                    }
+                    (
+                        public.fit_range(),
+                        format!(
+                            "clip to the per-feature min/max of the public reference {}, map to [0, 1]",
+                            reference.display()
+                        ),
+                    )
+                }
+                (None, None) => (
+                    Scaling::None,
+                    "none (raw features; give --feature-range or --scaling-reference to scale with public information)"
+                        .to_owned(),
+                ),
+            };
+            let source = if o.num_classes.is_some() {
+                "declared (--num-classes)"
+            } else {
+                "read off the private data: not covered by epsilon (declare --num-classes)"
+            };
+            (tr, te, scaling, note, source)
         }
     };
+    if let (Some(k), DatasetSpec::Idx(_)) = (o.num_classes, &o.dataset) {
+        train = train.with_num_classes(k as usize)?;
+        test = test.with_num_classes(k as usize)?;
+    }
     train.apply(&scaling);
     test.apply(&scaling);
-    Ok((train, test))
+    let classes_source = if o.num_classes.is_some() {
+        "declared (--num-classes)"
+    } else {
+        classes_source
+    };
+    let preprocessing = Preprocessing {
+        public: !classes_source.contains("not covered"),
+        scaling: scaling_note,
+        num_classes: train.n_classes().max(test.n_classes()),
+        num_classes_source: classes_source.to_owned(),
+    };
+    Ok((train, test, preprocessing))
 }
 
 /// Builds the run configuration.
@@ -176,6 +314,8 @@ pub fn config(o: &TrainOptions, privacy: Privacy, n_train: usize) -> TrainConfig
             .unwrap_or_else(|| dpsgd::train::default_delta(n_train)),
         accountant: o.accountant,
         seed: o.seed,
+        allow_large_delta: o.allow_large_delta,
+        progress_epsilon: false,
     }
 }
 
@@ -192,6 +332,11 @@ pub fn run_one(
     quiet: bool,
 ) -> Result<TrainReport> {
     let device = backend.device().map_err(anyhow::Error::msg)?;
+    // ε for the bar once per epoch, and not at all when nobody sees it.
+    let cfg = &TrainConfig {
+        progress_epsilon: !quiet,
+        ..cfg.clone()
+    };
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -201,15 +346,23 @@ pub fn run_one(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Only released quantities: step, test accuracy, ε (the batch loss is
+    // an exact statistic of the private batch).
     let (mut last_eps, mut last_acc) = (None, None);
     let report = dpsgd::train::train(cfg, train, test, &device, |p| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
+        if p.epsilon.is_none() && p.test_accuracy.is_none() {
+            return;
+        }
         last_eps = p.epsilon.or(last_eps);
         last_acc = p.test_accuracy.or(last_acc);
         let eps = last_eps.map_or_else(|| "ε –".to_owned(), |e| format!("ε {e:.2}"));
-        let acc = last_acc.map_or_else(|| "acc –".to_owned(), |a| format!("acc {:.1}%", 100.0 * a));
-        bar.set_message(format!("loss {:.3} {acc} {eps}", p.loss));
+        let acc = last_acc.map_or_else(
+            || "test acc –".to_owned(),
+            |a| format!("test acc {:.1}%", 100.0 * a),
+        );
+        bar.set_message(format!("{acc} {eps}"));
     })
     .context("training failed")?;
     bar.finish_and_clear();
@@ -226,11 +379,10 @@ pub fn summary(r: &TrainReport) -> String {
         ),
         _ => "non-private (ε = ∞)".to_owned(),
     };
+    let nc = &r.not_covered_by_epsilon;
     format!(
-        "test accuracy {:.2}% (train {:.2}%) | {privacy} | leakage: loss-threshold MIA AUC {:.3} | q = {:.4}, {} steps, {} epochs, {:.1} s{}",
+        "test accuracy {:.2}% | {privacy} | q = {:.4}, {} steps, {} epochs, {:.1} s{} | not covered by ε: train accuracy {:.2}%, loss-threshold MIA AUC {:.3}{}",
         100.0 * r.test_accuracy,
-        100.0 * r.train_accuracy,
-        r.loss_threshold_auc,
         r.sample_rate,
         r.steps,
         r.epochs,
@@ -239,6 +391,13 @@ pub fn summary(r: &TrainReport) -> String {
             ""
         } else {
             " (seeded: not secure)"
+        },
+        100.0 * nc.train_accuracy,
+        nc.loss_threshold_auc,
+        if nc.dropped_examples > 0 {
+            format!(", {} non-finite examples dropped", nc.dropped_examples)
+        } else {
+            String::new()
         }
     )
 }
@@ -256,7 +415,13 @@ pub fn run(a: &Args) -> Result<()> {
             message: "must be in (0, 1)".into()
         });
     }
-    let (train, test) = load(&o.dataset, o.test_fraction, o.seed.unwrap_or(0))?;
+    let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
+    if !preprocessing.public {
+        eprintln!(
+            "WARNING: dpsgd: number of classes {}",
+            preprocessing.num_classes_source
+        );
+    }
     let privacy = match (a.non_private, a.noise_multiplier, a.target_epsilon) {
         (true, _, _) => Privacy::NonPrivate,
         (false, Some(s), _) => Privacy::NoiseMultiplier(s),
@@ -269,6 +434,7 @@ pub fn run(a: &Args) -> Result<()> {
     if let Some(path) = &a.report {
         let mut json = serde_json::to_value(&report)?;
         json["dataset"] = serde_json::Value::String(o.dataset.to_string());
+        json["preprocessing"] = serde_json::to_value(&preprocessing)?;
         write_atomically(path, &serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
@@ -285,4 +451,67 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Options {
+        #[command(flatten)]
+        o: TrainOptions,
+    }
+
+    fn rows(path: &std::path::Path, extra: Option<&str>) {
+        let mut text = String::from("a,b,label\n");
+        for i in 0..40 {
+            text += &format!("{},{},{}\n", i % 7, (i * 3) % 5, i % 2);
+        }
+        if let Some(row) = extra {
+            text += row;
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Every preprocessed row of both splits, sorted (the split itself may
+    /// move rows between train and test).
+    fn processed(file: &std::path::Path, flags: &[&str]) -> Vec<Vec<u32>> {
+        let dataset = format!("csv:{}", file.display());
+        let mut args = vec!["x", "--dataset", &dataset];
+        args.extend_from_slice(flags);
+        let o = Options::try_parse_from(args).unwrap().o;
+        let (train, test, _) = load(&o, 0).unwrap();
+        let mut all: Vec<Vec<u32>> = [train, test]
+            .iter()
+            .flat_map(|d| {
+                (0..d.len())
+                    .map(|i| d.example(i).iter().map(|x| x.to_bits()).collect())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn should_not_let_one_record_change_the_others_features() {
+        let dir = std::env::temp_dir().join(format!("dpsgd-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (plain, outlier) = (dir.join("plain.csv"), dir.join("outlier.csv"));
+        rows(&plain, None);
+        rows(&outlier, Some("1000000,-1000000,1\n"));
+        for flags in [&[][..], &["--feature-range", "0:10"][..]] {
+            let a = processed(&plain, flags);
+            let mut b = processed(&outlier, flags);
+            // Remove the outlier's own row: everything else must be unchanged.
+            let extra = b
+                .iter()
+                .position(|r| !a.contains(r))
+                .expect("the outlier's row");
+            b.remove(extra);
+            assert_eq!(a, b, "{flags:?}: one record moved the others' features");
+        }
+    }
 }
