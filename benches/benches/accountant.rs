@@ -1,10 +1,15 @@
 //! ε of a typical DP-SGD run (q = 256/60000, σ = 1.1, δ = 1e-5) by RDP and by
 //! PLD: the figures docs/benchmarks.md compares with dp-accounting.
 //!
+//! The `per_step` group is what a training loop pays per step: recording one
+//! step and checking the budget against a limit computed once
+//! (`max_additional_steps`), next to re-composing the history as the budget
+//! check did before issue 9 (`epsilon_after`).
+//!
 //! Run: `cargo bench -p dpsgd-benches --bench accountant`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dpsgd_accountant::{pld, rdp};
+use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, Segment, pld, rdp};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -23,6 +28,28 @@ fn accountant(c: &mut Criterion) {
             b.iter(|| pld::epsilon(black_box(Q), black_box(SIGMA), t, DELTA))
         });
     }
+    group.finish();
+
+    let mut group = c.benchmark_group("per_step");
+    group.measurement_time(Duration::from_secs(5));
+    for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+        let mut acc = AnyAccountant::new(kind);
+        acc.record(SIGMA, Q, 10_000).expect("valid");
+        group.bench_function(BenchmarkId::new("limit_once", kind.name()), |b| {
+            b.iter(|| acc.max_additional_steps(black_box(SIGMA), Q, DELTA, 3.0))
+        });
+        group.bench_function(BenchmarkId::new("epsilon_after", kind.name()), |b| {
+            let one = Segment::new(SIGMA, Q, 1).expect("valid");
+            b.iter(|| acc.epsilon_after(black_box(one), DELTA))
+        });
+    }
+    group.bench_function("rdp_record_and_epsilon", |b| {
+        let mut acc = AnyAccountant::new(AccountantKind::Rdp);
+        b.iter(|| {
+            acc.record(black_box(SIGMA), Q, 1).expect("valid");
+            acc.epsilon(DELTA)
+        })
+    });
     group.finish();
 }
 
