@@ -26,10 +26,16 @@ fn tolerance(kind: AccountantKind) -> f64 {
     }
 }
 
-/// ε of `steps` steps at (q, σ), or `+∞` where the accountant cannot
-/// answer (σ far too small for its arithmetic or its grid): such a σ is
-/// never chosen.
-fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64> {
+/// ε of `steps` steps at (q, σ): `Some(ε)` (`+∞` where ε is unbounded at
+/// δ), or `None` where the accountant cannot represent the run (σ far too
+/// small for its arithmetic or its grid) — such a σ is never chosen.
+fn epsilon_of(
+    kind: AccountantKind,
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    delta: f64,
+) -> Result<Option<f64>> {
     let eps = match kind {
         AccountantKind::Rdp => rdp::epsilon(q, sigma, steps, delta).map(|(e, _)| e),
         AccountantKind::Pld => {
@@ -38,10 +44,18 @@ fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) 
         }
     };
     match eps {
-        Ok(e) => Ok(e),
-        Err(Error::Unbounded(_) | Error::OutOfRange(_)) => Ok(f64::INFINITY),
+        Ok(e) => Ok(Some(e)),
+        Err(Error::Unbounded(_)) => Ok(Some(f64::INFINITY)),
+        Err(Error::OutOfRange(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn out_of_range(target_epsilon: f64, sigma: f64) -> Error {
+    Error::OutOfRange(format!(
+        "PLD cannot represent the runs near σ = {sigma} that a target of ε = {target_epsilon} \
+         needs (its grid would be too large); calibrate with RDP instead"
+    ))
 }
 
 /// The smallest noise multiplier σ (to a relative resolution of 1e-7 for
@@ -53,7 +67,8 @@ fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) 
 ///
 /// [`Error::InvalidParameter`] for invalid q, δ, ε or `steps = 0`;
 /// [`Error::Unreachable`] when no σ ≤ 10⁶ meets the target, or when every
-/// σ ≥ 10⁻³ does (the target is vacuous).
+/// σ ≥ 10⁻³ does (the target is vacuous); [`Error::OutOfRange`] for PLD when
+/// the σ the target allows is too small for its grid (RDP answers there).
 ///
 /// # Examples
 ///
@@ -82,9 +97,9 @@ pub fn calibrate_noise(
     }
     let eps = |sigma: f64| epsilon_of(kind, sample_rate, sigma, steps, delta);
     // Bracket [lo, hi] with ε(lo) > target ≥ ε(hi). PLD starts from the RDP
-    // answer, which needs at least as much noise.
-    let mut hi = match kind {
-        AccountantKind::Rdp => 1.0,
+    // answer, which usually needs a little more noise.
+    let (mut hi, mut eps_hi) = match kind {
+        AccountantKind::Rdp => (1.0, eps(1.0)?),
         AccountantKind::Pld => {
             let rdp_sigma = calibrate_noise(
                 AccountantKind::Rdp,
@@ -94,21 +109,25 @@ pub fn calibrate_noise(
                 target_epsilon,
             )?
             .noise_multiplier;
-            // PLD needs a little less noise than RDP. Where its grid cannot
-            // even hold RDP's σ it cannot hold any smaller one: refuse at
-            // once rather than return a σ far above what the target needs.
-            if let Err(Error::OutOfRange(reason)) =
+            // Where PLD cannot even hold RDP's σ it cannot hold the smaller
+            // σ the target allows either: refuse at once (O(1) for one
+            // step's grid, one discretisation for the composed one) rather
+            // than search the edge of its range for minutes.
+            if let Err(Error::OutOfRange(_)) =
                 ComposedPld::check_representable(sample_rate, rdp_sigma, &PldConfig::default())
             {
-                return Err(Error::OutOfRange(format!(
-                    "PLD cannot calibrate ε = {target_epsilon}: {reason}"
-                )));
+                return Err(out_of_range(target_epsilon, rdp_sigma));
             }
-            rdp_sigma
+            let e = eps(rdp_sigma)?;
+            if e.is_none() {
+                return Err(out_of_range(target_epsilon, rdp_sigma));
+            }
+            (rdp_sigma, e)
         }
     };
-    let mut eps_hi = eps(hi)?;
-    while eps_hi > target_epsilon {
+    // σ whose ε is unknown (`None`) is treated as over the target.
+    let over = |e: Option<f64>| e.is_none_or(|e| e > target_epsilon);
+    while over(eps_hi) {
         hi *= 2.0;
         if hi > 1e6 {
             return Err(Error::Unreachable {
@@ -119,9 +138,17 @@ pub fn calibrate_noise(
         eps_hi = eps(hi)?;
     }
     let mut lo = hi / 2.0;
-    while eps(lo)? <= target_epsilon {
+    // Whether the bracket's lower end is over the target only because the
+    // accountant could not evaluate it.
+    let mut lo_unknown;
+    loop {
+        let e = eps(lo)?;
+        if over(e) {
+            lo_unknown = e.is_none();
+            break;
+        }
         hi = lo;
-        eps_hi = eps(hi)?;
+        eps_hi = e;
         lo /= 2.0;
         if lo < 1e-3 {
             return Err(Error::Unreachable {
@@ -134,13 +161,21 @@ pub fn calibrate_noise(
     while hi / lo - 1.0 > tol {
         let mid = (lo * hi).sqrt();
         let e = eps(mid)?;
-        if e <= target_epsilon {
+        if over(e) {
+            lo = mid;
+            lo_unknown = e.is_none();
+        } else {
             hi = mid;
             eps_hi = e;
-        } else {
-            lo = mid;
         }
     }
+    if lo_unknown {
+        // Minimality rests on a σ the accountant could not evaluate.
+        return Err(out_of_range(target_epsilon, lo));
+    }
+    let Some(eps_hi) = eps_hi else {
+        return Err(out_of_range(target_epsilon, hi)); // unreachable: hi is never over
+    };
     Ok(NoiseCalibration {
         noise_multiplier: hi,
         epsilon: eps_hi,
