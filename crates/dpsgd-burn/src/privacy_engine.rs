@@ -269,10 +269,16 @@ impl DpSgdConfig {
             Some(s) => ChaCha20Rng::seed_from_u64(s.wrapping_add(0x005a_3d1e)),
             None => ChaCha20Rng::from_os_rng(),
         };
+        let mut dp = DpOptimizer::with_noise(inner, settings, noise)?;
+        if let Some(planned) = planned_steps {
+            // σ was calibrated for these steps: one ε evaluation confirms
+            // it, and the per-step budget check is a countdown from then on.
+            dp.plan(planned)?;
+        }
         Ok(PrivacyEngine {
             config: self.clone(),
             engine: GradientEngine::new(self.clipping.clone()),
-            dp: DpOptimizer::with_noise(inner, settings, noise)?,
+            dp,
             sampler,
             rng,
             planned_steps,

@@ -453,3 +453,39 @@ fn should_refuse_large_delta_unless_allowed_and_report_the_sampler_used() {
     let sampler = pe.report().unwrap().sampler;
     assert!(sampler.contains("1 of 2"), "{sampler}");
 }
+
+#[test]
+fn should_check_the_budget_by_the_configured_accountant_in_constant_time() {
+    use dpsgd_core::accountant::{AccountantKind, max_steps};
+    let device = devices()[0].1.clone();
+    let model: DpLinear = DpLinearConfig::new(2, 1).init(&device);
+    for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+        // σ = 2, q = 0.1: the budget ε = 1.5 runs out after a few dozen steps.
+        let mut s = settings(2.0, Clipping::flat(1.0).unwrap(), 0.1, 100);
+        s.accountant = kind;
+        s.budget = Some((1.5, 1e-5));
+        let allowed = max_steps(kind, 0.1, 2.0, 1e-5, 1.5).unwrap();
+        for plan in [None, Some(allowed / 2), Some(allowed + 5)] {
+            let mut dp =
+                DpOptimizer::with_noise(SgdConfig::new().init(), s.clone(), NoiseSource::seeded(1))
+                    .unwrap();
+            if let Some(p) = plan {
+                assert_eq!(dp.plan(p).unwrap(), p <= allowed, "{kind} plan {p}");
+            }
+            let mut taken = 0;
+            while dp
+                .privatize(&model, ClippedGradients::empty(dp.clipping().clone()))
+                .is_ok()
+            {
+                taken += 1;
+                assert!(taken <= allowed, "{kind}: past the budget");
+            }
+            assert_eq!(
+                taken, allowed,
+                "{kind}, plan {plan:?}: every step that fits"
+            );
+            assert!(dp.epsilon(1e-5).unwrap() <= 1.5);
+            assert_eq!(dp.steps_left(), Some(0));
+        }
+    }
+}

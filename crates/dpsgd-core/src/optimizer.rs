@@ -195,7 +195,17 @@ pub struct DpOptimizer {
     /// accountant: computed once when first needed (after construction or
     /// a restore), then counted down by each step. σ, q and the budget never
     /// change after construction, so the count stays exact.
-    steps_left: Option<u64>,
+    steps_left: Option<StepsLeft>,
+}
+
+/// What [`DpOptimizer::check_budget`] knows about the steps left.
+#[derive(Debug, Clone, Copy)]
+struct StepsLeft {
+    /// Steps that still fit the budget.
+    steps: u64,
+    /// Whether `steps` is the largest such number; if not (a
+    /// [`DpOptimizer::plan`]), the exact count is computed when they are used up.
+    exact: bool,
 }
 
 /// The serialisable state of a [`DpOptimizer`] (without the inner
@@ -334,16 +344,16 @@ impl DpOptimizer {
             return Ok(());
         };
         let left = match self.steps_left {
-            Some(left) => left,
-            None => {
-                let left = self.accountant.max_additional_steps(
+            Some(left) if left.steps > 0 || left.exact => left.steps,
+            _ => {
+                let steps = self.accountant.max_additional_steps(
                     self.settings.noise_multiplier,
                     self.settings.sample_rate,
                     delta,
                     budget,
                 )?;
-                self.steps_left = Some(left);
-                left
+                self.steps_left = Some(StepsLeft { steps, exact: true });
+                steps
             }
         };
         if left == 0 {
@@ -361,10 +371,50 @@ impl DpOptimizer {
         Ok(())
     }
 
+    /// Checks once, with one ε evaluation of the configured accountant,
+    /// that `steps` further steps at (σ, q) fit the budget (e.g. the steps
+    /// σ was calibrated for). If they do, [`DpOptimizer::check_budget`]
+    /// counts them down without asking the accountant again, and computes
+    /// the exact number left only once they are used up. Returns whether
+    /// they fit (if not, nothing changes). Without a budget: `Ok(true)`.
+    ///
+    /// # Errors
+    ///
+    /// An accountant error other than "ε cannot be computed" (which counts
+    /// as not fitting).
+    pub fn plan(&mut self, steps: u64) -> Result<bool> {
+        let Some((budget, delta)) = self.settings.budget else {
+            return Ok(true);
+        };
+        if steps == 0 {
+            return Ok(true);
+        }
+        let extra = Segment::new(
+            self.settings.noise_multiplier,
+            self.settings.sample_rate,
+            steps,
+        )?;
+        let fits = match self.accountant.epsilon_after(extra, delta) {
+            Ok(epsilon) => epsilon <= budget,
+            Err(dpsgd_accountant::Error::Unbounded(_) | dpsgd_accountant::Error::OutOfRange(_)) => {
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if fits && self.steps_left.is_none_or(|left| !left.exact) {
+            self.steps_left = Some(StepsLeft {
+                steps,
+                exact: false,
+            });
+        }
+        Ok(fits)
+    }
+
     /// Further steps the budget allows (`None` without a budget, or before
     /// the first check).
+    /// (A lower bound after [`DpOptimizer::plan`].)
     pub fn steps_left(&self) -> Option<u64> {
-        self.settings.budget.and(self.steps_left)
+        self.settings.budget.and(self.steps_left).map(|l| l.steps)
     }
 
     /// Turns a clipped gradient sum into the noisy mean gradient and records
@@ -408,7 +458,7 @@ impl DpOptimizer {
         self.accountant
             .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
         if let Some(left) = &mut self.steps_left {
-            *left = left.saturating_sub(1);
+            left.steps = left.steps.saturating_sub(1);
         }
         Ok(grads)
     }
