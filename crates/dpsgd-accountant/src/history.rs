@@ -56,7 +56,9 @@ impl History {
                 if last.noise_multiplier == segment.noise_multiplier
                     && last.sample_rate == segment.sample_rate =>
             {
-                last.steps += segment.steps;
+                // Saturating: a count that cannot grow further is kept at
+                // its maximum (more steps only raise ε), never wrapped.
+                last.steps = last.steps.saturating_add(segment.steps);
             }
             _ => self.segments.push(segment),
         }
@@ -69,6 +71,8 @@ impl History {
 
     /// Total number of steps.
     pub fn steps(&self) -> u64 {
-        self.segments.iter().map(|s| s.steps).sum()
+        self.segments
+            .iter()
+            .fold(0u64, |total, s| total.saturating_add(s.steps))
     }
 }

@@ -196,6 +196,34 @@ fn should_keep_resumed_rdp_accountants_identical() {
     assert_eq!(back.epsilon(1e-5).unwrap(), acc.epsilon(1e-5).unwrap());
 }
 
+#[test]
+fn should_not_drop_mass_when_an_end_bucket_is_exactly_zero() {
+    // Found in review: with an exactly-zero end bucket the Chernoff window
+    // collapsed to one point and the mass outside it was dropped uncharged
+    // (ε = 0 here, below the lower bound of 3.1e-5).
+    let config = PldConfig {
+        tail_mass_truncation: 1e-25,
+        ..PldConfig::default()
+    };
+    let eps = ComposedPld::subsampled_gaussian(1e-17, 0.2, 3, &config)
+        .unwrap()
+        .epsilon(1e-20)
+        .unwrap();
+    let low = epsilon_lower_bound(1e-17, 0.2, 3, 1e-20).unwrap();
+    assert!(low > 0.0 && eps >= low, "PLD {eps} < lower bound {low}");
+}
+
+#[test]
+fn should_saturate_not_wrap_step_counts() {
+    // Found in review: u64::MAX + 2 steps wrapped to 1 step.
+    let mut acc = AnyAccountant::new(AccountantKind::Rdp);
+    acc.record(1.0, 0.01, u64::MAX).unwrap();
+    acc.record(1.0, 0.01, 2).unwrap();
+    assert_eq!(acc.history().steps(), u64::MAX);
+    acc.record(2.0, 0.01, 5).unwrap();
+    assert_eq!(acc.history().steps(), u64::MAX);
+}
+
 /// A PLD small enough for property tests in a debug build: grids beyond
 /// 2²⁰ points are refused (OutOfRange), which the properties allow.
 fn small_pld_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64, Error> {

@@ -221,17 +221,20 @@ pub(crate) fn discretise(
         current = next;
         // e^{kΔ}·qm in log space: e^{kΔ} alone overflows for losses past
         // ≈ 709.78, while the product stays near pm.
-        let scaled_qm = if qm > 0.0 {
+        // A subnormal qm has lost its relative precision, and the split is
+        // sensitive to it (×1/Δ): round such an interval up instead.
+        let scaled_qm = if qm >= f64::MIN_POSITIVE {
             (k as f64 * d + qm.ln()).exp()
         } else {
-            0.0
+            f64::INFINITY
         };
         let upper = d.exp() * (pm - scaled_qm) / expm1_d;
         let lower = (scaled_qm * d.exp() - pm) / expm1_d;
         // Rounding can push one end below zero (the interval's ratio at its
-        // edge): then all of its mass goes to the upper end, the classic
-        // pessimistic rounding. NaN stays NaN and is caught by `Pmf::checked`.
-        let (lower, upper) = if upper < 0.0 || lower < 0.0 {
+        // edge), and an unreliable qm makes `upper` −∞: then all of the
+        // interval's mass goes to the upper end, the classic pessimistic
+        // rounding. NaN stays NaN and is caught by `Pmf::checked`.
+        let (lower, upper) = if upper < 0.0 || lower < 0.0 || !scaled_qm.is_finite() {
             (0.0, pm)
         } else {
             (lower, upper)

@@ -320,6 +320,10 @@ fn chernoff_window(probs: &[f64], times: u64, tail: f64) -> (i64, i64) {
     let centre = (-2.0 * log_half_tail).sqrt() / (t_count.sqrt() * var.sqrt().max(1e-3));
     let mut upper = max_index;
     let mut lower = 0.0_f64;
+    // A Horner sum below this is dominated by terms that underflowed (an end
+    // bucket that is exactly or nearly zero at a large t): K(±t) would be
+    // underestimated, so that t is skipped. Every t kept gives a valid bound.
+    const RELIABLE: f64 = 1e-250;
     for k in -24..=24 {
         let t = centre * 1.25_f64.powi(k);
         // K(t) = t(n−1) + ln Σ p_i e^{−t(n−1−i)} : no overflow.
@@ -328,15 +332,19 @@ fn chernoff_window(probs: &[f64], times: u64, tail: f64) -> (i64, i64) {
         for &p in probs.iter() {
             acc = acc * shrink + p;
         }
-        let k_pos = t * (n - 1) as f64 + acc.ln();
-        upper = upper.min((t_count * k_pos - log_half_tail) / t);
+        let bound = (t_count * (t * (n - 1) as f64 + acc.ln()) - log_half_tail) / t;
+        if acc >= RELIABLE && bound.is_finite() {
+            upper = upper.min(bound);
+        }
         // K(−t) = ln Σ p_i e^{−t i}.
         let mut acc = 0.0;
         for &p in probs.iter().rev() {
             acc = acc * shrink + p;
         }
-        let k_neg = acc.ln();
-        lower = lower.max((t_count * k_neg - log_half_tail) / -t);
+        let bound = (t_count * acc.ln() - log_half_tail) / -t;
+        if acc >= RELIABLE && bound.is_finite() {
+            lower = lower.max(bound);
+        }
     }
     let lo = lower.floor().clamp(0.0, max_index) as i64;
     let hi = upper.ceil().clamp(lo as f64, max_index) as i64;
