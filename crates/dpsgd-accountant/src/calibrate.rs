@@ -137,14 +137,21 @@ pub fn calibrate_noise(
         }
         eps_hi = eps(hi)?;
     }
-    let mut lo = hi / 2.0;
+    // PLD's σ is usually a few percent below RDP's: try a tight bracket
+    // first, then halve.
+    let mut lo = match kind {
+        AccountantKind::Pld => hi * 0.9,
+        AccountantKind::Rdp => hi / 2.0,
+    };
     // Whether the bracket's lower end is over the target only because the
     // accountant could not evaluate it.
     let mut lo_unknown;
+    let eps_lo;
     loop {
         let e = eps(lo)?;
         if over(e) {
             lo_unknown = e.is_none();
+            eps_lo = e;
             break;
         }
         hi = lo;
@@ -158,15 +165,44 @@ pub fn calibrate_noise(
         }
     }
     let tol = tolerance(kind);
+    // Each probe keeps the invariant over(ε(lo)), !over(ε(hi)). While it
+    // helps, the root is guessed by a secant through the last two points of
+    // ln ε against ln σ (ε is close to a power of σ) and probed just either
+    // side, which usually closes the bracket in a few probes; geometric
+    // bisection guarantees it otherwise.
+    let point = |sigma: f64, e: Option<f64>| {
+        e.filter(|e| e.is_finite() && *e > 0.0)
+            .map(|e| (sigma.ln(), (e / target_epsilon).ln()))
+    };
+    let mut recent = [point(lo, eps_lo), point(hi, eps_hi)];
+    let mut guesses = 0;
     while hi / lo - 1.0 > tol {
-        let mid = (lo * hi).sqrt();
-        let e = eps(mid)?;
-        if over(e) {
-            lo = mid;
-            lo_unknown = e.is_none();
-        } else {
-            hi = mid;
-            eps_hi = e;
+        let secant = match recent {
+            [Some((x0, y0)), Some((x1, y1))] if guesses < 8 && y0 != y1 => {
+                Some((x1 - y1 * (x1 - x0) / (y1 - y0)).exp())
+            }
+            _ => None,
+        };
+        let probes = match secant {
+            Some(guess) if guess > lo && guess < hi => {
+                guesses += 1;
+                vec![guess * (1.0 + tol / 4.0), guess * (1.0 - tol / 4.0)]
+            }
+            _ => vec![(lo * hi).sqrt()],
+        };
+        for mid in probes {
+            if !(mid > lo && mid < hi) {
+                continue; // outside the bracket: no information
+            }
+            let e = eps(mid)?;
+            recent = [recent[1], point(mid, e)];
+            if over(e) {
+                lo = mid;
+                lo_unknown = e.is_none();
+            } else {
+                hi = mid;
+                eps_hi = e;
+            }
         }
     }
     if lo_unknown {
