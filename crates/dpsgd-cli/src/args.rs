@@ -23,13 +23,23 @@ pub fn exit_on_parse_error(e: clap::Error) -> ExitCode {
         _ => {
             // clap's first paragraph names the argument (a missing argument
             // is listed on the lines below the first): fold it into one line.
+            // clap's "tip: a similar argument exists" lines are kept, on
+            // the same line.
             let rendered = e.render().to_string();
-            let line: Vec<&str> = rendered
+            let mut line: Vec<&str> = rendered
                 .lines()
                 .skip_while(|l| l.trim().is_empty())
                 .take_while(|l| !l.trim().is_empty())
                 .map(str::trim)
                 .collect();
+            let tips = rendered
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("tip:"));
+            for tip in tips {
+                line.push("—");
+                line.push(tip);
+            }
             eprintln!("{}", line.join(" "));
             ExitCode::from(EXIT_USAGE)
         }
@@ -127,9 +137,10 @@ pub fn accountant(s: &str) -> Result<AccountantKind, String> {
 
 /// A whole number ≥ 1.
 pub fn positive_steps(s: &str) -> Result<u64, String> {
-    match steps(s)? {
-        0 => Err("must be at least 1".into()),
-        v => Ok(v),
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{s}` is not a whole number >= 1")),
     }
 }
 
@@ -138,4 +149,87 @@ pub fn steps(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<u64>()
         .map_err(|_| format!("`{s}` is not a whole number >= 0"))
+}
+
+/// How long a run is: either its sampling rate and step count directly, or
+/// (as TF Privacy's `compute_dp_sgd_privacy`) its dataset size, expected
+/// batch size and epochs, from which `q = B/N` and
+/// `T = E · round(N/B)` (the steps per epoch `dpsgd train` takes).
+#[derive(Debug, clap::Args)]
+pub struct RunShape {
+    /// Poisson sampling rate q (expected batch size / dataset size).
+    #[arg(long, allow_hyphen_values = true, value_name = "Q", value_parser = sample_rate,
+          required_unless_present = "dataset_size", conflicts_with = "dataset_size")]
+    sample_rate: Option<f64>,
+    /// Number of steps.
+    #[arg(long, allow_hyphen_values = true, value_name = "T", value_parser = steps,
+          required_unless_present = "dataset_size", conflicts_with = "dataset_size")]
+    steps: Option<u64>,
+    /// Dataset size N (instead of --sample-rate and --steps).
+    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = positive_steps,
+          requires_all = ["batch_size", "epochs"])]
+    dataset_size: Option<u64>,
+    /// Expected batch size B (with --dataset-size).
+    #[arg(long, allow_hyphen_values = true, value_name = "B", value_parser = positive_steps,
+          requires = "dataset_size")]
+    batch_size: Option<u64>,
+    /// Number of epochs E (with --dataset-size).
+    #[arg(long, allow_hyphen_values = true, value_name = "E", value_parser = positive_steps,
+          requires = "dataset_size")]
+    epochs: Option<u64>,
+}
+
+/// A [`RunShape`] resolved to the accountant's terms.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// q.
+    pub sample_rate: f64,
+    /// T.
+    pub steps: u64,
+    /// (N, B, E) when the run was given that way.
+    pub epochs_form: Option<(u64, u64, u64)>,
+}
+
+impl RunShape {
+    /// q and T.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError`] when the batch is larger than the dataset.
+    pub fn resolve(&self) -> Result<Run, UsageError> {
+        match (
+            self.sample_rate,
+            self.steps,
+            self.dataset_size,
+            self.batch_size,
+            self.epochs,
+        ) {
+            (_, _, Some(n), Some(b), Some(e)) => {
+                if b > n {
+                    return Err(UsageError {
+                        flag: "--batch-size",
+                        message: format!("the batch ({b}) is larger than the dataset ({n})"),
+                    });
+                }
+                let per_epoch = ((n as f64 / b as f64).round() as u64).max(1);
+                Ok(Run {
+                    sample_rate: b as f64 / n as f64,
+                    steps: e.saturating_mul(per_epoch),
+                    epochs_form: Some((n, b, e)),
+                })
+            }
+            (Some(q), Some(t), _, _, _) => Ok(Run {
+                sample_rate: q,
+                steps: t,
+                epochs_form: None,
+            }),
+            // clap's `required_unless_present`/`requires` rule these out.
+            _ => Err(UsageError {
+                flag: "--sample-rate",
+                message:
+                    "give --sample-rate and --steps, or --dataset-size, --batch-size and --epochs"
+                        .into(),
+            }),
+        }
+    }
 }

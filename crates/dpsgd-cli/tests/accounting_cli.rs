@@ -179,3 +179,191 @@ fn should_exit_2_naming_the_bad_argument() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--delta"));
 }
+
+#[test]
+fn should_take_the_run_as_dataset_size_batch_size_and_epochs() {
+    // q = 256/60000, T = 60 · round(60000/256) = 14040 (the steps `dpsgd
+    // train` takes per epoch): the same ε as giving q and T directly.
+    let common = ["--noise-multiplier", "1.1", "--delta", "1e-5", "--json"];
+    let mut by_epochs = vec![
+        "epsilon",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "256",
+        "--epochs",
+        "60",
+    ];
+    by_epochs.extend(common);
+    let a = json(&dpsgd(&by_epochs));
+    let mut direct = vec![
+        "epsilon",
+        "--sample-rate",
+        "0.004266666666666667",
+        "--steps",
+        "14040",
+    ];
+    direct.extend(common);
+    let b = json(&dpsgd(&direct));
+    assert_eq!(a["epsilon"], b["epsilon"]);
+    assert_eq!(a["steps"], 14040);
+    assert_eq!(a["dataset_size"], 60000);
+    assert_eq!(a["batch_size"], 256);
+    assert_eq!(a["epochs"], 60);
+
+    let c = json(&dpsgd(&[
+        "calibrate",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "256",
+        "--epochs",
+        "60",
+        "--delta",
+        "1e-5",
+        "--target-epsilon",
+        "3",
+        "--json",
+    ]));
+    assert!(c["epsilon"].as_f64().unwrap() <= 3.0);
+    assert_eq!(c["steps"], 14040);
+}
+
+/// Exit code 2 and one line on stderr that names `flag`.
+fn usage_error(args: &[&str], flag: &str) -> String {
+    let out = dpsgd(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(flag), "{flag} not named in: {err}");
+    err
+}
+
+#[test]
+fn should_refuse_inconsistent_run_shapes_as_usage_errors() {
+    let tail = ["--noise-multiplier", "1.1", "--delta", "1e-5"];
+    let with = |head: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["epsilon"];
+        v.extend(head);
+        v.extend(tail);
+        v
+    };
+    usage_error(
+        &with(&[
+            "--dataset-size",
+            "10",
+            "--batch-size",
+            "100",
+            "--epochs",
+            "1",
+        ]),
+        "--batch-size",
+    );
+    usage_error(
+        &with(&["--dataset-size", "10", "--batch-size", "1"]),
+        "--epochs",
+    );
+    usage_error(
+        &with(&[
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "3",
+            "--dataset-size",
+            "10",
+            "--batch-size",
+            "1",
+            "--epochs",
+            "1",
+        ]),
+        "--dataset-size",
+    );
+    usage_error(
+        &with(&[
+            "--dataset-size",
+            "10",
+            "--batch-size",
+            "1",
+            "--epochs",
+            "-1",
+        ]),
+        "--epochs",
+    );
+    usage_error(&with(&[]), "--sample-rate");
+    usage_error(
+        &[
+            "calibrate",
+            "--dataset-size",
+            "10",
+            "--batch-size",
+            "1",
+            "--epochs",
+            "0",
+            "--delta",
+            "1e-5",
+            "--target-epsilon",
+            "1",
+        ],
+        "--epochs",
+    );
+}
+
+#[test]
+fn should_keep_clap_s_suggestion_for_a_misspelt_flag() {
+    let err = usage_error(
+        &[
+            "epsilon",
+            "--sampel-rate",
+            "0.1",
+            "--steps",
+            "3",
+            "--noise-multiplier",
+            "1",
+            "--delta",
+            "1e-5",
+        ],
+        "--sampel-rate",
+    );
+    assert!(
+        err.contains("similar argument") && err.contains("'--sample-rate'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn should_refuse_pld_where_its_grid_cannot_hold_the_run() {
+    // σ = 0.01: one step's loss spans 5.8e7 grid points. A clear error, not
+    // the 0.105 that NaN buckets used to give for σ = 0.03.
+    let out = dpsgd(&[
+        "epsilon",
+        "--sample-rate",
+        "0.1",
+        "--noise-multiplier",
+        "0.01",
+        "--steps",
+        "1",
+        "--delta",
+        "1e-5",
+        "--accountant",
+        "pld",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use RDP"), "{err}");
+    let v = json(&dpsgd(&[
+        "epsilon",
+        "--sample-rate",
+        "0.1",
+        "--noise-multiplier",
+        "0.03",
+        "--steps",
+        "1",
+        "--delta",
+        "1e-5",
+        "--accountant",
+        "pld",
+        "--json",
+    ]));
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!((eps - 676.2724).abs() < 1e-3, "{eps}");
+}

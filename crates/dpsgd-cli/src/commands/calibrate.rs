@@ -7,12 +7,8 @@ use serde_json::json;
 /// Arguments of `dpsgd calibrate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Poisson sampling rate q (expected batch size / dataset size).
-    #[arg(long, allow_hyphen_values = true, value_name = "Q", value_parser = args::sample_rate)]
-    sample_rate: f64,
-    /// Number of steps.
-    #[arg(long, allow_hyphen_values = true, value_name = "T", value_parser = args::positive_steps)]
-    steps: u64,
+    #[command(flatten)]
+    run: args::RunShape,
     /// Target δ.
     #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
     delta: f64,
@@ -33,23 +29,36 @@ pub struct Args {
 ///
 /// When no noise multiplier meets the target.
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let run = a.run.resolve()?;
+    if run.steps == 0 {
+        return Err(args::UsageError {
+            flag: "--steps",
+            message: "must be at least 1".into(),
+        }
+        .into());
+    }
     let c = calibrate_noise(
         a.accountant,
-        a.sample_rate,
-        a.steps,
+        run.sample_rate,
+        run.steps,
         a.delta,
         a.target_epsilon,
     )?;
     if a.json {
-        let out = json!({
+        let mut out = json!({
             "noise_multiplier": c.noise_multiplier,
             "epsilon": c.epsilon,
             "target_epsilon": a.target_epsilon,
             "delta": a.delta,
             "accountant": a.accountant.name(),
-            "sample_rate": a.sample_rate,
-            "steps": a.steps,
+            "sample_rate": run.sample_rate,
+            "steps": run.steps,
         });
+        if let Some((n, b, e)) = run.epochs_form {
+            out["dataset_size"] = json!(n);
+            out["batch_size"] = json!(b);
+            out["epochs"] = json!(e);
+        }
         println!("{out}");
     } else {
         println!(
@@ -59,8 +68,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             a.target_epsilon,
             a.delta,
             a.accountant.name().to_uppercase(),
-            a.steps,
-            a.sample_rate
+            run.steps,
+            run.sample_rate
         );
     }
     Ok(())

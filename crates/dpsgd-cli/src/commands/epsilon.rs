@@ -7,15 +7,11 @@ use serde_json::json;
 /// Arguments of `dpsgd epsilon`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Poisson sampling rate q (expected batch size / dataset size).
-    #[arg(long, allow_hyphen_values = true, value_name = "Q", value_parser = args::sample_rate)]
-    sample_rate: f64,
+    #[command(flatten)]
+    run: args::RunShape,
     /// Noise multiplier σ (noise std / clipping norm).
     #[arg(long, allow_hyphen_values = true, value_name = "S", value_parser = args::noise_multiplier)]
     noise_multiplier: f64,
-    /// Number of steps.
-    #[arg(long, allow_hyphen_values = true, value_name = "T", value_parser = args::steps)]
-    steps: u64,
     /// Target δ.
     #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
     delta: f64,
@@ -33,16 +29,17 @@ pub struct Args {
 ///
 /// When the accountant cannot bound ε for this run.
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let run = a.run.resolve()?;
     let (epsilon, order) = match a.accountant {
         AccountantKind::Rdp => {
             let mut acc = dpsgd_accountant::RdpAccountant::new();
-            acc.record(a.noise_multiplier, a.sample_rate, a.steps)?;
+            acc.record(a.noise_multiplier, run.sample_rate, run.steps)?;
             let (e, o) = acc.epsilon_with_order(a.delta)?;
             (e, Some(o))
         }
         AccountantKind::Pld => {
             let mut acc = AnyAccountant::new(AccountantKind::Pld);
-            acc.record(a.noise_multiplier, a.sample_rate, a.steps)?;
+            acc.record(a.noise_multiplier, run.sample_rate, run.steps)?;
             (acc.epsilon(a.delta)?, None)
         }
     };
@@ -51,12 +48,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "epsilon": epsilon,
             "delta": a.delta,
             "accountant": a.accountant.name(),
-            "sample_rate": a.sample_rate,
+            "sample_rate": run.sample_rate,
             "noise_multiplier": a.noise_multiplier,
-            "steps": a.steps,
+            "steps": run.steps,
         });
         if let Some(order) = order {
             out["order"] = json!(order);
+        }
+        if let Some((n, b, e)) = run.epochs_form {
+            out["dataset_size"] = json!(n);
+            out["batch_size"] = json!(b);
+            out["epochs"] = json!(e);
         }
         println!("{out}");
     } else {
@@ -65,8 +67,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "ε = {epsilon:.4} at δ = {} ({} accountant{detail}) for {} steps at q = {}, σ = {}",
             a.delta,
             a.accountant.name().to_uppercase(),
-            a.steps,
-            a.sample_rate,
+            run.steps,
+            run.sample_rate,
             a.noise_multiplier
         );
     }
