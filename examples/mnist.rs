@@ -10,10 +10,10 @@ use burn::optim::SgdConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::tensor::{Device, Int, Tensor};
 use dpsgd::accountant::AccountantKind;
-use dpsgd::burn::loss::cross_entropy_per_example;
-use dpsgd::burn::models::{Activation, Classifier, Cnn};
-use dpsgd::burn::{DpSgdConfig, PoissonSampler};
 use dpsgd::data::Scaling;
+use dpsgd::loss::cross_entropy_per_example;
+use dpsgd::models::{Activation, Classifier, Cnn};
+use dpsgd::{DpSgdConfig, PoissonSampler};
 use std::time::Instant;
 
 type Batch = (Tensor<4>, Tensor<1, Int>);

@@ -2,10 +2,10 @@
 //! Run: `cargo run --release --example quickstart`
 use burn::optim::AdamConfig;
 use burn::tensor::{Device, Int, Tensor};
-use dpsgd::burn::loss::cross_entropy_per_example;
-use dpsgd::burn::models::{Classifier, Mlp};
-use dpsgd::burn::{DpSgdConfig, PoissonSampler, validate_model};
 use dpsgd::data::Scaling;
+use dpsgd::loss::cross_entropy_per_example;
+use dpsgd::models::{Classifier, Mlp};
+use dpsgd::{DpSgdConfig, PoissonSampler, validate_model};
 
 type Batch = (Tensor<4>, Tensor<1, Int>);
 

@@ -4,8 +4,8 @@
 //! Run: `cargo run --release --example sweep`
 use burn::tensor::Device;
 use dpsgd::accountant::AccountantKind;
-use dpsgd::burn::models::Activation;
 use dpsgd::data::Scaling;
+use dpsgd::models::Activation;
 use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, default_delta, train};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -32,7 +32,6 @@ mod checkpoint;
 mod engine;
 pub mod layers;
 pub mod loss;
-pub mod models;
 mod privacy_engine;
 mod sampler;
 mod tape;

@@ -1,12 +1,12 @@
 //! Ready-made models built from DP-aware layers: the ones DP-SGD papers and
 //! peers benchmark on, and the CLI trains.
 
-use crate::layers::{DpConv2d, DpConv2dConfig, DpLinear, DpLinearConfig};
 use burn::module::Module;
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
+use dpsgd_burn::layers::{DpConv2d, DpConv2dConfig, DpLinear, DpLinearConfig};
 
 /// The non-linearity between layers.
 ///

@@ -1,207 +1,23 @@
 //! One training run, private or not, with a report: the engine behind
 //! `dpsgd train` and `dpsgd sweep`.
 
-use ::burn::optim::{
+use crate::config::{ModelKind, OptimizerKind, Privacy, Progress, TrainConfig};
+use crate::error::TrainError;
+use crate::eval::{accuracy, batch, per_example_losses};
+use crate::leakage::loss_threshold_auc;
+use crate::models::{Classifier, Cnn, Mlp};
+use crate::report::{NotCovered, TrainReport};
+use burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
 };
-use ::burn::tensor::{Device, Int, Tensor};
-use dpsgd_accountant::AccountantKind;
+use burn::tensor::{Device, Int, Tensor};
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::models::{Activation, Classifier, Cnn, Mlp};
 use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
-use dpsgd_core::{Clipping, GradientMethod};
+use dpsgd_core::GradientMethod;
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use serde::Serialize;
 use std::time::Instant;
-
-/// Which model to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// Multinomial logistic regression (one linear layer).
-    Logreg,
-    /// MLP with one hidden layer of 128 units (see [`TrainConfig::activation`]).
-    Mlp,
-    /// The CNN of [`dpsgd_burn::models::Cnn`] (image data only).
-    Cnn,
-}
-
-/// Which inner optimizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// SGD with momentum 0.9.
-    Sgd,
-    /// Adam.
-    Adam,
-}
-
-/// How much privacy.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum Privacy {
-    /// No clipping, no noise (the same model and sampler, for comparison).
-    NonPrivate,
-    /// A fixed noise multiplier.
-    NoiseMultiplier(f64),
-    /// σ calibrated so that the whole run meets this ε at the run's δ.
-    TargetEpsilon(f64),
-}
-
-/// Everything a run needs besides the data.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainConfig {
-    /// Model.
-    pub model: ModelKind,
-    /// Activation between hidden layers (ignored by logistic regression).
-    pub activation: Activation,
-    /// Epochs (each `round(1/q)` Poisson steps).
-    pub epochs: usize,
-    /// Expected (Poisson) batch size.
-    pub batch_size: usize,
-    /// Clipping norm C.
-    pub max_grad_norm: f64,
-    /// Learning rate.
-    pub lr: f64,
-    /// Inner optimizer.
-    pub optimizer: OptimizerKind,
-    /// Privacy setting.
-    pub privacy: Privacy,
-    /// δ.
-    pub delta: f64,
-    /// Accountant.
-    pub accountant: AccountantKind,
-    /// Seed for initialisation, sampling and noise (then not secure).
-    pub seed: Option<u64>,
-    /// Accept δ ≥ 1/N (refused otherwise).
-    pub allow_large_delta: bool,
-    /// Compute ε for [`Progress::epsilon`] at the end of each epoch (off:
-    /// ε is computed once, for the report).
-    pub progress_epsilon: bool,
-}
-
-/// The default δ for a dataset of `n` examples: the largest power of ten
-/// strictly below `1/n`, capped at 1e-5.
-pub fn default_delta(n: usize) -> f64 {
-    let inverse = 1.0 / n.max(1) as f64;
-    let mut exponent = inverse.log10().floor();
-    if 10f64.powf(exponent) >= inverse {
-        exponent -= 1.0;
-    }
-    10f64.powf(exponent).min(1e-5)
-}
-
-/// Progress after a step.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    /// Steps done.
-    pub step: u64,
-    /// Steps planned.
-    pub total_steps: u64,
-    /// Mean loss of the last batch: an exact statistic of the private
-    /// batch, **not covered by ε** (for debugging; do not publish it).
-    pub loss: f64,
-    /// ε spent so far, at the end of an epoch when
-    /// [`TrainConfig::progress_epsilon`] is on (`None` otherwise, and
-    /// without DP).
-    pub epsilon: Option<f64>,
-    /// Test accuracy, at the end of an epoch.
-    pub test_accuracy: Option<f64>,
-}
-
-/// The outcome of a run: privacy report and metrics (serialised by the CLI).
-///
-/// # Privacy
-///
-/// ε covers the trained model and what is computed from it and public data
-/// only: `test_accuracy` (the test split is not part of the private
-/// training set), σ, q, steps. Everything computed from the private
-/// training data directly is in [`TrainReport::not_covered_by_epsilon`].
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainReport {
-    /// Accuracy on the test set.
-    pub test_accuracy: f64,
-    /// ε spent (null when not private).
-    pub epsilon: Option<f64>,
-    /// δ.
-    pub delta: f64,
-    /// σ (null when not private).
-    pub noise_multiplier: Option<f64>,
-    /// q.
-    pub sample_rate: f64,
-    /// Steps taken.
-    pub steps: u64,
-    /// Epochs.
-    pub epochs: usize,
-    /// Wall-clock seconds of training (without data loading; a timing is
-    /// not covered by ε either).
-    pub wall_seconds: f64,
-    /// Accountant.
-    pub accountant: AccountantKind,
-    /// Clipping mode and norm.
-    pub clipping: Option<Clipping>,
-    /// The sampling the run used (`poisson`, or what else happened).
-    pub sampler: String,
-    /// Seed, if any.
-    pub seed: Option<u64>,
-    /// Whether noise and sampling came from an OS-seeded CSPRNG.
-    pub secure: bool,
-    /// Training-set size N (public by assumption).
-    pub dataset_size: usize,
-    /// Test-set size.
-    pub test_size: usize,
-    /// Model.
-    pub model: ModelKind,
-    /// Activation between hidden layers.
-    pub activation: Activation,
-    /// Optimizer.
-    pub optimizer: OptimizerKind,
-    /// Learning rate.
-    pub lr: f64,
-    /// Expected batch size.
-    pub batch_size: usize,
-    /// How per-example gradients were computed.
-    pub gradient_method: String,
-    /// dpsgd version.
-    pub crate_version: &'static str,
-    /// Exact statistics of the private training data, released next to ε
-    /// but **not covered by it**.
-    pub not_covered_by_epsilon: NotCovered,
-}
-
-/// Statistics computed directly from the private training data: ε does not
-/// cover them; publish them only if that is acceptable.
-#[derive(Debug, Clone, Serialize)]
-pub struct NotCovered {
-    /// What this section is.
-    pub note: &'static str,
-    /// Accuracy on the training set.
-    pub train_accuracy: f64,
-    /// Mean training loss of the last epoch.
-    pub final_loss: f64,
-    /// Measured leakage: ROC AUC of the loss-threshold membership-inference
-    /// attack, training set (members) vs test set (non-members); 0.5 = none.
-    pub loss_threshold_auc: f64,
-    /// Examples that contributed zero to a step because their loss or
-    /// gradient norm was not finite.
-    pub dropped_examples: u64,
-}
-
-/// Errors of a run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TrainError {
-    /// A configuration that cannot work (e.g. a CNN on tabular data).
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// From the DP machinery.
-    #[error(transparent)]
-    Dp(#[from] dpsgd_core::Error),
-    /// From the accountant.
-    #[error(transparent)]
-    Accountant(#[from] dpsgd_accountant::Error),
-}
 
 type Batch = (Tensor<4>, Tensor<1, Int>);
 
@@ -328,7 +144,7 @@ fn run<M: Classifier + 'static>(
         let (indices, batch_loss) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
-                let batch = crate::batch(train, &indices, device);
+                let batch = batch(train, &indices, device);
                 model = p
                     .step(cfg.lr, model, &batch, loss_fn)
                     .map_err(|r| r.error)?;
@@ -342,7 +158,7 @@ fn run<M: Classifier + 'static>(
                 if indices.is_empty() {
                     (indices, 0.0)
                 } else {
-                    let batch = crate::batch(train, &indices, device);
+                    let batch = batch(train, &indices, device);
                     let losses = loss_fn(&model, &batch);
                     let loss = f64::from(losses.clone().sum().into_scalar::<f32>());
                     if !loss.is_finite() {
@@ -366,7 +182,7 @@ fn run<M: Classifier + 'static>(
             Some(p) if end_of_epoch && cfg.progress_epsilon => Some(p.epsilon()?),
             _ => None,
         };
-        let test_accuracy = end_of_epoch.then(|| crate::accuracy(&model, test, device));
+        let test_accuracy = end_of_epoch.then(|| accuracy(&model, test, device));
         if end_of_epoch {
             final_loss = epoch_loss / epoch_examples.max(1) as f64;
             epoch_loss = 0.0;
@@ -388,12 +204,12 @@ fn run<M: Classifier + 'static>(
     Ok(TrainReport {
         not_covered_by_epsilon: NotCovered {
             note: "exact statistics of the private training data: not covered by epsilon",
-            train_accuracy: crate::accuracy(&model, train, device),
+            train_accuracy: accuracy(&model, train, device),
             final_loss,
             loss_threshold_auc: auc,
             dropped_examples: privacy.as_ref().map_or(0, PrivacyEngine::dropped_examples),
         },
-        test_accuracy: crate::accuracy(&model, test, device),
+        test_accuracy: accuracy(&model, test, device),
         epsilon: privacy.as_ref().map(PrivacyEngine::epsilon).transpose()?,
         delta: cfg.delta,
         noise_multiplier: sigma,
@@ -428,82 +244,4 @@ fn run<M: Classifier + 'static>(
         },
         crate_version: env!("CARGO_PKG_VERSION"),
     })
-}
-
-/// Per-example losses of `model` on `data` (no autodiff), in chunks.
-pub fn per_example_losses<M: Classifier>(model: &M, data: &Dataset, device: &Device) -> Vec<f32> {
-    let device = device.clone().without_autodiff();
-    // `valid()` detaches the parameters from autodiff; `to_device` alone
-    // would keep them tracked, and every evaluation batch's activations
-    // would stay in the never-consumed graph (≈ 60 MB per 1024 MNIST
-    // images with the CNN, 9 GB after a training run's final evaluation).
-    let model = model.valid();
-    let all: Vec<usize> = (0..data.len()).collect();
-    let mut out = Vec::with_capacity(data.len());
-    for chunk in all.chunks(1024) {
-        let (x, y) = crate::batch(data, chunk, &device);
-        out.extend(
-            cross_entropy_per_example(model.logits(x), y)
-                .into_data()
-                .iter::<f32>(),
-        );
-    }
-    out
-}
-
-/// ROC AUC of the loss-threshold membership-inference attack (Yeom et al.
-/// 2018): the probability that a random member (training example) has a
-/// lower loss than a random non-member (test example), ties counting half.
-/// 0.5 means no measurable leakage.
-pub fn loss_threshold_auc(member_losses: &[f32], non_member_losses: &[f32]) -> f64 {
-    if member_losses.is_empty() || non_member_losses.is_empty() {
-        return f64::NAN;
-    }
-    // Mann–Whitney U with mid-ranks over the pooled losses.
-    let mut pooled: Vec<(f32, bool)> = member_losses
-        .iter()
-        .map(|&l| (l, true))
-        .chain(non_member_losses.iter().map(|&l| (l, false)))
-        .collect();
-    pooled.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest loss first: rank 1
-    let mut rank_sum_members = 0.0;
-    let mut i = 0;
-    while i < pooled.len() {
-        let mut j = i;
-        while j < pooled.len() && pooled[j].0 == pooled[i].0 {
-            j += 1;
-        }
-        let mid_rank = (i + j + 1) as f64 / 2.0;
-        rank_sum_members += pooled[i..j].iter().filter(|p| p.1).count() as f64 * mid_rank;
-        i = j;
-    }
-    let (m, n) = (member_losses.len() as f64, non_member_losses.len() as f64);
-    (rank_sum_members - m * (m + 1.0) / 2.0) / (m * n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn should_compute_auc_as_mann_whitney() {
-        // Members all below non-members: perfect attack.
-        assert_eq!(loss_threshold_auc(&[0.1, 0.2], &[0.5, 0.9, 1.0]), 1.0);
-        assert_eq!(loss_threshold_auc(&[0.5, 0.9], &[0.1, 0.2]), 0.0);
-        // Identical distributions with ties: 0.5.
-        assert_eq!(loss_threshold_auc(&[0.3, 0.3], &[0.3, 0.3]), 0.5);
-        // One of four pairs ordered the wrong way: 0.75.
-        assert_eq!(loss_threshold_auc(&[0.1, 0.6], &[0.5, 0.7]), 0.75);
-    }
-
-    #[test]
-    fn should_pick_the_default_delta() {
-        assert_eq!(default_delta(1437), 1e-5);
-        assert_eq!(default_delta(60_000), 1e-5);
-        assert_eq!(default_delta(600_000), 1e-6);
-        assert_eq!(default_delta(2_000_000), 1e-7);
-        // Strictly below 1/N, also when 1/N is a power of ten.
-        assert_eq!(default_delta(100_000), 1e-6);
-        assert_eq!(default_delta(100), 1e-5);
-    }
 }

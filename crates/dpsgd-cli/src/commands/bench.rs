@@ -4,10 +4,10 @@
 use anyhow::{Context, Result, bail};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use dpsgd::models::{Classifier, Cnn, Mlp};
 use dpsgd_burn::backend::Backend;
 use dpsgd_burn::layers::{ConvStrategy, set_conv_strategy};
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::models::{Classifier, Cnn, Mlp};
 use dpsgd_burn::{EngineMode, GradientEngine};
 use dpsgd_core::{Clipping, DpOptimizer, DpSettings};
 use rand::{Rng, SeedableRng};

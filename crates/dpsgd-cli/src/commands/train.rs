@@ -4,10 +4,10 @@
 use crate::args;
 use anyhow::{Context, Result};
 use dpsgd::data::{Dataset, LabelColumn, Scaling};
+use dpsgd::models::Activation;
 use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, TrainReport};
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
-use dpsgd_burn::models::Activation;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod eval;
+mod leakage;
+pub mod models;
+mod report;
+mod run;
+
+pub use config::{ModelKind, OptimizerKind, Privacy, Progress, TrainConfig, default_delta};
+pub use error::TrainError;
+pub use eval::{accuracy, batch, per_example_losses};
+pub use leakage::loss_threshold_auc;
+pub use models::{Activation, Classifier, Cnn, Mlp};
+pub use report::{NotCovered, TrainReport};
+pub use run::train;

@@ -1,0 +1,85 @@
+//! The outcome of a run: privacy report and metrics.
+
+use crate::config::{ModelKind, OptimizerKind};
+use crate::models::Activation;
+use dpsgd_accountant::AccountantKind;
+use dpsgd_core::Clipping;
+use serde::Serialize;
+
+/// The outcome of a run: privacy report and metrics (serialised by the CLI).
+///
+/// # Privacy
+///
+/// ε covers the trained model and what is computed from it and public data
+/// only: `test_accuracy` (the test split is not part of the private
+/// training set), σ, q, steps. Everything computed from the private
+/// training data directly is in [`TrainReport::not_covered_by_epsilon`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// ε spent (null when not private).
+    pub epsilon: Option<f64>,
+    /// δ.
+    pub delta: f64,
+    /// σ (null when not private).
+    pub noise_multiplier: Option<f64>,
+    /// q.
+    pub sample_rate: f64,
+    /// Steps taken.
+    pub steps: u64,
+    /// Epochs.
+    pub epochs: usize,
+    /// Wall-clock seconds of training (without data loading; a timing is
+    /// not covered by ε either).
+    pub wall_seconds: f64,
+    /// Accountant.
+    pub accountant: AccountantKind,
+    /// Clipping mode and norm.
+    pub clipping: Option<Clipping>,
+    /// The sampling the run used (`poisson`, or what else happened).
+    pub sampler: String,
+    /// Seed, if any.
+    pub seed: Option<u64>,
+    /// Whether noise and sampling came from an OS-seeded CSPRNG.
+    pub secure: bool,
+    /// Training-set size N (public by assumption).
+    pub dataset_size: usize,
+    /// Test-set size.
+    pub test_size: usize,
+    /// Model.
+    pub model: ModelKind,
+    /// Activation between hidden layers.
+    pub activation: Activation,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Expected batch size.
+    pub batch_size: usize,
+    /// How per-example gradients were computed.
+    pub gradient_method: String,
+    /// dpsgd version.
+    pub crate_version: &'static str,
+    /// Exact statistics of the private training data, released next to ε
+    /// but **not covered by it**.
+    pub not_covered_by_epsilon: NotCovered,
+}
+
+/// Statistics computed directly from the private training data: ε does not
+/// cover them; publish them only if that is acceptable.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotCovered {
+    /// What this section is.
+    pub note: &'static str,
+    /// Accuracy on the training set.
+    pub train_accuracy: f64,
+    /// Mean training loss of the last epoch.
+    pub final_loss: f64,
+    /// Measured leakage: ROC AUC of the loss-threshold membership-inference
+    /// attack, training set (members) vs test set (non-members); 0.5 = none.
+    pub loss_threshold_auc: f64,
+    /// Examples that contributed zero to a step because their loss or
+    /// gradient norm was not finite.
+    pub dropped_examples: u64,
+}
