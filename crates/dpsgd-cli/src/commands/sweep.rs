@@ -31,8 +31,8 @@ pub struct Args {
     /// Budgets to train at; `inf` trains without DP.
     #[arg(long, value_delimiter = ',', value_parser = budget, default_value = "0.5,1,2,4,8,inf")]
     epsilons: Vec<f64>,
-    /// Seeds per budget (seed, seed+1, ...).
-    #[arg(long, default_value_t = 1)]
+    /// Seeds per budget (seed, seed+1, ...); at least 1.
+    #[arg(long, default_value_t = 1, value_parser = crate::args::positive_steps)]
     repeats: u64,
     /// Output folder for sweep.csv, sweep.json and sweep.svg.
     #[arg(long, default_value = "sweep-out")]
@@ -101,8 +101,10 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// Test accuracy (mean ± standard deviation over seeds) against ε on a log
-/// axis; the non-private accuracy as a dashed line.
-fn plot(rows: &[Row], path: &Path) -> Result<()> {
+/// axis, with one tick labelled at each budget (labels that would overlap
+/// are thinned); the non-private accuracy as a dashed line. The title names
+/// the dataset and δ.
+fn plot(rows: &[Row], path: &Path, dataset: &str) -> Result<()> {
     let mut targets: Vec<f64> = rows.iter().map(|r| r.target).collect();
     targets.sort_by(f64::total_cmp);
     targets.dedup();
@@ -140,24 +142,56 @@ fn plot(rows: &[Row], path: &Path) -> Result<()> {
         .chain(baseline)
         .fold(1.0f64, f64::min)
         .max(0.0);
-    let root = SVGBackend::new(path, (720, 450)).into_drawing_area();
-    let draw =
-        || -> Result<(), Box<dyn std::error::Error>> {
-            root.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(
-                    "DP-SGD: test accuracy vs privacy budget",
-                    ("sans-serif", 20),
-                )
-                .margin(15)
-                .x_label_area_size(45)
-                .y_label_area_size(60)
-                .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo - 0.05).max(0.0)..1.0)?;
-            chart
-                .configure_mesh()
-                .x_desc("ε (log scale)")
-                .y_desc("test accuracy")
-                .draw()?;
+    let deltas: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.report.epsilon.map(|_| r.report.delta))
+        .collect();
+    let delta_text = match deltas.first() {
+        Some(d) if deltas.iter().all(|x| x == d) => format!(", δ = {d:e}"),
+        Some(_) => ", δ varies".into(),
+        None => String::new(),
+    };
+    let title = format!("DP-SGD on {dataset}: test accuracy vs ε{delta_text}");
+    let root = SVGBackend::new(path, (760, 470)).into_drawing_area();
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let y_min = (y_lo - 0.05).max(0.0);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&title, ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x_lo..x_hi).log_scale(), y_min..1.0)?;
+        // plotters' automatic log-axis labels round to look alike ("10.0"
+        // twice) or vanish for a narrow range: label the budgets instead.
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .x_label_formatter(&|_| String::new())
+            .x_desc("ε (log scale)")
+            .y_desc("test accuracy")
+            .y_label_formatter(&|y| format!("{:.0}%", 100.0 * y))
+            .draw()?;
+        let mut last_label_px: Option<i32> = None;
+        for &(t, _, _) in &finite {
+            chart.draw_series(LineSeries::new(vec![(t, y_min), (t, 1.0)], BLACK.mix(0.12)))?;
+            let (px, py) = chart.backend_coord(&(t, y_min));
+            if last_label_px.is_none_or(|last| px - last >= 34) {
+                root.draw(&Text::new(
+                    format!("{t}"),
+                    (px, py + 6),
+                    ("sans-serif", 13).into_font().into_text_style(&root).pos(
+                        plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Top,
+                        ),
+                    ),
+                ))?;
+                last_label_px = Some(px);
+            }
+        }
+        if !finite.is_empty() {
             chart
                 .draw_series(LineSeries::new(
                     finite.iter().map(|p| (p.0, p.1)),
@@ -173,27 +207,55 @@ fn plot(rows: &[Row], path: &Path) -> Result<()> {
             chart.draw_series(finite.iter().map(|p| {
                 ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, BLUE.filled(), 8)
             }))?;
-            if let Some(b) = baseline {
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        vec![(x_lo, b), (x_hi, b)],
-                        6,
-                        4,
-                        RED.stroke_width(2),
-                    ))?
-                    .label(format!("non-private ({:.1}%)", 100.0 * b))
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-            }
+        }
+        if let Some(b) = baseline {
             chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
-            root.present()?;
-            Ok(())
-        };
+                .draw_series(DashedLineSeries::new(
+                    vec![(x_lo, b), (x_hi, b)],
+                    6,
+                    4,
+                    RED.stroke_width(2),
+                ))?
+                .label(format!("non-private ({:.1}%)", 100.0 * b))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
     draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+/// Writes sweep.csv, sweep.json and sweep.svg for the runs so far (each
+/// atomically), so that an interrupted sweep keeps every finished run.
+fn write_outputs(a: &Args, rows: &[Row], preprocessing: &impl serde::Serialize) -> Result<()> {
+    let o = &a.options;
+    write_atomically(&a.out.join("sweep.csv"), &csv(rows))?;
+    let runs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r.report).unwrap_or_default();
+            v["target_epsilon"] = if r.target.is_finite() {
+                json!(r.target)
+            } else {
+                json!("inf")
+            };
+            v["seed"] = json!(r.seed);
+            v
+        })
+        .collect();
+    let doc =
+        json!({ "dataset": o.dataset.to_string(), "preprocessing": preprocessing, "runs": runs });
+    write_atomically(
+        &a.out.join("sweep.json"),
+        &serde_json::to_string_pretty(&doc)?,
+    )?;
+    plot(rows, &a.out.join("sweep.svg"), &o.dataset.to_string())
 }
 
 /// Runs the command.
@@ -208,7 +270,7 @@ pub fn run(a: &Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows = Vec::new();
     for &target in &a.epsilons {
-        for r in 0..a.repeats.max(1) {
+        for r in 0..a.repeats {
             let seed = base_seed + r;
             let privacy = if target.is_finite() {
                 Privacy::TargetEpsilon(target)
@@ -229,29 +291,9 @@ pub fn run(a: &Args) -> Result<()> {
                 seed,
                 report,
             });
+            write_outputs(a, &rows, &preprocessing)?;
         }
     }
-    write_atomically(&a.out.join("sweep.csv"), &csv(&rows))?;
-    let runs: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            let mut v = serde_json::to_value(&r.report).unwrap_or_default();
-            v["target_epsilon"] = if r.target.is_finite() {
-                json!(r.target)
-            } else {
-                json!("inf")
-            };
-            v["seed"] = json!(r.seed);
-            v
-        })
-        .collect();
-    let doc =
-        json!({ "dataset": o.dataset.to_string(), "preprocessing": preprocessing, "runs": runs });
-    write_atomically(
-        &a.out.join("sweep.json"),
-        &serde_json::to_string_pretty(&doc)?,
-    )?;
-    plot(&rows, &a.out.join("sweep.svg"))?;
     println!(
         "wrote {}/sweep.csv, sweep.json and sweep.svg",
         a.out.display()

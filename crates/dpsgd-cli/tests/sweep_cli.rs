@@ -1,0 +1,101 @@
+//! `dpsgd sweep`'s plot and failure contract: one readable tick per budget,
+//! the dataset and δ in the title, no empty legend entries, and `--repeats 0`
+//! refused.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn dpsgd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(args)
+        .output()
+        .expect("run dpsgd")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpsgd-sweep-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The texts of the SVG's `<text>` elements.
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let start = t.find('>')? + 1;
+            let end = t.find("</text>")?;
+            Some(t[start..end].trim().to_owned())
+        })
+        .collect()
+}
+
+fn sweep(name: &str, epsilons: &str) -> (Vec<String>, String) {
+    let out = out_dir(name);
+    let result = dpsgd(&[
+        "sweep",
+        "--epsilons",
+        epsilons,
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).expect("sweep.svg");
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv");
+    let _ = std::fs::remove_dir_all(&out);
+    (texts(&svg), csv)
+}
+
+#[test]
+fn should_label_each_budget_once_and_name_dataset_and_delta() {
+    let (texts, csv) = sweep("ticks", "0.5,1,2,10,inf");
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    for label in ["0.5", "1", "2", "10"] {
+        let n = texts.iter().filter(|t| *t == label).count();
+        assert_eq!(n, 1, "tick {label} drawn {n} times: {texts:?}");
+    }
+    // plotters' own log-axis labels ("10.0" twice, "1.0") are not drawn;
+    // accuracy is labelled in percent, so no y label reads like a budget.
+    assert!(
+        !texts.iter().any(|t| t == "10.0" || t == "1.0"),
+        "{texts:?}"
+    );
+    let title = &texts[0];
+    assert!(
+        title.contains("digits") && title.contains("δ = 1e-5"),
+        "{title}"
+    );
+}
+
+#[test]
+fn should_draw_a_tick_for_a_single_budget_and_no_empty_legend() {
+    let (texts, _) = sweep("single", "2");
+    assert_eq!(texts.iter().filter(|t| *t == "2").count(), 1, "{texts:?}");
+    let (texts, _) = sweep("inf", "inf");
+    assert!(
+        !texts.iter().any(|t| t.contains("DP-SGD (mean")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.starts_with("non-private")),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn should_refuse_zero_repeats() {
+    let out = dpsgd(&["sweep", "--repeats", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--repeats") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
