@@ -35,14 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let accuracy = dpsgd::accuracy(&model, &test, &device);
-    let report = privacy.report()?;
     println!(
         "test accuracy {:.1}% at ε = {:.2}, δ = {:e} (σ = {:.2}, {} steps)",
         100.0 * accuracy,
-        report.epsilon,
-        report.delta,
-        report.noise_multiplier,
-        report.steps
+        privacy.epsilon()?,
+        privacy.delta(),
+        privacy.noise_multiplier(),
+        privacy.steps()
     );
     Ok(())
 }

@@ -40,8 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{:>8} {:>8} {:>10} {:>7.2}% {:>8.3}",
             target,
-            r.epsilon.map_or("∞".into(), |e| format!("{e:.2}")),
-            r.noise_multiplier.map_or("–".into(), |s| format!("{s:.3}")),
+            r.privacy.epsilon.map_or("∞".into(), |e| format!("{e:.2}")),
+            r.privacy
+                .noise_multiplier
+                .map_or("–".into(), |s| format!("{s:.3}")),
             100.0 * r.test_accuracy,
             // Measured on the training data itself: not covered by ε.
             r.not_covered_by_epsilon.loss_threshold_auc

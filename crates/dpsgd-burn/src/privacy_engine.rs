@@ -312,23 +312,28 @@ pub struct StepStats {
     pub dropped: usize,
 }
 
-/// The privacy report of a run.
+/// The privacy report of a run: what ε covers and how it was computed.
+///
+/// A run without DP (the same model and sampler, for comparison) is
+/// described by [`PrivacyReport::non_private`]: no ε (ε = ∞), no noise,
+/// accountant or clipping, and not secure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyReport {
-    /// σ (of the whole mechanism; with adaptive clipping the gradient gets σ_Δ).
-    pub noise_multiplier: f64,
+    /// σ (of the whole mechanism; with adaptive clipping the gradient gets
+    /// σ_Δ); `None` without DP.
+    pub noise_multiplier: Option<f64>,
     /// q.
     pub sample_rate: f64,
     /// Steps taken.
     pub steps: u64,
-    /// ε spent at δ.
-    pub epsilon: f64,
+    /// ε spent at δ; `None` without DP (ε = ∞).
+    pub epsilon: Option<f64>,
     /// δ.
     pub delta: f64,
-    /// Accountant.
-    pub accountant: AccountantKind,
-    /// Clipping policy (with the current C).
-    pub clipping: Clipping,
+    /// Accountant; `None` without DP.
+    pub accountant: Option<AccountantKind>,
+    /// Clipping policy (with the current C); `None` without DP.
+    pub clipping: Option<Clipping>,
     /// The sampling that produced the batches: `poisson` when every step's
     /// batch came from [`PrivacyEngine::sample_batch`]; otherwise it says
     /// how many did not (the accounting assumes Poisson sampling, so ε
@@ -336,7 +341,8 @@ pub struct PrivacyReport {
     pub sampler: String,
     /// Seed, if the run is reproducible.
     pub seed: Option<u64>,
-    /// Whether noise and sampling come from an OS-seeded CSPRNG.
+    /// Whether noise and sampling come from an OS-seeded CSPRNG (always
+    /// false without DP: there is no guarantee to secure).
     pub secure: bool,
     /// N.
     pub dataset_size: usize,
@@ -346,6 +352,35 @@ pub struct PrivacyReport {
     pub planned_epsilon: Option<f64>,
     /// Version of dpsgd-burn.
     pub crate_version: String,
+}
+
+impl PrivacyReport {
+    /// The report of a run without DP that took `steps` batches from
+    /// `sampler`: ε, σ, accountant and clipping are `None`, and the run is
+    /// not secure. `delta` is the δ a private run would have used.
+    pub fn non_private(
+        sampler: &PoissonSampler,
+        steps: u64,
+        delta: f64,
+        seed: Option<u64>,
+    ) -> Self {
+        Self {
+            noise_multiplier: None,
+            sample_rate: sampler.sample_rate(),
+            steps,
+            epsilon: None,
+            delta,
+            accountant: None,
+            clipping: None,
+            sampler: "poisson".into(),
+            seed,
+            secure: false,
+            dataset_size: sampler.dataset_size(),
+            planned_steps: None,
+            planned_epsilon: None,
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
 }
 
 /// DP-SGD around a burn optimizer: Poisson sampling from a secret RNG,
@@ -548,13 +583,13 @@ impl PrivacyEngine {
     /// From the accountant.
     pub fn report(&self) -> Result<PrivacyReport> {
         Ok(PrivacyReport {
-            noise_multiplier: self.noise_multiplier(),
+            noise_multiplier: Some(self.noise_multiplier()),
             sample_rate: self.sampler.sample_rate(),
             steps: self.steps(),
-            epsilon: self.epsilon()?,
+            epsilon: Some(self.epsilon()?),
             delta: self.delta,
-            accountant: self.config.accountant,
-            clipping: self.dp.clipping().clone(),
+            accountant: Some(self.config.accountant),
+            clipping: Some(self.dp.clipping().clone()),
             sampler: self.sampler_used(),
             seed: self.config.seed,
             secure: self.dp.is_secure(),

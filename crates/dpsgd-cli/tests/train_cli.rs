@@ -96,6 +96,13 @@ fn should_write_the_privacy_report() {
     assert_eq!(v["sample_rate"].as_f64(), Some(16.0 / 96.0));
     assert_eq!(v["steps"].as_u64(), Some(3 * 6));
     assert_eq!(v["secure"], false);
+    // The privacy report's fields sit at the top level of the report.
+    assert_eq!(v["accountant"], "rdp", "{v}");
+    assert!(v["clipping"].is_object(), "{v}");
+    assert_eq!(v["seed"].as_u64(), Some(3));
+    assert_eq!(v["dataset_size"].as_u64(), Some(96));
+    assert!(v["crate_version"].is_string(), "{v}");
+    assert!(v.get("privacy").is_none(), "flattened: {v}");
     assert!(
         v["test_accuracy"].as_f64().unwrap() > 0.5,
         "three separable classes: {v}"
@@ -323,10 +330,13 @@ fn should_report_null_epsilon_without_privacy() {
     ]));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert!(
-        v["epsilon"].is_null() && v["noise_multiplier"].is_null(),
-        "{v}"
-    );
+    // Present and null (not absent), no accountant, and not "secure": the
+    // run has no guarantee to secure.
+    for field in ["epsilon", "noise_multiplier", "accountant", "clipping"] {
+        assert_eq!(v.get(field), Some(&serde_json::Value::Null), "{field}: {v}");
+    }
+    assert_eq!(v["secure"], false, "{v}");
+    assert_eq!(v["sampler"], "poisson", "{v}");
     assert!(v["test_accuracy"].as_f64().unwrap() > 0.8, "{v}");
     assert_eq!(v["activation"], "tanh");
     assert!(

@@ -2,8 +2,7 @@
 
 use crate::config::{ModelKind, OptimizerKind};
 use crate::models::Activation;
-use dpsgd_accountant::AccountantKind;
-use dpsgd_core::Clipping;
+use dpsgd_burn::PrivacyReport;
 use serde::Serialize;
 
 /// The outcome of a run: privacy report and metrics (serialised by the CLI).
@@ -18,33 +17,17 @@ use serde::Serialize;
 pub struct TrainReport {
     /// Accuracy on the test set.
     pub test_accuracy: f64,
-    /// ε spent (null when not private).
-    pub epsilon: Option<f64>,
-    /// δ.
-    pub delta: f64,
-    /// σ (null when not private).
-    pub noise_multiplier: Option<f64>,
-    /// q.
-    pub sample_rate: f64,
-    /// Steps taken.
-    pub steps: u64,
+    /// ε, δ, σ, q, steps, accountant, clipping, sampler, seed, secure flag,
+    /// N and version, serialised as fields of the report itself. Without
+    /// DP it is [`PrivacyReport::non_private`]: `epsilon`, `noise_multiplier`,
+    /// `accountant` and `clipping` are null and `secure` is false.
+    #[serde(flatten)]
+    pub privacy: PrivacyReport,
     /// Epochs.
     pub epochs: usize,
     /// Wall-clock seconds of training (without data loading; a timing is
     /// not covered by ε either).
     pub wall_seconds: f64,
-    /// Accountant.
-    pub accountant: AccountantKind,
-    /// Clipping mode and norm.
-    pub clipping: Option<Clipping>,
-    /// The sampling the run used (`poisson`, or what else happened).
-    pub sampler: String,
-    /// Seed, if any.
-    pub seed: Option<u64>,
-    /// Whether noise and sampling came from an OS-seeded CSPRNG.
-    pub secure: bool,
-    /// Training-set size N (public by assumption).
-    pub dataset_size: usize,
     /// Test-set size.
     pub test_size: usize,
     /// Model.
@@ -59,8 +42,6 @@ pub struct TrainReport {
     pub batch_size: usize,
     /// How per-example gradients were computed.
     pub gradient_method: String,
-    /// dpsgd version.
-    pub crate_version: &'static str,
     /// Exact statistics of the private training data, released next to ε
     /// but **not covered by it**.
     pub not_covered_by_epsilon: NotCovered,

@@ -12,7 +12,7 @@ use burn::optim::{
 };
 use burn::tensor::{Device, Int, Tensor};
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
+use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, PrivacyReport};
 use dpsgd_core::GradientMethod;
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
@@ -102,7 +102,6 @@ fn run<M: Classifier + 'static>(
     mut progress: impl FnMut(Progress),
 ) -> Result<TrainReport, TrainError> {
     let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
-    let q = sampler.sample_rate();
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     if steps == 0 {
         return Err(TrainError::Config("--epochs must be at least 1".into()));
@@ -134,7 +133,6 @@ fn run<M: Classifier + 'static>(
             Some(dp.init(inner_optimizer(cfg), sampler)?)
         }
     };
-    let sigma = privacy.as_ref().map(PrivacyEngine::noise_multiplier);
     let mut plain = inner_optimizer(cfg);
     let loss_fn = |m: &M, b: &Batch| cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone());
     let start = Instant::now();
@@ -201,6 +199,10 @@ fn run<M: Classifier + 'static>(
         &per_example_losses(&model, train, device),
         &per_example_losses(&model, test, device),
     );
+    let privacy_report = match &privacy {
+        Some(p) => p.report()?,
+        None => PrivacyReport::non_private(&sampler, steps, cfg.delta, cfg.seed),
+    };
     Ok(TrainReport {
         not_covered_by_epsilon: NotCovered {
             note: "exact statistics of the private training data: not covered by epsilon",
@@ -210,23 +212,9 @@ fn run<M: Classifier + 'static>(
             dropped_examples: privacy.as_ref().map_or(0, PrivacyEngine::dropped_examples),
         },
         test_accuracy: accuracy(&model, test, device),
-        epsilon: privacy.as_ref().map(PrivacyEngine::epsilon).transpose()?,
-        delta: cfg.delta,
-        noise_multiplier: sigma,
-        sample_rate: q,
-        steps,
+        privacy: privacy_report,
         epochs: cfg.epochs,
         wall_seconds,
-        accountant: cfg.accountant,
-        clipping: privacy.as_ref().map(|p| p.optimizer().clipping().clone()),
-        sampler: privacy
-            .as_ref()
-            .map_or_else(|| "poisson".to_owned(), PrivacyEngine::sampler_used),
-        seed: cfg.seed,
-        secure: privacy
-            .as_ref()
-            .map_or(cfg.seed.is_none(), |p| p.optimizer().is_secure()),
-        dataset_size: train.len(),
         test_size: test.len(),
         model: cfg.model,
         activation: cfg.activation,
@@ -242,6 +230,5 @@ fn run<M: Classifier + 'static>(
             Some(GradientMethod::Fallback { reason }) => format!("fallback: {reason}"),
             Some(_) => "fast path (ghost norms, book-keeping)".into(),
         },
-        crate_version: env!("CARGO_PKG_VERSION"),
     })
 }

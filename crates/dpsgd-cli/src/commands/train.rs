@@ -371,11 +371,12 @@ pub fn run_one(
 
 /// One line that says what the run cost and bought.
 pub fn summary(r: &TrainReport) -> String {
-    let privacy = match (r.epsilon, r.noise_multiplier) {
-        (Some(e), Some(s)) => format!(
+    let p = &r.privacy;
+    let privacy = match (p.epsilon, p.noise_multiplier, p.accountant) {
+        (Some(e), Some(s), Some(accountant)) => format!(
             "ε = {e:.2} at δ = {:e} ({}, σ = {s:.3})",
-            r.delta,
-            r.accountant.name().to_uppercase()
+            p.delta,
+            accountant.name().to_uppercase()
         ),
         _ => "non-private (ε = ∞)".to_owned(),
     };
@@ -383,14 +384,16 @@ pub fn summary(r: &TrainReport) -> String {
     format!(
         "test accuracy {:.2}% | {privacy} | q = {:.4}, {} steps, {} epochs, {:.1} s{} | not covered by ε: train accuracy {:.2}%, loss-threshold MIA AUC {:.3}{}",
         100.0 * r.test_accuracy,
-        r.sample_rate,
-        r.steps,
+        p.sample_rate,
+        p.steps,
         r.epochs,
         r.wall_seconds,
-        if r.secure {
-            ""
-        } else {
+        // Without DP `secure` is false too, but a run is "seeded" only
+        // when it has a seed.
+        if p.seed.is_some() {
             " (seeded: not secure)"
+        } else {
+            ""
         },
         100.0 * nc.train_accuracy,
         nc.loss_threshold_auc,
