@@ -43,5 +43,5 @@ pub use engine::{EngineMode, GradientEngine};
 pub use privacy_engine::{
     DatasetFingerprint, DpSgdConfig, PrivacyEngine, PrivacyReport, StepStats, TargetBudget,
 };
-pub use sampler::{PoissonSampler, ShufflingSampler};
+pub use sampler::PoissonSampler;
 pub use validate::validate_model;

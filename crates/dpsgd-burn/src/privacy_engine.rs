@@ -168,8 +168,8 @@ impl DpSgdConfig {
     ///
     /// δ ≥ 1/N is refused unless [`DpSgdConfig::with_allow_large_delta`]:
     /// a mechanism that publishes one whole record at random meets such a
-    /// δ. When allowed, it is a warning (on standard error, and in
-    /// [`PrivacyEngine::warnings`]).
+    /// δ. When allowed, it is a warning in [`PrivacyEngine::warnings`]
+    /// (the library does not print: the caller shows or logs it).
     ///
     /// # Errors
     ///
@@ -251,7 +251,6 @@ impl DpSgdConfig {
                     format!("{w} (or allow it explicitly)"),
                 ));
             }
-            eprintln!("WARNING: dpsgd: {w}");
             warnings.push(w);
         }
         let settings = DpSettings {
@@ -566,7 +565,8 @@ impl PrivacyEngine {
         &self.sampler
     }
 
-    /// Warnings raised by validation.
+    /// Warnings raised by validation (such as an allowed δ ≥ 1/N), for the
+    /// caller to show or log: the library does not print them.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }

@@ -107,55 +107,6 @@ impl PoissonSampler {
     }
 }
 
-/// Fixed-size batches from a shuffled permutation: NOT what the accountant
-/// assumes. Provided for comparison runs only; creating one prints a warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShufflingSampler {
-    dataset_size: usize,
-    batch_size: usize,
-}
-
-impl ShufflingSampler {
-    /// A shuffling sampler; warns loudly on standard error.
-    ///
-    /// # Errors
-    ///
-    /// An empty dataset or a batch size outside `1..=dataset_size`.
-    pub fn new(dataset_size: usize, batch_size: usize) -> Result<Self> {
-        if dataset_size == 0 || batch_size == 0 || batch_size > dataset_size {
-            return Err(Error::invalid(
-                "batch_size",
-                batch_size,
-                format!("must be in 1..={dataset_size}"),
-            ));
-        }
-        eprintln!(
-            "WARNING: dpsgd ShufflingSampler: batches are fixed-size slices of a shuffled epoch, \
-             but the privacy accounting assumes Poisson sampling with q = {batch_size}/{dataset_size}; \
-             the reported ε is NOT a proven guarantee for this run."
-        );
-        Ok(Self {
-            dataset_size,
-            batch_size,
-        })
-    }
-
-    /// The rate the accounting will (wrongly) assume: batch / N.
-    pub fn assumed_sample_rate(&self) -> f64 {
-        self.batch_size as f64 / self.dataset_size as f64
-    }
-
-    /// One epoch of batches.
-    pub fn epoch<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<Vec<usize>> {
-        let mut idx: Vec<usize> = (0..self.dataset_size).collect();
-        for i in (1..idx.len()).rev() {
-            let j = rng.random_range(0..=i);
-            idx.swap(i, j);
-        }
-        idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,7 +257,16 @@ fn should_refuse_large_delta_unless_allowed() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("delta") && err.contains("1/N"), "{err}");
-    ok(&run(&["--allow-large-delta"]));
+    // Allowed, it is a warning: returned by the library, shown once by the
+    // binary.
+    let out = run(&["--allow-large-delta"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("WARNING: dpsgd: δ = 0.05 ≥ 1/N").count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -302,7 +311,10 @@ fn should_refuse_a_cnn_on_tiny_images_with_a_clear_error() {
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{side}×{side}: {err}");
-        assert!(err.contains("--model cnn") && err.contains("4×4"), "{err}");
+        assert!(
+            err.contains("--model") && err.contains("CNN") && err.contains("4×4"),
+            "{err}"
+        );
     }
 }
 

@@ -6,11 +6,32 @@
 pub enum TrainError {
     /// A configuration that cannot work (e.g. a CNN on tabular data).
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
     /// From the DP machinery.
     #[error(transparent)]
     Dp(#[from] dpsgd_core::Error),
     /// From the accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),
+}
+
+/// Which [`crate::TrainConfig`] setting cannot work, and why (in library
+/// terms: a command line maps [`ConfigError::setting`] to its own flag).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The [`crate::TrainConfig`] field, e.g. `model` or `epochs`.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl TrainError {
+    /// A [`TrainError::Config`] for `setting`.
+    pub(crate) fn config(setting: &'static str, message: impl Into<String>) -> Self {
+        Self::Config(ConfigError {
+            setting,
+            message: message.into(),
+        })
+    }
 }

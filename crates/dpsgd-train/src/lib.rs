@@ -10,7 +10,7 @@ mod report;
 mod run;
 
 pub use config::{ModelKind, OptimizerKind, Privacy, Progress, TrainConfig, default_delta};
-pub use error::TrainError;
+pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};
 pub use leakage::loss_threshold_auc;
 pub use models::{Activation, Classifier, Cnn, Mlp};

@@ -42,6 +42,9 @@ pub struct TrainReport {
     pub batch_size: usize,
     /// How per-example gradients were computed.
     pub gradient_method: String,
+    /// Warnings raised while setting the run up (such as an allowed
+    /// δ ≥ 1/N), for the caller to show: the library does not print.
+    pub warnings: Vec<String>,
     /// Exact statistics of the private training data, released next to ε
     /// but **not covered by it**.
     pub not_covered_by_epsilon: NotCovered,

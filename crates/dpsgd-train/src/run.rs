@@ -35,8 +35,10 @@ fn inner_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
 ///
 /// # Errors
 ///
-/// Invalid settings (batch larger than the data, CNN on non-image data,
-/// invalid ε/δ/σ/C), or a NaN loss during training.
+/// [`TrainError::Config`] for a model that does not fit the data (a CNN on
+/// tabular data or on images too small for it) or zero epochs;
+/// [`TrainError::Dp`] and [`TrainError::Accountant`] for invalid
+/// ε/δ/σ/C, a batch larger than the data, or a NaN loss during training.
 pub fn train(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -53,10 +55,13 @@ pub fn train(
         && let Some([_, h, w]) = train.image_shape()
         && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
     {
-        return Err(TrainError::Config(format!(
-            "--model cnn needs images of at least {0}×{0} pixels, the data has {h}×{w}; use --model mlp",
-            Cnn::MIN_SIZE
-        )));
+        return Err(TrainError::config(
+            "model",
+            format!(
+                "the CNN needs images of at least {0}×{0} pixels, the data has {h}×{w}; use the MLP",
+                Cnn::MIN_SIZE
+            ),
+        ));
     }
     match cfg.model {
         ModelKind::Logreg => run(
@@ -77,8 +82,9 @@ pub fn train(
         ),
         ModelKind::Cnn => {
             let Some([1, h, w]) = train.image_shape() else {
-                return Err(TrainError::Config(
-                    "--model cnn needs single-channel image data (digits or idx:DIR)".into(),
+                return Err(TrainError::config(
+                    "model",
+                    "the CNN needs single-channel image data",
                 ));
             };
             run(
@@ -104,7 +110,7 @@ fn run<M: Classifier + 'static>(
     let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     if steps == 0 {
-        return Err(TrainError::Config("--epochs must be at least 1".into()));
+        return Err(TrainError::config("epochs", "must be at least 1"));
     }
     let mut rng = match cfg.seed {
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
@@ -221,6 +227,9 @@ fn run<M: Classifier + 'static>(
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         batch_size: cfg.batch_size,
+        warnings: privacy
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.warnings().to_vec()),
         gradient_method: match privacy
             .as_ref()
             .and_then(|p| p.last_step())

@@ -5,7 +5,7 @@ use crate::args;
 use anyhow::{Context, Result};
 use dpsgd::data::{Dataset, LabelColumn, Scaling};
 use dpsgd::models::Activation;
-use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, TrainReport};
+use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, TrainError, TrainReport};
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -364,9 +364,35 @@ pub fn run_one(
         );
         bar.set_message(format!("{acc} {eps}"));
     })
+    .map_err(usage_error)
     .context("training failed")?;
     bar.finish_and_clear();
+    // The library returns its warnings; the binary shows them.
+    for w in &report.warnings {
+        eprintln!("WARNING: dpsgd: {w}");
+    }
     Ok(report)
+}
+
+/// A configuration the library refuses, as a usage error naming the flag
+/// of the refused setting; other errors unchanged.
+fn usage_error(e: TrainError) -> anyhow::Error {
+    let flag = match &e {
+        TrainError::Config(c) => match c.setting {
+            "model" => Some("--model"),
+            "epochs" => Some("--epochs"),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (flag, e) {
+        (Some(flag), TrainError::Config(c)) => args::UsageError {
+            flag,
+            message: c.message,
+        }
+        .into(),
+        (_, e) => e.into(),
+    }
 }
 
 /// One line that says what the run cost and bought.
