@@ -1,0 +1,40 @@
+//! Measuring what a model leaks about its training data.
+//!
+//! DP-SGD *bounds* leakage; this crate *measures* it, on any model: the
+//! attacks take output probabilities or scores, so they apply to models
+//! trained here or anywhere else.
+//!
+//! * [`metrics`]: ROC, AUC, TPR at low FPR, advantage, bootstrap intervals.
+//! * [`scores`]: black-box threshold attacks (loss, confidence, entropy,
+//!   modified entropy) and LiRA's logit-scaled confidence.
+//! * [`lira`]: the likelihood-ratio attack from shadow-model scores, online
+//!   and offline, fixed or per-example variance.
+//! * [`lower_bound`]: empirical ε lower bounds from canaries (Clopper–Pearson)
+//!   and from one training run (Steinke et al. 2023).
+//!
+//! # Example
+//!
+//! ```
+//! use dpsgd_audit::metrics::Roc;
+//! use dpsgd_audit::scores::{score, ScoreKind};
+//!
+//! // Output probabilities of a model on records it trained on, and on others.
+//! let members = [[0.97, 0.03], [0.9, 0.1], [0.2, 0.8]];
+//! let others = [[0.6, 0.4], [0.3, 0.7], [0.55, 0.45]];
+//! let labels = ([0, 0, 1], [0, 1, 0]);
+//! let s = |p: &[f64; 2], y| score(ScoreKind::Loss, p, y);
+//! let m: Vec<f64> = members.iter().zip(labels.0).map(|(p, y)| s(p, y)).collect::<Result<_, _>>()?;
+//! let o: Vec<f64> = others.iter().zip(labels.1).map(|(p, y)| s(p, y)).collect::<Result<_, _>>()?;
+//! let roc = Roc::new(&m, &o)?;
+//! assert!(roc.auc > 0.8); // low loss gives the members away
+//! # Ok::<(), dpsgd_audit::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+pub mod lira;
+pub mod lower_bound;
+pub mod metrics;
+pub mod scores;
+
+pub use error::{Error, Result};
