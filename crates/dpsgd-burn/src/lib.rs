@@ -30,6 +30,7 @@ pub mod backend;
 mod batch;
 mod checkpoint;
 mod engine;
+mod grad_sample;
 pub mod layers;
 pub mod loss;
 mod privacy_engine;

@@ -15,21 +15,26 @@
 //! * the clipped sum by *book-keeping* `Σ_i c_i a_iᵀ g_i = aᵀ(c ⊙ g)`: one
 //!   matmul per layer, no second backward pass (Bu et al. 2023).
 //!
-//! **Fallback** (any other module): micro-batches of one example, one
-//! backward each. Correct and slow; chosen automatically and reported in
-//! [`ClippedGradients::method`].
+//! The per-layer math lives in [`crate::grad_sample`], one file per layer
+//! kind; this module keeps the coverage check, the path choice and the
+//! grouping of parameters into clipping groups.
+//!
+//! **Fallback** (any other module, in `fallback.rs`): micro-batches of one
+//! example, one backward each. Correct and slow; chosen automatically and
+//! reported in [`ClippedGradients::method`].
 
 use crate::batch::ExampleBatch;
-use crate::layers::im2col;
+use crate::grad_sample::{Item, clipped_sums, materialize, squared_norms};
 use crate::tape::{self, Record};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::tensor::module::conv2d_weight_backward;
-use burn::tensor::{Gradients, IndexingUpdateOp, Tensor, TensorData};
+use burn::module::{Module, ParamId};
+use burn::tensor::{Gradients, Tensor, TensorData};
 use dpsgd_core::gradients::add_to_sum;
 use dpsgd_core::{
     ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, trainable_params,
 };
 use std::collections::{HashMap, HashSet};
+
+mod fallback;
 
 /// How the engine chooses between its two paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -281,78 +286,6 @@ impl GradientEngine {
         }
         ClippedGradients::new(sums, norms, method, self.clipping.clone()).map(FastPath::Clipped)
     }
-
-    fn fallback<M, B, F>(
-        &self,
-        model: &M,
-        batch: &B,
-        loss_fn: &F,
-        group_of: &HashMap<ParamId, usize>,
-        n_groups: usize,
-        reason: &str,
-    ) -> Result<ClippedGradients>
-    where
-        M: Module,
-        B: ExampleBatch,
-        F: Fn(&M, &B) -> Tensor<1>,
-    {
-        let n = batch.num_examples();
-        let mut sums: HashMap<ParamId, Tensor<1>> = HashMap::new();
-        let mut norms = Vec::with_capacity(n);
-        let mut loss_sum = 0.0;
-        let mut dropped = 0;
-        for i in 0..n {
-            let example = batch.slice_examples(i, i + 1);
-            let loss = loss_fn(model, &example);
-            let value = loss_values(&loss, 1)?[0];
-            if !value.is_finite() {
-                dropped += 1; // contributes zero; see `clipped_gradients`
-                continue;
-            }
-            let grads = loss.sum().backward();
-            let mut collector = GradCollector {
-                grads: &grads,
-                out: Vec::new(),
-            };
-            model.visit(&mut collector);
-            let per_param: Vec<(ParamId, Tensor<1>)> = collector.out;
-            let mut group_sq = vec![vec![0.0f64]; n_groups];
-            if !per_param.is_empty() {
-                let sq: Vec<Tensor<1>> = per_param
-                    .iter()
-                    .map(|(_, g)| g.clone().powi_scalar(2).sum())
-                    .collect();
-                let values: Vec<f32> = Tensor::cat(sq, 0).into_data().iter::<f32>().collect();
-                for ((id, _), v) in per_param.iter().zip(values) {
-                    let group = group_of.get(id).copied().unwrap_or(0);
-                    group_sq[group][0] += f64::from(v);
-                }
-            }
-            let norm = total_norms(&group_sq, 1)[0];
-            if !norm.is_finite() {
-                dropped += 1;
-                continue;
-            }
-            loss_sum += f64::from(value);
-            norms.push(norm);
-            let factors = self.clipping.factors(&group_sq, 1)?;
-            for (id, g) in per_param {
-                let group = group_of.get(&id).copied().unwrap_or(0);
-                add_to_sum(&mut sums, id, g.mul_scalar(factors[group][0]));
-            }
-        }
-        let mut clipped = ClippedGradients::new(
-            sums,
-            norms,
-            GradientMethod::Fallback {
-                reason: reason.to_owned(),
-            },
-            self.clipping.clone(),
-        )?;
-        clipped.set_loss_sum(loss_sum);
-        (0..dropped).for_each(|_| clipped.push_dropped());
-        Ok(clipped)
-    }
 }
 
 fn total_norms(group_sq: &[Vec<f64>], n: usize) -> Vec<f32> {
@@ -416,255 +349,5 @@ fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<
             "parameters outside DP-aware layers: {} (use dpsgd_burn::layers to get the fast path)",
             missing.join(", ")
         ))
-    }
-}
-
-/// A unit of per-example gradient information after the backward pass.
-/// (Few per step: the size difference between variants does not matter.)
-#[allow(clippy::large_enum_variant)]
-enum Item {
-    /// A record and its per-example output gradient `[B, S, F]`.
-    Recorded(Record, Tensor<3>),
-    /// Materialised per-example gradients: `(parameter, [B, numel])`.
-    PerExample(Vec<(ParamId, Tensor<2>)>),
-}
-
-impl Item {
-    /// The parameters, in the order [`squared_norms`] and [`clipped_sums`]
-    /// return theirs.
-    fn params(&self) -> Vec<ParamId> {
-        match self {
-            Item::Recorded(r, _) => r.params(),
-            Item::PerExample(v) => v.iter().map(|(id, _)| *id).collect(),
-        }
-    }
-
-    /// The layer group of its (trainable) parameters.
-    fn group(&self, group_of: &HashMap<ParamId, usize>) -> Option<usize> {
-        self.params().iter().find_map(|p| group_of.get(p)).copied()
-    }
-}
-
-/// Turns a record and its output gradient into a work item. A convolution
-/// gathers its input's patches again (one layer at a time, so they are
-/// never all alive) and either keeps them for Gram ghost norms, or — when
-/// per-example gradients are smaller than the Gram matrices — materialises
-/// them as `gᵢᵀ Aᵢ`; with [`ConvStrategy::Materialize`](crate::layers::ConvStrategy)
-/// they come from ONE grouped weight-gradient convolution (groups = batch).
-fn materialize(r: Record, g: Tensor<3>) -> Item {
-    let Record::Conv {
-        weight,
-        bias,
-        input,
-        probe,
-        out_hw,
-        kernel,
-        geometry,
-        unfolded,
-    } = r
-    else {
-        return Item::Recorded(r, g);
-    };
-    let [batch, c_in, h, w] = input.dims();
-    let [c_out, _, kh, kw] = kernel;
-    let bias_grads = |g: &Tensor<3>, axis: usize| {
-        bias.map(|b| (b, g.clone().sum_dim(axis).reshape([batch, c_out])))
-    };
-    if unfolded {
-        // g: [B, L, C_out]; patches: [B, L, F] with F = C_in·k_h·k_w.
-        let patches = im2col(input, [kh, kw], geometry, out_hw);
-        let [_, positions, features] = patches.dims();
-        if ghost_norm_is_cheaper(positions, features, c_out) {
-            // Gram ghost norms are cheaper: keep the patches as a dense record.
-            return Item::Recorded(
-                Record::Dense {
-                    weight,
-                    bias,
-                    input: patches,
-                    probe,
-                    transposed: true,
-                },
-                g,
-            );
-        }
-        // Per-example gradients gᵢᵀ Aᵢ: [B, C_out, F], the weight's layout.
-        let per_example = g
-            .clone()
-            .swap_dims(1, 2)
-            .matmul(patches)
-            .reshape([batch, c_out * features]);
-        let mut out = vec![(weight, per_example)];
-        out.extend(bias_grads(&g, 1));
-        return Item::PerExample(out);
-    }
-    // g: [B, C_out, L]: one grouped weight-gradient convolution.
-    let g4 = g.clone().reshape([1, batch * c_out, out_hw[0], out_hw[1]]);
-    let per_example = conv2d_weight_backward(
-        input.reshape([1, batch * c_in, h, w]),
-        Tensor::<4>::zeros([batch * c_out, c_in, kh, kw], &g.device()),
-        g4,
-        geometry.options(batch),
-    )
-    .reshape([batch, c_out * c_in * kh * kw]);
-    let mut out = vec![(weight, per_example)];
-    out.extend(bias_grads(&g, 2));
-    Item::PerExample(out)
-}
-
-/// Whether a dense layer's per-example weight norms cost less by Gram ghost
-/// norms (`S²·(d_in + d_out)` per example) than by materialising the
-/// gradients (`S·d_in·d_out`), for `S` positions ("mixed ghost clipping").
-fn ghost_norm_is_cheaper(positions: usize, d_in: usize, d_out: usize) -> bool {
-    positions * (d_in + d_out) <= d_in * d_out
-}
-
-/// Squared per-example norms `[n]` of each parameter of a record.
-fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
-    let sq_sum = |t: Tensor<3>| t.powi_scalar(2).sum_dims(&[1, 2]).reshape([n]);
-    let (r, g) = match item {
-        Item::Recorded(r, g) => (r, g),
-        Item::PerExample(v) => {
-            return v
-                .iter()
-                .map(|(_, t)| t.clone().powi_scalar(2).sum_dim(1).reshape([n]))
-                .collect();
-        }
-    };
-    match r {
-        Record::Conv { .. } => unreachable!("convolution records are materialised first"),
-        Record::Dense { input, bias, .. } => {
-            let [_, s, d_in] = input.dims();
-            let d_out = g.dims()[2];
-            let weight = if s == 1 {
-                sq_sum(input.clone()) * sq_sum(g.clone())
-            } else if ghost_norm_is_cheaper(s, d_in, d_out) {
-                // Ghost norm via Gram matrices.
-                let aa = input.clone().matmul(input.clone().swap_dims(1, 2));
-                let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
-                (aa * gg).sum_dims(&[1, 2]).reshape([n])
-            } else {
-                sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()))
-            };
-            let mut out = vec![weight];
-            if bias.is_some() {
-                out.push(sq_sum(g.clone().sum_dim(1)));
-            }
-            out
-        }
-        Record::Embedding { ids, .. } => {
-            let [_, s] = ids.dims();
-            let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
-            let same = ids
-                .clone()
-                .reshape([n, s, 1])
-                .expand([n, s, s])
-                .equal(ids.clone().reshape([n, 1, s]).expand([n, s, s]))
-                .float();
-            vec![(gg * same).sum_dims(&[1, 2]).reshape([n])]
-        }
-        Record::Affine {
-            gamma,
-            beta,
-            normalized,
-            ..
-        } => {
-            let mut out = Vec::new();
-            if gamma.is_some() {
-                out.push(sq_sum((g.clone() * normalized.clone()).sum_dim(1)));
-            }
-            if beta.is_some() {
-                out.push(sq_sum(g.clone().sum_dim(1)));
-            }
-            out
-        }
-    }
-}
-
-/// `Σ_i c_i ∇_i` of each parameter of a record (flattened), by book-keeping.
-fn clipped_sums(item: Item, c: Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
-    let (r, g) = match item {
-        Item::Recorded(r, g) => (r, g),
-        Item::PerExample(v) => {
-            return v
-                .into_iter()
-                .map(|(id, t)| {
-                    let [n, numel] = t.dims();
-                    (
-                        id,
-                        (t * c.clone().reshape([n, 1])).sum_dim(0).reshape([numel]),
-                    )
-                })
-                .collect();
-        }
-    };
-    let [n, s, d_out] = g.dims();
-    let gc = g * c.reshape([n, 1, 1]);
-    match r {
-        Record::Conv { .. } => unreachable!("convolution records are materialised first"),
-        Record::Dense {
-            weight,
-            bias,
-            input,
-            transposed,
-            ..
-        } => {
-            let d_in = input.dims()[2];
-            let a = input.reshape([n * s, d_in]);
-            let flat_g = gc.clone().reshape([n * s, d_out]);
-            let w = if transposed {
-                flat_g.transpose().matmul(a) // [d_out, d_in]
-            } else {
-                a.transpose().matmul(flat_g) // [d_in, d_out]
-            };
-            let mut out = vec![(weight, w.reshape([d_in * d_out]))];
-            if let Some(b) = bias {
-                out.push((b, gc.sum_dims(&[0, 1]).reshape([d_out])));
-            }
-            out
-        }
-        Record::Embedding {
-            weight, ids, vocab, ..
-        } => {
-            let table = Tensor::<2>::zeros([vocab, d_out], &gc.device()).select_assign(
-                0,
-                ids.reshape([n * s]),
-                gc.reshape([n * s, d_out]),
-                IndexingUpdateOp::Add,
-            );
-            vec![(weight, table.reshape([vocab * d_out]))]
-        }
-        Record::Affine {
-            gamma,
-            beta,
-            normalized,
-            ..
-        } => {
-            let mut out = Vec::new();
-            if let Some(id) = gamma {
-                out.push((
-                    id,
-                    (gc.clone() * normalized).sum_dims(&[0, 1]).reshape([d_out]),
-                ));
-            }
-            if let Some(id) = beta {
-                out.push((id, gc.sum_dims(&[0, 1]).reshape([d_out])));
-            }
-            out
-        }
-    }
-}
-
-/// Collects each trainable parameter's gradient, flattened.
-struct GradCollector<'a> {
-    grads: &'a Gradients,
-    out: Vec<(ParamId, Tensor<1>)>,
-}
-
-impl ModuleVisitor for GradCollector<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = param.val().grad(self.grads) {
-            let numel: usize = g.dims().iter().product();
-            self.out.push((param.id, g.reshape([numel])));
-        }
     }
 }

@@ -1,0 +1,67 @@
+//! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
+//! unfolding (`a` = patches, the weight stored transposed).
+
+use super::sq_sum;
+use burn::module::ParamId;
+use burn::tensor::Tensor;
+
+/// Whether a dense layer's per-example weight norms cost less by Gram ghost
+/// norms (`S²·(d_in + d_out)` per example) than by materialising the
+/// gradients (`S·d_in·d_out`), for `S` positions ("mixed ghost clipping").
+pub(super) fn ghost_norm_is_cheaper(positions: usize, d_in: usize, d_out: usize) -> bool {
+    positions * (d_in + d_out) <= d_in * d_out
+}
+
+/// Squared per-example norms of the weight (and the bias, if any): the
+/// ghost norm `‖a_i‖²‖g_i‖²` for one position, the Gram form for
+/// sequences, or the materialised `a_iᵀ g_i` when that is cheaper.
+pub(super) fn squared_norms(
+    input: &Tensor<3>,
+    has_bias: bool,
+    g: &Tensor<3>,
+    n: usize,
+) -> Vec<Tensor<1>> {
+    let [_, s, d_in] = input.dims();
+    let d_out = g.dims()[2];
+    let weight = if s == 1 {
+        sq_sum(input.clone(), n) * sq_sum(g.clone(), n)
+    } else if ghost_norm_is_cheaper(s, d_in, d_out) {
+        // Ghost norm via Gram matrices.
+        let aa = input.clone().matmul(input.clone().swap_dims(1, 2));
+        let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
+        (aa * gg).sum_dims(&[1, 2]).reshape([n])
+    } else {
+        sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()), n)
+    };
+    let mut out = vec![weight];
+    if has_bias {
+        out.push(sq_sum(g.clone().sum_dim(1), n));
+    }
+    out
+}
+
+/// `aᵀ(c ⊙ g)` for the weight (`[d_out, d_in]` when `transposed`), and the
+/// bias's `Σ (c ⊙ g)`; `gc` is the output gradient already scaled by the
+/// clip factors.
+pub(super) fn clipped_sums(
+    weight: ParamId,
+    bias: Option<ParamId>,
+    input: Tensor<3>,
+    transposed: bool,
+    gc: Tensor<3>,
+) -> Vec<(ParamId, Tensor<1>)> {
+    let [n, s, d_out] = gc.dims();
+    let d_in = input.dims()[2];
+    let a = input.reshape([n * s, d_in]);
+    let flat_g = gc.clone().reshape([n * s, d_out]);
+    let w = if transposed {
+        flat_g.transpose().matmul(a) // [d_out, d_in]
+    } else {
+        a.transpose().matmul(flat_g) // [d_in, d_out]
+    };
+    let mut out = vec![(weight, w.reshape([d_in * d_out]))];
+    if let Some(b) = bias {
+        out.push((b, gc.sum_dims(&[0, 1]).reshape([d_out])));
+    }
+    out
+}
