@@ -15,6 +15,7 @@
 //! the operating system on resume, so two runs resumed from one checkpoint
 //! never share noise; a seeded run (not secure anyway) resumes exactly.
 
+use crate::io::{Access, write_atomically};
 use crate::privacy_engine::{DatasetFingerprint, DpSgdConfig, PrivacyEngine};
 use crate::sampler::PoissonSampler;
 use burn::module::Module;
@@ -25,7 +26,6 @@ use dpsgd_core::{DpOptimizer, DpState, Error, NoiseSource, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"DPSGDCK1";
@@ -97,19 +97,12 @@ impl PrivacyEngine {
         }
         body.extend_from_slice(TRAILER);
         let crc = crc32fast::hash(&body);
-        let tmp = path.with_extension("dpsgd-tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = create_private(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&crc.to_le_bytes())?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            bad(path, format!("write failed: {e}"))
-        })
+        let mut file = Vec::with_capacity(MAGIC.len() + 4 + body.len());
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&crc.to_le_bytes());
+        file.extend_from_slice(&body);
+        write_atomically(path, &file, Access::OwnerOnly)
+            .map_err(|e| bad(path, format!("write failed: {e}")))
     }
 
     /// Restores a run from a checkpoint: the engine (accountant history,
@@ -218,24 +211,5 @@ impl PrivacyEngine {
             dropped_examples: header.dropped_examples,
         };
         Ok((engine, model))
-    }
-}
-
-/// Creates (truncating) a file only its owner can read or write.
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        let f = options.open(path)?;
-        // A file left over from an earlier attempt keeps its old mode.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        Ok(f)
-    }
-    #[cfg(not(unix))]
-    {
-        options.open(path)
     }
 }

@@ -31,6 +31,7 @@ mod batch;
 mod checkpoint;
 mod engine;
 mod grad_sample;
+pub mod io;
 pub mod layers;
 pub mod loss;
 mod privacy_engine;

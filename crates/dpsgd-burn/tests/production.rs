@@ -187,7 +187,7 @@ fn should_detect_truncated_and_corrupted_checkpoints() {
     pe.save_checkpoint(&path, &net).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(
-        !dir.join("run.dpsgd-tmp").exists(),
+        !dpsgd_burn::io::temporary_path(&path).exists(),
         "temporary file renamed away"
     );
 

@@ -469,17 +469,16 @@ pub fn run(a: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so a
-/// crash never leaves a half-written file.
+/// Writes `text` to `path` atomically (see
+/// [`dpsgd_burn::io::write_atomically`]: a synced temporary file renamed
+/// over `path`), so a crash never leaves a half-written file.
 ///
 /// # Errors
 ///
-/// I/O errors, with the path.
+/// I/O errors, naming `path`.
 pub fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    dpsgd_burn::io::write_atomically(path, text.as_bytes(), dpsgd_burn::io::Access::Default)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
