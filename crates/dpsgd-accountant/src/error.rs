@@ -48,7 +48,11 @@ pub(crate) fn invalid(name: &'static str, value: impl ToString, reason: &'static
 }
 
 /// `q ∈ (0, 1]`.
-pub(crate) fn check_sample_rate(q: f64) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] named `sample_rate` otherwise (NaN included).
+pub fn check_sample_rate(q: f64) -> Result<()> {
     if q.is_finite() && q > 0.0 && q <= 1.0 {
         Ok(())
     } else {
@@ -57,7 +61,11 @@ pub(crate) fn check_sample_rate(q: f64) -> Result<()> {
 }
 
 /// `σ > 0`, finite.
-pub(crate) fn check_noise_multiplier(sigma: f64) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] named `noise_multiplier` otherwise.
+pub fn check_noise_multiplier(sigma: f64) -> Result<()> {
     if sigma.is_finite() && sigma > 0.0 {
         Ok(())
     } else {
@@ -70,7 +78,11 @@ pub(crate) fn check_noise_multiplier(sigma: f64) -> Result<()> {
 }
 
 /// `δ ∈ (0, 1)`.
-pub(crate) fn check_delta(delta: f64) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] named `delta` otherwise (NaN included).
+pub fn check_delta(delta: f64) -> Result<()> {
     if delta.is_finite() && delta > 0.0 && delta < 1.0 {
         Ok(())
     } else {
@@ -79,7 +91,11 @@ pub(crate) fn check_delta(delta: f64) -> Result<()> {
 }
 
 /// `ε ≥ 0`, finite.
-pub(crate) fn check_epsilon(epsilon: f64) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] named `epsilon` otherwise.
+pub fn check_epsilon(epsilon: f64) -> Result<()> {
     if epsilon.is_finite() && epsilon >= 0.0 {
         Ok(())
     } else {

@@ -55,5 +55,14 @@ pub use accountant::{
 };
 pub use calibrate::{NoiseCalibration, calibrate_noise, max_steps};
 pub use error::{Error, Result};
+
+/// The range checks of the accountant's inputs, public so that every crate
+/// checks q, σ, δ and ε against the same ranges (each is written once).
+pub mod checks {
+    pub use crate::error::{
+        check_delta as delta, check_epsilon as epsilon, check_noise_multiplier as noise_multiplier,
+        check_sample_rate as sample_rate,
+    };
+}
 pub use history::{History, Segment};
 pub use pld::PldConfig;

@@ -236,9 +236,7 @@ impl DpSgdConfig {
             }
         };
         let mut warnings = Vec::new();
-        if !(delta > 0.0 && delta < 1.0) {
-            return Err(Error::invalid("delta", delta, "must be in (0, 1)"));
-        }
+        Error::check(dpsgd_accountant::checks::delta(delta))?;
         if delta >= 1.0 / n as f64 {
             let w = format!(
                 "δ = {delta} ≥ 1/N = {:.3e}: a mechanism that publishes one whole record at random meets this δ; use δ ≪ 1/N",

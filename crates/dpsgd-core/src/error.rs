@@ -86,6 +86,24 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// The outcome of one of the accountant's range checks
+    /// ([`dpsgd_accountant::checks`]), a refusal as this crate's
+    /// [`Error::InvalidParameter`].
+    ///
+    /// # Errors
+    ///
+    /// The check's refusal.
+    pub fn check(result: dpsgd_accountant::Result<()>) -> Result<()> {
+        result.map_err(|e| match e {
+            dpsgd_accountant::Error::InvalidParameter {
+                name,
+                value,
+                reason,
+            } => Self::invalid(name, value, reason),
+            e => e.into(),
+        })
+    }
 }
 
 pub(crate) fn invalid(

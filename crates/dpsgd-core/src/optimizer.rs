@@ -18,7 +18,7 @@ use crate::params::trainable_params;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Tensor, TensorData};
-use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, Segment};
+use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, Segment, checks};
 use serde::{Deserialize, Serialize};
 
 /// The privacy settings of a DP-SGD run.
@@ -46,20 +46,8 @@ impl DpSettings {
     /// [`Error::InvalidParameter`] for σ ≤ 0, q ∉ (0, 1], N = 0, q·N < 1 or an
     /// invalid budget.
     pub fn validate(&self) -> Result<()> {
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier > 0.0) {
-            return Err(invalid(
-                "noise_multiplier",
-                self.noise_multiplier,
-                "must be a finite number > 0",
-            ));
-        }
-        if !(self.sample_rate.is_finite() && self.sample_rate > 0.0 && self.sample_rate <= 1.0) {
-            return Err(invalid(
-                "sample_rate",
-                self.sample_rate,
-                "must be in (0, 1]",
-            ));
-        }
+        Error::check(checks::noise_multiplier(self.noise_multiplier))?;
+        Error::check(checks::sample_rate(self.sample_rate))?;
         self.clipping.validate()?;
         if self.dataset_size == 0 {
             return Err(invalid("dataset_size", 0, "the dataset is empty"));
@@ -96,9 +84,7 @@ impl DpSettings {
                     "must be a finite number > 0",
                 ));
             }
-            if !(delta > 0.0 && delta < 1.0) {
-                return Err(invalid("delta", delta, "must be in (0, 1)"));
-            }
+            Error::check(checks::delta(delta))?;
         }
         Ok(())
     }
