@@ -144,7 +144,7 @@ fn plot(rows: &[Row], path: &Path, dataset: &str) -> Result<()> {
         .max(0.0);
     let deltas: Vec<f64> = rows
         .iter()
-        .filter_map(|r| r.report.epsilon.map(|_| r.report.delta))
+        .filter_map(|r| r.report.privacy.epsilon.map(|_| r.report.privacy.delta))
         .collect();
     let delta_text = match deltas.first() {
         Some(d) if deltas.iter().all(|x| x == d) => format!(", δ = {d:e}"),
