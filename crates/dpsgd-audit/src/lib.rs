@@ -9,6 +9,8 @@
 //!   modified entropy) and LiRA's logit-scaled confidence.
 //! * [`lira`]: the likelihood-ratio attack from shadow-model scores, online
 //!   and offline, fixed or per-example variance.
+//! * [`slices`]: the same figures per class and per loss percentile, the
+//!   most exposed slice first.
 //! * [`lower_bound`]: empirical ε lower bounds from canaries (Clopper–Pearson)
 //!   and from one training run (Steinke et al. 2023).
 //!
@@ -36,5 +38,6 @@ pub mod lira;
 pub mod lower_bound;
 pub mod metrics;
 pub mod scores;
+pub mod slices;
 
 pub use error::{Error, Result};
