@@ -144,6 +144,36 @@ pub fn positive_steps(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A real number > 0 (a learning rate, a clipping norm): the flag is named
+/// by clap in front of the message.
+pub fn positive(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err("must be > 0".into())
+    }
+}
+
+/// A fraction in the open interval (0, 1).
+pub fn open_fraction(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 1)".into())
+    }
+}
+
+/// A count ≥ 1 (epochs, a batch size).
+pub fn positive_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{s}` is not a whole number >= 1")),
+    }
+}
+
 /// A whole number ≥ 0.
 pub fn steps(s: &str) -> Result<u64, String> {
     s.trim()

@@ -6,7 +6,7 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd::models::{Classifier, Cnn, Mlp};
 use dpsgd_burn::backend::Backend;
-use dpsgd_burn::layers::{ConvStrategy, set_conv_strategy};
+use dpsgd_burn::layers::{ConvStrategy, with_conv_strategy};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::{EngineMode, GradientEngine};
 use dpsgd_core::{Clipping, DpOptimizer, DpSettings};
@@ -179,9 +179,9 @@ fn bench<M: Classifier + 'static>(
     // The DP step computes convolutions by gather + GEMM; the same
     // non-private step with that convolution is the like-for-like baseline.
     let np_gemm = if a.model == BenchModel::Cnn {
-        set_conv_strategy(ConvStrategy::Unfold);
-        let t = time_steps(device, a.warmup, a.repeats, &mut non_private);
-        set_conv_strategy(ConvStrategy::Auto);
+        let t = with_conv_strategy(ConvStrategy::Unfold, || {
+            time_steps(device, a.warmup, a.repeats, &mut non_private)
+        });
         median(t?)
     } else {
         np

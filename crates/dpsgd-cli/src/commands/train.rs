@@ -40,13 +40,21 @@ pub fn dataset(s: &str) -> Result<DatasetSpec, String> {
     if s == "digits" {
         Ok(DatasetSpec::Digits)
     } else if let Some(dir) = s.strip_prefix("idx:") {
-        Ok(DatasetSpec::Idx(PathBuf::from(dir)))
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        Ok(DatasetSpec::Idx(dir))
     } else if let Some(rest) = s.strip_prefix("csv:") {
         let (file, label) = match rest.rsplit_once(",label=") {
             Some((f, l)) => (f, l.parse().unwrap_or_default()),
             None => (rest, LabelColumn::Last),
         };
-        Ok(DatasetSpec::Csv(PathBuf::from(file), label))
+        let file = PathBuf::from(file);
+        if !file.is_file() {
+            return Err(format!("{} is not a readable file", file.display()));
+        }
+        Ok(DatasetSpec::Csv(file, label))
     } else {
         Err(format!(
             "`{s}`: expected digits, idx:DIR or csv:FILE[,label=COL]"
@@ -71,16 +79,16 @@ pub struct TrainOptions {
     #[arg(long, allow_hyphen_values = true, value_parser = args::delta)]
     pub delta: Option<f64>,
     /// Epochs (each round(1/q) Poisson steps).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_hyphen_values = true, value_parser = args::positive_count)]
     pub epochs: usize,
     /// Expected (Poisson) batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true, value_parser = args::positive_count)]
     pub batch_size: usize,
     /// Per-example clipping norm C.
-    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0, value_parser = args::noise_multiplier)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0, value_parser = args::positive)]
     pub max_grad_norm: f64,
     /// Learning rate (default: 0.01 for adam, 0.3 for sgd).
-    #[arg(long, allow_hyphen_values = true, value_parser = args::noise_multiplier)]
+    #[arg(long, allow_hyphen_values = true, value_parser = args::positive)]
     pub lr: Option<f64>,
     /// Inner optimizer.
     #[arg(long, value_parser = ["sgd", "adam"], default_value = "adam")]
@@ -96,7 +104,7 @@ pub struct TrainOptions {
     #[arg(long, default_value = "rdp", value_parser = args::accountant)]
     pub accountant: AccountantKind,
     /// Fraction of a single-file dataset held out for testing.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_hyphen_values = true, value_parser = args::open_fraction)]
     pub test_fraction: f64,
     /// CSV data: the public range of every feature; features are clipped to
     /// it and mapped to [0, 1].
@@ -209,7 +217,7 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
             )
         }
         DatasetSpec::Idx(dir) => {
-            let (tr, te) = dpsgd::data::read_mnist(dir)?;
+            let (tr, te) = dpsgd::data::read_mnist(dir).map_err(dataset_error)?;
             let note = "divide by 255 (the public maximum pixel value)";
             (
                 tr,
@@ -220,7 +228,7 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
             )
         }
         DatasetSpec::Csv(file, label) => {
-            let all = declared(dpsgd::data::read_csv(file, label)?)?;
+            let all = declared(dpsgd::data::read_csv(file, label).map_err(dataset_error)?)?;
             let (tr, te) = all.split(o.test_fraction, seed)?;
             let (scaling, note) = match (o.feature_range, &o.scaling_reference) {
                 (Some((lo, hi)), _) => (
@@ -270,6 +278,7 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
         train = train.with_num_classes(k as usize)?;
         test = test.with_num_classes(k as usize)?;
     }
+    check_fits(o, &train, &test)?;
     train.apply(&scaling);
     test.apply(&scaling);
     let classes_source = if o.num_classes.is_some() {
@@ -284,6 +293,71 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
         num_classes_source: classes_source.to_owned(),
     };
     Ok((train, test, preprocessing))
+}
+
+/// A dataset that cannot be read as given (a missing file, a label column
+/// that is not there) as a usage error naming `--dataset`; corrupt content
+/// stays a runtime error.
+fn dataset_error(e: dpsgd::data::Error) -> anyhow::Error {
+    match e {
+        dpsgd::data::Error::InvalidParameter { .. } => args::UsageError {
+            flag: "--dataset",
+            message: e.to_string(),
+        }
+        .into(),
+        dpsgd::data::Error::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            args::UsageError {
+                flag: "--dataset",
+                message: e.to_string(),
+            }
+            .into()
+        }
+        e => e.into(),
+    }
+}
+
+/// Refuses, before any training, settings that cannot work with the data
+/// as loaded: an empty split, a batch larger than the training set, a CNN
+/// on tabular data.
+fn check_fits(o: &TrainOptions, train: &Dataset, test: &Dataset) -> Result<(), args::UsageError> {
+    if train.is_empty() || test.is_empty() {
+        let (flag, message) = match o.dataset {
+            DatasetSpec::Idx(_) => (
+                "--dataset",
+                "the training or test file has no examples".to_owned(),
+            ),
+            _ => (
+                "--test-fraction",
+                format!(
+                    "{} leaves {} training and {} test examples; both must be non-empty",
+                    o.test_fraction,
+                    train.len(),
+                    test.len()
+                ),
+            ),
+        };
+        return Err(args::UsageError { flag, message });
+    }
+    if o.model == "cnn" && train.image_shape().is_none() {
+        return Err(args::UsageError {
+            flag: "--model",
+            message: "cnn needs image data (digits or idx:DIR); use mlp or logreg on CSV data"
+                .into(),
+        });
+    }
+    if o.batch_size > train.len() {
+        return Err(args::UsageError {
+            flag: "--batch-size",
+            message: format!(
+                "{} is larger than the training set ({} examples)",
+                o.batch_size,
+                train.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Builds the run configuration.
@@ -364,8 +438,10 @@ pub fn run_one(
         );
         bar.set_message(format!("{acc} {eps}"));
     })
-    .map_err(usage_error)
-    .context("training failed")?;
+    .map_err(|e| match usage_error(e) {
+        e if e.is::<args::UsageError>() => e,
+        e => e.context("training failed"),
+    })?;
     bar.finish_and_clear();
     // The library returns its warnings; the binary shows them.
     for w in &report.warnings {
@@ -438,12 +514,6 @@ pub fn summary(r: &TrainReport) -> String {
 /// Bad data, bad settings, or a failed run.
 pub fn run(a: &Args) -> Result<()> {
     let o = &a.options;
-    if !(o.test_fraction > 0.0 && o.test_fraction < 1.0) {
-        anyhow::bail!(args::UsageError {
-            flag: "--test-fraction",
-            message: "must be in (0, 1)".into()
-        });
-    }
     let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
     if !preprocessing.public {
         eprintln!(
@@ -507,7 +577,7 @@ mod tests {
     /// move rows between train and test).
     fn processed(file: &std::path::Path, flags: &[&str]) -> Vec<Vec<u32>> {
         let dataset = format!("csv:{}", file.display());
-        let mut args = vec!["x", "--dataset", &dataset];
+        let mut args = vec!["x", "--dataset", &dataset, "--batch-size", "8"];
         args.extend_from_slice(flags);
         let o = Options::try_parse_from(args).unwrap().o;
         let (train, test, _) = load(&o, 0).unwrap();

@@ -1,0 +1,157 @@
+//! The command-line contract of `dpsgd train` (issue 11): every usage error
+//! exits 2 with one line naming its argument, before any training.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn dpsgd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(args)
+        .output()
+        .expect("run dpsgd")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpsgd-contract-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 60 examples, 2 features, 2 classes, with a header row.
+fn tiny_csv(dir: &Path) -> PathBuf {
+    let mut text = String::from("a,b,label\n");
+    for i in 0..60 {
+        let class = i % 2;
+        let c = class as f64 * 2.0 - 1.0;
+        let jitter = ((i as f64) * 0.731).sin() * 0.3;
+        text += &format!("{},{},{class}\n", c + jitter, -c + jitter);
+    }
+    let p = dir.join("tiny.csv");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `dpsgd train ARGS` and checks it is a usage error: exit code 2,
+/// one line on stderr that mentions every one of `expected`.
+fn usage_error(args: &[&str], expected: &[&str]) {
+    let mut all = vec!["train", "--quiet"];
+    all.extend_from_slice(args);
+    let out = dpsgd(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "{args:?}: `{e}` not in {stderr}");
+    }
+}
+
+#[test]
+fn should_refuse_bad_counts_naming_the_flag() {
+    usage_error(&["--batch-size", "0"], &["--batch-size", "at least 1"]);
+    usage_error(&["--epochs", "0"], &["--epochs", "at least 1"]);
+    usage_error(
+        &["--epochs", "-1"],
+        &["--epochs", "`-1` is not a whole number"],
+    );
+    usage_error(&["--epochs", "two"], &["--epochs", "`two`"]);
+}
+
+#[test]
+fn should_name_the_learning_rate_and_the_clipping_norm() {
+    for flag in ["--lr", "--max-grad-norm"] {
+        for value in ["0", "-1"] {
+            usage_error(&[flag, value], &[flag, "must be > 0"]);
+            let out = dpsgd(&["train", flag, value]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("noise multiplier"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn should_refuse_a_missing_dataset() {
+    usage_error(
+        &["--dataset", "idx:/nonexistent/dpsgd"],
+        &["--dataset", "/nonexistent/dpsgd"],
+    );
+    usage_error(
+        &["--dataset", "csv:/nonexistent/dpsgd.csv"],
+        &["--dataset", "/nonexistent/dpsgd.csv"],
+    );
+    // A directory without the MNIST files.
+    let dir = temp_dir("empty-idx");
+    usage_error(
+        &["--dataset", &format!("idx:{}", dir.display())],
+        &["--dataset", "train-images"],
+    );
+}
+
+#[test]
+fn should_refuse_a_missing_label_column() {
+    let dir = temp_dir("label");
+    let data = format!("csv:{},label=nosuch", tiny_csv(&dir).display());
+    usage_error(&["--dataset", &data], &["--dataset", "nosuch"]);
+}
+
+#[test]
+fn should_refuse_a_test_fraction_that_empties_a_split() {
+    let dir = temp_dir("fraction");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    for fraction in ["0.999", "0.001"] {
+        usage_error(
+            &[
+                "--dataset",
+                &data,
+                "--batch-size",
+                "4",
+                "--test-fraction",
+                fraction,
+            ],
+            &["--test-fraction", fraction],
+        );
+    }
+    for fraction in ["0", "1", "-0.5", "nan"] {
+        usage_error(&["--test-fraction", fraction], &["--test-fraction"]);
+    }
+}
+
+#[test]
+fn should_refuse_a_cnn_on_tabular_data() {
+    let dir = temp_dir("cnn");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    usage_error(
+        &["--dataset", &data, "--batch-size", "4", "--model", "cnn"],
+        &["--model", "image data"],
+    );
+}
+
+#[test]
+fn should_refuse_a_batch_larger_than_the_training_set() {
+    let dir = temp_dir("batch");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    usage_error(
+        &["--dataset", &data, "--batch-size", "100"],
+        &["--batch-size", "48 examples"],
+    );
+}
+
+#[test]
+fn should_print_each_cause_once() {
+    let dir = temp_dir("causes");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let out = dpsgd(&[
+        "train",
+        "--quiet",
+        "--dataset",
+        &data,
+        "--batch-size",
+        "4",
+        "--scaling-reference",
+        "/nonexistent/dpsgd-reference.csv",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+    assert!(stderr.contains("--scaling-reference"), "{stderr}");
+}
