@@ -197,8 +197,9 @@ impl PrivacyEngine {
         let sampler = PoissonSampler::with_sample_rate(header.dataset_size, header.sample_rate)?;
         let clipping = header.dp.settings.clipping.clone();
         let engine = Self {
+            engine: crate::engine::GradientEngine::new(clipping)
+                .with_conv_strategy(header.config.conv_strategy),
             config: header.config,
-            engine: crate::engine::GradientEngine::new(clipping),
             dp: DpOptimizer::from_state(inner, header.dp)?,
             sampler,
             rng: header.rng,

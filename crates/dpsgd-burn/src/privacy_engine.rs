@@ -3,6 +3,7 @@
 
 use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
+use crate::layers::ConvStrategy;
 use crate::sampler::PoissonSampler;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
@@ -67,6 +68,10 @@ pub struct DpSgdConfig {
     /// The private data set's fingerprint, checked on resume.
     #[serde(default)]
     pub dataset: Option<DatasetFingerprint>,
+    /// How the DP-aware convolutions compute per-example gradients
+    /// ([`ConvStrategy::Auto`] by default; time and memory only).
+    #[serde(default)]
+    pub conv_strategy: ConvStrategy,
 }
 
 /// A fingerprint of the private training set: its size and a hash of its
@@ -95,6 +100,7 @@ impl DpSgdConfig {
             enforce_budget: true,
             allow_large_delta: false,
             dataset: None,
+            conv_strategy: ConvStrategy::Auto,
         }
     }
 
@@ -160,6 +166,13 @@ impl DpSgdConfig {
     /// N, and [`PrivacyEngine::resume`] checks it against the caller's data.
     pub fn with_dataset(mut self, fingerprint: DatasetFingerprint) -> Self {
         self.dataset = Some(fingerprint);
+        self
+    }
+
+    /// How the DP-aware convolutions compute per-example gradients (see
+    /// [`ConvStrategy`]).
+    pub fn with_conv_strategy(mut self, strategy: ConvStrategy) -> Self {
+        self.conv_strategy = strategy;
         self
     }
 
@@ -274,7 +287,8 @@ impl DpSgdConfig {
         }
         Ok(PrivacyEngine {
             config: self.clone(),
-            engine: GradientEngine::new(self.clipping.clone()),
+            engine: GradientEngine::new(self.clipping.clone())
+                .with_conv_strategy(self.conv_strategy),
             dp,
             sampler,
             rng,

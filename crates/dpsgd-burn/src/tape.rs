@@ -15,7 +15,7 @@
 //! With recording off (ordinary training, evaluation, the fallback engine)
 //! the layers are ordinary burn layers.
 
-use crate::layers::Geometry;
+use crate::layers::{ConvStrategy, Geometry};
 use burn::module::ParamId;
 use burn::tensor::{Int, Tensor};
 use std::cell::RefCell;
@@ -90,42 +90,114 @@ impl Record {
     }
 }
 
+/// The state of a forward pass on this thread: the convolution strategy in
+/// force and, while the engine records, the records.
+struct Tape {
+    conv: ConvStrategy,
+    records: Option<Vec<Record>>,
+}
+
 thread_local! {
-    static TAPE: RefCell<Option<Vec<Record>>> = const { RefCell::new(None) };
+    static TAPE: RefCell<Option<Tape>> = const { RefCell::new(None) };
 }
 
 /// Whether a DP forward pass is being recorded on this thread.
 pub(crate) fn is_recording() -> bool {
-    TAPE.with(|t| t.borrow().is_some())
+    TAPE.with(|t| t.borrow().as_ref().is_some_and(|t| t.records.is_some()))
+}
+
+/// The convolution strategy of the forward pass running on this thread
+/// ([`ConvStrategy::Auto`] outside [`record`] and [`with_conv_strategy`]).
+pub(crate) fn conv_strategy() -> ConvStrategy {
+    TAPE.with(|t| t.borrow().as_ref().map_or(ConvStrategy::Auto, |t| t.conv))
 }
 
 /// Appends a record (no-op when not recording).
 pub(crate) fn push(record: Record) {
     TAPE.with(|t| {
-        if let Some(records) = t.borrow_mut().as_mut() {
+        if let Some(records) = t.borrow_mut().as_mut().and_then(|t| t.records.as_mut()) {
             records.push(record);
         }
     });
 }
 
-/// Runs `f` with recording on and returns its result with the records.
-/// Recording is switched off again even if `f` panics.
-pub(crate) fn record<T>(f: impl FnOnce() -> T) -> (T, Vec<Record>) {
-    struct Guard;
-    impl Drop for Guard {
+/// Runs `f` with `tape` in force, then restores the previous state (also
+/// if `f` panics); returns `f`'s result and the records taken.
+fn scoped<T>(tape: Tape, f: impl FnOnce() -> T) -> (T, Vec<Record>) {
+    struct Restore(Option<Tape>);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            TAPE.with(|t| *t.borrow_mut() = None);
+            let previous = self.0.take();
+            TAPE.with(|t| *t.borrow_mut() = previous);
         }
     }
-    TAPE.with(|t| *t.borrow_mut() = Some(Vec::new()));
-    let guard = Guard;
+    let restore = Restore(TAPE.with(|t| t.borrow_mut().replace(tape)));
     let out = f();
-    let records = TAPE.with(|t| t.borrow_mut().take()).unwrap_or_default();
-    drop(guard);
+    let records = TAPE
+        .with(|t| t.borrow_mut().as_mut().and_then(|t| t.records.take()))
+        .unwrap_or_default();
+    drop(restore);
     (out, records)
+}
+
+/// Runs `f` with recording on and convolutions computed under `conv`;
+/// returns its result with the records.
+pub(crate) fn record<T>(conv: ConvStrategy, f: impl FnOnce() -> T) -> (T, Vec<Record>) {
+    scoped(
+        Tape {
+            conv,
+            records: Some(Vec::new()),
+        },
+        f,
+    )
+}
+
+/// Runs `f` without recording, with convolutions computed under `conv`.
+pub(crate) fn with_conv_strategy<T>(conv: ConvStrategy, f: impl FnOnce() -> T) -> T {
+    scoped(
+        Tape {
+            conv,
+            records: None,
+        },
+        f,
+    )
+    .0
 }
 
 /// A zero leaf of shape `[B, S, F]` that requires grad, on `device`.
 pub(crate) fn probe(shape: [usize; 3], device: &burn::tensor::Device) -> Tensor<3> {
     Tensor::<3>::zeros(shape, device).require_grad()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_scope_the_conv_strategy_and_restore_it() {
+        assert_eq!(conv_strategy(), ConvStrategy::Auto);
+        with_conv_strategy(ConvStrategy::Unfold, || {
+            assert_eq!(conv_strategy(), ConvStrategy::Unfold);
+            assert!(!is_recording());
+            let ((), records) = record(ConvStrategy::Materialize, || {
+                assert_eq!(conv_strategy(), ConvStrategy::Materialize);
+                assert!(is_recording());
+            });
+            assert!(records.is_empty());
+            assert_eq!(conv_strategy(), ConvStrategy::Unfold);
+            assert!(!is_recording());
+        });
+        assert_eq!(conv_strategy(), ConvStrategy::Auto);
+        assert!(!is_recording());
+    }
+
+    #[test]
+    fn should_restore_the_strategy_after_a_panic() {
+        let caught = std::panic::catch_unwind(|| {
+            record(ConvStrategy::Unfold, || panic!("loss function failed"))
+        });
+        assert!(caught.is_err());
+        assert_eq!(conv_strategy(), ConvStrategy::Auto);
+        assert!(!is_recording());
+    }
 }

@@ -36,7 +36,20 @@ fn check<M: Module, B: ExampleBatch>(
     c: f64,
     what: &str,
 ) {
-    let mut engine = GradientEngine::new(Clipping::flat(c).unwrap());
+    check_with_conv(ConvStrategy::Auto, model, batch, loss, c, what);
+}
+
+/// [`check`] with the engine's convolutions computed under `strategy`.
+fn check_with_conv<M: Module, B: ExampleBatch>(
+    strategy: ConvStrategy,
+    model: &M,
+    batch: &B,
+    loss: impl Fn(&M, &B) -> Tensor<1> + Copy,
+    c: f64,
+    what: &str,
+) {
+    let mut engine = GradientEngine::new(Clipping::flat(c).unwrap()).with_conv_strategy(strategy);
+    assert_eq!(engine.conv_strategy(), strategy);
     let got = engine.clipped_gradients(model, batch, loss).unwrap();
     assert!(
         matches!(got.method(), GradientMethod::FastPath { .. }),
@@ -156,8 +169,8 @@ fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
                 per_example_loss(m.fc.forward(h.reshape([n as i32, -1])))
             };
             for strategy in [ConvStrategy::Materialize, ConvStrategy::Auto] {
-                set_conv_strategy(strategy);
-                check(
+                check_with_conv(
+                    strategy,
                     &model,
                     &x,
                     loss,
@@ -167,7 +180,6 @@ fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
                     ),
                 );
             }
-            set_conv_strategy(ConvStrategy::Auto);
         }
     }
 }
@@ -190,11 +202,9 @@ fn should_convolve_by_gemm_as_burn_does() {
                 .with_dilation(dilation)
                 .init(&device);
             let run = |strategy| {
-                set_conv_strategy(strategy);
                 let x = input([3, 2, 7, 8], &device, 0.6).require_grad();
-                let out = conv.forward(x.clone());
+                let out = with_conv_strategy(strategy, || conv.forward(x.clone()));
                 let grads = per_example_loss(out.clone()).sum().backward();
-                set_conv_strategy(ConvStrategy::Auto);
                 let w = conv.weight.grad(&grads).expect("weight grad");
                 let b = conv
                     .bias
@@ -269,8 +279,8 @@ fn should_match_naive_loop_for_the_mnist_cnn() {
         let x = input([3, 1, 28, 28], &device, 0.4);
         let loss = |m: &MnistCnn, x: &Tensor<4>| per_example_loss(m.forward(x.clone()));
         for strategy in [ConvStrategy::Auto, ConvStrategy::Materialize] {
-            set_conv_strategy(strategy);
-            check(
+            check_with_conv(
+                strategy,
                 &model,
                 &x,
                 loss,
@@ -278,7 +288,6 @@ fn should_match_naive_loop_for_the_mnist_cnn() {
                 &format!("{backend} MNIST CNN {strategy:?}"),
             );
         }
-        set_conv_strategy(ConvStrategy::Auto);
     }
 }
 
@@ -293,8 +302,8 @@ fn should_match_naive_loop_for_conv1d() {
         let x = input([4, 3, 11], &device, 0.9);
         let loss = |m: &DpConv1d, x: &Tensor<3>| per_example_loss(m.forward(x.clone()));
         for strategy in [ConvStrategy::Materialize, ConvStrategy::Auto] {
-            set_conv_strategy(strategy);
-            check(
+            check_with_conv(
+                strategy,
                 &conv,
                 &x,
                 loss,
@@ -302,7 +311,6 @@ fn should_match_naive_loop_for_conv1d() {
                 &format!("{backend} conv1d {strategy:?}"),
             );
         }
-        set_conv_strategy(ConvStrategy::Auto);
     }
 }
 

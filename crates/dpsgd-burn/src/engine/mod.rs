@@ -25,6 +25,7 @@
 
 use crate::batch::ExampleBatch;
 use crate::grad_sample::{Item, clipped_sums, materialize, squared_norms};
+use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
 use burn::module::{Module, ParamId};
 use burn::tensor::{Gradients, Tensor, TensorData};
@@ -51,6 +52,7 @@ pub enum EngineMode {
 pub struct GradientEngine {
     clipping: Clipping,
     mode: EngineMode,
+    conv_strategy: ConvStrategy,
     /// Set once the fast path was found not to cover the model.
     fallback_reason: Option<String>,
 }
@@ -61,6 +63,7 @@ impl GradientEngine {
         Self {
             clipping,
             mode: EngineMode::Auto,
+            conv_strategy: ConvStrategy::Auto,
             fallback_reason: None,
         }
     }
@@ -69,6 +72,20 @@ impl GradientEngine {
     pub fn with_mode(mut self, mode: EngineMode) -> Self {
         self.mode = mode;
         self
+    }
+
+    /// How the DP-aware convolutions compute their output and per-example
+    /// gradients while this engine records ([`ConvStrategy::Auto`] by
+    /// default). The result is the same up to rounding; only time and
+    /// memory differ.
+    pub fn with_conv_strategy(mut self, strategy: ConvStrategy) -> Self {
+        self.conv_strategy = strategy;
+        self
+    }
+
+    /// The convolution strategy.
+    pub fn conv_strategy(&self) -> ConvStrategy {
+        self.conv_strategy
     }
 
     /// The clipping policy.
@@ -149,7 +166,7 @@ impl GradientEngine {
         if let Some(reason) = known {
             return self.fallback(model, batch, loss_fn, &group_of, groups.len(), &reason);
         }
-        let (losses, records) = tape::record(|| loss_fn(model, batch));
+        let (losses, records) = tape::record(self.conv_strategy, || loss_fn(model, batch));
         let loss_values = loss_values(&losses, n)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             drop((losses, records));

@@ -9,8 +9,11 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// How convolutions compute their output and per-example weight gradients
-/// while the DP engine records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// while the DP engine records: an engine setting
+/// ([`GradientEngine::with_conv_strategy`](crate::GradientEngine::with_conv_strategy),
+/// [`DpSgdConfig::with_conv_strategy`](crate::DpSgdConfig::with_conv_strategy)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConvStrategy {
     /// [`Unfold`](ConvStrategy::Unfold) when one layer's patches
     /// (`batch · L · C_in·k_h·k_w` values) fit in 2²⁵ values (128 MiB of
@@ -36,14 +39,14 @@ pub enum ConvStrategy {
 /// [`ConvStrategy::Auto`]'s limit on a layer's patches, in values.
 const AUTO_MAX_PATCH_VALUES: usize = 1 << 25;
 
-thread_local! {
-    static STRATEGY: std::cell::Cell<ConvStrategy> = const { std::cell::Cell::new(ConvStrategy::Auto) };
-}
-
-/// Sets how convolutions recorded on this thread compute per-example
-/// gradients (the engine runs on the caller's thread).
-pub fn set_conv_strategy(strategy: ConvStrategy) {
-    STRATEGY.with(|s| s.set(strategy));
+/// Runs `f` with the DP-aware convolutions computed under `strategy`
+/// outside DP training, e.g. [`ConvStrategy::Unfold`] for a non-private
+/// baseline that convolves as the DP step does. Inside `f`, the DP engine
+/// still uses its own strategy
+/// ([`GradientEngine::with_conv_strategy`](crate::GradientEngine::with_conv_strategy))
+/// while it records.
+pub fn with_conv_strategy<T>(strategy: ConvStrategy, f: impl FnOnce() -> T) -> T {
+    tape::with_conv_strategy(strategy, f)
 }
 
 /// Stride, padding and dilation of a 2-D convolution (a 1-D one as height 1).
@@ -92,7 +95,7 @@ fn convolve(
         // Let burn report the invalid shapes.
         return conv2d(input, weight, bias, geometry.options(1));
     };
-    let strategy = STRATEGY.with(std::cell::Cell::get);
+    let strategy = tape::conv_strategy();
     let positions = out_hw[0] * out_hw[1];
     let to_nchw = |out: Tensor<3>| {
         out.swap_dims(1, 2)
