@@ -155,3 +155,112 @@ fn should_print_each_cause_once() {
     assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
     assert!(stderr.contains("--scaling-reference"), "{stderr}");
 }
+
+/// A one-epoch logistic regression on the tiny CSV, with `extra` flags.
+fn quick_train(dir: &Path, extra: &[&str]) -> Output {
+    let data = format!("csv:{}", tiny_csv(dir).display());
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--dataset",
+        &data,
+        "--model",
+        "logreg",
+        "--num-classes",
+        "2",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    dpsgd(&args)
+}
+
+#[test]
+fn should_check_the_report_path_before_training() {
+    let dir = temp_dir("report-check");
+    // Many epochs: the refusal must come before any of them.
+    usage_error(
+        &[
+            "--epochs",
+            "100000",
+            "--report",
+            "/nonexistent/dpsgd/report.json",
+        ],
+        &["--report", "/nonexistent/dpsgd/report.json"],
+    );
+    let out = dpsgd(&["train", "--report", "/nonexistent/dpsgd/report.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("tmp") && !stderr.contains("probe"),
+        "{stderr}"
+    );
+    usage_error(
+        &["--report", dir.to_str().unwrap()],
+        &["--report", "directory"],
+    );
+    // No probe file is left behind.
+    let out = quick_train(&dir, &["--report", dir.join("r.json").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["r.json", "tiny.csv"]);
+}
+
+#[test]
+fn should_write_the_report_to_standard_output() {
+    for target in ["-", "/dev/stdout"] {
+        let dir = temp_dir(&format!("report-stdout-{}", target.len()));
+        let out = quick_train(&dir, &["--report", target]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{target}: {stderr}");
+        // Standard output is the JSON alone; the summary goes to stderr.
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{target}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert!(v["test_accuracy"].is_number(), "{v}");
+        assert!(stderr.contains("test accuracy"), "{stderr}");
+        assert!(!Path::new("-").exists());
+    }
+    // The special file is still what it was.
+    let meta = std::fs::symlink_metadata("/dev/stdout").unwrap();
+    assert!(
+        !meta.is_file(),
+        "/dev/stdout was replaced by a regular file"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn should_write_through_a_symbolic_link_without_replacing_it() {
+    let dir = temp_dir("report-link");
+    let target = dir.join("target.json");
+    std::fs::write(&target, "").unwrap();
+    let link = dir.join("link.json");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = quick_train(&dir, &["--report", link.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert!(v["test_accuracy"].is_number(), "{v}");
+}

@@ -9,7 +9,8 @@ use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, TrainError, T
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// Where the data comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,8 +172,9 @@ pub struct Args {
     /// Train the same model without DP (no clipping, no noise).
     #[arg(long)]
     pub non_private: bool,
-    /// Write the JSON privacy report and metrics here.
-    #[arg(long)]
+    /// Write the JSON privacy report and metrics here (`-` or /dev/stdout:
+    /// standard output, and the summary line goes to standard error).
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
@@ -514,6 +516,8 @@ pub fn summary(r: &TrainReport) -> String {
 /// Bad data, bad settings, or a failed run.
 pub fn run(a: &Args) -> Result<()> {
     let o = &a.options;
+    // Found before the data is read and the model trained, not after.
+    let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
     let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
     if !preprocessing.public {
         eprintln!(
@@ -529,14 +533,93 @@ pub fn run(a: &Args) -> Result<()> {
     };
     let cfg = config(o, privacy, train.len());
     let report = run_one(&cfg, &train, &test, o.backend, a.quiet)?;
-    println!("{}", summary(&report));
-    if let Some(path) = &a.report {
+    // Standard output holds the JSON alone when the report goes there.
+    if let Some(ReportTarget::Stdout) = report_target {
+        eprintln!("{}", summary(&report));
+    } else {
+        println!("{}", summary(&report));
+    }
+    if let Some(target) = &report_target {
         let mut json = serde_json::to_value(&report)?;
         json["dataset"] = serde_json::Value::String(o.dataset.to_string());
         json["preprocessing"] = serde_json::to_value(&preprocessing)?;
-        write_atomically(path, &serde_json::to_string_pretty(&json)?)?;
+        target.write(&serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// Where `--report` writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportTarget {
+    /// `-` or `/dev/stdout`.
+    Stdout,
+    /// An existing path that is not a regular file (a device, a pipe, a
+    /// symbolic link): written in place, never replaced.
+    InPlace(PathBuf),
+    /// A regular file, replaced atomically.
+    File(PathBuf),
+}
+
+impl ReportTarget {
+    /// Where `path` leads, checked to be writable: for a regular file, a
+    /// probe file is created and removed in its directory.
+    ///
+    /// # Errors
+    ///
+    /// [`args::UsageError`] for `--report` naming `path`: a directory, a
+    /// missing or read-only directory.
+    pub fn check(path: &Path) -> Result<Self, args::UsageError> {
+        if path == Path::new("-") || path == Path::new("/dev/stdout") {
+            return Ok(Self::Stdout);
+        }
+        let refuse = |why: String| args::UsageError {
+            flag: "--report",
+            message: format!("cannot write {}: {why}", path.display()),
+        };
+        if let Ok(link) = std::fs::symlink_metadata(path) {
+            if path.is_dir() {
+                return Err(refuse("it is a directory".into()));
+            }
+            if link.file_type().is_symlink() || !link.is_file() {
+                return Ok(Self::InPlace(path.to_path_buf()));
+            }
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(refuse(format!("{} is not a directory", dir.display())));
+        }
+        let probe = dir.join(format!(".dpsgd-report-probe-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| refuse(e.to_string()))?;
+        // The probe is empty and ours; failing to remove it is harmless.
+        let _ = std::fs::remove_file(&probe);
+        Ok(Self::File(path.to_path_buf()))
+    }
+
+    /// Writes `text` (and a final newline).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, naming the path.
+    pub fn write(&self, text: &str) -> Result<()> {
+        match self {
+            Self::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{text}")
+                    .and_then(|()| out.flush())
+                    .context("writing the report to standard output")
+            }
+            Self::InPlace(path) => std::fs::write(path, format!("{text}\n"))
+                .with_context(|| format!("writing {}", path.display())),
+            Self::File(path) => write_atomically(path, &format!("{text}\n")),
+        }
+    }
 }
 
 /// Writes `text` to `path` atomically (see
