@@ -59,7 +59,8 @@ pub struct DpSgdConfig {
     pub max_physical_batch_size: Option<usize>,
     /// Seed for sampling and noise (reproducible, reported as not secure).
     pub seed: Option<u64>,
-    /// Refuse steps beyond the target budget (on by default).
+    /// Refuse steps beyond the target budget (on by default; set the field
+    /// to turn it off).
     pub enforce_budget: bool,
     /// Accept δ ≥ 1/N (off by default: such a δ allows publishing a whole
     /// record).
@@ -147,12 +148,6 @@ impl DpSgdConfig {
     /// A reproducible (not secure) run.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
-        self
-    }
-
-    /// Whether to refuse steps past the target budget.
-    pub fn with_enforce_budget(mut self, enforce: bool) -> Self {
-        self.enforce_budget = enforce;
         self
     }
 

@@ -86,17 +86,6 @@ impl Clipping {
         Ok(Self::PerLayer { max_grad_norms })
     }
 
-    /// Per-layer clipping that splits a total budget `C` equally over
-    /// `layers` layers: `C_l = C / √L`, so the total sensitivity stays `C`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Clipping::per_layer`].
-    pub fn per_layer_equal(max_grad_norm: f64, layers: usize) -> Result<Self> {
-        check_norm(max_grad_norm)?;
-        Self::per_layer(vec![max_grad_norm / (layers as f64).sqrt(); layers])
-    }
-
     /// Automatic clipping at `C` with stability `γ = 0.01`.
     ///
     /// # Errors

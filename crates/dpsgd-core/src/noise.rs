@@ -206,16 +206,6 @@ impl NoiseSource {
             handle,
         });
     }
-
-    /// A uniform draw in [0, 1) from the same stream (for samplers that
-    /// must share the secure source). Cancels a pending prefetch.
-    pub fn uniform(&mut self) -> f64 {
-        if let Some(p) = self.pending.take() {
-            let _ = p.handle.join();
-            self.rng = p.before;
-        }
-        self.rng.random()
-    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,9 @@ impl DpSettings {
         if let Clipping::Adaptive {
             count_noise_std, ..
         } = self.clipping
-            && 2.0 * count_noise_std <= self.noise_multiplier
+            && self
+                .count_noise_multiplier()
+                .is_some_and(|count| count <= self.noise_multiplier)
         {
             return Err(invalid(
                 "count_noise_std",
@@ -122,14 +124,9 @@ impl DpSettings {
     /// at most `√(σ_Δ⁻² + (2σ_b)⁻²) = 1/σ`: the pair is one Gaussian
     /// mechanism with multiplier σ, which is what the accountant records.
     pub fn gradient_noise_multiplier(&self) -> f64 {
-        match self.clipping {
-            Clipping::Adaptive {
-                count_noise_std, ..
-            } => {
-                let s = self.noise_multiplier;
-                (s.powi(-2) - (2.0 * count_noise_std).powi(-2)).powf(-0.5)
-            }
-            _ => self.noise_multiplier,
+        match self.count_noise_multiplier() {
+            Some(count) => (self.noise_multiplier.powi(-2) - count.powi(-2)).powf(-0.5),
+            None => self.noise_multiplier,
         }
     }
 
@@ -530,5 +527,42 @@ impl ModuleVisitor for NoisyMean<'_> {
         };
         self.grads
             .register::<D>(param.id, noisy.mul_scalar(self.scale).reshape(dims));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(clipping: Clipping) -> DpSettings {
+        DpSettings {
+            noise_multiplier: 1.0,
+            clipping,
+            sample_rate: 0.01,
+            dataset_size: 10_000,
+            accountant: AccountantKind::Rdp,
+            budget: None,
+        }
+    }
+
+    #[test]
+    fn should_split_sigma_between_gradient_and_count() {
+        // σ = 1, σ_b = 2: the count's multiplier is 2σ_b = 4 and the
+        // gradient's σ_Δ = (1 − 4⁻²)^(−1/2) = 4/√15.
+        let adaptive = settings(Clipping::adaptive(1.0, 0.5, 2.0).unwrap());
+        adaptive.validate().unwrap();
+        assert_eq!(adaptive.count_noise_multiplier(), Some(4.0));
+        let expected = 4.0 / 15f64.sqrt();
+        assert!((adaptive.gradient_noise_multiplier() - expected).abs() < 1e-12);
+        let flat = settings(Clipping::flat(1.0).unwrap());
+        assert_eq!(flat.count_noise_multiplier(), None);
+        assert_eq!(flat.gradient_noise_multiplier(), 1.0);
+    }
+
+    #[test]
+    fn should_refuse_a_count_noise_that_leaves_nothing_for_the_gradient() {
+        // 2σ_b = σ: σ_Δ would be infinite.
+        let s = settings(Clipping::adaptive(1.0, 0.5, 0.5).unwrap());
+        assert!(s.validate().is_err());
     }
 }
