@@ -264,3 +264,55 @@ fn should_write_through_a_symbolic_link_without_replacing_it() {
         serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
     assert!(v["test_accuracy"].is_number(), "{v}");
 }
+
+#[test]
+fn should_log_one_line_per_epoch_when_stderr_is_not_a_terminal() {
+    let dir = temp_dir("epochs");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let report = dir.join("r.json");
+    let args = [
+        "train",
+        "--dataset",
+        &data,
+        "--model",
+        "logreg",
+        "--num-classes",
+        "2",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    // The test captures stderr: not a terminal.
+    let out = dpsgd(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.starts_with(&format!("epoch {}/2 ", i + 1)), "{line}");
+        for part in ["test accuracy", "ε ", "loss"] {
+            assert!(line.contains(part), "`{part}` not in {line}");
+        }
+    }
+    assert!(lines[1].contains("ε 3.000"), "{}", lines[1]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let total = v["total_seconds"].as_f64().expect("total_seconds");
+    let rest = v["evaluation_and_setup_seconds"]
+        .as_f64()
+        .expect("evaluation");
+    assert!(rest >= 0.0 && rest <= total, "{v}");
+
+    // --quiet: nothing per epoch.
+    let mut quiet = args.to_vec();
+    quiet.push("--quiet");
+    let out = dpsgd(&quiet);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("epoch "), "{stderr}");
+}
