@@ -54,6 +54,7 @@ fn should_refuse_bad_counts_naming_the_flag() {
         &["--epochs", "`-1` is not a whole number"],
     );
     usage_error(&["--epochs", "two"], &["--epochs", "`two`"]);
+    usage_error(&["--seed", "-1"], &["--seed", "`-1` is not a whole number"]);
 }
 
 #[test]
@@ -315,4 +316,22 @@ fn should_log_one_line_per_epoch_when_stderr_is_not_a_terminal() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("epoch "), "{stderr}");
+}
+
+#[test]
+fn should_check_sweep_options_as_train_does() {
+    let out = dpsgd(&["sweep", "--epsilons", "1", "--epochs", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--epochs"), "{stderr}");
+    let out = dpsgd(&[
+        "sweep",
+        "--epsilons",
+        "1",
+        "--dataset",
+        "csv:/nonexistent/dpsgd.csv",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dataset"), "{stderr}");
 }

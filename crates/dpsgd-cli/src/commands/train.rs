@@ -98,7 +98,7 @@ pub struct TrainOptions {
     pub optimizer: String,
     /// Seed for initialisation, sampling and noise (the run is then
     /// reproducible and reported as not secure).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = args::steps)]
     pub seed: Option<u64>,
     /// Backend.
     #[arg(long, default_value = "flex")]
