@@ -65,8 +65,8 @@ pub struct TrainConfig {
     pub seed: Option<u64>,
     /// Accept δ ≥ 1/N (refused otherwise).
     pub allow_large_delta: bool,
-    /// Compute ε for [`Progress::epsilon`] at the end of each epoch (off:
-    /// ε is computed once, for the report).
+    /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
+    /// the report's epoch history (off: ε is computed once, for the report).
     pub progress_epsilon: bool,
 }
 
@@ -97,6 +97,11 @@ pub struct Progress {
     pub epsilon: Option<f64>,
     /// Test accuracy, at the end of an epoch.
     pub test_accuracy: Option<f64>,
+    /// The epoch this step belongs to, from 1.
+    pub epoch: usize,
+    /// Mean training loss of the epoch, at its end: an exact statistic of
+    /// the private data, **not covered by ε** (as [`Progress::loss`]).
+    pub epoch_loss: Option<f64>,
 }
 
 #[cfg(test)]

@@ -14,5 +14,5 @@ pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};
 pub use leakage::loss_threshold_auc;
 pub use models::{Activation, Classifier, Cnn, Mlp};
-pub use report::{NotCovered, TrainReport};
+pub use report::{EpochRecord, NotCovered, TrainReport};
 pub use run::train;

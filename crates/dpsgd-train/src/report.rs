@@ -26,8 +26,13 @@ pub struct TrainReport {
     /// Epochs.
     pub epochs: usize,
     /// Wall-clock seconds of training (without data loading; a timing is
-    /// not covered by ε either).
+    /// not covered by ε either), including the test evaluation after each
+    /// epoch.
     pub wall_seconds: f64,
+    /// Seconds spent evaluating: the test accuracy after each epoch (part
+    /// of `wall_seconds`) and the final training-set accuracy and leakage
+    /// measurement (after it).
+    pub eval_seconds: f64,
     /// Test-set size.
     pub test_size: usize,
     /// Model.
@@ -66,4 +71,31 @@ pub struct NotCovered {
     /// Examples that contributed zero to a step because their loss or
     /// gradient norm was not finite.
     pub dropped_examples: u64,
+    /// One entry per epoch, in order. Each holds the epoch's mean training
+    /// loss, which ε does not cover; its test accuracy and ε are covered.
+    pub epoch_history: Vec<EpochRecord>,
+}
+
+/// The state of a run at the end of one epoch.
+///
+/// # Privacy
+///
+/// `train_loss` is an exact statistic of the private training data and is
+/// **not covered by ε**; `test_accuracy` and `epsilon` are.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean per-example training loss over the epoch's batches (not
+    /// covered by ε).
+    pub train_loss: f64,
+    /// Accuracy on the test set after the epoch.
+    pub test_accuracy: f64,
+    /// ε spent so far; `None` without DP or when
+    /// [`TrainConfig::progress_epsilon`](crate::TrainConfig::progress_epsilon)
+    /// is off.
+    pub epsilon: Option<f64>,
+    /// Wall-clock seconds from the start of training to the end of the
+    /// epoch (its test evaluation included).
+    pub wall_seconds: f64,
 }

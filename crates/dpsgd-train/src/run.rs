@@ -6,7 +6,7 @@ use crate::error::TrainError;
 use crate::eval::{accuracy, batch, per_example_losses};
 use crate::leakage::loss_threshold_auc;
 use crate::models::{Classifier, Cnn, Mlp};
-use crate::report::{NotCovered, TrainReport};
+use crate::report::{EpochRecord, NotCovered, TrainReport};
 use burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
 };
@@ -144,6 +144,8 @@ fn run<M: Classifier + 'static>(
     let start = Instant::now();
     let steps_per_epoch = sampler.steps_per_epoch();
     let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut eval_seconds = 0.0;
     for step in 1..=steps {
         let (indices, batch_loss) = match privacy.as_mut() {
             Some(p) => {
@@ -181,30 +183,50 @@ fn run<M: Classifier + 'static>(
         epoch_loss += batch_loss;
         epoch_examples += indices.len();
         let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
-        // ε at most once per epoch, and only when someone shows it.
-        let epsilon = match &privacy {
-            Some(p) if end_of_epoch && cfg.progress_epsilon => Some(p.epsilon()?),
-            _ => None,
-        };
-        let test_accuracy = end_of_epoch.then(|| accuracy(&model, test, device));
+        let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
+        let mut epoch_record = None;
         if end_of_epoch {
+            // ε at most once per epoch, and only when someone uses it.
+            let epsilon = match &privacy {
+                Some(p) if cfg.progress_epsilon => Some(p.epsilon()?),
+                _ => None,
+            };
+            let eval_start = Instant::now();
+            let test_accuracy = accuracy(&model, test, device);
+            eval_seconds += eval_start.elapsed().as_secs_f64();
             final_loss = epoch_loss / epoch_examples.max(1) as f64;
             epoch_loss = 0.0;
             epoch_examples = 0;
+            let record = EpochRecord {
+                epoch,
+                train_loss: final_loss,
+                test_accuracy,
+                epsilon,
+                wall_seconds: start.elapsed().as_secs_f64(),
+            };
+            history.push(record);
+            epoch_record = Some(record);
         }
         progress(Progress {
             step,
             total_steps: steps,
             loss: batch_loss / indices.len().max(1) as f64,
-            epsilon,
-            test_accuracy,
+            epsilon: epoch_record.and_then(|r| r.epsilon),
+            test_accuracy: epoch_record.map(|r| r.test_accuracy),
+            epoch,
+            epoch_loss: epoch_record.map(|r| r.train_loss),
         });
     }
     let wall_seconds = start.elapsed().as_secs_f64();
+    let eval_start = Instant::now();
     let auc = loss_threshold_auc(
         &per_example_losses(&model, train, device),
         &per_example_losses(&model, test, device),
     );
+    let train_accuracy = accuracy(&model, train, device);
+    eval_seconds += eval_start.elapsed().as_secs_f64();
+    // The last epoch's evaluation is of the final model.
+    let test_accuracy = history.last().map_or(f64::NAN, |r| r.test_accuracy);
     let privacy_report = match &privacy {
         Some(p) => p.report()?,
         None => PrivacyReport::non_private(&sampler, steps, cfg.delta, cfg.seed),
@@ -212,15 +234,17 @@ fn run<M: Classifier + 'static>(
     Ok(TrainReport {
         not_covered_by_epsilon: NotCovered {
             note: "exact statistics of the private training data: not covered by epsilon",
-            train_accuracy: accuracy(&model, train, device),
+            train_accuracy,
             final_loss,
             loss_threshold_auc: auc,
             dropped_examples: privacy.as_ref().map_or(0, PrivacyEngine::dropped_examples),
+            epoch_history: history,
         },
-        test_accuracy: accuracy(&model, test, device),
+        test_accuracy,
         privacy: privacy_report,
         epochs: cfg.epochs,
         wall_seconds,
+        eval_seconds,
         test_size: test.len(),
         model: cfg.model,
         activation: cfg.activation,

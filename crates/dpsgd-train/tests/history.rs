@@ -1,0 +1,100 @@
+//! The report's epoch history and evaluation time, on the embedded digits.
+
+use burn::tensor::Device;
+use dpsgd_accountant::AccountantKind;
+use dpsgd_data::{Scaling, digits};
+use dpsgd_train::{
+    Activation, ModelKind, OptimizerKind, Privacy, Progress, TrainConfig, TrainReport, train,
+};
+
+fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
+    TrainConfig {
+        model: ModelKind::Logreg,
+        activation: Activation::Relu,
+        epochs: 3,
+        batch_size: 128,
+        max_grad_norm: 1.0,
+        lr: 1e-2,
+        optimizer: OptimizerKind::Adam,
+        privacy,
+        delta: 1e-5,
+        accountant: AccountantKind::Rdp,
+        seed: Some(3),
+        allow_large_delta: false,
+        progress_epsilon,
+    }
+}
+
+fn run(cfg: &TrainConfig) -> (TrainReport, Vec<Progress>) {
+    let (mut tr, mut te) = digits().split(0.2, 0).unwrap();
+    tr.apply(&Scaling::Divide(16.0));
+    te.apply(&Scaling::Divide(16.0));
+    let mut seen = Vec::new();
+    let report = train(cfg, &tr, &te, &Device::flex(), |p| seen.push(p)).unwrap();
+    (report, seen)
+}
+
+#[test]
+fn should_report_one_history_entry_per_epoch() {
+    let (r, progress) = run(&config(Privacy::NoiseMultiplier(1.0), true));
+    let history = &r.not_covered_by_epsilon.epoch_history;
+    assert_eq!(
+        history.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let last = history.last().unwrap();
+    // The last epoch describes the final model and the whole run.
+    assert_eq!(last.test_accuracy, r.test_accuracy);
+    assert_eq!(last.train_loss, r.not_covered_by_epsilon.final_loss);
+    let final_epsilon = r.privacy.epsilon.unwrap();
+    assert!((last.epsilon.unwrap() - final_epsilon).abs() <= 1e-9 * final_epsilon);
+    for pair in history.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert!(
+            a.epsilon.unwrap() < b.epsilon.unwrap(),
+            "ε grows: {a:?} {b:?}"
+        );
+        assert!(a.wall_seconds <= b.wall_seconds);
+    }
+    for e in history {
+        assert!(e.train_loss.is_finite() && e.train_loss > 0.0, "{e:?}");
+        assert!((0.0..=1.0).contains(&e.test_accuracy), "{e:?}");
+    }
+    assert!(last.wall_seconds <= r.wall_seconds);
+    assert!(r.eval_seconds > 0.0);
+    // Progress carries the same values at the end of each epoch.
+    let ends: Vec<&Progress> = progress.iter().filter(|p| p.epoch_loss.is_some()).collect();
+    assert_eq!(ends.len(), 3);
+    for (p, e) in ends.iter().zip(history) {
+        assert_eq!(p.epoch, e.epoch);
+        assert_eq!(p.epoch_loss, Some(e.train_loss));
+        assert_eq!(p.test_accuracy, Some(e.test_accuracy));
+        assert_eq!(p.epsilon, e.epsilon);
+    }
+    assert_eq!(progress.last().unwrap().epoch, 3);
+
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["eval_seconds"].as_f64().unwrap() > 0.0);
+    let entries = json["not_covered_by_epsilon"]["epoch_history"]
+        .as_array()
+        .unwrap();
+    assert_eq!(entries.len(), 3);
+    for field in [
+        "epoch",
+        "train_loss",
+        "test_accuracy",
+        "epsilon",
+        "wall_seconds",
+    ] {
+        assert!(!entries[0][field].is_null(), "{field}");
+    }
+}
+
+#[test]
+fn should_leave_epsilon_out_of_the_history_without_dp() {
+    let (r, _) = run(&config(Privacy::NonPrivate, true));
+    let history = &r.not_covered_by_epsilon.epoch_history;
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|e| e.epsilon.is_none()));
+    assert_eq!(history[2].test_accuracy, r.test_accuracy);
+}
