@@ -1,9 +1,11 @@
-//! CSV files of numeric features and an integer class label (RFC 4180
-//! quoting, plain or gzip-compressed, header optional).
+//! CSV files of numeric and categorical (text) features and a class label
+//! (RFC 4180 quoting, plain or gzip-compressed, header optional); the
+//! encoding rules are in the crate docs (`# CSV files`).
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Position, Result, corrupt};
 use crate::gz::{decompress_if_gz, read_maybe_gz};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 /// Which column holds the label.
@@ -43,39 +45,187 @@ impl std::str::FromStr for LabelColumn {
     }
 }
 
+/// How one CSV column becomes features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnEncoding {
+    /// One feature: the number.
+    Numeric,
+    /// One feature per category (sorted); a missing value is all zeros.
+    OneHot(Vec<String>),
+}
+
+/// How a CSV file's columns became a [`Dataset`]: the schema read off the
+/// file by [`read_csv_encoded`], reusable for another file with
+/// [`read_csv_with_encoding`].
+///
+/// The categories and class names come from the data and are **not
+/// covered by ε** (see the [crate docs](crate#privacy)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvEncoding {
+    header: Option<Vec<String>>,
+    label_column: usize,
+    columns: Vec<ColumnEncoding>,
+    classes: Option<Vec<String>>,
+}
+
+impl CsvEncoding {
+    /// The 0-based label column.
+    pub fn label_column(&self) -> usize {
+        self.label_column
+    }
+
+    /// The encoding of every column (the label column's entry describes
+    /// the label: numeric, or its class names).
+    pub fn columns(&self) -> &[ColumnEncoding] {
+        &self.columns
+    }
+
+    /// The header, when the file has one.
+    pub fn header(&self) -> Option<&[String]> {
+        self.header.as_deref()
+    }
+
+    /// The class names (class `i` is `classes()[i]`) for a text label;
+    /// `None` for a numeric label.
+    pub fn classes(&self) -> Option<&[String]> {
+        self.classes.as_deref()
+    }
+
+    /// The number of features after one-hot encoding.
+    pub fn n_features(&self) -> usize {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| c != self.label_column)
+            .map(|(_, e)| match e {
+                ColumnEncoding::Numeric => 1,
+                ColumnEncoding::OneHot(cats) => cats.len(),
+            })
+            .sum()
+    }
+
+    /// A name per feature: the column name (or `column <i>`) for a numeric
+    /// column, `name=category` for a one-hot feature.
+    pub fn feature_names(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(self.n_features());
+        for (c, e) in self.columns.iter().enumerate() {
+            if c == self.label_column {
+                continue;
+            }
+            let col = self.column_name(c);
+            match e {
+                ColumnEncoding::Numeric => names.push(col),
+                ColumnEncoding::OneHot(cats) => {
+                    names.extend(cats.iter().map(|v| format!("{col}={v}")));
+                }
+            }
+        }
+        names
+    }
+
+    fn column_name(&self, c: usize) -> String {
+        self.header
+            .as_ref()
+            .and_then(|h| h.get(c))
+            .map_or_else(|| format!("column {c}"), Clone::clone)
+    }
+
+    /// `column <i>`, with its header name when there is one (for errors).
+    fn describe(&self, c: usize) -> String {
+        describe_column(self.header.as_deref(), c)
+    }
+}
+
 /// Reads a CSV file.
 ///
-/// The first row is taken as a header when any of its fields is not a
-/// number. Labels must be non-negative integers; the number of classes is
-/// the largest label + 1.
+/// The first row is a header when it is the only row or not as wide as the
+/// next one and holds text; otherwise when some column holds only numbers
+/// below it but text in it; and, when no column is numeric, when each of its
+/// fields is text that appears nowhere else in its column. Text columns are
+/// one-hot encoded and a text label is mapped to class indices (see
+/// [`read_csv_encoded`] and the [crate docs](crate#csv-files)). A numeric
+/// label must be a non-negative integer; the number of classes is the
+/// largest label + 1.
 ///
 /// # Errors
 ///
 /// [`Error::CorruptData`] naming the file and line for malformed CSV, a row
-/// whose width differs from the first data row, a field that is not a
-/// finite number, a label that is not a non-negative integer (or above
-/// 65 535), or a file without data rows; [`Error::InvalidParameter`] for a
-/// label column that does not exist; [`Error::Io`].
+/// whose width differs from the first data row, a column that mixes numbers and
+/// text (naming the column), a missing value in a numeric column or in the
+/// label, a number that is not finite, a numeric label that is not a
+/// non-negative integer (or above 65 535), or a file without data rows;
+/// [`Error::InvalidParameter`] for a label column that does not exist;
+/// [`Error::Io`].
 pub fn read_csv(path: &Path, label: &LabelColumn) -> Result<Dataset> {
+    read_csv_encoded(path, label).map(|(d, _)| d)
+}
+
+/// Reads a CSV file like [`read_csv`] and also returns the encoding read
+/// off it (column kinds, sorted categories, class names).
+///
+/// # Errors
+///
+/// As [`read_csv`].
+pub fn read_csv_encoded(path: &Path, label: &LabelColumn) -> Result<(Dataset, CsvEncoding)> {
     parse_csv(path, &read_maybe_gz(path)?, label)
+}
+
+/// Reads a CSV file with an encoding read off another file (for example a
+/// separate test file): same width, same column kinds, and only the
+/// categories and class names the encoding knows.
+///
+/// # Errors
+///
+/// As [`read_csv`], and [`Error::CorruptData`] for a row whose width
+/// differs from the encoding's, or a category or class the encoding does
+/// not know (naming the column).
+pub fn read_csv_with_encoding(path: &Path, encoding: &CsvEncoding) -> Result<Dataset> {
+    let bytes = read_maybe_gz(path)?;
+    let rows = records(path, &bytes)?;
+    let (_, data) = split_header(&rows);
+    if let Some(r) = data
+        .iter()
+        .find(|r| r.fields.len() != encoding.columns.len())
+    {
+        return Err(corrupt(
+            path,
+            Position::Line(r.line),
+            format!(
+                "row has {} fields, the encoding {}",
+                r.fields.len(),
+                encoding.columns.len()
+            ),
+        ));
+    }
+    encode(path, data, encoding)
 }
 
 pub(crate) fn read_csv_bytes(path: &Path, raw: &[u8], label: &LabelColumn) -> Result<Dataset> {
     let bytes = decompress_if_gz(path, raw.to_vec())?;
-    parse_csv(path, &bytes, label)
+    parse_csv(path, &bytes, label).map(|(d, _)| d)
 }
 
-fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<Dataset> {
+struct Row {
+    line: u64,
+    fields: Vec<String>,
+}
+
+fn is_missing(field: &str) -> bool {
+    field.is_empty() || field == "?"
+}
+
+fn is_number(field: &str) -> bool {
+    field.parse::<f64>().is_ok()
+}
+
+/// The non-blank records.
+fn records(path: &Path, bytes: &[u8]) -> Result<Vec<Row>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(bytes);
-    let mut header: Option<Vec<String>> = None;
-    let mut width: Option<usize> = None;
-    let mut label_index: Option<usize> = None;
-    let mut features = Vec::new();
-    let mut labels = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for (row, record) in reader.records().enumerate() {
         let record = record.map_err(|e| {
             let line = e.position().map_or(row as u64 + 1, |p| p.line());
@@ -85,72 +235,233 @@ fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<Dataset> 
         if record.iter().all(str::is_empty) {
             continue; // blank line
         }
-        if row == 0 && record.iter().any(|f| f.parse::<f64>().is_err()) {
-            header = Some(record.iter().map(str::to_owned).collect());
-            continue;
+        rows.push(Row {
+            line,
+            fields: record.iter().map(str::to_owned).collect(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Splits off the header row, if the first row is one.
+fn split_header(rows: &[Row]) -> (Option<&Row>, &[Row]) {
+    let Some((first, rest)) = rows.split_first() else {
+        return (None, rows);
+    };
+    let text = |f: &str| !is_missing(f) && !is_number(f);
+    let header = if rest.is_empty() || rest[0].fields.len() != first.fields.len() {
+        // A lone row, or one as wide as no data row: a header if any field is text.
+        first.fields.iter().any(|f| text(f))
+    } else {
+        let numeric_below: Vec<bool> = (0..first.fields.len())
+            .map(|c| {
+                let mut values = rest
+                    .iter()
+                    .filter_map(|r| r.fields.get(c))
+                    .map(String::as_str);
+                values.clone().any(|f| !is_missing(f))
+                    && values.all(|f| is_missing(f) || is_number(f))
+            })
+            .collect();
+        if numeric_below.iter().any(|&n| n) {
+            first
+                .fields
+                .iter()
+                .zip(&numeric_below)
+                .any(|(f, &n)| n && text(f))
+        } else {
+            first
+                .fields
+                .iter()
+                .enumerate()
+                .all(|(c, f)| text(f) && rest.iter().all(|r| r.fields.get(c) != Some(f)))
         }
-        let w = *width.get_or_insert(record.len());
-        if record.len() != w {
-            return Err(corrupt(
-                path,
-                Position::Line(line),
-                format!(
-                    "row has {} fields, expected {w} like the first data row",
-                    record.len()
-                ),
-            ));
-        }
-        if w < 2 {
-            return Err(corrupt(
-                path,
-                Position::Line(line),
-                "need at least one feature and a label",
-            ));
-        }
-        let li = match label_index {
-            Some(i) => i,
-            None => {
-                let i = resolve_label(label, w, header.as_deref())?;
-                label_index = Some(i);
-                i
+    };
+    if header {
+        (Some(first), rest)
+    } else {
+        (None, rows)
+    }
+}
+
+fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<(Dataset, CsvEncoding)> {
+    let rows = records(path, bytes)?;
+    let (header, data) = split_header(&rows);
+    let Some(first) = data.first() else {
+        return Err(corrupt(path, Position::Line(1), "no data rows"));
+    };
+    let width = first.fields.len();
+    if let Some(r) = data.iter().find(|r| r.fields.len() != width) {
+        return Err(corrupt(
+            path,
+            Position::Line(r.line),
+            format!(
+                "row has {} fields, expected {width} like the first data row",
+                r.fields.len()
+            ),
+        ));
+    }
+    if width < 2 {
+        return Err(corrupt(
+            path,
+            Position::Line(first.line),
+            "need at least one feature and a label",
+        ));
+    }
+    let header: Option<Vec<String>> = header.map(|h| h.fields.clone());
+    let label_column = resolve_label(label, width, header.as_deref())?;
+    let name = |c: usize| describe_column(header.as_deref(), c);
+    let mut columns = Vec::with_capacity(width);
+    for c in 0..width {
+        let mut first_number: Option<(&str, u64)> = None;
+        let mut first_text: Option<(&str, u64)> = None;
+        for r in data {
+            let f = r.fields[c].as_str();
+            if is_missing(f) {
+                continue;
             }
-        };
-        for (col, field) in record.iter().enumerate() {
-            let value: f64 = field.parse().map_err(|_| {
-                corrupt(
-                    path,
-                    Position::Line(line),
-                    format!("column {col}: `{field}` is not a number"),
-                )
-            })?;
-            if !value.is_finite() {
+            let slot = if is_number(f) {
+                &mut first_number
+            } else {
+                &mut first_text
+            };
+            slot.get_or_insert((f, r.line));
+            if first_number.is_some() && first_text.is_some() {
+                break;
+            }
+        }
+        columns.push(match (first_number, first_text) {
+            (Some((n, nl)), Some((t, tl))) => {
+                let reason = if tl > nl {
+                    format!("`{t}` is not a number, but `{n}` at line {nl} is")
+                } else {
+                    format!("`{n}` is a number, but `{t}` at line {tl} is not")
+                };
                 return Err(corrupt(
                     path,
-                    Position::Line(line),
-                    format!("column {col}: `{field}` is not finite"),
+                    Position::Line(tl.max(nl)),
+                    format!(
+                        "{}: {reason}; a column must hold only numbers or only text \
+                         (`?` or an empty field is missing)",
+                        name(c)
+                    ),
                 ));
             }
-            if col == li {
-                if value < 0.0 || value.fract() != 0.0 || value > 65_535.0 {
-                    return Err(corrupt(
-                        path,
-                        Position::Line(line),
-                        format!(
-                            "label `{field}` out of range: labels must be integers in 0..=65535"
-                        ),
-                    ));
+            (Some(_), None) => ColumnEncoding::Numeric,
+            (None, _) => {
+                let cats: BTreeSet<&str> = data
+                    .iter()
+                    .map(|r| r.fields[c].as_str())
+                    .filter(|f| !is_missing(f))
+                    .collect();
+                ColumnEncoding::OneHot(cats.into_iter().map(str::to_owned).collect())
+            }
+        });
+    }
+    let classes = match &columns[label_column] {
+        ColumnEncoding::Numeric => None,
+        ColumnEncoding::OneHot(names) => Some(names.clone()),
+    };
+    let encoding = CsvEncoding {
+        header,
+        label_column,
+        columns,
+        classes,
+    };
+    let dataset = encode(path, data, &encoding)?;
+    Ok((dataset, encoding))
+}
+
+/// Encodes rows (as wide as the encoding) with the encoding.
+fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> {
+    if data.is_empty() {
+        return Err(corrupt(path, Position::Line(1), "no data rows"));
+    }
+    let li = encoding.label_column;
+    let index: Vec<Option<HashMap<&str, usize>>> = encoding
+        .columns
+        .iter()
+        .map(|e| match e {
+            ColumnEncoding::Numeric => None,
+            ColumnEncoding::OneHot(cats) => Some(
+                cats.iter()
+                    .enumerate()
+                    .map(|(i, v)| (v.as_str(), i))
+                    .collect(),
+            ),
+        })
+        .collect();
+    let n_features = encoding.n_features();
+    let mut features = Vec::with_capacity(data.len() * n_features);
+    let mut labels = Vec::with_capacity(data.len());
+    for r in data {
+        let at = |reason: String| corrupt(path, Position::Line(r.line), reason);
+        for (c, field) in r.fields.iter().enumerate() {
+            let field = field.as_str();
+            match &index[c] {
+                None => {
+                    if is_missing(field) {
+                        return Err(at(format!(
+                            "{}: missing value in a numeric column (only text columns \
+                             may have missing values)",
+                            encoding.describe(c)
+                        )));
+                    }
+                    let value: f64 = field.parse().map_err(|_| {
+                        at(format!(
+                            "{}: `{field}` is not a number",
+                            encoding.describe(c)
+                        ))
+                    })?;
+                    if !value.is_finite() {
+                        return Err(at(format!(
+                            "{}: `{field}` is not finite",
+                            encoding.describe(c)
+                        )));
+                    }
+                    if c == li {
+                        if value < 0.0 || value.fract() != 0.0 || value > 65_535.0 {
+                            return Err(at(format!(
+                                "label `{field}` out of range: numeric labels must be \
+                                 integers in 0..=65535"
+                            )));
+                        }
+                        labels.push(value as u32);
+                    } else {
+                        features.push(value as f32);
+                    }
                 }
-                labels.push(value as u32);
-            } else {
-                features.push(value as f32);
+                Some(cats) => {
+                    let hit = if is_missing(field) {
+                        None
+                    } else {
+                        Some(*cats.get(field).ok_or_else(|| {
+                            at(format!(
+                                "{}: `{field}` is not among the encoding's {} categories",
+                                encoding.describe(c),
+                                cats.len()
+                            ))
+                        })?)
+                    };
+                    if c == li {
+                        let class = hit.ok_or_else(|| at("the label is missing".to_owned()))?;
+                        labels.push(class as u32);
+                    } else {
+                        let start = features.len();
+                        features.resize(start + cats.len(), 0.0);
+                        if let Some(i) = hit {
+                            features[start + i] = 1.0;
+                        }
+                    }
+                }
             }
         }
     }
-    let Some(w) = width else {
-        return Err(corrupt(path, Position::Line(1), "no data rows"));
+    let n_classes = match &encoding.classes {
+        Some(names) => names.len(),
+        None => labels.iter().max().map_or(0, |&m| m as usize + 1),
     };
-    let n_classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    Dataset::new(features, labels, w - 1, n_classes)
+    Dataset::new(features, labels, n_features, n_classes)
 }
 
 fn resolve_label(label: &LabelColumn, width: usize, header: Option<&[String]>) -> Result<usize> {
@@ -166,5 +477,12 @@ fn resolve_label(label: &LabelColumn, width: usize, header: Option<&[String]>) -
         LabelColumn::Name(name) => header
             .and_then(|h| h.iter().position(|c| c == name))
             .ok_or_else(|| bad(name.clone(), "no header column has this name".into())),
+    }
+}
+
+fn describe_column(header: Option<&[String]>, c: usize) -> String {
+    match header.and_then(|h| h.get(c)) {
+        Some(n) => format!("column {c} (`{n}`)"),
+        None => format!("column {c}"),
     }
 }

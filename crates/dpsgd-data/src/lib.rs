@@ -10,6 +10,50 @@
 //! assert_eq!(train.len() + test.len(), 1797);
 //! # Ok::<(), dpsgd_data::Error>(())
 //! ```
+//!
+//! # CSV files
+//!
+//! [`read_csv`] reads numeric and categorical (text) columns. Each column is
+//! classified from the values of the file being read:
+//!
+//! * **numeric**: every non-missing value parses as a number; one feature,
+//!   the value itself. A missing value in a numeric column is an error.
+//! * **categorical**: no value parses as a number; one-hot encoded, one
+//!   feature per distinct non-missing value, in sorted (byte-wise) order, so
+//!   the encoding is deterministic. A missing value (`?` or an empty field)
+//!   is encoded as **all zeros**: there is no dedicated "missing" feature.
+//! * a column that **mixes** numbers and text is refused, with an error
+//!   that names the column and the two lines that disagree.
+//!
+//! The label column may be numeric (non-negative integers, used as they
+//! are) or text: its distinct values, sorted, become classes `0, 1, …`
+//! ([`CsvEncoding::classes`]). A missing label is an error.
+//!
+//! [`read_csv_encoded`] also returns the [`CsvEncoding`] read off the file,
+//! and [`read_csv_with_encoding`] applies it to another file (an unknown
+//! category is an error). Splitting one file into train and test
+//! ([`Dataset::split`]) needs neither: both parts share the encoding.
+//!
+//! ## Privacy
+//!
+//! The category list of each column and the label's class names are read
+//! off the data and are therefore **not covered by ε**: they are treated as
+//! part of the data's schema, like the header (a category that only one
+//! record holds is visible in the feature count and names). Where that
+//! matters, declare the categories from public knowledge instead.
+//!
+//! ```
+//! # let dir = std::env::temp_dir().join(format!("dpsgd-data-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("people.csv");
+//! std::fs::write(&path, "age,job,income\n30,clerk,low\n41,?,high\n25,admin,low\n")?;
+//! let (data, encoding) = dpsgd_data::read_csv_encoded(&path, &dpsgd_data::LabelColumn::Last)?;
+//! assert_eq!(encoding.feature_names(), ["age", "job=admin", "job=clerk"]);
+//! assert_eq!(data.example(1), &[41.0, 0.0, 0.0]); // `?`: all zeros
+//! assert_eq!(encoding.classes().unwrap(), ["high", "low"]);
+//! assert_eq!(data.labels(), &[1, 0, 1]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs)]
 
 mod csv_file;
@@ -19,7 +63,9 @@ mod error;
 mod gz;
 mod idx;
 
-pub use csv_file::{LabelColumn, read_csv};
+pub use csv_file::{
+    ColumnEncoding, CsvEncoding, LabelColumn, read_csv, read_csv_encoded, read_csv_with_encoding,
+};
 pub use dataset::{Dataset, Scaling};
 pub use digits::digits;
 pub use error::{Error, Position, Result};
