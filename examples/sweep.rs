@@ -6,7 +6,10 @@ use burn::tensor::Device;
 use dpsgd::accountant::AccountantKind;
 use dpsgd::data::Scaling;
 use dpsgd::models::Activation;
-use dpsgd::train::{ModelKind, OptimizerKind, Privacy, TrainConfig, default_delta, train};
+use dpsgd::train::{
+    ClippingMode, ConvStrategy, DEFAULT_HIDDEN, ModelKind, OptimizerKind, Privacy, TrainConfig,
+    default_delta, train,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut tr, mut te) = dpsgd::data::digits().split(0.2, 0)?;
@@ -34,6 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             accountant: AccountantKind::Pld,
             seed: Some(1),
             allow_large_delta: false,
+            clipping: ClippingMode::Flat,
+            hidden: DEFAULT_HIDDEN.to_vec(),
+            max_physical_batch_size: None,
+            conv_strategy: ConvStrategy::Auto,
             progress_epsilon: false,
         };
         let r = train(&cfg, &tr, &te, &Device::flex(), |_| {})?;

@@ -335,3 +335,146 @@ fn should_check_sweep_options_as_train_does() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--dataset"), "{stderr}");
 }
+
+/// The JSON report of a one-epoch MLP run on the tiny CSV (σ = 1, batch
+/// 16), with `extra` flags.
+fn report_of(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let data = format!("csv:{}", tiny_csv(dir).display());
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--dataset",
+        &data,
+        "--num-classes",
+        "2",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+        "--report",
+        "-",
+    ];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--non-private") {
+        args.extend_from_slice(&["--noise-multiplier", "1"]);
+    }
+    let out = dpsgd(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{extra:?}: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{extra:?}: {e}"))
+}
+
+#[test]
+fn should_report_the_clipping_mode_it_was_given() {
+    let dir = temp_dir("clipping");
+    let v = report_of(&dir, &[]);
+    assert_eq!(v["clipping_mode"], "flat");
+    assert!(v["clipping"]["Flat"].is_object(), "{}", v["clipping"]);
+    for (mode, variant) in [
+        ("flat", "Flat"),
+        ("per-layer", "PerLayer"),
+        ("automatic", "Automatic"),
+        ("adaptive", "Adaptive"),
+    ] {
+        let v = report_of(&dir, &["--clipping", mode]);
+        assert_eq!(v["clipping_mode"], mode);
+        assert!(
+            v["clipping"][variant].is_object(),
+            "{mode}: {}",
+            v["clipping"]
+        );
+    }
+    // Without DP nothing is clipped.
+    let v = report_of(&dir, &["--non-private", "--clipping", "automatic"]);
+    assert!(v["clipping_mode"].is_null(), "{}", v["clipping_mode"]);
+}
+
+#[test]
+fn should_build_the_mlp_with_the_given_hidden_sizes() {
+    let dir = temp_dir("hidden");
+    assert_eq!(report_of(&dir, &[])["hidden"], serde_json::json!([128]));
+    let v = report_of(&dir, &["--hidden", "8,4", "--clipping", "per-layer"]);
+    assert_eq!(v["hidden"], serde_json::json!([8, 4]));
+    // Three linear layers, one budget each, C/√3 so the whole is within C.
+    let budgets = v["clipping"]["PerLayer"]["max_grad_norms"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(budgets.len(), 3, "{budgets:?}");
+    let total: f64 = budgets.iter().map(|c| c.as_f64().unwrap().powi(2)).sum();
+    assert!((total.sqrt() - 1.0).abs() < 1e-9, "{budgets:?}");
+    let v = report_of(&dir, &["--model", "logreg"]);
+    assert_eq!(v["hidden"], serde_json::json!([]));
+}
+
+#[test]
+fn should_accept_and_report_the_engine_settings() {
+    let dir = temp_dir("engine");
+    let v = report_of(&dir, &[]);
+    assert!(v["max_physical_batch_size"].is_null());
+    assert_eq!(v["conv_strategy"], "auto");
+    let v = report_of(
+        &dir,
+        &[
+            "--max-physical-batch-size",
+            "3",
+            "--conv-strategy",
+            "materialize",
+        ],
+    );
+    assert_eq!(v["max_physical_batch_size"], 3);
+    assert_eq!(v["conv_strategy"], "materialize");
+    assert_eq!(
+        report_of(&dir, &["--conv-strategy", "unfold"])["conv_strategy"],
+        "unfold"
+    );
+}
+
+#[test]
+fn should_refuse_bad_model_and_engine_options_naming_the_flag() {
+    usage_error(&["--clipping", "median"], &["--clipping", "`median`"]);
+    usage_error(&["--hidden", "0"], &["--hidden", "at least 1"]);
+    usage_error(&["--hidden", "64,x"], &["--hidden", "`64,x`"]);
+    usage_error(&["--hidden", ""], &["--hidden"]);
+    usage_error(
+        &["--max-physical-batch-size", "0"],
+        &["--max-physical-batch-size", "at least 1"],
+    );
+    usage_error(
+        &["--max-physical-batch-size", "-2"],
+        &["--max-physical-batch-size", "`-2`"],
+    );
+    usage_error(
+        &["--conv-strategy", "im2col"],
+        &["--conv-strategy", "`im2col`"],
+    );
+    // Adaptive clipping's count noise (batch / 20) too small for σ.
+    usage_error(
+        &[
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--clipping",
+            "adaptive",
+            "--noise-multiplier",
+            "2",
+        ],
+        &["--clipping", "batch size"],
+    );
+    // sweep flattens the same options.
+    for flag in [
+        "--clipping",
+        "--hidden",
+        "--max-physical-batch-size",
+        "--conv-strategy",
+    ] {
+        let out = dpsgd(&["sweep", "--epsilons", "1", flag, "0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{flag}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+    }
+}

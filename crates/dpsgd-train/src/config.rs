@@ -5,13 +5,16 @@ use crate::models::Activation;
 use dpsgd_accountant::AccountantKind;
 use serde::Serialize;
 
+pub use dpsgd_burn::layers::ConvStrategy;
+
 /// Which model to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// Multinomial logistic regression (one linear layer).
     Logreg,
-    /// MLP with one hidden layer of 128 units (see [`TrainConfig::activation`]).
+    /// MLP with hidden layers of [`TrainConfig::hidden`] units (one of 128
+    /// by default; see [`TrainConfig::activation`]).
     Mlp,
     /// The CNN of [`crate::models::Cnn`] (image data only).
     Cnn,
@@ -25,6 +28,53 @@ pub enum OptimizerKind {
     Sgd,
     /// Adam.
     Adam,
+}
+
+/// How per-example gradients are clipped (see [`dpsgd_core::Clipping`]),
+/// all at the run's [`TrainConfig::max_grad_norm`] C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClippingMode {
+    /// The whole gradient of each example to norm C.
+    #[default]
+    Flat,
+    /// Each layer to `C/√L` (L layers), so the whole gradient is within C.
+    PerLayer,
+    /// Automatic clipping (Bu et al.): every gradient normalised,
+    /// `C/(‖g‖ + 0.01)`.
+    Automatic,
+    /// Adaptive clipping (Andrew et al.): C starts at the given value and
+    /// tracks the median norm (η = 0.2), the unclipped count released with
+    /// noise of standard deviation batch size / 20 (accounted for).
+    Adaptive,
+}
+
+impl ClippingMode {
+    /// The spelling of `--clipping`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flat => "flat",
+            Self::PerLayer => "per-layer",
+            Self::Automatic => "automatic",
+            Self::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl std::str::FromStr for ClippingMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "flat" => Ok(Self::Flat),
+            "per-layer" => Ok(Self::PerLayer),
+            "automatic" => Ok(Self::Automatic),
+            "adaptive" => Ok(Self::Adaptive),
+            _ => Err(format!(
+                "`{s}`: expected flat, per-layer, automatic or adaptive"
+            )),
+        }
+    }
 }
 
 /// How much privacy.
@@ -65,10 +115,25 @@ pub struct TrainConfig {
     pub seed: Option<u64>,
     /// Accept δ ≥ 1/N (refused otherwise).
     pub allow_large_delta: bool,
+    /// Clipping policy (default: flat).
+    pub clipping: ClippingMode,
+    /// Hidden layer sizes of the MLP (default: `[128]`; ignored by the
+    /// other models).
+    pub hidden: Vec<usize>,
+    /// Largest physical batch: a larger Poisson batch is processed in
+    /// chunks of at most this many examples (same result, less memory);
+    /// `None`: the whole batch at once.
+    pub max_physical_batch_size: Option<usize>,
+    /// How convolutions compute per-example gradients (default: auto).
+    pub conv_strategy: ConvStrategy,
     /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
     /// the report's epoch history (off: ε is computed once, for the report).
     pub progress_epsilon: bool,
 }
+
+/// The MLP's hidden layer sizes unless [`TrainConfig::hidden`] says
+/// otherwise.
+pub const DEFAULT_HIDDEN: [usize; 1] = [128];
 
 /// The default δ for a dataset of `n` examples: the largest power of ten
 /// strictly below `1/n`, capped at 1e-5.

@@ -9,7 +9,10 @@ pub mod models;
 mod report;
 mod run;
 
-pub use config::{ModelKind, OptimizerKind, Privacy, Progress, TrainConfig, default_delta};
+pub use config::{
+    ClippingMode, ConvStrategy, DEFAULT_HIDDEN, ModelKind, OptimizerKind, Privacy, Progress,
+    TrainConfig, default_delta,
+};
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};
 pub use leakage::loss_threshold_auc;

@@ -1,6 +1,6 @@
 //! The outcome of a run: privacy report and metrics.
 
-use crate::config::{ModelKind, OptimizerKind};
+use crate::config::{ClippingMode, ConvStrategy, ModelKind, OptimizerKind};
 use crate::models::Activation;
 use dpsgd_burn::PrivacyReport;
 use serde::Serialize;
@@ -45,6 +45,16 @@ pub struct TrainReport {
     pub lr: f64,
     /// Expected batch size.
     pub batch_size: usize,
+    /// Clipping policy (`None` without DP); its parameters are in the
+    /// privacy report's `clipping`.
+    pub clipping_mode: Option<ClippingMode>,
+    /// Hidden layer sizes of the MLP (empty for logistic regression, `None`
+    /// for the CNN).
+    pub hidden: Option<Vec<usize>>,
+    /// Largest physical batch (`None`: the whole batch at once).
+    pub max_physical_batch_size: Option<usize>,
+    /// Convolution strategy of the DP engine.
+    pub conv_strategy: ConvStrategy,
     /// How per-example gradients were computed.
     pub gradient_method: String,
     /// Warnings raised while setting the run up (such as an allowed

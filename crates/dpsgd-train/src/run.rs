@@ -1,7 +1,7 @@
 //! One training run, private or not, with a report: the engine behind
 //! `dpsgd train` and `dpsgd sweep`.
 
-use crate::config::{ModelKind, OptimizerKind, Privacy, Progress, TrainConfig};
+use crate::config::{ClippingMode, ModelKind, OptimizerKind, Privacy, Progress, TrainConfig};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch, per_example_losses};
 use crate::leakage::loss_threshold_auc;
@@ -13,7 +13,7 @@ use burn::optim::{
 use burn::tensor::{Device, Int, Tensor};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, PrivacyReport};
-use dpsgd_core::GradientMethod;
+use dpsgd_core::{Clipping, GradientMethod, layer_groups, trainable_params};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -63,6 +63,20 @@ pub fn train(
             ),
         ));
     }
+    if cfg.model == ModelKind::Mlp
+        && let Some(&bad) = cfg.hidden.iter().find(|&&h| h == 0)
+    {
+        return Err(TrainError::config(
+            "hidden",
+            format!("hidden layer sizes must be at least 1, not {bad}"),
+        ));
+    }
+    if cfg.max_physical_batch_size == Some(0) {
+        return Err(TrainError::config(
+            "max_physical_batch_size",
+            "must be at least 1",
+        ));
+    }
     match cfg.model {
         ModelKind::Logreg => run(
             cfg,
@@ -77,7 +91,11 @@ pub fn train(
             train,
             test,
             &device,
-            Mlp::new(&[train.n_features(), 128, classes], &device).with_activation(cfg.activation),
+            Mlp::new(
+                &[&[train.n_features()][..], &cfg.hidden, &[classes][..]].concat(),
+                &device,
+            )
+            .with_activation(cfg.activation),
             progress,
         ),
         ModelKind::Cnn => {
@@ -116,7 +134,21 @@ fn run<M: Classifier + 'static>(
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
         None => ChaCha20Rng::from_os_rng(),
     };
+    let clipping = match cfg.clipping {
+        ClippingMode::Flat => Clipping::flat(cfg.max_grad_norm)?,
+        ClippingMode::PerLayer => {
+            // An equal share per layer: the whole gradient stays within C.
+            let layers = layer_groups(&trainable_params(&model)).len().max(1);
+            Clipping::per_layer(vec![cfg.max_grad_norm / (layers as f64).sqrt(); layers])?
+        }
+        ClippingMode::Automatic => Clipping::automatic(cfg.max_grad_norm)?,
+        ClippingMode::Adaptive => {
+            Clipping::adaptive(cfg.max_grad_norm, 0.5, cfg.batch_size as f64 / 20.0)?
+        }
+    };
     let base = DpSgdConfig::new(cfg.max_grad_norm)
+        .with_clipping(clipping)
+        .with_conv_strategy(cfg.conv_strategy)
         .with_accountant(cfg.accountant)
         .with_delta(cfg.delta)
         .with_allow_large_delta(cfg.allow_large_delta)
@@ -124,6 +156,10 @@ fn run<M: Classifier + 'static>(
             size: train.len(),
             hash: train.content_hash(),
         });
+    let base = match cfg.max_physical_batch_size {
+        Some(m) => base.with_max_physical_batch_size(m),
+        None => base,
+    };
     let dp_config = match cfg.privacy {
         Privacy::NonPrivate => None,
         Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
@@ -136,7 +172,22 @@ fn run<M: Classifier + 'static>(
                 Some(seed) => dp.with_seed(seed),
                 None => dp,
             };
-            Some(dp.init(inner_optimizer(cfg), sampler)?)
+            Some(dp.init(inner_optimizer(cfg), sampler).map_err(|e| match e {
+                dpsgd_core::Error::InvalidParameter {
+                    name: "count_noise_std",
+                    reason,
+                    ..
+                } => {
+                    TrainError::config(
+                        "clipping",
+                        format!(
+                            "adaptive clipping releases its count with noise batch size / 20 = {}, too little for this σ ({reason}); use a larger batch size or another clipping mode",
+                            cfg.batch_size as f64 / 20.0
+                        ),
+                    )
+                }
+                e => e.into(),
+            })?)
         }
     };
     let mut plain = inner_optimizer(cfg);
@@ -251,6 +302,14 @@ fn run<M: Classifier + 'static>(
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         batch_size: cfg.batch_size,
+        clipping_mode: privacy.as_ref().map(|_| cfg.clipping),
+        hidden: match cfg.model {
+            ModelKind::Logreg => Some(Vec::new()),
+            ModelKind::Mlp => Some(cfg.hidden.clone()),
+            ModelKind::Cnn => None,
+        },
+        max_physical_batch_size: cfg.max_physical_batch_size,
+        conv_strategy: cfg.conv_strategy,
         warnings: privacy
             .as_ref()
             .map_or_else(Vec::new, |p| p.warnings().to_vec()),

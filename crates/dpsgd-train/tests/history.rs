@@ -4,7 +4,8 @@ use burn::tensor::Device;
 use dpsgd_accountant::AccountantKind;
 use dpsgd_data::{Scaling, digits};
 use dpsgd_train::{
-    Activation, ModelKind, OptimizerKind, Privacy, Progress, TrainConfig, TrainReport, train,
+    Activation, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, ModelKind, OptimizerKind, Privacy,
+    Progress, TrainConfig, TrainReport, train,
 };
 
 fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
@@ -21,6 +22,10 @@ fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
         accountant: AccountantKind::Rdp,
         seed: Some(3),
         allow_large_delta: false,
+        clipping: ClippingMode::Flat,
+        hidden: DEFAULT_HIDDEN.to_vec(),
+        max_physical_batch_size: None,
+        conv_strategy: ConvStrategy::Auto,
         progress_epsilon,
     }
 }

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use dpsgd::data::{Dataset, LabelColumn, Scaling};
 use dpsgd::models::Activation;
 use dpsgd::train::{
-    ModelKind, OptimizerKind, Privacy, Progress, TrainConfig, TrainError, TrainReport,
+    ClippingMode, ConvStrategy, ModelKind, OptimizerKind, Privacy, Progress, TrainConfig,
+    TrainError, TrainReport,
 };
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
@@ -74,6 +75,9 @@ pub struct TrainOptions {
     /// Model.
     #[arg(long, value_parser = ["logreg", "mlp", "cnn"], default_value = "mlp")]
     pub model: String,
+    /// MLP hidden layer sizes, comma-separated (ignored by logreg and cnn).
+    #[arg(long, value_name = "N,N,...", default_value = "128", value_parser = hidden)]
+    pub hidden: Hidden,
     /// Activation between hidden layers (tanh is the published best choice
     /// under DP: bounded activations lose less to clipping).
     #[arg(long, value_name = "relu|tanh", default_value = "relu")]
@@ -90,6 +94,19 @@ pub struct TrainOptions {
     /// Per-example clipping norm C.
     #[arg(long, allow_hyphen_values = true, default_value_t = 1.0, value_parser = args::positive)]
     pub max_grad_norm: f64,
+    /// Clipping policy, at --max-grad-norm: flat (whole gradient),
+    /// per-layer (C/√L per layer), automatic (normalised, Bu et al.),
+    /// adaptive (C tracks the median norm, Andrew et al.).
+    #[arg(long, value_name = "flat|per-layer|automatic|adaptive", default_value = "flat", value_parser = clipping)]
+    pub clipping: ClippingMode,
+    /// Process a Poisson batch in chunks of at most this many examples
+    /// (same result, less memory; default: the whole batch at once).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub max_physical_batch_size: Option<usize>,
+    /// How DP convolutions get per-example gradients (auto picks unfold
+    /// unless the patches are large).
+    #[arg(long, value_name = "auto|unfold|materialize", default_value = "auto", value_parser = conv_strategy)]
+    pub conv_strategy: ConvStrategy,
     /// Learning rate (default: 0.01 for adam, 0.3 for sgd).
     #[arg(long, allow_hyphen_values = true, value_parser = args::positive)]
     pub lr: Option<f64>,
@@ -124,6 +141,40 @@ pub struct TrainOptions {
     /// Accept δ ≥ 1/N (a δ that allows publishing a whole record).
     #[arg(long)]
     pub allow_large_delta: bool,
+}
+
+/// MLP hidden layer sizes (a `Vec` under another name, so that clap takes
+/// the whole list as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hidden(pub Vec<usize>);
+
+/// `N,N,...`: one or more sizes ≥ 1.
+fn hidden(s: &str) -> Result<Hidden, String> {
+    s.split(',')
+        .map(|v| match v.trim().parse::<usize>() {
+            Ok(0) => Err("every size must be at least 1".to_owned()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!(
+                "`{s}`: expected sizes >= 1 separated by commas, e.g. 256,128"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Hidden)
+}
+
+/// `flat`, `per-layer`, `automatic`, `adaptive`.
+fn clipping(s: &str) -> Result<ClippingMode, String> {
+    s.parse()
+}
+
+/// `auto`, `unfold`, `materialize`.
+fn conv_strategy(s: &str) -> Result<ConvStrategy, String> {
+    match s {
+        "auto" => Ok(ConvStrategy::Auto),
+        "unfold" => Ok(ConvStrategy::Unfold),
+        "materialize" => Ok(ConvStrategy::Materialize),
+        _ => Err(format!("`{s}`: expected auto, unfold or materialize")),
+    }
 }
 
 /// `LO:HI` with finite LO < HI.
@@ -393,6 +444,10 @@ pub fn config(o: &TrainOptions, privacy: Privacy, n_train: usize) -> TrainConfig
         accountant: o.accountant,
         seed: o.seed,
         allow_large_delta: o.allow_large_delta,
+        clipping: o.clipping,
+        hidden: o.hidden.0.clone(),
+        max_physical_batch_size: o.max_physical_batch_size,
+        conv_strategy: o.conv_strategy,
         progress_epsilon: false,
     }
 }
@@ -487,6 +542,9 @@ fn usage_error(e: TrainError) -> anyhow::Error {
         TrainError::Config(c) => match c.setting {
             "model" => Some("--model"),
             "epochs" => Some("--epochs"),
+            "hidden" => Some("--hidden"),
+            "clipping" => Some("--clipping"),
+            "max_physical_batch_size" => Some("--max-physical-batch-size"),
             _ => None,
         },
         _ => None,
