@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hidden: DEFAULT_HIDDEN.to_vec(),
             max_physical_batch_size: None,
             conv_strategy: ConvStrategy::Auto,
+            save_model: None,
             progress_epsilon: false,
         };
         let r = train(&cfg, &tr, &te, &Device::flex(), |_| {})?;

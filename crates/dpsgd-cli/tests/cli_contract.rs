@@ -478,3 +478,25 @@ fn should_refuse_bad_model_and_engine_options_naming_the_flag() {
         assert!(stderr.contains(flag), "{flag}: {stderr}");
     }
 }
+
+#[test]
+fn should_save_the_trained_model() {
+    let dir = temp_dir("save-model");
+    let file = dir.join("model.bin");
+    let _ = std::fs::remove_file(&file);
+    let v = report_of(
+        &dir,
+        &["--hidden", "8", "--save-model", file.to_str().unwrap()],
+    );
+    assert_eq!(v["saved_model"], file.to_str().unwrap());
+    let size = std::fs::metadata(&file).expect("the saved model").len();
+    assert!(size > 0);
+    usage_error(
+        &["--save-model", dir.to_str().unwrap()],
+        &["--save-model", "directory"],
+    );
+    usage_error(
+        &["--save-model", "/nonexistent/dpsgd/model.bin"],
+        &["--save-model", "/nonexistent/dpsgd"],
+    );
+}

@@ -126,6 +126,10 @@ pub struct TrainConfig {
     pub max_physical_batch_size: Option<usize>,
     /// How convolutions compute per-example gradients (default: auto).
     pub conv_strategy: ConvStrategy,
+    /// Save the trained model here at the end (burn's record bytes, as
+    /// `ModuleRecord::into_bytes`; load them into a model built with the
+    /// same architecture), written atomically. `None`: not saved.
+    pub save_model: Option<std::path::PathBuf>,
     /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
     /// the report's epoch history (off: ε is computed once, for the report).
     pub progress_epsilon: bool,

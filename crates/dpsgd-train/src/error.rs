@@ -13,6 +13,14 @@ pub enum TrainError {
     /// From the accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),
+    /// The trained model could not be saved ([`crate::TrainConfig::save_model`]).
+    #[error("saving the model to {}: {reason}", path.display())]
+    Save {
+        /// Where it was to go.
+        path: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Which [`crate::TrainConfig`] setting cannot work, and why (in library

@@ -117,6 +117,22 @@ pub fn train(
     }
 }
 
+/// Writes `model`'s record bytes to `path`, atomically. The model is the
+/// released output of the run: covered by ε (when private).
+fn save_model<M: Classifier>(model: &M, path: &std::path::Path) -> Result<(), TrainError> {
+    let failed = |reason: String| TrainError::Save {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| failed(e.to_string()))?;
+    dpsgd_burn::io::write_atomically(path, &bytes, dpsgd_burn::io::Access::Default)
+        .map_err(|e| failed(e.to_string()))
+}
+
 fn run<M: Classifier + 'static>(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -278,6 +294,9 @@ fn run<M: Classifier + 'static>(
     eval_seconds += eval_start.elapsed().as_secs_f64();
     // The last epoch's evaluation is of the final model.
     let test_accuracy = history.last().map_or(f64::NAN, |r| r.test_accuracy);
+    if let Some(path) = &cfg.save_model {
+        save_model(&model, path)?;
+    }
     let privacy_report = match &privacy {
         Some(p) => p.report()?,
         None => PrivacyReport::non_private(&sampler, steps, cfg.delta, cfg.seed),

@@ -26,6 +26,7 @@ fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
         hidden: DEFAULT_HIDDEN.to_vec(),
         max_physical_batch_size: None,
         conv_strategy: ConvStrategy::Auto,
+        save_model: None,
         progress_epsilon,
     }
 }
@@ -102,4 +103,30 @@ fn should_leave_epsilon_out_of_the_history_without_dp() {
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|e| e.epsilon.is_none()));
     assert_eq!(history[2].test_accuracy, r.test_accuracy);
+}
+
+#[test]
+fn should_save_a_model_that_loads_back_with_the_same_accuracy() {
+    use burn::module::Module;
+    use burn::store::ModuleRecord;
+    let path = std::env::temp_dir().join(format!("dpsgd-save-model-{}.bin", std::process::id()));
+    let cfg = TrainConfig {
+        epochs: 1,
+        save_model: Some(path.clone()),
+        ..config(Privacy::NoiseMultiplier(1.0), false)
+    };
+    let (report, _) = run(&cfg);
+    let (_, mut te) = digits().split(0.2, 0).unwrap();
+    te.apply(&Scaling::Divide(16.0));
+    let device = Device::flex();
+    let bytes = std::fs::read(&path).unwrap();
+    let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).unwrap();
+    let model = dpsgd_train::Mlp::new(&[64, 10], &device)
+        .try_load_record(record)
+        .unwrap();
+    assert_eq!(
+        dpsgd_train::accuracy(&model, &te, &device),
+        report.test_accuracy
+    );
+    let _ = std::fs::remove_file(&path);
 }

@@ -229,6 +229,10 @@ pub struct Args {
     /// standard output, and the summary line goes to standard error).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Save the trained model here (burn's record bytes; load them into a
+    /// model of the same architecture), written atomically.
+    #[arg(long, value_name = "FILE")]
+    pub save_model: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -448,6 +452,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, n_train: usize) -> TrainConfig
         hidden: o.hidden.0.clone(),
         max_physical_batch_size: o.max_physical_batch_size,
         conv_strategy: o.conv_strategy,
+        save_model: None,
         progress_epsilon: false,
     }
 }
@@ -604,6 +609,9 @@ pub fn run(a: &Args) -> Result<()> {
     let o = &a.options;
     // Found before the data is read and the model trained, not after.
     let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
+    if let Some(path) = &a.save_model {
+        check_save_path(path)?;
+    }
     let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
     if !preprocessing.public {
         eprintln!(
@@ -617,7 +625,10 @@ pub fn run(a: &Args) -> Result<()> {
         (false, None, Some(e)) => Privacy::TargetEpsilon(e),
         (false, None, None) => Privacy::TargetEpsilon(3.0),
     };
-    let cfg = config(o, privacy, train.len());
+    let cfg = TrainConfig {
+        save_model: a.save_model.clone(),
+        ..config(o, privacy, train.len())
+    };
     let started = std::time::Instant::now();
     let report = run_one(&cfg, &train, &test, o.backend, a.quiet)?;
     let total_seconds = started.elapsed().as_secs_f64();
@@ -635,11 +646,32 @@ pub fn run(a: &Args) -> Result<()> {
         // accuracy); the rest of the command is mostly the final evaluation
         // (train and test accuracy, the leakage metric), plus setup.
         json["total_seconds"] = total_seconds.into();
+        if let Some(path) = &a.save_model {
+            json["saved_model"] = path.display().to_string().into();
+        }
         json["evaluation_and_setup_seconds"] =
             (total_seconds - report.wall_seconds).max(0.0).into();
         target.write(&serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// Refuses, before training, a `--save-model` path that cannot be written:
+/// a directory, or one in a missing directory.
+fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
+    let refuse = |why: String| args::UsageError {
+        flag: "--save-model",
+        message: format!("cannot write {}: {why}", path.display()),
+    };
+    if path.is_dir() {
+        return Err(refuse("it is a directory".into()));
+    }
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+            Err(refuse(format!("{} is not a directory", d.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Where `--report` writes.
