@@ -42,6 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_physical_batch_size: None,
             conv_strategy: ConvStrategy::Auto,
             save_model: None,
+            checkpoint_dir: None,
+            resume: false,
             progress_epsilon: false,
         };
         let r = train(&cfg, &tr, &te, &Device::flex(), |_| {})?;

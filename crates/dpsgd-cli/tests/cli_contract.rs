@@ -500,3 +500,119 @@ fn should_save_the_trained_model() {
         &["--save-model", "/nonexistent/dpsgd"],
     );
 }
+
+/// `dpsgd train` of an MLP on the tiny CSV (σ = 1, batch 16, seed 1) for
+/// `epochs`, with `extra` flags, the report on standard output.
+fn train_epochs(dir: &Path, epochs: &str, extra: &[&str]) -> Output {
+    let data = format!("csv:{}", tiny_csv(dir).display());
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--dataset",
+        &data,
+        "--num-classes",
+        "2",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "16",
+        "--epochs",
+        epochs,
+        "--seed",
+        "1",
+        "--report",
+        "-",
+    ];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--non-private") {
+        args.extend_from_slice(&["--noise-multiplier", "1"]);
+    }
+    dpsgd(&args)
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    serde_json::from_slice(&out.stdout).expect("the JSON report")
+}
+
+/// A usage error: exit 2, one line on stderr naming every one of `expected`.
+fn refused(out: &Output, expected: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "`{e}` not in {stderr}");
+    }
+}
+
+#[test]
+fn should_resume_a_checkpointed_run_where_it_stopped() {
+    let dir = temp_dir("checkpoint");
+    let ck = dir.join("checkpoints");
+    let _ = std::fs::remove_dir_all(&ck);
+    let ck = ck.to_str().unwrap();
+    let whole = report(&train_epochs(&dir, "4", &[]));
+    let first = report(&train_epochs(&dir, "2", &["--checkpoint-dir", ck]));
+    assert_eq!(
+        first["steps"].as_u64().unwrap() * 2,
+        whole["steps"].as_u64().unwrap()
+    );
+    let resumed = report(&train_epochs(
+        &dir,
+        "4",
+        &["--checkpoint-dir", ck, "--resume"],
+    ));
+    // ε covers all four epochs' steps (the accountant's history is in the
+    // checkpoint), and a seeded run resumes exactly: same model.
+    assert_eq!(resumed["steps"], whole["steps"]);
+    assert_eq!(resumed["epsilon"], whole["epsilon"]);
+    assert!(resumed["epsilon"].as_f64().unwrap() > first["epsilon"].as_f64().unwrap());
+    assert_eq!(resumed["test_accuracy"], whole["test_accuracy"]);
+    let history = |v: &serde_json::Value| {
+        v["not_covered_by_epsilon"]["epoch_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["epoch"].clone(), r["test_accuracy"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(history(&resumed), history(&whole));
+
+    // Other settings than the checkpoint's.
+    refused(
+        &train_epochs(
+            &dir,
+            "4",
+            &["--checkpoint-dir", ck, "--resume", "--lr", "0.5"],
+        ),
+        &["--resume", "lr"],
+    );
+    // A fresh run would overwrite the checkpoint.
+    refused(
+        &train_epochs(&dir, "4", &["--checkpoint-dir", ck]),
+        &["--checkpoint-dir", "already holds a checkpoint"],
+    );
+    // Nothing to resume.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    refused(
+        &train_epochs(
+            &dir,
+            "4",
+            &["--checkpoint-dir", empty.to_str().unwrap(), "--resume"],
+        ),
+        &["--resume", "no checkpoint"],
+    );
+    // Checkpoints are for private runs.
+    refused(
+        &train_epochs(
+            &dir,
+            "4",
+            &["--non-private", "--checkpoint-dir", empty.to_str().unwrap()],
+        ),
+        &["--checkpoint-dir", "private"],
+    );
+    // --resume needs --checkpoint-dir.
+    usage_error(&["--resume"], &["--checkpoint-dir"]);
+}

@@ -13,7 +13,9 @@ pub enum TrainError {
     /// From the accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),
-    /// The trained model could not be saved ([`crate::TrainConfig::save_model`]).
+    /// The trained model ([`crate::TrainConfig::save_model`]) or the training
+    /// loop's checkpoint state ([`crate::TrainConfig::checkpoint_dir`]) could
+    /// not be saved.
     #[error("saving the model to {}: {reason}", path.display())]
     Save {
         /// Where it was to go.

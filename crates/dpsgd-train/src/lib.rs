@@ -10,8 +10,8 @@ mod report;
 mod run;
 
 pub use config::{
-    ClippingMode, ConvStrategy, DEFAULT_HIDDEN, ModelKind, OptimizerKind, Privacy, Progress,
-    TrainConfig, default_delta,
+    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, ModelKind, OptimizerKind, Privacy,
+    Progress, RUN_STATE_FILE, TrainConfig, default_delta,
 };
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};

@@ -92,7 +92,7 @@ pub struct NotCovered {
 ///
 /// `train_loss` is an exact statistic of the private training data and is
 /// **not covered by ε**; `test_accuracy` and `epsilon` are.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     /// Epoch number, from 1.
     pub epoch: usize,

@@ -1,7 +1,10 @@
 //! One training run, private or not, with a report: the engine behind
 //! `dpsgd train` and `dpsgd sweep`.
 
-use crate::config::{ClippingMode, ModelKind, OptimizerKind, Privacy, Progress, TrainConfig};
+use crate::config::{
+    CHECKPOINT_FILE, ClippingMode, ModelKind, OptimizerKind, Privacy, Progress, RUN_STATE_FILE,
+    TrainConfig,
+};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch, per_example_losses};
 use crate::leakage::loss_threshold_auc;
@@ -17,6 +20,7 @@ use dpsgd_core::{Clipping, GradientMethod, layer_groups, trainable_params};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::path::Path;
 use std::time::Instant;
 
 type Batch = (Tensor<4>, Tensor<1, Int>);
@@ -69,6 +73,18 @@ pub fn train(
         return Err(TrainError::config(
             "hidden",
             format!("hidden layer sizes must be at least 1, not {bad}"),
+        ));
+    }
+    if cfg.checkpoint_dir.is_some() && cfg.privacy == Privacy::NonPrivate {
+        return Err(TrainError::config(
+            "checkpoint_dir",
+            "checkpoints are for private (DP-SGD) runs; a non-private run has none",
+        ));
+    }
+    if cfg.resume && cfg.checkpoint_dir.is_none() {
+        return Err(TrainError::config(
+            "resume",
+            "needs the checkpoint folder to resume from",
         ));
     }
     if cfg.max_physical_batch_size == Some(0) {
@@ -133,6 +149,141 @@ fn save_model<M: Classifier>(model: &M, path: &std::path::Path) -> Result<(), Tr
         .map_err(|e| failed(e.to_string()))
 }
 
+/// What the training loop needs to continue from a checkpoint, saved next
+/// to the engine's checkpoint in [`RUN_STATE_FILE`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunState {
+    /// [`settings`] of the run.
+    settings: String,
+    /// Epochs completed.
+    epochs_done: usize,
+    /// The engine's steps at the time: checked against the checkpoint's.
+    steps: u64,
+    /// The epoch history so far.
+    history: Vec<EpochRecord>,
+    /// The engine's warnings at the start of the run.
+    warnings: Vec<String>,
+}
+
+/// The settings a resumed run must share with the checkpointed one, as
+/// JSON text (compared as text: no float round trip): all of
+/// [`TrainConfig`] but what may change between the two.
+fn settings(cfg: &TrainConfig) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
+    let serde_json::Value::Object(mut map) =
+        serde_json::to_value(cfg).map_err(|e| TrainError::config("resume", e.to_string()))?
+    else {
+        return Err(TrainError::config("resume", "settings are not an object"));
+    };
+    for key in ["checkpoint_dir", "resume", "save_model", "progress_epsilon"] {
+        map.remove(key);
+    }
+    // σ calibrated for a target ε depends on the planned epochs.
+    if !matches!(cfg.privacy, Privacy::TargetEpsilon(_)) {
+        map.remove("epochs");
+    }
+    Ok(map)
+}
+
+/// Refuses a fresh run into a folder that holds a checkpoint (it would be
+/// overwritten), creating the folder if needed.
+fn prepare_checkpoint_dir(dir: &Path) -> Result<(), TrainError> {
+    if dir.join(RUN_STATE_FILE).exists() || dir.join(CHECKPOINT_FILE).exists() {
+        return Err(TrainError::config(
+            "checkpoint_dir",
+            format!(
+                "{} already holds a checkpoint: resume it, or use another folder",
+                dir.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        TrainError::config(
+            "checkpoint_dir",
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// Reads the loop's state from `dir` and checks it is this run's.
+fn read_run_state(cfg: &TrainConfig, dir: &Path) -> Result<RunState, TrainError> {
+    let path = dir.join(RUN_STATE_FILE);
+    if !path.exists() || !dir.join(CHECKPOINT_FILE).exists() {
+        return Err(TrainError::config(
+            "resume",
+            format!("no checkpoint to resume in {}", dir.display()),
+        ));
+    }
+    let unreadable =
+        |e: String| TrainError::config("resume", format!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
+    let state: RunState = serde_json::from_slice(&text).map_err(|e| unreadable(e.to_string()))?;
+    let saved: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&state.settings).map_err(|e| unreadable(e.to_string()))?;
+    let current = settings(cfg)?;
+    if serde_json::to_string(&current).ok().as_deref() != Some(state.settings.as_str()) {
+        let differing: Vec<&str> = current
+            .iter()
+            .filter(|(k, v)| saved.get(*k).map(ToString::to_string) != Some(v.to_string()))
+            .map(|(k, _)| k.as_str())
+            .chain(
+                saved
+                    .keys()
+                    .filter(|k| !current.contains_key(*k))
+                    .map(String::as_str),
+            )
+            .collect();
+        return Err(TrainError::config(
+            "resume",
+            format!(
+                "the run's settings differ from the checkpoint's: {}",
+                if differing.is_empty() {
+                    "settings".to_owned()
+                } else {
+                    differing.join(", ")
+                }
+            ),
+        ));
+    }
+    if state.epochs_done > cfg.epochs {
+        return Err(TrainError::config(
+            "epochs",
+            format!(
+                "the checkpoint has already done {} epochs, more than {}",
+                state.epochs_done, cfg.epochs
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Writes the engine's checkpoint and the loop's state into `dir`.
+fn save_checkpoint<M: Classifier>(
+    cfg: &TrainConfig,
+    dir: &Path,
+    engine: &PrivacyEngine,
+    model: &M,
+    history: &[EpochRecord],
+    warnings: &[String],
+) -> Result<(), TrainError> {
+    engine.save_checkpoint(&dir.join(CHECKPOINT_FILE), model)?;
+    let path = dir.join(RUN_STATE_FILE);
+    let failed = |reason: String| TrainError::Save {
+        path: path.clone(),
+        reason,
+    };
+    let state = RunState {
+        settings: serde_json::to_string(&settings(cfg)?).map_err(|e| failed(e.to_string()))?,
+        epochs_done: history.last().map_or(0, |r| r.epoch),
+        steps: engine.steps(),
+        history: history.to_vec(),
+        warnings: warnings.to_vec(),
+    };
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| failed(e.to_string()))?;
+    // The history holds training losses, not covered by ε: owner only.
+    dpsgd_burn::io::write_atomically(&path, &bytes, dpsgd_burn::io::Access::OwnerOnly)
+        .map_err(|e| failed(e.to_string()))
+}
+
 fn run<M: Classifier + 'static>(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -181,9 +332,43 @@ fn run<M: Classifier + 'static>(
         Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
         Privacy::TargetEpsilon(e) => Some(base.with_target_epsilon(e, cfg.delta, cfg.epochs)),
     };
+    let mut resumed = None;
     let mut privacy = match dp_config {
         None => None,
+        Some(dp) if cfg.resume => {
+            let dir = cfg.checkpoint_dir.as_deref().unwrap_or(Path::new("."));
+            let state = read_run_state(cfg, dir)?;
+            let fingerprint = DatasetFingerprint {
+                size: train.len(),
+                hash: train.content_hash(),
+            };
+            debug_assert_eq!(dp.dataset, Some(fingerprint));
+            let (engine, loaded) = PrivacyEngine::resume(
+                &dir.join(CHECKPOINT_FILE),
+                inner_optimizer(cfg),
+                model,
+                fingerprint,
+            )?;
+            model = loaded;
+            if engine.steps() != state.steps {
+                return Err(TrainError::config(
+                    "resume",
+                    format!(
+                        "{} is at step {} but {} at step {}: interrupted while checkpointing; start again",
+                        CHECKPOINT_FILE,
+                        engine.steps(),
+                        RUN_STATE_FILE,
+                        state.steps
+                    ),
+                ));
+            }
+            resumed = Some(state);
+            Some(engine)
+        }
         Some(dp) => {
+            if let Some(dir) = &cfg.checkpoint_dir {
+                prepare_checkpoint_dir(dir)?;
+            }
             let dp = match cfg.seed {
                 Some(seed) => dp.with_seed(seed),
                 None => dp,
@@ -211,9 +396,23 @@ fn run<M: Classifier + 'static>(
     let start = Instant::now();
     let steps_per_epoch = sampler.steps_per_epoch();
     let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
-    let mut history = Vec::with_capacity(cfg.epochs);
+    let (mut history, epochs_done, warnings) = match resumed {
+        Some(state) => (state.history, state.epochs_done, state.warnings),
+        None => (
+            Vec::with_capacity(cfg.epochs),
+            0,
+            privacy
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.warnings().to_vec()),
+        ),
+    };
+    // A resumed run's epochs go on from the checkpoint's.
+    let wall_offset = history.last().map_or(0.0, |r: &EpochRecord| r.wall_seconds);
+    if let Some(last) = history.last() {
+        final_loss = last.train_loss;
+    }
     let mut eval_seconds = 0.0;
-    for step in 1..=steps {
+    for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let (indices, batch_loss) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
@@ -269,9 +468,12 @@ fn run<M: Classifier + 'static>(
                 train_loss: final_loss,
                 test_accuracy,
                 epsilon,
-                wall_seconds: start.elapsed().as_secs_f64(),
+                wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
             };
             history.push(record);
+            if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
+                save_checkpoint(cfg, dir, p, &model, &history, &warnings)?;
+            }
             epoch_record = Some(record);
         }
         progress(Progress {
@@ -329,9 +531,7 @@ fn run<M: Classifier + 'static>(
         },
         max_physical_batch_size: cfg.max_physical_batch_size,
         conv_strategy: cfg.conv_strategy,
-        warnings: privacy
-            .as_ref()
-            .map_or_else(Vec::new, |p| p.warnings().to_vec()),
+        warnings,
         gradient_method: match privacy
             .as_ref()
             .and_then(|p| p.last_step())

@@ -27,6 +27,8 @@ fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
         max_physical_batch_size: None,
         conv_strategy: ConvStrategy::Auto,
         save_model: None,
+        checkpoint_dir: None,
+        resume: false,
         progress_epsilon,
     }
 }

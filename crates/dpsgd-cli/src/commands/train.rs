@@ -233,6 +233,15 @@ pub struct Args {
     /// model of the same architecture), written atomically.
     #[arg(long, value_name = "FILE")]
     pub save_model: Option<PathBuf>,
+    /// Checkpoint a private run into DIR after every epoch (created if
+    /// missing; one checkpoint, replaced atomically; a secret: mode 0600).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue the run checkpointed in --checkpoint-dir from its next
+    /// epoch (same data and settings; --epochs may grow with
+    /// --noise-multiplier).
+    #[arg(long, requires = "checkpoint_dir")]
+    pub resume: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -453,6 +462,8 @@ pub fn config(o: &TrainOptions, privacy: Privacy, n_train: usize) -> TrainConfig
         max_physical_batch_size: o.max_physical_batch_size,
         conv_strategy: o.conv_strategy,
         save_model: None,
+        checkpoint_dir: None,
+        resume: false,
         progress_epsilon: false,
     }
 }
@@ -487,7 +498,6 @@ pub fn run_one(
     // A log file (stderr not a terminal, where the bar is not drawn) gets
     // one line per epoch instead.
     let epoch_lines = !quiet && !std::io::stderr().is_terminal();
-    let mut epoch = 0;
     // Only released quantities: step, test accuracy, ε (the batch loss is
     // an exact statistic of the private batch).
     let (mut last_eps, mut last_acc) = (None, None);
@@ -495,9 +505,9 @@ pub fn run_one(
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
         if p.test_accuracy.is_some() {
-            epoch += 1;
+            // `p.epoch`, not a count: a resumed run starts past epoch 1.
             if epoch_lines {
-                eprintln!("{}", epoch_line(epoch, cfg.epochs, &p));
+                eprintln!("{}", epoch_line(p.epoch, cfg.epochs, &p));
             }
         }
         if p.epsilon.is_none() && p.test_accuracy.is_none() {
@@ -550,6 +560,8 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "hidden" => Some("--hidden"),
             "clipping" => Some("--clipping"),
             "max_physical_batch_size" => Some("--max-physical-batch-size"),
+            "checkpoint_dir" => Some("--checkpoint-dir"),
+            "resume" => Some("--resume"),
             _ => None,
         },
         _ => None,
@@ -627,6 +639,8 @@ pub fn run(a: &Args) -> Result<()> {
     };
     let cfg = TrainConfig {
         save_model: a.save_model.clone(),
+        checkpoint_dir: a.checkpoint_dir.clone(),
+        resume: a.resume,
         ..config(o, privacy, train.len())
     };
     let started = std::time::Instant::now();
