@@ -616,3 +616,31 @@ fn should_resume_a_checkpointed_run_where_it_stopped() {
     // --resume needs --checkpoint-dir.
     usage_error(&["--resume"], &["--checkpoint-dir"]);
 }
+
+/// A fixed σ whose ε the accountant cannot bound is refused before the
+/// first step (it used to train to the end and fail at the report, or — in
+/// issue 9 — report ε = 0).
+#[test]
+fn should_refuse_an_unaccountable_noise_multiplier_before_training() {
+    for args in [
+        vec!["train", "--noise-multiplier", "1e-200", "--epochs", "50"],
+        vec![
+            "train",
+            "--noise-multiplier",
+            "0.03",
+            "--accountant",
+            "pld",
+            "--epochs",
+            "50",
+        ],
+    ] {
+        let out = dpsgd(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("epoch 1/"), "trained before refusing: {err}");
+        assert!(
+            err.contains("unbounded") || err.contains("cannot answer"),
+            "{err}"
+        );
+    }
+}

@@ -14,6 +14,7 @@ use burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
+use dpsgd_accountant::{Accountant, Segment};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, PrivacyReport};
 use dpsgd_core::{Clipping, GradientMethod, layer_groups, trainable_params};
@@ -391,6 +392,18 @@ fn run<M: Classifier + 'static>(
             })?)
         }
     };
+    // A fixed σ the accountant cannot bound over the planned steps (σ so
+    // small that ε overflows, or a PLD grid too large to hold) is refused
+    // now, not after hours of training when ε is first asked for.
+    if let (Some(p), Privacy::NoiseMultiplier(_)) = (privacy.as_ref(), cfg.privacy) {
+        let remaining = steps.saturating_sub(p.steps());
+        if remaining > 0 {
+            let planned = Segment::new(p.noise_multiplier(), p.sampler().sample_rate(), remaining)?;
+            p.optimizer()
+                .accountant()
+                .epsilon_after(planned, p.delta())?;
+        }
+    }
     let mut plain = inner_optimizer(cfg);
     let loss_fn = |m: &M, b: &Batch| cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone());
     let start = Instant::now();
