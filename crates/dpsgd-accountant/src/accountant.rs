@@ -135,8 +135,10 @@ fn within(epsilon: Result<f64>, budget: f64) -> Result<bool> {
 
 /// The largest `T ∈ [0, MAX_STEPS]` with `fits(T)`, for a predicate that
 /// holds up to some point and not after, starting the search at `guess`
-/// (a good guess saves probes: PLD starts from the RDP answer). Only a `T`
-/// for which `fits` returned true is ever returned (or 0).
+/// (a good guess saves probes: PLD starts from the RDP answer). `fits` is
+/// only asked about `T ≥ 1`; only a `T` for which it returned true is ever
+/// returned, or 0 when it fails at 1 (then the budget is spent, or is about
+/// to be).
 pub(crate) fn largest_fitting(
     guess: u64,
     mut fits: impl FnMut(u64) -> Result<bool>,
@@ -307,12 +309,16 @@ impl RdpAccountant {
             {
                 curve.clone()
             }
-            _ => self
-                .orders
-                .iter()
-                .map(|&alpha| rdp::rdp_step_unchecked(q, sigma, alpha))
-                .collect(),
+            _ => self.one_step_curve(sigma, q),
         }
+    }
+
+    /// One step's RDP at every order (evaluates the series).
+    fn one_step_curve(&self, sigma: f64, q: f64) -> Vec<f64> {
+        self.orders
+            .iter()
+            .map(|&alpha| rdp::rdp_step_unchecked(q, sigma, alpha))
+            .collect()
     }
 
     /// ε at δ and the Rényi order that attains it.
@@ -328,11 +334,13 @@ impl RdpAccountant {
 impl Accountant for RdpAccountant {
     fn record(&mut self, noise_multiplier: f64, sample_rate: f64, steps: u64) -> Result<()> {
         let segment = Segment::new(noise_multiplier, sample_rate, steps)?;
-        let curve = self.curve(noise_multiplier, sample_rate);
         let before = self.history.segments().len();
         self.history.push(segment);
+        // A new segment means a new (σ, q) (equal ones merge into the last
+        // segment, whose curve is already kept): only then is a curve due.
         if self.history.segments().len() > before {
-            self.curves.push(curve);
+            self.curves
+                .push(self.one_step_curve(noise_multiplier, sample_rate));
         }
         Ok(())
     }
@@ -381,9 +389,6 @@ impl Accountant for RdpAccountant {
                 budget,
             )
         };
-        if !fits(0)? {
-            return Ok(0);
-        }
         largest_fitting(1, fits)
     }
 }
@@ -545,15 +550,9 @@ impl Accountant for PldAccountant {
         }
         let guess = rdp.max_additional_steps(noise_multiplier, sample_rate, delta, budget)?;
         let fits = |steps: u64| -> Result<bool> {
-            if steps == 0 {
-                return within(self.epsilon(delta), budget);
-            }
             let extra = Segment::new(noise_multiplier, sample_rate, steps)?;
             within(self.epsilon_after(extra, delta), budget)
         };
-        if !fits(0)? {
-            return Ok(0);
-        }
         largest_fitting(guess, fits)
     }
 }

@@ -2,9 +2,7 @@
 //! steps, that keeps a run within an (ε, δ) budget.
 
 use crate::accountant::{Accountant, AccountantKind, AnyAccountant};
-use crate::error::{
-    Error, Result, check_delta, check_epsilon, check_noise_multiplier, check_sample_rate,
-};
+use crate::error::{Error, Result, check_delta, check_epsilon, check_sample_rate};
 use crate::pld::{ComposedPld, PldConfig};
 use crate::rdp;
 
@@ -244,10 +242,7 @@ pub fn max_steps(
     delta: f64,
     target_epsilon: f64,
 ) -> Result<u64> {
-    check_sample_rate(sample_rate)?;
-    check_noise_multiplier(noise_multiplier)?;
-    check_delta(delta)?;
-    check_epsilon(target_epsilon)?;
+    // The accountant validates the arguments.
     AnyAccountant::new(kind).max_additional_steps(
         noise_multiplier,
         sample_rate,
