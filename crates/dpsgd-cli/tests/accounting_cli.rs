@@ -1,13 +1,9 @@
 //! The `epsilon` and `calibrate` command-line contract.
 
-use std::process::{Command, Output};
+mod common;
 
-fn dpsgd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
-        .args(args)
-        .output()
-        .expect("run dpsgd")
-}
+use common::{assert_usage_error, dpsgd};
+use std::process::Output;
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(
@@ -231,12 +227,7 @@ fn should_take_the_run_as_dataset_size_batch_size_and_epochs() {
 
 /// Exit code 2 and one line on stderr that names `flag`.
 fn usage_error(args: &[&str], flag: &str) -> String {
-    let out = dpsgd(args);
-    assert_eq!(out.status.code(), Some(2), "{args:?}");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(flag), "{flag} not named in: {err}");
-    err
+    assert_usage_error(&dpsgd(args), &[flag])
 }
 
 #[test]

@@ -1,20 +1,14 @@
 //! The command-line contract of `dpsgd train` (issue 11): every usage error
 //! exits 2 with one line naming its argument, before any training.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn dpsgd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
-        .args(args)
-        .output()
-        .expect("run dpsgd")
-}
+use common::{assert_usage_error, dpsgd};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dpsgd-contract-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("dpsgd-contract", name)
 }
 
 /// 60 examples, 2 features, 2 classes, with a header row.
@@ -36,13 +30,7 @@ fn tiny_csv(dir: &Path) -> PathBuf {
 fn usage_error(args: &[&str], expected: &[&str]) {
     let mut all = vec!["train", "--quiet"];
     all.extend_from_slice(args);
-    let out = dpsgd(&all);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-    for e in expected {
-        assert!(stderr.contains(e), "{args:?}: `{e}` not in {stderr}");
-    }
+    assert_usage_error(&dpsgd(&all), expected);
 }
 
 #[test]
@@ -538,12 +526,7 @@ fn report(out: &Output) -> serde_json::Value {
 
 /// A usage error: exit 2, one line on stderr naming every one of `expected`.
 fn refused(out: &Output, expected: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    for e in expected {
-        assert!(stderr.contains(e), "`{e}` not in {stderr}");
-    }
+    assert_usage_error(out, expected);
 }
 
 #[test]

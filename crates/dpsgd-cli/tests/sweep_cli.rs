@@ -2,15 +2,10 @@
 //! the dataset and δ in the title, no empty legend entries, and `--repeats 0`
 //! refused.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn dpsgd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
-        .args(args)
-        .output()
-        .expect("run dpsgd")
-}
+use common::{assert_usage_error, dpsgd};
+use std::path::PathBuf;
 
 fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dpsgd-sweep-{name}-{}", std::process::id()));
@@ -91,11 +86,5 @@ fn should_draw_a_tick_for_a_single_budget_and_no_empty_legend() {
 
 #[test]
 fn should_refuse_zero_repeats() {
-    let out = dpsgd(&["sweep", "--repeats", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--repeats") && err.trim().lines().count() == 1,
-        "{err}"
-    );
+    assert_usage_error(&dpsgd(&["sweep", "--repeats", "0"]), &["--repeats"]);
 }

@@ -1,20 +1,14 @@
 //! `dpsgd train` and `dpsgd sweep` on a tiny dataset: the report contract,
 //! the sweep outputs, and errors on bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn dpsgd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
-        .args(args)
-        .output()
-        .expect("run dpsgd")
-}
+use common::dpsgd;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dpsgd-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("dpsgd-cli", name)
 }
 
 /// 120 examples, 4 features, 3 well-separated classes; a header row and a

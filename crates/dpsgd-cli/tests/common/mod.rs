@@ -1,0 +1,34 @@
+//! Helpers shared by the CLI's integration tests (each test binary uses
+//! some of them).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs the `dpsgd` binary built for these tests.
+pub fn dpsgd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(args)
+        .output()
+        .expect("run dpsgd")
+}
+
+/// A fresh folder under the system's temporary folder, unique to this test
+/// binary (`prefix`) and test (`name`).
+pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary folder");
+    dir
+}
+
+/// Checks that `out` is a usage error: exit code 2 and one line on stderr
+/// that mentions every one of `expected`; returns that line.
+pub fn assert_usage_error(out: &Output, expected: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "`{e}` not in {stderr}");
+    }
+    stderr
+}
