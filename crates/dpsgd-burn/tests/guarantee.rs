@@ -237,12 +237,14 @@ fn should_drop_examples_with_non_finite_gradients_instead_of_failing() {
         // its loss is finite, its output gradient (1, −1) is not zero.
         model.weight = model.weight.map(|w| {
             let v: Vec<f32> = (0..8)
-                .map(|i| if i % 2 == 0 { 0.1 } else { -0.1 })
+                .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
                 .collect();
             Tensor::from_data(TensorData::new(v, [4, 2]), &w.device()).require_grad()
         });
-        // ‖a‖² = 4e40 overflows f32: the middle example's norm is infinite.
-        let crafted = [1e20f32, 1e20, 1e20, 1e20];
+        // Logits of 4·f32::MAX overflow: the middle example's loss and
+        // gradient are not finite. (Large but finite activations are
+        // clipped exactly, see `huge_values`.)
+        let crafted = [f32::MAX; 4];
         let good = [[1.0, -2.0, 0.5, 3.0], [0.2, 0.1, -1.0, 2.0]];
         let batch = rows(&[good[0], crafted, good[1]], &device);
         let mut engine = GradientEngine::new(Clipping::flat(0.5).unwrap());

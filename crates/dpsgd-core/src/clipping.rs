@@ -232,7 +232,8 @@ impl Clipping {
     }
 
     /// Clip factors from per-example, per-layer squared norms
-    /// (`sq_norms[l][i]` for layer group `l`, example `i`).
+    /// (`sq_norms[l][i]` for layer group `l`, example `i`), as f32 rounded
+    /// toward zero ([`round_factor`]) so that `c·‖g‖ ≤ C` survives rounding.
     ///
     /// Returns `factors[l][i]`: the same for every layer under flat clipping.
     ///
@@ -244,11 +245,27 @@ impl Clipping {
     /// An invalid policy (see [`Clipping::validate`]); a per-layer policy
     /// whose number of budgets differs from the number of layer groups.
     pub fn factors(&self, sq_norms: &[Vec<f64>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .exact_factors(sq_norms, batch)?
+            .into_iter()
+            .map(|layer| layer.into_iter().map(|c| round_factor(c, 1.0)).collect())
+            .collect())
+    }
+
+    /// The clip factors of [`Clipping::factors`] in f64, unrounded: for an
+    /// engine that computes gradients from scaled tensors (`∇ = s·∇̃`) and
+    /// applies `round_factor(c, s)` to `∇̃`, so that neither the factor nor
+    /// the gradient leaves f32's range.
+    ///
+    /// # Errors
+    ///
+    /// As [`Clipping::factors`].
+    pub fn exact_factors(&self, sq_norms: &[Vec<f64>], batch: usize) -> Result<Vec<Vec<f64>>> {
         self.validate()?;
         let total_norm = |i: usize| sq_norms.iter().map(|l| l[i]).sum::<f64>().sqrt();
         match self {
             Self::Flat { max_grad_norm } | Self::Adaptive { max_grad_norm, .. } => {
-                let factors: Vec<f32> = (0..batch)
+                let factors: Vec<f64> = (0..batch)
                     .map(|i| clip_factor(*max_grad_norm, total_norm(i)))
                     .collect();
                 Ok(vec![factors; sq_norms.len()])
@@ -257,18 +274,13 @@ impl Clipping {
                 max_grad_norm,
                 stability,
             } => {
-                let factors: Vec<f32> = (0..batch)
+                let factors: Vec<f64> = (0..batch)
                     .map(|i| {
                         let norm = total_norm(i);
-                        if !norm.is_finite() {
-                            return 0.0;
-                        }
-                        // C/(‖g‖ + γ), rounded so that c·‖g‖ < C survives f32.
-                        let f = (max_grad_norm / (norm + stability)) as f32;
-                        if f64::from(f) * norm > *max_grad_norm {
-                            f.next_down()
+                        if norm.is_finite() {
+                            max_grad_norm / (norm + stability) // C/(‖g‖ + γ)
                         } else {
-                            f
+                            0.0
                         }
                     })
                     .collect();
@@ -292,21 +304,32 @@ impl Clipping {
     }
 }
 
-/// `min(1, C/‖g‖)`, rounded down in f32 so that `c·‖g‖ ≤ C` survives
-/// rounding; a zero gradient keeps factor 1.
-fn clip_factor(c: f64, norm: f64) -> f32 {
+/// `c·scale` as f32, rounded toward zero (and at most `f32::MAX`): the
+/// factor applied to a gradient computed at `1/scale` of its size never
+/// exceeds the exact one, so a clipped contribution never exceeds its
+/// bound through rounding.
+pub fn round_factor(c: f64, scale: f64) -> f32 {
+    let exact = c * scale;
+    if exact.is_nan() || exact <= 0.0 {
+        return 0.0;
+    }
+    let f = (exact as f32).min(f32::MAX);
+    if f64::from(f) > exact {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+/// `min(1, C/‖g‖)` (exact, in f64); a zero gradient keeps factor 1, a
+/// non-finite one gets 0.
+fn clip_factor(c: f64, norm: f64) -> f64 {
     if !norm.is_finite() {
         0.0
     } else if norm <= c {
         1.0
     } else {
-        let f = (c / norm) as f32;
-        // Round toward zero: never scale above the bound.
-        if f64::from(f) * norm > c {
-            f.next_down()
-        } else {
-            f
-        }
+        c / norm
     }
 }
 

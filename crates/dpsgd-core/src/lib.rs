@@ -20,7 +20,7 @@ pub mod noise;
 pub mod optimizer;
 pub mod params;
 
-pub use clipping::Clipping;
+pub use clipping::{Clipping, round_factor};
 pub use error::{Error, Result};
 pub use gradients::{ClippedGradients, GradientMethod};
 pub use noise::NoiseSource;

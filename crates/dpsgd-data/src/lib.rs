@@ -1,7 +1,8 @@
 //! Data sets for dpsgd: readers for IDX (the MNIST family) and CSV, plain
 //! or gzip-compressed, with validation that names the file and position of
-//! any defect; scaling, stratified splits; and the UCI digits data set
-//! embedded as the offline default.
+//! any defect; scaling, stratified splits; the UCI digits data set
+//! embedded as the offline default; and the wavelet scattering transform
+//! ([`scatter`], ScatterNet features) with per-example group normalisation.
 //!
 //! ```
 //! let digits = dpsgd_data::digits();
@@ -62,6 +63,7 @@ mod digits;
 mod error;
 mod gz;
 mod idx;
+pub mod scatter;
 
 pub use csv_file::{
     ColumnEncoding, CsvEncoding, LabelColumn, read_csv, read_csv_encoded, read_csv_with_encoding,
@@ -71,6 +73,7 @@ pub use digits::digits;
 pub use error::{Error, Position, Result};
 pub use gz::read_maybe_gz;
 pub use idx::{mnist_files, read_idx, read_mnist};
+pub use scatter::{Scattering, group_normalize, scatter_dataset};
 
 /// The data directory: `$DPSGD_DATA_DIR`, else `../shared/data` relative to
 /// the current directory.

@@ -2,12 +2,12 @@
 //! one example, one backward pass each. Correct and slow; chosen
 //! automatically and reported in [`ClippedGradients::method`].
 
-use super::{GradientEngine, loss_values, total_norms};
+use super::{GradientEngine, loss_values};
 use crate::batch::ExampleBatch;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 use dpsgd_core::gradients::add_to_sum;
-use dpsgd_core::{ClippedGradients, GradientMethod, Result};
+use dpsgd_core::{ClippedGradients, GradientMethod, Result, round_factor};
 use std::collections::HashMap;
 
 impl GradientEngine {
@@ -48,29 +48,38 @@ impl GradientEngine {
             };
             model.visit(&mut collector);
             let per_param: Vec<(ParamId, Tensor<1>)> = collector.out;
+            // Each gradient is scaled to [−1, 1] before squaring, so that
+            // its square cannot overflow f32; the scale multiplies in f64.
             let mut group_sq = vec![vec![0.0f64]; n_groups];
+            let mut scales = Vec::with_capacity(per_param.len());
             if !per_param.is_empty() {
-                let sq: Vec<Tensor<1>> = per_param
-                    .iter()
-                    .map(|(_, g)| g.clone().powi_scalar(2).sum())
-                    .collect();
-                let values: Vec<f32> = Tensor::cat(sq, 0).into_data().iter::<f32>().collect();
-                for ((id, _), v) in per_param.iter().zip(values) {
+                let mut parts: Vec<Tensor<1>> = Vec::with_capacity(2 * per_param.len());
+                for (_, g) in &per_param {
+                    let s = g.clone().abs().max();
+                    let s = s.clone().mask_fill(s.equal_elem(0.0), 1.0);
+                    parts.push((g.clone() / s.clone()).powi_scalar(2).sum());
+                    parts.push(s);
+                }
+                let values: Vec<f32> = Tensor::cat(parts, 0).into_data().iter::<f32>().collect();
+                for ((id, _), v) in per_param.iter().zip(values.chunks(2)) {
                     let group = group_of.get(id).copied().unwrap_or(0);
-                    group_sq[group][0] += f64::from(v);
+                    let scale = f64::from(v[1]);
+                    group_sq[group][0] += f64::from(v[0]) * scale * scale;
+                    scales.push(scale);
                 }
             }
-            let norm = total_norms(&group_sq, 1)[0];
+            let norm = group_sq.iter().map(|g| g[0]).sum::<f64>().sqrt();
             if !norm.is_finite() {
                 dropped += 1;
                 continue;
             }
             loss_sum += f64::from(value);
-            norms.push(norm);
-            let factors = self.clipping.factors(&group_sq, 1)?;
-            for (id, g) in per_param {
+            norms.push((norm as f32).min(f32::MAX));
+            let factors = self.clipping.exact_factors(&group_sq, 1)?;
+            for ((id, g), scale) in per_param.into_iter().zip(scales) {
                 let group = group_of.get(&id).copied().unwrap_or(0);
-                add_to_sum(&mut sums, id, g.mul_scalar(factors[group][0]));
+                let c = round_factor(factors[group][0], scale);
+                add_to_sum(&mut sums, id, (g / scale as f32).mul_scalar(c));
             }
         }
         let mut clipped = ClippedGradients::new(

@@ -24,14 +24,15 @@
 //! reported in [`ClippedGradients::method`].
 
 use crate::batch::ExampleBatch;
-use crate::grad_sample::{Item, clipped_sums, materialize, squared_norms};
+use crate::grad_sample::{Item, Scaled, clipped_sums, materialize, scale, squared_norms};
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
 use burn::module::{Module, ParamId};
 use burn::tensor::{Gradients, Tensor, TensorData};
 use dpsgd_core::gradients::add_to_sum;
 use dpsgd_core::{
-    ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, trainable_params,
+    ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, round_factor,
+    trainable_params,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -242,73 +243,129 @@ impl GradientEngine {
                 work.push(materialize(r, g));
             }
         }
-        // Squared norms: one [n] tensor per (record, group), read back at once.
-        let mut sq_parts: Vec<Tensor<1>> = Vec::new();
-        let mut sq_group: Vec<usize> = Vec::new();
-        for item in &work {
-            // Frozen parameters are not released: they do not count.
-            for (id, t) in item.params().into_iter().zip(squared_norms(item, n)) {
-                if let Some(&group) = group_of.get(&id) {
-                    sq_parts.push(t);
-                    sq_group.push(group);
-                }
+        // Every per-example tensor is scaled to [−1, 1] first, so that no
+        // square or product overflows f32; the scales come back to the host
+        // and multiply in f64.
+        let work: Vec<Scaled> = work.into_iter().map(|item| scale(item, n)).collect();
+        // Squared norms and scales: [n] tensors, read back at once.
+        let mut parts: Vec<Tensor<1>> = Vec::new();
+        // Per trainable parameter: (item, parameter, group, part of its
+        // scaled squared norm, parts of its scales).
+        let mut slots: Vec<Slot> = Vec::new();
+        for (item_index, scaled) in work.iter().enumerate() {
+            let params = scaled.item.params();
+            let norms = squared_norms(&scaled.item, n);
+            for (k, (id, sq)) in params.into_iter().zip(norms).enumerate() {
+                // Frozen parameters are not released: they do not count.
+                let Some(&group) = group_of.get(&id) else {
+                    continue;
+                };
+                let norm_part = parts.len();
+                parts.push(sq);
+                let first_scale = parts.len();
+                parts.extend(scaled.scales[k].iter().cloned());
+                slots.push(Slot {
+                    item: item_index,
+                    param: k,
+                    group,
+                    norm_part,
+                    scale_parts: first_scale..parts.len(),
+                });
             }
         }
+        let values: Vec<f32> = if parts.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(parts, 0).into_data().iter::<f32>().collect()
+        };
+        let part = |p: usize, i: usize| f64::from(values[p * n + i]);
+        // Per slot and example: the product of the scales (f64).
+        let slot_scales: Vec<Vec<f64>> = slots
+            .iter()
+            .map(|slot| {
+                (0..n)
+                    .map(|i| slot.scale_parts.clone().map(|p| part(p, i)).product())
+                    .collect()
+            })
+            .collect();
         let mut group_sq = vec![vec![0.0f64; n]; n_groups];
-        if !sq_parts.is_empty() {
-            let all: Vec<f32> = Tensor::cat(sq_parts, 0).into_data().iter::<f32>().collect();
-            for (k, &group) in sq_group.iter().enumerate() {
-                for i in 0..n {
-                    group_sq[group][i] += f64::from(all[k * n + i]);
-                }
+        for (slot, scales) in slots.iter().zip(&slot_scales) {
+            for i in 0..n {
+                group_sq[slot.group][i] += part(slot.norm_part, i) * scales[i] * scales[i];
             }
         }
-        let norms = total_norms(&group_sq, n);
+        let total: Vec<f64> = (0..n)
+            .map(|i| group_sq.iter().map(|g| g[i]).sum::<f64>().sqrt())
+            .collect();
         // A NaN/inf loss or norm would poison the book-keeping products of
         // the whole batch (0·∞ = NaN): such examples are taken out first.
         let bad: Vec<usize> = (0..n)
-            .filter(|&i| !(loss_values[i].is_finite() && norms[i].is_finite()))
+            .filter(|&i| !(loss_values[i].is_finite() && total[i].is_finite()))
             .collect();
         if !bad.is_empty() {
             return Ok(FastPath::NonFinite(bad));
         }
-        let factors = self.clipping.factors(&group_sq, n)?;
+        // Norms beyond f32's range are reported as its largest value.
+        let norms: Vec<f32> = total.iter().map(|&v| (v as f32).min(f32::MAX)).collect();
+        let factors = self.clipping.exact_factors(&group_sq, n)?;
         let method = GradientMethod::FastPath { layers };
         let device = match work.first() {
-            Some(Item::Recorded(_, g)) => g.device(),
-            Some(Item::PerExample(v)) => v[0].1.device(),
+            Some(Scaled {
+                item: Item::Recorded(_, g),
+                ..
+            }) => g.device(),
+            Some(Scaled {
+                item: Item::PerExample(v),
+                ..
+            }) => v[0].1.device(),
             None => {
                 return ClippedGradients::new(HashMap::new(), norms, method, self.clipping.clone())
                     .map(FastPath::Clipped);
             }
         };
+        // Per item, the factor of each parameter: c_i · (its scale)_i, rounded
+        // toward zero (zero for a frozen parameter, whose sum is dropped).
+        let mut item_factors: Vec<Vec<Option<Tensor<1>>>> =
+            work.iter().map(|s| vec![None; s.scales.len()]).collect();
+        for (slot, scales) in slots.iter().zip(&slot_scales) {
+            let c: Vec<f32> = (0..n)
+                .map(|i| round_factor(factors[slot.group][i], scales[i]))
+                .collect();
+            item_factors[slot.item][slot.param] =
+                Some(Tensor::from_data(TensorData::new(c, [n]), &device));
+        }
         let mut sums = HashMap::new();
-        let mut factor_tensors: HashMap<usize, Tensor<1>> = HashMap::new();
-        for item in work {
-            let Some(group) = item.group(group_of) else {
+        for (scaled, factors) in work.into_iter().zip(item_factors) {
+            if factors.iter().all(Option::is_none) {
                 continue; // only frozen parameters
-            };
-            let c = factor_tensors
-                .entry(group)
-                .or_insert_with(|| {
-                    Tensor::from_data(TensorData::new(factors[group].clone(), [n]), &device)
-                })
-                .clone();
-            for (id, t) in clipped_sums(item, c) {
-                if !group_of.contains_key(&id) {
-                    continue;
+            }
+            let factors = factors
+                .into_iter()
+                .map(|f| f.unwrap_or_else(|| Tensor::zeros([n], &device)))
+                .collect();
+            for (id, t) in clipped_sums(scaled.item, factors) {
+                if group_of.contains_key(&id) {
+                    add_to_sum(&mut sums, id, t);
                 }
-                add_to_sum(&mut sums, id, t);
             }
         }
         ClippedGradients::new(sums, norms, method, self.clipping.clone()).map(FastPath::Clipped)
     }
 }
 
-fn total_norms(group_sq: &[Vec<f64>], n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| group_sq.iter().map(|g| g[i]).sum::<f64>().sqrt() as f32)
-        .collect()
+/// Where one trainable parameter's norm and scales are in the read-back
+/// values.
+struct Slot {
+    /// Index of its item.
+    item: usize,
+    /// Its position among the item's parameters.
+    param: usize,
+    /// Its clipping group.
+    group: usize,
+    /// The part holding its scaled squared norm.
+    norm_part: usize,
+    /// The parts holding its scales.
+    scale_parts: std::ops::Range<usize>,
 }
 
 /// The per-example losses, which must be `[n]` (finite or not: a

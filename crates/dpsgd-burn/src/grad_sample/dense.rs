@@ -41,27 +41,28 @@ pub(super) fn squared_norms(
 }
 
 /// `aᵀ(c ⊙ g)` for the weight (`[d_out, d_in]` when `transposed`), and the
-/// bias's `Σ (c ⊙ g)`; `gc` is the output gradient already scaled by the
-/// clip factors.
+/// bias's `Σ (c ⊙ g)`; `gw` and `gb` are the output gradient already scaled
+/// by the weight's and the bias's per-example factors.
 pub(super) fn clipped_sums(
     weight: ParamId,
     bias: Option<ParamId>,
     input: Tensor<3>,
     transposed: bool,
-    gc: Tensor<3>,
+    gw: Tensor<3>,
+    gb: Option<Tensor<3>>,
 ) -> Vec<(ParamId, Tensor<1>)> {
-    let [n, s, d_out] = gc.dims();
+    let [n, s, d_out] = gw.dims();
     let d_in = input.dims()[2];
     let a = input.reshape([n * s, d_in]);
-    let flat_g = gc.clone().reshape([n * s, d_out]);
+    let flat_g = gw.reshape([n * s, d_out]);
     let w = if transposed {
         flat_g.transpose().matmul(a) // [d_out, d_in]
     } else {
         a.transpose().matmul(flat_g) // [d_in, d_out]
     };
     let mut out = vec![(weight, w.reshape([d_in * d_out]))];
-    if let Some(b) = bias {
-        out.push((b, gc.sum_dims(&[0, 1]).reshape([d_out])));
+    if let (Some(b), Some(gb)) = (bias, gb) {
+        out.push((b, gb.sum_dims(&[0, 1]).reshape([d_out])));
     }
     out
 }

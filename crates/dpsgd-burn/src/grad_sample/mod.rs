@@ -15,7 +15,6 @@ pub(crate) use conv::materialize;
 use crate::tape::Record;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
-use std::collections::HashMap;
 
 /// A unit of per-example gradient information after the backward pass.
 /// (Few per step: the size difference between variants does not matter.)
@@ -36,11 +35,6 @@ impl Item {
             Item::PerExample(v) => v.iter().map(|(id, _)| *id).collect(),
         }
     }
-
-    /// The layer group of its (trainable) parameters.
-    pub(crate) fn group(&self, group_of: &HashMap<ParamId, usize>) -> Option<usize> {
-        self.params().iter().find_map(|p| group_of.get(p)).copied()
-    }
 }
 
 /// `Σ` of squares over the last two dimensions: `[n, S, F]` → `[n]`.
@@ -48,7 +42,99 @@ fn sq_sum(t: Tensor<3>, n: usize) -> Tensor<1> {
     t.powi_scalar(2).sum_dims(&[1, 2]).reshape([n])
 }
 
-/// Squared per-example norms `[n]` of each parameter of an item.
+/// Per-example largest magnitude of `t` (`[n, …]` → `[n]`), 1 for an
+/// all-zero example. Dividing by it puts every entry in `[−1, 1]`, so that
+/// squares and products of two such tensors cannot overflow f32 (a
+/// non-finite entry gives a non-finite scale or NaN: the example is caught
+/// as non-finite).
+fn row_scale<const D: usize>(t: &Tensor<D>, n: usize) -> Tensor<1> {
+    let flat: Tensor<2> = t.clone().reshape([n as i32, -1]);
+    let s: Tensor<1> = flat.abs().max_dim(1).reshape([n]);
+    s.clone().mask_fill(s.equal_elem(0.0), 1.0)
+}
+
+/// `t / s` per example, `s: [n]`.
+fn divide_rows<const D: usize>(t: Tensor<D>, s: &Tensor<1>) -> Tensor<D> {
+    let mut shape = [1usize; D];
+    shape[0] = s.dims()[0];
+    t / s.clone().reshape(shape)
+}
+
+/// An item whose per-example tensors are scaled to `[−1, 1]`, with the
+/// scales that undo it: parameter `k`'s per-example gradient is
+/// `∇_ik = (Π_j scales[k][j]_i) · ∇̃_ik`, where `∇̃` is what the item's
+/// tensors now give. Norms are then `‖∇_ik‖² = ‖∇̃_ik‖² · Π_j s²` with the
+/// product taken in f64, and the clipped sum is `Σ_i (c_i Π_j s_ij) ∇̃_ik`:
+/// neither squares nor clip factors leave f32's range however large the
+/// activations or output gradients are (up to f32's largest finite value).
+pub(crate) struct Scaled {
+    /// The item, its tensors divided by their per-example scales.
+    pub(crate) item: Item,
+    /// Per parameter (in [`Item::params`] order), the `[n]` scales whose
+    /// product multiplies its per-example gradient.
+    pub(crate) scales: Vec<Vec<Tensor<1>>>,
+}
+
+/// Scales an item's per-example tensors (see [`Scaled`]).
+pub(crate) fn scale(item: Item, n: usize) -> Scaled {
+    match item {
+        Item::PerExample(v) => {
+            let mut scales = Vec::with_capacity(v.len());
+            let entries = v
+                .into_iter()
+                .map(|(id, t)| {
+                    let s = row_scale(&t, n);
+                    let t = divide_rows(t, &s);
+                    scales.push(vec![s]);
+                    (id, t)
+                })
+                .collect();
+            Scaled {
+                item: Item::PerExample(entries),
+                scales,
+            }
+        }
+        Item::Recorded(record, g) => {
+            let sg = row_scale(&g, n);
+            let g = divide_rows(g, &sg);
+            let (record, scales) = match record {
+                Record::Dense {
+                    weight,
+                    bias,
+                    input,
+                    probe,
+                    transposed,
+                } => {
+                    let sa = row_scale(&input, n);
+                    let input = divide_rows(input, &sa);
+                    let mut scales = vec![vec![sa, sg.clone()]];
+                    if bias.is_some() {
+                        scales.push(vec![sg]);
+                    }
+                    let record = Record::Dense {
+                        weight,
+                        bias,
+                        input,
+                        probe,
+                        transposed,
+                    };
+                    (record, scales)
+                }
+                other => {
+                    let scales = vec![vec![sg]; other.params().len()];
+                    (other, scales)
+                }
+            };
+            Scaled {
+                item: Item::Recorded(record, g),
+                scales,
+            }
+        }
+    }
+}
+
+/// Squared per-example norms `[n]` of each parameter of an item, in
+/// [`Item::params`] order (of the scaled tensors, for a [`Scaled`] item).
 pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
@@ -72,26 +158,26 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     }
 }
 
-/// `Σ_i c_i ∇_i` of each parameter of an item (flattened), by book-keeping.
-pub(crate) fn clipped_sums(item: Item, c: Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+/// `Σ_i c_ik ∇_ik` of each parameter `k` of an item (flattened), by
+/// book-keeping; `factors[k]` is parameter `k`'s per-example factor `[n]`
+/// (in [`Item::params`] order).
+pub(crate) fn clipped_sums(item: Item, factors: Vec<Tensor<1>>) -> Vec<(ParamId, Tensor<1>)> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
         Item::PerExample(v) => {
             return v
                 .into_iter()
-                .map(|(id, t)| {
+                .zip(factors)
+                .map(|((id, t), c)| {
                     let [n, numel] = t.dims();
-                    (
-                        id,
-                        (t * c.clone().reshape([n, 1])).sum_dim(0).reshape([numel]),
-                    )
+                    (id, (t * c.reshape([n, 1])).sum_dim(0).reshape([numel]))
                 })
                 .collect();
         }
     };
     let n = g.dims()[0];
     // The clip factors applied to the output gradient: book-keeping.
-    let gc = g * c.reshape([n, 1, 1]);
+    let scaled = |c: &Tensor<1>| g.clone() * c.clone().reshape([n, 1, 1]);
     match r {
         Record::Conv { .. } => unreachable!("convolution records are materialised first"),
         Record::Dense {
@@ -100,15 +186,20 @@ pub(crate) fn clipped_sums(item: Item, c: Tensor<1>) -> Vec<(ParamId, Tensor<1>)
             input,
             transposed,
             ..
-        } => dense::clipped_sums(weight, bias, input, transposed, gc),
+        } => {
+            // The weight's factor carries the input's scale, the bias's not.
+            let gw = scaled(&factors[0]);
+            let gb = bias.map(|_| scaled(&factors[factors.len() - 1]));
+            dense::clipped_sums(weight, bias, input, transposed, gw, gb)
+        }
         Record::Embedding {
             weight, ids, vocab, ..
-        } => embedding::clipped_sums(weight, ids, vocab, gc),
+        } => embedding::clipped_sums(weight, ids, vocab, scaled(&factors[0])),
         Record::Affine {
             gamma,
             beta,
             normalized,
             ..
-        } => affine::clipped_sums(gamma, beta, normalized, gc),
+        } => affine::clipped_sums(gamma, beta, normalized, scaled(&factors[0])),
     }
 }
