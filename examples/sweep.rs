@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             checkpoint_dir: None,
             resume: false,
             progress_epsilon: false,
+            ..TrainConfig::default()
         };
         let r = train(&cfg, &tr, &te, &Device::flex(), |_| {})?;
         println!(

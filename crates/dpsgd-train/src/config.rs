@@ -77,6 +77,31 @@ impl std::str::FromStr for ClippingMode {
     }
 }
 
+/// What the model sees: the data's features, or data-independent features
+/// computed from them (no privacy cost: each example's features depend on
+/// that example alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Features {
+    /// The data's features as loaded.
+    #[default]
+    Raw,
+    /// ScatterNet features (Tramèr & Boneh 2021): a wavelet scattering
+    /// transform ([`dpsgd_data::Scattering`], J = 2, L = 8: 81 channels at a
+    /// quarter of the image side per input channel), then per-example group
+    /// normalisation in `groups` groups of channels. Image data only.
+    Scatter {
+        /// Groups of the per-example group normalisation (divides the
+        /// number of channels; Tramèr & Boneh use 27 for MNIST).
+        groups: usize,
+    },
+}
+
+impl Features {
+    /// ScatterNet features with the published group normalisation.
+    pub const SCATTER: Self = Self::Scatter { groups: 27 };
+}
+
 /// How much privacy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Privacy {
@@ -148,6 +173,25 @@ pub struct TrainConfig {
     /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
     /// the report's epoch history (off: ε is computed once, for the report).
     pub progress_epsilon: bool,
+    /// Features the model sees (default: the data's own).
+    pub features: Features,
+    /// Exponential moving average of the parameters (decay β, with the
+    /// warm-up `min(β, (1+t)/(10+t))` at step t): the averaged model is the
+    /// one evaluated, reported and saved. Post-processing of the private
+    /// iterates, so free in ε (De et al. 2022). `None`: the last iterate.
+    pub ema_decay: Option<f64>,
+    /// Name of the recipe the settings came from (see
+    /// [`crate::Recipe`]), for the report; `None`: set by hand.
+    pub recipe: Option<String>,
+}
+
+impl Default for TrainConfig {
+    /// The library's general-purpose settings (those of
+    /// [`crate::Recipe::general`]) at ε = 3, δ = 1e-5; prefer
+    /// [`crate::Recipe::for_data`], which picks settings for the data.
+    fn default() -> Self {
+        crate::Recipe::general().config(Privacy::TargetEpsilon(3.0), 1e-5)
+    }
 }
 
 /// The engine checkpoint's file name in [`TrainConfig::checkpoint_dir`].

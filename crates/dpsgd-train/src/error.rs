@@ -13,6 +13,26 @@ pub enum TrainError {
     /// From the accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),
+    /// Training diverged: the loss became non-finite, or most of a batch's
+    /// examples had to be dropped as non-finite. The run stopped at once;
+    /// `report` describes the last good model (the end of the last
+    /// completed epoch, or the initial model), which was saved to
+    /// [`crate::TrainConfig::save_model`] if set; the last epoch's
+    /// checkpoint, if any, is in [`crate::TrainConfig::checkpoint_dir`].
+    /// ε in the report covers every step taken, the diverged ones included.
+    #[error(
+        "training diverged at step {step} (epoch {epoch}): {reason}; lower the learning rate (or the clipping norm), or use the recipe's defaults"
+    )]
+    Diverged {
+        /// The step at which divergence was detected.
+        step: u64,
+        /// Its epoch, from 1.
+        epoch: usize,
+        /// What was seen.
+        reason: String,
+        /// The partial report (status `diverged`).
+        report: Box<crate::TrainReport>,
+    },
     /// The trained model ([`crate::TrainConfig::save_model`]) or the training
     /// loop's checkpoint state ([`crate::TrainConfig::checkpoint_dir`]) could
     /// not be saved.

@@ -2,20 +2,23 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod ema;
 mod error;
 mod eval;
 mod leakage;
 pub mod models;
+mod recipe;
 mod report;
 mod run;
 
 pub use config::{
-    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, ModelKind, OptimizerKind, Privacy,
-    Progress, RUN_STATE_FILE, TrainConfig, default_delta,
+    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
+    OptimizerKind, Privacy, Progress, RUN_STATE_FILE, TrainConfig, default_delta,
 };
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};
 pub use leakage::loss_threshold_auc;
 pub use models::{Activation, Classifier, Cnn, Mlp};
+pub use recipe::{MIN_IMAGE_SIDE, Recipe};
 pub use report::{EpochRecord, NotCovered, TrainReport};
 pub use run::train;

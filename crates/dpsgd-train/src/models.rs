@@ -122,6 +122,45 @@ impl Cnn {
     /// leave nothing of smaller images.
     pub const MIN_SIZE: usize = 4;
 
+    /// A CNN for `[channels, height, width]` inputs: [`Cnn::new`] for one
+    /// channel; for several (feature maps such as ScatterNet's 81 × 7 × 7)
+    /// the CNN Tramèr & Boneh (2021) put on ScatterNet features: Conv2d
+    /// C→16 k3 s2 p1, Conv2d 16→32 k3 p1, no pooling, Linear →32,
+    /// Linear 32→classes.
+    ///
+    /// # Panics
+    ///
+    /// As [`Cnn::new`] for one channel; for several, a side below 2.
+    pub fn for_input(
+        [channels, height, width]: [usize; 3],
+        classes: usize,
+        device: &Device,
+    ) -> Self {
+        if channels <= 1 {
+            return Self::new(height, width, classes, device);
+        }
+        assert!(
+            height >= 2 && width >= 2,
+            "Cnn needs feature maps of at least 2×2, got {height}×{width}"
+        );
+        let conv1 = DpConv2dConfig::new([channels, 16], [3, 3])
+            .with_stride([2, 2])
+            .with_padding([1, 1])
+            .init(device);
+        let conv2 = DpConv2dConfig::new([16, 32], [3, 3])
+            .with_padding([1, 1])
+            .init(device);
+        let (h, w) = ((height - 1) / 2 + 1, (width - 1) / 2 + 1);
+        Self {
+            conv1,
+            conv2,
+            fc1: DpLinearConfig::new(32 * h * w, 32).init(device),
+            fc2: DpLinearConfig::new(32, classes).init(device),
+            pool_stride: 0,
+            activation: Activation::Relu,
+        }
+    }
+
     /// A CNN for `[1, height, width]` images and `classes` outputs.
     ///
     /// # Panics
@@ -182,12 +221,19 @@ impl Cnn {
         self
     }
 
-    /// `[B, 1, H, W]` → logits `[B, classes]`.
+    /// `[B, C, H, W]` → logits `[B, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let act = self.activation;
-        let pool = MaxPoolOptions::new([2, 2]).with_stride([self.pool_stride; 2]);
-        let h = max_pool2d(act.apply(self.conv1.forward(x)), pool.clone());
-        let h = max_pool2d(act.apply(self.conv2.forward(h)), pool);
+        let pool = |h: Tensor<4>| {
+            if self.pool_stride == 0 {
+                h // no pooling (feature-map inputs)
+            } else {
+                let options = MaxPoolOptions::new([2, 2]).with_stride([self.pool_stride; 2]);
+                max_pool2d(h, options)
+            }
+        };
+        let h = pool(act.apply(self.conv1.forward(x)));
+        let h = pool(act.apply(self.conv2.forward(h)));
         let batch = h.dims()[0];
         let h: Tensor<2> = h.reshape([batch as i32, -1]);
         self.fc2.forward(act.apply(self.fc1.forward(h)))

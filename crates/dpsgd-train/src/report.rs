@@ -1,6 +1,6 @@
 //! The outcome of a run: privacy report and metrics.
 
-use crate::config::{ClippingMode, ConvStrategy, ModelKind, OptimizerKind};
+use crate::config::{ClippingMode, ConvStrategy, Features, ModelKind, OptimizerKind};
 use crate::models::Activation;
 use dpsgd_burn::PrivacyReport;
 use serde::Serialize;
@@ -57,6 +57,21 @@ pub struct TrainReport {
     pub conv_strategy: ConvStrategy,
     /// How per-example gradients were computed.
     pub gradient_method: String,
+    /// The recipe the settings came from ([`crate::Recipe`]; `None`: set
+    /// by hand).
+    pub recipe: Option<String>,
+    /// Features the model saw.
+    pub features: Features,
+    /// Seconds spent computing them (ScatterNet; 0 for raw features), not
+    /// part of `wall_seconds`.
+    pub feature_seconds: f64,
+    /// Parameter averaging: the EMA decay, when the reported model is the
+    /// average of the iterates.
+    pub ema_decay: Option<f64>,
+    /// `completed`, or `diverged` for the partial report of a run stopped
+    /// by [`crate::TrainError::Diverged`] (its model is the last good one:
+    /// the end of the last completed epoch).
+    pub status: &'static str,
     /// Warnings raised while setting the run up (such as an allowed
     /// δ ≥ 1/N), for the caller to show: the library does not print.
     pub warnings: Vec<String>,

@@ -2,9 +2,10 @@
 //! `dpsgd train` and `dpsgd sweep`.
 
 use crate::config::{
-    CHECKPOINT_FILE, ClippingMode, ModelKind, OptimizerKind, Privacy, Progress, RUN_STATE_FILE,
-    TrainConfig,
+    CHECKPOINT_FILE, ClippingMode, Features, ModelKind, OptimizerKind, Privacy, Progress,
+    RUN_STATE_FILE, TrainConfig,
 };
+use crate::ema::Ema;
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch, per_example_losses};
 use crate::leakage::loss_threshold_auc;
@@ -51,13 +52,23 @@ pub fn train(
     device: &Device,
     progress: impl FnMut(Progress),
 ) -> Result<TrainReport, TrainError> {
+    let feature_start = Instant::now();
+    let prepared;
+    let (train, test) = match cfg.features {
+        Features::Raw => (train, test),
+        Features::Scatter { groups } => {
+            prepared = scatter_features(train, test, groups)?;
+            (&prepared.0, &prepared.1)
+        }
+    };
+    let feature_seconds = feature_start.elapsed().as_secs_f64();
     let device = device.clone().autodiff();
     if let Some(seed) = cfg.seed {
         device.seed(seed); // initialisation only; DP noise never uses burn's RNG
     }
     let classes = train.n_classes().max(test.n_classes());
     if let ModelKind::Cnn = cfg.model
-        && let Some([_, h, w]) = train.image_shape()
+        && let Some([1, h, w]) = train.image_shape()
         && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
     {
         return Err(TrainError::config(
@@ -88,6 +99,21 @@ pub fn train(
             "needs the checkpoint folder to resume from",
         ));
     }
+    if cfg.checkpoint_dir.is_some() && cfg.ema_decay.is_some() {
+        return Err(TrainError::config(
+            "ema_decay",
+            "parameter averaging is not checkpointed yet: use one or the other",
+        ));
+    }
+    let ema = cfg
+        .ema_decay
+        .map(Ema::new)
+        .transpose()
+        .map_err(|e| TrainError::config("ema_decay", e))?;
+    let extra = Extra {
+        feature_seconds,
+        ema,
+    };
     if cfg.max_physical_batch_size == Some(0) {
         return Err(TrainError::config(
             "max_physical_batch_size",
@@ -101,6 +127,7 @@ pub fn train(
             test,
             &device,
             Mlp::new(&[train.n_features(), classes], &device),
+            extra,
             progress,
         ),
         ModelKind::Mlp => run(
@@ -113,25 +140,57 @@ pub fn train(
                 &device,
             )
             .with_activation(cfg.activation),
+            extra,
             progress,
         ),
         ModelKind::Cnn => {
-            let Some([1, h, w]) = train.image_shape() else {
-                return Err(TrainError::config(
-                    "model",
-                    "the CNN needs single-channel image data",
-                ));
+            let Some(shape) = train.image_shape() else {
+                return Err(TrainError::config("model", "the CNN needs image data"));
             };
             run(
                 cfg,
                 train,
                 test,
                 &device,
-                Cnn::new(h, w, classes, &device).with_activation(cfg.activation),
+                Cnn::for_input(shape, classes, &device).with_activation(cfg.activation),
+                extra,
                 progress,
             )
         }
     }
+}
+
+/// What `run` needs besides the config, the data and the model.
+struct Extra {
+    /// Seconds spent computing features.
+    feature_seconds: f64,
+    /// Parameter averaging, if asked for.
+    ema: Option<Ema>,
+}
+
+/// ScatterNet features of both splits: the scattering transform, then
+/// per-example group normalisation (both per example: no privacy cost).
+fn scatter_features(
+    train: &Dataset,
+    test: &Dataset,
+    groups: usize,
+) -> Result<(Dataset, Dataset), TrainError> {
+    let Some([_, h, w]) = train.image_shape() else {
+        return Err(TrainError::config(
+            "features",
+            "ScatterNet features need image data",
+        ));
+    };
+    let scattering = dpsgd_data::Scattering::new(h, w, 2, 8)
+        .map_err(|e| TrainError::config("features", e.to_string()))?;
+    let transform = |d: &Dataset| -> Result<Dataset, TrainError> {
+        let mut out = dpsgd_data::scatter_dataset(d, &scattering)
+            .map_err(|e| TrainError::config("features", e.to_string()))?;
+        dpsgd_data::group_normalize(&mut out, groups)
+            .map_err(|e| TrainError::config("features", e.to_string()))?;
+        Ok(out)
+    };
+    Ok((transform(train)?, transform(test)?))
 }
 
 /// Writes `model`'s record bytes to `path`, atomically. The model is the
@@ -291,8 +350,13 @@ fn run<M: Classifier + 'static>(
     test: &Dataset,
     device: &Device,
     mut model: M,
+    extra: Extra,
     mut progress: impl FnMut(Progress),
 ) -> Result<TrainReport, TrainError> {
+    let Extra {
+        feature_seconds,
+        mut ema,
+    } = extra;
     let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     if steps == 0 {
@@ -425,44 +489,90 @@ fn run<M: Classifier + 'static>(
         final_loss = last.train_loss;
     }
     let mut eval_seconds = 0.0;
+    // The model to report if training diverges: the end of the last
+    // completed epoch (averaged, with EMA).
+    let mut last_good = model.clone();
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
-        let (indices, batch_loss) = match privacy.as_mut() {
+        let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
+        let (indices, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
                 let batch = batch(train, &indices, device);
                 model = p
                     .step(cfg.lr, model, &batch, loss_fn)
                     .map_err(|r| r.error)?;
-                let loss = p
-                    .last_step()
-                    .map_or(0.0, |s| s.mean_loss * s.batch_size as f64);
-                (indices, loss)
+                let (loss, divergence) = match p.last_step() {
+                    None => (0.0, None),
+                    Some(s) => {
+                        let loss = s.mean_loss * s.batch_size as f64;
+                        // Most of the batch non-finite: the model has blown up.
+                        let divergence = if s.dropped > 0 && 2 * s.dropped >= s.batch_size {
+                            Some(format!(
+                                "{} of the {} examples of the batch had a non-finite loss or gradient",
+                                s.dropped, s.batch_size
+                            ))
+                        } else if !loss.is_finite() {
+                            Some(format!("the batch's loss is {loss}"))
+                        } else {
+                            None
+                        };
+                        (loss, divergence)
+                    }
+                };
+                (indices, loss, divergence)
             }
             None => {
                 let indices = sampler.sample(&mut rng);
                 if indices.is_empty() {
-                    (indices, 0.0)
+                    (indices, 0.0, None)
                 } else {
                     let batch = batch(train, &indices, device);
                     let losses = loss_fn(&model, &batch);
                     let loss = f64::from(losses.clone().sum().into_scalar::<f32>());
-                    if !loss.is_finite() {
-                        return Err(dpsgd_core::Error::NonFinite {
-                            what: "loss",
-                            detail: format!("step {step}"),
-                        }
-                        .into());
+                    if loss.is_finite() {
+                        let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
+                        model = plain.step(cfg.lr, model, grads);
+                        (indices, loss, None)
+                    } else {
+                        (indices, loss, Some(format!("the batch's loss is {loss}")))
                     }
-                    let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
-                    model = plain.step(cfg.lr, model, grads);
-                    (indices, loss)
                 }
             }
         };
+        if let Some(ema) = ema.as_mut() {
+            ema.update(&model);
+        }
+        if let Some(reason) = divergence {
+            let mut report = finish(
+                cfg,
+                train,
+                test,
+                device,
+                &last_good,
+                privacy.as_ref(),
+                &sampler,
+                steps,
+                Finished {
+                    history,
+                    final_loss,
+                    warnings,
+                    wall_seconds: start.elapsed().as_secs_f64(),
+                    eval_seconds,
+                    feature_seconds,
+                    status: "diverged",
+                },
+            )?;
+            report.epochs = epoch.saturating_sub(1);
+            return Err(TrainError::Diverged {
+                step,
+                epoch,
+                reason,
+                report: Box::new(report),
+            });
+        }
         epoch_loss += batch_loss;
         epoch_examples += indices.len();
         let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
-        let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
         let mut epoch_record = None;
         if end_of_epoch {
             // ε at most once per epoch, and only when someone uses it.
@@ -470,8 +580,12 @@ fn run<M: Classifier + 'static>(
                 Some(p) if cfg.progress_epsilon => Some(p.epsilon()?),
                 _ => None,
             };
+            let released = match &ema {
+                Some(ema) => ema.apply(model.clone()),
+                None => model.clone(),
+            };
             let eval_start = Instant::now();
-            let test_accuracy = accuracy(&model, test, device);
+            let test_accuracy = accuracy(&released, test, device);
             eval_seconds += eval_start.elapsed().as_secs_f64();
             final_loss = epoch_loss / epoch_examples.max(1) as f64;
             epoch_loss = 0.0;
@@ -487,6 +601,7 @@ fn run<M: Classifier + 'static>(
             if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
                 save_checkpoint(cfg, dir, p, &model, &history, &warnings)?;
             }
+            last_good = released;
             epoch_record = Some(record);
         }
         progress(Progress {
@@ -500,21 +615,79 @@ fn run<M: Classifier + 'static>(
         });
     }
     let wall_seconds = start.elapsed().as_secs_f64();
+    finish(
+        cfg,
+        train,
+        test,
+        device,
+        &last_good,
+        privacy.as_ref(),
+        &sampler,
+        steps,
+        Finished {
+            history,
+            final_loss,
+            warnings,
+            wall_seconds,
+            eval_seconds,
+            feature_seconds,
+            status: "completed",
+        },
+    )
+}
+
+/// What the loop hands to [`finish`].
+struct Finished {
+    history: Vec<EpochRecord>,
+    final_loss: f64,
+    warnings: Vec<String>,
+    wall_seconds: f64,
+    eval_seconds: f64,
+    feature_seconds: f64,
+    status: &'static str,
+}
+
+/// The report of `model` (the released one: the final or the last good
+/// model), saving it if asked.
+#[allow(clippy::too_many_arguments)]
+fn finish<M: Classifier>(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    model: &M,
+    privacy: Option<&PrivacyEngine>,
+    sampler: &PoissonSampler,
+    steps: u64,
+    done: Finished,
+) -> Result<TrainReport, TrainError> {
+    let Finished {
+        history,
+        final_loss,
+        warnings,
+        wall_seconds,
+        mut eval_seconds,
+        feature_seconds,
+        status,
+    } = done;
     let eval_start = Instant::now();
     let auc = loss_threshold_auc(
-        &per_example_losses(&model, train, device),
-        &per_example_losses(&model, test, device),
+        &per_example_losses(model, train, device),
+        &per_example_losses(model, test, device),
     );
-    let train_accuracy = accuracy(&model, train, device);
+    let train_accuracy = accuracy(model, train, device);
+    // The last epoch's evaluation is of this model (none yet: evaluate it).
+    let test_accuracy = match history.last() {
+        Some(r) => r.test_accuracy,
+        None => accuracy(model, test, device),
+    };
     eval_seconds += eval_start.elapsed().as_secs_f64();
-    // The last epoch's evaluation is of the final model.
-    let test_accuracy = history.last().map_or(f64::NAN, |r| r.test_accuracy);
     if let Some(path) = &cfg.save_model {
-        save_model(&model, path)?;
+        save_model(model, path)?;
     }
-    let privacy_report = match &privacy {
+    let privacy_report = match privacy {
         Some(p) => p.report()?,
-        None => PrivacyReport::non_private(&sampler, steps, cfg.delta, cfg.seed),
+        None => PrivacyReport::non_private(sampler, steps, cfg.delta, cfg.seed),
     };
     Ok(TrainReport {
         not_covered_by_epsilon: NotCovered {
@@ -522,7 +695,7 @@ fn run<M: Classifier + 'static>(
             train_accuracy,
             final_loss,
             loss_threshold_auc: auc,
-            dropped_examples: privacy.as_ref().map_or(0, PrivacyEngine::dropped_examples),
+            dropped_examples: privacy.map_or(0, PrivacyEngine::dropped_examples),
             epoch_history: history,
         },
         test_accuracy,
@@ -536,7 +709,7 @@ fn run<M: Classifier + 'static>(
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         batch_size: cfg.batch_size,
-        clipping_mode: privacy.as_ref().map(|_| cfg.clipping),
+        clipping_mode: privacy.map(|_| cfg.clipping),
         hidden: match cfg.model {
             ModelKind::Logreg => Some(Vec::new()),
             ModelKind::Mlp => Some(cfg.hidden.clone()),
@@ -545,14 +718,15 @@ fn run<M: Classifier + 'static>(
         max_physical_batch_size: cfg.max_physical_batch_size,
         conv_strategy: cfg.conv_strategy,
         warnings,
-        gradient_method: match privacy
-            .as_ref()
-            .and_then(|p| p.last_step())
-            .map(|s| &s.method)
-        {
+        gradient_method: match privacy.and_then(|p| p.last_step()).map(|s| &s.method) {
             None => "non-private".into(),
             Some(GradientMethod::Fallback { reason }) => format!("fallback: {reason}"),
             Some(_) => "fast path (ghost norms, book-keeping)".into(),
         },
+        recipe: cfg.recipe.clone(),
+        features: cfg.features,
+        feature_seconds,
+        ema_decay: cfg.ema_decay,
+        status,
     })
 }

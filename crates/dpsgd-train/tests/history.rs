@@ -30,6 +30,7 @@ fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
         checkpoint_dir: None,
         resume: false,
         progress_epsilon,
+        ..TrainConfig::default()
     }
 }
 

@@ -277,7 +277,7 @@ pub fn run(a: &Args) -> Result<()> {
             } else {
                 Privacy::NonPrivate
             };
-            let mut cfg = config(o, privacy, train.len());
+            let mut cfg = config(o, privacy, &train);
             cfg.seed = Some(seed);
             let report = run_one(&cfg, &train, &test, o.backend, a.quiet)?;
             let label = if target.is_finite() {

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use dpsgd::data::{Dataset, LabelColumn, Scaling};
 use dpsgd::models::Activation;
 use dpsgd::train::{
-    ClippingMode, ConvStrategy, ModelKind, OptimizerKind, Privacy, Progress, TrainConfig,
-    TrainError, TrainReport,
+    ClippingMode, ConvStrategy, Features, ModelKind, OptimizerKind, Privacy, Progress, Recipe,
+    TrainConfig, TrainError, TrainReport,
 };
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
@@ -72,28 +72,46 @@ pub struct TrainOptions {
     /// digits (embedded) | idx:DIR (MNIST file names) | csv:FILE[,label=COL].
     #[arg(long, default_value = "digits", value_parser = dataset)]
     pub dataset: DatasetSpec,
-    /// Model.
-    #[arg(long, value_parser = ["logreg", "mlp", "cnn"], default_value = "mlp")]
-    pub model: String,
-    /// MLP hidden layer sizes, comma-separated (ignored by logreg and cnn).
-    #[arg(long, value_name = "N,N,...", default_value = "128", value_parser = hidden)]
-    pub hidden: Hidden,
-    /// Activation between hidden layers (tanh is the published best choice
-    /// under DP: bounded activations lose less to clipping).
-    #[arg(long, value_name = "relu|tanh", default_value = "relu")]
-    pub activation: Activation,
+    /// Settings known to work, chosen by the data's public shape unless
+    /// named: single-channel images of side >= 16 get image-scatternet
+    /// (image-cnn with --model cnn), anything else general. Every flag
+    /// below overrides one setting of the recipe; the report names it.
+    #[arg(long, value_name = "auto|general|image-scatternet|image-cnn", value_parser = recipe)]
+    pub recipe: Option<String>,
+    /// Model (default: the recipe's; general: mlp, image-scatternet: logreg on ScatterNet features).
+    #[arg(long, value_parser = ["logreg", "mlp", "cnn"])]
+    pub model: Option<String>,
+    /// Features the model sees: raw, or scatter (ScatterNet: wavelet
+    /// scattering + group normalisation, per example; images only).
+    #[arg(long, value_name = "raw|scatter", value_parser = features)]
+    pub features: Option<Features>,
+    /// MLP hidden layer sizes, comma-separated (default 128; ignored by logreg and cnn).
+    #[arg(long, value_name = "N,N,...", value_parser = hidden)]
+    pub hidden: Option<Hidden>,
+    /// Activation between hidden layers (default: the recipe's; tanh is
+    /// the published best choice under DP: bounded activations lose less
+    /// to clipping).
+    #[arg(long, value_name = "relu|tanh")]
+    pub activation: Option<Activation>,
+    /// Parameter averaging: evaluate, report and save the exponential
+    /// moving average of the iterates with this decay in [0, 1) (free in ε;
+    /// default: the recipe's; 0 = the last iterate).
+    #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = ema_decay)]
+    pub ema_decay: Option<f64>,
     /// δ (default: 1/N rounded down to a power of ten, capped at 1e-5).
     #[arg(long, allow_hyphen_values = true, value_parser = args::delta)]
     pub delta: Option<f64>,
-    /// Epochs (each round(1/q) Poisson steps).
-    #[arg(long, default_value_t = 50, allow_hyphen_values = true, value_parser = args::positive_count)]
-    pub epochs: usize,
-    /// Expected (Poisson) batch size.
-    #[arg(long, default_value_t = 128, allow_hyphen_values = true, value_parser = args::positive_count)]
-    pub batch_size: usize,
-    /// Per-example clipping norm C.
-    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0, value_parser = args::positive)]
-    pub max_grad_norm: f64,
+    /// Epochs, each round(1/q) Poisson steps (default: the recipe's;
+    /// general: 50).
+    #[arg(long, allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub epochs: Option<usize>,
+    /// Expected (Poisson) batch size (default: the recipe's, at most a
+    /// quarter of the training set; general: 128).
+    #[arg(long, allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub batch_size: Option<usize>,
+    /// Per-example clipping norm C (default: the recipe's; general: 1).
+    #[arg(long, allow_hyphen_values = true, value_parser = args::positive)]
+    pub max_grad_norm: Option<f64>,
     /// Clipping policy, at --max-grad-norm: flat (whole gradient),
     /// per-layer (C/√L per layer), automatic (normalised, Bu et al.),
     /// adaptive (C tracks the median norm, Andrew et al.).
@@ -107,12 +125,14 @@ pub struct TrainOptions {
     /// unless the patches are large).
     #[arg(long, value_name = "auto|unfold|materialize", default_value = "auto", value_parser = conv_strategy)]
     pub conv_strategy: ConvStrategy,
-    /// Learning rate (default: 0.01 for adam, 0.3 for sgd).
+    /// Learning rate (default: the recipe's; with another optimizer than
+    /// the recipe's, 0.01 for adam and 0.3 for sgd).
     #[arg(long, allow_hyphen_values = true, value_parser = args::positive)]
     pub lr: Option<f64>,
-    /// Inner optimizer.
-    #[arg(long, value_parser = ["sgd", "adam"], default_value = "adam")]
-    pub optimizer: String,
+    /// Inner optimizer (default: the recipe's; general: adam; the image
+    /// recipes: sgd with momentum 0.9).
+    #[arg(long, value_parser = ["sgd", "adam"])]
+    pub optimizer: Option<String>,
     /// Seed for initialisation, sampling and noise (the run is then
     /// reproducible and reported as not secure).
     #[arg(long, allow_hyphen_values = true, value_parser = args::steps)]
@@ -160,6 +180,35 @@ fn hidden(s: &str) -> Result<Hidden, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Hidden)
+}
+
+/// `auto` (None) or a recipe name.
+fn recipe(s: &str) -> Result<String, String> {
+    if s == "auto" || Recipe::named(s).is_some() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}`: expected auto, {}",
+            Recipe::NAMES.join(", ")
+        ))
+    }
+}
+
+/// `raw` or `scatter`.
+fn features(s: &str) -> Result<Features, String> {
+    match s {
+        "raw" => Ok(Features::Raw),
+        "scatter" => Ok(Features::SCATTER),
+        _ => Err(format!("`{s}`: expected raw or scatter")),
+    }
+}
+
+/// A decay in [0, 1).
+fn ema_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if (0.0..1.0).contains(&d) => Ok(d),
+        _ => Err(format!("`{s}`: expected a number in [0, 1)")),
+    }
 }
 
 /// `flat`, `per-layer`, `automatic`, `adaptive`.
@@ -408,63 +457,106 @@ fn check_fits(o: &TrainOptions, train: &Dataset, test: &Dataset) -> Result<(), a
         };
         return Err(args::UsageError { flag, message });
     }
-    if o.model == "cnn" && train.image_shape().is_none() {
+    if o.model.as_deref() == Some("cnn") && train.image_shape().is_none() {
         return Err(args::UsageError {
             flag: "--model",
             message: "cnn needs image data (digits or idx:DIR); use mlp or logreg on CSV data"
                 .into(),
         });
     }
-    if o.batch_size > train.len() {
+    if let Some(batch_size) = o.batch_size
+        && batch_size > train.len()
+    {
         return Err(args::UsageError {
             flag: "--batch-size",
             message: format!(
-                "{} is larger than the training set ({} examples)",
-                o.batch_size,
+                "{batch_size} is larger than the training set ({} examples)",
                 train.len()
             ),
+        });
+    }
+    if o.features == Some(Features::SCATTER) && train.image_shape().is_none() {
+        return Err(args::UsageError {
+            flag: "--features",
+            message: "scatter needs image data (digits or idx:DIR)".into(),
         });
     }
     Ok(())
 }
 
-/// Builds the run configuration.
-pub fn config(o: &TrainOptions, privacy: Privacy, n_train: usize) -> TrainConfig {
-    let optimizer = if o.optimizer == "sgd" {
-        OptimizerKind::Sgd
-    } else {
-        OptimizerKind::Adam
-    };
-    TrainConfig {
-        model: match o.model.as_str() {
-            "logreg" => ModelKind::Logreg,
-            "cnn" => ModelKind::Cnn,
-            _ => ModelKind::Mlp,
+/// The recipe: named by `--recipe`, else chosen by the data's public shape
+/// (and `--model`).
+pub fn recipe_for(o: &TrainOptions, train: &Dataset) -> Recipe {
+    match o.recipe.as_deref().and_then(Recipe::named) {
+        Some(r) => Recipe {
+            batch_size: r.batch_size.min((train.len() / 4).max(1)),
+            ..r
         },
-        activation: o.activation,
-        epochs: o.epochs,
-        batch_size: o.batch_size,
-        max_grad_norm: o.max_grad_norm,
-        lr: o.lr.unwrap_or(match optimizer {
+        None => Recipe::for_data(train, o.model.as_deref().map(model_kind)),
+    }
+}
+
+fn model_kind(name: &str) -> ModelKind {
+    match name {
+        "logreg" => ModelKind::Logreg,
+        "cnn" => ModelKind::Cnn,
+        _ => ModelKind::Mlp,
+    }
+}
+
+/// Builds the run configuration: the recipe, overridden by every flag given.
+pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfig {
+    let recipe = recipe_for(o, train);
+    let optimizer = match o.optimizer.as_deref() {
+        Some("sgd") => OptimizerKind::Sgd,
+        Some(_) => OptimizerKind::Adam,
+        None => recipe.optimizer,
+    };
+    // Another optimizer than the recipe's needs its own learning rate.
+    let lr = match (o.lr, optimizer == recipe.optimizer) {
+        (Some(lr), _) => lr,
+        (None, true) => recipe.lr,
+        (None, false) => match optimizer {
             OptimizerKind::Adam => 1e-2,
             OptimizerKind::Sgd => 0.3,
-        }),
+        },
+    };
+    let model = o.model.as_deref().map_or(recipe.model, model_kind);
+    let hidden = match (&o.hidden, recipe.hidden.is_empty()) {
+        (Some(h), _) => h.0.clone(),
+        (None, false) => recipe.hidden.clone(),
+        (None, true) => dpsgd::train::DEFAULT_HIDDEN.to_vec(),
+    };
+    TrainConfig {
+        model,
+        activation: o.activation.unwrap_or(recipe.activation),
+        epochs: o.epochs.unwrap_or(recipe.epochs),
+        batch_size: o.batch_size.unwrap_or(recipe.batch_size),
+        max_grad_norm: o.max_grad_norm.unwrap_or(recipe.max_grad_norm),
+        lr,
         optimizer,
         privacy,
         delta: o
             .delta
-            .unwrap_or_else(|| dpsgd::train::default_delta(n_train)),
+            .unwrap_or_else(|| dpsgd::train::default_delta(train.len())),
         accountant: o.accountant,
         seed: o.seed,
         allow_large_delta: o.allow_large_delta,
         clipping: o.clipping,
-        hidden: o.hidden.0.clone(),
+        hidden,
         max_physical_batch_size: o.max_physical_batch_size,
         conv_strategy: o.conv_strategy,
         save_model: None,
         checkpoint_dir: None,
         resume: false,
         progress_epsilon: false,
+        features: o.features.unwrap_or(recipe.features),
+        ema_decay: match o.ema_decay {
+            Some(d) if d > 0.0 => Some(d),
+            Some(_) => None,
+            None => recipe.ema_decay,
+        },
+        recipe: Some(recipe.name.to_owned()),
     }
 }
 
@@ -561,6 +653,8 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "clipping" => Some("--clipping"),
             "max_physical_batch_size" => Some("--max-physical-batch-size"),
             "checkpoint_dir" => Some("--checkpoint-dir"),
+            "features" => Some("--features"),
+            "ema_decay" => Some("--ema-decay"),
             "resume" => Some("--resume"),
             _ => None,
         },
@@ -641,10 +735,30 @@ pub fn run(a: &Args) -> Result<()> {
         save_model: a.save_model.clone(),
         checkpoint_dir: a.checkpoint_dir.clone(),
         resume: a.resume,
-        ..config(o, privacy, train.len())
+        ..config(o, privacy, &train)
     };
+    if !a.quiet {
+        let recipe = recipe_for(o, &train);
+        eprintln!("dpsgd: recipe {}: {}", recipe.name, recipe.description);
+    }
     let started = std::time::Instant::now();
-    let report = run_one(&cfg, &train, &test, o.backend, a.quiet)?;
+    let report = match run_one(&cfg, &train, &test, o.backend, a.quiet) {
+        Ok(report) => report,
+        Err(e) => {
+            // A diverged run leaves its partial report (the last good
+            // model's) before the error is shown.
+            if let (Some(TrainError::Diverged { report, .. }), Some(target)) =
+                (e.downcast_ref::<TrainError>(), &report_target)
+            {
+                let mut json = serde_json::to_value(report)?;
+                json["dataset"] = serde_json::Value::String(o.dataset.to_string());
+                json["preprocessing"] = serde_json::to_value(&preprocessing)?;
+                json["error"] = format!("{e:#}").into();
+                target.write(&serde_json::to_string_pretty(&json)?)?;
+            }
+            return Err(e);
+        }
+    };
     let total_seconds = started.elapsed().as_secs_f64();
     // Standard output holds the JSON alone when the report goes there.
     if let Some(ReportTarget::Stdout) = report_target {
