@@ -263,8 +263,9 @@ fn should_refuse_large_delta_unless_allowed() {
     );
 }
 
-#[test]
-fn should_refuse_a_cnn_on_tiny_images_with_a_clear_error() {
+/// An IDX dataset of `n_train` + `n_test` square images of `side` pixels
+/// (two classes) in a new temporary folder.
+fn idx_images(name: &str, side: u32, n_train: u32, n_test: u32) -> std::path::PathBuf {
     let idx = |magic: u32, dims: &[u32], body: Vec<u8>| {
         let mut v = magic.to_be_bytes().to_vec();
         for d in dims {
@@ -273,22 +274,28 @@ fn should_refuse_a_cnn_on_tiny_images_with_a_clear_error() {
         v.extend(body);
         v
     };
+    let dir = temp_dir(name);
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let pixels = (0..n * side * side).map(|i| (i * 37 % 256) as u8).collect();
+        let labels = (0..n).map(|i| (i % 2) as u8).collect();
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx(0x0803, &[n, side, side], pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(0x0801, &[n], labels),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn should_refuse_a_cnn_on_tiny_images_with_a_clear_error() {
     for side in [2u32, 3] {
-        let dir = temp_dir(&format!("tiny-images-{side}"));
-        for (prefix, n) in [("train", 40u32), ("t10k", 10)] {
-            let pixels = (0..n * side * side).map(|i| (i * 37 % 256) as u8).collect();
-            let labels = (0..n).map(|i| (i % 2) as u8).collect();
-            std::fs::write(
-                dir.join(format!("{prefix}-images-idx3-ubyte")),
-                idx(0x0803, &[n, side, side], pixels),
-            )
-            .unwrap();
-            std::fs::write(
-                dir.join(format!("{prefix}-labels-idx1-ubyte")),
-                idx(0x0801, &[n], labels),
-            )
-            .unwrap();
-        }
+        let dir = idx_images(&format!("tiny-images-{side}"), side, 40, 10);
         let out = dpsgd(&[
             "train",
             "--dataset",
@@ -439,4 +446,110 @@ fn should_name_the_file_and_line_of_corrupt_data() {
     let out = dpsgd(&["train", "--activation", "sigmoid", "--quiet"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--activation"));
+}
+
+/// The documented recipe for MNIST-shaped data, chosen without flags and
+/// named in the report (issue 12).
+#[test]
+fn should_train_images_with_the_image_recipe_by_default() {
+    let dir = idx_images("image-recipe", 28, 64, 16);
+    let report = dir.join("report.json");
+    ok(&dpsgd(&[
+        "train",
+        "--dataset",
+        &format!("idx:{}", dir.display()),
+        "--epochs",
+        "1",
+        "--delta",
+        "1e-3",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["recipe"], "image-scatternet", "{r}");
+    assert_eq!(r["features"]["kind"], "scatter");
+    assert_eq!(r["features"]["groups"], 27);
+    assert_eq!(r["model"], "logreg");
+    assert_eq!(r["optimizer"], "sgd");
+    assert_eq!(r["lr"], 2.0);
+    assert_eq!(r["ema_decay"], 0.99);
+    assert_eq!(r["clipping"]["Flat"]["max_grad_norm"], 0.1);
+    // The recipe's batch of 2048, capped at a quarter of the 64 images.
+    assert_eq!(r["batch_size"], 16);
+    assert_eq!(r["status"], "completed");
+    // A flag overrides its setting and keeps the rest of the recipe.
+    ok(&dpsgd(&[
+        "train",
+        "--dataset",
+        &format!("idx:{}", dir.display()),
+        "--epochs",
+        "1",
+        "--delta",
+        "1e-3",
+        "--quiet",
+        "--features",
+        "raw",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        (r["recipe"].as_str(), r["features"]["kind"].as_str()),
+        (Some("image-scatternet"), Some("raw"))
+    );
+    assert_eq!(r["optimizer"], "sgd");
+    // The digits keep the general recipe.
+    ok(&dpsgd(&[
+        "train",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        (r["recipe"].as_str(), r["model"].as_str()),
+        (Some("general"), Some("mlp"))
+    );
+}
+
+/// A run that blows up stops with exit 1 and a clear message, and leaves a
+/// partial report of its last good model (issue 12).
+#[test]
+fn should_stop_a_diverging_run_and_leave_a_partial_report() {
+    let dir = temp_dir("diverging");
+    let report = dir.join("report.json");
+    let out = dpsgd(&[
+        "train",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e36",
+        "--max-grad-norm",
+        "10",
+        "--epochs",
+        "5",
+        "--seed",
+        "1",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("diverged") && err.contains("learning rate"),
+        "{err}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["status"], "diverged", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("diverged"));
+    assert!(r["epsilon"].as_f64().is_some_and(f64::is_finite));
+    assert!(r["test_accuracy"].as_f64().is_some_and(f64::is_finite));
 }
