@@ -475,6 +475,7 @@ fn should_train_images_with_the_image_recipe_by_default() {
     assert_eq!(r["optimizer"], "sgd");
     assert_eq!(r["lr"], 2.0);
     assert_eq!(r["ema_decay"], 0.99);
+    assert_eq!(r["accountant"], "pld");
     assert_eq!(r["clipping"]["Flat"]["max_grad_norm"], 0.1);
     // The recipe's batch of 2048, capped at a quarter of the 64 images.
     assert_eq!(r["batch_size"], 16);

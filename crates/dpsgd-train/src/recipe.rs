@@ -10,6 +10,7 @@
 
 use crate::config::{Features, ModelKind, OptimizerKind, Privacy, TrainConfig};
 use crate::models::Activation;
+use dpsgd_accountant::AccountantKind;
 use dpsgd_data::Dataset;
 use serde::Serialize;
 
@@ -41,6 +42,9 @@ pub struct Recipe {
     pub epochs: usize,
     /// Parameter averaging (EMA decay), if any.
     pub ema_decay: Option<f64>,
+    /// Accountant: PLD (tighter, so less noise for the same ε) for the
+    /// image recipes, RDP for the general one.
+    pub accountant: AccountantKind,
 }
 
 /// The smallest image side the image recipes are meant for (MNIST-like
@@ -66,6 +70,7 @@ impl Recipe {
             batch_size: 128,
             epochs: 50,
             ema_decay: None,
+            accountant: AccountantKind::Rdp,
         }
     }
 
@@ -90,26 +95,29 @@ impl Recipe {
             batch_size: 2048,
             epochs: 60,
             ema_decay: Some(0.99),
+            accountant: AccountantKind::Pld,
         }
     }
 
     /// Single-channel images of side ≥ [`MIN_IMAGE_SIDE`] with a CNN: the
     /// tanh CNN of Papernot et al. (2021, "Tempered sigmoid activations"),
-    /// SGD with momentum 0.9, C = 0.1, batches of 512.
+    /// SGD with momentum 0.9 at lr 0.5, C = 0.1, batches of 512, 40 epochs:
+    /// 98.1% on MNIST at ε = 3 (mean of 4 runs, docs/benchmarks.md).
     pub fn image_cnn() -> Self {
         Self {
             name: "image-cnn",
-            description: "tanh CNN, SGD momentum 0.9 lr 2, C = 0.1, batch 512, 40 epochs, EMA 0.99 (Papernot et al. 2021)",
+            description: "tanh CNN, SGD momentum 0.9 lr 0.5, C = 0.1, batch 512, 40 epochs (Papernot et al. 2021)",
             model: ModelKind::Cnn,
             features: Features::Raw,
             activation: Activation::Tanh,
             hidden: Vec::new(),
             optimizer: OptimizerKind::Sgd,
-            lr: 2.0,
+            lr: 0.5,
             max_grad_norm: 0.1,
             batch_size: 512,
             epochs: 40,
-            ema_decay: Some(0.99),
+            ema_decay: None,
+            accountant: AccountantKind::Pld,
         }
     }
 
@@ -149,8 +157,8 @@ impl Recipe {
         recipe
     }
 
-    /// A run of this recipe with `privacy` at `delta` (no seed, RDP
-    /// accounting, flat clipping).
+    /// A run of this recipe with `privacy` at `delta` (no seed, flat
+    /// clipping).
     pub fn config(&self, privacy: Privacy, delta: f64) -> TrainConfig {
         TrainConfig {
             model: self.model,
@@ -162,7 +170,7 @@ impl Recipe {
             optimizer: self.optimizer,
             privacy,
             delta,
-            accountant: dpsgd_accountant::AccountantKind::Rdp,
+            accountant: self.accountant,
             seed: None,
             allow_large_delta: false,
             clipping: crate::config::ClippingMode::Flat,
@@ -205,7 +213,9 @@ mod tests {
         assert_eq!(cnn.name, "image-cnn");
         assert_eq!(cnn.activation, Activation::Tanh);
         assert_eq!(cnn.optimizer, OptimizerKind::Sgd);
-        assert_eq!((cnn.max_grad_norm, cnn.batch_size), (0.1, 512));
+        assert_eq!((cnn.max_grad_norm, cnn.batch_size, cnn.lr), (0.1, 512, 0.5));
+        assert_eq!(r.accountant, AccountantKind::Pld);
+        assert_eq!(Recipe::general().accountant, AccountantKind::Rdp);
         // Explicit MLP on images: the general recipe with that model.
         let mlp = Recipe::for_data(&mnist_like, Some(ModelKind::Mlp));
         assert_eq!((mlp.name, mlp.model), ("general", ModelKind::Mlp));

@@ -140,9 +140,10 @@ pub struct TrainOptions {
     /// Backend.
     #[arg(long, default_value = "flex")]
     pub backend: Backend,
-    /// Accountant.
-    #[arg(long, default_value = "rdp", value_parser = args::accountant)]
-    pub accountant: AccountantKind,
+    /// Accountant (default: the recipe's; general: rdp, the image
+    /// recipes: pld, which is tighter).
+    #[arg(long, value_parser = args::accountant)]
+    pub accountant: Option<AccountantKind>,
     /// Fraction of a single-file dataset held out for testing.
     #[arg(long, default_value_t = 0.2, allow_hyphen_values = true, value_parser = args::open_fraction)]
     pub test_fraction: f64,
@@ -539,7 +540,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         delta: o
             .delta
             .unwrap_or_else(|| dpsgd::train::default_delta(train.len())),
-        accountant: o.accountant,
+        accountant: o.accountant.unwrap_or(recipe.accountant),
         seed: o.seed,
         allow_large_delta: o.allow_large_delta,
         clipping: o.clipping,
