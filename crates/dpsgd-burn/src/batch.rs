@@ -53,3 +53,36 @@ impl<A: ExampleBatch, B: ExampleBatch, C: ExampleBatch> ExampleBatch for (A, B, 
         )
     }
 }
+
+/// A batch in which every example is `k` consecutive rows of `rows`: `k`
+/// augmented views of one record ("augmentation multiplicity", De et al.
+/// 2022, "Unlocking high-accuracy differentially private image
+/// classification through scale"). The record's gradient is the mean of its
+/// views' gradients, and that mean is clipped as one per-example gradient,
+/// so the sensitivity stays C however many views there are.
+///
+/// The loss function sees the whole batch (`rows` holds `n·k` rows) and
+/// must return one loss per example, the mean over its views, e.g.
+/// `losses.reshape([n, k]).mean_dim(1).reshape([n])` for per-row losses in
+/// example-major order.
+#[derive(Debug, Clone)]
+pub struct Augmented<B> {
+    /// `n·k` rows, the `k` views of each example consecutive.
+    pub rows: B,
+    /// Views per example (at least 1).
+    pub k: usize,
+}
+
+impl<B: ExampleBatch> ExampleBatch for Augmented<B> {
+    fn num_examples(&self) -> usize {
+        self.rows.num_examples() / self.k.max(1)
+    }
+
+    fn slice_examples(&self, start: usize, end: usize) -> Self {
+        let k = self.k.max(1);
+        Self {
+            rows: self.rows.slice_examples(start * k, end * k),
+            k,
+        }
+    }
+}

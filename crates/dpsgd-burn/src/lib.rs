@@ -39,7 +39,7 @@ mod sampler;
 mod tape;
 mod validate;
 
-pub use batch::ExampleBatch;
+pub use batch::{Augmented, ExampleBatch};
 pub use dpsgd_core::{Error, Result};
 pub use engine::{EngineMode, GradientEngine};
 pub use privacy_engine::{

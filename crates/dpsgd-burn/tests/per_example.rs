@@ -8,7 +8,7 @@ use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use dpsgd_burn::layers::*;
-use dpsgd_burn::{EngineMode, ExampleBatch, GradientEngine};
+use dpsgd_burn::{Augmented, EngineMode, ExampleBatch, GradientEngine};
 use dpsgd_core::{Clipping, GradientMethod, trainable_params};
 
 /// Deterministic pseudo-random inputs (no RNG dependency in the values).
@@ -371,5 +371,69 @@ fn should_match_naive_loop_for_group_norm() {
             per_example_loss(m.norm.forward(m.conv.forward(x.clone())) + 0.3)
         };
         check(&model, &x, loss, 0.2, &format!("{backend} groupnorm"));
+    }
+}
+
+/// Mean over each example's `k` consecutive rows: `[n·k]` → `[n]`.
+fn mean_of_views(per_row: Tensor<1>, k: usize) -> Tensor<1> {
+    let n = per_row.dims()[0] / k;
+    per_row.reshape([n, k]).mean_dim(1).reshape([n])
+}
+
+/// Augmentation multiplicity: an example is k rows, its gradient the mean
+/// of theirs, clipped as one (against the naive loop over examples, which
+/// sees each example's k rows together).
+#[test]
+fn should_match_naive_loop_with_augmentation_multiplicity() {
+    for (backend, device) in devices() {
+        let mlp = Mlp {
+            fc1: DpLinearConfig::new(5, 7).init(&device),
+            fc2: DpLinearConfig::new(7, 3).init(&device),
+        };
+        for k in [1, 3] {
+            let batch = Augmented {
+                rows: input([4 * k, 5], &device, 0.3),
+                k,
+            };
+            assert_eq!(batch.num_examples(), 4);
+            let loss = |m: &Mlp, b: &Augmented<Tensor<2>>| {
+                let out = m.fc2.forward(relu(m.fc1.forward(b.rows.clone())));
+                mean_of_views(per_example_loss(out), b.k)
+            };
+            check(&mlp, &batch, loss, 0.3, &format!("{backend} mlp k={k}"));
+        }
+        let conv = DpConv2dConfig::new([2, 3], [3, 3])
+            .with_padding([1, 1])
+            .init(&device);
+        let cnn = Cnn {
+            conv,
+            fc: DpLinearConfig::new(3 * 5 * 5, 2).init(&device),
+        };
+        let batch = Augmented {
+            rows: input([3 * 4, 2, 5, 5], &device, 0.7),
+            k: 4,
+        };
+        let loss = |m: &Cnn, b: &Augmented<Tensor<4>>| {
+            let h = relu(m.conv.forward(b.rows.clone()));
+            let rows = h.dims()[0];
+            mean_of_views(
+                per_example_loss(m.fc.forward(h.reshape([rows as i32, -1]))),
+                b.k,
+            )
+        };
+        for strategy in [
+            ConvStrategy::Unfold,
+            ConvStrategy::Materialize,
+            ConvStrategy::Auto,
+        ] {
+            check_with_conv(
+                strategy,
+                &cnn,
+                &batch,
+                loss,
+                0.2,
+                &format!("{backend} conv k=4 {strategy:?}"),
+            );
+        }
     }
 }

@@ -240,7 +240,15 @@ impl GradientEngine {
         let mut work: Vec<Item> = Vec::with_capacity(records.len());
         for r in records {
             if let Some(g) = r.probe().grad_remove(grads) {
-                work.push(materialize(r, g));
+                // Several rows per example (augmentation multiplicity): an
+                // example's rows become one longer sequence.
+                let rows = g.dims()[0];
+                if rows % n != 0 {
+                    return Err(Error::Shape(format!(
+                        "a layer saw {rows} rows for {n} examples: each example must be the same number of consecutive rows"
+                    )));
+                }
+                work.push(materialize(r, g, rows / n));
             }
         }
         // Every per-example tensor is scaled to [−1, 1] first, so that no

@@ -17,7 +17,11 @@ use burn::tensor::module::conv2d_weight_backward;
 /// per-example gradients are smaller than the Gram matrices — materialises
 /// them as `gᵢᵀ Aᵢ`; with [`ConvStrategy::Materialize`](crate::layers::ConvStrategy)
 /// they come from ONE grouped weight-gradient convolution (groups = batch).
-pub(crate) fn materialize(r: Record, g: Tensor<3>) -> Item {
+///
+/// `k` rows make one example (augmentation multiplicity): their positions
+/// are concatenated (Gram ghost norms over all of them) or their
+/// materialised gradients summed.
+pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
     let Record::Conv {
         weight,
         bias,
@@ -29,17 +33,26 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>) -> Item {
         unfolded,
     } = r
     else {
+        let (r, g) = regroup(r, g, k);
         return Item::Recorded(r, g);
     };
-    let [batch, c_in, h, w] = input.dims();
+    let [rows, c_in, h, w] = input.dims();
+    let batch = rows / k;
     let [c_out, _, kh, kw] = kernel;
     let bias_grads = |g: &Tensor<3>, axis: usize| {
-        bias.map(|b| (b, g.clone().sum_dim(axis).reshape([batch, c_out])))
+        bias.map(|b| {
+            let per_row: Tensor<2> = g.clone().sum_dim(axis).reshape([rows, c_out]);
+            (b, sum_views(per_row, batch, k))
+        })
     };
     if unfolded {
-        // g: [B, L, C_out]; patches: [B, L, F] with F = C_in·k_h·k_w.
+        // g: [B·k, L, C_out]; patches: [B·k, L, F] with F = C_in·k_h·k_w;
+        // an example's k views make one sequence of k·L positions.
         let patches = im2col(input, [kh, kw], geometry, out_hw);
         let [_, positions, features] = patches.dims();
+        let positions = positions * k;
+        let patches = patches.reshape([batch, positions, features]);
+        let g = g.reshape([batch, positions, c_out]);
         if ghost_norm_is_cheaper(positions, features, c_out) {
             // Gram ghost norms are cheaper: keep the patches as a dense record.
             return Item::Recorded(
@@ -60,19 +73,86 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>) -> Item {
             .matmul(patches)
             .reshape([batch, c_out * features]);
         let mut out = vec![(weight, per_example)];
-        out.extend(bias_grads(&g, 1));
+        // g is already per example here: [B, k·L, C_out].
+        out.extend(bias.map(|b| (b, g.sum_dim(1).reshape([batch, c_out]))));
         return Item::PerExample(out);
     }
-    // g: [B, C_out, L]: one grouped weight-gradient convolution.
-    let g4 = g.clone().reshape([1, batch * c_out, out_hw[0], out_hw[1]]);
-    let per_example = conv2d_weight_backward(
-        input.reshape([1, batch * c_in, h, w]),
-        Tensor::<4>::zeros([batch * c_out, c_in, kh, kw], &g.device()),
+    // g: [B·k, C_out, L]: one grouped weight-gradient convolution.
+    let g4 = g.clone().reshape([1, rows * c_out, out_hw[0], out_hw[1]]);
+    let per_row = conv2d_weight_backward(
+        input.reshape([1, rows * c_in, h, w]),
+        Tensor::<4>::zeros([rows * c_out, c_in, kh, kw], &g.device()),
         g4,
-        geometry.options(batch),
+        geometry.options(rows),
     )
-    .reshape([batch, c_out * c_in * kh * kw]);
-    let mut out = vec![(weight, per_example)];
+    .reshape([rows, c_out * c_in * kh * kw]);
+    let mut out = vec![(weight, sum_views(per_row, batch, k))];
     out.extend(bias_grads(&g, 2));
     Item::PerExample(out)
+}
+
+/// `[B·k, m]` per-row gradients → `[B, m]` per-example sums.
+fn sum_views(per_row: Tensor<2>, batch: usize, k: usize) -> Tensor<2> {
+    if k == 1 {
+        return per_row;
+    }
+    let m = per_row.dims()[1];
+    per_row
+        .reshape([batch, k, m])
+        .sum_dim(1)
+        .reshape([batch, m])
+}
+
+/// A record of `B·k` rows as one of `B` examples whose `k` rows are
+/// concatenated along the sequence: `[B·k, S, F] → [B, k·S, F]`.
+fn regroup(r: Record, g: Tensor<3>, k: usize) -> (Record, Tensor<3>) {
+    if k == 1 {
+        return (r, g);
+    }
+    let merge = |t: Tensor<3>| {
+        let [rows, s, f] = t.dims();
+        t.reshape([rows / k, k * s, f])
+    };
+    let r = match r {
+        Record::Dense {
+            weight,
+            bias,
+            input,
+            probe,
+            transposed,
+        } => Record::Dense {
+            weight,
+            bias,
+            input: merge(input),
+            probe,
+            transposed,
+        },
+        Record::Embedding {
+            weight,
+            ids,
+            vocab,
+            probe,
+        } => {
+            let [rows, s] = ids.dims();
+            Record::Embedding {
+                weight,
+                ids: ids.reshape([rows / k, k * s]),
+                vocab,
+                probe,
+            }
+        }
+        Record::Affine {
+            gamma,
+            beta,
+            normalized,
+            probe,
+        } => Record::Affine {
+            gamma,
+            beta,
+            normalized: merge(normalized),
+            probe,
+        },
+        conv @ Record::Conv { .. } => conv,
+    };
+    (r, merge(g))
 }
