@@ -180,6 +180,12 @@ pub struct TrainConfig {
     /// one evaluated, reported and saved. Post-processing of the private
     /// iterates, so free in ε (De et al. 2022). `None`: the last iterate.
     pub ema_decay: Option<f64>,
+    /// Augmentation multiplicity (De et al. 2022): each sampled image is
+    /// trained on as this many random translations of itself (up to
+    /// [`crate::augment::max_shift`] pixels), the mean of their gradients
+    /// clipped as one. 1: no augmentation. Raw image features only; costs
+    /// this many times the compute per step.
+    pub augment_multiplicity: usize,
     /// Name of the recipe the settings came from (see
     /// [`crate::Recipe`]), for the report; `None`: set by hand.
     pub recipe: Option<String>,

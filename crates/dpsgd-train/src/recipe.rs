@@ -183,6 +183,7 @@ impl Recipe {
             progress_epsilon: false,
             features: self.features,
             ema_decay: self.ema_decay,
+            augment_multiplicity: 1,
             recipe: Some(self.name.to_owned()),
         }
     }

@@ -68,6 +68,8 @@ pub struct TrainReport {
     /// Parameter averaging: the EMA decay, when the reported model is the
     /// average of the iterates.
     pub ema_decay: Option<f64>,
+    /// Augmentation multiplicity (views per example; 1: none).
+    pub augment_multiplicity: usize,
     /// `completed`, or `diverged` for the partial report of a run stopped
     /// by [`crate::TrainError::Diverged`] (its model is the last good one:
     /// the end of the last completed epoch).

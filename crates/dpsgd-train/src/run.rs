@@ -17,7 +17,9 @@ use burn::optim::{
 use burn::tensor::{Device, Int, Tensor};
 use dpsgd_accountant::{Accountant, Segment};
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, PrivacyReport};
+use dpsgd_burn::{
+    Augmented, DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, PrivacyReport,
+};
 use dpsgd_core::{Clipping, GradientMethod, layer_groups, trainable_params};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
@@ -25,7 +27,7 @@ use rand_chacha::ChaCha20Rng;
 use std::path::Path;
 use std::time::Instant;
 
-type Batch = (Tensor<4>, Tensor<1, Int>);
+type Batch = Augmented<(Tensor<4>, Tensor<1, Int>)>;
 
 fn inner_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     match cfg.optimizer {
@@ -114,6 +116,20 @@ pub fn train(
         feature_seconds,
         ema,
     };
+    if cfg.augment_multiplicity == 0 {
+        return Err(TrainError::config(
+            "augment_multiplicity",
+            "must be at least 1 (1: no augmentation)",
+        ));
+    }
+    if cfg.augment_multiplicity > 1
+        && (train.image_shape().is_none() || cfg.features != Features::Raw)
+    {
+        return Err(TrainError::config(
+            "augment_multiplicity",
+            "augmentation translates images: it needs image data with raw features (ScatterNet features are computed once, before training)",
+        ));
+    }
     if cfg.max_physical_batch_size == Some(0) {
         return Err(TrainError::config(
             "max_physical_batch_size",
@@ -469,7 +485,29 @@ fn run<M: Classifier + 'static>(
         }
     }
     let mut plain = inner_optimizer(cfg);
-    let loss_fn = |m: &M, b: &Batch| cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone());
+    // One loss per example: the mean over its views (itself, without
+    // augmentation).
+    let loss_fn = |m: &M, b: &Batch| {
+        let per_row = cross_entropy_per_example(m.logits(b.rows.0.clone()), b.rows.1.clone());
+        if b.k == 1 {
+            return per_row;
+        }
+        let n = per_row.dims()[0] / b.k;
+        per_row.reshape([n, b.k]).mean_dim(1).reshape([n])
+    };
+    let mut view_rng = match cfg.seed {
+        Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0xa06),
+        None => ChaCha20Rng::from_os_rng(),
+    };
+    let mut make_batch = |indices: &[usize]| -> Batch {
+        match cfg.augment_multiplicity {
+            1 => Augmented {
+                rows: batch(train, indices, device),
+                k: 1,
+            },
+            k => crate::augment::shifted_views(train, indices, k, &mut view_rng, device),
+        }
+    };
     let start = Instant::now();
     let steps_per_epoch = sampler.steps_per_epoch();
     let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
@@ -497,7 +535,7 @@ fn run<M: Classifier + 'static>(
         let (indices, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
-                let batch = batch(train, &indices, device);
+                let batch = make_batch(&indices);
                 model = p
                     .step(cfg.lr, model, &batch, loss_fn)
                     .map_err(|r| r.error)?;
@@ -526,7 +564,7 @@ fn run<M: Classifier + 'static>(
                 if indices.is_empty() {
                     (indices, 0.0, None)
                 } else {
-                    let batch = batch(train, &indices, device);
+                    let batch = make_batch(&indices);
                     let losses = loss_fn(&model, &batch);
                     let loss = f64::from(losses.clone().sum().into_scalar::<f32>());
                     if loss.is_finite() {
@@ -727,6 +765,7 @@ fn finish<M: Classifier>(
         features: cfg.features,
         feature_seconds,
         ema_decay: cfg.ema_decay,
+        augment_multiplicity: cfg.augment_multiplicity,
         status,
     })
 }

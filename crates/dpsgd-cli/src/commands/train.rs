@@ -98,6 +98,12 @@ pub struct TrainOptions {
     /// default: the recipe's; 0 = the last iterate).
     #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = ema_decay)]
     pub ema_decay: Option<f64>,
+    /// Augmentation multiplicity: train on K random translations of each
+    /// sampled image, their mean gradient clipped as one (De et al. 2022;
+    /// images with raw features only; K times the compute; default 1:
+    /// none).
+    #[arg(long, value_name = "K", allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub augment_multiplicity: Option<usize>,
     /// δ (default: 1/N rounded down to a power of ten, capped at 1e-5).
     #[arg(long, allow_hyphen_values = true, value_parser = args::delta)]
     pub delta: Option<f64>,
@@ -557,6 +563,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
             Some(_) => None,
             None => recipe.ema_decay,
         },
+        augment_multiplicity: o.augment_multiplicity.unwrap_or(1),
         recipe: Some(recipe.name.to_owned()),
     }
 }
@@ -656,6 +663,7 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "checkpoint_dir" => Some("--checkpoint-dir"),
             "features" => Some("--features"),
             "ema_decay" => Some("--ema-decay"),
+            "augment_multiplicity" => Some("--augment-multiplicity"),
             "resume" => Some("--resume"),
             _ => None,
         },

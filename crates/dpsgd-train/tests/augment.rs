@@ -1,0 +1,74 @@
+//! Augmentation multiplicity through the training loop (issue 12).
+
+use burn::tensor::Device;
+use dpsgd_data::{Dataset, Scaling, digits};
+use dpsgd_train::{Features, ModelKind, Privacy, TrainConfig, TrainError, train};
+
+fn data() -> (Dataset, Dataset) {
+    let (mut tr, mut te) = digits().split(0.2, 0).unwrap();
+    tr.apply(&Scaling::Divide(16.0));
+    te.apply(&Scaling::Divide(16.0));
+    (tr, te)
+}
+
+fn cnn(k: usize) -> TrainConfig {
+    TrainConfig {
+        model: ModelKind::Cnn,
+        epochs: 1,
+        seed: Some(2),
+        privacy: Privacy::NoiseMultiplier(1.0),
+        augment_multiplicity: k,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn should_train_on_k_views_per_example_through_the_fast_path() {
+    let (tr, te) = data();
+    let r = train(&cnn(3), &tr, &te, &Device::flex(), |_| {}).unwrap();
+    assert_eq!(r.augment_multiplicity, 3);
+    assert!(
+        r.gradient_method.starts_with("fast path"),
+        "{}",
+        r.gradient_method
+    );
+    assert!((0.0..=1.0).contains(&r.test_accuracy));
+    // Seeded runs are reproducible, views included.
+    let again = train(&cnn(3), &tr, &te, &Device::flex(), |_| {}).unwrap();
+    assert_eq!(r.test_accuracy, again.test_accuracy);
+    // ε depends on the sampling and σ only, not on the views.
+    let plain = train(&cnn(1), &tr, &te, &Device::flex(), |_| {}).unwrap();
+    assert_eq!(r.privacy.epsilon, plain.privacy.epsilon);
+}
+
+#[test]
+fn should_refuse_augmentation_where_it_cannot_apply() {
+    let (tr, te) = data();
+    let table = Dataset::new(tr.features().to_vec(), tr.labels().to_vec(), 64, 10).unwrap();
+    let cases = [
+        (cnn(0), &tr),
+        (
+            TrainConfig {
+                model: ModelKind::Mlp,
+                ..cnn(2)
+            },
+            &table,
+        ),
+        (
+            TrainConfig {
+                features: Features::Scatter { groups: 27 },
+                ..cnn(2)
+            },
+            &tr,
+        ),
+    ];
+    for (cfg, train_set) in cases {
+        match train(&cfg, train_set, &te, &Device::flex(), |_| {}) {
+            Err(TrainError::Config(c)) => assert_eq!(c.setting, "augment_multiplicity", "{c}"),
+            other => panic!(
+                "expected a refusal, got {:?}",
+                other.map(|r| r.test_accuracy)
+            ),
+        }
+    }
+}
