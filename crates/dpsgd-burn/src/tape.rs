@@ -49,6 +49,11 @@ pub(crate) enum Record {
         kernel: [usize; 4],
         geometry: Geometry,
         unfolded: bool,
+        /// With weight standardisation, the standardised kernel
+        /// `ŵ = (w − μ)/s` per output channel (`[C_out, F]`) and `1/s`
+        /// (`[C_out]`): the per-example gradients of `ŵ` are mapped back to
+        /// `w` through the standardisation's Jacobian.
+        standardized: Option<(Tensor<2>, Tensor<1>)>,
     },
     /// Row lookup: `y_t = E[id_t]`.
     Embedding {

@@ -186,6 +186,10 @@ pub struct TrainConfig {
     /// clipped as one. 1: no augmentation. Raw image features only; costs
     /// this many times the compute per step.
     pub augment_multiplicity: usize,
+    /// Weight standardisation of the CNN's convolutions (Qiao et al. 2019;
+    /// De et al. 2022): each output channel's kernel is used standardised
+    /// to mean 0, variance 1. Ignored by the other models.
+    pub weight_standardization: bool,
     /// Name of the recipe the settings came from (see
     /// [`crate::Recipe`]), for the report; `None`: set by hand.
     pub recipe: Option<String>,

@@ -221,6 +221,15 @@ impl Cnn {
         self
     }
 
+    /// The same network with weight standardisation in both convolutions
+    /// (or without).
+    #[must_use]
+    pub fn with_weight_standardization(mut self, on: bool) -> Self {
+        self.conv1 = self.conv1.with_weight_standardization(on);
+        self.conv2 = self.conv2.with_weight_standardization(on);
+        self
+    }
+
     /// `[B, C, H, W]` → logits `[B, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let act = self.activation;

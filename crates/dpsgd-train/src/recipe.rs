@@ -184,6 +184,7 @@ impl Recipe {
             features: self.features,
             ema_decay: self.ema_decay,
             augment_multiplicity: 1,
+            weight_standardization: false,
             recipe: Some(self.name.to_owned()),
         }
     }

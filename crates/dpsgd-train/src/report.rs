@@ -70,6 +70,8 @@ pub struct TrainReport {
     pub ema_decay: Option<f64>,
     /// Augmentation multiplicity (views per example; 1: none).
     pub augment_multiplicity: usize,
+    /// Whether the CNN's convolutions used weight standardisation.
+    pub weight_standardization: bool,
     /// `completed`, or `diverged` for the partial report of a run stopped
     /// by [`crate::TrainError::Diverged`] (its model is the last good one:
     /// the end of the last completed epoch).

@@ -168,7 +168,9 @@ pub fn train(
                 train,
                 test,
                 &device,
-                Cnn::for_input(shape, classes, &device).with_activation(cfg.activation),
+                Cnn::for_input(shape, classes, &device)
+                    .with_activation(cfg.activation)
+                    .with_weight_standardization(cfg.weight_standardization),
                 extra,
                 progress,
             )
@@ -766,6 +768,7 @@ fn finish<M: Classifier>(
         feature_seconds,
         ema_decay: cfg.ema_decay,
         augment_multiplicity: cfg.augment_multiplicity,
+        weight_standardization: cfg.weight_standardization && cfg.model == ModelKind::Cnn,
         status,
     })
 }

@@ -72,3 +72,33 @@ fn should_refuse_augmentation_where_it_cannot_apply() {
         }
     }
 }
+
+/// Weight standardisation through the training loop: the fast path still
+/// computes the per-example gradients, and the report says it was on.
+#[test]
+fn should_train_a_weight_standardised_cnn_through_the_fast_path() {
+    let (tr, te) = data();
+    let cfg = TrainConfig {
+        weight_standardization: true,
+        ..cnn(1)
+    };
+    let r = train(&cfg, &tr, &te, &Device::flex(), |_| {}).unwrap();
+    assert!(r.weight_standardization);
+    assert!(
+        r.gradient_method.starts_with("fast path"),
+        "{}",
+        r.gradient_method
+    );
+    let plain = train(&cnn(1), &tr, &te, &Device::flex(), |_| {}).unwrap();
+    assert!(!plain.weight_standardization);
+    // Another model: the same run (the flag only concerns convolutions).
+    let mlp = TrainConfig {
+        model: ModelKind::Mlp,
+        ..cfg
+    };
+    assert!(
+        !train(&mlp, &tr, &te, &Device::flex(), |_| {})
+            .unwrap()
+            .weight_standardization
+    );
+}

@@ -31,6 +31,7 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
         kernel,
         geometry,
         unfolded,
+        standardized,
     } = r
     else {
         let (r, g) = regroup(r, g, k);
@@ -53,7 +54,9 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
         let positions = positions * k;
         let patches = patches.reshape([batch, positions, features]);
         let g = g.reshape([batch, positions, c_out]);
-        if ghost_norm_is_cheaper(positions, features, c_out) {
+        // A standardised kernel's gradients go through its Jacobian:
+        // materialised, never ghost.
+        if standardized.is_none() && ghost_norm_is_cheaper(positions, features, c_out) {
             // Gram ghost norms are cheaper: keep the patches as a dense record.
             return Item::Recorded(
                 Record::Dense {
@@ -72,6 +75,7 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
             .swap_dims(1, 2)
             .matmul(patches)
             .reshape([batch, c_out * features]);
+        let per_example = through_standardization(per_example, standardized.as_ref());
         let mut out = vec![(weight, per_example)];
         // g is already per example here: [B, k·L, C_out].
         out.extend(bias.map(|b| (b, g.sum_dim(1).reshape([batch, c_out]))));
@@ -86,9 +90,31 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
         geometry.options(rows),
     )
     .reshape([rows, c_out * c_in * kh * kw]);
-    let mut out = vec![(weight, sum_views(per_row, batch, k))];
+    let per_example = sum_views(per_row, batch, k);
+    let per_example = through_standardization(per_example, standardized.as_ref());
+    let mut out = vec![(weight, per_example)];
     out.extend(bias_grads(&g, 2));
     Item::PerExample(out)
+}
+
+/// Per-example gradients `G` of a standardised kernel `ŵ = (w − μ)/s` mapped
+/// to the raw kernel `w`, per output channel over its `F` values:
+/// `∇w = (G − mean(G) − ŵ·mean(G ⊙ ŵ))/s`.
+fn through_standardization(
+    per_example: Tensor<2>,
+    standardized: Option<&(Tensor<2>, Tensor<1>)>,
+) -> Tensor<2> {
+    let Some((hat, inv_std)) = standardized else {
+        return per_example;
+    };
+    let [batch, numel] = per_example.dims();
+    let [c_out, features] = hat.dims();
+    let g: Tensor<3> = per_example.reshape([batch, c_out, features]);
+    let hat: Tensor<3> = hat.clone().reshape([1, c_out, features]);
+    let mean_g = g.clone().mean_dim(2);
+    let mean_gh = (g.clone() * hat.clone()).mean_dim(2);
+    let grad = (g - mean_g - hat * mean_gh) * inv_std.clone().reshape([1, c_out, 1]);
+    grad.reshape([batch, numel])
 }
 
 /// `[B·k, m]` per-row gradients → `[B, m]` per-example sums.

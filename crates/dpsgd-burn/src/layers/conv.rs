@@ -85,7 +85,18 @@ fn convolve(
     bias: Option<Tensor<1>>,
     input: Tensor<4>,
     geometry: Geometry,
+    standardize: bool,
 ) -> Tensor<4> {
+    let (weight, standardized) = if standardize {
+        let (hat, inv_std) = standardized_kernel(weight);
+        let stats = (
+            hat.clone().inner().reshape([inv_std.dims()[0] as i32, -1]),
+            inv_std.inner(),
+        );
+        (hat, Some(stats))
+    } else {
+        (weight, None)
+    };
     let [batch, c_in, h, w] = input.dims();
     let [c_out, weight_c_in, kh, kw] = weight.dims();
     let out_hw = geometry
@@ -134,8 +145,30 @@ fn convolve(
         kernel: [c_out, c_in, kh, kw],
         geometry,
         unfolded,
+        standardized,
     });
     out
+}
+
+/// The ε of weight standardisation's variance.
+pub const WEIGHT_STANDARDIZATION_EPS: f32 = 1e-5;
+
+/// Weight standardisation (Qiao et al. 2019, "Micro-batch training with
+/// batch-channel normalization and weight standardization"; used under DP by
+/// De et al. 2022): each output channel's kernel `w` (over `C_in·k_h·k_w`
+/// values) becomes `ŵ = (w − μ)/s` with `s = √(var(w) + ε)` (biased
+/// variance). Returns `ŵ` (tracked by autodiff, so burn's gradient of `w`
+/// goes through it) and `1/s` per output channel.
+pub fn standardized_kernel(weight: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+    let dims = weight.dims();
+    let c_out = dims[0];
+    let flat: Tensor<2> = weight.reshape([c_out as i32, -1]);
+    let mean = flat.clone().mean_dim(1);
+    let centred = flat - mean;
+    let var = centred.clone().powi_scalar(2).mean_dim(1);
+    let inv_std = var.add_scalar(WEIGHT_STANDARDIZATION_EPS).sqrt().recip();
+    let hat = (centred * inv_std.clone()).reshape(dims);
+    (hat, inv_std.reshape([c_out]))
 }
 
 /// A convolution as ONE GEMM on the input's gathered patches:
@@ -238,6 +271,10 @@ pub struct DpConv2dConfig {
         default = "Initializer::KaimingUniform{gain:0.577_350_269_189_625_8, fan_out_only:false}"
     )]
     pub initializer: Initializer,
+    /// Weight standardisation: convolve with each output channel's kernel
+    /// standardised to mean 0 and variance 1 ([`standardized_kernel`]).
+    #[config(default = false)]
+    pub weight_standardization: bool,
 }
 
 /// 2-D convolution on `[B, C_in, H, W]` with per-example gradients in the DP
@@ -252,6 +289,7 @@ pub struct DpConv2d {
     stride: [usize; 2],
     dilation: [usize; 2],
     padding: [usize; 2],
+    weight_standardization: bool,
 }
 
 impl DpConv2dConfig {
@@ -271,11 +309,20 @@ impl DpConv2dConfig {
             stride: self.stride,
             dilation: self.dilation,
             padding: self.padding,
+            weight_standardization: self.weight_standardization,
         }
     }
 }
 
 impl DpConv2d {
+    /// The same layer with weight standardisation on or off (see
+    /// [`DpConv2dConfig::weight_standardization`]).
+    #[must_use]
+    pub fn with_weight_standardization(mut self, on: bool) -> Self {
+        self.weight_standardization = on;
+        self
+    }
+
     /// Applies the convolution.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         convolve(
@@ -288,6 +335,7 @@ impl DpConv2d {
                 padding: self.padding,
                 dilation: self.dilation,
             },
+            self.weight_standardization,
         )
     }
 }
@@ -373,6 +421,7 @@ impl DpConv1d {
                 padding: [0, self.padding],
                 dilation: [1, self.dilation],
             },
+            false,
         );
         let [_, _, _, lo] = out.dims();
         out.reshape([batch, c_out, lo])

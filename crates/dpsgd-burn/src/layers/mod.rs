@@ -8,7 +8,8 @@ mod linear;
 mod norm;
 
 pub use conv::{
-    ConvStrategy, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig, with_conv_strategy,
+    ConvStrategy, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig, WEIGHT_STANDARDIZATION_EPS,
+    standardized_kernel, with_conv_strategy,
 };
 pub(crate) use conv::{Geometry, im2col};
 pub use embedding::{DpEmbedding, DpEmbeddingConfig};

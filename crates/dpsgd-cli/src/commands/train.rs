@@ -104,6 +104,10 @@ pub struct TrainOptions {
     /// none).
     #[arg(long, value_name = "K", allow_hyphen_values = true, value_parser = args::positive_count)]
     pub augment_multiplicity: Option<usize>,
+    /// Weight standardisation of the CNN's convolutions (each output
+    /// channel's kernel used with mean 0, variance 1; De et al. 2022).
+    #[arg(long)]
+    pub weight_standardization: bool,
     /// δ (default: 1/N rounded down to a power of ten, capped at 1e-5).
     #[arg(long, allow_hyphen_values = true, value_parser = args::delta)]
     pub delta: Option<f64>,
@@ -564,6 +568,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
             None => recipe.ema_decay,
         },
         augment_multiplicity: o.augment_multiplicity.unwrap_or(1),
+        weight_standardization: o.weight_standardization,
         recipe: Some(recipe.name.to_owned()),
     }
 }
