@@ -21,6 +21,9 @@ use burn::tensor::{Int, Tensor};
 use std::cell::RefCell;
 
 /// What a DP-aware layer recorded during one forward call.
+/// (One per layer call and step: the size difference between variants does
+/// not matter.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Record {
     /// `y = a W (+ b)` on `[B, S, din]` → `[B, S, dout]`: Linear, and
     /// convolutions after unfolding (`a` = patches).
