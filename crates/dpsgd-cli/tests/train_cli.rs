@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::dpsgd;
+use common::{dpsgd, read_json};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -454,20 +454,18 @@ fn should_name_the_file_and_line_of_corrupt_data() {
 fn should_train_images_with_the_image_recipe_by_default() {
     let dir = idx_images("image-recipe", 28, 64, 16);
     let report = dir.join("report.json");
-    ok(&dpsgd(&[
-        "train",
-        "--dataset",
-        &format!("idx:{}", dir.display()),
-        "--epochs",
-        "1",
-        "--delta",
-        "1e-3",
-        "--quiet",
-        "--report",
-        report.to_str().unwrap(),
-    ]));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let data = format!("idx:{}", dir.display());
+    // One epoch on `dataset` with `extra` flags; its report.
+    let run = |dataset: &[&str], extra: &[&str]| {
+        let mut args = vec!["train", "--epochs", "1", "--quiet"];
+        args.extend_from_slice(dataset);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--report", report.to_str().unwrap()]);
+        ok(&dpsgd(&args));
+        read_json(&report)
+    };
+    let idx = ["--dataset", data.as_str(), "--delta", "1e-3"];
+    let r = run(&idx, &[]);
     assert_eq!(r["recipe"], "image-scatternet", "{r}");
     assert_eq!(r["features"]["kind"], "scatter");
     assert_eq!(r["features"]["groups"], 27);
@@ -481,38 +479,14 @@ fn should_train_images_with_the_image_recipe_by_default() {
     assert_eq!(r["batch_size"], 16);
     assert_eq!(r["status"], "completed");
     // A flag overrides its setting and keeps the rest of the recipe.
-    ok(&dpsgd(&[
-        "train",
-        "--dataset",
-        &format!("idx:{}", dir.display()),
-        "--epochs",
-        "1",
-        "--delta",
-        "1e-3",
-        "--quiet",
-        "--features",
-        "raw",
-        "--report",
-        report.to_str().unwrap(),
-    ]));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = run(&idx, &["--features", "raw"]);
     assert_eq!(
         (r["recipe"].as_str(), r["features"]["kind"].as_str()),
         (Some("image-scatternet"), Some("raw"))
     );
     assert_eq!(r["optimizer"], "sgd");
     // The digits keep the general recipe.
-    ok(&dpsgd(&[
-        "train",
-        "--epochs",
-        "1",
-        "--quiet",
-        "--report",
-        report.to_str().unwrap(),
-    ]));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = run(&[], &[]);
     assert_eq!(
         (r["recipe"].as_str(), r["model"].as_str()),
         (Some("general"), Some("mlp"))
@@ -547,8 +521,7 @@ fn should_stop_a_diverging_run_and_leave_a_partial_report() {
         err.contains("diverged") && err.contains("learning rate"),
         "{err}"
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = read_json(&report);
     assert_eq!(r["status"], "diverged", "{r}");
     assert!(r["error"].as_str().unwrap().contains("diverged"));
     assert!(r["epsilon"].as_f64().is_some_and(f64::is_finite));

@@ -144,7 +144,7 @@ impl Recipe {
             train.image_shape(),
             Some([1, h, w]) if h >= MIN_IMAGE_SIDE && w >= MIN_IMAGE_SIDE
         );
-        let mut recipe = match (image, model) {
+        let recipe = match (image, model) {
             (true, None | Some(ModelKind::Logreg)) => Self::image_scatternet(),
             (true, Some(ModelKind::Cnn)) => Self::image_cnn(),
             (_, Some(model)) => Self {
@@ -153,8 +153,16 @@ impl Recipe {
             },
             (false, None) => Self::general(),
         };
-        recipe.batch_size = recipe.batch_size.min((train.len() / 4).max(1));
-        recipe
+        recipe.fitted_to(train)
+    }
+
+    /// The same recipe with its batch size at most a quarter of `train`
+    /// (at least 1), so that a small data set still gets several steps per
+    /// epoch.
+    #[must_use]
+    pub fn fitted_to(mut self, train: &Dataset) -> Self {
+        self.batch_size = self.batch_size.min((train.len() / 4).max(1));
+        self
     }
 
     /// A run of this recipe with `privacy` at `delta` (no seed, flat

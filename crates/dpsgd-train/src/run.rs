@@ -54,33 +54,6 @@ pub fn train(
     device: &Device,
     progress: impl FnMut(Progress),
 ) -> Result<TrainReport, TrainError> {
-    let feature_start = Instant::now();
-    let prepared;
-    let (train, test) = match cfg.features {
-        Features::Raw => (train, test),
-        Features::Scatter { groups } => {
-            prepared = scatter_features(train, test, groups)?;
-            (&prepared.0, &prepared.1)
-        }
-    };
-    let feature_seconds = feature_start.elapsed().as_secs_f64();
-    let device = device.clone().autodiff();
-    if let Some(seed) = cfg.seed {
-        device.seed(seed); // initialisation only; DP noise never uses burn's RNG
-    }
-    let classes = train.n_classes().max(test.n_classes());
-    if let ModelKind::Cnn = cfg.model
-        && let Some([1, h, w]) = train.image_shape()
-        && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
-    {
-        return Err(TrainError::config(
-            "model",
-            format!(
-                "the CNN needs images of at least {0}×{0} pixels, the data has {h}×{w}; use the MLP",
-                Cnn::MIN_SIZE
-            ),
-        ));
-    }
     if cfg.model == ModelKind::Mlp
         && let Some(&bad) = cfg.hidden.iter().find(|&&h| h == 0)
     {
@@ -112,10 +85,6 @@ pub fn train(
         .map(Ema::new)
         .transpose()
         .map_err(|e| TrainError::config("ema_decay", e))?;
-    let extra = Extra {
-        feature_seconds,
-        ema,
-    };
     if cfg.augment_multiplicity == 0 {
         return Err(TrainError::config(
             "augment_multiplicity",
@@ -136,6 +105,39 @@ pub fn train(
             "must be at least 1",
         ));
     }
+    // Features after the checks that do not depend on them: the whole data
+    // set is not transformed for a run that is refused anyway.
+    let feature_start = Instant::now();
+    let prepared;
+    let (train, test) = match cfg.features {
+        Features::Raw => (train, test),
+        Features::Scatter { groups } => {
+            prepared = scatter_features(train, test, groups)?;
+            (&prepared.0, &prepared.1)
+        }
+    };
+    let feature_seconds = feature_start.elapsed().as_secs_f64();
+    let device = device.clone().autodiff();
+    if let Some(seed) = cfg.seed {
+        device.seed(seed); // initialisation only; DP noise never uses burn's RNG
+    }
+    let classes = train.n_classes().max(test.n_classes());
+    if let ModelKind::Cnn = cfg.model
+        && let Some([1, h, w]) = train.image_shape()
+        && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
+    {
+        return Err(TrainError::config(
+            "model",
+            format!(
+                "the CNN needs images of at least {0}×{0} pixels, the data has {h}×{w}; use the MLP",
+                Cnn::MIN_SIZE
+            ),
+        ));
+    }
+    let extra = Extra {
+        feature_seconds,
+        ema,
+    };
     match cfg.model {
         ModelKind::Logreg => run(
             cfg,
@@ -532,6 +534,8 @@ fn run<M: Classifier + 'static>(
     // The model to report if training diverges: the end of the last
     // completed epoch (averaged, with EMA).
     let mut last_good = model.clone();
+    // (step, epoch, what was seen) once training has diverged.
+    let mut diverged = None;
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
         let (indices, batch_loss, divergence) = match privacy.as_mut() {
@@ -583,32 +587,8 @@ fn run<M: Classifier + 'static>(
             ema.update(&model);
         }
         if let Some(reason) = divergence {
-            let mut report = finish(
-                cfg,
-                train,
-                test,
-                device,
-                &last_good,
-                privacy.as_ref(),
-                &sampler,
-                steps,
-                Finished {
-                    history,
-                    final_loss,
-                    warnings,
-                    wall_seconds: start.elapsed().as_secs_f64(),
-                    eval_seconds,
-                    feature_seconds,
-                    status: "diverged",
-                },
-            )?;
-            report.epochs = epoch.saturating_sub(1);
-            return Err(TrainError::Diverged {
-                step,
-                epoch,
-                reason,
-                report: Box::new(report),
-            });
+            diverged = Some((step, epoch, reason));
+            break;
         }
         epoch_loss += batch_loss;
         epoch_examples += indices.len();
@@ -655,7 +635,7 @@ fn run<M: Classifier + 'static>(
         });
     }
     let wall_seconds = start.elapsed().as_secs_f64();
-    finish(
+    let mut report = finish(
         cfg,
         train,
         test,
@@ -671,9 +651,25 @@ fn run<M: Classifier + 'static>(
             wall_seconds,
             eval_seconds,
             feature_seconds,
-            status: "completed",
+            status: if diverged.is_some() {
+                "diverged"
+            } else {
+                "completed"
+            },
         },
-    )
+    )?;
+    match diverged {
+        None => Ok(report),
+        Some((step, epoch, reason)) => {
+            report.epochs = epoch.saturating_sub(1);
+            Err(TrainError::Diverged {
+                step,
+                epoch,
+                reason,
+                report: Box::new(report),
+            })
+        }
+    }
 }
 
 /// What the loop hands to [`finish`].

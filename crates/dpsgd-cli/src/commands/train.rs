@@ -499,10 +499,7 @@ fn check_fits(o: &TrainOptions, train: &Dataset, test: &Dataset) -> Result<(), a
 /// (and `--model`).
 pub fn recipe_for(o: &TrainOptions, train: &Dataset) -> Recipe {
     match o.recipe.as_deref().and_then(Recipe::named) {
-        Some(r) => Recipe {
-            batch_size: r.batch_size.min((train.len() / 4).max(1)),
-            ..r
-        },
+        Some(r) => r.fitted_to(train),
         None => Recipe::for_data(train, o.model.as_deref().map(model_kind)),
     }
 }
@@ -751,8 +748,9 @@ pub fn run(a: &Args) -> Result<()> {
         resume: a.resume,
         ..config(o, privacy, &train)
     };
-    if !a.quiet {
-        let recipe = recipe_for(o, &train);
+    if !a.quiet
+        && let Some(recipe) = cfg.recipe.as_deref().and_then(Recipe::named)
+    {
         eprintln!("dpsgd: recipe {}: {}", recipe.name, recipe.description);
     }
     let started = std::time::Instant::now();
@@ -764,9 +762,7 @@ pub fn run(a: &Args) -> Result<()> {
             if let (Some(TrainError::Diverged { report, .. }), Some(target)) =
                 (e.downcast_ref::<TrainError>(), &report_target)
             {
-                let mut json = serde_json::to_value(report)?;
-                json["dataset"] = serde_json::Value::String(o.dataset.to_string());
-                json["preprocessing"] = serde_json::to_value(&preprocessing)?;
+                let mut json = report_json(report, o, &preprocessing)?;
                 json["error"] = format!("{e:#}").into();
                 target.write(&serde_json::to_string_pretty(&json)?)?;
             }
@@ -781,9 +777,7 @@ pub fn run(a: &Args) -> Result<()> {
         println!("{}", summary(&report));
     }
     if let Some(target) = &report_target {
-        let mut json = serde_json::to_value(&report)?;
-        json["dataset"] = serde_json::Value::String(o.dataset.to_string());
-        json["preprocessing"] = serde_json::to_value(&preprocessing)?;
+        let mut json = report_json(&report, o, &preprocessing)?;
         // `wall_seconds` is the training loop (with its per-epoch test
         // accuracy); the rest of the command is mostly the final evaluation
         // (train and test accuracy, the leakage metric), plus setup.
@@ -796,6 +790,19 @@ pub fn run(a: &Args) -> Result<()> {
         target.write(&serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// The report as JSON, with where the data came from and how it was
+/// preprocessed.
+fn report_json(
+    report: &TrainReport,
+    o: &TrainOptions,
+    preprocessing: &Preprocessing,
+) -> Result<serde_json::Value> {
+    let mut json = serde_json::to_value(report)?;
+    json["dataset"] = serde_json::Value::String(o.dataset.to_string());
+    json["preprocessing"] = serde_json::to_value(preprocessing)?;
+    Ok(json)
 }
 
 /// Refuses, before training, a `--save-model` path that cannot be written:

@@ -21,6 +21,12 @@ pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
     dir
 }
 
+/// The JSON document in the file at `path`.
+pub fn read_json(path: impl AsRef<std::path::Path>) -> serde_json::Value {
+    let text = std::fs::read_to_string(path.as_ref()).expect("read the JSON file");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
 /// Checks that `out` is a usage error: exit code 2 and one line on stderr
 /// that mentions every one of `expected`; returns that line.
 pub fn assert_usage_error(out: &Output, expected: &[&str]) -> String {
