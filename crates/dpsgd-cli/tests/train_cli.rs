@@ -527,3 +527,41 @@ fn should_stop_a_diverging_run_and_leave_a_partial_report() {
     assert!(r["epsilon"].as_f64().is_some_and(f64::is_finite));
     assert!(r["test_accuracy"].as_f64().is_some_and(f64::is_finite));
 }
+
+/// The issue 12 options refuse what cannot work with exit 2 and one line
+/// naming the flag: ScatterNet features on images smaller than 4×4 or on a
+/// table, no views, a decay outside [0, 1).
+#[test]
+fn should_refuse_impossible_recipe_options_naming_the_flag() {
+    let tiny = idx_images("scatter-tiny", 3, 40, 10);
+    let tiny = format!("idx:{}", tiny.display());
+    let dir = temp_dir("scatter-table");
+    let table = format!("csv:{}", tiny_csv(&dir).display());
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &[
+                "--dataset",
+                &tiny,
+                "--delta",
+                "1e-3",
+                "--features",
+                "scatter",
+            ],
+            &["--features", "4"],
+        ),
+        (
+            &["--dataset", &table, "--features", "scatter"],
+            &["--features", "image"],
+        ),
+        (
+            &["--augment-multiplicity", "0"],
+            &["--augment-multiplicity"],
+        ),
+        (&["--ema-decay", "1"], &["--ema-decay"]),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["train", "--epochs", "1", "--quiet"];
+        args.extend_from_slice(flags);
+        common::assert_usage_error(&dpsgd(&args), expected);
+    }
+}
