@@ -4,6 +4,11 @@ use burn::tensor::Device;
 use dpsgd_data::{Dataset, Scaling, digits};
 use dpsgd_train::{Features, ModelKind, Privacy, TrainConfig, TrainError, train};
 
+/// burn's seeded initialisation draws from one generator per device: tests
+/// of this file that train run one at a time, so that a seeded run is
+/// reproducible while the others run.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn data() -> (Dataset, Dataset) {
     let (mut tr, mut te) = digits().split(0.2, 0).unwrap();
     tr.apply(&Scaling::Divide(16.0));
@@ -24,6 +29,9 @@ fn cnn(k: usize) -> TrainConfig {
 
 #[test]
 fn should_train_on_k_views_per_example_through_the_fast_path() {
+    let _one_at_a_time = TRAINING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (tr, te) = data();
     let r = train(&cnn(3), &tr, &te, &Device::flex(), |_| {}).unwrap();
     assert_eq!(r.augment_multiplicity, 3);
@@ -43,6 +51,9 @@ fn should_train_on_k_views_per_example_through_the_fast_path() {
 
 #[test]
 fn should_refuse_augmentation_where_it_cannot_apply() {
+    let _one_at_a_time = TRAINING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (tr, te) = data();
     let table = Dataset::new(tr.features().to_vec(), tr.labels().to_vec(), 64, 10).unwrap();
     let cases = [
@@ -77,6 +88,9 @@ fn should_refuse_augmentation_where_it_cannot_apply() {
 /// computes the per-example gradients, and the report says it was on.
 #[test]
 fn should_train_a_weight_standardised_cnn_through_the_fast_path() {
+    let _one_at_a_time = TRAINING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (tr, te) = data();
     let cfg = TrainConfig {
         weight_standardization: true,
