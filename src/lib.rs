@@ -9,9 +9,10 @@
 //! training recipe ([`train`], with the built-in [`models`]).
 
 pub use dpsgd_accountant as accountant;
+pub use dpsgd_audit as audit;
 pub use dpsgd_data as data;
 pub use dpsgd_train as train;
-pub use {dpsgd_accountant, dpsgd_burn, dpsgd_core, dpsgd_data, dpsgd_train};
+pub use {dpsgd_accountant, dpsgd_audit, dpsgd_burn, dpsgd_core, dpsgd_data, dpsgd_train};
 
 pub use dpsgd_burn::{
     DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, PrivacyReport, layers, loss,

@@ -15,6 +15,21 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
+    /// A model queried by an attack refused or failed to answer (an
+    /// exhausted query budget, a backend error).
+    #[error("query refused: {reason}")]
+    Query {
+        /// What the model said.
+        reason: String,
+    },
+    /// Writing an output file (an image grid) failed.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this crate.

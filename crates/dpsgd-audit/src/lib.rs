@@ -34,10 +34,14 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod image;
+pub mod inversion;
+pub mod label_only;
 pub mod lira;
 pub mod lower_bound;
 pub mod metrics;
 pub mod scores;
+pub mod shadow;
 pub mod slices;
 
 pub use error::{Error, Result};

@@ -176,9 +176,131 @@ pub fn one_run_epsilon(
     Ok(lo)
 }
 
+/// The outcome of a one-run audit: the guesses, how many were right and
+/// the ε lower bound they prove.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OneRunAudit {
+    /// Canaries `m` (each included with probability ½).
+    pub canaries: u64,
+    /// Canaries actually included in training.
+    pub included: u64,
+    /// Guesses `r`, fixed before the scores were seen.
+    pub guesses: u64,
+    /// Right guesses `v`.
+    pub correct: u64,
+    /// δ the bound is computed at (the run's claimed δ).
+    pub delta: f64,
+    /// Significance α of the bound.
+    pub alpha: f64,
+    /// ε̂: the training was not ε-DP for any ε below this, at confidence
+    /// `1 − α`.
+    pub epsilon: f64,
+}
+
+/// Auditing in one run (Steinke, Nasr & Jagielski 2023, Algorithm 1's
+/// guesser): with the canaries' membership scores (higher = more likely
+/// IN), guess IN for the `⌈guesses/2⌉` highest, OUT for the `⌊guesses/2⌋`
+/// lowest, abstain on the rest, and bound ε from the number of right
+/// guesses with [`one_run_epsilon`].
+///
+/// `guesses` must be chosen before looking at the scores (a function of
+/// `m` only): picking it after seeing which choice gives the largest bound
+/// makes the bound optimistic.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when the
+/// lengths differ, there are no canaries, a score is NaN, `guesses` is 0 or
+/// above the number of canaries, or α, δ are out of range.
+///
+/// # Examples
+///
+/// ```
+/// use dpsgd_audit::lower_bound::one_run_audit;
+/// // A perfect attack on 1000 canaries, 100 guesses: ε̂ ≈ 3.49.
+/// let included: Vec<bool> = (0..1000).map(|i| i % 2 == 0).collect();
+/// let scores: Vec<f64> = included.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+/// let audit = one_run_audit(&scores, &included, 100, 0.0, 0.05)?;
+/// assert_eq!(audit.correct, 100);
+/// assert!((audit.epsilon - 3.4930).abs() < 1e-3);
+/// # Ok::<(), dpsgd_audit::Error>(())
+/// ```
+pub fn one_run_audit(
+    scores: &[f64],
+    included: &[bool],
+    guesses: usize,
+    delta: f64,
+    alpha: f64,
+) -> Result<OneRunAudit> {
+    if scores.len() != included.len() {
+        return Err(invalid(
+            "included",
+            included.len(),
+            format!("need one membership per canary score ({})", scores.len()),
+        ));
+    }
+    if scores.is_empty() {
+        return Err(invalid("canaries", 0, "need at least one canary"));
+    }
+    if guesses == 0 || guesses > scores.len() {
+        return Err(invalid(
+            "guesses",
+            guesses,
+            format!("must be in 1..={}", scores.len()),
+        ));
+    }
+    if let Some(s) = scores.iter().find(|s| s.is_nan()) {
+        return Err(invalid("score", s, "canary scores must not be NaN"));
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let guess_in = guesses.div_ceil(2);
+    let guess_out = guesses - guess_in;
+    let right_in = order[..guess_in].iter().filter(|&&i| included[i]).count();
+    let right_out = order[order.len() - guess_out..]
+        .iter()
+        .filter(|&&i| !included[i])
+        .count();
+    let correct = (right_in + right_out) as u64;
+    let epsilon = one_run_epsilon(
+        scores.len() as u64,
+        guesses as u64,
+        correct,
+        delta,
+        alpha,
+    )?;
+    Ok(OneRunAudit {
+        canaries: scores.len() as u64,
+        included: included.iter().filter(|&&b| b).count() as u64,
+        guesses: guesses as u64,
+        correct,
+        delta,
+        alpha,
+        epsilon,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_guess_the_extremes_and_abstain_in_the_middle() {
+        // Scores 0..10, canaries 0, 2, 4, 6, 8 included; 4 guesses: IN for
+        // 9 and 8 (one right), OUT for 0 and 1 (one right).
+        let scores: Vec<f64> = (0..10).map(f64::from).collect();
+        let included: Vec<bool> = (0..10).map(|i| i % 2 == 0).collect();
+        let audit = one_run_audit(&scores, &included, 4, 0.0, 0.05).unwrap();
+        assert_eq!((audit.guesses, audit.correct, audit.included), (4, 2, 5));
+        assert_eq!(audit.epsilon, 0.0);
+        // Odd guesses: IN for 9 and 8 (one right), OUT for 0 (wrong).
+        let audit = one_run_audit(&scores, &included, 3, 0.0, 0.05).unwrap();
+        assert_eq!(audit.correct, 1);
+        assert!(one_run_audit(&scores, &included, 0, 0.0, 0.05).is_err());
+        assert!(one_run_audit(&scores, &included, 11, 0.0, 0.05).is_err());
+        assert!(one_run_audit(&scores, &included[..9], 4, 0.0, 0.05).is_err());
+        assert!(one_run_audit(&[f64::NAN], &[true], 1, 0.0, 0.05).is_err());
+    }
 
     /// docs/references.md: Jagielski et al. 2020 vectors at α = 0.05.
     #[test]

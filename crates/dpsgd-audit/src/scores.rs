@@ -117,9 +117,159 @@ pub fn score(kind: ScoreKind, probs: &[f64], label: usize) -> Result<f64> {
     })
 }
 
+/// `ln(1 + eˣ)` without overflow or loss of tiny values.
+fn softplus(x: f64) -> f64 {
+    if x > 36.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// `ln Σ eˣ` of `values`, stable (−∞ for no values).
+fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
+    let max = values.clone().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return max;
+    }
+    max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+/// The membership score of one record from the model's **logits**
+/// (pre-softmax outputs), in f64 throughout.
+///
+/// Prefer this to [`score`] whenever the logits are at hand: a confident
+/// model's probabilities saturate (p_y = 1 exactly in f32 once the logit gap
+/// passes ≈ 17, in f64 past ≈ 37), and every member and most non-members
+/// then tie at loss 0 — the loss attack reads AUC ≈ 0.5 on a model that
+/// has memorised its training set. From the logits, with
+/// `r = ln Σ_{j≠y} e^{z_j} − z_y`, the loss is `softplus(r)` and LiRA's
+/// `φ = −r`, both exact for any gap.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when `y` is
+/// out of range, there are fewer than two classes, or a logit is not finite.
+///
+/// # Examples
+///
+/// ```
+/// use dpsgd_audit::scores::{score_logits, ScoreKind};
+/// // A gap of 60: p_y rounds to 1, yet the loss e^{-60} is kept.
+/// let loss = -score_logits(ScoreKind::Loss, &[60.0, 0.0], 0)?;
+/// assert!((loss / (-60f64).exp() - 1.0).abs() < 1e-12);
+/// assert_eq!(score_logits(ScoreKind::LogitScaled, &[60.0, 0.0], 0)?, 60.0);
+/// # Ok::<(), dpsgd_audit::Error>(())
+/// ```
+pub fn score_logits(kind: ScoreKind, logits: &[f64], label: usize) -> Result<f64> {
+    if logits.len() < 2 {
+        return Err(invalid("logits", logits.len(), "need at least two classes"));
+    }
+    if label >= logits.len() {
+        return Err(invalid(
+            "label",
+            label,
+            format!("must be < {}", logits.len()),
+        ));
+    }
+    if let Some(z) = logits.iter().find(|z| !z.is_finite()) {
+        return Err(invalid("logit", z, "must be finite"));
+    }
+    let zy = logits[label];
+    let others = logits
+        .iter()
+        .enumerate()
+        .filter(move |&(j, _)| j != label)
+        .map(|(_, &z)| z);
+    // r = ln Σ_{j≠y} p_j − ln p_y.
+    let r = log_sum_exp(others) - zy;
+    let log_py = -softplus(r);
+    let lse = log_sum_exp(logits.iter().copied());
+    let log_p = |z: f64| z - lse;
+    Ok(match kind {
+        ScoreKind::Loss => log_py,
+        ScoreKind::Confidence => log_py.exp(),
+        ScoreKind::Entropy => logits
+            .iter()
+            .enumerate()
+            .map(|(j, &z)| {
+                let lp = if j == label { log_py } else { log_p(z) };
+                lp.exp() * lp
+            })
+            .sum(),
+        ScoreKind::ModifiedEntropy => {
+            // 1 − p_y = −expm1(ln p_y): exact for p_y near 1.
+            let own = -log_py.exp_m1() * log_py;
+            let rest: f64 = logits
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != label)
+                .map(|(_, &z)| {
+                    let p = log_p(z).exp();
+                    if p < 1.0 {
+                        p * (-p).ln_1p()
+                    } else {
+                        f64::NEG_INFINITY
+                    }
+                })
+                .sum();
+            own + rest
+        }
+        ScoreKind::LogitScaled => -r,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_agree_with_probability_scores_when_nothing_saturates() {
+        let logits = [1.5, -0.3, 0.2, 2.0];
+        let lse = logits.iter().map(|z: &f64| z.exp()).sum::<f64>().ln();
+        let probs: Vec<f64> = logits.iter().map(|z| (z - lse).exp()).collect();
+        for kind in [
+            ScoreKind::Loss,
+            ScoreKind::Confidence,
+            ScoreKind::Entropy,
+            ScoreKind::ModifiedEntropy,
+            ScoreKind::LogitScaled,
+        ] {
+            for y in 0..4 {
+                let a = score_logits(kind, &logits, y).unwrap();
+                let b = score(kind, &probs, y).unwrap();
+                assert!((a - b).abs() < 1e-12, "{kind:?} y={y}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn should_keep_tiny_losses_apart_where_probabilities_tie() {
+        // Gaps of 40 and 50: both p_y round to 1.0 in f64, the losses
+        // e^{-40} and e^{-50} stay distinct and ordered.
+        let near = score_logits(ScoreKind::Loss, &[40.0, 0.0, 0.0], 0).unwrap();
+        let far = score_logits(ScoreKind::Loss, &[50.0, 0.0, 0.0], 0).unwrap();
+        assert!((near / (-2.0 * (-40f64).exp()) - 1.0).abs() < 1e-12);
+        assert!(far > near);
+        // A wrong, confident prediction: loss = 50 + ln(1 + 2e^{-50}).
+        let wrong = score_logits(ScoreKind::Loss, &[50.0, 0.0, 0.0], 1).unwrap();
+        assert!((wrong + 50.0).abs() < 1e-12);
+        assert_eq!(
+            score_logits(ScoreKind::LogitScaled, &[0.0, 50.0, 0.0], 1).unwrap(),
+            50.0 - 2f64.ln()
+        );
+        // Huge logits stay finite.
+        let huge = score_logits(ScoreKind::ModifiedEntropy, &[1e300, -1e300], 0).unwrap();
+        assert!(huge.is_finite());
+    }
+
+    #[test]
+    fn should_refuse_bad_logits() {
+        assert!(score_logits(ScoreKind::Loss, &[1.0], 0).is_err());
+        assert!(score_logits(ScoreKind::Loss, &[1.0, 2.0], 2).is_err());
+        assert!(score_logits(ScoreKind::Loss, &[f64::NAN, 2.0], 0).is_err());
+        assert!(score_logits(ScoreKind::Loss, &[f64::INFINITY, 2.0], 0).is_err());
+    }
 
     #[test]
     fn should_compute_each_score_by_hand() {

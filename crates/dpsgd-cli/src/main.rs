@@ -1,6 +1,7 @@
 //! `dpsgd`: differentially private deep learning from the command line.
 //!
-//! Subcommands: `train`, `epsilon` and `calibrate` (privacy accounting), `bench`.
+//! Subcommands: `train`, `sweep`, `audit`, `epsilon` and `calibrate` (privacy
+//! accounting), `bench`.
 
 mod args;
 mod commands;
@@ -26,6 +27,9 @@ enum Command {
     Train(commands::train::Args),
     /// Train at several ε budgets and plot accuracy and leakage against ε.
     Sweep(commands::sweep::Args),
+    /// Train a model as `train` would, attack it and report its leakage:
+    /// membership inference, ε lower bound, model inversion.
+    Audit(commands::audit::Args),
     /// Benchmarks (DP step vs non-private step).
     Bench(commands::bench::Args),
 }
@@ -36,14 +40,15 @@ fn main() -> ExitCode {
         Err(e) => return args::exit_on_parse_error(e),
     };
     let result = match cli.command {
-        Command::Epsilon(a) => commands::epsilon::run(&a),
-        Command::Calibrate(a) => commands::calibrate::run(&a),
-        Command::Bench(a) => commands::bench::run(&a),
-        Command::Train(a) => commands::train::run(&a),
-        Command::Sweep(a) => commands::sweep::run(&a),
+        Command::Epsilon(a) => commands::epsilon::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Calibrate(a) => commands::calibrate::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => commands::bench::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Train(a) => commands::train::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Sweep(a) => commands::sweep::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Audit(a) => commands::audit::run(&a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(args::exit_code(&e))

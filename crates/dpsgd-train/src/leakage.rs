@@ -1,47 +1,38 @@
-//! Measured leakage: the loss-threshold membership-inference attack.
+//! Measured leakage in every report: the loss-threshold membership-inference
+//! attack on the training set (members) vs the test set (non-members).
 
-/// ROC AUC of the loss-threshold membership-inference attack (Yeom et al.
-/// 2018): the probability that a random member (training example) has a
-/// lower loss than a random non-member (test example), ties counting half.
-/// 0.5 means no measurable leakage.
-pub fn loss_threshold_auc(member_losses: &[f32], non_member_losses: &[f32]) -> f64 {
-    if member_losses.is_empty() || non_member_losses.is_empty() {
-        return f64::NAN;
-    }
-    // Mann–Whitney U with mid-ranks over the pooled losses.
-    let mut pooled: Vec<(f32, bool)> = member_losses
-        .iter()
-        .map(|&l| (l, true))
-        .chain(non_member_losses.iter().map(|&l| (l, false)))
-        .collect();
-    pooled.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest loss first: rank 1
-    let mut rank_sum_members = 0.0;
-    let mut i = 0;
-    while i < pooled.len() {
-        let mut j = i;
-        while j < pooled.len() && pooled[j].0 == pooled[i].0 {
-            j += 1;
-        }
-        let mid_rank = (i + j + 1) as f64 / 2.0;
-        rank_sum_members += pooled[i..j].iter().filter(|p| p.1).count() as f64 * mid_rank;
-        i = j;
-    }
-    let (m, n) = (member_losses.len() as f64, non_member_losses.len() as f64);
-    (rank_sum_members - m * (m + 1.0) / 2.0) / (m * n)
+use crate::models::Classifier;
+use crate::trained::logits_of;
+use burn::tensor::Device;
+use dpsgd_audit::metrics::Roc;
+use dpsgd_audit::scores::{ScoreKind, score_logits};
+use dpsgd_data::Dataset;
+
+/// Loss scores (`ln p_y`, higher = more likely a member) of every example
+/// of `data`, computed in f64 from the logits: a confident model's f32
+/// losses are exactly 0 for members and non-members alike, and would hide
+/// the leakage in ties.
+pub(crate) fn loss_scores(logits: &[f64], data: &Dataset) -> Vec<f64> {
+    let classes = logits.len() / data.len().max(1);
+    logits
+        .chunks(classes.max(1))
+        .zip(data.labels())
+        .map(|(row, &y)| score_logits(ScoreKind::Loss, row, y as usize).unwrap_or(f64::NAN))
+        .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn should_compute_auc_as_mann_whitney() {
-        // Members all below non-members: perfect attack.
-        assert_eq!(loss_threshold_auc(&[0.1, 0.2], &[0.5, 0.9, 1.0]), 1.0);
-        assert_eq!(loss_threshold_auc(&[0.5, 0.9], &[0.1, 0.2]), 0.0);
-        // Identical distributions with ties: 0.5.
-        assert_eq!(loss_threshold_auc(&[0.3, 0.3], &[0.3, 0.3]), 0.5);
-        // One of four pairs ordered the wrong way: 0.75.
-        assert_eq!(loss_threshold_auc(&[0.1, 0.6], &[0.5, 0.7]), 0.75);
-    }
+/// ROC AUC of the loss-threshold attack (Yeom et al. 2018): members are
+/// `train`, non-members `test`; 0.5 means no measurable leakage, NaN when
+/// a split is empty or a logit is not finite.
+pub(crate) fn loss_threshold_auc<M: Classifier>(
+    model: &M,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+) -> f64 {
+    let model = model.valid();
+    let device = device.clone().without_autodiff();
+    let members = loss_scores(&logits_of(&model, train, &device), train);
+    let others = loss_scores(&logits_of(&model, test, &device), test);
+    Roc::new(&members, &others).map_or(f64::NAN, |roc| roc.auc)
 }

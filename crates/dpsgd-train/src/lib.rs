@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod augment;
 mod config;
 pub mod ema;
@@ -11,6 +12,7 @@ pub mod models;
 mod recipe;
 mod report;
 mod run;
+mod trained;
 
 pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
@@ -18,8 +20,8 @@ pub use config::{
 };
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};
-pub use leakage::loss_threshold_auc;
 pub use models::{Activation, Classifier, Cnn, Mlp};
 pub use recipe::{MIN_IMAGE_SIDE, Recipe};
 pub use report::{EpochRecord, NotCovered, TrainReport};
-pub use run::train;
+pub use run::{train, train_model};
+pub use trained::TrainedModel;

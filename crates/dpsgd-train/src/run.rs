@@ -7,10 +7,11 @@ use crate::config::{
 };
 use crate::ema::Ema;
 use crate::error::TrainError;
-use crate::eval::{accuracy, batch, per_example_losses};
+use crate::eval::{accuracy, batch};
 use crate::leakage::loss_threshold_auc;
 use crate::models::{Classifier, Cnn, Mlp};
 use crate::report::{EpochRecord, NotCovered, TrainReport};
+use crate::trained::{Net, TrainedModel};
 use burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
 };
@@ -54,6 +55,24 @@ pub fn train(
     device: &Device,
     progress: impl FnMut(Progress),
 ) -> Result<TrainReport, TrainError> {
+    train_model(cfg, train, test, device, progress).map(|(report, _)| report)
+}
+
+/// [`train`], returning the trained model as well (the one reported and
+/// saved: averaged under EMA), ready to answer queries: what the audit's
+/// attacks and shadow models need.
+///
+/// # Errors
+///
+/// As [`train`].
+pub fn train_model(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    progress: impl FnMut(Progress),
+) -> Result<(TrainReport, TrainedModel), TrainError> {
+    let raw_train = train;
     if cfg.model == ModelKind::Mlp
         && let Some(&bad) = cfg.hidden.iter().find(|&&h| h == 0)
     {
@@ -118,9 +137,6 @@ pub fn train(
     };
     let feature_seconds = feature_start.elapsed().as_secs_f64();
     let device = device.clone().autodiff();
-    if let Some(seed) = cfg.seed {
-        device.seed(seed); // initialisation only; DP noise never uses burn's RNG
-    }
     let classes = train.n_classes().max(test.n_classes());
     if let ModelKind::Cnn = cfg.model
         && let Some([1, h, w]) = train.image_shape()
@@ -138,45 +154,53 @@ pub fn train(
         feature_seconds,
         ema,
     };
-    match cfg.model {
-        ModelKind::Logreg => run(
-            cfg,
-            train,
-            test,
-            &device,
-            Mlp::new(&[train.n_features(), classes], &device),
-            extra,
-            progress,
-        ),
-        ModelKind::Mlp => run(
-            cfg,
-            train,
-            test,
-            &device,
-            Mlp::new(
-                &[&[train.n_features()][..], &cfg.hidden, &[classes][..]].concat(),
-                &device,
-            )
-            .with_activation(cfg.activation),
-            extra,
-            progress,
-        ),
+    let (report, net) = match cfg.model {
+        ModelKind::Logreg => {
+            let model = seeded(cfg, &device, || Mlp::new(&[train.n_features(), classes], &device));
+            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
+            (report, Net::Mlp(model))
+        }
+        ModelKind::Mlp => {
+            let model = seeded(cfg, &device, || {
+                Mlp::new(
+                    &[&[train.n_features()][..], &cfg.hidden, &[classes][..]].concat(),
+                    &device,
+                )
+            })
+            .with_activation(cfg.activation);
+            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
+            (report, Net::Mlp(model))
+        }
         ModelKind::Cnn => {
             let Some(shape) = train.image_shape() else {
                 return Err(TrainError::config("model", "the CNN needs image data"));
             };
-            run(
-                cfg,
-                train,
-                test,
-                &device,
-                Cnn::for_input(shape, classes, &device)
-                    .with_activation(cfg.activation)
-                    .with_weight_standardization(cfg.weight_standardization),
-                extra,
-                progress,
-            )
+            let model = seeded(cfg, &device, || Cnn::for_input(shape, classes, &device))
+                .with_activation(cfg.activation)
+                .with_weight_standardization(cfg.weight_standardization);
+            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
+            (report, Net::Cnn(model))
         }
+    };
+    let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
+    Ok((report, model))
+}
+
+/// Serialises seeded initialisations: burn's initialisation RNG is one
+/// per device, so two runs seeding and initialising at the same time (the
+/// audit's shadow models) would interleave their draws.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Initialises a model with `init`, from `cfg.seed` when set (burn's RNG
+/// serves initialisation only; DP noise never uses it).
+fn seeded<M>(cfg: &TrainConfig, device: &Device, init: impl FnOnce() -> M) -> M {
+    match cfg.seed {
+        Some(seed) => {
+            let _guard = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            device.seed(seed);
+            init()
+        }
+        None => init(),
     }
 }
 
@@ -372,7 +396,7 @@ fn run<M: Classifier + 'static>(
     mut model: M,
     extra: Extra,
     mut progress: impl FnMut(Progress),
-) -> Result<TrainReport, TrainError> {
+) -> Result<(TrainReport, M), TrainError> {
     let Extra {
         feature_seconds,
         mut ema,
@@ -659,7 +683,7 @@ fn run<M: Classifier + 'static>(
         },
     )?;
     match diverged {
-        None => Ok(report),
+        None => Ok((report, last_good)),
         Some((step, epoch, reason)) => {
             report.epochs = epoch.saturating_sub(1);
             Err(TrainError::Diverged {
@@ -707,10 +731,7 @@ fn finish<M: Classifier>(
         status,
     } = done;
     let eval_start = Instant::now();
-    let auc = loss_threshold_auc(
-        &per_example_losses(model, train, device),
-        &per_example_losses(model, test, device),
-    );
+    let auc = loss_threshold_auc(model, train, test, device);
     let train_accuracy = accuracy(model, train, device);
     // The last epoch's evaluation is of this model (none yet: evaluate it).
     let test_accuracy = match history.last() {

@@ -154,9 +154,10 @@ pub struct TrainOptions {
     /// recipes: pld, which is tighter).
     #[arg(long, value_parser = args::accountant)]
     pub accountant: Option<AccountantKind>,
-    /// Fraction of a single-file dataset held out for testing.
-    #[arg(long, default_value_t = 0.2, allow_hyphen_values = true, value_parser = args::open_fraction)]
-    pub test_fraction: f64,
+    /// Fraction of a single-file dataset held out for testing (default
+    /// 0.2; `audit`: 0.5, members and non-members in equal numbers).
+    #[arg(long, allow_hyphen_values = true, value_parser = args::open_fraction)]
+    pub test_fraction: Option<f64>,
     /// CSV data: the public range of every feature; features are clipped to
     /// it and mapped to [0, 1].
     #[arg(long, value_name = "LO:HI", allow_hyphen_values = true, value_parser = feature_range, conflicts_with = "scaling_reference")]
@@ -172,6 +173,13 @@ pub struct TrainOptions {
     /// Accept δ ≥ 1/N (a δ that allows publishing a whole record).
     #[arg(long)]
     pub allow_large_delta: bool,
+}
+
+impl TrainOptions {
+    /// The held-out fraction of a single-file dataset.
+    pub fn test_fraction(&self) -> f64 {
+        self.test_fraction.unwrap_or(0.2)
+    }
 }
 
 /// MLP hidden layer sizes (a `Vec` under another name, so that clap takes
@@ -334,7 +342,7 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
     };
     let (mut train, mut test, scaling, scaling_note, classes_source) = match &o.dataset {
         DatasetSpec::Digits => {
-            let (tr, te) = declared(dpsgd::data::digits())?.split(o.test_fraction, seed)?;
+            let (tr, te) = declared(dpsgd::data::digits())?.split(o.test_fraction(), seed)?;
             let note = "divide by 16 (the public maximum pixel value)";
             (
                 tr,
@@ -356,8 +364,10 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
             )
         }
         DatasetSpec::Csv(file, label) => {
-            let all = declared(dpsgd::data::read_csv(file, label).map_err(dataset_error)?)?;
-            let (tr, te) = all.split(o.test_fraction, seed)?;
+            let (all, encoding) =
+                dpsgd::data::read_csv_encoded(file, label).map_err(dataset_error)?;
+            let all = declared(all)?;
+            let (tr, te) = all.split(o.test_fraction(), seed)?;
             let (scaling, note) = match (o.feature_range, &o.scaling_reference) {
                 (Some((lo, hi)), _) => (
                     Scaling::Range {
@@ -366,28 +376,13 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
                     },
                     format!("clip to the declared range [{lo}, {hi}], map to [0, 1]"),
                 ),
-                (None, Some(reference)) => {
-                    let public = dpsgd::data::read_csv(reference, label)
-                        .with_context(|| format!("reading --scaling-reference {}", reference.display()))?;
-                    if public.n_features() != tr.n_features() {
-                        anyhow::bail!(args::UsageError {
-                            flag: "--scaling-reference",
-                            message: format!(
-                                "{} has {} features, the data {}",
-                                reference.display(),
-                                public.n_features(),
-                                tr.n_features()
-                            ),
-                        });
-                    }
-                    (
-                        public.fit_range(),
-                        format!(
-                            "clip to the per-feature min/max of the public reference {}, map to [0, 1]",
-                            reference.display()
-                        ),
-                    )
-                }
+                (None, Some(reference)) => (
+                    reference_ranges(reference, label, &encoding)?,
+                    format!(
+                        "clip numeric features to the min/max of the public reference {}, one-hot features to [0, 1], map to [0, 1]",
+                        reference.display()
+                    ),
+                ),
                 (None, None) => (
                     Scaling::None,
                     "none (raw features; give --feature-range or --scaling-reference to scale with public information)"
@@ -421,6 +416,74 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
         num_classes_source: classes_source.to_owned(),
     };
     Ok((train, test, preprocessing))
+}
+
+/// Per-feature ranges from a public reference CSV file with the same
+/// columns: each numeric column's min/max there, and [0, 1] for every
+/// one-hot feature (the reference may lack some categories of the data, as
+/// UCI Adult's test file does, or have others).
+fn reference_ranges(
+    reference: &Path,
+    label: &dpsgd::data::LabelColumn,
+    encoding: &dpsgd::data::CsvEncoding,
+) -> Result<Scaling> {
+    use dpsgd::data::ColumnEncoding;
+    let (public, public_encoding) = dpsgd::data::read_csv_encoded(reference, label)
+        .with_context(|| format!("reading --scaling-reference {}", reference.display()))?;
+    let refuse = |message: String| args::UsageError {
+        flag: "--scaling-reference",
+        message,
+    };
+    if public_encoding.columns().len() != encoding.columns().len() {
+        anyhow::bail!(refuse(format!(
+            "{} has {} columns, the data {}",
+            reference.display(),
+            public_encoding.columns().len(),
+            encoding.columns().len()
+        )));
+    }
+    let Scaling::Range {
+        lo: public_lo,
+        hi: public_hi,
+    } = public.fit_range()
+    else {
+        anyhow::bail!("a fitted range is a range");
+    };
+    // The reference's first feature of each column.
+    let mut public_start = Vec::new();
+    let mut next = 0;
+    for (c, column) in public_encoding.columns().iter().enumerate() {
+        public_start.push(next);
+        if c != public_encoding.label_column() {
+            next += match column {
+                ColumnEncoding::Numeric => 1,
+                ColumnEncoding::OneHot(categories) => categories.len(),
+            };
+        }
+    }
+    let (mut lo, mut hi) = (Vec::new(), Vec::new());
+    for (c, column) in encoding.columns().iter().enumerate() {
+        if c == encoding.label_column() {
+            continue;
+        }
+        match (column, &public_encoding.columns()[c]) {
+            (ColumnEncoding::OneHot(categories), _) => {
+                lo.extend(std::iter::repeat_n(0.0, categories.len()));
+                hi.extend(std::iter::repeat_n(1.0, categories.len()));
+            }
+            (ColumnEncoding::Numeric, ColumnEncoding::Numeric) => {
+                lo.push(public_lo[public_start[c]]);
+                hi.push(public_hi[public_start[c]]);
+            }
+            (ColumnEncoding::Numeric, ColumnEncoding::OneHot(_)) => {
+                anyhow::bail!(refuse(format!(
+                    "column {c} is numeric in the data but text in {}",
+                    reference.display()
+                )));
+            }
+        }
+    }
+    Ok(Scaling::Range { lo, hi })
 }
 
 /// A dataset that cannot be read as given (a missing file, a label column
@@ -460,7 +523,7 @@ fn check_fits(o: &TrainOptions, train: &Dataset, test: &Dataset) -> Result<(), a
                 "--test-fraction",
                 format!(
                     "{} leaves {} training and {} test examples; both must be non-empty",
-                    o.test_fraction,
+                    o.test_fraction(),
                     train.len(),
                     test.len()
                 ),

@@ -1,0 +1,396 @@
+//! `dpsgd audit`: train a model as `dpsgd train` would, attack it, and
+//! report how much it leaks — membership-inference ROC figures, an
+//! empirical ε lower bound from canaries, model inversion.
+
+use crate::args;
+use crate::commands::train::{ReportTarget, TrainOptions, config, load, write_atomically};
+use anyhow::{Context, Result};
+use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
+use dpsgd::train::{Privacy, Recipe, TrainConfig, TrainError};
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Exit code when an audit's lower bound exceeds the claimed ε: the claim
+/// is false (a privacy bug), at the audit's confidence.
+pub const EXIT_CLAIM_REFUTED: u8 = 3;
+
+fn attacks(s: &str) -> Result<Attack, String> {
+    s.trim().parse()
+}
+
+fn canary_kind(s: &str) -> Result<CanaryKind, String> {
+    s.parse()
+}
+
+/// Arguments of `dpsgd audit`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 when the audit ran; 1 when training or an attack failed; \
+2 for unusable arguments; 3 when a measured ε lower bound exceeds the claimed ε (the \
+privacy claim is refuted: a bug). --test-fraction defaults to 0.5 here: members and \
+non-members in equal numbers, shadows on random halves.")]
+pub struct Args {
+    #[command(flatten)]
+    pub options: TrainOptions,
+    /// Target ε: σ is calibrated so that the whole run meets it.
+    #[arg(long, allow_hyphen_values = true, value_parser = args::epsilon, conflicts_with_all = ["noise_multiplier", "non_private"])]
+    pub target_epsilon: Option<f64>,
+    /// A fixed noise multiplier σ instead of a target ε.
+    #[arg(long, allow_hyphen_values = true, value_parser = args::noise_multiplier, conflicts_with = "non_private")]
+    pub noise_multiplier: Option<f64>,
+    /// Audit the same model trained without DP.
+    #[arg(long)]
+    pub non_private: bool,
+    /// Attacks, comma-separated: loss, confidence, entropy,
+    /// modified-entropy, shadow, lira, label-only, inversion.
+    #[arg(long, value_delimiter = ',', value_parser = attacks, default_value = "loss,confidence,entropy,lira")]
+    pub attacks: Vec<Attack>,
+    /// Shadow models for the shadow and LiRA attacks, trained with the
+    /// target's recipe on random halves of the data (at least 2).
+    #[arg(long, value_name = "K", default_value_t = 16, value_parser = args::positive_count)]
+    pub shadow_models: usize,
+    /// Canaries for the empirical ε lower bound (one-run audit), each
+    /// added to the training set with probability ½ (0: none).
+    #[arg(long, value_name = "M", default_value_t = 0)]
+    pub canaries: usize,
+    /// What the canaries are: mislabeled copies of training records, or
+    /// ood (random N(0,1) inputs with random labels).
+    #[arg(long, value_name = "mislabeled|ood", default_value = "mislabeled", value_parser = canary_kind)]
+    pub canary_kind: CanaryKind,
+    /// Guesses of the one-run audit, fixed before the scores are seen
+    /// (default: M/5).
+    #[arg(long, value_name = "R", value_parser = args::positive_count)]
+    pub canary_guesses: Option<usize>,
+    /// Threads training shadow models (default: one per core).
+    #[arg(long, value_name = "N", value_parser = args::positive_count)]
+    pub threads: Option<usize>,
+    /// Output folder: audit.json, roc.svg, roc-loglog.svg and, for image
+    /// data with the inversion attack, inversion.png.
+    #[arg(long, default_value = "audit-out")]
+    pub out: PathBuf,
+    /// Also write the JSON report here (`-`: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The audit's settings from the command line.
+pub fn audit_config(
+    attacks: &[Attack],
+    shadow_models: usize,
+    canaries: usize,
+    canary_kind: CanaryKind,
+    canary_guesses: Option<usize>,
+    threads: Option<usize>,
+    seed: u64,
+) -> Result<AuditConfig, args::UsageError> {
+    if canary_guesses.is_some_and(|r| r > canaries) {
+        return Err(args::UsageError {
+            flag: "--canary-guesses",
+            message: format!("more guesses than canaries ({canaries})"),
+        });
+    }
+    if shadow_models < 2 && attacks.iter().any(|a| matches!(a, Attack::Shadow | Attack::Lira)) {
+        return Err(args::UsageError {
+            flag: "--shadow-models",
+            message: "the shadow and LiRA attacks need at least 2 shadow models".into(),
+        });
+    }
+    let mut unique = Vec::new();
+    for a in attacks {
+        if !unique.contains(a) {
+            unique.push(*a);
+        }
+    }
+    Ok(AuditConfig {
+        attacks: unique,
+        shadow_models,
+        canaries,
+        canary_kind,
+        canary_guesses,
+        threads: threads.unwrap_or(0),
+        seed,
+        ..AuditConfig::default()
+    })
+}
+
+/// Runs an audit of `cfg` with progress lines on stderr (unless `quiet`).
+///
+/// # Errors
+///
+/// As [`dpsgd::train::audit::audit`].
+pub fn run_audit(
+    cfg: &TrainConfig,
+    options: &TrainOptions,
+    audit: &AuditConfig,
+    train: &dpsgd::data::Dataset,
+    test: &dpsgd::data::Dataset,
+    quiet: bool,
+) -> Result<dpsgd::train::audit::AuditOutcome> {
+    let device = options.backend.device().map_err(anyhow::Error::msg)?;
+    let log = |line: &str| {
+        if !quiet {
+            eprintln!("dpsgd audit: {line}");
+        }
+    };
+    dpsgd::train::audit::audit(cfg, train, test, audit, &device, &log).map_err(|e| match e {
+        TrainError::Config(_) => anyhow::Error::from(e),
+        e => anyhow::Error::from(e).context("audit failed"),
+    })
+}
+
+/// Runs the command.
+///
+/// # Errors
+///
+/// Bad data, bad settings, a failed run or unwritable output.
+pub fn run(a: &Args) -> Result<std::process::ExitCode> {
+    let mut o = a.options.clone();
+    o.test_fraction.get_or_insert(0.5);
+    let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
+    let audit = audit_config(
+        &a.attacks,
+        a.shadow_models,
+        a.canaries,
+        a.canary_kind,
+        a.canary_guesses,
+        a.threads,
+        o.seed.unwrap_or(0),
+    )?;
+    let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
+    let privacy = match (a.non_private, a.noise_multiplier, a.target_epsilon) {
+        (true, _, _) => Privacy::NonPrivate,
+        (false, Some(s), _) => Privacy::NoiseMultiplier(s),
+        (false, None, Some(e)) => Privacy::TargetEpsilon(e),
+        (false, None, None) => Privacy::TargetEpsilon(3.0),
+    };
+    let cfg = config(&o, privacy, &train);
+    if !a.quiet
+        && let Some(recipe) = cfg.recipe.as_deref().and_then(Recipe::named)
+    {
+        eprintln!("dpsgd: recipe {}: {}", recipe.name, recipe.description);
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let outcome = run_audit(&cfg, &o, &audit, &train, &test, a.quiet)?;
+    let report = &outcome.report;
+    for w in report.target.warnings.iter().chain(&report.warnings) {
+        eprintln!("WARNING: dpsgd: {w}");
+    }
+    let table = table(report);
+    if let Some(ReportTarget::Stdout) = report_target {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    let mut json = serde_json::to_value(report)?;
+    json["dataset"] = o.dataset.to_string().into();
+    json["preprocessing"] = serde_json::to_value(&preprocessing)?;
+    let text = serde_json::to_string_pretty(&json)?;
+    write_atomically(&a.out.join("audit.json"), &text)?;
+    let title = format!(
+        "{} on {}, {}",
+        serde_json::to_value(report.target.model)?.as_str().unwrap_or("model").to_owned(),
+        o.dataset,
+        match report.epsilon {
+            Some(e) => format!("DP-SGD ε = {e:.2}"),
+            None => "non-private".into(),
+        }
+    );
+    plot_roc(&report.attacks, &a.out.join("roc.svg"), &title, false)?;
+    plot_roc(&report.attacks, &a.out.join("roc-loglog.svg"), &title, true)?;
+    let mut written = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
+    if let Some(inv) = &report.inversion
+        && let Some([1, h, w]) = inv.image_shape
+    {
+        dpsgd::audit::image::write_png_grid(
+            &a.out.join("inversion.png"),
+            &inv.images,
+            h,
+            w,
+            inv.images.len().min(10),
+            inv.range,
+            if h < 16 { 8 } else { 4 },
+        )?;
+        written.push("inversion.png");
+    }
+    if let Some(target) = &report_target {
+        target.write(&text)?;
+    }
+    if !a.quiet {
+        eprintln!("wrote {} in {}", written.join(", "), a.out.display());
+    }
+    if report.canary_audit.as_ref().is_some_and(|c| c.exceeds_claim) {
+        eprintln!(
+            "ERROR: dpsgd: the measured ε lower bound exceeds the claimed ε: the privacy claim is false (a bug); see canary_audit in the report"
+        );
+        return Ok(std::process::ExitCode::from(EXIT_CLAIM_REFUTED));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+/// The human-readable summary: accuracy and ε, one row per attack with its
+/// most exposed slice, the lower bound and the inversion figures.
+pub fn table(r: &AuditReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "test accuracy {} | train accuracy {} | {}",
+        percent(r.test_accuracy),
+        percent(r.train_accuracy),
+        match r.epsilon {
+            Some(e) => format!("ε = {e:.3} at δ = {:e}", r.delta),
+            None => "non-private (ε = ∞)".into(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<17} {:>6} {:>17} {:>10} {:>11} {:>9}  most exposed slice",
+        "attack", "AUC", "95% interval", "TPR@1%FPR", "TPR@0.1%FPR", "advantage"
+    );
+    for a in &r.attacks {
+        let slice = a.slices.first().map_or_else(
+            || "–".to_owned(),
+            |s| format!("{} (AUC {:.3}, TPR@1%FPR {})", s.name, s.auc, percent(s.tpr_at_fpr_0_01)),
+        );
+        let _ = writeln!(
+            out,
+            "{:<17} {:>6.3} {:>17} {:>10} {:>11} {:>9.3}  {slice}",
+            a.name,
+            a.auc,
+            format!("[{:.3}, {:.3}]", a.auc_interval.low, a.auc_interval.high),
+            percent(a.tpr_at_fpr_0_01),
+            percent(a.tpr_at_fpr_0_001),
+            a.advantage,
+        );
+    }
+    if let Some(c) = &r.canary_audit {
+        let _ = writeln!(
+            out,
+            "canaries: {} {:?} ({} included), {} guesses, {} right → ε lower bound {:.3} (one run), {:.3} (Clopper–Pearson), {}",
+            c.one_run.canaries,
+            c.kind,
+            c.one_run.included,
+            c.one_run.guesses,
+            c.one_run.correct,
+            c.one_run.epsilon,
+            c.clopper_pearson_epsilon,
+            match c.claimed_epsilon {
+                Some(e) if c.exceeds_claim => format!("ABOVE the claimed ε = {e:.3}"),
+                Some(e) => format!("claimed ε = {e:.3}"),
+                None => "no claim (non-private)".into(),
+            }
+        );
+    }
+    if let Some(inv) = &r.inversion {
+        let mean_conf = inv.confidence.iter().sum::<f64>() / inv.confidence.len().max(1) as f64;
+        let _ = writeln!(
+            out,
+            "inversion: {} classes, mean target confidence {:.3}, independent classifier recognises {}, nearest member / nearest non-member distance {:.3}",
+            inv.classes.len(),
+            mean_conf,
+            percent(inv.independent_accuracy),
+            inv.mean_distance_ratio
+        );
+    }
+    if r.shadow_models > 0 {
+        let _ = writeln!(
+            out,
+            "{} shadow models in {:.1} s; audit {:.1} s",
+            r.shadow_models, r.shadow_seconds, r.audit_seconds
+        );
+    }
+    out
+}
+
+/// ROC curves of every attack: linear axes, or log-log (where the low-FPR
+/// regime that matters for membership inference is visible), with the
+/// chance diagonal.
+fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Result<()> {
+    let root = SVGBackend::new(path, (640, 560)).into_drawing_area();
+    let palette = [
+        &BLUE,
+        &RED,
+        &GREEN,
+        &MAGENTA,
+        &CYAN,
+        &BLACK,
+        &RGBColor(230, 140, 0),
+        &RGBColor(120, 60, 160),
+    ];
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let caption = format!(
+            "{title}: ROC{}",
+            if log { " (log-log)" } else { "" }
+        );
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(caption, ("sans-serif", 16))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(55);
+        let series = |a: &AttackResult| -> Vec<(f64, f64)> {
+            a.roc
+                .iter()
+                .copied()
+                .filter(|p| !log || (p.0 >= 1e-5 && p.1 > 0.0))
+                .map(|(f, t)| if log { (f, t.max(1e-5)) } else { (f, t) })
+                .collect()
+        };
+        let label = |a: &AttackResult| format!("{} (AUC {:.3}, TPR@0.1%FPR {})", a.name, a.auc, percent(a.tpr_at_fpr_0_001));
+        if log {
+            let mut chart = builder.build_cartesian_2d((1e-5..1.0).log_scale(), (1e-5..1.0).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("false positive rate")
+                .y_desc("true positive rate")
+                .x_label_formatter(&|x| format!("{x:.0e}"))
+                .y_label_formatter(&|y| format!("{y:.0e}"))
+                .draw()?;
+            chart.draw_series(LineSeries::new(vec![(1e-5, 1e-5), (1.0, 1.0)], BLACK.mix(0.3)))?;
+            for (i, a) in attacks.iter().enumerate() {
+                let color = palette[i % palette.len()];
+                chart
+                    .draw_series(LineSeries::new(series(a), color.stroke_width(2)))?
+                    .label(label(a))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        } else {
+            let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+            chart
+                .configure_mesh()
+                .x_desc("false positive rate")
+                .y_desc("true positive rate")
+                .draw()?;
+            chart.draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))?;
+            for (i, a) in attacks.iter().enumerate() {
+                let color = palette[i % palette.len()];
+                chart
+                    .draw_series(LineSeries::new(series(a), color.stroke_width(2)))?
+                    .label(label(a))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}

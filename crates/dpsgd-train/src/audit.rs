@@ -1,0 +1,1118 @@
+//! Auditing a training recipe: train the target model, train shadow models
+//! through the same recipe, attack the target with every chosen attack and
+//! measure an empirical ε lower bound — the engine behind `dpsgd audit`.
+//!
+//! # The experiment
+//!
+//! * **Members** are the training split, **non-members** the test split;
+//!   together they are the *population*. The target is trained on the
+//!   members exactly as [`crate::train_model`] would (DP or not).
+//! * **Shadow models** (for `shadow` and `lira`) are trained with the same
+//!   configuration on random halves of the population: every record is IN
+//!   exactly `⌊K/2⌋` or `⌈K/2⌉` of the `K` shadows (the balanced design of
+//!   Carlini et al. 2022), so every record has IN and OUT statistics.
+//!   Shadows train in parallel, one per worker thread, on the one data load.
+//! * **Canaries** (optional, for the empirical ε lower bound): `m` extra
+//!   records — mislabeled copies of training records, or out-of-distribution
+//!   noise inputs with random labels — each added to the target's training
+//!   set with probability ½ (independent coins from the audit's seed). After
+//!   training, each canary's loss score ranks it; the one-run audit of
+//!   Steinke, Nasr & Jagielski (2023) guesses IN for the top and OUT for the
+//!   bottom, with the number of guesses fixed from `m` before any score is
+//!   seen, and bounds ε from the number of right guesses. A bound above the
+//!   claimed ε proves the claim false: [`CanaryAudit::exceeds_claim`].
+//!
+//! # Privacy
+//!
+//! An audit *releases* attack figures computed from the private training
+//! data: they are measurements for whoever owns the data, not covered by
+//! the target's ε.
+
+use crate::config::{Features, Privacy, TrainConfig};
+use crate::error::TrainError;
+use crate::recipe::Recipe;
+use crate::report::TrainReport;
+use crate::run::train_model;
+use crate::trained::TrainedModel;
+use dpsgd_audit::inversion::{InversionConfig, WhiteBox, invert, nearest_distances};
+use dpsgd_audit::label_only::{LabelOnlyConfig, LabelOracle, label_only_scores};
+use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
+use dpsgd_audit::lower_bound::{OneRunAudit, canary_epsilon, one_run_audit};
+use dpsgd_audit::metrics::{Interval, Roc, bootstrap};
+use dpsgd_audit::scores::{ScoreKind, score_logits};
+use dpsgd_audit::shadow::{ShadowAttack, ShadowAttackConfig, ShadowExample};
+use dpsgd_audit::slices::{Record, Slice, slices};
+use dpsgd_data::Dataset;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// One attack of the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Loss threshold (Yeom et al. 2018).
+    Loss,
+    /// Confidence of the true class.
+    Confidence,
+    /// Prediction entropy.
+    Entropy,
+    /// Modified entropy (Song & Mittal 2021).
+    ModifiedEntropy,
+    /// Shadow-model attack classifiers per class (Shokri et al. 2017).
+    Shadow,
+    /// LiRA online and offline (Carlini et al. 2022).
+    Lira,
+    /// Label-only: robustness of the label to input noise
+    /// (Choquette-Choo et al. 2021).
+    LabelOnly,
+    /// Model inversion (Fredrikson et al. 2015).
+    Inversion,
+}
+
+impl Attack {
+    /// Every attack, in the order the report lists them.
+    pub const ALL: [Self; 8] = [
+        Self::Loss,
+        Self::Confidence,
+        Self::Entropy,
+        Self::ModifiedEntropy,
+        Self::Shadow,
+        Self::Lira,
+        Self::LabelOnly,
+        Self::Inversion,
+    ];
+
+    /// The attack's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Loss => "loss",
+            Self::Confidence => "confidence",
+            Self::Entropy => "entropy",
+            Self::ModifiedEntropy => "modified-entropy",
+            Self::Shadow => "shadow",
+            Self::Lira => "lira",
+            Self::LabelOnly => "label-only",
+            Self::Inversion => "inversion",
+        }
+    }
+
+    fn threshold_score(self) -> Option<ScoreKind> {
+        match self {
+            Self::Loss => Some(ScoreKind::Loss),
+            Self::Confidence => Some(ScoreKind::Confidence),
+            Self::Entropy => Some(ScoreKind::Entropy),
+            Self::ModifiedEntropy => Some(ScoreKind::ModifiedEntropy),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Attack {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|a| a.name()).collect();
+                format!("`{s}` is not an attack (expected {})", names.join(", "))
+            })
+    }
+}
+
+/// What the canaries are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CanaryKind {
+    /// Copies of random training records with a random wrong label.
+    #[default]
+    Mislabeled,
+    /// Inputs of independent N(0, 1) features with a random label.
+    OutOfDistribution,
+}
+
+impl std::str::FromStr for CanaryKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mislabeled" => Ok(Self::Mislabeled),
+            "ood" | "out-of-distribution" => Ok(Self::OutOfDistribution),
+            _ => Err(format!(
+                "`{s}` is not a canary kind (expected mislabeled or ood)"
+            )),
+        }
+    }
+}
+
+/// How to audit.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The attacks to run.
+    pub attacks: Vec<Attack>,
+    /// Shadow models `K` for `shadow` and `lira` (at least 2; LiRA with
+    /// per-record variances needs 4).
+    pub shadow_models: usize,
+    /// Canaries `m` for the one-run ε lower bound (0: none).
+    pub canaries: usize,
+    /// What the canaries are.
+    pub canary_kind: CanaryKind,
+    /// Guesses `r` of the one-run audit (`None`: `max(1, m/5)`), fixed
+    /// before the scores are seen.
+    pub canary_guesses: Option<usize>,
+    /// Significance α of the lower bounds and the level `1 − α` of the
+    /// bootstrap intervals.
+    pub alpha: f64,
+    /// Bootstrap resamples for the AUC intervals.
+    pub bootstrap_resamples: usize,
+    /// The label-only attack queries at most this many members and as many
+    /// non-members (it needs dozens of queries per record).
+    pub label_only_records: usize,
+    /// Worker threads training shadow models (0: one per available core).
+    pub threads: usize,
+    /// Seed of the audit's randomness (canaries, shadow splits, shadow
+    /// training, bootstrap).
+    pub seed: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            attacks: vec![Attack::Loss, Attack::Lira],
+            shadow_models: 16,
+            canaries: 0,
+            canary_kind: CanaryKind::Mislabeled,
+            canary_guesses: None,
+            alpha: 0.05,
+            bootstrap_resamples: 100,
+            label_only_records: 1000,
+            threads: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// One attack's figures on the members vs non-members.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttackResult {
+    /// `loss`, `confidence`, `entropy`, `modified-entropy`, `shadow`,
+    /// `lira-online`, `lira-offline`, `label-only`.
+    pub name: String,
+    /// ROC AUC (0.5: no leakage measured).
+    pub auc: f64,
+    /// Bootstrap interval of the AUC at level `1 − α`.
+    pub auc_interval: Interval,
+    /// TPR at 1% FPR.
+    pub tpr_at_fpr_0_01: f64,
+    /// TPR at 0.1% FPR.
+    pub tpr_at_fpr_0_001: f64,
+    /// Best balanced accuracy of a threshold.
+    pub balanced_accuracy: f64,
+    /// Membership advantage `max |TPR − FPR|`.
+    pub advantage: f64,
+    /// Members and non-members scored.
+    pub records: (usize, usize),
+    /// The ROC curve at fixed FPRs (linear and logarithmic grids), for
+    /// plotting: `(fpr, tpr)`.
+    pub roc: Vec<(f64, f64)>,
+    /// Slices by class and by loss percentile, most exposed first.
+    pub slices: Vec<Slice>,
+}
+
+/// The canary audit's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryAudit {
+    /// What the canaries were.
+    pub kind: CanaryKind,
+    /// The one-run audit (Steinke et al. 2023).
+    pub one_run: OneRunAudit,
+    /// Clopper–Pearson bound (Jagielski et al. 2020) at the one-run
+    /// guesser's IN threshold: TPR over included, FPR over left-out
+    /// canaries.
+    pub clopper_pearson_epsilon: f64,
+    /// The ε the run claims (`None` without DP).
+    pub claimed_epsilon: Option<f64>,
+    /// Whether a lower bound exceeds the claim: the claim is then false (a
+    /// privacy bug) at confidence `1 − α`.
+    pub exceeds_claim: bool,
+}
+
+/// Model inversion's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct InversionReport {
+    /// The classes reconstructed.
+    pub classes: Vec<usize>,
+    /// The target's confidence `p_y` on each reconstruction.
+    pub confidence: Vec<f64>,
+    /// Distance from each reconstruction to its class's nearest member.
+    pub distance_to_member: Vec<f64>,
+    /// Distance to its class's nearest non-member.
+    pub distance_to_non_member: Vec<f64>,
+    /// Mean of `distance_to_member / distance_to_non_member` (below 1: the
+    /// reconstructions sit closer to the training data than to unseen data
+    /// of the same class).
+    pub mean_distance_ratio: f64,
+    /// Accuracy of an independent classifier (trained without DP on the
+    /// non-members only) on the reconstructions: how recognisable they are.
+    pub independent_accuracy: f64,
+    /// The reconstructions (row-major inputs), not serialised.
+    #[serde(skip)]
+    pub images: Vec<Vec<f32>>,
+    /// Their image shape, if images.
+    pub image_shape: Option<[usize; 3]>,
+    /// The input range the reconstructions were kept in.
+    pub range: (f32, f32),
+}
+
+/// Everything an audit measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    /// The target's test accuracy.
+    pub test_accuracy: f64,
+    /// The target's accuracy on its training set (not covered by ε).
+    pub train_accuracy: f64,
+    /// The target's claimed ε (`None` without DP).
+    pub epsilon: Option<f64>,
+    /// δ of the claim.
+    pub delta: f64,
+    /// One entry per membership attack.
+    pub attacks: Vec<AttackResult>,
+    /// The one-run ε lower bound, when canaries were planted.
+    pub epsilon_lower_bound: Option<f64>,
+    /// The canary audit, when canaries were planted.
+    pub canary_audit: Option<CanaryAudit>,
+    /// Model inversion, when asked for and possible.
+    pub inversion: Option<InversionReport>,
+    /// Shadow models trained.
+    pub shadow_models: usize,
+    /// Seconds spent training shadow models (wall clock, all workers).
+    pub shadow_seconds: f64,
+    /// Seconds of the whole audit, the target's training included.
+    pub audit_seconds: f64,
+    /// What the audit could not do (an attack that does not apply).
+    pub warnings: Vec<String>,
+    /// The target's training report.
+    pub target: TrainReport,
+}
+
+/// What an audit hands back besides the report.
+#[derive(Debug)]
+pub struct AuditOutcome {
+    /// The figures.
+    pub report: AuditReport,
+    /// The target model.
+    pub model: TrainedModel,
+}
+
+/// Salts separating the audit's random streams.
+const CANARY_SALT: u64 = 0xca4a_21e5;
+const SHADOW_SALT: u64 = 0x5ad0_3e15;
+const LABEL_SALT: u64 = 0x1abe_1000;
+const BOOT_SALT: u64 = 0xb007_5742;
+
+/// The audit's error for a bad [`AuditConfig`].
+fn bad(field: &'static str, reason: impl Into<String>) -> TrainError {
+    TrainError::config(field, reason)
+}
+
+fn audit_error(e: dpsgd_audit::Error) -> TrainError {
+    bad("audit", e.to_string())
+}
+
+/// Audits `cfg` on `train` (members) and `test` (non-members): trains the
+/// target (with canaries, if any), the shadow models the attacks need, and
+/// runs every attack of `audit`. `log` receives one line per stage.
+///
+/// # Errors
+///
+/// [`TrainError`] from training the target or a shadow (a diverging shadow
+/// included), and [`TrainError::Config`] for an unusable audit
+/// configuration: no attacks, fewer than 2 shadow models for `shadow` or
+/// `lira`, `α ∉ (0, 1)`, more guesses than canaries.
+pub fn audit(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    audit: &AuditConfig,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<AuditOutcome, TrainError> {
+    let start = Instant::now();
+    check_config(audit)?;
+    if train.n_features() != test.n_features() {
+        return Err(bad(
+            "data",
+            "the training and test splits have different numbers of features",
+        ));
+    }
+    let mut warnings = Vec::new();
+    let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ CANARY_SALT);
+    let canaries = plant_canaries(train, audit, &mut rng)?;
+    let target_train = match &canaries {
+        Some(c) => concat(train, &c.included_data())?,
+        None => train.clone(),
+    };
+    log(&format!(
+        "target: training on {} records{}",
+        target_train.len(),
+        match &canaries {
+            Some(c) => format!(" ({} of them canaries)", c.included_count()),
+            None => String::new(),
+        }
+    ));
+    let (target_report, model) = train_model(cfg, &target_train, test, device, |_| {})?;
+    let epsilon = target_report.privacy.epsilon;
+    let delta = cfg.delta;
+    let train_accuracy = target_report.not_covered_by_epsilon.train_accuracy;
+    let test_accuracy = target_report.test_accuracy;
+
+    let population = concat(train, test)?;
+    let is_member: Vec<bool> = (0..population.len()).map(|i| i < train.len()).collect();
+    let target_logits = model.logits(&population)?;
+    let classes = model.classes();
+    let labels: Vec<usize> = population.labels().iter().map(|&y| y as usize).collect();
+    let logit_row = |logits: &[f64], i: usize| -> Vec<f64> {
+        logits[i * classes..(i + 1) * classes].to_vec()
+    };
+    let target_scores = |kind: ScoreKind| -> Result<Vec<f64>, TrainError> {
+        (0..population.len())
+            .map(|i| score_logits(kind, &logit_row(&target_logits, i), labels[i]))
+            .collect::<Result<_, _>>()
+            .map_err(audit_error)
+    };
+    let losses: Vec<f64> = target_scores(ScoreKind::Loss)?
+        .into_iter()
+        .map(|s| -s)
+        .collect();
+    let evaluate = |name: &str, scores: &[f64], subset: Option<&[usize]>| {
+        attack_result(name, scores, &is_member, &labels, &losses, subset, audit)
+    };
+    let mut attacks = Vec::new();
+    for attack in &audit.attacks {
+        if let Some(kind) = attack.threshold_score() {
+            attacks.push(evaluate(attack.name(), &target_scores(kind)?, None)?);
+        }
+    }
+
+    let mut shadow_seconds = 0.0;
+    let needs_shadows = audit
+        .attacks
+        .iter()
+        .any(|a| matches!(a, Attack::Shadow | Attack::Lira));
+    if needs_shadows {
+        let shadow_start = Instant::now();
+        let shadows = train_shadows(cfg, &population, audit, device, log)?;
+        shadow_seconds = shadow_start.elapsed().as_secs_f64();
+        log(&format!(
+            "shadows: {} trained in {shadow_seconds:.1} s",
+            shadows.len()
+        ));
+        if audit.attacks.contains(&Attack::Lira) {
+            let phi = target_scores(ScoreKind::LogitScaled)?;
+            let per_record: Vec<ShadowScores> = (0..population.len())
+                .map(|i| {
+                    let mut s = ShadowScores::default();
+                    for shadow in &shadows {
+                        let row = logit_row(&shadow.logits, i);
+                        let v = score_logits(ScoreKind::LogitScaled, &row, labels[i])
+                            .unwrap_or(f64::NAN);
+                        if shadow.inside[i] {
+                            s.inside.push(v);
+                        } else {
+                            s.outside.push(v);
+                        }
+                    }
+                    s
+                })
+                .collect();
+            // Carlini et al.: a global variance is better below 64 shadows.
+            let fixed_variance = audit.shadow_models < 64;
+            for (name, online) in [("lira-online", true), ("lira-offline", false)] {
+                let scores = lira_scores(
+                    &phi,
+                    &per_record,
+                    LiraConfig {
+                        online,
+                        fixed_variance,
+                    },
+                )
+                .map_err(audit_error)?;
+                attacks.push(evaluate(name, &scores, None)?);
+            }
+        }
+        if audit.attacks.contains(&Attack::Shadow) {
+            let scores = shadow_attack_scores(
+                &shadows,
+                &target_logits,
+                &labels,
+                classes,
+                audit.seed,
+            )?;
+            attacks.push(evaluate("shadow", &scores, None)?);
+        }
+    }
+
+    if audit.attacks.contains(&Attack::LabelOnly) {
+        let subset = balanced_subset(&is_member, audit.label_only_records, audit.seed);
+        let inputs: Vec<f32> = subset
+            .iter()
+            .flat_map(|&i| population.example(i).iter().copied())
+            .collect();
+        let subset_labels: Vec<usize> = subset.iter().map(|&i| labels[i]).collect();
+        let spread = feature_spread(train);
+        let config = LabelOnlyConfig {
+            noise_scales: [0.05, 0.1, 0.2, 0.4].iter().map(|s| s * spread).collect(),
+            seed: audit.seed ^ LABEL_SALT,
+            ..LabelOnlyConfig::default()
+        };
+        let mut oracle = LabelQueries { model: &model };
+        let scores = label_only_scores(
+            &mut oracle,
+            &inputs,
+            model.input_len(),
+            &subset_labels,
+            &config,
+        )
+        .map_err(audit_error)?;
+        let mut full = vec![f64::NAN; population.len()];
+        for (&i, s) in subset.iter().zip(scores) {
+            full[i] = s;
+        }
+        attacks.push(evaluate("label-only", &full, Some(&subset))?);
+    }
+
+    let inversion = if audit.attacks.contains(&Attack::Inversion) {
+        match model.features() {
+            Features::Raw => {
+                log("inversion: reconstructing one input per class");
+                Some(run_inversion(&model, train, test, cfg, device)?)
+            }
+            other => {
+                warnings.push(format!(
+                    "inversion skipped: the model sees {} features, which are not differentiated; audit a model on raw features",
+                    match other {
+                        Features::Scatter { .. } => "ScatterNet",
+                        Features::Raw => "raw",
+                    }
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let canary_audit = match &canaries {
+        Some(c) => Some(c.audit(&model, audit, delta, epsilon)?),
+        None => None,
+    };
+    Ok(AuditOutcome {
+        report: AuditReport {
+            test_accuracy,
+            train_accuracy,
+            epsilon,
+            delta,
+            attacks,
+            epsilon_lower_bound: canary_audit.as_ref().map(|c| c.one_run.epsilon),
+            canary_audit,
+            inversion,
+            shadow_models: if needs_shadows {
+                audit.shadow_models
+            } else {
+                0
+            },
+            shadow_seconds,
+            audit_seconds: start.elapsed().as_secs_f64(),
+            warnings,
+            target: target_report,
+        },
+        model,
+    })
+}
+
+fn check_config(audit: &AuditConfig) -> Result<(), TrainError> {
+    if audit.attacks.is_empty() {
+        return Err(bad("attacks", "choose at least one attack"));
+    }
+    let needs_shadows = audit
+        .attacks
+        .iter()
+        .any(|a| matches!(a, Attack::Shadow | Attack::Lira));
+    if needs_shadows && audit.shadow_models < 2 {
+        return Err(bad(
+            "shadow_models",
+            "the shadow and LiRA attacks need at least 2 shadow models (16 or more for a sharp LiRA)",
+        ));
+    }
+    if !(audit.alpha > 0.0 && audit.alpha < 1.0) {
+        return Err(bad("alpha", "must be in (0, 1)"));
+    }
+    if audit.bootstrap_resamples == 0 {
+        return Err(bad("bootstrap_resamples", "need at least one resample"));
+    }
+    if let Some(r) = audit.canary_guesses
+        && (r == 0 || r > audit.canaries)
+    {
+        return Err(bad(
+            "canary_guesses",
+            format!(
+                "must be between 1 and the number of canaries ({})",
+                audit.canaries
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `a` followed by `b` (same features and image shape).
+fn concat(a: &Dataset, b: &Dataset) -> Result<Dataset, TrainError> {
+    let features = [a.features(), b.features()].concat();
+    let labels = [a.labels(), b.labels()].concat();
+    let data = Dataset::new(
+        features,
+        labels,
+        a.n_features(),
+        a.n_classes().max(b.n_classes()),
+    )
+    .map_err(|e| bad("data", e.to_string()))?;
+    match a.image_shape() {
+        Some(shape) => data
+            .with_image_shape(shape)
+            .map_err(|e| bad("data", e.to_string())),
+        None => Ok(data),
+    }
+}
+
+/// The figures of one attack's scores (NaN scores, and records outside
+/// `subset` when given, are left out).
+fn attack_result(
+    name: &str,
+    scores: &[f64],
+    is_member: &[bool],
+    labels: &[usize],
+    losses: &[f64],
+    subset: Option<&[usize]>,
+    audit: &AuditConfig,
+) -> Result<AttackResult, TrainError> {
+    let all: Vec<usize> = (0..scores.len()).collect();
+    let chosen: Vec<usize> = subset
+        .unwrap_or(&all)
+        .iter()
+        .copied()
+        .filter(|&i| !scores[i].is_nan())
+        .collect();
+    let members: Vec<f64> = chosen
+        .iter()
+        .filter(|&&i| is_member[i])
+        .map(|&i| scores[i])
+        .collect();
+    let others: Vec<f64> = chosen
+        .iter()
+        .filter(|&&i| !is_member[i])
+        .map(|&i| scores[i])
+        .collect();
+    let roc = Roc::new(&members, &others).map_err(audit_error)?;
+    let auc_interval = bootstrap(
+        &members,
+        &others,
+        |r| r.auc,
+        audit.bootstrap_resamples,
+        1.0 - audit.alpha,
+        audit.seed ^ BOOT_SALT,
+    )
+    .map_err(audit_error)?;
+    let records: Vec<Record> = chosen
+        .iter()
+        .map(|&i| Record {
+            score: scores[i],
+            member: is_member[i],
+            label: labels[i],
+            loss: if losses[i].is_nan() {
+                f64::INFINITY
+            } else {
+                losses[i]
+            },
+        })
+        .collect();
+    Ok(AttackResult {
+        name: name.to_owned(),
+        auc: roc.auc,
+        auc_interval,
+        tpr_at_fpr_0_01: roc.tpr_at_fpr(0.01),
+        tpr_at_fpr_0_001: roc.tpr_at_fpr(0.001),
+        balanced_accuracy: roc.balanced_accuracy(),
+        advantage: roc.advantage(),
+        records: roc.counts,
+        roc: roc_summary(&roc),
+        slices: slices(&records, 10).map_err(audit_error)?,
+    })
+}
+
+/// The ROC curve at fixed FPRs: 101 linear points and 121 logarithmic ones
+/// from 10⁻⁶, enough for both plots without every distinct score.
+fn roc_summary(roc: &Roc) -> Vec<(f64, f64)> {
+    let mut fprs: Vec<f64> = (0..=100).map(|i| f64::from(i) / 100.0).collect();
+    fprs.extend((0..=120).map(|i| 10f64.powf(-6.0 + f64::from(i) / 20.0)));
+    fprs.sort_by(f64::total_cmp);
+    fprs.dedup();
+    // One pass over the curve (its FPRs increase).
+    let mut out = Vec::with_capacity(fprs.len());
+    let mut best = 0.0f64;
+    let mut points = roc.points.iter().peekable();
+    for f in fprs {
+        while let Some(p) = points.next_if(|p| p.0 <= f) {
+            best = best.max(p.1);
+        }
+        out.push((f, best));
+    }
+    out
+}
+
+/// Up to `per_side` members and as many non-members, at random.
+fn balanced_subset(is_member: &[bool], per_side: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ LABEL_SALT);
+    let mut pick = |member: bool| {
+        let mut v: Vec<usize> = (0..is_member.len())
+            .filter(|&i| is_member[i] == member)
+            .collect();
+        v.shuffle(&mut rng);
+        v.truncate(per_side);
+        v
+    };
+    let mut out = pick(true);
+    out.extend(pick(false));
+    out.sort_unstable();
+    out
+}
+
+/// The typical spread of a feature: the median over features of their
+/// range in `data` (the label-only attack's noise scales are fractions of
+/// it).
+fn feature_spread(data: &Dataset) -> f64 {
+    let d = data.n_features();
+    let mut ranges: Vec<f64> = (0..d)
+        .map(|j| {
+            let (lo, hi) = (0..data.len())
+                .map(|i| data.example(i)[j])
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+                    (lo.min(x), hi.max(x))
+                });
+            f64::from(hi - lo)
+        })
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect();
+    if ranges.is_empty() {
+        return 1.0;
+    }
+    ranges.sort_by(f64::total_cmp);
+    ranges[ranges.len() / 2]
+}
+
+/// The target model as a label-only oracle.
+struct LabelQueries<'a> {
+    model: &'a TrainedModel,
+}
+
+impl LabelOracle for LabelQueries<'_> {
+    fn labels(&mut self, inputs: &[f32], _dim: usize) -> dpsgd_audit::Result<Vec<usize>> {
+        self.model
+            .predict(inputs)
+            .map_err(|e| dpsgd_audit::Error::Query {
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// The target model as a white-box (input-gradient) oracle.
+struct GradientQueries<'a> {
+    model: &'a TrainedModel,
+}
+
+impl WhiteBox for GradientQueries<'_> {
+    fn input_len(&self) -> usize {
+        self.model.input_len()
+    }
+
+    fn log_prob_gradient(
+        &mut self,
+        inputs: &[f32],
+        classes: &[usize],
+    ) -> dpsgd_audit::Result<(Vec<f64>, Vec<f32>)> {
+        self.model
+            .log_prob_gradient(inputs, classes)
+            .map_err(|e| dpsgd_audit::Error::Query {
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Model inversion of every class, measured against the members and
+/// non-members and an independent classifier trained on the non-members.
+fn run_inversion(
+    model: &TrainedModel,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    device: &burn::tensor::Device,
+) -> Result<InversionReport, TrainError> {
+    let (lo, hi) = train
+        .features()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    let classes: Vec<usize> = (0..model.classes()).collect();
+    let image_shape = model.input_shape();
+    let config = InversionConfig {
+        range: (lo, hi),
+        image_shape: match image_shape {
+            Some([1, h, w]) => Some([h, w]),
+            _ => None,
+        },
+        ..InversionConfig::default()
+    };
+    let mut oracle = GradientQueries { model };
+    let inversion = invert(&mut oracle, &classes, &config).map_err(audit_error)?;
+    let to_usize = |d: &Dataset| -> Vec<usize> { d.labels().iter().map(|&y| y as usize).collect() };
+    let distances = nearest_distances(
+        &inversion.images,
+        &classes,
+        train.features(),
+        &to_usize(train),
+        test.features(),
+        &to_usize(test),
+        train.n_features(),
+    )
+    .map_err(audit_error)?;
+    // An independent judge: a non-private model of the general recipe,
+    // trained on the non-members only.
+    let mut judge_cfg = Recipe::general()
+        .fitted_to(test)
+        .config(Privacy::NonPrivate, cfg.delta);
+    judge_cfg.seed = cfg.seed.map(|s| s ^ 0x1d9e);
+    let (_, judge) = train_model(&judge_cfg, test, test, device, |_| {})?;
+    let flat: Vec<f32> = inversion.images.iter().flatten().copied().collect();
+    let judged = judge.predict(&flat)?;
+    let independent_accuracy = judged
+        .iter()
+        .zip(&classes)
+        .filter(|(p, c)| p == c)
+        .count() as f64
+        / classes.len() as f64;
+    let ratios: Vec<f64> = distances
+        .iter()
+        .map(|d| d.to_member / d.to_non_member)
+        .filter(|r| r.is_finite())
+        .collect();
+    Ok(InversionReport {
+        classes,
+        confidence: inversion.confidence.clone(),
+        distance_to_member: distances.iter().map(|d| d.to_member).collect(),
+        distance_to_non_member: distances.iter().map(|d| d.to_non_member).collect(),
+        mean_distance_ratio: ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
+        independent_accuracy,
+        images: inversion.images,
+        image_shape,
+        range: (lo, hi),
+    })
+}
+
+/// One trained shadow model: which population records it trained on, and
+/// its logits on the whole population.
+struct Shadow {
+    inside: Vec<bool>,
+    logits: Vec<f64>,
+}
+
+/// The balanced IN/OUT design: record `i` is IN the shadows
+/// `design[k][i]`, exactly `⌊K/2⌋` or `⌈K/2⌉` of them.
+fn shadow_design(n: usize, k: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<bool>> {
+    let mut design = vec![vec![false; n]; k];
+    let mut order: Vec<usize> = (0..k).collect();
+    for i in 0..n {
+        order.shuffle(rng);
+        let ins = k / 2 + usize::from(k % 2 == 1 && rng.random_bool(0.5));
+        for &s in &order[..ins] {
+            design[s][i] = true;
+        }
+    }
+    design
+}
+
+/// Trains the shadow models on `audit.threads` workers.
+fn train_shadows(
+    cfg: &TrainConfig,
+    population: &Dataset,
+    audit: &AuditConfig,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Shadow>, TrainError> {
+    let k = audit.shadow_models;
+    let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ SHADOW_SALT);
+    let design = shadow_design(population.len(), k, &mut rng);
+    let seeds: Vec<u64> = (0..k).map(|_| rng.random()).collect();
+    let threads = match audit.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
+    .min(k);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Vec<f64>, TrainError>>>> =
+        Mutex::new((0..k).map(|_| None).collect());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let s = next.fetch_add(1, Ordering::SeqCst);
+                    if s >= k {
+                        break;
+                    }
+                    let result = train_shadow(cfg, population, &design[s], seeds[s], device);
+                    let failed = result.is_err();
+                    if let Ok(mut r) = results.lock() {
+                        r[s] = Some(result);
+                    }
+                    let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    log(&format!(
+                        "shadow {finished}/{k} trained ({:.0} s)",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    if failed {
+                        // Stop handing out work: the audit fails anyway.
+                        next.store(k, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| bad("shadow_models", "a shadow-training worker panicked"))?;
+    let mut shadows = Vec::with_capacity(k);
+    for (s, result) in results.into_iter().enumerate() {
+        match result {
+            Some(Ok(logits)) => shadows.push(Shadow {
+                inside: design[s].clone(),
+                logits,
+            }),
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(bad(
+                    "shadow_models",
+                    format!("shadow {s} was not trained (another failed first)"),
+                ));
+            }
+        }
+    }
+    Ok(shadows)
+}
+
+/// Held-out records a shadow evaluates its test accuracy on (its accuracy
+/// is not reported; a small sample keeps the per-epoch evaluation cheap).
+const SHADOW_EVAL: usize = 512;
+
+fn train_shadow(
+    cfg: &TrainConfig,
+    population: &Dataset,
+    inside: &[bool],
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> Result<Vec<f64>, TrainError> {
+    let ins: Vec<usize> = (0..inside.len()).filter(|&i| inside[i]).collect();
+    let outs: Vec<usize> = (0..inside.len())
+        .filter(|&i| !inside[i])
+        .take(SHADOW_EVAL)
+        .collect();
+    let shadow_train = population.subset(&ins);
+    let shadow_test = population.subset(if outs.is_empty() { &ins } else { &outs });
+    let mut shadow_cfg = cfg.clone();
+    shadow_cfg.seed = Some(seed);
+    shadow_cfg.save_model = None;
+    shadow_cfg.checkpoint_dir = None;
+    shadow_cfg.resume = false;
+    shadow_cfg.progress_epsilon = false;
+    shadow_cfg.batch_size = shadow_cfg.batch_size.min(shadow_train.len());
+    let (_, model) = train_model(&shadow_cfg, &shadow_train, &shadow_test, device, |_| {})?;
+    model.logits(population)
+}
+
+/// Largest number of shadow outputs the attack classifiers train on (a
+/// random sample beyond it).
+const SHADOW_ATTACK_SAMPLES: usize = 50_000;
+
+fn softmax(logits: &[f64]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = logits.iter().map(|z| (z - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / total).collect()
+}
+
+/// The shadow-model attack: per-class attack classifiers fit on the
+/// shadows' outputs with known membership, applied to the target's.
+fn shadow_attack_scores(
+    shadows: &[Shadow],
+    target_logits: &[f64],
+    labels: &[usize],
+    classes: usize,
+    seed: u64,
+) -> Result<Vec<f64>, TrainError> {
+    let n = labels.len();
+    let mut pairs: Vec<(usize, usize)> = (0..shadows.len())
+        .flat_map(|s| (0..n).map(move |i| (s, i)))
+        .collect();
+    if pairs.len() > SHADOW_ATTACK_SAMPLES {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ SHADOW_SALT ^ 1);
+        pairs.shuffle(&mut rng);
+        pairs.truncate(SHADOW_ATTACK_SAMPLES);
+    }
+    let examples: Vec<ShadowExample> = pairs
+        .iter()
+        .map(|&(s, i)| ShadowExample {
+            probs: softmax(&shadows[s].logits[i * classes..(i + 1) * classes]),
+            label: labels[i],
+            member: shadows[s].inside[i],
+        })
+        .collect();
+    let attack = ShadowAttack::fit(&examples, classes, ShadowAttackConfig::default())
+        .map_err(audit_error)?;
+    (0..n)
+        .map(|i| {
+            attack.score(
+                &softmax(&target_logits[i * classes..(i + 1) * classes]),
+                labels[i],
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(audit_error)
+}
+
+/// The planted canaries and their coins.
+struct Canaries {
+    data: Dataset,
+    included: Vec<bool>,
+    kind: CanaryKind,
+}
+
+impl Canaries {
+    fn included_count(&self) -> usize {
+        self.included.iter().filter(|&&b| b).count()
+    }
+
+    fn included_data(&self) -> Dataset {
+        let idx: Vec<usize> = (0..self.included.len())
+            .filter(|&i| self.included[i])
+            .collect();
+        self.data.subset(&idx)
+    }
+
+    /// Scores every canary by its loss under `model` and audits.
+    fn audit(
+        &self,
+        model: &TrainedModel,
+        audit: &AuditConfig,
+        delta: f64,
+        claimed: Option<f64>,
+    ) -> Result<CanaryAudit, TrainError> {
+        let logits = model.logits(&self.data)?;
+        let classes = model.classes();
+        let scores: Vec<f64> = (0..self.data.len())
+            .map(|i| {
+                score_logits(
+                    ScoreKind::Loss,
+                    &logits[i * classes..(i + 1) * classes],
+                    self.data.labels()[i] as usize,
+                )
+            })
+            .collect::<Result<_, _>>()
+            .map_err(audit_error)?;
+        let m = self.data.len();
+        let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
+        let one_run =
+            one_run_audit(&scores, &self.included, guesses, delta, audit.alpha).map_err(audit_error)?;
+        // Clopper–Pearson at the guesser's IN threshold (fixed by `guesses`).
+        let mut order: Vec<usize> = (0..m).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let top = &order[..guesses.div_ceil(2)];
+        let tp = top.iter().filter(|&&i| self.included[i]).count() as u64;
+        let fp = top.len() as u64 - tp;
+        let n_in = self.included_count() as u64;
+        let n_out = m as u64 - n_in;
+        let clopper_pearson_epsilon = if n_in > 0 && n_out > 0 {
+            canary_epsilon(tp, n_in, fp, n_out, audit.alpha, delta).map_err(audit_error)?
+        } else {
+            0.0
+        };
+        let exceeds_claim = claimed.is_some_and(|eps| {
+            one_run.epsilon > eps + 1e-9 || clopper_pearson_epsilon > eps + 1e-9
+        });
+        Ok(CanaryAudit {
+            kind: self.kind,
+            one_run,
+            clopper_pearson_epsilon,
+            claimed_epsilon: claimed,
+            exceeds_claim,
+        })
+    }
+}
+
+/// Draws `audit.canaries` canaries and their inclusion coins.
+fn plant_canaries(
+    train: &Dataset,
+    audit: &AuditConfig,
+    rng: &mut ChaCha20Rng,
+) -> Result<Option<Canaries>, TrainError> {
+    let m = audit.canaries;
+    if m == 0 {
+        return Ok(None);
+    }
+    let classes = train.n_classes();
+    if classes < 2 {
+        return Err(bad("canaries", "canaries need at least two classes"));
+    }
+    let d = train.n_features();
+    let mut features = Vec::with_capacity(m * d);
+    let mut labels = Vec::with_capacity(m);
+    let mut sources: Vec<usize> = (0..train.len()).collect();
+    sources.shuffle(rng);
+    for c in 0..m {
+        match audit.canary_kind {
+            CanaryKind::Mislabeled => {
+                let src = sources[c % sources.len()];
+                features.extend_from_slice(train.example(src));
+                let y = train.labels()[src];
+                // A uniformly random wrong label.
+                let shift = rng.random_range(1..classes as u32);
+                labels.push((y + shift) % classes as u32);
+            }
+            CanaryKind::OutOfDistribution => {
+                features.extend((0..d).map(|_| {
+                    let z: f64 = StandardNormal.sample(rng);
+                    z as f32
+                }));
+                labels.push(rng.random_range(0..classes as u32));
+            }
+        }
+    }
+    let included: Vec<bool> = (0..m).map(|_| rng.random_bool(0.5)).collect();
+    let data = Dataset::new(features, labels, d, classes).map_err(|e| bad("canaries", e.to_string()))?;
+    let data = match train.image_shape() {
+        Some(shape) => data
+            .with_image_shape(shape)
+            .map_err(|e| bad("canaries", e.to_string()))?,
+        None => data,
+    };
+    Ok(Some(Canaries {
+        data,
+        included,
+        kind: audit.canary_kind,
+    }))
+}
