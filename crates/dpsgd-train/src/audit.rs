@@ -180,6 +180,9 @@ pub struct AuditConfig {
     /// Seed of the audit's randomness (canaries, shadow splits, shadow
     /// training, bootstrap).
     pub seed: u64,
+    /// Model inversion's settings; its range and image shape are set from
+    /// the data.
+    pub inversion: InversionConfig,
 }
 
 impl Default for AuditConfig {
@@ -195,6 +198,7 @@ impl Default for AuditConfig {
             label_only_records: 1000,
             threads: 0,
             seed: 0,
+            inversion: InversionConfig::default(),
         }
     }
 }
@@ -492,7 +496,7 @@ pub fn audit(
         match model.features() {
             Features::Raw => {
                 log("inversion: reconstructing one input per class");
-                Some(run_inversion(&model, train, test, cfg, device)?)
+                Some(run_inversion(&model, train, test, cfg, &audit.inversion, device)?)
             }
             other => {
                 warnings.push(format!(
@@ -760,6 +764,7 @@ fn run_inversion(
     train: &Dataset,
     test: &Dataset,
     cfg: &TrainConfig,
+    inversion: &InversionConfig,
     device: &burn::tensor::Device,
 ) -> Result<InversionReport, TrainError> {
     let (lo, hi) = train
@@ -776,7 +781,7 @@ fn run_inversion(
             Some([1, h, w]) => Some([h, w]),
             _ => None,
         },
-        ..InversionConfig::default()
+        ..inversion.clone()
     };
     let mut oracle = GradientQueries { model };
     let inversion = invert(&mut oracle, &classes, &config).map_err(audit_error)?;
