@@ -12,7 +12,22 @@
 //! * [`slices`]: the same figures per class and per loss percentile, the
 //!   most exposed slice first.
 //! * [`lower_bound`]: empirical ε lower bounds from canaries (Clopper–Pearson)
-//!   and from one training run (Steinke et al. 2023).
+//!   and from one training run (Steinke et al. 2023), with the one-run
+//!   guesser.
+//! * [`shadow`]: the shadow-model attack (Shokri et al. 2017): attack
+//!   classifiers per class on shadow models' outputs.
+//! * [`label_only`]: the label-only attack (Choquette-Choo et al. 2021) for
+//!   models that return labels only.
+//! * [`inversion`]: model inversion (Fredrikson et al. 2015) on any model
+//!   that answers input-gradient queries, and how close its reconstructions
+//!   sit to the training data.
+//! * [`image`]: reconstructions as a PNG grid.
+//!
+//! The crate does not depend on burn: a model enters as scores,
+//! probabilities, logits ([`scores::score_logits`]) or through the
+//! [`label_only::LabelOracle`] and [`inversion::WhiteBox`] traits. Training
+//! the target and its shadow models through a DP-SGD recipe, and the
+//! `dpsgd audit` pipeline, live in `dpsgd-train`'s `audit` module.
 //!
 //! # Example
 //!

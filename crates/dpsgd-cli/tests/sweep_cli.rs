@@ -52,9 +52,10 @@ fn sweep(name: &str, epsilons: &str) -> (Vec<String>, String) {
 fn should_label_each_budget_once_and_name_dataset_and_delta() {
     let (texts, csv) = sweep("ticks", "0.5,1,2,10,inf");
     assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    // Two panels (accuracy, leakage): one tick label per budget in each.
     for label in ["0.5", "1", "2", "10"] {
         let n = texts.iter().filter(|t| *t == label).count();
-        assert_eq!(n, 1, "tick {label} drawn {n} times: {texts:?}");
+        assert_eq!(n, 2, "tick {label} drawn {n} times: {texts:?}");
     }
     // plotters' own log-axis labels ("10.0" twice, "1.0") are not drawn;
     // accuracy is labelled in percent, so no y label reads like a budget.
@@ -72,7 +73,7 @@ fn should_label_each_budget_once_and_name_dataset_and_delta() {
 #[test]
 fn should_draw_a_tick_for_a_single_budget_and_no_empty_legend() {
     let (texts, _) = sweep("single", "2");
-    assert_eq!(texts.iter().filter(|t| *t == "2").count(), 1, "{texts:?}");
+    assert_eq!(texts.iter().filter(|t| *t == "2").count(), 2, "{texts:?}");
     let (texts, _) = sweep("inf", "inf");
     assert!(
         !texts.iter().any(|t| t.contains("DP-SGD (mean")),

@@ -136,6 +136,10 @@ pub enum CanaryKind {
     Mislabeled,
     /// Inputs of independent N(0, 1) features with a random label.
     OutOfDistribution,
+    /// White-box gradient canaries (Dirac: gradient `C·e_j` on a coordinate
+    /// of its own) through the run's DP-SGD engine, observed at every step
+    /// ([`crate::whitebox`]); DP runs only.
+    Dirac,
 }
 
 impl std::str::FromStr for CanaryKind {
@@ -145,8 +149,9 @@ impl std::str::FromStr for CanaryKind {
         match s {
             "mislabeled" => Ok(Self::Mislabeled),
             "ood" | "out-of-distribution" => Ok(Self::OutOfDistribution),
+            "dirac" => Ok(Self::Dirac),
             _ => Err(format!(
-                "`{s}` is not a canary kind (expected mislabeled or ood)"
+                "`{s}` is not a canary kind (expected mislabeled, ood or dirac)"
             )),
         }
     }
@@ -382,9 +387,8 @@ pub fn audit(
     let target_logits = model.logits(&population)?;
     let classes = model.classes();
     let labels: Vec<usize> = population.labels().iter().map(|&y| y as usize).collect();
-    let logit_row = |logits: &[f64], i: usize| -> Vec<f64> {
-        logits[i * classes..(i + 1) * classes].to_vec()
-    };
+    let logit_row =
+        |logits: &[f64], i: usize| -> Vec<f64> { logits[i * classes..(i + 1) * classes].to_vec() };
     let target_scores = |kind: ScoreKind| -> Result<Vec<f64>, TrainError> {
         (0..population.len())
             .map(|i| score_logits(kind, &logit_row(&target_logits, i), labels[i]))
@@ -452,13 +456,8 @@ pub fn audit(
             }
         }
         if audit.attacks.contains(&Attack::Shadow) {
-            let scores = shadow_attack_scores(
-                &shadows,
-                &target_logits,
-                &labels,
-                classes,
-                audit.seed,
-            )?;
+            let scores =
+                shadow_attack_scores(&shadows, &target_logits, &labels, classes, audit.seed)?;
             attacks.push(evaluate("shadow", &scores, None)?);
         }
     }
@@ -496,7 +495,14 @@ pub fn audit(
         match model.features() {
             Features::Raw => {
                 log("inversion: reconstructing one input per class");
-                Some(run_inversion(&model, train, test, cfg, &audit.inversion, device)?)
+                Some(run_inversion(
+                    &model,
+                    train,
+                    test,
+                    cfg,
+                    &audit.inversion,
+                    device,
+                )?)
             }
             other => {
                 warnings.push(format!(
@@ -515,6 +521,30 @@ pub fn audit(
 
     let canary_audit = match &canaries {
         Some(c) => Some(c.audit(&model, audit, delta, epsilon)?),
+        None if audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac => {
+            log(&format!(
+                "canaries: {} Dirac gradient canaries through the DP-SGD engine",
+                audit.canaries
+            ));
+            let run = crate::whitebox::dirac_canary_audit(
+                cfg,
+                target_train.len(),
+                audit.canaries,
+                audit.canary_guesses,
+                audit.alpha,
+                audit.seed,
+                device,
+            )?;
+            Some(canary_bounds(
+                CanaryKind::Dirac,
+                &run.scores,
+                &run.included,
+                run.one_run,
+                audit,
+                delta,
+                Some(run.claimed_epsilon),
+            )?)
+        }
         None => None,
     };
     Ok(AuditOutcome {
@@ -805,12 +835,8 @@ fn run_inversion(
     let (_, judge) = train_model(&judge_cfg, test, test, device, |_| {})?;
     let flat: Vec<f32> = inversion.images.iter().flatten().copied().collect();
     let judged = judge.predict(&flat)?;
-    let independent_accuracy = judged
-        .iter()
-        .zip(&classes)
-        .filter(|(p, c)| p == c)
-        .count() as f64
-        / classes.len() as f64;
+    let independent_accuracy =
+        judged.iter().zip(&classes).filter(|(p, c)| p == c).count() as f64 / classes.len() as f64;
     let ratios: Vec<f64> = distances
         .iter()
         .map(|d| d.to_member / d.to_non_member)
@@ -841,13 +867,13 @@ struct Shadow {
 fn shadow_design(n: usize, k: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<bool>> {
     let mut design = vec![vec![false; n]; k];
     let mut order: Vec<usize> = (0..k).collect();
-    for i in 0..n {
+    (0..n).for_each(|record| {
         order.shuffle(rng);
         let ins = k / 2 + usize::from(k % 2 == 1 && rng.random_bool(0.5));
-        for &s in &order[..ins] {
-            design[s][i] = true;
+        for &shadow in &order[..ins] {
+            design[shadow][record] = true;
         }
-    }
+    });
     design
 }
 
@@ -870,8 +896,9 @@ fn train_shadows(
     .min(k);
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Vec<f64>, TrainError>>>> =
-        Mutex::new((0..k).map(|_| None).collect());
+    // Each shadow's logits on the population, or why it failed.
+    type Slot = Option<Result<Vec<f64>, TrainError>>;
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..k).map(|_| None).collect());
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -1041,32 +1068,59 @@ impl Canaries {
             .map_err(audit_error)?;
         let m = self.data.len();
         let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
-        let one_run =
-            one_run_audit(&scores, &self.included, guesses, delta, audit.alpha).map_err(audit_error)?;
-        // Clopper–Pearson at the guesser's IN threshold (fixed by `guesses`).
-        let mut order: Vec<usize> = (0..m).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-        let top = &order[..guesses.div_ceil(2)];
-        let tp = top.iter().filter(|&&i| self.included[i]).count() as u64;
-        let fp = top.len() as u64 - tp;
-        let n_in = self.included_count() as u64;
-        let n_out = m as u64 - n_in;
-        let clopper_pearson_epsilon = if n_in > 0 && n_out > 0 {
-            canary_epsilon(tp, n_in, fp, n_out, audit.alpha, delta).map_err(audit_error)?
-        } else {
-            0.0
-        };
-        let exceeds_claim = claimed.is_some_and(|eps| {
-            one_run.epsilon > eps + 1e-9 || clopper_pearson_epsilon > eps + 1e-9
-        });
-        Ok(CanaryAudit {
-            kind: self.kind,
+        let one_run = one_run_audit(&scores, &self.included, guesses, delta, audit.alpha)
+            .map_err(audit_error)?;
+        canary_bounds(
+            self.kind,
+            &scores,
+            &self.included,
             one_run,
-            clopper_pearson_epsilon,
-            claimed_epsilon: claimed,
-            exceeds_claim,
-        })
+            audit,
+            delta,
+            claimed,
+        )
     }
+}
+
+/// The canary audit's figures: the one-run bound, and the Clopper–Pearson
+/// bound at the one-run guesser's IN threshold (fixed by the number of
+/// guesses): TPR over included, FPR over left-out canaries.
+fn canary_bounds(
+    kind: CanaryKind,
+    scores: &[f64],
+    included: &[bool],
+    one_run: OneRunAudit,
+    audit: &AuditConfig,
+    delta: f64,
+    claimed: Option<f64>,
+) -> Result<CanaryAudit, TrainError> {
+    let m = scores.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let top = &order[..(one_run.guesses as usize).div_ceil(2)];
+    let tp = top.iter().filter(|&&i| included[i]).count() as u64;
+    let fp = top.len() as u64 - tp;
+    let n_in = one_run.included;
+    let n_out = m as u64 - n_in;
+    let clopper_pearson_epsilon = if n_in > 0 && n_out > 0 {
+        canary_epsilon(tp, n_in, fp, n_out, audit.alpha, delta).map_err(audit_error)?
+    } else {
+        0.0
+    };
+    Ok(CanaryAudit {
+        kind,
+        exceeds_claim: refutes(claimed, &[one_run.epsilon, clopper_pearson_epsilon]),
+        one_run,
+        clopper_pearson_epsilon,
+        claimed_epsilon: claimed,
+    })
+}
+
+/// Whether a measured lower bound exceeds the claimed ε (beyond the bounds'
+/// bisection tolerance of 1e-6): the claim is then refuted. No claim (a
+/// non-private run) is never refuted.
+fn refutes(claimed: Option<f64>, lower_bounds: &[f64]) -> bool {
+    claimed.is_some_and(|eps| lower_bounds.iter().any(|&b| b > eps + 1e-6))
 }
 
 /// Draws `audit.canaries` canaries and their inclusion coins.
@@ -1076,7 +1130,7 @@ fn plant_canaries(
     rng: &mut ChaCha20Rng,
 ) -> Result<Option<Canaries>, TrainError> {
     let m = audit.canaries;
-    if m == 0 {
+    if m == 0 || audit.canary_kind == CanaryKind::Dirac {
         return Ok(None);
     }
     let classes = train.n_classes();
@@ -1098,7 +1152,7 @@ fn plant_canaries(
                 let shift = rng.random_range(1..classes as u32);
                 labels.push((y + shift) % classes as u32);
             }
-            CanaryKind::OutOfDistribution => {
+            CanaryKind::OutOfDistribution | CanaryKind::Dirac => {
                 features.extend((0..d).map(|_| {
                     let z: f64 = StandardNormal.sample(rng);
                     z as f32
@@ -1108,7 +1162,8 @@ fn plant_canaries(
         }
     }
     let included: Vec<bool> = (0..m).map(|_| rng.random_bool(0.5)).collect();
-    let data = Dataset::new(features, labels, d, classes).map_err(|e| bad("canaries", e.to_string()))?;
+    let data =
+        Dataset::new(features, labels, d, classes).map_err(|e| bad("canaries", e.to_string()))?;
     let data = match train.image_shape() {
         Some(shape) => data
             .with_image_shape(shape)
@@ -1120,4 +1175,69 @@ fn plant_canaries(
         included,
         kind: audit.canary_kind,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_refute_a_claim_only_when_a_bound_exceeds_it() {
+        assert!(refutes(Some(1.0), &[0.2, 1.5]));
+        assert!(refutes(Some(1.0), &[1.01, 0.0]));
+        assert!(!refutes(Some(1.0), &[1.0, 0.999]));
+        assert!(
+            !refutes(Some(1.0), &[1.0 + 1e-7]),
+            "within the bisection tolerance"
+        );
+        assert!(!refutes(None, &[50.0]), "no claim without DP");
+    }
+
+    #[test]
+    fn should_put_every_record_in_half_of_the_shadows() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        for k in [2, 5, 16] {
+            let design = shadow_design(300, k, &mut rng);
+            for record in 0..300 {
+                let ins = design.iter().filter(|s| s[record]).count();
+                assert!(ins == k / 2 || ins == k.div_ceil(2), "k={k}: {ins} IN");
+            }
+            // Each shadow trains on about half of the records.
+            for s in &design {
+                let n = s.iter().filter(|&&b| b).count();
+                assert!((100..200).contains(&n), "k={k}: shadow of {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn should_summarise_the_roc_on_fixed_fprs() {
+        let roc = Roc::new(&[0.9, 0.8, 0.4], &[0.7, 0.3, 0.2]).unwrap();
+        let summary = roc_summary(&roc);
+        assert!(
+            summary
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+        assert_eq!(summary.first(), Some(&(0.0, 2.0 / 3.0)));
+        assert_eq!(summary.last(), Some(&(1.0, 1.0)));
+        // Every point agrees with the curve's own TPR at that FPR.
+        for &(f, t) in &summary {
+            assert_eq!(t, roc.tpr_at_fpr(f), "fpr {f}");
+        }
+        assert!(summary.iter().any(|p| p.0 == 1e-3));
+    }
+
+    #[test]
+    fn should_parse_attack_and_canary_names() {
+        for a in Attack::ALL {
+            assert_eq!(a.name().parse::<Attack>(), Ok(a));
+        }
+        assert!("nope".parse::<Attack>().unwrap_err().contains("label-only"));
+        assert_eq!(
+            "ood".parse::<CanaryKind>(),
+            Ok(CanaryKind::OutOfDistribution)
+        );
+        assert!("x".parse::<CanaryKind>().is_err());
+    }
 }

@@ -13,6 +13,7 @@ mod recipe;
 mod report;
 mod run;
 mod trained;
+pub mod whitebox;
 
 pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,

@@ -156,7 +156,9 @@ pub fn train_model(
     };
     let (report, net) = match cfg.model {
         ModelKind::Logreg => {
-            let model = seeded(cfg, &device, || Mlp::new(&[train.n_features(), classes], &device));
+            let model = seeded(cfg, &device, || {
+                Mlp::new(&[train.n_features(), classes], &device)
+            });
             let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
             (report, Net::Mlp(model))
         }
@@ -179,7 +181,7 @@ pub fn train_model(
                 .with_activation(cfg.activation)
                 .with_weight_standardization(cfg.weight_standardization);
             let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
-            (report, Net::Cnn(model))
+            (report, Net::Cnn(Box::new(model)))
         }
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
@@ -196,7 +198,9 @@ static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn seeded<M>(cfg: &TrainConfig, device: &Device, init: impl FnOnce() -> M) -> M {
     match cfg.seed {
         Some(seed) => {
-            let _guard = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _guard = INIT_LOCK
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             device.seed(seed);
             init()
         }

@@ -22,8 +22,8 @@ const CHUNK: usize = 1024;
 pub(crate) enum Net {
     /// An MLP or logistic regression.
     Mlp(Mlp),
-    /// The CNN.
-    Cnn(Cnn),
+    /// The CNN (boxed: it is much larger than the MLP's layer list).
+    Cnn(Box<Cnn>),
 }
 
 /// A trained classifier with the feature transform it was trained behind.
@@ -165,7 +165,7 @@ impl TrainedModel {
 
     /// `inputs` as an unlabelled data set of the model's input shape.
     fn as_dataset(&self, inputs: &[f32]) -> Result<Dataset, TrainError> {
-        if inputs.is_empty() || inputs.len() % self.input_len != 0 {
+        if inputs.is_empty() || !inputs.len().is_multiple_of(self.input_len) {
             return Err(TrainError::config(
                 "inputs",
                 format!(

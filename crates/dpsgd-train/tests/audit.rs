@@ -43,7 +43,12 @@ fn run(cfg: &TrainConfig, data: &(Dataset, Dataset), audit_cfg: &AuditConfig) ->
 fn figures(a: &dpsgd_train::audit::AttackResult) -> String {
     format!(
         "{}: AUC {:.4} [{:.4}, {:.4}], TPR@1% {:.4}, TPR@0.1% {:.4}",
-        a.name, a.auc, a.auc_interval.low, a.auc_interval.high, a.tpr_at_fpr_0_01, a.tpr_at_fpr_0_001
+        a.name,
+        a.auc,
+        a.auc_interval.low,
+        a.auc_interval.high,
+        a.tpr_at_fpr_0_01,
+        a.tpr_at_fpr_0_001
     )
 }
 
@@ -51,7 +56,12 @@ fn attack<'a>(r: &'a AuditReport, name: &str) -> &'a dpsgd_train::audit::AttackR
     r.attacks
         .iter()
         .find(|a| a.name == name)
-        .unwrap_or_else(|| panic!("no {name} in {:?}", r.attacks.iter().map(|a| &a.name).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} in {:?}",
+                r.attacks.iter().map(|a| &a.name).collect::<Vec<_>>()
+            )
+        })
 }
 
 /// The loss attack on an overfit model reads well above chance; under
@@ -66,7 +76,11 @@ fn should_find_the_overfit_model_attackable_and_the_dp_model_not() {
     let open = run(&overfit(Privacy::NonPrivate, 1), &split, &cfg);
     assert!(open.train_accuracy > 0.99, "{}", open.train_accuracy);
     let loss = attack(&open, "loss");
-    assert!(loss.auc > 0.53 && loss.auc_interval.low > 0.5, "{}", figures(loss));
+    assert!(
+        loss.auc > 0.53 && loss.auc_interval.low > 0.5,
+        "{}",
+        figures(loss)
+    );
     assert!(loss.advantage > 0.1, "{}", loss.advantage);
     assert_eq!(open.epsilon, None);
 
@@ -85,7 +99,12 @@ fn should_find_the_overfit_model_attackable_and_the_dp_model_not() {
         assert!(a.tpr_at_fpr_0_001 <= a.tpr_at_fpr_0_01 + 1e-12);
         assert!((0.0..=1.0).contains(&a.auc));
         assert_eq!(a.records, (split.0.len(), split.1.len()));
-        assert!(!a.roc.is_empty() && a.roc.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        assert!(
+            !a.roc.is_empty()
+                && a.roc
+                    .windows(2)
+                    .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+        );
     }
 }
 
@@ -112,6 +131,8 @@ fn should_never_measure_a_lower_bound_above_the_claimed_epsilon() {
         (0.5, CanaryKind::Mislabeled, 3),
         (2.0, CanaryKind::Mislabeled, 4),
         (8.0, CanaryKind::OutOfDistribution, 5),
+        (1.0, CanaryKind::Dirac, 6),
+        (8.0, CanaryKind::Dirac, 7),
     ] {
         let cfg = AuditConfig {
             canary_kind: kind,
@@ -128,6 +149,7 @@ fn should_never_measure_a_lower_bound_above_the_claimed_epsilon() {
         assert!(!canary.exceeds_claim);
         assert_eq!(r.epsilon_lower_bound, Some(canary.one_run.epsilon));
         assert_eq!(canary.claimed_epsilon, Some(claimed));
+        assert_eq!(canary.kind, kind);
     }
 }
 
@@ -183,8 +205,17 @@ fn should_run_label_only_and_inversion() {
     let inv = r.inversion.as_ref().unwrap();
     assert_eq!(inv.classes, (0..10).collect::<Vec<_>>());
     assert_eq!(inv.images.len(), 10);
-    assert!(inv.images.iter().flatten().all(|&x| (inv.range.0..=inv.range.1).contains(&x)));
-    assert!(inv.confidence.iter().all(|&p| p > 0.5), "{:?}", inv.confidence);
+    assert!(
+        inv.images
+            .iter()
+            .flatten()
+            .all(|&x| (inv.range.0..=inv.range.1).contains(&x))
+    );
+    assert!(
+        inv.confidence.iter().all(|&p| p > 0.5),
+        "{:?}",
+        inv.confidence
+    );
     assert!((0.0..=1.0).contains(&inv.independent_accuracy));
     assert_eq!(inv.image_shape, Some([1, 8, 8]));
 }
@@ -194,9 +225,16 @@ fn should_refuse_unusable_audits() {
     let split = data(0.5);
     let cfg = overfit(Privacy::NonPrivate, 1);
     let refuse = |audit_cfg: AuditConfig, setting: &str| {
-        let err = audit(&cfg, &split.0, &split.1, &audit_cfg, &Device::flex(), &|_| {})
-            .unwrap_err()
-            .to_string();
+        let err = audit(
+            &cfg,
+            &split.0,
+            &split.1,
+            &audit_cfg,
+            &Device::flex(),
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(setting), "{err}");
     };
     refuse(

@@ -24,10 +24,12 @@ fn canary_kind(s: &str) -> Result<CanaryKind, String> {
 
 /// Arguments of `dpsgd audit`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 when the audit ran; 1 when training or an attack failed; \
+#[command(
+    after_help = "Exit status: 0 when the audit ran; 1 when training or an attack failed; \
 2 for unusable arguments; 3 when a measured ε lower bound exceeds the claimed ε (the \
 privacy claim is refuted: a bug). --test-fraction defaults to 0.5 here: members and \
-non-members in equal numbers, shadows on random halves.")]
+non-members in equal numbers, shadows on random halves."
+)]
 pub struct Args {
     #[command(flatten)]
     pub options: TrainOptions,
@@ -52,9 +54,11 @@ pub struct Args {
     /// added to the training set with probability ½ (0: none).
     #[arg(long, value_name = "M", default_value_t = 0)]
     pub canaries: usize,
-    /// What the canaries are: mislabeled copies of training records, or
-    /// ood (random N(0,1) inputs with random labels).
-    #[arg(long, value_name = "mislabeled|ood", default_value = "mislabeled", value_parser = canary_kind)]
+    /// What the canaries are: mislabeled copies of training records, ood
+    /// (random N(0,1) inputs with random labels), or dirac (white-box
+    /// gradient canaries C·e_j through the run's DP-SGD engine, observed at
+    /// every step; DP runs only).
+    #[arg(long, value_name = "mislabeled|ood|dirac", default_value = "mislabeled", value_parser = canary_kind)]
     pub canary_kind: CanaryKind,
     /// Guesses of the one-run audit, fixed before the scores are seen
     /// (default: M/5).
@@ -91,7 +95,11 @@ pub fn audit_config(
             message: format!("more guesses than canaries ({canaries})"),
         });
     }
-    if shadow_models < 2 && attacks.iter().any(|a| matches!(a, Attack::Shadow | Attack::Lira)) {
+    if shadow_models < 2
+        && attacks
+            .iter()
+            .any(|a| matches!(a, Attack::Shadow | Attack::Lira))
+    {
         return Err(args::UsageError {
             flag: "--shadow-models",
             message: "the shadow and LiRA attacks need at least 2 shadow models".into(),
@@ -190,7 +198,10 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     write_atomically(&a.out.join("audit.json"), &text)?;
     let title = format!(
         "{} on {}, {}",
-        serde_json::to_value(report.target.model)?.as_str().unwrap_or("model").to_owned(),
+        serde_json::to_value(report.target.model)?
+            .as_str()
+            .unwrap_or("model")
+            .to_owned(),
         o.dataset,
         match report.epsilon {
             Some(e) => format!("DP-SGD ε = {e:.2}"),
@@ -220,7 +231,11 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     if !a.quiet {
         eprintln!("wrote {} in {}", written.join(", "), a.out.display());
     }
-    if report.canary_audit.as_ref().is_some_and(|c| c.exceeds_claim) {
+    if report
+        .canary_audit
+        .as_ref()
+        .is_some_and(|c| c.exceeds_claim)
+    {
         eprintln!(
             "ERROR: dpsgd: the measured ε lower bound exceeds the claimed ε: the privacy claim is false (a bug); see canary_audit in the report"
         );
@@ -256,7 +271,14 @@ pub fn table(r: &AuditReport) -> String {
     for a in &r.attacks {
         let slice = a.slices.first().map_or_else(
             || "–".to_owned(),
-            |s| format!("{} (AUC {:.3}, TPR@1%FPR {})", s.name, s.auc, percent(s.tpr_at_fpr_0_01)),
+            |s| {
+                format!(
+                    "{} (AUC {:.3}, TPR@1%FPR {})",
+                    s.name,
+                    s.auc,
+                    percent(s.tpr_at_fpr_0_01)
+                )
+            },
         );
         let _ = writeln!(
             out,
@@ -325,10 +347,7 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
     ];
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         root.fill(&WHITE)?;
-        let caption = format!(
-            "{title}: ROC{}",
-            if log { " (log-log)" } else { "" }
-        );
+        let caption = format!("{title}: ROC{}", if log { " (log-log)" } else { "" });
         let mut builder = ChartBuilder::on(&root);
         builder
             .caption(caption, ("sans-serif", 16))
@@ -343,9 +362,17 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
                 .map(|(f, t)| if log { (f, t.max(1e-5)) } else { (f, t) })
                 .collect()
         };
-        let label = |a: &AttackResult| format!("{} (AUC {:.3}, TPR@0.1%FPR {})", a.name, a.auc, percent(a.tpr_at_fpr_0_001));
+        let label = |a: &AttackResult| {
+            format!(
+                "{} (AUC {:.3}, TPR@0.1%FPR {})",
+                a.name,
+                a.auc,
+                percent(a.tpr_at_fpr_0_001)
+            )
+        };
         if log {
-            let mut chart = builder.build_cartesian_2d((1e-5..1.0).log_scale(), (1e-5..1.0).log_scale())?;
+            let mut chart =
+                builder.build_cartesian_2d((1e-5..1.0).log_scale(), (1e-5..1.0).log_scale())?;
             chart
                 .configure_mesh()
                 .x_desc("false positive rate")
@@ -353,7 +380,10 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
                 .x_label_formatter(&|x| format!("{x:.0e}"))
                 .y_label_formatter(&|y| format!("{y:.0e}"))
                 .draw()?;
-            chart.draw_series(LineSeries::new(vec![(1e-5, 1e-5), (1.0, 1.0)], BLACK.mix(0.3)))?;
+            chart.draw_series(LineSeries::new(
+                vec![(1e-5, 1e-5), (1.0, 1.0)],
+                BLACK.mix(0.3),
+            ))?;
             for (i, a) in attacks.iter().enumerate() {
                 let color = palette[i % palette.len()];
                 chart
@@ -374,7 +404,10 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
                 .x_desc("false positive rate")
                 .y_desc("true positive rate")
                 .draw()?;
-            chart.draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))?;
+            chart.draw_series(LineSeries::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                BLACK.mix(0.3),
+            ))?;
             for (i, a) in attacks.iter().enumerate() {
                 let color = palette[i % palette.len()];
                 chart

@@ -1,0 +1,161 @@
+//! `dpsgd audit`'s contract (issue 13): the table, the JSON report's
+//! fields, the ROC plots and the inversion grid, the lower bound next to
+//! the claim, and one-line usage errors.
+
+mod common;
+
+use common::{assert_usage_error, dpsgd, read_json, temp_dir};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
+    let dir = temp_dir("dpsgd-audit", "full");
+    let out = dir.join("out");
+    let report = dir.join("report.json");
+    let stdout = ok(&dpsgd(&[
+        "audit",
+        "--non-private",
+        "--epochs",
+        "20",
+        "--seed",
+        "1",
+        "--attacks",
+        "loss,confidence,entropy,modified-entropy,shadow,lira,label-only,inversion",
+        "--shadow-models",
+        "4",
+        "--canaries",
+        "50",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let v = read_json(&report);
+    assert_eq!(
+        v,
+        read_json(out.join("audit.json")),
+        "--report is audit.json"
+    );
+    for field in ["test_accuracy", "train_accuracy"] {
+        let x = v[field].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&x), "{field}: {}", v[field]);
+    }
+    assert!(v["epsilon"].is_null(), "non-private: {}", v["epsilon"]);
+    let names: Vec<&str> = v["attacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "loss",
+            "confidence",
+            "entropy",
+            "modified-entropy",
+            "lira-online",
+            "lira-offline",
+            "shadow",
+            "label-only"
+        ]
+    );
+    for a in v["attacks"].as_array().unwrap() {
+        for field in ["auc", "tpr_at_fpr_0_01", "tpr_at_fpr_0_001"] {
+            let x = a[field].as_f64().unwrap_or(-1.0);
+            assert!(
+                (0.0..=1.0).contains(&x),
+                "{}: {field} = {}",
+                a["name"],
+                a[field]
+            );
+        }
+        assert!(!a["slices"].as_array().unwrap().is_empty(), "{}", a["name"]);
+    }
+    let bound = v["epsilon_lower_bound"]
+        .as_f64()
+        .expect("a bound with canaries");
+    assert!(bound >= 0.0);
+    assert_eq!(v["canary_audit"]["one_run"]["canaries"], 50);
+    assert_eq!(v["inversion"]["classes"].as_array().unwrap().len(), 10);
+    // The table names every attack and the lower bound.
+    for name in names {
+        assert!(stdout.contains(name), "{name} not in {stdout}");
+    }
+    assert!(stdout.contains("ε lower bound"), "{stdout}");
+    for svg in ["roc.svg", "roc-loglog.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(text.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(
+            text.contains("lira-online") && text.contains("false positive rate"),
+            "{svg}"
+        );
+    }
+    let png = std::fs::read(out.join("inversion.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn should_report_epsilon_and_a_lower_bound_below_it_for_a_dp_audit() {
+    let dir = temp_dir("dpsgd-audit", "dp");
+    let out = ok(&dpsgd(&[
+        "audit",
+        "--target-epsilon",
+        "2",
+        "--epochs",
+        "10",
+        "--seed",
+        "2",
+        "--attacks",
+        "loss",
+        "--canaries",
+        "100",
+        "--canary-kind",
+        "ood",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+        "--report",
+        "-",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stdout holds the JSON alone");
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!(eps > 0.0 && eps <= 2.0 + 1e-6, "{eps}");
+    let bound = v["epsilon_lower_bound"].as_f64().unwrap();
+    assert!(bound <= eps, "lower bound {bound} above the claim {eps}");
+    assert_eq!(v["canary_audit"]["exceeds_claim"], false);
+    assert_eq!(v["canary_audit"]["kind"], "out-of-distribution");
+    assert!(v.get("inversion").is_none_or(serde_json::Value::is_null));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn should_refuse_unusable_audit_arguments_in_one_line() {
+    assert_usage_error(
+        &dpsgd(&["audit", "--attacks", "loss,nope"]),
+        &["--attacks", "nope"],
+    );
+    assert_usage_error(
+        &dpsgd(&["audit", "--attacks", "lira", "--shadow-models", "1"]),
+        &["--shadow-models"],
+    );
+    assert_usage_error(
+        &dpsgd(&["audit", "--canaries", "2", "--canary-guesses", "5"]),
+        &["--canary-guesses"],
+    );
+    assert_usage_error(
+        &dpsgd(&["audit", "--canary-kind", "purple"]),
+        &["--canary-kind"],
+    );
+}

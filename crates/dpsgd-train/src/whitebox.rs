@@ -1,0 +1,234 @@
+//! White-box auditing of the DP-SGD mechanism in one run, with **Dirac
+//! gradient canaries** (Steinke, Nasr & Jagielski 2023, §6; Nasr et al.
+//! 2023): the strongest canaries there are, for the strongest auditor.
+//!
+//! Each of `m` canaries is a record whose gradient is `C·e_j` — norm exactly
+//! C, on a coordinate `j` of its own that no real record touches — and is
+//! in the data set with probability ½. The audit runs the real engine
+//! (the same Poisson sampler, clipping, noise and accountant as a training
+//! run of the configuration: σ, q = B/N, T steps, C) on a model whose
+//! parameters are those `m` coordinates (a `DpLinear` of `m` inputs and one
+//! output, no bias; real records are the zero vector there, as they would
+//! be on coordinates they do not use). A left-out canary is replaced by such
+//! a zero record, so N and q stay those of the run. With plain SGD the
+//! parameters move by `−lr/(qN) Σ_t (noisy sum)_t`: the white-box auditor
+//! sees every step's noisy gradient along `e_j` through the final
+//! parameters, and scores canary `j` by how far its coordinate moved. An
+//! included canary is sampled about `qT` times, each time adding C to its
+//! coordinate's sum against noise of standard deviation `σC√T`.
+//!
+//! The guesses and the bound are those of
+//! [`dpsgd_audit::lower_bound::one_run_audit`]; the claimed ε is the
+//! engine's own for the run. Under a correct implementation the bound stays
+//! below the claim; above it, the claim is refuted.
+
+use crate::config::{Privacy, TrainConfig};
+use crate::error::TrainError;
+use burn::module::Param;
+use burn::optim::SgdConfig;
+use burn::tensor::{Device, Tensor, TensorData};
+use dpsgd_audit::lower_bound::{OneRunAudit, one_run_audit};
+use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
+use dpsgd_burn::{DpSgdConfig, PoissonSampler};
+use dpsgd_core::Clipping;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// The outcome of a Dirac-canary audit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiracAudit {
+    /// The one-run audit (canaries, guesses, right guesses, ε̂).
+    pub one_run: OneRunAudit,
+    /// ε the engine claims for the run (σ, q, steps, δ).
+    pub claimed_epsilon: f64,
+    /// σ of the run.
+    pub noise_multiplier: f64,
+    /// q of the run.
+    pub sample_rate: f64,
+    /// Steps of the run.
+    pub steps: u64,
+    /// Whether ε̂ exceeds the claim (beyond the bisection tolerance): the
+    /// claim is refuted.
+    pub exceeds_claim: bool,
+    /// Each canary's score (how far its coordinate moved down).
+    #[serde(skip)]
+    pub scores: Vec<f64>,
+    /// Whether each canary was in the data set.
+    #[serde(skip)]
+    pub included: Vec<bool>,
+}
+
+/// Runs the engine of `cfg` (DP only; flat clipping at `cfg.max_grad_norm`)
+/// on a data set of `dataset_size` records holding `canaries` Dirac
+/// canaries, each present with probability ½, and bounds ε from `guesses`
+/// guesses (`None`: `max(1, m/5)`), at significance `alpha` and the run's δ.
+///
+/// # Errors
+///
+/// [`TrainError::Config`] for a non-private configuration, no canaries,
+/// more canaries than records, or more guesses than canaries;
+/// [`TrainError::Dp`] and [`TrainError::Accountant`] as a training run of
+/// `cfg` would raise them.
+pub fn dirac_canary_audit(
+    cfg: &TrainConfig,
+    dataset_size: usize,
+    canaries: usize,
+    guesses: Option<usize>,
+    alpha: f64,
+    seed: u64,
+    device: &Device,
+) -> Result<DiracAudit, TrainError> {
+    if canaries == 0 || canaries > dataset_size {
+        return Err(TrainError::config(
+            "canaries",
+            format!("Dirac canaries need between 1 and the data set's size ({dataset_size})"),
+        ));
+    }
+    let guesses = guesses.unwrap_or((canaries / 5).max(1));
+    if guesses > canaries {
+        return Err(TrainError::config(
+            "canary_guesses",
+            format!("more guesses than canaries ({canaries})"),
+        ));
+    }
+    let c = cfg.max_grad_norm;
+    let base = DpSgdConfig::new(c)
+        .with_clipping(Clipping::flat(c)?)
+        .with_accountant(cfg.accountant)
+        .with_delta(cfg.delta)
+        .with_allow_large_delta(cfg.allow_large_delta)
+        .with_seed(seed);
+    let dp = match cfg.privacy {
+        Privacy::NonPrivate => {
+            return Err(TrainError::config(
+                "canaries",
+                "Dirac canaries audit the DP-SGD mechanism: a non-private run has none (use input canaries)",
+            ));
+        }
+        Privacy::NoiseMultiplier(s) => base.with_noise_multiplier(s),
+        Privacy::TargetEpsilon(e) => base.with_target_epsilon(e, cfg.delta, cfg.epochs),
+    };
+    let sampler = PoissonSampler::new(dataset_size, cfg.batch_size.min(dataset_size))?;
+    let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
+    let mut engine = dp.init(SgdConfig::new().init(), sampler)?;
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xd12a_c);
+    let included: Vec<bool> = (0..canaries).map(|_| rng.random_bool(0.5)).collect();
+
+    let device = device.clone().autodiff();
+    let mut model: DpLinear = DpLinearConfig::new(canaries, 1)
+        .with_bias(false)
+        .init(&device);
+    // Start at zero: the final weights are then the sum of the updates.
+    model.weight = Param::initialized(
+        model.weight.id,
+        Tensor::zeros([canaries, 1], &device).require_grad(),
+    );
+    // Record i < m is canary i (when included): input e_i. Every other
+    // record is the zero input: no gradient on these coordinates.
+    let make_batch = |indices: &[usize]| -> Tensor<2> {
+        let mut x = vec![0.0f32; indices.len() * canaries];
+        for (row, &i) in indices.iter().enumerate() {
+            if i < canaries && included[i] {
+                x[row * canaries + i] = 1.0;
+            }
+        }
+        Tensor::from_data(TensorData::new(x, [indices.len(), canaries]), &device)
+    };
+    // Per-example loss C·(x·w): its gradient in w is C·x = C·e_i.
+    let loss_fn = |m: &DpLinear, x: &Tensor<2>| {
+        let n = x.dims()[0];
+        m.forward(x.clone()).reshape([n]).mul_scalar(c)
+    };
+    for _ in 0..steps {
+        let indices = engine.sample_batch();
+        let batch = make_batch(&indices);
+        model = engine
+            .step(1.0, model, &batch, loss_fn)
+            .map_err(|r| r.error)?;
+    }
+    // Descent moves an included canary's coordinate down: score = −w_j.
+    let scores: Vec<f64> = model
+        .weight
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .map(|w| -f64::from(w))
+        .collect();
+    let one_run = one_run_audit(&scores, &included, guesses, cfg.delta, alpha)
+        .map_err(|e| TrainError::config("canaries", e.to_string()))?;
+    let claimed_epsilon = engine.epsilon()?;
+    Ok(DiracAudit {
+        exceeds_claim: one_run.epsilon > claimed_epsilon + 1e-6,
+        one_run,
+        claimed_epsilon,
+        noise_multiplier: engine.noise_multiplier(),
+        sample_rate: engine.sampler().sample_rate(),
+        steps,
+        scores,
+        included,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(privacy: Privacy) -> TrainConfig {
+        TrainConfig {
+            privacy,
+            epochs: 20,
+            batch_size: 100,
+            max_grad_norm: 1.0,
+            delta: 1e-5,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// The Dirac audit never proves more than the engine claims, at small
+    /// and large ε; with little noise it proves a lot (it has power).
+    #[test]
+    fn should_bound_epsilon_below_the_claim_with_power_at_large_epsilon() {
+        let device = Device::flex();
+        for (eps, seed) in [(1.0, 1), (4.0, 2), (16.0, 3)] {
+            let audit = dirac_canary_audit(
+                &cfg(Privacy::TargetEpsilon(eps)),
+                1000,
+                500,
+                None,
+                0.05,
+                seed,
+                &device,
+            )
+            .unwrap();
+            assert!(
+                audit.one_run.epsilon <= audit.claimed_epsilon && !audit.exceeds_claim,
+                "ε = {eps}: {audit:?}"
+            );
+            assert!(
+                (audit.claimed_epsilon - eps).abs() < 1e-3 * eps,
+                "{audit:?}"
+            );
+            assert_eq!(audit.one_run.guesses, 100);
+            if eps >= 16.0 {
+                // σ ≈ 0.83, qT = 20 samples of C against noise σC√T: most
+                // of the 100 guesses are right.
+                assert!(audit.one_run.correct >= 90, "{audit:?}");
+                assert!(audit.one_run.epsilon > 2.0, "{audit:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn should_refuse_what_it_cannot_audit() {
+        let device = Device::flex();
+        let refuse = |c: &TrainConfig, n, m, g| {
+            dirac_canary_audit(c, n, m, g, 0.05, 0, &device)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refuse(&cfg(Privacy::NonPrivate), 100, 10, None).contains("non-private"));
+        assert!(refuse(&cfg(Privacy::NoiseMultiplier(1.0)), 100, 0, None).contains("canaries"));
+        assert!(refuse(&cfg(Privacy::NoiseMultiplier(1.0)), 100, 101, None).contains("canaries"));
+        assert!(refuse(&cfg(Privacy::NoiseMultiplier(1.0)), 100, 10, Some(11)).contains("guesses"));
+    }
+}
