@@ -262,13 +262,7 @@ pub fn one_run_audit(
         .filter(|&&i| !included[i])
         .count();
     let correct = (right_in + right_out) as u64;
-    let epsilon = one_run_epsilon(
-        scores.len() as u64,
-        guesses as u64,
-        correct,
-        delta,
-        alpha,
-    )?;
+    let epsilon = one_run_epsilon(scores.len() as u64, guesses as u64, correct, delta, alpha)?;
     Ok(OneRunAudit {
         canaries: scores.len() as u64,
         included: included.iter().filter(|&&b| b).count() as u64,
