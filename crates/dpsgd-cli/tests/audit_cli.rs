@@ -21,6 +21,7 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
     let dir = temp_dir("dpsgd-audit", "full");
     let out = dir.join("out");
     let report = dir.join("report.json");
+    let model = dir.join("model.bin");
     let stdout = ok(&dpsgd(&[
         "audit",
         "--non-private",
@@ -39,8 +40,14 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
         out.to_str().unwrap(),
         "--report",
         report.to_str().unwrap(),
+        "--save-model",
+        model.to_str().unwrap(),
     ]));
     let v = read_json(&report);
+    assert!(
+        std::fs::metadata(&model).unwrap().len() > 0,
+        "the target model is saved"
+    );
     assert_eq!(
         v,
         read_json(out.join("audit.json")),

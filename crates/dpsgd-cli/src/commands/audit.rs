@@ -3,7 +3,9 @@
 //! empirical ε lower bound from canaries, model inversion.
 
 use crate::args;
-use crate::commands::train::{ReportTarget, TrainOptions, config, load, write_atomically};
+use crate::commands::train::{
+    ReportTarget, TrainOptions, check_save_path, config, load, write_atomically,
+};
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
 use dpsgd::train::{Privacy, Recipe, TrainConfig, TrainError};
@@ -74,6 +76,9 @@ pub struct Args {
     /// Also write the JSON report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Save the audited (target) model here, as `train --save-model` does.
+    #[arg(long, value_name = "FILE")]
+    pub save_model: Option<PathBuf>,
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
@@ -157,6 +162,9 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
     let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
+    if let Some(path) = &a.save_model {
+        check_save_path(path)?;
+    }
     let audit = audit_config(
         &a.attacks,
         a.shadow_models,
@@ -173,7 +181,10 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         (false, None, Some(e)) => Privacy::TargetEpsilon(e),
         (false, None, None) => Privacy::TargetEpsilon(3.0),
     };
-    let cfg = config(&o, privacy, &train);
+    let cfg = TrainConfig {
+        save_model: a.save_model.clone(),
+        ..config(&o, privacy, &train)
+    };
     if !a.quiet
         && let Some(recipe) = cfg.recipe.as_deref().and_then(Recipe::named)
     {

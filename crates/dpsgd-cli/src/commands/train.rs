@@ -870,7 +870,7 @@ fn report_json(
 
 /// Refuses, before training, a `--save-model` path that cannot be written:
 /// a directory, or one in a missing directory.
-fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
+pub fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
     let refuse = |why: String| args::UsageError {
         flag: "--save-model",
         message: format!("cannot write {}: {why}", path.display()),
