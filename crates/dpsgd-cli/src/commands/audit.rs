@@ -4,11 +4,12 @@
 
 use crate::args;
 use crate::commands::train::{
-    ReportTarget, TrainOptions, check_save_path, config, load, write_atomically,
+    PrivacyOptions, ReportTarget, TrainOptions, check_save_path, config, load, write_atomically,
 };
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
-use dpsgd::train::{Privacy, Recipe, TrainConfig, TrainError};
+use dpsgd::train::{Recipe, TrainConfig, TrainError};
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -35,15 +36,8 @@ non-members in equal numbers, shadows on random halves."
 pub struct Args {
     #[command(flatten)]
     pub options: TrainOptions,
-    /// Target ε: σ is calibrated so that the whole run meets it.
-    #[arg(long, allow_hyphen_values = true, value_parser = args::epsilon, conflicts_with_all = ["noise_multiplier", "non_private"])]
-    pub target_epsilon: Option<f64>,
-    /// A fixed noise multiplier σ instead of a target ε.
-    #[arg(long, allow_hyphen_values = true, value_parser = args::noise_multiplier, conflicts_with = "non_private")]
-    pub noise_multiplier: Option<f64>,
-    /// Audit the same model trained without DP.
-    #[arg(long)]
-    pub non_private: bool,
+    #[command(flatten)]
+    pub privacy: PrivacyOptions,
     /// Attacks, comma-separated: loss, confidence, entropy,
     /// modified-entropy, shadow, lira, label-only, inversion.
     #[arg(long, value_delimiter = ',', value_parser = attacks, default_value = "loss,confidence,entropy,lira")]
@@ -175,15 +169,9 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         o.seed.unwrap_or(0),
     )?;
     let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
-    let privacy = match (a.non_private, a.noise_multiplier, a.target_epsilon) {
-        (true, _, _) => Privacy::NonPrivate,
-        (false, Some(s), _) => Privacy::NoiseMultiplier(s),
-        (false, None, Some(e)) => Privacy::TargetEpsilon(e),
-        (false, None, None) => Privacy::TargetEpsilon(3.0),
-    };
     let cfg = TrainConfig {
         save_model: a.save_model.clone(),
-        ..config(&o, privacy, &train)
+        ..config(&o, a.privacy.privacy(), &train)
     };
     if !a.quiet
         && let Some(recipe) = cfg.recipe.as_deref().and_then(Recipe::named)
@@ -341,49 +329,39 @@ pub fn table(r: &AuditReport) -> String {
     out
 }
 
+/// Colours of the attacks' curves, in order.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 0, 255),
+    RGBColor(255, 0, 0),
+    RGBColor(0, 160, 0),
+    RGBColor(200, 0, 200),
+    RGBColor(0, 170, 200),
+    RGBColor(0, 0, 0),
+    RGBColor(230, 140, 0),
+    RGBColor(120, 60, 160),
+];
+
 /// ROC curves of every attack: linear axes, or log-log (where the low-FPR
 /// regime that matters for membership inference is visible), with the
 /// chance diagonal.
 fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Result<()> {
     let root = SVGBackend::new(path, (640, 560)).into_drawing_area();
-    let palette = [
-        &BLUE,
-        &RED,
-        &GREEN,
-        &MAGENTA,
-        &CYAN,
-        &BLACK,
-        &RGBColor(230, 140, 0),
-        &RGBColor(120, 60, 160),
-    ];
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         root.fill(&WHITE)?;
-        let caption = format!("{title}: ROC{}", if log { " (log-log)" } else { "" });
         let mut builder = ChartBuilder::on(&root);
         builder
-            .caption(caption, ("sans-serif", 16))
+            .caption(
+                format!("{title}: ROC{}", if log { " (log-log)" } else { "" }),
+                ("sans-serif", 16),
+            )
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(55);
-        let series = |a: &AttackResult| -> Vec<(f64, f64)> {
-            a.roc
-                .iter()
-                .copied()
-                .filter(|p| !log || (p.0 >= 1e-5 && p.1 > 0.0))
-                .map(|(f, t)| if log { (f, t.max(1e-5)) } else { (f, t) })
-                .collect()
-        };
-        let label = |a: &AttackResult| {
-            format!(
-                "{} (AUC {:.3}, TPR@0.1%FPR {})",
-                a.name,
-                a.auc,
-                percent(a.tpr_at_fpr_0_001)
-            )
-        };
         if log {
+            // TPR 0 has no place on a log axis: such points sit at the floor.
+            let floor = 1e-5;
             let mut chart =
-                builder.build_cartesian_2d((1e-5..1.0).log_scale(), (1e-5..1.0).log_scale())?;
+                builder.build_cartesian_2d((floor..1.0).log_scale(), (floor..1.0).log_scale())?;
             chart
                 .configure_mesh()
                 .x_desc("false positive rate")
@@ -391,23 +369,9 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
                 .x_label_formatter(&|x| format!("{x:.0e}"))
                 .y_label_formatter(&|y| format!("{y:.0e}"))
                 .draw()?;
-            chart.draw_series(LineSeries::new(
-                vec![(1e-5, 1e-5), (1.0, 1.0)],
-                BLACK.mix(0.3),
-            ))?;
-            for (i, a) in attacks.iter().enumerate() {
-                let color = palette[i % palette.len()];
-                chart
-                    .draw_series(LineSeries::new(series(a), color.stroke_width(2)))?
-                    .label(label(a))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            draw_curves(&mut chart, attacks, (floor, 1.0), |p| {
+                (p.0 >= floor).then_some((p.0, p.1.max(floor)))
+            })?;
         } else {
             let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
             chart
@@ -415,26 +379,47 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
                 .x_desc("false positive rate")
                 .y_desc("true positive rate")
                 .draw()?;
-            chart.draw_series(LineSeries::new(
-                vec![(0.0, 0.0), (1.0, 1.0)],
-                BLACK.mix(0.3),
-            ))?;
-            for (i, a) in attacks.iter().enumerate() {
-                let color = palette[i % palette.len()];
-                chart
-                    .draw_series(LineSeries::new(series(a), color.stroke_width(2)))?
-                    .label(label(a))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            draw_curves(&mut chart, attacks, (0.0, 1.0), Some)?;
         }
         root.present()?;
         Ok(())
     };
     draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+/// The chance diagonal from `(lo, lo)` to `(hi, hi)`, each attack's ROC
+/// points as `point` maps them (`None`: left out), and the legend.
+fn draw_curves<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    attacks: &[AttackResult],
+    (lo, hi): (f64, f64),
+    point: impl Fn((f64, f64)) -> Option<(f64, f64)>,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], BLACK.mix(0.3)))?;
+    for (i, a) in attacks.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                a.roc.iter().copied().filter_map(&point),
+                color.stroke_width(2),
+            ))?
+            .label(format!(
+                "{} (AUC {:.3}, TPR@0.1%FPR {})",
+                a.name,
+                a.auc,
+                percent(a.tpr_at_fpr_0_001)
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }

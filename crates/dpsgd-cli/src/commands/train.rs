@@ -279,12 +279,11 @@ pub struct Preprocessing {
     pub public: bool,
 }
 
-/// Arguments of `dpsgd train`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub options: TrainOptions,
-    /// Target ε: σ is calibrated so that the whole run meets it.
+/// How much privacy, for `train` and `audit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrivacyOptions {
+    /// Target ε: σ is calibrated so that the whole run meets it (default:
+    /// 3 when no other privacy flag is given).
     #[arg(long, allow_hyphen_values = true, value_parser = args::epsilon, conflicts_with_all = ["noise_multiplier", "non_private"])]
     pub target_epsilon: Option<f64>,
     /// A fixed noise multiplier σ instead of a target ε.
@@ -293,6 +292,27 @@ pub struct Args {
     /// Train the same model without DP (no clipping, no noise).
     #[arg(long)]
     pub non_private: bool,
+}
+
+impl PrivacyOptions {
+    /// The privacy the flags ask for (ε = 3 when none is given).
+    pub fn privacy(&self) -> Privacy {
+        match (self.non_private, self.noise_multiplier, self.target_epsilon) {
+            (true, _, _) => Privacy::NonPrivate,
+            (false, Some(s), _) => Privacy::NoiseMultiplier(s),
+            (false, None, Some(e)) => Privacy::TargetEpsilon(e),
+            (false, None, None) => Privacy::TargetEpsilon(3.0),
+        }
+    }
+}
+
+/// Arguments of `dpsgd train`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub options: TrainOptions,
+    #[command(flatten)]
+    pub privacy: PrivacyOptions,
     /// Write the JSON privacy report and metrics here (`-` or /dev/stdout:
     /// standard output, and the summary line goes to standard error).
     #[arg(long, value_name = "FILE")]
@@ -799,12 +819,7 @@ pub fn run(a: &Args) -> Result<()> {
             preprocessing.num_classes_source
         );
     }
-    let privacy = match (a.non_private, a.noise_multiplier, a.target_epsilon) {
-        (true, _, _) => Privacy::NonPrivate,
-        (false, Some(s), _) => Privacy::NoiseMultiplier(s),
-        (false, None, Some(e)) => Privacy::TargetEpsilon(e),
-        (false, None, None) => Privacy::TargetEpsilon(3.0),
-    };
+    let privacy = a.privacy.privacy();
     let cfg = TrainConfig {
         save_model: a.save_model.clone(),
         checkpoint_dir: a.checkpoint_dir.clone(),
