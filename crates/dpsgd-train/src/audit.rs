@@ -416,7 +416,23 @@ pub fn audit(
         .any(|a| matches!(a, Attack::Shadow | Attack::Lira));
     if needs_shadows {
         let shadow_start = Instant::now();
-        let shadows = train_shadows(cfg, &population, audit, device, log)?;
+        // Per-example features (ScatterNet) are computed once for the
+        // population, not once per shadow: the shadows train on them as
+        // raw features, which is the same model.
+        let (shadow_cfg, features) = match cfg.features {
+            Features::Raw => (cfg.clone(), std::borrow::Cow::Borrowed(&population)),
+            Features::Scatter { groups } => {
+                log("shadows: computing ScatterNet features of the population once");
+                let (features, _) =
+                    crate::run::scatter_features(&population, &population.subset(&[0]), groups)?;
+                let shadow_cfg = TrainConfig {
+                    features: Features::Raw,
+                    ..cfg.clone()
+                };
+                (shadow_cfg, std::borrow::Cow::Owned(features))
+            }
+        };
+        let shadows = train_shadows(&shadow_cfg, &features, audit, device, log)?;
         shadow_seconds = shadow_start.elapsed().as_secs_f64();
         log(&format!(
             "shadows: {} trained in {shadow_seconds:.1} s",

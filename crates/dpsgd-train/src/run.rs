@@ -218,7 +218,7 @@ struct Extra {
 
 /// ScatterNet features of both splits: the scattering transform, then
 /// per-example group normalisation (both per example: no privacy cost).
-fn scatter_features(
+pub(crate) fn scatter_features(
     train: &Dataset,
     test: &Dataset,
     groups: usize,

@@ -268,3 +268,32 @@ fn should_refuse_unusable_audits() {
         "alpha",
     );
 }
+
+/// A model behind ScatterNet features: the shadows train on features
+/// computed once for the population; inversion is skipped with a warning,
+/// not an error.
+#[test]
+fn should_audit_a_scatternet_model_and_skip_inversion_with_a_warning() {
+    let split = data(0.5);
+    let cfg = TrainConfig {
+        features: dpsgd_train::Features::SCATTER,
+        model: ModelKind::Logreg,
+        epochs: 5,
+        ..overfit(Privacy::NonPrivate, 5)
+    };
+    let audit_cfg = AuditConfig {
+        attacks: vec![Attack::Loss, Attack::Lira, Attack::Inversion],
+        shadow_models: 2,
+        ..AuditConfig::default()
+    };
+    let r = run(&cfg, &split, &audit_cfg);
+    assert!(r.test_accuracy > 0.8, "{}", r.test_accuracy);
+    let names: Vec<&str> = r.attacks.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["loss", "lira-online", "lira-offline"]);
+    assert!(r.inversion.is_none());
+    assert!(
+        r.warnings.iter().any(|w| w.contains("inversion skipped")),
+        "{:?}",
+        r.warnings
+    );
+}
