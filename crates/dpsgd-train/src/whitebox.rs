@@ -111,7 +111,7 @@ pub fn dirac_canary_audit(
     let sampler = PoissonSampler::new(dataset_size, cfg.batch_size.min(dataset_size))?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     let mut engine = dp.init(SgdConfig::new().init(), sampler)?;
-    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xd12a_c);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xd12a_c0de);
     let included: Vec<bool> = (0..canaries).map(|_| rng.random_bool(0.5)).collect();
 
     let device = device.clone().autodiff();
