@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod hardening;
 pub mod image;
 pub mod inversion;
 pub mod label_only;

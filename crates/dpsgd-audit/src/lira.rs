@@ -18,6 +18,7 @@
 
 use crate::error::{Result, invalid};
 use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::function::erf::erfc;
 
 /// One record's shadow statistics: `φ` under the shadows that trained on it
 /// and under those that did not.
@@ -70,6 +71,18 @@ const MIN_SD: f64 = 1e-6;
 fn log_normal_pdf(x: f64, mu: f64, sd: f64) -> f64 {
     let z = (x - mu) / sd;
     -0.5 * z * z - sd.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+}
+
+/// `ln Φ(z)` without saturating: for z > 0 as `ln(1 − ½ erfc(z/√2))`,
+/// which keeps confident members apart up to z ≈ 38 (the plain
+/// `ln Φ(z)` is exactly 0 beyond z ≈ 8.3, and ties would hide them at low
+/// FPR), and the CDF's own logarithm below.
+fn log_normal_cdf(z: f64) -> f64 {
+    if z > 0.0 {
+        (-0.5 * erfc(z / std::f64::consts::SQRT_2)).ln_1p()
+    } else {
+        Normal::new(0.0, 1.0).map_or(f64::NAN, |n| n.cdf(z).ln())
+    }
 }
 
 /// LiRA scores of the target model's `φ` for each record, given each
@@ -134,11 +147,7 @@ pub fn lira_scores(
                 let (mu_in, sd_in) = (mean(&s.inside), sd(&s.inside, fixed_in));
                 log_normal_pdf(phi, mu_in, sd_in) - log_normal_pdf(phi, mu_out, sd_out)
             } else {
-                // Normal::new fails only for a non-positive or NaN sd,
-                // excluded above.
-                Normal::new(mu_out, sd_out)
-                    .map(|n| n.cdf(phi).ln())
-                    .unwrap_or(f64::NAN)
+                log_normal_cdf((phi - mu_out) / sd_out)
             }
         })
         .collect())
@@ -147,6 +156,22 @@ pub fn lira_scores(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_keep_offline_scores_apart_far_in_the_tail() {
+        let n = Normal::new(0.0, 1.0).unwrap();
+        for z in [-5.0, -1.0, 0.0, 0.5, 3.0] {
+            assert!((log_normal_cdf(z) - n.cdf(z).ln()).abs() < 1e-12, "z = {z}");
+        }
+        // Where ln Φ rounds to 0, the scores still increase with z.
+        let (a, b, c) = (
+            log_normal_cdf(9.0),
+            log_normal_cdf(12.0),
+            log_normal_cdf(20.0),
+        );
+        assert!(a < b && b < c && c < 0.0, "{a} {b} {c}");
+        assert!((a / -(0.5 * erfc(9.0 / std::f64::consts::SQRT_2)) - 1.0).abs() < 1e-12);
+    }
     use crate::metrics::Roc;
     use rand::Rng;
     use rand_chacha::ChaCha20Rng;

@@ -200,17 +200,18 @@ pub fn score_logits(kind: ScoreKind, logits: &[f64], label: usize) -> Result<f64
         ScoreKind::ModifiedEntropy => {
             // 1 − p_y = −expm1(ln p_y): exact for p_y near 1.
             let own = -log_py.exp_m1() * log_py;
-            let rest: f64 = logits
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != label)
-                .map(|(_, &z)| {
-                    let p = log_p(z).exp();
-                    if p < 1.0 {
-                        p * (-p).ln_1p()
-                    } else {
-                        f64::NEG_INFINITY
-                    }
+            // ln(1 − p_j) = ln Σ_{k≠j} e^{z_k} − lse, exact even where p_j
+            // rounds to 1.
+            let rest: f64 = (0..logits.len())
+                .filter(|&j| j != label)
+                .map(|j| {
+                    let p = log_p(logits[j]).exp();
+                    let others = logits
+                        .iter()
+                        .enumerate()
+                        .filter(move |&(k, _)| k != j)
+                        .map(|(_, &z)| z);
+                    p * (log_sum_exp(others) - lse)
                 })
                 .sum();
             own + rest
@@ -261,6 +262,10 @@ mod tests {
         // Huge logits stay finite.
         let huge = score_logits(ScoreKind::ModifiedEntropy, &[1e300, -1e300], 0).unwrap();
         assert!(huge.is_finite());
+        // A wrong class at p ≈ 1: (1 − p_y) ln p_y + p_1 ln(1 − p_1) with
+        // ln(1 − p_1) = −50 exactly, not −∞.
+        let wrong = score_logits(ScoreKind::ModifiedEntropy, &[0.0, 50.0], 0).unwrap();
+        assert!((wrong - (-50.0 + -50.0)).abs() < 1e-9, "{wrong}");
     }
 
     #[test]

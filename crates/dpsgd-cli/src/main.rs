@@ -30,6 +30,9 @@ enum Command {
     /// Train a model as `train` would, attack it and report its leakage:
     /// membership inference, ε lower bound, model inversion.
     Audit(commands::audit::Args),
+    /// Train with each defence (and DP-SGD) on the same split, attack each,
+    /// and compare test accuracy with measured leakage.
+    Compare(commands::compare::Args),
     /// Benchmarks (DP step vs non-private step).
     Bench(commands::bench::Args),
 }
@@ -44,8 +47,9 @@ fn main() -> ExitCode {
         Command::Calibrate(a) => commands::calibrate::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => commands::bench::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Train(a) => commands::train::run(&a).map(|()| ExitCode::SUCCESS),
-        Command::Sweep(a) => commands::sweep::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Sweep(a) => commands::sweep::run(&a),
         Command::Audit(a) => commands::audit::run(&a),
+        Command::Compare(a) => commands::compare::run(&a),
     };
     match result {
         Ok(code) => code,

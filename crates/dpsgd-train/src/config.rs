@@ -193,6 +193,69 @@ pub struct TrainConfig {
     /// Name of the recipe the settings came from (see
     /// [`crate::Recipe`]), for the report; `None`: set by hand.
     pub recipe: Option<String>,
+    /// Empirical defences against membership inference, alone or on top
+    /// of DP-SGD (default: none).
+    pub defences: Defences,
+}
+
+/// Empirical defences against membership inference (issue 14): training
+/// losses and regularisers that make members' outputs look like
+/// non-members'. Each works with or without DP-SGD; none gives a
+/// guarantee (docs/defences.md measures what they buy).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Defences {
+    /// Label smoothing ε: the target puts `1 − ε` on the true class and
+    /// `ε/(C − 1)` on each other one (Szegedy et al. 2016).
+    pub label_smoothing: Option<f32>,
+    /// Confidence penalty β: cross-entropy − β·H(p) (Pereyra et al. 2017).
+    pub confidence_penalty: Option<f32>,
+    /// RelaxLoss (Chen et al. 2022): target loss level α and the flattened
+    /// posterior's bound; under DP-SGD each example's branch comes from its
+    /// own loss (the published per-batch choice would use a batch statistic
+    /// outside the mechanism).
+    pub relaxloss: Option<RelaxLossSettings>,
+    /// Early stopping on a validation split of the training data.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Decoupled L2 weight decay λ of the optimizer (post-processing of the
+    /// noisy gradient under DP: free in ε).
+    pub weight_decay: Option<f64>,
+    /// Dropout probability between the built-in models' hidden layers
+    /// (training only).
+    pub dropout: Option<f64>,
+}
+
+impl Defences {
+    /// Whether no defence is on.
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// RelaxLoss's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RelaxLossSettings {
+    /// Target loss level α > 0.
+    pub alpha: f32,
+    /// Upper bound of the flattened true-class probability, in (0, 1].
+    pub upper: f32,
+}
+
+/// Early stopping: hold out `validation_fraction` of the training data,
+/// evaluate it after every epoch, stop after `patience` epochs without a
+/// better validation accuracy and keep the best epoch's model.
+///
+/// # Privacy
+///
+/// The validation records are not trained on, but the stopping epoch
+/// depends on them: it is released without a DP guarantee for them (it is
+/// in the report). ε covers the training records as usual, for the steps
+/// actually taken.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EarlyStopping {
+    /// Fraction of the training data held out for validation, in (0, 1).
+    pub validation_fraction: f64,
+    /// Epochs without improvement before stopping (≥ 1).
+    pub patience: usize,
 }
 
 impl Default for TrainConfig {

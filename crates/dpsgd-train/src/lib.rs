@@ -16,8 +16,9 @@ mod trained;
 pub mod whitebox;
 
 pub use config::{
-    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
-    OptimizerKind, Privacy, Progress, RUN_STATE_FILE, TrainConfig, default_delta,
+    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Defences, EarlyStopping, Features,
+    ModelKind, OptimizerKind, Privacy, Progress, RUN_STATE_FILE, RelaxLossSettings, TrainConfig,
+    default_delta,
 };
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};

@@ -57,6 +57,8 @@ pub struct Mlp {
     layers: Vec<DpLinear>,
     #[module(skip)]
     activation: Activation,
+    #[module(skip)]
+    dropout: f64,
 }
 
 impl Mlp {
@@ -73,7 +75,25 @@ impl Mlp {
                 .map(|w| DpLinearConfig::new(w[0], w[1]).init(device))
                 .collect(),
             activation: Activation::Relu,
+            dropout: 0.0,
         }
+    }
+
+    /// The same network with dropout of probability `p` after each hidden
+    /// layer's activation, in training only (on an autodiff device; the
+    /// evaluation copies from `valid()` are deterministic).
+    ///
+    /// # Panics
+    ///
+    /// For `p ∉ [0, 1)`.
+    #[must_use]
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        assert!(
+            (0.0..1.0).contains(&p),
+            "dropout must be in [0, 1), not {p}"
+        );
+        self.dropout = p;
+        self
     }
 
     /// The same network with `activation` between layers.
@@ -91,7 +111,7 @@ impl Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(h);
             if i < last {
-                h = self.activation.apply(h);
+                h = dropout(self.activation.apply(h), self.dropout);
             }
         }
         h
@@ -115,6 +135,8 @@ pub struct Cnn {
     pool_stride: usize,
     #[module(skip)]
     activation: Activation,
+    #[module(skip)]
+    dropout: f64,
 }
 
 impl Cnn {
@@ -158,6 +180,7 @@ impl Cnn {
             fc2: DpLinearConfig::new(32, classes).init(device),
             pool_stride: 0,
             activation: Activation::Relu,
+            dropout: 0.0,
         }
     }
 
@@ -194,6 +217,7 @@ impl Cnn {
                 fc2: DpLinearConfig::new(32, classes).init(device),
                 pool_stride: 1,
                 activation: Activation::Relu,
+                dropout: 0.0,
             }
         } else {
             let conv1 = DpConv2dConfig::new([1, 16], [3, 3])
@@ -210,6 +234,7 @@ impl Cnn {
                 fc2: DpLinearConfig::new(32, classes).init(device),
                 pool_stride: 2,
                 activation: Activation::Relu,
+                dropout: 0.0,
             }
         }
     }
@@ -218,6 +243,22 @@ impl Cnn {
     #[must_use]
     pub fn with_activation(mut self, activation: Activation) -> Self {
         self.activation = activation;
+        self
+    }
+
+    /// The same network with dropout of probability `p` before the last
+    /// layer, in training only (as [`Mlp::with_dropout`]).
+    ///
+    /// # Panics
+    ///
+    /// For `p ∉ [0, 1)`.
+    #[must_use]
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        assert!(
+            (0.0..1.0).contains(&p),
+            "dropout must be in [0, 1), not {p}"
+        );
+        self.dropout = p;
         self
     }
 
@@ -245,8 +286,21 @@ impl Cnn {
         let h = pool(act.apply(self.conv2.forward(h)));
         let batch = h.dims()[0];
         let h: Tensor<2> = h.reshape([batch as i32, -1]);
-        self.fc2.forward(act.apply(self.fc1.forward(h)))
+        self.fc2
+            .forward(dropout(act.apply(self.fc1.forward(h)), self.dropout))
     }
+}
+
+/// Inverted dropout: zero each activation with probability `p` and scale
+/// the rest by `1/(1 − p)`, on an autodiff device only (training); masks
+/// come from burn's device RNG (they are not privacy noise).
+fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
+    if p == 0.0 || !x.device().is_autodiff() {
+        return x;
+    }
+    let keep = 1.0 - p;
+    let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
+    (x * mask).mul_scalar(1.0 / keep)
 }
 
 /// A model that maps a batch of `[B, C, H, W]` inputs (tabular data uses

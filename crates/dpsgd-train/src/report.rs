@@ -72,6 +72,10 @@ pub struct TrainReport {
     pub augment_multiplicity: usize,
     /// Whether the CNN's convolutions used weight standardisation.
     pub weight_standardization: bool,
+    /// The empirical defences the run trained with.
+    pub defences: crate::config::Defences,
+    /// Early stopping's outcome, when on.
+    pub early_stopping: Option<EarlyStopReport>,
     /// `completed`, or `diverged` for the partial report of a run stopped
     /// by [`crate::TrainError::Diverged`] (its model is the last good one:
     /// the end of the last completed epoch).
@@ -82,6 +86,26 @@ pub struct TrainReport {
     /// Exact statistics of the private training data, released next to ε
     /// but **not covered by it**.
     pub not_covered_by_epsilon: NotCovered,
+}
+
+/// What early stopping did.
+///
+/// # Privacy
+///
+/// The epochs depend on the validation records (held out of training):
+/// released without a DP guarantee for them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EarlyStopReport {
+    /// The epoch whose model is released (best validation accuracy).
+    pub best_epoch: usize,
+    /// The last epoch trained.
+    pub stopped_at_epoch: usize,
+    /// Whether training stopped before the planned epochs.
+    pub stopped_early: bool,
+    /// Validation accuracy of the released model.
+    pub validation_accuracy: f64,
+    /// Validation records.
+    pub validation_size: usize,
 }
 
 /// Statistics computed directly from the private training data: ε does not

@@ -12,12 +12,15 @@ use crate::leakage::loss_threshold_auc;
 use crate::models::{Classifier, Cnn, Mlp};
 use crate::report::{EpochRecord, NotCovered, TrainReport};
 use crate::trained::{Net, TrainedModel};
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
 use dpsgd_accountant::{Accountant, Segment};
-use dpsgd_burn::loss::cross_entropy_per_example;
+use dpsgd_burn::loss::{
+    RelaxLoss, confidence_penalty, cross_entropy_per_example, label_smoothed_cross_entropy,
+};
 use dpsgd_burn::{
     Augmented, DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, PrivacyReport,
 };
@@ -30,12 +33,19 @@ use std::time::Instant;
 
 type Batch = Augmented<(Tensor<4>, Tensor<1, Int>)>;
 
+/// The optimizer applied to the (noisy, under DP) gradient, with the
+/// defences' weight decay: post-processing, free in ε.
 fn inner_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    let decay = cfg
+        .defences
+        .weight_decay
+        .map(|w| WeightDecayConfig::new(w as f32));
     match cfg.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+            .with_weight_decay(decay)
             .init(),
-        OptimizerKind::Adam => AdamConfig::new().init(),
+        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
     }
 }
 
@@ -118,6 +128,11 @@ pub fn train_model(
             "augmentation translates images: it needs image data with raw features (ScatterNet features are computed once, before training)",
         ));
     }
+    let dropout = cfg.defences.dropout.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(TrainError::config("dropout", "must be in [0, 1)"));
+    }
+    check_defences(cfg)?;
     if cfg.max_physical_batch_size == Some(0) {
         return Err(TrainError::config(
             "max_physical_batch_size",
@@ -126,6 +141,24 @@ pub fn train_model(
     }
     // Features after the checks that do not depend on them: the whole data
     // set is not transformed for a run that is refused anyway.
+    // Early stopping holds out part of the training data (a stratified
+    // split, from the run's seed).
+    let held_out;
+    let (train, validation) = match cfg.defences.early_stopping {
+        None => (train, None),
+        Some(e) => {
+            held_out = train
+                .split(e.validation_fraction, cfg.seed.unwrap_or(0) ^ 0xea21)
+                .map_err(|err| TrainError::config("early_stopping", err.to_string()))?;
+            if held_out.0.is_empty() || held_out.1.is_empty() {
+                return Err(TrainError::config(
+                    "early_stopping",
+                    "the validation fraction leaves no training or no validation data",
+                ));
+            }
+            (&held_out.0, Some(&held_out.1))
+        }
+    };
     let feature_start = Instant::now();
     let prepared;
     let (train, test) = match cfg.features {
@@ -134,6 +167,10 @@ pub fn train_model(
             prepared = scatter_features(train, test, groups)?;
             (&prepared.0, &prepared.1)
         }
+    };
+    let validation = match (validation, cfg.features) {
+        (Some(v), Features::Scatter { groups }) => Some(scatter_features(v, v, groups)?.0),
+        (v, _) => v.cloned(),
     };
     let feature_seconds = feature_start.elapsed().as_secs_f64();
     let device = device.clone().autodiff();
@@ -153,6 +190,7 @@ pub fn train_model(
     let extra = Extra {
         feature_seconds,
         ema,
+        validation,
     };
     let (report, net) = match cfg.model {
         ModelKind::Logreg => {
@@ -169,9 +207,10 @@ pub fn train_model(
                     &device,
                 )
             })
-            .with_activation(cfg.activation);
+            .with_activation(cfg.activation)
+            .with_dropout(dropout);
             let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
-            (report, Net::Mlp(model))
+            (report, Net::Mlp(model.with_dropout(0.0)))
         }
         ModelKind::Cnn => {
             let Some(shape) = train.image_shape() else {
@@ -179,13 +218,78 @@ pub fn train_model(
             };
             let model = seeded(cfg, &device, || Cnn::for_input(shape, classes, &device))
                 .with_activation(cfg.activation)
-                .with_weight_standardization(cfg.weight_standardization);
+                .with_weight_standardization(cfg.weight_standardization)
+                .with_dropout(dropout);
             let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
-            (report, Net::Cnn(Box::new(model)))
+            (report, Net::Cnn(Box::new(model.with_dropout(0.0))))
         }
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
     Ok((report, model))
+}
+
+/// Refuses defence settings outside their domains.
+fn check_defences(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let d = &cfg.defences;
+    if let Some(e) = d.label_smoothing
+        && !(0.0..1.0).contains(&e)
+    {
+        return Err(TrainError::config("label_smoothing", "must be in [0, 1)"));
+    }
+    if let Some(b) = d.confidence_penalty
+        && !(b >= 0.0 && b.is_finite())
+    {
+        return Err(TrainError::config("confidence_penalty", "must be ≥ 0"));
+    }
+    if let Some(r) = d.relaxloss
+        && !(r.alpha > 0.0 && r.alpha.is_finite() && r.upper > 0.0 && r.upper <= 1.0)
+    {
+        return Err(TrainError::config(
+            "relaxloss",
+            "needs α > 0 and an upper bound in (0, 1]",
+        ));
+    }
+    if [
+        d.label_smoothing.is_some(),
+        d.confidence_penalty.is_some(),
+        d.relaxloss.is_some(),
+    ]
+    .iter()
+    .filter(|&&on| on)
+    .count()
+        > 1
+    {
+        return Err(TrainError::config(
+            "defences",
+            "label smoothing, the confidence penalty and RelaxLoss each replace the loss: choose one",
+        ));
+    }
+    if let Some(w) = d.weight_decay
+        && !(w >= 0.0 && w.is_finite())
+    {
+        return Err(TrainError::config("weight_decay", "must be ≥ 0"));
+    }
+    if let Some(e) = d.early_stopping {
+        if !(e.validation_fraction > 0.0 && e.validation_fraction < 1.0) {
+            return Err(TrainError::config(
+                "early_stopping",
+                "the validation fraction must be in (0, 1)",
+            ));
+        }
+        if e.patience == 0 {
+            return Err(TrainError::config(
+                "early_stopping",
+                "the patience must be at least 1 epoch",
+            ));
+        }
+        if cfg.checkpoint_dir.is_some() {
+            return Err(TrainError::config(
+                "early_stopping",
+                "early stopping is not checkpointed yet: use one or the other",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Serialises seeded initialisations: burn's initialisation RNG is one
@@ -214,6 +318,8 @@ struct Extra {
     feature_seconds: f64,
     /// Parameter averaging, if asked for.
     ema: Option<Ema>,
+    /// Early stopping's validation split (features computed).
+    validation: Option<Dataset>,
 }
 
 /// ScatterNet features of both splits: the scattering transform, then
@@ -404,7 +510,17 @@ fn run<M: Classifier + 'static>(
     let Extra {
         feature_seconds,
         mut ema,
+        validation,
     } = extra;
+    let patience = cfg
+        .defences
+        .early_stopping
+        .map_or(usize::MAX, |e| e.patience);
+    // Early stopping: the best epoch so far, its validation accuracy and
+    // model, and the epochs since.
+    let mut best: Option<(usize, f64, M)> = None;
+    let mut since_best = 0usize;
+    let mut stopped_early = false;
     let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     if steps == 0 {
@@ -519,8 +635,28 @@ fn run<M: Classifier + 'static>(
     let mut plain = inner_optimizer(cfg);
     // One loss per example: the mean over its views (itself, without
     // augmentation).
+    // The defences' loss (RelaxLoss's branch per example under DP-SGD: a
+    // batch statistic deciding every example's gradient would escape the
+    // mechanism).
+    let relax = cfg
+        .defences
+        .relaxloss
+        .map(|r| RelaxLoss::new(r.alpha, r.upper, privacy.is_some()))
+        .transpose()
+        .map_err(|e| TrainError::config("relaxloss", e.to_string()))?;
+    let current_epoch = std::cell::Cell::new(1usize);
     let loss_fn = |m: &M, b: &Batch| {
-        let per_row = cross_entropy_per_example(m.logits(b.rows.0.clone()), b.rows.1.clone());
+        let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
+        let per_row = match (
+            &relax,
+            cfg.defences.label_smoothing,
+            cfg.defences.confidence_penalty,
+        ) {
+            (Some(r), _, _) => r.losses(logits, targets, current_epoch.get()),
+            (None, Some(e), _) => label_smoothed_cross_entropy(logits, targets, e),
+            (None, None, Some(beta)) => confidence_penalty(logits, targets, beta),
+            (None, None, None) => cross_entropy_per_example(logits, targets),
+        };
         if b.k == 1 {
             return per_row;
         }
@@ -564,8 +700,10 @@ fn run<M: Classifier + 'static>(
     let mut last_good = model.clone();
     // (step, epoch, what was seen) once training has diverged.
     let mut diverged = None;
+    let mut steps_taken = epochs_done as u64 * steps_per_epoch;
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
+        current_epoch.set(epoch);
         let (indices, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
@@ -649,8 +787,22 @@ fn run<M: Classifier + 'static>(
             if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
                 save_checkpoint(cfg, dir, p, &model, &history, &warnings)?;
             }
+            if let Some(v) = &validation {
+                let eval_start = Instant::now();
+                let accuracy = accuracy(&released, v, device);
+                eval_seconds += eval_start.elapsed().as_secs_f64();
+                if best.as_ref().is_none_or(|b| accuracy > b.1) {
+                    best = Some((epoch, accuracy, released.clone()));
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                }
+            }
             last_good = released;
             epoch_record = Some(record);
+            if since_best >= patience {
+                stopped_early = true;
+            }
         }
         progress(Progress {
             step,
@@ -661,8 +813,25 @@ fn run<M: Classifier + 'static>(
             epoch,
             epoch_loss: epoch_record.map(|r| r.train_loss),
         });
+        steps_taken = step;
+        if stopped_early {
+            break;
+        }
     }
     let wall_seconds = start.elapsed().as_secs_f64();
+    let early_stopping = match (&validation, best) {
+        (Some(v), Some((best_epoch, validation_accuracy, model))) => {
+            last_good = model;
+            Some(crate::report::EarlyStopReport {
+                best_epoch,
+                stopped_at_epoch: history.last().map_or(0, |r| r.epoch),
+                stopped_early,
+                validation_accuracy,
+                validation_size: v.len(),
+            })
+        }
+        _ => None,
+    };
     let mut report = finish(
         cfg,
         train,
@@ -671,7 +840,7 @@ fn run<M: Classifier + 'static>(
         &last_good,
         privacy.as_ref(),
         &sampler,
-        steps,
+        steps_taken,
         Finished {
             history,
             final_loss,
@@ -679,6 +848,7 @@ fn run<M: Classifier + 'static>(
             wall_seconds,
             eval_seconds,
             feature_seconds,
+            early_stopping,
             status: if diverged.is_some() {
                 "diverged"
             } else {
@@ -703,6 +873,7 @@ fn run<M: Classifier + 'static>(
 /// What the loop hands to [`finish`].
 struct Finished {
     history: Vec<EpochRecord>,
+    early_stopping: Option<crate::report::EarlyStopReport>,
     final_loss: f64,
     warnings: Vec<String>,
     wall_seconds: f64,
@@ -732,13 +903,19 @@ fn finish<M: Classifier>(
         wall_seconds,
         mut eval_seconds,
         feature_seconds,
+        early_stopping,
         status,
     } = done;
     let eval_start = Instant::now();
     let auc = loss_threshold_auc(model, train, test, device);
     let train_accuracy = accuracy(model, train, device);
-    // The last epoch's evaluation is of this model (none yet: evaluate it).
-    let test_accuracy = match history.last() {
+    // The last epoch's evaluation is of this model — the best epoch's,
+    // with early stopping (none yet: evaluate it).
+    let released_epoch = match &early_stopping {
+        Some(e) => history.iter().find(|r| r.epoch == e.best_epoch),
+        None => history.last(),
+    };
+    let test_accuracy = match released_epoch {
         Some(r) => r.test_accuracy,
         None => accuracy(model, test, device),
     };
@@ -761,7 +938,11 @@ fn finish<M: Classifier>(
         },
         test_accuracy,
         privacy: privacy_report,
-        epochs: cfg.epochs,
+        epochs: early_stopping
+            .as_ref()
+            .map_or(cfg.epochs, |e| e.stopped_at_epoch),
+        defences: cfg.defences.clone(),
+        early_stopping,
         wall_seconds,
         eval_seconds,
         test_size: test.len(),

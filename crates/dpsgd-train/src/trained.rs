@@ -229,9 +229,10 @@ impl TrainedModel {
         let x: Tensor<4> =
             Tensor::from_data(TensorData::new(inputs.to_vec(), [n, c, h, w]), &device)
                 .require_grad();
+        // Parameters without gradients: only the input's is wanted.
         let logits = match &self.net {
-            Net::Mlp(m) => m.logits(x.clone()),
-            Net::Cnn(m) => m.logits(x.clone()),
+            Net::Mlp(m) => m.clone().no_grad().logits(x.clone()),
+            Net::Cnn(m) => m.clone().no_grad().logits(x.clone()),
         };
         let idx: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
         let idx: Tensor<2, Int> =

@@ -11,9 +11,10 @@
 //! output, no bias; real records are the zero vector there, as they would
 //! be on coordinates they do not use). A left-out canary is replaced by such
 //! a zero record, so N and q stay those of the run. With plain SGD the
-//! parameters move by `−lr/(qN) Σ_t (noisy sum)_t`: the white-box auditor
-//! sees every step's noisy gradient along `e_j` through the final
-//! parameters, and scores canary `j` by how far its coordinate moved. An
+//! parameters move by `−lr/(qN) Σ_t (noisy sum)_t`: the auditor reads the
+//! sum of every step's noisy gradient along `e_j` off the final parameters
+//! (for this model, the same as observing every step and adding up), and
+//! scores canary `j` by how far its coordinate moved. An
 //! included canary is sampled about `qT` times, each time adding C to its
 //! coordinate's sum against noise of standard deviation `σC√T`.
 //!
@@ -97,7 +98,9 @@ pub fn dirac_canary_audit(
         .with_accountant(cfg.accountant)
         .with_delta(cfg.delta)
         .with_allow_large_delta(cfg.allow_large_delta)
-        .with_seed(seed);
+        // Its own noise and sampling streams, not a replay of a training
+        // run seeded with the same number.
+        .with_seed(seed ^ 0x0d12_ac00_5eed);
     let dp = match cfg.privacy {
         Privacy::NonPrivate => {
             return Err(TrainError::config(

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod calibrate;
+pub mod compare;
 pub mod epsilon;
 pub mod sweep;
 pub mod train;

@@ -413,8 +413,18 @@ fn write_outputs(a: &Args, rows: &[Row], preprocessing: &impl serde::Serialize) 
 /// # Errors
 ///
 /// Bad data or settings, a failed run, or unwritable output.
-pub fn run(a: &Args) -> Result<()> {
-    let o = &a.options;
+pub fn run(a: &Args) -> Result<std::process::ExitCode> {
+    // Shadows train on random halves of train ∪ test: the same size as the
+    // target's training set only with a test fraction of 0.5 (as `audit`).
+    let mut options = a.options.clone();
+    if a.attacks
+        .iter()
+        .any(|x| matches!(x, Attack::Lira | Attack::Shadow))
+    {
+        options.test_fraction.get_or_insert(0.5);
+    }
+    let o = &options;
+    let mut refuted = false;
     let base_seed = o.seed.unwrap_or(1);
     if !a.attacks.contains(&Attack::Loss) {
         anyhow::bail!(crate::args::UsageError {
@@ -470,6 +480,12 @@ pub fn run(a: &Args) -> Result<()> {
                 "[{label}, seed {seed}] {}{lira}{bound}",
                 summary(&audit.target)
             );
+            if audit.canary_audit.as_ref().is_some_and(|c| c.exceeds_claim) {
+                eprintln!(
+                    "ERROR: dpsgd: [{label}, seed {seed}] the measured ε lower bound exceeds the claimed ε: the privacy claim is false (a bug)"
+                );
+                refuted = true;
+            }
             rows.push(Row {
                 target,
                 seed,
@@ -482,5 +498,9 @@ pub fn run(a: &Args) -> Result<()> {
         "wrote {}/sweep.csv, sweep.json and sweep.svg",
         a.out.display()
     );
-    Ok(())
+    Ok(if refuted {
+        std::process::ExitCode::from(crate::commands::audit::EXIT_CLAIM_REFUTED)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }

@@ -173,6 +173,87 @@ pub struct TrainOptions {
     /// Accept δ ≥ 1/N (a δ that allows publishing a whole record).
     #[arg(long)]
     pub allow_large_delta: bool,
+    /// Defence: label smoothing ε in [0, 1) (the target puts 1 − ε on the
+    /// true class).
+    #[arg(long, value_name = "E", allow_hyphen_values = true, value_parser = unit_interval)]
+    pub label_smoothing: Option<f32>,
+    /// Defence: confidence penalty β ≥ 0 (loss − β·entropy).
+    #[arg(long, value_name = "B", allow_hyphen_values = true, value_parser = non_negative)]
+    pub confidence_penalty: Option<f32>,
+    /// Defence: RelaxLoss with target loss level α > 0 (Chen et al. 2022;
+    /// per example under DP-SGD).
+    #[arg(long, value_name = "ALPHA", allow_hyphen_values = true, value_parser = args::positive)]
+    pub relaxloss: Option<f64>,
+    /// RelaxLoss: upper bound of the flattened true-class probability, in
+    /// (0, 1] (default 0.3, the published Purchase setting).
+    #[arg(long, value_name = "U", requires = "relaxloss", allow_hyphen_values = true, value_parser = args::open_fraction)]
+    pub relaxloss_upper: Option<f64>,
+    /// Defence: early stopping after this many epochs without a better
+    /// validation accuracy (the best epoch's model is kept).
+    #[arg(long, value_name = "PATIENCE", allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub early_stopping: Option<usize>,
+    /// Early stopping: fraction of the training data held out for
+    /// validation (default 0.1).
+    #[arg(long, value_name = "F", requires = "early_stopping", allow_hyphen_values = true, value_parser = args::open_fraction)]
+    pub validation_fraction: Option<f64>,
+    /// Defence: L2 weight decay λ ≥ 0 in the optimizer.
+    #[arg(long, value_name = "L", allow_hyphen_values = true, value_parser = non_negative_f64)]
+    pub weight_decay: Option<f64>,
+    /// Defence: dropout probability in [0, 1) between the built-in models'
+    /// hidden layers (training only).
+    #[arg(long, value_name = "P", allow_hyphen_values = true, value_parser = unit_interval_f64)]
+    pub dropout: Option<f64>,
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err("must be a finite number ≥ 0".into())
+    }
+}
+
+fn non_negative(s: &str) -> Result<f32, String> {
+    non_negative_f64(s).map(|v| v as f32)
+}
+
+fn unit_interval_f64(s: &str) -> Result<f64, String> {
+    let v = non_negative_f64(s)?;
+    if v < 1.0 {
+        Ok(v)
+    } else {
+        Err("must be in [0, 1)".into())
+    }
+}
+
+fn unit_interval(s: &str) -> Result<f32, String> {
+    unit_interval_f64(s).map(|v| v as f32)
+}
+
+impl TrainOptions {
+    /// The empirical defences the flags ask for.
+    pub fn defences(&self) -> dpsgd::train::Defences {
+        dpsgd::train::Defences {
+            label_smoothing: self.label_smoothing,
+            confidence_penalty: self.confidence_penalty,
+            relaxloss: self.relaxloss.map(|alpha| dpsgd::train::RelaxLossSettings {
+                alpha: alpha as f32,
+                upper: self.relaxloss_upper.unwrap_or(0.3) as f32,
+            }),
+            early_stopping: self
+                .early_stopping
+                .map(|patience| dpsgd::train::EarlyStopping {
+                    validation_fraction: self.validation_fraction.unwrap_or(0.1),
+                    patience,
+                }),
+            weight_decay: self.weight_decay,
+            dropout: self.dropout,
+        }
+    }
 }
 
 impl TrainOptions {
@@ -454,6 +535,22 @@ fn reference_ranges(
         flag: "--scaling-reference",
         message,
     };
+    if public_encoding.label_column() != encoding.label_column() {
+        anyhow::bail!(refuse(format!(
+            "the label is column {} of {} but column {} of the data: the columns must line up",
+            public_encoding.label_column(),
+            reference.display(),
+            encoding.label_column()
+        )));
+    }
+    if let (Some(a), Some(b)) = (public_encoding.header(), encoding.header())
+        && a != b
+    {
+        anyhow::bail!(refuse(format!(
+            "{} has other column names than the data: the columns must line up",
+            reference.display()
+        )));
+    }
     if public_encoding.columns().len() != encoding.columns().len() {
         anyhow::bail!(refuse(format!(
             "{} has {} columns, the data {}",
@@ -650,6 +747,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         augment_multiplicity: o.augment_multiplicity.unwrap_or(1),
         weight_standardization: o.weight_standardization,
         recipe: Some(recipe.name.to_owned()),
+        defences: o.defences(),
     }
 }
 
@@ -750,6 +848,13 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "ema_decay" => Some("--ema-decay"),
             "augment_multiplicity" => Some("--augment-multiplicity"),
             "resume" => Some("--resume"),
+            "label_smoothing" => Some("--label-smoothing"),
+            "confidence_penalty" => Some("--confidence-penalty"),
+            "relaxloss" => Some("--relaxloss"),
+            "early_stopping" => Some("--early-stopping"),
+            "weight_decay" => Some("--weight-decay"),
+            "dropout" => Some("--dropout"),
+            "defences" => Some("--label-smoothing/--confidence-penalty/--relaxloss"),
             _ => None,
         },
         _ => None,
