@@ -166,3 +166,50 @@ fn should_refuse_unusable_audit_arguments_in_one_line() {
         &["--canary-kind"],
     );
 }
+
+/// Output hardening: the black-box attacks score what the model releases;
+/// attacks that cannot run on a release say so.
+#[test]
+fn should_attack_the_hardened_release() {
+    let dir = temp_dir("dpsgd-audit", "release");
+    let run = |release: &str| {
+        let out = ok(&dpsgd(&[
+            "audit",
+            "--non-private",
+            "--epochs",
+            "10",
+            "--seed",
+            "3",
+            "--attacks",
+            "loss,shadow,inversion",
+            "--shadow-models",
+            "2",
+            "--release",
+            release,
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+            "--report",
+            "-",
+        ]));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let full = run("full");
+    let labels = run("label-only");
+    assert_eq!(labels["release"], "LabelOnly");
+    let auc = |v: &serde_json::Value| v["attacks"][0]["auc"].as_f64().unwrap();
+    assert_ne!(
+        auc(&full),
+        auc(&labels),
+        "the loss attack reads the release"
+    );
+    let warnings = labels["warnings"].to_string();
+    assert!(warnings.contains("shadow attack skipped"), "{warnings}");
+    assert!(
+        warnings.contains("inversion uses input gradients"),
+        "{warnings}"
+    );
+    assert_usage_error(&dpsgd(&["audit", "--release", "top-0"]), &["--release"]);
+    assert_usage_error(&dpsgd(&["audit", "--release", "round-16"]), &["--release"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,7 @@ use crate::recipe::Recipe;
 use crate::report::TrainReport;
 use crate::run::train_model;
 use crate::trained::TrainedModel;
+use dpsgd_audit::hardening::{Release, released_score};
 use dpsgd_audit::inversion::{InversionConfig, WhiteBox, invert, nearest_distances};
 use dpsgd_audit::label_only::{LabelOnlyConfig, LabelOracle, label_only_scores};
 use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
@@ -188,6 +189,9 @@ pub struct AuditConfig {
     /// Model inversion's settings; its range and image shape are set from
     /// the data.
     pub inversion: InversionConfig,
+    /// What the target releases (output hardening): the black-box attacks
+    /// score the released vectors (`Full`: the logits themselves, exact).
+    pub release: Release,
 }
 
 impl Default for AuditConfig {
@@ -204,6 +208,7 @@ impl Default for AuditConfig {
             threads: 0,
             seed: 0,
             inversion: InversionConfig::default(),
+            release: Release::Full,
         }
     }
 }
@@ -307,6 +312,8 @@ pub struct AuditReport {
     pub shadow_seconds: f64,
     /// Seconds of the whole audit, the target's training included.
     pub audit_seconds: f64,
+    /// What the target released to the black-box attacks.
+    pub release: Release,
     /// What the audit could not do (an attack that does not apply).
     pub warnings: Vec<String>,
     /// The target's training report.
@@ -415,13 +422,24 @@ pub fn audit(
     let labels: Vec<usize> = population.labels().iter().map(|&y| y as usize).collect();
     let logit_row =
         |logits: &[f64], i: usize| -> Vec<f64> { logits[i * classes..(i + 1) * classes].to_vec() };
+    let release = audit.release;
+    // A record's score as the attacker sees it: from the logits, or from
+    // the hardened release of the probabilities.
+    let score_of = |kind: ScoreKind, row: &[f64], label: usize| match release {
+        Release::Full => score_logits(kind, row, label),
+        r => released_score(kind, &r.apply(&softmax(row)), label),
+    };
     let target_scores = |kind: ScoreKind| -> Result<Vec<f64>, TrainError> {
         (0..population.len())
-            .map(|i| score_logits(kind, &logit_row(&target_logits, i), labels[i]))
+            .map(|i| score_of(kind, &logit_row(&target_logits, i), labels[i]))
             .collect::<Result<_, _>>()
             .map_err(audit_error)
     };
-    let losses: Vec<f64> = target_scores(ScoreKind::Loss)?
+    // The slices' losses are the model's own (exact), whatever it releases.
+    let losses: Vec<f64> = (0..population.len())
+        .map(|i| score_logits(ScoreKind::Loss, &logit_row(&target_logits, i), labels[i]))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(audit_error)?
         .into_iter()
         .map(|s| -s)
         .collect();
@@ -471,8 +489,10 @@ pub fn audit(
                     let mut s = ShadowScores::default();
                     for shadow in &shadows {
                         let row = logit_row(&shadow.logits, i);
-                        let v = score_logits(ScoreKind::LogitScaled, &row, labels[i])
-                            .unwrap_or(f64::NAN);
+                        // The attacker hardens its own shadows' outputs
+                        // the same way, to calibrate on what it sees.
+                        let v =
+                            score_of(ScoreKind::LogitScaled, &row, labels[i]).unwrap_or(f64::NAN);
                         if shadow.inside[i] {
                             s.inside.push(v);
                         } else {
@@ -497,7 +517,11 @@ pub fn audit(
                 attacks.push(evaluate(name, &scores, None)?);
             }
         }
-        if audit.attacks.contains(&Attack::Shadow) {
+        if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
+            warnings.push(
+                "shadow attack skipped: its attack models read full probability vectors, not hardened releases".into(),
+            );
+        } else if audit.attacks.contains(&Attack::Shadow) {
             let scores =
                 shadow_attack_scores(&shadows, &target_logits, &labels, classes, audit.seed)?;
             attacks.push(evaluate("shadow", &scores, None)?);
@@ -533,6 +557,11 @@ pub fn audit(
         attacks.push(evaluate("label-only", &full, Some(&subset))?);
     }
 
+    if audit.attacks.contains(&Attack::Inversion) && release != Release::Full {
+        warnings.push(
+            "inversion uses input gradients (white-box access): output hardening does not apply to it".into(),
+        );
+    }
     let inversion = if audit.attacks.contains(&Attack::Inversion) {
         match model.features() {
             Features::Raw => {
@@ -606,6 +635,7 @@ pub fn audit(
             },
             shadow_seconds,
             audit_seconds: start.elapsed().as_secs_f64(),
+            release,
             warnings,
             target: target_report,
         },

@@ -7,6 +7,7 @@ use crate::commands::train::{
     PrivacyOptions, ReportTarget, TrainOptions, check_save_path, config, load, write_atomically,
 };
 use anyhow::{Context, Result};
+use dpsgd::audit::hardening::Release;
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
 use dpsgd::train::{Recipe, TrainConfig, TrainError};
 use plotters::coord::ranged1d::Ranged;
@@ -23,6 +24,37 @@ fn attacks(s: &str) -> Result<Attack, String> {
 
 fn canary_kind(s: &str) -> Result<CanaryKind, String> {
     s.parse()
+}
+
+/// `full`, `label-only`, `top-K`, `round-D` or `top-K-round-D`.
+pub fn release(s: &str) -> Result<Release, String> {
+    let bad = || format!("`{s}`: expected full, label-only, top-K, round-D or top-K-round-D");
+    let number = |t: &str| t.parse::<u32>().map_err(|_| bad());
+    let s = s.trim();
+    match s {
+        "full" => return Ok(Release::Full),
+        "label-only" => return Ok(Release::LabelOnly),
+        _ => {}
+    }
+    let release = if let Some(rest) = s.strip_prefix("top-") {
+        match rest.split_once("-round-") {
+            Some((k, d)) => Release::TopKRounded(number(k)? as usize, number(d)?),
+            None => Release::TopK(number(rest)? as usize),
+        }
+    } else if let Some(d) = s.strip_prefix("round-") {
+        Release::Rounded(number(d)?)
+    } else {
+        return Err(bad());
+    };
+    match release {
+        Release::TopK(0) | Release::TopKRounded(0, _) => {
+            Err(format!("`{s}`: k must be at least 1"))
+        }
+        Release::Rounded(d) | Release::TopKRounded(_, d) if d > 15 => {
+            Err(format!("`{s}`: at most 15 decimals"))
+        }
+        r => Ok(r),
+    }
 }
 
 /// Arguments of `dpsgd audit`.
@@ -60,6 +92,11 @@ pub struct Args {
     /// (default: M/5).
     #[arg(long, value_name = "R", value_parser = args::positive_count)]
     pub canary_guesses: Option<usize>,
+    /// What the model releases to the black-box attacks (output
+    /// hardening): full, label-only, top-K (the K largest probabilities),
+    /// round-D (D decimals) or top-K-round-D.
+    #[arg(long, value_name = "full|label-only|top-K|round-D", default_value = "full", value_parser = release)]
+    pub release: Release,
     /// Threads training shadow models (default: one per core).
     #[arg(long, value_name = "N", value_parser = args::positive_count)]
     pub threads: Option<usize>,
@@ -159,15 +196,18 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     if let Some(path) = &a.save_model {
         check_save_path(path)?;
     }
-    let audit = audit_config(
-        &a.attacks,
-        a.shadow_models,
-        a.canaries,
-        a.canary_kind,
-        a.canary_guesses,
-        a.threads,
-        o.seed.unwrap_or(0),
-    )?;
+    let audit = AuditConfig {
+        release: a.release,
+        ..audit_config(
+            &a.attacks,
+            a.shadow_models,
+            a.canaries,
+            a.canary_kind,
+            a.canary_guesses,
+            a.threads,
+            o.seed.unwrap_or(0),
+        )?
+    };
     let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
     let cfg = TrainConfig {
         save_model: a.save_model.clone(),
