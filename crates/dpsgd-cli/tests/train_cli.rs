@@ -565,3 +565,26 @@ fn should_refuse_impossible_recipe_options_naming_the_flag() {
         common::assert_usage_error(&dpsgd(&args), expected);
     }
 }
+
+/// A reference file whose label sits in another column cannot lend its
+/// ranges by position: refused, naming the flag (it used to take the
+/// wrong column's range, or panic).
+#[test]
+fn should_refuse_a_scaling_reference_whose_label_column_differs() {
+    let dir = temp_dir("reference-label");
+    let data = dir.join("data.csv");
+    std::fs::write(&data, "y,a,b\n0,1,2\n1,3,4\n0,5,6\n1,7,8\n0,1,1\n1,2,2\n").unwrap();
+    let reference = dir.join("public.csv");
+    std::fs::write(&reference, "a,b,y\n0,0,0\n9,9,1\n").unwrap();
+    let out = dpsgd(&[
+        "train",
+        "--dataset",
+        &format!("csv:{},label=y", data.display()),
+        "--scaling-reference",
+        reference.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    common::assert_usage_error(&out, &["--scaling-reference", "label"]);
+}

@@ -543,14 +543,6 @@ fn reference_ranges(
             encoding.label_column()
         )));
     }
-    if let (Some(a), Some(b)) = (public_encoding.header(), encoding.header())
-        && a != b
-    {
-        anyhow::bail!(refuse(format!(
-            "{} has other column names than the data: the columns must line up",
-            reference.display()
-        )));
-    }
     if public_encoding.columns().len() != encoding.columns().len() {
         anyhow::bail!(refuse(format!(
             "{} has {} columns, the data {}",
