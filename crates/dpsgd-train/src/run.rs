@@ -298,18 +298,17 @@ fn check_defences(cfg: &TrainConfig) -> Result<(), TrainError> {
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Initialises a model with `init`, from `cfg.seed` when set (burn's RNG
-/// serves initialisation only; DP noise never uses it).
+/// serves initialisation only; DP noise never uses it). Every
+/// initialisation holds [`INIT_LOCK`], seeded or not: an unseeded one
+/// drawing between another's seeding and its draws would change them.
 fn seeded<M>(cfg: &TrainConfig, device: &Device, init: impl FnOnce() -> M) -> M {
-    match cfg.seed {
-        Some(seed) => {
-            let _guard = INIT_LOCK
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            device.seed(seed);
-            init()
-        }
-        None => init(),
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(seed) = cfg.seed {
+        device.seed(seed);
     }
+    init()
 }
 
 /// What `run` needs besides the config, the data and the model.

@@ -25,7 +25,7 @@
 
 use crate::config::{Privacy, TrainConfig};
 use crate::error::TrainError;
-use burn::module::Param;
+use burn::module::Initializer;
 use burn::optim::SgdConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 use dpsgd_audit::lower_bound::{OneRunAudit, one_run_audit};
@@ -118,14 +118,13 @@ pub fn dirac_canary_audit(
     let included: Vec<bool> = (0..canaries).map(|_| rng.random_bool(0.5)).collect();
 
     let device = device.clone().autodiff();
+    // Start at zero (no draw from burn's initialisation RNG, which seeded
+    // runs in other threads rely on): the final weights are then the sum of
+    // the updates.
     let mut model: DpLinear = DpLinearConfig::new(canaries, 1)
         .with_bias(false)
+        .with_initializer(Initializer::Zeros)
         .init(&device);
-    // Start at zero: the final weights are then the sum of the updates.
-    model.weight = Param::initialized(
-        model.weight.id,
-        Tensor::zeros([canaries, 1], &device).require_grad(),
-    );
     // Record i < m is canary i (when included): input e_i. Every other
     // record is the zero input: no gradient on these coordinates.
     let make_batch = |indices: &[usize]| -> Tensor<2> {
