@@ -467,8 +467,8 @@ pub fn audit(
             Features::Raw => (cfg.clone(), std::borrow::Cow::Borrowed(&population)),
             Features::Scatter { groups } => {
                 log("shadows: computing ScatterNet features of the population once");
-                let (features, _) =
-                    crate::run::scatter_features(&population, &population.subset(&[0]), groups)?;
+                let scattering = crate::run::scattering_for(&population)?;
+                let features = crate::run::scatter_features(&population, &scattering, groups)?;
                 let shadow_cfg = TrainConfig {
                     features: Features::Raw,
                     ..cfg.clone()

@@ -88,11 +88,7 @@ impl Mlp {
     /// For `p ∉ [0, 1)`.
     #[must_use]
     pub fn with_dropout(mut self, p: f64) -> Self {
-        assert!(
-            (0.0..1.0).contains(&p),
-            "dropout must be in [0, 1), not {p}"
-        );
-        self.dropout = p;
+        self.dropout = dropout_probability(p);
         self
     }
 
@@ -254,11 +250,7 @@ impl Cnn {
     /// For `p ∉ [0, 1)`.
     #[must_use]
     pub fn with_dropout(mut self, p: f64) -> Self {
-        assert!(
-            (0.0..1.0).contains(&p),
-            "dropout must be in [0, 1), not {p}"
-        );
-        self.dropout = p;
+        self.dropout = dropout_probability(p);
         self
     }
 
@@ -289,6 +281,19 @@ impl Cnn {
         self.fc2
             .forward(dropout(act.apply(self.fc1.forward(h)), self.dropout))
     }
+}
+
+/// `p`, checked to be a dropout probability.
+///
+/// # Panics
+///
+/// For `p ∉ [0, 1)`.
+fn dropout_probability(p: f64) -> f64 {
+    assert!(
+        (0.0..1.0).contains(&p),
+        "dropout must be in [0, 1), not {p}"
+    );
+    p
 }
 
 /// Inverted dropout: zero each activation with probability `p` and scale

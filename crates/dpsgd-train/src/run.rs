@@ -161,16 +161,15 @@ pub fn train_model(
     };
     let feature_start = Instant::now();
     let prepared;
-    let (train, test) = match cfg.features {
-        Features::Raw => (train, test),
+    let (train, test, validation) = match cfg.features {
+        Features::Raw => (train, test, validation.cloned()),
         Features::Scatter { groups } => {
-            prepared = scatter_features(train, test, groups)?;
-            (&prepared.0, &prepared.1)
+            let scattering = scattering_for(train)?;
+            let features = |d: &Dataset| scatter_features(d, &scattering, groups);
+            prepared = (features(train)?, features(test)?);
+            let validation = validation.map(features).transpose()?;
+            (&prepared.0, &prepared.1, validation)
         }
-    };
-    let validation = match (validation, cfg.features) {
-        (Some(v), Features::Scatter { groups }) => Some(scatter_features(v, v, groups)?.0),
-        (v, _) => v.cloned(),
     };
     let feature_seconds = feature_start.elapsed().as_secs_f64();
     let device = device.clone().autodiff();
@@ -321,29 +320,31 @@ struct Extra {
     validation: Option<Dataset>,
 }
 
-/// ScatterNet features of both splits: the scattering transform, then
-/// per-example group normalisation (both per example: no privacy cost).
-pub(crate) fn scatter_features(
-    train: &Dataset,
-    test: &Dataset,
-    groups: usize,
-) -> Result<(Dataset, Dataset), TrainError> {
-    let Some([_, h, w]) = train.image_shape() else {
+/// The scattering transform (J = 2, L = 8) for `data`'s image size.
+pub(crate) fn scattering_for(data: &Dataset) -> Result<dpsgd_data::Scattering, TrainError> {
+    let Some([_, h, w]) = data.image_shape() else {
         return Err(TrainError::config(
             "features",
             "ScatterNet features need image data",
         ));
     };
-    let scattering = dpsgd_data::Scattering::new(h, w, 2, 8)
+    dpsgd_data::Scattering::new(h, w, 2, 8)
+        .map_err(|e| TrainError::config("features", e.to_string()))
+}
+
+/// ScatterNet features of `data`: the scattering transform, then
+/// per-example group normalisation in `groups` groups (both per example: no
+/// privacy cost).
+pub(crate) fn scatter_features(
+    data: &Dataset,
+    scattering: &dpsgd_data::Scattering,
+    groups: usize,
+) -> Result<Dataset, TrainError> {
+    let mut out = dpsgd_data::scatter_dataset(data, scattering)
         .map_err(|e| TrainError::config("features", e.to_string()))?;
-    let transform = |d: &Dataset| -> Result<Dataset, TrainError> {
-        let mut out = dpsgd_data::scatter_dataset(d, &scattering)
-            .map_err(|e| TrainError::config("features", e.to_string()))?;
-        dpsgd_data::group_normalize(&mut out, groups)
-            .map_err(|e| TrainError::config("features", e.to_string()))?;
-        Ok(out)
-    };
-    Ok((transform(train)?, transform(test)?))
+    dpsgd_data::group_normalize(&mut out, groups)
+        .map_err(|e| TrainError::config("features", e.to_string()))?;
+    Ok(out)
 }
 
 /// Writes `model`'s record bytes to `path`, atomically. The model is the

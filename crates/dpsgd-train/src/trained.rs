@@ -51,18 +51,9 @@ impl TrainedModel {
         classes: usize,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let scattering = match (features, raw.image_shape()) {
-            (Features::Raw, _) => None,
-            (Features::Scatter { .. }, Some([_, h, w])) => Some(
-                Scattering::new(h, w, 2, 8)
-                    .map_err(|e| TrainError::config("features", e.to_string()))?,
-            ),
-            (Features::Scatter { .. }, None) => {
-                return Err(TrainError::config(
-                    "features",
-                    "ScatterNet features need image data",
-                ));
-            }
+        let scattering = match features {
+            Features::Raw => None,
+            Features::Scatter { .. } => Some(crate::run::scattering_for(raw)?),
         };
         Ok(Self {
             net,
@@ -108,13 +99,9 @@ impl TrainedModel {
             ));
         }
         match (self.features, &self.scattering) {
-            (Features::Scatter { groups }, Some(s)) => {
-                let mut out = dpsgd_data::scatter_dataset(data, s)
-                    .map_err(|e| TrainError::config("features", e.to_string()))?;
-                dpsgd_data::group_normalize(&mut out, groups)
-                    .map_err(|e| TrainError::config("features", e.to_string()))?;
-                Ok(std::borrow::Cow::Owned(out))
-            }
+            (Features::Scatter { groups }, Some(s)) => Ok(std::borrow::Cow::Owned(
+                crate::run::scatter_features(data, s, groups)?,
+            )),
             _ => Ok(std::borrow::Cow::Borrowed(data)),
         }
     }
