@@ -28,16 +28,19 @@ fn should_compare_defences_and_write_the_four_outputs() {
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("skipping `mist`"), "{stderr}");
     let v = read_json(out.join("compare.json"));
     let rows = v.as_array().expect("a list");
     let names: Vec<&str> = rows
         .iter()
         .map(|r| r["defence"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["none", "relaxloss:alpha=0.5,upper=0.3", "dp:eps=2"]);
-    assert!(rows[0]["epsilon"].is_null() && rows[1]["epsilon"].is_null());
-    let eps = rows[2]["epsilon"].as_f64().unwrap();
+    assert_eq!(
+        names,
+        ["none", "relaxloss:alpha=0.5,upper=0.3", "mist", "dp:eps=2"]
+    );
+    assert!(rows[..3].iter().all(|r| r["epsilon"].is_null()));
+    assert_eq!(rows[2]["defences"]["mist"]["submodels"], 4);
+    let eps = rows[3]["epsilon"].as_f64().unwrap();
     assert!(eps > 0.0 && eps <= 2.0 + 1e-6, "{eps}");
     for r in rows {
         assert!((0.0..=1.0).contains(&r["test_accuracy"].as_f64().unwrap()));
@@ -54,7 +57,7 @@ fn should_compare_defences_and_write_the_four_outputs() {
         }
     }
     let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 3, "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
     assert!(csv.starts_with("defence,test_accuracy,train_accuracy,epsilon,loss_auc"));
     let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(md.contains("| relaxloss:alpha=0.5,upper=0.3 |"), "{md}");
@@ -69,5 +72,8 @@ fn should_refuse_an_unknown_defence_in_one_line() {
         &dpsgd(&["compare", "--defences", "none,purple"]),
         &["--defences", "purple"],
     );
-    assert_usage_error(&dpsgd(&["compare", "--defences", "mist"]), &["--defences"]);
+    assert_usage_error(
+        &dpsgd(&["compare", "--defences", "mist:m=1"]),
+        &["--defences", "mist"],
+    );
 }

@@ -537,7 +537,7 @@ fn should_refuse_impossible_recipe_options_naming_the_flag() {
     let tiny = format!("idx:{}", tiny.display());
     let dir = temp_dir("scatter-table");
     let table = format!("csv:{}", tiny_csv(&dir).display());
-    let cases: [(&[&str], &[&str]); 4] = [
+    let cases: [(&[&str], &[&str]); 5] = [
         (
             &[
                 "--dataset",
@@ -558,6 +558,10 @@ fn should_refuse_impossible_recipe_options_naming_the_flag() {
             &["--augment-multiplicity"],
         ),
         (&["--ema-decay", "1"], &["--ema-decay"]),
+        (
+            &["--mist", "--mist-submodels", "40"],
+            &["--mist", "too few"],
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["train", "--epochs", "1", "--quiet"];
@@ -587,4 +591,46 @@ fn should_refuse_a_scaling_reference_whose_label_column_differs() {
         "--quiet",
     ]);
     common::assert_usage_error(&out, &["--scaling-reference", "label"]);
+}
+
+/// `--mist` and its parameters reach the report; a parameter without
+/// `--mist` is a usage error.
+#[test]
+fn should_train_with_mist_and_report_its_settings() {
+    let dir = temp_dir("mist");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let report = dir.join("report.json");
+    ok(&dpsgd(&[
+        "train",
+        "--dataset",
+        &data,
+        "--mist",
+        "--mist-submodels",
+        "2",
+        "--mist-weight",
+        "0.5",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--seed",
+        "1",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let mist = &v["defences"]["mist"];
+    assert_eq!(mist["submodels"], 2, "{v}");
+    assert_eq!(mist["weight"], 0.5, "{v}");
+    assert_eq!(mist["local_epochs"], 1, "{v}");
+    assert!(v["epsilon"].as_f64().is_some_and(|e| e > 0.0), "{v}");
+    assert!(
+        v["warnings"].to_string().contains("MIST"),
+        "the per-sub-model accounting is stated: {v}"
+    );
+    let out = dpsgd(&["train", "--mist-weight", "1", "--quiet"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mist"));
 }

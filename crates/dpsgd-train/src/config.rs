@@ -222,12 +222,42 @@ pub struct Defences {
     /// Dropout probability between the built-in models' hidden layers
     /// (training only).
     pub dropout: Option<f64>,
+    /// MIST, membership-invariant subspace training (Li, Li & Ribeiro
+    /// 2024): sub-models on disjoint parts of the data, a cross-difference
+    /// loss towards the non-member loss, averaged every round. With MIST
+    /// each of [`TrainConfig::epochs`] is one round.
+    pub mist: Option<MistSettings>,
 }
 
 impl Defences {
     /// Whether no defence is on.
     pub fn is_none(&self) -> bool {
         *self == Self::default()
+    }
+}
+
+/// MIST's parameters (see `dpsgd_train::mist` for the algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MistSettings {
+    /// M ≥ 2: sub-models, each training on its own part of the data.
+    pub submodels: usize,
+    /// T₁ ≥ 1: epochs of ordinary training (the run's loss) per round.
+    pub local_epochs: usize,
+    /// T₂ ≥ 1: epochs of the cross-difference loss per round.
+    pub cross_epochs: usize,
+    /// λ > 0: the cross-difference loss's weight.
+    pub weight: f32,
+}
+
+impl Default for MistSettings {
+    /// M = 4 sub-models, T₁ = T₂ = 1, λ = 1.
+    fn default() -> Self {
+        Self {
+            submodels: 4,
+            local_epochs: 1,
+            cross_epochs: 1,
+            weight: 1.0,
+        }
     }
 }
 

@@ -48,6 +48,7 @@ impl Ema {
         let mut visitor = Update {
             decay: d as f32,
             average: &mut self.average,
+            accumulate: false,
         };
         model.visit(&mut visitor);
         self.updates += 1;
@@ -56,15 +57,43 @@ impl Ema {
     /// `model` with its parameters replaced by their averages (those never
     /// averaged are left as they are).
     pub fn apply<M: Module>(&self, model: M) -> M {
-        model.map(&mut Apply {
-            average: &self.average,
-        })
+        with_parameters(model, &self.average)
     }
 }
 
+/// The uniform average of `models`' parameters, by parameter id: the models
+/// must be copies of one model (same ids), as MIST's sub-models are. The
+/// result has `models[0]`'s structure; `None` for no models.
+pub(crate) fn mean_of<M: Module + Clone>(models: &[M]) -> Option<M> {
+    let first = models.first()?;
+    let mut sum = HashMap::new();
+    for m in models {
+        m.visit(&mut Update {
+            decay: 1.0,
+            average: &mut sum,
+            accumulate: true,
+        });
+    }
+    let scale = 1.0 / models.len() as f32;
+    let mean = sum
+        .into_iter()
+        .map(|(id, t)| (id, t.mul_scalar(scale)))
+        .collect();
+    Some(with_parameters(first.clone(), &mean))
+}
+
+/// `model` with the parameters in `values` (flattened, by id) put in;
+/// parameters not in `values` are left as they are.
+fn with_parameters<M: Module>(model: M, values: &HashMap<ParamId, Tensor<1>>) -> M {
+    model.map(&mut Apply { average: values })
+}
+
+/// Folds parameters into `average`: `d·avg + (1 − d)·θ`, or with
+/// `accumulate` the plain sum `avg + θ`.
 struct Update<'a> {
     decay: f32,
     average: &'a mut HashMap<ParamId, Tensor<1>>,
+    accumulate: bool,
 }
 
 impl ModuleVisitor for Update<'_> {
@@ -73,6 +102,7 @@ impl ModuleVisitor for Update<'_> {
         let numel = value.dims().iter().product::<usize>();
         let flat: Tensor<1> = value.reshape([numel]);
         let next = match self.average.remove(&param.id) {
+            Some(sum) if self.accumulate => sum + flat,
             Some(avg) => avg.mul_scalar(self.decay) + flat.mul_scalar(1.0 - self.decay),
             None => flat,
         };
@@ -153,6 +183,20 @@ mod tests {
                 ema.update(&filled(model.clone(), 0.0));
             }
             assert_eq!(ema.current_decay(), 0.5);
+        }
+    }
+
+    #[test]
+    fn mean_of_averages_copies_of_one_model() {
+        for backend in Backend::enabled() {
+            let device = backend.device().unwrap();
+            let model = Mlp::new(&[3, 2], &device);
+            let copies = [1.0, 2.0, 6.0].map(|v| filled(model.clone(), v));
+            let mean = mean_of(&copies).unwrap();
+            for v in values(&mean) {
+                assert!((v - 3.0).abs() < 1e-6, "{v}");
+            }
+            assert!(mean_of::<Mlp>(&[]).is_none());
         }
     }
 

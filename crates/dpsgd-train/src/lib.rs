@@ -8,6 +8,7 @@ pub mod ema;
 mod error;
 mod eval;
 mod leakage;
+pub mod mist;
 pub mod models;
 mod recipe;
 mod report;
@@ -17,8 +18,8 @@ pub mod whitebox;
 
 pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Defences, EarlyStopping, Features,
-    ModelKind, OptimizerKind, Privacy, Progress, RUN_STATE_FILE, RelaxLossSettings, TrainConfig,
-    default_delta,
+    MistSettings, ModelKind, OptimizerKind, Privacy, Progress, RUN_STATE_FILE, RelaxLossSettings,
+    TrainConfig, default_delta,
 };
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};

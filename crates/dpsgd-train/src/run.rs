@@ -35,7 +35,7 @@ type Batch = Augmented<(Tensor<4>, Tensor<1, Int>)>;
 
 /// The optimizer applied to the (noisy, under DP) gradient, with the
 /// defences' weight decay: post-processing, free in ε.
-fn inner_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+pub(crate) fn inner_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     let decay = cfg
         .defences
         .weight_decay
@@ -263,6 +263,41 @@ fn check_defences(cfg: &TrainConfig) -> Result<(), TrainError> {
             "label smoothing, the confidence penalty and RelaxLoss each replace the loss: choose one",
         ));
     }
+    if let Some(m) = d.mist {
+        if m.submodels < 2 {
+            return Err(TrainError::config(
+                "mist",
+                "needs at least 2 sub-models (each trains on 1/M of the data)",
+            ));
+        }
+        if m.local_epochs == 0 || m.cross_epochs == 0 {
+            return Err(TrainError::config(
+                "mist",
+                "needs at least 1 local and 1 cross-difference epoch per round",
+            ));
+        }
+        if !(m.weight > 0.0 && m.weight.is_finite()) {
+            return Err(TrainError::config(
+                "mist",
+                "the cross-difference weight λ must be > 0",
+            ));
+        }
+        let clash = if cfg.ema_decay.is_some() {
+            Some("parameter averaging (EMA)")
+        } else if cfg.checkpoint_dir.is_some() {
+            Some("checkpoints")
+        } else if cfg.augment_multiplicity > 1 {
+            Some("augmentation multiplicity")
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            return Err(TrainError::config(
+                "mist",
+                format!("MIST does not support {other} yet: use one or the other"),
+            ));
+        }
+    }
     if let Some(w) = d.weight_decay
         && !(w >= 0.0 && w.is_finite())
     {
@@ -311,13 +346,13 @@ fn seeded<M>(cfg: &TrainConfig, device: &Device, init: impl FnOnce() -> M) -> M 
 }
 
 /// What `run` needs besides the config, the data and the model.
-struct Extra {
+pub(crate) struct Extra {
     /// Seconds spent computing features.
-    feature_seconds: f64,
+    pub(crate) feature_seconds: f64,
     /// Parameter averaging, if asked for.
-    ema: Option<Ema>,
+    pub(crate) ema: Option<Ema>,
     /// Early stopping's validation split (features computed).
-    validation: Option<Dataset>,
+    pub(crate) validation: Option<Dataset>,
 }
 
 /// The scattering transform (J = 2, L = 8) for `data`'s image size.
@@ -498,6 +533,160 @@ fn save_checkpoint<M: Classifier>(
         .map_err(|e| failed(e.to_string()))
 }
 
+/// The clipping policy of `cfg` for `model`.
+fn clipping_for<M: burn::module::Module>(
+    cfg: &TrainConfig,
+    model: &M,
+) -> Result<Clipping, TrainError> {
+    Ok(match cfg.clipping {
+        ClippingMode::Flat => Clipping::flat(cfg.max_grad_norm)?,
+        ClippingMode::PerLayer => {
+            // An equal share per layer: the whole gradient stays within C.
+            let layers = layer_groups(&trainable_params(model)).len().max(1);
+            Clipping::per_layer(vec![cfg.max_grad_norm / (layers as f64).sqrt(); layers])?
+        }
+        ClippingMode::Automatic => Clipping::automatic(cfg.max_grad_norm)?,
+        ClippingMode::Adaptive => {
+            Clipping::adaptive(cfg.max_grad_norm, 0.5, cfg.batch_size as f64 / 20.0)?
+        }
+    })
+}
+
+/// The DP-SGD settings of `cfg` for `model` trained on `data` for `epochs`
+/// epochs (a target ε is calibrated over them); `None` without DP.
+pub(crate) fn dp_config<M: burn::module::Module>(
+    cfg: &TrainConfig,
+    model: &M,
+    data: &Dataset,
+    epochs: usize,
+) -> Result<Option<DpSgdConfig>, TrainError> {
+    let base = DpSgdConfig::new(cfg.max_grad_norm)
+        .with_clipping(clipping_for(cfg, model)?)
+        .with_conv_strategy(cfg.conv_strategy)
+        .with_accountant(cfg.accountant)
+        .with_delta(cfg.delta)
+        .with_allow_large_delta(cfg.allow_large_delta)
+        .with_dataset(DatasetFingerprint {
+            size: data.len(),
+            hash: data.content_hash(),
+        });
+    let base = match cfg.max_physical_batch_size {
+        Some(m) => base.with_max_physical_batch_size(m),
+        None => base,
+    };
+    Ok(match cfg.privacy {
+        Privacy::NonPrivate => None,
+        Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
+        Privacy::TargetEpsilon(e) => Some(base.with_target_epsilon(e, cfg.delta, epochs)),
+    })
+}
+
+/// A privacy engine for `dp` over `sampler`'s data, its generators seeded
+/// from `seed` when set.
+pub(crate) fn start_engine(
+    cfg: &TrainConfig,
+    dp: DpSgdConfig,
+    sampler: PoissonSampler,
+    seed: Option<u64>,
+) -> Result<PrivacyEngine, TrainError> {
+    let dp = match seed {
+        Some(seed) => dp.with_seed(seed),
+        None => dp,
+    };
+    dp.init(inner_optimizer(cfg), sampler).map_err(|e| match e {
+        dpsgd_core::Error::InvalidParameter {
+            name: "count_noise_std",
+            reason,
+            ..
+        } => TrainError::config(
+            "clipping",
+            format!(
+                "adaptive clipping releases its count with noise batch size / 20 = {}, too little for this σ ({reason}); use a larger batch size or another clipping mode",
+                cfg.batch_size as f64 / 20.0
+            ),
+        ),
+        e => e.into(),
+    })
+}
+
+/// Refuses now, not after hours of training when ε is first asked for, a
+/// fixed σ the accountant cannot bound over the `steps` planned (σ so small
+/// that ε overflows, or a PLD grid too large to hold).
+pub(crate) fn check_plan(
+    cfg: &TrainConfig,
+    p: &PrivacyEngine,
+    steps: u64,
+) -> Result<(), TrainError> {
+    if let Privacy::NoiseMultiplier(_) = cfg.privacy {
+        let remaining = steps.saturating_sub(p.steps());
+        if remaining > 0 {
+            let planned = Segment::new(p.noise_multiplier(), p.sampler().sample_rate(), remaining)?;
+            p.optimizer()
+                .accountant()
+                .epsilon_after(planned, p.delta())?;
+        }
+    }
+    Ok(())
+}
+
+/// RelaxLoss as `cfg` asks for it (per example under DP-SGD: a batch
+/// statistic deciding every example's gradient would escape the
+/// mechanism).
+pub(crate) fn relax_loss(
+    cfg: &TrainConfig,
+    private: bool,
+) -> Result<Option<RelaxLoss>, TrainError> {
+    cfg.defences
+        .relaxloss
+        .map(|r| RelaxLoss::new(r.alpha, r.upper, private))
+        .transpose()
+        .map_err(|e| TrainError::config("relaxloss", e.to_string()))
+}
+
+/// The run's loss, one value per row: the defences' loss if one is on,
+/// cross-entropy otherwise. `epoch` (from 1) drives RelaxLoss's
+/// alternation.
+pub(crate) fn training_losses(
+    cfg: &TrainConfig,
+    relax: Option<&RelaxLoss>,
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    epoch: usize,
+) -> Tensor<1> {
+    match (
+        relax,
+        cfg.defences.label_smoothing,
+        cfg.defences.confidence_penalty,
+    ) {
+        (Some(r), _, _) => r.losses(logits, targets, epoch),
+        (None, Some(e), _) => label_smoothed_cross_entropy(logits, targets, e),
+        (None, None, Some(beta)) => confidence_penalty(logits, targets, beta),
+        (None, None, None) => cross_entropy_per_example(logits, targets),
+    }
+}
+
+/// The loss sum of the engine's last step, and why training has diverged
+/// if it has (most of the batch non-finite, or a non-finite loss).
+pub(crate) fn last_step_loss(p: &PrivacyEngine) -> (f64, Option<String>) {
+    match p.last_step() {
+        None => (0.0, None),
+        Some(s) => {
+            let loss = s.mean_loss * s.batch_size as f64;
+            let divergence = if s.dropped > 0 && 2 * s.dropped >= s.batch_size {
+                Some(format!(
+                    "{} of the {} examples of the batch had a non-finite loss or gradient",
+                    s.dropped, s.batch_size
+                ))
+            } else if !loss.is_finite() {
+                Some(format!("the batch's loss is {loss}"))
+            } else {
+                None
+            };
+            (loss, divergence)
+        }
+    }
+}
+
 fn run<M: Classifier + 'static>(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -507,6 +696,9 @@ fn run<M: Classifier + 'static>(
     extra: Extra,
     mut progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, M), TrainError> {
+    if let Some(mist) = cfg.defences.mist {
+        return crate::mist::run(cfg, mist, train, test, device, model, extra, progress);
+    }
     let Extra {
         feature_seconds,
         mut ema,
@@ -530,37 +722,7 @@ fn run<M: Classifier + 'static>(
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
         None => ChaCha20Rng::from_os_rng(),
     };
-    let clipping = match cfg.clipping {
-        ClippingMode::Flat => Clipping::flat(cfg.max_grad_norm)?,
-        ClippingMode::PerLayer => {
-            // An equal share per layer: the whole gradient stays within C.
-            let layers = layer_groups(&trainable_params(&model)).len().max(1);
-            Clipping::per_layer(vec![cfg.max_grad_norm / (layers as f64).sqrt(); layers])?
-        }
-        ClippingMode::Automatic => Clipping::automatic(cfg.max_grad_norm)?,
-        ClippingMode::Adaptive => {
-            Clipping::adaptive(cfg.max_grad_norm, 0.5, cfg.batch_size as f64 / 20.0)?
-        }
-    };
-    let base = DpSgdConfig::new(cfg.max_grad_norm)
-        .with_clipping(clipping)
-        .with_conv_strategy(cfg.conv_strategy)
-        .with_accountant(cfg.accountant)
-        .with_delta(cfg.delta)
-        .with_allow_large_delta(cfg.allow_large_delta)
-        .with_dataset(DatasetFingerprint {
-            size: train.len(),
-            hash: train.content_hash(),
-        });
-    let base = match cfg.max_physical_batch_size {
-        Some(m) => base.with_max_physical_batch_size(m),
-        None => base,
-    };
-    let dp_config = match cfg.privacy {
-        Privacy::NonPrivate => None,
-        Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
-        Privacy::TargetEpsilon(e) => Some(base.with_target_epsilon(e, cfg.delta, cfg.epochs)),
-    };
+    let dp_config = dp_config(cfg, &model, train, cfg.epochs)?;
     let mut resumed = None;
     let mut privacy = match dp_config {
         None => None,
@@ -598,39 +760,11 @@ fn run<M: Classifier + 'static>(
             if let Some(dir) = &cfg.checkpoint_dir {
                 prepare_checkpoint_dir(dir)?;
             }
-            let dp = match cfg.seed {
-                Some(seed) => dp.with_seed(seed),
-                None => dp,
-            };
-            Some(dp.init(inner_optimizer(cfg), sampler).map_err(|e| match e {
-                dpsgd_core::Error::InvalidParameter {
-                    name: "count_noise_std",
-                    reason,
-                    ..
-                } => {
-                    TrainError::config(
-                        "clipping",
-                        format!(
-                            "adaptive clipping releases its count with noise batch size / 20 = {}, too little for this σ ({reason}); use a larger batch size or another clipping mode",
-                            cfg.batch_size as f64 / 20.0
-                        ),
-                    )
-                }
-                e => e.into(),
-            })?)
+            Some(start_engine(cfg, dp, sampler, cfg.seed)?)
         }
     };
-    // A fixed σ the accountant cannot bound over the planned steps (σ so
-    // small that ε overflows, or a PLD grid too large to hold) is refused
-    // now, not after hours of training when ε is first asked for.
-    if let (Some(p), Privacy::NoiseMultiplier(_)) = (privacy.as_ref(), cfg.privacy) {
-        let remaining = steps.saturating_sub(p.steps());
-        if remaining > 0 {
-            let planned = Segment::new(p.noise_multiplier(), p.sampler().sample_rate(), remaining)?;
-            p.optimizer()
-                .accountant()
-                .epsilon_after(planned, p.delta())?;
-        }
+    if let Some(p) = privacy.as_ref() {
+        check_plan(cfg, p, steps)?;
     }
     let mut plain = inner_optimizer(cfg);
     // One loss per example: the mean over its views (itself, without
@@ -638,25 +772,11 @@ fn run<M: Classifier + 'static>(
     // The defences' loss (RelaxLoss's branch per example under DP-SGD: a
     // batch statistic deciding every example's gradient would escape the
     // mechanism).
-    let relax = cfg
-        .defences
-        .relaxloss
-        .map(|r| RelaxLoss::new(r.alpha, r.upper, privacy.is_some()))
-        .transpose()
-        .map_err(|e| TrainError::config("relaxloss", e.to_string()))?;
+    let relax = relax_loss(cfg, privacy.is_some())?;
     let current_epoch = std::cell::Cell::new(1usize);
     let loss_fn = |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
-        let per_row = match (
-            &relax,
-            cfg.defences.label_smoothing,
-            cfg.defences.confidence_penalty,
-        ) {
-            (Some(r), _, _) => r.losses(logits, targets, current_epoch.get()),
-            (None, Some(e), _) => label_smoothed_cross_entropy(logits, targets, e),
-            (None, None, Some(beta)) => confidence_penalty(logits, targets, beta),
-            (None, None, None) => cross_entropy_per_example(logits, targets),
-        };
+        let per_row = training_losses(cfg, relax.as_ref(), logits, targets, current_epoch.get());
         if b.k == 1 {
             return per_row;
         }
@@ -711,24 +831,7 @@ fn run<M: Classifier + 'static>(
                 model = p
                     .step(cfg.lr, model, &batch, loss_fn)
                     .map_err(|r| r.error)?;
-                let (loss, divergence) = match p.last_step() {
-                    None => (0.0, None),
-                    Some(s) => {
-                        let loss = s.mean_loss * s.batch_size as f64;
-                        // Most of the batch non-finite: the model has blown up.
-                        let divergence = if s.dropped > 0 && 2 * s.dropped >= s.batch_size {
-                            Some(format!(
-                                "{} of the {} examples of the batch had a non-finite loss or gradient",
-                                s.dropped, s.batch_size
-                            ))
-                        } else if !loss.is_finite() {
-                            Some(format!("the batch's loss is {loss}"))
-                        } else {
-                            None
-                        };
-                        (loss, divergence)
-                    }
-                };
+                let (loss, divergence) = last_step_loss(p);
                 (indices, loss, divergence)
             }
             None => {
@@ -871,21 +974,21 @@ fn run<M: Classifier + 'static>(
 }
 
 /// What the loop hands to [`finish`].
-struct Finished {
-    history: Vec<EpochRecord>,
-    early_stopping: Option<crate::report::EarlyStopReport>,
-    final_loss: f64,
-    warnings: Vec<String>,
-    wall_seconds: f64,
-    eval_seconds: f64,
-    feature_seconds: f64,
-    status: &'static str,
+pub(crate) struct Finished {
+    pub(crate) history: Vec<EpochRecord>,
+    pub(crate) early_stopping: Option<crate::report::EarlyStopReport>,
+    pub(crate) final_loss: f64,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) wall_seconds: f64,
+    pub(crate) eval_seconds: f64,
+    pub(crate) feature_seconds: f64,
+    pub(crate) status: &'static str,
 }
 
 /// The report of `model` (the released one: the final or the last good
 /// model), saving it if asked.
 #[allow(clippy::too_many_arguments)]
-fn finish<M: Classifier>(
+pub(crate) fn finish<M: Classifier>(
     cfg: &TrainConfig,
     train: &Dataset,
     test: &Dataset,

@@ -7,7 +7,9 @@ use crate::commands::audit::{audit_config, run_audit};
 use crate::commands::train::{TrainOptions, config, load, write_atomically};
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AuditReport, CanaryKind};
-use dpsgd::train::{Defences, EarlyStopping, Privacy, RelaxLossSettings, TrainConfig};
+use dpsgd::train::{
+    Defences, EarlyStopping, MistSettings, Privacy, RelaxLossSettings, TrainConfig,
+};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,6 @@ pub struct DefenceSpec {
     pub defences: Defences,
     /// DP-SGD at this target ε, if part of it.
     pub epsilon: Option<f64>,
-    /// Why it cannot be run (a defence not implemented yet).
-    pub unavailable: Option<String>,
 }
 
 /// `key=value` pairs after a defence's colon.
@@ -66,6 +66,7 @@ fn get(
 
 /// Parses one defence: `none`, `label-smoothing[:e=0.1]`,
 /// `confidence-penalty[:beta=0.5]`, `relaxloss[:alpha=0.5,upper=0.3]`,
+/// `mist[:m=4,t1=1,t2=1,lambda=1]`,
 /// `early-stopping[:patience=5,validation=0.1]`, `weight-decay[:l=0.001]`,
 /// `dropout[:p=0.3]`, `dp:eps=E`, or several joined with `+`
 /// (`relaxloss+dp:eps=8`).
@@ -78,7 +79,6 @@ pub fn defence(s: &str) -> Result<DefenceSpec, String> {
         name: s.trim().to_owned(),
         defences: Defences::default(),
         epsilon: None,
-        unavailable: None,
     };
     for part in s.trim().split('+') {
         let (kind, rest) = part.split_once(':').unwrap_or((part, ""));
@@ -150,13 +150,28 @@ pub fn defence(s: &str) -> Result<DefenceSpec, String> {
                 spec.epsilon = Some(eps);
             }
             "mist" => {
-                spec.unavailable = Some(
-                    "MIST (membership-invariant subspace training) is not implemented yet".into(),
-                );
+                let allowed = ["m", "t1", "t2", "lambda"];
+                let defaults = MistSettings::default();
+                let m = get(part, &p, "m", defaults.submodels as f64, &allowed)?;
+                let t1 = get(part, &p, "t1", defaults.local_epochs as f64, &allowed)?;
+                let t2 = get(part, &p, "t2", defaults.cross_epochs as f64, &allowed)?;
+                let lambda = get(part, &p, "lambda", f64::from(defaults.weight), &allowed)?;
+                let whole = |v: f64, min: f64| v >= min && v.fract() == 0.0 && v < 1e6;
+                if !(whole(m, 2.0) && whole(t1, 1.0) && whole(t2, 1.0) && lambda > 0.0) {
+                    return Err(format!(
+                        "`{part}`: needs whole m ≥ 2, t1 ≥ 1, t2 ≥ 1 and lambda > 0"
+                    ));
+                }
+                d.mist = Some(MistSettings {
+                    submodels: m as usize,
+                    local_epochs: t1 as usize,
+                    cross_epochs: t2 as usize,
+                    weight: lambda as f32,
+                });
             }
             other => {
                 return Err(format!(
-                    "`{other}` is not a defence (expected none, label-smoothing, confidence-penalty, relaxloss, early-stopping, weight-decay, dropout, dp:eps=E, joined with +)"
+                    "`{other}` is not a defence (expected none, label-smoothing, confidence-penalty, relaxloss, mist, early-stopping, weight-decay, dropout, dp:eps=E, joined with +)"
                 ));
             }
         }
@@ -174,11 +189,12 @@ holds [{defence, test_accuracy, epsilon, attacks: [{name, auc, tpr_at_fpr_0_001}
 pub struct Args {
     /// Defences, comma-separated: none, label-smoothing[:e=0.1],
     /// confidence-penalty[:beta=0.5], relaxloss[:alpha=0.5,upper=0.3],
+    /// mist[:m=4,t1=1,t2=1,lambda=1] (each epoch a round),
     /// early-stopping[:patience=5,validation=0.1], weight-decay[:l=0.001],
     /// dropout[:p=0.3], dp:eps=E; join several with + (relaxloss+dp:eps=8).
     #[arg(
         long,
-        default_value = "none,label-smoothing,relaxloss,early-stopping,dp:eps=1,dp:eps=8"
+        default_value = "none,label-smoothing,relaxloss,mist,early-stopping,dp:eps=1,dp:eps=8"
     )]
     pub defences: String,
     /// Attacks run on every model (as `dpsgd audit --attacks`).
@@ -414,33 +430,6 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             flag: "--defences",
             message,
         })?;
-    let (ready, unavailable): (Vec<&DefenceSpec>, Vec<&DefenceSpec>) =
-        specs.iter().partition(|s| s.unavailable.is_none());
-    if ready.is_empty() {
-        anyhow::bail!(UsageError {
-            flag: "--defences",
-            message: format!(
-                "no defence left to run: {}",
-                unavailable
-                    .iter()
-                    .map(|s| format!(
-                        "`{}`: {}",
-                        s.name,
-                        s.unavailable.as_deref().unwrap_or_default()
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        });
-    }
-    for spec in &unavailable {
-        eprintln!(
-            "WARNING: dpsgd: skipping `{}`: {}",
-            spec.name,
-            spec.unavailable.as_deref().unwrap_or_default()
-        );
-    }
-    let specs = ready;
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
     let seed = o.seed.unwrap_or(0);
@@ -572,7 +561,19 @@ mod tests {
         let both = defence("relaxloss+dp:eps=8").unwrap();
         assert_eq!(both.epsilon, Some(8.0));
         assert!(both.defences.relaxloss.is_some());
-        assert!(defence("mist").unwrap().unavailable.is_some());
+        assert_eq!(
+            defence("mist").unwrap().defences.mist,
+            Some(MistSettings::default())
+        );
+        assert_eq!(
+            defence("mist:m=3,t2=2,lambda=0.5").unwrap().defences.mist,
+            Some(MistSettings {
+                submodels: 3,
+                local_epochs: 1,
+                cross_epochs: 2,
+                weight: 0.5
+            })
+        );
     }
 
     #[test]
@@ -590,6 +591,10 @@ mod tests {
             "weight-decay:l=-1",
             "dp:eps=x",
             "none:e=1",
+            "mist:m=1",
+            "mist:t1=0.5",
+            "mist:lambda=0",
+            "mist:k=2",
         ] {
             assert!(defence(bad).is_err(), "{bad}");
         }

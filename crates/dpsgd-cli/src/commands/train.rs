@@ -188,6 +188,23 @@ pub struct TrainOptions {
     /// (0, 1] (default 0.3, the published Purchase setting).
     #[arg(long, value_name = "U", requires = "relaxloss", allow_hyphen_values = true, value_parser = args::open_fraction)]
     pub relaxloss_upper: Option<f64>,
+    /// Defence: MIST, membership-invariant subspace training (Li, Li &
+    /// Ribeiro 2024): M sub-models on disjoint parts, a cross-difference
+    /// loss, averaged every round; each epoch is one round.
+    #[arg(long)]
+    pub mist: bool,
+    /// MIST: sub-models M ≥ 2 (default 4).
+    #[arg(long, value_name = "M", requires = "mist", value_parser = clap::value_parser!(u32).range(2..))]
+    pub mist_submodels: Option<u32>,
+    /// MIST: weight λ > 0 of the cross-difference loss (default 1).
+    #[arg(long, value_name = "L", requires = "mist", allow_hyphen_values = true, value_parser = args::positive)]
+    pub mist_weight: Option<f64>,
+    /// MIST: epochs of ordinary training T₁ ≥ 1 per round (default 1).
+    #[arg(long, value_name = "T1", requires = "mist", allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub mist_local_epochs: Option<usize>,
+    /// MIST: epochs of the cross-difference loss T₂ ≥ 1 per round (default 1).
+    #[arg(long, value_name = "T2", requires = "mist", allow_hyphen_values = true, value_parser = args::positive_count)]
+    pub mist_cross_epochs: Option<usize>,
     /// Defence: early stopping after this many epochs without a better
     /// validation accuracy (the best epoch's model is kept).
     #[arg(long, value_name = "PATIENCE", allow_hyphen_values = true, value_parser = args::positive_count)]
@@ -252,6 +269,15 @@ impl TrainOptions {
                 }),
             weight_decay: self.weight_decay,
             dropout: self.dropout,
+            mist: self.mist.then(|| {
+                let d = dpsgd::train::MistSettings::default();
+                dpsgd::train::MistSettings {
+                    submodels: self.mist_submodels.map_or(d.submodels, |m| m as usize),
+                    local_epochs: self.mist_local_epochs.unwrap_or(d.local_epochs),
+                    cross_epochs: self.mist_cross_epochs.unwrap_or(d.cross_epochs),
+                    weight: self.mist_weight.map_or(d.weight, |w| w as f32),
+                }
+            }),
         }
     }
 }
@@ -846,6 +872,7 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "early_stopping" => Some("--early-stopping"),
             "weight_decay" => Some("--weight-decay"),
             "dropout" => Some("--dropout"),
+            "mist" => Some("--mist"),
             "defences" => Some("--label-smoothing/--confidence-penalty/--relaxloss"),
             _ => None,
         },
