@@ -213,3 +213,70 @@ fn should_attack_the_hardened_release() {
     assert_usage_error(&dpsgd(&["audit", "--release", "round-16"]), &["--release"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A per-attack query budget: every black-box attack is a client of the
+/// model; one whose queries would pass the budget is refused, counted and
+/// reported, the others run.
+#[test]
+fn should_refuse_an_attack_past_its_query_budget() {
+    let dir = temp_dir("dpsgd-audit", "budget");
+    let run = |budget: Option<&str>| {
+        let mut args = vec![
+            "audit",
+            "--non-private",
+            "--epochs",
+            "5",
+            "--seed",
+            "3",
+            "--attacks",
+            "loss,label-only",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+            "--report",
+            "-",
+        ];
+        if let Some(b) = budget {
+            args.extend(["--query-budget", b]);
+        }
+        serde_json::from_str::<serde_json::Value>(&ok(&dpsgd(&args))).unwrap()
+    };
+    let client = |v: &serde_json::Value, name: &str| {
+        v["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["client"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no client {name}: {v}"))
+    };
+    // Unlimited: both run; the loss attack queries each record once, the
+    // label-only attack many times.
+    let free = run(None);
+    assert!(free["query_budget"].is_null());
+    assert_eq!(client(&free, "loss")["served"], 1797);
+    let label_only = client(&free, "label-only")["served"].as_u64().unwrap();
+    assert!(label_only > 2000, "{label_only}");
+    assert_eq!(free["attacks"].as_array().unwrap().len(), 2);
+    // A budget of 2 000 records: the loss attack fits, label-only does not.
+    let capped = run(Some("2000"));
+    assert_eq!(capped["query_budget"], 2000);
+    assert_eq!(client(&capped, "loss")["served"], 1797);
+    let refused = client(&capped, "label-only");
+    assert!(refused["served"].as_u64().unwrap() <= 2000, "{refused}");
+    assert!(refused["refused"].as_u64().unwrap() > 0, "{refused}");
+    assert_eq!(capped["refused_attacks"], serde_json::json!(["label-only"]));
+    let names: Vec<&str> = capped["attacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["loss"]);
+    assert!(capped["warnings"].to_string().contains("query budget"));
+    assert_usage_error(
+        &dpsgd(&["audit", "--query-budget", "0"]),
+        &["--query-budget"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

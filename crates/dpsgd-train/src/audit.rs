@@ -34,9 +34,9 @@ use crate::recipe::Recipe;
 use crate::report::TrainReport;
 use crate::run::train_model;
 use crate::trained::TrainedModel;
-use dpsgd_audit::hardening::{Release, released_score};
+use dpsgd_audit::hardening::{ClientUsage, Hardened, ProbabilityOracle, Release, released_score};
 use dpsgd_audit::inversion::{InversionConfig, WhiteBox, invert, nearest_distances};
-use dpsgd_audit::label_only::{LabelOnlyConfig, LabelOracle, label_only_scores};
+use dpsgd_audit::label_only::{LabelOnlyConfig, label_only_scores};
 use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
 use dpsgd_audit::lower_bound::{OneRunAudit, canary_epsilon, one_run_audit};
 use dpsgd_audit::metrics::{Interval, Roc, bootstrap};
@@ -192,6 +192,11 @@ pub struct AuditConfig {
     /// What the target releases (output hardening): the black-box attacks
     /// score the released vectors (`Full`: the logits themselves, exact).
     pub release: Release,
+    /// A per-client query budget, in records: every black-box attack is one
+    /// client of the hardened target, and an attack whose queries would
+    /// pass the budget is refused (and reported as such). `None`: no limit
+    /// (the queries are still counted).
+    pub query_budget: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -209,6 +214,7 @@ impl Default for AuditConfig {
             seed: 0,
             inversion: InversionConfig::default(),
             release: Release::Full,
+            query_budget: None,
         }
     }
 }
@@ -314,6 +320,13 @@ pub struct AuditReport {
     pub audit_seconds: f64,
     /// What the target released to the black-box attacks.
     pub release: Release,
+    /// The per-client query budget, if one was set.
+    pub query_budget: Option<u64>,
+    /// The target's queries per attack (client): records served and
+    /// records refused past the budget.
+    pub queries: Vec<ClientUsage>,
+    /// Attacks refused by the query budget (not run).
+    pub refused_attacks: Vec<String>,
     /// What the audit could not do (an attack that does not apply).
     pub warnings: Vec<String>,
     /// The target's training report.
@@ -446,18 +459,49 @@ pub fn audit(
     let evaluate = |name: &str, scores: &[f64], subset: Option<&[usize]>| {
         attack_result(name, scores, &is_member, &labels, &losses, subset, audit)
     };
+    // Every black-box query of the target goes through the hardened model:
+    // one client per attack, counted, and refused past the budget.
+    let mut gate = Hardened::new(TargetQueries { model: &model }, release).map_err(audit_error)?;
+    if let Some(budget) = audit.query_budget {
+        gate = gate.with_budget(budget);
+    }
+    let mut refused_attacks = Vec::new();
+    // Queries the whole population as `client`: whether it was served.
+    let mut admit = |gate: &mut Hardened<TargetQueries>, client: &str| match gate.probabilities_for(
+        client,
+        population.features(),
+        model.input_len(),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if gate.refused(client) > 0 => {
+            warnings.push(format!("{client} attack refused: {e}"));
+            refused_attacks.push(client.to_owned());
+            Ok(false)
+        }
+        Err(e) => Err(audit_error(e)),
+    };
     let mut attacks = Vec::new();
     for attack in &audit.attacks {
-        if let Some(kind) = attack.threshold_score() {
+        if let Some(kind) = attack.threshold_score()
+            && admit(&mut gate, attack.name())?
+        {
             attacks.push(evaluate(attack.name(), &target_scores(kind)?, None)?);
         }
     }
 
     let mut shadow_seconds = 0.0;
-    let needs_shadows = audit
-        .attacks
-        .iter()
-        .any(|a| matches!(a, Attack::Shadow | Attack::Lira));
+    // The shadow attack reads full vectors: not run against a hardened
+    // release (and then not queried).
+    let run_shadow_attack = audit.attacks.contains(&Attack::Shadow)
+        && release == Release::Full
+        && admit(&mut gate, Attack::Shadow.name())?;
+    let run_lira = audit.attacks.contains(&Attack::Lira) && admit(&mut gate, "lira")?;
+    let needs_shadows = run_lira || run_shadow_attack;
+    if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
+        warnings.push(
+            "shadow attack skipped: its attack models read full probability vectors, not hardened releases".into(),
+        );
+    }
     if needs_shadows {
         let shadow_start = Instant::now();
         // Per-example features (ScatterNet) are computed once for the
@@ -482,7 +526,7 @@ pub fn audit(
             "shadows: {} trained in {shadow_seconds:.1} s",
             shadows.len()
         ));
-        if audit.attacks.contains(&Attack::Lira) {
+        if run_lira {
             let phi = target_scores(ScoreKind::LogitScaled)?;
             let per_record: Vec<ShadowScores> = (0..population.len())
                 .map(|i| {
@@ -517,11 +561,7 @@ pub fn audit(
                 attacks.push(evaluate(name, &scores, None)?);
             }
         }
-        if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
-            warnings.push(
-                "shadow attack skipped: its attack models read full probability vectors, not hardened releases".into(),
-            );
-        } else if audit.attacks.contains(&Attack::Shadow) {
+        if run_shadow_attack {
             let scores =
                 shadow_attack_scores(&shadows, &target_logits, &labels, classes, audit.seed)?;
             attacks.push(evaluate("shadow", &scores, None)?);
@@ -541,21 +581,31 @@ pub fn audit(
             seed: audit.seed ^ LABEL_SALT,
             ..LabelOnlyConfig::default()
         };
-        let mut oracle = LabelQueries { model: &model };
-        let scores = label_only_scores(
-            &mut oracle,
+        let client = Attack::LabelOnly.name();
+        let answer = label_only_scores(
+            &mut gate.client(client),
             &inputs,
             model.input_len(),
             &subset_labels,
             &config,
-        )
-        .map_err(audit_error)?;
-        let mut full = vec![f64::NAN; population.len()];
-        for (&i, s) in subset.iter().zip(scores) {
-            full[i] = s;
+        );
+        match answer {
+            Ok(scores) => {
+                let mut full = vec![f64::NAN; population.len()];
+                for (&i, s) in subset.iter().zip(scores) {
+                    full[i] = s;
+                }
+                attacks.push(evaluate(client, &full, Some(&subset))?);
+            }
+            Err(e) if gate.refused(client) > 0 => {
+                warnings.push(format!("{client} attack refused: {e}"));
+                refused_attacks.push(client.to_owned());
+            }
+            Err(e) => return Err(audit_error(e)),
         }
-        attacks.push(evaluate("label-only", &full, Some(&subset))?);
     }
+    let queries = gate.usage();
+    drop(gate);
 
     if audit.attacks.contains(&Attack::Inversion) && release != Release::Full {
         warnings.push(
@@ -636,6 +686,9 @@ pub fn audit(
             shadow_seconds,
             audit_seconds: start.elapsed().as_secs_f64(),
             release,
+            query_budget: audit.query_budget,
+            queries,
+            refused_attacks,
             warnings,
             target: target_report,
         },
@@ -823,17 +876,26 @@ fn feature_spread(data: &Dataset) -> f64 {
 }
 
 /// The target model as a label-only oracle.
-struct LabelQueries<'a> {
+struct TargetQueries<'a> {
     model: &'a TrainedModel,
 }
 
-impl LabelOracle for LabelQueries<'_> {
-    fn labels(&mut self, inputs: &[f32], _dim: usize) -> dpsgd_audit::Result<Vec<usize>> {
-        self.model
-            .predict(inputs)
-            .map_err(|e| dpsgd_audit::Error::Query {
-                reason: e.to_string(),
-            })
+impl ProbabilityOracle for TargetQueries<'_> {
+    fn classes(&self) -> usize {
+        self.model.classes()
+    }
+
+    fn probabilities(&mut self, inputs: &[f32], _dim: usize) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
+        let logits =
+            self.model
+                .logits_of_inputs(inputs)
+                .map_err(|e| dpsgd_audit::Error::Query {
+                    reason: e.to_string(),
+                })?;
+        Ok(logits
+            .chunks(self.model.classes().max(1))
+            .map(softmax)
+            .collect())
     }
 }
 

@@ -97,6 +97,12 @@ pub struct Args {
     /// round-D (D decimals) or top-K-round-D.
     #[arg(long, value_name = "full|label-only|top-K|round-D", default_value = "full", value_parser = release)]
     pub release: Release,
+    /// Per-attack query budget, in records: each black-box attack is one
+    /// client of the (hardened) model, and an attack whose queries would go
+    /// past the budget is refused and reported (default: no limit; the
+    /// queries are counted either way).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub query_budget: Option<u64>,
     /// Threads training shadow models (default: one per core).
     #[arg(long, value_name = "N", value_parser = args::positive_count)]
     pub threads: Option<usize>,
@@ -198,6 +204,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     }
     let audit = AuditConfig {
         release: a.release,
+        query_budget: a.query_budget,
         ..audit_config(
             &a.attacks,
             a.shadow_models,
@@ -358,6 +365,23 @@ pub fn table(r: &AuditReport) -> String {
             percent(inv.independent_accuracy),
             inv.mean_distance_ratio
         );
+    }
+    if !r.queries.is_empty() {
+        let budget = r
+            .query_budget
+            .map_or_else(|| "no budget".to_owned(), |b| format!("budget {b} each"));
+        let each: Vec<String> = r
+            .queries
+            .iter()
+            .map(|q| {
+                if q.refused > 0 {
+                    format!("{} {} served, {} REFUSED", q.client, q.served, q.refused)
+                } else {
+                    format!("{} {}", q.client, q.served)
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "queries ({budget}): {}", each.join(", "));
     }
     if r.shadow_models > 0 {
         let _ = writeln!(
