@@ -132,6 +132,11 @@
 
 use crate::Error;
 use crate::error::{Result, invalid};
+use crate::hardening::{ProbabilityOracle, released_score};
+use crate::scores::ScoreKind;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
 
 /// Default Charbonnier smoothing `ε` of the smoothness prior, in range
 /// widths ([`InversionConfig::tv_smoothing`], [`total_variation`]): at
@@ -172,6 +177,167 @@ pub trait WhiteBox {
         inputs: &[f32],
         classes: &[usize],
     ) -> Result<(Vec<f64>, Vec<f32>)>;
+}
+
+/// A black-box model as a [`WhiteBox`]: `p_y` and `∇ ln p_y` **estimated**
+/// from the probability vectors a [`ProbabilityOracle`] releases (possibly
+/// hardened: top-k, rounded, label only, under a query budget), so that
+/// [`invert`] runs against what a client of the model sees.
+///
+/// The gradient is the antithetic Gaussian finite-difference estimate of
+/// zeroth-order optimisation (Nesterov & Spokoiny, "Random gradient-free
+/// minimization of convex functions", 2017; used against black-box models
+/// by Chen et al., "ZOO", AISec 2017):
+///
+/// ```text
+/// ĝ = 1/K · Σ_k (f(x + μ·u_k) − f(x − μ·u_k)) / (2μ) · u_k,   u_k ~ N(0, I_d)
+/// ```
+///
+/// with `f = ln p̃_y`, `p̃` the released vector completed to a distribution
+/// and floored as in [`released_score`]. It is unbiased for the gradient of
+/// the Gaussian-smoothed `f`. Each call queries `1 + 2K` inputs per class
+/// in one batch (the point itself for `p̃_y`), which is what a query budget
+/// counts: [`queries`](Self::queries) keeps the total. A release that hides
+/// small changes (label only, coarse rounding) gives `f(x + μu) = f(x − μu)`,
+/// a zero estimate and an ascent that does not move: what hardening buys
+/// against inversion.
+#[derive(Debug)]
+pub struct ZerothOrder<O> {
+    oracle: O,
+    input_len: usize,
+    directions: usize,
+    smoothing: f64,
+    rng: ChaCha20Rng,
+    queries: u64,
+}
+
+impl<O: ProbabilityOracle> ZerothOrder<O> {
+    /// The estimator over `oracle` for inputs of `input_len` values, with
+    /// `K = directions` random directions per gradient and the smoothing
+    /// radius `μ = smoothing` (in input units), seeded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for `input_len = 0`, `directions = 0` or
+    /// a smoothing that is not a finite number > 0.
+    pub fn new(
+        oracle: O,
+        input_len: usize,
+        directions: usize,
+        smoothing: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        if input_len == 0 {
+            return Err(invalid("input_len", 0, "the model has no inputs"));
+        }
+        if directions == 0 {
+            return Err(invalid("directions", 0, "need at least one direction"));
+        }
+        if !(smoothing > 0.0 && smoothing.is_finite()) {
+            return Err(invalid(
+                "smoothing",
+                smoothing,
+                "must be a finite number > 0",
+            ));
+        }
+        Ok(Self {
+            oracle,
+            input_len,
+            directions,
+            smoothing,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            queries: 0,
+        })
+    }
+
+    /// Inputs queried so far.
+    pub fn queries(&self) -> u64 {
+        self.queries
+    }
+
+    /// The oracle back.
+    pub fn into_inner(self) -> O {
+        self.oracle
+    }
+}
+
+impl<O: ProbabilityOracle> WhiteBox for ZerothOrder<O> {
+    fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        Some(self.oracle.classes())
+    }
+
+    fn log_prob_gradient(
+        &mut self,
+        inputs: &[f32],
+        classes: &[usize],
+    ) -> Result<(Vec<f64>, Vec<f32>)> {
+        let (d, k) = (self.input_len, self.directions);
+        if inputs.len() != classes.len() * d {
+            return Err(invalid(
+                "inputs",
+                format!("{} values", inputs.len()),
+                format!("need {} (one input per class)", classes.len() * d),
+            ));
+        }
+        let per_input = 1 + 2 * k;
+        let mut batch = Vec::with_capacity(classes.len() * per_input * d);
+        let mut directions = Vec::with_capacity(classes.len() * k * d);
+        let mu = self.smoothing;
+        for x in inputs.chunks(d) {
+            batch.extend_from_slice(x);
+            for _ in 0..k {
+                let u: Vec<f64> = (0..d)
+                    .map(|_| StandardNormal.sample(&mut self.rng))
+                    .collect();
+                batch.extend(
+                    x.iter()
+                        .zip(&u)
+                        .map(|(&x, u)| (f64::from(x) + mu * u) as f32),
+                );
+                batch.extend(
+                    x.iter()
+                        .zip(&u)
+                        .map(|(&x, u)| (f64::from(x) - mu * u) as f32),
+                );
+                directions.extend(u);
+            }
+        }
+        let answers = self.oracle.probabilities(&batch, d)?;
+        if answers.len() != classes.len() * per_input {
+            return Err(Error::Query {
+                reason: format!(
+                    "the model answered {} vectors for {} inputs",
+                    answers.len(),
+                    classes.len() * per_input
+                ),
+            });
+        }
+        self.queries += answers.len() as u64;
+        let mut probs = Vec::with_capacity(classes.len());
+        let mut grads = Vec::with_capacity(classes.len() * d);
+        for (i, &y) in classes.iter().enumerate() {
+            let rows = &answers[i * per_input..(i + 1) * per_input];
+            probs.push(released_score(ScoreKind::Loss, &rows[0], y)?.exp());
+            let mut g = vec![0.0f64; d];
+            for j in 0..k {
+                let plus = released_score(ScoreKind::Loss, &rows[1 + 2 * j], y)?;
+                let minus = released_score(ScoreKind::Loss, &rows[2 + 2 * j], y)?;
+                let coef = (plus - minus) / (2.0 * mu * k as f64);
+                if coef != 0.0 {
+                    let u = &directions[(i * k + j) * d..(i * k + j + 1) * d];
+                    for (g, u) in g.iter_mut().zip(u) {
+                        *g += coef * u;
+                    }
+                }
+            }
+            grads.extend(g.into_iter().map(|v| v as f32));
+        }
+        Ok((probs, grads))
+    }
 }
 
 /// The class score [`invert`] ascends (see the [module docs](self)).
@@ -1360,5 +1526,76 @@ mod tests {
         // Class 1 has a member but no non-member; class 2 has neither.
         assert!(bad(&r, &[1], &m, &ml, 2));
         assert!(bad(&r, &[2], &m, &ml, 2));
+    }
+
+    /// The planted model as a black box answering probability vectors.
+    fn black_box(
+        model: &Linear,
+    ) -> crate::hardening::FnOracle<impl FnMut(&[f32], usize) -> Result<Vec<Vec<f64>>> + '_> {
+        crate::hardening::FnOracle::new(10, move |inputs: &[f32], d: usize| {
+            Ok(inputs.chunks(d).map(|x| model.probs(x)).collect())
+        })
+    }
+
+    #[test]
+    fn zeroth_order_gradient_estimates_the_exact_one() {
+        let (mut model, t) = planted();
+        let x: Vec<f32> = t[4].iter().map(|v| 0.3 + 0.4 * v).collect();
+        let (p, exact) = model.log_prob_gradient(&x, &[4]).unwrap();
+        let reference = planted().0;
+        let mut zo = ZerothOrder::new(black_box(&reference), 64, 4000, 1e-3, 7).unwrap();
+        let (q, estimate) = zo.log_prob_gradient(&x, &[4]).unwrap();
+        assert_eq!(zo.queries(), 1 + 2 * 4000);
+        assert!((p[0] - q[0]).abs() < 1e-9, "{p:?} vs {q:?}");
+        // Cosine of the estimate with the exact gradient: with K = 4000
+        // directions in d = 64 the relative error is about √(d/K) ≈ 0.13.
+        let dot: f64 = exact
+            .iter()
+            .zip(&estimate)
+            .map(|(a, b)| f64::from(a * b))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
+        let cosine = dot / (norm(&exact) * norm(&estimate));
+        assert!(cosine > 0.95, "{cosine}");
+        assert!((norm(&estimate) / norm(&exact) - 1.0).abs() < 0.25);
+    }
+
+    #[test]
+    fn black_box_inversion_recovers_the_templates_from_full_outputs() {
+        let (model, t) = planted();
+        let classes: Vec<usize> = (0..10).collect();
+        let config = InversionConfig::default();
+        let mut zo = ZerothOrder::new(black_box(&model), 64, 16, 0.05, 1).unwrap();
+        let out = invert(&mut zo, &classes, &config).unwrap();
+        assert_eq!(zo.queries(), (config.steps as u64 + 1) * 10 * 33);
+        check_recovery(&model, &out, &t, 0.8, 0.9);
+    }
+
+    #[test]
+    fn hardening_stops_black_box_inversion() {
+        use crate::hardening::{Hardened, Release};
+        let (model, _) = planted();
+        let config = InversionConfig::default();
+        // Label only: every perturbation answers the same one-hot vector,
+        // the estimate is zero and the ascent never leaves the start.
+        let mut hardened = Hardened::new(black_box(&model), Release::LabelOnly).unwrap();
+        let mut zo = ZerothOrder::new(hardened.client("inverter"), 64, 16, 0.05, 1).unwrap();
+        let out = invert(&mut zo, &[3], &config).unwrap();
+        assert!(
+            out.images[0].iter().all(|&v| v == 0.5),
+            "{:?}",
+            out.images[0]
+        );
+        // A query budget: refused once the ascent has used it, counted.
+        let budget = 10 * 33;
+        let mut hardened = Hardened::new(black_box(&model), Release::Full)
+            .unwrap()
+            .with_budget(budget);
+        let mut zo = ZerothOrder::new(hardened.client("inverter"), 64, 16, 0.05, 1).unwrap();
+        let err = invert(&mut zo, &[3], &config).unwrap_err();
+        assert!(matches!(err, Error::Query { .. }), "{err}");
+        drop(zo);
+        assert_eq!(hardened.served("inverter"), budget);
+        assert_eq!(hardened.refused("inverter"), 33);
     }
 }

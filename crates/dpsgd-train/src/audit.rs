@@ -35,7 +35,7 @@ use crate::report::TrainReport;
 use crate::run::train_model;
 use crate::trained::TrainedModel;
 use dpsgd_audit::hardening::{ClientUsage, Hardened, ProbabilityOracle, Release, released_score};
-use dpsgd_audit::inversion::{InversionConfig, WhiteBox, invert, nearest_distances};
+use dpsgd_audit::inversion::{InversionConfig, WhiteBox, ZerothOrder, invert, nearest_distances};
 use dpsgd_audit::label_only::{LabelOnlyConfig, label_only_scores};
 use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
 use dpsgd_audit::lower_bound::{OneRunAudit, canary_epsilon, one_run_audit};
@@ -348,6 +348,7 @@ const SHADOW_SALT: u64 = 0x5ad0_3e15;
 const LABEL_SALT: u64 = 0x1abe_1000;
 const BOOT_SALT: u64 = 0xb007_5742;
 const SUBSET_SALT: u64 = 0x5ab5_e700;
+const INVERSION_SALT: u64 = 0x1a7e_0b0c;
 
 /// The audit's error for a bad [`AuditConfig`].
 fn bad(field: &'static str, reason: impl Into<String>) -> TrainError {
@@ -604,19 +605,51 @@ pub fn audit(
             Err(e) => return Err(audit_error(e)),
         }
     }
-    let queries = gate.usage();
-    drop(gate);
 
-    if audit.attacks.contains(&Attack::Inversion) && release != Release::Full {
-        warnings.push(
-            "inversion uses input gradients (white-box access): output hardening does not apply to it".into(),
-        );
-    }
+    // Inversion is white-box (input gradients) against a full release
+    // without a budget; otherwise black-box, from the hardened outputs.
+    let black_box = release != Release::Full || audit.query_budget.is_some();
     let inversion = if audit.attacks.contains(&Attack::Inversion) {
         match model.features() {
+            Features::Raw if black_box => {
+                log(&format!(
+                    "inversion: reconstructing one input per class from the released outputs ({INVERSION_DIRECTIONS} random directions per gradient estimate)"
+                ));
+                let client = Attack::Inversion.name();
+                let width = feature_range(train).1 - feature_range(train).0;
+                let mut oracle = ZerothOrder::new(
+                    gate.client(client),
+                    model.input_len(),
+                    INVERSION_DIRECTIONS,
+                    f64::from(width.max(f32::MIN_POSITIVE)) * INVERSION_SMOOTHING,
+                    audit.seed ^ INVERSION_SALT,
+                )
+                .map_err(audit_error)?;
+                let result = run_inversion(
+                    &mut oracle,
+                    &model,
+                    train,
+                    test,
+                    cfg,
+                    &audit.inversion,
+                    device,
+                );
+                drop(oracle);
+                match result {
+                    Ok(report) => Some(report),
+                    Err(e) if gate.refused(client) > 0 => {
+                        warnings.push(format!("{client} attack refused: {e}"));
+                        refused_attacks.push(client.to_owned());
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Features::Raw => {
                 log("inversion: reconstructing one input per class");
+                let mut oracle = GradientQueries { model: &model };
                 Some(run_inversion(
+                    &mut oracle,
                     &model,
                     train,
                     test,
@@ -640,6 +673,8 @@ pub fn audit(
         None
     };
 
+    let queries = gate.usage();
+    drop(gate);
     let canary_audit = match &canaries {
         Some(c) => Some(c.audit(&model, audit, delta, epsilon)?),
         None if audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac => {
@@ -924,7 +959,8 @@ impl WhiteBox for GradientQueries<'_> {
 
 /// Model inversion of every class, measured against the members and
 /// non-members and an independent classifier trained on the non-members.
-fn run_inversion(
+fn run_inversion<W: WhiteBox>(
+    oracle: &mut W,
     model: &TrainedModel,
     train: &Dataset,
     test: &Dataset,
@@ -932,12 +968,7 @@ fn run_inversion(
     inversion: &InversionConfig,
     device: &burn::tensor::Device,
 ) -> Result<InversionReport, TrainError> {
-    let (lo, hi) = train
-        .features()
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        });
+    let (lo, hi) = feature_range(train);
     let classes: Vec<usize> = (0..model.classes()).collect();
     let image_shape = model.input_shape();
     let config = InversionConfig {
@@ -948,8 +979,7 @@ fn run_inversion(
         },
         ..inversion.clone()
     };
-    let mut oracle = GradientQueries { model };
-    let inversion = invert(&mut oracle, &classes, &config).map_err(audit_error)?;
+    let inversion = invert(oracle, &classes, &config).map_err(audit_error)?;
     let to_usize = |d: &Dataset| -> Vec<usize> { d.labels().iter().map(|&y| y as usize).collect() };
     let distances = nearest_distances(
         &inversion.images,
@@ -989,6 +1019,21 @@ fn run_inversion(
         range: (lo, hi),
     })
 }
+
+/// The smallest and largest feature value of `data`: the public input range
+/// inversion stays in.
+fn feature_range(data: &Dataset) -> (f32, f32) {
+    data.features()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// Random directions per gradient estimate of black-box inversion.
+const INVERSION_DIRECTIONS: usize = 16;
+/// The finite-difference radius of black-box inversion, in range widths.
+const INVERSION_SMOOTHING: f64 = 0.05;
 
 /// One trained shadow model: which population records it trained on, and
 /// its logits on the whole population.
