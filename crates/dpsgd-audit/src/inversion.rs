@@ -1529,12 +1529,15 @@ mod tests {
     }
 
     /// The planted model as a black box answering probability vectors.
-    fn black_box(
-        model: &Linear,
-    ) -> crate::hardening::FnOracle<impl FnMut(&[f32], usize) -> Result<Vec<Vec<f64>>> + '_> {
-        crate::hardening::FnOracle::new(10, move |inputs: &[f32], d: usize| {
-            Ok(inputs.chunks(d).map(|x| model.probs(x)).collect())
-        })
+    type Answer<'a> = Box<dyn FnMut(&[f32], usize) -> Result<Vec<Vec<f64>>> + 'a>;
+
+    fn black_box(model: &Linear) -> crate::hardening::FnOracle<Answer<'_>> {
+        crate::hardening::FnOracle::new(
+            10,
+            Box::new(move |inputs: &[f32], d: usize| {
+                Ok(inputs.chunks(d).map(|x| model.probs(x)).collect())
+            }),
+        )
     }
 
     #[test]
