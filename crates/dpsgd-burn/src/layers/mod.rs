@@ -2,11 +2,14 @@
 //! init shape, same parameter layout) whose per-example gradients the engine
 //! computes in one backward pass.
 
+mod attention;
 mod conv;
 mod embedding;
 mod linear;
 mod norm;
+mod rnn;
 
+pub use attention::{DpMhaInput, DpMhaOutput, DpMultiHeadAttention, DpMultiHeadAttentionConfig};
 pub use conv::{
     ConvStrategy, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig, WEIGHT_STANDARDIZATION_EPS,
     standardized_kernel, with_conv_strategy,
@@ -14,4 +17,8 @@ pub use conv::{
 pub(crate) use conv::{Geometry, im2col};
 pub use embedding::{DpEmbedding, DpEmbeddingConfig};
 pub use linear::{DpLinear, DpLinearConfig};
-pub use norm::{DpGroupNorm, DpGroupNormConfig, DpLayerNorm, DpLayerNormConfig};
+pub use norm::{
+    DpGroupNorm, DpGroupNormConfig, DpInstanceNorm, DpInstanceNormConfig, DpLayerNorm,
+    DpLayerNormConfig, DpRmsNorm, DpRmsNormConfig,
+};
+pub use rnn::{DpGateController, DpGru, DpGruConfig, DpLstm, DpLstmConfig, DpRnn, DpRnnConfig};

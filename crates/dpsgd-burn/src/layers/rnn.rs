@@ -1,0 +1,617 @@
+//! DP-aware recurrent layers: burn's `Rnn`, `Lstm` and `Gru` with the same
+//! parameter paths, on the engine's fast path.
+//!
+//! # Per-example gradients through time
+//!
+//! A recurrent gate computes `z_t = x_t W_x + b_x + h_{t−1} W_h + b_h` at
+//! every step with the *same* weights. Back-propagation through time gives
+//! the per-example gradient `∇W_h = Σ_t h_{t−1}ᵀ δ_t` with `δ_t = ∂L/∂z_t`
+//! the total derivative at step `t` (it already contains every later step's
+//! dependence on `z_t`), and likewise `∇W_x = Σ_t x_tᵀ δ_t`: one dense layer
+//! over `T` positions each. So
+//!
+//! * the input transform runs once on the whole `[B, T, d_in]` sequence (a
+//!   [`DpLinear`] call: one dense record over `T` positions);
+//! * the hidden transform runs step by step with its weights as constants
+//!   and a zero probe slice added to its output; after the loop the states
+//!   `h_{t−1}` (`[B, T, H]`) and the probe (`[B, T, H]`) make one dense
+//!   record, whose probe gradient is `δ_t`.
+//!
+//! One backward pass then gives every gate's per-example norms (Gram ghost
+//! norms over `T` positions when cheaper) and clipped sums, as for any
+//! dense layer.
+//!
+//! # Variable-length sequences
+//!
+//! `forward_masked` takes a padding mask `[B, T]` (`true` = padded): at a
+//! padded step an example keeps its previous state and outputs zeros, so
+//! its final state is its last real step's. Padded steps contribute exactly
+//! zero gradient.
+
+use super::linear::{DpLinear, DpLinearConfig};
+use crate::tape::{self, Record};
+use burn::config::Config;
+use burn::module::{Initializer, Module, ParamId};
+use burn::nn::activation::{Activation, ActivationConfig};
+use burn::tensor::module::linear;
+use burn::tensor::{Bool, Device, Tensor};
+
+/// A gate's two transforms, burn's `GateController` layout:
+/// `input_transform` (`[d_input, d_hidden]`) and `hidden_transform`
+/// (`[d_hidden, d_hidden]`), each with an optional bias.
+#[derive(Module, Debug)]
+pub struct DpGateController {
+    /// `x_t W_x + b_x`.
+    pub input_transform: DpLinear,
+    /// `h_{t−1} W_h + b_h`.
+    pub hidden_transform: DpLinear,
+}
+
+impl DpGateController {
+    /// A gate from `d_input` to `d_output` features.
+    pub fn new(
+        d_input: usize,
+        d_output: usize,
+        bias: bool,
+        initializer: Initializer,
+        device: &Device,
+    ) -> Self {
+        let config = |d_in| {
+            DpLinearConfig::new(d_in, d_output)
+                .with_bias(bias)
+                .with_initializer(initializer.clone())
+        };
+        Self {
+            input_transform: config(d_input).init(device),
+            hidden_transform: config(d_output).init(device),
+        }
+    }
+
+    fn d_hidden(&self) -> usize {
+        self.hidden_transform.weight.val().dims()[1]
+    }
+}
+
+/// The hidden transform of one gate over a whole sequence: step outputs
+/// while recording, then one dense record (see the module documentation).
+struct Recurrence {
+    weight: ParamId,
+    bias: Option<ParamId>,
+    /// `[B, T, H]`, when recording.
+    probe: Option<Tensor<3>>,
+    /// `h_{t−1}` (constants) by step, when recording.
+    inputs: Vec<Option<Tensor<2>>>,
+}
+
+impl Recurrence {
+    fn new(gate: &DpGateController, batch: usize, steps: usize, device: &Device) -> Self {
+        let recording = tape::is_recording();
+        let h = gate.d_hidden();
+        Self {
+            weight: gate.hidden_transform.weight.id,
+            bias: gate.hidden_transform.bias.as_ref().map(|b| b.id),
+            probe: recording.then(|| tape::probe([batch, steps, h], device)),
+            inputs: vec![None; if recording { steps } else { 0 }],
+        }
+    }
+
+    /// `hidden W_h + b_h` at step `t`.
+    fn step(&mut self, gate: &DpGateController, hidden: Tensor<2>, t: usize) -> Tensor<2> {
+        let layer = &gate.hidden_transform;
+        let Some(probe) = &self.probe else {
+            return linear(
+                hidden,
+                layer.weight.val(),
+                layer.bias.as_ref().map(|b| b.val()),
+            );
+        };
+        let [batch, _, h] = probe.dims();
+        let out = linear(
+            hidden.clone(),
+            layer.weight.val().inner(),
+            layer.bias.as_ref().map(|b| b.val().inner()),
+        );
+        self.inputs[t] = Some(hidden.inner());
+        out + probe.clone().narrow(1, t, 1).reshape([batch, h])
+    }
+
+    /// Pushes the record (when recording).
+    fn finish(self) {
+        let Some(probe) = self.probe else {
+            return;
+        };
+        let [batch, _, h] = probe.dims();
+        let device = probe.device();
+        let steps: Vec<Tensor<3>> = self
+            .inputs
+            .into_iter()
+            .map(|x| {
+                x.unwrap_or_else(|| Tensor::zeros([batch, h], &device))
+                    .reshape([batch, 1, h])
+            })
+            .collect();
+        tape::push(Record::Dense {
+            weight: self.weight,
+            bias: self.bias,
+            input: Tensor::cat(steps, 1),
+            probe,
+            transposed: false,
+        });
+    }
+}
+
+/// `[B, T, F]` with `batch_first`, `[T, B, F]` otherwise → `[B, T, F]`.
+fn batch_major(x: Tensor<3>, batch_first: bool) -> Tensor<3> {
+    if batch_first { x } else { x.swap_dims(0, 1) }
+}
+
+/// The steps in processing order.
+fn order(steps: usize, reverse: bool) -> Vec<usize> {
+    if reverse {
+        (0..steps).rev().collect()
+    } else {
+        (0..steps).collect()
+    }
+}
+
+/// `new` where the example is not padded at step `t`, `old` where it is.
+fn keep_padded(
+    new: Tensor<2>,
+    old: Tensor<2>,
+    mask: Option<&Tensor<2, Bool>>,
+    t: usize,
+) -> Tensor<2> {
+    match mask {
+        None => new,
+        Some(mask) => {
+            let [batch, _] = mask.dims();
+            let h = new.dims()[1];
+            let padded = mask
+                .clone()
+                .narrow(1, t, 1)
+                .reshape([batch, 1])
+                .expand([batch, h]);
+            new.mask_where(padded, old)
+        }
+    }
+}
+
+/// Zeros the outputs of padded steps.
+fn zero_padded(out: Tensor<3>, mask: Option<&Tensor<2, Bool>>) -> Tensor<3> {
+    match mask {
+        None => out,
+        Some(mask) => {
+            let [batch, steps, h] = out.dims();
+            out.mask_fill(
+                mask.clone()
+                    .reshape([batch, steps, 1])
+                    .expand([batch, steps, h]),
+                0.0,
+            )
+        }
+    }
+}
+
+/// Configuration of a [`DpRnn`]: burn's `RnnConfig`.
+#[derive(Config, Debug)]
+pub struct DpRnnConfig {
+    /// Input features.
+    pub d_input: usize,
+    /// Hidden state size.
+    pub d_hidden: usize,
+    /// Whether the transforms have biases.
+    pub bias: bool,
+    /// Initialisation (burn's default).
+    #[config(default = "Initializer::XavierNormal{gain:1.0}")]
+    pub initializer: Initializer,
+    /// Inputs `[B, T, F]` (`true`) or `[T, B, F]`.
+    #[config(default = true)]
+    pub batch_first: bool,
+    /// Process the sequence from its end.
+    #[config(default = false)]
+    pub reverse: bool,
+    /// Clamp the hidden state to `[−clip, clip]`.
+    pub clip: Option<f64>,
+    /// The state's non-linearity (burn's default: tanh).
+    #[config(default = "ActivationConfig::Tanh")]
+    pub hidden_activation: ActivationConfig,
+}
+
+/// An Elman RNN, `h_t = act(x_t W_x + b_x + h_{t−1} W_h + b_h)`, with
+/// burn's `Rnn` layout (`gate.input_transform`, `gate.hidden_transform`).
+#[derive(Module, Debug)]
+pub struct DpRnn {
+    /// The one gate.
+    pub gate: DpGateController,
+    /// Hidden state size.
+    pub d_hidden: usize,
+    /// Inputs batch first.
+    pub batch_first: bool,
+    /// Processed from the end.
+    pub reverse: bool,
+    /// State clamp.
+    pub clip: Option<f64>,
+    /// The state's non-linearity.
+    pub hidden_activation: Activation,
+}
+
+impl DpRnnConfig {
+    /// Creates the layer on `device`.
+    pub fn init(&self, device: &Device) -> DpRnn {
+        DpRnn {
+            gate: DpGateController::new(
+                self.d_input,
+                self.d_hidden,
+                self.bias,
+                self.initializer.clone(),
+                device,
+            ),
+            d_hidden: self.d_hidden,
+            batch_first: self.batch_first,
+            reverse: self.reverse,
+            clip: self.clip,
+            hidden_activation: self.hidden_activation.init(device),
+        }
+    }
+}
+
+impl DpRnn {
+    /// The hidden states of every step (`[B, T, H]`, or `[T, B, H]` when not
+    /// batch first) and the final state `[B, H]`, from `state` (zeros by
+    /// default).
+    pub fn forward(&self, input: Tensor<3>, state: Option<Tensor<2>>) -> (Tensor<3>, Tensor<2>) {
+        self.forward_masked(input, state, None)
+    }
+
+    /// [`forward`](Self::forward) with a padding mask `[B, T]` (`true` =
+    /// padded step: the state is carried over and the output is zero).
+    pub fn forward_masked(
+        &self,
+        input: Tensor<3>,
+        state: Option<Tensor<2>>,
+        mask_pad: Option<Tensor<2, Bool>>,
+    ) -> (Tensor<3>, Tensor<2>) {
+        let x = batch_major(input, self.batch_first);
+        let device = x.device();
+        let [batch, steps, _] = x.dims();
+        let projected = self.gate.input_transform.forward(x);
+        let mut hidden_rec = Recurrence::new(&self.gate, batch, steps, &device);
+        let mut h = state.unwrap_or_else(|| Tensor::zeros([batch, self.d_hidden], &device));
+        let mut outputs = vec![None; steps];
+        for t in order(steps, self.reverse) {
+            let x_t = projected
+                .clone()
+                .narrow(1, t, 1)
+                .reshape([batch, self.d_hidden]);
+            let z = x_t + hidden_rec.step(&self.gate, h.clone(), t);
+            let mut new = self.hidden_activation.forward(z);
+            if let Some(c) = self.clip {
+                new = new.clamp(-c, c);
+            }
+            h = keep_padded(new, h, mask_pad.as_ref(), t);
+            outputs[t] = Some(h.clone().reshape([batch, 1, self.d_hidden]));
+        }
+        hidden_rec.finish();
+        let out = zero_padded(stack(outputs), mask_pad.as_ref());
+        (batch_major(out, self.batch_first), h)
+    }
+}
+
+/// The steps' outputs `[B, 1, H]` in position order → `[B, T, H]`.
+fn stack(outputs: Vec<Option<Tensor<3>>>) -> Tensor<3> {
+    Tensor::cat(outputs.into_iter().flatten().collect(), 1)
+}
+
+/// Configuration of a [`DpLstm`]: burn's `LstmConfig`.
+#[derive(Config, Debug)]
+pub struct DpLstmConfig {
+    /// Input features.
+    pub d_input: usize,
+    /// Hidden (and cell) state size.
+    pub d_hidden: usize,
+    /// Whether the transforms have biases.
+    pub bias: bool,
+    /// Initialisation (burn's default).
+    #[config(default = "Initializer::XavierNormal{gain:1.0}")]
+    pub initializer: Initializer,
+    /// Inputs `[B, T, F]` (`true`) or `[T, B, F]`.
+    #[config(default = true)]
+    pub batch_first: bool,
+    /// Process the sequence from its end.
+    #[config(default = false)]
+    pub reverse: bool,
+    /// Clamp the cell state to `[−clip, clip]`.
+    pub clip: Option<f64>,
+    /// Coupled input and forget gates (`f = 1 − i`; no forget gate).
+    #[config(default = false)]
+    pub input_forget: bool,
+    /// The gates' non-linearity (sigmoid).
+    #[config(default = "ActivationConfig::Sigmoid")]
+    pub gate_activation: ActivationConfig,
+    /// The candidate cell's non-linearity (tanh).
+    #[config(default = "ActivationConfig::Tanh")]
+    pub cell_activation: ActivationConfig,
+    /// The output's non-linearity on the cell (tanh).
+    #[config(default = "ActivationConfig::Tanh")]
+    pub hidden_activation: ActivationConfig,
+}
+
+/// A long short-term memory layer (Hochreiter & Schmidhuber 1997) with
+/// burn's `Lstm` layout: `input_gate`, `forget_gate` (absent with coupled
+/// gates), `output_gate` and `cell_gate`, each a [`DpGateController`].
+#[derive(Module, Debug)]
+pub struct DpLstm {
+    /// Input gate `i`.
+    pub input_gate: DpGateController,
+    /// Forget gate `f` (`None`: `f = 1 − i`).
+    pub forget_gate: Option<DpGateController>,
+    /// Output gate `o`.
+    pub output_gate: DpGateController,
+    /// Candidate cell `g`.
+    pub cell_gate: DpGateController,
+    /// State size.
+    pub d_hidden: usize,
+    /// Inputs batch first.
+    pub batch_first: bool,
+    /// Processed from the end.
+    pub reverse: bool,
+    /// Cell clamp.
+    pub clip: Option<f64>,
+    /// Coupled input and forget gates.
+    pub input_forget: bool,
+    /// Gate non-linearity.
+    pub gate_activation: Activation,
+    /// Candidate non-linearity.
+    pub cell_activation: Activation,
+    /// Output non-linearity.
+    pub hidden_activation: Activation,
+}
+
+impl DpLstmConfig {
+    /// Creates the layer on `device`.
+    pub fn init(&self, device: &Device) -> DpLstm {
+        let gate = || {
+            DpGateController::new(
+                self.d_input,
+                self.d_hidden,
+                self.bias,
+                self.initializer.clone(),
+                device,
+            )
+        };
+        DpLstm {
+            input_gate: gate(),
+            forget_gate: (!self.input_forget).then(gate),
+            output_gate: gate(),
+            cell_gate: gate(),
+            d_hidden: self.d_hidden,
+            batch_first: self.batch_first,
+            reverse: self.reverse,
+            clip: self.clip,
+            input_forget: self.input_forget,
+            gate_activation: self.gate_activation.init(device),
+            cell_activation: self.cell_activation.init(device),
+            hidden_activation: self.hidden_activation.init(device),
+        }
+    }
+}
+
+/// One gate over a sequence: its input transform on every step at once and
+/// its recurrence.
+struct GateRun<'a> {
+    gate: &'a DpGateController,
+    projected: Tensor<3>,
+    recurrence: Recurrence,
+}
+
+impl<'a> GateRun<'a> {
+    fn new(gate: &'a DpGateController, x: &Tensor<3>) -> Self {
+        let [batch, steps, _] = x.dims();
+        Self {
+            gate,
+            projected: gate.input_transform.forward(x.clone()),
+            recurrence: Recurrence::new(gate, batch, steps, &x.device()),
+        }
+    }
+
+    /// `x_t W_x + b_x + r ⊙ (h W_h + b_h)` (`r = 1` without `reset`).
+    fn at(&mut self, t: usize, hidden: Tensor<2>, reset: Option<Tensor<2>>) -> Tensor<2> {
+        let [batch, _, h] = self.projected.dims();
+        let input = self.projected.clone().narrow(1, t, 1).reshape([batch, h]);
+        let recurrent = self.recurrence.step(self.gate, hidden, t);
+        match reset {
+            Some(r) => input + r * recurrent,
+            None => input + recurrent,
+        }
+    }
+
+    fn finish(self) {
+        self.recurrence.finish();
+    }
+}
+
+impl DpLstm {
+    /// The hidden states of every step (`[B, T, H]`, or `[T, B, H]` when not
+    /// batch first) and the final `(cell, hidden)` states `[B, H]`, from
+    /// `state` (zeros by default), as burn's `Lstm::forward`.
+    pub fn forward(
+        &self,
+        input: Tensor<3>,
+        state: Option<(Tensor<2>, Tensor<2>)>,
+    ) -> (Tensor<3>, (Tensor<2>, Tensor<2>)) {
+        self.forward_masked(input, state, None)
+    }
+
+    /// [`forward`](Self::forward) with a padding mask `[B, T]` (`true` =
+    /// padded step: both states are carried over, the output is zero).
+    pub fn forward_masked(
+        &self,
+        input: Tensor<3>,
+        state: Option<(Tensor<2>, Tensor<2>)>,
+        mask_pad: Option<Tensor<2, Bool>>,
+    ) -> (Tensor<3>, (Tensor<2>, Tensor<2>)) {
+        let x = batch_major(input, self.batch_first);
+        let device = x.device();
+        let [batch, steps, _] = x.dims();
+        let (mut c, mut h) = state.unwrap_or_else(|| {
+            let zeros = Tensor::zeros([batch, self.d_hidden], &device);
+            (zeros.clone(), zeros)
+        });
+        let mut input_gate = GateRun::new(&self.input_gate, &x);
+        let mut forget_gate = self.forget_gate.as_ref().map(|g| GateRun::new(g, &x));
+        let mut output_gate = GateRun::new(&self.output_gate, &x);
+        let mut cell_gate = GateRun::new(&self.cell_gate, &x);
+        let mut outputs = vec![None; steps];
+        for t in order(steps, self.reverse) {
+            let i = self
+                .gate_activation
+                .forward(input_gate.at(t, h.clone(), None));
+            let f = match forget_gate.as_mut() {
+                Some(g) => self.gate_activation.forward(g.at(t, h.clone(), None)),
+                None => i.clone().neg().add_scalar(1.0),
+            };
+            let o = self
+                .gate_activation
+                .forward(output_gate.at(t, h.clone(), None));
+            let g = self
+                .cell_activation
+                .forward(cell_gate.at(t, h.clone(), None));
+            let mut new_c = f * c.clone() + i * g;
+            if let Some(clip) = self.clip {
+                new_c = new_c.clamp(-clip, clip);
+            }
+            let new_h = o * self.hidden_activation.forward(new_c.clone());
+            c = keep_padded(new_c, c, mask_pad.as_ref(), t);
+            h = keep_padded(new_h, h, mask_pad.as_ref(), t);
+            outputs[t] = Some(h.clone().reshape([batch, 1, self.d_hidden]));
+        }
+        input_gate.finish();
+        if let Some(g) = forget_gate {
+            g.finish();
+        }
+        output_gate.finish();
+        cell_gate.finish();
+        let out = zero_padded(stack(outputs), mask_pad.as_ref());
+        (batch_major(out, self.batch_first), (c, h))
+    }
+}
+
+/// Configuration of a [`DpGru`]: burn's `GruConfig`.
+#[derive(Config, Debug)]
+pub struct DpGruConfig {
+    /// Input features.
+    pub d_input: usize,
+    /// Hidden state size.
+    pub d_hidden: usize,
+    /// Whether the transforms have biases.
+    pub bias: bool,
+    /// Apply the reset gate after the hidden transform (burn's and
+    /// cuDNN's default) or to the state before it.
+    #[config(default = "true")]
+    pub reset_after: bool,
+    /// Initialisation (burn's default).
+    #[config(default = "Initializer::XavierNormal{gain:1.0}")]
+    pub initializer: Initializer,
+    /// The gates' non-linearity (sigmoid).
+    #[config(default = "ActivationConfig::Sigmoid")]
+    pub gate_activation: ActivationConfig,
+    /// The candidate's non-linearity (tanh).
+    #[config(default = "ActivationConfig::Tanh")]
+    pub hidden_activation: ActivationConfig,
+    /// Clamp the hidden state to `[−clip, clip]`.
+    pub clip: Option<f64>,
+}
+
+/// A gated recurrent unit (Cho et al. 2014) with burn's `Gru` layout:
+/// `update_gate`, `reset_gate` and `new_gate`, each a
+/// [`DpGateController`]. Inputs are batch first, as burn's.
+#[derive(Module, Debug)]
+pub struct DpGru {
+    /// Update gate `z`.
+    pub update_gate: DpGateController,
+    /// Reset gate `r`.
+    pub reset_gate: DpGateController,
+    /// Candidate `n`.
+    pub new_gate: DpGateController,
+    /// State size.
+    pub d_hidden: usize,
+    /// Reset after the hidden transform.
+    pub reset_after: bool,
+    /// Gate non-linearity.
+    pub gate_activation: Activation,
+    /// Candidate non-linearity.
+    pub hidden_activation: Activation,
+    /// State clamp.
+    pub clip: Option<f64>,
+}
+
+impl DpGruConfig {
+    /// Creates the layer on `device`.
+    pub fn init(&self, device: &Device) -> DpGru {
+        let gate = || {
+            DpGateController::new(
+                self.d_input,
+                self.d_hidden,
+                self.bias,
+                self.initializer.clone(),
+                device,
+            )
+        };
+        DpGru {
+            update_gate: gate(),
+            reset_gate: gate(),
+            new_gate: gate(),
+            d_hidden: self.d_hidden,
+            reset_after: self.reset_after,
+            gate_activation: self.gate_activation.init(device),
+            hidden_activation: self.hidden_activation.init(device),
+            clip: self.clip,
+        }
+    }
+}
+
+impl DpGru {
+    /// The hidden states of every step, `[B, T, H]`, from `state` (zeros by
+    /// default), as burn's `Gru::forward`.
+    pub fn forward(&self, input: Tensor<3>, state: Option<Tensor<2>>) -> Tensor<3> {
+        self.forward_masked(input, state, None).0
+    }
+
+    /// The hidden states of every step and the final state, with a padding
+    /// mask `[B, T]` (`true` = padded step: the state is carried over, the
+    /// output is zero).
+    pub fn forward_masked(
+        &self,
+        input: Tensor<3>,
+        state: Option<Tensor<2>>,
+        mask_pad: Option<Tensor<2, Bool>>,
+    ) -> (Tensor<3>, Tensor<2>) {
+        let device = input.device();
+        let [batch, steps, _] = input.dims();
+        let mut h = state.unwrap_or_else(|| Tensor::zeros([batch, self.d_hidden], &device));
+        let mut update = GateRun::new(&self.update_gate, &input);
+        let mut reset = GateRun::new(&self.reset_gate, &input);
+        let mut new = GateRun::new(&self.new_gate, &input);
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let z = self.gate_activation.forward(update.at(t, h.clone(), None));
+            let r = self.gate_activation.forward(reset.at(t, h.clone(), None));
+            let candidate = if self.reset_after {
+                new.at(t, h.clone(), Some(r))
+            } else {
+                new.at(t, h.clone() * r, None)
+            };
+            let n = self.hidden_activation.forward(candidate);
+            let mut next = n * z.clone().neg().add_scalar(1.0) + z * h.clone();
+            if let Some(c) = self.clip {
+                next = next.clamp(-c, c);
+            }
+            h = keep_padded(next, h, mask_pad.as_ref(), t);
+            outputs.push(Some(h.clone().reshape([batch, 1, self.d_hidden])));
+        }
+        update.finish();
+        reset.finish();
+        new.finish();
+        (zero_padded(stack(outputs), mask_pad.as_ref()), h)
+    }
+}
