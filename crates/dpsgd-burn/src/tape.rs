@@ -65,6 +65,19 @@ pub(crate) enum Record {
         vocab: usize,
         probe: Tensor<3>,
     },
+    /// A dense layer applied step by step with shared weights (a recurrent
+    /// hidden transform): `y_t = a_t W (+ b)` for each step `t`, with one
+    /// `[B, F]` probe leaf per step (slicing one `[B, T, F]` leaf would make
+    /// the backward pass write a `[B, T, F]` tensor per step). After the
+    /// backward pass it becomes a [`Record::Dense`] over `T` positions.
+    Recurrent {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        /// `a_t` by step: `[B, T, d_in]`.
+        input: Tensor<3>,
+        /// One `[B, d_out]` probe per step.
+        probes: Vec<Tensor<2>>,
+    },
     /// Per-feature affine map of a normalised input: `y = x̂ ⊙ γ + β`
     /// on `[B, S, C]`.
     Affine {
@@ -78,7 +91,9 @@ pub(crate) enum Record {
 impl Record {
     pub(crate) fn params(&self) -> Vec<ParamId> {
         match self {
-            Record::Dense { weight, bias, .. } | Record::Conv { weight, bias, .. } => {
+            Record::Dense { weight, bias, .. }
+            | Record::Conv { weight, bias, .. }
+            | Record::Recurrent { weight, bias, .. } => {
                 std::iter::once(*weight).chain(*bias).collect()
             }
             Record::Embedding { weight, .. } => vec![*weight],
@@ -88,12 +103,50 @@ impl Record {
         }
     }
 
-    pub(crate) fn probe(&self) -> &Tensor<3> {
+    /// The record with its per-example output gradient `[B, S, F]` taken
+    /// from `grads` (`None` when the layer's output did not reach the
+    /// loss); a recurrent record becomes a dense one over its steps.
+    pub(crate) fn with_output_grad(
+        self,
+        grads: &mut burn::tensor::Gradients,
+    ) -> Option<(Record, Tensor<3>)> {
         match self {
-            Record::Dense { probe, .. }
-            | Record::Conv { probe, .. }
-            | Record::Embedding { probe, .. }
-            | Record::Affine { probe, .. } => probe,
+            Record::Recurrent {
+                weight,
+                bias,
+                input,
+                probes,
+            } => {
+                let steps: Vec<Option<Tensor<2>>> =
+                    probes.iter().map(|p| p.grad_remove(grads)).collect();
+                if steps.iter().all(Option::is_none) {
+                    return None;
+                }
+                let [batch, d_out] = probes[0].dims();
+                let device = probes[0].device();
+                let g = Tensor::stack(
+                    steps
+                        .into_iter()
+                        .map(|g| g.unwrap_or_else(|| Tensor::zeros([batch, d_out], &device)))
+                        .collect(),
+                    1,
+                );
+                let record = Record::Dense {
+                    weight,
+                    bias,
+                    input,
+                    probe: g.clone(),
+                    transposed: false,
+                };
+                Some((record, g))
+            }
+            Record::Dense { ref probe, .. }
+            | Record::Conv { ref probe, .. }
+            | Record::Embedding { ref probe, .. }
+            | Record::Affine { ref probe, .. } => {
+                let g = probe.grad_remove(grads)?;
+                Some((self, g))
+            }
         }
     }
 }

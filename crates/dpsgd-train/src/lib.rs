@@ -13,6 +13,7 @@ pub mod models;
 mod recipe;
 mod report;
 mod run;
+pub mod text;
 mod trained;
 pub mod whitebox;
 

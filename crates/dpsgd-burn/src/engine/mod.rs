@@ -239,7 +239,7 @@ impl GradientEngine {
         // the loss has zero gradient and is skipped.
         let mut work: Vec<Item> = Vec::with_capacity(records.len());
         for r in records {
-            if let Some(g) = r.probe().grad_remove(grads) {
+            if let Some((r, g)) = r.with_output_grad(grads) {
                 // Several rows per example (augmentation multiplicity): an
                 // example's rows become one longer sequence.
                 let rows = g.dims()[0];

@@ -178,7 +178,7 @@ fn regroup(r: Record, g: Tensor<3>, k: usize) -> (Record, Tensor<3>) {
             normalized: merge(normalized),
             probe,
         },
-        conv @ Record::Conv { .. } => conv,
+        other @ (Record::Conv { .. } | Record::Recurrent { .. }) => other,
     };
     (r, merge(g))
 }

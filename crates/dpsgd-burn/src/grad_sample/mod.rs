@@ -146,7 +146,9 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
         }
     };
     match r {
-        Record::Conv { .. } => unreachable!("convolution records are materialised first"),
+        Record::Conv { .. } | Record::Recurrent { .. } => {
+            unreachable!("convolution and recurrent records are turned into dense ones first")
+        }
         Record::Dense { input, bias, .. } => dense::squared_norms(input, bias.is_some(), g, n),
         Record::Embedding { ids, .. } => embedding::squared_norms(ids, g, n),
         Record::Affine {
@@ -179,7 +181,9 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Tensor<1>>) -> Vec<(ParamId,
     // The clip factors applied to the output gradient: book-keeping.
     let scaled = |c: &Tensor<1>| g.clone() * c.clone().reshape([n, 1, 1]);
     match r {
-        Record::Conv { .. } => unreachable!("convolution records are materialised first"),
+        Record::Conv { .. } | Record::Recurrent { .. } => {
+            unreachable!("convolution and recurrent records are turned into dense ones first")
+        }
         Record::Dense {
             weight,
             bias,

@@ -66,76 +66,78 @@ impl DpGateController {
             hidden_transform: config(d_output).init(device),
         }
     }
-
-    fn d_hidden(&self) -> usize {
-        self.hidden_transform.weight.val().dims()[1]
-    }
 }
 
 /// The hidden transform of one gate over a whole sequence: step outputs
-/// while recording, then one dense record (see the module documentation).
+/// while recording, then one recurrent record (see the module
+/// documentation).
 struct Recurrence {
     weight: ParamId,
     bias: Option<ParamId>,
-    /// `[B, T, H]`, when recording.
-    probe: Option<Tensor<3>>,
-    /// `h_{t−1}` (constants) by step, when recording.
-    inputs: Vec<Option<Tensor<2>>>,
+    recording: bool,
+    /// `(h_{t−1}, probe_t)` by step, when recording.
+    steps: Vec<Option<(Tensor<2>, Tensor<2>)>>,
 }
 
 impl Recurrence {
-    fn new(gate: &DpGateController, batch: usize, steps: usize, device: &Device) -> Self {
+    fn new(gate: &DpGateController, steps: usize) -> Self {
         let recording = tape::is_recording();
-        let h = gate.d_hidden();
         Self {
             weight: gate.hidden_transform.weight.id,
             bias: gate.hidden_transform.bias.as_ref().map(|b| b.id),
-            probe: recording.then(|| tape::probe([batch, steps, h], device)),
-            inputs: vec![None; if recording { steps } else { 0 }],
+            recording,
+            steps: vec![None; if recording { steps } else { 0 }],
         }
     }
 
     /// `hidden W_h + b_h` at step `t`.
     fn step(&mut self, gate: &DpGateController, hidden: Tensor<2>, t: usize) -> Tensor<2> {
         let layer = &gate.hidden_transform;
-        let Some(probe) = &self.probe else {
+        if !self.recording {
             return linear(
                 hidden,
                 layer.weight.val(),
                 layer.bias.as_ref().map(|b| b.val()),
             );
-        };
-        let [batch, _, h] = probe.dims();
+        }
         let out = linear(
             hidden.clone(),
             layer.weight.val().inner(),
             layer.bias.as_ref().map(|b| b.val().inner()),
         );
-        self.inputs[t] = Some(hidden.inner());
-        out + probe.clone().narrow(1, t, 1).reshape([batch, h])
+        let [batch, h] = out.dims();
+        let probe = Tensor::<2>::zeros([batch, h], &out.device()).require_grad();
+        self.steps[t] = Some((hidden.inner(), probe.clone()));
+        out + probe
     }
 
     /// Pushes the record (when recording).
     fn finish(self) {
-        let Some(probe) = self.probe else {
+        if !self.recording || self.steps.is_empty() {
+            return;
+        }
+        let Some((first, probe)) = self.steps.iter().flatten().next() else {
             return;
         };
-        let [batch, _, h] = probe.dims();
-        let device = probe.device();
-        let steps: Vec<Tensor<3>> = self
-            .inputs
+        let ([batch, d_in], [_, d_out]) = (first.dims(), probe.dims());
+        let device = first.device();
+        let (inputs, probes): (Vec<Tensor<2>>, Vec<Tensor<2>>) = self
+            .steps
             .into_iter()
-            .map(|x| {
-                x.unwrap_or_else(|| Tensor::zeros([batch, h], &device))
-                    .reshape([batch, 1, h])
+            .map(|s| {
+                s.unwrap_or_else(|| {
+                    (
+                        Tensor::zeros([batch, d_in], &device),
+                        Tensor::zeros([batch, d_out], &device).require_grad(),
+                    )
+                })
             })
-            .collect();
-        tape::push(Record::Dense {
+            .unzip();
+        tape::push(Record::Recurrent {
             weight: self.weight,
             bias: self.bias,
-            input: Tensor::cat(steps, 1),
-            probe,
-            transposed: false,
+            input: Tensor::stack(inputs, 1),
+            probes,
         });
     }
 }
@@ -275,7 +277,7 @@ impl DpRnn {
         let device = x.device();
         let [batch, steps, _] = x.dims();
         let projected = self.gate.input_transform.forward(x);
-        let mut hidden_rec = Recurrence::new(&self.gate, batch, steps, &device);
+        let mut hidden_rec = Recurrence::new(&self.gate, steps);
         let mut h = state.unwrap_or_else(|| Tensor::zeros([batch, self.d_hidden], &device));
         let mut outputs = vec![None; steps];
         for t in order(steps, self.reverse) {
@@ -406,11 +408,11 @@ struct GateRun<'a> {
 
 impl<'a> GateRun<'a> {
     fn new(gate: &'a DpGateController, x: &Tensor<3>) -> Self {
-        let [batch, steps, _] = x.dims();
+        let [_, steps, _] = x.dims();
         Self {
             gate,
             projected: gate.input_transform.forward(x.clone()),
-            recurrence: Recurrence::new(gate, batch, steps, &x.device()),
+            recurrence: Recurrence::new(gate, steps),
         }
     }
 

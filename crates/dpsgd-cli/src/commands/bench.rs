@@ -2,9 +2,12 @@
 //! the same model, batch and backend, measured in one process.
 
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd::models::{Classifier, Cnn, Mlp};
+use dpsgd::train::text::{TextLstm, TextModelConfig, TextTransformer};
+use dpsgd_burn::ExampleBatch;
 use dpsgd_burn::backend::Backend;
 use dpsgd_burn::layers::{ConvStrategy, with_conv_strategy};
 use dpsgd_burn::loss::cross_entropy_per_example;
@@ -34,6 +37,12 @@ pub enum BenchModel {
     Mlp,
     /// The classic DP MNIST CNN (28×28×1 input).
     Cnn,
+    /// Transformer encoder classifier: 2 layers, d = 128, 4 heads, over
+    /// `--seq-len` tokens of a 1 000-word vocabulary.
+    Transformer,
+    /// LSTM classifier: embeddings and one LSTM layer of width 128 over
+    /// `--seq-len` tokens.
+    Lstm,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,9 +50,12 @@ struct StepArgs {
     /// Which model.
     #[arg(long, value_enum, default_value = "mlp")]
     model: BenchModel,
-    /// Batch size (MNIST-shaped synthetic inputs).
+    /// Batch size (MNIST-shaped synthetic inputs, or token sequences).
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Sequence length of the text models' synthetic token batches.
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
     /// Backend.
     #[arg(long, default_value = "flex")]
     backend: Backend,
@@ -83,13 +95,62 @@ fn step(a: &StepArgs) -> Result<()> {
         });
     }
     let device = a.backend.autodiff_device().map_err(anyhow::Error::msg)?;
+    let text = TextModelConfig::new(VOCAB, a.seq_len.max(1), 2);
     match a.model {
-        BenchModel::Mlp => bench(a, &device, || Mlp::new(&[784, 512, 256, 10], &device)),
-        BenchModel::Cnn => bench(a, &device, || Cnn::new(28, 28, 10, &device)),
+        BenchModel::Mlp => bench(
+            a,
+            &device,
+            || Mlp::new(&[784, 512, 256, 10], &device),
+            image_batch(a.batch_size, &device),
+            image_loss,
+        ),
+        BenchModel::Cnn => bench(
+            a,
+            &device,
+            || Cnn::new(28, 28, 10, &device),
+            image_batch(a.batch_size, &device),
+            image_loss,
+        ),
+        BenchModel::Transformer => bench(
+            a,
+            &device,
+            || TextTransformer::new(&text, &device),
+            token_batch(a.batch_size, a.seq_len, &device),
+            |m: &TextTransformer, b: &Tokens| {
+                cross_entropy_per_example(m.logits(b.0.clone(), None), b.1.clone())
+            },
+        ),
+        BenchModel::Lstm => bench(
+            a,
+            &device,
+            || TextLstm::new(&text, &device),
+            token_batch(a.batch_size, a.seq_len, &device),
+            |m: &TextLstm, b: &Tokens| {
+                cross_entropy_per_example(m.logits(b.0.clone(), None), b.1.clone())
+            },
+        ),
     }
 }
 
-fn batch(n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+/// Vocabulary of the text benchmarks' synthetic tokens.
+const VOCAB: usize = 1000;
+
+/// Token ids `[B, S]` and labels `[B]`.
+type Tokens = (Tensor<2, Int>, Tensor<1, Int>);
+
+fn token_batch(n: usize, seq: usize, device: &Device) -> Tokens {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let ids: Vec<i64> = (0..n * seq)
+        .map(|_| rng.random_range(0..VOCAB as i64))
+        .collect();
+    let y: Vec<i64> = (0..n).map(|_| rng.random_range(0..2)).collect();
+    (
+        Tensor::from_data(TensorData::new(ids, [n, seq]), device),
+        Tensor::from_data(TensorData::new(y, [n]), device),
+    )
+}
+
+fn image_batch(n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let x: Vec<f32> = (0..n * 784).map(|_| rng.random::<f32>()).collect();
     let y: Vec<i64> = (0..n).map(|_| rng.random_range(0..10)).collect();
@@ -106,7 +167,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 type Batch = (Tensor<4>, Tensor<1, Int>);
 
-fn loss<M: Classifier>(m: &M, b: &Batch) -> Tensor<1> {
+fn image_loss<M: Classifier>(m: &M, b: &Batch) -> Tensor<1> {
     cross_entropy_per_example(m.logits(b.0.clone()), b.1.clone())
 }
 
@@ -131,12 +192,13 @@ fn time_steps(
     Ok(out)
 }
 
-fn bench<M: Classifier + 'static>(
+fn bench<M: Module + 'static, B: ExampleBatch>(
     a: &StepArgs,
     device: &Device,
     make: impl Fn() -> M,
+    data: B,
+    loss: impl Fn(&M, &B) -> Tensor<1> + Copy,
 ) -> Result<()> {
-    let data = batch(a.batch_size, device);
     let clipping = Clipping::flat(1.0)?;
     let settings = DpSettings {
         noise_multiplier: 1.0,
@@ -213,6 +275,7 @@ fn bench<M: Classifier + 'static>(
             "ratio_vs_gemm_conv": dp_ms / np_gemm,
             "model": format!("{:?}", a.model).to_lowercase(),
             "batch_size": a.batch_size,
+            "seq_len": matches!(a.model, BenchModel::Transformer | BenchModel::Lstm).then_some(a.seq_len),
             "backend": a.backend.name(),
             "repeats": a.repeats,
             "dp_method": method,
@@ -245,6 +308,8 @@ fn peak_memory_ratio(a: &StepArgs) -> Option<f64> {
             .args([
                 "--batch-size",
                 &a.batch_size.to_string(),
+                "--seq-len",
+                &a.seq_len.to_string(),
                 "--backend",
                 a.backend.name(),
             ])
