@@ -30,6 +30,7 @@ pub mod backend;
 mod batch;
 mod checkpoint;
 mod engine;
+pub mod fix;
 mod grad_sample;
 pub mod io;
 pub mod layers;

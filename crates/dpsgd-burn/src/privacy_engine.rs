@@ -483,6 +483,14 @@ impl PrivacyEngine {
             max_grad_norm,
             dropped: total.dropped(),
         };
+        if let GradientMethod::Fallback { reason } = &stats.method {
+            let warning = format!(
+                "per-example gradients by the slow fallback (one backward pass per example): {reason}"
+            );
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
+        }
         let model = self.dp.step(lr, model, total)?;
         if !sampled {
             self.caller_batches += 1;

@@ -164,3 +164,28 @@ fn should_clip_only_the_trainable_parameters() {
         }
     }
 }
+
+/// A trainable parameter outside DP-aware layers: the step still runs (by
+/// the slow fallback), and the engine's warnings say so, naming it.
+#[test]
+fn should_warn_by_name_when_the_fallback_is_taken() {
+    let device = devices()[0].1.clone();
+    let model = TextClassifier::new(&device);
+    let n = 8;
+    let mut engine = DpSgdConfig::new(1.0)
+        .with_noise_multiplier(1.0)
+        .with_seed(3)
+        .with_dataset(DatasetFingerprint { size: n, hash: 1 })
+        .init(AdamConfig::new().init(), PoissonSampler::new(n, 4).unwrap())
+        .unwrap();
+    let b = batch(3, &device);
+    let _ = engine
+        .step(0.05, model, &b, |m: &TextClassifier, b| m.losses(b))
+        .map_err(|r| r.error)
+        .unwrap();
+    let warnings = engine.warnings().join("\n");
+    assert!(
+        warnings.contains("slow fallback") && warnings.contains("embed.weight"),
+        "{warnings}"
+    );
+}

@@ -922,6 +922,13 @@ fn run<M: Classifier + 'static>(
         }
     }
     let wall_seconds = start.elapsed().as_secs_f64();
+    // Warnings the engine raised while training (the slow fallback).
+    let mut warnings = warnings;
+    for w in privacy.iter().flat_map(|p| p.warnings()) {
+        if !warnings.contains(w) {
+            warnings.push(w.clone());
+        }
+    }
     let early_stopping = match (&validation, best) {
         (Some(v), Some((best_epoch, validation_accuracy, model))) => {
             last_good = model;

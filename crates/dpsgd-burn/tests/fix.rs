@@ -1,0 +1,177 @@
+//! The fixer: burn layers converted into their DP-aware twins (same
+//! parameters, same outputs), BatchNorm replaced by GroupNorm by the stated
+//! rule, and the fast-path check that names every parameter the slow
+//! fallback would take; on every enabled backend.
+
+mod common;
+
+use burn::module::Module;
+use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::{BatchNormConfig, Linear, LinearConfig, Lstm, LstmConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use common::devices;
+use dpsgd_burn::fix::{FixReport, check_fast_path, group_count};
+use dpsgd_burn::layers::*;
+
+fn input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.29 + 0.3).cos()).collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// A pretrained model of burn layers.
+#[derive(Module, Debug)]
+struct BurnModel {
+    attention: MultiHeadAttention,
+    lstm: Lstm,
+    head: Linear,
+}
+
+impl BurnModel {
+    fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+        let h = self.attention.forward(MhaInput::self_attn(x)).context;
+        let (_, state) = self.lstm.forward(h, None);
+        self.head.forward(state.hidden)
+    }
+}
+
+/// Its DP twin.
+#[derive(Module, Debug)]
+struct DpModel {
+    attention: DpMultiHeadAttention,
+    lstm: DpLstm,
+    head: DpLinear,
+}
+
+impl DpModel {
+    fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+        let h = self.attention.forward(DpMhaInput::self_attn(x)).context;
+        let (_, (_, hidden)) = self.lstm.forward(h, None);
+        self.head.forward(hidden)
+    }
+}
+
+fn sq(out: Tensor<2>) -> Tensor<1> {
+    let n = out.dims()[0];
+    out.powi_scalar(2).sum_dim(1).reshape([n])
+}
+
+#[test]
+fn should_convert_burn_layers_and_report_every_parameter_on_the_fast_path() {
+    for (backend, device) in devices() {
+        let model = BurnModel {
+            attention: MultiHeadAttentionConfig::new(4, 2)
+                .with_dropout(0.0)
+                .init(&device),
+            lstm: LstmConfig::new(4, 3, true).init(&device),
+            head: LinearConfig::new(3, 2).init(&device),
+        };
+        let x = input([2, 5, 4], &device);
+        let want = values(model.forward(x.clone()));
+        let mut report = FixReport::default();
+        let dp = DpModel {
+            attention: report.convert("attention", model.attention),
+            lstm: report.convert("lstm", model.lstm),
+            head: report.convert("head", model.head),
+        };
+        assert_eq!(
+            report.changes,
+            [
+                "attention: MultiHeadAttention → DpMultiHeadAttention",
+                "lstm: Lstm → DpLstm",
+                "head: Linear → DpLinear"
+            ]
+        );
+        let got = values(dp.forward(x.clone()));
+        for (a, b) in want.iter().zip(&got) {
+            assert!((a - b).abs() < 1e-5, "{backend}: {a} vs {b}");
+        }
+        let check = check_fast_path(&dp, &x, |m: &DpModel, x| sq(m.forward(x.clone()))).unwrap();
+        assert!(check.is_fast(), "{backend}: {check:?}");
+        assert!(check.warning().is_none());
+        // 4 projections × 2 + 4 gates × 2 transforms × 2 + head × 2.
+        assert_eq!(check.fast.len(), 8 + 16 + 2, "{:?}", check.fast);
+    }
+}
+
+#[derive(Module, Debug)]
+struct Mixed {
+    plain: Linear,
+    shared: DpLinear,
+}
+
+#[test]
+fn should_name_every_parameter_that_takes_the_fallback() {
+    for (backend, device) in devices() {
+        let model = Mixed {
+            plain: LinearConfig::new(3, 3).init(&device),
+            shared: DpLinearConfig::new(3, 3).init(&device),
+        };
+        let x = input([4, 3], &device);
+        // `plain` is not DP-aware; `shared` is applied twice.
+        let loss = |m: &Mixed, x: &Tensor<2>| {
+            sq(m.shared
+                .forward(m.shared.forward(m.plain.forward(x.clone()))))
+        };
+        let check = check_fast_path(&model, &x, loss).unwrap();
+        assert!(!check.is_fast());
+        assert_eq!(
+            check.fallback,
+            ["plain.weight", "plain.bias", "shared.weight", "shared.bias"],
+            "{backend}"
+        );
+        let warning = check.warning().unwrap();
+        assert!(
+            warning.contains("plain.weight") && warning.contains("4 parameters"),
+            "{warning}"
+        );
+        // Frozen, the plain layer is no longer a problem; the shared one is.
+        let frozen = Mixed {
+            plain: model.plain.clone().freeze(),
+            shared: model.shared.clone(),
+        };
+        let check = check_fast_path(&frozen, &x, loss).unwrap();
+        assert_eq!(check.fallback, ["shared.weight", "shared.bias"]);
+        // Everything frozen: nothing to train.
+        let all = Mixed {
+            plain: model.plain.freeze(),
+            shared: model.shared.freeze(),
+        };
+        assert!(check_fast_path(&all, &x, loss).is_err());
+    }
+}
+
+#[test]
+fn should_replace_batch_norm_by_group_norm_by_the_stated_rule() {
+    assert_eq!(group_count(64), 32);
+    assert_eq!(group_count(48), 24);
+    assert_eq!(group_count(6), 6);
+    assert_eq!(group_count(37), 1);
+    assert_eq!(group_count(1), 1);
+    for (backend, device) in devices() {
+        let bn = BatchNormConfig::new(6).init(&device);
+        // The engine refuses batch normalisation outright.
+        let x = input([2, 6, 3, 3], &device);
+        let flat = |out: Tensor<4>| {
+            let n = out.dims()[0];
+            out.reshape([n, 54]).sum_dim(1).reshape([n])
+        };
+        assert!(check_fast_path(&bn, &x, |m, x| flat(m.forward(x.clone()))).is_err());
+        let gamma = values(bn.gamma.val());
+        let mut report = FixReport::default();
+        let gn = report.batch_norm("norm", bn);
+        assert_eq!(values(gn.gamma.val()), gamma, "{backend}");
+        assert_eq!(
+            report.changes,
+            [
+                "norm: BatchNorm(6) → GroupNorm(6 groups, 6 channels); γ and β kept, running statistics dropped"
+            ]
+        );
+        let check = check_fast_path(&gn, &x, |m, x| flat(m.forward(x.clone()))).unwrap();
+        assert!(check.is_fast());
+    }
+}
