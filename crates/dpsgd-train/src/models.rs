@@ -140,6 +140,17 @@ impl Cnn {
     /// leave nothing of smaller images.
     pub const MIN_SIZE: usize = 4;
 
+    /// The same network with its two convolutions frozen (burn's
+    /// `freeze`): fine-tuning trains the fully connected head only, and
+    /// the DP engine neither clips, noises nor releases the frozen
+    /// parameters.
+    #[must_use]
+    pub fn freeze_convolutions(mut self) -> Self {
+        self.conv1 = self.conv1.freeze();
+        self.conv2 = self.conv2.freeze();
+        self
+    }
+
     /// A CNN for `[channels, height, width]` inputs: [`Cnn::new`] for one
     /// channel; for several (feature maps such as ScatterNet's 81 × 7 × 7)
     /// the CNN Tramèr & Boneh (2021) put on ScatterNet features: Conv2d

@@ -239,6 +239,11 @@ impl GradientEngine {
         // the loss has zero gradient and is skipped.
         let mut work: Vec<Item> = Vec::with_capacity(records.len());
         for r in records {
+            // A layer whose parameters are all frozen releases nothing: its
+            // per-example work (a convolution's patches) is skipped.
+            if r.params().iter().all(|id| !group_of.contains_key(id)) {
+                continue;
+            }
             if let Some((r, g)) = r.with_output_grad(grads) {
                 // Several rows per example (augmentation multiplicity): an
                 // example's rows become one longer sequence.
