@@ -63,8 +63,8 @@ use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
 use crate::report::{EarlyStopReport, EpochRecord, TrainReport};
 use crate::run::{
-    Extra, Finished, check_plan, dp_config, finish, inner_optimizer, last_step_loss, relax_loss,
-    start_engine, training_losses,
+    Extra, Finished, check_plan, conclude, dp_config, finish, inner_optimizer, last_step_loss,
+    relax_loss, start_engine, training_losses,
 };
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -406,7 +406,7 @@ pub(crate) fn run<M: Classifier + 'static>(
         || (history.len() * epochs_per_round) as u64 * trainers[0].sampler.steps_per_epoch(),
         PrivacyEngine::steps,
     );
-    let mut report = finish(
+    let report = finish(
         cfg,
         train,
         test,
@@ -430,18 +430,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             },
         },
     )?;
-    match diverged {
-        None => Ok((report, last_good)),
-        Some((step, epoch, reason)) => {
-            report.epochs = epoch.saturating_sub(1);
-            Err(TrainError::Diverged {
-                step,
-                epoch,
-                reason,
-                report: Box::new(report),
-            })
-        }
-    }
+    conclude(report, last_good, diverged)
 }
 
 /// The progress record of one sub-model step.

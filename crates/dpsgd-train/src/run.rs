@@ -942,7 +942,7 @@ fn run<M: Classifier + 'static>(
         }
         _ => None,
     };
-    let mut report = finish(
+    let report = finish(
         cfg,
         train,
         test,
@@ -966,8 +966,18 @@ fn run<M: Classifier + 'static>(
             },
         },
     )?;
+    conclude(report, last_good, diverged)
+}
+
+/// The run's result: the report and model, or, when training diverged at
+/// `(step, epoch, reason)`, the error carrying the partial report.
+pub(crate) fn conclude<M>(
+    mut report: TrainReport,
+    model: M,
+    diverged: Option<(u64, usize, String)>,
+) -> Result<(TrainReport, M), TrainError> {
     match diverged {
-        None => Ok((report, last_good)),
+        None => Ok((report, model)),
         Some((step, epoch, reason)) => {
             report.epochs = epoch.saturating_sub(1);
             Err(TrainError::Diverged {
