@@ -78,6 +78,12 @@ pub(crate) enum Record {
         /// One `[B, d_out]` probe per step.
         probes: Vec<Tensor<2>>,
     },
+    /// Parameters replicated once per row for the forward pass (grouped,
+    /// 3-D and transposed convolutions run as one convolution with
+    /// `groups × B` groups): each leaf `[rows, numel]` holds one copy of a
+    /// parameter per row, so its gradient after the backward pass is every
+    /// row's gradient of that parameter.
+    Replicated { params: Vec<(ParamId, Tensor<2>)> },
     /// Per-feature affine map of a normalised input: `y = x̂ ⊙ γ + β`
     /// on `[B, S, C]`.
     Affine {
@@ -97,6 +103,7 @@ impl Record {
                 std::iter::once(*weight).chain(*bias).collect()
             }
             Record::Embedding { weight, .. } => vec![*weight],
+            Record::Replicated { params } => params.iter().map(|(id, _)| *id).collect(),
             Record::Affine { gamma, beta, .. } => {
                 gamma.iter().chain(beta.iter()).copied().collect()
             }
@@ -140,6 +147,7 @@ impl Record {
                 };
                 Some((record, g))
             }
+            Record::Replicated { .. } => None,
             Record::Dense { ref probe, .. }
             | Record::Conv { ref probe, .. }
             | Record::Embedding { ref probe, .. }
@@ -223,6 +231,44 @@ pub(crate) fn with_conv_strategy<T>(conv: ConvStrategy, f: impl FnOnce() -> T) -
         f,
     )
     .0
+}
+
+/// Per-row copies of a parameter's value, `[rows, numel]`, as a leaf that
+/// requires grad (see [`Record::Replicated`]); the caller reshapes it to the
+/// shape its replicated operation needs.
+pub(crate) fn replicate<const D: usize>(value: Tensor<D>, rows: usize) -> Tensor<2> {
+    let numel: usize = value.dims().iter().product();
+    value
+        .detach()
+        .reshape([1, numel])
+        .repeat_dim(0, rows)
+        .detach()
+        .require_grad()
+}
+
+/// The per-row gradients of a replicated record's leaves (`None` when none
+/// reached the loss; a leaf that did not is zero).
+pub(crate) fn replicated_grads(
+    params: Vec<(ParamId, Tensor<2>)>,
+    grads: &mut burn::tensor::Gradients,
+) -> Option<Vec<(ParamId, Tensor<2>)>> {
+    let got: Vec<(ParamId, Option<Tensor<2>>, Tensor<2>)> = params
+        .into_iter()
+        .map(|(id, leaf)| (id, leaf.grad_remove(grads), leaf))
+        .collect();
+    if got.iter().all(|(_, g, _)| g.is_none()) {
+        return None;
+    }
+    Some(
+        got.into_iter()
+            .map(|(id, g, leaf)| {
+                (
+                    id,
+                    g.unwrap_or_else(|| Tensor::zeros(leaf.dims(), &leaf.device())),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// A zero leaf of shape `[B, S, F]` that requires grad, on `device`.

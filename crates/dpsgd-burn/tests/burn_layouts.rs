@@ -177,3 +177,63 @@ fn padded_steps_carry_the_state() {
         assert_same(h, h_short, &format!("{backend} gru"));
     }
 }
+
+#[test]
+fn convolution_records_load_and_convolve_the_same() {
+    use burn::nn::conv::{Conv2dConfig, Conv3dConfig, ConvTranspose2dConfig};
+    use burn::nn::{PaddingConfig2d, PaddingConfig3d};
+    for (backend, device) in devices() {
+        let device = device.without_autodiff();
+        let burn_grouped = Conv2dConfig::new([4, 6], [3, 3])
+            .with_groups(2)
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let dp = load(
+            &burn_grouped,
+            DpConv2dConfig::new([4, 6], [3, 3])
+                .with_groups(2)
+                .with_padding([1, 1])
+                .init(&device),
+            "grouped conv2d",
+        );
+        let x = input([2, 4, 5, 5], &device);
+        assert_same(
+            burn_grouped.forward(x.clone()),
+            dp.forward(x.clone()),
+            &format!("{backend} grouped conv2d"),
+        );
+        let burn_3d = Conv3dConfig::new([2, 4], [2, 3, 3])
+            .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+            .init(&device);
+        let dp = load(
+            &burn_3d,
+            DpConv3dConfig::new([2, 4], [2, 3, 3])
+                .with_padding([0, 1, 1])
+                .init(&device),
+            "conv3d",
+        );
+        let v = input([2, 2, 3, 4, 4], &device);
+        assert_same(
+            burn_3d.forward(v.clone()),
+            dp.forward(v),
+            &format!("{backend} conv3d"),
+        );
+        let burn_up = ConvTranspose2dConfig::new([4, 2], [3, 3])
+            .with_stride([2, 2])
+            .with_groups(2)
+            .init(&device);
+        let dp = load(
+            &burn_up,
+            DpConvTranspose2dConfig::new([4, 2], [3, 3])
+                .with_stride([2, 2])
+                .with_groups(2)
+                .init(&device),
+            "transposed conv2d",
+        );
+        assert_same(
+            burn_up.forward(x.clone()),
+            dp.forward(x),
+            &format!("{backend} transposed conv2d"),
+        );
+    }
+}

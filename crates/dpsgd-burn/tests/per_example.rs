@@ -658,3 +658,101 @@ fn should_match_naive_loop_for_instance_and_rms_norm() {
         );
     }
 }
+
+#[derive(Module, Debug)]
+struct GroupedConvs {
+    grouped: DpConv2d,
+    depthwise: DpConv2d,
+}
+
+/// Grouped and depthwise convolutions (per-example copies of the kernel),
+/// with and without weight standardisation, with augmentation multiplicity.
+#[test]
+fn should_match_naive_loop_for_grouped_and_depthwise_conv2d() {
+    for (backend, device) in devices() {
+        for standardize in [false, true] {
+            let model = GroupedConvs {
+                grouped: DpConv2dConfig::new([4, 6], [3, 3])
+                    .with_groups(2)
+                    .with_padding([1, 1])
+                    .with_stride([2, 1])
+                    .with_weight_standardization(standardize)
+                    .init(&device),
+                depthwise: DpConv2dConfig::new([6, 6], [3, 3])
+                    .with_groups(6)
+                    .with_bias(false)
+                    .init(&device),
+            };
+            let x = input([3, 4, 6, 5], &device, 0.6);
+            let loss = |m: &GroupedConvs, x: &Tensor<4>| {
+                per_example_loss(m.depthwise.forward(tanh(m.grouped.forward(x.clone()))))
+            };
+            check(
+                &model,
+                &x,
+                loss,
+                0.3,
+                &format!("{backend} grouped+depthwise (standardised {standardize})"),
+            );
+            // Two rows per example (augmentation multiplicity).
+            let views = Augmented {
+                rows: input([6, 4, 6, 5], &device, 1.3),
+                k: 2,
+            };
+            let loss = |m: &GroupedConvs, b: &Augmented<Tensor<4>>| {
+                mean_of_views(
+                    per_example_loss(m.depthwise.forward(tanh(m.grouped.forward(b.rows.clone())))),
+                    b.k,
+                )
+            };
+            check(
+                &model,
+                &views,
+                loss,
+                0.3,
+                &format!("{backend} grouped with views"),
+            );
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct Volumetric {
+    conv: DpConv3d,
+    up: DpConvTranspose2d,
+}
+
+/// A 3-D convolution (grouped, padded) and a 2-D transposed convolution
+/// (strided, grouped, with output padding).
+#[test]
+fn should_match_naive_loop_for_conv3d_and_transposed_conv2d() {
+    for (backend, device) in devices() {
+        let model = Volumetric {
+            conv: DpConv3dConfig::new([2, 4], [2, 3, 3])
+                .with_groups(2)
+                .with_padding([0, 1, 1])
+                .init(&device),
+            up: DpConvTranspose2dConfig::new([4, 2], [3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1])
+                .with_padding_out([1, 1])
+                .with_groups(2)
+                .init(&device),
+        };
+        let x = input([3, 2, 3, 4, 4], &device, 0.2);
+        let loss = |m: &Volumetric, x: &Tensor<5>| {
+            let h = tanh(m.conv.forward(x.clone())); // [B, 4, 2, 4, 4]
+            let [b, c, d, hh, ww] = h.dims();
+            let flat: Tensor<4> = h.mean_dim(2).reshape([b, c, hh, ww]);
+            let _ = d;
+            per_example_loss(m.up.forward(flat))
+        };
+        check(
+            &model,
+            &x,
+            loss,
+            0.2,
+            &format!("{backend} conv3d + transposed"),
+        );
+    }
+}

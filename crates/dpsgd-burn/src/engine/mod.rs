@@ -244,6 +244,12 @@ impl GradientEngine {
             if r.params().iter().all(|id| !group_of.contains_key(id)) {
                 continue;
             }
+            if let Record::Replicated { params } = r {
+                if let Some(per_row) = crate::tape::replicated_grads(params, grads) {
+                    work.push(per_example_sums(per_row, n)?);
+                }
+                continue;
+            }
             if let Some((r, g)) = r.with_output_grad(grads) {
                 // Several rows per example (augmentation multiplicity): an
                 // example's rows become one longer sequence.
@@ -364,6 +370,29 @@ impl GradientEngine {
         }
         ClippedGradients::new(sums, norms, method, self.clipping.clone()).map(FastPath::Clipped)
     }
+}
+
+/// A replicated record's per-row gradients `[B·k, numel]` as per-example
+/// ones `[B, numel]` (an example's `k` rows summed).
+fn per_example_sums(per_row: Vec<(ParamId, Tensor<2>)>, n: usize) -> Result<Item> {
+    let mut out = Vec::with_capacity(per_row.len());
+    for (id, g) in per_row {
+        let [rows, numel] = g.dims();
+        if rows % n != 0 {
+            return Err(Error::Shape(format!(
+                "a layer saw {rows} rows for {n} examples: each example must be the same number of consecutive rows"
+            )));
+        }
+        let g = if rows == n {
+            g
+        } else {
+            g.reshape([n, rows / n, numel])
+                .sum_dim(1)
+                .reshape([n, numel])
+        };
+        out.push((id, g));
+    }
+    Ok(Item::PerExample(out))
 }
 
 /// Where one trainable parameter's norm and scales are in the read-back

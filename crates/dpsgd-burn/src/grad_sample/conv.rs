@@ -178,7 +178,9 @@ fn regroup(r: Record, g: Tensor<3>, k: usize) -> (Record, Tensor<3>) {
             normalized: merge(normalized),
             probe,
         },
-        other @ (Record::Conv { .. } | Record::Recurrent { .. }) => other,
+        other @ (Record::Conv { .. } | Record::Recurrent { .. } | Record::Replicated { .. }) => {
+            other
+        }
     };
     (r, merge(g))
 }

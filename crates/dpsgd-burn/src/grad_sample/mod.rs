@@ -146,8 +146,8 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
         }
     };
     match r {
-        Record::Conv { .. } | Record::Recurrent { .. } => {
-            unreachable!("convolution and recurrent records are turned into dense ones first")
+        Record::Conv { .. } | Record::Recurrent { .. } | Record::Replicated { .. } => {
+            unreachable!("convolution, recurrent and replicated records are converted first")
         }
         Record::Dense { input, bias, .. } => dense::squared_norms(input, bias.is_some(), g, n),
         Record::Embedding { ids, .. } => embedding::squared_norms(ids, g, n),
@@ -181,8 +181,8 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Tensor<1>>) -> Vec<(ParamId,
     // The clip factors applied to the output gradient: book-keeping.
     let scaled = |c: &Tensor<1>| g.clone() * c.clone().reshape([n, 1, 1]);
     match r {
-        Record::Conv { .. } | Record::Recurrent { .. } => {
-            unreachable!("convolution and recurrent records are turned into dense ones first")
+        Record::Conv { .. } | Record::Recurrent { .. } | Record::Replicated { .. } => {
+            unreachable!("convolution, recurrent and replicated records are converted first")
         }
         Record::Dense {
             weight,

@@ -246,8 +246,8 @@ pub(crate) fn im2col(x: Tensor<4>, kernel: [usize; 2], g: Geometry, out: [usize;
         .reshape([batch, out[0] * out[1], channels * kernel[0] * kernel[1]])
 }
 
-/// Configuration of a [`DpConv2d`] (burn's `Conv2dConfig` without groups;
-/// padding as explicit symmetric sizes).
+/// Configuration of a [`DpConv2d`] (burn's `Conv2dConfig`; padding as
+/// explicit symmetric sizes).
 #[derive(Config, Debug)]
 pub struct DpConv2dConfig {
     /// `[in, out]` channels.
@@ -263,6 +263,12 @@ pub struct DpConv2dConfig {
     /// Zero padding on each side.
     #[config(default = "[0, 0]")]
     pub padding: [usize; 2],
+    /// Channel groups (both channel counts must be multiples; `groups =
+    /// C_in` is a depthwise convolution). With more than one group the
+    /// per-example gradients come from per-example copies of the kernel
+    /// (`layers::replicated`).
+    #[config(default = 1)]
+    pub groups: usize,
     /// Whether to add a bias.
     #[config(default = true)]
     pub bias: bool,
@@ -279,10 +285,10 @@ pub struct DpConv2dConfig {
 
 /// 2-D convolution on `[B, C_in, H, W]` with per-example gradients in the DP
 /// engine's fast path. Parameters have burn's `Conv2d` layout
-/// (`weight: [C_out, C_in, k_h, k_w]`).
+/// (`weight: [C_out, C_in/groups, k_h, k_w]`).
 #[derive(Module, Debug)]
 pub struct DpConv2d {
-    /// `[C_out, C_in, k_h, k_w]`.
+    /// `[C_out, C_in/groups, k_h, k_w]`.
     pub weight: Param<Tensor<4>>,
     /// `[C_out]`.
     pub bias: Option<Param<Tensor<1>>>,
@@ -290,19 +296,33 @@ pub struct DpConv2d {
     dilation: [usize; 2],
     padding: [usize; 2],
     weight_standardization: bool,
+    groups: usize,
 }
 
 impl DpConv2dConfig {
     /// Creates the layer on `device`.
+    ///
+    /// # Panics
+    ///
+    /// When a channel count is not a multiple of `groups`.
     pub fn init(&self, device: &Device) -> DpConv2d {
         let [c_in, c_out] = self.channels;
+        assert!(
+            self.groups > 0
+                && c_in.is_multiple_of(self.groups)
+                && c_out.is_multiple_of(self.groups),
+            "channels {:?} must be multiples of groups ({})",
+            self.channels,
+            self.groups
+        );
         let [kh, kw] = self.kernel_size;
-        let fan_in = Some(c_in * kh * kw);
-        let fan_out = Some(c_out * kh * kw);
+        let per_group = c_in / self.groups;
+        let fan_in = Some(per_group * kh * kw);
+        let fan_out = Some(c_out / self.groups * kh * kw);
         DpConv2d {
             weight: self
                 .initializer
-                .init_with([c_out, c_in, kh, kw], fan_in, fan_out, device),
+                .init_with([c_out, per_group, kh, kw], fan_in, fan_out, device),
             bias: self
                 .bias
                 .then(|| self.initializer.init_with([c_out], fan_in, fan_out, device)),
@@ -310,6 +330,7 @@ impl DpConv2dConfig {
             dilation: self.dilation,
             padding: self.padding,
             weight_standardization: self.weight_standardization,
+            groups: self.groups,
         }
     }
 }
@@ -325,6 +346,21 @@ impl DpConv2d {
 
     /// Applies the convolution.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let geometry = Geometry {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        };
+        if self.groups > 1 {
+            return super::replicated::grouped_conv2d(
+                &self.weight,
+                self.bias.as_ref(),
+                input,
+                geometry,
+                self.groups,
+                self.weight_standardization,
+            );
+        }
         convolve(
             (self.weight.id, self.bias.as_ref().map(|b| b.id)),
             self.weight.val(),

@@ -7,6 +7,7 @@ mod conv;
 mod embedding;
 mod linear;
 mod norm;
+mod replicated;
 mod rnn;
 
 pub use attention::{DpMhaInput, DpMhaOutput, DpMultiHeadAttention, DpMultiHeadAttentionConfig};
@@ -21,4 +22,5 @@ pub use norm::{
     DpGroupNorm, DpGroupNormConfig, DpInstanceNorm, DpInstanceNormConfig, DpLayerNorm,
     DpLayerNormConfig, DpRmsNorm, DpRmsNormConfig,
 };
+pub use replicated::{DpConv3d, DpConv3dConfig, DpConvTranspose2d, DpConvTranspose2dConfig};
 pub use rnn::{DpGateController, DpGru, DpGruConfig, DpLstm, DpLstmConfig, DpRnn, DpRnnConfig};
