@@ -194,6 +194,22 @@ impl FixReport {
         B::from(layer)
     }
 
+    /// Converts `layer` into its DP-aware twin when that can be done exactly
+    /// (a convolution with `Same` padding cannot), recording the change.
+    ///
+    /// # Errors
+    ///
+    /// The conversion's error, naming what does not convert.
+    pub fn try_convert<A, B: TryFrom<A>>(&mut self, name: &str, layer: A) -> Result<B, B::Error> {
+        let out = B::try_from(layer)?;
+        self.changes.push(format!(
+            "{name}: {} → {}",
+            short_type::<A>(),
+            short_type::<B>()
+        ));
+        Ok(out)
+    }
+
     /// [`group_norm_for_batch_norm`], recording the change.
     pub fn batch_norm(&mut self, name: &str, bn: BatchNorm) -> DpGroupNorm {
         let (gn, note) = group_norm_for_batch_norm(bn, name);

@@ -175,3 +175,41 @@ fn should_replace_batch_norm_by_group_norm_by_the_stated_rule() {
         assert!(check.is_fast());
     }
 }
+
+#[test]
+fn should_convert_convolutions_when_their_padding_allows() {
+    use burn::nn::conv::{Conv2dConfig, Conv3dConfig, ConvTranspose2dConfig};
+    use burn::nn::{PaddingConfig2d, PaddingConfig3d};
+    let device = devices()[0].1.clone().without_autodiff();
+    let mut report = FixReport::default();
+    let conv = Conv2dConfig::new([4, 6], [3, 3])
+        .with_groups(2)
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    let x = input([2, 4, 5, 5], &device);
+    let want = values(conv.forward(x.clone()));
+    let dp: DpConv2d = report.try_convert("conv", conv).unwrap();
+    let got = values(dp.forward(x));
+    for (a, b) in want.iter().zip(&got) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    let same = Conv2dConfig::new([4, 6], [3, 3])
+        .with_padding(PaddingConfig2d::Same)
+        .init(&device);
+    let refused: Result<DpConv2d, _> = report.try_convert("same", same);
+    assert!(refused.unwrap_err().to_string().contains("padding"));
+    let conv3d = Conv3dConfig::new([2, 2], [1, 3, 3])
+        .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+        .init(&device);
+    let _: DpConv3d = report.try_convert("conv3d", conv3d).unwrap();
+    let up = ConvTranspose2dConfig::new([4, 2], [3, 3]).init(&device);
+    let _: DpConvTranspose2d = report.convert("up", up);
+    assert_eq!(
+        report.changes,
+        [
+            "conv: Conv2d → DpConv2d",
+            "conv3d: Conv3d → DpConv3d",
+            "up: ConvTranspose2d → DpConvTranspose2d"
+        ]
+    );
+}

@@ -463,3 +463,38 @@ impl DpConv1d {
         out.reshape([batch, c_out, lo])
     }
 }
+
+/// burn's `Conv2d` as its DP twin (the same parameters). Refused for
+/// `Same` padding (its size depends on the input) and asymmetric explicit
+/// padding, which the twin does not take.
+impl TryFrom<burn::nn::conv::Conv2d> for DpConv2d {
+    type Error = dpsgd_core::Error;
+
+    fn try_from(c: burn::nn::conv::Conv2d) -> Result<Self, Self::Error> {
+        use burn::nn::PaddingConfig2d;
+        let padding = match c.padding {
+            PaddingConfig2d::Valid => [0, 0],
+            PaddingConfig2d::Explicit(top, left, bottom, right)
+                if top == bottom && left == right =>
+            {
+                [top, left]
+            }
+            other => {
+                return Err(dpsgd_core::Error::invalid(
+                    "padding",
+                    format!("{other:?}"),
+                    "only valid or symmetric explicit padding converts to DpConv2d",
+                ));
+            }
+        };
+        Ok(Self {
+            weight: c.weight,
+            bias: c.bias,
+            stride: c.stride,
+            dilation: c.dilation,
+            padding,
+            weight_standardization: false,
+            groups: c.groups,
+        })
+    }
+}

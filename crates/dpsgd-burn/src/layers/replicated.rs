@@ -305,3 +305,46 @@ impl DpConvTranspose2d {
         out.reshape([batch, c_out, oh, ow])
     }
 }
+
+/// burn's `Conv3d` as its DP twin (the same parameters). Refused for
+/// `Same` padding (its size depends on the input).
+impl TryFrom<burn::nn::conv::Conv3d> for DpConv3d {
+    type Error = dpsgd_core::Error;
+
+    fn try_from(c: burn::nn::conv::Conv3d) -> Result<Self, Self::Error> {
+        use burn::nn::PaddingConfig3d;
+        let padding = match c.padding {
+            PaddingConfig3d::Valid => [0, 0, 0],
+            PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
+            other => {
+                return Err(dpsgd_core::Error::invalid(
+                    "padding",
+                    format!("{other:?}"),
+                    "only valid or explicit padding converts to DpConv3d",
+                ));
+            }
+        };
+        Ok(Self {
+            weight: c.weight,
+            bias: c.bias,
+            stride: c.stride,
+            dilation: c.dilation,
+            padding,
+            groups: c.groups,
+        })
+    }
+}
+
+impl From<burn::nn::conv::ConvTranspose2d> for DpConvTranspose2d {
+    fn from(c: burn::nn::conv::ConvTranspose2d) -> Self {
+        Self {
+            weight: c.weight,
+            bias: c.bias,
+            stride: c.stride,
+            dilation: c.dilation,
+            padding: c.padding,
+            padding_out: c.padding_out,
+            groups: c.groups,
+        }
+    }
+}
