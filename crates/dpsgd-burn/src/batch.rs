@@ -1,7 +1,7 @@
 //! Batches that can be split into examples: the generic fallback engine runs
 //! micro-batches of one, and virtual batches run physical chunks.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 /// A batch of examples along dimension 0.
 pub trait ExampleBatch: Sized {
@@ -9,6 +9,8 @@ pub trait ExampleBatch: Sized {
     fn num_examples(&self) -> usize;
     /// Examples `start..end`.
     fn slice_examples(&self, start: usize, end: usize) -> Self;
+    /// The same batch on `device` (data-parallel workers).
+    fn to_device(&self, device: &Device) -> Self;
 }
 
 impl<const D: usize> ExampleBatch for Tensor<D> {
@@ -18,6 +20,9 @@ impl<const D: usize> ExampleBatch for Tensor<D> {
     fn slice_examples(&self, start: usize, end: usize) -> Self {
         self.clone().narrow(0, start, end - start)
     }
+    fn to_device(&self, device: &Device) -> Self {
+        self.clone().to_device(device)
+    }
 }
 
 impl<const D: usize> ExampleBatch for Tensor<D, Int> {
@@ -26,6 +31,9 @@ impl<const D: usize> ExampleBatch for Tensor<D, Int> {
     }
     fn slice_examples(&self, start: usize, end: usize) -> Self {
         self.clone().narrow(0, start, end - start)
+    }
+    fn to_device(&self, device: &Device) -> Self {
+        self.clone().to_device(device)
     }
 }
 
@@ -39,6 +47,9 @@ impl<A: ExampleBatch, B: ExampleBatch> ExampleBatch for (A, B) {
             self.1.slice_examples(start, end),
         )
     }
+    fn to_device(&self, device: &Device) -> Self {
+        (self.0.to_device(device), self.1.to_device(device))
+    }
 }
 
 impl<A: ExampleBatch, B: ExampleBatch, C: ExampleBatch> ExampleBatch for (A, B, C) {
@@ -50,6 +61,13 @@ impl<A: ExampleBatch, B: ExampleBatch, C: ExampleBatch> ExampleBatch for (A, B, 
             self.0.slice_examples(start, end),
             self.1.slice_examples(start, end),
             self.2.slice_examples(start, end),
+        )
+    }
+    fn to_device(&self, device: &Device) -> Self {
+        (
+            self.0.to_device(device),
+            self.1.to_device(device),
+            self.2.to_device(device),
         )
     }
 }
@@ -83,6 +101,13 @@ impl<B: ExampleBatch> ExampleBatch for Augmented<B> {
         Self {
             rows: self.rows.slice_examples(start * k, end * k),
             k,
+        }
+    }
+
+    fn to_device(&self, device: &Device) -> Self {
+        Self {
+            rows: self.rows.to_device(device),
+            k: self.k,
         }
     }
 }

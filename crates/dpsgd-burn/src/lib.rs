@@ -35,6 +35,7 @@ mod grad_sample;
 pub mod io;
 pub mod layers;
 pub mod loss;
+pub mod parallel;
 mod privacy_engine;
 mod sampler;
 mod tape;

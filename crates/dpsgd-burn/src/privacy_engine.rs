@@ -453,6 +453,52 @@ impl PrivacyEngine {
         B: ExampleBatch,
         F: Fn(&M, &B) -> Tensor<1>,
     {
+        self.step_with(lr, model, batch, |engine, m, b| {
+            engine.clipped_gradients(m, b, &loss_fn)
+        })
+    }
+
+    /// [`PrivacyEngine::step`] with the per-example work spread over the
+    /// devices of `parallel`: the same Poisson batch, clipped in fixed
+    /// shards by the workers, reduced onto the first device, then noised
+    /// ONCE, stepped and accounted once by this engine (see
+    /// [`crate::parallel`]). The model lives on `parallel`'s first device.
+    ///
+    /// # Errors
+    ///
+    /// As [`PrivacyEngine::step`], and a worker's failure (every worker is
+    /// joined first; the model is untouched).
+    pub fn step_data_parallel<M, B, F>(
+        &mut self,
+        lr: f64,
+        model: M,
+        batch: &B,
+        loss_fn: F,
+        parallel: &crate::parallel::DataParallel,
+    ) -> Result<M, Rejected<M>>
+    where
+        M: burn::module::Module,
+        B: ExampleBatch + Send,
+        F: Fn(&M, &B) -> Tensor<1> + Sync,
+    {
+        self.step_with(lr, model, batch, |engine, m, b| {
+            crate::validate::validate_model(m)?;
+            parallel.clipped_gradients(engine, m, b, &loss_fn)
+        })
+    }
+
+    /// The body of a step, with `clip` computing a chunk's clipped sum.
+    fn step_with<M, B>(
+        &mut self,
+        lr: f64,
+        model: M,
+        batch: &B,
+        mut clip: impl FnMut(&mut GradientEngine, &M, &B) -> Result<ClippedGradients>,
+    ) -> Result<M, Rejected<M>>
+    where
+        M: burn::module::Module,
+        B: ExampleBatch,
+    {
         let max_grad_norm = self.dp.clipping().sensitivity();
         self.engine.set_clipping(self.dp.clipping().clone());
         let n = batch.num_examples();
@@ -463,10 +509,9 @@ impl PrivacyEngine {
         for start in (0..n).step_by(chunk.max(1)) {
             let end = (start + chunk).min(n);
             let part = if start == 0 && end == n {
-                self.engine.clipped_gradients(&model, batch, &loss_fn)
+                clip(&mut self.engine, &model, batch)
             } else {
-                self.engine
-                    .clipped_gradients(&model, &batch.slice_examples(start, end), &loss_fn)
+                clip(&mut self.engine, &model, &batch.slice_examples(start, end))
             };
             if let Err(error) = part.and_then(|p| total.accumulate(p)) {
                 return Err(Rejected { error, model });

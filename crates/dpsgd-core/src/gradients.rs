@@ -182,6 +182,18 @@ impl ClippedGradients {
         Ok(())
     }
 
+    /// The same sums on `device` (data-parallel workers reduce onto one
+    /// device).
+    #[must_use]
+    pub fn to_device(mut self, device: &burn::tensor::Device) -> Self {
+        self.sums = self
+            .sums
+            .into_iter()
+            .map(|(id, t)| (id, t.to_device(device)))
+            .collect();
+        self
+    }
+
     pub(crate) fn take(&mut self, id: &ParamId) -> Option<Tensor<1>> {
         self.sums.remove(id)
     }

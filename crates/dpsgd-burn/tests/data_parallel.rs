@@ -1,0 +1,175 @@
+//! Data-parallel DP-SGD: 1, 2 and 4 workers give the same parameters bit
+//! for bit (same global batch, same noise), the noise is added once, and a
+//! failing worker fails the step without a hang.
+
+mod common;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::SgdConfig;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::devices;
+use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
+use dpsgd_burn::loss::cross_entropy_per_example;
+use dpsgd_burn::parallel::DataParallel;
+use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
+
+#[derive(Module, Debug)]
+struct Net {
+    fc1: DpLinear,
+    fc2: DpLinear,
+}
+
+impl Net {
+    fn losses(&self, b: &(Tensor<2>, Tensor<1, Int>)) -> Tensor<1> {
+        let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
+        cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
+    }
+}
+
+fn values<M: Module>(m: &M) -> Vec<f32> {
+    struct All(Vec<f32>);
+    impl ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.extend(p.val().into_data().iter::<f32>());
+        }
+    }
+    let mut all = All(Vec::new());
+    m.visit(&mut all);
+    all.0
+}
+
+fn data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    let x: Vec<f32> = (0..n * 6).map(|i| ((i as f32) * 0.47).sin()).collect();
+    let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(x, [n, 6]), device),
+        Tensor::from_data(TensorData::new(y, [n]), device),
+    )
+}
+
+fn engine(n: usize, batch: usize) -> PrivacyEngine {
+    DpSgdConfig::new(0.5)
+        .with_noise_multiplier(1.0)
+        .with_seed(11)
+        .with_dataset(DatasetFingerprint { size: n, hash: 7 })
+        .init(
+            SgdConfig::new().init(),
+            PoissonSampler::new(n, batch).unwrap(),
+        )
+        .unwrap()
+}
+
+fn pick(all: &(Tensor<2>, Tensor<1, Int>), idx: &[usize]) -> (Tensor<2>, Tensor<1, Int>) {
+    let device = all.0.device();
+    let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
+    (
+        all.0.clone().select(0, rows.clone()),
+        all.1.clone().select(0, rows),
+    )
+}
+
+/// Five seeded DP steps with `workers` workers over 4 fixed shards.
+fn train(workers: usize, device: &Device) -> (Vec<f32>, f64) {
+    device.seed(5);
+    let mut model = Net {
+        fc1: DpLinearConfig::new(6, 8).init(device),
+        fc2: DpLinearConfig::new(8, 3).init(device),
+    };
+    let n = 64;
+    let all = data(n, device);
+    let parallel = DataParallel::new(vec![device.clone(); workers], 4).unwrap();
+    let mut pe = engine(n, 16);
+    for _ in 0..5 {
+        let b = pick(&all, &pe.sample_batch());
+        model = pe
+            .step_data_parallel(0.1, model, &b, |m: &Net, b| m.losses(b), &parallel)
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    (values(&model), pe.epsilon().unwrap())
+}
+
+#[test]
+fn should_give_the_same_parameters_with_one_two_and_four_workers() {
+    for (backend, device) in devices() {
+        let (one, eps1) = train(1, &device);
+        let (two, eps2) = train(2, &device);
+        let (four, eps4) = train(4, &device);
+        assert_eq!(one, two, "{backend}: 2 workers differ from 1");
+        assert_eq!(one, four, "{backend}: 4 workers differ from 1");
+        // One accounting step per global step.
+        assert_eq!(eps1, eps2);
+        assert_eq!(eps1, eps4);
+    }
+}
+
+/// With zero gradients the update is the noise alone: its standard
+/// deviation over 40 000 coordinates is σC/(qN) for one draw; W draws of
+/// full variance would give √W times that.
+#[test]
+fn should_add_the_noise_once() {
+    let device = devices()[0].1.clone();
+    let layer = DpLinearConfig::new(200, 200).init(&device);
+    let before = values(&layer);
+    let n = 64;
+    let mut pe = engine(n, 16);
+    let parallel = DataParallel::new(vec![device.clone(); 4], 4).unwrap();
+    let x = Tensor::<2>::from_data(TensorData::new(vec![0.3f32; 16 * 200], [16, 200]), &device);
+    // A loss with zero gradient: each example's loss times zero.
+    let zero = |m: &DpLinear, x: &Tensor<2>| {
+        let rows = x.dims()[0];
+        m.forward(x.clone()).sum_dim(1).reshape([rows]) * 0.0
+    };
+    let _ = pe.sample_batch();
+    let after = pe
+        .step_data_parallel(1.0, layer, &x, zero, &parallel)
+        .map_err(|r| r.error)
+        .unwrap();
+    let delta: Vec<f64> = values(&after)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| f64::from(a - b))
+        .collect();
+    let mean = delta.iter().sum::<f64>() / delta.len() as f64;
+    let std = (delta.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delta.len() as f64).sqrt();
+    // σ = 1, C = 0.5, qN = 16: std 1/32. Standard error ≈ 0.4%; 3% tolerance.
+    let want = 1.0 * 0.5 / 16.0;
+    assert!((std / want - 1.0).abs() < 0.03, "std {std} vs {want}");
+}
+
+#[test]
+fn should_fail_every_worker_without_a_hang() {
+    let device = devices()[0].1.clone();
+    let model = Net {
+        fc1: DpLinearConfig::new(6, 8).init(&device),
+        fc2: DpLinearConfig::new(8, 3).init(&device),
+    };
+    let parallel = DataParallel::new(vec![device.clone(); 2], 2).unwrap();
+    let mut pe = engine(64, 16);
+    let b = data(16, &device);
+    let before = values(&model);
+    // The second shard's worker panics (the loss function fails there).
+    let failing = |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
+        let first: Vec<f32> =
+            b.0.clone()
+                .narrow(0, 0, 1)
+                .into_data()
+                .iter::<f32>()
+                .collect();
+        assert!(first[0] != ((8 * 6) as f32 * 0.47).sin(), "worker failure");
+        m.losses(b)
+    };
+    let rejected = pe
+        .step_data_parallel(0.1, model, &b, failing, &parallel)
+        .unwrap_err();
+    assert!(
+        rejected.error.to_string().contains("worker"),
+        "{}",
+        rejected.error
+    );
+    assert_eq!(values(&rejected.model), before, "the model is untouched");
+    assert_eq!(pe.steps(), 0, "no step was accounted");
+    assert!(DataParallel::new(Vec::new(), 2).is_err());
+    assert!(DataParallel::new(vec![device.clone(); 3], 2).is_err());
+}
