@@ -634,3 +634,40 @@ fn should_train_with_mist_and_report_its_settings() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mist"));
 }
+
+/// `--devices N`: data-parallel DP steps whose result does not depend on
+/// N (fixed shards, one noise draw); refused without DP.
+#[test]
+fn should_train_the_same_model_on_two_and_four_workers() {
+    let dir = temp_dir("devices");
+    let report = |n: &str| {
+        let path = dir.join(format!("report-{n}.json"));
+        ok(&dpsgd(&[
+            "train",
+            "--devices",
+            n,
+            "--epochs",
+            "2",
+            "--seed",
+            "4",
+            "--quiet",
+            "--report",
+            path.to_str().unwrap(),
+        ]));
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let (two, four) = (report("2"), report("4"));
+    assert_eq!(two["devices"], 2);
+    assert_eq!(four["devices"], 4);
+    for field in ["test_accuracy", "epsilon", "steps"] {
+        assert_eq!(two[field], four[field], "{field}");
+    }
+    assert_eq!(
+        two["not_covered_by_epsilon"]["final_loss"],
+        four["not_covered_by_epsilon"]["final_loss"]
+    );
+    common::assert_usage_error(
+        &dpsgd(&["train", "--devices", "2", "--non-private", "--quiet"]),
+        &["--devices"],
+    );
+}

@@ -149,6 +149,11 @@ pub struct TrainConfig {
     /// chunks of at most this many examples (same result, less memory);
     /// `None`: the whole batch at once.
     pub max_physical_batch_size: Option<usize>,
+    /// Data-parallel workers for the DP step (1: none): the Poisson batch
+    /// is sampled once, clipped in fixed shards by this many workers on
+    /// copies of the training device, reduced, and noised once
+    /// (`dpsgd_burn::parallel`). The result does not depend on the number.
+    pub devices: usize,
     /// How convolutions compute per-example gradients (default: auto).
     pub conv_strategy: ConvStrategy,
     /// Save the trained model here at the end (burn's record bytes, as

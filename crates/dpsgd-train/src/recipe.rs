@@ -184,6 +184,7 @@ impl Recipe {
             clipping: crate::config::ClippingMode::Flat,
             hidden: self.hidden.clone(),
             max_physical_batch_size: None,
+            devices: 1,
             conv_strategy: crate::config::ConvStrategy::Auto,
             save_model: None,
             checkpoint_dir: None,

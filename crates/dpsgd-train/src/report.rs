@@ -53,6 +53,8 @@ pub struct TrainReport {
     pub hidden: Option<Vec<usize>>,
     /// Largest physical batch (`None`: the whole batch at once).
     pub max_physical_batch_size: Option<usize>,
+    /// Data-parallel workers of the DP step (1: none).
+    pub devices: usize,
     /// Convolution strategy of the DP engine.
     pub conv_strategy: ConvStrategy,
     /// How per-example gradients were computed.

@@ -133,6 +133,21 @@ pub fn train_model(
         return Err(TrainError::config("dropout", "must be in [0, 1)"));
     }
     check_defences(cfg)?;
+    if cfg.devices == 0 {
+        return Err(TrainError::config("devices", "must be at least 1"));
+    }
+    if cfg.devices > 1 && cfg.privacy == Privacy::NonPrivate {
+        return Err(TrainError::config(
+            "devices",
+            "data-parallel workers are for DP-SGD steps; a non-private run uses one device",
+        ));
+    }
+    if cfg.devices > 1 && cfg.defences.mist.is_some() {
+        return Err(TrainError::config(
+            "devices",
+            "MIST trains its sub-models on one device: use one or the other",
+        ));
+    }
     if cfg.max_physical_batch_size == Some(0) {
         return Err(TrainError::config(
             "max_physical_batch_size",
@@ -773,10 +788,20 @@ fn run<M: Classifier + 'static>(
     // batch statistic deciding every example's gradient would escape the
     // mechanism).
     let relax = relax_loss(cfg, privacy.is_some())?;
-    let current_epoch = std::cell::Cell::new(1usize);
+    // Atomic, so that data-parallel workers can share the loss function.
+    let current_epoch = std::sync::atomic::AtomicUsize::new(1);
+    let parallel = (cfg.devices > 1)
+        .then(|| {
+            dpsgd_burn::parallel::DataParallel::new(
+                vec![device.clone(); cfg.devices],
+                cfg.devices.max(8),
+            )
+        })
+        .transpose()?;
     let loss_fn = |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
-        let per_row = training_losses(cfg, relax.as_ref(), logits, targets, current_epoch.get());
+        let epoch = current_epoch.load(std::sync::atomic::Ordering::Relaxed);
+        let per_row = training_losses(cfg, relax.as_ref(), logits, targets, epoch);
         if b.k == 1 {
             return per_row;
         }
@@ -823,14 +848,16 @@ fn run<M: Classifier + 'static>(
     let mut steps_taken = epochs_done as u64 * steps_per_epoch;
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
-        current_epoch.set(epoch);
+        current_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
         let (indices, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
                 let batch = make_batch(&indices);
-                model = p
-                    .step(cfg.lr, model, &batch, loss_fn)
-                    .map_err(|r| r.error)?;
+                model = match &parallel {
+                    Some(workers) => p.step_data_parallel(cfg.lr, model, &batch, loss_fn, workers),
+                    None => p.step(cfg.lr, model, &batch, loss_fn),
+                }
+                .map_err(|r| r.error)?;
                 let (loss, divergence) = last_step_loss(p);
                 (indices, loss, divergence)
             }
@@ -1078,6 +1105,7 @@ pub(crate) fn finish<M: Classifier>(
             ModelKind::Cnn => None,
         },
         max_physical_batch_size: cfg.max_physical_batch_size,
+        devices: cfg.devices,
         conv_strategy: cfg.conv_strategy,
         warnings,
         gradient_method: match privacy.and_then(|p| p.last_step()).map(|s| &s.method) {

@@ -25,6 +25,7 @@ fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
         clipping: ClippingMode::Flat,
         hidden: DEFAULT_HIDDEN.to_vec(),
         max_physical_batch_size: None,
+        devices: 1,
         conv_strategy: ConvStrategy::Auto,
         save_model: None,
         checkpoint_dir: None,

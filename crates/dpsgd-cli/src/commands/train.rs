@@ -131,6 +131,11 @@ pub struct TrainOptions {
     /// (same result, less memory; default: the whole batch at once).
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::positive_count)]
     pub max_physical_batch_size: Option<usize>,
+    /// Data-parallel workers for the DP step (the batch is sampled once,
+    /// clipped in 8 fixed shards by N workers, noised once; the result does
+    /// not depend on N). Workers share the chosen backend's device.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = args::positive_count)]
+    pub devices: usize,
     /// How DP convolutions get per-example gradients (auto picks unfold
     /// unless the patches are large).
     #[arg(long, value_name = "auto|unfold|materialize", default_value = "auto", value_parser = conv_strategy)]
@@ -751,6 +756,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         clipping: o.clipping,
         hidden,
         max_physical_batch_size: o.max_physical_batch_size,
+        devices: o.devices,
         conv_strategy: o.conv_strategy,
         save_model: None,
         checkpoint_dir: None,
@@ -861,6 +867,7 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "hidden" => Some("--hidden"),
             "clipping" => Some("--clipping"),
             "max_physical_batch_size" => Some("--max-physical-batch-size"),
+            "devices" => Some("--devices"),
             "checkpoint_dir" => Some("--checkpoint-dir"),
             "features" => Some("--features"),
             "ema_decay" => Some("--ema-decay"),
