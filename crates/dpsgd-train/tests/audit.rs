@@ -156,7 +156,10 @@ fn should_never_measure_a_lower_bound_above_the_claimed_epsilon() {
 /// LiRA and the shadow attack on a tiny budget of shadows, trained on two
 /// threads: the figures are those of a one-thread run with the same seed
 /// (shadow seeds and splits come from the audit's seed; initialisation is
-/// serialised).
+/// serialised), up to float rounding: burn-flex's parallel reductions may
+/// split differently when two trainings share the cores under load, which
+/// once moved LiRA's AUC from 0.54593 to 0.54551 in CI. A different seed,
+/// split or initialisation moves it by ~0.01 or more.
 #[test]
 fn should_run_lira_and_shadow_attacks_reproducibly_across_threads() {
     let split = data(0.5);
@@ -175,8 +178,21 @@ fn should_run_lira_and_shadow_attacks_reproducibly_across_threads() {
     assert_eq!(names, ["lira-online", "lira-offline", "shadow"]);
     assert_eq!(one.shadow_models, 4);
     for (a, b) in one.attacks.iter().zip(&two.attacks) {
-        assert_eq!(a.auc, b.auc, "{}", a.name);
-        assert_eq!(a.tpr_at_fpr_0_001, b.tpr_at_fpr_0_001, "{}", a.name);
+        assert!(
+            (a.auc - b.auc).abs() <= 2e-3,
+            "{}: {} vs {}",
+            a.name,
+            a.auc,
+            b.auc
+        );
+        // One record (of ~900 non-members) moving across the threshold.
+        assert!(
+            (a.tpr_at_fpr_0_001 - b.tpr_at_fpr_0_001).abs() <= 2.5e-3,
+            "{}: {} vs {}",
+            a.name,
+            a.tpr_at_fpr_0_001,
+            b.tpr_at_fpr_0_001
+        );
     }
     // Even with 4 shadows, LiRA online beats chance on a model that
     // overfits this much, most visibly at low FPR (chance: 0.1%).
