@@ -1,7 +1,7 @@
 //! Choosing a burn backend at run time. Backends are Cargo features of this
-//! crate: `flex` (default, burn's recommended CPU backend), `ndarray`, and
+//! crate: `flex` (default, burn's recommended CPU backend), `ndarray`,
 //! `wgpu` (GPU; on a machine without one, a software Vulkan driver such as
-//! lavapipe works).
+//! lavapipe works) and `cuda` (burn's CubeCL CUDA backend, NVIDIA GPUs).
 
 use burn::tensor::Device;
 use std::fmt;
@@ -16,6 +16,8 @@ pub enum Backend {
     Ndarray,
     /// burn-wgpu (GPU).
     Wgpu,
+    /// burn-cuda (NVIDIA GPU, device 0).
+    Cuda,
 }
 
 impl Backend {
@@ -31,15 +33,19 @@ impl Backend {
         if cfg!(feature = "wgpu") {
             v.push(Backend::Wgpu);
         }
+        if cfg!(feature = "cuda") {
+            v.push(Backend::Cuda);
+        }
         v
     }
 
-    /// Its name (`flex`, `ndarray`, `wgpu`).
+    /// Its name (`flex`, `ndarray`, `wgpu`, `cuda`).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Flex => "flex",
             Backend::Ndarray => "ndarray",
             Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
         }
     }
 
@@ -57,6 +63,8 @@ impl Backend {
             Backend::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::default())),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Ok(Device::cuda(0)),
             #[allow(unreachable_patterns)]
             other => Err(format!(
                 "backend `{}` is not enabled in this build (enabled: {}); rebuild with `--features {}`",
@@ -94,8 +102,9 @@ impl FromStr for Backend {
             "flex" => Ok(Backend::Flex),
             "ndarray" => Ok(Backend::Ndarray),
             "wgpu" => Ok(Backend::Wgpu),
+            "cuda" => Ok(Backend::Cuda),
             _ => Err(format!(
-                "unknown backend `{s}` (expected flex, ndarray or wgpu)"
+                "unknown backend `{s}` (expected flex, ndarray, wgpu or cuda)"
             )),
         }
     }
