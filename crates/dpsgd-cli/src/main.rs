@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod html;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     Compare(commands::compare::Args),
     /// Benchmarks (DP step vs non-private step).
     Bench(commands::bench::Args),
+    /// One self-contained HTML page (findings, guarantee, leakage,
+    /// defences) from the JSON reports of train, audit, sweep and compare.
+    Report(commands::report::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Epsilon(a) => commands::epsilon::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Calibrate(a) => commands::calibrate::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => commands::bench::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Report(a) => commands::report::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Train(a) => commands::train::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Sweep(a) => commands::sweep::run(&a),
         Command::Audit(a) => commands::audit::run(&a),

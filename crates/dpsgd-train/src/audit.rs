@@ -521,6 +521,11 @@ pub fn audit(
                 (shadow_cfg, std::borrow::Cow::Owned(features))
             }
         };
+        // Shadows report nothing: no ε after every epoch.
+        let shadow_cfg = TrainConfig {
+            progress_epsilon: false,
+            ..shadow_cfg
+        };
         let shadows = train_shadows(&shadow_cfg, &features, audit, device, log)?;
         shadow_seconds = shadow_start.elapsed().as_secs_f64();
         log(&format!(

@@ -113,6 +113,11 @@ pub struct Args {
     /// Also write the JSON report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Also write the privacy report as one self-contained HTML page here
+    /// (as `dpsgd report` does).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     /// Save the audited (target) model here, as `train --save-model` does.
     #[arg(long, value_name = "FILE")]
     pub save_model: Option<PathBuf>,
@@ -218,6 +223,8 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
     let cfg = TrainConfig {
         save_model: a.save_model.clone(),
+        // The target's ε after every epoch, for the report's budget curve.
+        progress_epsilon: true,
         ..config(&o, a.privacy.privacy(), &train)
     };
     if !a.quiet
@@ -273,6 +280,15 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     }
     if let Some(target) = &report_target {
         target.write(&text)?;
+    }
+    if let Some(path) = &a.html {
+        crate::commands::report::write_html_of(
+            &json,
+            &a.out.join("audit.json").display().to_string(),
+            Some(&a.out.join("inversion.png")),
+            path,
+        )?;
+        written.push("the HTML report");
     }
     if !a.quiet {
         eprintln!("wrote {} in {}", written.join(", "), a.out.display());

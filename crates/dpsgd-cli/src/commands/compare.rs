@@ -209,6 +209,10 @@ pub struct Args {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the privacy report (the defences compared) as one
+    /// self-contained HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub options: TrainOptions,
 }
@@ -496,10 +500,19 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             &a.out.join("compare.md"),
             &markdown(&rows, &names, &dataset),
         )?;
+        let doc = json(&rows);
         write_atomically(
             &a.out.join("compare.json"),
-            &serde_json::to_string_pretty(&json(&rows))?,
+            &serde_json::to_string_pretty(&doc)?,
         )?;
+        if let Some(path) = &a.html {
+            crate::commands::report::write_html_of(
+                &doc,
+                &a.out.join("compare.json").display().to_string(),
+                None,
+                path,
+            )?;
+        }
         // LiRA's figures when it ran (the sharper attack at low FPR).
         let shown = names
             .iter()

@@ -42,6 +42,10 @@ pub struct Args {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Also write the privacy report (accuracy and leakage against ε) as
+    /// one self-contained HTML page here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Attacks run on every model (as `dpsgd audit --attacks`): the loss
     /// attack costs nothing, LiRA trains --shadow-models shadows per run.
     #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira")]
@@ -405,6 +409,14 @@ fn write_outputs(a: &Args, rows: &[Row], preprocessing: &impl serde::Serialize) 
         &a.out.join("sweep.json"),
         &serde_json::to_string_pretty(&doc)?,
     )?;
+    if let Some(path) = &a.html {
+        crate::commands::report::write_html_of(
+            &doc,
+            &a.out.join("sweep.json").display().to_string(),
+            None,
+            path,
+        )?;
+    }
     plot(rows, &a.out.join("sweep.svg"), &o.dataset.to_string())
 }
 

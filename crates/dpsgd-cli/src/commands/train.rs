@@ -429,6 +429,10 @@ pub struct Args {
     /// standard output, and the summary line goes to standard error).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Also write the privacy report as one self-contained HTML page here
+    /// (as `dpsgd report` does).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Save the trained model here (burn's record bytes; load them into a
     /// model of the same architecture), written atomically.
     #[arg(long, value_name = "FILE")]
@@ -788,9 +792,10 @@ pub fn run_one(
     quiet: bool,
 ) -> Result<TrainReport> {
     let device = backend.device().map_err(anyhow::Error::msg)?;
-    // ε for the bar once per epoch, and not at all when nobody sees it.
+    // ε for the bar once per epoch, and not at all when nobody sees it
+    // (the caller may ask for it anyway, for a report's budget curve).
     let cfg = &TrainConfig {
-        progress_epsilon: !quiet,
+        progress_epsilon: cfg.progress_epsilon || !quiet,
         ..cfg.clone()
     };
     let bar = if quiet {
@@ -955,6 +960,8 @@ pub fn run(a: &Args) -> Result<()> {
         save_model: a.save_model.clone(),
         checkpoint_dir: a.checkpoint_dir.clone(),
         resume: a.resume,
+        // The HTML report's budget curve needs ε after every epoch.
+        progress_epsilon: a.html.is_some(),
         ..config(o, privacy, &train)
     };
     if !a.quiet
@@ -985,7 +992,7 @@ pub fn run(a: &Args) -> Result<()> {
     } else {
         println!("{}", summary(&report));
     }
-    if let Some(target) = &report_target {
+    if report_target.is_some() || a.html.is_some() {
         let mut json = report_json(&report, o, &preprocessing)?;
         // `wall_seconds` is the training loop (with its per-epoch test
         // accuracy); the rest of the command is mostly the final evaluation
@@ -996,7 +1003,12 @@ pub fn run(a: &Args) -> Result<()> {
         }
         json["evaluation_and_setup_seconds"] =
             (total_seconds - report.wall_seconds).max(0.0).into();
-        target.write(&serde_json::to_string_pretty(&json)?)?;
+        if let Some(target) = &report_target {
+            target.write(&serde_json::to_string_pretty(&json)?)?;
+        }
+        if let Some(path) = &a.html {
+            crate::commands::report::write_html_of(&json, "dpsgd train", None, path)?;
+        }
     }
     Ok(())
 }
