@@ -308,6 +308,22 @@ fn line_chart(
     series: &[Series],
     log_axes: bool,
 ) -> String {
+    chart(title, x_label, y_label, series, log_axes, true)
+}
+
+/// A chart of points (no lines between them).
+fn scatter_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, y_label, series, false, false)
+}
+
+fn chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_axes: bool,
+    lines: bool,
+) -> String {
     let (w, h, m) = (460.0, 300.0, 46.0);
     let tx = |x: f64| if log_axes { x.max(1e-4).log10() } else { x };
     let all: Vec<(f64, f64)> = series
@@ -375,15 +391,21 @@ fn line_chart(
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", px(tx(x)), py(tx(y))))
             .collect();
+        if lines {
+            let _ = write!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+                path.join(" ")
+            );
+        }
         let _ = write!(
             svg,
-            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}" class="legend" fill="{colour}">{}</text>"#,
-            path.join(" "),
+            r#"<text x="{}" y="{}" class="legend" fill="{colour}">{}</text>"#,
             m + 8.0,
             0.8 * m + 14.0 * (i as f64 + 1.0),
             esc(label)
         );
-        if points.len() <= 12 {
+        if points.len() <= 12 || !lines {
             for &(x, y) in points {
                 let _ = write!(
                     svg,
@@ -755,13 +777,11 @@ fn compare_section(compare: &Value) -> String {
         }
     }
     s.push_str("</table>");
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    s.push_str(&line_chart(
+    s.push_str(&scatter_chart(
         "accuracy against attack AUC (one point per defence)",
         "attack AUC",
         "test accuracy",
         &[("defences".into(), COLOURS[1], points)],
-        false,
     ));
     s
 }

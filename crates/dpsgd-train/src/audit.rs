@@ -642,8 +642,13 @@ pub fn audit(
                 drop(oracle);
                 match result {
                     Ok(report) => Some(report),
-                    Err(e) if gate.refused(client) > 0 => {
-                        warnings.push(format!("{client} attack refused: {e}"));
+                    Err(_) if gate.refused(client) > 0 => {
+                        warnings.push(format!(
+                            "{client} attack refused: its query budget of {} records ran out after {} records served ({} refused)",
+                            audit.query_budget.unwrap_or(0),
+                            gate.served(client),
+                            gate.refused(client)
+                        ));
                         refused_attacks.push(client.to_owned());
                         None
                     }
