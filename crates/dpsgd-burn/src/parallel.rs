@@ -99,9 +99,9 @@ impl DataParallel {
     ///
     /// # Errors
     ///
-    /// The first worker error, in shard order (a panicking worker is
-    /// reported as [`Error::Shape`]-free [`Error::InvalidParameter`] on
-    /// `worker`); nothing is reduced then.
+    /// The first worker's error, in worker order (a panicking worker is
+    /// reported as [`Error::InvalidParameter`] on `worker`); nothing is
+    /// reduced then.
     pub fn clipped_gradients<M, B, F>(
         &self,
         engine: &GradientEngine,

@@ -130,7 +130,10 @@ impl Record {
                     return None;
                 }
                 let [batch, d_out] = probes[0].dims();
-                let device = probes[0].device();
+                // Zeros for the steps whose output did not reach the loss,
+                // on the device of the gradients that did (not the probes'
+                // autodiff device).
+                let device = steps.iter().flatten().next().map(Tensor::device)?;
                 let g = Tensor::stack(
                     steps
                         .into_iter()
@@ -259,14 +262,14 @@ pub(crate) fn replicated_grads(
     if got.iter().all(|(_, g, _)| g.is_none()) {
         return None;
     }
+    // Zeros for leaves that did not reach the loss, on the gradients'
+    // device (not the leaves' autodiff device).
+    let device = got
+        .iter()
+        .find_map(|(_, g, _)| g.as_ref().map(Tensor::device))?;
     Some(
         got.into_iter()
-            .map(|(id, g, leaf)| {
-                (
-                    id,
-                    g.unwrap_or_else(|| Tensor::zeros(leaf.dims(), &leaf.device())),
-                )
-            })
+            .map(|(id, g, leaf)| (id, g.unwrap_or_else(|| Tensor::zeros(leaf.dims(), &device))))
             .collect(),
     )
 }

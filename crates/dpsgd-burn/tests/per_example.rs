@@ -756,3 +756,40 @@ fn should_match_naive_loop_for_conv3d_and_transposed_conv2d() {
         );
     }
 }
+
+/// Only some steps' outputs reach the loss (the first step of a forward
+/// LSTM, the last of a reversed one): the other steps' gradients are zero,
+/// and the records still match the naive loop.
+#[test]
+fn should_match_naive_loop_when_only_some_steps_reach_the_loss() {
+    for (backend, device) in devices() {
+        for reverse in [false, true] {
+            let model = Recurrent {
+                lstm: DpLstmConfig::new(3, 4, true)
+                    .with_reverse(reverse)
+                    .init(&device),
+                gru: DpGruConfig::new(4, 4, true).init(&device),
+                rnn: DpRnnConfig::new(4, 4, true).init(&device),
+                head: DpLinearConfig::new(4, 2).init(&device),
+            };
+            let x = input([3, 5, 3], &device, 0.8);
+            let loss = |m: &Recurrent, x: &Tensor<3>| {
+                let n = x.dims()[0];
+                let (seq, _) = m.lstm.forward(x.clone(), None);
+                let step = if reverse { 4 } else { 0 };
+                let first = seq.narrow(1, step, 1).reshape([n, 4]);
+                // The GRU and RNN only see one step, the rest unused.
+                let h = m.gru.forward(first.clone().reshape([n, 1, 4]), None);
+                let (_, h2) = m.rnn.forward(h, None);
+                per_example_loss(m.head.forward(h2 + first))
+            };
+            check(
+                &model,
+                &x,
+                loss,
+                0.2,
+                &format!("{backend} partial steps (reverse {reverse})"),
+            );
+        }
+    }
+}

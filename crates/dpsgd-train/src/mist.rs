@@ -399,6 +399,16 @@ pub(crate) fn run<M: Classifier + 'static>(
         }
         _ => None,
     };
+    // Warnings the engines raised while training (the slow fallback).
+    for w in trainers
+        .iter()
+        .filter_map(|t| t.engine.as_ref())
+        .flat_map(|p| p.warnings())
+    {
+        if !warnings.contains(w) {
+            warnings.push(w.clone());
+        }
+    }
     // The report's privacy is the sub-model with the largest ε.
     let worst = worst_engine(&trainers)?;
     let reported = worst.unwrap_or(0);

@@ -120,7 +120,7 @@ impl Recurrence {
             return;
         };
         let ([batch, d_in], [_, d_out]) = (first.dims(), probe.dims());
-        let device = first.device();
+        let (device, probe_device) = (first.device(), probe.device());
         let (inputs, probes): (Vec<Tensor<2>>, Vec<Tensor<2>>) = self
             .steps
             .into_iter()
@@ -128,7 +128,7 @@ impl Recurrence {
                 s.unwrap_or_else(|| {
                     (
                         Tensor::zeros([batch, d_in], &device),
-                        Tensor::zeros([batch, d_out], &device).require_grad(),
+                        Tensor::zeros([batch, d_out], &probe_device).require_grad(),
                     )
                 })
             })
