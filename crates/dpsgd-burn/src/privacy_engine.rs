@@ -481,6 +481,19 @@ impl PrivacyEngine {
         B: ExampleBatch + Send,
         F: Fn(&M, &B) -> Tensor<1> + Sync,
     {
+        // The reduced sum, the noise and the update live on the
+        // coordinator: a model elsewhere is refused before any release.
+        let coordinator = &parallel.devices()[0];
+        if let Some(other) = model.devices().into_iter().find(|d| d != coordinator) {
+            return Err(Rejected {
+                error: dpsgd_core::Error::invalid(
+                    "devices",
+                    format!("{other:?}"),
+                    "the model must live on the data-parallel coordinator (the first device)",
+                ),
+                model,
+            });
+        }
         self.step_with(lr, model, batch, |engine, m, b| {
             crate::validate::validate_model(m)?;
             parallel.clipped_gradients(engine, m, b, &loss_fn)

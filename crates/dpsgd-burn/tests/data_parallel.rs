@@ -173,3 +173,29 @@ fn should_fail_every_worker_without_a_hang() {
     assert!(DataParallel::new(Vec::new(), 2).is_err());
     assert!(DataParallel::new(vec![device.clone(); 3], 2).is_err());
 }
+
+/// The model must live on the coordinator (the first device): refused
+/// before anything is computed, released or accounted.
+#[cfg(all(feature = "flex", feature = "ndarray"))]
+#[test]
+fn should_refuse_a_model_off_the_coordinator() {
+    use dpsgd_burn::backend::Backend;
+    let flex = Backend::Flex.autodiff_device().unwrap();
+    let ndarray = Backend::Ndarray.autodiff_device().unwrap();
+    let model = Net {
+        fc1: DpLinearConfig::new(6, 8).init(&flex),
+        fc2: DpLinearConfig::new(8, 3).init(&flex),
+    };
+    let parallel = DataParallel::new(vec![ndarray.clone(), ndarray], 2).unwrap();
+    let mut pe = engine(64, 16);
+    let b = data(16, &flex);
+    let rejected = pe
+        .step_data_parallel(0.1, model, &b, |m: &Net, b| m.losses(b), &parallel)
+        .unwrap_err();
+    assert!(
+        rejected.error.to_string().contains("coordinator"),
+        "{}",
+        rejected.error
+    );
+    assert_eq!(pe.steps(), 0);
+}
