@@ -36,7 +36,6 @@ use burn::nn::{
 };
 use burn::tensor::Tensor;
 use dpsgd_core::{Error, Result, trainable_params};
-use std::collections::HashSet;
 
 impl From<Linear> for DpLinear {
     fn from(l: Linear) -> Self {
@@ -271,15 +270,7 @@ where
     crate::validate::validate_model(model)?;
     let params = trainable_params(model);
     let (_, records) = tape::record(tape::conv_strategy(), || loss_fn(model, batch));
-    let mut seen = HashSet::new();
-    let mut shared = HashSet::new();
-    for r in &records {
-        for id in r.params() {
-            if !seen.insert(id) {
-                shared.insert(id);
-            }
-        }
-    }
+    let (seen, shared) = crate::engine::record_coverage(&records);
     let (mut fast, mut fallback) = (Vec::new(), Vec::new());
     for p in &params {
         if seen.contains(&p.id) && !shared.contains(&p.id) {

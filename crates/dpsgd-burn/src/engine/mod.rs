@@ -431,6 +431,21 @@ enum FastPath {
     NonFinite(Vec<usize>),
 }
 
+/// The parameters the records cover, and those that more than one record
+/// uses (shared weights), in the order they are met.
+pub(crate) fn record_coverage(records: &[Record]) -> (HashSet<ParamId>, Vec<ParamId>) {
+    let mut seen = HashSet::new();
+    let mut shared = Vec::new();
+    for r in records {
+        for id in r.params() {
+            if !seen.insert(id) && !shared.contains(&id) {
+                shared.push(id);
+            }
+        }
+    }
+    (seen, shared)
+}
+
 /// Why the fast path cannot compute this model's per-example gradients, if
 /// it cannot: a trainable parameter outside every DP-aware layer, or one
 /// used by several layer calls (shared weights: their per-example gradients
@@ -439,19 +454,15 @@ fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<
     if records.is_empty() {
         return Some("the model has no DP-aware layer".into());
     }
-    let mut seen = HashSet::new();
-    for r in records {
-        for id in r.params() {
-            if !seen.insert(id) {
-                let name = params
-                    .iter()
-                    .find(|p| p.id == id)
-                    .map_or_else(|| id.to_string(), |p| p.name());
-                return Some(format!(
-                    "parameter `{name}` is used by more than one layer call"
-                ));
-            }
-        }
+    let (seen, shared) = record_coverage(records);
+    if let Some(&id) = shared.first() {
+        let name = params
+            .iter()
+            .find(|p| p.id == id)
+            .map_or_else(|| id.to_string(), |p| p.name());
+        return Some(format!(
+            "parameter `{name}` is used by more than one layer call"
+        ));
     }
     let missing: Vec<String> = params
         .iter()

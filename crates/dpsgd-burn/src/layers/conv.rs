@@ -150,6 +150,14 @@ fn convolve(
     out
 }
 
+/// Panics unless both channel counts are multiples of `groups ≥ 1`.
+pub(crate) fn check_groups(channels: [usize; 2], groups: usize) {
+    assert!(
+        groups > 0 && channels[0].is_multiple_of(groups) && channels[1].is_multiple_of(groups),
+        "channels {channels:?} must be multiples of groups ({groups})"
+    );
+}
+
 /// The ε of weight standardisation's variance.
 pub const WEIGHT_STANDARDIZATION_EPS: f32 = 1e-5;
 
@@ -306,15 +314,8 @@ impl DpConv2dConfig {
     ///
     /// When a channel count is not a multiple of `groups`.
     pub fn init(&self, device: &Device) -> DpConv2d {
+        check_groups(self.channels, self.groups);
         let [c_in, c_out] = self.channels;
-        assert!(
-            self.groups > 0
-                && c_in.is_multiple_of(self.groups)
-                && c_out.is_multiple_of(self.groups),
-            "channels {:?} must be multiples of groups ({})",
-            self.channels,
-            self.groups
-        );
         let [kh, kw] = self.kernel_size;
         let per_group = c_in / self.groups;
         let fan_in = Some(per_group * kh * kw);

@@ -10,10 +10,10 @@
 //! gradients, as used by Opacus's `ExpandedWeights` and functorch's vmap).
 //! Outside recording these are burn's convolutions.
 
-use super::conv::{Geometry, standardized_kernel};
+use super::conv::{Geometry, check_groups, standardized_kernel};
 use crate::tape::{self, Record};
 use burn::config::Config;
-use burn::module::{Initializer, Module, Param};
+use burn::module::{Initializer, Module, Param, ParamId};
 use burn::tensor::module::{conv_transpose2d, conv2d, conv3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor};
@@ -44,27 +44,53 @@ pub(crate) fn grouped_conv2d(
     }
     let [batch, c_in, h, w] = input.dims();
     let [c_out, per_group, kh, kw] = weight.val().dims();
-    let weights = tape::replicate(weight.val(), batch);
-    let biases = bias.map(|b| tape::replicate(b.val(), batch));
+    let replicas = Replicas::new(weight, bias, batch);
     let out = conv2d(
         input.reshape([1, batch * c_in, h, w]),
-        kernel(weights.clone().reshape([batch * c_out, per_group, kh, kw])),
-        biases.clone().map(|b| b.reshape([batch * c_out])),
+        kernel(replicas.kernel([batch * c_out, per_group, kh, kw])),
+        replicas.bias(batch * c_out),
         geometry.options(batch * groups),
     );
-    push(weight.id, weights, bias.map(|b| b.id).zip(biases));
+    replicas.record();
     let [_, _, ho, wo] = out.dims();
     out.reshape([batch, c_out, ho, wo])
 }
 
-fn push(
-    weight: burn::module::ParamId,
-    weights: Tensor<2>,
-    bias: Option<(burn::module::ParamId, Tensor<2>)>,
-) {
-    let mut params = vec![(weight, weights)];
-    params.extend(bias);
-    tape::push(Record::Replicated { params });
+/// A layer's kernel and bias, one copy per example (see the module
+/// documentation), and how to record them.
+struct Replicas {
+    weight: (ParamId, Tensor<2>),
+    bias: Option<(ParamId, Tensor<2>)>,
+}
+
+impl Replicas {
+    fn new<const D: usize>(
+        weight: &Param<Tensor<D>>,
+        bias: Option<&Param<Tensor<1>>>,
+        batch: usize,
+    ) -> Self {
+        Self {
+            weight: (weight.id, tape::replicate(weight.val(), batch)),
+            bias: bias.map(|b| (b.id, tape::replicate(b.val(), batch))),
+        }
+    }
+
+    /// The copies of the kernel as one `shape` tensor.
+    fn kernel<const K: usize>(&self, shape: [usize; K]) -> Tensor<K> {
+        self.weight.1.clone().reshape(shape)
+    }
+
+    /// The copies of the bias as one `[len]` tensor.
+    fn bias(&self, len: usize) -> Option<Tensor<1>> {
+        self.bias.as_ref().map(|(_, b)| b.clone().reshape([len]))
+    }
+
+    /// Pushes the record.
+    fn record(self) {
+        let mut params = vec![self.weight];
+        params.extend(self.bias);
+        tape::push(Record::Replicated { params });
+    }
 }
 
 /// Configuration of a [`DpConv3d`] (burn's `Conv3dConfig` with symmetric
@@ -112,13 +138,6 @@ pub struct DpConv3d {
     groups: usize,
 }
 
-fn check_groups(channels: [usize; 2], groups: usize) {
-    assert!(
-        groups > 0 && channels[0].is_multiple_of(groups) && channels[1].is_multiple_of(groups),
-        "channels {channels:?} must be multiples of groups ({groups})"
-    );
-}
-
 impl DpConv3dConfig {
     /// Creates the layer on `device`.
     ///
@@ -164,21 +183,14 @@ impl DpConv3d {
         }
         let [batch, c_in, d, h, w] = input.dims();
         let [c_out, per_group, kd, kh, kw] = self.weight.val().dims();
-        let weights = tape::replicate(self.weight.val(), batch);
-        let biases = self.bias.as_ref().map(|b| tape::replicate(b.val(), batch));
+        let replicas = Replicas::new(&self.weight, self.bias.as_ref(), batch);
         let out = conv3d(
             input.reshape([1, batch * c_in, d, h, w]),
-            weights
-                .clone()
-                .reshape([batch * c_out, per_group, kd, kh, kw]),
-            biases.clone().map(|b| b.reshape([batch * c_out])),
+            replicas.kernel([batch * c_out, per_group, kd, kh, kw]),
+            replicas.bias(batch * c_out),
             options(batch * self.groups),
         );
-        push(
-            self.weight.id,
-            weights,
-            self.bias.as_ref().map(|b| b.id).zip(biases),
-        );
+        replicas.record();
         let [_, _, od, oh, ow] = out.dims();
         out.reshape([batch, c_out, od, oh, ow])
     }
@@ -286,21 +298,14 @@ impl DpConvTranspose2d {
         let [batch, c_in, h, w] = input.dims();
         let [_, per_group_out, kh, kw] = self.weight.val().dims();
         let c_out = per_group_out * self.groups;
-        let weights = tape::replicate(self.weight.val(), batch);
-        let biases = self.bias.as_ref().map(|b| tape::replicate(b.val(), batch));
+        let replicas = Replicas::new(&self.weight, self.bias.as_ref(), batch);
         let out = conv_transpose2d(
             input.reshape([1, batch * c_in, h, w]),
-            weights
-                .clone()
-                .reshape([batch * c_in, per_group_out, kh, kw]),
-            biases.clone().map(|b| b.reshape([batch * c_out])),
+            replicas.kernel([batch * c_in, per_group_out, kh, kw]),
+            replicas.bias(batch * c_out),
             options(batch * self.groups),
         );
-        push(
-            self.weight.id,
-            weights,
-            self.bias.as_ref().map(|b| b.id).zip(biases),
-        );
+        replicas.record();
         let [_, _, oh, ow] = out.dims();
         out.reshape([batch, c_out, oh, ow])
     }
