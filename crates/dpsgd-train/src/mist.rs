@@ -63,8 +63,8 @@ use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
 use crate::report::{EarlyStopReport, EpochRecord, TrainReport};
 use crate::run::{
-    Extra, Finished, check_plan, conclude, dp_config, finish, inner_optimizer, last_step_loss,
-    relax_loss, start_engine, training_losses,
+    Extra, Finished, add_engine_warnings, check_plan, conclude, dp_config, finish, inner_optimizer,
+    last_step_loss, relax_loss, start_engine, training_losses,
 };
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -232,12 +232,11 @@ pub(crate) fn run<M: Classifier + 'static>(
     }
     let private = trainers[0].engine.is_some();
     let relax = relax_loss(cfg, private)?;
-    let mut warnings: Vec<String> = trainers
-        .iter()
-        .filter_map(|t| t.engine.as_ref())
-        .flat_map(|p| p.warnings().iter().cloned())
-        .collect();
-    warnings.dedup();
+    let mut warnings = Vec::new();
+    add_engine_warnings(
+        &mut warnings,
+        trainers.iter().filter_map(|t| t.engine.as_ref()),
+    );
     let sizes = trainers
         .iter()
         .map(|t| t.data.len().to_string())
@@ -399,16 +398,10 @@ pub(crate) fn run<M: Classifier + 'static>(
         }
         _ => None,
     };
-    // Warnings the engines raised while training (the slow fallback).
-    for w in trainers
-        .iter()
-        .filter_map(|t| t.engine.as_ref())
-        .flat_map(|p| p.warnings())
-    {
-        if !warnings.contains(w) {
-            warnings.push(w.clone());
-        }
-    }
+    add_engine_warnings(
+        &mut warnings,
+        trainers.iter().filter_map(|t| t.engine.as_ref()),
+    );
     // The report's privacy is the sub-model with the largest ε.
     let worst = worst_engine(&trainers)?;
     let reported = worst.unwrap_or(0);

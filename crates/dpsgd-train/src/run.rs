@@ -680,6 +680,19 @@ pub(crate) fn training_losses(
     }
 }
 
+/// Adds the warnings `engines` raised while training (the slow fallback)
+/// to `warnings`, each once.
+pub(crate) fn add_engine_warnings<'a>(
+    warnings: &mut Vec<String>,
+    engines: impl IntoIterator<Item = &'a PrivacyEngine>,
+) {
+    for w in engines.into_iter().flat_map(PrivacyEngine::warnings) {
+        if !warnings.contains(w) {
+            warnings.push(w.clone());
+        }
+    }
+}
+
 /// The loss sum of the engine's last step, and why training has diverged
 /// if it has (most of the batch non-finite, or a non-finite loss).
 pub(crate) fn last_step_loss(p: &PrivacyEngine) -> (f64, Option<String>) {
@@ -949,13 +962,8 @@ fn run<M: Classifier + 'static>(
         }
     }
     let wall_seconds = start.elapsed().as_secs_f64();
-    // Warnings the engine raised while training (the slow fallback).
     let mut warnings = warnings;
-    for w in privacy.iter().flat_map(|p| p.warnings()) {
-        if !warnings.contains(w) {
-            warnings.push(w.clone());
-        }
-    }
+    add_engine_warnings(&mut warnings, privacy.iter());
     let early_stopping = match (&validation, best) {
         (Some(v), Some((best_epoch, validation_accuracy, model))) => {
             last_good = model;
