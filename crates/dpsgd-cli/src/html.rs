@@ -90,7 +90,8 @@ fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-fn pct(x: f64) -> String {
+/// `x` as a percentage with two decimals (the CLI's tables use it too).
+pub(crate) fn percent(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
@@ -173,7 +174,7 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                 level: "warn",
                 text: format!(
                     "Averages hide exposed records: the attack's AUC is only {auc:.3}, but at a false-positive rate of 0.1% it still identifies {} of the members ({:.0}× chance). A few records are at real risk.",
-                    pct(tpr),
+                    percent(tpr),
                     tpr / CHANCE_AT_0_1
                 ),
                 evidence: "leakage",
@@ -194,7 +195,7 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                 level: "warn",
                 text: format!(
                     "Membership could be inferred with {} balanced accuracy for the most exposed records ({}): an attacker's advantage of {adv:.2} there.",
-                    pct(0.5 + adv / 2.0),
+                    percent(0.5 + adv / 2.0),
                     esc(name)
                 ),
                 evidence: "slices",
@@ -556,7 +557,7 @@ fn guarantee_section(t: &Value) -> String {
                     "training records N",
                     opt(num(t, "dataset_size"), |x| format!("{x:.0}")),
                 ),
-                ("test accuracy", opt(num(t, "test_accuracy"), pct)),
+                ("test accuracy", opt(num(t, "test_accuracy"), percent)),
             ] {
                 s.push_str(&row(&[k.to_owned(), v]));
             }
@@ -578,7 +579,7 @@ fn guarantee_section(t: &Value) -> String {
         opt(
             t.get("not_covered_by_epsilon")
                 .and_then(|n| num(n, "train_accuracy")),
-            pct
+            percent
         ),
         if t.get("secure") == Some(&Value::Bool(false)) {
             "the run was <b>seeded</b>: its noise can be regenerated from the seed, which voids the guarantee against anyone who has it."
@@ -653,7 +654,7 @@ fn sweep_section(sweep: &Value) -> String {
     for (e, acc, auc) in &rows {
         s.push_str(&row(&[
             format!("{e}"),
-            pct(*acc),
+            percent(*acc),
             opt(*auc, |a| format!("{a:.3}")),
         ]));
     }
@@ -679,8 +680,8 @@ fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
             esc(a.get("name").and_then(Value::as_str).unwrap_or("?")),
             opt(num(a, "auc"), |x| format!("{x:.3}")),
             interval,
-            opt(num(a, "tpr_at_fpr_0_01"), pct),
-            opt(num(a, "tpr_at_fpr_0_001"), pct),
+            opt(num(a, "tpr_at_fpr_0_01"), percent),
+            opt(num(a, "tpr_at_fpr_0_001"), percent),
             opt(num(a, "advantage"), |x| format!("{x:.3}")),
         ]));
     }
@@ -738,7 +739,7 @@ fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
         let _ = write!(
             s,
             "<h3 id=\"inversion\">Model inversion</h3><p>Reconstructions of one input per class from the model. An independent classifier recognises {} of them; their distance to the nearest training record over the nearest unseen one is {} (below 1: closer to the training data).</p>",
-            opt(num(inv, "independent_accuracy"), pct),
+            opt(num(inv, "independent_accuracy"), percent),
             opt(num(inv, "mean_distance_ratio"), |x| format!("{x:.3}"))
         );
         if let Some(png) = png {
@@ -762,14 +763,14 @@ fn compare_section(compare: &Value) -> String {
         let best = attack(r, "lira-online").or_else(|| attack(r, "loss"));
         s.push_str(&row(&[
             format!("<code>{}</code>", esc(name)),
-            opt(num(r, "test_accuracy"), pct),
+            opt(num(r, "test_accuracy"), percent),
             opt(num(r, "epsilon"), |e| format!("{e:.2}")),
             esc(best
                 .and_then(|a| a.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or("—")),
             opt(best.and_then(|a| num(a, "auc")), |x| format!("{x:.3}")),
-            opt(best.and_then(|a| num(a, "tpr_at_fpr_0_001")), pct),
+            opt(best.and_then(|a| num(a, "tpr_at_fpr_0_001")), percent),
         ]));
         if let (Some(auc), Some(acc)) = (best.and_then(|a| num(a, "auc")), num(r, "test_accuracy"))
         {

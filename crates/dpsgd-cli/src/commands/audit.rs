@@ -6,6 +6,7 @@ use crate::args;
 use crate::commands::train::{
     PrivacyOptions, ReportTarget, TrainOptions, check_save_path, config, load, write_atomically,
 };
+use crate::html::percent;
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
@@ -304,10 +305,6 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(EXIT_CLAIM_REFUTED));
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn percent(x: f64) -> String {
-    format!("{:.2}%", 100.0 * x)
 }
 
 /// The human-readable summary: accuracy and ε, one row per attack with its
