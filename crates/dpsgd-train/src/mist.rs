@@ -346,7 +346,7 @@ pub(crate) fn run<M: Classifier + 'static>(
         final_loss = tally.loss_sum / tally.examples.max(1) as f64;
         (tally.loss_sum, tally.examples) = (0.0, 0);
         let epsilon = if cfg.progress_epsilon {
-            worst_epsilon(&trainers)?
+            worst_engine(&trainers)?.map(|(_, e)| e)
         } else {
             None
         };
@@ -404,7 +404,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     );
     // The report's privacy is the sub-model with the largest ε.
     let worst = worst_engine(&trainers)?;
-    let reported = worst.unwrap_or(0);
+    let reported = worst.map_or(0, |(i, _)| i);
     let steps = trainers[reported].engine.as_ref().map_or_else(
         || (history.len() * epochs_per_round) as u64 * trainers[0].sampler.steps_per_epoch(),
         PrivacyEngine::steps,
@@ -449,9 +449,9 @@ fn step_progress(tally: &Tally, round: usize, loss: f64, n: usize) -> Progress {
     }
 }
 
-/// The index of the sub-model whose accountant reports the largest ε
-/// (`None` without DP).
-fn worst_engine(trainers: &[SubTrainer]) -> Result<Option<usize>, TrainError> {
+/// The index of the sub-model whose accountant reports the largest ε, and
+/// that ε (`None` without DP).
+fn worst_engine(trainers: &[SubTrainer]) -> Result<Option<(usize, f64)>, TrainError> {
     let mut worst: Option<(usize, f64)> = None;
     for (i, t) in trainers.iter().enumerate() {
         if let Some(p) = &t.engine {
@@ -461,19 +461,7 @@ fn worst_engine(trainers: &[SubTrainer]) -> Result<Option<usize>, TrainError> {
             }
         }
     }
-    Ok(worst.map(|(i, _)| i))
-}
-
-/// The largest ε over the sub-models so far (`None` without DP).
-fn worst_epsilon(trainers: &[SubTrainer]) -> Result<Option<f64>, TrainError> {
-    Ok(match worst_engine(trainers)? {
-        Some(i) => trainers[i]
-            .engine
-            .as_ref()
-            .map(PrivacyEngine::epsilon)
-            .transpose()?,
-        None => None,
-    })
+    Ok(worst)
 }
 
 #[cfg(test)]
