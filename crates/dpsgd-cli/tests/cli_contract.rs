@@ -627,3 +627,11 @@ fn should_refuse_an_unaccountable_noise_multiplier_before_training() {
         );
     }
 }
+
+#[test]
+fn should_refuse_an_empty_benchmark_sequence_in_one_line() {
+    assert_usage_error(
+        &dpsgd(&["bench", "step", "--model", "lstm", "--seq-len", "0"]),
+        &["--seq-len"],
+    );
+}

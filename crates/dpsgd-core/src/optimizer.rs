@@ -52,7 +52,9 @@ impl DpSettings {
         if self.dataset_size == 0 {
             return Err(invalid("dataset_size", 0, "the dataset is empty"));
         }
-        if self.expected_batch_size() < 1.0 {
+        // q = B/N computed in floating point can give q·N = 1 − 2⁻⁵³ for a
+        // batch of exactly one: that is one example, not fewer.
+        if self.expected_batch_size() < 1.0 - 1e-12 {
             return Err(invalid(
                 "sample_rate",
                 self.sample_rate,
@@ -543,6 +545,24 @@ mod tests {
             accountant: AccountantKind::Rdp,
             budget: None,
         }
+    }
+
+    #[test]
+    fn should_accept_a_batch_of_one_whatever_the_rounding_of_q() {
+        // 1/49 · 49 = 1 − 2⁻⁵³ in f64: one example, not fewer.
+        let one = DpSettings {
+            sample_rate: 1.0 / 49.0,
+            dataset_size: 49,
+            ..settings(Clipping::flat(1.0).unwrap())
+        };
+        assert!(one.expected_batch_size() < 1.0);
+        one.validate().unwrap();
+        // Half an example is still refused.
+        let half = DpSettings {
+            sample_rate: 0.5 / 49.0,
+            ..one
+        };
+        assert!(half.validate().is_err());
     }
 
     #[test]

@@ -322,7 +322,13 @@ pub(crate) fn run<M: Classifier + 'static>(
                     .collect();
                 for _ in 0..t.sampler.steps_per_epoch() {
                     let indices = t.sample();
-                    let reference = reference_losses(&others, &t.data, &indices, device);
+                    // An empty Poisson batch is still a (noise-only) step;
+                    // there is nothing to run the references on.
+                    let reference = if indices.is_empty() {
+                        Tensor::zeros([0], device)
+                    } else {
+                        reference_losses(&others, &t.data, &indices, device)
+                    };
                     let (x, y) = batch(&t.data, &indices, device);
                     let b = (x, y, reference);
                     let (next, loss, divergence) =

@@ -387,3 +387,27 @@ fn should_refuse_mist_settings_that_cannot_work() {
         "EMA",
     );
 }
+
+/// Batches of one (so empty Poisson batches are common) with and without
+/// DP: the sub-models step on empty batches (noise only under DP) instead
+/// of running their references on nothing.
+#[test]
+fn should_train_mist_on_batches_of_one() {
+    let (tr, te) = data();
+    let device = Device::flex();
+    for privacy in [Privacy::NonPrivate, Privacy::TargetEpsilon(3.0)] {
+        let c = TrainConfig {
+            epochs: 1,
+            batch_size: 1,
+            ..cfg(
+                privacy,
+                mist(MistSettings {
+                    submodels: 2,
+                    ..MistSettings::default()
+                }),
+            )
+        };
+        let (report, _) = train_model(&c, &tr, &te, &device, |_| {}).unwrap();
+        assert!(report.test_accuracy > 0.0);
+    }
+}

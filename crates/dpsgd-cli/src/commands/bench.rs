@@ -54,7 +54,7 @@ struct StepArgs {
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     /// Sequence length of the text models' synthetic token batches.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::args::positive_count)]
     seq_len: usize,
     /// Backend.
     #[arg(long, default_value = "flex")]
@@ -95,7 +95,7 @@ fn step(a: &StepArgs) -> Result<()> {
         });
     }
     let device = a.backend.autodiff_device().map_err(anyhow::Error::msg)?;
-    let text = TextModelConfig::new(VOCAB, a.seq_len.max(1), 2);
+    let text = TextModelConfig::new(VOCAB, a.seq_len, 2);
     match a.model {
         BenchModel::Mlp => bench(
             a,
