@@ -104,12 +104,32 @@ fn esc(s: &str) -> String {
 
 /// The attack named `name` of an audit-like report.
 fn attack<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
-    report
-        .get("attacks")?
-        .as_array()?
-        .iter()
-        .find(|a| a.get("name").and_then(Value::as_str) == Some(name))
+    attacks(report).find(|a| name_of(a) == name)
 }
+
+/// The report's attacks.
+fn attacks(report: &Value) -> impl Iterator<Item = &Value> {
+    report
+        .get("attacks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn name_of(v: &Value) -> &str {
+    v.get("name").and_then(Value::as_str).unwrap_or("?")
+}
+
+/// The attack whose `key` is largest (the strongest evidence), with it.
+fn strongest<'a>(attacks: impl Iterator<Item = &'a Value>, key: &str) -> Option<(&'a Value, f64)> {
+    attacks
+        .filter_map(|a| Some((a, num(a, key)?)))
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+}
+
+/// A slice's exposure counts when its Bonferroni-adjusted p-value is below
+/// this.
+const SIGNIFICANCE: f64 = 0.05;
 
 /// Chance level of TPR at 0.1% FPR.
 const CHANCE_AT_0_1: f64 = 0.001;
@@ -144,10 +164,24 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                 });
             }
         }
-        let loss = attack(audit, "loss");
-        let lira = attack(audit, "lira-online");
         if epsilon.is_none()
-            && let Some(auc) = loss.or(lira).and_then(|a| num(a, "auc"))
+            && let Some(bound) = num(audit, "epsilon_lower_bound").filter(|b| *b > 0.0)
+        {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "The canary audit proves that this model leaks: with {} confidence, no mechanism with ε below {bound:.2} could have produced what the attack saw on the inserted canaries.",
+                    audit
+                        .pointer("/canary_audit/one_run/alpha")
+                        .and_then(Value::as_f64)
+                        .map_or_else(|| "95%".into(), |a| format!("{:.0}%", 100.0 * (1.0 - a)))
+                ),
+                evidence: "leakage",
+            });
+        }
+        // The strongest attack is the evidence (a weak one must not hide it).
+        if epsilon.is_none()
+            && let Some((best, auc)) = strongest(attacks(audit), "auc")
             && auc > 0.55
         {
             let advice = match sweep_recommendation(inputs) {
@@ -160,43 +194,53 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
             out.push(Finding {
                 level: "alert",
                 text: format!(
-                    "Without DP, membership in the training data is measurably inferable: attack AUC {auc:.3} (0.5 is guessing). {advice}"
+                    "Without DP, membership in the training data is measurably inferable: the {} attack's AUC is {auc:.3} (0.5 is guessing). {advice}",
+                    esc(name_of(best))
                 ),
                 evidence: "leakage",
             });
         }
-        if let Some(l) = lira
-            && let (Some(tpr), Some(auc)) = (num(l, "tpr_at_fpr_0_001"), num(l, "auc"))
+        if let Some((lira, tpr)) = strongest(
+            attacks(audit).filter(|a| name_of(a).starts_with("lira")),
+            "tpr_at_fpr_0_001",
+        ) && let Some(auc) = num(lira, "auc")
             && tpr >= 5.0 * CHANCE_AT_0_1
             && auc < 0.6
         {
             out.push(Finding {
                 level: "warn",
                 text: format!(
-                    "Averages hide exposed records: the attack's AUC is only {auc:.3}, but at a false-positive rate of 0.1% it still identifies {} of the members ({:.0}× chance). A few records are at real risk.",
+                    "Averages hide exposed records: the {} attack's AUC is only {auc:.3}, but at a false-positive rate of 0.1% it still identifies {} of the members ({:.0}× chance). A few records are at real risk.",
+                    esc(name_of(lira)),
                     percent(tpr),
                     tpr / CHANCE_AT_0_1
                 ),
                 evidence: "leakage",
             });
         }
-        if let Some(slice) = loss
-            .or(lira)
-            .and_then(|a| a.get("slices"))
-            .and_then(Value::as_array)
-            .and_then(|s| s.first())
-            && let (Some(name), Some(adv)) = (
-                slice.get("name").and_then(Value::as_str),
-                num(slice, "advantage"),
-            )
+        let slices = attacks(audit).flat_map(|a| {
+            a.get("slices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |s| (a, s))
+        });
+        // Only a slice whose exposure survives the correction for looking
+        // at many slices (Bonferroni-adjusted p below 5%) is a finding.
+        if let Some((a, slice, adv, p)) = slices
+            .filter_map(|(a, s)| Some((a, s, num(s, "advantage")?, num(s, "p_value_adjusted")?)))
+            .filter(|x| x.3 < SIGNIFICANCE)
+            .max_by(|x, y| x.2.total_cmp(&y.2))
             && adv > 0.1
         {
             out.push(Finding {
                 level: "warn",
                 text: format!(
-                    "Membership could be inferred with {} balanced accuracy for the most exposed records ({}): an attacker's advantage of {adv:.2} there.",
+                    "Membership could be inferred with {} balanced accuracy for the most exposed records ({}, by the {} attack): an attacker's advantage of {adv:.2} there (adjusted p = {}: not a fluke of looking at many slices).",
                     percent(0.5 + adv / 2.0),
-                    esc(name)
+                    esc(name_of(slice)),
+                    esc(name_of(a)),
+                    crate::commands::audit::p_value(p)
                 ),
                 evidence: "slices",
             });
@@ -361,18 +405,15 @@ fn chart(
         xlab = esc(x_label),
         ylab = esc(y_label),
     );
-    let tick = |v: f64| {
-        if log_axes {
-            format!("{}", 10f64.powf(v))
-        } else {
-            format!("{v:.2}")
-        }
-    };
+    let tick = |v: f64| tick_label(if log_axes { 10f64.powf(v) } else { v });
     for (v, is_x) in [(x0, true), (x1, true), (y0, false), (y1, false)] {
         if is_x {
+            // The first x tick starts at the axis, the last ends there: a
+            // long label never runs past the chart.
+            let anchor = if v == x1 { "end" } else { "start" };
             let _ = write!(
                 svg,
-                r#"<text x="{}" y="{}" class="tick">{}</text>"#,
+                r#"<text x="{}" y="{}" class="tick" text-anchor="{anchor}">{}</text>"#,
                 px(v),
                 h - m + 14.0,
                 tick(v)
@@ -424,6 +465,25 @@ fn chart(
 const COLOURS: [&str; 6] = [
     "#1f5fbf", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#555555",
 ];
+
+/// An axis end as a person writes it: `300`, `0.05`, `1.5`, `0.0001`.
+fn tick_label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() {
+        return format!("{v}");
+    }
+    if (v - v.round()).abs() < 1e-9 * a.max(1.0) {
+        return format!("{:.0}", v.round());
+    }
+    // Two significant digits, without trailing zeros.
+    let decimals = (1 - a.log10().floor() as i32).max(0) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
 
 fn roc_series(audit: &Value) -> Vec<Series> {
     audit
@@ -666,12 +726,7 @@ fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
     let mut s = String::from(
         "<h2 id=\"leakage\">Measured leakage</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>95% interval</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th><th>advantage</th></tr>",
     );
-    for a in audit
-        .get("attacks")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for a in attacks(audit) {
         let interval = a
             .get("auc_interval")
             .and_then(|i| Some(format!("[{:.3}, {:.3}]", num(i, "low")?, num(i, "high")?)))
@@ -704,21 +759,21 @@ fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
     if let Some(c) = audit.get("canary_audit").filter(|c| !c.is_null()) {
         let _ = write!(
             s,
-            "<p><b>Audited ε lower bound</b> (canaries): ε ≥ <b>{}</b>, against the claimed ε = {}. A lower bound above the claim would prove the guarantee false.</p>",
+            "<p><b>Audited ε lower bound</b> (canaries): ε ≥ <b>{}</b>, {}</p>",
             opt(
                 num(c, "one_run").or_else(|| c.get("one_run").and_then(|o| num(o, "epsilon"))),
                 |x| format!("{x:.3}")
             ),
-            opt(num(c, "claimed_epsilon"), |x| format!("{x:.3}"))
+            match num(c, "claimed_epsilon") {
+                Some(claimed) => format!(
+                    "against the claimed ε = {claimed:.3}. A lower bound above the claim would prove the guarantee false."
+                ),
+                None => "with no claim to test: the model was trained without DP. The bound is how much leakage the audit proves.".into(),
+            }
         );
     }
-    s.push_str("<h3 id=\"slices\">Most exposed records</h3><table><tr><th>attack</th><th>slice</th><th>AUC</th><th>advantage</th></tr>");
-    for a in audit
-        .get("attacks")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    s.push_str("<h3 id=\"slices\">Most exposed records</h3><p>Each attack's three most exposed slices (a class, or a range of the records' losses). The adjusted p-value is the chance of an advantage this large on a slice this size if the attack could not tell members from non-members, corrected for the number of slices looked at: above 5%, the slice's figure may be noise.</p><table><tr><th>attack</th><th>slice</th><th>members / non-members</th><th>AUC</th><th>advantage</th><th>adjusted p</th></tr>");
+    for a in attacks(audit) {
         for slice in a
             .get("slices")
             .and_then(Value::as_array)
@@ -726,11 +781,25 @@ fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
             .flatten()
             .take(3)
         {
+            let counts = slice.get("counts").and_then(Value::as_array).map_or_else(
+                || "—".into(),
+                |c| {
+                    c.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                },
+            );
             s.push_str(&row(&[
-                esc(a.get("name").and_then(Value::as_str).unwrap_or("?")),
-                esc(slice.get("name").and_then(Value::as_str).unwrap_or("?")),
+                esc(name_of(a)),
+                esc(name_of(slice)),
+                counts,
                 opt(num(slice, "auc"), |x| format!("{x:.3}")),
                 opt(num(slice, "advantage"), |x| format!("{x:.3}")),
+                opt(
+                    num(slice, "p_value_adjusted"),
+                    crate::commands::audit::p_value,
+                ),
             ]));
         }
     }
@@ -889,6 +958,66 @@ mod tests {
             found.iter().any(|f| f.1.contains("close to 1/N")),
             "{found:?}"
         );
+    }
+
+    /// The strongest attack is the evidence: a weak loss attack must not
+    /// hide a strong LiRA (and offline LiRA counts as LiRA).
+    #[test]
+    fn the_strongest_attack_decides() {
+        let mut a = audit(None, None, 0.53, (0.52, 0.001));
+        a["attacks"][1]["name"] = json!("lira-offline");
+        a["attacks"][1]["auc"] = json!(0.61);
+        let found = levels(&with_audit(a));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == "alert" && f.1.contains("lira-offline attack's AUC is 0.610")),
+            "{found:?}"
+        );
+    }
+
+    /// A slice is a finding only when its exposure survives the correction
+    /// for looking at many slices; then the most exposed such slice, over
+    /// every attack, is named.
+    #[test]
+    fn only_a_significant_slice_is_a_finding() {
+        let slice = |name: &str, adv: f64, p: f64| json!({"name": name, "advantage": adv, "auc": 0.6, "counts": [50, 50], "p_value_adjusted": p});
+        let mut a = audit(Some(1.0), None, 0.5, (0.5, 0.001));
+        a["attacks"][0]["slices"] = json!([slice("class 7", 0.3, 0.4)]);
+        let found = levels(&with_audit(a.clone()));
+        assert!(found.iter().all(|f| !f.1.contains("class 7")), "{found:?}");
+        a["attacks"][1]["slices"] =
+            json!([slice("class 2", 0.25, 0.001), slice("class 3", 0.2, 0.01)]);
+        let found = levels(&with_audit(a.clone()));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.1.contains("class 2, by the lira-online attack")
+                    && f.1.contains("62.50%")),
+            "{found:?}"
+        );
+        // Reports from before the p-values: no claim of exposure.
+        a["attacks"][1]["slices"] = json!([{"name": "class 2", "advantage": 0.4}]);
+        let found = levels(&with_audit(a));
+        assert!(found.iter().all(|f| !f.1.contains("class 2")), "{found:?}");
+    }
+
+    #[test]
+    fn axis_ends_read_like_numbers() {
+        for (v, want) in [
+            (300.0, "300"),
+            (1.0, "1"),
+            (0.05, "0.05"),
+            (0.0001, "0.0001"),
+            (10f64.powf(-4.0), "0.0001"),
+            (0.5, "0.5"),
+            (1.26, "1.3"),
+            (12.6, "13"),
+            (0.0, "0"),
+            (0.123, "0.12"),
+        ] {
+            assert_eq!(tick_label(v), want, "{v}");
+        }
     }
 
     #[test]

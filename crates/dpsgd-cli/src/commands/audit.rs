@@ -307,6 +307,17 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// A p-value to two significant digits, `< 1e-6` below that.
+pub(crate) fn p_value(p: f64) -> String {
+    if p < 1e-6 {
+        "< 1e-6".into()
+    } else if p < 0.01 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.2}")
+    }
+}
+
 /// The human-readable summary: accuracy and ε, one row per attack with its
 /// most exposed slice, the lower bound and the inversion figures.
 pub fn table(r: &AuditReport) -> String {
@@ -332,10 +343,12 @@ pub fn table(r: &AuditReport) -> String {
             || "–".to_owned(),
             |s| {
                 format!(
-                    "{} (AUC {:.3}, TPR@1%FPR {})",
+                    "{} (AUC {:.3}, TPR@1%FPR {}{})",
                     s.name,
                     s.auc,
-                    percent(s.tpr_at_fpr_0_01)
+                    percent(s.tpr_at_fpr_0_01),
+                    s.p_value_adjusted
+                        .map_or_else(String::new, |p| format!(", adjusted p {}", p_value(p)))
                 )
             },
         );
