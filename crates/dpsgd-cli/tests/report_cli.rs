@@ -170,7 +170,7 @@ fn should_report_no_guarantee_and_recommend_dp_for_a_leaky_model() {
     ]));
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(
-        html.contains("attack AUC 0.620"),
+        html.contains("the loss attack's AUC is 0.620"),
         "the DP recommendation fires"
     );
     assert!(html.contains("Recommended: train with DP-SGD"));
