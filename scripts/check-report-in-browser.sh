@@ -8,7 +8,8 @@
 #       - a table cell or heading whose text overflows its box;
 #       - a chart (SVG) or image that renders empty or fails to load;
 #       - a link to an anchor that is not on the page;
-#       - two charts drawn over each other;
+#       - two charts drawn over each other, two labels of a chart drawn
+#         over each other, or a label running past its chart;
 #   * a print to PDF that fails or is empty.
 # Then it takes a full-page screenshot (the window is as tall as the page).
 # Skips (exit 0, saying so) on a machine without Chromium.
@@ -70,6 +71,19 @@ window.addEventListener('load', () => {
     if (r.width < 50 || r.height < 50) problems.push(`chart ${i} renders ${r.width}x${r.height}`);
     if (svg.querySelectorAll('path, polyline, line, rect, circle').length === 0)
       problems.push(`chart ${i} draws nothing`);
+  });
+  charts.forEach((svg, c) => {
+    const texts = [...svg.querySelectorAll('text')].map(t => [t, t.getBoundingClientRect()]);
+    for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
+      const [a, ra] = texts[i], [b, rb] = texts[j];
+      const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
+      const h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
+      if (w > 1 && h > 1) problems.push(`chart ${c}: labels "${a.textContent}" and "${b.textContent}" overlap`);
+    }
+    const box = svg.getBoundingClientRect();
+    for (const [t, r] of texts)
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+        problems.push(`chart ${c}: label "${t.textContent}" runs past the chart`);
   });
   for (let i = 0; i < charts.length; i++) for (let j = i + 1; j < charts.length; j++) {
     const a = charts[i].getBoundingClientRect(), b = charts[j].getBoundingClientRect();

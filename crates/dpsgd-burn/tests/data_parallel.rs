@@ -48,10 +48,21 @@ fn data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
 }
 
 fn engine(n: usize, batch: usize) -> PrivacyEngine {
-    DpSgdConfig::new(0.5)
+    engine_with(n, batch, None)
+}
+
+/// With `physical = Some(m)`, each sampled batch is processed in virtual
+/// chunks of at most `m` examples.
+fn engine_with(n: usize, batch: usize, physical: Option<usize>) -> PrivacyEngine {
+    let config = DpSgdConfig::new(0.5)
         .with_noise_multiplier(1.0)
         .with_seed(11)
-        .with_dataset(DatasetFingerprint { size: n, hash: 7 })
+        .with_dataset(DatasetFingerprint { size: n, hash: 7 });
+    let config = match physical {
+        Some(m) => config.with_max_physical_batch_size(m),
+        None => config,
+    };
+    config
         .init(
             SgdConfig::new().init(),
             PoissonSampler::new(n, batch).unwrap(),
@@ -71,6 +82,12 @@ fn pick(all: &(Tensor<2>, Tensor<1, Int>), idx: &[usize]) -> (Tensor<2>, Tensor<
 
 /// Five seeded DP steps with `workers` workers over 4 fixed shards.
 fn train(workers: usize, device: &Device) -> (Vec<f32>, f64) {
+    train_with(workers, None, device)
+}
+
+/// [`train`], each batch in virtual chunks of at most `physical` examples
+/// when given.
+fn train_with(workers: usize, physical: Option<usize>, device: &Device) -> (Vec<f32>, f64) {
     device.seed(5);
     let mut model = Net {
         fc1: DpLinearConfig::new(6, 8).init(device),
@@ -79,7 +96,7 @@ fn train(workers: usize, device: &Device) -> (Vec<f32>, f64) {
     let n = 64;
     let all = data(n, device);
     let parallel = DataParallel::new(vec![device.clone(); workers], 4).unwrap();
-    let mut pe = engine(n, 16);
+    let mut pe = engine_with(n, 16, physical);
     for _ in 0..5 {
         let b = pick(&all, &pe.sample_batch());
         model = pe
@@ -101,6 +118,32 @@ fn should_give_the_same_parameters_with_one_two_and_four_workers() {
         // One accounting step per global step.
         assert_eq!(eps1, eps2);
         assert_eq!(eps1, eps4);
+    }
+}
+
+/// Virtual batches: each physical chunk is sharded over the workers, the
+/// chunks' sums are added, and noise is still drawn once per (logical)
+/// step. 1, 2 and 4 workers agree bit for bit, and the step count is the
+/// logical one.
+#[test]
+fn should_give_the_same_parameters_with_virtual_batches() {
+    for (backend, device) in devices() {
+        let (one, eps1) = train_with(1, Some(5), &device);
+        let (two, eps2) = train_with(2, Some(5), &device);
+        let (four, eps4) = train_with(4, Some(5), &device);
+        assert_eq!(one, two, "{backend}: 2 workers differ from 1");
+        assert_eq!(one, four, "{backend}: 4 workers differ from 1");
+        assert_eq!((eps1, eps1), (eps2, eps4));
+        // Same sampled batches and noise as without chunks: the same ε, and
+        // parameters equal up to the order of the float additions.
+        let (whole, eps) = train(2, &device);
+        assert_eq!(eps, eps1);
+        let gap = one
+            .iter()
+            .zip(&whole)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(gap < 1e-4, "{backend}: chunked vs whole differ by {gap}");
     }
 }
 

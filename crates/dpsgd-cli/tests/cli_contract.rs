@@ -600,6 +600,44 @@ fn should_resume_a_checkpointed_run_where_it_stopped() {
     usage_error(&["--resume"], &["--checkpoint-dir"]);
 }
 
+/// Data-parallel runs checkpoint once per global step (the coordinator
+/// writes it) and resume with the same number of workers to exactly the
+/// uninterrupted run; another worker count is refused by name.
+#[test]
+fn should_resume_a_data_parallel_run_with_the_same_workers() {
+    let dir = temp_dir("checkpoint-devices");
+    let ck = dir.join("checkpoints");
+    let _ = std::fs::remove_dir_all(&ck);
+    let ck = ck.to_str().unwrap();
+    let whole = report(&train_epochs(&dir, "4", &["--devices", "2"]));
+    let first = report(&train_epochs(
+        &dir,
+        "2",
+        &["--devices", "2", "--checkpoint-dir", ck],
+    ));
+    assert_eq!(first["devices"], 2);
+    refused(
+        &train_epochs(
+            &dir,
+            "4",
+            &["--devices", "4", "--checkpoint-dir", ck, "--resume"],
+        ),
+        &["--resume", "devices"],
+    );
+    let resumed = report(&train_epochs(
+        &dir,
+        "4",
+        &["--devices", "2", "--checkpoint-dir", ck, "--resume"],
+    ));
+    for field in ["steps", "epsilon", "test_accuracy", "devices"] {
+        assert_eq!(resumed[field], whole[field], "{field}");
+    }
+    assert_eq!(
+        resumed["not_covered_by_epsilon"]["final_loss"],
+        whole["not_covered_by_epsilon"]["final_loss"]
+    );
+}
+
 /// A fixed σ whose ε the accountant cannot bound is refused before the
 /// first step (it used to train to the end and fail at the report, or — in
 /// issue 9 — report ε = 0).
