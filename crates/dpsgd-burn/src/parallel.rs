@@ -37,6 +37,7 @@
 use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
 use burn::module::Module;
+use burn::tensor::DeviceType;
 use burn::tensor::{Device, Tensor};
 use dpsgd_core::{ClippedGradients, Error, Result};
 
@@ -69,6 +70,21 @@ impl DataParallel {
             ));
         }
         Ok(Self { devices, shards })
+    }
+
+    /// `workers` workers for a model on `coordinator`, over the devices of
+    /// its kind on this machine ([`worker_devices`]), each batch cut into
+    /// `max(workers, 8)` fixed shards (so 1 to 8 workers give the same
+    /// result bit for bit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for no worker.
+    pub fn for_device(coordinator: &Device, workers: usize) -> Result<Self> {
+        if workers == 0 {
+            return Err(Error::invalid("devices", 0, "need at least one worker"));
+        }
+        Self::new(worker_devices(coordinator, workers), workers.max(8))
     }
 
     /// The number of workers.
@@ -169,4 +185,49 @@ impl DataParallel {
         }
         Ok(total)
     }
+}
+
+/// The devices of `workers` data-parallel workers whose coordinator is
+/// `coordinator`: the devices of the same kind that burn finds on this
+/// machine ([`Device::enumerate`]), the coordinator first, assigned round
+/// robin. On CUDA with two GPUs and two workers, each worker gets its own
+/// GPU; a CPU backend has one device, which every worker shares (threads);
+/// a device that burn does not list among its kind (wgpu's default
+/// device, chosen by wgpu's heuristics) is shared by every worker.
+// One push per enabled feature below: a `vec![]` cannot hold `#[cfg]`s.
+#[allow(clippy::vec_init_then_push)]
+pub fn worker_devices(coordinator: &Device, workers: usize) -> Vec<Device> {
+    let same_kind = |kind: DeviceType| -> Option<Vec<Device>> {
+        let mut found: Vec<Device> = Device::enumerate(kind)
+            .into_iter()
+            .map(|d| {
+                if coordinator.is_autodiff() {
+                    d.autodiff()
+                } else {
+                    d
+                }
+            })
+            .collect();
+        let at = found.iter().position(|d| d == coordinator)?;
+        found.rotate_left(at);
+        Some(found)
+    };
+    // The kinds this build has, cheapest to list first (listing a GPU
+    // runtime opens its devices).
+    let mut kinds = Vec::new();
+    #[cfg(feature = "flex")]
+    kinds.push(DeviceType::Flex);
+    #[cfg(feature = "ndarray")]
+    kinds.push(DeviceType::NdArray);
+    #[cfg(feature = "cuda")]
+    kinds.push(DeviceType::Cuda);
+    #[cfg(feature = "wgpu")]
+    kinds.push(DeviceType::Wgpu);
+    let found = kinds
+        .into_iter()
+        .find_map(same_kind)
+        .unwrap_or_else(|| vec![coordinator.clone()]);
+    (0..workers)
+        .map(|w| found[w % found.len()].clone())
+        .collect()
 }

@@ -242,3 +242,17 @@ fn should_refuse_a_model_off_the_coordinator() {
     );
     assert_eq!(pe.steps(), 0);
 }
+
+/// On a CPU backend every worker shares the one device; `for_device` cuts
+/// 8 shards for up to 8 workers (so their results agree) and refuses none.
+#[test]
+fn should_share_the_one_cpu_device_between_workers() {
+    for (backend, device) in devices() {
+        let workers = dpsgd_burn::parallel::worker_devices(&device, 3);
+        assert_eq!(workers, vec![device.clone(); 3], "{backend}");
+        let parallel = DataParallel::for_device(&device, 3).unwrap();
+        assert_eq!((parallel.workers(), parallel.shards()), (3, 8));
+        assert_eq!(DataParallel::for_device(&device, 12).unwrap().shards(), 12);
+        assert!(DataParallel::for_device(&device, 0).is_err());
+    }
+}

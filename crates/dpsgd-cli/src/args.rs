@@ -263,3 +263,15 @@ impl RunShape {
         }
     }
 }
+
+/// `--backend`: only the backends compiled into this build are accepted,
+/// and `--help` lists them (`[possible values: flex]` in a default build;
+/// the others need `--features ndarray|wgpu|cuda`).
+pub fn backend() -> impl clap::builder::TypedValueParser<Value = dpsgd_burn::backend::Backend> {
+    let names: Vec<&'static str> = dpsgd_burn::backend::Backend::enabled()
+        .into_iter()
+        .map(dpsgd_burn::backend::Backend::name)
+        .collect();
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse())
+}

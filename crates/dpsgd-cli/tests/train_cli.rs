@@ -671,3 +671,32 @@ fn should_train_the_same_model_on_two_and_four_workers() {
         &["--devices"],
     );
 }
+
+/// `--backend` lists exactly the backends compiled into this build, and
+/// refuses the others as a usage error naming what is there.
+#[test]
+fn should_list_the_backends_this_build_enables() {
+    let enabled: Vec<&str> = dpsgd_burn::backend::Backend::enabled()
+        .into_iter()
+        .map(dpsgd_burn::backend::Backend::name)
+        .collect();
+    let listed = format!("[possible values: {}]", enabled.join(", "));
+    for command in [vec!["train", "--help"], vec!["bench", "step", "--help"]] {
+        let out = dpsgd(&command);
+        ok(&out);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains(&listed), "{command:?}: {help}");
+    }
+    for name in ["flex", "ndarray", "wgpu", "cuda"] {
+        if !enabled.contains(&name) {
+            common::assert_usage_error(
+                &dpsgd(&["train", "--backend", name, "--quiet"]),
+                &["--backend", &listed],
+            );
+        }
+    }
+    common::assert_usage_error(
+        &dpsgd(&["bench", "step", "--backend", "tpu"]),
+        &["--backend"],
+    );
+}

@@ -1067,7 +1067,9 @@ fn shadow_design(n: usize, k: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<bool>> {
     design
 }
 
-/// Trains the shadow models on `audit.threads` workers.
+/// Trains the shadow models on `audit.threads` workers, each shadow on one
+/// core (so the shadows, and the attacks built on them, do not depend on the
+/// number of workers).
 fn train_shadows(
     cfg: &TrainConfig,
     population: &Dataset,
@@ -1090,15 +1092,30 @@ fn train_shadows(
     type Slot = Option<Result<Vec<f64>, TrainError>>;
     let results: Mutex<Vec<Slot>> = Mutex::new((0..k).map(|_| None).collect());
     let started = Instant::now();
+    // Each worker trains its shadows single-threaded: burn-flex's parallel
+    // kernels split float sums by rayon's work stealing, so a shadow trained
+    // beside another (or by a pool of another size) could differ in the
+    // last bits, and 15 epochs amplify them. In a one-thread pool every
+    // shadow is the same bits whatever `threads` is and whatever else runs.
+    let pools = (0..threads)
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            bad(
+                "threads",
+                format!("cannot start a shadow-training worker: {e}"),
+            )
+        })?;
     std::thread::scope(|scope| {
-        for _ in 0..threads {
+        for single in &pools {
             scope.spawn(|| {
                 loop {
                     let s = next.fetch_add(1, Ordering::SeqCst);
                     if s >= k {
                         break;
                     }
-                    let result = train_shadow(cfg, population, &design[s], seeds[s], device);
+                    let result = single
+                        .install(|| train_shadow(cfg, population, &design[s], seeds[s], device));
                     let failed = result.is_err();
                     if let Ok(mut r) = results.lock() {
                         r[s] = Some(result);

@@ -350,14 +350,49 @@ static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// serves initialisation only; DP noise never uses it). Every
 /// initialisation holds [`INIT_LOCK`], seeded or not: an unseeded one
 /// drawing between another's seeding and its draws would change them.
-fn seeded<M>(cfg: &TrainConfig, device: &Device, init: impl FnOnce() -> M) -> M {
+///
+/// burn initialises parameters lazily, at their first use, so the model's
+/// parameters are materialised here, under the lock: otherwise a model
+/// would draw its initial weights in its first training step, after
+/// another thread had re-seeded the device (an audit's shadows trained on
+/// two threads came out different from one thread's, depending on timing).
+fn seeded<M: burn::module::Module>(
+    cfg: &TrainConfig,
+    device: &Device,
+    init: impl FnOnce() -> M,
+) -> M {
     let _guard = INIT_LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(seed) = cfg.seed {
         device.seed(seed);
     }
-    init()
+    let model = init();
+    materialise(&model);
+    model
+}
+
+/// Draws every lazily initialised parameter of `model` now.
+fn materialise<M: burn::module::Module>(model: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+        fn visit_int<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<Tensor<D, burn::tensor::Int>>,
+        ) {
+            let _ = param.val();
+        }
+        fn visit_bool<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<Tensor<D, burn::tensor::Bool>>,
+        ) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Touch);
 }
 
 /// What `run` needs besides the config, the data and the model.
@@ -803,13 +838,10 @@ fn run<M: Classifier + 'static>(
     let relax = relax_loss(cfg, privacy.is_some())?;
     // Atomic, so that data-parallel workers can share the loss function.
     let current_epoch = std::sync::atomic::AtomicUsize::new(1);
+    // Workers on the devices of the coordinator's kind (distinct GPUs
+    // where burn finds several; CPU threads otherwise).
     let parallel = (cfg.devices > 1)
-        .then(|| {
-            dpsgd_burn::parallel::DataParallel::new(
-                vec![device.clone(); cfg.devices],
-                cfg.devices.max(8),
-            )
-        })
+        .then(|| dpsgd_burn::parallel::DataParallel::for_device(device, cfg.devices))
         .transpose()?;
     let loss_fn = |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());

@@ -56,8 +56,9 @@ struct StepArgs {
     /// Sequence length of the text models' synthetic token batches.
     #[arg(long, default_value_t = 64, value_parser = crate::args::positive_count)]
     seq_len: usize,
-    /// Backend.
-    #[arg(long, default_value = "flex")]
+    /// Backend: one compiled into this build (the others need
+    /// `--features ndarray`, `wgpu` or `cuda`).
+    #[arg(long, default_value = "flex", value_parser = crate::args::backend())]
     backend: Backend,
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 20)]

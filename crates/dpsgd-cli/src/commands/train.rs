@@ -152,8 +152,9 @@ pub struct TrainOptions {
     /// reproducible and reported as not secure).
     #[arg(long, allow_hyphen_values = true, value_parser = args::steps)]
     pub seed: Option<u64>,
-    /// Backend.
-    #[arg(long, default_value = "flex")]
+    /// Backend: one compiled into this build (the others need
+    /// `--features ndarray`, `wgpu` or `cuda`).
+    #[arg(long, default_value = "flex", value_parser = crate::args::backend())]
     pub backend: Backend,
     /// Accountant (default: the recipe's; general: rdp, the image
     /// recipes: pld, which is tighter).
