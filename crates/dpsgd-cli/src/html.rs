@@ -220,10 +220,20 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                 .map(move |s| (a, s))
         });
         // Only a slice whose exposure survives the correction for looking
-        // at many slices (Bonferroni-adjusted p below 5%) is a finding.
+        // at many slices is a finding: its p-value, adjusted over its
+        // attack's slices, below 5% divided by the number of attacks
+        // (Bonferroni again, over the attacks searched).
+        let searched = attacks(audit)
+            .filter(|a| {
+                a.get("slices")
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| !s.is_empty())
+            })
+            .count()
+            .max(1);
         if let Some((a, slice, adv, p)) = slices
             .filter_map(|(a, s)| Some((a, s, num(s, "advantage")?, num(s, "p_value_adjusted")?)))
-            .filter(|x| x.3 < SIGNIFICANCE)
+            .filter(|x| x.3 * (searched as f64) < SIGNIFICANCE)
             .max_by(|x, y| x.2.total_cmp(&y.2))
             && adv > 0.1
         {
@@ -1155,6 +1165,10 @@ mod tests {
                     && f.1.contains("62.50%")),
             "{found:?}"
         );
+        // Two attacks searched: 0.03 < 0.05 is not enough (0.05 / 2).
+        a["attacks"][1]["slices"] = json!([slice("class 2", 0.25, 0.03)]);
+        let found = levels(&with_audit(a.clone()));
+        assert!(found.iter().all(|f| !f.1.contains("class 2")), "{found:?}");
         // Reports from before the p-values: no claim of exposure.
         a["attacks"][1]["slices"] = json!([{"name": "class 2", "advantage": 0.4}]);
         let found = levels(&with_audit(a));
