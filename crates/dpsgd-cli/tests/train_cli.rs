@@ -700,3 +700,31 @@ fn should_list_the_backends_this_build_enables() {
         &["--backend"],
     );
 }
+
+/// The recipe line names the recipe and every setting in which the run
+/// differs from its description, never settings the run does not use.
+#[test]
+fn should_name_the_recipe_and_what_the_flags_changed() {
+    let out = dpsgd(&[
+        "train",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--hidden",
+        "16",
+    ]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("dpsgd: recipe general:"))
+        .unwrap_or_else(|| panic!("no recipe line: {stderr}"));
+    assert!(
+        line.ends_with("this run: hidden [16], batch_size 32, epochs 1"),
+        "{line}"
+    );
+    let quiet = dpsgd(&["train", "--epochs", "1", "--quiet"]);
+    ok(&quiet);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("recipe"));
+}

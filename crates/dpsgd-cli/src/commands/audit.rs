@@ -10,7 +10,7 @@ use crate::html::percent;
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
-use dpsgd::train::{Recipe, TrainConfig, TrainError};
+use dpsgd::train::{TrainConfig, TrainError};
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -229,9 +229,9 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         ..config(&o, a.privacy.privacy(), &train)
     };
     if !a.quiet
-        && let Some(recipe) = cfg.recipe.as_deref().and_then(Recipe::named)
+        && let Some(line) = super::train::recipe_line(&cfg)
     {
-        eprintln!("dpsgd: recipe {}: {}", recipe.name, recipe.description);
+        eprintln!("{line}");
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let outcome = run_audit(&cfg, &o, &audit, &train, &test, a.quiet)?;

@@ -720,6 +720,50 @@ fn model_kind(name: &str) -> ModelKind {
     }
 }
 
+/// The line naming the run's recipe and the settings in which this run
+/// differs from its description (flags, or a batch size capped at a
+/// quarter of a small data set): `…; this run: batch_size 32, epochs 300`,
+/// so the line never describes settings the run does not use.
+pub fn recipe_line(cfg: &TrainConfig) -> Option<String> {
+    let recipe = cfg.recipe.as_deref().and_then(Recipe::named)?;
+    let base = serde_json::to_value(recipe.config(cfg.privacy.clone(), cfg.delta)).ok()?;
+    let this = serde_json::to_value(cfg).ok()?;
+    let changed: Vec<String> = [
+        "model",
+        "features",
+        "activation",
+        "hidden",
+        "optimizer",
+        "lr",
+        "max_grad_norm",
+        "batch_size",
+        "epochs",
+        "ema_decay",
+        "accountant",
+    ]
+    .into_iter()
+    .filter(|k| base.get(k) != this.get(k))
+    .map(|k| {
+        let v = this.get(k).map_or_else(String::new, |v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "none".into(),
+            other => other.to_string(),
+        });
+        format!("{k} {v}")
+    })
+    .collect();
+    Some(if changed.is_empty() {
+        format!("dpsgd: recipe {}: {}", recipe.name, recipe.description)
+    } else {
+        format!(
+            "dpsgd: recipe {}: {}; this run: {}",
+            recipe.name,
+            recipe.description,
+            changed.join(", ")
+        )
+    })
+}
+
 /// Builds the run configuration: the recipe, overridden by every flag given.
 pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfig {
     let recipe = recipe_for(o, train);
@@ -966,9 +1010,9 @@ pub fn run(a: &Args) -> Result<()> {
         ..config(o, privacy, &train)
     };
     if !a.quiet
-        && let Some(recipe) = cfg.recipe.as_deref().and_then(Recipe::named)
+        && let Some(line) = recipe_line(&cfg)
     {
-        eprintln!("dpsgd: recipe {}: {}", recipe.name, recipe.description);
+        eprintln!("{line}");
     }
     let started = std::time::Instant::now();
     let report = match run_one(&cfg, &train, &test, o.backend, a.quiet) {
