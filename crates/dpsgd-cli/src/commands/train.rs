@@ -726,7 +726,7 @@ fn model_kind(name: &str) -> ModelKind {
 /// so the line never describes settings the run does not use.
 pub fn recipe_line(cfg: &TrainConfig) -> Option<String> {
     let recipe = cfg.recipe.as_deref().and_then(Recipe::named)?;
-    let base = serde_json::to_value(recipe.config(cfg.privacy.clone(), cfg.delta)).ok()?;
+    let base = serde_json::to_value(recipe.config(cfg.privacy, cfg.delta)).ok()?;
     let this = serde_json::to_value(cfg).ok()?;
     let changed: Vec<String> = [
         "model",
