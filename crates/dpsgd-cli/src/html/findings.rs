@@ -1,0 +1,477 @@
+//! The findings: what the numbers say and what to do, from the rules
+//! stated in docs/report.md, each pointing at its evidence.
+
+use super::charts::tick_label;
+use super::{Finding, Inputs, attack, attacks, esc, name_of, num, percent, strongest};
+use serde_json::Value;
+
+/// A slice's exposure counts when its Bonferroni-adjusted p-value is below
+/// this.
+const SIGNIFICANCE: f64 = 0.05;
+
+/// Chance level of TPR at 0.1% FPR.
+const CHANCE_AT_0_1: f64 = 0.001;
+
+/// The findings, from the rules stated in docs/report.md, most serious first.
+pub fn findings(inputs: &Inputs) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let training = inputs.training();
+    let epsilon = training.and_then(|t| num(t, "epsilon"));
+    if let Some(audit) = &inputs.audit {
+        if let (Some(bound), Some(claimed)) = (
+            num(audit, "epsilon_lower_bound"),
+            audit
+                .get("canary_audit")
+                .and_then(|c| num(c, "claimed_epsilon")),
+        ) {
+            if bound > claimed {
+                out.push(Finding {
+                    level: "alert",
+                    text: format!(
+                        "The audit PROVES more leakage than the guarantee allows: ε ≥ {bound:.2} measured against ε = {claimed:.2} claimed. The privacy claim is false; do not ship this model, and report the bug."
+                    ),
+                    evidence: "leakage",
+                });
+            } else if bound >= 0.5 * claimed {
+                out.push(Finding {
+                    level: "info",
+                    text: format!(
+                        "The accounting is tight: the canary audit proves ε ≥ {bound:.2}, within a factor of two of the claimed ε = {claimed:.2}."
+                    ),
+                    evidence: "leakage",
+                });
+            }
+        }
+        if epsilon.is_none()
+            && let Some(bound) = num(audit, "epsilon_lower_bound").filter(|b| *b > 0.0)
+        {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "The canary audit proves that this model leaks: with {} confidence, no mechanism with ε below {bound:.2} could have produced what the attack saw on the inserted canaries.",
+                    audit
+                        .pointer("/canary_audit/one_run/alpha")
+                        .and_then(Value::as_f64)
+                        .map_or_else(|| "95%".into(), |a| format!("{:.0}%", 100.0 * (1.0 - a)))
+                ),
+                evidence: "leakage",
+            });
+        }
+        // The strongest attack is the evidence (a weak one must not hide it).
+        if epsilon.is_none()
+            && let Some((best, auc)) = strongest(attacks(audit), "auc")
+            && auc > 0.55
+        {
+            let advice = sweep_advice(inputs).unwrap_or_else(|| "Recommended: train with DP-SGD; run <code>dpsgd sweep</code> to choose the ε at which the accuracy loss is acceptable.".into());
+            out.push(Finding {
+                level: "alert",
+                text: format!(
+                    "Without DP, membership in the training data is measurably inferable: the {} attack's AUC is {auc:.3} (0.5 is guessing). {advice}",
+                    esc(name_of(best))
+                ),
+                evidence: "leakage",
+            });
+        }
+        if let Some((lira, tpr)) = strongest(
+            attacks(audit).filter(|a| name_of(a).starts_with("lira")),
+            "tpr_at_fpr_0_001",
+        ) && let Some(auc) = num(lira, "auc")
+            && tpr >= 5.0 * CHANCE_AT_0_1
+            && auc < 0.6
+        {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "Averages hide exposed records: the {} attack's AUC is only {auc:.3}, but at a false-positive rate of 0.1% it still identifies {} of the members ({:.0}× chance). A few records are at real risk.",
+                    esc(name_of(lira)),
+                    percent(tpr),
+                    tpr / CHANCE_AT_0_1
+                ),
+                evidence: "leakage",
+            });
+        }
+        let slices = attacks(audit).flat_map(|a| {
+            a.get("slices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |s| (a, s))
+        });
+        // Only a slice whose exposure survives the correction for looking
+        // at many slices is a finding: its p-value, adjusted over its
+        // attack's slices, below 5% divided by the number of attacks
+        // (Bonferroni again, over the attacks searched).
+        let searched = attacks(audit)
+            .filter(|a| {
+                a.get("slices")
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| !s.is_empty())
+            })
+            .count()
+            .max(1);
+        if let Some((a, slice, adv, p)) = slices
+            .filter_map(|(a, s)| Some((a, s, num(s, "advantage")?, num(s, "p_value_adjusted")?)))
+            .filter(|x| x.3 * (searched as f64) < SIGNIFICANCE)
+            .max_by(|x, y| x.2.total_cmp(&y.2))
+            && adv > 0.1
+        {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "Membership could be inferred with {} balanced accuracy for the most exposed records ({}, by the {} attack): an attacker's advantage of {adv:.2} there (adjusted p {}: not a fluke of looking at many slices).",
+                    percent(0.5 + adv / 2.0),
+                    esc(name_of(slice)),
+                    esc(name_of(a)),
+                    match crate::commands::audit::p_value(p) {
+                        small if small.starts_with('<') => small,
+                        p => format!("= {p}"),
+                    }
+                ),
+                evidence: "slices",
+            });
+        }
+    }
+    if let (Some(eps), Some(audit)) = (epsilon, &inputs.audit)
+        && num(audit, "epsilon_lower_bound").is_none_or(|b| b <= eps)
+        && let Some((best, auc)) = strongest(attacks(audit), "auc")
+    {
+        out.push(Finding {
+            level: "info",
+            text: format!(
+                "The audit found nothing beyond the guarantee: the strongest attack ({}) reaches AUC {auc:.3}{}.",
+                esc(name_of(best)),
+                match num(audit, "epsilon_lower_bound") {
+                    Some(b) => format!(", and the canaries prove only ε ≥ {b:.2} against the claimed {eps:.2}"),
+                    None => String::new(),
+                }
+            ),
+            evidence: "leakage",
+        });
+    }
+    // The price of the guarantee, where a sweep trained at this ε and
+    // without DP on the same data (the sweep's own runs, not this model,
+    // which may have been trained on another split).
+    if let Some(eps) = epsilon
+        && let Some(summary) = inputs.sweep.as_ref().and_then(sweep_summary)
+        && let Some((_, acc)) = summary
+            .budgets
+            .iter()
+            .find(|(e, _)| (e - eps).abs() <= 1e-6 * eps.max(1.0))
+    {
+        out.push(Finding {
+            level: "info",
+            text: format!(
+                "In the sweep, the guarantee at ε = {} costs {} points of accuracy: {} against {} without DP.",
+                tick_label(eps),
+                fmt_points((summary.baseline - acc).max(0.0)),
+                percent(*acc),
+                percent(summary.baseline)
+            ),
+            evidence: "sweep",
+        });
+    }
+    if let Some(t) = training {
+        if let (Some(delta), Some(n)) = (num(t, "delta"), num(t, "dataset_size"))
+            && epsilon.is_some()
+            && delta * n >= 0.1
+        {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "δ = {delta:e} is close to 1/N = {:e}: a mechanism may then publish a whole record with probability δ·N = {:.2}. Use δ well below 1/N.",
+                    1.0 / n,
+                    delta * n
+                ),
+                evidence: "guarantee",
+            });
+        }
+        if t.get("secure") == Some(&Value::Bool(false)) && epsilon.is_some() {
+            out.push(Finding {
+                level: "warn",
+                text: "The run was seeded: its noise is reproducible by anyone with the seed. Train the model you ship without --seed.".into(),
+                evidence: "guarantee",
+            });
+        }
+    }
+    if let Some(rows) = inputs.compare.as_ref().and_then(Value::as_array)
+        && let Some(best) = best_empirical_defence(rows)
+    {
+        out.push(Finding {
+            level: "info",
+            text: best,
+            evidence: "defences",
+        });
+    }
+    // Most serious first (the order within a level is the rules' order).
+    out.sort_by_key(|f| match f.level {
+        "alert" => 0,
+        "warn" => 1,
+        _ => 2,
+    });
+    out
+}
+
+fn fmt_points(drop: f64) -> String {
+    format!("{:.1}", 100.0 * drop)
+}
+
+/// What a sweep says about the price of DP: the non-private accuracy and
+/// the mean accuracy at each swept ε (several seeds averaged), smallest ε
+/// first.
+struct SweepSummary {
+    baseline: f64,
+    budgets: Vec<(f64, f64)>,
+}
+
+fn sweep_summary(sweep: &Value) -> Option<SweepSummary> {
+    let runs = sweep.get("runs")?.as_array()?;
+    let mut by_eps: Vec<(f64, Vec<f64>)> = Vec::new();
+    let mut baseline = Vec::new();
+    for r in runs {
+        let Some(acc) = num(r, "test_accuracy") else {
+            continue;
+        };
+        // A budget is a number; the non-private run's is "inf" (or null).
+        match r.get("target_epsilon").and_then(Value::as_f64) {
+            Some(e) => match by_eps.iter_mut().find(|(x, _)| *x == e) {
+                Some((_, v)) => v.push(acc),
+                None => by_eps.push((e, vec![acc])),
+            },
+            None => baseline.push(acc),
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    if baseline.is_empty() || by_eps.is_empty() {
+        return None;
+    }
+    by_eps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(SweepSummary {
+        baseline: mean(&baseline),
+        budgets: by_eps.iter().map(|(e, v)| (*e, mean(v))).collect(),
+    })
+}
+
+/// The DP-SGD advice from a sweep: the smallest ε within 2 points of the
+/// non-private accuracy, or, where none is, the largest ε swept and its
+/// cost.
+fn sweep_advice(inputs: &Inputs) -> Option<String> {
+    let summary = sweep_summary(inputs.sweep.as_ref()?)?;
+    let drop = |acc: f64| (summary.baseline - acc).max(0.0);
+    if let Some((eps, acc)) = summary
+        .budgets
+        .iter()
+        .find(|(_, acc)| summary.baseline - acc <= 0.02)
+    {
+        return Some(format!(
+            "Recommended: DP-SGD at ε = {} (the sweep's smallest budget within 2 points of the non-private accuracy: {} points lost).",
+            tick_label(*eps),
+            fmt_points(drop(*acc))
+        ));
+    }
+    let (eps, acc) = summary.budgets.last()?;
+    Some(format!(
+        "Recommended: DP-SGD, but no swept budget comes within 2 points of the non-private accuracy ({}): the largest, ε = {}, loses {} points. Sweep larger budgets, or tune the training (epochs, batch size, recipe) under DP, before choosing ε.",
+        percent(summary.baseline),
+        tick_label(*eps),
+        fmt_points(drop(*acc))
+    ))
+}
+
+/// The empirical (non-DP) defence with the lowest LiRA (or loss) AUC whose
+/// accuracy is within 2 points of no defence, as a sentence.
+fn best_empirical_defence(rows: &[Value]) -> Option<String> {
+    let auc_of = |r: &Value| {
+        attack(r, "lira-online")
+            .or_else(|| attack(r, "loss"))
+            .and_then(|a| num(a, "auc"))
+    };
+    let none = rows
+        .iter()
+        .find(|r| r.get("defence").and_then(Value::as_str) == Some("none"))?;
+    let (base_acc, base_auc) = (num(none, "test_accuracy")?, auc_of(none)?);
+    let best = rows
+        .iter()
+        .filter(|r| r.get("epsilon").is_none_or(Value::is_null))
+        .filter(|r| r.get("defence").and_then(Value::as_str) != Some("none"))
+        .filter(|r| num(r, "test_accuracy").is_some_and(|a| a >= base_acc - 0.02))
+        .filter_map(|r| Some((r, auc_of(r)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let name = best.0.get("defence").and_then(Value::as_str)?;
+    Some(format!(
+        "Of the empirical defences that keep accuracy within 2 points, <code>{}</code> lowers the attack AUC most ({base_auc:.3} → {:.3}); none of them gives a guarantee — only DP-SGD does.",
+        esc(name),
+        best.1
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{audit, levels, with_audit};
+    use serde_json::json;
+
+    #[test]
+    fn a_lower_bound_above_the_claim_is_an_alert_and_a_close_one_is_tight() {
+        let found = levels(&with_audit(audit(Some(2.0), Some(2.5), 0.5, (0.5, 0.001))));
+        assert!(
+            found[0].0 == "alert" && found[0].1.contains("PROVES"),
+            "{found:?}"
+        );
+        let found = levels(&with_audit(audit(Some(2.0), Some(1.2), 0.5, (0.5, 0.001))));
+        assert!(
+            found.iter().any(|f| f.0 == "info" && f.1.contains("tight")),
+            "{found:?}"
+        );
+        // A loose bound is neither: the audit only agrees with the claim.
+        let found = levels(&with_audit(audit(Some(2.0), Some(0.3), 0.5, (0.5, 0.001))));
+        assert!(
+            found.len() == 1 && found[0].1.contains("nothing beyond the guarantee"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn dp_is_recommended_only_without_dp_and_with_measurable_leakage() {
+        let leaky = levels(&with_audit(audit(None, None, 0.60, (0.5, 0.001))));
+        assert!(
+            leaky
+                .iter()
+                .any(|f| f.1.contains("Recommended: train with DP-SGD"))
+        );
+        let mild = levels(&with_audit(audit(None, None, 0.53, (0.52, 0.001))));
+        assert!(
+            mild.iter().all(|f| !f.1.contains("Recommended")),
+            "{mild:?}"
+        );
+        let private = levels(&with_audit(audit(Some(1.0), None, 0.60, (0.5, 0.001))));
+        assert!(
+            private.iter().all(|f| !f.1.contains("Recommended")),
+            "{private:?}"
+        );
+    }
+
+    #[test]
+    fn the_sweep_picks_the_smallest_budget_within_two_points() {
+        let mut inputs = with_audit(audit(None, None, 0.60, (0.5, 0.001)));
+        inputs
+            .add(
+                json!({"runs": [
+                    {"target_epsilon": "inf", "test_accuracy": 0.95},
+                    {"target_epsilon": 1.0, "test_accuracy": 0.90},
+                    {"target_epsilon": 4.0, "test_accuracy": 0.94},
+                    {"target_epsilon": 8.0, "test_accuracy": 0.95}
+                ]}),
+                "sweep",
+            )
+            .unwrap();
+        let found = levels(&inputs);
+        assert!(
+            found.iter().any(|f| f.1.contains("DP-SGD at ε = 4")),
+            "{found:?}"
+        );
+    }
+
+    /// No swept budget within 2 points: the advice names the largest one
+    /// and its cost instead of asking for a sweep that is already there.
+    #[test]
+    fn a_sweep_with_no_affordable_budget_says_so() {
+        let mut inputs = with_audit(audit(None, None, 0.60, (0.5, 0.001)));
+        let sweep = json!({"runs": [
+            {"target_epsilon": "inf", "test_accuracy": 0.97},
+            {"target_epsilon": 1.0, "test_accuracy": 0.50},
+            {"target_epsilon": 8.0, "test_accuracy": 0.80},
+            {"target_epsilon": 8.0, "test_accuracy": 0.84}
+        ]});
+        inputs.add(sweep.clone(), "sweep").unwrap();
+        let found = levels(&inputs);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.1.contains("the largest, ε = 8, loses 15.0 points")),
+            "{found:?}"
+        );
+        assert!(found.iter().all(|f| !f.1.contains("run <code>dpsgd sweep")));
+        // Under DP at a swept ε, the sweep's price of the guarantee, and
+        // the audit's agreement with it; the seeded-run warning comes first.
+        let mut a = audit(Some(1.0), Some(0.2), 0.52, (0.51, 0.001));
+        a["target"]["secure"] = json!(false);
+        let mut inputs = with_audit(a);
+        inputs.add(sweep, "sweep").unwrap();
+        let found = levels(&inputs);
+        assert_eq!(found[0].0, "warn", "{found:?}");
+        assert!(
+            found.iter().any(|f| f
+                .1
+                .contains("at ε = 1 costs 47.0 points of accuracy: 50.00% against 97.00%")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.1.contains("found nothing beyond the guarantee")
+                    && f.1.contains("ε ≥ 0.20 against the claimed 1.00")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn averages_hiding_records_and_a_large_delta_are_warned() {
+        let found = levels(&with_audit(audit(None, None, 0.52, (0.55, 0.02))));
+        assert!(
+            found.iter().any(|f| f.0 == "warn" && f.1.contains("20×")),
+            "{found:?}"
+        );
+        let mut a = audit(Some(1.0), None, 0.5, (0.5, 0.001));
+        a["target"]["delta"] = json!(5e-4);
+        let found = levels(&with_audit(a));
+        assert!(
+            found.iter().any(|f| f.1.contains("close to 1/N")),
+            "{found:?}"
+        );
+    }
+
+    /// The strongest attack is the evidence: a weak loss attack must not
+    /// hide a strong LiRA (and offline LiRA counts as LiRA).
+    #[test]
+    fn the_strongest_attack_decides() {
+        let mut a = audit(None, None, 0.53, (0.52, 0.001));
+        a["attacks"][1]["name"] = json!("lira-offline");
+        a["attacks"][1]["auc"] = json!(0.61);
+        let found = levels(&with_audit(a));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == "alert" && f.1.contains("lira-offline attack's AUC is 0.610")),
+            "{found:?}"
+        );
+    }
+
+    /// A slice is a finding only when its exposure survives the correction
+    /// for looking at many slices; then the most exposed such slice, over
+    /// every attack, is named.
+    #[test]
+    fn only_a_significant_slice_is_a_finding() {
+        let slice = |name: &str, adv: f64, p: f64| json!({"name": name, "advantage": adv, "auc": 0.6, "counts": [50, 50], "p_value_adjusted": p});
+        let mut a = audit(Some(1.0), None, 0.5, (0.5, 0.001));
+        a["attacks"][0]["slices"] = json!([slice("class 7", 0.3, 0.4)]);
+        let found = levels(&with_audit(a.clone()));
+        assert!(found.iter().all(|f| !f.1.contains("class 7")), "{found:?}");
+        a["attacks"][1]["slices"] =
+            json!([slice("class 2", 0.25, 0.001), slice("class 3", 0.2, 0.01)]);
+        let found = levels(&with_audit(a.clone()));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.1.contains("class 2, by the lira-online attack")
+                    && f.1.contains("62.50%")),
+            "{found:?}"
+        );
+        // Two attacks searched: 0.03 < 0.05 is not enough (0.05 / 2).
+        a["attacks"][1]["slices"] = json!([slice("class 2", 0.25, 0.03)]);
+        let found = levels(&with_audit(a.clone()));
+        assert!(found.iter().all(|f| !f.1.contains("class 2")), "{found:?}");
+        // Reports from before the p-values: no claim of exposure.
+        a["attacks"][1]["slices"] = json!([{"name": "class 2", "advantage": 0.4}]);
+        let found = levels(&with_audit(a));
+        assert!(found.iter().all(|f| !f.1.contains("class 2")), "{found:?}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The page's sections: the guarantee, ε over training, accuracy against
+//! ε, measured leakage, and defences compared.
+
+use super::charts::{COLOURS, Series, line_chart, scatter_chart, tick_label};
+use super::{attack, attacks, esc, name_of, num, opt, percent, row};
+use base64::Engine as _;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+pub(super) fn guarantee_section(t: &Value) -> String {
+    let mut s = String::from("<h2 id=\"guarantee\">The guarantee</h2>");
+    match num(t, "epsilon") {
+        Some(eps) => {
+            let _ = write!(
+                s,
+                "<p>The model was trained with <b>DP-SGD</b>: for any one person's record, the chance of any outcome of training changes by at most a factor <b>e<sup>ε</sup> = {:.2}</b> (ε = {eps:.3}) whether or not the record was used, except with probability δ = {}. This bounds what anyone can learn about a single record from the model — any attack, any number of queries.</p>",
+                eps.exp(),
+                opt(num(t, "delta"), |d| format!("{d:e}"))
+            );
+            s.push_str("<table>");
+            for (k, v) in [
+                (
+                    "ε (privacy loss)",
+                    opt(num(t, "epsilon"), |e| format!("{e:.3}")),
+                ),
+                ("δ", opt(num(t, "delta"), |d| format!("{d:e}"))),
+                (
+                    "accountant",
+                    t.get("accountant")
+                        .and_then(Value::as_str)
+                        .unwrap_or("—")
+                        .to_owned(),
+                ),
+                (
+                    "noise multiplier σ",
+                    opt(num(t, "noise_multiplier"), |x| format!("{x:.3}")),
+                ),
+                (
+                    "sampling rate q",
+                    opt(num(t, "sample_rate"), |x| format!("{x:.4}")),
+                ),
+                ("steps", opt(num(t, "steps"), |x| format!("{x:.0}"))),
+                (
+                    "training records N",
+                    opt(num(t, "dataset_size"), |x| format!("{x:.0}")),
+                ),
+                ("test accuracy", opt(num(t, "test_accuracy"), percent)),
+            ] {
+                s.push_str(&row(&[k.to_owned(), v]));
+            }
+            s.push_str("</table>");
+        }
+        None => {
+            s.push_str("<p><b>No guarantee.</b> This model was trained without differential privacy: nothing bounds what it reveals about individual training records. The measured leakage below is all there is to go on.</p>");
+        }
+    }
+    s.push_str("<p><b>What the guarantee does not cover</b>:</p><ul>");
+    let preprocessing = t
+        .get("preprocessing")
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "not recorded in this report".into());
+    let _ = write!(
+        s,
+        "<li>data preparation before training (scaling, vocabulary, feature ranges) unless it used public information only — here: <code>{}</code>;</li><li>figures computed on the private data outside the mechanism: training accuracy ({}), final loss and the loss-threshold attack of the training report are exact statistics, not protected by ε;</li><li>the test set, hyper-parameter choices and repeated runs on the same data (each run spends its own ε);</li><li>{}</li></ul>",
+        esc(&preprocessing),
+        opt(
+            t.get("not_covered_by_epsilon")
+                .and_then(|n| num(n, "train_accuracy")),
+            percent
+        ),
+        if t.get("secure") == Some(&Value::Bool(false)) {
+            "the run was <b>seeded</b>: its noise can be regenerated from the seed, which voids the guarantee against anyone who has it."
+        } else {
+            "the noise came from the operating system's CSPRNG (not seeded)."
+        }
+    );
+    s
+}
+
+pub(super) fn budget_section(t: &Value) -> String {
+    let history = t
+        .get("not_covered_by_epsilon")
+        .and_then(|n| n.get("epoch_history"))
+        .and_then(Value::as_array);
+    let points: Vec<(f64, f64)> = history
+        .map(|h| {
+            h.iter()
+                .filter_map(|r| Some((num(r, "epoch")?, num(r, "epsilon")?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if points.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<h2 id=\"budget\">ε spent over training</h2><p>Privacy loss accumulates with every step; this is the accountant's ε after each epoch.</p>{}",
+        line_chart(
+            "ε after each epoch",
+            "epoch",
+            "ε",
+            &[("ε".into(), COLOURS[0], points)],
+            false
+        )
+    )
+}
+
+pub(super) fn sweep_section(sweep: &Value) -> String {
+    let runs = sweep.get("runs").and_then(Value::as_array);
+    let mut rows: Vec<(f64, f64, Option<f64>)> = runs
+        .map(|r| {
+            r.iter()
+                .filter_map(|run| {
+                    let eps = run.get("target_epsilon")?.as_f64()?;
+                    let lira = attack(run, "lira-online")
+                        .or_else(|| attack(run, "loss"))
+                        .and_then(|a| num(a, "auc"));
+                    Some((eps, num(run, "test_accuracy")?, lira))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "<h2 id=\"sweep\">Accuracy against ε</h2><p>Smaller ε means a stronger guarantee and, usually, lower accuracy; the attack's AUC shows the leakage measured at each budget (0.5: none).</p>",
+    );
+    s.push_str(&line_chart(
+        "test accuracy vs ε",
+        "ε",
+        "test accuracy",
+        &[(
+            "accuracy".into(),
+            COLOURS[0],
+            rows.iter().map(|r| (r.0, r.1)).collect(),
+        )],
+        false,
+    ));
+    s.push_str("<table><tr><th>ε</th><th>test accuracy</th><th>attack AUC</th></tr>");
+    for (e, acc, auc) in &rows {
+        s.push_str(&row(&[
+            tick_label(*e),
+            percent(*acc),
+            opt(*auc, |a| format!("{a:.3}")),
+        ]));
+    }
+    // The non-private runs, for the price of the guarantee.
+    for run in runs
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("target_epsilon").and_then(Value::as_f64).is_none())
+    {
+        s.push_str(&row(&[
+            "∞ (no DP)".into(),
+            opt(num(run, "test_accuracy"), percent),
+            opt(
+                attack(run, "lira-online")
+                    .or_else(|| attack(run, "loss"))
+                    .and_then(|a| num(a, "auc")),
+                |a| format!("{a:.3}"),
+            ),
+        ]));
+    }
+    s.push_str("</table>");
+    s
+}
+
+pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
+    let mut s = String::from(
+        "<h2 id=\"leakage\">Measured leakage</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>95% interval</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th><th>advantage</th></tr>",
+    );
+    for a in attacks(audit) {
+        let interval = a
+            .get("auc_interval")
+            .and_then(|i| Some(format!("[{:.3}, {:.3}]", num(i, "low")?, num(i, "high")?)))
+            .unwrap_or_else(|| "—".into());
+        s.push_str(&row(&[
+            esc(a.get("name").and_then(Value::as_str).unwrap_or("?")),
+            opt(num(a, "auc"), |x| format!("{x:.3}")),
+            interval,
+            opt(num(a, "tpr_at_fpr_0_01"), percent),
+            opt(num(a, "tpr_at_fpr_0_001"), percent),
+            opt(num(a, "advantage"), |x| format!("{x:.3}")),
+        ]));
+    }
+    s.push_str("</table>");
+    let series = roc_series(audit);
+    s.push_str(&line_chart(
+        "ROC (linear)",
+        "false-positive rate",
+        "true-positive rate",
+        &series,
+        false,
+    ));
+    s.push_str(&line_chart(
+        "ROC (log-log)",
+        "false-positive rate",
+        "true-positive rate",
+        &series,
+        true,
+    ));
+    if let Some(c) = audit.get("canary_audit").filter(|c| !c.is_null()) {
+        let _ = write!(
+            s,
+            "<p><b>Audited ε lower bound</b> (canaries): ε ≥ <b>{}</b>, {}</p>",
+            opt(
+                num(c, "one_run").or_else(|| c.get("one_run").and_then(|o| num(o, "epsilon"))),
+                |x| format!("{x:.3}")
+            ),
+            match num(c, "claimed_epsilon") {
+                Some(claimed) => format!(
+                    "against the claimed ε = {claimed:.3}. A lower bound above the claim would prove the guarantee false."
+                ),
+                None => "with no claim to test: the model was trained without DP. The bound is how much leakage the audit proves.".into(),
+            }
+        );
+    }
+    s.push_str("<h3 id=\"slices\">Most exposed records</h3><p>Each attack's three most exposed slices (a class, or a range of the records' losses). The adjusted p-value is the chance of an advantage this large on a slice this size if the attack could not tell members from non-members, corrected for the number of slices looked at: above 5%, the slice's figure may be noise.</p><table><tr><th>attack</th><th>slice</th><th>members / non-members</th><th>AUC</th><th>advantage</th><th>adjusted p</th></tr>");
+    for a in attacks(audit) {
+        for slice in a
+            .get("slices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .take(3)
+        {
+            let counts = slice.get("counts").and_then(Value::as_array).map_or_else(
+                || "—".into(),
+                |c| {
+                    c.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                },
+            );
+            s.push_str(&row(&[
+                esc(name_of(a)),
+                esc(name_of(slice)),
+                counts,
+                opt(num(slice, "auc"), |x| format!("{x:.3}")),
+                opt(num(slice, "advantage"), |x| format!("{x:.3}")),
+                opt(
+                    num(slice, "p_value_adjusted"),
+                    crate::commands::audit::p_value,
+                ),
+            ]));
+        }
+    }
+    s.push_str("</table>");
+    if let Some(inv) = audit.get("inversion").filter(|i| !i.is_null()) {
+        let _ = write!(
+            s,
+            "<h3 id=\"inversion\">Model inversion</h3><p>Reconstructions of one input per class from the model. An independent classifier recognises {} of them; their distance to the nearest training record over the nearest unseen one is {} (below 1: closer to the training data).</p>",
+            opt(num(inv, "independent_accuracy"), percent),
+            opt(num(inv, "mean_distance_ratio"), |x| format!("{x:.3}"))
+        );
+        if let Some(png) = png {
+            let _ = write!(
+                s,
+                "<img class=\"grid\" alt=\"model inversion reconstructions\" src=\"data:image/png;base64,{}\">",
+                base64::engine::general_purpose::STANDARD.encode(png)
+            );
+        }
+    }
+    s
+}
+
+pub(super) fn compare_section(compare: &Value) -> String {
+    let mut s = String::from(
+        "<h2 id=\"defences\">Defences compared</h2><p>The same model trained with each defence on the same split and attacked the same way. Only DP-SGD (rows with an ε) comes with a guarantee.</p><table><tr><th>defence</th><th>test accuracy</th><th>ε</th><th>attack</th><th>AUC</th><th>TPR at 0.1% FPR</th></tr>",
+    );
+    let mut points = Vec::new();
+    for r in compare.as_array().into_iter().flatten() {
+        let name = r.get("defence").and_then(Value::as_str).unwrap_or("?");
+        let best = attack(r, "lira-online").or_else(|| attack(r, "loss"));
+        s.push_str(&row(&[
+            format!("<code>{}</code>", esc(name)),
+            opt(num(r, "test_accuracy"), percent),
+            opt(num(r, "epsilon"), |e| format!("{e:.2}")),
+            esc(best
+                .and_then(|a| a.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("—")),
+            opt(best.and_then(|a| num(a, "auc")), |x| format!("{x:.3}")),
+            opt(best.and_then(|a| num(a, "tpr_at_fpr_0_001")), percent),
+        ]));
+        if let (Some(auc), Some(acc)) = (best.and_then(|a| num(a, "auc")), num(r, "test_accuracy"))
+        {
+            points.push((
+                name.to_owned(),
+                COLOURS[points.len() % COLOURS.len()],
+                vec![(auc, acc)],
+            ));
+        }
+    }
+    s.push_str("</table>");
+    s.push_str(&scatter_chart(
+        "accuracy against attack AUC (one point per defence)",
+        "attack AUC",
+        "test accuracy",
+        &points,
+    ));
+    s
+}
+
+fn roc_series(audit: &Value) -> Vec<Series> {
+    audit
+        .get("attacks")
+        .and_then(Value::as_array)
+        .map(|attacks| {
+            attacks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| {
+                    let points: Vec<(f64, f64)> = a
+                        .get("roc")?
+                        .as_array()?
+                        .iter()
+                        .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+                        .collect();
+                    Some((
+                        a.get("name")?.as_str()?.to_owned(),
+                        COLOURS[i % COLOURS.len()],
+                        points,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
