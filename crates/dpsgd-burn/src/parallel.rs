@@ -28,18 +28,34 @@
 //! before it looks at the results, so nobody waits on a dead peer, and the
 //! step returns the error with the model unchanged.
 //!
-//! burn 0.22's own collective all-reduce (`burn::tensor::distributed`) is
-//! implemented only for its CUDA and remote backends, not for the CPU
-//! backends this library tests on; the reduction here is therefore the
-//! coordinator's, over tensors moved between devices with burn's
-//! `to_device`. Multi-process training is not supported yet.
+//! # Two reductions
+//!
+//! * **The coordinator's** (default, any backend): the shard sums are
+//!   moved to the first device with burn's `to_device` and added there in
+//!   shard order — bit-identical for any number of workers.
+//! * **A collective all-reduce** ([`DataParallel::with_all_reduce`],
+//!   [`DataParallel::with_burn_all_reduce`]): each worker adds its own
+//!   shards, then every worker all-reduces its sum, flattened in one layout
+//!   (the union of the workers' parameters, by id; zeros where a worker
+//!   saw no example). burn 0.22 implements its collective
+//!   (`burn::tensor::distributed::all_reduce`) for CUDA only (NCCL);
+//!   [`DataParallel::with_burn_all_reduce`] refuses other devices. The
+//!   collective is entered only after a barrier at which every worker has
+//!   its part: a failing worker keeps all of them out, so none blocks in
+//!   it. Noise and accounting are unchanged: the coordinator's copy of the
+//!   reduced sum is noised once.
+//!
+//! Multi-process training is not supported: burn 0.22 has no collective
+//! across processes for these backends.
 
 use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::tensor::DeviceType;
 use burn::tensor::{Device, Tensor};
 use dpsgd_core::{ClippedGradients, Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Barrier, Mutex};
 
 /// Devices a DP step's per-example work is spread over (see the module
 /// documentation).
@@ -47,6 +63,46 @@ use dpsgd_core::{ClippedGradients, Error, Result};
 pub struct DataParallel {
     devices: Vec<Device>,
     shards: usize,
+    /// The collective that sums the workers' parts; `None`: the
+    /// coordinator's reduce.
+    all_reduce: Option<Arc<dyn AllReduce>>,
+}
+
+/// A collective sum across the data-parallel workers: worker `w` calls
+/// [`AllReduce::sum`] with its flat tensor on its device, every worker
+/// with a tensor of the same length, and every call returns the
+/// element-wise sum over the workers, on the caller's device.
+///
+/// Like every collective it blocks until all workers have called it:
+/// [`DataParallel`] only enters it once every worker has computed its part
+/// without error.
+pub trait AllReduce: Send + Sync + std::fmt::Debug {
+    /// The sum of every worker's `tensor`.
+    ///
+    /// # Errors
+    ///
+    /// When the reduction cannot run.
+    fn sum(&self, worker: usize, tensor: Tensor<1>) -> Result<Tensor<1>>;
+}
+
+/// burn's collective all-reduce (`burn::tensor::distributed::all_reduce`,
+/// [`ReduceOperation::Sum`](burn::tensor::distributed::ReduceOperation)).
+/// In burn 0.22 only the CUDA backend implements it (NCCL between GPUs);
+/// [`DataParallel::with_burn_all_reduce`] refuses other devices.
+#[derive(Debug, Clone)]
+pub struct BurnAllReduce {
+    devices: Vec<Device>,
+}
+
+impl AllReduce for BurnAllReduce {
+    fn sum(&self, _worker: usize, tensor: Tensor<1>) -> Result<Tensor<1>> {
+        Ok(burn::tensor::distributed::all_reduce(
+            tensor,
+            burn::tensor::distributed::ReduceOperation::Sum,
+            self.devices.clone(),
+        )
+        .resolve())
+    }
 }
 
 impl DataParallel {
@@ -69,7 +125,47 @@ impl DataParallel {
                 format!("need at least one shard per device ({})", devices.len()),
             ));
         }
-        Ok(Self { devices, shards })
+        Ok(Self {
+            devices,
+            shards,
+            all_reduce: None,
+        })
+    }
+
+    /// The workers' parts summed by `all_reduce` instead of on the
+    /// coordinator: each worker adds its own shards (in shard order), the
+    /// workers' sums are all-reduced, and the coordinator's copy of the
+    /// result is the step's clipped sum. The sum is the same up to the
+    /// order of the float additions (no longer bit-identical across worker
+    /// counts), and the per-example norms come in worker order.
+    #[must_use]
+    pub fn with_all_reduce(mut self, all_reduce: Arc<dyn AllReduce>) -> Self {
+        self.all_reduce = Some(all_reduce);
+        self
+    }
+
+    /// [`DataParallel::with_all_reduce`] with burn's collective all-reduce.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] unless the workers are on distinct CUDA
+    /// devices: burn 0.22 implements its all-reduce for CUDA only (flex,
+    /// ndarray and wgpu would panic inside burn).
+    pub fn with_burn_all_reduce(self) -> Result<Self> {
+        let distinct = self
+            .devices
+            .iter()
+            .enumerate()
+            .all(|(i, d)| !self.devices[..i].contains(d));
+        if !distinct || !all_cuda(&self.devices) {
+            return Err(Error::invalid(
+                "reduction",
+                "all-reduce",
+                "burn 0.22 implements its collective all-reduce only between distinct CUDA devices (build with --features cuda); use the coordinator's reduce",
+            ));
+        }
+        let devices = self.devices.clone();
+        Ok(self.with_all_reduce(Arc::new(BurnAllReduce { devices })))
     }
 
     /// `workers` workers for a model on `coordinator`, over the devices of
@@ -130,6 +226,9 @@ impl DataParallel {
         B: ExampleBatch + Send,
         F: Fn(&M, &B) -> Tensor<1> + Sync,
     {
+        if let Some(all_reduce) = &self.all_reduce {
+            return self.all_reduced(all_reduce.as_ref(), engine, model, batch, loss_fn);
+        }
         let bounds = self.bounds(batch.num_examples());
         let coordinator = &self.devices[0];
         let results: Vec<Result<Vec<(usize, ClippedGradients)>>> = std::thread::scope(|scope| {
@@ -184,6 +283,151 @@ impl DataParallel {
             total.accumulate(part)?;
         }
         Ok(total)
+    }
+
+    /// [`DataParallel::clipped_gradients`] with a collective: phase 1,
+    /// every worker clips its shards and publishes its sum's layout; a
+    /// barrier; phase 2, only if no worker failed, every worker all-reduces
+    /// its sum flattened in the union layout. A failing (or panicking)
+    /// worker still reaches the barrier, so nobody enters the collective
+    /// and nobody waits on a dead peer.
+    fn all_reduced<M, B, F>(
+        &self,
+        all_reduce: &dyn AllReduce,
+        engine: &GradientEngine,
+        model: &M,
+        batch: &B,
+        loss_fn: &F,
+    ) -> Result<ClippedGradients>
+    where
+        M: Module,
+        B: ExampleBatch + Send,
+        F: Fn(&M, &B) -> Tensor<1> + Sync,
+    {
+        let bounds = self.bounds(batch.num_examples());
+        let workers = self.devices.len();
+        let barrier = Barrier::new(workers);
+        let layouts: Mutex<Vec<Vec<(ParamId, usize)>>> = Mutex::new(vec![Vec::new(); workers]);
+        let failed = AtomicBool::new(false);
+        let results: Vec<Result<ClippedGradients>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .devices
+                .iter()
+                .enumerate()
+                .map(|(w, device)| {
+                    let replica = model.clone().fork(device);
+                    let shards: Vec<B> = (w..self.shards)
+                        .step_by(workers)
+                        .filter(|&s| bounds[s].1 > bounds[s].0)
+                        .map(|s| {
+                            batch
+                                .slice_examples(bounds[s].0, bounds[s].1)
+                                .to_device(device)
+                        })
+                        .collect();
+                    let mut engine = engine.clone();
+                    let (barrier, layouts, failed) = (&barrier, &layouts, &failed);
+                    scope.spawn(move || -> Result<ClippedGradients> {
+                        let local = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut sum = ClippedGradients::empty(engine.clipping().clone());
+                            for shard in &shards {
+                                sum.accumulate(
+                                    engine.clipped_gradients(&replica, shard, loss_fn)?,
+                                )?;
+                            }
+                            Ok(sum)
+                        }))
+                        .unwrap_or_else(|_| Err(panicked(w)));
+                        match (&local, layouts.lock()) {
+                            (Ok(sum), Ok(mut all)) => all[w] = sum.layout(),
+                            _ => failed.store(true, AtomicOrdering::SeqCst),
+                        }
+                        barrier.wait();
+                        if failed.load(AtomicOrdering::SeqCst) {
+                            return local;
+                        }
+                        let layout = union_layout(layouts)?;
+                        local?.all_reduced(&layout, device, |flat| all_reduce.sum(w, flat))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .enumerate()
+                .map(|(w, h)| h.join().unwrap_or_else(|_| Err(panicked(w))))
+                .collect()
+        });
+        let mut parts = Vec::with_capacity(workers);
+        for r in results {
+            parts.push(r?);
+        }
+        if failed.load(AtomicOrdering::SeqCst) {
+            // Unreachable in practice (a failed worker returned its error
+            // above); never release a partial sum.
+            return Err(Error::invalid(
+                "worker",
+                "?",
+                "a data-parallel worker failed; the step was not taken",
+            ));
+        }
+        let mut parts = parts.into_iter();
+        let mut total = match parts.next() {
+            Some(first) => first.to_device(&self.devices[0]),
+            None => return Ok(ClippedGradients::empty(engine.clipping().clone())),
+        };
+        for part in parts {
+            total.accumulate(part.without_sums())?;
+        }
+        Ok(total)
+    }
+}
+
+fn panicked(worker: usize) -> Error {
+    Error::invalid(
+        "worker",
+        worker,
+        "a data-parallel worker panicked; the step was not taken",
+    )
+}
+
+/// The union of the workers' layouts, ordered by parameter id.
+///
+/// # Errors
+///
+/// [`Error::Shape`] when two workers disagree on a parameter's size.
+fn union_layout(layouts: &Mutex<Vec<Vec<(ParamId, usize)>>>) -> Result<Vec<(ParamId, usize)>> {
+    let all = layouts
+        .lock()
+        .map_err(|_| Error::invalid("worker", "?", "a data-parallel worker panicked"))?;
+    let mut union: Vec<(ParamId, usize)> = Vec::new();
+    for &(id, numel) in all.iter().flatten() {
+        match union.iter().find(|(other, _)| *other == id) {
+            Some((_, n)) if *n != numel => {
+                return Err(Error::Shape(format!(
+                    "workers disagree on parameter {id}: {n} vs {numel} elements"
+                )));
+            }
+            Some(_) => {}
+            None => union.push((id, numel)),
+        }
+    }
+    union.sort_by_key(|(id, _)| id.val());
+    Ok(union)
+}
+
+/// Whether every device is a CUDA device burn lists on this machine.
+fn all_cuda(devices: &[Device]) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        let cuda = Device::enumerate(DeviceType::Cuda).into_vec();
+        devices
+            .iter()
+            .all(|d| cuda.iter().any(|c| c == d || c.clone().autodiff() == *d))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = devices;
+        false
     }
 }
 

@@ -38,6 +38,22 @@ fn values<M: Module>(m: &M) -> Vec<f32> {
     all.0
 }
 
+/// The seeded model, its (lazily initialised) parameters drawn at once
+/// under a lock: tests run in parallel and share the device's RNG.
+fn seeded_net(device: &Device) -> Net {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(5);
+    let model = Net {
+        fc1: DpLinearConfig::new(6, 8).init(device),
+        fc2: DpLinearConfig::new(8, 3).init(device),
+    };
+    let _ = values(&model);
+    model
+}
+
 fn data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
     let x: Vec<f32> = (0..n * 6).map(|i| ((i as f32) * 0.47).sin()).collect();
     let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
@@ -88,11 +104,7 @@ fn train(workers: usize, device: &Device) -> (Vec<f32>, f64) {
 /// [`train`], each batch in virtual chunks of at most `physical` examples
 /// when given.
 fn train_with(workers: usize, physical: Option<usize>, device: &Device) -> (Vec<f32>, f64) {
-    device.seed(5);
-    let mut model = Net {
-        fc1: DpLinearConfig::new(6, 8).init(device),
-        fc2: DpLinearConfig::new(8, 3).init(device),
-    };
+    let mut model = seeded_net(device);
     let n = 64;
     let all = data(n, device);
     let parallel = DataParallel::new(vec![device.clone(); workers], 4).unwrap();
@@ -254,5 +266,173 @@ fn should_share_the_one_cpu_device_between_workers() {
         assert_eq!((parallel.workers(), parallel.shards()), (3, 8));
         assert_eq!(DataParallel::for_device(&device, 12).unwrap().shards(), 12);
         assert!(DataParallel::for_device(&device, 0).is_err());
+    }
+}
+
+/// A host-side all-reduce for the tests: each worker's flat tensor is read
+/// back, summed in worker order behind a barrier, and returned on the
+/// caller's device. It stands in for burn's collective (CUDA only in burn
+/// 0.22) to test the protocol around it.
+#[derive(Debug)]
+struct HostAllReduce {
+    barrier: std::sync::Barrier,
+    slots: std::sync::Mutex<Vec<Vec<f32>>>,
+}
+
+impl HostAllReduce {
+    fn new(workers: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            barrier: std::sync::Barrier::new(workers),
+            slots: std::sync::Mutex::new(vec![Vec::new(); workers]),
+        })
+    }
+}
+
+impl dpsgd_burn::parallel::AllReduce for HostAllReduce {
+    fn sum(&self, worker: usize, tensor: Tensor<1>) -> dpsgd_core::Result<Tensor<1>> {
+        let device = tensor.device();
+        let values: Vec<f32> = tensor.into_data().iter::<f32>().collect();
+        let n = values.len();
+        self.slots.lock().unwrap()[worker] = values;
+        self.barrier.wait();
+        let mut sum = vec![0.0f32; n];
+        for slot in self.slots.lock().unwrap().iter() {
+            for (s, v) in sum.iter_mut().zip(slot) {
+                *s += v;
+            }
+        }
+        // Nobody overwrites a slot before everyone has read them all.
+        self.barrier.wait();
+        Ok(Tensor::from_data(TensorData::new(sum, [n]), &device))
+    }
+}
+
+fn train_all_reduced(workers: usize, device: &Device) -> (Vec<f32>, f64) {
+    let mut model = seeded_net(device);
+    let n = 64;
+    let all = data(n, device);
+    let parallel = DataParallel::new(vec![device.clone(); workers], 4)
+        .unwrap()
+        .with_all_reduce(HostAllReduce::new(workers));
+    let mut pe = engine(n, 16);
+    for _ in 0..5 {
+        let b = pick(&all, &pe.sample_batch());
+        model = pe
+            .step_data_parallel(0.1, model, &b, |m: &Net, b| m.losses(b), &parallel)
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    (values(&model), pe.epsilon().unwrap())
+}
+
+/// The collective path: the workers' sums all-reduced instead of moved to
+/// the coordinator give the coordinator's parameters up to the order of
+/// the float additions, with one noise draw and one accounting step.
+#[test]
+fn should_give_the_coordinators_parameters_through_an_all_reduce() {
+    for (backend, device) in devices() {
+        let (reference, eps) = train(2, &device);
+        for workers in [1, 2, 4] {
+            let (reduced, eps_reduced) = train_all_reduced(workers, &device);
+            assert_eq!(eps, eps_reduced, "{backend}, {workers} workers");
+            let gap = reference
+                .iter()
+                .zip(&reduced)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(gap < 1e-5, "{backend}, {workers} workers: {gap}");
+        }
+    }
+}
+
+/// Through the all-reduce too, the noise is drawn once (σC/(qN) to 3%),
+/// and a batch smaller than the shards leaves some workers without
+/// examples: they still take part in the collective with zeros.
+#[test]
+fn should_add_the_noise_once_through_an_all_reduce() {
+    let device = devices()[0].1.clone();
+    let layer = DpLinearConfig::new(200, 200).init(&device);
+    let before = values(&layer);
+    let mut pe = engine(64, 16);
+    let parallel = DataParallel::new(vec![device.clone(); 4], 4)
+        .unwrap()
+        .with_all_reduce(HostAllReduce::new(4));
+    // Two examples for four workers.
+    let x = Tensor::<2>::from_data(TensorData::new(vec![0.3f32; 2 * 200], [2, 200]), &device);
+    let zero = |m: &DpLinear, x: &Tensor<2>| {
+        let rows = x.dims()[0];
+        m.forward(x.clone()).sum_dim(1).reshape([rows]) * 0.0
+    };
+    let _ = pe.sample_batch();
+    let after = pe
+        .step_data_parallel(1.0, layer, &x, zero, &parallel)
+        .map_err(|r| r.error)
+        .unwrap();
+    let delta: Vec<f64> = values(&after)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| f64::from(a - b))
+        .collect();
+    let mean = delta.iter().sum::<f64>() / delta.len() as f64;
+    let std = (delta.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delta.len() as f64).sqrt();
+    let want = 1.0 * 0.5 / 16.0;
+    assert!((std / want - 1.0).abs() < 0.03, "std {std} vs {want}");
+}
+
+/// A worker that fails before the collective keeps every worker out of
+/// it: the step fails with the model untouched, within a bounded wait
+/// (the step runs on a thread; 60 s is far beyond its normal 0.1 s).
+#[test]
+fn should_fail_every_worker_before_the_all_reduce_without_a_hang() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let device = devices()[0].1.clone();
+        let model = Net {
+            fc1: DpLinearConfig::new(6, 8).init(&device),
+            fc2: DpLinearConfig::new(8, 3).init(&device),
+        };
+        let before = values(&model);
+        let parallel = DataParallel::new(vec![device.clone(); 2], 2)
+            .unwrap()
+            .with_all_reduce(HostAllReduce::new(2));
+        let mut pe = engine(64, 16);
+        let b = data(16, &device);
+        let failing = |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
+            let first: Vec<f32> =
+                b.0.clone()
+                    .narrow(0, 0, 1)
+                    .into_data()
+                    .iter::<f32>()
+                    .collect();
+            assert!(first[0] != ((8 * 6) as f32 * 0.47).sin(), "worker failure");
+            m.losses(b)
+        };
+        let rejected = pe
+            .step_data_parallel(0.1, model, &b, failing, &parallel)
+            .unwrap_err();
+        let _ = tx.send((
+            rejected.error.to_string(),
+            values(&rejected.model) == before,
+            pe.steps(),
+        ));
+    });
+    let (error, untouched, steps) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the step hung");
+    assert!(error.contains("worker"), "{error}");
+    assert!(untouched, "the model is untouched");
+    assert_eq!(steps, 0, "no step was accounted");
+}
+
+/// burn's own all-reduce is CUDA-only in burn 0.22: CPU devices are
+/// refused up front instead of panicking inside burn.
+#[test]
+fn should_refuse_burns_all_reduce_off_cuda() {
+    for (backend, device) in devices() {
+        let err = DataParallel::new(vec![device.clone(); 2], 2)
+            .unwrap()
+            .with_burn_all_reduce()
+            .unwrap_err();
+        assert!(err.to_string().contains("CUDA"), "{backend}: {err}");
     }
 }

@@ -194,6 +194,88 @@ impl ClippedGradients {
         self
     }
 
+    /// The parameters this sum holds, with their numbers of elements,
+    /// ordered by id: the layout a collective reduction flattens the sums
+    /// in (every worker must use the same one).
+    pub fn layout(&self) -> Vec<(ParamId, usize)> {
+        let mut layout: Vec<(ParamId, usize)> =
+            self.sums.iter().map(|(id, t)| (*id, t.dims()[0])).collect();
+        layout.sort_by_key(|(id, _)| id.val());
+        layout
+    }
+
+    /// Replaces this worker's sums by their all-reduction across workers:
+    /// the sums are flattened into one tensor in `layout`'s order (a
+    /// parameter this worker did not touch counts as zero), handed to
+    /// `all_reduce`, and the result is split back: this part, with the
+    /// reduced sums in place of its own (its norms, dropped count and loss
+    /// sum are still this worker's; see [`ClippedGradients::without_sums`]
+    /// for the other workers' parts).
+    ///
+    /// `all_reduce` must return the element-wise sum of every worker's
+    /// flattened tensor, each worker's sums clipped under the same policy
+    /// for parts of one logical batch: the result is then exactly the sum
+    /// [`ClippedGradients::accumulate`] would give, with the same
+    /// sensitivity.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] when this worker holds a parameter missing from
+    /// `layout` or of another size (workers disagree on the layout), or the
+    /// reduced tensor has the wrong length; `all_reduce`'s error.
+    pub fn all_reduced(
+        mut self,
+        layout: &[(ParamId, usize)],
+        device: &burn::tensor::Device,
+        all_reduce: impl FnOnce(Tensor<1>) -> Result<Tensor<1>>,
+    ) -> Result<Self> {
+        let total: usize = layout.iter().map(|(_, n)| n).sum();
+        let mut parts = Vec::with_capacity(layout.len());
+        for (id, numel) in layout {
+            let part = match self.sums.remove(id) {
+                Some(t) if t.dims()[0] == *numel => t,
+                Some(t) => {
+                    return Err(Error::Shape(format!(
+                        "parameter {id} has {} elements here, {numel} in the layout",
+                        t.dims()[0]
+                    )));
+                }
+                None => Tensor::zeros([*numel], device),
+            };
+            parts.push(part);
+        }
+        if let Some(id) = self.sums.keys().next() {
+            return Err(Error::Shape(format!(
+                "parameter {id} is missing from the all-reduce layout"
+            )));
+        }
+        if parts.is_empty() {
+            return Ok(self);
+        }
+        let reduced = all_reduce(Tensor::cat(parts, 0))?;
+        if reduced.dims()[0] != total {
+            return Err(Error::Shape(format!(
+                "the all-reduce returned {} elements for {total}",
+                reduced.dims()[0]
+            )));
+        }
+        let mut start = 0;
+        for (id, numel) in layout {
+            self.sums
+                .insert(*id, reduced.clone().narrow(0, start, *numel));
+            start += numel;
+        }
+        Ok(self)
+    }
+
+    /// This part without its sums (norms, dropped count, loss sum and
+    /// method only), to be accumulated into a sum that already holds them.
+    #[must_use]
+    pub fn without_sums(mut self) -> Self {
+        self.sums.clear();
+        self
+    }
+
     pub(crate) fn take(&mut self, id: &ParamId) -> Option<Tensor<1>> {
         self.sums.remove(id)
     }
