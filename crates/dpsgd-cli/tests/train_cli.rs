@@ -670,6 +670,17 @@ fn should_train_the_same_model_on_two_and_four_workers() {
         &dpsgd(&["train", "--devices", "2", "--non-private", "--quiet"]),
         &["--devices"],
     );
+    // burn's collective all-reduce: CUDA GPUs only, and only with workers.
+    common::assert_usage_error(
+        &dpsgd(&["train", "--all-reduce", "--quiet"]),
+        &["--all-reduce", "devices"],
+    );
+    if !dpsgd_burn::backend::Backend::enabled().contains(&dpsgd_burn::backend::Backend::Cuda) {
+        common::assert_usage_error(
+            &dpsgd(&["train", "--devices", "2", "--all-reduce", "--quiet"]),
+            &["all-reduce", "CUDA"],
+        );
+    }
 }
 
 /// `--backend` lists exactly the backends compiled into this build, and

@@ -154,6 +154,11 @@ pub struct TrainConfig {
     /// copies of the training device, reduced, and noised once
     /// (`dpsgd_burn::parallel`). The result does not depend on the number.
     pub devices: usize,
+    /// With `devices > 1`: sum the workers' parts with burn's collective
+    /// all-reduce (CUDA GPUs only in burn 0.22; refused elsewhere) instead
+    /// of on the coordinator.
+    #[serde(default)]
+    pub all_reduce: bool,
     /// How convolutions compute per-example gradients (default: auto).
     pub conv_strategy: ConvStrategy,
     /// Save the trained model here at the end (burn's record bytes, as

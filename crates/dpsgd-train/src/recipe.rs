@@ -185,6 +185,7 @@ impl Recipe {
             hidden: self.hidden.clone(),
             max_physical_batch_size: None,
             devices: 1,
+            all_reduce: false,
             conv_strategy: crate::config::ConvStrategy::Auto,
             save_model: None,
             checkpoint_dir: None,

@@ -142,6 +142,12 @@ pub fn train_model(
             "data-parallel workers are for DP-SGD steps; a non-private run uses one device",
         ));
     }
+    if cfg.all_reduce && cfg.devices < 2 {
+        return Err(TrainError::config(
+            "all_reduce",
+            "needs data-parallel workers (devices of at least 2)",
+        ));
+    }
     if cfg.devices > 1 && cfg.defences.mist.is_some() {
         return Err(TrainError::config(
             "devices",
@@ -841,7 +847,14 @@ fn run<M: Classifier + 'static>(
     // Workers on the devices of the coordinator's kind (distinct GPUs
     // where burn finds several; CPU threads otherwise).
     let parallel = (cfg.devices > 1)
-        .then(|| dpsgd_burn::parallel::DataParallel::for_device(device, cfg.devices))
+        .then(|| {
+            let workers = dpsgd_burn::parallel::DataParallel::for_device(device, cfg.devices)?;
+            if cfg.all_reduce {
+                workers.with_burn_all_reduce()
+            } else {
+                Ok(workers)
+            }
+        })
         .transpose()?;
     let loss_fn = |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());

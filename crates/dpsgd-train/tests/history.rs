@@ -26,6 +26,7 @@ fn config(privacy: Privacy, progress_epsilon: bool) -> TrainConfig {
         hidden: DEFAULT_HIDDEN.to_vec(),
         max_physical_batch_size: None,
         devices: 1,
+        all_reduce: false,
         conv_strategy: ConvStrategy::Auto,
         save_model: None,
         checkpoint_dir: None,

@@ -136,6 +136,11 @@ pub struct TrainOptions {
     /// not depend on N). Workers share the chosen backend's device.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = args::positive_count)]
     pub devices: usize,
+    /// With --devices N: sum the workers' parts with burn's collective
+    /// all-reduce (NCCL between CUDA GPUs; burn 0.22 has it for CUDA only,
+    /// so other backends refuse it) instead of on the first device.
+    #[arg(long)]
+    pub all_reduce: bool,
     /// How DP convolutions get per-example gradients (auto picks unfold
     /// unless the patches are large).
     #[arg(long, value_name = "auto|unfold|materialize", default_value = "auto", value_parser = conv_strategy)]
@@ -806,6 +811,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         hidden,
         max_physical_batch_size: o.max_physical_batch_size,
         devices: o.devices,
+        all_reduce: o.all_reduce,
         conv_strategy: o.conv_strategy,
         save_model: None,
         checkpoint_dir: None,
@@ -917,6 +923,7 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "hidden" => Some("--hidden"),
             "clipping" => Some("--clipping"),
             "max_physical_batch_size" => Some("--max-physical-batch-size"),
+            "all_reduce" => Some("--all-reduce"),
             "devices" => Some("--devices"),
             "checkpoint_dir" => Some("--checkpoint-dir"),
             "features" => Some("--features"),
