@@ -52,10 +52,10 @@ use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
 use burn::module::{Module, ParamId};
 use burn::tensor::DeviceType;
+use burn::tensor::TensorData;
 use burn::tensor::{Device, Tensor};
 use dpsgd_core::{ClippedGradients, Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Devices a DP step's per-example work is spread over (see the module
 /// documentation).
@@ -66,6 +66,9 @@ pub struct DataParallel {
     /// The collective that sums the workers' parts; `None`: the
     /// coordinator's reduce.
     all_reduce: Option<Arc<dyn AllReduce>>,
+    /// Held through a collective step (two interleaved steps would mix
+    /// their sums).
+    collective_lock: Arc<Mutex<()>>,
 }
 
 /// A collective sum across the data-parallel workers: worker `w` calls
@@ -129,6 +132,7 @@ impl DataParallel {
             devices,
             shards,
             all_reduce: None,
+            collective_lock: Arc::default(),
         })
     }
 
@@ -285,12 +289,25 @@ impl DataParallel {
         Ok(total)
     }
 
-    /// [`DataParallel::clipped_gradients`] with a collective: phase 1,
-    /// every worker clips its shards and publishes its sum's layout; a
-    /// barrier; phase 2, only if no worker failed, every worker all-reduces
-    /// its sum flattened in the union layout. A failing (or panicking)
-    /// worker still reaches the barrier, so nobody enters the collective
-    /// and nobody waits on a dead peer.
+    /// [`DataParallel::clipped_gradients`] with a collective.
+    ///
+    /// 1. Every worker's model copy and shards are prepared before any
+    ///    thread starts; a failure there fails the step with no thread
+    ///    started.
+    /// 2. Each worker clips its shards and publishes its sum's layout, then
+    ///    waits at a gate.
+    /// 3. Each worker flattens its sum in the union layout, with its
+    ///    example count appended, and waits at a second gate.
+    /// 4. Only if every worker got that far does any enter the collective;
+    ///    the reduced count must equal the batch size (a mean, a worker
+    ///    counted twice or a wrong group is refused).
+    ///
+    /// Every step before the collective is caught (errors and panics) and
+    /// reported at the gates, and a thread that cannot start aborts them,
+    /// so nobody blocks waiting for a dead peer. A failure inside the
+    /// collective itself cannot be seen by the others (as for any
+    /// collective). Steps through one `DataParallel` are serialised: two
+    /// interleaved collectives would mix their sums.
     fn all_reduced<M, B, F>(
         &self,
         all_reduce: &dyn AllReduce,
@@ -304,18 +321,18 @@ impl DataParallel {
         B: ExampleBatch + Send,
         F: Fn(&M, &B) -> Tensor<1> + Sync,
     {
-        let bounds = self.bounds(batch.num_examples());
+        let _one_step_at_a_time = self
+            .collective_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = batch.num_examples();
+        let bounds = self.bounds(n);
         let workers = self.devices.len();
-        let barrier = Barrier::new(workers);
-        let layouts: Mutex<Vec<Vec<(ParamId, usize)>>> = Mutex::new(vec![Vec::new(); workers]);
-        let failed = AtomicBool::new(false);
-        let results: Vec<Result<ClippedGradients>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .devices
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.devices
                 .iter()
                 .enumerate()
                 .map(|(w, device)| {
-                    let replica = model.clone().fork(device);
                     let shards: Vec<B> = (w..self.shards)
                         .step_by(workers)
                         .filter(|&s| bounds[s].1 > bounds[s].0)
@@ -325,32 +342,109 @@ impl DataParallel {
                                 .to_device(device)
                         })
                         .collect();
-                    let mut engine = engine.clone();
-                    let (barrier, layouts, failed) = (&barrier, &layouts, &failed);
-                    scope.spawn(move || -> Result<ClippedGradients> {
-                        let local = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let mut sum = ClippedGradients::empty(engine.clipping().clone());
-                            for shard in &shards {
-                                sum.accumulate(
-                                    engine.clipped_gradients(&replica, shard, loss_fn)?,
-                                )?;
-                            }
-                            Ok(sum)
-                        }))
-                        .unwrap_or_else(|_| Err(panicked(w)));
-                        match (&local, layouts.lock()) {
-                            (Ok(sum), Ok(mut all)) => all[w] = sum.layout(),
-                            _ => failed.store(true, AtomicOrdering::SeqCst),
-                        }
-                        barrier.wait();
-                        if failed.load(AtomicOrdering::SeqCst) {
-                            return local;
-                        }
-                        let layout = union_layout(layouts)?;
-                        local?.all_reduced(&layout, device, |flat| all_reduce.sum(w, flat))
-                    })
+                    (model.clone().fork(device), shards)
                 })
-                .collect();
+                .collect::<Vec<_>>()
+        }))
+        .map_err(|_| panicked(0))?;
+        let layouts: Mutex<Vec<Vec<(ParamId, usize)>>> = Mutex::new(vec![Vec::new(); workers]);
+        let (clipped, flattened) = (Gate::new(workers), Gate::new(workers));
+        let results: Vec<Result<ClippedGradients>> = std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(workers);
+            for (w, (replica, shards)) in prepared.into_iter().enumerate() {
+                let device = &self.devices[w];
+                let mut engine = engine.clone();
+                let (layouts, clipped, flattened) = (&layouts, &clipped, &flattened);
+                let work = move || -> Result<ClippedGradients> {
+                    let caught = |f: &mut dyn FnMut() -> Result<()>| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                            .unwrap_or_else(|_| Err(panicked(w)))
+                    };
+                    // Phase 1: this worker's clipped sum and its layout.
+                    let mut sum = ClippedGradients::empty(engine.clipping().clone());
+                    let phase1 = caught(&mut || {
+                        for shard in &shards {
+                            sum.accumulate(engine.clipped_gradients(&replica, shard, loss_fn)?)?;
+                        }
+                        let layout = sum.layout();
+                        layouts.lock().map_err(|_| panicked(w))?[w] = layout;
+                        Ok(())
+                    });
+                    if !clipped.pass(phase1.is_ok()) {
+                        return phase1.map(|()| sum.without_sums());
+                    }
+                    // Phase 2: the flat tensor with this worker's example
+                    // count as its last element, built before anyone
+                    // enters the collective.
+                    let mut ready = None;
+                    let phase2 = caught(&mut || {
+                        let layout = union_layout(layouts)?;
+                        let part = std::mem::replace(
+                            &mut sum,
+                            ClippedGradients::empty(engine.clipping().clone()),
+                        );
+                        let count = (part.per_example_norms().len() + part.dropped()) as f32;
+                        let (part, flat) = part.flatten(&layout, device)?;
+                        let count = Tensor::from_data(TensorData::new(vec![count], [1]), device);
+                        let counted = match flat {
+                            Some(flat) => Tensor::cat(vec![flat, count], 0),
+                            None => count,
+                        };
+                        ready = Some((part, counted, layout));
+                        Ok(())
+                    });
+                    if !flattened.pass(phase2.is_ok()) {
+                        return phase2.map(|()| ClippedGradients::empty(engine.clipping().clone()));
+                    }
+                    let Some((part, counted, layout)) = ready else {
+                        return Err(panicked(w));
+                    };
+                    // Phase 3: the collective; the counts must add up to
+                    // the batch.
+                    let reduced = all_reduce.sum(w, counted)?;
+                    let len = reduced.dims()[0];
+                    let counted: Vec<f32> = reduced
+                        .clone()
+                        .narrow(0, len.saturating_sub(1), 1)
+                        .try_into_data()
+                        .map_err(|e| {
+                            Error::invalid(
+                                "all_reduce",
+                                w,
+                                format!("the reduced sum cannot be read: {e:?}"),
+                            )
+                        })?
+                        .iter::<f32>()
+                        .collect();
+                    if counted.first().copied() != Some(n as f32) {
+                        return Err(Error::invalid(
+                            "all_reduce",
+                            format!("{counted:?}"),
+                            format!(
+                                "the collective counted {counted:?} examples for a batch of {n}: it must add each worker's part exactly once"
+                            ),
+                        ));
+                    }
+                    if len == 1 {
+                        return Ok(part);
+                    }
+                    part.unflatten(&layout, reduced.narrow(0, 0, len - 1))
+                };
+                match std::thread::Builder::new().spawn_scoped(scope, work) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        // The started workers must not wait for this one.
+                        clipped.abort();
+                        flattened.abort();
+                        handles.clear();
+                        return vec![Err(Error::invalid(
+                            "worker",
+                            w,
+                            format!("cannot start a data-parallel worker: {e}"),
+                        ))];
+                    }
+                }
+            }
             handles
                 .into_iter()
                 .enumerate()
@@ -361,9 +455,9 @@ impl DataParallel {
         for r in results {
             parts.push(r?);
         }
-        if failed.load(AtomicOrdering::SeqCst) {
-            // Unreachable in practice (a failed worker returned its error
-            // above); never release a partial sum.
+        if !clipped.all_passed() || !flattened.all_passed() {
+            // Every failure is also some worker's error, returned above;
+            // this only guards against releasing a partial sum.
             return Err(Error::invalid(
                 "worker",
                 "?",
@@ -382,11 +476,75 @@ impl DataParallel {
     }
 }
 
+/// A meeting point for the workers before the collective: each reports
+/// whether it is ready; all learn whether everyone is. `abort` releases
+/// the waiting workers when a peer will never arrive.
+#[derive(Debug)]
+struct Gate {
+    workers: usize,
+    state: Mutex<GateState>,
+    arrived: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    arrived: usize,
+    failed: bool,
+}
+
+impl Gate {
+    fn new(workers: usize) -> Self {
+        Self {
+            workers,
+            state: Mutex::new(GateState::default()),
+            arrived: Condvar::new(),
+        }
+    }
+
+    /// Arrives with `ok`; waits for every worker (or an abort); whether
+    /// every worker arrived ok.
+    fn pass(&self, ok: bool) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.arrived += 1;
+        state.failed |= !ok;
+        self.arrived.notify_all();
+        while state.arrived < self.workers && !state.failed {
+            state = self
+                .arrived
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !state.failed
+    }
+
+    /// Releases every waiting worker: the step fails.
+    fn abort(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.failed = true;
+        self.arrived.notify_all();
+    }
+
+    /// Whether every worker arrived, none failed and nothing aborted.
+    fn all_passed(&self) -> bool {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.arrived == self.workers && !state.failed
+    }
+}
+
 fn panicked(worker: usize) -> Error {
     Error::invalid(
         "worker",
         worker,
-        "a data-parallel worker panicked; the step was not taken",
+        "a data-parallel worker failed or panicked; the step was not taken",
     )
 }
 
@@ -399,20 +557,21 @@ fn union_layout(layouts: &Mutex<Vec<Vec<(ParamId, usize)>>>) -> Result<Vec<(Para
     let all = layouts
         .lock()
         .map_err(|_| Error::invalid("worker", "?", "a data-parallel worker panicked"))?;
-    let mut union: Vec<(ParamId, usize)> = Vec::new();
+    let mut union: std::collections::BTreeMap<u64, (ParamId, usize)> = Default::default();
     for &(id, numel) in all.iter().flatten() {
-        match union.iter().find(|(other, _)| *other == id) {
-            Some((_, n)) if *n != numel => {
+        match union.get(&id.val()) {
+            Some(&(_, n)) if n != numel => {
                 return Err(Error::Shape(format!(
                     "workers disagree on parameter {id}: {n} vs {numel} elements"
                 )));
             }
             Some(_) => {}
-            None => union.push((id, numel)),
+            None => {
+                union.insert(id.val(), (id, numel));
+            }
         }
     }
-    union.sort_by_key(|(id, _)| id.val());
-    Ok(union)
+    Ok(union.into_values().collect())
 }
 
 /// Whether every device is a CUDA device burn lists on this machine.

@@ -297,6 +297,7 @@ impl dpsgd_burn::parallel::AllReduce for HostAllReduce {
         self.barrier.wait();
         let mut sum = vec![0.0f32; n];
         for slot in self.slots.lock().unwrap().iter() {
+            assert_eq!(slot.len(), n, "the workers' flat tensors differ in length");
             for (s, v) in sum.iter_mut().zip(slot) {
                 *s += v;
             }
@@ -307,33 +308,83 @@ impl dpsgd_burn::parallel::AllReduce for HostAllReduce {
     }
 }
 
-fn train_all_reduced(workers: usize, device: &Device) -> (Vec<f32>, f64) {
+/// [`train_with`] through the host all-reduce; every step's statistics
+/// cover the whole batch (every worker's norms, not only the
+/// coordinator's).
+fn train_all_reduced(workers: usize, physical: Option<usize>, device: &Device) -> (Vec<f32>, f64) {
     let mut model = seeded_net(device);
     let n = 64;
     let all = data(n, device);
     let parallel = DataParallel::new(vec![device.clone(); workers], 4)
         .unwrap()
         .with_all_reduce(HostAllReduce::new(workers));
-    let mut pe = engine(n, 16);
+    let mut pe = engine_with(n, 16, physical);
     for _ in 0..5 {
-        let b = pick(&all, &pe.sample_batch());
+        let indices = pe.sample_batch();
+        let b = pick(&all, &indices);
         model = pe
             .step_data_parallel(0.1, model, &b, |m: &Net, b| m.losses(b), &parallel)
             .map_err(|r| r.error)
             .unwrap();
+        let stats = pe.last_step().unwrap();
+        assert_eq!(stats.per_example_norms.len(), indices.len());
+        assert_eq!(stats.batch_size, indices.len());
     }
     (values(&model), pe.epsilon().unwrap())
 }
 
+/// Sums every worker's tensor, then divides by the number of workers: a
+/// mean, which would noise the average at the sum's sensitivity.
+#[derive(Debug)]
+struct MeanAllReduce(std::sync::Arc<HostAllReduce>, usize);
+
+impl dpsgd_burn::parallel::AllReduce for MeanAllReduce {
+    fn sum(&self, worker: usize, tensor: Tensor<1>) -> dpsgd_core::Result<Tensor<1>> {
+        Ok(self.0.sum(worker, tensor)? / self.1 as f32)
+    }
+}
+
+/// A collective that does not add each part exactly once is caught by the
+/// example count carried through it: the step is refused, unaccounted.
+#[test]
+fn should_refuse_a_collective_that_does_not_sum() {
+    let device = devices()[0].1.clone();
+    let model = seeded_net(&device);
+    let before = values(&model);
+    let parallel = DataParallel::new(vec![device.clone(); 2], 2)
+        .unwrap()
+        .with_all_reduce(std::sync::Arc::new(MeanAllReduce(HostAllReduce::new(2), 2)));
+    let mut pe = engine(64, 16);
+    let b = data(16, &device);
+    let _ = pe.sample_batch();
+    let rejected = pe
+        .step_data_parallel(0.1, model, &b, |m: &Net, b| m.losses(b), &parallel)
+        .unwrap_err();
+    assert!(
+        rejected.error.to_string().contains("counted"),
+        "{}",
+        rejected.error
+    );
+    assert_eq!(values(&rejected.model), before);
+    assert_eq!(pe.steps(), 0);
+}
+
 /// The collective path: the workers' sums all-reduced instead of moved to
 /// the coordinator give the coordinator's parameters up to the order of
-/// the float additions, with one noise draw and one accounting step.
+/// the float additions, with one noise draw and one accounting step, with
+/// and without virtual batches.
 #[test]
 fn should_give_the_coordinators_parameters_through_an_all_reduce() {
     for (backend, device) in devices() {
         let (reference, eps) = train(2, &device);
-        for workers in [1, 2, 4] {
-            let (reduced, eps_reduced) = train_all_reduced(workers, &device);
+        let (chunked, _) = train_with(2, Some(5), &device);
+        for (workers, physical) in [(1, None), (2, None), (4, None), (2, Some(5)), (4, Some(5))] {
+            let (reduced, eps_reduced) = train_all_reduced(workers, physical, &device);
+            let reference = if physical.is_some() {
+                &chunked
+            } else {
+                &reference
+            };
             assert_eq!(eps, eps_reduced, "{backend}, {workers} workers");
             let gap = reference
                 .iter()

@@ -204,32 +204,26 @@ impl ClippedGradients {
         layout
     }
 
-    /// Replaces this worker's sums by their all-reduction across workers:
-    /// the sums are flattened into one tensor in `layout`'s order (a
-    /// parameter this worker did not touch counts as zero), handed to
-    /// `all_reduce`, and the result is split back: this part, with the
-    /// reduced sums in place of its own (its norms, dropped count and loss
-    /// sum are still this worker's; see [`ClippedGradients::without_sums`]
-    /// for the other workers' parts).
+    /// This worker's sums flattened in `layout`'s order for a collective
+    /// reduction (a parameter it did not touch counts as zero): the part
+    /// without its sums, and the flat tensor (`None` for an empty layout).
     ///
-    /// `all_reduce` must return the element-wise sum of every worker's
-    /// flattened tensor, each worker's sums clipped under the same policy
-    /// for parts of one logical batch: the result is then exactly the sum
-    /// [`ClippedGradients::accumulate`] would give, with the same
-    /// sensitivity.
+    /// A protocol step of data-parallel training
+    /// (`dpsgd_burn::parallel`): the reduced tensor goes back in with
+    /// [`ClippedGradients::unflatten`], and is then noised at this part's
+    /// clipping policy — the collective must return exactly the sum of the
+    /// workers' flat tensors, each clipped under that policy for parts of
+    /// one logical batch.
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] when this worker holds a parameter missing from
-    /// `layout` or of another size (workers disagree on the layout), or the
-    /// reduced tensor has the wrong length; `all_reduce`'s error.
-    pub fn all_reduced(
+    /// [`Error::Shape`] when this part holds a parameter missing from
+    /// `layout` or of another size (the workers disagree on the layout).
+    pub fn flatten(
         mut self,
         layout: &[(ParamId, usize)],
         device: &burn::tensor::Device,
-        all_reduce: impl FnOnce(Tensor<1>) -> Result<Tensor<1>>,
-    ) -> Result<Self> {
-        let total: usize = layout.iter().map(|(_, n)| n).sum();
+    ) -> Result<(Self, Option<Tensor<1>>)> {
         let mut parts = Vec::with_capacity(layout.len());
         for (id, numel) in layout {
             let part = match self.sums.remove(id) {
@@ -249,20 +243,29 @@ impl ClippedGradients {
                 "parameter {id} is missing from the all-reduce layout"
             )));
         }
-        if parts.is_empty() {
-            return Ok(self);
-        }
-        let reduced = all_reduce(Tensor::cat(parts, 0))?;
-        if reduced.dims()[0] != total {
+        let flat = (!parts.is_empty()).then(|| Tensor::cat(parts, 0));
+        Ok((self, flat))
+    }
+
+    /// The inverse of [`ClippedGradients::flatten`]: this part (without
+    /// sums) with `flat`, cut in `layout`'s order, as its sums.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] when this part already holds sums, or `flat` does
+    /// not have the layout's length.
+    pub fn unflatten(mut self, layout: &[(ParamId, usize)], flat: Tensor<1>) -> Result<Self> {
+        let total: usize = layout.iter().map(|(_, n)| n).sum();
+        if !self.sums.is_empty() || flat.dims()[0] != total {
             return Err(Error::Shape(format!(
-                "the all-reduce returned {} elements for {total}",
-                reduced.dims()[0]
+                "cannot unflatten {} elements into a layout of {total} (and {} sums already here)",
+                flat.dims()[0],
+                self.sums.len()
             )));
         }
         let mut start = 0;
         for (id, numel) in layout {
-            self.sums
-                .insert(*id, reduced.clone().narrow(0, start, *numel));
+            self.sums.insert(*id, flat.clone().narrow(0, start, *numel));
             start += numel;
         }
         Ok(self)
