@@ -494,10 +494,17 @@ impl PrivacyEngine {
                 model,
             });
         }
-        self.step_with(lr, model, batch, |engine, m, b| {
+        let stepped = self.step_with(lr, model, batch, |engine, m, b| {
             crate::validate::validate_model(m)?;
             parallel.clipped_gradients(engine, m, b, &loss_fn)
-        })
+        })?;
+        // The workers ran on copies of the engine: what they learnt about
+        // the fast path is kept here, so the next step's copies skip it.
+        if let Some(GradientMethod::Fallback { reason }) = self.last_step().map(|s| &s.method) {
+            let reason = reason.clone();
+            self.engine.remember_fallback(&reason);
+        }
+        Ok(stepped)
     }
 
     /// The body of a step, with `clip` computing a chunk's clipped sum.
@@ -636,6 +643,12 @@ impl PrivacyEngine {
     /// The sampler (q and N).
     pub fn sampler(&self) -> &PoissonSampler {
         &self.sampler
+    }
+
+    /// Why the per-example gradients take the slow fallback, once a step
+    /// has found out (`None` while the fast path serves every parameter).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.engine.fallback_reason()
     }
 
     /// Warnings raised by validation (such as an allowed δ ≥ 1/N), for the

@@ -487,3 +487,35 @@ fn should_refuse_burns_all_reduce_off_cuda() {
         assert!(err.to_string().contains("CUDA"), "{backend}: {err}");
     }
 }
+
+/// A model the fast path cannot serve (a plain burn layer): the workers
+/// find out on their copies of the engine, and the engine keeps the
+/// reason, so later steps go straight to the fallback.
+#[test]
+fn should_keep_what_the_workers_learnt_about_the_fast_path() {
+    #[derive(Module, Debug)]
+    struct Mixed {
+        dp: DpLinear,
+        plain: burn::nn::Linear,
+    }
+    let device = devices()[0].1.clone();
+    let mut model = Mixed {
+        dp: DpLinearConfig::new(6, 4).init(&device),
+        plain: burn::nn::LinearConfig::new(4, 3).init(&device),
+    };
+    let parallel = DataParallel::new(vec![device.clone(); 2], 2).unwrap();
+    let mut pe = engine(64, 16);
+    let loss = |m: &Mixed, b: &(Tensor<2>, Tensor<1, Int>)| {
+        cross_entropy_per_example(m.plain.forward(m.dp.forward(b.0.clone())), b.1.clone())
+    };
+    assert_eq!(pe.fallback_reason(), None);
+    for _ in 0..2 {
+        let _ = pe.sample_batch();
+        model = pe
+            .step_data_parallel(0.1, model, &data(16, &device), loss, &parallel)
+            .map_err(|r| r.error)
+            .unwrap();
+        let reason = pe.fallback_reason().expect("the reason is kept");
+        assert!(reason.contains("plain.weight"), "{reason}");
+    }
+}

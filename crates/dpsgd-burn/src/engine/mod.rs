@@ -104,6 +104,16 @@ impl GradientEngine {
         self.fallback_reason.as_deref()
     }
 
+    /// Remembers why the fast path failed on a copy of this engine (a
+    /// data-parallel worker's), so that later steps go straight to the
+    /// fallback instead of trying again. Does nothing in
+    /// [`EngineMode::FallbackOnly`] or when a reason is already known.
+    pub(crate) fn remember_fallback(&mut self, reason: &str) {
+        if self.mode == EngineMode::Auto && self.fallback_reason.is_none() {
+            self.fallback_reason = Some(reason.to_owned());
+        }
+    }
+
     /// The clipped gradient sum of `batch` under `loss_fn`, which must
     /// return one loss per example (`[batch]`, not reduced). The result
     /// carries this engine's clipping policy.
