@@ -145,6 +145,12 @@ fn should_report_no_guarantee_and_recommend_dp_for_a_leaky_model() {
         html.contains(&format!("{:.2}%", 100.0 * acc)),
         "train accuracy"
     );
+    // The digits' preparation is public (the report's `preprocessing`).
+    assert_eq!(json["preprocessing"]["public"], true);
+    assert!(
+        html.contains("public information only, so it is covered"),
+        "preprocessing in words"
+    );
     // The finding's rule, on a hand-made audit: a non-private model with a
     // loss AUC of 0.62 gets the DP recommendation.
     let audit = serde_json::json!({

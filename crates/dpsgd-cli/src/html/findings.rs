@@ -170,6 +170,15 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
             evidence: "sweep",
         });
     }
+    if let Some(p) = inputs.preprocessing()
+        && p.get("public").and_then(Value::as_bool) == Some(false)
+    {
+        out.push(Finding {
+            level: "warn",
+            text: "The data preparation was derived from the private data (see the guarantee): what it reveals is not covered by ε. Use public information (published ranges, a fixed vocabulary) instead.".into(),
+            evidence: "guarantee",
+        });
+    }
     if let Some(t) = training {
         if let (Some(delta), Some(n)) = (num(t, "delta"), num(t, "dataset_size"))
             && epsilon.is_some()
@@ -425,6 +434,29 @@ mod tests {
         let found = levels(&with_audit(a));
         assert!(
             found.iter().any(|f| f.1.contains("close to 1/N")),
+            "{found:?}"
+        );
+    }
+
+    /// Preparation derived from the private data is a warning; public
+    /// preparation is not.
+    #[test]
+    fn private_preprocessing_is_warned() {
+        let mut a = audit(Some(1.0), None, 0.5, (0.5, 0.001));
+        a["preprocessing"] = json!({"public": false, "scaling": "min-max of the training set"});
+        let found = levels(&with_audit(a.clone()));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == "warn" && f.1.contains("derived from the private data")),
+            "{found:?}"
+        );
+        a["preprocessing"] = json!({"public": true});
+        let found = levels(&with_audit(a));
+        assert!(
+            found
+                .iter()
+                .all(|f| !f.1.contains("derived from the private data")),
             "{found:?}"
         );
     }

@@ -73,6 +73,16 @@ impl Inputs {
             .or_else(|| self.audit.as_ref().and_then(|a| a.get("target")))
     }
 
+    /// How the data were prepared: a train report records it; an audit or
+    /// a sweep records it beside its runs.
+    fn preprocessing(&self) -> Option<&Value> {
+        self.training()
+            .and_then(|t| t.get("preprocessing"))
+            .or_else(|| self.audit.as_ref()?.get("preprocessing"))
+            .or_else(|| self.sweep.as_ref()?.get("preprocessing"))
+            .filter(|p| !p.is_null())
+    }
+
     /// Whether anything is there to report.
     pub fn is_empty(&self) -> bool {
         self.train.is_none()
@@ -181,7 +191,7 @@ pub fn render(inputs: &Inputs) -> String {
         );
     }
     if let Some(t) = training {
-        body.push_str(&guarantee_section(t));
+        body.push_str(&guarantee_section(t, inputs.preprocessing()));
         body.push_str(&budget_section(t));
     }
     if let Some(s) = &inputs.sweep {

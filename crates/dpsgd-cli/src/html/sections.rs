@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
 
-pub(super) fn guarantee_section(t: &Value) -> String {
+pub(super) fn guarantee_section(t: &Value, preprocessing: Option<&Value>) -> String {
     let mut s = String::from("<h2 id=\"guarantee\">The guarantee</h2>");
     match num(t, "epsilon") {
         Some(eps) => {
@@ -55,14 +55,10 @@ pub(super) fn guarantee_section(t: &Value) -> String {
         }
     }
     s.push_str("<p><b>What the guarantee does not cover</b>:</p><ul>");
-    let preprocessing = t
-        .get("preprocessing")
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "not recorded in this report".into());
     let _ = write!(
         s,
-        "<li>data preparation before training (scaling, vocabulary, feature ranges) unless it used public information only — here: <code>{}</code>;</li><li>figures computed on the private data outside the mechanism: training accuracy ({}), final loss and the loss-threshold attack of the training report are exact statistics, not protected by ε;</li><li>the test set, hyper-parameter choices and repeated runs on the same data (each run spends its own ε);</li><li>{}</li></ul>",
-        esc(&preprocessing),
+        "<li>data preparation before training (scaling, vocabulary, feature ranges) unless it used public information only — here: {};</li><li>figures computed on the private data outside the mechanism: training accuracy ({}), final loss and the loss-threshold attack of the training report are exact statistics, not protected by ε;</li><li>the test set, hyper-parameter choices and repeated runs on the same data (each run spends its own ε);</li><li>{}</li></ul>",
+        preprocessing_text(preprocessing),
         opt(
             t.get("not_covered_by_epsilon")
                 .and_then(|n| num(n, "train_accuracy")),
@@ -75,6 +71,33 @@ pub(super) fn guarantee_section(t: &Value) -> String {
         }
     );
     s
+}
+
+/// The report's `preprocessing` in words: whether it used public
+/// information only, and what it did.
+fn preprocessing_text(preprocessing: Option<&Value>) -> String {
+    let Some(p) = preprocessing.and_then(Value::as_object) else {
+        return "not recorded in these reports".into();
+    };
+    let details: Vec<String> = p
+        .iter()
+        .filter(|(k, _)| k.as_str() != "public")
+        .map(|(k, v)| {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            format!("{} {}", k.replace('_', " "), esc(&v))
+        })
+        .collect();
+    match p.get("public").and_then(Value::as_bool) {
+        Some(true) => format!(
+            "public information only, so it is covered ({})",
+            details.join("; ")
+        ),
+        Some(false) => format!(
+            "<b>derived from the private data, so not covered by ε</b> ({})",
+            details.join("; ")
+        ),
+        None => details.join("; "),
+    }
 }
 
 pub(super) fn budget_section(t: &Value) -> String {
