@@ -159,18 +159,18 @@ fn should_give_the_same_parameters_with_virtual_batches() {
     }
 }
 
-/// With zero gradients the update is the noise alone: its standard
-/// deviation over 40 000 coordinates is σC/(qN) for one draw; W draws of
-/// full variance would give √W times that.
-#[test]
-fn should_add_the_noise_once() {
-    let device = devices()[0].1.clone();
+/// The standard deviation of one DP step's update over a 200×200 layer
+/// when every gradient is zero (the update is then the noise alone), for a
+/// batch of `rows` examples out of 64 with expected batch 16.
+fn update_std_with_zero_gradients(parallel: &DataParallel, rows: usize) -> f64 {
+    let device = parallel.devices()[0].clone();
     let layer = DpLinearConfig::new(200, 200).init(&device);
     let before = values(&layer);
-    let n = 64;
-    let mut pe = engine(n, 16);
-    let parallel = DataParallel::new(vec![device.clone(); 4], 4).unwrap();
-    let x = Tensor::<2>::from_data(TensorData::new(vec![0.3f32; 16 * 200], [16, 200]), &device);
+    let mut pe = engine(64, 16);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(vec![0.3f32; rows * 200], [rows, 200]),
+        &device,
+    );
     // A loss with zero gradient: each example's loss times zero.
     let zero = |m: &DpLinear, x: &Tensor<2>| {
         let rows = x.dims()[0];
@@ -178,7 +178,7 @@ fn should_add_the_noise_once() {
     };
     let _ = pe.sample_batch();
     let after = pe
-        .step_data_parallel(1.0, layer, &x, zero, &parallel)
+        .step_data_parallel(1.0, layer, &x, zero, parallel)
         .map_err(|r| r.error)
         .unwrap();
     let delta: Vec<f64> = values(&after)
@@ -187,10 +187,25 @@ fn should_add_the_noise_once() {
         .map(|(a, b)| f64::from(a - b))
         .collect();
     let mean = delta.iter().sum::<f64>() / delta.len() as f64;
-    let std = (delta.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delta.len() as f64).sqrt();
-    // σ = 1, C = 0.5, qN = 16: std 1/32. Standard error ≈ 0.4%; 3% tolerance.
-    let want = 1.0 * 0.5 / 16.0;
-    assert!((std / want - 1.0).abs() < 0.03, "std {std} vs {want}");
+    (delta.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delta.len() as f64).sqrt()
+}
+
+/// σ = 1, C = 0.5, qN = 16: one noise draw gives an update of standard
+/// deviation σC/(qN) = 1/32 (W draws of full variance would give √W
+/// times that). Standard error over 40 000 coordinates ≈ 0.4%; 3%
+/// tolerance.
+const ONE_DRAW_STD: f64 = 1.0 * 0.5 / 16.0;
+
+/// With zero gradients the update is the noise alone: drawn once.
+#[test]
+fn should_add_the_noise_once() {
+    let device = devices()[0].1.clone();
+    let parallel = DataParallel::new(vec![device; 4], 4).unwrap();
+    let std = update_std_with_zero_gradients(&parallel, 16);
+    assert!(
+        (std / ONE_DRAW_STD - 1.0).abs() < 0.03,
+        "std {std} vs {ONE_DRAW_STD}"
+    );
 }
 
 #[test]
@@ -396,38 +411,20 @@ fn should_give_the_coordinators_parameters_through_an_all_reduce() {
     }
 }
 
-/// Through the all-reduce too, the noise is drawn once (σC/(qN) to 3%),
-/// and a batch smaller than the shards leaves some workers without
-/// examples: they still take part in the collective with zeros.
+/// Through the all-reduce too, the noise is drawn once, and a batch
+/// smaller than the shards (two examples for four workers) leaves some
+/// workers without examples: they still take part with zeros.
 #[test]
 fn should_add_the_noise_once_through_an_all_reduce() {
     let device = devices()[0].1.clone();
-    let layer = DpLinearConfig::new(200, 200).init(&device);
-    let before = values(&layer);
-    let mut pe = engine(64, 16);
-    let parallel = DataParallel::new(vec![device.clone(); 4], 4)
+    let parallel = DataParallel::new(vec![device; 4], 4)
         .unwrap()
         .with_all_reduce(HostAllReduce::new(4));
-    // Two examples for four workers.
-    let x = Tensor::<2>::from_data(TensorData::new(vec![0.3f32; 2 * 200], [2, 200]), &device);
-    let zero = |m: &DpLinear, x: &Tensor<2>| {
-        let rows = x.dims()[0];
-        m.forward(x.clone()).sum_dim(1).reshape([rows]) * 0.0
-    };
-    let _ = pe.sample_batch();
-    let after = pe
-        .step_data_parallel(1.0, layer, &x, zero, &parallel)
-        .map_err(|r| r.error)
-        .unwrap();
-    let delta: Vec<f64> = values(&after)
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| f64::from(a - b))
-        .collect();
-    let mean = delta.iter().sum::<f64>() / delta.len() as f64;
-    let std = (delta.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delta.len() as f64).sqrt();
-    let want = 1.0 * 0.5 / 16.0;
-    assert!((std / want - 1.0).abs() < 0.03, "std {std} vs {want}");
+    let std = update_std_with_zero_gradients(&parallel, 2);
+    assert!(
+        (std / ONE_DRAW_STD - 1.0).abs() < 0.03,
+        "std {std} vs {ONE_DRAW_STD}"
+    );
 }
 
 /// A worker that fails before the collective keeps every worker out of
