@@ -462,7 +462,8 @@ pub fn audit(
     };
     // Every black-box query of the target goes through the hardened model:
     // one client per attack, counted, and refused past the budget.
-    let mut gate = Hardened::new(TargetQueries { model: &model }, release).map_err(audit_error)?;
+    let mut gate = Hardened::new(TargetQueries::new(&model, population.features()), release)
+        .map_err(audit_error)?;
     if let Some(budget) = audit.query_budget {
         gate = gate.with_budget(budget);
     }
@@ -920,17 +921,26 @@ fn feature_spread(data: &Dataset) -> f64 {
     ranges[ranges.len() / 2]
 }
 
-/// The target model as a label-only oracle.
+/// The target model as a black-box oracle (the hardened model's inner
+/// model). Every attack queries the whole population once: those answers
+/// are computed once and served again from memory (the queries are still
+/// counted, per client, by the hardened model around this one).
 struct TargetQueries<'a> {
     model: &'a TrainedModel,
+    population: &'a [f32],
+    population_answers: Option<Vec<Vec<f64>>>,
 }
 
-impl ProbabilityOracle for TargetQueries<'_> {
-    fn classes(&self) -> usize {
-        self.model.classes()
+impl<'a> TargetQueries<'a> {
+    fn new(model: &'a TrainedModel, population: &'a [f32]) -> Self {
+        Self {
+            model,
+            population,
+            population_answers: None,
+        }
     }
 
-    fn probabilities(&mut self, inputs: &[f32], _dim: usize) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
+    fn answer(&self, inputs: &[f32]) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
         let logits =
             self.model
                 .logits_of_inputs(inputs)
@@ -941,6 +951,28 @@ impl ProbabilityOracle for TargetQueries<'_> {
             .chunks(self.model.classes().max(1))
             .map(softmax)
             .collect())
+    }
+}
+
+impl ProbabilityOracle for TargetQueries<'_> {
+    fn classes(&self) -> usize {
+        self.model.classes()
+    }
+
+    fn probabilities(&mut self, inputs: &[f32], _dim: usize) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
+        // The population is borrowed for the oracle's life, so the same
+        // address and length mean the same records.
+        let is_population =
+            inputs.len() == self.population.len() && inputs.as_ptr() == self.population.as_ptr();
+        if !is_population {
+            return self.answer(inputs);
+        }
+        if let Some(answers) = &self.population_answers {
+            return Ok(answers.clone());
+        }
+        let answers = self.answer(inputs)?;
+        self.population_answers = Some(answers.clone());
+        Ok(answers)
     }
 }
 
@@ -1390,6 +1422,40 @@ fn plant_canaries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The population's answers are computed once and served again
+    /// unchanged; any other inputs (even a copy of the population, or
+    /// inputs of the same length) are computed afresh.
+    #[test]
+    fn should_serve_the_populations_answers_from_memory() {
+        let (mut train, mut test) = dpsgd_data::digits().split(0.5, 0).unwrap();
+        train.apply(&dpsgd_data::Scaling::Divide(16.0));
+        test.apply(&dpsgd_data::Scaling::Divide(16.0));
+        let cfg = TrainConfig {
+            epochs: 1,
+            privacy: crate::Privacy::NonPrivate,
+            seed: Some(1),
+            ..TrainConfig::default()
+        };
+        let device = burn::tensor::Device::flex();
+        let (_, model) = crate::run::train_model(&cfg, &train, &test, &device, |_| {}).unwrap();
+        let population = test.features();
+        let mut oracle = TargetQueries::new(&model, population);
+        let first = oracle.probabilities(population, model.input_len()).unwrap();
+        assert!(oracle.population_answers.is_some());
+        let again = oracle.probabilities(population, model.input_len()).unwrap();
+        assert_eq!(first, again);
+        let copy = population.to_vec();
+        assert_eq!(
+            oracle.probabilities(&copy, model.input_len()).unwrap(),
+            first
+        );
+        let other: Vec<f32> = population.iter().map(|x| 1.0 - x).collect();
+        assert_ne!(
+            oracle.probabilities(&other, model.input_len()).unwrap(),
+            first
+        );
+    }
 
     #[test]
     fn should_refute_a_claim_only_when_a_bound_exceeds_it() {
