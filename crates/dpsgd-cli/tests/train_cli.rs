@@ -600,6 +600,7 @@ fn should_train_with_mist_and_report_its_settings() {
     let dir = temp_dir("mist");
     let data = format!("csv:{}", tiny_csv(&dir).display());
     let report = dir.join("report.json");
+    let page = dir.join("report.html");
     ok(&dpsgd(&[
         "train",
         "--dataset",
@@ -618,14 +619,39 @@ fn should_train_with_mist_and_report_its_settings() {
         "--quiet",
         "--report",
         report.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
     ]));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // The page lists the sub-models with their own ε.
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Trained with MIST"), "{html}");
     let mist = &v["defences"]["mist"];
     assert_eq!(mist["submodels"], 2, "{v}");
     assert_eq!(mist["weight"], 0.5, "{v}");
     assert_eq!(mist["local_epochs"], 1, "{v}");
     assert!(v["epsilon"].as_f64().is_some_and(|e| e > 0.0), "{v}");
+    // Each sub-model's own figures; the run's ε is the largest of theirs,
+    // and the top-level accounting fields are that sub-model's.
+    let subs = v["mist"].as_array().expect("the sub-models");
+    assert_eq!(subs.len(), 2, "{v}");
+    let worst = subs
+        .iter()
+        .max_by(|a, b| {
+            a["epsilon"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["epsilon"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(worst["epsilon"], v["epsilon"], "{v}");
+    assert_eq!(worst["records"], v["dataset_size"], "{v}");
+    assert_eq!(worst["sample_rate"], v["sample_rate"], "{v}");
+    assert!(
+        subs.iter().all(|s| s["records"].as_u64().unwrap() > 0),
+        "{v}"
+    );
     assert!(
         v["warnings"].to_string().contains("MIST"),
         "the per-sub-model accounting is stated: {v}"

@@ -61,7 +61,7 @@ use crate::config::{MistSettings, Progress, TrainConfig};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
-use crate::report::{EarlyStopReport, EpochRecord, TrainReport};
+use crate::report::{EarlyStopReport, EpochRecord, MistSubModel, TrainReport};
 use crate::run::{
     Extra, Finished, add_engine_warnings, check_plan, conclude, dp_config, finish, inner_optimizer,
     last_step_loss, relax_loss, start_engine, training_losses,
@@ -415,6 +415,7 @@ pub(crate) fn run<M: Classifier + 'static>(
         || (history.len() * epochs_per_round) as u64 * trainers[0].sampler.steps_per_epoch(),
         PrivacyEngine::steps,
     );
+    let history_len = history.len();
     let report = finish(
         cfg,
         train,
@@ -439,6 +440,24 @@ pub(crate) fn run<M: Classifier + 'static>(
             },
         },
     )?;
+    let mut report = report;
+    report.mist = Some(
+        trainers
+            .iter()
+            .map(|t| {
+                Ok(MistSubModel {
+                    records: t.data.len(),
+                    sample_rate: t.sampler.sample_rate(),
+                    steps: t.engine.as_ref().map_or_else(
+                        || (history_len * epochs_per_round) as u64 * t.sampler.steps_per_epoch(),
+                        PrivacyEngine::steps,
+                    ),
+                    epsilon: t.engine.as_ref().map(PrivacyEngine::epsilon).transpose()?,
+                    dropped_examples: t.engine.as_ref().map_or(0, PrivacyEngine::dropped_examples),
+                })
+            })
+            .collect::<Result<_, TrainError>>()?,
+    );
     conclude(report, last_good, diverged)
 }
 

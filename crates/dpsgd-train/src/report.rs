@@ -78,6 +78,12 @@ pub struct TrainReport {
     pub defences: crate::config::Defences,
     /// Early stopping's outcome, when on.
     pub early_stopping: Option<EarlyStopReport>,
+    /// MIST's sub-models, each on its own part of the data with its own
+    /// privacy engine. The report's ε is the largest of theirs, and its
+    /// accounting fields (dataset size, sampling rate, steps, σ) are that
+    /// sub-model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mist: Option<Vec<MistSubModel>>,
     /// `completed`, or `diverged` for the partial report of a run stopped
     /// by [`crate::TrainError::Diverged`] (its model is the last good one:
     /// the end of the last completed epoch).
@@ -88,6 +94,22 @@ pub struct TrainReport {
     /// Exact statistics of the private training data, released next to ε
     /// but **not covered by it**.
     pub not_covered_by_epsilon: NotCovered,
+}
+
+/// One MIST sub-model: its part of the data and, under DP, its own
+/// accountant's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MistSubModel {
+    /// Records in its part (data-dependent: not covered by ε).
+    pub records: usize,
+    /// Its Poisson sampling rate.
+    pub sample_rate: f64,
+    /// Its steps.
+    pub steps: u64,
+    /// Its ε (`None` without DP).
+    pub epsilon: Option<f64>,
+    /// Examples of its batches dropped for a non-finite loss or gradient.
+    pub dropped_examples: u64,
 }
 
 /// What early stopping did.

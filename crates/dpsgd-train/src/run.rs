@@ -1143,6 +1143,7 @@ pub(crate) fn finish<M: Classifier>(
             .map_or(cfg.epochs, |e| e.stopped_at_epoch),
         defences: cfg.defences.clone(),
         early_stopping,
+        mist: None,
         wall_seconds,
         eval_seconds,
         test_size: test.len(),

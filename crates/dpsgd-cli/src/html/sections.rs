@@ -49,6 +49,18 @@ pub(super) fn guarantee_section(t: &Value, preprocessing: Option<&Value>) -> Str
                 s.push_str(&row(&[k.to_owned(), v]));
             }
             s.push_str("</table>");
+            if let Some(subs) = t.get("mist").and_then(Value::as_array) {
+                s.push_str("<p>Trained with MIST: each record trained one sub-model, each with its own accountant; the guarantee above is the largest of theirs (a record's privacy loss is its own sub-model's).</p><table><tr><th>sub-model</th><th>records</th><th>ε</th><th>steps</th></tr>");
+                for (i, sub) in subs.iter().enumerate() {
+                    s.push_str(&row(&[
+                        (i + 1).to_string(),
+                        opt(num(sub, "records"), |x| format!("{x:.0}")),
+                        opt(num(sub, "epsilon"), |e| format!("{e:.3}")),
+                        opt(num(sub, "steps"), |x| format!("{x:.0}")),
+                    ]));
+                }
+                s.push_str("</table>");
+            }
         }
         None => {
             s.push_str("<p><b>No guarantee.</b> This model was trained without differential privacy: nothing bounds what it reveals about individual training records. The measured leakage below is all there is to go on.</p>");
