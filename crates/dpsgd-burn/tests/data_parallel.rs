@@ -208,38 +208,55 @@ fn should_add_the_noise_once() {
     );
 }
 
+/// One step in which the second shard's worker panics (the loss function
+/// fails there), on a thread, waited for at most 60 s (its normal run
+/// takes 0.1 s): the error, whether the model came back untouched, and
+/// the steps accounted.
+fn step_with_a_failing_worker(
+    parallel: impl FnOnce(&Device) -> DataParallel + Send + 'static,
+) -> (String, bool, u64) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let device = devices()[0].1.clone();
+        let model = Net {
+            fc1: DpLinearConfig::new(6, 8).init(&device),
+            fc2: DpLinearConfig::new(8, 3).init(&device),
+        };
+        let before = values(&model);
+        let parallel = parallel(&device);
+        let mut pe = engine(64, 16);
+        let b = data(16, &device);
+        let failing = |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
+            let first: Vec<f32> =
+                b.0.clone()
+                    .narrow(0, 0, 1)
+                    .into_data()
+                    .iter::<f32>()
+                    .collect();
+            assert!(first[0] != ((8 * 6) as f32 * 0.47).sin(), "worker failure");
+            m.losses(b)
+        };
+        let rejected = pe
+            .step_data_parallel(0.1, model, &b, failing, &parallel)
+            .unwrap_err();
+        let _ = tx.send((
+            rejected.error.to_string(),
+            values(&rejected.model) == before,
+            pe.steps(),
+        ));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the step hung")
+}
+
 #[test]
 fn should_fail_every_worker_without_a_hang() {
+    let (error, untouched, steps) =
+        step_with_a_failing_worker(|device| DataParallel::new(vec![device.clone(); 2], 2).unwrap());
+    assert!(error.contains("worker"), "{error}");
+    assert!(untouched, "the model is untouched");
+    assert_eq!(steps, 0, "no step was accounted");
     let device = devices()[0].1.clone();
-    let model = Net {
-        fc1: DpLinearConfig::new(6, 8).init(&device),
-        fc2: DpLinearConfig::new(8, 3).init(&device),
-    };
-    let parallel = DataParallel::new(vec![device.clone(); 2], 2).unwrap();
-    let mut pe = engine(64, 16);
-    let b = data(16, &device);
-    let before = values(&model);
-    // The second shard's worker panics (the loss function fails there).
-    let failing = |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
-        let first: Vec<f32> =
-            b.0.clone()
-                .narrow(0, 0, 1)
-                .into_data()
-                .iter::<f32>()
-                .collect();
-        assert!(first[0] != ((8 * 6) as f32 * 0.47).sin(), "worker failure");
-        m.losses(b)
-    };
-    let rejected = pe
-        .step_data_parallel(0.1, model, &b, failing, &parallel)
-        .unwrap_err();
-    assert!(
-        rejected.error.to_string().contains("worker"),
-        "{}",
-        rejected.error
-    );
-    assert_eq!(values(&rejected.model), before, "the model is untouched");
-    assert_eq!(pe.steps(), 0, "no step was accounted");
     assert!(DataParallel::new(Vec::new(), 2).is_err());
     assert!(DataParallel::new(vec![device.clone(); 3], 2).is_err());
 }
@@ -432,41 +449,11 @@ fn should_add_the_noise_once_through_an_all_reduce() {
 /// (the step runs on a thread; 60 s is far beyond its normal 0.1 s).
 #[test]
 fn should_fail_every_worker_before_the_all_reduce_without_a_hang() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let device = devices()[0].1.clone();
-        let model = Net {
-            fc1: DpLinearConfig::new(6, 8).init(&device),
-            fc2: DpLinearConfig::new(8, 3).init(&device),
-        };
-        let before = values(&model);
-        let parallel = DataParallel::new(vec![device.clone(); 2], 2)
+    let (error, untouched, steps) = step_with_a_failing_worker(|device| {
+        DataParallel::new(vec![device.clone(); 2], 2)
             .unwrap()
-            .with_all_reduce(HostAllReduce::new(2));
-        let mut pe = engine(64, 16);
-        let b = data(16, &device);
-        let failing = |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
-            let first: Vec<f32> =
-                b.0.clone()
-                    .narrow(0, 0, 1)
-                    .into_data()
-                    .iter::<f32>()
-                    .collect();
-            assert!(first[0] != ((8 * 6) as f32 * 0.47).sin(), "worker failure");
-            m.losses(b)
-        };
-        let rejected = pe
-            .step_data_parallel(0.1, model, &b, failing, &parallel)
-            .unwrap_err();
-        let _ = tx.send((
-            rejected.error.to_string(),
-            values(&rejected.model) == before,
-            pe.steps(),
-        ));
+            .with_all_reduce(HostAllReduce::new(2))
     });
-    let (error, untouched, steps) = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the step hung");
     assert!(error.contains("worker"), "{error}");
     assert!(untouched, "the model is untouched");
     assert_eq!(steps, 0, "no step was accounted");
