@@ -202,10 +202,15 @@ impl DataParallel {
         &self.devices
     }
 
-    /// `start..end` of each shard of `n` examples.
-    fn bounds(&self, n: usize) -> Vec<(usize, usize)> {
-        (0..self.shards)
-            .map(|s| (s * n / self.shards, (s + 1) * n / self.shards))
+    /// Worker `w`'s non-empty shards of `batch` (`s ≡ w mod W`, contiguous,
+    /// sizes differing by at most one), by shard index, on `device`.
+    fn shards_of<B: ExampleBatch>(&self, w: usize, batch: &B, device: &Device) -> Vec<(usize, B)> {
+        let n = batch.num_examples();
+        (w..self.shards)
+            .step_by(self.devices.len())
+            .map(|s| (s, s * n / self.shards, (s + 1) * n / self.shards))
+            .filter(|&(_, start, end)| end > start)
+            .map(|(s, start, end)| (s, batch.slice_examples(start, end).to_device(device)))
             .collect()
     }
 
@@ -233,7 +238,6 @@ impl DataParallel {
         if let Some(all_reduce) = &self.all_reduce {
             return self.all_reduced(all_reduce.as_ref(), engine, model, batch, loss_fn);
         }
-        let bounds = self.bounds(batch.num_examples());
         let coordinator = &self.devices[0];
         let results: Vec<Result<Vec<(usize, ClippedGradients)>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -242,14 +246,7 @@ impl DataParallel {
                 .enumerate()
                 .map(|(w, device)| {
                     let replica = model.clone().fork(device);
-                    let shards: Vec<(usize, B)> = (w..self.shards)
-                        .step_by(self.devices.len())
-                        .filter(|&s| bounds[s].1 > bounds[s].0)
-                        .map(|s| {
-                            let (a, b) = bounds[s];
-                            (s, batch.slice_examples(a, b).to_device(device))
-                        })
-                        .collect();
+                    let shards = self.shards_of(w, batch, device);
                     let mut engine = engine.clone();
                     scope.spawn(move || -> Result<Vec<(usize, ClippedGradients)>> {
                         shards
@@ -266,15 +263,7 @@ impl DataParallel {
             handles
                 .into_iter()
                 .enumerate()
-                .map(|(w, h)| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::invalid(
-                            "worker",
-                            w,
-                            "a data-parallel worker panicked; the step was not taken",
-                        ))
-                    })
-                })
+                .map(|(w, h)| h.join().unwrap_or_else(|_| Err(panicked(w))))
                 .collect()
         });
         let mut parts = Vec::with_capacity(self.shards);
@@ -326,21 +315,16 @@ impl DataParallel {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = batch.num_examples();
-        let bounds = self.bounds(n);
         let workers = self.devices.len();
         let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.devices
                 .iter()
                 .enumerate()
                 .map(|(w, device)| {
-                    let shards: Vec<B> = (w..self.shards)
-                        .step_by(workers)
-                        .filter(|&s| bounds[s].1 > bounds[s].0)
-                        .map(|s| {
-                            batch
-                                .slice_examples(bounds[s].0, bounds[s].1)
-                                .to_device(device)
-                        })
+                    let shards: Vec<B> = self
+                        .shards_of(w, batch, device)
+                        .into_iter()
+                        .map(|(_, shard)| shard)
                         .collect();
                     (model.clone().fork(device), shards)
                 })
