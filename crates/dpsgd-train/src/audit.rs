@@ -465,8 +465,11 @@ pub fn audit(
     // The target's answers on the population are the logits above: the
     // gate serves them instead of a second forward pass.
     let population_answers = target_logits.chunks(classes.max(1)).map(softmax).collect();
-    let oracle = TargetQueries::new(&model, population.features())
-        .with_population_answers(population_answers);
+    let oracle = TargetQueries {
+        model: &model,
+        population: population.features(),
+        population_answers,
+    };
     let mut gate = Hardened::new(oracle, release).map_err(audit_error)?;
     if let Some(budget) = audit.query_budget {
         gate = gate.with_budget(budget);
@@ -927,30 +930,16 @@ fn feature_spread(data: &Dataset) -> f64 {
 
 /// The target model as a black-box oracle (the hardened model's inner
 /// model). Every attack queries the whole population once: those answers
-/// are computed once and served again from memory (the queries are still
-/// counted, per client, by the hardened model around this one).
+/// (the audit's own logits of the population, softmaxed) are served from
+/// memory; the queries are still counted, per client, by the hardened
+/// model around this one. Other inputs are computed.
 struct TargetQueries<'a> {
     model: &'a TrainedModel,
     population: &'a [f32],
-    population_answers: Option<Vec<Vec<f64>>>,
+    population_answers: Vec<Vec<f64>>,
 }
 
-impl<'a> TargetQueries<'a> {
-    fn new(model: &'a TrainedModel, population: &'a [f32]) -> Self {
-        Self {
-            model,
-            population,
-            population_answers: None,
-        }
-    }
-
-    /// The population's answers, already computed (the same model on the
-    /// same records).
-    fn with_population_answers(mut self, answers: Vec<Vec<f64>>) -> Self {
-        self.population_answers = Some(answers);
-        self
-    }
-
+impl TargetQueries<'_> {
     fn answer(&self, inputs: &[f32]) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
         let logits =
             self.model
@@ -975,15 +964,11 @@ impl ProbabilityOracle for TargetQueries<'_> {
         // address and length mean the same records.
         let is_population =
             inputs.len() == self.population.len() && inputs.as_ptr() == self.population.as_ptr();
-        if !is_population {
-            return self.answer(inputs);
+        if is_population {
+            Ok(self.population_answers.clone())
+        } else {
+            self.answer(inputs)
         }
-        if let Some(answers) = &self.population_answers {
-            return Ok(answers.clone());
-        }
-        let answers = self.answer(inputs)?;
-        self.population_answers = Some(answers.clone());
-        Ok(answers)
     }
 }
 
@@ -1451,28 +1436,31 @@ mod tests {
         let device = burn::tensor::Device::flex();
         let (_, model) = crate::run::train_model(&cfg, &train, &test, &device, |_| {}).unwrap();
         let population = test.features();
-        let mut oracle = TargetQueries::new(&model, population);
+        // As the audit builds it: the answers from the logits it computed
+        // anyway.
+        let logits = model.logits(&test).unwrap();
+        let seeded: Vec<Vec<f64>> = logits.chunks(model.classes()).map(softmax).collect();
+        let mut oracle = TargetQueries {
+            model: &model,
+            population,
+            population_answers: seeded.clone(),
+        };
         let first = oracle.probabilities(population, model.input_len()).unwrap();
-        assert!(oracle.population_answers.is_some());
+        assert_eq!(first, seeded);
         let again = oracle.probabilities(population, model.input_len()).unwrap();
         assert_eq!(first, again);
+        // A copy is computed afresh: the same model on the same records.
         let copy = population.to_vec();
-        assert_eq!(
-            oracle.probabilities(&copy, model.input_len()).unwrap(),
-            first
-        );
+        let fresh = oracle.probabilities(&copy, model.input_len()).unwrap();
+        assert_eq!(fresh.len(), first.len());
+        for (a, b) in fresh.iter().flatten().zip(first.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
         let other: Vec<f32> = population.iter().map(|x| 1.0 - x).collect();
         assert_ne!(
             oracle.probabilities(&other, model.input_len()).unwrap(),
             first
         );
-        // The audit seeds the answers from the logits it computed anyway:
-        // the same model on the same records.
-        let logits = model.logits(&test).unwrap();
-        let seeded: Vec<Vec<f64>> = logits.chunks(model.classes()).map(softmax).collect();
-        for (a, b) in seeded.iter().flatten().zip(first.iter().flatten()) {
-            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
-        }
     }
 
     #[test]
