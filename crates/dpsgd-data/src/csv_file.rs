@@ -5,6 +5,7 @@
 use crate::dataset::Dataset;
 use crate::error::{Error, Position, Result, corrupt};
 use crate::gz::{decompress_if_gz, read_maybe_gz};
+use crate::schema::{CsvSchema, schema_mismatch};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
@@ -50,22 +51,30 @@ impl std::str::FromStr for LabelColumn {
 pub enum ColumnEncoding {
     /// One feature: the number.
     Numeric,
-    /// One feature per category (sorted); a missing value is all zeros.
+    /// One feature per category (sorted when read off the data, in the
+    /// schema's order when declared); a missing value is all zeros.
     OneHot(Vec<String>),
 }
 
-/// How a CSV file's columns became a [`Dataset`]: the schema read off the
-/// file by [`read_csv_encoded`], reusable for another file with
+/// How a CSV file's columns became a [`Dataset`]: the encoding read off
+/// the file by [`read_csv_encoded`] or declared by a [`CsvSchema`]
+/// ([`read_csv_with_schema`]), reusable for another file with
 /// [`read_csv_with_encoding`].
 ///
-/// The categories and class names come from the data and are **not
-/// covered by ε** (see the [crate docs](crate#privacy)).
+/// Categories and class names read off the data are **not covered by ε**
+/// (see the [crate docs](crate#privacy)); [`CsvEncoding::read_from_data`]
+/// names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvEncoding {
     header: Option<Vec<String>>,
     label_column: usize,
     columns: Vec<ColumnEncoding>,
     classes: Option<Vec<String>>,
+    /// The columns' kinds and categories come from a schema: a category
+    /// it does not list is all zeros, and nothing was read off the data.
+    declared_columns: bool,
+    /// The classes come from a schema.
+    declared_classes: bool,
 }
 
 impl CsvEncoding {
@@ -89,6 +98,40 @@ impl CsvEncoding {
     /// `None` for a numeric label.
     pub fn classes(&self) -> Option<&[String]> {
         self.classes.as_deref()
+    }
+
+    /// Whether the columns' kinds and categories were declared by a
+    /// [`CsvSchema`] (then a category it does not list encodes as all
+    /// zeros) rather than read off the data.
+    pub fn is_declared(&self) -> bool {
+        self.declared_columns
+    }
+
+    /// The vocabularies that were read off the data rather than declared
+    /// in a [`CsvSchema`], in words (`categories of column 2 (`job`)`,
+    /// `class names of the label, column 4 (`income`)`); empty when there
+    /// is none. They are **not covered by ε**: one record can add a
+    /// category (an input feature) or a class, or move another's index.
+    ///
+    /// For a numeric label the number of classes (the largest label + 1)
+    /// is also read off the data unless it is declared
+    /// ([`Dataset::with_num_classes`]); that is not listed here.
+    pub fn read_from_data(&self) -> Vec<String> {
+        let mut read = Vec::new();
+        if !self.declared_columns {
+            for (c, e) in self.columns.iter().enumerate() {
+                if c != self.label_column && matches!(e, ColumnEncoding::OneHot(_)) {
+                    read.push(format!("categories of {}", self.describe(c)));
+                }
+            }
+        }
+        if self.classes.is_some() && !self.declared_classes {
+            read.push(format!(
+                "class names of the label, {}",
+                self.describe(self.label_column)
+            ));
+        }
+        read
     }
 
     /// The number of features after one-hot encoding.
@@ -167,7 +210,40 @@ pub fn read_csv(path: &Path, label: &LabelColumn) -> Result<Dataset> {
 ///
 /// As [`read_csv`].
 pub fn read_csv_encoded(path: &Path, label: &LabelColumn) -> Result<(Dataset, CsvEncoding)> {
-    parse_csv(path, &read_maybe_gz(path)?, label)
+    parse_csv(path, &read_maybe_gz(path)?, label, None)
+}
+
+/// Reads a CSV file with a public [`CsvSchema`] instead of reading the
+/// vocabularies off the file, and returns the encoding too.
+///
+/// * A column the schema lists is one-hot encoded over exactly its listed
+///   categories, in the listed order; a value that is not listed, and a
+///   missing value (`?` or an empty field), encode as **all zeros**: never
+///   a new feature.
+/// * Every other column (but the label) is numeric: text there is an
+///   error.
+/// * With `classes`, label `classes[i]` is class `i` (a numeric label is
+///   matched as written), and a label that is not listed is an error,
+///   never a new class. Without `classes`, the label is read as
+///   [`read_csv`] reads it (then [`CsvEncoding::read_from_data`] names a
+///   text label's class names).
+///
+/// The number of features and classes, and which feature means what, are
+/// then the schema's: no record of the file can change them.
+///
+/// # Errors
+///
+/// As [`read_csv`]; [`Error::Schema`] for a schema column that the header
+/// lacks (or, in a file without a header, that is not a 0-based index
+/// below its width) or that is the label column; [`Error::CorruptData`]
+/// naming the line and column for text in a column the schema does not
+/// list, and naming the line for a label not among the classes.
+pub fn read_csv_with_schema(
+    path: &Path,
+    label: &LabelColumn,
+    schema: &CsvSchema,
+) -> Result<(Dataset, CsvEncoding)> {
+    parse_csv(path, &read_maybe_gz(path)?, label, Some(schema))
 }
 
 /// Reads a CSV file with an encoding read off another file (for example a
@@ -178,7 +254,9 @@ pub fn read_csv_encoded(path: &Path, label: &LabelColumn) -> Result<(Dataset, Cs
 ///
 /// As [`read_csv`], and [`Error::CorruptData`] for a row whose width
 /// differs from the encoding's, or a category or class the encoding does
-/// not know (naming the column).
+/// not know (naming the column). An encoding declared by a [`CsvSchema`]
+/// ([`CsvEncoding::is_declared`]) keeps its rules instead: a category it
+/// does not list is all zeros, a class it does not list is an error.
 pub fn read_csv_with_encoding(path: &Path, encoding: &CsvEncoding) -> Result<Dataset> {
     let bytes = read_maybe_gz(path)?;
     let rows = records(path, &bytes)?;
@@ -202,7 +280,7 @@ pub fn read_csv_with_encoding(path: &Path, encoding: &CsvEncoding) -> Result<Dat
 
 pub(crate) fn read_csv_bytes(path: &Path, raw: &[u8], label: &LabelColumn) -> Result<Dataset> {
     let bytes = decompress_if_gz(path, raw.to_vec())?;
-    parse_csv(path, &bytes, label).map(|(d, _)| d)
+    parse_csv(path, &bytes, label, None).map(|(d, _)| d)
 }
 
 struct Row {
@@ -284,7 +362,12 @@ fn split_header(rows: &[Row]) -> (Option<&Row>, &[Row]) {
     }
 }
 
-fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<(Dataset, CsvEncoding)> {
+fn parse_csv(
+    path: &Path,
+    bytes: &[u8],
+    label: &LabelColumn,
+    schema: Option<&CsvSchema>,
+) -> Result<(Dataset, CsvEncoding)> {
     let rows = records(path, bytes)?;
     let (header, data) = split_header(&rows);
     let Some(first) = data.first() else {
@@ -310,52 +393,20 @@ fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<(Dataset,
     }
     let header: Option<Vec<String>> = header.map(|h| h.fields.clone());
     let label_column = resolve_label(label, width, header.as_deref())?;
-    let name = |c: usize| describe_column(header.as_deref(), c);
+    let declared = schema
+        .map(|s| resolve_schema(path, s, width, header.as_deref(), label_column))
+        .transpose()?;
+    let declared_classes = schema.and_then(CsvSchema::classes);
     let mut columns = Vec::with_capacity(width);
     for c in 0..width {
-        let mut first_number: Option<(&str, u64)> = None;
-        let mut first_text: Option<(&str, u64)> = None;
-        for r in data {
-            let f = r.fields[c].as_str();
-            if is_missing(f) {
-                continue;
+        columns.push(match (&declared, declared_classes) {
+            (Some(_), Some(classes)) if c == label_column => {
+                ColumnEncoding::OneHot(classes.to_vec())
             }
-            let slot = if is_number(f) {
-                &mut first_number
-            } else {
-                &mut first_text
-            };
-            slot.get_or_insert((f, r.line));
-            if first_number.is_some() && first_text.is_some() {
-                break;
-            }
-        }
-        columns.push(match (first_number, first_text) {
-            (Some((n, nl)), Some((t, tl))) => {
-                let reason = if tl > nl {
-                    format!("`{t}` is not a number, but `{n}` at line {nl} is")
-                } else {
-                    format!("`{n}` is a number, but `{t}` at line {tl} is not")
-                };
-                return Err(corrupt(
-                    path,
-                    Position::Line(tl.max(nl)),
-                    format!(
-                        "{}: {reason}; a column must hold only numbers or only text \
-                         (`?` or an empty field is missing)",
-                        name(c)
-                    ),
-                ));
-            }
-            (Some(_), None) => ColumnEncoding::Numeric,
-            (None, _) => {
-                let cats: BTreeSet<&str> = data
-                    .iter()
-                    .map(|r| r.fields[c].as_str())
-                    .filter(|f| !is_missing(f))
-                    .collect();
-                ColumnEncoding::OneHot(cats.into_iter().map(str::to_owned).collect())
-            }
+            (Some(declared), _) if c != label_column => declared[c]
+                .clone()
+                .map_or(ColumnEncoding::Numeric, ColumnEncoding::OneHot),
+            _ => read_column(path, data, c, header.as_deref())?,
         });
     }
     let classes = match &columns[label_column] {
@@ -367,9 +418,118 @@ fn parse_csv(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<(Dataset,
         label_column,
         columns,
         classes,
+        declared_columns: schema.is_some(),
+        declared_classes: declared_classes.is_some(),
     };
     let dataset = encode(path, data, &encoding)?;
     Ok((dataset, encoding))
+}
+
+/// Column `c`'s kind read off the data: numeric when every non-missing
+/// value is a number, one-hot over the sorted distinct values when none is.
+fn read_column(
+    path: &Path,
+    data: &[Row],
+    c: usize,
+    header: Option<&[String]>,
+) -> Result<ColumnEncoding> {
+    let mut first_number: Option<(&str, u64)> = None;
+    let mut first_text: Option<(&str, u64)> = None;
+    for r in data {
+        let f = r.fields[c].as_str();
+        if is_missing(f) {
+            continue;
+        }
+        let slot = if is_number(f) {
+            &mut first_number
+        } else {
+            &mut first_text
+        };
+        slot.get_or_insert((f, r.line));
+        if first_number.is_some() && first_text.is_some() {
+            break;
+        }
+    }
+    Ok(match (first_number, first_text) {
+        (Some((n, nl)), Some((t, tl))) => {
+            let reason = if tl > nl {
+                format!("`{t}` is not a number, but `{n}` at line {nl} is")
+            } else {
+                format!("`{n}` is a number, but `{t}` at line {tl} is not")
+            };
+            return Err(corrupt(
+                path,
+                Position::Line(tl.max(nl)),
+                format!(
+                    "{}: {reason}; a column must hold only numbers or only text \
+                     (`?` or an empty field is missing)",
+                    describe_column(header, c)
+                ),
+            ));
+        }
+        (Some(_), None) => ColumnEncoding::Numeric,
+        (None, _) => {
+            let cats: BTreeSet<&str> = data
+                .iter()
+                .map(|r| r.fields[c].as_str())
+                .filter(|f| !is_missing(f))
+                .collect();
+            ColumnEncoding::OneHot(cats.into_iter().map(str::to_owned).collect())
+        }
+    })
+}
+
+/// The schema's categories for each column of the file (`None`: numeric).
+fn resolve_schema(
+    path: &Path,
+    schema: &CsvSchema,
+    width: usize,
+    header: Option<&[String]>,
+    label_column: usize,
+) -> Result<Vec<Option<Vec<String>>>> {
+    let mut out: Vec<Option<Vec<String>>> = vec![None; width];
+    // Only a header as wide as the data names its columns (adult.test's
+    // first line, `|1x3 Cross validator`, is a lone comment).
+    let names = header.filter(|h| h.len() == width);
+    for (key, categories) in schema.columns() {
+        let c = match names {
+            Some(h) => h.iter().position(|n| n == key).ok_or_else(|| {
+                schema_mismatch(
+                    path,
+                    format!("column `{key}` is not in the header ({})", h.join(", ")),
+                )
+            })?,
+            None => key
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c < width)
+                .ok_or_else(|| {
+                    schema_mismatch(
+                        path,
+                        format!(
+                            "column `{key}`: the file has no header row as wide as its data, \
+                         so columns are named by their 0-based index, below {width}"
+                        ),
+                    )
+                })?,
+        };
+        if c == label_column {
+            return Err(schema_mismatch(
+                path,
+                format!(
+                    "column `{key}` is the label: declare its values under `classes`, not `columns`"
+                ),
+            ));
+        }
+        if out[c].is_some() {
+            return Err(schema_mismatch(
+                path,
+                format!("{} is declared twice", describe_column(header, c)),
+            ));
+        }
+        out[c] = Some(categories.to_vec());
+    }
+    Ok(out)
 }
 
 /// Encodes rows (as wide as the encoding) with the encoding.
@@ -409,8 +569,13 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
                     }
                     let value: f64 = field.parse().map_err(|_| {
                         at(format!(
-                            "{}: `{field}` is not a number",
-                            encoding.describe(c)
+                            "{}: `{field}` is not a number{}",
+                            encoding.describe(c),
+                            if encoding.declared_columns && c != li {
+                                " (a column the schema does not list under `columns` is numeric)"
+                            } else {
+                                ""
+                            }
                         ))
                     })?;
                     if !value.is_finite() {
@@ -432,16 +597,25 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
                     }
                 }
                 Some(cats) => {
-                    let hit = if is_missing(field) {
-                        None
-                    } else {
-                        Some(*cats.get(field).ok_or_else(|| {
-                            at(format!(
+                    let hit = match cats.get(field) {
+                        _ if is_missing(field) => None,
+                        Some(&i) => Some(i),
+                        // A declared label set is closed: never a new class.
+                        None if c == li && encoding.declared_classes => {
+                            return Err(at(format!(
+                                "label `{field}` is not among the schema's {} classes",
+                                cats.len()
+                            )));
+                        }
+                        // A declared vocabulary: another value is all zeros.
+                        None if c != li && encoding.declared_columns => None,
+                        None => {
+                            return Err(at(format!(
                                 "{}: `{field}` is not among the encoding's {} categories",
                                 encoding.describe(c),
                                 cats.len()
-                            ))
-                        })?)
+                            )));
+                        }
                     };
                     if c == li {
                         let class = hit.ok_or_else(|| at("the label is missing".to_owned()))?;

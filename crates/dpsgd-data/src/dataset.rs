@@ -1,8 +1,7 @@
 //! An in-memory classification data set.
 
 use crate::error::{Error, Result};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 /// Examples with `n_features` f32 features each (row-major) and a class label.
@@ -179,14 +178,55 @@ impl Dataset {
         }
     }
 
-    /// A random split into `(train, test)` with `test_fraction` of the
-    /// examples in the test part, stratified by class so that both parts
-    /// keep the class balance; the same seed gives the same split.
+    /// A random split into `(train, test)` with exactly
+    /// `round(test_fraction · N)` examples in the test part; the same seed
+    /// gives the same split. Both parts are in a random order.
+    ///
+    /// The split is **not** stratified: which positions go to the test part
+    /// is [`Dataset::split_positions`]`(N, test_fraction, seed)`, a function
+    /// of the number of examples, the fraction and the seed only.
+    ///
+    /// # Privacy
+    ///
+    /// Neither the labels nor the features decide anything: the sizes of
+    /// both parts depend on the public `N` alone, and replacing one record
+    /// by another (same `N`) leaves every other record where it was (same
+    /// part, same place in it) and changes only its own row. A stratified
+    /// split would not: rounding `f · n_k` per class makes the training
+    /// set's size (and with it the sampling rate, the steps and δ's default,
+    /// all released) depend on one record's label, and shuffling each class
+    /// separately lets one record re-draw the split of many others. The
+    /// assignment is public to anyone who knows the seed (0 when a run is
+    /// not seeded), like `N`: it is a function of public inputs, so the DP
+    /// argument for the training part does not depend on keeping it secret.
     ///
     /// # Errors
     ///
     /// `test_fraction ∉ (0, 1)`.
     pub fn split(&self, test_fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        let (train, test) = Self::split_positions(self.len(), test_fraction, seed)?;
+        Ok((self.subset(&train), self.subset(&test)))
+    }
+
+    /// The positions `(train, test)` that [`Dataset::split`] assigns to
+    /// each part of a data set of `n` examples: exactly
+    /// `round(test_fraction · n)` positions in `test`, the rest in `train`,
+    /// each part in a random order.
+    ///
+    /// Every position gets a pseudo-random key from a ChaCha20 stream
+    /// seeded with `seed` (position `i` takes the stream's `i`-th 64-bit
+    /// word, so its key does not depend on `n`); the positions with the
+    /// smallest keys form the test part. Adding an example at the end
+    /// therefore moves at most one other example between the parts.
+    ///
+    /// # Errors
+    ///
+    /// `test_fraction ∉ (0, 1)`.
+    pub fn split_positions(
+        n: usize,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
         if !(test_fraction > 0.0 && test_fraction < 1.0) {
             return Err(Error::InvalidParameter {
                 name: "test_fraction",
@@ -195,19 +235,13 @@ impl Dataset {
             });
         }
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let (mut train, mut test) = (Vec::new(), Vec::new());
-        for class in 0..self.n_classes as u32 {
-            let mut idx: Vec<usize> = (0..self.len())
-                .filter(|&i| self.labels[i] == class)
-                .collect();
-            idx.shuffle(&mut rng);
-            let n_test = (idx.len() as f64 * test_fraction).round() as usize;
-            test.extend_from_slice(&idx[..n_test]);
-            train.extend_from_slice(&idx[n_test..]);
-        }
-        train.shuffle(&mut rng);
-        test.shuffle(&mut rng);
-        Ok((self.subset(&train), self.subset(&test)))
+        let mut keyed: Vec<(u64, usize)> = (0..n).map(|i| (rng.next_u64(), i)).collect();
+        // Ties (improbable) broken by position: a total, seed-only order.
+        keyed.sort_unstable();
+        let n_test = ((n as f64 * test_fraction).round() as usize).min(n);
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        let (test, train) = order.split_at(n_test);
+        Ok((train.to_vec(), test.to_vec()))
     }
 
     /// Declares the number of classes from public knowledge (instead of the

@@ -43,6 +43,18 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A CSV schema ([`CsvSchema`](crate::CsvSchema)) is invalid, or does
+    /// not fit the file it is applied to (a column the file lacks).
+    #[error("invalid schema{}: {reason}", crate::schema::describe(path.as_ref()))]
+    Schema {
+        /// The schema file, when it was read from one.
+        path: Option<PathBuf>,
+        /// What is wrong.
+        reason: String,
+        /// The cause (the JSON parser's error), when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// A parameter is outside its domain.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidParameter {

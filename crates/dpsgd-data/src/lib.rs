@@ -1,16 +1,25 @@
 //! Data sets for dpsgd: readers for IDX (the MNIST family) and CSV, plain
 //! or gzip-compressed, with validation that names the file and position of
-//! any defect; scaling, stratified splits; the UCI digits data set
-//! embedded as the offline default; and the wavelet scattering transform
-//! ([`scatter`], ScatterNet features) with per-example group normalisation.
+//! any defect; scaling; train/test splits that no record's content can
+//! move; the UCI digits data set embedded as the offline default; and the
+//! wavelet scattering transform ([`scatter`], ScatterNet features) with
+//! per-example group normalisation.
 //!
 //! ```
 //! let digits = dpsgd_data::digits();
 //! assert_eq!((digits.len(), digits.n_features(), digits.n_classes()), (1797, 64, 10));
 //! let (train, test) = digits.split(0.2, 7)?;
-//! assert_eq!(train.len() + test.len(), 1797);
+//! // round(0.2 · 1797) test examples, whatever the labels.
+//! assert_eq!((train.len(), test.len()), (1438, 359));
 //! # Ok::<(), dpsgd_data::Error>(())
 //! ```
+//!
+//! # Splits
+//!
+//! [`Dataset::split`] puts exactly `round(f · N)` examples in the test
+//! part, chosen by the seed alone ([`Dataset::split_positions`]): not
+//! stratified, so that neither the sizes nor which record goes where depend
+//! on any record's label or features (see its `# Privacy` section).
 //!
 //! # CSV files
 //!
@@ -35,13 +44,23 @@
 //! category is an error). Splitting one file into train and test
 //! ([`Dataset::split`]) needs neither: both parts share the encoding.
 //!
+//! ## A public schema
+//!
+//! [`read_csv_with_schema`] takes the vocabularies from a [`CsvSchema`]
+//! (in JSON: `{"columns": {"COL": ["cat", …]}, "classes": ["label", …]}`)
+//! instead: a listed column is one-hot over exactly its listed categories in
+//! the listed order, and a value it does not list (or a missing one) is all
+//! zeros; every other column is numeric; the label's classes are the listed
+//! ones, in order, and a label outside them is an error.
+//!
 //! ## Privacy
 //!
-//! The category list of each column and the label's class names are read
-//! off the data and are therefore **not covered by ε**: they are treated as
-//! part of the data's schema, like the header (a category that only one
-//! record holds is visible in the feature count and names). Where that
-//! matters, declare the categories from public knowledge instead.
+//! Without a schema, the category list of each column and the label's
+//! class names are read off the data and are therefore **not covered by
+//! ε**: one record with a category nobody else has adds an input feature
+//! (visible in the model's shape), and a rare class shifts every later
+//! class's index. [`CsvEncoding::read_from_data`] names what was read.
+//! Declare them in a [`CsvSchema`] from public knowledge instead.
 //!
 //! ```
 //! # let dir = std::env::temp_dir().join(format!("dpsgd-data-doc-{}", std::process::id()));
@@ -53,6 +72,18 @@
 //! assert_eq!(data.example(1), &[41.0, 0.0, 0.0]); // `?`: all zeros
 //! assert_eq!(encoding.classes().unwrap(), ["high", "low"]);
 //! assert_eq!(data.labels(), &[1, 0, 1]);
+//! assert_eq!(encoding.read_from_data().len(), 2); // job's categories, the classes
+//!
+//! // The same file with a public schema: `admin` is not listed (all zeros).
+//! let schema = dpsgd_data::CsvSchema::from_json(
+//!     r#"{"columns": {"job": ["clerk", "nurse"]}, "classes": ["low", "high"]}"#,
+//! )?;
+//! let (data, encoding) =
+//!     dpsgd_data::read_csv_with_schema(&path, &dpsgd_data::LabelColumn::Last, &schema)?;
+//! assert_eq!(encoding.feature_names(), ["age", "job=clerk", "job=nurse"]);
+//! assert_eq!(data.example(2), &[25.0, 0.0, 0.0]);
+//! assert_eq!(data.labels(), &[0, 1, 0]);
+//! assert!(encoding.read_from_data().is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
@@ -64,9 +95,11 @@ mod error;
 mod gz;
 mod idx;
 pub mod scatter;
+mod schema;
 
 pub use csv_file::{
     ColumnEncoding, CsvEncoding, LabelColumn, read_csv, read_csv_encoded, read_csv_with_encoding,
+    read_csv_with_schema,
 };
 pub use dataset::{Dataset, Scaling};
 pub use digits::digits;
@@ -74,6 +107,7 @@ pub use error::{Error, Position, Result};
 pub use gz::read_maybe_gz;
 pub use idx::{mnist_files, read_idx, read_mnist};
 pub use scatter::{Scattering, group_normalize, scatter_dataset};
+pub use schema::CsvSchema;
 
 /// The data directory: `$DPSGD_DATA_DIR`, else `../shared/data` relative to
 /// the current directory.

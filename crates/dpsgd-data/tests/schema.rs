@@ -1,0 +1,301 @@
+//! A public CSV schema: declared categories and classes, so that no record
+//! can add a feature or a class (issue 24, item 2).
+
+use dpsgd_data::{
+    ColumnEncoding, CsvSchema, Error, LabelColumn, Position, read_csv_encoded,
+    read_csv_with_encoding, read_csv_with_schema,
+};
+use std::path::{Path, PathBuf};
+
+fn temp_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dpsgd-data-schema-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn corrupt(e: Error) -> (Position, String) {
+    match e {
+        Error::CorruptData {
+            position, reason, ..
+        } => (position, reason),
+        other => panic!("expected CorruptData, got {other}"),
+    }
+}
+
+fn schema_reason(e: Error) -> String {
+    match e {
+        Error::Schema { .. } => e.to_string(),
+        other => panic!("expected Schema, got {other}"),
+    }
+}
+
+fn colours() -> CsvSchema {
+    CsvSchema::from_json(
+        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["no", "yes"]}"#,
+    )
+    .unwrap()
+}
+
+const BASE: &str = "x,colour,label\n1,red,yes\n2,green,no\n3,blue,yes\n4,red,no\n";
+
+#[test]
+fn should_encode_with_the_declared_categories_in_their_order() {
+    let dir = temp_dir();
+    let p = write(&dir, "a.csv", BASE);
+    let (d, enc) = read_csv_with_schema(&p, &LabelColumn::Last, &colours()).unwrap();
+    assert_eq!(
+        enc.feature_names(),
+        ["x", "colour=red", "colour=green", "colour=blue"]
+    );
+    assert_eq!(enc.classes().unwrap(), ["no", "yes"]);
+    assert_eq!(d.labels(), &[1, 0, 1, 0]);
+    assert_eq!(d.example(1), &[2.0, 0.0, 1.0, 0.0]);
+    assert!(enc.is_declared() && enc.read_from_data().is_empty());
+    // Without the schema, the same file's vocabularies are read off it,
+    // and the encoding says so.
+    let (_, read) = read_csv_encoded(&p, &LabelColumn::Last).unwrap();
+    assert_eq!(
+        read.read_from_data(),
+        [
+            "categories of column 1 (`colour`)",
+            "class names of the label, column 2 (`label`)"
+        ]
+    );
+}
+
+/// One record with a category nobody else has: a new feature without a
+/// schema, all zeros with one; the other rows are unchanged either way.
+#[test]
+fn should_encode_an_unlisted_or_missing_category_as_all_zeros() {
+    let dir = temp_dir();
+    let base = write(&dir, "base.csv", BASE);
+    let odd = write(
+        &dir,
+        "odd.csv",
+        &BASE.replace("4,red,no", "4,ultraviolet,no"),
+    );
+    let missing = write(&dir, "missing.csv", &BASE.replace("4,red,no", "4,?,no"));
+    let (a, _) = read_csv_encoded(&base, &LabelColumn::Last).unwrap();
+    let (b, _) = read_csv_encoded(&odd, &LabelColumn::Last).unwrap();
+    assert_eq!(
+        (a.n_features(), b.n_features()),
+        (4, 5),
+        "read off the data"
+    );
+    let s = colours();
+    let (a, _) = read_csv_with_schema(&base, &LabelColumn::Last, &s).unwrap();
+    for p in [&odd, &missing] {
+        let (b, enc) = read_csv_with_schema(p, &LabelColumn::Last, &s).unwrap();
+        assert_eq!(
+            (b.n_features(), b.n_classes()),
+            (a.n_features(), a.n_classes())
+        );
+        assert_eq!(b.example(3), &[4.0, 0.0, 0.0, 0.0]);
+        for i in 0..3 {
+            assert_eq!(a.example(i), b.example(i));
+        }
+        assert_eq!(a.labels(), b.labels());
+        // The declared encoding keeps its rule on another file.
+        let again = read_csv_with_encoding(p, &enc).unwrap();
+        assert_eq!(again, b);
+    }
+}
+
+#[test]
+fn should_refuse_a_label_outside_the_classes_naming_the_line() {
+    let dir = temp_dir();
+    let p = write(&dir, "a.csv", &BASE.replace("3,blue,yes", "3,blue,maybe"));
+    let (pos, reason) =
+        corrupt(read_csv_with_schema(&p, &LabelColumn::Last, &colours()).unwrap_err());
+    assert_eq!(pos, Position::Line(4));
+    assert!(
+        reason.contains("`maybe`") && reason.contains("2 classes"),
+        "{reason}"
+    );
+    // Numeric labels are matched as listed, in the listed order.
+    let p = write(&dir, "n.csv", "x,colour,y\n1,red,1\n2,red,0\n3,red,2\n");
+    let s = CsvSchema::new()
+        .with_column("colour", ["red"])
+        .unwrap()
+        .with_classes(["1", "0", "2"])
+        .unwrap();
+    let (d, _) = read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap();
+    assert_eq!((d.labels(), d.n_classes()), (&[0, 1, 2][..], 3));
+    let p = write(&dir, "n2.csv", "x,colour,y\n1,red,1\n2,red,7\n");
+    let (pos, reason) = corrupt(read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap_err());
+    assert_eq!(pos, Position::Line(3), "{reason}");
+    // Without classes a numeric label is read as before (largest + 1).
+    let s = CsvSchema::new().with_column("colour", ["red"]).unwrap();
+    let (d, enc) = read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap();
+    assert_eq!((d.n_classes(), enc.classes()), (8, None));
+    assert!(enc.read_from_data().is_empty());
+}
+
+#[test]
+fn should_refuse_text_in_a_column_the_schema_does_not_list() {
+    let dir = temp_dir();
+    let p = write(
+        &dir,
+        "a.csv",
+        "x,colour,size,label\n1,red,S,no\n2,red,M,yes\n",
+    );
+    let (pos, reason) =
+        corrupt(read_csv_with_schema(&p, &LabelColumn::Last, &colours()).unwrap_err());
+    assert_eq!(pos, Position::Line(2));
+    assert!(
+        reason.contains("column 2 (`size`)")
+            && reason.contains("`S` is not a number")
+            && reason.contains("schema"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn should_name_columns_by_index_in_a_file_without_header() {
+    let dir = temp_dir();
+    let p = write(&dir, "a.csv", "1,red,1\n2,blue,0\n3,teal,1\n");
+    let s = CsvSchema::from_json(r#"{"columns": {"1": ["red", "blue"]}}"#).unwrap();
+    let (d, enc) = read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap();
+    assert_eq!(enc.header(), None);
+    assert_eq!(d.example(2), &[3.0, 0.0, 0.0]);
+    assert_eq!(d.n_classes(), 2);
+    for bad in [
+        r#"{"columns": {"5": ["a"]}}"#,
+        r#"{"columns": {"colour": ["a"]}}"#,
+    ] {
+        let s = CsvSchema::from_json(bad).unwrap();
+        let reason = schema_reason(read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap_err());
+        assert!(reason.contains("0-based index"), "{reason}");
+    }
+}
+
+#[test]
+fn should_refuse_a_schema_that_does_not_fit_the_file() {
+    let dir = temp_dir();
+    let p = write(&dir, "a.csv", BASE);
+    for (json, needle) in [
+        (
+            r#"{"columns": {"shape": ["round"]}}"#,
+            "`shape` is not in the header",
+        ),
+        (
+            r#"{"columns": {"label": ["no", "yes"]}}"#,
+            "under `classes`",
+        ),
+    ] {
+        let s = CsvSchema::from_json(json).unwrap();
+        let reason = schema_reason(read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap_err());
+        assert!(
+            reason.contains(needle) && reason.contains("a.csv"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn should_refuse_invalid_schemas_with_a_reason() {
+    let cases = [
+        ("{", "EOF"),
+        (r#"{"colums": {}}"#, "unknown field `colums`"),
+        (r#"{"columns": {"a": "x"}}"#, "invalid type"),
+        (r#"{"columns": {"a": []}}"#, "column `a`: the list is empty"),
+        (r#"{"columns": {"a": ["x", "x"]}}"#, "`x` is listed twice"),
+        (
+            r#"{"columns": {"a": ["x"], "a": ["y"]}}"#,
+            "column `a` is listed twice",
+        ),
+        (r#"{"columns": {"a": ["?"]}}"#, "missing value"),
+        (r#"{"columns": {"a": [" x"]}}"#, "spaces"),
+        (r#"{"classes": []}"#, "classes: the list is empty"),
+        (r#"{"classes": ["a", "b", "a"]}"#, "`a` is listed twice"),
+        (r#"{"columns": {"": ["x"]}}"#, "empty"),
+    ];
+    for (json, needle) in cases {
+        let e = CsvSchema::from_json(json).unwrap_err();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text += &format!(": {s}");
+            source = s.source();
+        }
+        assert!(matches!(e, Error::Schema { .. }), "{json}: {text}");
+        assert!(text.contains(needle), "{json}: `{needle}` not in {text}");
+    }
+    // From a file: the file is named; a missing file is an I/O error.
+    let dir = temp_dir();
+    let p = write(&dir, "s.json", r#"{"classes": []}"#);
+    let text = CsvSchema::read(&p).unwrap_err().to_string();
+    assert!(text.contains("s.json") && text.contains("empty"), "{text}");
+    assert!(matches!(
+        CsvSchema::read(&dir.join("none.json")),
+        Err(Error::Io { .. })
+    ));
+    // Empty is valid: every column numeric, labels read as before.
+    assert_eq!(CsvSchema::from_json("{}").unwrap(), CsvSchema::new());
+}
+
+/// UCI Adult with the vocabulary of its public codebook (adult.names):
+/// the same 105 features as reading them off the data (the data has every
+/// category the codebook lists), fixed before any record is read.
+#[test]
+fn should_read_uci_adult_with_its_codebook_when_available() {
+    let root = std::env::var_os("DPSGD_DATA_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+        PathBuf::from,
+    );
+    let (data, names) = (
+        root.join("adult/adult.data"),
+        root.join("adult/adult.names"),
+    );
+    if !data.is_file() || !names.is_file() {
+        eprintln!(
+            "skipping: {} not found (set DPSGD_DATA_DIR)",
+            data.display()
+        );
+        return;
+    }
+    let codebook = std::fs::read_to_string(&names).unwrap();
+    let attributes: Vec<(String, String)> = codebook
+        .lines()
+        .skip_while(|l| !l.starts_with("age:"))
+        .filter_map(|l| l.split_once(": "))
+        .map(|(a, v)| (a.to_owned(), v.trim_end_matches('.').to_owned()))
+        .collect();
+    assert_eq!(attributes.len(), 14);
+    let mut schema = CsvSchema::new().with_classes(["<=50K", ">50K"]).unwrap();
+    for (i, (_, values)) in attributes.iter().enumerate() {
+        if values != "continuous" {
+            schema = schema
+                .with_column(i.to_string(), values.split(", "))
+                .unwrap();
+        }
+    }
+    let (d, enc) = read_csv_with_schema(&data, &LabelColumn::Last, &schema).unwrap();
+    assert_eq!((d.len(), d.n_features(), d.n_classes()), (32_561, 105, 2));
+    assert!(enc.read_from_data().is_empty());
+    assert!(matches!(&enc.columns()[1], ColumnEncoding::OneHot(c) if c[0] == "Private"));
+    // adult.test spells its labels `<=50K.`: refused under these classes,
+    // read without them (its labels are not needed for a scaling reference).
+    let test = root.join("adult/adult.test");
+    if test.is_file() {
+        let (pos, reason) =
+            corrupt(read_csv_with_schema(&test, &LabelColumn::Last, &schema).unwrap_err());
+        assert!(reason.contains("`<=50K.`"), "{pos}: {reason}");
+        let (t, _) =
+            read_csv_with_schema(&test, &LabelColumn::Last, &schema.clone().without_classes())
+                .unwrap();
+        assert_eq!((t.len(), t.n_features()), (16_281, 105));
+    }
+}
