@@ -167,6 +167,34 @@ fn should_refuse_unusable_audit_arguments_in_one_line() {
     );
 }
 
+/// Mislabeled or ood canaries with early stopping are refused before any
+/// data is read or any folder created: the hold-out would be taken from
+/// the training set after the canaries were added (issue 24, 5b).
+#[test]
+fn should_refuse_input_canaries_with_early_stopping() {
+    let dir = temp_dir("dpsgd-audit", "canaries-early-stopping");
+    for kind in ["mislabeled", "ood"] {
+        let out = dir.join(kind);
+        assert_usage_error(
+            &dpsgd(&[
+                "audit",
+                "--canaries",
+                "20",
+                "--canary-kind",
+                kind,
+                "--early-stopping",
+                "2",
+                "--quiet",
+                "--out",
+                out.to_str().expect("utf-8 path"),
+            ]),
+            &["--canaries", "--early-stopping"],
+        );
+        assert!(!out.exists(), "{kind}: nothing written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Output hardening: the black-box attacks score what the model releases;
 /// attacks that cannot run on a release say so.
 #[test]

@@ -89,3 +89,74 @@ fn should_draw_a_tick_for_a_single_budget_and_no_empty_legend() {
 fn should_refuse_zero_repeats() {
     assert_usage_error(&dpsgd(&["sweep", "--repeats", "0"]), &["--repeats"]);
 }
+
+/// K canary audits are tested at 5%/K each (Bonferroni), so the sweep's
+/// exit status 3 keeps its 5% false-alarm rate over the whole family
+/// (issue 24, 5a); sweep.json says so, and every run's bound is at 5%/K.
+#[test]
+fn should_test_each_canary_audit_at_the_family_alpha_over_k() {
+    let out = out_dir("bonferroni");
+    let result = dpsgd(&[
+        "sweep",
+        "--epsilons",
+        "2,8,inf",
+        "--repeats",
+        "2",
+        "--canaries",
+        "20",
+        "--attacks",
+        "loss",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let json = common::read_json(out.join("sweep.json"));
+    let _ = std::fs::remove_dir_all(&out);
+    // Two DP budgets × two repeats: four claims (the non-private runs
+    // claim nothing).
+    assert_eq!(json["family_alpha"], 0.05, "{json}");
+    assert_eq!(json["audits_tested"], 4, "{json}");
+    assert_eq!(json["per_audit_alpha"], 0.0125, "{json}");
+    let runs = json["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 6);
+    for run in runs {
+        assert_eq!(run["canary_audit"]["one_run"]["alpha"], 0.0125, "{run}");
+    }
+}
+
+#[test]
+fn should_say_how_the_exit_status_controls_false_alarms_in_help() {
+    let help = dpsgd(&["sweep", "--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in ["Bonferroni", "0.05/K", "per_audit_alpha", "at most 5%"] {
+        assert!(text.contains(needle), "`{needle}` not in {text}");
+    }
+}
+
+/// Input canaries and early stopping together are refused before any data
+/// is read or any folder created (issue 24, 5b).
+#[test]
+fn should_refuse_canaries_with_early_stopping() {
+    let out = out_dir("canaries-early-stopping");
+    let line = common::assert_usage_error(
+        &dpsgd(&[
+            "sweep",
+            "--canaries",
+            "20",
+            "--early-stopping",
+            "2",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]),
+        &["--canaries", "--early-stopping"],
+    );
+    assert!(!out.exists(), "{line}");
+}

@@ -27,9 +27,25 @@ const CHUNK: usize = 1 << 16;
 ///
 /// [`prefetch`](Self::prefetch) draws the next step's noise on a background
 /// thread while the current step computes; the values are exactly those a
-/// direct call would give, and a saved state resumes the same stream.
-#[derive(Serialize, Deserialize)]
-#[serde(from = "NoiseState", into = "NoiseState")]
+/// direct call would give.
+///
+/// # Privacy
+///
+/// A secure (OS-seeded) stream is never continued by anyone but the source
+/// that drew it: two optimizers adding the same noise to two models would
+/// let whoever sees both cancel it. So a `NoiseSource` is not [`Clone`],
+/// and a secure one serialises without its generator (as
+/// `{"rng": null, "secure": true}`): deserialising it — once or twice —
+/// re-keys from the operating system. Only a seeded source (reproducible,
+/// reported as not secure) saves its generator and resumes exactly where
+/// it stood.
+///
+/// ```compile_fail
+/// fn shares<T: Clone>() {}
+/// shares::<dpsgd_core::NoiseSource>(); // a noise stream cannot be copied
+/// ```
+#[derive(Deserialize)]
+#[serde(try_from = "NoiseState")]
 pub struct NoiseSource {
     rng: ChaCha20Rng,
     secure: bool,
@@ -44,40 +60,47 @@ struct Pending {
     handle: std::thread::JoinHandle<Vec<Vec<f32>>>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+/// The serialised form: the generator of a seeded source; `None` for a
+/// secure one (re-keyed from the operating system when read back; a
+/// generator saved by an older version is ignored).
+#[derive(Deserialize)]
 struct NoiseState {
-    rng: ChaCha20Rng,
+    #[serde(default)]
+    rng: Option<ChaCha20Rng>,
     secure: bool,
 }
 
-impl From<NoiseState> for NoiseSource {
-    fn from(s: NoiseState) -> Self {
-        Self {
-            rng: s.rng,
-            secure: s.secure,
-            pending: None,
+#[derive(Serialize)]
+struct NoiseStateRef<'a> {
+    rng: Option<&'a ChaCha20Rng>,
+    secure: bool,
+}
+
+impl TryFrom<NoiseState> for NoiseSource {
+    type Error = &'static str;
+
+    fn try_from(s: NoiseState) -> Result<Self, Self::Error> {
+        match (s.secure, s.rng) {
+            (true, _) => Ok(Self::from_os()),
+            (false, Some(rng)) => Ok(Self {
+                rng,
+                secure: false,
+                pending: None,
+            }),
+            (false, None) => Err("a seeded noise source needs its saved generator (`rng`)"),
         }
     }
 }
 
-impl From<NoiseSource> for NoiseState {
-    fn from(s: NoiseSource) -> Self {
-        Self {
-            rng: s.stream_position().clone(),
-            secure: s.secure,
-        }
-    }
-}
-
-impl Clone for NoiseSource {
-    /// A clone continues the stream exactly where this source stands
-    /// (a pending prefetch is not shared).
-    fn clone(&self) -> Self {
-        Self {
-            rng: self.stream_position().clone(),
+impl Serialize for NoiseSource {
+    /// A seeded source saves its generator as it stands for the caller (a
+    /// pending prefetch is not saved); a secure one saves none.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        NoiseStateRef {
+            rng: (!self.secure).then(|| self.stream_position()),
             secure: self.secure,
-            pending: None,
         }
+        .serialize(serializer)
     }
 }
 
@@ -151,6 +174,22 @@ impl NoiseSource {
     /// Whether the generator was seeded from the operating system.
     pub fn is_secure(&self) -> bool {
         self.secure
+    }
+
+    /// A source to save or restore in place of this one: a seeded source's
+    /// exact copy (it resumes the same stream), or, for a secure source, a
+    /// fresh one from the operating system (a secure stream is never
+    /// continued elsewhere; see the type's `# Privacy`).
+    pub(crate) fn successor(&self) -> Self {
+        if self.secure {
+            Self::from_os()
+        } else {
+            Self {
+                rng: self.stream_position().clone(),
+                secure: false,
+                pending: None,
+            }
+        }
     }
 
     /// The generator as it stands for the caller (before any prefetch).
@@ -302,6 +341,57 @@ mod tests {
         assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), parts);
         assert_ne!(a[1][..3], a[0][..]);
         assert_ne!(a[1][CHUNK..CHUNK + 3], a[0][..]);
+    }
+
+    #[test]
+    fn should_re_key_a_secure_source_whenever_it_is_read_back() {
+        // A secure source saves no generator: each read-back is a fresh key
+        // from the OS, so two restores never share noise with each other
+        // or with the original.
+        let mut original = NoiseSource::from_os();
+        original.gaussian(10, 1.0);
+        let saved = serde_json::to_value(&original).unwrap();
+        assert_eq!(saved, serde_json::json!({"rng": null, "secure": true}));
+        let mut a: NoiseSource = serde_json::from_value(saved.clone()).unwrap();
+        let mut b: NoiseSource = serde_json::from_value(saved).unwrap();
+        assert!(a.is_secure() && b.is_secure());
+        let (x, y, z) = (
+            a.gaussian(64, 1.0),
+            b.gaussian(64, 1.0),
+            original.gaussian(64, 1.0),
+        );
+        assert_ne!(x, y);
+        assert_ne!(x, z);
+        assert_ne!(y, z);
+        // A state written by an older version, generator included: the
+        // generator is ignored, not continued.
+        let mut legacy = NoiseSource::seeded(9);
+        let mut rng_json = serde_json::to_value(&legacy).unwrap();
+        rng_json["secure"] = true.into();
+        let mut restored: NoiseSource = serde_json::from_value(rng_json).unwrap();
+        assert!(restored.is_secure());
+        assert_ne!(restored.gaussian(64, 1.0), legacy.gaussian(64, 1.0));
+    }
+
+    #[test]
+    fn should_refuse_a_seeded_state_without_its_generator() {
+        let err = serde_json::from_str::<NoiseSource>(r#"{"rng": null, "secure": false}"#)
+            .expect_err("refused");
+        assert!(err.to_string().contains("generator"), "{err}");
+    }
+
+    #[test]
+    fn should_give_a_successor_that_resumes_a_seeded_stream_only() {
+        let mut seeded = NoiseSource::seeded(4);
+        seeded.gaussian(10, 1.0);
+        seeded.prefetch(&[32], 1.0);
+        let mut next = seeded.successor();
+        assert!(!next.is_secure());
+        assert_eq!(next.gaussian(32, 1.0), seeded.gaussian(32, 1.0));
+        let mut secure = NoiseSource::from_os();
+        let mut fresh = secure.successor();
+        assert!(fresh.is_secure());
+        assert_ne!(fresh.gaussian(64, 1.0), secure.gaussian(64, 1.0));
     }
 
     #[test]

@@ -195,13 +195,26 @@ struct StepsLeft {
 
 /// The serialisable state of a [`DpOptimizer`] (without the inner
 /// optimizer, whose record burn saves).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// # Privacy
+///
+/// Not [`Clone`], and a secure noise source never travels in it: a state
+/// restores at most one optimizer that continues a seeded stream, and
+/// every optimizer restored from a secure state draws fresh noise (see
+/// [`DpOptimizer::from_state`]).
+///
+/// ```compile_fail
+/// fn shares<T: Clone>() {}
+/// shares::<dpsgd_core::DpState>(); // one state cannot restore two twins
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
 pub struct DpState {
     /// The settings.
     pub settings: DpSettings,
     /// The accountant with its history.
     pub accountant: AnyAccountant,
-    /// The noise generator, mid-stream.
+    /// The noise generator: a seeded one mid-stream; a secure one is
+    /// re-keyed from the operating system on restore.
     pub noise: NoiseSource,
 }
 
@@ -239,6 +252,15 @@ impl DpOptimizer {
     /// Restores an optimizer from a saved state (and the inner optimizer,
     /// restored by the caller from burn's record).
     ///
+    /// # Privacy
+    ///
+    /// A secure (OS-seeded) noise source is re-keyed from the operating
+    /// system: two optimizers restored from one state (or from two copies
+    /// of one file) add independent noise, so releasing both models does
+    /// not cancel it. A seeded source — reproducible, reported as not
+    /// secure — resumes its stream exactly. The accountant's history is
+    /// kept either way, so ε is that of the uninterrupted run.
+    ///
     /// # Errors
     ///
     /// As [`DpSettings::validate`], or a history the accountant rejects.
@@ -251,22 +273,29 @@ impl DpOptimizer {
                 format!("the settings name {}", state.settings.accountant),
             ));
         }
+        let noise = if state.noise.is_secure() {
+            NoiseSource::from_os()
+        } else {
+            state.noise
+        };
         Ok(Self {
             inner,
             settings: state.settings,
             accountant: state.accountant,
-            noise: state.noise,
+            noise,
             // The history came from outside: count the steps left afresh.
             steps_left: None,
         })
     }
 
-    /// The serialisable state.
+    /// The serialisable state. A seeded noise source is saved where it
+    /// stands; a secure one is not saved at all (the state holds a fresh
+    /// one, and [`DpOptimizer::from_state`] re-keys it again).
     pub fn state(&self) -> DpState {
         DpState {
             settings: self.settings.clone(),
             accountant: self.accountant.clone(),
-            noise: self.noise.clone(),
+            noise: self.noise.successor(),
         }
     }
 
@@ -577,6 +606,73 @@ mod tests {
         let flat = settings(Clipping::flat(1.0).unwrap());
         assert_eq!(flat.count_noise_multiplier(), None);
         assert_eq!(flat.gradient_noise_multiplier(), 1.0);
+    }
+
+    /// One optimizer's noisy gradient of a 1000-scalar parameter on an
+    /// empty batch: its noise, scaled.
+    fn noise_of(dp: &mut DpOptimizer) -> Vec<f32> {
+        let device = burn::tensor::Device::flex();
+        let param = Param::from_tensor(Tensor::<1>::zeros([1000], &device));
+        let empty = ClippedGradients::empty(dp.clipping().clone());
+        let grads = dp.privatize(&param, empty).unwrap();
+        grads
+            .get::<1>(param.id)
+            .unwrap()
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    }
+
+    fn sgd() -> ModuleOptimizer {
+        burn::optim::SgdConfig::new().init()
+    }
+
+    #[test]
+    fn should_draw_fresh_noise_in_every_optimizer_restored_from_a_secure_state() {
+        let mut original = DpOptimizer::new(sgd(), settings(Clipping::flat(1.0).unwrap())).unwrap();
+        noise_of(&mut original);
+        // One state restored twice, in memory and through a file's JSON.
+        let json = serde_json::to_string(&original.state()).unwrap();
+        let restore = || {
+            let state: DpState = serde_json::from_str(&json).unwrap();
+            DpOptimizer::from_state(sgd(), state).unwrap()
+        };
+        let (mut a, mut b) = (restore(), restore());
+        let mut c = DpOptimizer::from_state(sgd(), original.state()).unwrap();
+        assert!(a.is_secure() && b.is_secure() && c.is_secure());
+        assert_eq!((a.steps(), b.steps(), c.steps()), (1, 1, 1));
+        let draws = [
+            noise_of(&mut original),
+            noise_of(&mut a),
+            noise_of(&mut b),
+            noise_of(&mut c),
+        ];
+        for i in 0..draws.len() {
+            for j in i + 1..draws.len() {
+                assert_ne!(draws[i], draws[j], "optimizers {i} and {j} share noise");
+            }
+        }
+    }
+
+    #[test]
+    fn should_resume_a_seeded_optimizer_exactly() {
+        let s = settings(Clipping::flat(1.0).unwrap());
+        let mut straight =
+            DpOptimizer::with_noise(sgd(), s.clone(), NoiseSource::seeded(8)).unwrap();
+        let mut saved = DpOptimizer::with_noise(sgd(), s, NoiseSource::seeded(8)).unwrap();
+        assert_eq!(noise_of(&mut straight), noise_of(&mut saved));
+        // Saved with a prefetch pending: the state stands before it.
+        let json = serde_json::to_string(&saved.state()).unwrap();
+        let mut resumed =
+            DpOptimizer::from_state(sgd(), serde_json::from_str(&json).unwrap()).unwrap();
+        assert!(!resumed.is_secure());
+        assert_eq!(resumed.steps(), 1);
+        for _ in 0..2 {
+            assert_eq!(noise_of(&mut resumed), noise_of(&mut straight));
+        }
+        // The in-memory state resumes the same stream too.
+        let mut again = DpOptimizer::from_state(sgd(), saved.state()).unwrap();
+        assert_eq!(noise_of(&mut again), noise_of(&mut saved));
     }
 
     #[test]

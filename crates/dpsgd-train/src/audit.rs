@@ -176,6 +176,14 @@ pub struct AuditConfig {
     /// Significance α of the lower bounds and the level `1 − α` of the
     /// bootstrap intervals.
     pub alpha: f64,
+    /// Significance of the canary audit's ε lower bounds (the one-run
+    /// bound that decides [`CanaryAudit::exceeds_claim`], and the
+    /// Clopper–Pearson bound beside it), when it is not `alpha`. A caller
+    /// that runs K audits and reports a failure if *any* refutes its claim
+    /// sets [`bonferroni`]`(α, K)` here, so that a correct implementation
+    /// is refuted with probability ≤ α over all K (`dpsgd sweep` does).
+    /// `None`: `alpha`.
+    pub canary_alpha: Option<f64>,
     /// Bootstrap resamples for the AUC intervals.
     pub bootstrap_resamples: usize,
     /// The label-only attack queries at most this many members and as many
@@ -199,6 +207,29 @@ pub struct AuditConfig {
     pub query_budget: Option<u64>,
 }
 
+impl AuditConfig {
+    /// The significance of the canary audit's bounds:
+    /// [`AuditConfig::canary_alpha`], or [`AuditConfig::alpha`].
+    pub fn canary_significance(&self) -> f64 {
+        self.canary_alpha.unwrap_or(self.alpha)
+    }
+}
+
+/// The significance of each of `tests` tests that together refute a true
+/// claim with probability at most `family_alpha` (Bonferroni: `α/K`; valid
+/// whatever the tests' dependence). No test (`tests = 0`) is taken as one.
+pub fn bonferroni(family_alpha: f64, tests: usize) -> f64 {
+    family_alpha / tests.max(1) as f64
+}
+
+/// Whether a measured ε lower bound refutes the claimed ε: it exceeds the
+/// claim beyond the bounds' bisection tolerance (1e-6). No claim (a
+/// non-private run) is never refuted. The one threshold of every verdict
+/// (`dpsgd audit`, `dpsgd sweep`, the Dirac audit).
+pub fn exceeds_claim(claimed: Option<f64>, lower_bound: f64) -> bool {
+    claimed.is_some_and(|eps| lower_bound > eps + 1e-6)
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
@@ -208,6 +239,7 @@ impl Default for AuditConfig {
             canary_kind: CanaryKind::Mislabeled,
             canary_guesses: None,
             alpha: 0.05,
+            canary_alpha: None,
             bootstrap_resamples: 100,
             label_only_records: 1000,
             threads: 0,
@@ -262,8 +294,30 @@ pub struct CanaryAudit {
     /// The ε the run claims (`None` without DP).
     pub claimed_epsilon: Option<f64>,
     /// Whether the one-run lower bound exceeds the claim: the claim is then
-    /// false (a privacy bug) at confidence `1 − α`.
+    /// false (a privacy bug) at confidence `1 − α`, with α the bound's
+    /// significance (`one_run.alpha`).
     pub exceeds_claim: bool,
+}
+
+impl CanaryAudit {
+    /// Whether this audit refutes its claim at significance `alpha`: the
+    /// one-run bound, recomputed at `alpha` from the audit's counts
+    /// (canaries, guesses, right guesses, δ), exceeds the claimed ε
+    /// ([`exceeds_claim`]). At `one_run.alpha` this is
+    /// [`CanaryAudit::exceeds_claim`]; a family of K audits tests each at
+    /// [`bonferroni`]`(α, K)`.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Config`] for `α ∉ (0, 1)` or inconsistent counts.
+    pub fn refutes_at(&self, alpha: f64) -> Result<bool, TrainError> {
+        let o = &self.one_run;
+        let bound = dpsgd_audit::lower_bound::one_run_epsilon(
+            o.canaries, o.guesses, o.correct, o.delta, alpha,
+        )
+        .map_err(audit_error)?;
+        Ok(exceeds_claim(self.claimed_epsilon, bound))
+    }
 }
 
 /// Model inversion's outcome.
@@ -368,7 +422,11 @@ fn audit_error(e: dpsgd_audit::Error) -> TrainError {
 /// [`TrainError`] from training the target or a shadow (a diverging shadow
 /// included), and [`TrainError::Config`] for an unusable audit
 /// configuration: no attacks, fewer than 2 shadow models for `shadow` or
-/// `lira`, `α ∉ (0, 1)`, more guesses than canaries.
+/// `lira`, `α ∉ (0, 1)`, more guesses than canaries, input (mislabeled or
+/// out-of-distribution) canaries together with early stopping — refused
+/// before anything is trained: early stopping's validation hold-out is
+/// taken from the training set it is given, so an included canary could
+/// be held out and never trained on while it counts as included.
 pub fn audit(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -379,6 +437,25 @@ pub fn audit(
 ) -> Result<AuditOutcome, TrainError> {
     let start = Instant::now();
     check_config(audit)?;
+    if audit.canaries > 0
+        && audit.canary_kind != CanaryKind::Dirac
+        && cfg.defences.early_stopping.is_some()
+    {
+        // The run takes early stopping's validation hold-out from the
+        // training set it is given, canaries included: an included canary
+        // could be held out, never trained on, and still count as included
+        // (a wrong coin for the bound).
+        return Err(bad(
+            "canaries",
+            format!(
+                "{} canaries cannot be combined with early stopping: its validation hold-out is taken from the training set after the canaries are added, so an included canary could be held out and never trained on; audit without early stopping (or use Dirac canaries, which are not records)",
+                match audit.canary_kind {
+                    CanaryKind::Mislabeled => "mislabeled",
+                    _ => "out-of-distribution",
+                }
+            ),
+        ));
+    }
     if train.n_features() != test.n_features() {
         return Err(bad(
             "data",
@@ -705,7 +782,7 @@ pub fn audit(
                 target_train.len(),
                 audit.canaries,
                 audit.canary_guesses,
-                audit.alpha,
+                audit.canary_significance(),
                 audit.seed,
                 device,
             )?;
@@ -714,7 +791,6 @@ pub fn audit(
                 &run.scores,
                 &run.included,
                 run.one_run,
-                audit,
                 delta,
                 Some(run.claimed_epsilon),
             )?)
@@ -765,6 +841,9 @@ fn check_config(audit: &AuditConfig) -> Result<(), TrainError> {
     }
     if !(audit.alpha > 0.0 && audit.alpha < 1.0) {
         return Err(bad("alpha", "must be in (0, 1)"));
+    }
+    if audit.canary_alpha.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
+        return Err(bad("canary_alpha", "must be in (0, 1)"));
     }
     if audit.bootstrap_resamples == 0 {
         return Err(bad("bootstrap_resamples", "need at least one resample"));
@@ -1303,29 +1382,27 @@ impl Canaries {
             .map_err(audit_error)?;
         let m = self.data.len();
         let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
-        let one_run = one_run_audit(&scores, &self.included, guesses, delta, audit.alpha)
-            .map_err(audit_error)?;
-        canary_bounds(
-            self.kind,
+        let one_run = one_run_audit(
             &scores,
             &self.included,
-            one_run,
-            audit,
+            guesses,
             delta,
-            claimed,
+            audit.canary_significance(),
         )
+        .map_err(audit_error)?;
+        canary_bounds(self.kind, &scores, &self.included, one_run, delta, claimed)
     }
 }
 
 /// The canary audit's figures: the one-run bound, and the Clopper–Pearson
 /// bound at the one-run guesser's IN threshold (fixed by the number of
-/// guesses): TPR over included, FPR over left-out canaries.
+/// guesses): TPR over included, FPR over left-out canaries, at the one-run
+/// bound's significance.
 fn canary_bounds(
     kind: CanaryKind,
     scores: &[f64],
     included: &[bool],
     one_run: OneRunAudit,
-    audit: &AuditConfig,
     delta: f64,
     claimed: Option<f64>,
 ) -> Result<CanaryAudit, TrainError> {
@@ -1338,7 +1415,7 @@ fn canary_bounds(
     let n_in = one_run.included;
     let n_out = m as u64 - n_in;
     let clopper_pearson_epsilon = if n_in > 0 && n_out > 0 {
-        canary_epsilon(tp, n_in, fp, n_out, audit.alpha, delta).map_err(audit_error)?
+        canary_epsilon(tp, n_in, fp, n_out, one_run.alpha, delta).map_err(audit_error)?
     } else {
         0.0
     };
@@ -1347,18 +1424,11 @@ fn canary_bounds(
         // The one-run bound alone decides: it is the one with a theorem
         // behind it for a single run (Steinke et al.), and deciding on
         // either of two bounds at α each would refute falsely up to 2α.
-        exceeds_claim: refutes(claimed, &[one_run.epsilon]),
+        exceeds_claim: exceeds_claim(claimed, one_run.epsilon),
         one_run,
         clopper_pearson_epsilon,
         claimed_epsilon: claimed,
     })
-}
-
-/// Whether a measured lower bound exceeds the claimed ε (beyond the bounds'
-/// bisection tolerance of 1e-6): the claim is then refuted. No claim (a
-/// non-private run) is never refuted.
-fn refutes(claimed: Option<f64>, lower_bounds: &[f64]) -> bool {
-    claimed.is_some_and(|eps| lower_bounds.iter().any(|&b| b > eps + 1e-6))
 }
 
 /// Draws `audit.canaries` canaries and their inclusion coins.
@@ -1465,14 +1535,71 @@ mod tests {
 
     #[test]
     fn should_refute_a_claim_only_when_a_bound_exceeds_it() {
-        assert!(refutes(Some(1.0), &[0.2, 1.5]));
-        assert!(refutes(Some(1.0), &[1.01, 0.0]));
-        assert!(!refutes(Some(1.0), &[1.0, 0.999]));
+        assert!(exceeds_claim(Some(1.0), 1.5));
+        assert!(exceeds_claim(Some(1.0), 1.01));
+        assert!(!exceeds_claim(Some(1.0), 1.0));
+        assert!(!exceeds_claim(Some(1.0), 0.999));
         assert!(
-            !refutes(Some(1.0), &[1.0 + 1e-7]),
+            !exceeds_claim(Some(1.0), 1.0 + 1e-7),
             "within the bisection tolerance"
         );
-        assert!(!refutes(None, &[50.0]), "no claim without DP");
+        assert!(!exceeds_claim(None, 50.0), "no claim without DP");
+    }
+
+    #[test]
+    fn should_split_the_family_alpha_evenly_between_the_audits() {
+        assert_eq!(bonferroni(0.05, 1), 0.05);
+        assert!((bonferroni(0.05, 10) - 0.005).abs() < 1e-15);
+        assert_eq!(bonferroni(0.05, 0), 0.05, "no test counts as one");
+        // The family-wise bound: K tests at α/K refute a true claim with
+        // probability ≤ K·α/K = α, where K tests at α each could reach
+        // 1 − (1 − α)^K (40% for K = 10).
+        for k in [1, 2, 6, 30] {
+            assert!(k as f64 * bonferroni(0.05, k) <= 0.05 + 1e-15);
+        }
+        let cfg = AuditConfig {
+            canary_alpha: Some(bonferroni(0.05, 4)),
+            ..AuditConfig::default()
+        };
+        assert_eq!(cfg.canary_significance(), 0.0125);
+        assert_eq!(cfg.alpha, 0.05, "the bootstrap intervals stay at 95%");
+        assert_eq!(AuditConfig::default().canary_significance(), 0.05);
+    }
+
+    /// A canary audit of a perfect attack (1000 canaries, 100 guesses, all
+    /// right) against a claim between its bounds at α and α/10.
+    fn perfect_audit(alpha: f64, claimed: Option<f64>) -> CanaryAudit {
+        let included: Vec<bool> = (0..1000).map(|i| i % 2 == 0).collect();
+        let scores: Vec<f64> = included.iter().map(|&b| f64::from(u8::from(b))).collect();
+        let one_run = one_run_audit(&scores, &included, 100, 0.0, alpha).unwrap();
+        CanaryAudit {
+            kind: CanaryKind::Mislabeled,
+            exceeds_claim: exceeds_claim(claimed, one_run.epsilon),
+            one_run,
+            clopper_pearson_epsilon: 0.0,
+            claimed_epsilon: claimed,
+        }
+    }
+
+    #[test]
+    fn should_refute_at_the_level_asked_from_the_audits_counts() {
+        let at = |alpha| perfect_audit(alpha, None).one_run.epsilon;
+        let (loose, strict) = (at(0.05), at(0.005));
+        assert!(strict < loose - 0.1, "{strict} vs {loose}");
+        let claim = 0.5 * (loose + strict);
+        // Computed at α = 0.05 the bound refutes the claim; the same
+        // counts at α/10 do not: the level, not the stored verdict, decides.
+        let audit = perfect_audit(0.05, Some(claim));
+        assert!(audit.exceeds_claim);
+        assert!(audit.refutes_at(0.05).unwrap());
+        assert!(!audit.refutes_at(0.005).unwrap());
+        assert!(
+            perfect_audit(0.005, Some(strict - 0.01))
+                .refutes_at(0.005)
+                .unwrap()
+        );
+        assert!(!perfect_audit(0.05, None).refutes_at(0.005).unwrap());
+        assert!(audit.refutes_at(0.0).is_err());
     }
 
     #[test]

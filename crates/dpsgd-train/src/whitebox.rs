@@ -160,7 +160,7 @@ pub fn dirac_canary_audit(
         .map_err(|e| TrainError::config("canaries", e.to_string()))?;
     let claimed_epsilon = engine.epsilon()?;
     Ok(DiracAudit {
-        exceeds_claim: one_run.epsilon > claimed_epsilon + 1e-6,
+        exceeds_claim: crate::audit::exceeds_claim(Some(claimed_epsilon), one_run.epsilon),
         one_run,
         claimed_epsilon,
         noise_multiplier: engine.noise_multiplier(),

@@ -6,7 +6,8 @@
 use burn::tensor::Device;
 use dpsgd_data::{Dataset, Scaling, digits};
 use dpsgd_train::audit::{Attack, AuditConfig, AuditReport, CanaryKind, audit};
-use dpsgd_train::{ModelKind, OptimizerKind, Privacy, TrainConfig};
+use dpsgd_train::{EarlyStopping, ModelKind, OptimizerKind, Privacy, TrainConfig, TrainError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Digits split `test_fraction` held out, scaled by the public maximum.
 fn data(test_fraction: f64) -> (Dataset, Dataset) {
@@ -127,15 +128,21 @@ fn should_never_measure_a_lower_bound_above_the_claimed_epsilon() {
     assert_eq!(canary.one_run.guesses, 40, "m/5 guesses, fixed in advance");
     assert!(!canary.exceeds_claim, "no claim without DP");
 
-    for (eps, kind, seed) in [
-        (0.5, CanaryKind::Mislabeled, 3),
-        (2.0, CanaryKind::Mislabeled, 4),
-        (8.0, CanaryKind::OutOfDistribution, 5),
-        (1.0, CanaryKind::Dirac, 6),
-        (8.0, CanaryKind::Dirac, 7),
+    assert_eq!(canary.one_run.alpha, 0.05);
+
+    // Two of them at a family's per-audit level (5%/4, as a sweep of four
+    // DP runs sets it): the bound is computed at that level, input and
+    // Dirac canaries alike.
+    for (eps, kind, seed, canary_alpha) in [
+        (0.5, CanaryKind::Mislabeled, 3, None),
+        (2.0, CanaryKind::Mislabeled, 4, None),
+        (8.0, CanaryKind::OutOfDistribution, 5, Some(0.0125)),
+        (1.0, CanaryKind::Dirac, 6, None),
+        (8.0, CanaryKind::Dirac, 7, Some(0.0125)),
     ] {
         let cfg = AuditConfig {
             canary_kind: kind,
+            canary_alpha,
             seed,
             ..cfg.clone()
         };
@@ -150,6 +157,7 @@ fn should_never_measure_a_lower_bound_above_the_claimed_epsilon() {
         assert_eq!(r.epsilon_lower_bound, Some(canary.one_run.epsilon));
         assert_eq!(canary.claimed_epsilon, Some(claimed));
         assert_eq!(canary.kind, kind);
+        assert_eq!(canary.one_run.alpha, canary_alpha.unwrap_or(0.05));
     }
 }
 
@@ -275,6 +283,48 @@ fn should_refuse_unusable_audits() {
         },
         "alpha",
     );
+    refuse(
+        AuditConfig {
+            canary_alpha: Some(0.0),
+            ..AuditConfig::default()
+        },
+        "canary_alpha",
+    );
+}
+
+/// Input canaries appended to the training set before early stopping takes
+/// its validation hold-out from it could land in validation, never be
+/// trained on, and still count as included (issue 24, 5b): the audit
+/// refuses the combination with a configuration error naming both, before
+/// it trains anything. Dirac canaries are not records and pass this check.
+#[test]
+fn should_refuse_input_canaries_with_early_stopping_before_training() {
+    let split = data(0.5);
+    let mut cfg = overfit(Privacy::TargetEpsilon(2.0), 1);
+    cfg.defences.early_stopping = Some(EarlyStopping {
+        validation_fraction: 0.2,
+        patience: 2,
+    });
+    for kind in [CanaryKind::Mislabeled, CanaryKind::OutOfDistribution] {
+        let stages = AtomicUsize::new(0);
+        let log = |_: &str| {
+            stages.fetch_add(1, Ordering::Relaxed);
+        };
+        let audit_cfg = AuditConfig {
+            attacks: vec![Attack::Loss],
+            canaries: 20,
+            canary_kind: kind,
+            ..AuditConfig::default()
+        };
+        let err = audit(&cfg, &split.0, &split.1, &audit_cfg, &Device::flex(), &log)
+            .expect_err("refused");
+        let TrainError::Config(c) = &err else {
+            panic!("not a configuration error: {err}");
+        };
+        assert_eq!(c.setting, "canaries", "{err}");
+        assert!(c.message.contains("early stopping"), "{err}");
+        assert_eq!(stages.load(Ordering::Relaxed), 0, "nothing trained: {err}");
+    }
 }
 
 /// A model behind ScatterNet features: the shadows train on features
