@@ -765,3 +765,304 @@ fn should_name_the_recipe_and_what_the_flags_changed() {
     ok(&quiet);
     assert!(!String::from_utf8_lossy(&quiet.stderr).contains("recipe"));
 }
+
+/// A 26-record CSV file (`id,colour,label`): 13 records of class 0, 12 of
+/// class 1, then `last`.
+fn neighbour_csv(dir: &Path, name: &str, last: &str) -> PathBuf {
+    let colours = ["red", "green", "blue"];
+    let mut text = String::from("id,colour,label\n");
+    for i in 0..25 {
+        let class = u8::from(i >= 13);
+        let x = if class == 0 { -1.0 } else { 1.0 } + ((i as f64) * 0.731).sin() * 0.3;
+        text += &format!("{x:.4},{},{class}\n", colours[i % 3]);
+    }
+    text += last;
+    text.push('\n');
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `dpsgd train` on `csv` with a small DP run and `extra` flags: its
+/// report, model size and standard error.
+fn small_run(dir: &Path, csv: &Path, extra: &[&str]) -> (serde_json::Value, u64, String) {
+    let (report, model) = (dir.join("r.json"), dir.join("m.bin"));
+    let _ = std::fs::remove_file(&model);
+    let data = format!("csv:{}", csv.display());
+    let mut args = vec![
+        "train",
+        "--dataset",
+        &data,
+        "--model",
+        "mlp",
+        "--hidden",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--noise-multiplier",
+        "1",
+        "--seed",
+        "5",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+        "--save-model",
+        model.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = dpsgd(&args);
+    ok(&out);
+    let size = std::fs::metadata(&model).unwrap().len();
+    (
+        read_json(&report),
+        size,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 24, item 1: the last record's label decided the training set's
+/// size (a stratified split: 20 or 21 records), and with it q, the steps
+/// and δ. Now every released size is the same for both.
+#[test]
+fn should_train_on_as_many_records_whatever_one_label() {
+    let dir = temp_dir("split-label");
+    let zero = neighbour_csv(&dir, "zero.csv", "0.5,red,0");
+    let one = neighbour_csv(&dir, "one.csv", "0.5,red,1");
+    let (a, _, _) = small_run(&dir, &zero, &["--num-classes", "2"]);
+    let (b, _, _) = small_run(&dir, &one, &["--num-classes", "2"]);
+    assert_eq!(a["dataset_size"].as_u64(), Some(21), "{a}");
+    for field in ["dataset_size", "sample_rate", "steps", "delta", "epsilon"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+}
+
+/// Issue 24, item 2: a category only one record has added an input (the
+/// saved model grew). With `--schema` the model's shape and the report's
+/// preparation are the same for both files; without it the report says
+/// what was read off the data (`public: false`) and the command warns once.
+#[test]
+fn should_fix_the_model_shape_with_a_public_schema() {
+    let dir = temp_dir("schema");
+    let base = neighbour_csv(&dir, "base.csv", "0.5,red,0");
+    let odd = neighbour_csv(&dir, "odd.csv", "0.5,ultraviolet,0");
+    let schema = dir.join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+    )
+    .unwrap();
+    let flags = ["--schema", schema.to_str().unwrap()];
+    let (a, a_size, a_err) = small_run(&dir, &base, &flags);
+    let (b, b_size, b_err) = small_run(&dir, &odd, &flags);
+    assert_eq!(a_size, b_size, "the model's shape");
+    assert_eq!(a["preprocessing"], b["preprocessing"]);
+    let p = &a["preprocessing"];
+    assert_eq!(p["public"], true, "{p}");
+    assert_eq!(p["read_from_data"], serde_json::json!([]), "{p}");
+    assert_eq!(p["num_classes"], 2, "{p}");
+    assert!(
+        !a_err.contains("WARNING") && !b_err.contains("WARNING"),
+        "{a_err}{b_err}"
+    );
+
+    let (a, a_size, a_err) = small_run(&dir, &base, &[]);
+    let (_, b_size, b_err) = small_run(&dir, &odd, &[]);
+    assert!(
+        b_size > a_size,
+        "read off the data, one more input: {a_size} {b_size}"
+    );
+    let p = &a["preprocessing"];
+    assert_eq!(p["public"], false, "{p}");
+    let read = p["read_from_data"].to_string();
+    assert!(
+        read.contains("categories of column 1 (`colour`)") && read.contains("number of classes"),
+        "{p}"
+    );
+    for err in [&a_err, &b_err] {
+        assert_eq!(
+            err.matches("WARNING: dpsgd: read off the private data, not covered by ε")
+                .count(),
+            1,
+            "{err}"
+        );
+        assert!(err.contains("--schema"), "{err}");
+    }
+}
+
+/// `--schema` reaches every command that loads data (its options are
+/// `train`'s), and the warning comes once per command.
+#[test]
+fn should_take_the_schema_in_every_command_and_warn_once() {
+    for command in ["train", "audit", "sweep", "compare"] {
+        let out = dpsgd(&[command, "--help"]);
+        ok(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--schema <FILE>"),
+            "{command}"
+        );
+    }
+    let dir = temp_dir("schema-sweep");
+    let base = neighbour_csv(&dir, "base.csv", "0.5,red,0");
+    let schema = dir.join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+    )
+    .unwrap();
+    let sweep = |extra: &[&str]| {
+        let out_dir = dir.join("out");
+        let data = format!("csv:{}", base.display());
+        let mut args = vec![
+            "sweep",
+            "--dataset",
+            &data,
+            "--model",
+            "logreg",
+            "--epsilons",
+            "2",
+            "--repeats",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--quiet",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = dpsgd(&args);
+        ok(&out);
+        (
+            read_json(out_dir.join("sweep.json")),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (json, err) = sweep(&[]);
+    assert_eq!(json["preprocessing"]["public"], false, "{json}");
+    assert_eq!(err.matches("WARNING: dpsgd: read off").count(), 1, "{err}");
+    let (json, err) = sweep(&["--schema", schema.to_str().unwrap()]);
+    assert_eq!(json["preprocessing"]["public"], true, "{json}");
+    assert!(!err.contains("WARNING: dpsgd: read off"), "{err}");
+}
+
+/// A schema that cannot be read or does not fit the data is a usage error
+/// naming `--schema` (or `--num-classes` when the two disagree); a label
+/// outside the schema's classes is corrupt data naming the line.
+#[test]
+fn should_refuse_a_bad_schema_naming_the_flag() {
+    let dir = temp_dir("bad-schema");
+    let base = neighbour_csv(&dir, "base.csv", "0.5,red,0");
+    let data = format!("csv:{}", base.display());
+    let write = |name: &str, json: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, json).unwrap();
+        p.display().to_string()
+    };
+    let good = write(
+        "good.json",
+        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+    );
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            vec![
+                "--schema".into(),
+                dir.join("none.json").display().to_string(),
+            ],
+            vec!["--schema", "none.json"],
+        ),
+        (
+            vec![
+                "--schema".into(),
+                write("bad.json", r#"{"columns": ["colour"]}"#),
+            ],
+            vec!["--schema", "bad.json", "invalid type"],
+        ),
+        (
+            vec![
+                "--schema".into(),
+                write("col.json", r#"{"columns": {"shape": ["a"]}}"#),
+            ],
+            vec!["--schema", "`shape` is not in the header"],
+        ),
+        (
+            vec![
+                "--schema".into(),
+                write("dup.json", r#"{"columns": {"colour": ["a", "a"]}}"#),
+            ],
+            vec!["--schema", "listed twice"],
+        ),
+        (
+            vec![
+                "--schema".into(),
+                good.clone(),
+                "--num-classes".into(),
+                "3".into(),
+            ],
+            vec!["--num-classes", "2 classes of --schema"],
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["train", "--dataset", &data, "--epochs", "1", "--quiet"];
+        args.extend(extra.iter().map(String::as_str));
+        common::assert_usage_error(&dpsgd(&args), &expected);
+    }
+    common::assert_usage_error(
+        &dpsgd(&["train", "--schema", &good, "--epochs", "1", "--quiet"]),
+        &["--schema", "CSV"],
+    );
+    let unknown = neighbour_csv(&dir, "unknown.csv", "0.5,red,7");
+    let out = dpsgd(&[
+        "train",
+        "--dataset",
+        &format!("csv:{}", unknown.display()),
+        "--schema",
+        &good,
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("unknown.csv") && err.contains("line 27") && err.contains("`7`"),
+        "{err}"
+    );
+}
+
+/// The report and the page hold exact statistics of the private data
+/// (per-epoch training losses, the training accuracy): readable by the
+/// owner only, like the run state, even when they replace a readable file.
+#[cfg(unix)]
+#[test]
+fn should_write_the_report_and_page_for_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("modes");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let (report, page) = (dir.join("r.json"), dir.join("r.html"));
+    std::fs::write(&report, "old").unwrap();
+    std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(&dpsgd(&[
+        "train",
+        "--dataset",
+        &data,
+        "--model",
+        "logreg",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]));
+    for path in [&report, &page] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+    }
+    assert!(read_json(&report)["not_covered_by_epsilon"]["epoch_history"].is_array());
+}

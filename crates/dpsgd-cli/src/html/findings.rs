@@ -24,7 +24,7 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                 .get("canary_audit")
                 .and_then(|c| num(c, "claimed_epsilon")),
         ) {
-            if bound > claimed {
+            if exceeds_claim(audit) {
                 out.push(Finding {
                     level: "alert",
                     text: format!(
@@ -132,7 +132,7 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
         }
     }
     if let (Some(eps), Some(audit)) = (epsilon, &inputs.audit)
-        && num(audit, "epsilon_lower_bound").is_none_or(|b| b <= eps)
+        && !exceeds_claim(audit)
         && let Some((best, auc)) = strongest(attacks(audit), "auc")
     {
         out.push(Finding {
@@ -173,9 +173,24 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
     if let Some(p) = inputs.preprocessing()
         && p.get("public").and_then(Value::as_bool) == Some(false)
     {
+        let read: Vec<String> = p
+            .get("read_from_data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(esc)
+            .collect();
+        let what = if read.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", read.join("; "))
+        };
         out.push(Finding {
             level: "warn",
-            text: "The data preparation was derived from the private data (see the guarantee): what it reveals is not covered by ε. Use public information (published ranges, a fixed vocabulary) instead.".into(),
+            text: format!(
+                "The data preparation was derived from the private data{what} (see the guarantee): it is <b>not covered by ε</b> — one record can change it, e.g. a category or class only that record has adds an input or an output to the model, visible in its shape. Use public information instead: a public schema (<code>--schema FILE</code>) for categories and classes, <code>--num-classes</code>, published feature ranges."
+            ),
             evidence: "guarantee",
         });
     }
@@ -218,6 +233,17 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
         _ => 2,
     });
     out
+}
+
+/// Whether the audit refuted the claim: the audit's own verdict
+/// (`canary_audit.exceeds_claim`, which also sets the CLI's exit code), so
+/// the page and the command never disagree on where "above the claim"
+/// begins.
+fn exceeds_claim(audit: &Value) -> bool {
+    audit
+        .pointer("/canary_audit/exceeds_claim")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 fn fmt_points(drop: f64) -> String {
@@ -318,23 +344,58 @@ mod tests {
     use super::super::tests::{audit, levels, with_audit};
     use serde_json::json;
 
+    /// The audit's verdict with its bound, as the library writes both.
+    fn verdict(claimed: f64, bound: f64, exceeds: bool) -> serde_json::Value {
+        let mut a = audit(Some(claimed), Some(bound), 0.5, (0.5, 0.001));
+        a["canary_audit"]["exceeds_claim"] = json!(exceeds);
+        a
+    }
+
     #[test]
     fn a_lower_bound_above_the_claim_is_an_alert_and_a_close_one_is_tight() {
-        let found = levels(&with_audit(audit(Some(2.0), Some(2.5), 0.5, (0.5, 0.001))));
+        let found = levels(&with_audit(verdict(2.0, 2.5, true)));
         assert!(
             found[0].0 == "alert" && found[0].1.contains("PROVES"),
             "{found:?}"
         );
-        let found = levels(&with_audit(audit(Some(2.0), Some(1.2), 0.5, (0.5, 0.001))));
+        let found = levels(&with_audit(verdict(2.0, 1.2, false)));
         assert!(
             found.iter().any(|f| f.0 == "info" && f.1.contains("tight")),
             "{found:?}"
         );
         // A loose bound is neither: the audit only agrees with the claim.
-        let found = levels(&with_audit(audit(Some(2.0), Some(0.3), 0.5, (0.5, 0.001))));
+        let found = levels(&with_audit(verdict(2.0, 0.3, false)));
         assert!(
             found.len() == 1 && found[0].1.contains("nothing beyond the guarantee"),
             "{found:?}"
+        );
+    }
+
+    /// One threshold: the page alerts exactly when the audit's verdict
+    /// (`exceeds_claim`, which sets the CLI's exit code 3) says so. A bound
+    /// above the claim by less than the bounds' bisection tolerance (1e-6)
+    /// used to be an alert on the page while the CLI passed it.
+    #[test]
+    fn the_alert_follows_the_audits_verdict() {
+        let within_tolerance = verdict(2.0, 2.0 + 5e-7, false);
+        let found = levels(&with_audit(within_tolerance));
+        assert!(found.iter().all(|f| f.0 != "alert"), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.1.contains("nothing beyond the guarantee")),
+            "{found:?}"
+        );
+        let refuted = levels(&with_audit(verdict(2.0, 2.0 + 5e-7, true)));
+        assert!(
+            refuted[0].0 == "alert" && refuted[0].1.contains("PROVES"),
+            "{refuted:?}"
+        );
+        assert!(
+            refuted
+                .iter()
+                .all(|f| !f.1.contains("nothing beyond the guarantee")),
+            "{refuted:?}"
         );
     }
 
@@ -438,8 +499,9 @@ mod tests {
         );
     }
 
-    /// Preparation derived from the private data is a warning; public
-    /// preparation is not.
+    /// Preparation derived from the private data is a warning that names
+    /// what was read and says it is not covered by ε; public preparation
+    /// is not.
     #[test]
     fn private_preprocessing_is_warned() {
         let mut a = audit(Some(1.0), None, 0.5, (0.5, 0.001));
@@ -449,6 +511,17 @@ mod tests {
             found
                 .iter()
                 .any(|f| f.0 == "warn" && f.1.contains("derived from the private data")),
+            "{found:?}"
+        );
+        a["preprocessing"] = json!({"public": false, "scaling": "none",
+            "read_from_data": ["categories of column 2 (`<colour>`)", "the number of classes (largest label + 1)"]});
+        let found = levels(&with_audit(a.clone()));
+        assert!(
+            found.iter().any(|f| f.0 == "warn"
+                && f.1
+                    .contains("categories of column 2 (`&lt;colour&gt;`); the number of classes")
+                && f.1.contains("not covered by ε")
+                && f.1.contains("--schema")),
             "{found:?}"
         );
         a["preprocessing"] = json!({"public": true});

@@ -86,7 +86,7 @@ pub(super) fn guarantee_section(t: &Value, preprocessing: Option<&Value>) -> Str
 }
 
 /// The report's `preprocessing` in words: whether it used public
-/// information only, and what it did.
+/// information only, what it did, and what it read off the private data.
 fn preprocessing_text(preprocessing: Option<&Value>) -> String {
     let Some(p) = preprocessing.and_then(Value::as_object) else {
         return "not recorded in these reports".into();
@@ -94,18 +94,33 @@ fn preprocessing_text(preprocessing: Option<&Value>) -> String {
     let details: Vec<String> = p
         .iter()
         .filter(|(k, _)| k.as_str() != "public")
+        .filter(|(_, v)| v.as_array().is_none_or(|a| !a.is_empty()))
         .map(|(k, v)| {
-            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => other.to_string(),
+            };
             format!("{} {}", k.replace('_', " "), esc(&v))
         })
         .collect();
     match p.get("public").and_then(Value::as_bool) {
+        // Reports from before the vocabulary was checked said `public`
+        // without looking at it: claim only what they checked.
+        Some(true) if !p.contains_key("read_from_data") => format!(
+            "public scaling and a declared number of classes, as recorded; this report predates the check of the vocabulary (one-hot categories, class names), which may have been read off the private data and then is not covered ({})",
+            details.join("; ")
+        ),
         Some(true) => format!(
-            "public information only, so it is covered ({})",
+            "public information only, so it is covered: nothing in it was read off the private data ({})",
             details.join("; ")
         ),
         Some(false) => format!(
-            "<b>derived from the private data, so not covered by ε</b> ({})",
+            "<b>partly read off the private data, so not covered by ε</b> ({})",
             details.join("; ")
         ),
         None => details.join("; "),
@@ -363,4 +378,41 @@ fn roc_series(audit: &Value) -> Vec<Series> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preprocessing_text;
+    use serde_json::json;
+
+    /// What was read off the data is listed in words (not as JSON), marked
+    /// as not covered; a public preparation says nothing was read; a report
+    /// from before the vocabulary was checked is not taken at its word.
+    #[test]
+    fn the_preparation_says_what_was_read_off_the_data() {
+        let private = json!({"public": false, "scaling": "none", "read_from_data":
+            ["categories of column 2 (`colour`)", "the number of classes (largest label + 1)"]});
+        let text = preprocessing_text(Some(&private));
+        assert!(
+            text.contains("not covered by ε")
+                && text.contains(
+                    "read from data categories of column 2 (`colour`), the number of classes"
+                )
+                && !text.contains('['),
+            "{text}"
+        );
+        let public = json!({"public": true, "scaling": "none", "read_from_data": []});
+        let text = preprocessing_text(Some(&public));
+        assert!(
+            text.contains("nothing in it was read off the private data")
+                && !text.contains("read from data"),
+            "{text}"
+        );
+        let old = json!({"public": true, "scaling": "none"});
+        let text = preprocessing_text(Some(&old));
+        assert!(
+            text.contains("predates the check of the vocabulary") && !text.contains("is covered"),
+            "{text}"
+        );
+    }
 }
