@@ -53,6 +53,27 @@ fn figures(a: &dpsgd_train::audit::AttackResult) -> String {
     )
 }
 
+/// P(X ≥ k) for X ~ Binomial(n, p), summed in log space.
+fn binomial_tail(n: usize, p: f64, k: usize) -> f64 {
+    let ln_choose = |i: usize| -> f64 {
+        (1..=i)
+            .map(|j| ((n - i + j) as f64).ln() - (j as f64).ln())
+            .sum()
+    };
+    (k..=n)
+        .map(|i| (ln_choose(i) + i as f64 * p.ln() + (n - i) as f64 * (-p).ln_1p()).exp())
+        .sum()
+}
+
+#[test]
+fn should_sum_a_binomial_tail() {
+    // Reference values: 1 − Σ_{i<k} C(n, i) pⁱ (1−p)ⁿ⁻ⁱ, exact in
+    // rationals by hand (56/1024) and with Python's math.comb (0.013407).
+    assert!((binomial_tail(10, 0.5, 0) - 1.0).abs() < 1e-12);
+    assert!((binomial_tail(10, 0.5, 8) - 56.0 / 1024.0).abs() < 1e-12);
+    assert!((binomial_tail(900, 0.001, 4) - 0.013_407).abs() < 1e-6);
+}
+
 fn attack<'a>(r: &'a AuditReport, name: &str) -> &'a dpsgd_train::audit::AttackResult {
     r.attacks
         .iter()
@@ -77,11 +98,9 @@ fn should_find_the_overfit_model_attackable_and_the_dp_model_not() {
     let open = run(&overfit(Privacy::NonPrivate, 1), &split, &cfg);
     assert!(open.train_accuracy > 0.99, "{}", open.train_accuracy);
     let loss = attack(&open, "loss");
-    assert!(
-        loss.auc > 0.53 && loss.auc_interval.low > 0.5,
-        "{}",
-        figures(loss)
-    );
+    // Above chance with 95% confidence (its bootstrap interval excludes
+    // 0.5); a fixed AUC threshold would only restate one split's figure.
+    assert!(loss.auc_interval.low > 0.5, "{}", figures(loss));
     assert!(loss.advantage > 0.1, "{}", loss.advantage);
     assert_eq!(open.epsilon, None);
 
@@ -198,7 +217,17 @@ fn should_run_lira_and_shadow_attacks_reproducibly_across_threads() {
     // overfits this much, most visibly at low FPR (chance: 0.1%).
     let lira = attack(&one, "lira-online");
     assert!(lira.auc_interval.low > 0.5, "{}", figures(lira));
-    assert!(lira.tpr_at_fpr_0_001 > 0.005, "{}", figures(lira));
+    // At 0.1% FPR an attack at chance finds each member with probability
+    // 0.001: the members it finds must be unlikely under that (a binomial
+    // tail below 5%).
+    let members = split.0.len();
+    let found = (lira.tpr_at_fpr_0_001 * members as f64).round() as usize;
+    let p = binomial_tail(members, 0.001, found);
+    assert!(
+        p < 0.05,
+        "{}: {found} of {members} members, p = {p:.3} at chance",
+        figures(lira)
+    );
 }
 
 /// Label-only and inversion run on the digits model and report their
