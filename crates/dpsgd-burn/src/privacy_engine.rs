@@ -330,9 +330,11 @@ pub struct PrivacyReport {
     pub noise_multiplier: Option<f64>,
     /// q.
     pub sample_rate: f64,
-    /// Steps taken.
+    /// Steps accounted for: those taken, or, for a run that charged the
+    /// rest of its plan ([`PrivacyEngine::report_over`]: early stopping, a
+    /// divergence check), the planned steps.
     pub steps: u64,
-    /// ε spent at δ; `None` without DP (ε = ∞).
+    /// ε at δ over `steps`; `None` without DP (ε = ∞).
     pub epsilon: Option<f64>,
     /// δ.
     pub delta: f64,
@@ -605,10 +607,46 @@ impl PrivacyEngine {
     ///
     /// From the accountant.
     pub fn planned_epsilon(&self) -> Result<f64> {
-        let Some(planned) = self.planned_steps else {
-            return self.epsilon();
-        };
-        let remaining = planned.saturating_sub(self.steps());
+        match self.planned_steps {
+            Some(planned) => self.epsilon_over(planned.max(self.steps())),
+            None => self.epsilon(),
+        }
+    }
+
+    /// ε at the run's δ once the run has `total` steps at the engine's σ
+    /// and q: the steps taken, and the rest of the `total` charged as if
+    /// they had been taken (the accountant's history is not changed).
+    ///
+    /// What a loop that stops before its plan at a data-dependent time
+    /// reports — early stopping on validation records, a divergence check
+    /// on the released parameters: every intermediate model is a release
+    /// of the mechanism run for the whole plan, so the stop is
+    /// post-processing of that run, whose ε covers it; ε for the steps
+    /// actually taken would be a function of when the run stopped.
+    ///
+    /// ```
+    /// use dpsgd_accountant::{Accountant, RdpAccountant};
+    /// use dpsgd_burn::{DpSgdConfig, PoissonSampler};
+    /// let sampler = PoissonSampler::new(1000, 10)?;
+    /// let engine = DpSgdConfig::new(1.0)
+    ///     .with_noise_multiplier(1.0)
+    ///     .init(burn::optim::SgdConfig::new().init(), sampler)?;
+    /// // No step taken yet: all 200 planned steps are charged.
+    /// let mut reference = RdpAccountant::new();
+    /// reference.record(1.0, 0.01, 200)?;
+    /// let want = reference.epsilon(1e-5)?;
+    /// assert!((engine.epsilon_over(200)? - want).abs() <= 1e-9 * want);
+    /// assert_eq!(engine.report_over(200)?.steps, 200);
+    /// assert_eq!(engine.steps(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] when `total` is below the steps taken;
+    /// from the accountant.
+    pub fn epsilon_over(&self, total: u64) -> Result<f64> {
+        let remaining = self.steps_beyond(total)?;
         if remaining == 0 {
             return self.epsilon();
         }
@@ -618,6 +656,20 @@ impl PrivacyEngine {
             remaining,
         )?;
         Ok(self.dp.accountant().epsilon_after(seg, self.delta)?)
+    }
+
+    /// The steps of a `total`-step plan not yet taken.
+    fn steps_beyond(&self, total: u64) -> Result<u64> {
+        total.checked_sub(self.steps()).ok_or_else(|| {
+            Error::invalid(
+                "steps",
+                total,
+                format!(
+                    "fewer than the {} steps already taken: ε cannot be charged for fewer steps than were taken",
+                    self.steps()
+                ),
+            )
+        })
     }
 
     /// Steps taken.
@@ -668,11 +720,25 @@ impl PrivacyEngine {
     ///
     /// From the accountant.
     pub fn report(&self) -> Result<PrivacyReport> {
+        self.report_over(self.steps())
+    }
+
+    /// The privacy report of a run of `total` steps, of which the ones not
+    /// taken are charged at the engine's σ and q
+    /// ([`PrivacyEngine::epsilon_over`]): `steps` is `total` and `epsilon`
+    /// covers them all. For a loop that may stop before its plan (early
+    /// stopping, divergence), so that the accounting fields do not depend
+    /// on whether or when it stopped.
+    ///
+    /// # Errors
+    ///
+    /// As [`PrivacyEngine::epsilon_over`].
+    pub fn report_over(&self, total: u64) -> Result<PrivacyReport> {
         Ok(PrivacyReport {
             noise_multiplier: Some(self.noise_multiplier()),
             sample_rate: self.sampler.sample_rate(),
-            steps: self.steps(),
-            epsilon: Some(self.epsilon()?),
+            steps: total,
+            epsilon: Some(self.epsilon_over(total)?),
             delta: self.delta,
             accountant: Some(self.config.accountant),
             clipping: Some(self.dp.clipping().clone()),

@@ -286,10 +286,14 @@ pub struct RelaxLossSettings {
 ///
 /// # Privacy
 ///
-/// The validation records are not trained on, but the stopping epoch
-/// depends on them: it is released without a DP guarantee for them (it is
-/// in the report). ε covers the training records as usual, for the steps
-/// actually taken.
+/// Under DP-SGD, ε covers the training records over the **planned**
+/// epochs, whether or when the run stops: every intermediate model is a
+/// DP release of the run over the whole plan, so the stop and the choice
+/// of the best epoch are post-processing of them (the report's `steps`,
+/// `epsilon` and `epochs` are the plan's). The validation records are
+/// held out of training and **not covered by ε**: the validation
+/// accuracy, the best epoch and the epoch stopped at (all in the report's
+/// `early_stopping`) are exact statistics of them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EarlyStopping {
     /// Fraction of the training data held out for validation, in (0, 1).

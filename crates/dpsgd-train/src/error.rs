@@ -13,13 +13,19 @@ pub enum TrainError {
     /// From the accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),
-    /// Training diverged: the loss became non-finite, or most of a batch's
-    /// examples had to be dropped as non-finite. The run stopped at once;
-    /// `report` describes the last good model (the end of the last
-    /// completed epoch, or the initial model), which was saved to
+    /// Training diverged. Under DP-SGD this is decided from the released
+    /// values only: the model's parameters are no longer finite after a
+    /// noisy update (a record whose loss or gradient is not finite
+    /// contributes zero to its step and never stops the run, and the
+    /// reason names no count of the private batch). Without DP: a batch's
+    /// loss became non-finite. The run stopped at once; `report`
+    /// describes the last good model (the end of the last completed
+    /// epoch, or the initial model), which was saved to
     /// [`crate::TrainConfig::save_model`] if set; the last epoch's
     /// checkpoint, if any, is in [`crate::TrainConfig::checkpoint_dir`].
-    /// ε in the report covers every step taken, the diverged ones included.
+    /// Under DP, ε in the report covers the planned steps (the stop is a
+    /// function of the released parameters: post-processing of the whole
+    /// planned run).
     #[error(
         "training diverged at step {step} (epoch {epoch}): {reason}; lower the learning rate (or the clipping norm), or use the recipe's defaults"
     )]

@@ -51,8 +51,13 @@
 //! data without the record (or, for the other sub-models' references to
 //! this one, post-processing of its DP output), and averaging is
 //! post-processing. The report's ε is the largest over the sub-models (the
-//! smallest part has the largest sampling rate). A target ε is calibrated
-//! per sub-model over its `rounds·(T₁ + T₂)` epochs.
+//! smallest part has the largest sampling rate), each over its planned
+//! steps (early stopping or a divergence — noisy parameters that are no
+//! longer finite — stops the run as post-processing of the released
+//! models). A target ε is calibrated per sub-model over its
+//! `rounds·(T₁ + T₂)` epochs. δ must be below 1/N for the whole data set
+//! (and so for every part). The parts' sizes and dropped examples are
+//! reported under `not_covered_by_epsilon.mist_submodels`.
 //!
 //! [`TrainConfig::epochs`]: crate::TrainConfig::epochs
 //! [`MistSettings::default`]: crate::MistSettings
@@ -61,10 +66,10 @@ use crate::config::{MistSettings, Progress, TrainConfig};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
-use crate::report::{EarlyStopReport, EpochRecord, MistSubModel, TrainReport};
+use crate::report::{EarlyStopReport, EpochRecord, MistPart, MistSubModel, TrainReport};
 use crate::run::{
-    Extra, Finished, add_engine_warnings, check_plan, conclude, dp_config, finish, inner_optimizer,
-    last_step_loss, relax_loss, start_engine, training_losses,
+    Extra, Finished, add_engine_warnings, check_plan, conclude, dp_config, dp_divergence, finish,
+    inner_optimizer, last_step_loss, relax_loss, start_engine, training_losses,
 };
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -112,7 +117,8 @@ impl SubTrainer {
     }
 
     /// One step on `batch` of `n` examples: the model, the batch's loss sum
-    /// and why training has diverged, if it has.
+    /// and why training has diverged, if it has (under DP decided from the
+    /// released parameters only, as in [`dp_divergence`]).
     fn step<M: Classifier, B: ExampleBatch>(
         &mut self,
         lr: f64,
@@ -123,8 +129,8 @@ impl SubTrainer {
     ) -> Result<(M, f64, Option<String>), TrainError> {
         if let Some(p) = &mut self.engine {
             let model = p.step(lr, model, batch, loss_fn).map_err(|r| r.error)?;
-            let (loss, divergence) = last_step_loss(p);
-            return Ok((model, loss, divergence));
+            let divergence = dp_divergence(&model);
+            return Ok((model, last_step_loss(p), divergence));
         }
         if n == 0 {
             return Ok((model, 0.0, None));
@@ -195,8 +201,15 @@ pub(crate) fn run<M: Classifier + 'static>(
         None => ChaCha20Rng::from_os_rng(),
     };
     let epochs_per_round = mist.local_epochs + mist.cross_epochs;
+    let parts = partition(train.len(), m, &mut rng);
+    let private = !matches!(cfg.privacy, crate::config::Privacy::NonPrivate);
+    let large_delta = if private {
+        check_delta(cfg, train.len(), &parts)?
+    } else {
+        None
+    };
     let mut trainers = Vec::with_capacity(m);
-    for (i, records) in partition(train.len(), m, &mut rng).into_iter().enumerate() {
+    for (i, records) in parts.into_iter().enumerate() {
         let data = train.subset(&records);
         let sampler = PoissonSampler::new(data.len(), cfg.batch_size).map_err(|e| {
             TrainError::config(
@@ -230,26 +243,20 @@ pub(crate) fn run<M: Classifier + 'static>(
             },
         });
     }
-    let private = trainers[0].engine.is_some();
     let relax = relax_loss(cfg, private)?;
     let mut warnings = Vec::new();
-    add_engine_warnings(
-        &mut warnings,
-        trainers.iter().filter_map(|t| t.engine.as_ref()),
-    );
-    let sizes = trainers
-        .iter()
-        .map(|t| t.data.len().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    // The engines' own δ warnings name their parts' sizes: one warning
+    // for the run replaces them.
+    warnings.extend(large_delta);
+    add_mist_engine_warnings(&mut warnings, &trainers);
     let epochs_each = cfg.epochs * epochs_per_round;
     warnings.push(if private {
         format!(
-            "MIST: each record trains one of {m} sub-models ({sizes} records); ε is the largest over the sub-models' accountants, each over {epochs_each} epochs of its part"
+            "MIST: each record trains one of {m} sub-models; ε is the largest over the sub-models' accountants, each over {epochs_each} epochs of its part"
         )
     } else {
         format!(
-            "MIST: each record trains one of {m} sub-models ({sizes} records); q and steps are one sub-model's, over {epochs_each} epochs of its part"
+            "MIST: each record trains one of {m} sub-models; q and steps are one sub-model's, over {epochs_each} epochs of its part"
         )
     });
     let patience = cfg
@@ -352,7 +359,7 @@ pub(crate) fn run<M: Classifier + 'static>(
         final_loss = tally.loss_sum / tally.examples.max(1) as f64;
         (tally.loss_sum, tally.examples) = (0.0, 0);
         let epsilon = if cfg.progress_epsilon {
-            worst_engine(&trainers)?.map(|(_, e)| e)
+            worst_engine(&trainers, None)?.map(|(_, e)| e)
         } else {
             None
         };
@@ -394,28 +401,28 @@ pub(crate) fn run<M: Classifier + 'static>(
     let early_stopping = match (&validation, best) {
         (Some(v), Some((best_epoch, validation_accuracy, best_model))) => {
             last_good = best_model;
-            Some(EarlyStopReport {
+            Some(EarlyStopReport::new(
                 best_epoch,
-                stopped_at_epoch: history.last().map_or(0, |r| r.epoch),
+                history.last().map_or(0, |r| r.epoch),
                 stopped_early,
                 validation_accuracy,
-                validation_size: v.len(),
-            })
+                v.len(),
+            ))
         }
         _ => None,
     };
-    add_engine_warnings(
-        &mut warnings,
-        trainers.iter().filter_map(|t| t.engine.as_ref()),
-    );
+    add_mist_engine_warnings(&mut warnings, &trainers);
+    // Each sub-model's steps: under DP its planned ones (the stop, early
+    // or by divergence, is post-processing of the released models: ε is
+    // over the whole plan, whether or when the run stopped); without DP
+    // those of the rounds completed.
+    let rounds_accounted = if private { cfg.epochs } else { history.len() };
+    let steps_of =
+        |t: &SubTrainer| (rounds_accounted * epochs_per_round) as u64 * t.sampler.steps_per_epoch();
     // The report's privacy is the sub-model with the largest ε.
-    let worst = worst_engine(&trainers)?;
+    let worst = worst_engine(&trainers, Some(&steps_of))?;
     let reported = worst.map_or(0, |(i, _)| i);
-    let steps = trainers[reported].engine.as_ref().map_or_else(
-        || (history.len() * epochs_per_round) as u64 * trainers[0].sampler.steps_per_epoch(),
-        PrivacyEngine::steps,
-    );
-    let history_len = history.len();
+    let steps = steps_of(&trainers[reported]);
     let report = finish(
         cfg,
         train,
@@ -445,19 +452,30 @@ pub(crate) fn run<M: Classifier + 'static>(
         trainers
             .iter()
             .map(|t| {
+                let steps = steps_of(t);
                 Ok(MistSubModel {
-                    records: t.data.len(),
                     sample_rate: t.sampler.sample_rate(),
-                    steps: t.engine.as_ref().map_or_else(
-                        || (history_len * epochs_per_round) as u64 * t.sampler.steps_per_epoch(),
-                        PrivacyEngine::steps,
-                    ),
-                    epsilon: t.engine.as_ref().map(PrivacyEngine::epsilon).transpose()?,
-                    dropped_examples: t.engine.as_ref().map_or(0, PrivacyEngine::dropped_examples),
+                    steps,
+                    epsilon: t
+                        .engine
+                        .as_ref()
+                        .map(|p| p.epsilon_over(steps))
+                        .transpose()?,
                 })
             })
             .collect::<Result<_, TrainError>>()?,
     );
+    // The parts' sizes and dropped examples are counts of the private
+    // data: outside the guarantee.
+    let parts: Vec<MistPart> = trainers
+        .iter()
+        .map(|t| MistPart {
+            records: t.data.len(),
+            dropped_examples: t.engine.as_ref().map_or(0, PrivacyEngine::dropped_examples),
+        })
+        .collect();
+    report.not_covered_by_epsilon.dropped_examples = parts.iter().map(|p| p.dropped_examples).sum();
+    report.not_covered_by_epsilon.mist_submodels = Some(parts);
     conclude(report, last_good, diverged)
 }
 
@@ -474,13 +492,78 @@ fn step_progress(tally: &Tally, round: usize, loss: f64, n: usize) -> Progress {
     }
 }
 
+/// Refuses, unless allowed, a δ ≥ 1/N for the whole data set of `n`
+/// records or ≥ 1/(records of the smallest part) (a record's guarantee is
+/// its own sub-model's, a mechanism on that part alone; each engine checks
+/// only its own part, which let a δ ≥ 1/N through); when allowed, the
+/// warning to show instead, naming no part's size (the engines' warnings
+/// would).
+fn check_delta(
+    cfg: &TrainConfig,
+    n: usize,
+    parts: &[Vec<usize>],
+) -> Result<Option<String>, TrainError> {
+    let delta = cfg.delta;
+    let smallest = parts.iter().map(Vec::len).min().unwrap_or(0).max(1);
+    // The engines' own test (each is also refused by its engine).
+    let large = |records: usize| delta >= 1.0 / records.max(1) as f64;
+    if !large(smallest) && !large(n) {
+        return Ok(None);
+    }
+    let m = parts.len();
+    let what = if large(smallest) {
+        format!(
+            "δ = {delta} ≥ 1/N = {:.3e}, and ≥ 1/(records of the smallest of the {m} MIST parts): each record's guarantee is its sub-model's, trained on its part alone, and a mechanism that publishes one whole record of that part at random meets this δ",
+            1.0 / n.max(1) as f64
+        )
+    } else {
+        format!(
+            "δ = {delta} ≥ 1/N = {:.3e} (N records in all, in {m} MIST parts): a mechanism that publishes one whole record at random meets this δ",
+            1.0 / n.max(1) as f64
+        )
+    };
+    if cfg.allow_large_delta {
+        Ok(Some(what))
+    } else {
+        Err(TrainError::config(
+            "delta",
+            format!(
+                "{what}; use δ well below 1/N (each part has about N/{m} records), or allow it explicitly"
+            ),
+        ))
+    }
+}
+
+/// Adds the sub-models' engines' warnings to `warnings`, each once, but
+/// for their δ ≥ 1/N warnings (which name their parts' sizes;
+/// [`check_delta`] gives the run's own).
+fn add_mist_engine_warnings(warnings: &mut Vec<String>, trainers: &[SubTrainer]) {
+    let mut engine_warnings = Vec::new();
+    add_engine_warnings(
+        &mut engine_warnings,
+        trainers.iter().filter_map(|t| t.engine.as_ref()),
+    );
+    for w in engine_warnings {
+        if !w.contains("≥ 1/N =") && !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
+}
+
 /// The index of the sub-model whose accountant reports the largest ε, and
-/// that ε (`None` without DP).
-fn worst_engine(trainers: &[SubTrainer]) -> Result<Option<(usize, f64)>, TrainError> {
+/// that ε (`None` without DP): spent so far, or over `steps_of` each
+/// sub-model's steps when given (the plan).
+fn worst_engine(
+    trainers: &[SubTrainer],
+    steps_of: Option<&dyn Fn(&SubTrainer) -> u64>,
+) -> Result<Option<(usize, f64)>, TrainError> {
     let mut worst: Option<(usize, f64)> = None;
     for (i, t) in trainers.iter().enumerate() {
         if let Some(p) = &t.engine {
-            let e = p.epsilon()?;
+            let e = match steps_of {
+                Some(steps) => p.epsilon_over(steps(t))?,
+                None => p.epsilon()?,
+            };
             if worst.is_none_or(|(_, w)| e > w) {
                 worst = Some((i, e));
             }

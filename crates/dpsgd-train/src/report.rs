@@ -23,7 +23,11 @@ pub struct TrainReport {
     /// `accountant` and `clipping` are null and `secure` is false.
     #[serde(flatten)]
     pub privacy: PrivacyReport,
-    /// Epochs.
+    /// Epochs: under DP the planned epochs, which `steps` and ε cover
+    /// whether or not early stopping stopped the run before them (where it
+    /// stopped is in [`TrainReport::early_stopping`]); without DP the
+    /// epochs trained. A diverged run's partial report: the epochs it
+    /// completed (its model's).
     pub epochs: usize,
     /// Wall-clock seconds of training (without data loading; a timing is
     /// not covered by ε either), including the test evaluation after each
@@ -81,7 +85,8 @@ pub struct TrainReport {
     /// MIST's sub-models, each on its own part of the data with its own
     /// privacy engine. The report's ε is the largest of theirs, and its
     /// accounting fields (dataset size, sampling rate, steps, σ) are that
-    /// sub-model's.
+    /// sub-model's. Their records and dropped examples are in
+    /// [`NotCovered::mist_submodels`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mist: Option<Vec<MistSubModel>>,
     /// `completed`, or `diverged` for the partial report of a run stopped
@@ -96,18 +101,26 @@ pub struct TrainReport {
     pub not_covered_by_epsilon: NotCovered,
 }
 
-/// One MIST sub-model: its part of the data and, under DP, its own
-/// accountant's figures.
+/// One MIST sub-model's accounting: under DP its own accountant's
+/// figures, over its planned steps. (Its part's records and dropped
+/// examples are in [`NotCovered::mist_submodels`].)
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MistSubModel {
-    /// Records in its part (data-dependent: not covered by ε).
-    pub records: usize,
     /// Its Poisson sampling rate.
     pub sample_rate: f64,
-    /// Its steps.
+    /// Its steps: under DP the planned ones, which its ε covers whether or
+    /// not the run stopped before them.
     pub steps: u64,
     /// Its ε (`None` without DP).
     pub epsilon: Option<f64>,
+}
+
+/// One MIST sub-model's part of the training data: counts of the private
+/// data, outside the guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MistPart {
+    /// Records in its part.
+    pub records: usize,
     /// Examples of its batches dropped for a non-finite loss or gradient.
     pub dropped_examples: u64,
 }
@@ -116,8 +129,15 @@ pub struct MistSubModel {
 ///
 /// # Privacy
 ///
-/// The epochs depend on the validation records (held out of training):
-/// released without a DP guarantee for them.
+/// Under DP, ε covers the training records over the **planned** steps
+/// (the report's `steps` and `epsilon` do not depend on the stop): every
+/// model after every step is a release of DP-SGD run for the whole plan,
+/// so stopping and choosing the best epoch are post-processing of those
+/// releases with respect to the training records. The validation records
+/// (held out of training by a data-independent split) are **not** covered
+/// by ε: the validation accuracy, the best epoch and the epoch stopped at
+/// are exact statistics of them (as the test accuracy is of the test
+/// split).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EarlyStopReport {
     /// The epoch whose model is released (best validation accuracy).
@@ -130,6 +150,36 @@ pub struct EarlyStopReport {
     pub validation_accuracy: f64,
     /// Validation records.
     pub validation_size: usize,
+    /// Always false: ε does not cover the validation records, of which
+    /// the fields above are exact statistics.
+    pub validation_covered_by_epsilon: bool,
+    /// What ε covers here, in words.
+    pub note: &'static str,
+}
+
+impl EarlyStopReport {
+    /// What [`EarlyStopReport::note`] says.
+    pub const NOTE: &'static str = "under DP, epsilon covers the training records over the planned steps: every intermediate model is a DP release, so the stop and the choice of the best epoch are post-processing of them; the validation records are not covered by epsilon: the validation accuracy, the best epoch and the epoch stopped at are exact statistics of them";
+
+    /// The report of a run whose best epoch was `best_epoch`, stopped
+    /// after `stopped_at_epoch`.
+    pub(crate) fn new(
+        best_epoch: usize,
+        stopped_at_epoch: usize,
+        stopped_early: bool,
+        validation_accuracy: f64,
+        validation_size: usize,
+    ) -> Self {
+        Self {
+            best_epoch,
+            stopped_at_epoch,
+            stopped_early,
+            validation_accuracy,
+            validation_size,
+            validation_covered_by_epsilon: false,
+            note: Self::NOTE,
+        }
+    }
 }
 
 /// Statistics computed directly from the private training data: ε does not
@@ -146,8 +196,12 @@ pub struct NotCovered {
     /// attack, training set (members) vs test set (non-members); 0.5 = none.
     pub loss_threshold_auc: f64,
     /// Examples that contributed zero to a step because their loss or
-    /// gradient norm was not finite.
+    /// gradient norm was not finite (with MIST, over all sub-models).
     pub dropped_examples: u64,
+    /// MIST's sub-models' parts, in the order of
+    /// [`TrainReport::mist`]: their records and dropped examples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mist_submodels: Option<Vec<MistPart>>,
     /// One entry per epoch, in order. Each holds the epoch's mean training
     /// loss, which ε does not cover; its test accuracy and ε are covered.
     pub epoch_history: Vec<EpochRecord>,

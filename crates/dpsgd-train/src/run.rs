@@ -734,26 +734,45 @@ pub(crate) fn add_engine_warnings<'a>(
     }
 }
 
-/// The loss sum of the engine's last step, and why training has diverged
-/// if it has (most of the batch non-finite, or a non-finite loss).
-pub(crate) fn last_step_loss(p: &PrivacyEngine) -> (f64, Option<String>) {
-    match p.last_step() {
-        None => (0.0, None),
-        Some(s) => {
-            let loss = s.mean_loss * s.batch_size as f64;
-            let divergence = if s.dropped > 0 && 2 * s.dropped >= s.batch_size {
-                Some(format!(
-                    "{} of the {} examples of the batch had a non-finite loss or gradient",
-                    s.dropped, s.batch_size
-                ))
-            } else if !loss.is_finite() {
-                Some(format!("the batch's loss is {loss}"))
-            } else {
-                None
-            };
-            (loss, divergence)
+/// The loss sum of the engine's last step (an exact statistic of the
+/// private batch: it feeds only `not_covered_by_epsilon`).
+pub(crate) fn last_step_loss(p: &PrivacyEngine) -> f64 {
+    p.last_step()
+        .map_or(0.0, |s| s.mean_loss * (s.batch_size - s.dropped) as f64)
+}
+
+/// Why a DP-SGD run has diverged, if it has: decided from the released
+/// (noisy) parameters only, never from the batch (its loss, its size, how
+/// many of its examples were dropped), so that no record decides whether
+/// a private run stops, and the reason names no private count. One pass
+/// over the parameters: about 1% of a DP step of the default digits MLP
+/// (2.8 µs against 290–340 µs per step of batch 128, release build, flex,
+/// 2 cores), so it runs after every step.
+pub(crate) fn dp_divergence<M: burn::module::Module>(model: &M) -> Option<String> {
+    (!parameters_finite(model)).then(|| {
+        "the model's parameters are no longer finite after the noisy update (decided from the released parameters only)".to_owned()
+    })
+}
+
+/// Whether every float parameter of `model` is finite: one reduction per
+/// parameter (`Σ 0·θ` is 0 when every θ is finite, NaN otherwise, and
+/// never overflows) and one read-back.
+pub(crate) fn parameters_finite<M: burn::module::Module>(model: &M) -> bool {
+    struct Check(Option<Tensor<1>>);
+    impl burn::module::ModuleVisitor for Check {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let zero = param.val().inner().mul_scalar(0.0).sum();
+            self.0 = Some(match self.0.take() {
+                Some(total) => total + zero,
+                None => zero,
+            });
         }
     }
+    let mut check = Check(None);
+    model.visit(&mut check);
+    check
+        .0
+        .is_none_or(|total| total.into_scalar::<f32>().is_finite())
 }
 
 fn run<M: Classifier + 'static>(
@@ -916,8 +935,7 @@ fn run<M: Classifier + 'static>(
                     None => p.step(cfg.lr, model, &batch, loss_fn),
                 }
                 .map_err(|r| r.error)?;
-                let (loss, divergence) = last_step_loss(p);
-                (indices, loss, divergence)
+                (indices, last_step_loss(p), dp_divergence(&model))
             }
             None => {
                 let indices = sampler.sample(&mut rng);
@@ -932,6 +950,8 @@ fn run<M: Classifier + 'static>(
                         model = plain.step(cfg.lr, model, grads);
                         (indices, loss, None)
                     } else {
+                        // Without DP there is nothing to protect: the
+                        // batch's own loss decides.
                         (indices, loss, Some(format!("the batch's loss is {loss}")))
                     }
                 }
@@ -1012,16 +1032,20 @@ fn run<M: Classifier + 'static>(
     let early_stopping = match (&validation, best) {
         (Some(v), Some((best_epoch, validation_accuracy, model))) => {
             last_good = model;
-            Some(crate::report::EarlyStopReport {
+            Some(crate::report::EarlyStopReport::new(
                 best_epoch,
-                stopped_at_epoch: history.last().map_or(0, |r| r.epoch),
+                history.last().map_or(0, |r| r.epoch),
                 stopped_early,
                 validation_accuracy,
-                validation_size: v.len(),
-            })
+                v.len(),
+            ))
         }
         _ => None,
     };
+    // Under DP the report accounts for the planned steps whether or when
+    // the run stopped (early stopping, divergence): the stop is a function
+    // of the released models (and of the validation records), so
+    // post-processing of the whole planned run, which ε covers.
     let report = finish(
         cfg,
         train,
@@ -1030,7 +1054,11 @@ fn run<M: Classifier + 'static>(
         &last_good,
         privacy.as_ref(),
         &sampler,
-        steps_taken,
+        if privacy.is_some() {
+            steps
+        } else {
+            steps_taken
+        },
         Finished {
             history,
             final_loss,
@@ -1083,7 +1111,9 @@ pub(crate) struct Finished {
 }
 
 /// The report of `model` (the released one: the final or the last good
-/// model), saving it if asked.
+/// model), saving it if asked. `steps` are the steps the report accounts
+/// for: under DP the planned ones (those not taken charged to `privacy`'s
+/// accountant at its σ and q), without DP those taken.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish<M: Classifier>(
     cfg: &TrainConfig,
@@ -1124,7 +1154,7 @@ pub(crate) fn finish<M: Classifier>(
         save_model(model, path)?;
     }
     let privacy_report = match privacy {
-        Some(p) => p.report()?,
+        Some(p) => p.report_over(steps)?,
         None => PrivacyReport::non_private(sampler, steps, cfg.delta, cfg.seed),
     };
     Ok(TrainReport {
@@ -1134,13 +1164,18 @@ pub(crate) fn finish<M: Classifier>(
             final_loss,
             loss_threshold_auc: auc,
             dropped_examples: privacy.map_or(0, PrivacyEngine::dropped_examples),
+            mist_submodels: None,
             epoch_history: history,
         },
         test_accuracy,
         privacy: privacy_report,
-        epochs: early_stopping
-            .as_ref()
-            .map_or(cfg.epochs, |e| e.stopped_at_epoch),
+        // Under DP the planned epochs, which ε covers (where early
+        // stopping stopped is in `early_stopping`); without DP those
+        // trained.
+        epochs: match (privacy, &early_stopping) {
+            (None, Some(e)) => e.stopped_at_epoch,
+            _ => cfg.epochs,
+        },
         defences: cfg.defences.clone(),
         early_stopping,
         mist: None,
