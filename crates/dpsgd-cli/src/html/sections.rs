@@ -50,13 +50,24 @@ pub(super) fn guarantee_section(t: &Value, preprocessing: Option<&Value>) -> Str
             }
             s.push_str("</table>");
             if let Some(subs) = t.get("mist").and_then(Value::as_array) {
-                s.push_str("<p>Trained with MIST: each record trained one sub-model, each with its own accountant; the guarantee above is the largest of theirs (a record's privacy loss is its own sub-model's).</p><table><tr><th>sub-model</th><th>records</th><th>ε</th><th>steps</th></tr>");
+                // Each part's size and dropped examples sit under
+                // not_covered_by_epsilon (reports before issue 24 kept the
+                // size beside ε).
+                let parts = t
+                    .pointer("/not_covered_by_epsilon/mist_submodels")
+                    .and_then(Value::as_array);
+                s.push_str("<p>Trained with MIST: each record trained one sub-model, each with its own accountant; the guarantee above is the largest of theirs (a record's privacy loss is its own sub-model's). The records of each part are not covered by ε.</p><table><tr><th>sub-model</th><th>ε</th><th>q</th><th>steps</th><th>records (not covered by ε)</th></tr>");
                 for (i, sub) in subs.iter().enumerate() {
+                    let records = parts
+                        .and_then(|p| p.get(i))
+                        .and_then(|p| num(p, "records"))
+                        .or_else(|| num(sub, "records"));
                     s.push_str(&row(&[
                         (i + 1).to_string(),
-                        opt(num(sub, "records"), |x| format!("{x:.0}")),
                         opt(num(sub, "epsilon"), |e| format!("{e:.3}")),
+                        opt(num(sub, "sample_rate"), |x| format!("{x:.4}")),
                         opt(num(sub, "steps"), |x| format!("{x:.0}")),
+                        opt(records, |x| format!("{x:.0}")),
                     ]));
                 }
                 s.push_str("</table>");

@@ -1,0 +1,603 @@
+//! The neighbouring-data-set harness (issue 24): swap one training record
+//! for another (same N) and everything a run releases other than the noisy
+//! model — N, q, steps, σ, ε, status, split sizes, the model's shape, what
+//! is printed and saved, whether the run stops — must be identical.
+//!
+//! Each *row* is a command line (an option of `train`, or `audit`); each
+//! *variant* replaces the same record of one small CSV file (another label,
+//! an unseen category, a huge value, a value that overflows the loss, a
+//! missing category, a NaN). Every row runs with the same seed on the base
+//! file and on every variant, and the released artefacts are compared
+//! after masking only what is computed from the model's weights (accuracy,
+//! attack scores), what the report itself files under
+//! `not_covered_by_epsilon`, and wall-clock time. A variant that is refused
+//! must release nothing: no report, no model, no page, no output folder
+//! and nothing on standard output.
+//!
+//! **Every new option gets a row in [`rows`]**; a new kind of hostile
+//! record gets a variant in [`VARIANTS`].
+
+mod common;
+
+use common::{dpsgd, temp_dir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// One hostile or ordinary replacement for one record of the base file.
+struct Variant {
+    name: &'static str,
+    /// The replacement record (`x1,x2,colour,label`).
+    record: &'static str,
+    /// Whether the data is refused (then nothing may be released).
+    refused: bool,
+    /// Whether the record changes a vocabulary read off the data (a new
+    /// category): only a run with a public schema must hide it.
+    vocabulary: bool,
+}
+
+/// The base record and its replacements: a category nobody else has would
+/// add an input column if the vocabulary were read off the data, another
+/// label would move N if the split were stratified, and a record whose
+/// loss overflows would stop the run if divergence were decided from the
+/// batch's exact statistics (all three did, before issue 24).
+const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "base",
+        record: "0.25,-0.5,red,0",
+        vocabulary: false,
+        refused: false,
+    },
+    Variant {
+        name: "another label",
+        record: "0.25,-0.5,red,1",
+        vocabulary: false,
+        refused: false,
+    },
+    Variant {
+        name: "an unseen category",
+        record: "0.25,-0.5,ultraviolet,0",
+        vocabulary: true,
+        refused: false,
+    },
+    Variant {
+        name: "a missing category",
+        record: "0.25,-0.5,?,0",
+        vocabulary: false,
+        refused: false,
+    },
+    Variant {
+        name: "a huge value",
+        record: "1e6,-1e6,red,0",
+        vocabulary: false,
+        refused: false,
+    },
+    Variant {
+        name: "a value that overflows the loss",
+        record: "3.0e38,3.0e38,red,0",
+        vocabulary: false,
+        refused: false,
+    },
+    Variant {
+        name: "a NaN",
+        record: "NaN,0.5,red,0",
+        vocabulary: false,
+        refused: true,
+    },
+];
+
+/// Records in the file.
+const N: usize = 26;
+
+/// The base file: 26 records, two numeric features, one categorical, a
+/// numeric label; the record at `at` is `record`.
+fn write_data(dir: &Path, at: usize, record: &str) -> PathBuf {
+    let colours = ["red", "green", "blue"];
+    let mut text = String::from("x1,x2,colour,label\n");
+    for i in 0..N {
+        if i == at {
+            text += record;
+            text.push('\n');
+            continue;
+        }
+        let class = usize::from(i % 2 == 1);
+        let c = if class == 0 { -1.0 } else { 1.0 };
+        let jitter = ((i as f64) * 0.731).sin() * 0.4;
+        text += &format!(
+            "{:.4},{:.4},{},{class}\n",
+            c + jitter,
+            0.5 * c - jitter,
+            colours[i % 3]
+        );
+    }
+    let path = dir.join("data.csv");
+    std::fs::write(&path, text).expect("write the data");
+    path
+}
+
+/// The position of the record the variants replace: one that every row
+/// trains on (in the training part of `train`'s 80/20 split and of
+/// `audit`'s 50/50 split, which depend on N and the seed only), so that a
+/// hostile record is actually sampled into batches.
+fn replaced_position() -> usize {
+    let seed: u64 = SEED.parse().expect("a numeric seed");
+    let (train, _) = dpsgd::data::Dataset::split_positions(N, 0.2, seed).expect("a split");
+    let (audit_train, _) = dpsgd::data::Dataset::split_positions(N, 0.5, seed).expect("a split");
+    (0..N)
+        .find(|p| train.contains(p) && audit_train.contains(p))
+        .expect("a position in both training parts")
+}
+
+/// The public schema of the data: its categories and classes.
+fn write_schema(dir: &Path) -> PathBuf {
+    let path = dir.join("schema.json");
+    std::fs::write(
+        &path,
+        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+    )
+    .expect("write the schema");
+    path
+}
+
+/// One row of the harness: a command and its options (the data, seed,
+/// outputs and schema are added by [`run`]).
+struct Row {
+    name: &'static str,
+    command: &'static str,
+    flags: &'static [&'static str],
+    /// Report fields, beyond the common ones, that are computed from the
+    /// model's weights in this row (JSON pointers).
+    model_derived: &'static [&'static str],
+    /// Whether the row declares the public schema; a row without one must
+    /// say that its vocabulary was read off the data.
+    schema: bool,
+}
+
+/// Every option that changes what a run does gets a row.
+fn rows() -> Vec<Row> {
+    // A hidden layer wide enough that one more input column changes the
+    // saved model's size (burn aligns its tensors' data).
+    const SMALL: &[&str] = &["--epochs", "5", "--batch-size", "2", "--hidden", "64"];
+    let with = |extra: &'static [&'static str]| -> &'static [&'static str] {
+        Box::leak([SMALL, extra].concat().into_boxed_slice())
+    };
+    vec![
+        Row {
+            name: "plain (raw features)",
+            command: "train",
+            flags: with(&[]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "declared feature range",
+            command: "train",
+            flags: with(&["--feature-range", "-2:2"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "fixed noise multiplier, PLD",
+            command: "train",
+            flags: with(&["--noise-multiplier", "1.5", "--accountant", "pld"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "early stopping",
+            command: "train",
+            flags: with(&["--early-stopping", "1"]),
+            // The stop is chosen from the released models on the held-out
+            // validation records; `epochs`, `steps` and ε are the plan's.
+            model_derived: &[
+                "/early_stopping/best_epoch",
+                "/early_stopping/stopped_at_epoch",
+                "/early_stopping/stopped_early",
+                "/early_stopping/validation_accuracy",
+            ],
+            schema: true,
+        },
+        Row {
+            name: "MIST",
+            command: "train",
+            flags: with(&["--mist", "--mist-submodels", "2"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "virtual batches",
+            command: "train",
+            flags: with(&["--max-physical-batch-size", "1"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "data parallel",
+            command: "train",
+            flags: with(&["--devices", "2"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "defences: label smoothing, weight decay",
+            command: "train",
+            flags: with(&["--label-smoothing", "0.1", "--weight-decay", "0.01"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "adaptive clipping",
+            command: "train",
+            // The clipped count's noise (batch / 20) must exceed σ/2.
+            flags: &[
+                "--epochs",
+                "5",
+                "--batch-size",
+                "12",
+                "--hidden",
+                "64",
+                "--noise-multiplier",
+                "1",
+                "--clipping",
+                "adaptive",
+            ],
+            // The final clipping norm is a noisy release of the mechanism
+            // (accounted for), like the weights.
+            model_derived: &["/clipping/Adaptive/max_grad_norm"],
+            schema: true,
+        },
+        Row {
+            name: "audit",
+            command: "audit",
+            flags: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--attacks",
+                "loss,confidence",
+            ],
+            // Attack scores are computed from the model and the records.
+            model_derived: &[
+                "/attacks",
+                "/train_accuracy",
+                "/epsilon_lower_bound",
+                "/inversion",
+                "/canary_audit",
+            ],
+            schema: true,
+        },
+        Row {
+            name: "no schema (vocabulary read off the data, declared so)",
+            command: "train",
+            flags: with(&["--num-classes", "2"]),
+            model_derived: &[],
+            schema: false,
+        },
+    ]
+}
+
+/// One seed for every run.
+const SEED: &str = "9";
+
+/// What one run released.
+#[derive(Debug, PartialEq)]
+struct Released {
+    exit: Option<i32>,
+    stdout: String,
+    stderr: String,
+    report: Option<Value>,
+    /// The saved model's size in bytes (its weights are the mechanism's
+    /// output; its shape is public).
+    model_bytes: Option<u64>,
+    /// The names of the files in the output folder.
+    outputs: Vec<String>,
+}
+
+/// Runs `row` on `data` and collects what it released, masked.
+fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
+    let report = dir.join("report.json");
+    let model = dir.join("model.bin");
+    let out = dir.join("out");
+    for stale in [&report, &model] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    let dataset = format!("csv:{}", data.display());
+    let mut args: Vec<&str> = vec![row.command, "--dataset", &dataset];
+    args.extend_from_slice(row.flags);
+    args.extend_from_slice(&["--seed", SEED]);
+    if row.schema {
+        args.extend_from_slice(&["--schema", schema.to_str().unwrap()]);
+    }
+    args.extend_from_slice(&["--report", report.to_str().unwrap()]);
+    args.extend_from_slice(&["--save-model", model.to_str().unwrap()]);
+    if row.command == "audit" {
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    }
+    let output = dpsgd(&args);
+    let report = std::fs::read_to_string(&report)
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("the report is JSON"))
+        .map(|mut v| {
+            mask_report(&mut v, row.model_derived);
+            v
+        });
+    let mut outputs: Vec<String> = std::fs::read_dir(&out)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    outputs.sort();
+    Released {
+        exit: output.status.code(),
+        stdout: mask_text(&String::from_utf8_lossy(&output.stdout)),
+        stderr: mask_text(&String::from_utf8_lossy(&output.stderr)),
+        report,
+        model_bytes: std::fs::metadata(&model).ok().map(|m| m.len()),
+        outputs,
+    }
+}
+
+/// Replaces each of the row's model-derived fields (JSON pointers) with
+/// `"masked"`, and at any depth what every row computes from the weights
+/// or the clock (the weights are the mechanism's output; time is a side
+/// channel stated in the threat model) and the report's own
+/// `not_covered_by_epsilon`.
+fn mask_report(v: &mut Value, extra: &[&str]) {
+    for pointer in extra {
+        if let Some(field) = v.pointer_mut(pointer) {
+            *field = Value::String("masked".into());
+        }
+    }
+    mask_timings(v);
+}
+
+/// Masks, at any depth (an audit nests its target's training report),
+/// every `*_seconds` field (wall-clock time), `test_accuracy` and
+/// `not_covered_by_epsilon`.
+fn mask_timings(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                if key.ends_with("_seconds")
+                    || key == "test_accuracy"
+                    || key == "not_covered_by_epsilon"
+                {
+                    *field = Value::String("masked".into());
+                } else {
+                    mask_timings(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_timings),
+        _ => {}
+    }
+}
+
+/// Masks the numbers of a printed line that are computed from the model,
+/// the private records (after "not covered by ε", or a batch loss) or the
+/// clock; every other character must match.
+fn mask_text(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            // The audit's table: one row of scores per attack, and the
+            // canary and inversion lines, are measurements of the model.
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if MEASUREMENT_LINES.contains(&first) {
+                return line.replace(|c: char| c.is_ascii_digit(), "#");
+            }
+            // The exact statistics are printed after this marker.
+            let line = match line.find("not covered by ε") {
+                Some(at) => &line[..at],
+                None => line,
+            };
+            line.split(" | ")
+                .map(mask_segment)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The first words of the lines of `audit`'s table that hold scores
+/// computed from the model (and the records it is asked about).
+const MEASUREMENT_LINES: &[&str] = &[
+    "loss",
+    "confidence",
+    "entropy",
+    "modified-entropy",
+    "lira-online",
+    "lira-offline",
+    "shadow",
+    "label-only",
+    "canaries:",
+    "inversion:",
+];
+
+/// Labels after which a number is a metric of the model (or time).
+const METRIC_LABELS: &[&str] = &[
+    "test accuracy",
+    "test acc",
+    "train accuracy",
+    "accuracy",
+    "AUC",
+    "loss",
+    "validation",
+];
+
+fn mask_segment(segment: &str) -> String {
+    let mut out = String::new();
+    let mut words = segment.split(' ').peekable();
+    let mut masking = false;
+    while let Some(word) = words.next() {
+        let numeric = word
+            .trim_end_matches(['%', ',', ';', ')', ':'])
+            .parse::<f64>()
+            .is_ok();
+        let timing = numeric
+            && words
+                .peek()
+                .is_some_and(|w| w.trim_end_matches([',', ';', ')']) == "s");
+        if numeric && (masking || timing) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        out.push(' ');
+        if METRIC_LABELS.iter().any(|l| out.trim_end().ends_with(l)) {
+            masking = true;
+        } else if !numeric {
+            masking = METRIC_LABELS.contains(&word);
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+/// Runs every row on the base file and on every variant and compares.
+#[test]
+fn should_release_the_same_everything_but_the_model_for_neighbouring_data() {
+    let dir = temp_dir("dpsgd-neighbours", "harness");
+    let schema = write_schema(&dir);
+    let mut failures = Vec::new();
+    let at = replaced_position();
+    for row in rows() {
+        let base_data = write_data(&dir, at, VARIANTS[0].record);
+        let base = run(&row, &dir, &base_data, &schema);
+        if base.exit != Some(0) {
+            failures.push(format!(
+                "{}: the base run failed: {}",
+                row.name, base.stderr
+            ));
+            continue;
+        }
+        if !row.schema {
+            let declared = base
+                .report
+                .as_ref()
+                .and_then(|r| r.pointer("/preprocessing/public"))
+                .and_then(Value::as_bool);
+            if declared != Some(false) || !base.stderr.contains("read off the private data") {
+                failures.push(format!(
+                    "{}: a vocabulary read off the data is not declared private: public = {declared:?}, stderr {}",
+                    row.name, base.stderr
+                ));
+            }
+        }
+        for variant in &VARIANTS[1..] {
+            if variant.vocabulary && !row.schema {
+                continue;
+            }
+            let data = write_data(&dir, at, variant.record);
+            let got = run(&row, &dir, &data, &schema);
+            if variant.refused {
+                let released_nothing = got.exit != Some(0)
+                    && got.stdout.is_empty()
+                    && got.report.is_none()
+                    && got.model_bytes.is_none()
+                    && got.outputs.is_empty();
+                if !released_nothing {
+                    failures.push(format!(
+                        "{} / {}: a refused variant released {got:?}",
+                        row.name, variant.name
+                    ));
+                }
+            } else if got != base {
+                failures.push(format!(
+                    "{} / {}: {}",
+                    row.name,
+                    variant.name,
+                    difference(&base, &got)
+                ));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "one record changed what a run releases:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The first difference between two releases, for the failure message.
+fn difference(a: &Released, b: &Released) -> String {
+    if a.exit != b.exit {
+        return format!("exit {:?} vs {:?} ({})", a.exit, b.exit, b.stderr);
+    }
+    if a.stdout != b.stdout {
+        return format!("stdout\n  {}\nvs\n  {}", a.stdout, b.stdout);
+    }
+    if a.stderr != b.stderr {
+        return format!("stderr\n  {}\nvs\n  {}", a.stderr, b.stderr);
+    }
+    if a.model_bytes != b.model_bytes {
+        return format!("model size {:?} vs {:?}", a.model_bytes, b.model_bytes);
+    }
+    if a.outputs != b.outputs {
+        return format!("outputs {:?} vs {:?}", a.outputs, b.outputs);
+    }
+    match (&a.report, &b.report) {
+        (Some(x), Some(y)) => json_difference("", x, y).unwrap_or_default(),
+        (x, y) => format!("report {} vs {}", x.is_some(), y.is_some()),
+    }
+}
+
+fn json_difference(at: &str, a: &Value, b: &Value) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for key in x.keys().chain(y.keys()) {
+                let (u, v) = (
+                    x.get(key).unwrap_or(&Value::Null),
+                    y.get(key).unwrap_or(&Value::Null),
+                );
+                if let Some(d) = json_difference(&format!("{at}/{key}"), u, v) {
+                    return Some(d);
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| json_difference(&format!("{at}/{i}"), u, v)),
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} vs {b}")),
+    }
+}
+
+/// The masks must not hide what the rule protects: N, q, steps, σ and ε
+/// survive them, and a metric does not.
+#[test]
+fn should_mask_metrics_but_keep_the_accounting() {
+    let line = "test accuracy 91.09% | ε = 3.00 at δ = 1e-5 (RDP, σ = 3.265) | q = 0.0890, 550 steps, 50 epochs, 3.4 s | not covered by ε: train accuracy 94.23%";
+    let masked = mask_text(line);
+    assert_eq!(
+        masked,
+        "test accuracy # | ε = 3.00 at δ = 1e-5 (RDP, σ = 3.265) | q = 0.0890, 550 steps, 50 epochs, # s | "
+    );
+    let mut v = serde_json::json!({"test_accuracy": 0.9, "steps": 10, "epsilon": 3.0,
+        "not_covered_by_epsilon": {"train_accuracy": 1.0}});
+    mask_report(&mut v, &[]);
+    assert_eq!(
+        v,
+        serde_json::json!({"test_accuracy": "masked", "steps": 10, "epsilon": 3.0,
+            "not_covered_by_epsilon": "masked"})
+    );
+    let mut v = serde_json::json!({"target": {"eval_seconds": 0.1, "dataset_size": 13}});
+    mask_report(&mut v, &[]);
+    assert_eq!(
+        v,
+        serde_json::json!({"target": {"eval_seconds": "masked", "dataset_size": 13}})
+    );
+    assert_eq!(
+        mask_text("loss   0.612 [0.4, 0.8]\nqueries (no budget): loss 26"),
+        "loss   #.### [#.#, #.#]\nqueries (no budget): loss #"
+    );
+}
