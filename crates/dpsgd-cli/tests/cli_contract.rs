@@ -493,11 +493,16 @@ fn should_save_the_trained_model() {
 /// `epochs`, with `extra` flags, the report on standard output.
 fn train_epochs(dir: &Path, epochs: &str, extra: &[&str]) -> Output {
     let data = format!("csv:{}", tiny_csv(dir).display());
+    // Everything public, so that nothing is printed but a usage error.
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"{"header": true}"#).expect("write the schema");
     let mut args = vec![
         "train",
         "--quiet",
         "--dataset",
         &data,
+        "--schema",
+        schema.to_str().expect("a UTF-8 path"),
         "--num-classes",
         "2",
         "--hidden",

@@ -78,6 +78,18 @@ const VARIANTS: &[Variant] = &[
         refused: false,
     },
     Variant {
+        name: "a line of empty fields",
+        record: ",,,",
+        vocabulary: false,
+        refused: true,
+    },
+    Variant {
+        name: "a quote never closed",
+        record: "0.25,\"-0.5,red,0",
+        vocabulary: false,
+        refused: true,
+    },
+    Variant {
         name: "a NaN",
         record: "NaN,0.5,red,0",
         vocabulary: false,
@@ -132,7 +144,7 @@ fn write_schema(dir: &Path) -> PathBuf {
     let path = dir.join("schema.json");
     std::fs::write(
         &path,
-        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+        r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
     )
     .expect("write the schema");
     path

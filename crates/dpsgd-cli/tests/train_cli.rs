@@ -163,6 +163,7 @@ fn should_preprocess_csv_with_public_information_only() {
             .is_some_and(|s| s.starts_with("none")),
         "no scaling fitted on the private data by default: {v}"
     );
+    // Undeclared, the header is detected from the rows: not public.
     let v = report_of(
         &dir,
         &csv,
@@ -172,6 +173,28 @@ fn should_preprocess_csv_with_public_information_only() {
             "-3:3",
             "--num-classes",
             "3",
+        ],
+    );
+    assert_eq!(v["preprocessing"]["public"], false, "{v}");
+    assert!(
+        v["preprocessing"]["read_from_data"]
+            .to_string()
+            .contains("header"),
+        "{v}"
+    );
+    let header = dir.join("header.json");
+    std::fs::write(&header, r#"{"header": true}"#).unwrap();
+    let v = report_of(
+        &dir,
+        &csv,
+        &[
+            "--non-private",
+            "--feature-range",
+            "-3:3",
+            "--num-classes",
+            "3",
+            "--schema",
+            header.to_str().unwrap(),
         ],
     );
     let p = &v["preprocessing"];
@@ -858,7 +881,7 @@ fn should_fix_the_model_shape_with_a_public_schema() {
     let schema = dir.join("schema.json");
     std::fs::write(
         &schema,
-        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+        r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
     )
     .unwrap();
     let flags = ["--schema", schema.to_str().unwrap()];
@@ -916,7 +939,7 @@ fn should_take_the_schema_in_every_command_and_warn_once() {
     let schema = dir.join("schema.json");
     std::fs::write(
         &schema,
-        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+        r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
     )
     .unwrap();
     let sweep = |extra: &[&str]| {
@@ -971,7 +994,7 @@ fn should_refuse_a_bad_schema_naming_the_flag() {
     };
     let good = write(
         "good.json",
-        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+        r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
     );
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (

@@ -75,6 +75,9 @@ pub struct CsvEncoding {
     declared_columns: bool,
     /// The classes come from a schema.
     declared_classes: bool,
+    /// Whether the first line is a header was declared by a schema (not
+    /// detected from the data).
+    declared_header: bool,
 }
 
 impl CsvEncoding {
@@ -130,6 +133,12 @@ impl CsvEncoding {
                 "class names of the label, {}",
                 self.describe(self.label_column)
             ));
+        }
+        if !self.declared_header {
+            read.push(
+                "whether the first line is a header (detected from the rows: declare \"header\" in a schema)"
+                    .to_owned(),
+            );
         }
         read
     }
@@ -188,11 +197,18 @@ impl CsvEncoding {
 /// one-hot encoded and a text label is mapped to class indices (see
 /// [`read_csv_encoded`] and the [crate docs](crate#csv-files)). A numeric
 /// label must be a non-negative integer; the number of classes is the
-/// largest label + 1.
+/// largest label + 1. A blank line is skipped; a line of empty fields
+/// (`,,,`) is a record (with missing values), and a quoted field may not
+/// span lines, so that no record can hide or swallow others. Whether the
+/// first line is a header is thus read off the data
+/// ([`CsvEncoding::read_from_data`] says so): declare it in a
+/// [`CsvSchema`] ([`CsvSchema::with_header`]) to keep one record from
+/// deciding it.
 ///
 /// # Errors
 ///
-/// [`Error::CorruptData`] naming the file and line for malformed CSV, a row
+/// [`Error::CorruptData`] naming the file and line for malformed CSV, a
+/// field that spans several lines, a row
 /// whose width differs from the first data row, a column that mixes numbers and
 /// text (naming the column), a missing value in a numeric column or in the
 /// label, a number that is not finite, a numeric label that is not a
@@ -310,8 +326,20 @@ fn records(path: &Path, bytes: &[u8]) -> Result<Vec<Row>> {
             corrupt(path, Position::Line(line), format!("malformed CSV: {e}"))
         })?;
         let line = record.position().map_or(row as u64 + 1, |p| p.line());
-        if record.iter().all(str::is_empty) {
-            continue; // blank line
+        if record.len() == 1 && record[0].is_empty() {
+            continue; // a blank line (a line of empty fields is a record)
+        }
+        // A quoted field across lines (or a quote never closed) would
+        // swallow the records after it: one record would change N.
+        if let Some(c) = record.iter().position(|f| f.contains(['\n', '\r'])) {
+            return Err(corrupt(
+                path,
+                Position::Line(line),
+                format!(
+                    "field {c} spans several lines (a quote that is never closed?): \
+                     a record must be one line"
+                ),
+            ));
         }
         rows.push(Row {
             line,
@@ -369,7 +397,15 @@ fn parse_csv(
     schema: Option<&CsvSchema>,
 ) -> Result<(Dataset, CsvEncoding)> {
     let rows = records(path, bytes)?;
-    let (header, data) = split_header(&rows);
+    let declared_header = schema.and_then(CsvSchema::header);
+    let (header, data) = match declared_header {
+        Some(true) => match rows.split_first() {
+            Some((first, rest)) => (Some(first), rest),
+            None => (None, &rows[..]),
+        },
+        Some(false) => (None, &rows[..]),
+        None => split_header(&rows),
+    };
     let Some(first) = data.first() else {
         return Err(corrupt(path, Position::Line(1), "no data rows"));
     };
@@ -420,6 +456,7 @@ fn parse_csv(
         classes,
         declared_columns: schema.is_some(),
         declared_classes: declared_classes.is_some(),
+        declared_header: declared_header.is_some(),
     };
     let dataset = encode(path, data, &encoding)?;
     Ok((dataset, encoding))

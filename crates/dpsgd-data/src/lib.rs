@@ -59,8 +59,10 @@
 //! class names are read off the data and are therefore **not covered by
 //! ε**: one record with a category nobody else has adds an input feature
 //! (visible in the model's shape), and a rare class shifts every later
-//! class's index. [`CsvEncoding::read_from_data`] names what was read.
-//! Declare them in a [`CsvSchema`] from public knowledge instead.
+//! class's index; and whether the first line is a header is detected from
+//! the rows, which a headerless file's first record can decide.
+//! [`CsvEncoding::read_from_data`] names what was read. Declare them in a
+//! [`CsvSchema`] from public knowledge instead.
 //!
 //! ```
 //! # let dir = std::env::temp_dir().join(format!("dpsgd-data-doc-{}", std::process::id()));
@@ -72,11 +74,11 @@
 //! assert_eq!(data.example(1), &[41.0, 0.0, 0.0]); // `?`: all zeros
 //! assert_eq!(encoding.classes().unwrap(), ["high", "low"]);
 //! assert_eq!(data.labels(), &[1, 0, 1]);
-//! assert_eq!(encoding.read_from_data().len(), 2); // job's categories, the classes
+//! assert_eq!(encoding.read_from_data().len(), 3); // job's categories, the classes, the header
 //!
 //! // The same file with a public schema: `admin` is not listed (all zeros).
 //! let schema = dpsgd_data::CsvSchema::from_json(
-//!     r#"{"columns": {"job": ["clerk", "nurse"]}, "classes": ["low", "high"]}"#,
+//!     r#"{"header": true, "columns": {"job": ["clerk", "nurse"]}, "classes": ["low", "high"]}"#,
 //! )?;
 //! let (data, encoding) =
 //!     dpsgd_data::read_csv_with_schema(&path, &dpsgd_data::LabelColumn::Last, &schema)?;

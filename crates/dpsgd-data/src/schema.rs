@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 pub struct CsvSchema {
     columns: Vec<(String, Vec<String>)>,
     classes: Option<Vec<String>>,
+    header: Option<bool>,
 }
 
 impl CsvSchema {
@@ -88,6 +89,32 @@ impl CsvSchema {
         Ok(self)
     }
 
+    /// Declares whether the file's first line is a header (`true`) or a
+    /// record (`false`). Undeclared, it is detected from the data (see
+    /// [`read_csv`](crate::read_csv)), which one record can change (a
+    /// headerless file's first record with text where the rows below hold
+    /// numbers is taken for a header);
+    /// [`CsvEncoding::read_from_data`](crate::CsvEncoding::read_from_data)
+    /// then says so.
+    #[must_use]
+    pub fn with_header(mut self, header: bool) -> Self {
+        self.header = Some(header);
+        self
+    }
+
+    /// Whether the first line is declared a header (`None`: undeclared).
+    pub fn header(&self) -> Option<bool> {
+        self.header
+    }
+
+    /// The same schema with the header left to detection (for a public
+    /// file, such as a scaling reference, laid out unlike the private one).
+    #[must_use]
+    pub fn without_header(mut self) -> Self {
+        self.header = None;
+        self
+    }
+
     /// The same schema without classes (for a file whose labels are not
     /// used, such as a scaling reference).
     #[must_use]
@@ -115,8 +142,8 @@ impl CsvSchema {
     }
 
     /// Parses a schema from JSON:
-    /// `{"columns": {"COL": ["cat", ...], ...}, "classes": ["label", ...]}`;
-    /// both keys are optional, no other key is allowed.
+    /// `{"header": true, "columns": {"COL": ["cat", ...], ...}, "classes":
+    /// ["label", ...]}`; every key is optional, no other key is allowed.
     ///
     /// # Errors
     ///
@@ -127,7 +154,7 @@ impl CsvSchema {
     pub fn from_json(text: &str) -> Result<Self> {
         let json: Json = serde_json::from_str(text).map_err(|e| Error::Schema {
             path: None,
-            reason: "expected {\"columns\": {\"COLUMN\": [\"category\", ...]}, \"classes\": [\"class\", ...]}".into(),
+            reason: "expected {\"header\": true|false, \"columns\": {\"COLUMN\": [\"category\", ...]}, \"classes\": [\"class\", ...]}".into(),
             source: Some(Box::new(e)),
         })?;
         let mut schema = Self::new();
@@ -136,6 +163,9 @@ impl CsvSchema {
         }
         if let Some(classes) = json.classes {
             schema = schema.with_classes(classes)?;
+        }
+        if let Some(header) = json.header {
+            schema = schema.with_header(header);
         }
         Ok(schema)
     }
@@ -216,6 +246,8 @@ struct Json {
     columns: Columns,
     #[serde(default)]
     classes: Option<Vec<String>>,
+    #[serde(default)]
+    header: Option<bool>,
 }
 
 /// The `columns` object, in its order, refusing a key given twice (which a

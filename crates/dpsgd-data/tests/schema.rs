@@ -43,7 +43,7 @@ fn schema_reason(e: Error) -> String {
 
 fn colours() -> CsvSchema {
     CsvSchema::from_json(
-        r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["no", "yes"]}"#,
+        r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["no", "yes"]}"#,
     )
     .unwrap()
 }
@@ -70,7 +70,8 @@ fn should_encode_with_the_declared_categories_in_their_order() {
         read.read_from_data(),
         [
             "categories of column 1 (`colour`)",
-            "class names of the label, column 2 (`label`)"
+            "class names of the label, column 2 (`label`)",
+            "whether the first line is a header (detected from the rows: declare \"header\" in a schema)"
         ]
     );
 }
@@ -137,7 +138,10 @@ fn should_refuse_a_label_outside_the_classes_naming_the_line() {
     let (pos, reason) = corrupt(read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap_err());
     assert_eq!(pos, Position::Line(3), "{reason}");
     // Without classes a numeric label is read as before (largest + 1).
-    let s = CsvSchema::new().with_column("colour", ["red"]).unwrap();
+    let s = CsvSchema::new()
+        .with_header(true)
+        .with_column("colour", ["red"])
+        .unwrap();
     let (d, enc) = read_csv_with_schema(&p, &LabelColumn::Last, &s).unwrap();
     assert_eq!((d.n_classes(), enc.classes()), (8, None));
     assert!(enc.read_from_data().is_empty());
@@ -274,7 +278,10 @@ fn should_read_uci_adult_with_its_codebook_when_available() {
         .map(|(a, v)| (a.to_owned(), v.trim_end_matches('.').to_owned()))
         .collect();
     assert_eq!(attributes.len(), 14);
-    let mut schema = CsvSchema::new().with_classes(["<=50K", ">50K"]).unwrap();
+    let mut schema = CsvSchema::new()
+        .with_header(false)
+        .with_classes(["<=50K", ">50K"])
+        .unwrap();
     for (i, (_, values)) in attributes.iter().enumerate() {
         if values != "continuous" {
             schema = schema
@@ -287,9 +294,11 @@ fn should_read_uci_adult_with_its_codebook_when_available() {
     assert!(enc.read_from_data().is_empty());
     assert!(matches!(&enc.columns()[1], ColumnEncoding::OneHot(c) if c[0] == "Private"));
     // adult.test spells its labels `<=50K.`: refused under these classes,
-    // read without them (its labels are not needed for a scaling reference).
+    // read without them (its labels are not needed for a scaling
+    // reference). Its first line (`|1x3 Cross validator`) is a header.
     let test = root.join("adult/adult.test");
     if test.is_file() {
+        let schema = schema.clone().with_header(true);
         let (pos, reason) =
             corrupt(read_csv_with_schema(&test, &LabelColumn::Last, &schema).unwrap_err());
         assert!(reason.contains("`<=50K.`"), "{pos}: {reason}");
@@ -298,4 +307,75 @@ fn should_read_uci_adult_with_its_codebook_when_available() {
                 .unwrap();
         assert_eq!((t.len(), t.n_features()), (16_281, 105));
     }
+}
+
+/// The reviewer's three ways for one record to change N outside the
+/// mechanism (issue 24): a first record taken for a header, a line of
+/// empty fields dropped as blank, and a quote that swallows the records
+/// after it. With `header` declared, the first line is never guessed; the
+/// other two are refused whatever the schema.
+#[test]
+fn should_not_let_one_record_decide_the_header_or_hide_others() {
+    let dir = temp_dir();
+    let rows = "1,2,0\n3,4,1\n5,6,0\n7,8,1\n";
+    let label = LabelColumn::Last;
+    // A headerless numeric file whose first record has text: detected, it
+    // is taken for a header (N shrinks) and the encoding says the header
+    // was read off the data; declared headerless, the record is refused.
+    let first_text = write(&dir, "first.csv", &format!("x,2,0\n{rows}"));
+    let (guessed, encoding) = read_csv_encoded(&first_text, &label).unwrap();
+    assert_eq!(guessed.len(), 4);
+    assert!(
+        encoding
+            .read_from_data()
+            .iter()
+            .any(|r| r.contains("header")),
+        "{:?}",
+        encoding.read_from_data()
+    );
+    let headerless = CsvSchema::new().with_header(false);
+    let (position, reason) =
+        corrupt(read_csv_with_schema(&first_text, &label, &headerless).unwrap_err());
+    assert_eq!(position, Position::Line(1), "{reason}");
+    let plain = write(&dir, "plain.csv", &format!("9,9,0\n{rows}"));
+    let (data, encoding) = read_csv_with_schema(&plain, &label, &headerless).unwrap();
+    assert_eq!(data.len(), 5);
+    assert!(
+        encoding.read_from_data().is_empty(),
+        "{:?}",
+        encoding.read_from_data()
+    );
+    // Declared, a header is the first line whatever it holds.
+    let with_header = write(&dir, "header.csv", &format!("a,b,label\n{rows}"));
+    let declared = CsvSchema::new().with_header(true);
+    let (data, encoding) = read_csv_with_schema(&with_header, &label, &declared).unwrap();
+    assert_eq!(
+        (data.len(), encoding.header().map(<[String]>::len)),
+        (4, Some(3))
+    );
+    // A line of empty fields is a record (refused here: a numeric column
+    // cannot be missing), not a blank line to skip.
+    let commas = write(&dir, "commas.csv", &format!("a,b,label\n1,2,0\n,,\n{rows}"));
+    let (position, _) = corrupt(read_csv_with_schema(&commas, &label, &declared).unwrap_err());
+    assert_eq!(position, Position::Line(3));
+    // A blank line is still skipped.
+    let blank = write(&dir, "blank.csv", &format!("a,b,label\n1,2,0\n\n{rows}"));
+    assert_eq!(
+        read_csv_with_schema(&blank, &label, &declared)
+            .unwrap()
+            .0
+            .len(),
+        5
+    );
+    // A quote never closed would swallow every later record.
+    let quote = write(&dir, "quote.csv", &format!("a,b,label\n1,\"2,0\n{rows}"));
+    let (_, reason) = corrupt(read_csv_with_schema(&quote, &label, &declared).unwrap_err());
+    assert!(reason.contains("spans several lines"), "{reason}");
+    assert!(
+        CsvSchema::from_json(r#"{"header": false}"#)
+            .unwrap()
+            .header()
+            == Some(false)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -465,8 +465,9 @@ pub(crate) fn run<M: Classifier + 'static>(
             })
             .collect::<Result<_, TrainError>>()?,
     );
-    // The parts' sizes and dropped examples are counts of the private
-    // data: outside the guarantee.
+    // The dropped examples are counts of the private data, outside the
+    // guarantee; the parts' sizes depend only on N and the per-record draw
+    // (each sub-model's q shows them too) but are kept beside the counts.
     let parts: Vec<MistPart> = trainers
         .iter()
         .map(|t| MistPart {

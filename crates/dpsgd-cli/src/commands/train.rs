@@ -184,7 +184,9 @@ pub struct TrainOptions {
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pub num_classes: Option<u32>,
     /// CSV data: a PUBLIC schema (JSON) declaring the vocabularies:
-    /// {"columns": {"COL": ["cat", ...]}, "classes": ["label", ...]}. A
+    /// {"header": true, "columns": {"COL": ["cat", ...]}, "classes":
+    /// ["label", ...]} ("header": whether the first line is one; otherwise
+    /// detected from the rows, which one record can change). A
     /// listed column is one-hot over exactly its categories (another value
     /// or a missing one: all zeros); other columns are numeric; a label
     /// outside "classes" is an error. COL is a header name (a 0-based index
@@ -421,7 +423,7 @@ impl Preprocessing {
     pub fn warning(&self) -> Option<String> {
         (!self.read_from_data.is_empty()).then(|| {
             format!(
-                "WARNING: dpsgd: read off the private data, not covered by ε: {}; one record can change them (a category or class only it has adds an input or an output of the model). Declare them from public knowledge with --schema FILE (and --num-classes for a numeric label)",
+                "WARNING: dpsgd: read off the private data, not covered by ε: {}; one record can change them (a category or class only it has adds an input or an output of the model; a first record taken for a header changes N). Declare them from public knowledge with --schema FILE (and --num-classes for a numeric label)",
                 self.read_from_data.join("; ")
             )
         })
@@ -695,7 +697,12 @@ fn reference_ranges(
     // not used, so its own class spelling is no matter).
     let (public, public_encoding) = match schema {
         Some(s) => {
-            dpsgd::data::read_csv_with_schema(reference, label, &s.clone().without_classes())
+            dpsgd::data::read_csv_with_schema(
+                reference,
+                label,
+                // The reference is public: its header may be detected.
+                &s.clone().without_classes().without_header(),
+            )
         }
         None => dpsgd::data::read_csv_encoded(reference, label),
     }
@@ -1448,7 +1455,7 @@ mod tests {
         let schema = dir.join("schema.json");
         std::fs::write(
             &schema,
-            r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+            r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
         )
         .unwrap();
         let flags = ["--schema", schema.to_str().unwrap()];
@@ -1468,6 +1475,7 @@ mod tests {
                 p.read_from_data,
                 [
                     "categories of column 1 (`colour`)",
+                    HEADER_READ,
                     "the number of classes (largest label + 1)"
                 ]
             );
@@ -1481,13 +1489,25 @@ mod tests {
         }
         // --num-classes declares the count; the categories are still read.
         let (_, _, p) = loaded(&base, &["--num-classes", "2"]);
-        assert_eq!(p.read_from_data, ["categories of column 1 (`colour`)"]);
-        // A purely numeric file with a declared count reads nothing.
+        assert_eq!(
+            p.read_from_data,
+            ["categories of column 1 (`colour`)", HEADER_READ]
+        );
+        // A purely numeric file with a declared count reads only whether
+        // its first line is a header, and nothing once that is declared.
         let numeric = dir.join("numeric.csv");
         std::fs::write(&numeric, "a,y\n1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n").unwrap();
         let (_, _, p) = loaded(&numeric, &["--num-classes", "2"]);
+        assert_eq!(p.read_from_data, [HEADER_READ]);
+        let header = dir.join("header.json");
+        std::fs::write(&header, r#"{"header": true}"#).unwrap();
+        let flags = ["--num-classes", "2", "--schema", header.to_str().unwrap()];
+        let (_, _, p) = loaded(&numeric, &flags);
         assert!(p.public && p.read_from_data.is_empty(), "{p:?}");
     }
+
+    /// What the reader says when it detected the header from the rows.
+    const HEADER_READ: &str = "whether the first line is a header (detected from the rows: declare \"header\" in a schema)";
 
     /// `--schema` problems are usage errors naming the flag; a label
     /// outside its classes is corrupt data naming the line.
@@ -1502,7 +1522,7 @@ mod tests {
         };
         let good = schema(
             "good.json",
-            r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+            r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
         );
         let dataset = format!("csv:{}", base.display());
         let missing = dir.join("missing.json").display().to_string();
@@ -1575,7 +1595,7 @@ mod tests {
         let schema = dir.join("schema.json");
         std::fs::write(
             &schema,
-            r#"{"columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
+            r#"{"header": true, "columns": {"colour": ["red", "green", "blue"]}, "classes": ["0", "1"]}"#,
         )
         .unwrap();
         let (train, test, p) = loaded(
