@@ -162,8 +162,8 @@ pub fn train_model(
     }
     // Features after the checks that do not depend on them: the whole data
     // set is not transformed for a run that is refused anyway.
-    // Early stopping holds out part of the training data (a stratified
-    // split, from the run's seed).
+    // Early stopping holds out part of the training data (by position
+    // only, from the run's seed: no record's value moves the split).
     let held_out;
     let (train, validation) = match cfg.defences.early_stopping {
         None => (train, None),
