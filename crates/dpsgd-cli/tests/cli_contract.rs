@@ -678,3 +678,157 @@ fn should_refuse_an_empty_benchmark_sequence_in_one_line() {
         &["--seq-len"],
     );
 }
+
+/// The ε a run reports is the one `dpsgd epsilon` computes from the run's
+/// own σ, q, steps and δ, by a separate accountant call (issue 25, item 8):
+/// for a calibrated target (RDP) and a fixed σ (PLD).
+#[test]
+fn should_report_the_epsilon_that_the_accountant_gives_for_its_own_plan() {
+    let dir = temp_dir("epsilon-recomputed");
+    for (privacy, accountant) in [
+        (["--target-epsilon", "2"], "rdp"),
+        (["--noise-multiplier", "1.3"], "pld"),
+    ] {
+        let data = format!("csv:{}", tiny_csv(&dir).display());
+        let mut args = vec![
+            "train",
+            "--quiet",
+            "--dataset",
+            &data,
+            "--hidden",
+            "8",
+            "--batch-size",
+            "12",
+            "--epochs",
+            "3",
+            "--seed",
+            "4",
+            "--accountant",
+            accountant,
+            "--report",
+            "-",
+        ];
+        args.extend_from_slice(&privacy);
+        let run = report(&dpsgd(&args));
+        let field = |k: &str| run[k].as_f64().unwrap_or_else(|| panic!("{k}: {run}"));
+        let (sigma, q, steps, delta) = (
+            field("noise_multiplier"),
+            field("sample_rate"),
+            run["steps"].as_u64().expect("steps"),
+            field("delta"),
+        );
+        let (sigma, q, steps, delta) = (
+            sigma.to_string(),
+            q.to_string(),
+            steps.to_string(),
+            delta.to_string(),
+        );
+        let out = dpsgd(&[
+            "epsilon",
+            "--sample-rate",
+            &q,
+            "--steps",
+            &steps,
+            "--noise-multiplier",
+            &sigma,
+            "--delta",
+            &delta,
+            "--accountant",
+            accountant,
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let reference: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("the JSON answer");
+        let (got, want) = (field("epsilon"), reference["epsilon"].as_f64().unwrap());
+        assert!(
+            (got - want).abs() <= 1e-9 * want,
+            "{accountant}: the run reports ε = {got}, the accountant gives {want} for σ = {sigma}, q = {q}, {steps} steps, δ = {delta}"
+        );
+        if privacy[0] == "--target-epsilon" {
+            assert!(got <= 2.0 + 1e-9, "calibrated to its target: {got}");
+        }
+    }
+}
+
+/// Two resumes of one unseeded checkpoint draw fresh noise and batches
+/// each (both generators are re-keyed from the OS): their models differ,
+/// while their accounting is the same and covers the whole run (issue 25,
+/// item 8). Continuing the checkpoint's generators, as a seeded run does,
+/// would give two identical models.
+#[test]
+fn should_resume_an_unseeded_run_with_fresh_noise_each_time() {
+    let dir = temp_dir("checkpoint-unseeded");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"{"header": true}"#).unwrap();
+    let run = |epochs: &str, ck: &Path, model: Option<&Path>, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--quiet",
+            "--dataset",
+            &data,
+            "--schema",
+            schema.to_str().unwrap(),
+            "--num-classes",
+            "2",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "16",
+            "--noise-multiplier",
+            "1",
+            "--epochs",
+            epochs,
+            "--checkpoint-dir",
+            ck.to_str().unwrap(),
+            "--report",
+            "-",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        if resume {
+            args.push("--resume".into());
+        }
+        if let Some(m) = model {
+            args.extend(["--save-model".into(), m.to_str().unwrap().to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        report(&dpsgd(&args))
+    };
+    let first = dir.join("first");
+    let _ = std::fs::remove_dir_all(&first);
+    let started = run("2", &first, None, false);
+    assert_eq!(started["secure"], true, "{started}");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for copy in [&a, &b] {
+        let _ = std::fs::remove_dir_all(copy);
+        std::fs::create_dir_all(copy).unwrap();
+        for entry in std::fs::read_dir(&first).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    let (model_a, model_b) = (dir.join("a.bin"), dir.join("b.bin"));
+    let ra = run("4", &a, Some(&model_a), true);
+    let rb = run("4", &b, Some(&model_b), true);
+    for field in ["steps", "epsilon", "noise_multiplier", "sample_rate"] {
+        assert_eq!(ra[field], rb[field], "{field}");
+    }
+    assert_eq!(
+        ra["steps"].as_u64(),
+        started["steps"].as_u64().map(|s| 2 * s),
+        "ε covers the whole run: {ra}"
+    );
+    assert!(ra["epsilon"].as_f64() > started["epsilon"].as_f64());
+    let (bytes_a, bytes_b) = (
+        std::fs::read(&model_a).unwrap(),
+        std::fs::read(&model_b).unwrap(),
+    );
+    assert_eq!(bytes_a.len(), bytes_b.len());
+    assert_ne!(
+        bytes_a, bytes_b,
+        "two resumes of one unseeded checkpoint continued the same generators (noise and batches)"
+    );
+}
