@@ -4,6 +4,8 @@
 use dpsgd_data::{ColumnEncoding, Error, LabelColumn, Position, read_csv, read_csv_encoded};
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn temp_dir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -138,21 +140,11 @@ fn should_refuse_mixed_columns_and_missing_numbers_naming_the_column() {
     }
 }
 
-/// `$DPSGD_DATA_DIR`, else `../shared/data` relative to the workspace.
-fn shared_data() -> PathBuf {
-    std::env::var_os("DPSGD_DATA_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-        Into::into,
-    )
-}
-
 #[test]
 fn should_read_uci_adult_when_available() {
-    let p = shared_data().join("adult/adult.data");
-    if !p.is_file() {
-        eprintln!("skipping: {} not found (set DPSGD_DATA_DIR)", p.display());
+    let Some(p) = common::require("adult/adult.data") else {
         return;
-    }
+    };
     let (d, enc) = read_csv_encoded(&p, &LabelColumn::Last).unwrap();
     // 6 numeric columns + 99 categories of 8 text columns (`?` not counted).
     assert_eq!((d.len(), d.n_features(), d.n_classes()), (32_561, 105, 2));
@@ -190,8 +182,7 @@ fn should_read_uci_adult_when_available() {
     assert_eq!(with_missing, 2_399);
 
     // adult.test spells its labels `<=50K.`: not classes of this encoding.
-    let test = shared_data().join("adult/adult.test");
-    if test.is_file() {
+    if let Some(test) = common::require("adult/adult.test") {
         let (_, reason) = corrupt(dpsgd_data::read_csv_with_encoding(&test, &enc).unwrap_err());
         assert!(reason.contains("`<=50K.`"), "{reason}");
     }

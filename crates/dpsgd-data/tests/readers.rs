@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "dpsgd-data-test-{}-{:?}",
@@ -261,11 +263,9 @@ fn should_embed_the_uci_digits() {
 
 #[test]
 fn should_read_real_mnist_when_available() {
-    let dir = dpsgd_data::data_dir().join("mnist");
-    if !dir.is_dir() {
-        eprintln!("skipping: {} not found (set DPSGD_DATA_DIR)", dir.display());
+    let Some(dir) = common::require("mnist") else {
         return;
-    }
+    };
     let (train, test) = dpsgd_data::read_mnist(&dir).unwrap();
     assert_eq!(
         (train.len(), test.len(), train.n_features()),
@@ -281,11 +281,9 @@ fn should_read_real_mnist_when_available() {
 
 #[test]
 fn should_read_the_breast_cancer_csv_when_available() {
-    let p = dpsgd_data::data_dir().join("sklearn-small/breast_cancer.csv");
-    if !p.is_file() {
-        eprintln!("skipping: {} not found", p.display());
+    let Some(p) = common::require("sklearn-small/breast_cancer.csv") else {
         return;
-    }
+    };
     let d = read_csv(&p, &LabelColumn::Last).unwrap();
     assert_eq!((d.len(), d.n_features(), d.n_classes()), (569, 30, 2));
     assert_eq!(d.labels().iter().filter(|&&l| l == 0).count(), 212);
