@@ -79,6 +79,49 @@ pub fn dirac_canary_audit(
     seed: u64,
     device: &Device,
 ) -> Result<DiracAudit, TrainError> {
+    dirac_canary_audit_with_noise_fault(
+        cfg,
+        dataset_size,
+        canaries,
+        guesses,
+        alpha,
+        seed,
+        device,
+        1.0,
+    )
+}
+
+/// **Test-only fault injection** — a deliberately broken mechanism for
+/// positive controls, never for auditing a real run: as
+/// [`dirac_canary_audit`], but the noise actually added is that of
+/// σ·`noise_scale` while the claim (and the reported σ) stay those of the
+/// configuration's σ, as if an implementation forgot part of its noise
+/// and its accountant did not know. With `noise_scale` well below 1 an
+/// audit with the power to catch the fault must refute the claim
+/// (`exceeds_claim`). `noise_scale == 1.0` is [`dirac_canary_audit`].
+///
+/// # Errors
+///
+/// As [`dirac_canary_audit`]; [`TrainError::Config`] when `noise_scale`
+/// is not in (0, 1].
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn dirac_canary_audit_with_noise_fault(
+    cfg: &TrainConfig,
+    dataset_size: usize,
+    canaries: usize,
+    guesses: Option<usize>,
+    alpha: f64,
+    seed: u64,
+    device: &Device,
+    noise_scale: f64,
+) -> Result<DiracAudit, TrainError> {
+    if !(noise_scale > 0.0 && noise_scale <= 1.0) {
+        return Err(TrainError::config(
+            "noise_scale",
+            format!("the test-only noise fault scales σ by a factor in (0, 1], not {noise_scale}"),
+        ));
+    }
     if canaries == 0 || canaries > dataset_size {
         return Err(TrainError::config(
             "canaries",
@@ -108,12 +151,28 @@ pub fn dirac_canary_audit(
                 "Dirac canaries audit the DP-SGD mechanism: a non-private run has none (use input canaries)",
             ));
         }
-        Privacy::NoiseMultiplier(s) => base.with_noise_multiplier(s),
-        Privacy::TargetEpsilon(e) => base.with_target_epsilon(e, cfg.delta, cfg.epochs),
+        Privacy::NoiseMultiplier(s) => base.clone().with_noise_multiplier(s),
+        Privacy::TargetEpsilon(e) => base.clone().with_target_epsilon(e, cfg.delta, cfg.epochs),
     };
-    let sampler = PoissonSampler::new(dataset_size, cfg.batch_size.min(dataset_size))?;
+    let batch_size = cfg.batch_size.min(dataset_size);
+    let sampler = PoissonSampler::new(dataset_size, batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     let mut engine = dp.init(SgdConfig::new().init(), sampler)?;
+    // The honest engine, kept only for its claim when a fault is injected:
+    // its σ (and accountant) are the configuration's; the engine that runs
+    // adds σ·noise_scale, with the same seed (the same batches).
+    let mut honest = None;
+    if noise_scale != 1.0 {
+        let sigma = engine.noise_multiplier();
+        let faulty = base
+            .clone()
+            .with_noise_multiplier(sigma * noise_scale)
+            .init(
+                SgdConfig::new().init(),
+                PoissonSampler::new(dataset_size, batch_size)?,
+            )?;
+        honest = Some(std::mem::replace(&mut engine, faulty));
+    }
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xd12a_c0de);
     let included: Vec<bool> = (0..canaries).map(|_| rng.random_bool(0.5)).collect();
 
@@ -158,12 +217,16 @@ pub fn dirac_canary_audit(
         .collect();
     let one_run = one_run_audit(&scores, &included, guesses, cfg.delta, alpha)
         .map_err(|e| TrainError::config("canaries", e.to_string()))?;
-    let claimed_epsilon = engine.epsilon()?;
+    // With a fault, the claim is the honest engine's for the same steps.
+    let (claimed_epsilon, noise_multiplier) = match &honest {
+        Some(h) => (h.epsilon_over(steps)?, h.noise_multiplier()),
+        None => (engine.epsilon()?, engine.noise_multiplier()),
+    };
     Ok(DiracAudit {
         exceeds_claim: crate::audit::exceeds_claim(Some(claimed_epsilon), one_run.epsilon),
         one_run,
         claimed_epsilon,
-        noise_multiplier: engine.noise_multiplier(),
+        noise_multiplier,
         sample_rate: engine.sampler().sample_rate(),
         steps,
         scores,
@@ -186,12 +249,41 @@ mod tests {
         }
     }
 
-    /// The Dirac audit never proves more than the engine claims, at small
-    /// and large ε; with little noise it proves a lot (it has power).
+    /// The largest bound a one-run audit of `canaries` canaries can prove
+    /// with `guesses` guesses (all of them right), by the library's own
+    /// bound function: "bound ≤ claim" can fail only when this is above
+    /// the claim.
+    fn largest_provable(canaries: usize, guesses: usize, delta: f64, alpha: f64) -> f64 {
+        dpsgd_audit::lower_bound::one_run_epsilon(
+            canaries as u64,
+            guesses as u64,
+            guesses as u64,
+            delta,
+            alpha,
+        )
+        .unwrap()
+    }
+
+    /// The caps issue 25 quotes (δ = 1e-5, α = 0.05, m = 5r canaries):
+    /// 20 guesses can never prove more than 1.82, 40 more than 2.55, 100
+    /// more than 3.48, however strong the attack.
+    #[test]
+    fn should_cap_what_a_one_run_audit_can_prove_by_its_guesses() {
+        for (r, cap) in [(20, 1.82), (40, 2.55), (100, 3.48)] {
+            let got = largest_provable(5 * r, r, 1e-5, 0.05);
+            eprintln!("{r} guesses of {} canaries: at most {got:.4}", 5 * r);
+            assert!((got - cap).abs() < 0.01, "{r} guesses: {got}");
+        }
+    }
+
+    /// The Dirac audit never proves more than the engine claims, at claims
+    /// its 100 guesses could refute (ε = 1 and 3, below the cap of 3.48);
+    /// with little noise (ε = 16, far above any cap: a power check, not a
+    /// soundness one) it proves a lot.
     #[test]
     fn should_bound_epsilon_below_the_claim_with_power_at_large_epsilon() {
         let device = Device::flex();
-        for (eps, seed) in [(1.0, 1), (4.0, 2), (16.0, 3)] {
+        for (eps, seed) in [(1.0, 1), (3.0, 2), (16.0, 3)] {
             let audit = dirac_canary_audit(
                 &cfg(Privacy::TargetEpsilon(eps)),
                 1000,
@@ -203,20 +295,60 @@ mod tests {
             )
             .unwrap();
             assert!(
-                audit.one_run.epsilon <= audit.claimed_epsilon && !audit.exceeds_claim,
-                "ε = {eps}: {audit:?}"
-            );
-            assert!(
                 (audit.claimed_epsilon - eps).abs() < 1e-3 * eps,
                 "{audit:?}"
             );
             assert_eq!(audit.one_run.guesses, 100);
-            if eps >= 16.0 {
+            let cap = largest_provable(500, 100, 1e-5, 0.05);
+            if eps < 16.0 {
+                // The assert below can fail: this many guesses, all right,
+                // would prove more than the claim.
+                assert!(cap > audit.claimed_epsilon, "cap {cap}: {audit:?}");
+                assert!(
+                    audit.one_run.epsilon <= audit.claimed_epsilon && !audit.exceeds_claim,
+                    "ε = {eps}: {audit:?}"
+                );
+            } else {
                 // σ ≈ 0.83, qT = 20 samples of C against noise σC√T: most
                 // of the 100 guesses are right.
+                assert!(cap < audit.claimed_epsilon, "a power check only");
                 assert!(audit.one_run.correct >= 90, "{audit:?}");
                 assert!(audit.one_run.epsilon > 2.0, "{audit:?}");
             }
+        }
+    }
+
+    /// Positive control (issue 25): the noise cut tenfold while the claim
+    /// is still the configuration's σ — the audit refutes the claim. The
+    /// same audit of the honest mechanism (above) does not.
+    #[test]
+    fn should_refute_the_claim_of_a_mechanism_that_adds_too_little_noise() {
+        let device = Device::flex();
+        let cfg = cfg(Privacy::TargetEpsilon(1.0));
+        let honest = dirac_canary_audit(&cfg, 1000, 500, None, 0.05, 4, &device).unwrap();
+        let faulty =
+            dirac_canary_audit_with_noise_fault(&cfg, 1000, 500, None, 0.05, 4, &device, 0.1)
+                .unwrap();
+        // The claim and the σ reported are the honest ones.
+        assert_eq!(faulty.claimed_epsilon, honest.claimed_epsilon);
+        assert_eq!(faulty.noise_multiplier, honest.noise_multiplier);
+        assert_eq!(faulty.included, honest.included);
+        assert!((faulty.claimed_epsilon - 1.0).abs() < 1e-3, "{faulty:?}");
+        assert!(!honest.exceeds_claim, "{honest:?}");
+        assert!(
+            faulty.exceeds_claim && faulty.one_run.epsilon > faulty.claimed_epsilon,
+            "the fault is not caught: {faulty:?}"
+        );
+        // A scale of 1 is the honest audit, bit for bit.
+        let same =
+            dirac_canary_audit_with_noise_fault(&cfg, 1000, 500, None, 0.05, 4, &device, 1.0)
+                .unwrap();
+        assert_eq!(same.scores, honest.scores);
+        for bad in [0.0, -1.0, 1.5, f64::NAN] {
+            let err =
+                dirac_canary_audit_with_noise_fault(&cfg, 1000, 500, None, 0.05, 4, &device, bad)
+                    .unwrap_err();
+            assert!(err.to_string().contains("noise"), "{bad}: {err}");
         }
     }
 
