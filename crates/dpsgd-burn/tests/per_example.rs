@@ -52,8 +52,43 @@ fn check<M: Module, B: ExampleBatch>(
     check_with_conv(ConvStrategy::Auto, model, batch, loss, c, what);
 }
 
-/// [`check`] with the engine's convolutions computed under `strategy`.
+/// [`check`] with the engine's convolutions computed under `strategy`:
+/// at the case's `c` (most cases clip every example; a few clip none), and
+/// again at a C halfway between the smallest and the largest norm, so that
+/// every case also runs a batch that mixes clipped and unclipped examples
+/// (clip factors below and at 1) — where a clipping bug would show.
 fn check_with_conv<M: Module, B: ExampleBatch>(
+    strategy: ConvStrategy,
+    model: &M,
+    batch: &B,
+    loss: impl Fn(&M, &B) -> Tensor<1> + Copy,
+    c: f64,
+    what: &str,
+) {
+    check_at(strategy, model, batch, loss, c, what);
+    let mut norms: Vec<f64> = naive_per_example(model, batch, loss)
+        .iter()
+        .map(|g| norm(g))
+        .collect();
+    norms.sort_by(f64::total_cmp);
+    let (low, high) = (norms[0], norms[norms.len() - 1]);
+    assert!(
+        high > 1.001 * low,
+        "{what}: the examples' norms must differ for a C between them to clip some and not others: {norms:?}"
+    );
+    let between = 0.5 * (low + high);
+    check_at(
+        strategy,
+        model,
+        batch,
+        loss,
+        between,
+        &format!("{what} at C = {between}, between the norms"),
+    );
+}
+
+/// The engine against the naive loop at clipping norm `c`.
+fn check_at<M: Module, B: ExampleBatch>(
     strategy: ConvStrategy,
     model: &M,
     batch: &B,
