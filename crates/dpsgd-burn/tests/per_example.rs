@@ -68,7 +68,7 @@ fn check_with_conv<M: Module, B: ExampleBatch>(
     check_at(strategy, model, batch, loss, c, what);
     let mut norms: Vec<f64> = naive_per_example(model, batch, loss)
         .iter()
-        .map(|g| norm(g))
+        .map(norm)
         .collect();
     norms.sort_by(f64::total_cmp);
     let (low, high) = (norms[0], norms[norms.len() - 1]);
