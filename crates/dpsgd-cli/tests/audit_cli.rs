@@ -113,13 +113,31 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The largest bound the report's one-run audit could prove (every guess
+/// right), by the library's own bound function: "bound ≤ claim" can fail
+/// only when this is above the claim.
+fn one_run_cap(v: &serde_json::Value) -> f64 {
+    let one = &v["canary_audit"]["one_run"];
+    let guesses = one["guesses"].as_u64().unwrap();
+    dpsgd::audit::lower_bound::one_run_epsilon(
+        one["canaries"].as_u64().unwrap(),
+        guesses,
+        guesses,
+        one["delta"].as_f64().unwrap(),
+        one["alpha"].as_f64().unwrap(),
+    )
+    .unwrap()
+}
+
+/// A claim its 20 guesses could refute (ε = 1; they can never prove more
+/// than ≈ 1.82, so a claim of 2 could never fail the check — issue 25).
 #[test]
 fn should_report_epsilon_and_a_lower_bound_below_it_for_a_dp_audit() {
     let dir = temp_dir("dpsgd-audit", "dp");
     let out = ok(&dpsgd(&[
         "audit",
         "--target-epsilon",
-        "2",
+        "1",
         "--epochs",
         "10",
         "--seed",
@@ -138,12 +156,87 @@ fn should_report_epsilon_and_a_lower_bound_below_it_for_a_dp_audit() {
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("stdout holds the JSON alone");
     let eps = v["epsilon"].as_f64().unwrap();
-    assert!(eps > 0.0 && eps <= 2.0 + 1e-6, "{eps}");
+    assert!(eps > 0.0 && eps <= 1.0 + 1e-6, "{eps}");
+    assert_eq!(v["canary_audit"]["one_run"]["guesses"], 20);
+    let cap = one_run_cap(&v);
+    assert!(cap > eps, "{cap}: the check below could not fail");
     let bound = v["epsilon_lower_bound"].as_f64().unwrap();
     assert!(bound <= eps, "lower bound {bound} above the claim {eps}");
     assert_eq!(v["canary_audit"]["exceeds_claim"], false);
     assert_eq!(v["canary_audit"]["kind"], "out-of-distribution");
     assert!(v.get("inversion").is_none_or(serde_json::Value::is_null));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Positive control (issue 25): Dirac canaries on a mechanism whose noise
+/// is cut twentyfold while the claim keeps σ — through the test-only fault
+/// `DPSGD_TEST_FAULT_NOISE_SCALE`, read by debug builds only — refute the
+/// claim: `exceeds_claim` and exit status 3. The same audit of the honest
+/// mechanism passes, at a claim its guesses could refute.
+#[test]
+fn should_exit_3_when_the_audit_refutes_a_broken_mechanism() {
+    let dir = temp_dir("dpsgd-audit", "fault");
+    let audit = |fault: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dpsgd"));
+        cmd.args([
+            "audit",
+            "--target-epsilon",
+            "1",
+            "--epochs",
+            "5",
+            "--seed",
+            "3",
+            "--attacks",
+            "loss",
+            "--canaries",
+            "100",
+            "--canary-kind",
+            "dirac",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+            "--report",
+            "-",
+        ]);
+        cmd.env_remove(dpsgd::train::audit::FAULT_NOISE_SCALE_VAR);
+        if let Some(s) = fault {
+            cmd.env(dpsgd::train::audit::FAULT_NOISE_SCALE_VAR, s);
+        }
+        let out = cmd.output().expect("run dpsgd");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        (out, v)
+    };
+    let (out, v) = audit(None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!(one_run_cap(&v) > eps, "the honest audit could fail");
+    assert_eq!(v["canary_audit"]["exceeds_claim"], false, "{v}");
+
+    let (out, faulty) = audit(Some("0.05"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("exceeds the claimed ε"), "{stderr}");
+    assert_eq!(faulty["canary_audit"]["exceeds_claim"], true, "{faulty}");
+    assert_eq!(faulty["canary_audit"]["kind"], "dirac");
+    assert_eq!(
+        faulty["epsilon"], v["epsilon"],
+        "the claim is the honest one"
+    );
+    let bound = faulty["epsilon_lower_bound"].as_f64().unwrap();
+    assert!(bound > eps, "{bound} ≤ {eps}");
+    let warned = faulty["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("TEST-ONLY FAULT"));
+    assert!(warned, "{}", faulty["warnings"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -42,7 +42,7 @@ fn should_render_an_audit_page_whose_numbers_are_the_reports() {
     let out = ok(&dpsgd(&[
         "audit",
         "--target-epsilon",
-        "2",
+        "1",
         "--epochs",
         "5",
         "--seed",
@@ -52,7 +52,7 @@ fn should_render_an_audit_page_whose_numbers_are_the_reports() {
         "--shadow-models",
         "2",
         "--canaries",
-        "20",
+        "100",
         "--canary-kind",
         "ood",
         "--quiet",
@@ -91,8 +91,25 @@ fn should_render_an_audit_page_whose_numbers_are_the_reports() {
         assert!(html.contains(&auc), "{} AUC", a["name"]);
         assert!(html.contains(&tpr), "{} TPR", a["name"]);
     }
-    // The audited lower bound next to the claim.
+    // The audited lower bound next to the claim. 100 canaries, 20 guesses:
+    // a bound up to ≈ 1.82 is possible, above the claim of 1 (with 20
+    // canaries, 4 guesses could prove nothing: the bound was always 0 —
+    // issue 25), and it stays below the claim.
+    let one = &json["canary_audit"]["one_run"];
+    let guesses = one["guesses"].as_u64().unwrap();
+    assert_eq!(guesses, 20);
+    let cap = dpsgd::audit::lower_bound::one_run_epsilon(
+        one["canaries"].as_u64().unwrap(),
+        guesses,
+        guesses,
+        one["delta"].as_f64().unwrap(),
+        one["alpha"].as_f64().unwrap(),
+    )
+    .unwrap();
+    assert!(cap > eps, "{cap}: the check below could not fail");
     let bound = json["epsilon_lower_bound"].as_f64().unwrap();
+    assert!(bound <= eps, "lower bound {bound} above the claim {eps}");
+    assert_eq!(json["canary_audit"]["exceeds_claim"], false);
     assert!(
         html.contains(&format!("ε ≥ <b>{bound:.3}</b>")),
         "bound {bound}"

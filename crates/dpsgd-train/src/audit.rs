@@ -777,7 +777,15 @@ pub fn audit(
                 "canaries: {} Dirac gradient canaries through the DP-SGD engine",
                 audit.canaries
             ));
-            let run = crate::whitebox::dirac_canary_audit(
+            let noise_scale = test_fault_noise_scale()?;
+            if noise_scale != 1.0 {
+                let line = format!(
+                    "TEST-ONLY FAULT INJECTED ({FAULT_NOISE_SCALE_VAR}={noise_scale}): the Dirac canary audit runs a broken mechanism whose noise is cut to {noise_scale}·σ while the claim keeps σ; this audit says nothing about the run"
+                );
+                log(&line);
+                warnings.push(line);
+            }
+            let run = crate::whitebox::dirac_canary_audit_with_noise_fault(
                 cfg,
                 target_train.len(),
                 audit.canaries,
@@ -785,6 +793,7 @@ pub fn audit(
                 audit.canary_significance(),
                 audit.seed,
                 device,
+                noise_scale,
             )?;
             Some(canary_bounds(
                 CanaryKind::Dirac,
@@ -1429,6 +1438,38 @@ fn canary_bounds(
         clopper_pearson_epsilon,
         claimed_epsilon: claimed,
     })
+}
+
+/// **Test-only fault injection** for positive controls of the audit's
+/// verdict (issue 25): in a debug build (`debug_assertions`), this
+/// environment variable set to a factor `s` in (0, 1] makes the Dirac
+/// canary audit run a deliberately broken mechanism that adds σ·`s` noise
+/// while the claim stays that of σ (see
+/// [`crate::whitebox::dirac_canary_audit_with_noise_fault`]), so the CLI's
+/// tests can check that a refuted claim exits with status 3. A release
+/// build never reads it. Never set it outside tests: the audit it produces
+/// says nothing about the run (it is also flagged in the warnings).
+#[doc(hidden)]
+pub const FAULT_NOISE_SCALE_VAR: &str = "DPSGD_TEST_FAULT_NOISE_SCALE";
+
+/// The test-only noise fault's factor (1: none); see
+/// [`FAULT_NOISE_SCALE_VAR`].
+fn test_fault_noise_scale() -> Result<f64, TrainError> {
+    if !cfg!(debug_assertions) {
+        return Ok(1.0);
+    }
+    match std::env::var(FAULT_NOISE_SCALE_VAR) {
+        Err(_) => Ok(1.0),
+        Ok(v) if v.trim().is_empty() => Ok(1.0),
+        Ok(v) => v.trim().parse::<f64>().map_err(|_| {
+            TrainError::config(
+                "noise_scale",
+                format!(
+                    "{FAULT_NOISE_SCALE_VAR} (test-only) must be a number in (0, 1], not {v:?}"
+                ),
+            )
+        }),
+    }
 }
 
 /// Draws `audit.canaries` canaries and their inclusion coins.
