@@ -153,15 +153,60 @@ fn should_match_published_values() {
                 assert!(rel(eps, value) < tol, "{context}: {eps}");
             }
             "pld_epsilon_below_prv_upper" => {
-                let eps = ComposedPld::subsampled_gaussian(q, sigma, steps, &PldConfig::default())
-                    .unwrap()
-                    .epsilon(num(&r[4]))
+                let delta = num(&r[4]);
+                let pld = ComposedPld::subsampled_gaussian(q, sigma, steps, &PldConfig::default())
                     .unwrap();
-                assert!(eps <= value && eps > 0.9 * value, "{context}: {eps}");
+                let eps = pld.epsilon(delta).unwrap();
+                // Tight: not above PRV's upper bound.
+                assert!(eps <= value, "{context}: {eps}");
+                // Sound: not below the true ε that PRV's bound certifies.
+                let certified = prv_certified_lower(value, delta, tol);
+                let eps_at = pld.epsilon(certified.0).unwrap();
+                assert!(
+                    eps_at >= certified.1,
+                    "{context}: ε({}) = {eps_at} < {}, the true ε PRV certifies",
+                    certified.0,
+                    certified.1
+                );
             }
             other => panic!("unknown check {other}"),
         }
     }
+}
+
+/// What Opacus's PRV upper bound certifies about the true ε from below.
+///
+/// Opacus reports `eps_upper = ε̃(δ − δ_e) + e`, with ε̃ the ε of its
+/// discretised PRV, `e = eps_error` and `δ_e = δ/1000` (its defaults; the
+/// fixture's tolerance column is `e`). Gopi, Lee, Wutschitz (2021, "Numerical
+/// composition of differential privacy", main theorem) bound the discrete
+/// δ-curve by the true one on the domain so chosen: `δ̃(ε) ≤ δ(ε − e) + δ_e`. At
+/// `ε = ε̃(δ − δ_e)` this gives `δ(eps_upper − 2e) ≥ δ − 2δ_e`, that is
+/// `ε(δ − 2δ_e) ≥ eps_upper − 2e`: any sound accountant's ε at `δ·(1 − 2/1000)`
+/// is at least `eps_upper − 2e`. Returns that δ and that ε. (The old check,
+/// `ε > 0.9·eps_upper`, let an accountant be 10% optimistic.)
+fn prv_certified_lower(eps_upper: f64, delta: f64, eps_error: f64) -> (f64, f64) {
+    (delta * (1.0 - 2.0 / 1000.0), eps_upper - 2.0 * eps_error)
+}
+
+#[test]
+fn should_refuse_an_accountant_optimistic_beyond_what_prv_certifies() {
+    // Opacus PRV (σ = 2, q = 0.2, 100 steps, δ = 1e-6): eps_upper = 5.672056.
+    let (q, sigma, steps, delta, upper) = (0.2, 2.0, 100, 1e-6, 5.672_055_608_823_729);
+    let (at, floor) = prv_certified_lower(upper, delta, 0.01);
+    assert_eq!(floor, upper - 0.02);
+    let eps = ComposedPld::subsampled_gaussian(q, sigma, steps, &PldConfig::default())
+        .unwrap()
+        .epsilon(at)
+        .unwrap();
+    assert!(eps >= floor, "{eps} < {floor}");
+    // An accountant 0.02 (0.35%) more optimistic than ours fails the check;
+    // the old one (> 0.9·eps_upper) let 10% through.
+    assert!(eps - 0.02 < floor, "{eps}");
+    assert!(
+        0.91 * upper < floor,
+        "the old check's 9% optimism now fails"
+    );
 }
 
 #[test]
