@@ -445,7 +445,27 @@ fn should_train_mist_on_batches_of_one() {
             )
         };
         let (report, _) = train_model(&c, &tr, &te, &device, |_| {}).unwrap();
-        assert!(report.test_accuracy > 0.0);
+        assert_eq!(report.status, "completed");
+        let p = &report.privacy;
+        match privacy {
+            Privacy::NonPrivate => assert_eq!(p.epsilon, None),
+            _ => {
+                // Every Poisson draw is a step, empty or not: the steps of
+                // the worst sub-model's plan (a whole number of epochs of
+                // round(1/q) draws each), and its ε is an independent
+                // accountant's for (σ, q, those steps).
+                let per_epoch = (1.0 / p.sample_rate).round() as u64;
+                assert!(p.steps > 0 && p.steps % per_epoch == 0, "{p:?}");
+                let mut reference = RdpAccountant::new();
+                reference
+                    .record(p.noise_multiplier.unwrap(), p.sample_rate, p.steps)
+                    .unwrap();
+                let want = reference.epsilon(p.delta).unwrap();
+                let got = p.epsilon.unwrap();
+                assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+                assert!(got <= 3.0 + 1e-9, "{got}");
+            }
+        }
     }
 }
 
