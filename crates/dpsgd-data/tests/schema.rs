@@ -5,6 +5,8 @@ use dpsgd_data::{
     ColumnEncoding, CsvSchema, Error, LabelColumn, Position, read_csv_encoded,
     read_csv_with_encoding, read_csv_with_schema,
 };
+mod common;
+
 use std::path::{Path, PathBuf};
 
 fn temp_dir() -> PathBuf {
@@ -255,21 +257,13 @@ fn should_refuse_invalid_schemas_with_a_reason() {
 /// category the codebook lists), fixed before any record is read.
 #[test]
 fn should_read_uci_adult_with_its_codebook_when_available() {
-    let root = std::env::var_os("DPSGD_DATA_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-        PathBuf::from,
-    );
-    let (data, names) = (
-        root.join("adult/adult.data"),
-        root.join("adult/adult.names"),
-    );
-    if !data.is_file() || !names.is_file() {
-        eprintln!(
-            "skipping: {} not found (set DPSGD_DATA_DIR)",
-            data.display()
-        );
+    let (Some(data), Some(names)) = (
+        common::require("adult/adult.data"),
+        common::require("adult/adult.names"),
+    ) else {
         return;
-    }
+    };
+    let root = common::data_root();
     let codebook = std::fs::read_to_string(&names).unwrap();
     let attributes: Vec<(String, String)> = codebook
         .lines()
