@@ -160,3 +160,98 @@ fn should_refuse_canaries_with_early_stopping() {
     );
     assert!(!out.exists(), "{line}");
 }
+
+/// Positive control (issue 25): the sweep's exit status 3. One DP budget
+/// (K = 1: each audit at α = 0.05), ε = 1, 200 mislabeled canaries on a
+/// model that memorises them: its 40 guesses could prove up to ≈ 2.55, so
+/// the honest run's "bound ≤ claim" can fail, and passes (exit 0). With the
+/// training noise cut a hundredfold through the test-only fault
+/// `DPSGD_TEST_FAULT_NOISE_SCALE` (debug builds only; input canaries are
+/// weak, so the cut is larger than the Dirac audit's) while the claim
+/// keeps σ, the bound exceeds the claim and the sweep exits 3.
+#[test]
+fn should_exit_3_when_a_canary_audit_refutes_a_broken_mechanism() {
+    let var = dpsgd::train::audit::FAULT_NOISE_SCALE_VAR;
+    let sweep = |name: &str, fault: Option<&str>| {
+        let out = out_dir(name);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dpsgd"));
+        cmd.args([
+            "sweep",
+            "--epsilons",
+            "1",
+            "--repeats",
+            "1",
+            "--canaries",
+            "200",
+            "--attacks",
+            "loss",
+            "--epochs",
+            "60",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--seed",
+            "3",
+            "--quiet",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]);
+        cmd.env_remove(var);
+        if let Some(s) = fault {
+            cmd.env(var, s);
+        }
+        let result = cmd.output().expect("run dpsgd");
+        let json = common::read_json(out.join("sweep.json"));
+        let _ = std::fs::remove_dir_all(&out);
+        (result, json["runs"][0].clone())
+    };
+    let (result, honest) = sweep("honest", None);
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let eps = honest["epsilon"].as_f64().expect("a claim");
+    let one = &honest["canary_audit"]["one_run"];
+    assert_eq!(one["alpha"], 0.05, "{one}");
+    let guesses = one["guesses"].as_u64().unwrap();
+    let cap = dpsgd::audit::lower_bound::one_run_epsilon(
+        one["canaries"].as_u64().unwrap(),
+        guesses,
+        guesses,
+        one["delta"].as_f64().unwrap(),
+        one["alpha"].as_f64().unwrap(),
+    )
+    .unwrap();
+    assert!(cap > eps, "{cap}: the honest run's check could not fail");
+    assert!(honest["epsilon_lower_bound"].as_f64().unwrap() <= eps);
+    assert_eq!(honest["canary_audit"]["exceeds_claim"], false);
+
+    let (result, faulty) = sweep("fault", Some("0.01"));
+    if !cfg!(debug_assertions) {
+        // A release build never reads the test-only fault: the same run
+        // passes, without the warning.
+        assert_eq!(
+            result.status.code(),
+            Some(0),
+            "release builds ignore the fault"
+        );
+        assert_eq!(faulty["canary_audit"]["exceeds_claim"], false);
+        return;
+    }
+
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("exceeds the claimed ε"), "{stderr}");
+    assert_eq!(faulty["canary_audit"]["exceeds_claim"], true, "{faulty}");
+    assert_eq!(faulty["epsilon"], honest["epsilon"], "the claim is σ's");
+    assert!(faulty["epsilon_lower_bound"].as_f64().unwrap() > eps);
+    let warned = faulty["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("TEST-ONLY FAULT"));
+    assert!(warned, "{}", faulty["warnings"]);
+}

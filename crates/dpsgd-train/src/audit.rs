@@ -500,7 +500,33 @@ pub fn audit(
             None => String::new(),
         }
     ));
-    let (target_report, model) = train_model(cfg, &target_train, test, device, |_| {})?;
+    let noise_scale = test_fault_noise_scale()?;
+    let faulty = noise_scale != 1.0 && cfg.privacy != Privacy::NonPrivate;
+    if faulty {
+        let line = format!(
+            "TEST-ONLY FAULT INJECTED ({FAULT_NOISE_SCALE_VAR}={noise_scale}): the target and the Dirac canary audit run a broken mechanism whose noise is cut to {noise_scale}·σ while the claim keeps σ; this audit says nothing about the run"
+        );
+        log(&line);
+        warnings.push(line);
+    }
+    let (target_report, model) = if faulty {
+        // The honest run only for its claim (σ, ε, steps); the model
+        // released is that of σ·noise_scale, reported under the honest
+        // claim.
+        let (honest, _) = train_model(cfg, &target_train, test, device, |_| {})?;
+        let sigma = honest.privacy.noise_multiplier.ok_or_else(|| {
+            TrainError::config("noise_scale", "the test-only noise fault needs a DP run")
+        })?;
+        let broken = TrainConfig {
+            privacy: Privacy::NoiseMultiplier(sigma * noise_scale),
+            ..cfg.clone()
+        };
+        let (mut report, model) = train_model(&broken, &target_train, test, device, |_| {})?;
+        report.privacy = honest.privacy;
+        (report, model)
+    } else {
+        train_model(cfg, &target_train, test, device, |_| {})?
+    };
     let epsilon = target_report.privacy.epsilon;
     let delta = cfg.delta;
     let train_accuracy = target_report.not_covered_by_epsilon.train_accuracy;
@@ -777,14 +803,6 @@ pub fn audit(
                 "canaries: {} Dirac gradient canaries through the DP-SGD engine",
                 audit.canaries
             ));
-            let noise_scale = test_fault_noise_scale()?;
-            if noise_scale != 1.0 {
-                let line = format!(
-                    "TEST-ONLY FAULT INJECTED ({FAULT_NOISE_SCALE_VAR}={noise_scale}): the Dirac canary audit runs a broken mechanism whose noise is cut to {noise_scale}·σ while the claim keeps σ; this audit says nothing about the run"
-                );
-                log(&line);
-                warnings.push(line);
-            }
             let run = crate::whitebox::dirac_canary_audit_with_noise_fault(
                 cfg,
                 target_train.len(),
@@ -1443,10 +1461,12 @@ fn canary_bounds(
 /// **Test-only fault injection** for positive controls of the audit's
 /// verdict (issue 25): in a debug build (`debug_assertions`), this
 /// environment variable set to a factor `s` in (0, 1] makes the Dirac
-/// canary audit run a deliberately broken mechanism that adds σ·`s` noise
-/// while the claim stays that of σ (see
-/// [`crate::whitebox::dirac_canary_audit_with_noise_fault`]), so the CLI's
-/// tests can check that a refuted claim exits with status 3. A release
+/// canary audit and the target's training run a deliberately broken
+/// mechanism that adds σ·`s` noise while the claim stays that of σ (see
+/// [`crate::whitebox::dirac_canary_audit_with_noise_fault`]; the target is
+/// trained once honestly for its claim, then with the cut noise, and
+/// reported under the honest claim), so the CLI's tests can check that a
+/// refuted claim exits with status 3 (`audit` and `sweep`). A release
 /// build never reads it. Never set it outside tests: the audit it produces
 /// says nothing about the run (it is also flagged in the warnings).
 #[doc(hidden)]
@@ -1458,17 +1478,18 @@ fn test_fault_noise_scale() -> Result<f64, TrainError> {
     if !cfg!(debug_assertions) {
         return Ok(1.0);
     }
-    match std::env::var(FAULT_NOISE_SCALE_VAR) {
-        Err(_) => Ok(1.0),
-        Ok(v) if v.trim().is_empty() => Ok(1.0),
-        Ok(v) => v.trim().parse::<f64>().map_err(|_| {
-            TrainError::config(
-                "noise_scale",
-                format!(
-                    "{FAULT_NOISE_SCALE_VAR} (test-only) must be a number in (0, 1], not {v:?}"
-                ),
-            )
-        }),
+    let Ok(v) = std::env::var(FAULT_NOISE_SCALE_VAR) else {
+        return Ok(1.0);
+    };
+    if v.trim().is_empty() {
+        return Ok(1.0);
+    }
+    match v.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
+        _ => Err(TrainError::config(
+            "noise_scale",
+            format!("{FAULT_NOISE_SCALE_VAR} (test-only) must be a number in (0, 1], not {v:?}"),
+        )),
     }
 }
 
