@@ -135,3 +135,72 @@ fn should_save_a_model_that_loads_back_with_the_same_accuracy() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A target-ε run interrupted after its second epoch (a crash, simulated
+/// by a panic in the progress callback once that epoch's checkpoint is
+/// written) and resumed: σ stays the one calibrated for the whole plan,
+/// and the resumed seeded run is the uninterrupted one — the same ε (at
+/// most the target), steps, σ, history and model (issue 25, item 8).
+#[test]
+fn should_resume_an_interrupted_target_epsilon_run_exactly() {
+    let dir = std::env::temp_dir().join(format!("dpsgd-history-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut tr, mut te) = digits().split(0.2, 0).unwrap();
+    tr.apply(&Scaling::Divide(16.0));
+    te.apply(&Scaling::Divide(16.0));
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        epochs: 4,
+        ..config(Privacy::TargetEpsilon(2.0), false)
+    };
+    let whole = train(&cfg, &tr, &te, &device, |_| {}).unwrap();
+    let checkpointed = TrainConfig {
+        checkpoint_dir: Some(dir.clone()),
+        ..cfg.clone()
+    };
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&checkpointed, &tr, &te, &device, |p| {
+            if p.epoch == 2 && p.test_accuracy.is_some() {
+                panic!("simulated crash after epoch 2");
+            }
+        })
+    }));
+    assert!(crashed.is_err(), "the run must have been interrupted");
+    let mut first_step = None;
+    let resumed = train(
+        &TrainConfig {
+            resume: true,
+            ..checkpointed
+        },
+        &tr,
+        &te,
+        &device,
+        |p| {
+            first_step.get_or_insert(p.step);
+        },
+    )
+    .unwrap();
+    // It went on from the checkpoint (a fresh start would give the same
+    // seeded result): its first step is the third epoch's.
+    let per_epoch = whole.privacy.steps / 4;
+    assert_eq!(first_step, Some(2 * per_epoch + 1));
+    let (a, b) = (&whole.privacy, &resumed.privacy);
+    assert_eq!(a.steps, b.steps);
+    assert_eq!(a.noise_multiplier, b.noise_multiplier);
+    assert_eq!(a.epsilon, b.epsilon);
+    assert!(b.epsilon.unwrap() <= 2.0 + 1e-9, "{:?}", b.epsilon);
+    assert_eq!(whole.test_accuracy, resumed.test_accuracy);
+    let epochs = |r: &TrainReport| {
+        r.not_covered_by_epsilon
+            .epoch_history
+            .iter()
+            .map(|e| (e.epoch, e.test_accuracy))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(epochs(&whole), epochs(&resumed));
+    assert_eq!(
+        whole.not_covered_by_epsilon.final_loss,
+        resumed.not_covered_by_epsilon.final_loss
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
