@@ -1097,3 +1097,20 @@ fn should_write_the_report_and_page_for_the_owner_only() {
     }
     assert!(read_json(&report)["not_covered_by_epsilon"]["epoch_history"].is_array());
 }
+
+/// IDX training and test images of different shapes are refused before
+/// any training, exit 2 naming `--dataset` (issue 26, item 4: the run
+/// used to fail after training with a matmul panic, exit 101).
+#[test]
+fn should_refuse_idx_images_of_two_shapes_before_training() {
+    let small = idx_images("idx-shapes-small", 6, 20, 10);
+    let large = idx_images("idx-shapes-large", 8, 20, 10);
+    // The 8×8 test set beside the 6×6 training set.
+    for file in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::fs::copy(large.join(file), small.join(file)).unwrap();
+    }
+    let dataset = format!("idx:{}", small.display());
+    let out = dpsgd(&["train", "--dataset", &dataset, "--epochs", "1", "--quiet"]);
+    let stderr = common::assert_usage_error(&out, &["--dataset", "8×8", "6×6"]);
+    assert!(out.stdout.is_empty(), "{stderr}");
+}

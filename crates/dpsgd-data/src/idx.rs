@@ -142,8 +142,32 @@ pub fn mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
 ///
 /// # Errors
 ///
-/// As [`mnist_files`] and [`read_idx`].
+/// As [`mnist_files`] and [`read_idx`], and [`Error::InvalidParameter`]
+/// naming both files when the test images' shape is not the training
+/// images' (a model
+/// trained on one could not read the other; the same pixel count in
+/// another shape would be read as scrambled images).
 pub fn read_mnist(dir: &Path) -> Result<(Dataset, Dataset)> {
     let [tri, trl, tei, tel] = mnist_files(dir)?;
-    Ok((read_idx(&tri, &trl, 10)?, read_idx(&tei, &tel, 10)?))
+    let (train, test) = (read_idx(&tri, &trl, 10)?, read_idx(&tei, &tel, 10)?);
+    if train.image_shape() != test.image_shape() {
+        let shape = |d: &Dataset| {
+            d.image_shape().map_or_else(
+                || "no image shape".to_owned(),
+                |[_, h, w]| format!("{h}×{w}"),
+            )
+        };
+        return Err(Error::InvalidParameter {
+            name: "test images",
+            value: shape(&test),
+            reason: format!(
+                "{} holds {} images but the training images {} are {}: both must have one shape",
+                tei.display(),
+                shape(&test),
+                tri.display(),
+                shape(&train)
+            ),
+        });
+    }
+    Ok((train, test))
 }

@@ -333,3 +333,41 @@ fn should_declare_the_number_of_classes_and_fingerprint_the_data() {
     assert_ne!(d.content_hash(), other.content_hash());
     assert_ne!(d.content_hash(), d.subset(&[0, 1]).content_hash());
 }
+
+/// Training and test images of different shapes are refused at load,
+/// naming both files (issue 26, item 4; the CLI exits 2 naming --dataset): the model would fail after
+/// training (another pixel count) or read scrambled images (the same count
+/// in another shape).
+#[test]
+fn should_refuse_mnist_whose_test_images_have_another_shape() {
+    // Another pixel count, and the same count in another shape.
+    for (rows, cols) in [(3, 3), (4, 5)] {
+        let dir = std::env::temp_dir().join(format!(
+            "dpsgd-data-shapes-{}-{rows}x{cols}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let labels = [0u8, 1, 2];
+        std::fs::write(dir.join("train-images-idx3-ubyte"), idx_images(3, 2, 10)).unwrap();
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), idx_labels(&labels)).unwrap();
+        std::fs::write(
+            dir.join("t10k-images-idx3-ubyte"),
+            idx_images(3, rows, cols),
+        )
+        .unwrap();
+        std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx_labels(&labels)).unwrap();
+        let err = dpsgd_data::read_mnist(&dir).unwrap_err();
+        let Error::InvalidParameter { reason, .. } = &err else {
+            panic!("expected InvalidParameter, got {err}");
+        };
+        assert!(reason.contains("t10k-images-idx3-ubyte"), "{reason}");
+        assert!(
+            reason.contains(&format!("{rows}×{cols}")) && reason.contains("2×10"),
+            "{reason}"
+        );
+        // The same shape on both sides loads.
+        std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx_images(3, 2, 10)).unwrap();
+        assert!(dpsgd_data::read_mnist(&dir).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
