@@ -225,7 +225,8 @@ impl RunShape {
     ///
     /// # Errors
     ///
-    /// [`UsageError`] when the batch is larger than the dataset.
+    /// [`UsageError`] when the batch is larger than the dataset, or the
+    /// epochs make more steps than a `u64` counts.
     pub fn resolve(&self) -> Result<Run, UsageError> {
         match (
             self.sample_rate,
@@ -242,9 +243,17 @@ impl RunShape {
                     });
                 }
                 let per_epoch = ((n as f64 / b as f64).round() as u64).max(1);
+                // A saturated count would answer for fewer steps than asked.
+                let steps = e.checked_mul(per_epoch).ok_or_else(|| UsageError {
+                    flag: "--epochs",
+                    message: format!(
+                        "{e} epochs of {per_epoch} steps is more steps than can be counted (at most {})",
+                        u64::MAX
+                    ),
+                })?;
                 Ok(Run {
                     sample_rate: b as f64 / n as f64,
-                    steps: e.saturating_mul(per_epoch),
+                    steps,
                     epochs_form: Some((n, b, e)),
                 })
             }

@@ -254,6 +254,26 @@ fn should_refuse_inconsistent_run_shapes_as_usage_errors() {
         &with(&["--dataset-size", "10", "--batch-size", "1"]),
         "--epochs",
     );
+    // More steps than a u64 counts: refused, not saturated and answered
+    // for fewer steps than asked (issue 26, item 4).
+    for (command, extra) in [
+        ("epsilon", ["--noise-multiplier", "1.1"]),
+        ("calibrate", ["--target-epsilon", "3"]),
+    ] {
+        let mut args = vec![
+            command,
+            "--dataset-size",
+            "60000",
+            "--batch-size",
+            "1",
+            "--epochs",
+            "100000000000000000",
+            "--delta",
+            "1e-5",
+        ];
+        args.extend(extra);
+        assert_usage_error(&dpsgd(&args), &["--epochs", "more steps"]);
+    }
     usage_error(
         &with(&[
             "--sample-rate",

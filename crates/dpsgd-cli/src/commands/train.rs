@@ -389,10 +389,15 @@ fn feature_range(s: &str) -> Result<(f32, f32), String> {
             .ok_or_else(|| format!("`{v}` is not a finite number"))
     };
     let (lo, hi) = (parse(lo)?, parse(hi)?);
-    if lo < hi {
-        Ok((lo, hi))
-    } else {
+    if lo >= hi {
         Err(format!("`{s}`: LO must be below HI"))
+    } else if !(hi - lo).is_finite() {
+        // The width overflows f32: every feature would map to 0.
+        Err(format!(
+            "`{s}`: the range is wider than f32 can hold (HI − LO overflows)"
+        ))
+    } else {
+        Ok((lo, hi))
     }
 }
 
@@ -1617,5 +1622,22 @@ mod tests {
                 assert!(x[1..].iter().all(|&v| v == 0.0 || v == 1.0), "{x:?}");
             }
         }
+    }
+
+    /// A declared range must be finite, ordered and of finite width: with
+    /// `-3e38:3e38` the width overflowed f32 and every feature silently
+    /// mapped to 0 (issue 26, item 4).
+    #[test]
+    fn should_refuse_a_feature_range_whose_width_overflows() {
+        assert_eq!(feature_range("-3:3"), Ok((-3.0, 3.0)));
+        assert_eq!(feature_range("-1e38:1e38"), Ok((-1e38, 1e38)));
+        for bad in ["-3e38:3e38", "3:3", "4:3", "nan:1", "-inf:0", "1"] {
+            assert!(feature_range(bad).is_err(), "{bad}");
+        }
+        assert!(
+            feature_range("-3e38:3e38")
+                .unwrap_err()
+                .contains("overflows")
+        );
     }
 }
