@@ -123,7 +123,7 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                     esc(name_of(slice)),
                     esc(name_of(a)),
                     match crate::commands::audit::p_value(p) {
-                        small if small.starts_with('<') => small,
+                        small if small.starts_with('<') => esc(&small),
                         p => format!("= {p}"),
                     }
                 ),

@@ -113,11 +113,14 @@ pub(crate) fn percent(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
+/// `s` as HTML text, safe in an element and in a quoted attribute value:
+/// `& < > " '` escaped. Every string read from a report goes through it.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The attack named `name` of an audit-like report.
@@ -145,7 +148,15 @@ fn strongest<'a>(attacks: impl Iterator<Item = &'a Value>, key: &str) -> Option<
         .max_by(|x, y| x.1.total_cmp(&y.1))
 }
 
+/// A table row of text cells (escaped here: a cell may hold report text).
 fn row(cells: &[String]) -> String {
+    let escaped: Vec<String> = cells.iter().map(|c| esc(c)).collect();
+    row_html(&escaped)
+}
+
+/// A table row of cells that are already HTML (markup built by the page,
+/// with any report text in them escaped by the caller).
+fn row_html(cells: &[String]) -> String {
     let mut s = String::from("<tr>");
     for c in cells {
         let _ = write!(s, "<td>{c}</td>");
@@ -257,6 +268,20 @@ pub(super) mod tests {
         let page = render(&with_audit(a));
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;"));
+    }
+
+    /// A row's cells are text; markup goes only through `row_html`.
+    #[test]
+    fn row_cells_are_escaped() {
+        let cell = "</td><script>alert(1)</script>\"'&".to_owned();
+        assert_eq!(
+            row(&[cell]),
+            "<tr><td>&lt;/td&gt;&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;</td></tr>"
+        );
+        assert_eq!(
+            row_html(&["<code>x</code>".to_owned()]),
+            "<tr><td><code>x</code></td></tr>"
+        );
     }
 
     #[test]

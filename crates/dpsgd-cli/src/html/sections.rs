@@ -2,7 +2,7 @@
 //! ε, measured leakage, and defences compared.
 
 use super::charts::{COLOURS, Series, line_chart, scatter_chart, tick_label};
-use super::{attack, attacks, esc, name_of, num, opt, percent, row};
+use super::{attack, attacks, esc, name_of, num, opt, percent, row, row_html};
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -116,7 +116,7 @@ fn preprocessing_text(preprocessing: Option<&Value>) -> String {
                     .join(", "),
                 other => other.to_string(),
             };
-            format!("{} {}", k.replace('_', " "), esc(&v))
+            format!("{} {}", esc(&k.replace('_', " ")), esc(&v))
         })
         .collect();
     match p.get("public").and_then(Value::as_bool) {
@@ -237,7 +237,7 @@ pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
             .and_then(|i| Some(format!("[{:.3}, {:.3}]", num(i, "low")?, num(i, "high")?)))
             .unwrap_or_else(|| "—".into());
         s.push_str(&row(&[
-            esc(a.get("name").and_then(Value::as_str).unwrap_or("?")),
+            name_of(a).to_owned(),
             opt(num(a, "auc"), |x| format!("{x:.3}")),
             interval,
             opt(num(a, "tpr_at_fpr_0_01"), percent),
@@ -290,14 +290,14 @@ pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
                 || "—".into(),
                 |c| {
                     c.iter()
-                        .map(ToString::to_string)
+                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
                         .collect::<Vec<_>>()
                         .join(" / ")
                 },
             );
             s.push_str(&row(&[
-                esc(name_of(a)),
-                esc(name_of(slice)),
+                name_of(a).to_owned(),
+                name_of(slice).to_owned(),
                 counts,
                 opt(num(slice, "auc"), |x| format!("{x:.3}")),
                 opt(num(slice, "advantage"), |x| format!("{x:.3}")),
@@ -335,16 +335,19 @@ pub(super) fn compare_section(compare: &Value) -> String {
     for r in compare.as_array().into_iter().flatten() {
         let name = r.get("defence").and_then(Value::as_str).unwrap_or("?");
         let best = attack(r, "lira-online").or_else(|| attack(r, "loss"));
-        s.push_str(&row(&[
+        // The first cell is markup (`<code>`): every cell escaped here.
+        s.push_str(&row_html(&[
             format!("<code>{}</code>", esc(name)),
-            opt(num(r, "test_accuracy"), percent),
-            opt(num(r, "epsilon"), |e| format!("{e:.2}")),
+            esc(&opt(num(r, "test_accuracy"), percent)),
+            esc(&opt(num(r, "epsilon"), |e| format!("{e:.2}"))),
             esc(best
                 .and_then(|a| a.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or("—")),
-            opt(best.and_then(|a| num(a, "auc")), |x| format!("{x:.3}")),
-            opt(best.and_then(|a| num(a, "tpr_at_fpr_0_001")), percent),
+            esc(&opt(best.and_then(|a| num(a, "auc")), |x| {
+                format!("{x:.3}")
+            })),
+            esc(&opt(best.and_then(|a| num(a, "tpr_at_fpr_0_001")), percent)),
         ]));
         if let (Some(auc), Some(acc)) = (best.and_then(|a| num(a, "auc")), num(r, "test_accuracy"))
         {
