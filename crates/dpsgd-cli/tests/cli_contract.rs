@@ -832,3 +832,29 @@ fn should_resume_an_unseeded_run_with_fresh_noise_each_time() {
         "two resumes of one unseeded checkpoint continued the same generators (noise and batches)"
     );
 }
+
+/// A negative count is a usage error that names its flag (issue 26, item
+/// 5: clap used to read `-1` as an unknown argument and name none).
+#[test]
+fn should_name_the_flag_of_a_negative_count() {
+    for (command, flag) in [
+        ("train", "--devices"),
+        ("train", "--epochs"),
+        ("train", "--num-classes"),
+        ("train", "--mist-submodels"),
+        ("audit", "--shadow-models"),
+        ("audit", "--threads"),
+        ("audit", "--canary-guesses"),
+        ("audit", "--query-budget"),
+        ("sweep", "--repeats"),
+        ("sweep", "--shadow-models"),
+        ("compare", "--shadow-models"),
+    ] {
+        let mut args = vec![command, flag, "-1"];
+        if flag == "--mist-submodels" {
+            args.push("--mist");
+        }
+        let out = dpsgd(&args);
+        assert_usage_error(&out, &[flag]);
+    }
+}

@@ -77,7 +77,7 @@ pub struct Args {
     pub attacks: Vec<Attack>,
     /// Shadow models for the shadow and LiRA attacks, trained with the
     /// target's recipe on random halves of the data (at least 2).
-    #[arg(long, value_name = "K", default_value_t = 16, value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 16, value_parser = args::positive_count)]
     pub shadow_models: usize,
     /// Canaries for the empirical ε lower bound (one-run audit), each
     /// added to the training set with probability ½ (0: none; mislabeled
@@ -92,7 +92,7 @@ pub struct Args {
     pub canary_kind: CanaryKind,
     /// Guesses of the one-run audit, fixed before the scores are seen
     /// (default: M/5).
-    #[arg(long, value_name = "R", value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "R", value_parser = args::positive_count)]
     pub canary_guesses: Option<usize>,
     /// What the model releases to the black-box attacks (output
     /// hardening): full, label-only, top-K (the K largest probabilities),
@@ -103,10 +103,10 @@ pub struct Args {
     /// client of the (hardened) model, and an attack whose queries would go
     /// past the budget is refused and reported (default: no limit; the
     /// queries are counted either way).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub query_budget: Option<u64>,
     /// Threads training shadow models (default: one per core).
-    #[arg(long, value_name = "N", value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = args::positive_count)]
     pub threads: Option<usize>,
     /// Output folder: audit.json, roc.svg, roc-loglog.svg and, for image
     /// data with the inversion attack, inversion.png.

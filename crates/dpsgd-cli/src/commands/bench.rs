@@ -54,7 +54,7 @@ struct StepArgs {
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     /// Sequence length of the text models' synthetic token batches.
-    #[arg(long, default_value_t = 64, value_parser = crate::args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 64, value_parser = crate::args::positive_count)]
     seq_len: usize,
     /// Backend: one compiled into this build (the others need
     /// `--features ndarray`, `wgpu` or `cuda`).

@@ -201,7 +201,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira")]
     pub attacks: Vec<Attack>,
     /// Shadow models per defence for LiRA and the shadow attack.
-    #[arg(long, value_name = "K", default_value_t = 16, value_parser = crate::args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 16, value_parser = crate::args::positive_count)]
     pub shadow_models: usize,
     /// Output folder: compare.csv, compare.md, compare.json, compare.svg.
     #[arg(long, default_value = "compare-out")]

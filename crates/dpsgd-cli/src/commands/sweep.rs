@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = budget, default_value = "0.5,1,2,4,8,inf")]
     epsilons: Vec<f64>,
     /// Seeds per budget (seed, seed+1, ...); at least 1.
-    #[arg(long, default_value_t = 1, value_parser = crate::args::positive_steps)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1, value_parser = crate::args::positive_steps)]
     repeats: u64,
     /// Output folder for sweep.csv, sweep.json and sweep.svg.
     #[arg(long, default_value = "sweep-out")]
@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira")]
     attacks: Vec<Attack>,
     /// Shadow models per run for LiRA and the shadow attack.
-    #[arg(long, value_name = "K", default_value_t = 8, value_parser = crate::args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 8, value_parser = crate::args::positive_count)]
     shadow_models: usize,
     /// Canaries per run for the one-run ε lower bound (0: none; the
     /// column stays empty). Each bound is computed at α = 0.05/K for the

@@ -135,7 +135,7 @@ pub struct TrainOptions {
     /// Data-parallel workers for the DP step (the batch is sampled once,
     /// clipped in 8 fixed shards by N workers, noised once; the result does
     /// not depend on N). Workers share the chosen backend's device.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "N", default_value_t = 1, value_parser = args::positive_count)]
     pub devices: usize,
     /// With --devices N: sum the workers' parts with burn's collective
     /// all-reduce (NCCL between CUDA GPUs; burn 0.22 has it for CUDA only,
@@ -181,7 +181,7 @@ pub struct TrainOptions {
     /// CSV data: the number of classes, declared (labels 0..K−1); without it
     /// (or --schema's classes) the count is read off the private data and
     /// marked as not covered by ε.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pub num_classes: Option<u32>,
     /// CSV data: a PUBLIC schema (JSON) declaring the vocabularies:
     /// {"header": true, "columns": {"COL": ["cat", ...]}, "classes":
@@ -218,7 +218,7 @@ pub struct TrainOptions {
     #[arg(long)]
     pub mist: bool,
     /// MIST: sub-models M ≥ 2 (default 4).
-    #[arg(long, value_name = "M", requires = "mist", value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, allow_hyphen_values = true, value_name = "M", requires = "mist", value_parser = clap::value_parser!(u32).range(2..))]
     pub mist_submodels: Option<u32>,
     /// MIST: weight λ > 0 of the cross-difference loss (default 1).
     #[arg(long, value_name = "L", requires = "mist", allow_hyphen_values = true, value_parser = args::positive)]
