@@ -1,5 +1,7 @@
 //! Atomic file writes, used for checkpoints and reports: a crash or a full
-//! disk never leaves a half-written file at the destination.
+//! disk never leaves a half-written file at the destination, and a
+//! symbolic link or device given as the destination is written through,
+//! never replaced.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -15,26 +17,47 @@ pub enum Access {
     OwnerOnly,
 }
 
-/// The temporary file [`write_atomically`] writes `path` through: the same
-/// name with `.dpsgd-tmp` appended, in the same directory.
+/// A fresh candidate for the temporary file [`write_atomically`] writes
+/// `path` through: in the same directory, hidden, with an unpredictable
+/// part (from `rand`'s thread generator, seeded by the operating system),
+/// so that no one can plant a file or symbolic link at the name in
+/// advance (and [`write_atomically`] creates it exclusively regardless):
+/// `.<name>.<16 hex digits>.dpsgd-tmp`.
 pub fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map_or_else(OsString::new, OsString::from);
-    name.push(".dpsgd-tmp");
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_else(|| "dpsgd".as_ref()));
+    name.push(format!(".{:016x}.dpsgd-tmp", rand::random::<u64>()));
     path.with_file_name(name)
 }
 
-/// Writes `contents` to `path` atomically: into [`temporary_path`], synced
-/// to disk, renamed over `path`, and the directory synced (so the rename
-/// itself survives a crash). The temporary file is removed on failure.
+/// Writes `contents` to `path` without ever destroying what is there.
+///
+/// A regular file (or a missing one) is replaced atomically: `contents` go
+/// to a new file created exclusively at a fresh [`temporary_path`] (never
+/// through an existing file or symbolic link there), synced to disk,
+/// renamed over `path`, and the directory synced (so the rename itself
+/// survives a crash); the temporary file is removed on failure.
+///
+/// Anything else already at `path` (a symbolic link, a device such as
+/// `/dev/null`, a pipe) is written through in place, never replaced: the
+/// link's target or the device receives `contents`, and its errors (such
+/// as "no space left on device" from `/dev/full`) are returned. `access`
+/// then applies to nothing: the existing file keeps its permissions.
 ///
 /// # Errors
 ///
 /// The I/O error of creating, writing, syncing or renaming the file (a
-/// missing directory, no permission, a full disk).
+/// missing directory, no permission, a full disk), or of writing through
+/// the link or device.
 pub fn write_atomically(path: &Path, contents: &[u8], access: Access) -> std::io::Result<()> {
-    let tmp = temporary_path(path);
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        return write_in_place(path, contents);
+    }
+    let (mut f, tmp) = create_temporary(path, access)?;
     let write = || -> std::io::Result<()> {
-        let mut f = create(&tmp, access)?;
         f.write_all(contents)?;
         f.sync_all()?;
         drop(f);
@@ -46,17 +69,44 @@ pub fn write_atomically(path: &Path, contents: &[u8], access: Access) -> std::io
     })
 }
 
+/// Writes `contents` through the existing symbolic link or special file
+/// at `path` (truncating a regular file it leads to), without creating
+/// anything: a dangling link is an error.
+fn write_in_place(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).truncate(true).open(path)?;
+    f.write_all(contents)?;
+    f.flush()?;
+    // Devices and pipes cannot be synced; a regular file behind a link can.
+    if f.metadata()?.is_file() {
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Creates a new temporary file for `path`, exclusively (failing rather
+/// than opening an existing file or following a symbolic link), with the
+/// permissions of `access`; retries a few fresh names should one exist.
+fn create_temporary(path: &Path, access: Access) -> std::io::Result<(File, PathBuf)> {
+    let mut attempt = 0;
+    loop {
+        let tmp = temporary_path(path);
+        match create(&tmp, access) {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn create(path: &Path, access: Access) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if access == Access::OwnerOnly {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
-        let f = options.open(path)?;
-        // A file left over from an earlier attempt keeps its old mode.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        return Ok(f);
     }
     #[cfg(not(unix))]
     let _ = access;
@@ -93,7 +143,11 @@ mod tests {
         write_atomically(&path, b"first", Access::Default).unwrap();
         write_atomically(&path, b"second", Access::OwnerOnly).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        assert!(!temporary_path(&path).exists());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["out.json"], "a temporary file is left");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -103,6 +157,91 @@ mod tests {
         // A missing directory is an error, and leaves nothing behind.
         let missing = dir.join("missing").join("out.json");
         assert!(write_atomically(&missing, b"x", Access::Default).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh, empty folder for one test.
+    #[cfg(unix)]
+    fn fresh_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dpsgd-io-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn should_write_through_a_symbolic_link_and_keep_it() {
+        let dir = fresh_dir("link");
+        let target = dir.join("target.json");
+        std::fs::write(&target, "old contents, longer than the new").unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomically(&link, b"new", Access::OwnerOnly).unwrap();
+        let meta = std::fs::symlink_metadata(&link).unwrap();
+        assert!(meta.file_type().is_symlink(), "the link was replaced");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn should_not_follow_a_link_at_the_old_temporary_name() {
+        let dir = fresh_dir("planted");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("out.html");
+        std::os::unix::fs::symlink(&victim, dir.join("out.html.dpsgd-tmp")).unwrap();
+        write_atomically(&path, b"page", Access::Default).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&path).unwrap(), b"page");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file());
+        // Only the planted link is left besides the two files.
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["out.html", "out.html.dpsgd-tmp", "victim"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The character device `1, minor` (3 is `/dev/null`, 7 `/dev/full`):
+    /// a private node in `dir` where the system allows one (as root), so
+    /// that a regression replaces that node and never the system's;
+    /// `fallback` otherwise (which a user cannot replace).
+    #[cfg(unix)]
+    fn device(dir: &Path, minor: u32, fallback: &str) -> PathBuf {
+        let node = dir.join(format!("device-{minor}"));
+        let made = std::process::Command::new("mknod")
+            .args([node.to_str().unwrap(), "c", "1", &minor.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if made { node } else { PathBuf::from(fallback) }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn should_write_to_a_device_in_place_and_report_its_errors() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = fresh_dir("devices");
+        let is_device = |p: &Path| {
+            std::fs::symlink_metadata(p)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        };
+        // A null device takes the write and stays a device.
+        let null = device(&dir, 3, "/dev/null");
+        write_atomically(&null, b"x", Access::OwnerOnly).unwrap();
+        assert!(is_device(&null), "{null:?} was replaced");
+        // A full device's error is returned, and it stays a device.
+        let full = device(&dir, 7, "/dev/full");
+        let err = write_atomically(&full, b"x", Access::Default).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28), "not ENOSPC: {err}");
+        assert!(is_device(&full), "{full:?} was replaced");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
