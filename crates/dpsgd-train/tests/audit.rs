@@ -354,6 +354,17 @@ fn should_refuse_unusable_audits() {
         },
         "shadow_models",
     );
+    // Input canaries past a quarter of the training set (issue 26, item 5);
+    // a quarter exactly is accepted (checked before any training, so the
+    // refusal costs nothing).
+    let quarter = split.0.len() / dpsgd_train::audit::MAX_CANARY_SHARE;
+    refuse(
+        AuditConfig {
+            canaries: quarter + 1,
+            ..AuditConfig::default()
+        },
+        "at most one per 4 records",
+    );
     refuse(
         AuditConfig {
             canaries: 10,
