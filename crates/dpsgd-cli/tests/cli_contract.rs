@@ -858,3 +858,43 @@ fn should_name_the_flag_of_a_negative_count() {
         assert_usage_error(&out, &[flag]);
     }
 }
+
+/// Data with one class is refused before training (it trained to "100%"
+/// with a NaN leakage figure), and δ ≥ 1/N is a usage error naming
+/// `--delta`, not a training failure (issue 26, item 5).
+#[test]
+fn should_refuse_one_class_and_a_large_delta_naming_the_flag() {
+    let dir = temp_dir("one-class");
+    let data = dir.join("one.csv");
+    let mut text = String::from("a,b,label\n");
+    for i in 0..40 {
+        text += &format!("{},{},0\n", (i as f64).sin(), (i as f64).cos());
+    }
+    std::fs::write(&data, text).unwrap();
+    let dataset = format!("csv:{}", data.display());
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"{"header": true}"#).unwrap();
+    let base = [
+        "train",
+        "--quiet",
+        "--dataset",
+        &dataset,
+        "--schema",
+        schema.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ];
+    let with = |extra: &[&'static str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        dpsgd(&args)
+    };
+    assert_usage_error(
+        &with(&["--num-classes", "1"]),
+        &["--num-classes", "at least 2"],
+    );
+    assert_usage_error(
+        &with(&["--num-classes", "2", "--delta", "0.5"]),
+        &["--delta"],
+    );
+}

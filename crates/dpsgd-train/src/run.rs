@@ -195,6 +195,14 @@ pub fn train_model(
     let feature_seconds = feature_start.elapsed().as_secs_f64();
     let device = device.clone().autodiff();
     let classes = train.n_classes().max(test.n_classes());
+    if classes < 2 {
+        // One class: every prediction is right and every loss 0, so the
+        // run would report 100% and a NaN leakage figure.
+        return Err(TrainError::config(
+            "num_classes",
+            format!("the data has {classes} class: a classifier needs at least 2"),
+        ));
+    }
     if let ModelKind::Cnn = cfg.model
         && let Some([1, h, w]) = train.image_shape()
         && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)

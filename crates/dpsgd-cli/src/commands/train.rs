@@ -1094,14 +1094,25 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "dropout" => Some("--dropout"),
             "mist" => Some("--mist"),
             "defences" => Some("--label-smoothing/--confidence-penalty/--relaxloss"),
+            "num_classes" => Some("--num-classes"),
+            "delta" => Some("--delta"),
             _ => None,
         },
+        // δ ≥ 1/N without --allow-large-delta, found once N is known.
+        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter { name: "delta", .. }) => {
+            Some("--delta")
+        }
         _ => None,
     };
     match (flag, e) {
         (Some(flag), TrainError::Config(c)) => args::UsageError {
             flag,
             message: c.message,
+        }
+        .into(),
+        (Some(flag), e @ TrainError::Dp(_)) => args::UsageError {
+            flag,
+            message: e.to_string(),
         }
         .into(),
         (_, e) => e.into(),
