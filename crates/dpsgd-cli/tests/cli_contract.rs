@@ -898,3 +898,77 @@ fn should_refuse_one_class_and_a_large_delta_naming_the_flag() {
         &["--delta"],
     );
 }
+
+/// An output never replaces an input or another output, and `--html -`
+/// is not a file: refused before any work, exit 2 naming the flags, with
+/// the inputs untouched (issue 26, item 1: `--report data.csv` replaced
+/// the data set; `--report X --save-model X` lost the model).
+#[test]
+fn should_refuse_an_output_that_would_replace_an_input_or_another_output() {
+    let dir = temp_dir("clobbering");
+    let data = tiny_csv(&dir);
+    let original = std::fs::read(&data).unwrap();
+    let dataset = format!("csv:{}", data.display());
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"{"header": true}"#).unwrap();
+    let ck = dir.join("ck");
+    let (report, model) = (dir.join("r.json"), dir.join("m.bin"));
+    // The same file spelled another way (through `..`) is still the same.
+    let data_again = dir.join("ck/../tiny.csv");
+    std::fs::create_dir_all(&ck).unwrap();
+    let checkpoint = ck.join("checkpoint.dpsgd");
+    for (extra, flags) in [
+        (
+            vec!["--report", data.to_str().unwrap()],
+            ["--report", "--dataset"],
+        ),
+        (
+            vec!["--html", data_again.to_str().unwrap()],
+            ["--html", "--dataset"],
+        ),
+        (
+            vec!["--save-model", schema.to_str().unwrap()],
+            ["--save-model", "--schema"],
+        ),
+        (
+            vec![
+                "--report",
+                report.to_str().unwrap(),
+                "--save-model",
+                report.to_str().unwrap(),
+            ],
+            ["--save-model", "--report"],
+        ),
+        (
+            vec![
+                "--checkpoint-dir",
+                ck.to_str().unwrap(),
+                "--save-model",
+                checkpoint.to_str().unwrap(),
+            ],
+            ["--save-model", "--checkpoint-dir"],
+        ),
+        (vec!["--html", "-"], ["--html", "only --report"]),
+    ] {
+        let mut args = vec![
+            "train",
+            "--quiet",
+            "--dataset",
+            &dataset,
+            "--schema",
+            schema.to_str().unwrap(),
+            "--num-classes",
+            "2",
+            "--epochs",
+            "1",
+        ];
+        args.extend(extra.iter().copied());
+        assert_usage_error(&dpsgd(&args), &flags);
+        assert_eq!(std::fs::read(&data).unwrap(), original, "{extra:?}");
+        assert_eq!(
+            std::fs::read_to_string(&schema).unwrap(),
+            r#"{"header": true}"#
+        );
+        assert!(!model.exists() && !dir.join("-").exists(), "{extra:?}");
+    }
+}

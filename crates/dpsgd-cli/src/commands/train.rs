@@ -1167,6 +1167,10 @@ pub fn run(a: &Args) -> Result<()> {
     if let Some(path) = &a.save_model {
         check_save_path(path)?;
     }
+    if let Some(path) = &a.html {
+        check_output_path("--html", path)?;
+    }
+    check_no_clobbering(a)?;
     let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
     let privacy = a.privacy.privacy();
     let cfg = TrainConfig {
@@ -1242,10 +1246,25 @@ fn report_json(
 /// Refuses, before training, a `--save-model` path that cannot be written:
 /// a directory, or one in a missing directory.
 pub fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
+    check_output_path("--save-model", path)
+}
+
+/// Refuses, before any work, an output `flag` cannot write: `-` (standard
+/// output is `--report`'s), a directory, a path in a missing directory.
+///
+/// # Errors
+///
+/// [`args::UsageError`] naming `flag` and the path.
+pub fn check_output_path(flag: &'static str, path: &Path) -> Result<(), args::UsageError> {
     let refuse = |why: String| args::UsageError {
-        flag: "--save-model",
+        flag,
         message: format!("cannot write {}: {why}", path.display()),
     };
+    if path == Path::new("-") {
+        return Err(refuse(
+            "`-` is not a file here (only --report writes to standard output)".into(),
+        ));
+    }
     if path.is_dir() {
         return Err(refuse("it is a directory".into()));
     }
@@ -1255,6 +1274,84 @@ pub fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The file a path names, with its folder resolved (symbolic links,
+/// `..`): two spellings of one file compare equal. `None` for standard
+/// output or a path whose folder does not exist.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if path == Path::new("-") || path == Path::new("/dev/stdout") {
+        return None;
+    }
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(path.file_name()?))
+}
+
+/// Refuses, before any work, an output that would replace an input (the
+/// data set, the scaling reference, the schema, the checkpoint being
+/// resumed) or another output: exit 2 naming both flags (issue 26). An
+/// output that overwrote the data lost it; two outputs on one path lost
+/// the model.
+///
+/// # Errors
+///
+/// [`args::UsageError`] naming the output's flag and the other one.
+pub fn check_no_clobbering(a: &Args) -> Result<(), args::UsageError> {
+    let o = &a.options;
+    let mut inputs: Vec<(&str, PathBuf)> = Vec::new();
+    if let DatasetSpec::Csv(file, _) = &o.dataset {
+        inputs.push(("--dataset", file.clone()));
+    }
+    if let DatasetSpec::Idx(dir) = &o.dataset
+        && let Ok(files) = dpsgd::data::mnist_files(dir)
+    {
+        inputs.extend(files.into_iter().map(|f| ("--dataset", f)));
+    }
+    if let Some(p) = &o.scaling_reference {
+        inputs.push(("--scaling-reference", p.clone()));
+    }
+    if let Some(p) = &o.schema {
+        inputs.push(("--schema", p.clone()));
+    }
+    if let Some(dir) = &a.checkpoint_dir {
+        inputs.push(("--checkpoint-dir", dir.join(dpsgd::train::CHECKPOINT_FILE)));
+        inputs.push(("--checkpoint-dir", dir.join(dpsgd::train::RUN_STATE_FILE)));
+    }
+    let outputs: Vec<(&str, &PathBuf)> = [
+        ("--report", a.report.as_ref()),
+        ("--html", a.html.as_ref()),
+        ("--save-model", a.save_model.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p?)))
+    .collect();
+    for (i, (flag, path)) in outputs.iter().enumerate() {
+        let Some(target) = resolved(path) else {
+            continue;
+        };
+        let clash = inputs
+            .iter()
+            .map(|(f, p)| (*f, resolved(p), "would overwrite"))
+            .chain(
+                outputs[..i]
+                    .iter()
+                    .map(|(f, p)| (*f, resolved(p), "is also written by")),
+            )
+            .find(|(_, other, _)| other.as_ref() == Some(&target));
+        if let Some((other_flag, _, what)) = clash {
+            return Err(args::UsageError {
+                flag,
+                message: format!("{} {what} {other_flag}: give another path", path.display()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where `--report` writes.
