@@ -1,36 +1,15 @@
 //! CSV files with categorical (text) columns: one-hot encoding, `?` as
 //! missing, text labels, and the real UCI Adult file when available.
 
-use dpsgd_data::{ColumnEncoding, Error, LabelColumn, Position, read_csv, read_csv_encoded};
-use std::path::{Path, PathBuf};
+use dpsgd_data::{ColumnEncoding, LabelColumn, Position, read_csv, read_csv_encoded};
+use std::path::PathBuf;
 
 mod common;
 
+use common::{corrupt, write};
+
 fn temp_dir() -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "dpsgd-data-categorical-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn corrupt(e: Error) -> (Position, String) {
-    match e {
-        Error::CorruptData {
-            position, reason, ..
-        } => (position, reason),
-        other => panic!("expected CorruptData, got {other}"),
-    }
+    common::temp_dir("categorical")
 }
 
 #[test]

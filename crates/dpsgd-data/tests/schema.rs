@@ -7,33 +7,12 @@ use dpsgd_data::{
 };
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::{corrupt, write};
+
+use std::path::PathBuf;
 
 fn temp_dir() -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "dpsgd-data-schema-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn corrupt(e: Error) -> (Position, String) {
-    match e {
-        Error::CorruptData {
-            position, reason, ..
-        } => (position, reason),
-        other => panic!("expected CorruptData, got {other}"),
-    }
+    common::temp_dir("schema")
 }
 
 fn schema_reason(e: Error) -> String {

@@ -1,6 +1,41 @@
-//! The shared data folder for the tests that read real data sets.
+//! Helpers shared by the data tests: the data folder for the tests that
+//! read real data sets, scratch folders and files, and error matchers
+//! (each test binary uses some of them).
+#![allow(dead_code)]
 
-use std::path::PathBuf;
+use dpsgd_data::{Error, Position};
+use std::path::{Path, PathBuf};
+
+/// A fresh scratch folder, unique to this process and call: `prefix` names
+/// the test binary.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dpsgd-data-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The position and reason of a [`Error::CorruptData`] (panics otherwise).
+pub fn corrupt(e: Error) -> (Position, String) {
+    match e {
+        Error::CorruptData {
+            position, reason, ..
+        } => (position, reason),
+        other => panic!("expected CorruptData, got {other}"),
+    }
+}
 
 /// `$DPSGD_DATA_DIR`, else the workspace root's sibling `shared/data`
 /// (`<workspace>/../shared/data`; this crate is `<workspace>/crates/dpsgd-data`),
