@@ -3,26 +3,12 @@
 
 mod common;
 
-use common::{assert_usage_error, dpsgd};
+use common::{assert_usage_error, dpsgd, quick_train, tiny_csv};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::temp_dir("dpsgd-contract", name)
-}
-
-/// 60 examples, 2 features, 2 classes, with a header row.
-fn tiny_csv(dir: &Path) -> PathBuf {
-    let mut text = String::from("a,b,label\n");
-    for i in 0..60 {
-        let class = i % 2;
-        let c = class as f64 * 2.0 - 1.0;
-        let jitter = ((i as f64) * 0.731).sin() * 0.3;
-        text += &format!("{},{},{class}\n", c + jitter, -c + jitter);
-    }
-    let p = dir.join("tiny.csv");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// Runs `dpsgd train ARGS` and checks it is a usage error: exit code 2,
@@ -143,29 +129,6 @@ fn should_print_each_cause_once() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
     assert!(stderr.contains("--scaling-reference"), "{stderr}");
-}
-
-/// A one-epoch logistic regression on the tiny CSV, with `extra` flags.
-fn quick_train(dir: &Path, extra: &[&str]) -> Output {
-    let data = format!("csv:{}", tiny_csv(dir).display());
-    let mut args = vec![
-        "train",
-        "--quiet",
-        "--dataset",
-        &data,
-        "--model",
-        "logreg",
-        "--num-classes",
-        "2",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-        "--seed",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    dpsgd(&args)
 }
 
 #[test]

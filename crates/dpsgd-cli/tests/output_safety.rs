@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::dpsgd;
+use common::quick_train;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = common::temp_dir("dpsgd-output-safety", name);
@@ -17,43 +16,6 @@ fn temp_dir(name: &str) -> PathBuf {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// 60 examples, 2 features, 2 classes, with a header row.
-fn tiny_csv(dir: &Path) -> PathBuf {
-    let mut text = String::from("a,b,label\n");
-    for i in 0..60 {
-        let class = i % 2;
-        let c = class as f64 * 2.0 - 1.0;
-        let jitter = ((i as f64) * 0.731).sin() * 0.3;
-        text += &format!("{},{},{class}\n", c + jitter, -c + jitter);
-    }
-    let p = dir.join("tiny.csv");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// One quick epoch of logistic regression on [`tiny_csv`], plus `extra`.
-fn quick_train(dir: &Path, extra: &[&str]) -> Output {
-    let data = format!("csv:{}", tiny_csv(dir).display());
-    let mut args = vec![
-        "train",
-        "--quiet",
-        "--dataset",
-        &data,
-        "--model",
-        "logreg",
-        "--num-classes",
-        "2",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-        "--seed",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    dpsgd(&args)
 }
 
 fn is_symlink(path: &Path) -> bool {

@@ -2,7 +2,7 @@
 //! some of them).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs the `dpsgd` binary built for these tests.
@@ -37,4 +37,41 @@ pub fn assert_usage_error(out: &Output, expected: &[&str]) -> String {
         assert!(stderr.contains(e), "`{e}` not in {stderr}");
     }
     stderr
+}
+
+/// 60 examples, 2 features, 2 classes, with a header row.
+pub fn tiny_csv(dir: &Path) -> PathBuf {
+    let mut text = String::from("a,b,label\n");
+    for i in 0..60 {
+        let class = i % 2;
+        let c = class as f64 * 2.0 - 1.0;
+        let jitter = ((i as f64) * 0.731).sin() * 0.3;
+        text += &format!("{},{},{class}\n", c + jitter, -c + jitter);
+    }
+    let p = dir.join("tiny.csv");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// One quick epoch of logistic regression on [`tiny_csv`], plus `extra`.
+pub fn quick_train(dir: &Path, extra: &[&str]) -> Output {
+    let data = format!("csv:{}", tiny_csv(dir).display());
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--dataset",
+        &data,
+        "--model",
+        "logreg",
+        "--num-classes",
+        "2",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    dpsgd(&args)
 }
