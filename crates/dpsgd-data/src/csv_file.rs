@@ -3,7 +3,7 @@
 //! encoding rules are in the crate docs (`# CSV files`).
 
 use crate::dataset::Dataset;
-use crate::error::{Error, Position, Result, corrupt};
+use crate::error::{Column, Error, OutOfRange, Position, Result, corrupt};
 use crate::gz::{decompress_if_gz, read_maybe_gz};
 use crate::schema::{CsvSchema, schema_mismatch};
 use std::collections::{BTreeSet, HashMap};
@@ -186,6 +186,14 @@ impl CsvEncoding {
     fn describe(&self, c: usize) -> String {
         describe_column(self.header.as_deref(), c)
     }
+
+    /// Column `c` as an error names it: its header name, else its index.
+    fn column(&self, c: usize) -> Column {
+        match self.header.as_ref().and_then(|h| h.get(c)) {
+            Some(name) => Column::Name(name.clone()),
+            None => Column::Index(c),
+        }
+    }
 }
 
 /// Reads a CSV file.
@@ -211,9 +219,11 @@ impl CsvEncoding {
 /// field that spans several lines, a row
 /// whose width differs from the first data row, a column that mixes numbers and
 /// text (naming the column), a missing value in a numeric column or in the
-/// label, a number that is not finite, a numeric label that is not a
-/// non-negative integer (or above 65 535), or a file without data rows;
-/// [`Error::InvalidParameter`] for a label column that does not exist;
+/// label, a numeric label that is not a non-negative integer (or above
+/// 65 535), or a file without data rows; [`Error::NumberOutOfRange`]
+/// naming the file, line, column and value for a number that is not
+/// finite, or a feature beyond `f32`'s range (`1e39`: it would be stored
+/// as infinity); [`Error::InvalidParameter`] for a label column that does not exist;
 /// [`Error::Io`].
 pub fn read_csv(path: &Path, label: &LabelColumn) -> Result<Dataset> {
     read_csv_encoded(path, label).map(|(d, _)| d)
@@ -615,11 +625,22 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
                             }
                         ))
                     })?;
-                    if !value.is_finite() {
-                        return Err(at(format!(
-                            "{}: `{field}` is not finite",
-                            encoding.describe(c)
-                        )));
+                    // A feature is stored as f32: 1e39 parses, then is inf.
+                    let why = if !value.is_finite() {
+                        Some(OutOfRange::NotFinite)
+                    } else if c != li && !(value as f32).is_finite() {
+                        Some(OutOfRange::BeyondF32)
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        return Err(Error::NumberOutOfRange {
+                            path: path.to_path_buf(),
+                            line: r.line,
+                            column: encoding.column(c),
+                            value: field.to_owned(),
+                            why,
+                        });
                     }
                     if c == li {
                         if value < 0.0 || value.fract() != 0.0 || value > 65_535.0 {

@@ -21,6 +21,46 @@ impl fmt::Display for Position {
     }
 }
 
+/// A CSV column, as an error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// Its name in the header row.
+    Name(String),
+    /// Its 0-based index (in a file without a header row).
+    Index(usize),
+}
+
+impl fmt::Display for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Column::Name(n) => write!(f, "column `{n}`"),
+            Column::Index(i) => write!(f, "column {i}"),
+        }
+    }
+}
+
+/// Why a number in a data file cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// Infinite or NaN as written (`inf`, `NaN`, or beyond `f64`'s range).
+    NotFinite,
+    /// A finite `f64` whose magnitude exceeds `f32::MAX` (about 3.4e38):
+    /// features are stored as `f32`, where it would become infinite.
+    BeyondF32,
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutOfRange::NotFinite => write!(f, "is not finite"),
+            OutOfRange::BeyondF32 => write!(
+                f,
+                "is beyond the range of 32-bit floats (±3.4e38), in which features are stored"
+            ),
+        }
+    }
+}
+
 /// Everything that can go wrong while loading data.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -34,6 +74,21 @@ pub enum Error {
         position: Position,
         /// What is wrong.
         reason: String,
+    },
+    /// A number in a CSV file that is not finite, or that becomes
+    /// infinite as a 32-bit feature: named by file, line and column.
+    #[error("number out of range in {}: line {line}, {column}: `{value}` {why}", path.display())]
+    NumberOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the record (the header row, if any, is line 1).
+        line: u64,
+        /// The column: its header name, else its 0-based index.
+        column: Column,
+        /// The field as written.
+        value: String,
+        /// What is wrong with it.
+        why: OutOfRange,
     },
     /// The file could not be read.
     #[error("cannot read {}: {source}", path.display())]

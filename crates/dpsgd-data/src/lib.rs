@@ -105,7 +105,7 @@ pub use csv_file::{
 };
 pub use dataset::{Dataset, Scaling};
 pub use digits::digits;
-pub use error::{Error, Position, Result};
+pub use error::{Column, Error, OutOfRange, Position, Result};
 pub use gz::read_maybe_gz;
 pub use idx::{mnist_files, read_idx, read_mnist};
 pub use scatter::{Scattering, group_normalize, scatter_dataset};

@@ -1,6 +1,8 @@
 //! Every reader rejects every kind of corrupt input with the right error.
 
-use dpsgd_data::{Dataset, Error, LabelColumn, Position, Scaling, read_csv, read_idx};
+use dpsgd_data::{
+    Column, Dataset, Error, LabelColumn, OutOfRange, Position, Scaling, read_csv, read_idx,
+};
 use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -168,15 +170,114 @@ fn should_read_csv_with_quotes_header_and_label_column() {
     assert_eq!(gz, d);
 }
 
+/// Issue 26: `1e308` was reported as "feature 400 is not finite" (a
+/// flattened index into the whole data set) once stored as f32; a number
+/// out of range names the file, its line (the header is line 1), its
+/// column (by name under a header, else by 0-based index) and the value.
+#[test]
+fn should_name_the_line_and_column_of_a_number_out_of_range() {
+    let dir = temp_dir();
+    let named = |n: &str| Column::Name(n.into());
+    let cases: [(&str, u64, Column, &str, OutOfRange); 7] = [
+        (
+            "a,b,label\n1e308,1,0\n",
+            2,
+            named("a"),
+            "1e308",
+            OutOfRange::BeyondF32,
+        ),
+        (
+            "a,b,label\n1,2,0\n3,1e39,1\n",
+            3,
+            named("b"),
+            "1e39",
+            OutOfRange::BeyondF32,
+        ),
+        (
+            "a,b,label\n1,2,0\n-3.5e38,1,1\n",
+            3,
+            named("a"),
+            "-3.5e38",
+            OutOfRange::BeyondF32,
+        ),
+        (
+            "a,b,label\n1,2,0\n3,4,1\n5,inf,1\n",
+            4,
+            named("b"),
+            "inf",
+            OutOfRange::NotFinite,
+        ),
+        (
+            "a,b,label\n1,1e309,0\n",
+            2,
+            named("b"),
+            "1e309",
+            OutOfRange::NotFinite,
+        ),
+        (
+            "1,2,0\n3,4,1\n5,1e39,1\n",
+            3,
+            Column::Index(1),
+            "1e39",
+            OutOfRange::BeyondF32,
+        ),
+        (
+            "1,2,0\nNaN,4,1\n",
+            2,
+            Column::Index(0),
+            "NaN",
+            OutOfRange::NotFinite,
+        ),
+    ];
+    for (i, (text, line, column, value, why)) in cases.into_iter().enumerate() {
+        let p = write(&dir, &format!("range{i}.csv"), text.as_bytes());
+        let e = read_csv(&p, &LabelColumn::Last).unwrap_err();
+        let message = e.to_string();
+        match e {
+            Error::NumberOutOfRange {
+                path,
+                line: l,
+                column: c,
+                value: v,
+                why: w,
+            } => {
+                assert_eq!(path, p, "case {i}");
+                assert_eq!(
+                    (l, &c, v.as_str(), w),
+                    (line, &column, value, why),
+                    "case {i}"
+                );
+            }
+            other => panic!("case {i}: expected NumberOutOfRange, got {other}"),
+        }
+        for part in [
+            p.display().to_string(),
+            format!("line {line}"),
+            column.to_string(),
+            format!("`{value}`"),
+        ] {
+            assert!(
+                message.contains(&part),
+                "case {i}: `{part}` not in {message}"
+            );
+        }
+    }
+    // The largest f32 is still a feature.
+    let p = write(&dir, "max.csv", b"a,b,label\n3.4e38,-3.4e38,0\n1,2,1\n");
+    let d = read_csv(&p, &LabelColumn::Last).unwrap();
+    assert!(d.features().iter().all(|x| x.is_finite()));
+}
+
 #[test]
 fn should_reject_each_kind_of_corrupt_csv() {
     let dir = temp_dir();
-    let cases: [(&str, u64, &str); 6] = [
+    // A number out of range (`inf`) is its own error: see
+    // should_name_the_line_and_column_of_a_number_out_of_range.
+    let cases: [(&str, u64, &str); 5] = [
         ("1,2,0\n3,4\n", 2, "expected 3"),
         ("1,2,0\n3,x,1\n", 2, "not a number"),
         ("1,2,0\n3,4,-1\n", 2, "out of range"),
         ("1,2,0\n3,4,1.5\n", 2, "out of range"),
-        ("1,2,0\n3,4,1\n5,inf,1\n", 3, "not finite"),
         ("1,2,0\n\"3,4,1\n", 2, "expected 3"),
     ];
     for (i, (text, line, needle)) in cases.iter().enumerate() {
