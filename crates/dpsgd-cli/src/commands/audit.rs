@@ -3,8 +3,10 @@
 //! empirical ε lower bound from canaries, model inversion.
 
 use crate::args;
+use crate::commands::outputs;
 use crate::commands::train::{
-    PrivacyOptions, ReportTarget, TrainOptions, check_save_path, config, load, write_atomically,
+    PrivacyOptions, ReportTarget, TrainOptions, check_output_path, check_save_path, config, load,
+    write_atomically,
 };
 use crate::html::percent;
 use anyhow::{Context, Result};
@@ -221,6 +223,48 @@ pub fn run_audit(
     })
 }
 
+/// The files an audit writes in its `--out` folder.
+fn out_files(a: &Args) -> Vec<&'static str> {
+    let mut names = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
+    if a.attacks.contains(&Attack::Inversion) {
+        names.push("inversion.png");
+    }
+    names
+}
+
+/// Checks every output before any work (issue 26): each can be written
+/// (`--out` a folder; `--report`, `--html` and `--save-model` files in
+/// existing folders, only `--report` on standard output), and none
+/// replaces an input of `o` or another output (the files in `--out`
+/// included). Returns where `--report` goes.
+///
+/// # Errors
+///
+/// [`args::UsageError`] naming the flag (and the other flag of a clash).
+fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, args::UsageError> {
+    // Clashes first: they name both flags, where a path in an `--out`
+    // folder yet to be created would otherwise read as a missing folder.
+    let names = out_files(a);
+    // The folder itself too: `--html` on it cannot be written either.
+    let mut written = vec![("--out", a.out.clone())];
+    written.extend(outputs::in_folder("--out", &a.out, &names));
+    written.extend(outputs::given([
+        ("--report", a.report.as_ref()),
+        ("--html", a.html.as_ref()),
+        ("--save-model", a.save_model.as_ref()),
+    ]));
+    outputs::check_no_clobbering(&outputs::inputs_of(o), &written)?;
+    outputs::check_output_folder("--out", &a.out, &names)?;
+    let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
+    if let Some(path) = &a.html {
+        check_output_path("--html", path)?;
+    }
+    if let Some(path) = &a.save_model {
+        check_save_path(path)?;
+    }
+    Ok(report_target)
+}
+
 /// Runs the command.
 ///
 /// # Errors
@@ -230,10 +274,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
     check_canaries(a.canaries, a.canary_kind, &o)?;
-    let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
-    if let Some(path) = &a.save_model {
-        check_save_path(path)?;
-    }
+    let report_target = check_outputs(a, &o)?;
     let audit = AuditConfig {
         release: a.release,
         query_budget: a.query_budget,
@@ -461,7 +502,20 @@ const PALETTE: [RGBColor; 8] = [
 /// regime that matters for membership inference is visible), with the
 /// chance diagonal.
 fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Result<()> {
-    let root = SVGBackend::new(path, (640, 560)).into_drawing_area();
+    let mut svg = String::new();
+    draw_roc(attacks, &mut svg, title, log)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    write_atomically(path, &svg)
+}
+
+/// [`plot_roc`]'s figure, drawn into `svg`.
+fn draw_roc(
+    attacks: &[AttackResult],
+    svg: &mut String,
+    title: &str,
+    log: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(svg, (640, 560)).into_drawing_area();
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         root.fill(&WHITE)?;
         let mut builder = ChartBuilder::on(&root);
@@ -500,7 +554,7 @@ fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Re
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    draw()
 }
 
 /// The chance diagonal from `(lo, lo)` to `(hi, hi)`, each attack's ROC

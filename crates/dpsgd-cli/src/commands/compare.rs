@@ -4,7 +4,8 @@
 
 use crate::args::UsageError;
 use crate::commands::audit::{audit_config, run_audit};
-use crate::commands::train::{TrainOptions, config, load, write_atomically};
+use crate::commands::outputs;
+use crate::commands::train::{TrainOptions, check_output_path, config, load, write_atomically};
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AuditReport, CanaryKind};
 use dpsgd::train::{
@@ -339,7 +340,8 @@ fn json(rows: &[Row]) -> serde_json::Value {
 /// ran, else the first attack), and against its TPR at 0.1% FPR; one
 /// labelled point per defence.
 fn plot(rows: &[Row], attack: &str, path: &Path, dataset: &str) -> Result<()> {
-    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    let mut svg = String::new();
+    let root = SVGBackend::with_string(&mut svg, (1200, 520)).into_drawing_area();
     let (left, right) = root.split_horizontally(600);
     let points =
         |f: &dyn Fn(&dpsgd::train::audit::AttackResult) -> f64| -> Vec<(f64, f64, String)> {
@@ -417,7 +419,34 @@ fn plot(rows: &[Row], attack: &str, path: &Path, dataset: &str) -> Result<()> {
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    drop((left, right, root));
+    write_atomically(path, &svg)
+}
+
+/// The files a comparison writes in its `--out` folder.
+const OUT_FILES: [&str; 4] = ["compare.csv", "compare.md", "compare.json", "compare.svg"];
+
+/// Checks every output before any work (issue 26): `--out` is a folder,
+/// `--html` a file in an existing folder, and neither replaces an input
+/// of `o` or the other.
+///
+/// # Errors
+///
+/// [`UsageError`] naming the flag (and the other flag of a clash).
+fn check_outputs(a: &Args, o: &TrainOptions) -> Result<(), UsageError> {
+    // Clashes first: they name both flags, where a path in an `--out`
+    // folder yet to be created would otherwise read as a missing folder.
+    // The folder itself too: `--html` on it cannot be written either.
+    let mut written = vec![("--out", a.out.clone())];
+    written.extend(outputs::in_folder("--out", &a.out, &OUT_FILES));
+    written.extend(outputs::given([("--html", a.html.as_ref())]));
+    outputs::check_no_clobbering(&outputs::inputs_of(o), &written)?;
+    outputs::check_output_folder("--out", &a.out, &OUT_FILES)?;
+    match &a.html {
+        Some(path) => check_output_path("--html", path),
+        None => Ok(()),
+    }
 }
 
 /// Runs the command.
@@ -436,6 +465,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         })?;
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
+    check_outputs(a, &o)?;
     let seed = o.seed.unwrap_or(0);
     let (train, test, _) = load(&o, seed)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -2,7 +2,10 @@
 //! the accuracy / privacy / leakage trade-off as CSV, JSON and an SVG plot.
 
 use crate::commands::audit::{audit_config, check_canaries, run_audit};
-use crate::commands::train::{TrainOptions, config, load, summary, write_atomically};
+use crate::commands::outputs;
+use crate::commands::train::{
+    TrainOptions, check_output_path, config, load, summary, write_atomically,
+};
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AuditConfig, AuditReport, CanaryAudit, CanaryKind, bonferroni};
 use dpsgd::train::{Privacy, TrainReport};
@@ -269,7 +272,8 @@ fn plot(rows: &[Row], path: &Path, dataset: &str) -> Result<()> {
     let accuracy = |r: &Row| Some(r.report().test_accuracy);
     let loss_auc = |r: &Row| r.attack("loss").map(|a| a.auc);
     let lira_auc = |r: &Row| r.attack("lira-online").map(|a| a.auc);
-    let root = SVGBackend::new(path, (1400, 470)).into_drawing_area();
+    let mut svg = String::new();
+    let root = SVGBackend::with_string(&mut svg, (1400, 470)).into_drawing_area();
     let (left, right) = root.split_horizontally(760);
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         root.fill(&WHITE)?;
@@ -309,7 +313,9 @@ fn plot(rows: &[Row], path: &Path, dataset: &str) -> Result<()> {
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    drop((left, right, root));
+    write_atomically(path, &svg)
 }
 
 /// One panel of [`plot`]: `curves` against ε; `accuracy` sets the y range
@@ -507,6 +513,32 @@ fn write_outputs(
     plot(rows, &a.out.join("sweep.svg"), &o.dataset.to_string())
 }
 
+/// The files a sweep writes in its `--out` folder.
+const OUT_FILES: [&str; 3] = ["sweep.csv", "sweep.json", "sweep.svg"];
+
+/// Checks every output before any work (issue 26): `--out` is a folder,
+/// `--html` a file in an existing folder, and neither replaces an input
+/// of `o` or the other.
+///
+/// # Errors
+///
+/// [`crate::args::UsageError`] naming the flag (and the other flag of a
+/// clash).
+fn check_outputs(a: &Args, o: &TrainOptions) -> Result<(), crate::args::UsageError> {
+    // Clashes first: they name both flags, where a path in an `--out`
+    // folder yet to be created would otherwise read as a missing folder.
+    // The folder itself too: `--html` on it cannot be written either.
+    let mut written = vec![("--out", a.out.clone())];
+    written.extend(outputs::in_folder("--out", &a.out, &OUT_FILES));
+    written.extend(outputs::given([("--html", a.html.as_ref())]));
+    outputs::check_no_clobbering(&outputs::inputs_of(o), &written)?;
+    outputs::check_output_folder("--out", &a.out, &OUT_FILES)?;
+    match &a.html {
+        Some(path) => check_output_path("--html", path),
+        None => Ok(()),
+    }
+}
+
 /// Runs the command.
 ///
 /// # Errors
@@ -532,6 +564,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         });
     }
     check_canaries(a.canaries, CanaryKind::Mislabeled, o)?;
+    check_outputs(a, o)?;
     let plan = plan(a, base_seed)?;
     let (train, test, preprocessing) = load(o, base_seed)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

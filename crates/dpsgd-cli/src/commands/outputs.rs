@@ -1,0 +1,237 @@
+//! Checks of a command's outputs before any work (issue 26): an output
+//! must not replace one of the run's inputs (the data set, the scaling
+//! reference, the schema, a checkpoint being resumed) nor another of its
+//! outputs, and an output folder must be one. Each refusal is a
+//! [`UsageError`] (exit 2) naming the flags involved, found before any
+//! data is read or model trained.
+
+use crate::args::UsageError;
+use crate::commands::train::{DatasetSpec, TrainOptions};
+use std::path::{Component, Path, PathBuf};
+
+/// A flag and the path it names (an input or an output). A file that a
+/// command writes inside its `--out` folder is named by `--out`.
+pub type Named = (&'static str, PathBuf);
+
+/// The file a path names, with every existing folder on its way resolved
+/// (symbolic links, `.`, `..`): two spellings of one file compare equal,
+/// even inside a folder that the command has yet to create. `None` for
+/// standard output (`-`, `/dev/stdout`) or a path that cannot be resolved
+/// (no current directory).
+pub fn resolved(path: &Path) -> Option<PathBuf> {
+    if path == Path::new("-") || path == Path::new("/dev/stdout") {
+        return None;
+    }
+    // The longest existing ancestor, resolved, then the rest as written
+    // (a folder yet to be created is no symbolic link).
+    let parts: Vec<Component> = path.components().collect();
+    for k in (0..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..k].iter().collect();
+        let prefix = if prefix.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            prefix
+        };
+        if let Ok(mut out) = prefix.canonicalize() {
+            for c in &parts[k..] {
+                match c {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::CurDir => {}
+                    c => out.push(c.as_os_str()),
+                }
+            }
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// The `(flag, path)` pairs of the outputs that were given.
+pub fn given<'a>(
+    outputs: impl IntoIterator<Item = (&'static str, Option<&'a PathBuf>)>,
+) -> Vec<Named> {
+    outputs
+        .into_iter()
+        .filter_map(|(flag, p)| Some((flag, p?.clone())))
+        .collect()
+}
+
+/// The files a run with `o` reads: the `--dataset` CSV file (or IDX files),
+/// the `--scaling-reference` and the `--schema`.
+pub fn inputs_of(o: &TrainOptions) -> Vec<Named> {
+    let mut inputs = Vec::new();
+    match &o.dataset {
+        DatasetSpec::Csv(file, _) => inputs.push(("--dataset", file.clone())),
+        DatasetSpec::Idx(dir) => {
+            if let Ok(files) = dpsgd::data::mnist_files(dir) {
+                inputs.extend(files.into_iter().map(|f| ("--dataset", f)));
+            }
+        }
+        DatasetSpec::Digits => {}
+    }
+    if let Some(p) = &o.scaling_reference {
+        inputs.push(("--scaling-reference", p.clone()));
+    }
+    if let Some(p) = &o.schema {
+        inputs.push(("--schema", p.clone()));
+    }
+    inputs
+}
+
+/// The files `names` that a command writes in its output folder `dir`
+/// (given as `flag`), each named by `flag`.
+pub fn in_folder(flag: &'static str, dir: &Path, names: &[&str]) -> Vec<Named> {
+    names.iter().map(|n| (flag, dir.join(n))).collect()
+}
+
+/// Refuses, before any work, an output that would replace an input or
+/// another output: each of `outputs` is compared with every input and
+/// every output before it (both resolved with [`resolved`], so that two
+/// spellings of one file clash). Standard output (`-`) clashes with
+/// nothing. Put the files written inside an output folder first, so that
+/// a file flag colliding with one of them is the one named as the
+/// culprit.
+///
+/// # Errors
+///
+/// A [`UsageError`] for the first clashing output's flag, naming its path
+/// and the other flag: "PATH would overwrite --dataset" for an input, "PATH
+/// is also written by --out" for an output.
+pub fn check_no_clobbering(inputs: &[Named], outputs: &[Named]) -> Result<(), UsageError> {
+    let inputs: Vec<(&str, Option<PathBuf>)> =
+        inputs.iter().map(|(f, p)| (*f, resolved(p))).collect();
+    let mut earlier: Vec<(&str, Option<PathBuf>)> = Vec::new();
+    for (flag, path) in outputs {
+        let target = resolved(path);
+        if let Some(target) = &target {
+            let clash = inputs
+                .iter()
+                .map(|(f, p)| (f, p, "would overwrite"))
+                .chain(earlier.iter().map(|(f, p)| (f, p, "is also written by")))
+                .find(|(_, other, _)| other.as_ref() == Some(target));
+            if let Some((other_flag, _, what)) = clash {
+                return Err(UsageError {
+                    flag,
+                    message: format!("{} {what} {other_flag}: give another path", path.display()),
+                });
+            }
+        }
+        earlier.push((flag, target));
+    }
+    Ok(())
+}
+
+/// Refuses, before any work, an output folder `flag` cannot be: `-`
+/// (standard output is `--report`'s), an existing file, a path under a
+/// file; and a folder in which one of the files `names` the command
+/// writes there is a folder. A missing folder is fine (it is created).
+///
+/// # Errors
+///
+/// [`UsageError`] naming `flag` and the path.
+pub fn check_output_folder(
+    flag: &'static str,
+    dir: &Path,
+    names: &[&str],
+) -> Result<(), UsageError> {
+    let refuse = |path: &Path, why: String| UsageError {
+        flag,
+        message: format!("cannot write {}: {why}", path.display()),
+    };
+    if dir == Path::new("-") {
+        return Err(refuse(
+            dir,
+            "`-` is not a folder (only --report writes to standard output)".into(),
+        ));
+    }
+    // The nearest existing ancestor must be a folder.
+    let existing = dir
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_ok());
+    if let Some(a) = existing
+        && !a.is_dir()
+    {
+        let why = if a == dir {
+            "it is not a folder".to_owned()
+        } else {
+            format!("{} is not a folder", a.display())
+        };
+        return Err(refuse(dir, why));
+    }
+    for name in names {
+        let file = dir.join(name);
+        if file.is_dir() {
+            return Err(refuse(&file, "it is a directory".into()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dpsgd-outputs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.canonicalize().unwrap()
+    }
+
+    #[test]
+    fn should_resolve_paths_inside_folders_yet_to_be_created() {
+        let dir = scratch("resolve");
+        let a = resolved(&dir.join("new/sub/../f.json")).unwrap();
+        assert_eq!(a, dir.join("new/f.json"));
+        assert_eq!(resolved(&dir.join("./new/f.json")).unwrap(), a);
+        assert_eq!(resolved(Path::new("-")), None);
+        std::fs::write(dir.join("x"), "").unwrap();
+        assert_eq!(resolved(&dir.join("new/../x")).unwrap(), dir.join("x"));
+    }
+
+    #[test]
+    fn should_name_both_flags_of_a_clash() {
+        let dir = scratch("clash");
+        let data = dir.join("d.csv");
+        std::fs::write(&data, "a").unwrap();
+        let inputs = vec![("--dataset", data.clone())];
+        let e = check_no_clobbering(&inputs, &[("--html", dir.join("./d.csv"))]).unwrap_err();
+        assert_eq!(e.flag, "--html");
+        assert!(
+            e.message.contains("would overwrite --dataset"),
+            "{}",
+            e.message
+        );
+        let outs = [
+            ("--out", dir.join("out/audit.json")),
+            ("--report", dir.join("out/audit.json")),
+        ];
+        let e = check_no_clobbering(&inputs, &outs).unwrap_err();
+        assert_eq!(e.flag, "--report");
+        assert!(
+            e.message.contains("is also written by --out"),
+            "{}",
+            e.message
+        );
+        let fine = [
+            ("--report", PathBuf::from("-")),
+            ("--html", PathBuf::from("-")),
+        ];
+        assert!(check_no_clobbering(&inputs, &fine).is_ok());
+    }
+
+    #[test]
+    fn should_refuse_a_file_as_an_output_folder() {
+        let dir = scratch("folder");
+        let file = dir.join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(check_output_folder("--out", &dir.join("new/deeper"), &["a"]).is_ok());
+        assert!(check_output_folder("--out", &file, &["a"]).is_err());
+        assert!(check_output_folder("--out", &file.join("sub"), &["a"]).is_err());
+        assert!(check_output_folder("--out", Path::new("-"), &["a"]).is_err());
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        assert!(check_output_folder("--out", &dir, &["a"]).is_err());
+    }
+}
