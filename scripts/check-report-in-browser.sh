@@ -12,11 +12,27 @@
 #         over each other, or a label running past its chart;
 #   * a print to PDF that fails or is empty.
 # Then it takes a full-page screenshot (the window is as tall as the page).
+#
+# With --hostile (a page built from reports whose strings are injections,
+# see crates/dpsgd-cli/tests/html_hostile.rs), it checks instead that the
+# page runs nothing and holds only its own markup, in the browser: a copy
+# of the page with a probe first in its head (alert, confirm, prompt and
+# print recorded, not shown) fails on any call of them, any script but the
+# probe, any element the page does not write (iframe, object, form, ...),
+# any event-handler attribute, any javascript: URL, any image but the
+# inversion grid's data: PNG. Layout is not checked (an injection is text
+# and may be long).
+#
 # Skips (exit 0, saying so) on a machine without Chromium.
 #
-#   scripts/check-report-in-browser.sh report.html [screenshot.png]
+#   scripts/check-report-in-browser.sh [--hostile] report.html [screenshot.png]
 set -euo pipefail
-page=${1:?usage: check-report-in-browser.sh PAGE.html [SCREENSHOT.png]}
+hostile=false
+if [ "${1:-}" = --hostile ]; then
+    hostile=true
+    shift
+fi
+page=${1:?usage: check-report-in-browser.sh [--hostile] PAGE.html [SCREENSHOT.png]}
 shot=${2:-${page%.html}.png}
 test -s "$page" || { echo "browser check failed: $page is missing or empty"; exit 1; }
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
@@ -47,6 +63,76 @@ fi
 # links resolve the same way).
 probe="$(dirname "$page")/.layout-check-$$.html"
 trap 'rm -rf "$work" "$probe"' EXIT
+
+if $hostile; then
+    python3 - "$page" "$probe" <<'PY'
+import sys
+page, probe = sys.argv[1], sys.argv[2]
+html = open(page, encoding="utf-8").read()
+# First in the head, before anything the reports put on the page.
+hook = r"""<script data-dpsgd-probe>
+window.__dpsgdRan = [];
+for (const f of ['alert', 'confirm', 'prompt', 'print'])
+  window[f] = (...args) => { window.__dpsgdRan.push(`${f}(${args.join(', ')})`); };
+window.addEventListener('load', () => setTimeout(() => {
+  const problems = [];
+  const own = new Set(['html', 'head', 'meta', 'title', 'style', 'body', 'h1', 'h2', 'h3', 'p',
+    'b', 'sup', 'code', 'div', 'a', 'table', 'tbody', 'tr', 'th', 'td', 'ul', 'li', 'img', 'svg',
+    'text', 'line', 'polyline', 'circle', 'rect', 'path', 'script', 'pre']);
+  for (const el of document.querySelectorAll('*')) {
+    const tag = el.tagName.toLowerCase();
+    if (!own.has(tag)) problems.push(`a <${tag}> element`);
+    if (tag === 'script' && !el.hasAttribute('data-dpsgd-probe'))
+      problems.push(`a script: ${el.outerHTML.slice(0, 80)}`);
+    if (tag === 'img' && !(el.classList.contains('grid') && el.getAttribute('src').startsWith('data:image/png;base64,')))
+      problems.push(`an image that is not the grid: ${el.outerHTML.slice(0, 80)}`);
+    for (const a of el.attributes) {
+      if (a.name.toLowerCase().startsWith('on'))
+        problems.push(`an event handler ${a.name} on <${tag}>`);
+      if (/^\s*javascript:/i.test(a.value))
+        problems.push(`a javascript: URL in ${a.name} of <${tag}>`);
+    }
+  }
+  if (document.querySelectorAll('title, style').length !== 2 || document.querySelectorAll('head > title, head > style').length !== 2)
+    problems.push('the title or the style sheet was broken out of');
+  for (const call of window.__dpsgdRan) problems.push(`the page ran ${call}`);
+  const out = document.createElement('pre');
+  out.id = 'dpsgd-hostile-check';
+  out.textContent = JSON.stringify({ problems });
+  document.body.appendChild(out);
+}, 100));
+</script>"""
+at = html.find("<head>")
+if at < 0:
+    sys.exit("the page has no <head>")
+at += len("<head>")
+open(probe, "w", encoding="utf-8").write(html[:at] + hook + html[at:])
+PY
+    run_browser --window-size=1100,900 --virtual-time-budget=5000 \
+        --dump-dom "file://$(realpath "$probe")" >"$work/dom.html" 2>"$work/hostile.log" || {
+        cat "$work/hostile.log"
+        echo "browser check failed: Chromium could not open $page"
+        exit 1
+    }
+    result=$(python3 - "$work/dom.html" <<'PY'
+import html, json, re, sys
+dom = open(sys.argv[1], encoding="utf-8").read()
+m = re.search(r'<pre id="dpsgd-hostile-check">(.*?)</pre>', dom, re.S)
+if not m:
+    print("ERROR the check did not run (no result in the rendered page)")
+    sys.exit()
+for p in json.loads(html.unescape(m.group(1)))["problems"]:
+    print("ERROR " + p)
+PY
+)
+    if grep -q "^ERROR" <<<"$result"; then
+        grep "^ERROR" <<<"$result" | sed "s/^ERROR/hostile input:/" | sort | uniq -c | head -20
+        echo "browser check failed: $page runs or holds markup from its reports"
+        exit 1
+    fi
+    echo "browser check passed: $page (hostile reports) runs nothing and holds only its own markup"
+    exit 0
+fi
 python3 - "$page" "$probe" <<'PY'
 import sys
 page, probe = sys.argv[1], sys.argv[2]

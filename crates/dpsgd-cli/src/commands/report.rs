@@ -43,48 +43,52 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// The reports in `paths`.
+/// A `--from` value that is refused: exit 2, naming the flag.
+fn bad_from(message: String) -> crate::args::UsageError {
+    crate::args::UsageError {
+        flag: "--from",
+        message,
+    }
+}
+
+/// The reports in `paths`, every one of them (two train reports are two
+/// sections of the page).
 ///
 /// # Errors
 ///
-/// A path that does not exist, a file that is not a dpsgd report, or
-/// nothing found at all.
+/// A path that does not exist, a file that is not a dpsgd report, a report
+/// whose privacy fields cannot be read (ε missing, negative or not a
+/// number, δ outside (0, 1), a budget that is neither a number nor the
+/// non-private run's), naming the file and the field; or nothing found
+/// at all.
 pub fn collect(paths: &[PathBuf]) -> Result<Inputs> {
     let mut inputs = Inputs::default();
     for path in paths {
         if path.is_dir() {
+            let audits = inputs.audit.len();
             for name in NAMES {
                 let file = path.join(name);
                 if file.is_file() {
                     let source = file.display().to_string();
-                    inputs
-                        .add(read_json(&file)?, &source)
-                        .map_err(anyhow::Error::msg)?;
+                    inputs.add(read_json(&file)?, &source).map_err(bad_from)?;
                 }
             }
+            // The grid belongs to the audit of its own folder.
             let png = path.join("inversion.png");
-            if png.is_file() {
-                inputs.inversion_png = Some(
+            if png.is_file() && inputs.audit.len() > audits {
+                inputs.attach_inversion(
                     std::fs::read(&png).with_context(|| format!("reading {}", png.display()))?,
                 );
             }
         } else if path.is_file() {
             let source = path.display().to_string();
-            inputs
-                .add(read_json(path)?, &source)
-                .map_err(anyhow::Error::msg)?;
+            inputs.add(read_json(path)?, &source).map_err(bad_from)?;
         } else {
-            bail!(crate::args::UsageError {
-                flag: "--from",
-                message: format!("{} does not exist", path.display()),
-            });
+            bail!(bad_from(format!("{} does not exist", path.display())));
         }
     }
     if inputs.is_empty() {
-        bail!(crate::args::UsageError {
-            flag: "--from",
-            message: "no dpsgd report found there".into(),
-        });
+        bail!(bad_from("no dpsgd report found there".into()));
     }
     Ok(inputs)
 }
@@ -98,12 +102,83 @@ pub fn write_page(inputs: &Inputs, path: &Path) -> Result<()> {
     write_atomically(path, &render(inputs))
 }
 
+/// The file `path` names, its folder resolved (links, `..`), so that two
+/// spellings of one file compare equal; `None` where its folder does not
+/// exist (then it is no input either).
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(path.file_name()?))
+}
+
+/// Whether `a` and `b` are one file: one resolved path, or one inode (a
+/// hard link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    if resolved(a).is_some_and(|x| Some(x) == resolved(b)) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
+}
+
+/// Refuses, before any work, an `--out` that is a folder or would replace
+/// a file `--from` reads (a report, or the inversion grid beside one):
+/// exit 2, one line naming both flags (issue 26). `report` writes one
+/// file, so no two outputs can share a path.
+///
+/// # Errors
+///
+/// [`crate::args::UsageError`] for `--out`.
+pub fn check_no_clobbering(a: &Args) -> Result<(), crate::args::UsageError> {
+    let refuse = |message: String| crate::args::UsageError {
+        flag: "--out",
+        message,
+    };
+    if a.out.is_dir() {
+        return Err(refuse(format!(
+            "{} is a directory: give the HTML file to write",
+            a.out.display()
+        )));
+    }
+    for from in &a.from {
+        let read: Vec<PathBuf> = if from.is_dir() {
+            NAMES
+                .iter()
+                .chain(&["inversion.png"])
+                .map(|n| from.join(n))
+                .collect()
+        } else {
+            vec![from.clone()]
+        };
+        if let Some(input) = read.iter().find(|f| f.exists() && same_file(&a.out, f)) {
+            return Err(refuse(format!(
+                "{} would overwrite {}, which --from reads: give another path",
+                a.out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the command.
 ///
 /// # Errors
 ///
-/// As [`collect`], or an unwritable `--out`.
+/// As [`check_no_clobbering`] and [`collect`], or an unwritable `--out`.
 pub fn run(a: &Args) -> Result<()> {
+    check_no_clobbering(a)?;
     let inputs = collect(&a.from)?;
     write_page(&inputs, &a.out)?;
     eprintln!(
@@ -131,7 +206,9 @@ pub fn write_html_of(
         .add(json.clone(), source)
         .map_err(anyhow::Error::msg)?;
     if let Some(png) = png.filter(|p| p.is_file()) {
-        inputs.inversion_png = Some(std::fs::read(png)?);
+        inputs.attach_inversion(
+            std::fs::read(png).with_context(|| format!("reading {}", png.display()))?,
+        );
     }
     write_page(&inputs, path)
 }

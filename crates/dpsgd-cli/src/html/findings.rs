@@ -2,7 +2,8 @@
 //! stated in docs/report.md, each pointing at its evidence.
 
 use super::charts::tick_label;
-use super::{Finding, Inputs, attack, attacks, esc, name_of, num, percent, strongest};
+use super::privacy::{Privacy, sweep_budget};
+use super::{Finding, Inputs, attack, attacks, esc, name_of, num, percent, section_id, strongest};
 use serde_json::Value;
 
 /// A slice's exposure counts when its Bonferroni-adjusted p-value is below
@@ -12,126 +13,263 @@ const SIGNIFICANCE: f64 = 0.05;
 /// Chance level of TPR at 0.1% FPR.
 const CHANCE_AT_0_1: f64 = 0.001;
 
-/// The findings, from the rules stated in docs/report.md, most serious first.
+/// The findings, from the rules stated in docs/report.md, most serious
+/// first. On a page with several trained models, each finding names the
+/// report it is about and links to that report's section.
 pub fn findings(inputs: &Inputs) -> Vec<Finding> {
     let mut out = Vec::new();
-    let training = inputs.training();
-    let epsilon = training.and_then(|t| num(t, "epsilon"));
-    if let Some(audit) = &inputs.audit {
-        if let (Some(bound), Some(claimed)) = (
-            num(audit, "epsilon_lower_bound"),
-            audit
-                .get("canary_audit")
-                .and_then(|c| num(c, "claimed_epsilon")),
-        ) {
-            if exceeds_claim(audit) {
-                out.push(Finding {
-                    level: "alert",
-                    text: format!(
-                        "The audit PROVES more leakage than the guarantee allows: ε ≥ {bound:.2} measured against ε = {claimed:.2} claimed. The privacy claim is false; do not ship this model, and report the bug."
-                    ),
-                    evidence: "leakage",
-                });
-            } else if bound >= 0.5 * claimed {
+    let trainings = inputs.trainings();
+    let several = trainings.len() > 1;
+    let who = |label: &str| {
+        if several {
+            format!("<code>{}</code>: ", esc(label))
+        } else {
+            String::new()
+        }
+    };
+    // The audits' findings, each against its own target's guarantee (the
+    // audited model's trainings come after the train reports).
+    for (j, report) in inputs.audit.iter().enumerate() {
+        let training = &trainings[inputs.train.len() + j];
+        let prefix = who(&training.label);
+        let audit_findings = audit_findings(inputs, &report.value, &training.privacy, j);
+        out.extend(audit_findings.into_iter().map(|f| Finding {
+            text: format!("{prefix}{}", f.text),
+            ..f
+        }));
+    }
+    for (i, t) in trainings.iter().enumerate() {
+        let prefix = who(&t.label);
+        let guarantee = section_id("guarantee", i);
+        let epsilon = t.privacy.epsilon();
+        // The price of the guarantee, where a sweep trained at this ε and
+        // without DP on the same data (the sweep's own runs, not this
+        // model, which may have been trained on another split).
+        for (k, sweep) in inputs.sweep.iter().enumerate() {
+            if let Some(eps) = epsilon
+                && let Some(summary) = sweep_summary(&sweep.value)
+                && let Some((_, acc)) = summary
+                    .budgets
+                    .iter()
+                    .find(|(e, _)| (e - eps).abs() <= 1e-6 * eps.max(1.0))
+            {
                 out.push(Finding {
                     level: "info",
                     text: format!(
-                        "The accounting is tight: the canary audit proves ε ≥ {bound:.2}, within a factor of two of the claimed ε = {claimed:.2}."
+                        "{prefix}In the sweep, the guarantee at ε = {} costs {} points of accuracy: {} against {} without DP.",
+                        tick_label(eps),
+                        fmt_points((summary.baseline - acc).max(0.0)),
+                        percent(*acc),
+                        percent(summary.baseline)
                     ),
-                    evidence: "leakage",
+                    evidence: section_id("sweep", k),
                 });
             }
         }
-        if epsilon.is_none()
-            && let Some(bound) = num(audit, "epsilon_lower_bound").filter(|b| *b > 0.0)
+        if let Some(f) = t.preprocessing.and_then(private_preprocessing) {
+            out.push(Finding {
+                level: "warn",
+                text: format!("{prefix}{f}"),
+                evidence: guarantee.clone(),
+            });
+        }
+        if let Privacy::Private { delta, .. } = t.privacy
+            && let Some(n) = num(t.value, "dataset_size")
+            && delta * n >= 0.1
         {
             out.push(Finding {
                 level: "warn",
                 text: format!(
-                    "The canary audit proves that this model leaks: with {} confidence, no mechanism with ε below {bound:.2} could have produced what the attack saw on the inserted canaries.",
-                    audit
-                        .pointer("/canary_audit/one_run/alpha")
-                        .and_then(Value::as_f64)
-                        .map_or_else(|| "95%".into(), |a| format!("{:.0}%", 100.0 * (1.0 - a)))
+                    "{prefix}δ = {delta:e} is close to 1/N = {:e}: a mechanism may then publish a whole record with probability δ·N = {:.2}. Use δ well below 1/N.",
+                    1.0 / n,
+                    delta * n
                 ),
-                evidence: "leakage",
+                evidence: guarantee.clone(),
             });
         }
-        // The strongest attack is the evidence (a weak one must not hide it).
-        if epsilon.is_none()
-            && let Some((best, auc)) = strongest(attacks(audit), "auc")
-            && auc > 0.55
-        {
-            let advice = sweep_advice(inputs).unwrap_or_else(|| "Recommended: train with DP-SGD; run <code>dpsgd sweep</code> to choose the ε at which the accuracy loss is acceptable.".into());
-            out.push(Finding {
-                level: "alert",
-                text: format!(
-                    "Without DP, membership in the training data is measurably inferable: the {} attack's AUC is {auc:.3} (0.5 is guessing). {advice}",
-                    esc(name_of(best))
-                ),
-                evidence: "leakage",
-            });
-        }
-        if let Some((lira, tpr)) = strongest(
-            attacks(audit).filter(|a| name_of(a).starts_with("lira")),
-            "tpr_at_fpr_0_001",
-        ) && let Some(auc) = num(lira, "auc")
-            && tpr >= 5.0 * CHANCE_AT_0_1
-            && auc < 0.6
-        {
+        if t.value.get("secure") == Some(&Value::Bool(false)) && epsilon.is_some() {
             out.push(Finding {
                 level: "warn",
-                text: format!(
-                    "Averages hide exposed records: the {} attack's AUC is only {auc:.3}, but at a false-positive rate of 0.1% it still identifies {} of the members ({:.0}× chance). A few records are at real risk.",
-                    esc(name_of(lira)),
-                    percent(tpr),
-                    tpr / CHANCE_AT_0_1
-                ),
-                evidence: "leakage",
-            });
-        }
-        let slices = attacks(audit).flat_map(|a| {
-            a.get("slices")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(move |s| (a, s))
-        });
-        // Only a slice whose exposure survives the correction for looking
-        // at many slices is a finding: its p-value, adjusted over its
-        // attack's slices, below 5% divided by the number of attacks
-        // (Bonferroni again, over the attacks searched).
-        let searched = attacks(audit)
-            .filter(|a| {
-                a.get("slices")
-                    .and_then(Value::as_array)
-                    .is_some_and(|s| !s.is_empty())
-            })
-            .count()
-            .max(1);
-        if let Some((a, slice, adv, p)) = slices
-            .filter_map(|(a, s)| Some((a, s, num(s, "advantage")?, num(s, "p_value_adjusted")?)))
-            .filter(|x| x.3 * (searched as f64) < SIGNIFICANCE)
-            .max_by(|x, y| x.2.total_cmp(&y.2))
-            && adv > 0.1
-        {
-            out.push(Finding {
-                level: "warn",
-                text: format!(
-                    "Membership could be inferred with {} balanced accuracy for the most exposed records ({}, by the {} attack): an attacker's advantage of {adv:.2} there (adjusted p {}: not a fluke of looking at many slices).",
-                    percent(0.5 + adv / 2.0),
-                    esc(name_of(slice)),
-                    esc(name_of(a)),
-                    match crate::commands::audit::p_value(p) {
-                        small if small.starts_with('<') => esc(&small),
-                        p => format!("= {p}"),
-                    }
-                ),
-                evidence: "slices",
+                text: format!("{prefix}The run was seeded: its noise is reproducible by anyone with the seed. Train the model you ship without --seed."),
+                evidence: guarantee,
             });
         }
     }
-    if let (Some(eps), Some(audit)) = (epsilon, &inputs.audit)
+    // A sweep's preparation (its models are not on the page as trainings).
+    for (k, sweep) in inputs.sweep.iter().enumerate() {
+        if let Some(f) = sweep
+            .value
+            .get("preprocessing")
+            .and_then(private_preprocessing)
+            && out.iter().all(|o| !o.text.ends_with(&f))
+        {
+            out.push(Finding {
+                level: "warn",
+                text: f,
+                evidence: section_id("sweep", k),
+            });
+        }
+    }
+    for (k, compare) in inputs.compare.iter().enumerate() {
+        if let Some(rows) = compare.value.as_array()
+            && let Some(best) = best_empirical_defence(rows)
+        {
+            out.push(Finding {
+                level: "info",
+                text: best,
+                evidence: section_id("defences", k),
+            });
+        }
+    }
+    // Most serious first (the order within a level is the rules' order).
+    out.sort_by_key(|f| match f.level {
+        "alert" => 0,
+        "warn" => 1,
+        _ => 2,
+    });
+    out
+}
+
+/// The warning for a preparation derived from the private data, if it was.
+fn private_preprocessing(p: &Value) -> Option<String> {
+    if p.get("public").and_then(Value::as_bool) != Some(false) {
+        return None;
+    }
+    let read: Vec<String> = p
+        .get("read_from_data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(esc)
+        .collect();
+    let what = if read.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", read.join("; "))
+    };
+    Some(format!(
+        "The data preparation was derived from the private data{what} (see the guarantee): it is <b>not covered by ε</b> — one record can change it, e.g. a category or class only that record has adds an input or an output to the model, visible in its shape. Use public information instead: a public schema (<code>--schema FILE</code>) for categories and classes, <code>--num-classes</code>, published feature ranges."
+    ))
+}
+
+/// The findings of the `j`-th audit, whose target's privacy is `privacy`.
+fn audit_findings(inputs: &Inputs, audit: &Value, privacy: &Privacy, j: usize) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let leakage = section_id("leakage", j);
+    let epsilon = privacy.epsilon();
+    let non_private = *privacy == Privacy::NonPrivate;
+    if let (Some(bound), Some(claimed)) = (
+        num(audit, "epsilon_lower_bound"),
+        audit
+            .get("canary_audit")
+            .and_then(|c| num(c, "claimed_epsilon")),
+    ) {
+        if exceeds_claim(audit) {
+            out.push(Finding {
+                level: "alert",
+                text: format!(
+                    "The audit PROVES more leakage than the guarantee allows: ε ≥ {bound:.2} measured against ε = {claimed:.2} claimed. The privacy claim is false; do not ship this model, and report the bug."
+                ),
+                evidence: leakage.clone(),
+            });
+        } else if bound >= 0.5 * claimed {
+            out.push(Finding {
+                level: "info",
+                text: format!(
+                    "The accounting is tight: the canary audit proves ε ≥ {bound:.2}, within a factor of two of the claimed ε = {claimed:.2}."
+                ),
+                evidence: leakage.clone(),
+            });
+        }
+    }
+    if non_private && let Some(bound) = num(audit, "epsilon_lower_bound").filter(|b| *b > 0.0) {
+        out.push(Finding {
+            level: "warn",
+            text: format!(
+                "The canary audit proves that this model leaks: with {} confidence, no mechanism with ε below {bound:.2} could have produced what the attack saw on the inserted canaries.",
+                audit
+                    .pointer("/canary_audit/one_run/alpha")
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| "95%".into(), |a| format!("{:.0}%", 100.0 * (1.0 - a)))
+            ),
+            evidence: leakage.clone(),
+        });
+    }
+    // The strongest attack is the evidence (a weak one must not hide it).
+    if non_private
+        && let Some((best, auc)) = strongest(attacks(audit), "auc")
+        && auc > 0.55
+    {
+        let advice = sweep_advice(inputs).unwrap_or_else(|| "Recommended: train with DP-SGD; run <code>dpsgd sweep</code> to choose the ε at which the accuracy loss is acceptable.".into());
+        out.push(Finding {
+            level: "alert",
+            text: format!(
+                "Without DP, membership in the training data is measurably inferable: the {} attack's AUC is {auc:.3} (0.5 is guessing). {advice}",
+                esc(name_of(best))
+            ),
+            evidence: leakage.clone(),
+        });
+    }
+    if let Some((lira, tpr)) = strongest(
+        attacks(audit).filter(|a| name_of(a).starts_with("lira")),
+        "tpr_at_fpr_0_001",
+    ) && let Some(auc) = num(lira, "auc")
+        && tpr >= 5.0 * CHANCE_AT_0_1
+        && auc < 0.6
+    {
+        out.push(Finding {
+            level: "warn",
+            text: format!(
+                "Averages hide exposed records: the {} attack's AUC is only {auc:.3}, but at a false-positive rate of 0.1% it still identifies {} of the members ({:.0}× chance). A few records are at real risk.",
+                esc(name_of(lira)),
+                percent(tpr),
+                tpr / CHANCE_AT_0_1
+            ),
+            evidence: leakage.clone(),
+        });
+    }
+    let slices = attacks(audit).flat_map(|a| {
+        a.get("slices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(move |s| (a, s))
+    });
+    // Only a slice whose exposure survives the correction for looking
+    // at many slices is a finding: its p-value, adjusted over its
+    // attack's slices, below 5% divided by the number of attacks
+    // (Bonferroni again, over the attacks searched).
+    let searched = attacks(audit)
+        .filter(|a| {
+            a.get("slices")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty())
+        })
+        .count()
+        .max(1);
+    if let Some((a, slice, adv, p)) = slices
+        .filter_map(|(a, s)| Some((a, s, num(s, "advantage")?, num(s, "p_value_adjusted")?)))
+        .filter(|x| x.3 * (searched as f64) < SIGNIFICANCE)
+        .max_by(|x, y| x.2.total_cmp(&y.2))
+        && adv > 0.1
+    {
+        out.push(Finding {
+            level: "warn",
+            text: format!(
+                "Membership could be inferred with {} balanced accuracy for the most exposed records ({}, by the {} attack): an attacker's advantage of {adv:.2} there (adjusted p {}: not a fluke of looking at many slices).",
+                percent(0.5 + adv / 2.0),
+                esc(name_of(slice)),
+                esc(name_of(a)),
+                match crate::commands::audit::p_value(p) {
+                    small if small.starts_with('<') => esc(&small),
+                    p => format!("= {p}"),
+                }
+            ),
+            evidence: section_id("slices", j),
+        });
+    }
+    if let Some(eps) = epsilon
         && !exceeds_claim(audit)
         && let Some((best, auc)) = strongest(attacks(audit), "auc")
     {
@@ -145,93 +283,9 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                     None => String::new(),
                 }
             ),
-            evidence: "leakage",
+            evidence: leakage.clone(),
         });
     }
-    // The price of the guarantee, where a sweep trained at this ε and
-    // without DP on the same data (the sweep's own runs, not this model,
-    // which may have been trained on another split).
-    if let Some(eps) = epsilon
-        && let Some(summary) = inputs.sweep.as_ref().and_then(sweep_summary)
-        && let Some((_, acc)) = summary
-            .budgets
-            .iter()
-            .find(|(e, _)| (e - eps).abs() <= 1e-6 * eps.max(1.0))
-    {
-        out.push(Finding {
-            level: "info",
-            text: format!(
-                "In the sweep, the guarantee at ε = {} costs {} points of accuracy: {} against {} without DP.",
-                tick_label(eps),
-                fmt_points((summary.baseline - acc).max(0.0)),
-                percent(*acc),
-                percent(summary.baseline)
-            ),
-            evidence: "sweep",
-        });
-    }
-    if let Some(p) = inputs.preprocessing()
-        && p.get("public").and_then(Value::as_bool) == Some(false)
-    {
-        let read: Vec<String> = p
-            .get("read_from_data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(esc)
-            .collect();
-        let what = if read.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", read.join("; "))
-        };
-        out.push(Finding {
-            level: "warn",
-            text: format!(
-                "The data preparation was derived from the private data{what} (see the guarantee): it is <b>not covered by ε</b> — one record can change it, e.g. a category or class only that record has adds an input or an output to the model, visible in its shape. Use public information instead: a public schema (<code>--schema FILE</code>) for categories and classes, <code>--num-classes</code>, published feature ranges."
-            ),
-            evidence: "guarantee",
-        });
-    }
-    if let Some(t) = training {
-        if let (Some(delta), Some(n)) = (num(t, "delta"), num(t, "dataset_size"))
-            && epsilon.is_some()
-            && delta * n >= 0.1
-        {
-            out.push(Finding {
-                level: "warn",
-                text: format!(
-                    "δ = {delta:e} is close to 1/N = {:e}: a mechanism may then publish a whole record with probability δ·N = {:.2}. Use δ well below 1/N.",
-                    1.0 / n,
-                    delta * n
-                ),
-                evidence: "guarantee",
-            });
-        }
-        if t.get("secure") == Some(&Value::Bool(false)) && epsilon.is_some() {
-            out.push(Finding {
-                level: "warn",
-                text: "The run was seeded: its noise is reproducible by anyone with the seed. Train the model you ship without --seed.".into(),
-                evidence: "guarantee",
-            });
-        }
-    }
-    if let Some(rows) = inputs.compare.as_ref().and_then(Value::as_array)
-        && let Some(best) = best_empirical_defence(rows)
-    {
-        out.push(Finding {
-            level: "info",
-            text: best,
-            evidence: "defences",
-        });
-    }
-    // Most serious first (the order within a level is the rules' order).
-    out.sort_by_key(|f| match f.level {
-        "alert" => 0,
-        "warn" => 1,
-        _ => 2,
-    });
     out
 }
 
@@ -262,17 +316,19 @@ fn sweep_summary(sweep: &Value) -> Option<SweepSummary> {
     let runs = sweep.get("runs")?.as_array()?;
     let mut by_eps: Vec<(f64, Vec<f64>)> = Vec::new();
     let mut baseline = Vec::new();
-    for r in runs {
+    for (i, r) in runs.iter().enumerate() {
         let Some(acc) = num(r, "test_accuracy") else {
             continue;
         };
-        // A budget is a number; the non-private run's is "inf" (or null).
-        match r.get("target_epsilon").and_then(Value::as_f64) {
-            Some(e) => match by_eps.iter_mut().find(|(x, _)| *x == e) {
+        // A budget is a number; the non-private run's is "inf" (or null);
+        // anything else is no run of either.
+        match sweep_budget(r, i) {
+            Ok(Some(e)) => match by_eps.iter_mut().find(|(x, _)| *x == e) {
                 Some((_, v)) => v.push(acc),
                 None => by_eps.push((e, vec![acc])),
             },
-            None => baseline.push(acc),
+            Ok(None) => baseline.push(acc),
+            Err(_) => {}
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -290,7 +346,7 @@ fn sweep_summary(sweep: &Value) -> Option<SweepSummary> {
 /// non-private accuracy, or, where none is, the largest ε swept and its
 /// cost.
 fn sweep_advice(inputs: &Inputs) -> Option<String> {
-    let summary = sweep_summary(inputs.sweep.as_ref()?)?;
+    let summary = inputs.sweep.iter().find_map(|s| sweep_summary(&s.value))?;
     let drop = |acc: f64| (summary.baseline - acc).max(0.0);
     if let Some((eps, acc)) = summary
         .budgets

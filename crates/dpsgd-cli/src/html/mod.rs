@@ -9,86 +9,162 @@ use std::fmt::Write as _;
 
 mod charts;
 mod findings;
+mod privacy;
 mod sections;
 
 pub use findings::findings;
+use privacy::Privacy;
 use sections::{
     budget_section, compare_section, guarantee_section, leakage_section, sweep_section,
 };
 
-/// The reports a page is built from (any may be absent).
+/// One report and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The document.
+    pub value: Value,
+    /// Where it came from (a path, or the command that wrote it).
+    pub source: String,
+    /// The inversion grid found beside an audit report (PNG bytes).
+    pub inversion_png: Option<Vec<u8>>,
+}
+
+/// The reports a page is built from: every one given is shown.
 #[derive(Debug, Default, Clone)]
 pub struct Inputs {
-    /// A `train` report (or an audit's `target`).
-    pub train: Option<Value>,
-    /// An `audit` report.
-    pub audit: Option<Value>,
-    /// A `sweep.json`.
-    pub sweep: Option<Value>,
-    /// A `compare.json`.
-    pub compare: Option<Value>,
-    /// The audit's inversion grid (PNG bytes).
-    pub inversion_png: Option<Vec<u8>>,
+    /// `train` reports.
+    pub train: Vec<Report>,
+    /// `audit` reports.
+    pub audit: Vec<Report>,
+    /// `sweep.json`s.
+    pub sweep: Vec<Report>,
+    /// `compare.json`s.
+    pub compare: Vec<Report>,
     /// Where each came from, for the page's sources section.
     pub sources: Vec<String>,
+}
+
+/// A trained model the page states the guarantee of: a train report, or
+/// an audit's target.
+pub(crate) struct Training<'a> {
+    /// The report.
+    pub value: &'a Value,
+    /// Its privacy, read strictly.
+    pub privacy: Privacy,
+    /// Which report it is, for a page with several.
+    pub label: String,
+    /// How its data were prepared.
+    pub preprocessing: Option<&'a Value>,
 }
 
 impl Inputs {
     /// Files an input by its content: an audit report (`attacks` and
     /// `target`), a sweep (`runs`), a comparison (a list of rows with
-    /// `defence`), or a training report (`not_covered_by_epsilon`).
+    /// `defence`), or a training report (`not_covered_by_epsilon`); then
+    /// checks its privacy fields (see [`privacy`]). Returns the kind.
     ///
     /// # Errors
     ///
-    /// A document of none of these kinds.
-    pub fn add(&mut self, v: Value, source: &str) -> Result<(), String> {
+    /// A document of none of these kinds, or one whose ε, δ or budgets
+    /// cannot be read, naming the source and the field.
+    pub fn add(&mut self, v: Value, source: &str) -> Result<&'static str, String> {
         let kind = if v.get("attacks").is_some() && v.get("target").is_some() {
-            self.audit = Some(v);
             "audit"
         } else if v.get("runs").is_some_and(Value::is_array) {
-            self.sweep = Some(v);
             "sweep"
         } else if v
             .as_array()
             .is_some_and(|rows| rows.iter().all(|r| r.get("defence").is_some()))
         {
-            self.compare = Some(v);
             "compare"
         } else if v.get("not_covered_by_epsilon").is_some() {
-            self.train = Some(v);
             "train"
         } else {
             return Err(format!(
                 "{source}: not a report of dpsgd train, audit, sweep or compare"
             ));
         };
+        privacy::check(kind, &v)
+            .map_err(|why| format!("{source}: {why}: no guarantee can be read from this report"))?;
+        let report = Report {
+            value: v,
+            source: source.to_owned(),
+            inversion_png: None,
+        };
+        match kind {
+            "audit" => self.audit.push(report),
+            "sweep" => self.sweep.push(report),
+            "compare" => self.compare.push(report),
+            _ => self.train.push(report),
+        }
         self.sources.push(format!("{source} ({kind})"));
-        Ok(())
+        Ok(kind)
     }
 
-    /// The training report: the one given, or the audit's target.
-    fn training(&self) -> Option<&Value> {
+    /// Attaches an inversion grid to the last audit added (the one beside
+    /// it); ignored without one.
+    pub fn attach_inversion(&mut self, png: Vec<u8>) {
+        if let Some(a) = self.audit.last_mut() {
+            a.inversion_png = Some(png);
+        }
+    }
+
+    /// The trained models: every train report, then every audit's target,
+    /// each with how its data were prepared (an audit records it beside
+    /// its target).
+    pub(crate) fn trainings(&self) -> Vec<Training<'_>> {
+        fn of(t: &Report) -> Training<'_> {
+            Training {
+                value: &t.value,
+                privacy: privacy::training(&t.value, ""),
+                label: t.source.clone(),
+                preprocessing: t.value.get("preprocessing").filter(|p| !p.is_null()),
+            }
+        }
+        fn audited(a: &Report) -> Training<'_> {
+            let target = &a.value["target"];
+            Training {
+                value: target,
+                privacy: privacy::training(target, "target."),
+                label: format!("{} (the audited model)", a.source),
+                preprocessing: target
+                    .get("preprocessing")
+                    .or_else(|| a.value.get("preprocessing"))
+                    .filter(|p| !p.is_null()),
+            }
+        }
         self.train
-            .as_ref()
-            .or_else(|| self.audit.as_ref().and_then(|a| a.get("target")))
-    }
-
-    /// How the data were prepared: a train report records it; an audit or
-    /// a sweep records it beside its runs.
-    fn preprocessing(&self) -> Option<&Value> {
-        self.training()
-            .and_then(|t| t.get("preprocessing"))
-            .or_else(|| self.audit.as_ref()?.get("preprocessing"))
-            .or_else(|| self.sweep.as_ref()?.get("preprocessing"))
-            .filter(|p| !p.is_null())
+            .iter()
+            .map(of)
+            .chain(self.audit.iter().map(audited))
+            .collect()
     }
 
     /// Whether anything is there to report.
     pub fn is_empty(&self) -> bool {
-        self.train.is_none()
-            && self.audit.is_none()
-            && self.sweep.is_none()
-            && self.compare.is_none()
+        self.train.is_empty()
+            && self.audit.is_empty()
+            && self.sweep.is_empty()
+            && self.compare.is_empty()
+    }
+}
+
+/// The id of the `i`-th section of a kind: `base`, then `base-2`, …
+pub(crate) fn section_id(base: &str, i: usize) -> String {
+    if i == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}-{}", i + 1)
+    }
+}
+
+/// A heading's suffix naming the report, where a page has several of a
+/// kind (escaped).
+pub(crate) fn heading_label(label: &str, several: bool) -> String {
+    if several {
+        format!(" — <code>{}</code>", esc(label))
+    } else {
+        String::new()
     }
 }
 
@@ -101,7 +177,7 @@ pub struct Finding {
     /// The finding and its recommendation, in plain words.
     pub text: String,
     /// The id of the section with the evidence.
-    pub evidence: &'static str,
+    pub evidence: String,
 }
 
 fn num(v: &Value, key: &str) -> Option<f64> {
@@ -114,13 +190,33 @@ pub(crate) fn percent(x: f64) -> String {
 }
 
 /// `s` as HTML text, safe in an element and in a quoted attribute value:
-/// `& < > " '` escaped. Every string read from a report goes through it.
+/// `& < > " '` escaped, and control characters and bidirectional
+/// overrides (which can make the text after them read reversed, e.g. a
+/// figure) shown as U+FFFD. Every string read from a report goes through
+/// it.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() || is_bidi_control(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The characters that embed, override or isolate a direction of text.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// The attack named `name` of an audit-like report.
@@ -174,19 +270,34 @@ const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica
 /// The page.
 pub fn render(inputs: &Inputs) -> String {
     let mut body = String::new();
-    let training = inputs.training();
-    let dataset = inputs
+    let trainings = inputs.trainings();
+    let mut datasets: Vec<&str> = Vec::new();
+    for r in inputs
         .audit
-        .as_ref()
-        .or(inputs.train.as_ref())
-        .or(inputs.sweep.as_ref())
-        .and_then(|v| v.get("dataset"))
-        .and_then(Value::as_str)
-        .unwrap_or("the training data");
+        .iter()
+        .chain(&inputs.train)
+        .chain(&inputs.sweep)
+    {
+        if let Some(d) = r.value.get("dataset").and_then(Value::as_str)
+            && !datasets.contains(&d)
+        {
+            datasets.push(d);
+        }
+    }
+    let dataset = if datasets.is_empty() {
+        "the training data".to_owned()
+    } else {
+        datasets.join(", ")
+    };
     let _ = write!(
         body,
-        "<h1>Privacy report</h1><p class=\"muted\">Model trained on <b>{}</b>. Every figure below is read from the JSON reports listed at the end.</p>",
-        esc(dataset)
+        "<h1>Privacy report</h1><p class=\"muted\">{} on <b>{}</b>. Every figure below is read from the JSON reports listed at the end.</p>",
+        if trainings.len() > 1 {
+            "Models trained"
+        } else {
+            "Model trained"
+        },
+        esc(&dataset)
     );
     // Findings first.
     body.push_str("<h2 id=\"findings\">Findings and recommendations</h2>");
@@ -198,21 +309,24 @@ pub fn render(inputs: &Inputs) -> String {
         let _ = write!(
             body,
             "<div class=\"finding {}\">{} <a href=\"#{}\">evidence</a></div>",
-            f.level, f.text, f.evidence
+            f.level,
+            f.text,
+            esc(&f.evidence)
         );
     }
-    if let Some(t) = training {
-        body.push_str(&guarantee_section(t, inputs.preprocessing()));
-        body.push_str(&budget_section(t));
+    let several = trainings.len() > 1;
+    for (i, t) in trainings.iter().enumerate() {
+        body.push_str(&guarantee_section(t, i, several));
+        body.push_str(&budget_section(t, i, several));
     }
-    if let Some(s) = &inputs.sweep {
-        body.push_str(&sweep_section(s));
+    for (i, s) in inputs.sweep.iter().enumerate() {
+        body.push_str(&sweep_section(s, i, inputs.sweep.len() > 1));
     }
-    if let Some(a) = &inputs.audit {
-        body.push_str(&leakage_section(a, inputs.inversion_png.as_deref()));
+    for (i, a) in inputs.audit.iter().enumerate() {
+        body.push_str(&leakage_section(a, i, inputs.audit.len() > 1));
     }
-    if let Some(c) = &inputs.compare {
-        body.push_str(&compare_section(c));
+    for (i, c) in inputs.compare.iter().enumerate() {
+        body.push_str(&compare_section(c, i, inputs.compare.len() > 1));
     }
     body.push_str("<h2 id=\"sources\">Sources</h2><ul>");
     for s in &inputs.sources {
@@ -221,7 +335,7 @@ pub fn render(inputs: &Inputs) -> String {
     body.push_str("</ul>");
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Privacy report — {}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
-        esc(dataset)
+        esc(&dataset)
     )
 }
 
@@ -282,6 +396,53 @@ pub(super) mod tests {
             row_html(&["<code>x</code>".to_owned()]),
             "<tr><td><code>x</code></td></tr>"
         );
+    }
+
+    /// Control characters and direction overrides cannot reorder or hide
+    /// what follows them.
+    #[test]
+    fn control_and_direction_characters_are_replaced() {
+        assert_eq!(
+            esc("a\u{202E}b\u{2066}c\u{0}d\u{7}e\u{9b}f\tg"),
+            "a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e\u{FFFD}f\tg"
+        );
+        assert_eq!(esc("مرحبا שלום ε"), "مرحبا שלום ε");
+    }
+
+    /// A training report whose ε cannot be read, given to the page without
+    /// the load-time check (as a library caller could): no guarantee and
+    /// no "trained without DP" — the page says no guarantee can be read.
+    #[test]
+    fn an_unreadable_epsilon_is_never_a_guarantee_nor_no_dp() {
+        for eps in [json!(-5), json!("NaN"), json!("inf"), json!(true)] {
+            let mut t = audit(Some(1.0), None, 0.6, (0.5, 0.001))["target"].clone();
+            t["epsilon"] = eps.clone();
+            let mut missing = t.clone();
+            missing.as_object_mut().unwrap().remove("epsilon");
+            for t in [t, missing] {
+                let inputs = Inputs {
+                    train: vec![Report {
+                        value: t,
+                        source: "t.json".into(),
+                        inversion_png: None,
+                    }],
+                    ..Inputs::default()
+                };
+                let page = render(&inputs);
+                assert!(
+                    page.contains("ε missing/invalid — no guarantee can be read from this report"),
+                    "{eps}: {page}"
+                );
+                for claim in [
+                    "DP-SGD</b>",
+                    "No guarantee.",
+                    "trained without differential privacy",
+                    "e<sup>ε</sup>",
+                ] {
+                    assert!(!page.contains(claim), "{eps}: `{claim}` in {page}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,28 +2,37 @@
 //! ε, measured leakage, and defences compared.
 
 use super::charts::{COLOURS, Series, line_chart, scatter_chart, tick_label};
-use super::{attack, attacks, esc, name_of, num, opt, percent, row, row_html};
+use super::privacy::{self, Privacy};
+use super::{
+    Report, Training, attack, attacks, esc, heading_label, name_of, num, opt, percent, row,
+    row_html, section_id,
+};
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
 
-pub(super) fn guarantee_section(t: &Value, preprocessing: Option<&Value>) -> String {
-    let mut s = String::from("<h2 id=\"guarantee\">The guarantee</h2>");
-    match num(t, "epsilon") {
-        Some(eps) => {
+pub(super) fn guarantee_section(training: &Training<'_>, i: usize, several: bool) -> String {
+    let t = training.value;
+    let mut s = format!(
+        "<h2 id=\"{}\">The guarantee{}</h2>",
+        section_id("guarantee", i),
+        heading_label(&training.label, several)
+    );
+    match &training.privacy {
+        Privacy::Private {
+            epsilon: eps,
+            delta,
+        } => {
+            let (eps, delta) = (*eps, *delta);
             let _ = write!(
                 s,
-                "<p>The model was trained with <b>DP-SGD</b>: for any one person's record, the chance of any outcome of training changes by at most a factor <b>e<sup>ε</sup> = {:.2}</b> (ε = {eps:.3}) whether or not the record was used, except with probability δ = {}. This bounds what anyone can learn about a single record from the model — any attack, any number of queries.</p>",
+                "<p>The model was trained with <b>DP-SGD</b>: for any one person's record, the chance of any outcome of training changes by at most a factor <b>e<sup>ε</sup> = {:.2}</b> (ε = {eps:.3}) whether or not the record was used, except with probability δ = {delta:e}. This bounds what anyone can learn about a single record from the model — any attack, any number of queries.</p>",
                 eps.exp(),
-                opt(num(t, "delta"), |d| format!("{d:e}"))
             );
             s.push_str("<table>");
             for (k, v) in [
-                (
-                    "ε (privacy loss)",
-                    opt(num(t, "epsilon"), |e| format!("{e:.3}")),
-                ),
-                ("δ", opt(num(t, "delta"), |d| format!("{d:e}"))),
+                ("ε (privacy loss)", format!("{eps:.3}")),
+                ("δ", format!("{delta:e}")),
                 (
                     "accountant",
                     t.get("accountant")
@@ -73,15 +82,22 @@ pub(super) fn guarantee_section(t: &Value, preprocessing: Option<&Value>) -> Str
                 s.push_str("</table>");
             }
         }
-        None => {
+        Privacy::NonPrivate => {
             s.push_str("<p><b>No guarantee.</b> This model was trained without differential privacy: nothing bounds what it reveals about individual training records. The measured leakage below is all there is to go on.</p>");
+        }
+        Privacy::Invalid(why) => {
+            let _ = write!(
+                s,
+                "<p><b>ε missing/invalid — no guarantee can be read from this report</b> ({}). Nothing on this page bounds what the model reveals about individual training records until a valid report is produced.</p>",
+                esc(why)
+            );
         }
     }
     s.push_str("<p><b>What the guarantee does not cover</b>:</p><ul>");
     let _ = write!(
         s,
         "<li>data preparation before training (scaling, vocabulary, feature ranges) unless it used public information only — here: {};</li><li>figures computed on the private data outside the mechanism: training accuracy ({}), final loss and the loss-threshold attack of the training report are exact statistics, not protected by ε;</li><li>the test set, hyper-parameter choices and repeated runs on the same data (each run spends its own ε);</li><li>{}</li></ul>",
-        preprocessing_text(preprocessing),
+        preprocessing_text(training.preprocessing),
         opt(
             t.get("not_covered_by_epsilon")
                 .and_then(|n| num(n, "train_accuracy")),
@@ -138,7 +154,8 @@ fn preprocessing_text(preprocessing: Option<&Value>) -> String {
     }
 }
 
-pub(super) fn budget_section(t: &Value) -> String {
+pub(super) fn budget_section(training: &Training<'_>, i: usize, several: bool) -> String {
+    let t = training.value;
     let history = t
         .get("not_covered_by_epsilon")
         .and_then(|n| n.get("epoch_history"))
@@ -154,7 +171,9 @@ pub(super) fn budget_section(t: &Value) -> String {
         return String::new();
     }
     format!(
-        "<h2 id=\"budget\">ε spent over training</h2><p>Privacy loss accumulates with every step; this is the accountant's ε after each epoch.</p>{}",
+        "<h2 id=\"{}\">ε spent over training{}</h2><p>Privacy loss accumulates with every step; this is the accountant's ε after each epoch.</p>{}",
+        section_id("budget", i),
+        heading_label(&training.label, several),
         line_chart(
             "ε after each epoch",
             "epoch",
@@ -165,13 +184,15 @@ pub(super) fn budget_section(t: &Value) -> String {
     )
 }
 
-pub(super) fn sweep_section(sweep: &Value) -> String {
+pub(super) fn sweep_section(report: &Report, i: usize, several: bool) -> String {
+    let sweep = &report.value;
     let runs = sweep.get("runs").and_then(Value::as_array);
     let mut rows: Vec<(f64, f64, Option<f64>)> = runs
         .map(|r| {
             r.iter()
-                .filter_map(|run| {
-                    let eps = run.get("target_epsilon")?.as_f64()?;
+                .enumerate()
+                .filter_map(|(i, run)| {
+                    let eps = privacy::sweep_budget(run, i).ok()??;
                     let lira = attack(run, "lira-online")
                         .or_else(|| attack(run, "loss"))
                         .and_then(|a| num(a, "auc"));
@@ -184,8 +205,10 @@ pub(super) fn sweep_section(sweep: &Value) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut s = String::from(
-        "<h2 id=\"sweep\">Accuracy against ε</h2><p>Smaller ε means a stronger guarantee and, usually, lower accuracy; the attack's AUC shows the leakage measured at each budget (0.5: none).</p>",
+    let mut s = format!(
+        "<h2 id=\"{}\">Accuracy against ε{}</h2><p>Smaller ε means a stronger guarantee and, usually, lower accuracy; the attack's AUC shows the leakage measured at each budget (0.5: none).</p>",
+        section_id("sweep", i),
+        heading_label(&report.source, several)
     );
     s.push_str(&line_chart(
         "test accuracy vs ε",
@@ -210,7 +233,9 @@ pub(super) fn sweep_section(sweep: &Value) -> String {
     for run in runs
         .into_iter()
         .flatten()
-        .filter(|r| r.get("target_epsilon").and_then(Value::as_f64).is_none())
+        .enumerate()
+        .filter(|(i, r)| privacy::sweep_budget(r, *i) == Ok(None))
+        .map(|(_, r)| r)
     {
         s.push_str(&row(&[
             "∞ (no DP)".into(),
@@ -227,9 +252,12 @@ pub(super) fn sweep_section(sweep: &Value) -> String {
     s
 }
 
-pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
-    let mut s = String::from(
-        "<h2 id=\"leakage\">Measured leakage</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>95% interval</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th><th>advantage</th></tr>",
+pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> String {
+    let audit = &report.value;
+    let mut s = format!(
+        "<h2 id=\"{}\">Measured leakage{}</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>95% interval</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th><th>advantage</th></tr>",
+        section_id("leakage", i),
+        heading_label(&report.source, several)
     );
     for a in attacks(audit) {
         let interval = a
@@ -269,15 +297,23 @@ pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
                 num(c, "one_run").or_else(|| c.get("one_run").and_then(|o| num(o, "epsilon"))),
                 |x| format!("{x:.3}")
             ),
-            match num(c, "claimed_epsilon") {
-                Some(claimed) => format!(
+            match (
+                privacy::training(&audit["target"], "target."),
+                num(c, "claimed_epsilon"),
+            ) {
+                (Privacy::Private { .. }, Some(claimed)) => format!(
                     "against the claimed ε = {claimed:.3}. A lower bound above the claim would prove the guarantee false."
                 ),
-                None => "with no claim to test: the model was trained without DP. The bound is how much leakage the audit proves.".into(),
+                (Privacy::NonPrivate, _) => "with no claim to test: the model was trained without DP. The bound is how much leakage the audit proves.".into(),
+                _ => "with no claim that can be read: ε missing/invalid — no guarantee can be read from this report.".into(),
             }
         );
     }
-    s.push_str("<h3 id=\"slices\">Most exposed records</h3><p>Each attack's three most exposed slices (a class, or a range of the records' losses). The adjusted p-value is the chance of an advantage this large on a slice this size if the attack could not tell members from non-members, corrected for the number of slices looked at: above 5%, the slice's figure may be noise.</p><table><tr><th>attack</th><th>slice</th><th>members / non-members</th><th>AUC</th><th>advantage</th><th>adjusted p</th></tr>");
+    let _ = write!(
+        s,
+        "<h3 id=\"{}\">Most exposed records</h3><p>Each attack's three most exposed slices (a class, or a range of the records' losses). The adjusted p-value is the chance of an advantage this large on a slice this size if the attack could not tell members from non-members, corrected for the number of slices looked at: above 5%, the slice's figure may be noise.</p><table><tr><th>attack</th><th>slice</th><th>members / non-members</th><th>AUC</th><th>advantage</th><th>adjusted p</th></tr>",
+        section_id("slices", i)
+    );
     for a in attacks(audit) {
         for slice in a
             .get("slices")
@@ -312,11 +348,12 @@ pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
     if let Some(inv) = audit.get("inversion").filter(|i| !i.is_null()) {
         let _ = write!(
             s,
-            "<h3 id=\"inversion\">Model inversion</h3><p>Reconstructions of one input per class from the model. An independent classifier recognises {} of them; their distance to the nearest training record over the nearest unseen one is {} (below 1: closer to the training data).</p>",
+            "<h3 id=\"{}\">Model inversion</h3><p>Reconstructions of one input per class from the model. An independent classifier recognises {} of them; their distance to the nearest training record over the nearest unseen one is {} (below 1: closer to the training data).</p>",
+            section_id("inversion", i),
             opt(num(inv, "independent_accuracy"), percent),
             opt(num(inv, "mean_distance_ratio"), |x| format!("{x:.3}"))
         );
-        if let Some(png) = png {
+        if let Some(png) = &report.inversion_png {
             let _ = write!(
                 s,
                 "<img class=\"grid\" alt=\"model inversion reconstructions\" src=\"data:image/png;base64,{}\">",
@@ -327,19 +364,25 @@ pub(super) fn leakage_section(audit: &Value, png: Option<&[u8]>) -> String {
     s
 }
 
-pub(super) fn compare_section(compare: &Value) -> String {
-    let mut s = String::from(
-        "<h2 id=\"defences\">Defences compared</h2><p>The same model trained with each defence on the same split and attacked the same way. Only DP-SGD (rows with an ε) comes with a guarantee.</p><table><tr><th>defence</th><th>test accuracy</th><th>ε</th><th>attack</th><th>AUC</th><th>TPR at 0.1% FPR</th></tr>",
+pub(super) fn compare_section(report: &Report, i: usize, several: bool) -> String {
+    let compare = &report.value;
+    let mut s = format!(
+        "<h2 id=\"{}\">Defences compared{}</h2><p>The same model trained with each defence on the same split and attacked the same way. Only DP-SGD (rows with an ε) comes with a guarantee.</p><table><tr><th>defence</th><th>test accuracy</th><th>ε</th><th>attack</th><th>AUC</th><th>TPR at 0.1% FPR</th></tr>",
+        section_id("defences", i),
+        heading_label(&report.source, several)
     );
     let mut points = Vec::new();
-    for r in compare.as_array().into_iter().flatten() {
+    for (i, r) in compare.as_array().into_iter().flatten().enumerate() {
         let name = r.get("defence").and_then(Value::as_str).unwrap_or("?");
         let best = attack(r, "lira-online").or_else(|| attack(r, "loss"));
         // The first cell is markup (`<code>`): every cell escaped here.
         s.push_str(&row_html(&[
             format!("<code>{}</code>", esc(name)),
             esc(&opt(num(r, "test_accuracy"), percent)),
-            esc(&opt(num(r, "epsilon"), |e| format!("{e:.2}"))),
+            esc(&match privacy::compare_epsilon(r, i) {
+                Ok(e) => opt(e, |e| format!("{e:.2}")),
+                Err(_) => "invalid".into(),
+            }),
             esc(best
                 .and_then(|a| a.get("name"))
                 .and_then(Value::as_str)
