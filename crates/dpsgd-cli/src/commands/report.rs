@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "A folder is searched for report.json, train.json, audit.json, sweep.json, \
-compare.json and inversion.png; a file is recognised by its content. The page has no script \
-and loads nothing from the network; every number on it is read from the reports."
+compare.json and inversion.png; a file is recognised by its content. Every report given is shown (two \
+train reports are two sections). A report whose ε or δ cannot be read (missing, negative, not a \
+number, δ outside (0, 1)) is refused, as is an --out over a file --from reads. The page has no \
+script and loads nothing from the network; every number on it is read from the reports."
 )]
 pub struct Args {
     /// Report folders or JSON files (`--out` folders of audit, sweep or
