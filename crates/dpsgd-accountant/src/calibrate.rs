@@ -24,35 +24,37 @@ fn tolerance(kind: AccountantKind) -> f64 {
     }
 }
 
-/// ε of `steps` steps at (q, σ): `Some(ε)` (`+∞` where ε is unbounded at
-/// δ), or `None` where the accountant cannot represent the run (σ far too
-/// small for its arithmetic or its grid) — such a σ is never chosen.
-fn epsilon_of(
-    kind: AccountantKind,
-    q: f64,
-    sigma: f64,
-    steps: u64,
-    delta: f64,
-) -> Result<Option<f64>> {
+/// An accountant's ε at one σ, or why it cannot answer there.
+type Eval = std::result::Result<f64, String>;
+
+/// ε of `steps` steps at (q, σ): `Ok(ε)` (`+∞` where ε is unbounded at
+/// δ), or `Err(reason)` where the accountant cannot answer for the run
+/// (σ far too small for its arithmetic or its grid, σ or δ outside PLD's
+/// regime) — such a σ is never chosen. PLD uses the grid
+/// [refined](PldConfig::refined_for) for each σ, as [`pld::epsilon`](crate::pld::epsilon).
+fn epsilon_of(kind: AccountantKind, q: f64, sigma: f64, steps: u64, delta: f64) -> Result<Eval> {
     let eps = match kind {
         AccountantKind::Rdp => rdp::epsilon(q, sigma, steps, delta).map(|(e, _)| e),
-        AccountantKind::Pld => {
-            ComposedPld::subsampled_gaussian(q, sigma, steps, &PldConfig::default())
-                .and_then(|p| p.epsilon(delta))
-        }
+        AccountantKind::Pld => ComposedPld::for_run(q, sigma, steps, &PldConfig::default())
+            .and_then(|p| p.epsilon(delta)),
     };
     match eps {
-        Ok(e) => Ok(Some(e)),
-        Err(Error::Unbounded(_)) => Ok(Some(f64::INFINITY)),
-        Err(Error::OutOfRange(_)) => Ok(None),
+        Ok(e) => Ok(Ok(e)),
+        Err(Error::Unbounded(_)) => Ok(Ok(f64::INFINITY)),
+        Err(Error::OutOfRange(reason)) => Ok(Err(reason)),
         Err(e) => Err(e),
     }
 }
 
-fn out_of_range(target_epsilon: f64, sigma: f64) -> Error {
+fn out_of_range(target_epsilon: f64, sigma: f64, reason: &str) -> Error {
+    let advice = if reason.contains("RDP") {
+        ""
+    } else {
+        "; calibrate with RDP instead"
+    };
     Error::OutOfRange(format!(
-        "PLD cannot represent the runs near σ = {sigma} that a target of ε = {target_epsilon} \
-         needs (its grid would be too large); calibrate with RDP instead"
+        "PLD cannot answer for the runs near σ = {sigma} that a target of ε = \
+         {target_epsilon} needs: {reason}{advice}"
     ))
 }
 
@@ -65,8 +67,11 @@ fn out_of_range(target_epsilon: f64, sigma: f64) -> Error {
 ///
 /// [`Error::InvalidParameter`] for invalid q, δ, ε or `steps = 0`;
 /// [`Error::Unreachable`] when no σ ≤ 10⁶ meets the target, or when every
-/// σ ≥ 10⁻³ does (the target is vacuous); [`Error::OutOfRange`] for PLD when
-/// the σ the target allows is too small for its grid (RDP answers there).
+/// σ ≥ 10⁻³ does (the target is vacuous); [`Error::OutOfRange`] for PLD,
+/// with PLD's reason, where the runs the target needs are outside its
+/// regime (see [`crate::pld`]): σ too small for its grid, σ so large that
+/// one step's loss is below what it resolves, δ below the mass its
+/// truncation sets aside (δ = 1e-300), grids too large. RDP answers there.
 ///
 /// # Examples
 ///
@@ -111,21 +116,27 @@ pub fn calibrate_noise(
             // σ the target allows either: refuse at once (O(1) for one
             // step's grid, one discretisation for the composed one) rather
             // than search the edge of its range for minutes.
-            if let Err(Error::OutOfRange(_)) =
-                ComposedPld::check_representable(sample_rate, rdp_sigma, &PldConfig::default())
+            let config = PldConfig::default().refined_for([(sample_rate, rdp_sigma)]);
+            if let Err(Error::OutOfRange(reason)) =
+                ComposedPld::check_representable(sample_rate, rdp_sigma, &config)
             {
-                return Err(out_of_range(target_epsilon, rdp_sigma));
+                return Err(out_of_range(target_epsilon, rdp_sigma, &reason));
             }
             let e = eps(rdp_sigma)?;
-            if e.is_none() {
-                return Err(out_of_range(target_epsilon, rdp_sigma));
+            if let Err(reason) = &e {
+                return Err(out_of_range(target_epsilon, rdp_sigma, reason));
             }
             (rdp_sigma, e)
         }
     };
-    // σ whose ε is unknown (`None`) is treated as over the target.
-    let over = |e: Option<f64>| e.is_none_or(|e| e > target_epsilon);
-    while over(eps_hi) {
+    // σ whose ε is unknown (`Err`) is treated as over the target.
+    let over = |e: &Eval| e.as_ref().map_or(true, |e| *e > target_epsilon);
+    while over(&eps_hi) {
+        if let (AccountantKind::Pld, Err(reason)) = (kind, &eps_hi) {
+            // More noise only shrinks one step's loss further below what
+            // PLD resolves: name PLD's reason, not the target's.
+            return Err(out_of_range(target_epsilon, hi, reason));
+        }
         hi *= 2.0;
         if hi > 1e6 {
             return Err(Error::Unreachable {
@@ -141,14 +152,14 @@ pub fn calibrate_noise(
         AccountantKind::Pld => hi * 0.9,
         AccountantKind::Rdp => hi / 2.0,
     };
-    // Whether the bracket's lower end is over the target only because the
-    // accountant could not evaluate it.
-    let mut lo_unknown;
+    // Why the bracket's lower end is over the target, where that is only
+    // because the accountant could not evaluate it.
+    let mut lo_unknown: Option<String>;
     let eps_lo;
     loop {
         let e = eps(lo)?;
-        if over(e) {
-            lo_unknown = e.is_none();
+        if over(&e) {
+            lo_unknown = e.as_ref().err().cloned();
             eps_lo = e;
             break;
         }
@@ -168,11 +179,13 @@ pub fn calibrate_noise(
     // ln ε against ln σ (ε is close to a power of σ) and probed just either
     // side, which usually closes the bracket in a few probes; geometric
     // bisection guarantees it otherwise.
-    let point = |sigma: f64, e: Option<f64>| {
-        e.filter(|e| e.is_finite() && *e > 0.0)
+    let point = |sigma: f64, e: &Eval| {
+        e.as_ref()
+            .ok()
+            .filter(|e| e.is_finite() && **e > 0.0)
             .map(|e| (sigma.ln(), (e / target_epsilon).ln()))
     };
-    let mut recent = [point(lo, eps_lo), point(hi, eps_hi)];
+    let mut recent = [point(lo, &eps_lo), point(hi, &eps_hi)];
     let mut guesses = 0;
     while hi / lo - 1.0 > tol {
         let secant = match recent {
@@ -193,23 +206,21 @@ pub fn calibrate_noise(
                 continue; // outside the bracket: no information
             }
             let e = eps(mid)?;
-            recent = [recent[1], point(mid, e)];
-            if over(e) {
+            recent = [recent[1], point(mid, &e)];
+            if over(&e) {
                 lo = mid;
-                lo_unknown = e.is_none();
+                lo_unknown = e.as_ref().err().cloned();
             } else {
                 hi = mid;
                 eps_hi = e;
             }
         }
     }
-    if lo_unknown {
+    if let Some(reason) = lo_unknown {
         // Minimality rests on a σ the accountant could not evaluate.
-        return Err(out_of_range(target_epsilon, lo));
+        return Err(out_of_range(target_epsilon, lo, &reason));
     }
-    let Some(eps_hi) = eps_hi else {
-        return Err(out_of_range(target_epsilon, hi)); // unreachable: hi is never over
-    };
+    let eps_hi = eps_hi.map_err(|reason| out_of_range(target_epsilon, hi, &reason))?;
     Ok(NoiseCalibration {
         noise_multiplier: hi,
         epsilon: eps_hi,

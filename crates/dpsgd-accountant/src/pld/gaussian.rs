@@ -77,6 +77,11 @@ impl Edge {
 fn inverse_log_ratio(q: f64, s2: f64, l: f64) -> Option<f64> {
     let log_gap = if l > 1.0 {
         l + (-(1.0 - q) * (-l).exp()).ln_1p()
+    } else if let Some(log_ratio) = Some((l.exp_m1() / q).ln_1p()).filter(|r| r.is_finite()) {
+        // ln((e^l − (1 − q))/q) = ln(1 + (e^l − 1)/q), without the
+        // cancellation of ln(gap) − ln(q) (whose error, times σ², moved
+        // the edges by more than σ for σ ≳ 1e12).
+        return Some(s2 * log_ratio + 0.5);
     } else {
         // e^l − (1 − q) = expm1(l) + q, accurate for small l.
         let gap = l.exp_m1() + q;
@@ -128,6 +133,15 @@ fn sign(direction: Direction) -> f64 {
 /// configured maximum) points. O(1).
 pub(crate) fn grid(q: f64, sigma: f64, direction: Direction, config: &PldConfig) -> Result<Grid> {
     let d = config.value_discretization;
+    if sigma.is_nan() || sigma > super::MAX_NOISE_MULTIPLIER {
+        return Err(crate::Error::OutOfRange(format!(
+            "σ = {sigma:e} is above the largest noise multiplier PLD computes with ({:e}; \
+             σ² overflows f64 near 1.3e154): one step's privacy loss is ≈ 0 there (its \
+             standard deviation is ≈ q/σ = {:.3e}); use RDP, which answers for any σ",
+            super::MAX_NOISE_MULTIPLIER,
+            q / sigma
+        )));
+    }
     let s2 = sigma * sigma;
     let z = z_tail(config);
     // The x-range outside of which P has at most the truncated mass.
@@ -173,12 +187,10 @@ pub(crate) fn discretise(
     let Grid { k_lo, k_hi } = grid(q, sigma, direction, config)?;
     let d = config.value_discretization;
     let s2 = sigma * sigma;
-    // Weights of (N(0, σ²), N(1, σ²)) in P and in Q.
-    let mixture = [1.0 - q, q];
-    let plain = [1.0, 0.0];
-    let (p, qd) = match direction {
-        Direction::Remove => (mixture, plain),
-        Direction::Add => (plain, mixture),
+    // Weights of (N(0, σ²), N(1, σ²)) in P.
+    let p = match direction {
+        Direction::Remove => [1.0 - q, q],
+        Direction::Add => [1.0, 0.0],
     };
     let sign = sign(direction);
     let len = (k_hi - k_lo + 1) as usize;
@@ -195,18 +207,21 @@ pub(crate) fn discretise(
         Edge::at(f64::NEG_INFINITY, sigma),
         Edge::at(f64::INFINITY, sigma),
     );
-    // P-mass of the x-interval between two edges, whichever way round.
-    let mass = |w: [f64; 2], e: &Edge, f: &Edge| -> f64 {
-        match direction {
-            Direction::Remove => e.mixture_mass_to(f, w),
-            Direction::Add => f.mixture_mass_to(e, w),
-        }
-    };
     // Connect the dots (Doroshenko et al. 2022): the P-mass of each interval
     // is split between its two end points so that both its P-mass and its
     // Q-mass (mass · e^{−loss}) are kept. The discrete pair then dominates
     // the true one: δ(ε) is the chord of the true δ, convex in e^ε.
-    let expm1_d = d.exp_m1();
+    //
+    // The share `w` that goes to the upper end depends only on where the
+    // interval's mean loss `ℓ = ln(P-mass / Q-mass)` lies in it
+    // (`u = ℓ − kΔ ∈ [0, Δ]`): `w = (1 − e^{−u}) / (1 − e^{−Δ})`. The two
+    // ends then get `w·pm` and `pm − w·pm`, so no mass is created or lost by
+    // rounding: splitting each end's mass from differences of nearly equal
+    // numbers (as the textbook formulas do) erred by ~1e-16/Δ of the mass
+    // per interval, which `T` ≥ 1e7 compositions turned into a few percent of
+    // missing (optimistic) mass. `w` is rounded up by a bound on its own
+    // error — moving mass to a higher loss is always pessimistic.
+    let one_minus_shrink = -(-d).exp_m1();
     let mut probs = vec![0.0; len];
     let mut current = edge(k_lo);
     // Losses ≤ k_lo·Δ: rounded up to k_lo·Δ (pessimistic).
@@ -217,28 +232,15 @@ pub(crate) fn discretise(
     for k in k_lo..k_hi {
         let next = edge(k + 1);
         // The losses in (kΔ, (k+1)Δ].
-        let (pm, qm) = (mass(p, &current, &next), mass(qd, &current, &next));
+        let (lo_edge, hi_edge) = match direction {
+            Direction::Remove => (&current, &next),
+            Direction::Add => (&next, &current),
+        };
+        let pm = lo_edge.mixture_mass_to(hi_edge, p);
+        let share = upper_share(q, sign, k as f64 * d, one_minus_shrink, lo_edge, hi_edge);
         current = next;
-        // e^{kΔ}·qm in log space: e^{kΔ} alone overflows for losses past
-        // ≈ 709.78, while the product stays near pm.
-        // A subnormal qm has lost its relative precision, and the split is
-        // sensitive to it (×1/Δ): round such an interval up instead.
-        let scaled_qm = if qm >= f64::MIN_POSITIVE {
-            (k as f64 * d + qm.ln()).exp()
-        } else {
-            f64::INFINITY
-        };
-        let upper = d.exp() * (pm - scaled_qm) / expm1_d;
-        let lower = (scaled_qm * d.exp() - pm) / expm1_d;
-        // Rounding can push one end below zero (the interval's ratio at its
-        // edge), and an unreliable qm makes `upper` −∞: then all of the
-        // interval's mass goes to the upper end, the classic pessimistic
-        // rounding. NaN stays NaN and is caught by `Pmf::checked`.
-        let (lower, upper) = if upper < 0.0 || lower < 0.0 || !scaled_qm.is_finite() {
-            (0.0, pm)
-        } else {
-            (lower, upper)
-        };
+        let upper = (pm * share).min(pm);
+        let lower = pm - upper;
         let i = (k - k_lo) as usize;
         probs[i] += lower;
         probs[i + 1] += upper;
@@ -250,6 +252,43 @@ pub(crate) fn discretise(
         Direction::Add => minus_infinity.mixture_mass_to(&current, p),
     };
     Pmf::new(d, k_lo, probs, infinity_mass).checked()
+}
+
+/// The share of an interval's P-mass that connect-the-dots puts at its upper
+/// end `(k+1)Δ`, rounded up by a bound on its rounding error; `1` (all of
+/// it, the classic pessimistic rounding) wherever the masses are too small
+/// to resolve the split. `k_d` is `kΔ`, `one_minus_shrink` is `1 − e^{−Δ}`.
+fn upper_share(q: f64, sign: f64, k_d: f64, one_minus_shrink: f64, a: &Edge, b: &Edge) -> f64 {
+    let (m0, m1) = (a.mass_to(b, 0), a.mass_to(b, 1));
+    if !(m0 >= f64::MIN_POSITIVE && m1 >= f64::MIN_POSITIVE) {
+        return 1.0;
+    }
+    // ln(P-mass/Q-mass) in the remove direction: ln(1 − q + q·m1/m0),
+    // with only q·(m1/m0 − 1) carrying rounding (damped by q).
+    let ratio = m1 / m0;
+    let g = if ratio.is_finite() && ratio < 1e300 {
+        (q * (ratio - 1.0)).ln_1p()
+    } else {
+        log_add((-q).ln_1p(), q.ln() + m1.ln() - m0.ln())
+    };
+    let loss = sign * g;
+    // Relative error of each mass, a difference of two tails each good to a
+    // few ulps; the error of `loss` that they and the logarithms cause.
+    let eps = f64::EPSILON;
+    let rel = |i: usize, m: f64| 16.0 * eps * (a.tail[i] + b.tail[i] + m) / m;
+    let weight = if ratio.is_finite() {
+        (q * ratio / (1.0 - q + q * ratio)).min(1.0)
+    } else {
+        1.0
+    };
+    let loss_error =
+        weight * (rel(0, m0) + rel(1, m1) + 4.0 * eps) + 8.0 * eps * (loss.abs() + k_d.abs());
+    let u = loss - k_d;
+    let share = -(-u).exp_m1() / one_minus_shrink + loss_error / one_minus_shrink;
+    if share.is_nan() {
+        return 1.0;
+    }
+    share.clamp(0.0, 1.0)
 }
 
 /// Most grid points one step's distribution may have (2²⁴ ≈ 1.7e7, 128 MiB):

@@ -1,5 +1,6 @@
 //! `dpsgd calibrate`: the noise multiplier for a target ε.
 
+use super::epsilon::number;
 use crate::args;
 use dpsgd_accountant::{AccountantKind, calibrate_noise};
 use serde_json::json;
@@ -15,7 +16,10 @@ pub struct Args {
     /// Target ε: the σ found never exceeds it.
     #[arg(long, allow_hyphen_values = true, value_name = "E", value_parser = args::epsilon)]
     target_epsilon: f64,
-    /// Accounting method.
+    /// Accounting method: rdp (Rényi DP: answers for every σ, δ and number
+    /// of steps) or pld (privacy loss distributions: a tighter ε, slower;
+    /// refuses, naming the reason, where it cannot resolve the run: δ below
+    /// the mass its truncation sets aside, σ > 1e150, grids too large).
     #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = args::accountant)]
     accountant: AccountantKind,
     /// Print one JSON object instead of a sentence.
@@ -65,11 +69,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "σ = {:.6} gives ε = {:.4} ≤ {} at δ = {} ({} accountant, {} steps at q = {})",
             c.noise_multiplier,
             c.epsilon,
-            a.target_epsilon,
-            a.delta,
+            number(a.target_epsilon),
+            number(a.delta),
             a.accountant.name().to_uppercase(),
             run.steps,
-            run.sample_rate
+            number(run.sample_rate)
         );
     }
     Ok(())

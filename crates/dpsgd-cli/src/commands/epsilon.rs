@@ -15,12 +15,25 @@ pub struct Args {
     /// Target δ.
     #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
     delta: f64,
-    /// Accounting method.
+    /// Accounting method: rdp (Rényi DP: answers for every σ, δ and number
+    /// of steps) or pld (privacy loss distributions: a tighter ε, slower;
+    /// refuses, naming the reason, where it cannot resolve the run: δ below
+    /// the mass its truncation sets aside, σ > 1e150, grids too large).
     #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = args::accountant)]
     accountant: AccountantKind,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     json: bool,
+}
+
+/// `x` as written by `{}`, or in scientific notation where that would be
+/// long: δ = 1e-300 is not printed as 300 digits.
+pub(crate) fn number(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Runs the command.
@@ -65,11 +78,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         let detail = order.map_or(String::new(), |o| format!(", optimal Rényi order {o}"));
         println!(
             "ε = {epsilon:.4} at δ = {} ({} accountant{detail}) for {} steps at q = {}, σ = {}",
-            a.delta,
+            number(a.delta),
             a.accountant.name().to_uppercase(),
             run.steps,
-            run.sample_rate,
-            a.noise_multiplier
+            number(run.sample_rate),
+            number(a.noise_multiplier)
         );
     }
     Ok(())
