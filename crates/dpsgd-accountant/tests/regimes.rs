@@ -132,3 +132,22 @@ fn should_refuse_a_huge_sigma_with_that_reason_not_nan() {
         "{p}"
     );
 }
+
+#[test]
+fn should_be_within_a_fraction_of_a_percent_of_the_exact_gaussian_at_q_one() {
+    // At q = 1, T steps are one Gaussian mechanism with μ = √T/σ, whose ε
+    // the lower bound's sum test computes exactly (Neyman–Pearson): an
+    // independent reference for the composed PLD at 1e6 to 1e8 steps.
+    for steps in [1_000_000u64, 10_000_000, 100_000_000] {
+        for mu in [0.2472, 1.568] {
+            let sigma = (steps as f64).sqrt() / mu;
+            let exact = epsilon_lower_bound(1.0, sigma, steps, DELTA).unwrap();
+            let p = pld::epsilon(1.0, sigma, steps, DELTA).unwrap();
+            let (r, _) = rdp::epsilon(1.0, sigma, steps, DELTA).unwrap();
+            assert!(
+                p >= exact && p <= exact * 1.003 && p < r,
+                "T = {steps}, μ = {mu}: PLD {p}, exact {exact}, RDP {r}"
+            );
+        }
+    }
+}
