@@ -161,7 +161,11 @@ pub(crate) fn grid(q: f64, sigma: f64, direction: Direction, config: &PldConfig)
             "one step's privacy loss range [{l_min}, {l_max}] is not finite (q = {q}, σ = {sigma})"
         )));
     }
-    let (k_lo, k_hi) = ((l_min / d).floor(), (l_max / d).ceil());
+    // One more grid point on each side than the computed range needs: the
+    // range itself is rounded (by ~1e-18 near loss 0), which at σ ≳ 1e16,
+    // where one step's loss is below that, put the whole upper half of the
+    // distribution at +∞.
+    let (k_lo, k_hi) = ((l_min / d).floor() - 1.0, (l_max / d).ceil() + 1.0);
     let span = k_hi - k_lo + 1.0;
     let max = config.max_grid_points.min(MAX_STEP_GRID);
     if span.is_nan() || span > max as f64 {
