@@ -1,10 +1,17 @@
 //! Checkpoints of a private training run: model, inner optimizer state,
-//! accountant history, noise and sampling generators — in ONE file, written
+//! accountant history, noise and sampling generators, and the caller's own
+//! state (a training loop's epoch and history) — in ONE file, written
 //! atomically and verified on load.
 //!
-//! Layout: `DPSGDCK1`, CRC-32 of everything after it (u32 LE), then three
+//! Layout: `DPSGDCK2`, CRC-32 of everything after it (u32 LE), then four
 //! length-prefixed (u64 LE) sections — a JSON header, the model's burnpack
-//! record, the optimizer's burnpack record — and the trailer `DPSGDEND`.
+//! record, the optimizer's burnpack record, the caller's state (opaque
+//! bytes, possibly empty) — and the trailer `DPSGDEND`. Files of the first
+//! layout (`DPSGDCK1`, three sections) are read with an empty caller state.
+//!
+//! One file holds everything a resume needs, so a crash (or `kill -9`) at
+//! any moment leaves either the previous checkpoint or the next one, never
+//! an engine at one step and a training loop at another.
 //!
 //! # Privacy
 //!
@@ -14,6 +21,18 @@
 //! with mode 0600 (owner only) on Unix. An unseeded run is re-keyed from
 //! the operating system on resume, so two runs resumed from one checkpoint
 //! never share noise; a seeded run (not secure anyway) resumes exactly.
+//!
+//! # Tampering
+//!
+//! The CRC detects accidents, not an adversary (anyone can recompute it).
+//! [`DpSgdConfig::resume`] therefore trusts nothing privacy-relevant in
+//! the file: it rebuilds the engine the run's own settings give (σ
+//! calibrated afresh, q, N, δ, clipping, budget, accountant) and refuses a
+//! checkpoint whose settings differ from it, or whose accountant history is
+//! not exactly `steps` steps at that (σ, q) — so the ε reported after a
+//! resume is the ε of the run's settings over the steps taken, whatever the
+//! file says. What it cannot check is the state itself: a forged model or
+//! optimizer state is resumed as given (see docs/limitations.md).
 
 use crate::io::{Access, write_atomically};
 use crate::privacy_engine::{DatasetFingerprint, DpSgdConfig, PrivacyEngine};
@@ -22,13 +41,17 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
+use dpsgd_accountant::Accountant;
 use dpsgd_core::{DpOptimizer, DpState, Error, NoiseSource, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"DPSGDCK1";
+/// The first layout: header, model, optimizer.
+const MAGIC_V1: &[u8; 8] = b"DPSGDCK1";
+/// The current layout: header, model, optimizer, caller state.
+const MAGIC: &[u8; 8] = b"DPSGDCK2";
 const TRAILER: &[u8; 8] = b"DPSGDEND";
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +77,157 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// A run restored by [`DpSgdConfig::resume`].
+pub struct Resumed<M> {
+    /// The engine, checked against the run's settings.
+    pub engine: PrivacyEngine,
+    /// The model, loaded with the saved parameters.
+    pub model: M,
+    /// What the caller saved with [`PrivacyEngine::save_checkpoint_with`]
+    /// (empty when nothing was).
+    pub caller_state: Vec<u8>,
+}
+
+impl DpSgdConfig {
+    /// Resumes the run these settings describe from the checkpoint at
+    /// `path`, trusting nothing privacy-relevant in the file.
+    ///
+    /// The engine a fresh start would build — [`DpSgdConfig::init`] with
+    /// `inner` and `sampler`, σ calibrated afresh for a target — is the
+    /// reference: the checkpoint's σ, q, N, δ, clipping, budget, planned
+    /// steps, accountant and its settings must equal it, and its accountant
+    /// history must be exactly its step count at that (σ, q). The ε reported
+    /// from then on is thus the ε of these settings over the steps taken
+    /// (a checkpoint edited to claim σ = 100 for a σ = 1 run is refused,
+    /// not believed). The data set must be the run's: its fingerprint
+    /// ([`DpSgdConfig::with_dataset`]) when both have one, N otherwise.
+    ///
+    /// `model` is a freshly built model of the run's architecture; it comes
+    /// back loaded with the saved parameters, `inner` with the saved
+    /// optimizer state.
+    ///
+    /// # Errors
+    ///
+    /// As [`DpSgdConfig::init`] for invalid settings; [`Error::Checkpoint`]
+    /// for a missing, truncated, corrupted or incompatible file, other data,
+    /// or settings or a history that are not the run's, naming each
+    /// difference.
+    pub fn resume<M: Module>(
+        &self,
+        path: &Path,
+        inner: ModuleOptimizer,
+        sampler: PoissonSampler,
+        model: M,
+    ) -> Result<Resumed<M>> {
+        let expected = self.init(inner.clone(), sampler)?;
+        let dataset = self.dataset.unwrap_or(DatasetFingerprint {
+            size: sampler.dataset_size(),
+            hash: 0,
+        });
+        let (engine, model, caller_state) =
+            load(path, inner, model, dataset, self.dataset.is_some())?;
+        let differences = differences(&engine, &expected)?;
+        if !differences.is_empty() {
+            return Err(bad(
+                path,
+                format!(
+                    "does not match this run's settings (edited, or another run's): {}",
+                    differences.join("; ")
+                ),
+            ));
+        }
+        Ok(Resumed {
+            engine,
+            model,
+            caller_state,
+        })
+    }
+}
+
+/// What differs between a restored engine and the one the run's settings
+/// give, in words; empty when nothing does.
+fn differences(saved: &PrivacyEngine, expected: &PrivacyEngine) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut compare = |what: &str, saved: String, expected: String| {
+        if saved != expected {
+            found.push(format!(
+                "{what} is {saved} in the checkpoint, {expected} here"
+            ));
+        }
+    };
+    let (s, e) = (saved.dp.settings(), expected.dp.settings());
+    compare(
+        "the noise multiplier σ",
+        format!("{:?}", s.noise_multiplier),
+        format!("{:?}", e.noise_multiplier),
+    );
+    compare(
+        "the sampling rate q",
+        format!("{:?}", s.sample_rate),
+        format!("{:?}", e.sample_rate),
+    );
+    compare("N", s.dataset_size.to_string(), e.dataset_size.to_string());
+    compare(
+        "the clipping",
+        format!("{:?}", s.clipping),
+        format!("{:?}", e.clipping),
+    );
+    compare(
+        "the accountant",
+        s.accountant.to_string(),
+        e.accountant.to_string(),
+    );
+    compare(
+        "the budget",
+        format!("{:?}", s.budget),
+        format!("{:?}", e.budget),
+    );
+    compare(
+        "δ",
+        format!("{:?}", saved.delta),
+        format!("{:?}", expected.delta),
+    );
+    compare(
+        "the planned steps",
+        format!("{:?}", saved.planned_steps),
+        format!("{:?}", expected.planned_steps),
+    );
+    compare(
+        "the sampler",
+        format!("{:?}", saved.sampler),
+        format!("{:?}", expected.sampler),
+    );
+    // The settings as given (a target, a fixed σ, the seed, the δ and
+    // budget switches); how examples are batched and convolved is not
+    // privacy-relevant.
+    let given = |c: &DpSgdConfig| {
+        let mut c = c.clone();
+        c.dataset = None;
+        c.max_physical_batch_size = None;
+        c.conv_strategy = Default::default();
+        format!("{c:?}")
+    };
+    compare(
+        "the settings",
+        given(&saved.config),
+        given(&expected.config),
+    );
+    // The history: rebuilt from the run's (σ, q) over the checkpoint's
+    // step count, with the run's own accountant settings.
+    let steps = saved.steps();
+    let mut rebuilt = expected.dp.accountant().clone();
+    if steps > 0 {
+        rebuilt.record(e.noise_multiplier, e.sample_rate, steps)?;
+    }
+    if &rebuilt != saved.dp.accountant() {
+        found.push(format!(
+            "the accountant's history is not {steps} steps at σ = {}, q = {} with this run's accountant settings",
+            e.noise_multiplier, e.sample_rate
+        ));
+    }
+    Ok(found)
+}
+
 impl PrivacyEngine {
     /// Writes a checkpoint of `model` and this engine to `path`, through a
     /// temporary file in the same folder, synced and renamed over `path`:
@@ -66,6 +240,22 @@ impl PrivacyEngine {
     ///
     /// [`Error::Checkpoint`] on I/O or serialisation failure.
     pub fn save_checkpoint<M: Module>(&self, path: &Path, model: &M) -> Result<()> {
+        self.save_checkpoint_with(path, model, &[])
+    }
+
+    /// [`PrivacyEngine::save_checkpoint`] with the caller's own state (a
+    /// training loop's epoch, history, …) in the same file, so the two can
+    /// never be at different steps; [`DpSgdConfig::resume`] gives it back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Checkpoint`] on I/O or serialisation failure.
+    pub fn save_checkpoint_with<M: Module>(
+        &self,
+        path: &Path,
+        model: &M,
+        caller_state: &[u8],
+    ) -> Result<()> {
         let header = Header {
             config: self.config.clone(),
             dp: self.dp.state(),
@@ -89,9 +279,14 @@ impl PrivacyEngine {
             .inner()
             .into_bytes()
             .map_err(|e| bad(path, format!("optimizer record: {e}")))?;
-        let mut body =
-            Vec::with_capacity(header.len() + model_bytes.len() + optim_bytes.len() + 40);
-        for section in [&header[..], &model_bytes[..], &optim_bytes[..]] {
+        let sections = [
+            &header[..],
+            &model_bytes[..],
+            &optim_bytes[..],
+            caller_state,
+        ];
+        let mut body = Vec::with_capacity(sections.iter().map(|s| s.len() + 8).sum::<usize>() + 8);
+        for section in sections {
             body.extend_from_slice(&(section.len() as u64).to_le_bytes());
             body.extend_from_slice(section);
         }
@@ -117,6 +312,10 @@ impl PrivacyEngine {
     /// seeded it also produces the same parameters; when not, the noise and
     /// sampling generators are re-keyed from the operating system.
     ///
+    /// This takes the file's privacy settings as they are: a checkpoint
+    /// edited by hand (its checksum recomputed) is believed. Prefer
+    /// [`DpSgdConfig::resume`], which checks them against the run's own.
+    ///
     /// # Errors
     ///
     /// [`Error::Checkpoint`] for a missing, truncated, corrupted or
@@ -128,89 +327,129 @@ impl PrivacyEngine {
         model: M,
         dataset: DatasetFingerprint,
     ) -> Result<(Self, M)> {
-        let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err(bad(path, "not a dpsgd checkpoint (bad magic)"));
-        }
-        let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        let body = &bytes[12..];
-        if !body.ends_with(TRAILER) {
+        load(path, inner, model, dataset, true).map(|(engine, model, _)| (engine, model))
+    }
+}
+
+/// The sections of the checkpoint at `path`, checked for magic, trailer,
+/// checksum and lengths: header, model, optimizer, caller state (empty for
+/// the first layout).
+fn sections(path: &Path, bytes: &[u8]) -> Result<[Vec<u8>; 4]> {
+    if bytes.len() < 12 {
+        return Err(bad(
+            path,
+            format!(
+                "truncated: {} bytes, too short for a checkpoint",
+                bytes.len()
+            ),
+        ));
+    }
+    let count = match &bytes[..8] {
+        m if m == MAGIC => 4,
+        m if m == MAGIC_V1 => 3,
+        _ => return Err(bad(path, "not a dpsgd checkpoint (bad magic)")),
+    };
+    let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let body = &bytes[12..];
+    if !body.ends_with(TRAILER) {
+        return Err(bad(
+            path,
+            format!("truncated: {} bytes and no end marker", bytes.len()),
+        ));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(bad(path, "corrupted: checksum mismatch"));
+    }
+    let mut out: [Vec<u8>; 4] = Default::default();
+    let mut at = 0usize;
+    let names = ["header", "model", "optimizer", "caller state"];
+    for (slot, name) in out.iter_mut().zip(names).take(count) {
+        let len_bytes: [u8; 8] = body
+            .get(at..at.saturating_add(8))
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad(path, format!("truncated before the {name} section")))?;
+        let len = usize::try_from(u64::from_le_bytes(len_bytes))
+            .map_err(|_| bad(path, format!("the {name} section's length is impossible")))?;
+        let start = at + 8;
+        let section = start
+            .checked_add(len)
+            .and_then(|end| body.get(start..end))
+            .ok_or_else(|| bad(path, format!("truncated inside the {name} section")))?;
+        *slot = section.to_vec();
+        at = start + len;
+    }
+    if at + TRAILER.len() != body.len() {
+        return Err(bad(path, "the sections do not end at the end marker"));
+    }
+    Ok(out)
+}
+
+/// Reads and restores the checkpoint at `path`. With `fingerprinted`, a
+/// fingerprint stored in the file must equal `dataset`; otherwise only N
+/// is compared.
+fn load<M: Module>(
+    path: &Path,
+    inner: ModuleOptimizer,
+    model: M,
+    dataset: DatasetFingerprint,
+    fingerprinted: bool,
+) -> Result<(PrivacyEngine, M, Vec<u8>)> {
+    let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    let [header, model_bytes, optim_bytes, caller_state] = sections(path, &bytes)?;
+    let mut header: Header = serde_json::from_slice(&header)
+        .map_err(|e| bad(path, format!("unreadable header: {e}")))?;
+    match header.config.dataset {
+        Some(saved) if fingerprinted && saved != dataset => {
             return Err(bad(
                 path,
-                format!("truncated: {} bytes and no end marker", bytes.len()),
+                format!(
+                    "the data set differs from the run's: {} examples with hash {:016x}, the checkpoint was made on {} examples with hash {:016x}",
+                    dataset.size, dataset.hash, saved.size, saved.hash
+                ),
             ));
         }
-        if crc32fast::hash(body) != crc {
-            return Err(bad(path, "corrupted: checksum mismatch"));
+        _ if dataset.size != header.dataset_size => {
+            return Err(bad(
+                path,
+                format!(
+                    "the data set differs from the run's: {} examples, the checkpoint was made on {}",
+                    dataset.size, header.dataset_size
+                ),
+            ));
         }
-        let mut sections = Vec::new();
-        let mut at = 0usize;
-        for name in ["header", "model", "optimizer"] {
-            let len_bytes: [u8; 8] = body
-                .get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| bad(path, format!("truncated before the {name} section")))?;
-            let len = u64::from_le_bytes(len_bytes) as usize;
-            let section = body
-                .get(at + 8..at + 8 + len)
-                .ok_or_else(|| bad(path, format!("truncated inside the {name} section")))?;
-            sections.push(section);
-            at += 8 + len;
-        }
-        let mut header: Header = serde_json::from_slice(sections[0])
-            .map_err(|e| bad(path, format!("unreadable header: {e}")))?;
-        match header.config.dataset {
-            Some(saved) if saved != dataset => {
-                return Err(bad(
-                    path,
-                    format!(
-                        "the data set differs from the run's: {} examples with hash {:016x}, the checkpoint was made on {} examples with hash {:016x}",
-                        dataset.size, dataset.hash, saved.size, saved.hash
-                    ),
-                ));
-            }
-            None if dataset.size != header.dataset_size => {
-                return Err(bad(
-                    path,
-                    format!(
-                        "the data set differs from the run's: {} examples, the checkpoint was made on {}",
-                        dataset.size, header.dataset_size
-                    ),
-                ));
-            }
-            _ => header.config.dataset = Some(dataset),
-        }
-        if header.config.seed.is_none() {
-            // Never continue a secret stream that left this process in a
-            // file: two resumes would share noise.
-            header.dp.noise = NoiseSource::from_os();
-            header.rng = ChaCha20Rng::from_os_rng();
-        }
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(sections[1].to_vec()))
-            .map_err(|e| bad(path, format!("model record: {e}")))?;
-        let model = model
-            .try_load_record(record)
-            .map_err(|e| bad(path, format!("model does not match the checkpoint: {e}")))?;
-        let inner = inner
-            .from_bytes(Bytes::from_bytes_vec(sections[2].to_vec()))
-            .map_err(|e| bad(path, format!("optimizer record: {e}")))?;
-        let sampler = PoissonSampler::with_sample_rate(header.dataset_size, header.sample_rate)?;
-        let clipping = header.dp.settings.clipping.clone();
-        let engine = Self {
-            engine: crate::engine::GradientEngine::new(clipping)
-                .with_conv_strategy(header.config.conv_strategy),
-            config: header.config,
-            dp: DpOptimizer::from_state(inner, header.dp)?,
-            sampler,
-            rng: header.rng,
-            planned_steps: header.planned_steps,
-            delta: header.delta,
-            warnings: Vec::new(),
-            last: None,
-            pending_batch: None,
-            caller_batches: header.caller_batches,
-            dropped_examples: header.dropped_examples,
-        };
-        Ok((engine, model))
+        _ if fingerprinted => header.config.dataset = Some(dataset),
+        _ => {}
     }
+    if header.config.seed.is_none() {
+        // Never continue a secret stream that left this process in a
+        // file: two resumes would share noise.
+        header.dp.noise = NoiseSource::from_os();
+        header.rng = ChaCha20Rng::from_os_rng();
+    }
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
+        .map_err(|e| bad(path, format!("model record: {e}")))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| bad(path, format!("model does not match the checkpoint: {e}")))?;
+    let inner = inner
+        .from_bytes(Bytes::from_bytes_vec(optim_bytes))
+        .map_err(|e| bad(path, format!("optimizer record: {e}")))?;
+    let sampler = PoissonSampler::with_sample_rate(header.dataset_size, header.sample_rate)?;
+    let clipping = header.dp.settings.clipping.clone();
+    let engine = PrivacyEngine {
+        engine: crate::engine::GradientEngine::new(clipping)
+            .with_conv_strategy(header.config.conv_strategy),
+        config: header.config,
+        dp: DpOptimizer::from_state(inner, header.dp)?,
+        sampler,
+        rng: header.rng,
+        planned_steps: header.planned_steps,
+        delta: header.delta,
+        warnings: Vec::new(),
+        last: None,
+        pending_batch: None,
+        caller_batches: header.caller_batches,
+        dropped_examples: header.dropped_examples,
+    };
+    Ok((engine, model, caller_state))
 }

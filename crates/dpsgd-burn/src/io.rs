@@ -131,6 +131,88 @@ fn sync_directory(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes the temporary files [`write_atomically`] left beside `path`
+/// when a process died between creating and renaming one (they match
+/// [`temporary_path`]'s pattern). Call it only while no other process can
+/// be writing `path` (under a [`FolderLock`]); links are removed, never
+/// followed. Returns how many were removed.
+///
+/// # Errors
+///
+/// The folder cannot be listed, or a temporary file cannot be removed.
+pub fn remove_stale_temporaries(path: &Path) -> std::io::Result<usize> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(0);
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.");
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".dpsgd-tmp"))
+        else {
+            continue;
+        };
+        if rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// An exclusive lock on a folder (an advisory lock on its file
+/// [`FolderLock::FILE`], released when the value is dropped or the
+/// process ends, `kill -9` included).
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: File,
+}
+
+impl FolderLock {
+    /// The lock file's name inside the folder.
+    pub const FILE: &'static str = ".dpsgd-lock";
+
+    /// Takes the lock on `dir` (which must exist) without waiting:
+    /// `Ok(None)` when another process (or another lock in this one)
+    /// holds it.
+    ///
+    /// # Errors
+    ///
+    /// The lock file cannot be opened or created (a missing or read-only
+    /// folder), is not a regular file, or the file system has no locks.
+    pub fn try_lock(dir: &Path) -> std::io::Result<Option<Self>> {
+        let path = dir.join(Self::FILE);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a planted link; owner only, like the checkpoint.
+            options.custom_flags(libc::O_NOFOLLOW).mode(0o600);
+        }
+        let file = options.open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,7 @@ mod tape;
 mod validate;
 
 pub use batch::{Augmented, ExampleBatch};
+pub use checkpoint::Resumed;
 pub use dpsgd_core::{Error, Result};
 pub use engine::{EngineMode, GradientEngine};
 pub use privacy_engine::{

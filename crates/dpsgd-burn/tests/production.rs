@@ -398,3 +398,195 @@ fn should_validate_the_configuration_up_front() {
     assert!(planned <= 2.0 && planned > 1.99, "{planned}");
     assert_eq!(pe.report().unwrap().planned_epsilon, Some(planned));
 }
+
+/// The checkpoint at `path` with its JSON header edited by `edit` and the
+/// checksum recomputed, as a hand-editing adversary would; `v1` rewrites it
+/// in the first layout (three sections, no caller state).
+fn forge(path: &std::path::Path, edit: impl Fn(&mut serde_json::Value), v1: bool) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"DPSGDCK2");
+    let body = &bytes[12..bytes.len() - 8];
+    let mut sections = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let len = u64::from_le_bytes(body[at..at + 8].try_into().unwrap()) as usize;
+        sections.push(body[at + 8..at + 8 + len].to_vec());
+        at += 8 + len;
+    }
+    assert_eq!(sections.len(), 4, "header, model, optimizer, caller state");
+    let mut header: serde_json::Value = serde_json::from_slice(&sections[0]).unwrap();
+    edit(&mut header);
+    sections[0] = serde_json::to_vec(&header).unwrap();
+    if v1 {
+        sections.pop();
+    }
+    let mut new_body = Vec::new();
+    for s in &sections {
+        new_body.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        new_body.extend_from_slice(s);
+    }
+    new_body.extend_from_slice(b"DPSGDEND");
+    let mut out = if v1 {
+        b"DPSGDCK1".to_vec()
+    } else {
+        b"DPSGDCK2".to_vec()
+    };
+    out.extend_from_slice(&crc32fast::hash(&new_body).to_le_bytes());
+    out.extend_from_slice(&new_body);
+    out
+}
+
+/// Sets every field named `key`, at any depth, to `value`.
+fn set_everywhere(v: &mut serde_json::Value, key: &str, value: &serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, field) in map.iter_mut() {
+                if k == key {
+                    *field = value.clone();
+                } else {
+                    set_everywhere(field, key, value);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                set_everywhere(item, key, value);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn should_refuse_a_checkpoint_edited_to_claim_other_privacy_settings() {
+    // Issue 26: a checkpoint edited by hand (checksum recomputed) was
+    // believed: σ changed from 1 to 100 made a σ = 1 run report a tiny ε.
+    // `DpSgdConfig::resume` rebuilds the engine from the run's settings
+    // and refuses every such edit; the unchecked `PrivacyEngine::resume`
+    // shows what the edit would have claimed.
+    let device = devices()[0].1.clone();
+    let dir = std::env::temp_dir().join(format!("dpsgd-ckpt-forged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.ckpt");
+    let forged_path = dir.join("forged.ckpt");
+    let cfg = config();
+    let sampler = PoissonSampler::new(200, 20).unwrap();
+    let mut pe = engine(&cfg);
+    let net = train_steps(&mut pe, Net::new(&device), 3, &device);
+    pe.save_checkpoint_with(&path, &net, b"loop state").unwrap();
+    let honest_epsilon = pe.epsilon().unwrap();
+
+    // The honest checkpoint resumes, with the caller's state.
+    let resumed = cfg
+        .resume(&path, AdamConfig::new().init(), sampler, Net::new(&device))
+        .unwrap();
+    assert_eq!(resumed.engine.steps(), 3);
+    assert_eq!(resumed.engine.epsilon().unwrap(), honest_epsilon);
+    assert_eq!(resumed.caller_state, b"loop state");
+    assert_eq!(params(&resumed.model), params(&net));
+
+    let refused = |bytes: &[u8], what: &str| {
+        std::fs::write(&forged_path, bytes).unwrap();
+        match cfg.resume(
+            &forged_path,
+            AdamConfig::new().init(),
+            sampler,
+            Net::new(&device),
+        ) {
+            Err(Error::Checkpoint { reason, .. }) => assert!(
+                reason.contains(what),
+                "the refusal should name {what}: {reason}"
+            ),
+            Err(e) => panic!("expected a checkpoint error naming {what}, got {e}"),
+            Ok(_) => panic!("a checkpoint edited in {what} was accepted"),
+        }
+    };
+
+    // σ = 100 everywhere (settings, configuration, accountant history): a
+    // consistent forgery. The unchecked path believes it ...
+    let sigma100 = forge(
+        &path,
+        |h| set_everywhere(h, "noise_multiplier", &100.0.into()),
+        false,
+    );
+    std::fs::write(&forged_path, &sigma100).unwrap();
+    let data = DatasetFingerprint { size: 200, hash: 0 };
+    let (believed, _) = PrivacyEngine::resume(
+        &forged_path,
+        AdamConfig::new().init(),
+        Net::new(&device),
+        data,
+    )
+    .unwrap();
+    assert!(
+        believed.epsilon().unwrap() < honest_epsilon / 10.0,
+        "the forgery claims a far smaller ε"
+    );
+    // ... the checked one refuses it.
+    refused(&sigma100, "σ");
+    // σ = 100 in the accountant's history alone. (Its step count is the
+    // engine's only record of the steps taken: the caller checks it against
+    // its own, as the training loop does with its epochs.)
+    refused(
+        &forge(
+            &path,
+            |h| {
+                let segment = h
+                    .pointer_mut("/dp/accountant/history/segments/0")
+                    .expect("one history segment");
+                segment["noise_multiplier"] = 100.0.into();
+            },
+            false,
+        ),
+        "history",
+    );
+    // δ = 0.5, which needs an explicit allowance.
+    refused(
+        &forge(&path, |h| set_everywhere(h, "delta", &0.5.into()), false),
+        "δ",
+    );
+    // Another sampling rate.
+    refused(
+        &forge(
+            &path,
+            |h| set_everywhere(h, "sample_rate", &0.01.into()),
+            false,
+        ),
+        "q",
+    );
+    // Another clipping norm.
+    refused(
+        &forge(
+            &path,
+            |h| set_everywhere(h, "max_grad_norm", &50.0.into()),
+            false,
+        ),
+        "clipping",
+    );
+
+    // The run's own settings must be the checkpoint's: σ = 2 is refused.
+    match config().with_noise_multiplier(2.0).resume(
+        &path,
+        AdamConfig::new().init(),
+        sampler,
+        Net::new(&device),
+    ) {
+        Err(Error::Checkpoint { reason, .. }) => assert!(reason.contains("σ"), "{reason}"),
+        other => panic!("σ = 2 resumed a σ = 1 checkpoint: {:?}", other.is_ok()),
+    }
+
+    // A file of the first layout resumes, with no caller state.
+    let v1 = forge(&path, |_| {}, true);
+    std::fs::write(&forged_path, &v1).unwrap();
+    let old = cfg
+        .resume(
+            &forged_path,
+            AdamConfig::new().init(),
+            sampler,
+            Net::new(&device),
+        )
+        .unwrap();
+    assert!(old.caller_state.is_empty());
+    assert_eq!(old.engine.epsilon().unwrap(), honest_epsilon);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -165,20 +165,26 @@ pub struct TrainConfig {
     /// `ModuleRecord::into_bytes`; load them into a model built with the
     /// same architecture), written atomically. `None`: not saved.
     pub save_model: Option<std::path::PathBuf>,
-    /// Checkpoint a private run here at the end of every epoch: the
-    /// engine's checkpoint ([`dpsgd_burn::PrivacyEngine::save_checkpoint`],
-    /// a secret, mode 0600) in [`CHECKPOINT_FILE`] and the loop's state
-    /// (epochs done, epoch history, settings) in [`RUN_STATE_FILE`], each
-    /// replaced atomically. The folder is created if missing; a folder that
-    /// already holds a checkpoint is refused unless [`TrainConfig::resume`].
-    /// Non-private runs are refused. `None`: no checkpoints.
+    /// Checkpoint a private run here at the end of every epoch, in one file
+    /// [`CHECKPOINT_FILE`] (a secret, mode 0600) replaced atomically: the
+    /// engine's checkpoint
+    /// ([`dpsgd_burn::PrivacyEngine::save_checkpoint_with`]) with the loop's
+    /// state (epochs done, epoch history, settings) inside, so the two are
+    /// never at different steps. The folder is created if missing and
+    /// locked for the run ([`dpsgd_burn::io::FolderLock`]: a second run
+    /// into it is refused at once); a folder that already holds a
+    /// checkpoint is refused unless [`TrainConfig::resume`]. Non-private
+    /// runs are refused. `None`: no checkpoints.
     pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Continue the run checkpointed in [`TrainConfig::checkpoint_dir`]
     /// from its next epoch: same data (checked by fingerprint) and same
     /// settings, except `epochs` (which may grow, for a noise multiplier;
     /// a target ε was calibrated for its epochs), `save_model` and
-    /// `progress_epsilon`. ε in the report covers all steps, before and
-    /// after the resume; a seeded run resumes exactly.
+    /// `progress_epsilon`. Nothing privacy-relevant is read from the file:
+    /// the engine these settings give is rebuilt and the checkpoint must
+    /// match it ([`dpsgd_burn::DpSgdConfig::resume`]), and its epochs must
+    /// add up to its steps, so ε in the report is that of the settings over
+    /// all steps, before and after the resume. A seeded run resumes exactly.
     pub resume: bool,
     /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
     /// the report's epoch history (off: ε is computed once, for the report).
@@ -311,11 +317,8 @@ impl Default for TrainConfig {
     }
 }
 
-/// The engine checkpoint's file name in [`TrainConfig::checkpoint_dir`].
+/// The checkpoint's file name in [`TrainConfig::checkpoint_dir`].
 pub const CHECKPOINT_FILE: &str = "checkpoint.dpsgd";
-
-/// The training loop's state file in [`TrainConfig::checkpoint_dir`].
-pub const RUN_STATE_FILE: &str = "run.json";
 
 /// The MLP's hidden layer sizes unless [`TrainConfig::hidden`] says
 /// otherwise.

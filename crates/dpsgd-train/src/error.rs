@@ -39,6 +39,12 @@ pub enum TrainError {
         /// The partial report (status `diverged`).
         report: Box<crate::TrainReport>,
     },
+    /// The checkpoint in [`crate::TrainConfig::checkpoint_dir`] cannot be
+    /// resumed: missing, damaged, made by another run, or edited (its
+    /// privacy settings or step count are not the run's). Nothing was
+    /// trained; the file is left as it was.
+    #[error("cannot resume: {0}")]
+    Resume(#[source] dpsgd_core::Error),
     /// The trained model ([`crate::TrainConfig::save_model`]) or the training
     /// loop's checkpoint state ([`crate::TrainConfig::checkpoint_dir`]) could
     /// not be saved.

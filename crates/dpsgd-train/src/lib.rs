@@ -19,8 +19,8 @@ pub mod whitebox;
 
 pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Defences, EarlyStopping, Features,
-    MistSettings, ModelKind, OptimizerKind, Privacy, Progress, RUN_STATE_FILE, RelaxLossSettings,
-    TrainConfig, default_delta,
+    MistSettings, ModelKind, OptimizerKind, Privacy, Progress, RelaxLossSettings, TrainConfig,
+    default_delta,
 };
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};

@@ -3,7 +3,7 @@
 
 use crate::config::{
     CHECKPOINT_FILE, ClippingMode, Features, ModelKind, OptimizerKind, Privacy, Progress,
-    RUN_STATE_FILE, TrainConfig,
+    TrainConfig,
 };
 use crate::ema::Ema;
 use crate::error::TrainError;
@@ -18,6 +18,7 @@ use burn::optim::{
 };
 use burn::tensor::{Device, Int, Tensor};
 use dpsgd_accountant::{Accountant, Segment};
+use dpsgd_burn::io::FolderLock;
 use dpsgd_burn::loss::{
     RelaxLoss, confidence_penalty, cross_entropy_per_example, label_smoothed_cross_entropy,
 };
@@ -462,8 +463,9 @@ fn save_model<M: Classifier>(model: &M, path: &std::path::Path) -> Result<(), Tr
         .map_err(|e| failed(e.to_string()))
 }
 
-/// What the training loop needs to continue from a checkpoint, saved next
-/// to the engine's checkpoint in [`RUN_STATE_FILE`].
+/// What the training loop needs to continue from a checkpoint, saved in
+/// the same file as the engine's ([`PrivacyEngine::save_checkpoint_with`]):
+/// the two are always at the same step.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RunState {
     /// [`settings`] of the run.
@@ -497,41 +499,71 @@ fn settings(cfg: &TrainConfig) -> Result<serde_json::Map<String, serde_json::Val
     Ok(map)
 }
 
-/// Refuses a fresh run into a folder that holds a checkpoint (it would be
-/// overwritten), creating the folder if needed.
-fn prepare_checkpoint_dir(dir: &Path) -> Result<(), TrainError> {
-    if dir.join(RUN_STATE_FILE).exists() || dir.join(CHECKPOINT_FILE).exists() {
-        return Err(TrainError::config(
-            "checkpoint_dir",
-            format!(
-                "{} already holds a checkpoint: resume it, or use another folder",
-                dir.display()
-            ),
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        TrainError::config(
-            "checkpoint_dir",
-            format!("cannot create {}: {e}", dir.display()),
-        )
-    })
-}
-
-/// Reads the loop's state from `dir` and checks it is this run's.
-fn read_run_state(cfg: &TrainConfig, dir: &Path) -> Result<RunState, TrainError> {
-    let path = dir.join(RUN_STATE_FILE);
-    if !path.exists() || !dir.join(CHECKPOINT_FILE).exists() {
+/// Takes the checkpoint folder for this run, held until the value is
+/// dropped: creates it for a fresh run (and refuses one that holds a
+/// checkpoint: it would be overwritten), requires it for a resume, and
+/// refuses a folder another run holds. Temporary files a killed run left
+/// behind are removed (under the lock, none can be live).
+fn take_checkpoint_dir(dir: &Path, resume: bool) -> Result<FolderLock, TrainError> {
+    let refuse = |reason: String| TrainError::config("checkpoint_dir", reason);
+    if resume && !dir.join(CHECKPOINT_FILE).is_file() {
         return Err(TrainError::config(
             "resume",
             format!("no checkpoint to resume in {}", dir.display()),
         ));
     }
-    let unreadable =
-        |e: String| TrainError::config("resume", format!("cannot read {}: {e}", path.display()));
-    let text = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
-    let state: RunState = serde_json::from_slice(&text).map_err(|e| unreadable(e.to_string()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| refuse(format!("cannot create {}: {e}", dir.display())))?;
+    let lock = FolderLock::try_lock(dir)
+        .map_err(|e| refuse(format!("cannot lock {}: {e}", dir.display())))?
+        .ok_or_else(|| {
+            refuse(format!(
+                "{} is in use by another run (it holds {}/{})",
+                dir.display(),
+                dir.display(),
+                FolderLock::FILE
+            ))
+        })?;
+    if !resume && dir.join(CHECKPOINT_FILE).exists() {
+        return Err(refuse(format!(
+            "{} already holds a checkpoint: resume it, or use another folder",
+            dir.display()
+        )));
+    }
+    dpsgd_burn::io::remove_stale_temporaries(&dir.join(CHECKPOINT_FILE))
+        .map_err(|e| refuse(format!("cannot tidy {}: {e}", dir.display())))?;
+    Ok(lock)
+}
+
+/// Reads the loop's state from a checkpoint's caller state and checks it
+/// against the run's settings and the engine restored beside it: the
+/// settings, the epochs done (at most `cfg.epochs`), and the steps (the
+/// engine's, `epochs_done` whole epochs of `steps_per_epoch`, and one
+/// history record per epoch), so an edited epoch count can neither skip
+/// nor repeat training.
+fn read_run_state(
+    cfg: &TrainConfig,
+    path: &Path,
+    bytes: &[u8],
+    engine_steps: u64,
+    steps_per_epoch: u64,
+) -> Result<RunState, TrainError> {
+    let refuse = |reason: String| {
+        TrainError::config(
+            "resume",
+            format!("cannot resume from {}: {reason}", path.display()),
+        )
+    };
+    if bytes.is_empty() {
+        return Err(refuse(
+            "it holds no training loop state (made by an older dpsgd, or by the library directly); start again in a new folder".into(),
+        ));
+    }
+    let state: RunState =
+        serde_json::from_slice(bytes).map_err(|e| refuse(format!("unreadable run state: {e}")))?;
     let saved: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&state.settings).map_err(|e| unreadable(e.to_string()))?;
+        serde_json::from_str(&state.settings)
+            .map_err(|e| refuse(format!("unreadable settings: {e}")))?;
     let current = settings(cfg)?;
     if serde_json::to_string(&current).ok().as_deref() != Some(state.settings.as_str()) {
         let differing: Vec<&str> = current
@@ -566,10 +598,29 @@ fn read_run_state(cfg: &TrainConfig, dir: &Path) -> Result<RunState, TrainError>
             ),
         ));
     }
+    let expected_steps = (state.epochs_done as u64).checked_mul(steps_per_epoch);
+    let epochs_in_order = state
+        .history
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.epoch == i + 1);
+    if state.steps != engine_steps
+        || expected_steps != Some(engine_steps)
+        || state.history.len() != state.epochs_done
+        || !epochs_in_order
+    {
+        return Err(refuse(format!(
+            "its state does not add up (edited?): {} epochs of {steps_per_epoch} steps, {} epoch records, the loop at step {}, the engine at step {engine_steps}",
+            state.epochs_done,
+            state.history.len(),
+            state.steps
+        )));
+    }
     Ok(state)
 }
 
-/// Writes the engine's checkpoint and the loop's state into `dir`.
+/// Writes the engine's checkpoint, with the loop's state inside, into
+/// `dir`.
 fn save_checkpoint<M: Classifier>(
     cfg: &TrainConfig,
     dir: &Path,
@@ -578,8 +629,7 @@ fn save_checkpoint<M: Classifier>(
     history: &[EpochRecord],
     warnings: &[String],
 ) -> Result<(), TrainError> {
-    engine.save_checkpoint(&dir.join(CHECKPOINT_FILE), model)?;
-    let path = dir.join(RUN_STATE_FILE);
+    let path = dir.join(CHECKPOINT_FILE);
     let failed = |reason: String| TrainError::Save {
         path: path.clone(),
         reason,
@@ -591,10 +641,9 @@ fn save_checkpoint<M: Classifier>(
         history: history.to_vec(),
         warnings: warnings.to_vec(),
     };
-    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| failed(e.to_string()))?;
-    // The history holds training losses, not covered by ε: owner only.
-    dpsgd_burn::io::write_atomically(&path, &bytes, dpsgd_burn::io::Access::OwnerOnly)
-        .map_err(|e| failed(e.to_string()))
+    let bytes = serde_json::to_vec(&state).map_err(|e| failed(e.to_string()))?;
+    engine.save_checkpoint_with(&path, model, &bytes)?;
+    Ok(())
 }
 
 /// The clipping policy of `cfg` for `model`.
@@ -653,11 +702,22 @@ pub(crate) fn start_engine(
     sampler: PoissonSampler,
     seed: Option<u64>,
 ) -> Result<PrivacyEngine, TrainError> {
-    let dp = match seed {
+    with_run_seed(dp, seed)
+        .init(inner_optimizer(cfg), sampler)
+        .map_err(|e| engine_error(cfg, e))
+}
+
+/// `dp` seeded with the run's seed, if any.
+fn with_run_seed(dp: DpSgdConfig, seed: Option<u64>) -> DpSgdConfig {
+    match seed {
         Some(seed) => dp.with_seed(seed),
         None => dp,
-    };
-    dp.init(inner_optimizer(cfg), sampler).map_err(|e| match e {
+    }
+}
+
+/// An error of the engine's settings in the run's terms.
+fn engine_error(cfg: &TrainConfig, e: dpsgd_core::Error) -> TrainError {
+    match e {
         dpsgd_core::Error::InvalidParameter {
             name: "count_noise_std",
             reason,
@@ -670,7 +730,7 @@ pub(crate) fn start_engine(
             ),
         ),
         e => e.into(),
-    })
+    }
 }
 
 /// Refuses now, not after hours of training when ε is first asked for, a
@@ -820,45 +880,48 @@ fn run<M: Classifier + 'static>(
     };
     let dp_config = dp_config(cfg, &model, train, cfg.epochs)?;
     let mut resumed = None;
+    let mut checkpoint_lock = None;
     let mut privacy = match dp_config {
         None => None,
         Some(dp) if cfg.resume => {
             let dir = cfg.checkpoint_dir.as_deref().unwrap_or(Path::new("."));
-            let state = read_run_state(cfg, dir)?;
-            let fingerprint = DatasetFingerprint {
-                size: train.len(),
-                hash: train.content_hash(),
-            };
-            debug_assert_eq!(dp.dataset, Some(fingerprint));
-            let (engine, loaded) = PrivacyEngine::resume(
-                &dir.join(CHECKPOINT_FILE),
-                inner_optimizer(cfg),
-                model,
-                fingerprint,
+            checkpoint_lock = Some(take_checkpoint_dir(dir, true)?);
+            let path = dir.join(CHECKPOINT_FILE);
+            debug_assert_eq!(
+                dp.dataset,
+                Some(DatasetFingerprint {
+                    size: train.len(),
+                    hash: train.content_hash(),
+                })
+            );
+            // Nothing privacy-relevant is taken from the file: the engine
+            // these settings give is rebuilt and the checkpoint must match it.
+            let restored = with_run_seed(dp, cfg.seed)
+                .resume(&path, inner_optimizer(cfg), sampler, model)
+                .map_err(|e| match e {
+                    e @ dpsgd_core::Error::Checkpoint { .. } => TrainError::Resume(e),
+                    e => engine_error(cfg, e),
+                })?;
+            model = restored.model;
+            let state = read_run_state(
+                cfg,
+                &path,
+                &restored.caller_state,
+                restored.engine.steps(),
+                sampler.steps_per_epoch(),
             )?;
-            model = loaded;
-            if engine.steps() != state.steps {
-                return Err(TrainError::config(
-                    "resume",
-                    format!(
-                        "{} is at step {} but {} at step {}: interrupted while checkpointing; start again",
-                        CHECKPOINT_FILE,
-                        engine.steps(),
-                        RUN_STATE_FILE,
-                        state.steps
-                    ),
-                ));
-            }
             resumed = Some(state);
-            Some(engine)
+            Some(restored.engine)
         }
         Some(dp) => {
             if let Some(dir) = &cfg.checkpoint_dir {
-                prepare_checkpoint_dir(dir)?;
+                checkpoint_lock = Some(take_checkpoint_dir(dir, false)?);
             }
             Some(start_engine(cfg, dp, sampler, cfg.seed)?)
         }
     };
+    // Held to the end of training: a second run into the folder is refused.
+    let _checkpoint_lock = checkpoint_lock;
     if let Some(p) = privacy.as_ref() {
         check_plan(cfg, p, steps)?;
     }
