@@ -32,6 +32,78 @@ fn should_refuse_bad_counts_naming_the_flag() {
 }
 
 #[test]
+fn should_refuse_a_model_or_noise_too_large_to_exist() {
+    // Issue 26: --num-classes 4294967295 asked for 2 TB and aborted; σ or
+    // C = 1e300 trained and was reported as "diverged … lower the learning
+    // rate". Each is refused before any work, naming its flag.
+    let dir = std::env::temp_dir().join(format!("cli-contract-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    let data = format!("csv:{}", tiny_csv(&dir).display());
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"{"header": true}"#).expect("write the schema");
+    let schema = schema.to_str().expect("a UTF-8 path");
+    usage_error(
+        &[
+            "--dataset",
+            &data,
+            "--schema",
+            schema,
+            "--num-classes",
+            "4294967295",
+        ],
+        &["--num-classes", "at most 1048576"],
+    );
+    usage_error(
+        &["--hidden", "100000000,100"],
+        &["--hidden", "parameters, more than the 1073741824 supported"],
+    );
+    usage_error(
+        &["--noise-multiplier", "1e300"],
+        &["--noise-multiplier", "beyond 32-bit floats"],
+    );
+    usage_error(
+        &["--noise-multiplier", "1e10", "--max-grad-norm", "1e30"],
+        &["--noise-multiplier", "σ·C = 1e40"],
+    );
+    usage_error(
+        &["--max-grad-norm", "1e300"],
+        &["--max-grad-norm", "32-bit floats"],
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn should_start_training_for_a_billion_epochs() {
+    // Issue 26: --epochs 1000000000 reserved the epoch history up front
+    // (48 GB) and aborted (exit 134) before the first step. It must start:
+    // the first epoch's line is printed, then the run is stopped here.
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(["train", "--epochs", "1000000000", "--noise-multiplier", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dpsgd");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("a line");
+        let first_epoch = line.starts_with("epoch 1/1000000000");
+        seen.push(line);
+        if first_epoch {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("reap");
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.starts_with("epoch 1/1000000000")),
+        "no first epoch ({status}): {seen:?}"
+    );
+}
+
+#[test]
 fn should_name_the_learning_rate_and_the_clipping_norm() {
     for flag in ["--lr", "--max-grad-norm"] {
         for value in ["0", "-1"] {

@@ -334,10 +334,20 @@ fn clip_factor(c: f64, norm: f64) -> f64 {
 }
 
 fn check_norm(c: f64) -> Result<()> {
-    if c.is_finite() && c > 0.0 {
-        Ok(())
-    } else {
+    if !(c.is_finite() && c > 0.0) {
         Err(invalid("max_grad_norm", c, "must be a finite number > 0"))
+    } else if c > f64::from(f32::MAX) {
+        // Gradients are clipped in f32: C would be +∞ there.
+        Err(invalid(
+            "max_grad_norm",
+            format!("{c:e}"),
+            format!(
+                "gradients are clipped in 32-bit floats, which end at {:e}",
+                f32::MAX
+            ),
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -43,7 +43,8 @@ impl DpSettings {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] for σ ≤ 0, q ∉ (0, 1], N = 0, q·N < 1 or an
+    /// [`Error::InvalidParameter`] for σ ≤ 0, q ∉ (0, 1], N = 0, q·N < 1, a noise
+    /// standard deviation σ·C beyond f32, or an
     /// invalid budget.
     pub fn validate(&self) -> Result<()> {
         Error::check(checks::noise_multiplier(self.noise_multiplier))?;
@@ -77,6 +78,20 @@ impl DpSettings {
                 format!(
                     "adaptive clipping needs σ_b > σ/2 = {} (the count's noise must leave some of σ for the gradient)",
                     self.noise_multiplier / 2.0
+                ),
+            ));
+        }
+        // The noise is drawn in f32: a standard deviation beyond it makes
+        // every update infinite (σ = 1e300 once read as "lower the
+        // learning rate").
+        if self.noise_std() > f64::from(f32::MAX) {
+            return Err(invalid(
+                "noise_multiplier",
+                format!("{:e}", self.noise_multiplier),
+                format!(
+                    "the noise's standard deviation σ·C = {:e} is beyond 32-bit floats ({:e}): every update would be infinite",
+                    self.noise_std(),
+                    f32::MAX
                 ),
             ));
         }

@@ -27,5 +27,5 @@ pub use eval::{accuracy, batch, per_example_losses};
 pub use models::{Activation, Classifier, Cnn, Mlp};
 pub use recipe::{MIN_IMAGE_SIDE, Recipe};
 pub use report::{EarlyStopReport, EpochRecord, MistPart, MistSubModel, NotCovered, TrainReport};
-pub use run::{train, train_model};
+pub use run::{MAX_CLASSES, MAX_PARAMETERS, train, train_model};
 pub use trained::TrainedModel;

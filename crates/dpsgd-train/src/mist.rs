@@ -129,7 +129,7 @@ impl SubTrainer {
     ) -> Result<(M, f64, Option<String>), TrainError> {
         if let Some(p) = &mut self.engine {
             let model = p.step(lr, model, batch, loss_fn).map_err(|r| r.error)?;
-            let divergence = dp_divergence(&model);
+            let divergence = dp_divergence(&model, p);
             return Ok((model, last_step_loss(p), divergence));
         }
         if n == 0 {
@@ -278,7 +278,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     };
     let start = Instant::now();
     let mut eval_seconds = 0.0;
-    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut history = Vec::new();
     let mut final_loss = f64::NAN;
     let mut diverged = None;
     let mut last_good = model.clone();

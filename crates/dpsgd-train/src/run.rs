@@ -204,6 +204,7 @@ pub fn train_model(
             format!("the data has {classes} class: a classifier needs at least 2"),
         ));
     }
+    check_model_size(cfg, train.n_features(), classes)?;
     if let ModelKind::Cnn = cfg.model
         && let Some([1, h, w]) = train.image_shape()
         && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
@@ -255,6 +256,50 @@ pub fn train_model(
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
     Ok((report, model))
+}
+
+/// The most classes a model is built for: a `--num-classes` of 2³² − 1
+/// (or one stray label that large, read off the data) would otherwise ask
+/// for terabytes before the first step.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// The most parameters a dense model (logistic regression, MLP) is built
+/// with: 2³⁰, 4 GiB of f32 for one copy (DP-SGD holds several: gradients,
+/// per-example norms, the optimizer's moments).
+pub const MAX_PARAMETERS: u64 = 1 << 30;
+
+/// Refuses, before anything is allocated, a model too large to build:
+/// more than [`MAX_CLASSES`] classes, or a dense model of more than
+/// [`MAX_PARAMETERS`] parameters (the sum over layers of `(inputs + 1) ×
+/// outputs`, computed without overflow).
+fn check_model_size(cfg: &TrainConfig, features: usize, classes: usize) -> Result<(), TrainError> {
+    if classes > MAX_CLASSES {
+        return Err(TrainError::config(
+            "num_classes",
+            format!("{classes} classes: at most {MAX_CLASSES} are supported"),
+        ));
+    }
+    let widths: Vec<usize> = match cfg.model {
+        ModelKind::Logreg => vec![features, classes],
+        ModelKind::Mlp => [&[features][..], &cfg.hidden, &[classes][..]].concat(),
+        ModelKind::Cnn => return Ok(()),
+    };
+    let parameters = widths.windows(2).try_fold(0u64, |total, w| {
+        (w[0] as u64)
+            .checked_add(1)?
+            .checked_mul(w[1] as u64)?
+            .checked_add(total)
+    });
+    match parameters {
+        Some(p) if p <= MAX_PARAMETERS => Ok(()),
+        _ => Err(TrainError::config(
+            "hidden",
+            format!(
+                "layers of widths {widths:?} need {} parameters, more than the {MAX_PARAMETERS} supported",
+                parameters.map_or_else(|| "over 2^64".to_owned(), |p| p.to_string())
+            ),
+        )),
+    }
 }
 
 /// Refuses defence settings outside their domains.
@@ -816,9 +861,18 @@ pub(crate) fn last_step_loss(p: &PrivacyEngine) -> f64 {
 /// over the parameters: about 1% of a DP step of the default digits MLP
 /// (2.8 µs against 290–340 µs per step of batch 128, release build, flex,
 /// 2 cores), so it runs after every step.
-pub(crate) fn dp_divergence<M: burn::module::Module>(model: &M) -> Option<String> {
+pub(crate) fn dp_divergence<M: burn::module::Module>(
+    model: &M,
+    engine: &PrivacyEngine,
+) -> Option<String> {
     (!parameters_finite(model)).then(|| {
-        "the model's parameters are no longer finite after the noisy update (decided from the released parameters only)".to_owned()
+        // Public settings only: the noise's scale on the mean gradient,
+        // σ·C/(q·N), which a huge σ or C makes the cause.
+        let settings = engine.optimizer().settings();
+        format!(
+            "the model's parameters are no longer finite after the noisy update (decided from the released parameters only; the noise on the mean gradient has standard deviation σ·C/(q·N) = {:.3e} per coordinate)",
+            settings.noise_std() / settings.expected_batch_size()
+        )
     })
 }
 
@@ -975,7 +1029,9 @@ fn run<M: Classifier + 'static>(
     let (mut history, epochs_done, warnings) = match resumed {
         Some(state) => (state.history, state.epochs_done, state.warnings),
         None => (
-            Vec::with_capacity(cfg.epochs),
+            // Grown epoch by epoch: `epochs` is the caller's (1e9 would
+            // reserve tens of gigabytes up front).
+            Vec::new(),
             0,
             privacy
                 .as_ref()
@@ -1006,7 +1062,7 @@ fn run<M: Classifier + 'static>(
                     None => p.step(cfg.lr, model, &batch, loss_fn),
                 }
                 .map_err(|r| r.error)?;
-                (indices, last_step_loss(p), dp_divergence(&model))
+                (indices, last_step_loss(p), dp_divergence(&model, p))
             }
             None => {
                 let indices = sampler.sample(&mut rng);

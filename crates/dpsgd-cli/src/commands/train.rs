@@ -1111,6 +1111,15 @@ fn usage_error(e: TrainError) -> anyhow::Error {
         TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter { name: "delta", .. }) => {
             Some("--delta")
         }
+        // σ·C or C beyond f32.
+        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter {
+            name: "noise_multiplier",
+            ..
+        }) => Some("--noise-multiplier"),
+        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter {
+            name: "max_grad_norm",
+            ..
+        }) => Some("--max-grad-norm"),
         TrainError::Resume(_) => Some("--resume"),
         _ => None,
     };
