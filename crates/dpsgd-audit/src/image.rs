@@ -10,7 +10,7 @@
 //! unused cells of a last, incomplete row are separator-grey too.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::Write;
 use std::path::Path;
 
 use crate::Error;
@@ -140,17 +140,55 @@ pub fn grid(
     })
 }
 
-/// Writes `images` (each `h·w` values, row-major) as one grayscale 8-bit
+/// Encodes `images` (each `h·w` values, row-major) as one grayscale 8-bit
 /// PNG grid with `columns` columns and a 1-pixel separator, each image
 /// scaled from `range` to 0–255 (clamped), upscaled by an integer `scale`
 /// (nearest neighbour) so small digits are visible. The layout is
-/// [`grid`]'s; an existing file is replaced.
+/// [`grid`]'s. The bytes are the caller's to write (atomically, with the
+/// permissions it wants).
 ///
 /// # Errors
 ///
 /// * [`Error::InvalidParameter`] for empty input or wrong lengths, and the
 ///   other cases of [`grid`].
-/// * [`Error::Write`] when the file cannot be created or written.
+/// * [`Error::Write`] (path `<memory>`) if the encoder fails.
+pub fn encode_png_grid(
+    images: &[Vec<f32>],
+    h: usize,
+    w: usize,
+    columns: usize,
+    range: (f32, f32),
+    scale: usize,
+) -> Result<Vec<u8>> {
+    let image = grid(images, h, w, columns, range, scale)?;
+    let fail = |reason: String| Error::Write {
+        path: "<memory>".into(),
+        reason,
+    };
+    // `grid` guarantees both sides fit in u32.
+    let (width, height) = (
+        u32::try_from(image.width).map_err(|e| fail(e.to_string()))?,
+        u32::try_from(image.height).map_err(|e| fail(e.to_string()))?,
+    );
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| fail(e.to_string()))?;
+    writer
+        .write_image_data(&image.pixels)
+        .map_err(|e| fail(e.to_string()))?;
+    writer.finish().map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// [`encode_png_grid`] written to `path` (an existing file is truncated
+/// and overwritten in place; prefer writing the encoded bytes atomically).
+///
+/// # Errors
+///
+/// As [`encode_png_grid`]; [`Error::Write`] when the file cannot be
+/// created or written.
 pub fn write_png_grid(
     path: &Path,
     images: &[Vec<f32>],
@@ -160,25 +198,13 @@ pub fn write_png_grid(
     range: (f32, f32),
     scale: usize,
 ) -> Result<()> {
-    let image = grid(images, h, w, columns, range, scale)?;
+    let bytes = encode_png_grid(images, h, w, columns, range, scale)?;
     let fail = |reason: String| Error::Write {
         path: path.display().to_string(),
         reason,
     };
-    let file = File::create(path).map_err(|e| fail(e.to_string()))?;
-    // `grid` guarantees both sides fit in u32.
-    let (width, height) = (
-        u32::try_from(image.width).map_err(|e| fail(e.to_string()))?,
-        u32::try_from(image.height).map_err(|e| fail(e.to_string()))?,
-    );
-    let mut encoder = png::Encoder::new(BufWriter::new(file), width, height);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| fail(e.to_string()))?;
-    writer
-        .write_image_data(&image.pixels)
-        .map_err(|e| fail(e.to_string()))?;
-    writer.finish().map_err(|e| fail(e.to_string()))
+    let mut file = File::create(path).map_err(|e| fail(e.to_string()))?;
+    file.write_all(&bytes).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]

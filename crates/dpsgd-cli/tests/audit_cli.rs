@@ -110,6 +110,16 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
     }
     let png = std::fs::read(out.join("inversion.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Owner-only like every output (it was created with the umask's mode).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("inversion.png"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "inversion.png");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -335,8 +335,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     if let Some(inv) = &report.inversion
         && let Some([1, h, w]) = inv.image_shape
     {
-        dpsgd::audit::image::write_png_grid(
-            &a.out.join("inversion.png"),
+        let png = dpsgd::audit::image::encode_png_grid(
             &inv.images,
             h,
             w,
@@ -344,6 +343,11 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             inv.range,
             if h < 16 { 8 } else { 4 },
         )?;
+        // Owner-only and atomic like every other output (the class
+        // averages are computed from the private model).
+        let path = a.out.join("inversion.png");
+        dpsgd_burn::io::write_atomically(&path, &png, dpsgd_burn::io::Access::OwnerOnly)
+            .with_context(|| format!("writing {}", path.display()))?;
         written.push("inversion.png");
     }
     if let Some(target) = &report_target {

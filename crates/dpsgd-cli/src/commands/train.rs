@@ -1430,17 +1430,18 @@ impl ReportTarget {
                     .and_then(|()| out.flush())
                     .context("writing the report to standard output")
             }
-            Self::InPlace(path) => std::fs::write(path, format!("{text}\n"))
-                .with_context(|| format!("writing {}", path.display())),
-            Self::File(path) => write_atomically(path, &format!("{text}\n")),
+            // One writer for both: it writes through links and devices and
+            // replaces a regular file atomically.
+            Self::InPlace(path) | Self::File(path) => write_atomically(path, &format!("{text}\n")),
         }
     }
 }
 
 /// Writes `text` to `path` atomically (see
 /// [`dpsgd_burn::io::write_atomically`]: a synced temporary file renamed
-/// over `path`), so a crash never leaves a half-written file, readable by
-/// its owner only (mode 0600 on Unix, as the run state is): every output
+/// over `path`; a symbolic link or device is written through, never
+/// replaced), so a crash never leaves a half-written file, readable by
+/// its owner only (mode 0600 on Unix, as the checkpoint is): every output
 /// written through it (the JSON reports, the HTML page, the CSV tables)
 /// can hold exact statistics of the private data, such as per-epoch
 /// training losses, the training accuracy or attack scores.
