@@ -69,6 +69,13 @@ fn should_refuse_a_model_or_noise_too_large_to_exist() {
         &["--max-grad-norm", "1e300"],
         &["--max-grad-norm", "32-bit floats"],
     );
+    // Not a size, but the same kind of refusal once named "training
+    // failed": burn's all-reduce where this build has none.
+    #[cfg(not(feature = "cuda"))]
+    usage_error(
+        &["--devices", "2", "--all-reduce"],
+        &["--all-reduce", "CUDA"],
+    );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 

@@ -1120,6 +1120,10 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             name: "max_grad_norm",
             ..
         }) => Some("--max-grad-norm"),
+        // burn's collective all-reduce on a backend without it.
+        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter {
+            name: "reduction", ..
+        }) => Some("--all-reduce"),
         TrainError::Resume(_) => Some("--resume"),
         _ => None,
     };
