@@ -22,6 +22,23 @@ pub enum Error {
         /// What the model said.
         reason: String,
     },
+    /// RMIA was given no population samples `z` to compare against: its
+    /// score is a fraction over the population, undefined for an empty one.
+    #[error("empty population: RMIA needs at least one population sample z")]
+    EmptyPopulation,
+    /// A record has no reference-model signal that the attack's variant can
+    /// use (RMIA online: no reference model at all; offline: no OUT model,
+    /// nor an IN model to invert through `a`).
+    #[error("record {record} has no usable reference-model signal ({reason})")]
+    NoReferenceSignal {
+        /// Index of the record (in the audited records, or in the population
+        /// when `population` is true).
+        record: usize,
+        /// Whether the record is a population sample.
+        population: bool,
+        /// What is missing.
+        reason: String,
+    },
     /// Writing an output file (an image grid) failed.
     #[error("cannot write {path}: {reason}")]
     Write {

@@ -9,6 +9,9 @@
 //!   modified entropy) and LiRA's logit-scaled confidence.
 //! * [`lira`]: the likelihood-ratio attack from shadow-model scores, online
 //!   and offline, fixed or per-example variance.
+//! * [`rmia`]: the relative membership-inference attack (Zarifzadeh et al.
+//!   2024) against population samples, online and offline, strong with one
+//!   or two reference models.
 //! * [`slices`]: the same figures per class and per loss percentile, the
 //!   most exposed slice first.
 //! * [`lower_bound`]: empirical ε lower bounds from canaries (Clopper–Pearson)
@@ -56,6 +59,7 @@ pub mod label_only;
 pub mod lira;
 pub mod lower_bound;
 pub mod metrics;
+pub mod rmia;
 pub mod scores;
 pub mod shadow;
 pub mod slices;
