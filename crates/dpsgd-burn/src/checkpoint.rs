@@ -30,9 +30,12 @@
 //! calibrated afresh, q, N, δ, clipping, budget, accountant) and refuses a
 //! checkpoint whose settings differ from it, or whose accountant history is
 //! not exactly `steps` steps at that (σ, q) — so the ε reported after a
-//! resume is the ε of the run's settings over the steps taken, whatever the
-//! file says. What it cannot check is the state itself: a forged model or
-//! optimizer state is resumed as given (see docs/limitations.md).
+//! resume is the ε of the run's settings over the steps the file records.
+//! What it cannot check is the state itself: a forged model or optimizer
+//! state is resumed as given, and so is the step count when history and
+//! caller state are rolled back together (a model trained for more steps
+//! than recorded then reports too small an ε): keep checkpoints where only
+//! the run's owner can write (see docs/limitations.md).
 
 use crate::io::{Access, write_atomically};
 use crate::privacy_engine::{DatasetFingerprint, DpSgdConfig, PrivacyEngine};
@@ -42,7 +45,7 @@ use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use dpsgd_accountant::Accountant;
-use dpsgd_core::{DpOptimizer, DpState, Error, NoiseSource, Result};
+use dpsgd_core::{Clipping, DpOptimizer, DpState, Error, NoiseSource, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -97,10 +100,18 @@ impl DpSgdConfig {
     /// reference: the checkpoint's σ, q, N, δ, clipping, budget, planned
     /// steps, accountant and its settings must equal it, and its accountant
     /// history must be exactly its step count at that (σ, q). The ε reported
-    /// from then on is thus the ε of these settings over the steps taken
-    /// (a checkpoint edited to claim σ = 100 for a σ = 1 run is refused,
-    /// not believed). The data set must be the run's: its fingerprint
-    /// ([`DpSgdConfig::with_dataset`]) when both have one, N otherwise.
+    /// from then on is thus the ε of these settings over the steps the
+    /// file records (a checkpoint edited to claim σ = 100 for a σ = 1 run
+    /// is refused, not believed). The data set must be the run's: its
+    /// fingerprint ([`DpSgdConfig::with_dataset`]) when both have one, N
+    /// otherwise. The warnings are those of the rebuilt engine.
+    ///
+    /// Taken from the file as they are, since nothing else records them:
+    /// the step count (check it against your own record of the steps, as
+    /// `dpsgd-train` checks its epochs: a history rolled back together with
+    /// your state under-reports the steps the model was trained for), the
+    /// model and optimizer state, a seeded run's generators, the count of
+    /// steps whose batch the caller supplied, and of dropped examples.
     ///
     /// `model` is a freshly built model of the run's architecture; it comes
     /// back loaded with the saved parameters, `inner` with the saved
@@ -120,11 +131,12 @@ impl DpSgdConfig {
         model: M,
     ) -> Result<Resumed<M>> {
         let expected = self.init(inner.clone(), sampler)?;
+        let warnings = expected.warnings.clone();
         let dataset = self.dataset.unwrap_or(DatasetFingerprint {
             size: sampler.dataset_size(),
             hash: 0,
         });
-        let (engine, model, caller_state) =
+        let (mut engine, model, caller_state) =
             load(path, inner, model, dataset, self.dataset.is_some())?;
         let differences = differences(&engine, &expected)?;
         if !differences.is_empty() {
@@ -136,11 +148,32 @@ impl DpSgdConfig {
                 ),
             ));
         }
+        engine.warnings = warnings;
         Ok(Resumed {
             engine,
             model,
             caller_state,
         })
+    }
+}
+
+/// A clipping policy without its state: adaptive clipping's current C moves
+/// every step (with noise) and is not privacy-relevant (the noise scales
+/// with it); its target quantile, learning rate and count noise are.
+fn policy(clipping: &Clipping) -> Clipping {
+    match clipping {
+        Clipping::Adaptive {
+            target_quantile,
+            learning_rate,
+            count_noise_std,
+            ..
+        } => Clipping::Adaptive {
+            max_grad_norm: 0.0,
+            target_quantile: *target_quantile,
+            learning_rate: *learning_rate,
+            count_noise_std: *count_noise_std,
+        },
+        other => other.clone(),
     }
 }
 
@@ -169,8 +202,8 @@ fn differences(saved: &PrivacyEngine, expected: &PrivacyEngine) -> Result<Vec<St
     compare("N", s.dataset_size.to_string(), e.dataset_size.to_string());
     compare(
         "the clipping",
-        format!("{:?}", s.clipping),
-        format!("{:?}", e.clipping),
+        format!("{:?}", policy(&s.clipping)),
+        format!("{:?}", policy(&e.clipping)),
     );
     compare(
         "the accountant",
@@ -197,20 +230,48 @@ fn differences(saved: &PrivacyEngine, expected: &PrivacyEngine) -> Result<Vec<St
         format!("{:?}", saved.sampler),
         format!("{:?}", expected.sampler),
     );
-    // The settings as given (a target, a fixed σ, the seed, the δ and
-    // budget switches); how examples are batched and convolved is not
-    // privacy-relevant.
-    let given = |c: &DpSgdConfig| {
-        let mut c = c.clone();
-        c.dataset = None;
-        c.max_physical_batch_size = None;
-        c.conv_strategy = Default::default();
-        format!("{c:?}")
-    };
+    // The settings as given; how examples are batched and convolved is
+    // not privacy-relevant.
+    let (sc, ec) = (&saved.config, &expected.config);
     compare(
-        "the settings",
-        given(&saved.config),
-        given(&expected.config),
+        "the clipping asked for",
+        format!("{:?}", policy(&sc.clipping)),
+        format!("{:?}", policy(&ec.clipping)),
+    );
+    compare(
+        "the noise multiplier asked for",
+        format!("{:?}", sc.noise_multiplier),
+        format!("{:?}", ec.noise_multiplier),
+    );
+    compare(
+        "the target",
+        format!("{:?}", sc.target),
+        format!("{:?}", ec.target),
+    );
+    compare(
+        "the δ asked for",
+        format!("{:?}", sc.delta),
+        format!("{:?}", ec.delta),
+    );
+    compare(
+        "the accountant asked for",
+        sc.accountant.to_string(),
+        ec.accountant.to_string(),
+    );
+    compare(
+        "the seed",
+        format!("{:?}", sc.seed),
+        format!("{:?}", ec.seed),
+    );
+    compare(
+        "the budget's enforcement",
+        sc.enforce_budget.to_string(),
+        ec.enforce_budget.to_string(),
+    );
+    compare(
+        "the large-δ allowance",
+        sc.allow_large_delta.to_string(),
+        ec.allow_large_delta.to_string(),
     );
     // The history: rebuilt from the run's (σ, q) over the checkpoint's
     // step count, with the run's own accountant settings.
@@ -331,6 +392,21 @@ impl PrivacyEngine {
     }
 }
 
+/// The caller's state in the checkpoint at `path` (empty for a file of
+/// the first layout, or when none was saved), read without restoring
+/// anything: a caller can check its own settings first and refuse with its
+/// own words before [`DpSgdConfig::resume`] compares the engine's. The
+/// file is checked (magic, checksum, lengths) as by a resume.
+///
+/// # Errors
+///
+/// [`Error::Checkpoint`] for a missing, truncated or corrupted file.
+pub fn read_caller_state(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    let [_, _, _, caller_state] = sections(path, &bytes)?;
+    Ok(caller_state)
+}
+
 /// The sections of the checkpoint at `path`, checked for magic, trailer,
 /// checksum and lengths: header, model, optimizer, caller state (empty for
 /// the first layout).
@@ -420,6 +496,24 @@ fn load<M: Module>(
         _ if fingerprinted => header.config.dataset = Some(dataset),
         _ => {}
     }
+    if header.dp.noise.is_secure() != header.config.seed.is_none() {
+        return Err(bad(
+            path,
+            format!(
+                "the noise generator is marked {} but the run is {} (edited?)",
+                if header.dp.noise.is_secure() {
+                    "secure"
+                } else {
+                    "seeded"
+                },
+                if header.config.seed.is_none() {
+                    "unseeded"
+                } else {
+                    "seeded"
+                }
+            ),
+        ));
+    }
     if header.config.seed.is_none() {
         // Never continue a secret stream that left this process in a
         // file: two resumes would share noise.
@@ -434,13 +528,15 @@ fn load<M: Module>(
     let inner = inner
         .from_bytes(Bytes::from_bytes_vec(optim_bytes))
         .map_err(|e| bad(path, format!("optimizer record: {e}")))?;
-    let sampler = PoissonSampler::with_sample_rate(header.dataset_size, header.sample_rate)?;
+    let sampler = PoissonSampler::with_sample_rate(header.dataset_size, header.sample_rate)
+        .map_err(|e| bad(path, format!("invalid sampler: {e}")))?;
     let clipping = header.dp.settings.clipping.clone();
     let engine = PrivacyEngine {
         engine: crate::engine::GradientEngine::new(clipping)
             .with_conv_strategy(header.config.conv_strategy),
         config: header.config,
-        dp: DpOptimizer::from_state(inner, header.dp)?,
+        dp: DpOptimizer::from_state(inner, header.dp)
+            .map_err(|e| bad(path, format!("invalid settings: {e}")))?,
         sampler,
         rng: header.rng,
         planned_steps: header.planned_steps,

@@ -160,7 +160,11 @@ pub fn remove_stale_temporaries(path: &Path) -> std::io::Result<usize> {
         else {
             continue;
         };
-        if rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Only files (and links) of ours: a folder of that name is left.
+        if rest.len() == 16
+            && rest.bytes().all(|b| b.is_ascii_hexdigit())
+            && !entry.file_type()?.is_dir()
+        {
             std::fs::remove_file(entry.path())?;
             removed += 1;
         }

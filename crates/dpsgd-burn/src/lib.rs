@@ -42,7 +42,7 @@ mod tape;
 mod validate;
 
 pub use batch::{Augmented, ExampleBatch};
-pub use checkpoint::Resumed;
+pub use checkpoint::{Resumed, read_caller_state};
 pub use dpsgd_core::{Error, Result};
 pub use engine::{EngineMode, GradientEngine};
 pub use privacy_engine::{

@@ -156,6 +156,17 @@ fn should_resume_exactly_where_the_run_stopped() {
             fc1: DpLinearConfig::new(6, 8).init(&device),
             fc2: DpLinearConfig::new(8, 3).init(&device),
         };
+        // The checked resume accepts it: adaptive clipping's C moved with
+        // the steps, and is state, not a setting to compare.
+        let checked = cfg
+            .resume(
+                &path,
+                AdamConfig::new().init(),
+                PoissonSampler::new(200, 20).unwrap(),
+                Net::new(&device),
+            )
+            .unwrap_or_else(|e| panic!("{backend}: an honest adaptive resume was refused: {e}"));
+        assert_eq!(checked.engine.steps(), 3);
         let data = DatasetFingerprint { size: 200, hash: 0 };
         let (mut resumed, net) =
             PrivacyEngine::resume(&path, AdamConfig::new().init(), fresh, data).unwrap();
@@ -564,6 +575,17 @@ fn should_refuse_a_checkpoint_edited_to_claim_other_privacy_settings() {
         "clipping",
     );
 
+    // A seeded run's noise marked secure (it would report itself secure
+    // while its sampling stays seeded).
+    refused(
+        &forge(
+            &path,
+            |h| h["dp"]["noise"] = serde_json::json!({"rng": null, "secure": true}),
+            false,
+        ),
+        "secure",
+    );
+
     // The run's own settings must be the checkpoint's: σ = 2 is refused.
     match config().with_noise_multiplier(2.0).resume(
         &path,
@@ -588,5 +610,33 @@ fn should_refuse_a_checkpoint_edited_to_claim_other_privacy_settings() {
         .unwrap();
     assert!(old.caller_state.is_empty());
     assert_eq!(old.engine.epsilon().unwrap(), honest_epsilon);
+    assert!(
+        dpsgd_burn::read_caller_state(&forged_path)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(dpsgd_burn::read_caller_state(&path).unwrap(), b"loop state");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn should_keep_the_rebuilt_engines_warnings_on_resume() {
+    // The warnings come from the settings, not from the file (which held
+    // none: an honest resume lost δ ≥ 1/N's warning, an edited one could
+    // drop it).
+    let device = devices()[0].1.clone();
+    let dir = std::env::temp_dir().join(format!("dpsgd-ckpt-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.ckpt");
+    let cfg = config().with_delta(0.01).with_allow_large_delta(true);
+    let sampler = PoissonSampler::new(200, 20).unwrap();
+    let mut pe = engine(&cfg);
+    assert!(!pe.warnings().is_empty(), "δ = 0.01 ≥ 1/200 warns");
+    let net = train_steps(&mut pe, Net::new(&device), 2, &device);
+    pe.save_checkpoint(&path, &net).unwrap();
+    let resumed = cfg
+        .resume(&path, AdamConfig::new().init(), sampler, Net::new(&device))
+        .unwrap();
+    assert_eq!(resumed.engine.warnings(), pe.warnings());
     std::fs::remove_dir_all(&dir).unwrap();
 }
