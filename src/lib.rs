@@ -2,17 +2,24 @@
 #![warn(missing_docs)]
 //! # The facade
 //!
-//! This package only re-exports the workspace's crates: the privacy
-//! [`accountant`], the DP-SGD algorithm ([`dpsgd_core`]), the per-example
-//! gradient engine, DP-aware layers and Poisson sampling ([`dpsgd_burn`],
-//! with its most used items at the root), the [`data`] readers and the
-//! training recipe ([`train`], with the built-in [`models`]).
+//! This package only re-exports the workspace's crates, each once under a
+//! short name (as `burn` does): the privacy [`accountant`]
+//! (`dpsgd-accountant`), the DP-SGD algorithm — clipping, noise, the DP
+//! optimizer — as [`optim`] (`dpsgd-core`), the per-example gradient
+//! [`engine`], DP-aware layers and Poisson sampling (`dpsgd-burn`, with its
+//! most used items at the root), the [`data`] readers (`dpsgd-data`), the
+//! training recipe [`train`] (`dpsgd-train`, with the built-in [`models`])
+//! and the leakage measurement [`audit`] (`dpsgd-audit`).
+//!
+//! `optim` and `engine` rather than `core` and `burn`: those would shadow
+//! the `core` and `burn` crates in a `use dpsgd::*` scope.
 
 pub use dpsgd_accountant as accountant;
 pub use dpsgd_audit as audit;
+pub use dpsgd_burn as engine;
+pub use dpsgd_core as optim;
 pub use dpsgd_data as data;
 pub use dpsgd_train as train;
-pub use {dpsgd_accountant, dpsgd_audit, dpsgd_burn, dpsgd_core, dpsgd_data, dpsgd_train};
 
 pub use dpsgd_burn::{
     DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, PrivacyReport, layers, loss,

@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod html;
+mod output;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -3,12 +3,10 @@
 //! empirical ε lower bound from canaries, model inversion.
 
 use crate::args;
-use crate::commands::outputs;
-use crate::commands::train::{
-    PrivacyOptions, ReportTarget, TrainOptions, check_output_path, check_save_path, config, load,
-    write_atomically,
-};
-use crate::html::percent;
+use crate::commands::train::{PrivacyOptions, TrainOptions, config, load};
+use crate::output::clobbering;
+use crate::output::files::{ReportTarget, check_output_path, check_save_path, write_atomically};
+use crate::output::format::{p_value, percent};
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
@@ -247,14 +245,14 @@ fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, arg
     let names = out_files(a);
     // The folder itself too: `--html` on it cannot be written either.
     let mut written = vec![("--out", a.out.clone())];
-    written.extend(outputs::in_folder("--out", &a.out, &names));
-    written.extend(outputs::given([
+    written.extend(clobbering::in_folder("--out", &a.out, &names));
+    written.extend(clobbering::given([
         ("--report", a.report.as_ref()),
         ("--html", a.html.as_ref()),
         ("--save-model", a.save_model.as_ref()),
     ]));
-    outputs::check_no_clobbering(&outputs::inputs_of(o), &written)?;
-    outputs::check_output_folder("--out", &a.out, &names)?;
+    clobbering::check_no_clobbering(&clobbering::inputs_of(o), &written)?;
+    clobbering::check_output_folder("--out", &a.out, &names)?;
     let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
     if let Some(path) = &a.html {
         check_output_path("--html", path)?;
@@ -354,7 +352,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         target.write(&text)?;
     }
     if let Some(path) = &a.html {
-        crate::commands::report::write_html_of(
+        crate::html::write_html_of(
             &json,
             &a.out.join("audit.json").display().to_string(),
             Some(&a.out.join("inversion.png")),
@@ -376,17 +374,6 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(EXIT_CLAIM_REFUTED));
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// A p-value to two significant digits, `< 1e-6` below that.
-pub(crate) fn p_value(p: f64) -> String {
-    if p < 1e-6 {
-        "< 1e-6".into()
-    } else if p < 0.01 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.2}")
-    }
 }
 
 /// The human-readable summary: accuracy and ε, one row per attack with its

@@ -1,7 +1,7 @@
 //! `dpsgd calibrate`: the noise multiplier for a target ε.
 
-use super::epsilon::number;
 use crate::args;
+use crate::output::format::number;
 use dpsgd_accountant::{AccountantKind, calibrate_noise};
 use serde_json::json;
 

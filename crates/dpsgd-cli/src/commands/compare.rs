@@ -4,8 +4,9 @@
 
 use crate::args::UsageError;
 use crate::commands::audit::{audit_config, run_audit};
-use crate::commands::outputs;
-use crate::commands::train::{TrainOptions, check_output_path, config, load, write_atomically};
+use crate::commands::train::{TrainOptions, config, load};
+use crate::output::clobbering;
+use crate::output::files::{check_output_path, write_atomically};
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AuditReport, CanaryKind};
 use dpsgd::train::{
@@ -439,10 +440,10 @@ fn check_outputs(a: &Args, o: &TrainOptions) -> Result<(), UsageError> {
     // folder yet to be created would otherwise read as a missing folder.
     // The folder itself too: `--html` on it cannot be written either.
     let mut written = vec![("--out", a.out.clone())];
-    written.extend(outputs::in_folder("--out", &a.out, &OUT_FILES));
-    written.extend(outputs::given([("--html", a.html.as_ref())]));
-    outputs::check_no_clobbering(&outputs::inputs_of(o), &written)?;
-    outputs::check_output_folder("--out", &a.out, &OUT_FILES)?;
+    written.extend(clobbering::in_folder("--out", &a.out, &OUT_FILES));
+    written.extend(clobbering::given([("--html", a.html.as_ref())]));
+    clobbering::check_no_clobbering(&clobbering::inputs_of(o), &written)?;
+    clobbering::check_output_folder("--out", &a.out, &OUT_FILES)?;
     match &a.html {
         Some(path) => check_output_path("--html", path),
         None => Ok(()),
@@ -536,7 +537,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             &serde_json::to_string_pretty(&doc)?,
         )?;
         if let Some(path) = &a.html {
-            crate::commands::report::write_html_of(
+            crate::html::write_html_of(
                 &doc,
                 &a.out.join("compare.json").display().to_string(),
                 None,

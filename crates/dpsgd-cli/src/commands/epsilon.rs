@@ -1,6 +1,7 @@
 //! `dpsgd epsilon`: ε of a run.
 
 use crate::args;
+use crate::output::format::number;
 use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant};
 use serde_json::json;
 
@@ -24,16 +25,6 @@ pub struct Args {
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     json: bool,
-}
-
-/// `x` as written by `{}`, or in scientific notation where that would be
-/// long: δ = 1e-300 is not printed as 300 digits.
-pub(crate) fn number(x: f64) -> String {
-    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
-        format!("{x:e}")
-    } else {
-        format!("{x}")
-    }
 }
 
 /// Runs the command.

@@ -5,7 +5,6 @@ pub mod bench;
 pub mod calibrate;
 pub mod compare;
 pub mod epsilon;
-pub mod outputs;
 pub mod report;
 pub mod sweep;
 pub mod train;

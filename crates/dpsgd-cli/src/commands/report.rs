@@ -1,8 +1,7 @@
 //! `dpsgd report`: one self-contained HTML page from the JSON reports of
 //! `train`, `audit`, `sweep` and `compare` (see [`crate::html`]).
 
-use crate::commands::train::write_atomically;
-use crate::html::{Inputs, render};
+use crate::html::{Inputs, write_page};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -95,15 +94,6 @@ pub fn collect(paths: &[PathBuf]) -> Result<Inputs> {
     Ok(inputs)
 }
 
-/// Writes the page for `inputs` to `path`.
-///
-/// # Errors
-///
-/// An unwritable path.
-pub fn write_page(inputs: &Inputs, path: &Path) -> Result<()> {
-    write_atomically(path, &render(inputs))
-}
-
 /// The file `path` names, its folder resolved (links, `..`), so that two
 /// spellings of one file compare equal; `None` where its folder does not
 /// exist (then it is no input either).
@@ -189,28 +179,4 @@ pub fn run(a: &Args) -> Result<()> {
         inputs.sources.len()
     );
     Ok(())
-}
-
-/// The page of one command's own JSON (`--html` of train, audit, sweep and
-/// compare), with the inversion grid when there is one.
-///
-/// # Errors
-///
-/// A JSON of no known kind (a bug), or an unwritable path.
-pub fn write_html_of(
-    json: &serde_json::Value,
-    source: &str,
-    png: Option<&Path>,
-    path: &Path,
-) -> Result<()> {
-    let mut inputs = Inputs::default();
-    inputs
-        .add(json.clone(), source)
-        .map_err(anyhow::Error::msg)?;
-    if let Some(png) = png.filter(|p| p.is_file()) {
-        inputs.attach_inversion(
-            std::fs::read(png).with_context(|| format!("reading {}", png.display()))?,
-        );
-    }
-    write_page(&inputs, path)
 }

@@ -2,7 +2,10 @@
 //! and report what the privacy cost.
 
 use crate::args;
-use crate::commands::outputs;
+use crate::output::clobbering;
+use crate::output::files::{
+    ReportTarget, check_checkpoint_dir, check_output_path, check_save_path,
+};
 use anyhow::{Context, Result};
 use dpsgd::data::{Dataset, LabelColumn, Scaling};
 use dpsgd::models::Activation;
@@ -14,7 +17,7 @@ use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
 use dpsgd_burn::io::FolderLock;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Where the data comes from.
@@ -1108,20 +1111,20 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             _ => None,
         },
         // δ ≥ 1/N without --allow-large-delta, found once N is known.
-        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter { name: "delta", .. }) => {
+        TrainError::Dp(dpsgd::optim::Error::InvalidParameter { name: "delta", .. }) => {
             Some("--delta")
         }
         // σ·C or C beyond f32.
-        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter {
+        TrainError::Dp(dpsgd::optim::Error::InvalidParameter {
             name: "noise_multiplier",
             ..
         }) => Some("--noise-multiplier"),
-        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter {
+        TrainError::Dp(dpsgd::optim::Error::InvalidParameter {
             name: "max_grad_norm",
             ..
         }) => Some("--max-grad-norm"),
         // burn's collective all-reduce on a backend without it.
-        TrainError::Dp(dpsgd::dpsgd_core::Error::InvalidParameter {
+        TrainError::Dp(dpsgd::optim::Error::InvalidParameter {
             name: "reduction", ..
         }) => Some("--all-reduce"),
         TrainError::Resume(_) => Some("--resume"),
@@ -1250,7 +1253,7 @@ pub fn run(a: &Args) -> Result<()> {
             target.write(&serde_json::to_string_pretty(&json)?)?;
         }
         if let Some(path) = &a.html {
-            crate::commands::report::write_html_of(&json, "dpsgd train", None, path)?;
+            crate::html::write_html_of(&json, "dpsgd train", None, path)?;
         }
     }
     Ok(())
@@ -1269,78 +1272,6 @@ fn report_json(
     Ok(json)
 }
 
-/// Refuses, before training, a `--save-model` path that cannot be written:
-/// a directory, or one in a missing directory.
-pub fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
-    check_output_path("--save-model", path)
-}
-
-/// Refuses, before any work, an output `flag` cannot write: `-` (standard
-/// output is `--report`'s), a directory, a path in a missing directory.
-///
-/// # Errors
-///
-/// [`args::UsageError`] naming `flag` and the path.
-pub fn check_output_path(flag: &'static str, path: &Path) -> Result<(), args::UsageError> {
-    let refuse = |why: String| args::UsageError {
-        flag,
-        message: format!("cannot write {}: {why}", path.display()),
-    };
-    if path == Path::new("-") {
-        return Err(refuse(
-            "`-` is not a file here (only --report writes to standard output)".into(),
-        ));
-    }
-    if path.is_dir() {
-        return Err(refuse("it is a directory".into()));
-    }
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
-            Err(refuse(format!("{} is not a directory", d.display())))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Refuses, before the data is read, a `--checkpoint-dir` the run could
-/// not use: a path that is not a folder; for a fresh run, a folder that
-/// holds a checkpoint (it would be overwritten); for `--resume`, one that
-/// holds none; a folder another run holds (its lock, probed here and taken
-/// for good when training starts).
-///
-/// # Errors
-///
-/// [`args::UsageError`] for `--checkpoint-dir` or `--resume`.
-pub fn check_checkpoint_dir(dir: &Path, resume: bool) -> Result<(), args::UsageError> {
-    let refuse = |flag, why: String| args::UsageError {
-        flag,
-        message: format!("{}: {why}", dir.display()),
-    };
-    if dir.exists() && !dir.is_dir() {
-        return Err(refuse("--checkpoint-dir", "not a directory".into()));
-    }
-    let holds_one = dir.join(dpsgd::train::CHECKPOINT_FILE).exists();
-    if resume && !holds_one {
-        return Err(refuse("--resume", "no checkpoint to resume here".into()));
-    }
-    if !resume && holds_one {
-        return Err(refuse(
-            "--checkpoint-dir",
-            "already holds a checkpoint: resume it with --resume, or use another folder".into(),
-        ));
-    }
-    if dir.is_dir() {
-        match FolderLock::try_lock(dir) {
-            Ok(Some(_probe)) => {}
-            Ok(None) => {
-                return Err(refuse("--checkpoint-dir", "in use by another run".into()));
-            }
-            Err(e) => return Err(refuse("--checkpoint-dir", format!("cannot lock it: {e}"))),
-        }
-    }
-    Ok(())
-}
-
 /// Refuses, before any work, an output that would replace an input (the
 /// data set, the scaling reference, the schema, the checkpoint being
 /// resumed) or another output: exit 2 naming both flags (issue 26). An
@@ -1351,111 +1282,20 @@ pub fn check_checkpoint_dir(dir: &Path, resume: bool) -> Result<(), args::UsageE
 ///
 /// [`args::UsageError`] naming the output's flag and the other one.
 pub fn check_no_clobbering(a: &Args) -> Result<(), args::UsageError> {
-    let mut inputs = outputs::inputs_of(&a.options);
+    let mut inputs = clobbering::inputs_of(&a.options);
     if let Some(dir) = &a.checkpoint_dir {
-        inputs.extend(outputs::in_folder(
+        inputs.extend(clobbering::in_folder(
             "--checkpoint-dir",
             dir,
             &[dpsgd::train::CHECKPOINT_FILE, FolderLock::FILE],
         ));
     }
-    let written = outputs::given([
+    let written = clobbering::given([
         ("--report", a.report.as_ref()),
         ("--html", a.html.as_ref()),
         ("--save-model", a.save_model.as_ref()),
     ]);
-    outputs::check_no_clobbering(&inputs, &written)
-}
-
-/// Where `--report` writes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReportTarget {
-    /// `-` or `/dev/stdout`.
-    Stdout,
-    /// An existing path that is not a regular file (a device, a pipe, a
-    /// symbolic link): written in place, never replaced.
-    InPlace(PathBuf),
-    /// A regular file, replaced atomically.
-    File(PathBuf),
-}
-
-impl ReportTarget {
-    /// Where `path` leads, checked to be writable: for a regular file, a
-    /// probe file is created and removed in its directory.
-    ///
-    /// # Errors
-    ///
-    /// [`args::UsageError`] for `--report` naming `path`: a directory, a
-    /// missing or read-only directory.
-    pub fn check(path: &Path) -> Result<Self, args::UsageError> {
-        if path == Path::new("-") || path == Path::new("/dev/stdout") {
-            return Ok(Self::Stdout);
-        }
-        let refuse = |why: String| args::UsageError {
-            flag: "--report",
-            message: format!("cannot write {}: {why}", path.display()),
-        };
-        if let Ok(link) = std::fs::symlink_metadata(path) {
-            if path.is_dir() {
-                return Err(refuse("it is a directory".into()));
-            }
-            if link.file_type().is_symlink() || !link.is_file() {
-                return Ok(Self::InPlace(path.to_path_buf()));
-            }
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            return Err(refuse(format!("{} is not a directory", dir.display())));
-        }
-        let probe = dir.join(format!(".dpsgd-report-probe-{}", std::process::id()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&probe)
-            .map_err(|e| refuse(e.to_string()))?;
-        // The probe is empty and ours; failing to remove it is harmless.
-        let _ = std::fs::remove_file(&probe);
-        Ok(Self::File(path.to_path_buf()))
-    }
-
-    /// Writes `text` (and a final newline).
-    ///
-    /// # Errors
-    ///
-    /// I/O errors, naming the path.
-    pub fn write(&self, text: &str) -> Result<()> {
-        match self {
-            Self::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{text}")
-                    .and_then(|()| out.flush())
-                    .context("writing the report to standard output")
-            }
-            // One writer for both: it writes through links and devices and
-            // replaces a regular file atomically.
-            Self::InPlace(path) | Self::File(path) => write_atomically(path, &format!("{text}\n")),
-        }
-    }
-}
-
-/// Writes `text` to `path` atomically (see
-/// [`dpsgd_burn::io::write_atomically`]: a synced temporary file renamed
-/// over `path`; a symbolic link or device is written through, never
-/// replaced), so a crash never leaves a half-written file, readable by
-/// its owner only (mode 0600 on Unix, as the checkpoint is): every output
-/// written through it (the JSON reports, the HTML page, the CSV tables)
-/// can hold exact statistics of the private data, such as per-epoch
-/// training losses, the training accuracy or attack scores.
-///
-/// # Errors
-///
-/// I/O errors, naming `path`.
-pub fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
-    dpsgd_burn::io::write_atomically(path, text.as_bytes(), dpsgd_burn::io::Access::OwnerOnly)
-        .with_context(|| format!("writing {}", path.display()))
+    clobbering::check_no_clobbering(&inputs, &written)
 }
 
 #[cfg(test)]

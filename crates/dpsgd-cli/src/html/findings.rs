@@ -261,7 +261,7 @@ fn audit_findings(inputs: &Inputs, audit: &Value, privacy: &Privacy, j: usize) -
                 percent(0.5 + adv / 2.0),
                 esc(name_of(slice)),
                 esc(name_of(a)),
-                match crate::commands::audit::p_value(p) {
+                match crate::output::format::p_value(p) {
                     small if small.starts_with('<') => esc(&small),
                     p => format!("= {p}"),
                 }

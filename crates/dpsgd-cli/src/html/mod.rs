@@ -4,8 +4,12 @@
 //! `compare`; the page never recomputes a privacy figure, so it cannot
 //! disagree with them.
 
+use crate::output::files::write_atomically;
+use crate::output::format::percent;
+use anyhow::{Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
+use std::path::Path;
 
 mod charts;
 mod findings;
@@ -184,11 +188,6 @@ fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-/// `x` as a percentage with two decimals (the CLI's tables use it too).
-pub(crate) fn percent(x: f64) -> String {
-    format!("{:.2}%", 100.0 * x)
-}
-
 /// `s` as HTML text, safe in an element and in a quoted attribute value:
 /// `& < > " '` escaped, and control characters and bidirectional
 /// overrides (which can make the text after them read reversed, e.g. a
@@ -337,6 +336,39 @@ pub fn render(inputs: &Inputs) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Privacy report — {}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
         esc(&dataset)
     )
+}
+
+/// Writes the page for `inputs` to `path`.
+///
+/// # Errors
+///
+/// An unwritable path.
+pub fn write_page(inputs: &Inputs, path: &Path) -> Result<()> {
+    write_atomically(path, &render(inputs))
+}
+
+/// The page of one command's own JSON (`--html` of train, audit, sweep and
+/// compare), with the inversion grid when there is one.
+///
+/// # Errors
+///
+/// A JSON of no known kind (a bug), or an unwritable path.
+pub fn write_html_of(
+    json: &serde_json::Value,
+    source: &str,
+    png: Option<&Path>,
+    path: &Path,
+) -> Result<()> {
+    let mut inputs = Inputs::default();
+    inputs
+        .add(json.clone(), source)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(png) = png.filter(|p| p.is_file()) {
+        inputs.attach_inversion(
+            std::fs::read(png).with_context(|| format!("reading {}", png.display()))?,
+        );
+    }
+    write_page(&inputs, path)
 }
 
 #[cfg(test)]

@@ -339,7 +339,7 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
                 opt(num(slice, "advantage"), |x| format!("{x:.3}")),
                 opt(
                     num(slice, "p_value_adjusted"),
-                    crate::commands::audit::p_value,
+                    crate::output::format::p_value,
                 ),
             ]));
         }
