@@ -30,9 +30,9 @@
 
 use crate::config::{Features, Privacy, TrainConfig};
 use crate::error::TrainError;
+use crate::fit::train_model;
 use crate::recipe::Recipe;
 use crate::report::TrainReport;
-use crate::run::train_model;
 use crate::trained::TrainedModel;
 use dpsgd_audit::hardening::{ClientUsage, Hardened, ProbabilityOracle, Release, released_score};
 use dpsgd_audit::inversion::{InversionConfig, WhiteBox, ZerothOrder, invert, nearest_distances};
@@ -637,8 +637,8 @@ pub fn audit(
             Features::Raw => (cfg.clone(), std::borrow::Cow::Borrowed(&population)),
             Features::Scatter { groups } => {
                 log("shadows: computing ScatterNet features of the population once");
-                let scattering = crate::run::scattering_for(&population)?;
-                let features = crate::run::scatter_features(&population, &scattering, groups)?;
+                let scattering = crate::features::scattering_for(&population)?;
+                let features = crate::features::scatter_features(&population, &scattering, groups)?;
                 let shadow_cfg = TrainConfig {
                     features: Features::Raw,
                     ..cfg.clone()
@@ -1583,7 +1583,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let device = burn::tensor::Device::flex();
-        let (_, model) = crate::run::train_model(&cfg, &train, &test, &device, |_| {}).unwrap();
+        let (_, model) = crate::fit::train_model(&cfg, &train, &test, &device, |_| {}).unwrap();
         let population = test.features();
         // As the audit builds it: the answers from the logits it computed
         // anyway.

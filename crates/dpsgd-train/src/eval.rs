@@ -1,8 +1,12 @@
-//! Evaluation: batches as tensors, accuracy and per-example losses, all
-//! computed outside the autodiff graph.
+//! Evaluation: batches as tensors, accuracy, per-example losses and
+//! logits, all computed outside the autodiff graph; and the leakage every
+//! report measures: the loss-threshold membership-inference attack on the
+//! training set (members) vs the test set (non-members).
 
 use crate::models::Classifier;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use dpsgd_audit::metrics::Roc;
+use dpsgd_audit::scores::{ScoreKind, score_logits};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_data::Dataset;
 
@@ -65,4 +69,44 @@ pub fn per_example_losses<M: Classifier>(model: &M, data: &Dataset, device: &Dev
         );
     });
     out
+}
+
+/// Logits of every example of `data` under `model` (detached), in chunks.
+pub(crate) fn logits_of<M: Classifier>(model: &M, data: &Dataset, device: &Device) -> Vec<f64> {
+    let mut out = Vec::with_capacity(data.len() * data.n_classes());
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(CHUNK) {
+        let (x, _) = batch(data, chunk, device);
+        out.extend(model.logits(x).into_data().iter::<f32>().map(f64::from));
+    }
+    out
+}
+
+/// Loss scores (`ln p_y`, higher = more likely a member) of every example
+/// of `data`, computed in f64 from the logits: a confident model's f32
+/// losses are exactly 0 for members and non-members alike, and would hide
+/// the leakage in ties.
+pub(crate) fn loss_scores(logits: &[f64], data: &Dataset) -> Vec<f64> {
+    let classes = logits.len() / data.len().max(1);
+    logits
+        .chunks(classes.max(1))
+        .zip(data.labels())
+        .map(|(row, &y)| score_logits(ScoreKind::Loss, row, y as usize).unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// ROC AUC of the loss-threshold attack (Yeom et al. 2018): members are
+/// `train`, non-members `test`; 0.5 means no measurable leakage, NaN when
+/// a split is empty or a logit is not finite.
+pub(crate) fn loss_threshold_auc<M: Classifier>(
+    model: &M,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+) -> f64 {
+    let model = model.valid();
+    let device = device.clone().without_autodiff();
+    let members = loss_scores(&logits_of(&model, train, &device), train);
+    let others = loss_scores(&logits_of(&model, test, &device), test);
+    Roc::new(&members, &others).map_or(f64::NAN, |roc| roc.auc)
 }

@@ -7,15 +7,12 @@
 
 use crate::config::Features;
 use crate::error::TrainError;
-use crate::eval::batch;
+use crate::eval::logits_of;
 use crate::models::{Classifier, Cnn, Mlp};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd_data::{Dataset, Scattering};
-
-/// Examples evaluated at once.
-const CHUNK: usize = 1024;
 
 /// The network of a [`TrainedModel`].
 #[derive(Debug, Clone)]
@@ -53,7 +50,7 @@ impl TrainedModel {
     ) -> Result<Self, TrainError> {
         let scattering = match features {
             Features::Raw => None,
-            Features::Scatter { .. } => Some(crate::run::scattering_for(raw)?),
+            Features::Scatter { .. } => Some(crate::features::scattering_for(raw)?),
         };
         Ok(Self {
             net,
@@ -100,7 +97,7 @@ impl TrainedModel {
         }
         match (self.features, &self.scattering) {
             (Features::Scatter { groups }, Some(s)) => Ok(std::borrow::Cow::Owned(
-                crate::run::scatter_features(data, s, groups)?,
+                crate::features::scatter_features(data, s, groups)?,
             )),
             _ => Ok(std::borrow::Cow::Borrowed(data)),
         }
@@ -237,15 +234,4 @@ impl TrainedModel {
             .unwrap_or_else(|| vec![0.0; inputs.len()]);
         Ok((probs, grad))
     }
-}
-
-/// Logits of every example of `data` under `model` (detached), in chunks.
-pub(crate) fn logits_of<M: Classifier>(model: &M, data: &Dataset, device: &Device) -> Vec<f64> {
-    let mut out = Vec::with_capacity(data.len() * data.n_classes());
-    let all: Vec<usize> = (0..data.len()).collect();
-    for chunk in all.chunks(CHUNK) {
-        let (x, _) = batch(data, chunk, device);
-        out.extend(model.logits(x).into_data().iter::<f32>().map(f64::from));
-    }
-    out
 }

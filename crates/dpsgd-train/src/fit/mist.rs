@@ -62,15 +62,14 @@
 //! [`TrainConfig::epochs`]: crate::TrainConfig::epochs
 //! [`MistSettings::default`]: crate::MistSettings
 
+use super::finish::{Finished, add_engine_warnings, conclude, finish};
+use super::setup::{Extra, check_plan, dp_config, inner_optimizer, start_engine};
+use super::step::{dp_divergence, last_step_loss, relax_loss, training_losses};
 use crate::config::{MistSettings, Progress, TrainConfig};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
 use crate::report::{EarlyStopReport, EpochRecord, MistPart, MistSubModel, TrainReport};
-use crate::run::{
-    Extra, Finished, add_engine_warnings, check_plan, conclude, dp_config, dp_divergence, finish,
-    inner_optimizer, last_step_loss, relax_loss, start_engine, training_losses,
-};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd_burn::loss::{cross_difference, cross_entropy_per_example};

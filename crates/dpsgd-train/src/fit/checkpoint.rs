@@ -1,0 +1,193 @@
+//! The training loop's checkpoint: its state saved inside the engine's
+//! checkpoint file, the folder's lock, and the checks a resume makes.
+
+use crate::config::{CHECKPOINT_FILE, Privacy, TrainConfig};
+use crate::error::TrainError;
+use crate::models::Classifier;
+use crate::report::EpochRecord;
+use dpsgd_burn::PrivacyEngine;
+use dpsgd_burn::io::FolderLock;
+use std::path::Path;
+
+/// What the training loop needs to continue from a checkpoint, saved in
+/// the same file as the engine's ([`PrivacyEngine::save_checkpoint_with`]):
+/// the two are always at the same step.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RunState {
+    /// [`settings`] of the run.
+    pub(crate) settings: String,
+    /// Epochs completed.
+    pub(crate) epochs_done: usize,
+    /// The engine's steps at the time: checked against the checkpoint's.
+    pub(crate) steps: u64,
+    /// The epoch history so far.
+    pub(crate) history: Vec<EpochRecord>,
+    /// The engine's warnings at the start of the run.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The settings a resumed run must share with the checkpointed one, as
+/// JSON text (compared as text: no float round trip): all of
+/// [`TrainConfig`] but what may change between the two.
+fn settings(cfg: &TrainConfig) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
+    let serde_json::Value::Object(mut map) =
+        serde_json::to_value(cfg).map_err(|e| TrainError::config("resume", e.to_string()))?
+    else {
+        return Err(TrainError::config("resume", "settings are not an object"));
+    };
+    for key in ["checkpoint_dir", "resume", "save_model", "progress_epsilon"] {
+        map.remove(key);
+    }
+    // σ calibrated for a target ε depends on the planned epochs.
+    if !matches!(cfg.privacy, Privacy::TargetEpsilon(_)) {
+        map.remove("epochs");
+    }
+    Ok(map)
+}
+
+/// Takes the checkpoint folder for this run, held until the value is
+/// dropped: creates it for a fresh run (and refuses one that holds a
+/// checkpoint: it would be overwritten), requires it for a resume, and
+/// refuses a folder another run holds. Temporary files a killed run left
+/// behind are removed (under the lock, none can be live).
+pub(crate) fn take_checkpoint_dir(dir: &Path, resume: bool) -> Result<FolderLock, TrainError> {
+    let refuse = |reason: String| TrainError::config("checkpoint_dir", reason);
+    if resume && !dir.join(CHECKPOINT_FILE).is_file() {
+        return Err(TrainError::config(
+            "resume",
+            format!("no checkpoint to resume in {}", dir.display()),
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| refuse(format!("cannot create {}: {e}", dir.display())))?;
+    let lock = FolderLock::try_lock(dir)
+        .map_err(|e| refuse(format!("cannot lock {}: {e}", dir.display())))?
+        .ok_or_else(|| {
+            refuse(format!(
+                "{} is in use by another run (it holds {}/{})",
+                dir.display(),
+                dir.display(),
+                FolderLock::FILE
+            ))
+        })?;
+    if !resume && dir.join(CHECKPOINT_FILE).exists() {
+        return Err(refuse(format!(
+            "{} already holds a checkpoint: resume it, or use another folder",
+            dir.display()
+        )));
+    }
+    dpsgd_burn::io::remove_stale_temporaries(&dir.join(CHECKPOINT_FILE))
+        .map_err(|e| refuse(format!("cannot tidy {}: {e}", dir.display())))?;
+    Ok(lock)
+}
+
+/// Reads the loop's state from a checkpoint's caller state and checks it
+/// against the run's settings and the engine restored beside it: the
+/// settings, the epochs done (at most `cfg.epochs`), and the steps (the
+/// engine's, `epochs_done` whole epochs of `steps_per_epoch`, and one
+/// history record per epoch), so an edited epoch count can neither skip
+/// nor repeat training.
+pub(crate) fn read_run_state(
+    cfg: &TrainConfig,
+    path: &Path,
+    bytes: &[u8],
+    engine_steps: u64,
+    steps_per_epoch: u64,
+) -> Result<RunState, TrainError> {
+    let refuse = |reason: String| {
+        TrainError::config(
+            "resume",
+            format!("cannot resume from {}: {reason}", path.display()),
+        )
+    };
+    if bytes.is_empty() {
+        return Err(refuse(
+            "it holds no training loop state (made by an older dpsgd, or by the library directly); start again in a new folder".into(),
+        ));
+    }
+    let state: RunState =
+        serde_json::from_slice(bytes).map_err(|e| refuse(format!("unreadable run state: {e}")))?;
+    let saved: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&state.settings)
+            .map_err(|e| refuse(format!("unreadable settings: {e}")))?;
+    let current = settings(cfg)?;
+    if serde_json::to_string(&current).ok().as_deref() != Some(state.settings.as_str()) {
+        let differing: Vec<&str> = current
+            .iter()
+            .filter(|(k, v)| saved.get(*k).map(ToString::to_string) != Some(v.to_string()))
+            .map(|(k, _)| k.as_str())
+            .chain(
+                saved
+                    .keys()
+                    .filter(|k| !current.contains_key(*k))
+                    .map(String::as_str),
+            )
+            .collect();
+        return Err(TrainError::config(
+            "resume",
+            format!(
+                "the run's settings differ from the checkpoint's: {}",
+                if differing.is_empty() {
+                    "settings".to_owned()
+                } else {
+                    differing.join(", ")
+                }
+            ),
+        ));
+    }
+    if state.epochs_done > cfg.epochs {
+        return Err(TrainError::config(
+            "epochs",
+            format!(
+                "the checkpoint has already done {} epochs, more than {}",
+                state.epochs_done, cfg.epochs
+            ),
+        ));
+    }
+    let expected_steps = (state.epochs_done as u64).checked_mul(steps_per_epoch);
+    let epochs_in_order = state
+        .history
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.epoch == i + 1);
+    if state.steps != engine_steps
+        || expected_steps != Some(engine_steps)
+        || state.history.len() != state.epochs_done
+        || !epochs_in_order
+    {
+        return Err(refuse(format!(
+            "its state does not add up (edited?): {} epochs of {steps_per_epoch} steps, {} epoch records, the loop at step {}, the engine at step {engine_steps}",
+            state.epochs_done,
+            state.history.len(),
+            state.steps
+        )));
+    }
+    Ok(state)
+}
+
+/// Writes the engine's checkpoint, with the loop's state inside, into
+/// `dir`.
+pub(crate) fn save_checkpoint<M: Classifier>(
+    cfg: &TrainConfig,
+    dir: &Path,
+    engine: &PrivacyEngine,
+    model: &M,
+    history: &[EpochRecord],
+    warnings: &[String],
+) -> Result<(), TrainError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let failed = |reason: String| TrainError::Save {
+        path: path.clone(),
+        reason,
+    };
+    let state = RunState {
+        settings: serde_json::to_string(&settings(cfg)?).map_err(|e| failed(e.to_string()))?,
+        epochs_done: history.last().map_or(0, |r| r.epoch),
+        steps: engine.steps(),
+        history: history.to_vec(),
+        warnings: warnings.to_vec(),
+    };
+    let bytes = serde_json::to_vec(&state).map_err(|e| failed(e.to_string()))?;
+    engine.save_checkpoint_with(&path, model, &bytes)?;
+    Ok(())
+}

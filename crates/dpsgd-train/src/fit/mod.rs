@@ -1,0 +1,391 @@
+//! One training run, private or not, with a report: the engine behind
+//! `dpsgd train` and `dpsgd sweep`. [`train_model`] checks the settings,
+//! prepares the features and builds the model, then dispatches to the one
+//! training loop the settings ask for: [`standard`] or [`mist`].
+
+mod checkpoint;
+mod finish;
+pub mod mist;
+mod setup;
+mod standard;
+mod step;
+
+use crate::config::{Features, ModelKind, Privacy, Progress, TrainConfig};
+use crate::ema::Ema;
+use crate::error::TrainError;
+use crate::features::{scatter_features, scattering_for};
+use crate::models::{Classifier, Cnn, Mlp};
+use crate::report::TrainReport;
+use crate::trained::{Net, TrainedModel};
+use burn::tensor::Device;
+use dpsgd_data::Dataset;
+use setup::{Extra, seeded};
+use std::time::Instant;
+
+/// Trains `cfg.model` on `train`, evaluates on `test`, calling `progress`
+/// after every step.
+///
+/// # Errors
+///
+/// [`TrainError::Config`] for a model that does not fit the data (a CNN on
+/// tabular data or on images too small for it) or zero epochs;
+/// [`TrainError::Dp`] and [`TrainError::Accountant`] for invalid
+/// ε/δ/σ/C, a batch larger than the data, or a NaN loss during training.
+pub fn train(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    progress: impl FnMut(Progress),
+) -> Result<TrainReport, TrainError> {
+    train_model(cfg, train, test, device, progress).map(|(report, _)| report)
+}
+
+/// [`train`], returning the trained model as well (the one reported and
+/// saved: averaged under EMA), ready to answer queries: what the audit's
+/// attacks and shadow models need.
+///
+/// # Errors
+///
+/// As [`train`].
+pub fn train_model(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    progress: impl FnMut(Progress),
+) -> Result<(TrainReport, TrainedModel), TrainError> {
+    let raw_train = train;
+    if cfg.model == ModelKind::Mlp
+        && let Some(&bad) = cfg.hidden.iter().find(|&&h| h == 0)
+    {
+        return Err(TrainError::config(
+            "hidden",
+            format!("hidden layer sizes must be at least 1, not {bad}"),
+        ));
+    }
+    if cfg.checkpoint_dir.is_some() && cfg.privacy == Privacy::NonPrivate {
+        return Err(TrainError::config(
+            "checkpoint_dir",
+            "checkpoints are for private (DP-SGD) runs; a non-private run has none",
+        ));
+    }
+    if cfg.resume && cfg.checkpoint_dir.is_none() {
+        return Err(TrainError::config(
+            "resume",
+            "needs the checkpoint folder to resume from",
+        ));
+    }
+    if cfg.checkpoint_dir.is_some() && cfg.ema_decay.is_some() {
+        return Err(TrainError::config(
+            "ema_decay",
+            "parameter averaging is not checkpointed yet: use one or the other",
+        ));
+    }
+    let ema = cfg
+        .ema_decay
+        .map(Ema::new)
+        .transpose()
+        .map_err(|e| TrainError::config("ema_decay", e))?;
+    if cfg.augment_multiplicity == 0 {
+        return Err(TrainError::config(
+            "augment_multiplicity",
+            "must be at least 1 (1: no augmentation)",
+        ));
+    }
+    if cfg.augment_multiplicity > 1
+        && (train.image_shape().is_none() || cfg.features != Features::Raw)
+    {
+        return Err(TrainError::config(
+            "augment_multiplicity",
+            "augmentation translates images: it needs image data with raw features (ScatterNet features are computed once, before training)",
+        ));
+    }
+    let dropout = cfg.defences.dropout.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(TrainError::config("dropout", "must be in [0, 1)"));
+    }
+    check_defences(cfg)?;
+    if cfg.devices == 0 {
+        return Err(TrainError::config("devices", "must be at least 1"));
+    }
+    if cfg.devices > 1 && cfg.privacy == Privacy::NonPrivate {
+        return Err(TrainError::config(
+            "devices",
+            "data-parallel workers are for DP-SGD steps; a non-private run uses one device",
+        ));
+    }
+    if cfg.all_reduce && cfg.devices < 2 {
+        return Err(TrainError::config(
+            "all_reduce",
+            "needs data-parallel workers (devices of at least 2)",
+        ));
+    }
+    if cfg.devices > 1 && cfg.defences.mist.is_some() {
+        return Err(TrainError::config(
+            "devices",
+            "MIST trains its sub-models on one device: use one or the other",
+        ));
+    }
+    if cfg.max_physical_batch_size == Some(0) {
+        return Err(TrainError::config(
+            "max_physical_batch_size",
+            "must be at least 1",
+        ));
+    }
+    // Features after the checks that do not depend on them: the whole data
+    // set is not transformed for a run that is refused anyway.
+    // Early stopping holds out part of the training data (by position
+    // only, from the run's seed: no record's value moves the split).
+    let held_out;
+    let (train, validation) = match cfg.defences.early_stopping {
+        None => (train, None),
+        Some(e) => {
+            held_out = train
+                .split(e.validation_fraction, cfg.seed.unwrap_or(0) ^ 0xea21)
+                .map_err(|err| TrainError::config("early_stopping", err.to_string()))?;
+            if held_out.0.is_empty() || held_out.1.is_empty() {
+                return Err(TrainError::config(
+                    "early_stopping",
+                    "the validation fraction leaves no training or no validation data",
+                ));
+            }
+            (&held_out.0, Some(&held_out.1))
+        }
+    };
+    let feature_start = Instant::now();
+    let prepared;
+    let (train, test, validation) = match cfg.features {
+        Features::Raw => (train, test, validation.cloned()),
+        Features::Scatter { groups } => {
+            let scattering = scattering_for(train)?;
+            let features = |d: &Dataset| scatter_features(d, &scattering, groups);
+            prepared = (features(train)?, features(test)?);
+            let validation = validation.map(features).transpose()?;
+            (&prepared.0, &prepared.1, validation)
+        }
+    };
+    let feature_seconds = feature_start.elapsed().as_secs_f64();
+    let device = device.clone().autodiff();
+    let classes = train.n_classes().max(test.n_classes());
+    if classes < 2 {
+        // One class: every prediction is right and every loss 0, so the
+        // run would report 100% and a NaN leakage figure.
+        return Err(TrainError::config(
+            "num_classes",
+            format!("the data has {classes} class: a classifier needs at least 2"),
+        ));
+    }
+    check_model_size(cfg, train.n_features(), classes)?;
+    if let ModelKind::Cnn = cfg.model
+        && let Some([1, h, w]) = train.image_shape()
+        && (h < Cnn::MIN_SIZE || w < Cnn::MIN_SIZE)
+    {
+        return Err(TrainError::config(
+            "model",
+            format!(
+                "the CNN needs images of at least {0}×{0} pixels, the data has {h}×{w}; use the MLP",
+                Cnn::MIN_SIZE
+            ),
+        ));
+    }
+    let extra = Extra {
+        feature_seconds,
+        ema,
+        validation,
+    };
+    let (report, net) = match cfg.model {
+        ModelKind::Logreg => {
+            let model = seeded(cfg, &device, || {
+                Mlp::new(&[train.n_features(), classes], &device)
+            });
+            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
+            (report, Net::Mlp(model))
+        }
+        ModelKind::Mlp => {
+            let model = seeded(cfg, &device, || {
+                Mlp::new(
+                    &[&[train.n_features()][..], &cfg.hidden, &[classes][..]].concat(),
+                    &device,
+                )
+            })
+            .with_activation(cfg.activation)
+            .with_dropout(dropout);
+            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
+            (report, Net::Mlp(model.with_dropout(0.0)))
+        }
+        ModelKind::Cnn => {
+            let Some(shape) = train.image_shape() else {
+                return Err(TrainError::config("model", "the CNN needs image data"));
+            };
+            let model = seeded(cfg, &device, || Cnn::for_input(shape, classes, &device))
+                .with_activation(cfg.activation)
+                .with_weight_standardization(cfg.weight_standardization)
+                .with_dropout(dropout);
+            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
+            (report, Net::Cnn(Box::new(model.with_dropout(0.0))))
+        }
+    };
+    let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
+    Ok((report, model))
+}
+
+/// The most classes a model is built for: a `--num-classes` of 2³² − 1
+/// (or one stray label that large, read off the data) would otherwise ask
+/// for terabytes before the first step.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// The most parameters a dense model (logistic regression, MLP) is built
+/// with: 2³⁰, 4 GiB of f32 for one copy (DP-SGD holds several: gradients,
+/// per-example norms, the optimizer's moments).
+pub const MAX_PARAMETERS: u64 = 1 << 30;
+
+/// Refuses, before anything is allocated, a model too large to build:
+/// more than [`MAX_CLASSES`] classes, or a dense model of more than
+/// [`MAX_PARAMETERS`] parameters (the sum over layers of `(inputs + 1) ×
+/// outputs`, computed without overflow).
+fn check_model_size(cfg: &TrainConfig, features: usize, classes: usize) -> Result<(), TrainError> {
+    if classes > MAX_CLASSES {
+        return Err(TrainError::config(
+            "num_classes",
+            format!("{classes} classes: at most {MAX_CLASSES} are supported"),
+        ));
+    }
+    let widths: Vec<usize> = match cfg.model {
+        ModelKind::Logreg => vec![features, classes],
+        ModelKind::Mlp => [&[features][..], &cfg.hidden, &[classes][..]].concat(),
+        ModelKind::Cnn => return Ok(()),
+    };
+    let parameters = widths.windows(2).try_fold(0u64, |total, w| {
+        (w[0] as u64)
+            .checked_add(1)?
+            .checked_mul(w[1] as u64)?
+            .checked_add(total)
+    });
+    match parameters {
+        Some(p) if p <= MAX_PARAMETERS => Ok(()),
+        _ => Err(TrainError::config(
+            "hidden",
+            format!(
+                "layers of widths {widths:?} need {} parameters, more than the {MAX_PARAMETERS} supported",
+                parameters.map_or_else(|| "over 2^64".to_owned(), |p| p.to_string())
+            ),
+        )),
+    }
+}
+
+/// Refuses defence settings outside their domains.
+fn check_defences(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let d = &cfg.defences;
+    if let Some(e) = d.label_smoothing
+        && !(0.0..1.0).contains(&e)
+    {
+        return Err(TrainError::config("label_smoothing", "must be in [0, 1)"));
+    }
+    if let Some(b) = d.confidence_penalty
+        && !(b >= 0.0 && b.is_finite())
+    {
+        return Err(TrainError::config("confidence_penalty", "must be ≥ 0"));
+    }
+    if let Some(r) = d.relaxloss
+        && !(r.alpha > 0.0 && r.alpha.is_finite() && r.upper > 0.0 && r.upper <= 1.0)
+    {
+        return Err(TrainError::config(
+            "relaxloss",
+            "needs α > 0 and an upper bound in (0, 1]",
+        ));
+    }
+    if [
+        d.label_smoothing.is_some(),
+        d.confidence_penalty.is_some(),
+        d.relaxloss.is_some(),
+    ]
+    .iter()
+    .filter(|&&on| on)
+    .count()
+        > 1
+    {
+        return Err(TrainError::config(
+            "defences",
+            "label smoothing, the confidence penalty and RelaxLoss each replace the loss: choose one",
+        ));
+    }
+    if let Some(m) = d.mist {
+        if m.submodels < 2 {
+            return Err(TrainError::config(
+                "mist",
+                "needs at least 2 sub-models (each trains on 1/M of the data)",
+            ));
+        }
+        if m.local_epochs == 0 || m.cross_epochs == 0 {
+            return Err(TrainError::config(
+                "mist",
+                "needs at least 1 local and 1 cross-difference epoch per round",
+            ));
+        }
+        if !(m.weight > 0.0 && m.weight.is_finite()) {
+            return Err(TrainError::config(
+                "mist",
+                "the cross-difference weight λ must be > 0",
+            ));
+        }
+        let clash = if cfg.ema_decay.is_some() {
+            Some("parameter averaging (EMA)")
+        } else if cfg.checkpoint_dir.is_some() {
+            Some("checkpoints")
+        } else if cfg.augment_multiplicity > 1 {
+            Some("augmentation multiplicity")
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            return Err(TrainError::config(
+                "mist",
+                format!("MIST does not support {other} yet: use one or the other"),
+            ));
+        }
+    }
+    if let Some(w) = d.weight_decay
+        && !(w >= 0.0 && w.is_finite())
+    {
+        return Err(TrainError::config("weight_decay", "must be ≥ 0"));
+    }
+    if let Some(e) = d.early_stopping {
+        if !(e.validation_fraction > 0.0 && e.validation_fraction < 1.0) {
+            return Err(TrainError::config(
+                "early_stopping",
+                "the validation fraction must be in (0, 1)",
+            ));
+        }
+        if e.patience == 0 {
+            return Err(TrainError::config(
+                "early_stopping",
+                "the patience must be at least 1 epoch",
+            ));
+        }
+        if cfg.checkpoint_dir.is_some() {
+            return Err(TrainError::config(
+                "early_stopping",
+                "early stopping is not checkpointed yet: use one or the other",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The one dispatcher: MIST's rounds when `cfg` asks for MIST, the
+/// standard loop otherwise.
+fn run<M: Classifier + 'static>(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    model: M,
+    extra: Extra,
+    progress: impl FnMut(Progress),
+) -> Result<(TrainReport, M), TrainError> {
+    match cfg.defences.mist {
+        Some(settings) => mist::run(cfg, settings, train, test, device, model, extra, progress),
+        None => standard::run(cfg, train, test, device, model, extra, progress),
+    }
+}

@@ -1,0 +1,332 @@
+//! The standard training loop: DP-SGD (or plain SGD) steps over Poisson
+//! batches, with augmentation, data-parallel workers, EMA, early stopping
+//! and checkpoints.
+
+use super::checkpoint::{read_run_state, save_checkpoint, take_checkpoint_dir};
+use super::finish::{Finished, add_engine_warnings, conclude, finish};
+use super::setup::{
+    Extra, check_plan, dp_config, engine_error, inner_optimizer, start_engine, with_run_seed,
+};
+use super::step::{dp_divergence, last_step_loss, relax_loss, training_losses};
+use crate::config::{CHECKPOINT_FILE, Progress, TrainConfig};
+use crate::error::TrainError;
+use crate::eval::{accuracy, batch};
+use crate::models::Classifier;
+use crate::report::{EpochRecord, TrainReport};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor};
+use dpsgd_burn::{Augmented, DatasetFingerprint, PoissonSampler};
+use dpsgd_data::Dataset;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::path::Path;
+use std::time::Instant;
+
+/// A batch of the standard loop: the rows and their views.
+type Batch = Augmented<(Tensor<4>, Tensor<1, Int>)>;
+
+/// Trains `model` with the standard loop: the run's report and released
+/// model (the last good one if training diverged, carried by the error).
+pub(crate) fn run<M: Classifier + 'static>(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    mut model: M,
+    extra: Extra,
+    mut progress: impl FnMut(Progress),
+) -> Result<(TrainReport, M), TrainError> {
+    let Extra {
+        feature_seconds,
+        mut ema,
+        validation,
+    } = extra;
+    let patience = cfg
+        .defences
+        .early_stopping
+        .map_or(usize::MAX, |e| e.patience);
+    // Early stopping: the best epoch so far, its validation accuracy and
+    // model, and the epochs since.
+    let mut best: Option<(usize, f64, M)> = None;
+    let mut since_best = 0usize;
+    let mut stopped_early = false;
+    let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
+    let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
+    if steps == 0 {
+        return Err(TrainError::config("epochs", "must be at least 1"));
+    }
+    let mut rng = match cfg.seed {
+        Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
+        None => ChaCha20Rng::from_os_rng(),
+    };
+    let dp_config = dp_config(cfg, &model, train, cfg.epochs)?;
+    let mut resumed = None;
+    let mut checkpoint_lock = None;
+    let mut privacy = match dp_config {
+        None => None,
+        Some(dp) if cfg.resume => {
+            let dir = cfg.checkpoint_dir.as_deref().unwrap_or(Path::new("."));
+            checkpoint_lock = Some(take_checkpoint_dir(dir, true)?);
+            let path = dir.join(CHECKPOINT_FILE);
+            debug_assert_eq!(
+                dp.dataset,
+                Some(DatasetFingerprint {
+                    size: train.len(),
+                    hash: train.content_hash(),
+                })
+            );
+            // Nothing privacy-relevant is taken from the file: the engine
+            // these settings give is rebuilt and the checkpoint must match it.
+            let restored = with_run_seed(dp, cfg.seed)
+                .resume(&path, inner_optimizer(cfg), sampler, model)
+                .map_err(|e| match e {
+                    e @ dpsgd_core::Error::Checkpoint { .. } => TrainError::Resume(e),
+                    e => engine_error(cfg, e),
+                })?;
+            model = restored.model;
+            let state = read_run_state(
+                cfg,
+                &path,
+                &restored.caller_state,
+                restored.engine.steps(),
+                sampler.steps_per_epoch(),
+            )?;
+            resumed = Some(state);
+            Some(restored.engine)
+        }
+        Some(dp) => {
+            if let Some(dir) = &cfg.checkpoint_dir {
+                checkpoint_lock = Some(take_checkpoint_dir(dir, false)?);
+            }
+            Some(start_engine(cfg, dp, sampler, cfg.seed)?)
+        }
+    };
+    // Held to the end of training: a second run into the folder is refused.
+    let _checkpoint_lock = checkpoint_lock;
+    if let Some(p) = privacy.as_ref() {
+        check_plan(cfg, p, steps)?;
+    }
+    let mut plain = inner_optimizer(cfg);
+    // One loss per example: the mean over its views (itself, without
+    // augmentation).
+    // The defences' loss (RelaxLoss's branch per example under DP-SGD: a
+    // batch statistic deciding every example's gradient would escape the
+    // mechanism).
+    let relax = relax_loss(cfg, privacy.is_some())?;
+    // Atomic, so that data-parallel workers can share the loss function.
+    let current_epoch = std::sync::atomic::AtomicUsize::new(1);
+    // Workers on the devices of the coordinator's kind (distinct GPUs
+    // where burn finds several; CPU threads otherwise).
+    let parallel = (cfg.devices > 1)
+        .then(|| {
+            let workers = dpsgd_burn::parallel::DataParallel::for_device(device, cfg.devices)?;
+            if cfg.all_reduce {
+                workers.with_burn_all_reduce()
+            } else {
+                Ok(workers)
+            }
+        })
+        .transpose()?;
+    let loss_fn = |m: &M, b: &Batch| {
+        let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
+        let epoch = current_epoch.load(std::sync::atomic::Ordering::Relaxed);
+        let per_row = training_losses(cfg, relax.as_ref(), logits, targets, epoch);
+        if b.k == 1 {
+            return per_row;
+        }
+        let n = per_row.dims()[0] / b.k;
+        per_row.reshape([n, b.k]).mean_dim(1).reshape([n])
+    };
+    let mut view_rng = match cfg.seed {
+        Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0xa06),
+        None => ChaCha20Rng::from_os_rng(),
+    };
+    let mut make_batch = |indices: &[usize]| -> Batch {
+        match cfg.augment_multiplicity {
+            1 => Augmented {
+                rows: batch(train, indices, device),
+                k: 1,
+            },
+            k => crate::augment::shifted_views(train, indices, k, &mut view_rng, device),
+        }
+    };
+    let start = Instant::now();
+    let steps_per_epoch = sampler.steps_per_epoch();
+    let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
+    let (mut history, epochs_done, warnings) = match resumed {
+        Some(state) => (state.history, state.epochs_done, state.warnings),
+        None => (
+            // Grown epoch by epoch: `epochs` is the caller's (1e9 would
+            // reserve tens of gigabytes up front).
+            Vec::new(),
+            0,
+            privacy
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.warnings().to_vec()),
+        ),
+    };
+    // A resumed run's epochs go on from the checkpoint's.
+    let wall_offset = history.last().map_or(0.0, |r: &EpochRecord| r.wall_seconds);
+    if let Some(last) = history.last() {
+        final_loss = last.train_loss;
+    }
+    let mut eval_seconds = 0.0;
+    // The model to report if training diverges: the end of the last
+    // completed epoch (averaged, with EMA).
+    let mut last_good = model.clone();
+    // (step, epoch, what was seen) once training has diverged.
+    let mut diverged = None;
+    let mut steps_taken = epochs_done as u64 * steps_per_epoch;
+    for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
+        let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
+        current_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        let (indices, batch_loss, divergence) = match privacy.as_mut() {
+            Some(p) => {
+                let indices = p.sample_batch();
+                let batch = make_batch(&indices);
+                model = match &parallel {
+                    Some(workers) => p.step_data_parallel(cfg.lr, model, &batch, loss_fn, workers),
+                    None => p.step(cfg.lr, model, &batch, loss_fn),
+                }
+                .map_err(|r| r.error)?;
+                (indices, last_step_loss(p), dp_divergence(&model, p))
+            }
+            None => {
+                let indices = sampler.sample(&mut rng);
+                if indices.is_empty() {
+                    (indices, 0.0, None)
+                } else {
+                    let batch = make_batch(&indices);
+                    let losses = loss_fn(&model, &batch);
+                    let loss = f64::from(losses.clone().sum().into_scalar::<f32>());
+                    if loss.is_finite() {
+                        let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
+                        model = plain.step(cfg.lr, model, grads);
+                        (indices, loss, None)
+                    } else {
+                        // Without DP there is nothing to protect: the
+                        // batch's own loss decides.
+                        (indices, loss, Some(format!("the batch's loss is {loss}")))
+                    }
+                }
+            }
+        };
+        if let Some(ema) = ema.as_mut() {
+            ema.update(&model);
+        }
+        if let Some(reason) = divergence {
+            diverged = Some((step, epoch, reason));
+            break;
+        }
+        epoch_loss += batch_loss;
+        epoch_examples += indices.len();
+        let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
+        let mut epoch_record = None;
+        if end_of_epoch {
+            // ε at most once per epoch, and only when someone uses it.
+            let epsilon = match &privacy {
+                Some(p) if cfg.progress_epsilon => Some(p.epsilon()?),
+                _ => None,
+            };
+            let released = match &ema {
+                Some(ema) => ema.apply(model.clone()),
+                None => model.clone(),
+            };
+            let eval_start = Instant::now();
+            let test_accuracy = accuracy(&released, test, device);
+            eval_seconds += eval_start.elapsed().as_secs_f64();
+            final_loss = epoch_loss / epoch_examples.max(1) as f64;
+            epoch_loss = 0.0;
+            epoch_examples = 0;
+            let record = EpochRecord {
+                epoch,
+                train_loss: final_loss,
+                test_accuracy,
+                epsilon,
+                wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
+            };
+            history.push(record);
+            if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
+                save_checkpoint(cfg, dir, p, &model, &history, &warnings)?;
+            }
+            if let Some(v) = &validation {
+                let eval_start = Instant::now();
+                let accuracy = accuracy(&released, v, device);
+                eval_seconds += eval_start.elapsed().as_secs_f64();
+                if best.as_ref().is_none_or(|b| accuracy > b.1) {
+                    best = Some((epoch, accuracy, released.clone()));
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                }
+            }
+            last_good = released;
+            epoch_record = Some(record);
+            if since_best >= patience {
+                stopped_early = true;
+            }
+        }
+        progress(Progress {
+            step,
+            total_steps: steps,
+            loss: batch_loss / indices.len().max(1) as f64,
+            epsilon: epoch_record.and_then(|r| r.epsilon),
+            test_accuracy: epoch_record.map(|r| r.test_accuracy),
+            epoch,
+            epoch_loss: epoch_record.map(|r| r.train_loss),
+        });
+        steps_taken = step;
+        if stopped_early {
+            break;
+        }
+    }
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let mut warnings = warnings;
+    add_engine_warnings(&mut warnings, privacy.iter());
+    let early_stopping = match (&validation, best) {
+        (Some(v), Some((best_epoch, validation_accuracy, model))) => {
+            last_good = model;
+            Some(crate::report::EarlyStopReport::new(
+                best_epoch,
+                history.last().map_or(0, |r| r.epoch),
+                stopped_early,
+                validation_accuracy,
+                v.len(),
+            ))
+        }
+        _ => None,
+    };
+    // Under DP the report accounts for the planned steps whether or when
+    // the run stopped (early stopping, divergence): the stop is a function
+    // of the released models (and of the validation records), so
+    // post-processing of the whole planned run, which ε covers.
+    let report = finish(
+        cfg,
+        train,
+        test,
+        device,
+        &last_good,
+        privacy.as_ref(),
+        &sampler,
+        if privacy.is_some() {
+            steps
+        } else {
+            steps_taken
+        },
+        Finished {
+            history,
+            final_loss,
+            warnings,
+            wall_seconds,
+            eval_seconds,
+            feature_seconds,
+            early_stopping,
+            status: if diverged.is_some() {
+                "diverged"
+            } else {
+                "completed"
+            },
+        },
+    )?;
+    conclude(report, last_good, diverged)
+}
