@@ -17,6 +17,9 @@
 //! * [`lower_bound`]: empirical ε lower bounds from canaries (Clopper–Pearson)
 //!   and from one training run (Steinke et al. 2023), with the one-run
 //!   guesser.
+//! * [`fdp`]: the f-DP one-run bound (Mahloujifar, Melis & Chaudhuri
+//!   2024) for Gaussian-DP and (ε, δ) claims, and JAX Privacy's search over
+//!   thresholds for it and for Steinke et al.'s bound.
 //! * [`shadow`]: the shadow-model attack (Shokri et al. 2017): attack
 //!   classifiers per class on shadow models' outputs.
 //! * [`label_only`]: the label-only attack (Choquette-Choo et al. 2021) for
@@ -52,6 +55,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod fdp;
 pub mod hardening;
 pub mod image;
 pub mod inversion;

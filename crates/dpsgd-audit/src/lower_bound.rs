@@ -100,7 +100,13 @@ fn check_alpha(alpha: f64) -> Result<()> {
 
 /// The p-value of `correct` right guesses out of `guesses` under ε-DP
 /// (Steinke et al. 2023, Theorem 3.1 and its δ > 0 extension).
-fn one_run_p_value(canaries: u64, guesses: u64, correct: u64, delta: f64, eps: f64) -> f64 {
+pub(crate) fn one_run_p_value(
+    canaries: u64,
+    guesses: u64,
+    correct: u64,
+    delta: f64,
+    eps: f64,
+) -> f64 {
     let q = 1.0 / (1.0 + (-eps).exp());
     let Ok(bin) = Binomial::new(q, guesses) else {
         return 1.0;
