@@ -3,8 +3,9 @@
 //! Subcommands: `train`, `sweep`, `audit`, `epsilon` and `calibrate` (privacy
 //! accounting), `bench`.
 
-mod args;
 mod commands;
+mod error;
+mod flags;
 mod html;
 mod output;
 
@@ -45,7 +46,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return args::exit_on_parse_error(e),
+        Err(e) => return error::exit_on_parse_error(e),
     };
     let result = match cli.command {
         Command::Epsilon(a) => commands::epsilon::run(&a).map(|()| ExitCode::SUCCESS),
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::from(args::exit_code(&e))
+            ExitCode::from(error::exit_code(&e))
         }
     }
 }

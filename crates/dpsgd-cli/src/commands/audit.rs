@@ -2,8 +2,11 @@
 //! report how much it leaks — membership-inference ROC figures, an
 //! empirical ε lower bound from canaries, model inversion.
 
-use crate::args;
-use crate::commands::train::{PrivacyOptions, TrainOptions, config, load};
+use crate::commands::train::{config, load};
+use crate::error;
+use crate::error::EXIT_CLAIM_REFUTED;
+use crate::flags::parse;
+use crate::flags::train::{PrivacyOptions, TrainOptions};
 use crate::output::clobbering;
 use crate::output::files::{ReportTarget, check_output_path, check_save_path, write_atomically};
 use crate::output::format::{p_value, percent};
@@ -14,10 +17,6 @@ use dpsgd::train::{TrainConfig, TrainError};
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
-
-/// Exit code when an audit's lower bound exceeds the claimed ε: the claim
-/// is false (a privacy bug), at the audit's confidence.
-pub const EXIT_CLAIM_REFUTED: u8 = 3;
 
 fn attacks(s: &str) -> Result<Attack, String> {
     s.trim().parse()
@@ -77,7 +76,7 @@ pub struct Args {
     pub attacks: Vec<Attack>,
     /// Shadow models for the shadow and LiRA attacks, trained with the
     /// target's recipe on random halves of the data (at least 2).
-    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 16, value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 16, value_parser = parse::positive_count)]
     pub shadow_models: usize,
     /// Canaries for the empirical ε lower bound (one-run audit), each
     /// added to the training set with probability ½ (0: none; mislabeled
@@ -92,7 +91,7 @@ pub struct Args {
     pub canary_kind: CanaryKind,
     /// Guesses of the one-run audit, fixed before the scores are seen
     /// (default: M/5).
-    #[arg(long, allow_hyphen_values = true, value_name = "R", value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "R", value_parser = parse::positive_count)]
     pub canary_guesses: Option<usize>,
     /// What the model releases to the black-box attacks (output
     /// hardening): full, label-only, top-K (the K largest probabilities),
@@ -106,7 +105,7 @@ pub struct Args {
     #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub query_budget: Option<u64>,
     /// Threads training shadow models (default: one per core).
-    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = parse::positive_count)]
     pub threads: Option<usize>,
     /// Output folder: audit.json, roc.svg, roc-loglog.svg and, for image
     /// data with the inversion attack, inversion.png.
@@ -137,9 +136,9 @@ pub fn audit_config(
     canary_guesses: Option<usize>,
     threads: Option<usize>,
     seed: u64,
-) -> Result<AuditConfig, args::UsageError> {
+) -> Result<AuditConfig, error::UsageError> {
     if canary_guesses.is_some_and(|r| r > canaries) {
-        return Err(args::UsageError {
+        return Err(error::UsageError {
             flag: "--canary-guesses",
             message: format!("more guesses than canaries ({canaries})"),
         });
@@ -149,7 +148,7 @@ pub fn audit_config(
             .iter()
             .any(|a| matches!(a, Attack::Shadow | Attack::Lira))
     {
-        return Err(args::UsageError {
+        return Err(error::UsageError {
             flag: "--shadow-models",
             message: "the shadow and LiRA attacks need at least 2 shadow models".into(),
         });
@@ -181,14 +180,14 @@ pub fn audit_config(
 ///
 /// # Errors
 ///
-/// A [`args::UsageError`] naming `--canaries` and `--early-stopping`.
+/// A [`error::UsageError`] naming `--canaries` and `--early-stopping`.
 pub fn check_canaries(
     canaries: usize,
     kind: CanaryKind,
     options: &TrainOptions,
-) -> Result<(), args::UsageError> {
+) -> Result<(), error::UsageError> {
     if canaries > 0 && kind != CanaryKind::Dirac && options.early_stopping.is_some() {
-        return Err(args::UsageError {
+        return Err(error::UsageError {
             flag: "--canaries",
             message: "input canaries cannot be combined with --early-stopping: its validation hold-out is taken from the training set after the canaries are added, so an included canary could be held out and never trained on; drop one of the two (or use --canary-kind dirac)".into(),
         });
@@ -238,8 +237,8 @@ fn out_files(a: &Args) -> Vec<&'static str> {
 ///
 /// # Errors
 ///
-/// [`args::UsageError`] naming the flag (and the other flag of a clash).
-fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, args::UsageError> {
+/// [`error::UsageError`] naming the flag (and the other flag of a clash).
+fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, error::UsageError> {
     // Clashes first: they name both flags, where a path in an `--out`
     // folder yet to be created would otherwise read as a missing folder.
     let names = out_files(a);
@@ -251,7 +250,7 @@ fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, arg
         ("--html", a.html.as_ref()),
         ("--save-model", a.save_model.as_ref()),
     ]));
-    clobbering::check_no_clobbering(&clobbering::inputs_of(o), &written)?;
+    clobbering::check_no_clobbering(&o.inputs(), &written)?;
     clobbering::check_output_folder("--out", &a.out, &names)?;
     let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
     if let Some(path) = &a.html {

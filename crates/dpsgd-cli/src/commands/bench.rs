@@ -54,11 +54,11 @@ struct StepArgs {
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     /// Sequence length of the text models' synthetic token batches.
-    #[arg(long, allow_hyphen_values = true, default_value_t = 64, value_parser = crate::args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 64, value_parser = crate::flags::parse::positive_count)]
     seq_len: usize,
     /// Backend: one compiled into this build (the others need
     /// `--features ndarray`, `wgpu` or `cuda`).
-    #[arg(long, default_value = "flex", value_parser = crate::args::backend())]
+    #[arg(long, default_value = "flex", value_parser = crate::flags::parse::backend())]
     backend: Backend,
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 20)]
@@ -90,7 +90,7 @@ pub fn run(a: &Args) -> Result<()> {
 
 fn step(a: &StepArgs) -> Result<()> {
     if a.batch_size == 0 || a.repeats == 0 {
-        bail!(crate::args::UsageError {
+        bail!(crate::error::UsageError {
             flag: "--batch-size/--repeats",
             message: "must be at least 1".into()
         });

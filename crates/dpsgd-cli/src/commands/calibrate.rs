@@ -1,6 +1,8 @@
 //! `dpsgd calibrate`: the noise multiplier for a target ε.
 
-use crate::args;
+use crate::error;
+use crate::flags::parse;
+use crate::flags::run::RunShape;
 use crate::output::format::number;
 use dpsgd_accountant::{AccountantKind, calibrate_noise};
 use serde_json::json;
@@ -9,18 +11,18 @@ use serde_json::json;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    run: args::RunShape,
+    run: RunShape,
     /// Target δ.
-    #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
+    #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = parse::delta)]
     delta: f64,
     /// Target ε: the σ found never exceeds it.
-    #[arg(long, allow_hyphen_values = true, value_name = "E", value_parser = args::epsilon)]
+    #[arg(long, allow_hyphen_values = true, value_name = "E", value_parser = parse::epsilon)]
     target_epsilon: f64,
     /// Accounting method: rdp (Rényi DP: answers for every σ, δ and number
     /// of steps) or pld (privacy loss distributions: a tighter ε, slower;
     /// refuses, naming the reason, where it cannot resolve the run: δ below
     /// the mass its truncation sets aside, σ > 1e150, grids too large).
-    #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = args::accountant)]
+    #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = parse::accountant)]
     accountant: AccountantKind,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
@@ -35,7 +37,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let run = a.run.resolve()?;
     if run.steps == 0 {
-        return Err(args::UsageError {
+        return Err(error::UsageError {
             flag: "--steps",
             message: "must be at least 1".into(),
         }

@@ -1,6 +1,7 @@
 //! `dpsgd epsilon`: ε of a run.
 
-use crate::args;
+use crate::flags::parse;
+use crate::flags::run::RunShape;
 use crate::output::format::number;
 use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant};
 use serde_json::json;
@@ -9,18 +10,18 @@ use serde_json::json;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    run: args::RunShape,
+    run: RunShape,
     /// Noise multiplier σ (noise std / clipping norm).
-    #[arg(long, allow_hyphen_values = true, value_name = "S", value_parser = args::noise_multiplier)]
+    #[arg(long, allow_hyphen_values = true, value_name = "S", value_parser = parse::noise_multiplier)]
     noise_multiplier: f64,
     /// Target δ.
-    #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = args::delta)]
+    #[arg(long, allow_hyphen_values = true, value_name = "D", value_parser = parse::delta)]
     delta: f64,
     /// Accounting method: rdp (Rényi DP: answers for every σ, δ and number
     /// of steps) or pld (privacy loss distributions: a tighter ε, slower;
     /// refuses, naming the reason, where it cannot resolve the run: δ below
     /// the mass its truncation sets aside, σ > 1e150, grids too large).
-    #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = args::accountant)]
+    #[arg(long, value_name = "rdp|pld", default_value = "rdp", value_parser = parse::accountant)]
     accountant: AccountantKind,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]

@@ -45,8 +45,8 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 /// A `--from` value that is refused: exit 2, naming the flag.
-fn bad_from(message: String) -> crate::args::UsageError {
-    crate::args::UsageError {
+fn bad_from(message: String) -> crate::error::UsageError {
+    crate::error::UsageError {
         flag: "--from",
         message,
     }
@@ -131,9 +131,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 ///
 /// # Errors
 ///
-/// [`crate::args::UsageError`] for `--out`.
-pub fn check_no_clobbering(a: &Args) -> Result<(), crate::args::UsageError> {
-    let refuse = |message: String| crate::args::UsageError {
+/// [`crate::error::UsageError`] for `--out`.
+pub fn check_no_clobbering(a: &Args) -> Result<(), crate::error::UsageError> {
+    let refuse = |message: String| crate::error::UsageError {
         flag: "--out",
         message,
     };

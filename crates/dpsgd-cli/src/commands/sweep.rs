@@ -2,7 +2,8 @@
 //! the accuracy / privacy / leakage trade-off as CSV, JSON and an SVG plot.
 
 use crate::commands::audit::{audit_config, check_canaries, run_audit};
-use crate::commands::train::{TrainOptions, config, load, summary};
+use crate::commands::train::{config, load, summary};
+use crate::flags::train::TrainOptions;
 use crate::output::clobbering;
 use crate::output::files::{check_output_path, write_atomically};
 use anyhow::{Context, Result};
@@ -48,7 +49,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = budget, default_value = "0.5,1,2,4,8,inf")]
     epsilons: Vec<f64>,
     /// Seeds per budget (seed, seed+1, ...); at least 1.
-    #[arg(long, allow_hyphen_values = true, default_value_t = 1, value_parser = crate::args::positive_steps)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1, value_parser = crate::flags::parse::positive_steps)]
     repeats: u64,
     /// Output folder for sweep.csv, sweep.json and sweep.svg.
     #[arg(long, default_value = "sweep-out")]
@@ -65,7 +66,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira")]
     attacks: Vec<Attack>,
     /// Shadow models per run for LiRA and the shadow attack.
-    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 8, value_parser = crate::args::positive_count)]
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 8, value_parser = crate::flags::parse::positive_count)]
     shadow_models: usize,
     /// Canaries per run for the one-run ε lower bound (0: none; the
     /// column stays empty). Each bound is computed at α = 0.05/K for the
@@ -521,16 +522,16 @@ const OUT_FILES: [&str; 3] = ["sweep.csv", "sweep.json", "sweep.svg"];
 ///
 /// # Errors
 ///
-/// [`crate::args::UsageError`] naming the flag (and the other flag of a
+/// [`crate::error::UsageError`] naming the flag (and the other flag of a
 /// clash).
-fn check_outputs(a: &Args, o: &TrainOptions) -> Result<(), crate::args::UsageError> {
+fn check_outputs(a: &Args, o: &TrainOptions) -> Result<(), crate::error::UsageError> {
     // Clashes first: they name both flags, where a path in an `--out`
     // folder yet to be created would otherwise read as a missing folder.
     // The folder itself too: `--html` on it cannot be written either.
     let mut written = vec![("--out", a.out.clone())];
     written.extend(clobbering::in_folder("--out", &a.out, &OUT_FILES));
     written.extend(clobbering::given([("--html", a.html.as_ref())]));
-    clobbering::check_no_clobbering(&clobbering::inputs_of(o), &written)?;
+    clobbering::check_no_clobbering(&o.inputs(), &written)?;
     clobbering::check_output_folder("--out", &a.out, &OUT_FILES)?;
     match &a.html {
         Some(path) => check_output_path("--html", path),
@@ -556,7 +557,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     let o = &options;
     let base_seed = o.seed.unwrap_or(1);
     if !a.attacks.contains(&Attack::Loss) {
-        anyhow::bail!(crate::args::UsageError {
+        anyhow::bail!(crate::error::UsageError {
             flag: "--attacks",
             message: "the sweep's leakage columns need the loss attack: keep `loss` in the list"
                 .into(),
@@ -629,7 +630,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         a.out.display()
     );
     Ok(if verdict {
-        std::process::ExitCode::from(crate::commands::audit::EXIT_CLAIM_REFUTED)
+        std::process::ExitCode::from(crate::error::EXIT_CLAIM_REFUTED)
     } else {
         std::process::ExitCode::SUCCESS
     })

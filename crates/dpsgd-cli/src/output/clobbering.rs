@@ -5,8 +5,7 @@
 //! [`UsageError`] (exit 2) naming the flags involved, found before any
 //! data is read or model trained.
 
-use crate::args::UsageError;
-use crate::commands::train::{DatasetSpec, TrainOptions};
+use crate::error::UsageError;
 use std::path::{Component, Path, PathBuf};
 
 /// A flag and the path it names (an input or an output). A file that a
@@ -56,28 +55,6 @@ pub fn given<'a>(
         .into_iter()
         .filter_map(|(flag, p)| Some((flag, p?.clone())))
         .collect()
-}
-
-/// The files a run with `o` reads: the `--dataset` CSV file (or IDX files),
-/// the `--scaling-reference` and the `--schema`.
-pub fn inputs_of(o: &TrainOptions) -> Vec<Named> {
-    let mut inputs = Vec::new();
-    match &o.dataset {
-        DatasetSpec::Csv(file, _) => inputs.push(("--dataset", file.clone())),
-        DatasetSpec::Idx(dir) => {
-            if let Ok(files) = dpsgd::data::mnist_files(dir) {
-                inputs.extend(files.into_iter().map(|f| ("--dataset", f)));
-            }
-        }
-        DatasetSpec::Digits => {}
-    }
-    if let Some(p) = &o.scaling_reference {
-        inputs.push(("--scaling-reference", p.clone()));
-    }
-    if let Some(p) = &o.schema {
-        inputs.push(("--schema", p.clone()));
-    }
-    inputs
 }
 
 /// The files `names` that a command writes in its output folder `dir`

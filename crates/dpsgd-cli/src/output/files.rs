@@ -3,7 +3,7 @@
 //! checks that an output path (or the checkpoint folder) can be used,
 //! made before any data is read.
 
-use crate::args;
+use crate::error;
 use anyhow::{Context, Result};
 use dpsgd_burn::io::FolderLock;
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Refuses, before training, a `--save-model` path that cannot be written:
 /// a directory, or one in a missing directory.
-pub fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
+pub fn check_save_path(path: &Path) -> Result<(), error::UsageError> {
     check_output_path("--save-model", path)
 }
 
@@ -20,9 +20,9 @@ pub fn check_save_path(path: &Path) -> Result<(), args::UsageError> {
 ///
 /// # Errors
 ///
-/// [`args::UsageError`] naming `flag` and the path.
-pub fn check_output_path(flag: &'static str, path: &Path) -> Result<(), args::UsageError> {
-    let refuse = |why: String| args::UsageError {
+/// [`error::UsageError`] naming `flag` and the path.
+pub fn check_output_path(flag: &'static str, path: &Path) -> Result<(), error::UsageError> {
+    let refuse = |why: String| error::UsageError {
         flag,
         message: format!("cannot write {}: {why}", path.display()),
     };
@@ -50,9 +50,9 @@ pub fn check_output_path(flag: &'static str, path: &Path) -> Result<(), args::Us
 ///
 /// # Errors
 ///
-/// [`args::UsageError`] for `--checkpoint-dir` or `--resume`.
-pub fn check_checkpoint_dir(dir: &Path, resume: bool) -> Result<(), args::UsageError> {
-    let refuse = |flag, why: String| args::UsageError {
+/// [`error::UsageError`] for `--checkpoint-dir` or `--resume`.
+pub fn check_checkpoint_dir(dir: &Path, resume: bool) -> Result<(), error::UsageError> {
+    let refuse = |flag, why: String| error::UsageError {
         flag,
         message: format!("{}: {why}", dir.display()),
     };
@@ -99,13 +99,13 @@ impl ReportTarget {
     ///
     /// # Errors
     ///
-    /// [`args::UsageError`] for `--report` naming `path`: a directory, a
+    /// [`error::UsageError`] for `--report` naming `path`: a directory, a
     /// missing or read-only directory.
-    pub fn check(path: &Path) -> Result<Self, args::UsageError> {
+    pub fn check(path: &Path) -> Result<Self, error::UsageError> {
         if path == Path::new("-") || path == Path::new("/dev/stdout") {
             return Ok(Self::Stdout);
         }
-        let refuse = |why: String| args::UsageError {
+        let refuse = |why: String| error::UsageError {
             flag: "--report",
             message: format!("cannot write {}: {why}", path.display()),
         };
