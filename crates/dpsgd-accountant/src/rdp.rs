@@ -205,6 +205,10 @@ pub(crate) fn scaled(steps: u64, r: f64) -> f64 {
     if steps == 0 { 0.0 } else { steps as f64 * r }
 }
 
+/// An absolute margin above the computed RDP for the KL shortcut of
+/// [`epsilon_from_rdp`] (far above the computation's rounding).
+const RDP_ROUNDING_MARGIN: f64 = 1e-12;
+
 /// ε of an RDP curve at `δ`, by the conversion of Balle et al. (2020,
 /// "Hypothesis testing interpretations and Rényi DP", Prop. 12) and
 /// Canonne, Kamath, Steinke (2020, eq. 20):
@@ -227,7 +231,11 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Result<(f64,
     check_curve(orders, rdp)?;
     let mut best = (f64::INFINITY, f64::NAN);
     for (&a, &r) in orders.iter().zip(rdp) {
-        let eps = if delta * delta + (-r).exp_m1() > 0.0 {
+        // The KL shortcut needs an upper bound on RDP; `r` is computed to
+        // about 1e-16 absolute (a tiny true value can round to 0), so a
+        // margin of 1e-12 keeps it one: without it, q = 1e-4, σ = 1e4 gave
+        // ε = 0 at δ = 1e-10, below the lower bound 1.7e-8.
+        let eps = if delta * delta + (-(r + RDP_ROUNDING_MARGIN)).exp_m1() > 0.0 {
             0.0
         } else if a > 1.01 {
             r + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)

@@ -153,3 +153,40 @@ fn should_be_within_a_fraction_of_a_percent_of_the_exact_gaussian_at_q_one() {
         }
     }
 }
+
+#[test]
+fn should_not_lose_mass_to_fft_rounding_over_1e7_steps() {
+    // One FFT raised to the power 1e7 amplified its rounding to ~1e-9 in δ,
+    // in both directions: on a fine grid with little tail set aside it
+    // answered ε = 32.80 at δ = 1e-9 and 31.23 at δ = 1e-8 (q = 1e-3, σ = 1)
+    // where ten pieces of 1e6 — here, and in dp-accounting 0.6 — give
+    // 32.865 and 31.246, converging (Δ = 2.5e-5) to 32.861 and 31.242: an ε
+    // below the true one. Pieces of at most 1e6 copies each now.
+    let config = PldConfig {
+        value_discretization: 5e-5,
+        tail_mass_truncation: 1e-18,
+        ..PldConfig::default()
+    };
+    let composed = ComposedPld::subsampled_gaussian(1e-3, 1.0, 10_000_000, &config).unwrap();
+    // Tolerance: the converged values less 0.005 (the grid's own error at
+    // Δ = 5e-5 is ~1e-3, upwards; the rounding error was 0.06 downwards).
+    for (delta, truth) in [(1e-9, 32.861), (1e-8, 31.242)] {
+        let e = composed.epsilon(delta).unwrap();
+        assert!(e >= truth - 0.005, "δ = {delta}: ε = {e} below {truth}");
+        assert!(e <= truth + 0.02, "δ = {delta}: ε = {e} far above {truth}");
+    }
+}
+
+#[test]
+fn should_not_answer_zero_below_the_lower_bound_with_rdp() {
+    // RDP's "ε = 0" shortcut (δ² > 1 − e^{−RDP}) used an RDP value that had
+    // rounded to 0 (true ≈ 5.5e-17): ε = 0 where a sound lower bound is
+    // 1.7e-8 (q = 1e-4, σ = 1e4, one step, δ = 1e-10), and likewise at
+    // σ = 1e6 over 1e5 steps. RDP answers PLD's refusals, so it must hold
+    // there too.
+    for (sigma, steps) in [(1e4, 1u64), (1e6, 100_000)] {
+        let (e, _) = rdp::epsilon(1e-4, sigma, steps, 1e-10).unwrap();
+        let low = epsilon_lower_bound(1e-4, sigma, steps, 1e-10).unwrap();
+        assert!(e >= low, "σ = {sigma}, T = {steps}: RDP ε {e} below {low}");
+    }
+}

@@ -6,15 +6,21 @@
 //! The privacy loss of one step, `L = ln(P(X)/Q(X))` with `X ~ P`, is
 //! discretised **pessimistically** on a grid of spacing `Δ`
 //! ([`PldConfig::value_discretization`]): the mass of every interval
-//! `((k−1)Δ, kΔ]` is moved to its upper end `kΔ` (Meiser & Mohammadi 2018;
-//! Koskela et al. 2021), the far upper tail goes to an "infinite loss" atom and
-//! the far lower tail to the lowest bucket. Rounding losses up can only
-//! increase δ(ε), so every reported ε is an upper bound on the true one.
+//! between two grid points is split between them so that the mean of
+//! `1 − e^{ε−L}` is kept or raised for every ε (the chord of a convex
+//! function lies above it: "connect the dots", Doroshenko et al. 2022;
+//! Meiser & Mohammadi 2018 and Koskela et al. 2021 round each interval up),
+//! the far upper tail goes to an "infinite loss" atom and the far lower tail
+//! to the lowest bucket. The discretisation can only increase δ(ε), so
+//! every reported ε is an upper bound on the true one.
 //!
-//! `T` steps compose by convolution, computed with one FFT: the transform of
-//! the single-step PMF is raised to the power `T` pointwise and transformed
-//! back, over a window chosen with a Chernoff bound so that the mass outside
-//! it is below [`PldConfig::tail_mass_truncation`]; that mass is added to the
+//! `T` steps compose by convolution, computed by FFT: up to 10⁶ steps the
+//! transform of the single-step PMF is raised to the power `T` pointwise
+//! and transformed back; more steps are composed from pieces of at most
+//! 10⁶ by repeated squaring (one power of 10⁷ amplified the transform's
+//! rounding to ~1e-9 in δ, enough to give an ε below the true one at small
+//! δ). Each window is chosen so that the mass outside it is below
+//! [`PldConfig::tail_mass_truncation`]; that mass is added to the
 //! infinite-loss atom (pessimistic again). Segments with different (σ, q)
 //! are composed by FFT convolution.
 //!

@@ -4,6 +4,10 @@ use crate::error::{Error, Result};
 use realfft::RealFftPlanner;
 use realfft::num_complex::Complex;
 
+/// The most copies of a distribution composed by one FFT power (see
+/// [`Pmf::self_compose`]).
+pub const MAX_FFT_POWER: u64 = 1_000_000;
+
 /// A privacy-loss distribution on the grid `{kΔ}`: `probs[i]` is the mass at
 /// loss `(lower + i)·Δ`, plus an atom at `+∞`.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +78,58 @@ impl Pmf {
     /// The distribution of the sum of `times` independent copies, truncated
     /// to a window that holds all but `tail` of the mass (charged to the
     /// infinite-loss atom).
+    ///
+    /// Up to [`MAX_FFT_POWER`] copies are composed by one FFT, raising the
+    /// transform to the power `times`; more are composed from pieces of at
+    /// most that many by repeated squaring. The single power multiplies the
+    /// transform's rounding error by `times`: at 10⁷ copies it reached 1e-9
+    /// in δ, in both directions (an ε below the true one at δ ≤ 1e-8 on a
+    /// fine grid), while ten pieces of 10⁶ agree with dp-accounting's
+    /// composition of pieces.
     pub(crate) fn self_compose(&self, times: u64, tail: f64, max_len: usize) -> Result<Self> {
+        if times <= MAX_FFT_POWER {
+            return self.power_by_fft(times, tail, max_len);
+        }
+        // times = rem·(base + 1) + (pieces − rem)·base.
+        let pieces = times.div_ceil(MAX_FFT_POWER);
+        let (base, rem) = (times / pieces, times % pieces);
+        let mut out = self.power_by_fft(base, tail, max_len)?.power_by_squaring(
+            pieces - rem,
+            tail,
+            max_len,
+        )?;
+        if rem > 0 {
+            let larger = self
+                .power_by_fft(base + 1, tail, max_len)?
+                .power_by_squaring(rem, tail, max_len)?;
+            out = out.compose(&larger, tail, max_len)?;
+        }
+        Ok(out)
+    }
+
+    /// The sum of `n ≥ 1` copies by repeated squaring ([`Pmf::compose`]: each
+    /// step truncates at most `tail` pessimistically).
+    fn power_by_squaring(&self, mut n: u64, tail: f64, max_len: usize) -> Result<Self> {
+        let mut result: Option<Self> = None;
+        let mut square = self.clone();
+        loop {
+            if n & 1 == 1 {
+                result = Some(match result {
+                    Some(r) => r.compose(&square, tail, max_len)?,
+                    None => square.clone(),
+                });
+            }
+            n >>= 1;
+            if n == 0 {
+                break;
+            }
+            square = square.compose(&square, tail, max_len)?;
+        }
+        Ok(result.unwrap_or_else(|| Self::identity(self.discretization)))
+    }
+
+    /// [`Pmf::self_compose`] by one FFT power.
+    fn power_by_fft(&self, times: u64, tail: f64, max_len: usize) -> Result<Self> {
         if times == 0 {
             return Ok(Self::identity(self.discretization));
         }
