@@ -466,7 +466,7 @@ fn pareto_frontier(points: &[(i64, i64)]) -> Vec<usize> {
 /// sorted distinct scores and +∞; at each, the included (false negatives)
 /// and excluded (true negatives) canaries scoring strictly below; only the
 /// Pareto frontier of those `(fn, tn)` points kept.
-fn tn_fn_counts(inside: &[f64], outside: &[f64]) -> (Vec<f64>, Vec<(i64, i64)>) {
+pub(crate) fn tn_fn_counts(inside: &[f64], outside: &[f64]) -> (Vec<f64>, Vec<(i64, i64)>) {
     let mut in_sorted = inside.to_vec();
     let mut out_sorted = outside.to_vec();
     in_sorted.sort_by(f64::total_cmp);
@@ -487,7 +487,7 @@ fn tn_fn_counts(inside: &[f64], outside: &[f64]) -> (Vec<f64>, Vec<(i64, i64)>) 
     )
 }
 
-fn clopper_pearson_upper(k: u64, n: u64, alpha: f64) -> f64 {
+pub(crate) fn clopper_pearson_upper(k: u64, n: u64, alpha: f64) -> f64 {
     if k >= n {
         return 1.0;
     }

@@ -17,6 +17,9 @@
 //! * [`lower_bound`]: empirical ε lower bounds from canaries (Clopper–Pearson)
 //!   and from one training run (Steinke et al. 2023), with the one-run
 //!   guesser.
+//! * [`estimators`]: a Gaussian-DP ε estimate (Nasr et al. 2023; an
+//!   estimate, never a bound) and BCa bootstrap intervals (Efron 1987) for
+//!   AUC and TPR at a given FPR.
 //! * [`fdp`]: the f-DP one-run bound (Mahloujifar, Melis & Chaudhuri
 //!   2024) for Gaussian-DP and (ε, δ) claims, and JAX Privacy's search over
 //!   thresholds for it and for Steinke et al.'s bound.
@@ -55,6 +58,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod estimators;
 pub mod fdp;
 pub mod hardening;
 pub mod image;
