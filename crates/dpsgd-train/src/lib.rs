@@ -14,8 +14,8 @@ mod recipe;
 mod report;
 pub mod text;
 mod trained;
-pub mod whitebox;
 
+pub use audit::dirac as whitebox;
 pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Defences, EarlyStopping, Features,
     MistSettings, ModelKind, OptimizerKind, Privacy, Progress, RelaxLossSettings, TrainConfig,

@@ -223,7 +223,7 @@ pub fn dirac_canary_audit_with_noise_fault(
         None => (engine.epsilon()?, engine.noise_multiplier()),
     };
     Ok(DiracAudit {
-        exceeds_claim: crate::audit::exceeds_claim(Some(claimed_epsilon), one_run.epsilon),
+        exceeds_claim: super::settings::exceeds_claim(Some(claimed_epsilon), one_run.epsilon),
         one_run,
         claimed_epsilon,
         noise_multiplier,

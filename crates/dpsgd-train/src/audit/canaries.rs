@@ -1,0 +1,223 @@
+//! Input canaries (mislabeled copies of training records, or
+//! out-of-distribution noise), each in the target's training set with
+//! probability ½, and the one-run ε lower bound from their scores. The
+//! Dirac gradient canaries, which are not records, are in
+//! [`super::dirac`].
+
+use super::dirac::dirac_canary_audit_with_noise_fault;
+use super::results::CanaryAudit;
+use super::settings::{AuditConfig, CanaryKind, audit_error, bad, exceeds_claim};
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::trained::TrainedModel;
+use dpsgd_audit::lower_bound::{OneRunAudit, canary_epsilon, one_run_audit};
+use dpsgd_audit::scores::{ScoreKind, score_logits};
+use dpsgd_data::Dataset;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// The planted canaries and their coins.
+pub(crate) struct Canaries {
+    data: Dataset,
+    included: Vec<bool>,
+    kind: CanaryKind,
+}
+
+impl Canaries {
+    pub(crate) fn included_count(&self) -> usize {
+        self.included.iter().filter(|&&b| b).count()
+    }
+
+    pub(crate) fn included_data(&self) -> Dataset {
+        let idx: Vec<usize> = (0..self.included.len())
+            .filter(|&i| self.included[i])
+            .collect();
+        self.data.subset(&idx)
+    }
+
+    /// Scores every canary by its loss under `model` and audits.
+    fn audit(
+        &self,
+        model: &TrainedModel,
+        audit: &AuditConfig,
+        delta: f64,
+        claimed: Option<f64>,
+    ) -> Result<CanaryAudit, TrainError> {
+        let logits = model.logits(&self.data)?;
+        let classes = model.classes();
+        let scores: Vec<f64> = (0..self.data.len())
+            .map(|i| {
+                score_logits(
+                    ScoreKind::Loss,
+                    &logits[i * classes..(i + 1) * classes],
+                    self.data.labels()[i] as usize,
+                )
+            })
+            .collect::<Result<_, _>>()
+            .map_err(audit_error)?;
+        let m = self.data.len();
+        let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
+        let one_run = one_run_audit(
+            &scores,
+            &self.included,
+            guesses,
+            delta,
+            audit.canary_significance(),
+        )
+        .map_err(audit_error)?;
+        canary_bounds(self.kind, &scores, &self.included, one_run, delta, claimed)
+    }
+}
+
+/// The canary audit's figures: the one-run bound, and the Clopper–Pearson
+/// bound at the one-run guesser's IN threshold (fixed by the number of
+/// guesses): TPR over included, FPR over left-out canaries, at the one-run
+/// bound's significance.
+pub(crate) fn canary_bounds(
+    kind: CanaryKind,
+    scores: &[f64],
+    included: &[bool],
+    one_run: OneRunAudit,
+    delta: f64,
+    claimed: Option<f64>,
+) -> Result<CanaryAudit, TrainError> {
+    let m = scores.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let top = &order[..(one_run.guesses as usize).div_ceil(2)];
+    let tp = top.iter().filter(|&&i| included[i]).count() as u64;
+    let fp = top.len() as u64 - tp;
+    let n_in = one_run.included;
+    let n_out = m as u64 - n_in;
+    let clopper_pearson_epsilon = if n_in > 0 && n_out > 0 {
+        canary_epsilon(tp, n_in, fp, n_out, one_run.alpha, delta).map_err(audit_error)?
+    } else {
+        0.0
+    };
+    Ok(CanaryAudit {
+        kind,
+        // The one-run bound alone decides: it is the one with a theorem
+        // behind it for a single run (Steinke et al.), and deciding on
+        // either of two bounds at α each would refute falsely up to 2α.
+        exceeds_claim: exceeds_claim(claimed, one_run.epsilon),
+        one_run,
+        clopper_pearson_epsilon,
+        claimed_epsilon: claimed,
+    })
+}
+
+/// Input canaries may be at most one per this many training records.
+pub const MAX_CANARY_SHARE: usize = 4;
+
+/// Draws `audit.canaries` canaries and their inclusion coins.
+pub(crate) fn plant_canaries(
+    train: &Dataset,
+    audit: &AuditConfig,
+    rng: &mut ChaCha20Rng,
+) -> Result<Option<Canaries>, TrainError> {
+    let m = audit.canaries;
+    if m == 0 || audit.canary_kind == CanaryKind::Dirac {
+        return Ok(None);
+    }
+    let classes = train.n_classes();
+    if classes < 2 {
+        return Err(bad("canaries", "canaries need at least two classes"));
+    }
+    let d = train.n_features();
+    let mut features = Vec::with_capacity(m * d);
+    let mut labels = Vec::with_capacity(m);
+    let mut sources: Vec<usize> = (0..train.len()).collect();
+    sources.shuffle(rng);
+    for c in 0..m {
+        match audit.canary_kind {
+            CanaryKind::Mislabeled => {
+                let src = sources[c % sources.len()];
+                features.extend_from_slice(train.example(src));
+                let y = train.labels()[src];
+                // A uniformly random wrong label.
+                let shift = rng.random_range(1..classes as u32);
+                labels.push((y + shift) % classes as u32);
+            }
+            CanaryKind::OutOfDistribution | CanaryKind::Dirac => {
+                features.extend((0..d).map(|_| {
+                    let z: f64 = StandardNormal.sample(rng);
+                    z as f32
+                }));
+                labels.push(rng.random_range(0..classes as u32));
+            }
+        }
+    }
+    let included: Vec<bool> = (0..m).map(|_| rng.random_bool(0.5)).collect();
+    let data =
+        Dataset::new(features, labels, d, classes).map_err(|e| bad("canaries", e.to_string()))?;
+    let data = match train.image_shape() {
+        Some(shape) => data
+            .with_image_shape(shape)
+            .map_err(|e| bad("canaries", e.to_string()))?,
+        None => data,
+    };
+    Ok(Some(Canaries {
+        data,
+        included,
+        kind: audit.canary_kind,
+    }))
+}
+
+/// Salt of the canaries' random stream.
+const CANARY_SALT: u64 = 0xca4a_21e5;
+
+/// Draws the audit's input canaries and their coins, from its seed (none
+/// for Dirac canaries, which are not records).
+pub(crate) fn plant(train: &Dataset, audit: &AuditConfig) -> Result<Option<Canaries>, TrainError> {
+    let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ CANARY_SALT);
+    plant_canaries(train, audit, &mut rng)
+}
+
+/// The canary audit, if asked for: the planted input canaries scored by
+/// the target `model`, or Dirac gradient canaries run through the DP-SGD
+/// engine of `cfg` over `target_len` records (with the test-only noise
+/// fault `noise_scale`). `claimed` is the target's ε.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn canary_audit(
+    cfg: &TrainConfig,
+    planted: Option<&Canaries>,
+    model: &TrainedModel,
+    audit: &AuditConfig,
+    claimed: Option<f64>,
+    target_len: usize,
+    noise_scale: f64,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Option<CanaryAudit>, TrainError> {
+    let delta = cfg.delta;
+    Ok(match planted {
+        Some(c) => Some(c.audit(model, audit, delta, claimed)?),
+        None if audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac => {
+            log(&format!(
+                "canaries: {} Dirac gradient canaries through the DP-SGD engine",
+                audit.canaries
+            ));
+            let run = dirac_canary_audit_with_noise_fault(
+                cfg,
+                target_len,
+                audit.canaries,
+                audit.canary_guesses,
+                audit.canary_significance(),
+                audit.seed,
+                device,
+                noise_scale,
+            )?;
+            Some(canary_bounds(
+                CanaryKind::Dirac,
+                &run.scores,
+                &run.included,
+                run.one_run,
+                delta,
+                Some(run.claimed_epsilon),
+            )?)
+        }
+        None => None,
+    })
+}

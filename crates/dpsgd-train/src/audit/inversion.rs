@@ -1,0 +1,207 @@
+//! Model inversion: one input reconstructed per class, white-box (input
+//! gradients) or black-box (zeroth-order, through the hardened release),
+//! measured against the members, the non-members and an independent judge.
+
+use super::results::InversionReport;
+use super::settings::{Attack, AuditConfig, audit_error};
+use super::target::{Findings, Gate};
+use crate::config::{Features, Privacy, TrainConfig};
+use crate::error::TrainError;
+use crate::fit::train_model;
+use crate::recipe::Recipe;
+use crate::trained::TrainedModel;
+use dpsgd_audit::hardening::Release;
+use dpsgd_audit::inversion::{InversionConfig, WhiteBox, ZerothOrder, invert, nearest_distances};
+use dpsgd_data::Dataset;
+
+/// Salt of black-box inversion's random directions.
+const INVERSION_SALT: u64 = 0x1a7e_0b0c;
+
+/// The target model as a white-box (input-gradient) oracle.
+pub(crate) struct GradientQueries<'a> {
+    model: &'a TrainedModel,
+}
+
+impl WhiteBox for GradientQueries<'_> {
+    fn input_len(&self) -> usize {
+        self.model.input_len()
+    }
+
+    fn log_prob_gradient(
+        &mut self,
+        inputs: &[f32],
+        classes: &[usize],
+    ) -> dpsgd_audit::Result<(Vec<f64>, Vec<f32>)> {
+        self.model
+            .log_prob_gradient(inputs, classes)
+            .map_err(|e| dpsgd_audit::Error::Query {
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Model inversion of every class, measured against the members and
+/// non-members and an independent classifier trained on the non-members.
+pub(crate) fn run_inversion<W: WhiteBox>(
+    oracle: &mut W,
+    model: &TrainedModel,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    inversion: &InversionConfig,
+    device: &burn::tensor::Device,
+) -> Result<InversionReport, TrainError> {
+    let (lo, hi) = feature_range(train);
+    let classes: Vec<usize> = (0..model.classes()).collect();
+    let image_shape = model.input_shape();
+    let config = InversionConfig {
+        range: (lo, hi),
+        image_shape: match image_shape {
+            Some([1, h, w]) => Some([h, w]),
+            _ => None,
+        },
+        ..inversion.clone()
+    };
+    let inversion = invert(oracle, &classes, &config).map_err(audit_error)?;
+    let to_usize = |d: &Dataset| -> Vec<usize> { d.labels().iter().map(|&y| y as usize).collect() };
+    let distances = nearest_distances(
+        &inversion.images,
+        &classes,
+        train.features(),
+        &to_usize(train),
+        test.features(),
+        &to_usize(test),
+        train.n_features(),
+    )
+    .map_err(audit_error)?;
+    // An independent judge: a non-private model of the general recipe,
+    // trained on the non-members only.
+    let mut judge_cfg = Recipe::general()
+        .fitted_to(test)
+        .config(Privacy::NonPrivate, cfg.delta);
+    judge_cfg.seed = cfg.seed.map(|s| s ^ 0x1d9e);
+    let (_, judge) = train_model(&judge_cfg, test, test, device, |_| {})?;
+    let flat: Vec<f32> = inversion.images.iter().flatten().copied().collect();
+    let judged = judge.predict(&flat)?;
+    let independent_accuracy =
+        judged.iter().zip(&classes).filter(|(p, c)| p == c).count() as f64 / classes.len() as f64;
+    let ratios: Vec<f64> = distances
+        .iter()
+        .map(|d| d.to_member / d.to_non_member)
+        .filter(|r| r.is_finite())
+        .collect();
+    Ok(InversionReport {
+        classes,
+        confidence: inversion.confidence.clone(),
+        distance_to_member: distances.iter().map(|d| d.to_member).collect(),
+        distance_to_non_member: distances.iter().map(|d| d.to_non_member).collect(),
+        mean_distance_ratio: ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
+        independent_accuracy,
+        images: inversion.images,
+        image_shape,
+        range: (lo, hi),
+    })
+}
+
+/// The smallest and largest feature value of `data`: the public input range
+/// inversion stays in.
+pub(crate) fn feature_range(data: &Dataset) -> (f32, f32) {
+    data.features()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// Random directions per gradient estimate of black-box inversion.
+const INVERSION_DIRECTIONS: usize = 16;
+/// The finite-difference radius of black-box inversion, in range widths.
+const INVERSION_SMOOTHING: f64 = 0.05;
+
+/// Model inversion, if asked for: white-box against a full release
+/// without a budget; otherwise black-box, from the hardened outputs
+/// through the gate. Skipped (with a warning) for a model on features that
+/// are not differentiated.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn inversion_attack(
+    cfg: &TrainConfig,
+    model: &TrainedModel,
+    train: &Dataset,
+    test: &Dataset,
+    audit: &AuditConfig,
+    gate: &mut Gate<'_>,
+    findings: &mut Findings,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Option<InversionReport>, TrainError> {
+    if !audit.attacks.contains(&Attack::Inversion) {
+        return Ok(None);
+    }
+    let black_box = audit.release != Release::Full || audit.query_budget.is_some();
+    Ok(match model.features() {
+        Features::Raw if black_box => {
+            log(&format!(
+                "inversion: reconstructing one input per class from the released outputs ({INVERSION_DIRECTIONS} random directions per gradient estimate)"
+            ));
+            let client = Attack::Inversion.name();
+            let width = feature_range(train).1 - feature_range(train).0;
+            let mut oracle = ZerothOrder::new(
+                gate.client(client),
+                model.input_len(),
+                INVERSION_DIRECTIONS,
+                f64::from(width.max(f32::MIN_POSITIVE)) * INVERSION_SMOOTHING,
+                audit.seed ^ INVERSION_SALT,
+            )
+            .map_err(audit_error)?;
+            let result = run_inversion(
+                &mut oracle,
+                model,
+                train,
+                test,
+                cfg,
+                &audit.inversion,
+                device,
+            );
+            drop(oracle);
+            match result {
+                Ok(report) => Some(report),
+                Err(_) if gate.refused(client) > 0 => {
+                    findings.refuse(
+                        client,
+                        &format!(
+                            "its query budget of {} records ran out after {} records served ({} refused)",
+                            audit.query_budget.unwrap_or(0),
+                            gate.served(client),
+                            gate.refused(client)
+                        ),
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Features::Raw => {
+            log("inversion: reconstructing one input per class");
+            let mut oracle = GradientQueries { model };
+            Some(run_inversion(
+                &mut oracle,
+                model,
+                train,
+                test,
+                cfg,
+                &audit.inversion,
+                device,
+            )?)
+        }
+        other => {
+            findings.warnings.push(format!(
+                "inversion skipped: the model sees {} features, which are not differentiated; audit a model on raw features",
+                match other {
+                    Features::Scatter { .. } => "ScatterNet",
+                    Features::Raw => "raw",
+                }
+            ));
+            None
+        }
+    })
+}

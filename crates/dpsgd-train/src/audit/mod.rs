@@ -1,0 +1,418 @@
+//! Auditing a training recipe: train the target model, train shadow models
+//! through the same recipe, attack the target with every chosen attack and
+//! measure an empirical ε lower bound — the engine behind `dpsgd audit`.
+//!
+//! # The experiment
+//!
+//! * **Members** are the training split, **non-members** the test split;
+//!   together they are the *population*. The target is trained on the
+//!   members exactly as [`crate::train_model`] would (DP or not).
+//! * **Shadow models** (for `shadow` and `lira`) are trained with the same
+//!   configuration on random halves of the population: every record is IN
+//!   exactly `⌊K/2⌋` or `⌈K/2⌉` of the `K` shadows (the balanced design of
+//!   Carlini et al. 2022), so every record has IN and OUT statistics.
+//!   Shadows train in parallel, one per worker thread, on the one data load.
+//! * **Canaries** (optional, for the empirical ε lower bound): `m` extra
+//!   records — mislabeled copies of training records, or out-of-distribution
+//!   noise inputs with random labels — each added to the target's training
+//!   set with probability ½ (independent coins from the audit's seed). After
+//!   training, each canary's loss score ranks it; the one-run audit of
+//!   Steinke, Nasr & Jagielski (2023) guesses IN for the top and OUT for the
+//!   bottom, with the number of guesses fixed from `m` before any score is
+//!   seen, and bounds ε from the number of right guesses. A bound above the
+//!   claimed ε proves the claim false: [`CanaryAudit::exceeds_claim`].
+//!
+//! # Privacy
+//!
+//! An audit *releases* attack figures computed from the private training
+//! data: they are measurements for whoever owns the data, not covered by
+//! the target's ε.
+//!
+//! # Layout
+//!
+//! [`audit`] runs the experiment as a list of stages, each in its own
+//! file: the settings and their checks (`settings.rs`), the target and
+//! the attacks that query only it (`target.rs`: threshold and label-only
+//! attacks through the hardened gate), the shadow models with LiRA and
+//! the shadow-model attack (`shadows.rs`), model inversion
+//! (`inversion.rs`), the input canaries (`canaries.rs`) and the Dirac
+//! gradient canaries ([`dirac`], also at [`crate::whitebox`]), and the
+//! figures (`results.rs`).
+
+mod canaries;
+pub mod dirac;
+mod inversion;
+mod results;
+mod settings;
+mod shadows;
+mod target;
+
+pub use canaries::MAX_CANARY_SHARE;
+pub use results::{AttackResult, AuditOutcome, AuditReport, CanaryAudit, InversionReport};
+pub use settings::{Attack, AuditConfig, CanaryKind, bonferroni, exceeds_claim};
+pub use target::FAULT_NOISE_SCALE_VAR;
+
+use crate::config::{ClippingMode, Privacy, TrainConfig};
+use crate::error::TrainError;
+use dpsgd_data::Dataset;
+use settings::{bad, check_config};
+use std::time::Instant;
+use target::{Findings, Population};
+
+/// Audits `cfg` on `train` (members) and `test` (non-members): trains the
+/// target (with canaries, if any), the shadow models the attacks need, and
+/// runs every attack of `audit`. `log` receives one line per stage.
+///
+/// # Errors
+///
+/// [`TrainError`] from training the target or a shadow (a diverging shadow
+/// included), and [`TrainError::Config`] for an unusable audit
+/// configuration: no attacks, fewer than 2 shadow models for `shadow` or
+/// `lira`, `α ∉ (0, 1)`, more guesses than canaries, input (mislabeled or
+/// out-of-distribution) canaries together with early stopping — refused
+/// before anything is trained: early stopping's validation hold-out is
+/// taken from the training set it is given, so an included canary could
+/// be held out and never trained on while it counts as included.
+pub fn audit(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    audit: &AuditConfig,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<AuditOutcome, TrainError> {
+    let start = Instant::now();
+    // Refused before anything is trained.
+    check_config(audit)?;
+    check_run(cfg, train, test, audit)?;
+    // The target, with its canaries.
+    let mut warnings = Vec::new();
+    let planted = canaries::plant(train, audit)?;
+    let target = target::train_target(
+        cfg,
+        train,
+        test,
+        planted.as_ref(),
+        device,
+        log,
+        &mut warnings,
+    )?;
+    let model = &target.model;
+    let epsilon = target.report.privacy.epsilon;
+    // The attacks, every black-box query through the hardened gate.
+    let population = Population::new(model, train, test, audit)?;
+    let mut gate = target::gate(model, &population)?;
+    let mut findings = Findings {
+        attacks: Vec::new(),
+        warnings,
+        refused_attacks: Vec::new(),
+    };
+    target::threshold_attacks(&population, &mut gate, &mut findings)?;
+    let shadows = shadows::shadow_attacks(cfg, &population, &mut gate, &mut findings, device, log)?;
+    target::label_only(&population, &mut gate, &mut findings)?;
+    let inversion = inversion::inversion_attack(
+        cfg,
+        model,
+        train,
+        test,
+        audit,
+        &mut gate,
+        &mut findings,
+        device,
+        log,
+    )?;
+    let queries = gate.usage();
+    drop(gate);
+    // The canary audit: the empirical ε lower bound.
+    let canary_audit = canaries::canary_audit(
+        cfg,
+        planted.as_ref(),
+        model,
+        audit,
+        epsilon,
+        target.train_len,
+        target.noise_scale,
+        device,
+        log,
+    )?;
+    let Findings {
+        attacks,
+        warnings,
+        refused_attacks,
+    } = findings;
+    Ok(AuditOutcome {
+        report: AuditReport {
+            test_accuracy: target.report.test_accuracy,
+            train_accuracy: target.report.not_covered_by_epsilon.train_accuracy,
+            epsilon,
+            delta: cfg.delta,
+            attacks,
+            epsilon_lower_bound: canary_audit.as_ref().map(|c| c.one_run.epsilon),
+            canary_audit,
+            inversion,
+            shadow_models: if shadows.trained {
+                audit.shadow_models
+            } else {
+                0
+            },
+            shadow_seconds: shadows.seconds,
+            audit_seconds: start.elapsed().as_secs_f64(),
+            release: audit.release,
+            query_budget: audit.query_budget,
+            queries,
+            refused_attacks,
+            warnings,
+            target: target.report,
+        },
+        model: target.model,
+    })
+}
+
+/// Refuses, before anything is trained, an audit this run and data cannot
+/// support: input canaries with early stopping or beyond their share of
+/// the training set, splits of different widths, and Dirac canaries
+/// without DP, beyond one per record or without flat clipping.
+fn check_run(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    audit: &AuditConfig,
+) -> Result<(), TrainError> {
+    if audit.canaries > 0
+        && audit.canary_kind != CanaryKind::Dirac
+        && cfg.defences.early_stopping.is_some()
+    {
+        // The run takes early stopping's validation hold-out from the
+        // training set it is given, canaries included: an included canary
+        // could be held out, never trained on, and still count as included
+        // (a wrong coin for the bound).
+        return Err(bad(
+            "canaries",
+            format!(
+                "{} canaries cannot be combined with early stopping: its validation hold-out is taken from the training set after the canaries are added, so an included canary could be held out and never trained on; audit without early stopping (or use Dirac canaries, which are not records)",
+                match audit.canary_kind {
+                    CanaryKind::Mislabeled => "mislabeled",
+                    _ => "out-of-distribution",
+                }
+            ),
+        ));
+    }
+    if train.n_features() != test.n_features() {
+        return Err(bad(
+            "data",
+            "the training and test splits have different numbers of features",
+        ));
+    }
+    // Input canaries join the training set: past a quarter of it they
+    // would be what the model learns (10⁵ canaries beside 896 digits
+    // trained to 0.33% accuracy without a word).
+    if audit.canary_kind != CanaryKind::Dirac && audit.canaries > train.len() / MAX_CANARY_SHARE {
+        return Err(bad(
+            "canaries",
+            format!(
+                "{} input canaries for {} training records: at most one per {MAX_CANARY_SHARE} records ({}), or the canaries are what the model learns",
+                audit.canaries,
+                train.len(),
+                train.len() / MAX_CANARY_SHARE
+            ),
+        ));
+    }
+    if audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac {
+        if cfg.privacy == Privacy::NonPrivate {
+            return Err(bad(
+                "canaries",
+                "Dirac canaries audit the DP-SGD mechanism: a non-private run has none (use mislabeled or ood canaries)",
+            ));
+        }
+        if audit.canaries > train.len() {
+            return Err(bad(
+                "canaries",
+                format!(
+                    "Dirac canaries need at most one per training record ({})",
+                    train.len()
+                ),
+            ));
+        }
+        if cfg.clipping != ClippingMode::Flat {
+            return Err(bad(
+                "canaries",
+                "Dirac canaries audit flat clipping; this run clips otherwise",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::results::roc_summary;
+    use super::shadows::shadow_design;
+    use super::target::{TargetQueries, softmax};
+    use super::*;
+    use dpsgd_audit::hardening::ProbabilityOracle;
+    use dpsgd_audit::lower_bound::one_run_audit;
+    use dpsgd_audit::metrics::Roc;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    /// The population's answers are computed once and served again
+    /// unchanged; any other inputs (even a copy of the population, or
+    /// inputs of the same length) are computed afresh.
+    #[test]
+    fn should_serve_the_populations_answers_from_memory() {
+        let (mut train, mut test) = dpsgd_data::digits().split(0.5, 0).unwrap();
+        train.apply(&dpsgd_data::Scaling::Divide(16.0));
+        test.apply(&dpsgd_data::Scaling::Divide(16.0));
+        let cfg = TrainConfig {
+            epochs: 1,
+            privacy: crate::Privacy::NonPrivate,
+            seed: Some(1),
+            ..TrainConfig::default()
+        };
+        let device = burn::tensor::Device::flex();
+        let (_, model) = crate::fit::train_model(&cfg, &train, &test, &device, |_| {}).unwrap();
+        let population = test.features();
+        // As the audit builds it: the answers from the logits it computed
+        // anyway.
+        let logits = model.logits(&test).unwrap();
+        let seeded: Vec<Vec<f64>> = logits.chunks(model.classes()).map(softmax).collect();
+        let mut oracle = TargetQueries {
+            model: &model,
+            population,
+            population_answers: seeded.clone(),
+        };
+        let first = oracle.probabilities(population, model.input_len()).unwrap();
+        assert_eq!(first, seeded);
+        let again = oracle.probabilities(population, model.input_len()).unwrap();
+        assert_eq!(first, again);
+        // A copy is computed afresh: the same model on the same records.
+        let copy = population.to_vec();
+        let fresh = oracle.probabilities(&copy, model.input_len()).unwrap();
+        assert_eq!(fresh.len(), first.len());
+        for (a, b) in fresh.iter().flatten().zip(first.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let other: Vec<f32> = population.iter().map(|x| 1.0 - x).collect();
+        assert_ne!(
+            oracle.probabilities(&other, model.input_len()).unwrap(),
+            first
+        );
+    }
+
+    #[test]
+    fn should_refute_a_claim_only_when_a_bound_exceeds_it() {
+        assert!(exceeds_claim(Some(1.0), 1.5));
+        assert!(exceeds_claim(Some(1.0), 1.01));
+        assert!(!exceeds_claim(Some(1.0), 1.0));
+        assert!(!exceeds_claim(Some(1.0), 0.999));
+        assert!(
+            !exceeds_claim(Some(1.0), 1.0 + 1e-7),
+            "within the bisection tolerance"
+        );
+        assert!(!exceeds_claim(None, 50.0), "no claim without DP");
+    }
+
+    #[test]
+    fn should_split_the_family_alpha_evenly_between_the_audits() {
+        assert_eq!(bonferroni(0.05, 1), 0.05);
+        assert!((bonferroni(0.05, 10) - 0.005).abs() < 1e-15);
+        assert_eq!(bonferroni(0.05, 0), 0.05, "no test counts as one");
+        // The family-wise bound: K tests at α/K refute a true claim with
+        // probability ≤ K·α/K = α, where K tests at α each could reach
+        // 1 − (1 − α)^K (40% for K = 10).
+        for k in [1, 2, 6, 30] {
+            assert!(k as f64 * bonferroni(0.05, k) <= 0.05 + 1e-15);
+        }
+        let cfg = AuditConfig {
+            canary_alpha: Some(bonferroni(0.05, 4)),
+            ..AuditConfig::default()
+        };
+        assert_eq!(cfg.canary_significance(), 0.0125);
+        assert_eq!(cfg.alpha, 0.05, "the bootstrap intervals stay at 95%");
+        assert_eq!(AuditConfig::default().canary_significance(), 0.05);
+    }
+
+    /// A canary audit of a perfect attack (1000 canaries, 100 guesses, all
+    /// right) against a claim between its bounds at α and α/10.
+    fn perfect_audit(alpha: f64, claimed: Option<f64>) -> CanaryAudit {
+        let included: Vec<bool> = (0..1000).map(|i| i % 2 == 0).collect();
+        let scores: Vec<f64> = included.iter().map(|&b| f64::from(u8::from(b))).collect();
+        let one_run = one_run_audit(&scores, &included, 100, 0.0, alpha).unwrap();
+        CanaryAudit {
+            kind: CanaryKind::Mislabeled,
+            exceeds_claim: exceeds_claim(claimed, one_run.epsilon),
+            one_run,
+            clopper_pearson_epsilon: 0.0,
+            claimed_epsilon: claimed,
+        }
+    }
+
+    #[test]
+    fn should_refute_at_the_level_asked_from_the_audits_counts() {
+        let at = |alpha| perfect_audit(alpha, None).one_run.epsilon;
+        let (loose, strict) = (at(0.05), at(0.005));
+        assert!(strict < loose - 0.1, "{strict} vs {loose}");
+        let claim = 0.5 * (loose + strict);
+        // Computed at α = 0.05 the bound refutes the claim; the same
+        // counts at α/10 do not: the level, not the stored verdict, decides.
+        let audit = perfect_audit(0.05, Some(claim));
+        assert!(audit.exceeds_claim);
+        assert!(audit.refutes_at(0.05).unwrap());
+        assert!(!audit.refutes_at(0.005).unwrap());
+        assert!(
+            perfect_audit(0.005, Some(strict - 0.01))
+                .refutes_at(0.005)
+                .unwrap()
+        );
+        assert!(!perfect_audit(0.05, None).refutes_at(0.005).unwrap());
+        assert!(audit.refutes_at(0.0).is_err());
+    }
+
+    #[test]
+    fn should_put_every_record_in_half_of_the_shadows() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        for k in [2, 5, 16] {
+            let design = shadow_design(300, k, &mut rng);
+            for record in 0..300 {
+                let ins = design.iter().filter(|s| s[record]).count();
+                assert!(ins == k / 2 || ins == k.div_ceil(2), "k={k}: {ins} IN");
+            }
+            // Each shadow trains on about half of the records.
+            for s in &design {
+                let n = s.iter().filter(|&&b| b).count();
+                assert!((100..200).contains(&n), "k={k}: shadow of {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn should_summarise_the_roc_on_fixed_fprs() {
+        let roc = Roc::new(&[0.9, 0.8, 0.4], &[0.7, 0.3, 0.2]).unwrap();
+        let summary = roc_summary(&roc);
+        assert!(
+            summary
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+        assert_eq!(summary.first(), Some(&(0.0, 2.0 / 3.0)));
+        assert_eq!(summary.last(), Some(&(1.0, 1.0)));
+        // Every point agrees with the curve's own TPR at that FPR.
+        for &(f, t) in &summary {
+            assert_eq!(t, roc.tpr_at_fpr(f), "fpr {f}");
+        }
+        assert!(summary.iter().any(|p| p.0 == 1e-3));
+    }
+
+    #[test]
+    fn should_parse_attack_and_canary_names() {
+        for a in Attack::ALL {
+            assert_eq!(a.name().parse::<Attack>(), Ok(a));
+        }
+        assert!("nope".parse::<Attack>().unwrap_err().contains("label-only"));
+        assert_eq!(
+            "ood".parse::<CanaryKind>(),
+            Ok(CanaryKind::OutOfDistribution)
+        );
+        assert!("x".parse::<CanaryKind>().is_err());
+    }
+}

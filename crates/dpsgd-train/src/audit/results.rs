@@ -1,0 +1,246 @@
+//! What an audit measured: one attack's figures ([`AttackResult`], from
+//! its scores), the canary audit's, inversion's, and the whole report.
+
+use super::settings::{AuditConfig, CanaryKind, audit_error, exceeds_claim};
+use crate::error::TrainError;
+use crate::report::TrainReport;
+use crate::trained::TrainedModel;
+use dpsgd_audit::hardening::{ClientUsage, Release};
+use dpsgd_audit::lower_bound::OneRunAudit;
+use dpsgd_audit::metrics::{Interval, Roc, bootstrap};
+use dpsgd_audit::slices::{Record, Slice, slices};
+use serde::Serialize;
+
+/// Salt of the bootstrap's random stream.
+const BOOT_SALT: u64 = 0xb007_5742;
+
+/// One attack's figures on the members vs non-members.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttackResult {
+    /// `loss`, `confidence`, `entropy`, `modified-entropy`, `shadow`,
+    /// `lira-online`, `lira-offline`, `label-only`.
+    pub name: String,
+    /// ROC AUC (0.5: no leakage measured).
+    pub auc: f64,
+    /// Bootstrap interval of the AUC at level `1 − α`.
+    pub auc_interval: Interval,
+    /// TPR at 1% FPR.
+    pub tpr_at_fpr_0_01: f64,
+    /// TPR at 0.1% FPR.
+    pub tpr_at_fpr_0_001: f64,
+    /// Best balanced accuracy of a threshold.
+    pub balanced_accuracy: f64,
+    /// Membership advantage `max |TPR − FPR|`.
+    pub advantage: f64,
+    /// Members and non-members scored.
+    pub records: (usize, usize),
+    /// The ROC curve at fixed FPRs (linear and logarithmic grids), for
+    /// plotting: `(fpr, tpr)`.
+    pub roc: Vec<(f64, f64)>,
+    /// Slices by class and by loss percentile, most exposed first.
+    pub slices: Vec<Slice>,
+}
+
+/// The canary audit's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryAudit {
+    /// What the canaries were.
+    pub kind: CanaryKind,
+    /// The one-run audit (Steinke et al. 2023).
+    pub one_run: OneRunAudit,
+    /// Clopper–Pearson bound (Jagielski et al. 2020) at the one-run
+    /// guesser's IN threshold: TPR over included, FPR over left-out
+    /// canaries. Reported for comparison only: Jagielski's bound assumes
+    /// independent training runs, and within one run the guesses are not
+    /// independent, so it does not decide [`CanaryAudit::exceeds_claim`].
+    pub clopper_pearson_epsilon: f64,
+    /// The ε the run claims (`None` without DP).
+    pub claimed_epsilon: Option<f64>,
+    /// Whether the one-run lower bound exceeds the claim: the claim is then
+    /// false (a privacy bug) at confidence `1 − α`, with α the bound's
+    /// significance (`one_run.alpha`).
+    pub exceeds_claim: bool,
+}
+
+impl CanaryAudit {
+    /// Whether this audit refutes its claim at significance `alpha`: the
+    /// one-run bound, recomputed at `alpha` from the audit's counts
+    /// (canaries, guesses, right guesses, δ), exceeds the claimed ε
+    /// ([`exceeds_claim`]). At `one_run.alpha` this is
+    /// [`CanaryAudit::exceeds_claim`]; a family of K audits tests each at
+    /// [`bonferroni`]`(α, K)`.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Config`] for `α ∉ (0, 1)` or inconsistent counts.
+    pub fn refutes_at(&self, alpha: f64) -> Result<bool, TrainError> {
+        let o = &self.one_run;
+        let bound = dpsgd_audit::lower_bound::one_run_epsilon(
+            o.canaries, o.guesses, o.correct, o.delta, alpha,
+        )
+        .map_err(audit_error)?;
+        Ok(exceeds_claim(self.claimed_epsilon, bound))
+    }
+}
+
+/// Model inversion's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct InversionReport {
+    /// The classes reconstructed.
+    pub classes: Vec<usize>,
+    /// The target's confidence `p_y` on each reconstruction.
+    pub confidence: Vec<f64>,
+    /// Distance from each reconstruction to its class's nearest member.
+    pub distance_to_member: Vec<f64>,
+    /// Distance to its class's nearest non-member.
+    pub distance_to_non_member: Vec<f64>,
+    /// Mean of `distance_to_member / distance_to_non_member` (below 1: the
+    /// reconstructions sit closer to the training data than to unseen data
+    /// of the same class).
+    pub mean_distance_ratio: f64,
+    /// Accuracy of an independent classifier (trained without DP on the
+    /// non-members only) on the reconstructions: how recognisable they are.
+    pub independent_accuracy: f64,
+    /// The reconstructions (row-major inputs), not serialised.
+    #[serde(skip)]
+    pub images: Vec<Vec<f32>>,
+    /// Their image shape, if images.
+    pub image_shape: Option<[usize; 3]>,
+    /// The input range the reconstructions were kept in.
+    pub range: (f32, f32),
+}
+
+/// Everything an audit measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    /// The target's test accuracy.
+    pub test_accuracy: f64,
+    /// The target's accuracy on its training set (not covered by ε).
+    pub train_accuracy: f64,
+    /// The target's claimed ε (`None` without DP).
+    pub epsilon: Option<f64>,
+    /// δ of the claim.
+    pub delta: f64,
+    /// One entry per membership attack.
+    pub attacks: Vec<AttackResult>,
+    /// The one-run ε lower bound, when canaries were planted.
+    pub epsilon_lower_bound: Option<f64>,
+    /// The canary audit, when canaries were planted.
+    pub canary_audit: Option<CanaryAudit>,
+    /// Model inversion, when asked for and possible.
+    pub inversion: Option<InversionReport>,
+    /// Shadow models trained.
+    pub shadow_models: usize,
+    /// Seconds spent training shadow models (wall clock, all workers).
+    pub shadow_seconds: f64,
+    /// Seconds of the whole audit, the target's training included.
+    pub audit_seconds: f64,
+    /// What the target released to the black-box attacks.
+    pub release: Release,
+    /// The per-client query budget, if one was set.
+    pub query_budget: Option<u64>,
+    /// The target's queries per attack (client): records served and
+    /// records refused past the budget.
+    pub queries: Vec<ClientUsage>,
+    /// Attacks refused by the query budget (not run).
+    pub refused_attacks: Vec<String>,
+    /// What the audit could not do (an attack that does not apply).
+    pub warnings: Vec<String>,
+    /// The target's training report.
+    pub target: TrainReport,
+}
+
+/// What an audit hands back besides the report.
+#[derive(Debug)]
+pub struct AuditOutcome {
+    /// The figures.
+    pub report: AuditReport,
+    /// The target model.
+    pub model: TrainedModel,
+}
+
+/// The figures of one attack's scores (NaN scores, and records outside
+/// `subset` when given, are left out).
+pub(crate) fn attack_result(
+    name: &str,
+    scores: &[f64],
+    is_member: &[bool],
+    labels: &[usize],
+    losses: &[f64],
+    subset: Option<&[usize]>,
+    audit: &AuditConfig,
+) -> Result<AttackResult, TrainError> {
+    let all: Vec<usize> = (0..scores.len()).collect();
+    let chosen: Vec<usize> = subset
+        .unwrap_or(&all)
+        .iter()
+        .copied()
+        .filter(|&i| !scores[i].is_nan())
+        .collect();
+    let members: Vec<f64> = chosen
+        .iter()
+        .filter(|&&i| is_member[i])
+        .map(|&i| scores[i])
+        .collect();
+    let others: Vec<f64> = chosen
+        .iter()
+        .filter(|&&i| !is_member[i])
+        .map(|&i| scores[i])
+        .collect();
+    let roc = Roc::new(&members, &others).map_err(audit_error)?;
+    let auc_interval = bootstrap(
+        &members,
+        &others,
+        |r| r.auc,
+        audit.bootstrap_resamples,
+        1.0 - audit.alpha,
+        audit.seed ^ BOOT_SALT,
+    )
+    .map_err(audit_error)?;
+    let records: Vec<Record> = chosen
+        .iter()
+        .map(|&i| Record {
+            score: scores[i],
+            member: is_member[i],
+            label: labels[i],
+            loss: if losses[i].is_nan() {
+                f64::INFINITY
+            } else {
+                losses[i]
+            },
+        })
+        .collect();
+    Ok(AttackResult {
+        name: name.to_owned(),
+        auc: roc.auc,
+        auc_interval,
+        tpr_at_fpr_0_01: roc.tpr_at_fpr(0.01),
+        tpr_at_fpr_0_001: roc.tpr_at_fpr(0.001),
+        balanced_accuracy: roc.balanced_accuracy(),
+        advantage: roc.advantage(),
+        records: roc.counts,
+        roc: roc_summary(&roc),
+        slices: slices(&records, 10).map_err(audit_error)?,
+    })
+}
+
+/// The ROC curve at fixed FPRs: 101 linear points and 121 logarithmic ones
+/// from 10⁻⁶, enough for both plots without every distinct score.
+pub(crate) fn roc_summary(roc: &Roc) -> Vec<(f64, f64)> {
+    let mut fprs: Vec<f64> = (0..=100).map(|i| f64::from(i) / 100.0).collect();
+    fprs.extend((0..=120).map(|i| 10f64.powf(-6.0 + f64::from(i) / 20.0)));
+    fprs.sort_by(f64::total_cmp);
+    // 10^-2 computed as a power may differ from 0.01 in the last bit.
+    fprs.dedup_by(|a, b| (*a - *b).abs() <= 1e-12 * b.abs().max(1e-300));
+    // One pass over the curve (its FPRs increase).
+    let mut out = Vec::with_capacity(fprs.len());
+    let mut best = 0.0f64;
+    let mut points = roc.points.iter().peekable();
+    for f in fprs {
+        while let Some(p) = points.next_if(|p| p.0 <= f) {
+            best = best.max(p.1);
+        }
+        out.push((f, best));
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! How to audit: the attacks, the canaries, the significance levels and
+//! the target's release ([`AuditConfig`]), the checks of those settings,
+//! and the audit's errors.
+
+use crate::error::TrainError;
+use dpsgd_audit::hardening::Release;
+use dpsgd_audit::inversion::InversionConfig;
+use dpsgd_audit::scores::ScoreKind;
+use serde::Serialize;
+
+/// One attack of the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Loss threshold (Yeom et al. 2018).
+    Loss,
+    /// Confidence of the true class.
+    Confidence,
+    /// Prediction entropy.
+    Entropy,
+    /// Modified entropy (Song & Mittal 2021).
+    ModifiedEntropy,
+    /// Shadow-model attack classifiers per class (Shokri et al. 2017).
+    Shadow,
+    /// LiRA online and offline (Carlini et al. 2022).
+    Lira,
+    /// Label-only: robustness of the label to input noise
+    /// (Choquette-Choo et al. 2021).
+    LabelOnly,
+    /// Model inversion (Fredrikson et al. 2015).
+    Inversion,
+}
+
+impl Attack {
+    /// Every attack, in the order the report lists them.
+    pub const ALL: [Self; 8] = [
+        Self::Loss,
+        Self::Confidence,
+        Self::Entropy,
+        Self::ModifiedEntropy,
+        Self::Shadow,
+        Self::Lira,
+        Self::LabelOnly,
+        Self::Inversion,
+    ];
+
+    /// The attack's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Loss => "loss",
+            Self::Confidence => "confidence",
+            Self::Entropy => "entropy",
+            Self::ModifiedEntropy => "modified-entropy",
+            Self::Shadow => "shadow",
+            Self::Lira => "lira",
+            Self::LabelOnly => "label-only",
+            Self::Inversion => "inversion",
+        }
+    }
+
+    pub(crate) fn threshold_score(self) -> Option<ScoreKind> {
+        match self {
+            Self::Loss => Some(ScoreKind::Loss),
+            Self::Confidence => Some(ScoreKind::Confidence),
+            Self::Entropy => Some(ScoreKind::Entropy),
+            Self::ModifiedEntropy => Some(ScoreKind::ModifiedEntropy),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Attack {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|a| a.name()).collect();
+                format!("`{s}` is not an attack (expected {})", names.join(", "))
+            })
+    }
+}
+
+/// What the canaries are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CanaryKind {
+    /// Copies of random training records with a random wrong label.
+    #[default]
+    Mislabeled,
+    /// Inputs of independent N(0, 1) features with a random label.
+    OutOfDistribution,
+    /// White-box gradient canaries (Dirac: gradient `C·e_j` on a coordinate
+    /// of its own) through the run's DP-SGD engine, observed at every step
+    /// ([`crate::whitebox`]); DP runs only.
+    Dirac,
+}
+
+impl std::str::FromStr for CanaryKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mislabeled" => Ok(Self::Mislabeled),
+            "ood" | "out-of-distribution" => Ok(Self::OutOfDistribution),
+            "dirac" => Ok(Self::Dirac),
+            _ => Err(format!(
+                "`{s}` is not a canary kind (expected mislabeled, ood or dirac)"
+            )),
+        }
+    }
+}
+
+/// How to audit.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The attacks to run.
+    pub attacks: Vec<Attack>,
+    /// Shadow models `K` for `shadow` and `lira` (at least 2; LiRA with
+    /// per-record variances needs 4).
+    pub shadow_models: usize,
+    /// Canaries `m` for the one-run ε lower bound (0: none).
+    pub canaries: usize,
+    /// What the canaries are.
+    pub canary_kind: CanaryKind,
+    /// Guesses `r` of the one-run audit (`None`: `max(1, m/5)`), fixed
+    /// before the scores are seen.
+    pub canary_guesses: Option<usize>,
+    /// Significance α of the lower bounds and the level `1 − α` of the
+    /// bootstrap intervals.
+    pub alpha: f64,
+    /// Significance of the canary audit's ε lower bounds (the one-run
+    /// bound that decides [`CanaryAudit::exceeds_claim`], and the
+    /// Clopper–Pearson bound beside it), when it is not `alpha`. A caller
+    /// that runs K audits and reports a failure if *any* refutes its claim
+    /// sets [`bonferroni`]`(α, K)` here, so that a correct implementation
+    /// is refuted with probability ≤ α over all K (`dpsgd sweep` does).
+    /// `None`: `alpha`.
+    pub canary_alpha: Option<f64>,
+    /// Bootstrap resamples for the AUC intervals.
+    pub bootstrap_resamples: usize,
+    /// The label-only attack queries at most this many members and as many
+    /// non-members (it needs dozens of queries per record).
+    pub label_only_records: usize,
+    /// Worker threads training shadow models (0: one per available core).
+    pub threads: usize,
+    /// Seed of the audit's randomness (canaries, shadow splits, shadow
+    /// training, bootstrap).
+    pub seed: u64,
+    /// Model inversion's settings; its range and image shape are set from
+    /// the data.
+    pub inversion: InversionConfig,
+    /// What the target releases (output hardening): the black-box attacks
+    /// score the released vectors (`Full`: the logits themselves, exact).
+    pub release: Release,
+    /// A per-client query budget, in records: every black-box attack is one
+    /// client of the hardened target, and an attack whose queries would
+    /// pass the budget is refused (and reported as such). `None`: no limit
+    /// (the queries are still counted).
+    pub query_budget: Option<u64>,
+}
+
+impl AuditConfig {
+    /// The significance of the canary audit's bounds:
+    /// [`AuditConfig::canary_alpha`], or [`AuditConfig::alpha`].
+    pub fn canary_significance(&self) -> f64 {
+        self.canary_alpha.unwrap_or(self.alpha)
+    }
+}
+
+/// The significance of each of `tests` tests that together refute a true
+/// claim with probability at most `family_alpha` (Bonferroni: `α/K`; valid
+/// whatever the tests' dependence). No test (`tests = 0`) is taken as one.
+pub fn bonferroni(family_alpha: f64, tests: usize) -> f64 {
+    family_alpha / tests.max(1) as f64
+}
+
+/// Whether a measured ε lower bound refutes the claimed ε: it exceeds the
+/// claim beyond the bounds' bisection tolerance (1e-6). No claim (a
+/// non-private run) is never refuted. The one threshold of every verdict
+/// (`dpsgd audit`, `dpsgd sweep`, the Dirac audit).
+pub fn exceeds_claim(claimed: Option<f64>, lower_bound: f64) -> bool {
+    claimed.is_some_and(|eps| lower_bound > eps + 1e-6)
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            attacks: vec![Attack::Loss, Attack::Lira],
+            shadow_models: 16,
+            canaries: 0,
+            canary_kind: CanaryKind::Mislabeled,
+            canary_guesses: None,
+            alpha: 0.05,
+            canary_alpha: None,
+            bootstrap_resamples: 100,
+            label_only_records: 1000,
+            threads: 0,
+            seed: 0,
+            inversion: InversionConfig::default(),
+            release: Release::Full,
+            query_budget: None,
+        }
+    }
+}
+
+/// The audit's error for a bad [`AuditConfig`].
+pub(crate) fn bad(field: &'static str, reason: impl Into<String>) -> TrainError {
+    TrainError::config(field, reason)
+}
+
+pub(crate) fn audit_error(e: dpsgd_audit::Error) -> TrainError {
+    bad("audit", e.to_string())
+}
+
+/// Refuses an [`AuditConfig`] that cannot work, whatever the run.
+pub(crate) fn check_config(audit: &AuditConfig) -> Result<(), TrainError> {
+    if audit.attacks.is_empty() {
+        return Err(bad("attacks", "choose at least one attack"));
+    }
+    let needs_shadows = audit
+        .attacks
+        .iter()
+        .any(|a| matches!(a, Attack::Shadow | Attack::Lira));
+    if needs_shadows && audit.shadow_models < 2 {
+        return Err(bad(
+            "shadow_models",
+            "the shadow and LiRA attacks need at least 2 shadow models (16 or more for a sharp LiRA)",
+        ));
+    }
+    if !(audit.alpha > 0.0 && audit.alpha < 1.0) {
+        return Err(bad("alpha", "must be in (0, 1)"));
+    }
+    if audit.canary_alpha.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
+        return Err(bad("canary_alpha", "must be in (0, 1)"));
+    }
+    if audit.bootstrap_resamples == 0 {
+        return Err(bad("bootstrap_resamples", "need at least one resample"));
+    }
+    if let Some(r) = audit.canary_guesses
+        && (r == 0 || r > audit.canaries)
+    {
+        return Err(bad(
+            "canary_guesses",
+            format!(
+                "must be between 1 and the number of canaries ({})",
+                audit.canaries
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! Shadow models and the attacks built on them: the balanced IN/OUT
+//! design, the shadows trained in parallel through the target's recipe,
+//! LiRA (online and offline) and the shadow-model attack.
+
+use super::settings::{Attack, AuditConfig, audit_error, bad};
+use super::target::{Findings, Gate, Population, softmax};
+use crate::config::{Features, TrainConfig};
+use crate::error::TrainError;
+use crate::features::{scatter_features, scattering_for};
+use crate::fit::train_model;
+use dpsgd_audit::hardening::Release;
+use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
+use dpsgd_audit::scores::ScoreKind;
+use dpsgd_audit::shadow::{ShadowAttack, ShadowAttackConfig, ShadowExample};
+use dpsgd_data::Dataset;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// Salt of the shadows' random stream.
+const SHADOW_SALT: u64 = 0x5ad0_3e15;
+
+/// One trained shadow model: which population records it trained on, and
+/// its logits on the whole population.
+pub(crate) struct Shadow {
+    inside: Vec<bool>,
+    logits: Vec<f64>,
+}
+
+/// The balanced IN/OUT design: record `i` is IN the shadows
+/// `design[k][i]`, exactly `⌊K/2⌋` or `⌈K/2⌉` of them.
+pub(crate) fn shadow_design(n: usize, k: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<bool>> {
+    let mut design = vec![vec![false; n]; k];
+    let mut order: Vec<usize> = (0..k).collect();
+    (0..n).for_each(|record| {
+        order.shuffle(rng);
+        let ins = k / 2 + usize::from(k % 2 == 1 && rng.random_bool(0.5));
+        for &shadow in &order[..ins] {
+            design[shadow][record] = true;
+        }
+    });
+    design
+}
+
+/// Trains the shadow models on `audit.threads` workers, each shadow on one
+/// core (so the shadows, and the attacks built on them, do not depend on the
+/// number of workers).
+pub(crate) fn train_shadows(
+    cfg: &TrainConfig,
+    population: &Dataset,
+    audit: &AuditConfig,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Shadow>, TrainError> {
+    let k = audit.shadow_models;
+    let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ SHADOW_SALT);
+    let design = shadow_design(population.len(), k, &mut rng);
+    let seeds: Vec<u64> = (0..k).map(|_| rng.random()).collect();
+    let threads = match audit.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
+    .min(k);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    // Each shadow's logits on the population, or why it failed.
+    type Slot = Option<Result<Vec<f64>, TrainError>>;
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..k).map(|_| None).collect());
+    let started = Instant::now();
+    // Each worker trains its shadows single-threaded: burn-flex's parallel
+    // kernels split float sums by rayon's work stealing, so a shadow trained
+    // beside another (or by a pool of another size) could differ in the
+    // last bits, and 15 epochs amplify them. In a one-thread pool every
+    // shadow is the same bits whatever `threads` is and whatever else runs.
+    let pools = (0..threads)
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            bad(
+                "threads",
+                format!("cannot start a shadow-training worker: {e}"),
+            )
+        })?;
+    std::thread::scope(|scope| {
+        for single in &pools {
+            scope.spawn(|| {
+                loop {
+                    let s = next.fetch_add(1, Ordering::SeqCst);
+                    if s >= k {
+                        break;
+                    }
+                    let result = single
+                        .install(|| train_shadow(cfg, population, &design[s], seeds[s], device));
+                    let failed = result.is_err();
+                    if let Ok(mut r) = results.lock() {
+                        r[s] = Some(result);
+                    }
+                    let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    log(&format!(
+                        "shadow {finished}/{k} trained ({:.0} s)",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    if failed {
+                        // Stop handing out work: the audit fails anyway.
+                        next.store(k, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| bad("shadow_models", "a shadow-training worker panicked"))?;
+    let mut shadows = Vec::with_capacity(k);
+    for (s, result) in results.into_iter().enumerate() {
+        match result {
+            Some(Ok(logits)) => shadows.push(Shadow {
+                inside: design[s].clone(),
+                logits,
+            }),
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(bad(
+                    "shadow_models",
+                    format!("shadow {s} was not trained (another failed first)"),
+                ));
+            }
+        }
+    }
+    Ok(shadows)
+}
+
+/// Held-out records a shadow evaluates its test accuracy on (its accuracy
+/// is not reported; a small sample keeps the per-epoch evaluation cheap).
+const SHADOW_EVAL: usize = 512;
+
+fn train_shadow(
+    cfg: &TrainConfig,
+    population: &Dataset,
+    inside: &[bool],
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> Result<Vec<f64>, TrainError> {
+    let ins: Vec<usize> = (0..inside.len()).filter(|&i| inside[i]).collect();
+    let outs: Vec<usize> = (0..inside.len())
+        .filter(|&i| !inside[i])
+        .take(SHADOW_EVAL)
+        .collect();
+    let shadow_train = population.subset(&ins);
+    let shadow_test = population.subset(if outs.is_empty() { &ins } else { &outs });
+    let mut shadow_cfg = cfg.clone();
+    shadow_cfg.seed = Some(seed);
+    shadow_cfg.save_model = None;
+    shadow_cfg.checkpoint_dir = None;
+    shadow_cfg.resume = false;
+    shadow_cfg.progress_epsilon = false;
+    shadow_cfg.batch_size = shadow_cfg.batch_size.min(shadow_train.len());
+    let (_, model) = train_model(&shadow_cfg, &shadow_train, &shadow_test, device, |_| {})?;
+    model.logits(population)
+}
+
+/// Largest number of shadow outputs the attack classifiers train on (a
+/// random sample beyond it).
+const SHADOW_ATTACK_SAMPLES: usize = 50_000;
+
+/// The shadow-model attack: per-class attack classifiers fit on the
+/// shadows' outputs with known membership, applied to the target's.
+pub(crate) fn shadow_attack_scores(
+    shadows: &[Shadow],
+    target_logits: &[f64],
+    labels: &[usize],
+    classes: usize,
+    seed: u64,
+) -> Result<Vec<f64>, TrainError> {
+    let n = labels.len();
+    let mut pairs: Vec<(usize, usize)> = (0..shadows.len())
+        .flat_map(|s| (0..n).map(move |i| (s, i)))
+        .collect();
+    if pairs.len() > SHADOW_ATTACK_SAMPLES {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ SHADOW_SALT ^ 1);
+        pairs.shuffle(&mut rng);
+        pairs.truncate(SHADOW_ATTACK_SAMPLES);
+    }
+    let examples: Vec<ShadowExample> = pairs
+        .iter()
+        .map(|&(s, i)| ShadowExample {
+            probs: softmax(&shadows[s].logits[i * classes..(i + 1) * classes]),
+            label: labels[i],
+            member: shadows[s].inside[i],
+        })
+        .collect();
+    let attack = ShadowAttack::fit(&examples, classes, ShadowAttackConfig::default())
+        .map_err(audit_error)?;
+    (0..n)
+        .map(|i| {
+            attack.score(
+                &softmax(&target_logits[i * classes..(i + 1) * classes]),
+                labels[i],
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(audit_error)
+}
+
+/// What the shadow stage did: whether shadows were trained, and in how
+/// long.
+pub(crate) struct ShadowStage {
+    /// Whether the shadows were trained (an attack needing them ran).
+    pub(crate) trained: bool,
+    /// Seconds spent training them.
+    pub(crate) seconds: f64,
+}
+
+/// The attacks built on shadow models, if asked for and admitted by the
+/// gate: trains the shadows through `cfg`'s recipe once, then runs LiRA
+/// (online and offline) and the shadow-model attack.
+pub(crate) fn shadow_attacks(
+    cfg: &TrainConfig,
+    population: &Population<'_>,
+    gate: &mut Gate<'_>,
+    findings: &mut Findings,
+    device: &burn::tensor::Device,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<ShadowStage, TrainError> {
+    let audit = population.audit;
+    let release = audit.release;
+    let mut shadow_seconds = 0.0;
+    // The shadow attack reads full vectors: not run against a hardened
+    // release (and then not queried).
+    let run_shadow_attack = audit.attacks.contains(&Attack::Shadow)
+        && release == Release::Full
+        && findings.admit(gate, population, Attack::Shadow.name())?;
+    let run_lira =
+        audit.attacks.contains(&Attack::Lira) && findings.admit(gate, population, "lira")?;
+    let needs_shadows = run_lira || run_shadow_attack;
+    if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
+        findings.warnings.push(
+            "shadow attack skipped: its attack models read full probability vectors, not hardened releases".into(),
+        );
+    }
+    if needs_shadows {
+        let shadow_start = Instant::now();
+        // Per-example features (ScatterNet) are computed once for the
+        // population, not once per shadow: the shadows train on them as
+        // raw features, which is the same model.
+        let (shadow_cfg, features) = match cfg.features {
+            Features::Raw => (cfg.clone(), std::borrow::Cow::Borrowed(&population.data)),
+            Features::Scatter { groups } => {
+                log("shadows: computing ScatterNet features of the population once");
+                let scattering = scattering_for(&population.data)?;
+                let features = scatter_features(&population.data, &scattering, groups)?;
+                let shadow_cfg = TrainConfig {
+                    features: Features::Raw,
+                    ..cfg.clone()
+                };
+                (shadow_cfg, std::borrow::Cow::Owned(features))
+            }
+        };
+        // Shadows report nothing: no ε after every epoch.
+        let shadow_cfg = TrainConfig {
+            progress_epsilon: false,
+            ..shadow_cfg
+        };
+        let shadows = train_shadows(&shadow_cfg, &features, audit, device, log)?;
+        shadow_seconds = shadow_start.elapsed().as_secs_f64();
+        log(&format!(
+            "shadows: {} trained in {shadow_seconds:.1} s",
+            shadows.len()
+        ));
+        if run_lira {
+            let phi = population.target_scores(ScoreKind::LogitScaled)?;
+            let per_record: Vec<ShadowScores> = (0..population.data.len())
+                .map(|i| {
+                    let mut s = ShadowScores::default();
+                    for shadow in &shadows {
+                        let row = population.row(&shadow.logits, i);
+                        // The attacker hardens its own shadows' outputs
+                        // the same way, to calibrate on what it sees.
+                        let v = population
+                            .score(ScoreKind::LogitScaled, &row, population.labels[i])
+                            .unwrap_or(f64::NAN);
+                        if shadow.inside[i] {
+                            s.inside.push(v);
+                        } else {
+                            s.outside.push(v);
+                        }
+                    }
+                    s
+                })
+                .collect();
+            // Carlini et al.: a global variance is better below 64 shadows.
+            let fixed_variance = audit.shadow_models < 64;
+            for (name, online) in [("lira-online", true), ("lira-offline", false)] {
+                let scores = lira_scores(
+                    &phi,
+                    &per_record,
+                    LiraConfig {
+                        online,
+                        fixed_variance,
+                    },
+                )
+                .map_err(audit_error)?;
+                findings
+                    .attacks
+                    .push(population.evaluate(name, &scores, None)?);
+            }
+        }
+        if run_shadow_attack {
+            let scores = shadow_attack_scores(
+                &shadows,
+                &population.logits,
+                &population.labels,
+                population.classes,
+                audit.seed,
+            )?;
+            findings
+                .attacks
+                .push(population.evaluate("shadow", &scores, None)?);
+        }
+    }
+    Ok(ShadowStage {
+        trained: needs_shadows,
+        seconds: shadow_seconds,
+    })
+}
