@@ -642,6 +642,35 @@ mod tests {
         }
     }
 
+    /// Raw counts through JAX Privacy's own `_epsilon_one_run_fdp(0, m, r,
+    /// v, 0.05, 1e-5)` and `_epsilon_one_run(…)` (auditing.py at `8967688`,
+    /// run with `dp_accounting.get_sigma_gaussian` replaced by the same
+    /// bracket-and-Brent search at 1e-12); its Brent tolerance is 1e-6, so
+    /// matched to 1e-5.
+    #[test]
+    fn should_match_jax_privacy_on_raw_counts() {
+        for (m, r, v, fdp, steinke) in [
+            (1000, 100, 100, 5.549027999942934, 3.465376229385333),
+            (1000, 100, 90, 2.456405067209416, 1.6261436787042223),
+            (1000, 1000, 1000, 12.334570155595598, 5.782283131572193),
+            (1000, 1000, 900, 3.7793385785758593, 2.020645594168416),
+            (10_000, 1000, 900, 2.802598207968059, 2.015194451629058),
+            (10_000, 500, 500, 7.393633112583978, 4.833513212620221),
+            (1000, 100, 75, 1.0059159106249838, 0.6994669106155617),
+        ] {
+            let got = fdp_one_run_epsilon(m, r, v, 1e-5, 0.05, EpsilonCurve::Gaussian).unwrap();
+            assert!(
+                (got - fdp).abs() < 1e-5,
+                "f-DP (m={m}, r={r}, v={v}): {got} vs {fdp}"
+            );
+            let got = steinke_epsilon_from(0.0, m, r, v, 0.05, 1e-5);
+            assert!(
+                (got - steinke).abs() < 1e-5,
+                "Steinke (m={m}, r={r}, v={v}): {got} vs {steinke}"
+            );
+        }
+    }
+
     #[test]
     fn should_match_the_gaussian_mechanism_calibration() {
         // gdp_mu inverts gdp_delta at ε.
