@@ -8,6 +8,8 @@ mod error;
 mod flags;
 mod html;
 mod output;
+mod setup;
+mod training;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -2,7 +2,6 @@
 //! report how much it leaks — membership-inference ROC figures, an
 //! empirical ε lower bound from canaries, model inversion.
 
-use crate::commands::train::{config, load};
 use crate::error;
 use crate::error::EXIT_CLAIM_REFUTED;
 use crate::flags::parse;
@@ -10,10 +9,12 @@ use crate::flags::train::{PrivacyOptions, TrainOptions};
 use crate::output::clobbering;
 use crate::output::files::{ReportTarget, check_output_path, check_save_path, write_atomically};
 use crate::output::format::{p_value, percent};
+use crate::setup::{audit_config, check_canaries, config, load};
+use crate::training::run_audit;
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
+use dpsgd::train::TrainConfig;
 use dpsgd::train::audit::{Attack, AttackResult, AuditConfig, AuditReport, CanaryKind};
-use dpsgd::train::{TrainConfig, TrainError};
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -127,99 +128,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// The audit's settings from the command line.
-pub fn audit_config(
-    attacks: &[Attack],
-    shadow_models: usize,
-    canaries: usize,
-    canary_kind: CanaryKind,
-    canary_guesses: Option<usize>,
-    threads: Option<usize>,
-    seed: u64,
-) -> Result<AuditConfig, error::UsageError> {
-    if canary_guesses.is_some_and(|r| r > canaries) {
-        return Err(error::UsageError {
-            flag: "--canary-guesses",
-            message: format!("more guesses than canaries ({canaries})"),
-        });
-    }
-    if shadow_models < 2
-        && attacks
-            .iter()
-            .any(|a| matches!(a, Attack::Shadow | Attack::Lira))
-    {
-        return Err(error::UsageError {
-            flag: "--shadow-models",
-            message: "the shadow and LiRA attacks need at least 2 shadow models".into(),
-        });
-    }
-    let mut unique = Vec::new();
-    for a in attacks {
-        if !unique.contains(a) {
-            unique.push(*a);
-        }
-    }
-    Ok(AuditConfig {
-        attacks: unique,
-        shadow_models,
-        canaries,
-        canary_kind,
-        canary_guesses,
-        threads: threads.unwrap_or(0),
-        seed,
-        ..AuditConfig::default()
-    })
-}
-
-/// Refuses input canaries (mislabeled, ood) with early stopping, before
-/// any data is read: the run takes early stopping's validation hold-out
-/// from the training set after the canaries are added, so an included
-/// canary could be held out, never trained on, and still count as
-/// included. (The library refuses the combination too; this names the
-/// flags.)
-///
-/// # Errors
-///
-/// A [`error::UsageError`] naming `--canaries` and `--early-stopping`.
-pub fn check_canaries(
-    canaries: usize,
-    kind: CanaryKind,
-    options: &TrainOptions,
-) -> Result<(), error::UsageError> {
-    if canaries > 0 && kind != CanaryKind::Dirac && options.early_stopping.is_some() {
-        return Err(error::UsageError {
-            flag: "--canaries",
-            message: "input canaries cannot be combined with --early-stopping: its validation hold-out is taken from the training set after the canaries are added, so an included canary could be held out and never trained on; drop one of the two (or use --canary-kind dirac)".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Runs an audit of `cfg` with progress lines on stderr (unless `quiet`).
-///
-/// # Errors
-///
-/// As [`dpsgd::train::audit::audit`].
-pub fn run_audit(
-    cfg: &TrainConfig,
-    options: &TrainOptions,
-    audit: &AuditConfig,
-    train: &dpsgd::data::Dataset,
-    test: &dpsgd::data::Dataset,
-    quiet: bool,
-) -> Result<dpsgd::train::audit::AuditOutcome> {
-    let device = options.backend.device().map_err(anyhow::Error::msg)?;
-    let log = |line: &str| {
-        if !quiet {
-            eprintln!("dpsgd audit: {line}");
-        }
-    };
-    dpsgd::train::audit::audit(cfg, train, test, audit, &device, &log).map_err(|e| match e {
-        TrainError::Config(_) => anyhow::Error::from(e),
-        e => anyhow::Error::from(e).context("audit failed"),
-    })
-}
-
 /// The files an audit writes in its `--out` folder.
 fn out_files(a: &Args) -> Vec<&'static str> {
     let mut names = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
@@ -293,7 +201,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         ..config(&o, a.privacy.privacy(), &train)
     };
     if !a.quiet
-        && let Some(line) = super::train::recipe_line(&cfg)
+        && let Some(line) = crate::setup::recipe_line(&cfg)
     {
         eprintln!("{line}");
     }

@@ -2,13 +2,14 @@
 //! split, attack each with the audit's attacks, and write the trade-off
 //! (test accuracy against measured leakage) as CSV, Markdown, JSON and SVG.
 
-use crate::commands::audit::{audit_config, run_audit};
-use crate::commands::train::{config, load};
 use crate::error::UsageError;
 use crate::flags::defence::{DefenceSpec, defence, split_defences};
 use crate::flags::train::TrainOptions;
 use crate::output::clobbering;
 use crate::output::files::{check_output_path, write_atomically};
+use crate::setup::audit_config;
+use crate::setup::{config, load};
+use crate::training::run_audit;
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AuditReport, CanaryKind};
 use dpsgd::train::{Privacy, TrainConfig};

@@ -1,11 +1,13 @@
 //! `dpsgd sweep`: train at several privacy budgets (and seeds) and write
 //! the accuracy / privacy / leakage trade-off as CSV, JSON and an SVG plot.
 
-use crate::commands::audit::{audit_config, check_canaries, run_audit};
-use crate::commands::train::{config, load, summary};
 use crate::flags::train::TrainOptions;
 use crate::output::clobbering;
 use crate::output::files::{check_output_path, write_atomically};
+use crate::setup::{audit_config, check_canaries};
+use crate::setup::{config, load};
+use crate::training::run_audit;
+use crate::training::summary;
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, AuditConfig, AuditReport, CanaryAudit, CanaryKind, bonferroni};
 use dpsgd::train::{Privacy, TrainReport};

@@ -1,0 +1,203 @@
+//! From flags to settings: the data ([`data`]: reading, public
+//! preprocessing), the training configuration ([`config`]: the recipe
+//! overridden by every flag given) and the audit's ([`audit_config`]).
+
+pub mod data;
+
+pub use data::{Preprocessing, load};
+
+use crate::error;
+use crate::flags::train::TrainOptions;
+use dpsgd::data::Dataset;
+use dpsgd::train::audit::{Attack, AuditConfig, CanaryKind};
+use dpsgd::train::{ModelKind, OptimizerKind, Privacy, Recipe, TrainConfig};
+
+/// The recipe: named by `--recipe`, else chosen by the data's public shape
+/// (and `--model`).
+pub fn recipe_for(o: &TrainOptions, train: &Dataset) -> Recipe {
+    match o.recipe.as_deref().and_then(Recipe::named) {
+        Some(r) => r.fitted_to(train),
+        None => Recipe::for_data(train, o.model.as_deref().map(model_kind)),
+    }
+}
+
+fn model_kind(name: &str) -> ModelKind {
+    match name {
+        "logreg" => ModelKind::Logreg,
+        "cnn" => ModelKind::Cnn,
+        _ => ModelKind::Mlp,
+    }
+}
+
+/// The line naming the run's recipe and the settings in which this run
+/// differs from its description (flags, or a batch size capped at a
+/// quarter of a small data set): `…; this run: batch_size 32, epochs 300`,
+/// so the line never describes settings the run does not use.
+pub fn recipe_line(cfg: &TrainConfig) -> Option<String> {
+    let recipe = cfg.recipe.as_deref().and_then(Recipe::named)?;
+    let base = serde_json::to_value(recipe.config(cfg.privacy, cfg.delta)).ok()?;
+    let this = serde_json::to_value(cfg).ok()?;
+    let changed: Vec<String> = [
+        "model",
+        "features",
+        "activation",
+        "hidden",
+        "optimizer",
+        "lr",
+        "max_grad_norm",
+        "batch_size",
+        "epochs",
+        "ema_decay",
+        "accountant",
+    ]
+    .into_iter()
+    .filter(|k| base.get(k) != this.get(k))
+    .map(|k| {
+        let v = this.get(k).map_or_else(String::new, |v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "none".into(),
+            other => other.to_string(),
+        });
+        format!("{k} {v}")
+    })
+    .collect();
+    Some(if changed.is_empty() {
+        format!("dpsgd: recipe {}: {}", recipe.name, recipe.description)
+    } else {
+        format!(
+            "dpsgd: recipe {}: {}; this run: {}",
+            recipe.name,
+            recipe.description,
+            changed.join(", ")
+        )
+    })
+}
+
+/// Builds the run configuration: the recipe, overridden by every flag given.
+pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfig {
+    let recipe = recipe_for(o, train);
+    let optimizer = match o.optimizer.as_deref() {
+        Some("sgd") => OptimizerKind::Sgd,
+        Some(_) => OptimizerKind::Adam,
+        None => recipe.optimizer,
+    };
+    // Another optimizer than the recipe's needs its own learning rate.
+    let lr = match (o.lr, optimizer == recipe.optimizer) {
+        (Some(lr), _) => lr,
+        (None, true) => recipe.lr,
+        (None, false) => match optimizer {
+            OptimizerKind::Adam => 1e-2,
+            OptimizerKind::Sgd => 0.3,
+        },
+    };
+    let model = o.model.as_deref().map_or(recipe.model, model_kind);
+    let hidden = match (&o.hidden, recipe.hidden.is_empty()) {
+        (Some(h), _) => h.0.clone(),
+        (None, false) => recipe.hidden.clone(),
+        (None, true) => dpsgd::train::DEFAULT_HIDDEN.to_vec(),
+    };
+    TrainConfig {
+        model,
+        activation: o.activation.unwrap_or(recipe.activation),
+        epochs: o.epochs.unwrap_or(recipe.epochs),
+        batch_size: o.batch_size.unwrap_or(recipe.batch_size),
+        max_grad_norm: o.max_grad_norm.unwrap_or(recipe.max_grad_norm),
+        lr,
+        optimizer,
+        privacy,
+        delta: o
+            .delta
+            .unwrap_or_else(|| dpsgd::train::default_delta(train.len())),
+        accountant: o.accountant.unwrap_or(recipe.accountant),
+        seed: o.seed,
+        allow_large_delta: o.allow_large_delta,
+        clipping: o.clipping,
+        hidden,
+        max_physical_batch_size: o.max_physical_batch_size,
+        devices: o.devices,
+        all_reduce: o.all_reduce,
+        conv_strategy: o.conv_strategy,
+        save_model: None,
+        checkpoint_dir: None,
+        resume: false,
+        progress_epsilon: false,
+        features: o.features.unwrap_or(recipe.features),
+        ema_decay: match o.ema_decay {
+            Some(d) if d > 0.0 => Some(d),
+            Some(_) => None,
+            None => recipe.ema_decay,
+        },
+        augment_multiplicity: o.augment_multiplicity.unwrap_or(1),
+        weight_standardization: o.weight_standardization,
+        recipe: Some(recipe.name.to_owned()),
+        defences: o.defences(),
+    }
+}
+
+/// The audit's settings from the command line.
+pub fn audit_config(
+    attacks: &[Attack],
+    shadow_models: usize,
+    canaries: usize,
+    canary_kind: CanaryKind,
+    canary_guesses: Option<usize>,
+    threads: Option<usize>,
+    seed: u64,
+) -> Result<AuditConfig, error::UsageError> {
+    if canary_guesses.is_some_and(|r| r > canaries) {
+        return Err(error::UsageError {
+            flag: "--canary-guesses",
+            message: format!("more guesses than canaries ({canaries})"),
+        });
+    }
+    if shadow_models < 2
+        && attacks
+            .iter()
+            .any(|a| matches!(a, Attack::Shadow | Attack::Lira))
+    {
+        return Err(error::UsageError {
+            flag: "--shadow-models",
+            message: "the shadow and LiRA attacks need at least 2 shadow models".into(),
+        });
+    }
+    let mut unique = Vec::new();
+    for a in attacks {
+        if !unique.contains(a) {
+            unique.push(*a);
+        }
+    }
+    Ok(AuditConfig {
+        attacks: unique,
+        shadow_models,
+        canaries,
+        canary_kind,
+        canary_guesses,
+        threads: threads.unwrap_or(0),
+        seed,
+        ..AuditConfig::default()
+    })
+}
+
+/// Refuses input canaries (mislabeled, ood) with early stopping, before
+/// any data is read: the run takes early stopping's validation hold-out
+/// from the training set after the canaries are added, so an included
+/// canary could be held out, never trained on, and still count as
+/// included. (The library refuses the combination too; this names the
+/// flags.)
+///
+/// # Errors
+///
+/// A [`error::UsageError`] naming `--canaries` and `--early-stopping`.
+pub fn check_canaries(
+    canaries: usize,
+    kind: CanaryKind,
+    options: &TrainOptions,
+) -> Result<(), error::UsageError> {
+    if canaries > 0 && kind != CanaryKind::Dirac && options.early_stopping.is_some() {
+        return Err(error::UsageError {
+            flag: "--canaries",
+            message: "input canaries cannot be combined with --early-stopping: its validation hold-out is taken from the training set after the canaries are added, so an included canary could be held out and never trained on; drop one of the two (or use --canary-kind dirac)".into(),
+        });
+    }
+    Ok(())
+}
