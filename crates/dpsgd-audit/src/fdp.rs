@@ -219,7 +219,13 @@ impl TradeOff {
 /// The audit loop's statistic (`audit_objective` in JAX Privacy's
 /// `_epsilon_one_run_fdp`): positive iff `correct` right guesses out of
 /// `guesses` among `canaries` refute the claim `f` at significance `alpha`.
-pub fn fdp_objective(f: TradeOff, canaries: u64, guesses: u64, correct: u64, alpha: f64) -> f64 {
+pub(crate) fn fdp_objective(
+    f: TradeOff,
+    canaries: u64,
+    guesses: u64,
+    correct: u64,
+    alpha: f64,
+) -> f64 {
     let m = canaries as f64;
     let mut r = alpha * correct as f64 / m;
     let mut h = alpha * (guesses - correct) as f64 / m;
