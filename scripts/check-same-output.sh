@@ -2,8 +2,9 @@
 # Checks that two `dpsgd` binaries give the same JSON on seeded runs of
 # train, audit and compare, and the same `--help` for every command (issue
 # 27: a redesign leaves behaviour unchanged).
-# Keys ending in `seconds` (timings) are removed before comparing; every
-# other value must be identical.
+# Keys ending in `seconds` (timings) are removed before comparing (and CSV
+# columns so named); every other value, and the SVG figures and Markdown
+# tables, must be identical.
 #
 #   scripts/check-same-output.sh OLD_BINARY NEW_BINARY
 #
@@ -32,21 +33,33 @@ run_all() { # BINARY DIR
         "$bin" audit --seed 1 --epochs 2 --attacks loss --quiet --out audit >/dev/null
         "$bin" compare --seed 1 --epochs 1 --defences none,dp:eps=8 --attacks loss \
             --quiet --out compare >/dev/null
+        "$bin" sweep --seed 1 --epochs 1 --epsilons 1,8 --quiet --out sweep >/dev/null
         "$bin" epsilon --sample-rate 0.01 --noise-multiplier 1.1 --steps 1000 --delta 1e-5 --json >epsilon.json
     )
 }
 
-# JSON with every key ending in `seconds` removed, pretty-printed and sorted.
+# The file with its timings masked: JSON without the keys ending in
+# `seconds` (pretty-printed, sorted), CSV without the columns so named,
+# anything else as it is.
 mask() {
     python3 - "$1" <<'PY'
-import json, sys
+import csv, json, sys
+path = sys.argv[1]
 def strip(v):
     if isinstance(v, dict):
         return {k: strip(x) for k, x in v.items() if not k.endswith("seconds")}
     if isinstance(v, list):
         return [strip(x) for x in v]
     return v
-print(json.dumps(strip(json.load(open(sys.argv[1]))), indent=1, sort_keys=True))
+if path.endswith(".json"):
+    print(json.dumps(strip(json.load(open(path))), indent=1, sort_keys=True))
+elif path.endswith(".csv"):
+    rows = list(csv.reader(open(path)))
+    keep = [i for i, h in enumerate(rows[0]) if not h.endswith("seconds")] if rows else []
+    for r in rows:
+        print(",".join(r[i] for i in keep if i < len(r)))
+else:
+    sys.stdout.write(open(path, encoding="utf-8", errors="replace").read())
 PY
 }
 
@@ -80,6 +93,6 @@ while IFS= read -r file; do
     else
         echo "same: $rel"
     fi
-done < <(find "$work/old" -name '*.json' | sort)
+done < <(find "$work/old" \( -name '*.json' -o -name '*.csv' -o -name '*.md' -o -name '*.svg' \) | sort)
 [ "$count" -gt 0 ] || { echo "no JSON written" >&2; exit 1; }
 exit $status

@@ -26,3 +26,8 @@ pub fn p_value(p: f64) -> String {
         format!("{p:.2}")
     }
 }
+
+/// An optional number as `{}` writes it, empty when absent (a CSV cell).
+pub fn opt(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |x| format!("{x}"))
+}

@@ -1,0 +1,219 @@
+//! What `dpsgd audit` writes: the summary table and the ROC figures
+//! (linear and log-log).
+
+use crate::output::files::write_atomically;
+use crate::output::format::{p_value, percent};
+use anyhow::Result;
+use dpsgd::train::audit::{AttackResult, AuditReport};
+use plotters::coord::ranged1d::Ranged;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// The human-readable summary: accuracy and ε, one row per attack with its
+/// most exposed slice, the lower bound and the inversion figures.
+pub fn table(r: &AuditReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "test accuracy {} | train accuracy {} | {}",
+        percent(r.test_accuracy),
+        percent(r.train_accuracy),
+        match r.epsilon {
+            Some(e) => format!("ε = {e:.3} at δ = {:e}", r.delta),
+            None => "non-private (ε = ∞)".into(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<17} {:>6} {:>17} {:>10} {:>11} {:>9}  most exposed slice",
+        "attack", "AUC", "95% interval", "TPR@1%FPR", "TPR@0.1%FPR", "advantage"
+    );
+    for a in &r.attacks {
+        let slice = a.slices.first().map_or_else(
+            || "–".to_owned(),
+            |s| {
+                format!(
+                    "{} (AUC {:.3}, TPR@1%FPR {}{})",
+                    s.name,
+                    s.auc,
+                    percent(s.tpr_at_fpr_0_01),
+                    s.p_value_adjusted
+                        .map_or_else(String::new, |p| format!(", adjusted p {}", p_value(p)))
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "{:<17} {:>6.3} {:>17} {:>10} {:>11} {:>9.3}  {slice}",
+            a.name,
+            a.auc,
+            format!("[{:.3}, {:.3}]", a.auc_interval.low, a.auc_interval.high),
+            percent(a.tpr_at_fpr_0_01),
+            percent(a.tpr_at_fpr_0_001),
+            a.advantage,
+        );
+    }
+    if let Some(c) = &r.canary_audit {
+        let _ = writeln!(
+            out,
+            "canaries: {} {:?} ({} included), {} guesses, {} right → ε lower bound {:.3} (one run), {:.3} (Clopper–Pearson), {}",
+            c.one_run.canaries,
+            c.kind,
+            c.one_run.included,
+            c.one_run.guesses,
+            c.one_run.correct,
+            c.one_run.epsilon,
+            c.clopper_pearson_epsilon,
+            match c.claimed_epsilon {
+                Some(e) if c.exceeds_claim => format!("ABOVE the claimed ε = {e:.3}"),
+                Some(e) => format!("claimed ε = {e:.3}"),
+                None => "no claim (non-private)".into(),
+            }
+        );
+    }
+    if let Some(inv) = &r.inversion {
+        let mean_conf = inv.confidence.iter().sum::<f64>() / inv.confidence.len().max(1) as f64;
+        let _ = writeln!(
+            out,
+            "inversion: {} classes, mean target confidence {:.3}, independent classifier recognises {}, nearest member / nearest non-member distance {:.3}",
+            inv.classes.len(),
+            mean_conf,
+            percent(inv.independent_accuracy),
+            inv.mean_distance_ratio
+        );
+    }
+    if !r.queries.is_empty() {
+        let budget = r
+            .query_budget
+            .map_or_else(|| "no budget".to_owned(), |b| format!("budget {b} each"));
+        let each: Vec<String> = r
+            .queries
+            .iter()
+            .map(|q| {
+                if q.refused > 0 {
+                    format!("{} {} served, {} REFUSED", q.client, q.served, q.refused)
+                } else {
+                    format!("{} {}", q.client, q.served)
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "queries ({budget}): {}", each.join(", "));
+    }
+    if r.shadow_models > 0 {
+        let _ = writeln!(
+            out,
+            "{} shadow models in {:.1} s; audit {:.1} s",
+            r.shadow_models, r.shadow_seconds, r.audit_seconds
+        );
+    }
+    out
+}
+
+/// Colours of the attacks' curves, in order.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 0, 255),
+    RGBColor(255, 0, 0),
+    RGBColor(0, 160, 0),
+    RGBColor(200, 0, 200),
+    RGBColor(0, 170, 200),
+    RGBColor(0, 0, 0),
+    RGBColor(230, 140, 0),
+    RGBColor(120, 60, 160),
+];
+
+/// ROC curves of every attack: linear axes, or log-log (where the low-FPR
+/// regime that matters for membership inference is visible), with the
+/// chance diagonal.
+pub fn plot_roc(attacks: &[AttackResult], path: &Path, title: &str, log: bool) -> Result<()> {
+    let mut svg = String::new();
+    draw_roc(attacks, &mut svg, title, log)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    write_atomically(path, &svg)
+}
+
+/// [`plot_roc`]'s figure, drawn into `svg`.
+fn draw_roc(
+    attacks: &[AttackResult],
+    svg: &mut String,
+    title: &str,
+    log: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(svg, (640, 560)).into_drawing_area();
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(
+                format!("{title}: ROC{}", if log { " (log-log)" } else { "" }),
+                ("sans-serif", 16),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(55);
+        if log {
+            // TPR 0 has no place on a log axis: such points sit at the floor.
+            let floor = 1e-5;
+            let mut chart =
+                builder.build_cartesian_2d((floor..1.0).log_scale(), (floor..1.0).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("false positive rate")
+                .y_desc("true positive rate")
+                .x_label_formatter(&|x| format!("{x:.0e}"))
+                .y_label_formatter(&|y| format!("{y:.0e}"))
+                .draw()?;
+            draw_curves(&mut chart, attacks, (floor, 1.0), |p| {
+                (p.0 >= floor).then_some((p.0, p.1.max(floor)))
+            })?;
+        } else {
+            let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+            chart
+                .configure_mesh()
+                .x_desc("false positive rate")
+                .y_desc("true positive rate")
+                .draw()?;
+            draw_curves(&mut chart, attacks, (0.0, 1.0), Some)?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw()
+}
+
+/// The chance diagonal from `(lo, lo)` to `(hi, hi)`, each attack's ROC
+/// points as `point` maps them (`None`: left out), and the legend.
+fn draw_curves<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    attacks: &[AttackResult],
+    (lo, hi): (f64, f64),
+    point: impl Fn((f64, f64)) -> Option<(f64, f64)>,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], BLACK.mix(0.3)))?;
+    for (i, a) in attacks.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                a.roc.iter().copied().filter_map(&point),
+                color.stroke_width(2),
+            ))?
+            .label(format!(
+                "{} (AUC {:.3}, TPR@0.1%FPR {})",
+                a.name,
+                a.auc,
+                percent(a.tpr_at_fpr_0_001)
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
