@@ -1,7 +1,7 @@
 //! Inline SVG charts: line charts (with a legend inside the plot) and
 //! scatter charts (with a legend column beside it).
 
-use super::esc;
+use super::text::esc;
 use std::fmt::Write as _;
 
 /// One curve of a chart: its label, colour and points.

@@ -2,8 +2,10 @@
 //! stated in docs/report.md, each pointing at its evidence.
 
 use super::charts::tick_label;
+use super::inputs::{Finding, Inputs};
 use super::privacy::{Privacy, sweep_budget};
-use super::{Finding, Inputs, attack, attacks, esc, name_of, num, percent, section_id, strongest};
+use super::text::{attack, attacks, esc, name_of, num, section_id, strongest};
+use crate::output::format::percent;
 use serde_json::Value;
 
 /// A slice's exposure counts when its Bonferroni-adjusted p-value is below

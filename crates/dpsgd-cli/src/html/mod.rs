@@ -5,7 +5,6 @@
 //! disagree with them.
 
 use crate::output::files::write_atomically;
-use crate::output::format::percent;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -13,256 +12,17 @@ use std::path::Path;
 
 mod charts;
 mod findings;
+mod inputs;
 mod privacy;
 mod sections;
+mod text;
 
 pub use findings::findings;
-use privacy::Privacy;
+pub use inputs::Inputs;
 use sections::{
     budget_section, compare_section, guarantee_section, leakage_section, sweep_section,
 };
-
-/// One report and the file it came from.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// The document.
-    pub value: Value,
-    /// Where it came from (a path, or the command that wrote it).
-    pub source: String,
-    /// The inversion grid found beside an audit report (PNG bytes).
-    pub inversion_png: Option<Vec<u8>>,
-}
-
-/// The reports a page is built from: every one given is shown.
-#[derive(Debug, Default, Clone)]
-pub struct Inputs {
-    /// `train` reports.
-    pub train: Vec<Report>,
-    /// `audit` reports.
-    pub audit: Vec<Report>,
-    /// `sweep.json`s.
-    pub sweep: Vec<Report>,
-    /// `compare.json`s.
-    pub compare: Vec<Report>,
-    /// Where each came from, for the page's sources section.
-    pub sources: Vec<String>,
-}
-
-/// A trained model the page states the guarantee of: a train report, or
-/// an audit's target.
-pub(crate) struct Training<'a> {
-    /// The report.
-    pub value: &'a Value,
-    /// Its privacy, read strictly.
-    pub privacy: Privacy,
-    /// Which report it is, for a page with several.
-    pub label: String,
-    /// How its data were prepared.
-    pub preprocessing: Option<&'a Value>,
-}
-
-impl Inputs {
-    /// Files an input by its content: an audit report (`attacks` and
-    /// `target`), a sweep (`runs`), a comparison (a list of rows with
-    /// `defence`), or a training report (`not_covered_by_epsilon`); then
-    /// checks its privacy fields (see [`privacy`]). Returns the kind.
-    ///
-    /// # Errors
-    ///
-    /// A document of none of these kinds, or one whose ε, δ or budgets
-    /// cannot be read, naming the source and the field.
-    pub fn add(&mut self, v: Value, source: &str) -> Result<&'static str, String> {
-        let kind = if v.get("attacks").is_some() && v.get("target").is_some() {
-            "audit"
-        } else if v.get("runs").is_some_and(Value::is_array) {
-            "sweep"
-        } else if v
-            .as_array()
-            .is_some_and(|rows| rows.iter().all(|r| r.get("defence").is_some()))
-        {
-            "compare"
-        } else if v.get("not_covered_by_epsilon").is_some() {
-            "train"
-        } else {
-            return Err(format!(
-                "{source}: not a report of dpsgd train, audit, sweep or compare"
-            ));
-        };
-        privacy::check(kind, &v)
-            .map_err(|why| format!("{source}: {why}: no guarantee can be read from this report"))?;
-        let report = Report {
-            value: v,
-            source: source.to_owned(),
-            inversion_png: None,
-        };
-        match kind {
-            "audit" => self.audit.push(report),
-            "sweep" => self.sweep.push(report),
-            "compare" => self.compare.push(report),
-            _ => self.train.push(report),
-        }
-        self.sources.push(format!("{source} ({kind})"));
-        Ok(kind)
-    }
-
-    /// Attaches an inversion grid to the last audit added (the one beside
-    /// it); ignored without one.
-    pub fn attach_inversion(&mut self, png: Vec<u8>) {
-        if let Some(a) = self.audit.last_mut() {
-            a.inversion_png = Some(png);
-        }
-    }
-
-    /// The trained models: every train report, then every audit's target,
-    /// each with how its data were prepared (an audit records it beside
-    /// its target).
-    pub(crate) fn trainings(&self) -> Vec<Training<'_>> {
-        fn of(t: &Report) -> Training<'_> {
-            Training {
-                value: &t.value,
-                privacy: privacy::training(&t.value, ""),
-                label: t.source.clone(),
-                preprocessing: t.value.get("preprocessing").filter(|p| !p.is_null()),
-            }
-        }
-        fn audited(a: &Report) -> Training<'_> {
-            let target = &a.value["target"];
-            Training {
-                value: target,
-                privacy: privacy::training(target, "target."),
-                label: format!("{} (the audited model)", a.source),
-                preprocessing: target
-                    .get("preprocessing")
-                    .or_else(|| a.value.get("preprocessing"))
-                    .filter(|p| !p.is_null()),
-            }
-        }
-        self.train
-            .iter()
-            .map(of)
-            .chain(self.audit.iter().map(audited))
-            .collect()
-    }
-
-    /// Whether anything is there to report.
-    pub fn is_empty(&self) -> bool {
-        self.train.is_empty()
-            && self.audit.is_empty()
-            && self.sweep.is_empty()
-            && self.compare.is_empty()
-    }
-}
-
-/// The id of the `i`-th section of a kind: `base`, then `base-2`, …
-pub(crate) fn section_id(base: &str, i: usize) -> String {
-    if i == 0 {
-        base.to_owned()
-    } else {
-        format!("{base}-{}", i + 1)
-    }
-}
-
-/// A heading's suffix naming the report, where a page has several of a
-/// kind (escaped).
-pub(crate) fn heading_label(label: &str, several: bool) -> String {
-    if several {
-        format!(" — <code>{}</code>", esc(label))
-    } else {
-        String::new()
-    }
-}
-
-/// A finding: what the numbers say, what to do, and the section that holds
-/// the evidence.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    /// `alert`, `warn` or `info`.
-    pub level: &'static str,
-    /// The finding and its recommendation, in plain words.
-    pub text: String,
-    /// The id of the section with the evidence.
-    pub evidence: String,
-}
-
-fn num(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
-}
-
-/// `s` as HTML text, safe in an element and in a quoted attribute value:
-/// `& < > " '` escaped, and control characters and bidirectional
-/// overrides (which can make the text after them read reversed, e.g. a
-/// figure) shown as U+FFFD. Every string read from a report goes through
-/// it.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\t' | '\n' => out.push(c),
-            c if c.is_control() || is_bidi_control(c) => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The characters that embed, override or isolate a direction of text.
-fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
-}
-
-/// The attack named `name` of an audit-like report.
-fn attack<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
-    attacks(report).find(|a| name_of(a) == name)
-}
-
-/// The report's attacks.
-fn attacks(report: &Value) -> impl Iterator<Item = &Value> {
-    report
-        .get("attacks")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
-
-fn name_of(v: &Value) -> &str {
-    v.get("name").and_then(Value::as_str).unwrap_or("?")
-}
-
-/// The attack whose `key` is largest (the strongest evidence), with it.
-fn strongest<'a>(attacks: impl Iterator<Item = &'a Value>, key: &str) -> Option<(&'a Value, f64)> {
-    attacks
-        .filter_map(|a| Some((a, num(a, key)?)))
-        .max_by(|x, y| x.1.total_cmp(&y.1))
-}
-
-/// A table row of text cells (escaped here: a cell may hold report text).
-fn row(cells: &[String]) -> String {
-    let escaped: Vec<String> = cells.iter().map(|c| esc(c)).collect();
-    row_html(&escaped)
-}
-
-/// A table row of cells that are already HTML (markup built by the page,
-/// with any report text in them escaped by the caller).
-fn row_html(cells: &[String]) -> String {
-    let mut s = String::from("<tr>");
-    for c in cells {
-        let _ = write!(s, "<td>{c}</td>");
-    }
-    s.push_str("</tr>");
-    s
-}
-
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "—".to_owned(), f)
-}
+use text::esc;
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f3f3f3}.finding{border-left:6px solid #999;padding:.5em .8em;margin:.5em 0;background:#fafafa}.alert{border-color:#c0392b;background:#fdecea}.warn{border-color:#e67e22;background:#fff4e5}.info{border-color:#2e86c1;background:#eef6fc}.chart{width:100%;max-width:460px;height:auto;display:inline-block;margin:.4em}.chart.wide{max-width:630px}.chart .axis{stroke:#333;stroke-width:1}.chart .title{font-size:13px;text-anchor:middle;font-weight:600}.chart .label{font-size:11px;text-anchor:middle}.chart .tick{font-size:10px}.chart .legend{font-size:11px}.muted{color:#666;font-size:.9em}img.grid{image-rendering:pixelated;width:100%;max-width:640px;border:1px solid #ccc}@media print{body{margin:0;max-width:none}h2{break-after:avoid}.chart,table,.finding{break-inside:avoid}}";
 
@@ -373,6 +133,8 @@ pub fn write_html_of(
 
 #[cfg(test)]
 pub(super) mod tests {
+    use super::inputs::*;
+    use super::text::*;
     use super::*;
     use serde_json::json;
 

@@ -2,11 +2,12 @@
 //! ε, measured leakage, and defences compared.
 
 use super::charts::{COLOURS, Series, line_chart, scatter_chart, tick_label};
+use super::inputs::{Report, Training};
 use super::privacy::{self, Privacy};
-use super::{
-    Report, Training, attack, attacks, esc, heading_label, name_of, num, opt, percent, row,
-    row_html, section_id,
+use super::text::{
+    attack, attacks, esc, heading_label, name_of, num, opt, row, row_html, section_id,
 };
+use crate::output::format::percent;
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
