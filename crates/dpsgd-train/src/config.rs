@@ -1,6 +1,7 @@
 //! What a run is asked to do: [`TrainConfig`] and its parts, and the
 //! [`Progress`] reported after each step.
 
+use crate::defences::Defences;
 use crate::models::Activation;
 use dpsgd_accountant::AccountantKind;
 use serde::Serialize;
@@ -212,100 +213,6 @@ pub struct TrainConfig {
     /// Empirical defences against membership inference, alone or on top
     /// of DP-SGD (default: none).
     pub defences: Defences,
-}
-
-/// Empirical defences against membership inference (issue 14): training
-/// losses and regularisers that make members' outputs look like
-/// non-members'. Each works with or without DP-SGD; none gives a
-/// guarantee (docs/defences.md measures what they buy).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Defences {
-    /// Label smoothing ε: the target puts `1 − ε` on the true class and
-    /// `ε/(C − 1)` on each other one (Szegedy et al. 2016).
-    pub label_smoothing: Option<f32>,
-    /// Confidence penalty β: cross-entropy − β·H(p) (Pereyra et al. 2017).
-    pub confidence_penalty: Option<f32>,
-    /// RelaxLoss (Chen et al. 2022): target loss level α and the flattened
-    /// posterior's bound; under DP-SGD each example's branch comes from its
-    /// own loss (the published per-batch choice would use a batch statistic
-    /// outside the mechanism).
-    pub relaxloss: Option<RelaxLossSettings>,
-    /// Early stopping on a validation split of the training data.
-    pub early_stopping: Option<EarlyStopping>,
-    /// Decoupled L2 weight decay λ of the optimizer (post-processing of the
-    /// noisy gradient under DP: free in ε).
-    pub weight_decay: Option<f64>,
-    /// Dropout probability between the built-in models' hidden layers
-    /// (training only).
-    pub dropout: Option<f64>,
-    /// MIST, membership-invariant subspace training (Li, Li & Ribeiro
-    /// 2024): sub-models on disjoint parts of the data, a cross-difference
-    /// loss towards the non-member loss, averaged every round. With MIST
-    /// each of [`TrainConfig::epochs`] is one round.
-    pub mist: Option<MistSettings>,
-}
-
-impl Defences {
-    /// Whether no defence is on.
-    pub fn is_none(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// MIST's parameters (see `dpsgd_train::mist` for the algorithm).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct MistSettings {
-    /// M ≥ 2: sub-models, each training on its own part of the data.
-    pub submodels: usize,
-    /// T₁ ≥ 1: epochs of ordinary training (the run's loss) per round.
-    pub local_epochs: usize,
-    /// T₂ ≥ 1: epochs of the cross-difference loss per round.
-    pub cross_epochs: usize,
-    /// λ > 0: the cross-difference loss's weight.
-    pub weight: f32,
-}
-
-impl Default for MistSettings {
-    /// M = 4 sub-models, T₁ = T₂ = 1, λ = 1.
-    fn default() -> Self {
-        Self {
-            submodels: 4,
-            local_epochs: 1,
-            cross_epochs: 1,
-            weight: 1.0,
-        }
-    }
-}
-
-/// RelaxLoss's parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RelaxLossSettings {
-    /// Target loss level α > 0.
-    pub alpha: f32,
-    /// Upper bound of the flattened true-class probability, in (0, 1].
-    pub upper: f32,
-}
-
-/// Early stopping: hold out `validation_fraction` of the training data,
-/// evaluate it after every epoch, stop after `patience` epochs without a
-/// better validation accuracy and keep the best epoch's model.
-///
-/// # Privacy
-///
-/// Under DP-SGD, ε covers the training records over the **planned**
-/// epochs, whether or when the run stops: every intermediate model is a
-/// DP release of the run over the whole plan, so the stop and the choice
-/// of the best epoch are post-processing of them (the report's `steps`,
-/// `epsilon` and `epochs` are the plan's). The validation records are
-/// held out of training and **not covered by ε**: the validation
-/// accuracy, the best epoch and the epoch stopped at (all in the report's
-/// `early_stopping`) are exact statistics of them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct EarlyStopping {
-    /// Fraction of the training data held out for validation, in (0, 1).
-    pub validation_fraction: f64,
-    /// Epochs without improvement before stopping (≥ 1).
-    pub patience: usize,
 }
 
 impl Default for TrainConfig {

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod augment;
 mod config;
+pub mod defences;
 pub mod ema;
 mod error;
 mod eval;
@@ -17,10 +18,10 @@ mod trained;
 
 pub use audit::dirac as whitebox;
 pub use config::{
-    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Defences, EarlyStopping, Features,
-    MistSettings, ModelKind, OptimizerKind, Privacy, Progress, RelaxLossSettings, TrainConfig,
-    default_delta,
+    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
+    OptimizerKind, Privacy, Progress, TrainConfig, default_delta,
 };
+pub use defences::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};
 pub use error::{ConfigError, TrainError};
 pub use eval::{accuracy, batch, per_example_losses};
 pub use fit::mist;

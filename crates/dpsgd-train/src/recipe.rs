@@ -196,7 +196,7 @@ impl Recipe {
             augment_multiplicity: 1,
             weight_standardization: false,
             recipe: Some(self.name.to_owned()),
-            defences: crate::config::Defences::default(),
+            defences: crate::defences::Defences::default(),
         }
     }
 }

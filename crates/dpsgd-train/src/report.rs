@@ -79,7 +79,7 @@ pub struct TrainReport {
     /// Whether the CNN's convolutions used weight standardisation.
     pub weight_standardization: bool,
     /// The empirical defences the run trained with.
-    pub defences: crate::config::Defences,
+    pub defences: crate::defences::Defences,
     /// Early stopping's outcome, when on.
     pub early_stopping: Option<EarlyStopReport>,
     /// MIST's sub-models, each on its own part of the data with its own

@@ -68,7 +68,7 @@ impl CanaryAudit {
     /// (canaries, guesses, right guesses, δ), exceeds the claimed ε
     /// ([`exceeds_claim`]). At `one_run.alpha` this is
     /// [`CanaryAudit::exceeds_claim`]; a family of K audits tests each at
-    /// [`bonferroni`]`(α, K)`.
+    /// [`bonferroni`](super::bonferroni)`(α, K)`.
     ///
     /// # Errors
     ///

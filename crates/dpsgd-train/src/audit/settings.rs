@@ -132,7 +132,7 @@ pub struct AuditConfig {
     /// bootstrap intervals.
     pub alpha: f64,
     /// Significance of the canary audit's ε lower bounds (the one-run
-    /// bound that decides [`CanaryAudit::exceeds_claim`], and the
+    /// bound that decides [`CanaryAudit::exceeds_claim`](super::CanaryAudit::exceeds_claim), and the
     /// Clopper–Pearson bound beside it), when it is not `alpha`. A caller
     /// that runs K audits and reports a failure if *any* refutes its claim
     /// sets [`bonferroni`]`(α, K)` here, so that a correct implementation

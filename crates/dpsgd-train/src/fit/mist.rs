@@ -15,7 +15,7 @@
 //!    for T₁ epochs with the run's loss (cross-entropy, or a loss defence);
 //! 3. **cross-difference**: the sub-models after step 2 are frozen as
 //!    references; sub-model `i` trains on `D_i` for T₂ epochs with
-//!    `λ·|ℓ_i(x) − r(x)|` ([`dpsgd_burn::loss::cross_difference`]), where
+//!    `λ·|ℓ_i(x) − r(x)|` ([`crate::defences::cross_difference`]), where
 //!    `r(x)` is the mean cross-entropy of `x` under the *other* frozen
 //!    sub-models, which never trained on `x`: its counterfactual non-member
 //!    loss. A member's loss is pulled towards its non-member loss;
@@ -64,15 +64,18 @@
 
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::setup::{Extra, check_plan, dp_config, inner_optimizer, start_engine};
-use super::step::{dp_divergence, last_step_loss, relax_loss, training_losses};
-use crate::config::{MistSettings, Progress, TrainConfig};
+use super::step::{dp_divergence, last_step_loss};
+use crate::config::{Progress, TrainConfig};
+use crate::defences::MistSettings;
+use crate::defences::cross_difference;
+use crate::defences::{relax_loss, training_losses};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
 use crate::report::{EarlyStopReport, EpochRecord, MistPart, MistSubModel, TrainReport};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use dpsgd_burn::loss::{cross_difference, cross_entropy_per_example};
+use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::{ExampleBatch, PoissonSampler, PrivacyEngine};
 use dpsgd_data::Dataset;
 use rand::{Rng, SeedableRng};
@@ -242,7 +245,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             },
         });
     }
-    let relax = relax_loss(cfg, private)?;
+    let relax = relax_loss(&cfg.defences, private)?;
     let mut warnings = Vec::new();
     // The engines' own δ warnings name their parts' sizes: one warning
     // for the run replaces them.
@@ -288,7 +291,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             let epoch = (round - 1) * mist.local_epochs + local + 1;
             let loss_fn = |net: &M, b: &Plain| {
                 training_losses(
-                    cfg,
+                    &cfg.defences,
                     relax.as_ref(),
                     net.logits(b.0.clone()),
                     b.1.clone(),

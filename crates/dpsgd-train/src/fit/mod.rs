@@ -105,7 +105,14 @@ pub fn train_model(
     if !(0.0..1.0).contains(&dropout) {
         return Err(TrainError::config("dropout", "must be in [0, 1)"));
     }
-    check_defences(cfg)?;
+    crate::defences::check(
+        &cfg.defences,
+        crate::defences::Run {
+            ema: cfg.ema_decay.is_some(),
+            checkpoints: cfg.checkpoint_dir.is_some(),
+            augmentation: cfg.augment_multiplicity > 1,
+        },
+    )?;
     if cfg.devices == 0 {
         return Err(TrainError::config("devices", "must be at least 1"));
     }
@@ -272,105 +279,6 @@ fn check_model_size(cfg: &TrainConfig, features: usize, classes: usize) -> Resul
             ),
         )),
     }
-}
-
-/// Refuses defence settings outside their domains.
-fn check_defences(cfg: &TrainConfig) -> Result<(), TrainError> {
-    let d = &cfg.defences;
-    if let Some(e) = d.label_smoothing
-        && !(0.0..1.0).contains(&e)
-    {
-        return Err(TrainError::config("label_smoothing", "must be in [0, 1)"));
-    }
-    if let Some(b) = d.confidence_penalty
-        && !(b >= 0.0 && b.is_finite())
-    {
-        return Err(TrainError::config("confidence_penalty", "must be ≥ 0"));
-    }
-    if let Some(r) = d.relaxloss
-        && !(r.alpha > 0.0 && r.alpha.is_finite() && r.upper > 0.0 && r.upper <= 1.0)
-    {
-        return Err(TrainError::config(
-            "relaxloss",
-            "needs α > 0 and an upper bound in (0, 1]",
-        ));
-    }
-    if [
-        d.label_smoothing.is_some(),
-        d.confidence_penalty.is_some(),
-        d.relaxloss.is_some(),
-    ]
-    .iter()
-    .filter(|&&on| on)
-    .count()
-        > 1
-    {
-        return Err(TrainError::config(
-            "defences",
-            "label smoothing, the confidence penalty and RelaxLoss each replace the loss: choose one",
-        ));
-    }
-    if let Some(m) = d.mist {
-        if m.submodels < 2 {
-            return Err(TrainError::config(
-                "mist",
-                "needs at least 2 sub-models (each trains on 1/M of the data)",
-            ));
-        }
-        if m.local_epochs == 0 || m.cross_epochs == 0 {
-            return Err(TrainError::config(
-                "mist",
-                "needs at least 1 local and 1 cross-difference epoch per round",
-            ));
-        }
-        if !(m.weight > 0.0 && m.weight.is_finite()) {
-            return Err(TrainError::config(
-                "mist",
-                "the cross-difference weight λ must be > 0",
-            ));
-        }
-        let clash = if cfg.ema_decay.is_some() {
-            Some("parameter averaging (EMA)")
-        } else if cfg.checkpoint_dir.is_some() {
-            Some("checkpoints")
-        } else if cfg.augment_multiplicity > 1 {
-            Some("augmentation multiplicity")
-        } else {
-            None
-        };
-        if let Some(other) = clash {
-            return Err(TrainError::config(
-                "mist",
-                format!("MIST does not support {other} yet: use one or the other"),
-            ));
-        }
-    }
-    if let Some(w) = d.weight_decay
-        && !(w >= 0.0 && w.is_finite())
-    {
-        return Err(TrainError::config("weight_decay", "must be ≥ 0"));
-    }
-    if let Some(e) = d.early_stopping {
-        if !(e.validation_fraction > 0.0 && e.validation_fraction < 1.0) {
-            return Err(TrainError::config(
-                "early_stopping",
-                "the validation fraction must be in (0, 1)",
-            ));
-        }
-        if e.patience == 0 {
-            return Err(TrainError::config(
-                "early_stopping",
-                "the patience must be at least 1 epoch",
-            ));
-        }
-        if cfg.checkpoint_dir.is_some() {
-            return Err(TrainError::config(
-                "early_stopping",
-                "early stopping is not checkpointed yet: use one or the other",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The one dispatcher: MIST's rounds when `cfg` asks for MIST, the

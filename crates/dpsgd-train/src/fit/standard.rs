@@ -7,8 +7,9 @@ use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::setup::{
     Extra, check_plan, dp_config, engine_error, inner_optimizer, start_engine, with_run_seed,
 };
-use super::step::{dp_divergence, last_step_loss, relax_loss, training_losses};
+use super::step::{dp_divergence, last_step_loss};
 use crate::config::{CHECKPOINT_FILE, Progress, TrainConfig};
+use crate::defences::{relax_loss, training_losses};
 use crate::error::TrainError;
 use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
@@ -112,7 +113,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     // The defences' loss (RelaxLoss's branch per example under DP-SGD: a
     // batch statistic deciding every example's gradient would escape the
     // mechanism).
-    let relax = relax_loss(cfg, privacy.is_some())?;
+    let relax = relax_loss(&cfg.defences, privacy.is_some())?;
     // Atomic, so that data-parallel workers can share the loss function.
     let current_epoch = std::sync::atomic::AtomicUsize::new(1);
     // Workers on the devices of the coordinator's kind (distinct GPUs
@@ -130,7 +131,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     let loss_fn = |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
         let epoch = current_epoch.load(std::sync::atomic::Ordering::Relaxed);
-        let per_row = training_losses(cfg, relax.as_ref(), logits, targets, epoch);
+        let per_row = training_losses(&cfg.defences, relax.as_ref(), logits, targets, epoch);
         if b.k == 1 {
             return per_row;
         }

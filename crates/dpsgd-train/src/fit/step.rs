@@ -1,50 +1,8 @@
-//! What every step shares between the standard loop and MIST: the
-//! defences' loss, the loss sum of a DP step, and the divergence check on
-//! the released parameters.
+//! What every step shares between the standard loop and MIST: the loss
+//! sum of a DP step, and the divergence check on the released parameters.
 
-use crate::config::TrainConfig;
-use crate::error::TrainError;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use dpsgd_burn::PrivacyEngine;
-use dpsgd_burn::loss::{
-    RelaxLoss, confidence_penalty, cross_entropy_per_example, label_smoothed_cross_entropy,
-};
-
-/// RelaxLoss as `cfg` asks for it (per example under DP-SGD: a batch
-/// statistic deciding every example's gradient would escape the
-/// mechanism).
-pub(crate) fn relax_loss(
-    cfg: &TrainConfig,
-    private: bool,
-) -> Result<Option<RelaxLoss>, TrainError> {
-    cfg.defences
-        .relaxloss
-        .map(|r| RelaxLoss::new(r.alpha, r.upper, private))
-        .transpose()
-        .map_err(|e| TrainError::config("relaxloss", e.to_string()))
-}
-
-/// The run's loss, one value per row: the defences' loss if one is on,
-/// cross-entropy otherwise. `epoch` (from 1) drives RelaxLoss's
-/// alternation.
-pub(crate) fn training_losses(
-    cfg: &TrainConfig,
-    relax: Option<&RelaxLoss>,
-    logits: Tensor<2>,
-    targets: Tensor<1, Int>,
-    epoch: usize,
-) -> Tensor<1> {
-    match (
-        relax,
-        cfg.defences.label_smoothing,
-        cfg.defences.confidence_penalty,
-    ) {
-        (Some(r), _, _) => r.losses(logits, targets, epoch),
-        (None, Some(e), _) => label_smoothed_cross_entropy(logits, targets, e),
-        (None, None, Some(beta)) => confidence_penalty(logits, targets, beta),
-        (None, None, None) => cross_entropy_per_example(logits, targets),
-    }
-}
 
 /// The loss sum of the engine's last step (an exact statistic of the
 /// private batch: it feeds only `not_covered_by_epsilon`).
