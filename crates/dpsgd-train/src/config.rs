@@ -215,15 +215,6 @@ pub struct TrainConfig {
     pub defences: Defences,
 }
 
-impl Default for TrainConfig {
-    /// The library's general-purpose settings (those of
-    /// [`crate::Recipe::general`]) at ε = 3, δ = 1e-5; prefer
-    /// [`crate::Recipe::for_data`], which picks settings for the data.
-    fn default() -> Self {
-        crate::Recipe::general().config(Privacy::TargetEpsilon(3.0), 1e-5)
-    }
-}
-
 /// The checkpoint's file name in [`TrainConfig::checkpoint_dir`].
 pub const CHECKPOINT_FILE: &str = "checkpoint.dpsgd";
 

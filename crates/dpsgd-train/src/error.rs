@@ -1,5 +1,7 @@
 //! Errors of a run.
 
+use crate::config_error::ConfigError;
+
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,23 +59,17 @@ pub enum TrainError {
     },
 }
 
-/// Which [`crate::TrainConfig`] setting cannot work, and why (in library
-/// terms: a command line maps [`ConfigError::setting`] to its own flag).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct ConfigError {
-    /// The [`crate::TrainConfig`] field, e.g. `model` or `epochs`.
-    pub setting: &'static str,
-    /// What is wrong with it.
-    pub message: String,
-}
-
 impl TrainError {
     /// A [`TrainError::Config`] for `setting`.
     pub(crate) fn config(setting: &'static str, message: impl Into<String>) -> Self {
-        Self::Config(ConfigError {
-            setting,
-            message: message.into(),
-        })
+        Self::Config(ConfigError::new(setting, message))
+    }
+}
+
+/// A refused setting is a [`TrainError::Config`] (not a source: the
+/// message is the error's own).
+impl From<ConfigError> for TrainError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod augment;
 mod config;
+mod config_error;
 pub mod defences;
 pub mod ema;
 mod error;
@@ -21,8 +22,9 @@ pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
     OptimizerKind, Privacy, Progress, TrainConfig, default_delta,
 };
+pub use config_error::ConfigError;
 pub use defences::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};
-pub use error::{ConfigError, TrainError};
+pub use error::TrainError;
 pub use eval::{accuracy, batch, per_example_losses};
 pub use fit::mist;
 pub use fit::{MAX_CLASSES, MAX_PARAMETERS, train, train_model};

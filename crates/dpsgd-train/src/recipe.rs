@@ -52,6 +52,16 @@ pub struct Recipe {
 /// recipe.
 pub const MIN_IMAGE_SIDE: usize = 16;
 
+/// Defined here, beside the recipes: a config's defaults are a recipe's.
+impl Default for TrainConfig {
+    /// The library's general-purpose settings (those of
+    /// [`Recipe::general`]) at ε = 3, δ = 1e-5; prefer
+    /// [`Recipe::for_data`], which picks settings for the data.
+    fn default() -> Self {
+        Recipe::general().config(Privacy::TargetEpsilon(3.0), 1e-5)
+    }
+}
+
 impl Recipe {
     /// Any data: an MLP (one hidden layer of 128 ReLU units) with Adam
     /// (lr 0.01), C = 1, batches of 128, 50 epochs. 93.3% on the UCI digits

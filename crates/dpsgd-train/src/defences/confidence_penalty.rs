@@ -2,7 +2,7 @@
 //! Its loss, its check; its setting is
 //! [`super::Defences::confidence_penalty`].
 
-use crate::error::TrainError;
+use crate::config_error::ConfigError;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
@@ -53,11 +53,11 @@ pub fn confidence_penalty(logits: Tensor<2>, targets: Tensor<1, Int>, beta: f32)
 }
 
 /// Refuses a negative or non-finite β.
-pub(crate) fn check(beta: Option<f32>) -> Result<(), TrainError> {
+pub(crate) fn check(beta: Option<f32>) -> Result<(), ConfigError> {
     if let Some(b) = beta
         && !(b >= 0.0 && b.is_finite())
     {
-        return Err(TrainError::config("confidence_penalty", "must be ≥ 0"));
+        return Err(ConfigError::new("confidence_penalty", "must be ≥ 0"));
     }
     Ok(())
 }

@@ -2,8 +2,7 @@
 //! settings and checks (the loop itself is the standard one's,
 //! `fit/standard.rs`).
 
-use super::Run;
-use crate::error::TrainError;
+use crate::config_error::ConfigError;
 use serde::Serialize;
 
 /// Early stopping: hold out `validation_fraction` of the training data,
@@ -28,28 +27,22 @@ pub struct EarlyStopping {
     pub patience: usize,
 }
 
-/// Refuses a validation fraction outside (0, 1), a patience of 0, and
-/// checkpoints (not supported together yet).
-pub(crate) fn check(settings: Option<EarlyStopping>, run: Run) -> Result<(), TrainError> {
+/// Refuses a validation fraction outside (0, 1) and a patience of 0 (what
+/// early stopping does not support yet: [`super::check`]).
+pub(crate) fn check(settings: Option<EarlyStopping>) -> Result<(), ConfigError> {
     let Some(e) = settings else {
         return Ok(());
     };
     if !(e.validation_fraction > 0.0 && e.validation_fraction < 1.0) {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "early_stopping",
             "the validation fraction must be in (0, 1)",
         ));
     }
     if e.patience == 0 {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "early_stopping",
             "the patience must be at least 1 epoch",
-        ));
-    }
-    if run.checkpoints {
-        return Err(TrainError::config(
-            "early_stopping",
-            "early stopping is not checkpointed yet: use one or the other",
         ));
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! that puts `1 − ε` on the true class and `ε/(C − 1)` on each other one.
 //! Its loss, its check; its setting is [`super::Defences::label_smoothing`].
 
-use crate::error::TrainError;
+use crate::config_error::ConfigError;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
@@ -23,11 +23,11 @@ pub fn label_smoothed_cross_entropy(
 }
 
 /// Refuses a smoothing ε outside [0, 1).
-pub(crate) fn check(smoothing: Option<f32>) -> Result<(), TrainError> {
+pub(crate) fn check(smoothing: Option<f32>) -> Result<(), ConfigError> {
     if let Some(e) = smoothing
         && !(0.0..1.0).contains(&e)
     {
-        return Err(TrainError::config("label_smoothing", "must be in [0, 1)"));
+        return Err(ConfigError::new("label_smoothing", "must be in [0, 1)"));
     }
     Ok(())
 }

@@ -3,8 +3,7 @@
 //! algorithm (sub-models, rounds, averaging) is a training loop of its
 //! own: [`crate::mist`].
 
-use super::Run;
-use crate::error::TrainError;
+use crate::config_error::ConfigError;
 use burn::tensor::{Int, Tensor};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use serde::Serialize;
@@ -69,43 +68,28 @@ pub fn cross_difference(
         .mul_scalar(weight)
 }
 
-/// Refuses fewer than 2 sub-models, an empty phase, λ ≤ 0, and what MIST
-/// does not support yet (parameter averaging, checkpoints, augmentation).
-pub(crate) fn check(settings: Option<MistSettings>, run: Run) -> Result<(), TrainError> {
+/// Refuses fewer than 2 sub-models, an empty phase and λ ≤ 0 (what MIST
+/// does not support yet with the rest of the run: [`super::check`]).
+pub(crate) fn check(settings: Option<MistSettings>) -> Result<(), ConfigError> {
     let Some(m) = settings else {
         return Ok(());
     };
     if m.submodels < 2 {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "mist",
             "needs at least 2 sub-models (each trains on 1/M of the data)",
         ));
     }
     if m.local_epochs == 0 || m.cross_epochs == 0 {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "mist",
             "needs at least 1 local and 1 cross-difference epoch per round",
         ));
     }
     if !(m.weight > 0.0 && m.weight.is_finite()) {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "mist",
             "the cross-difference weight λ must be > 0",
-        ));
-    }
-    let clash = if run.ema {
-        Some("parameter averaging (EMA)")
-    } else if run.checkpoints {
-        Some("checkpoints")
-    } else if run.augmentation {
-        Some("augmentation multiplicity")
-    } else {
-        None
-    };
-    if let Some(other) = clash {
-        return Err(TrainError::config(
-            "mist",
-            format!("MIST does not support {other} yet: use one or the other"),
         ));
     }
     Ok(())

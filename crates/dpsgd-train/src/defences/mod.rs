@@ -20,7 +20,7 @@ pub use relaxloss::{
     RelaxBranch, RelaxLoss, RelaxLossSettings, flattened_cross_entropy, flattened_target,
 };
 
-use crate::error::TrainError;
+use crate::config_error::ConfigError;
 use burn::tensor::{Int, Tensor};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use serde::Serialize;
@@ -75,9 +75,10 @@ pub(crate) struct Run {
     pub(crate) augmentation: bool,
 }
 
-/// Refuses defence settings outside their domains, more than one loss
-/// replacing cross-entropy, and combinations not supported yet.
-pub(crate) fn check(d: &Defences, run: Run) -> Result<(), TrainError> {
+/// Refuses defence settings outside their domains (each defence's own
+/// check), more than one loss replacing cross-entropy, and combinations
+/// with the rest of the run not supported yet.
+pub(crate) fn check(d: &Defences, run: Run) -> Result<(), ConfigError> {
     label_smoothing::check(d.label_smoothing)?;
     confidence_penalty::check(d.confidence_penalty)?;
     relaxloss::check(d.relaxloss)?;
@@ -91,21 +92,57 @@ pub(crate) fn check(d: &Defences, run: Run) -> Result<(), TrainError> {
     .count()
         > 1
     {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "defences",
             "label smoothing, the confidence penalty and RelaxLoss each replace the loss: choose one",
         ));
     }
-    mist::check(d.mist, run)?;
+    mist::check(d.mist)?;
+    if d.mist.is_some() {
+        let clash = if run.ema {
+            Some("parameter averaging (EMA)")
+        } else if run.checkpoints {
+            Some("checkpoints")
+        } else if run.augmentation {
+            Some("augmentation multiplicity")
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            return Err(ConfigError::new(
+                "mist",
+                format!("MIST does not support {other} yet: use one or the other"),
+            ));
+        }
+    }
     if let Some(w) = d.weight_decay
         && !(w >= 0.0 && w.is_finite())
     {
-        return Err(TrainError::config("weight_decay", "must be ≥ 0"));
+        return Err(ConfigError::new("weight_decay", "must be ≥ 0"));
     }
-    early_stopping::check(d.early_stopping, run)
+    early_stopping::check(d.early_stopping)?;
+    if d.early_stopping.is_some() && run.checkpoints {
+        return Err(ConfigError::new(
+            "early_stopping",
+            "early stopping is not checkpointed yet: use one or the other",
+        ));
+    }
+    Ok(())
 }
 
-pub(crate) use relaxloss::relax_loss;
+/// RelaxLoss as `defences` asks for it (per example under DP-SGD, when
+/// `private`: a batch statistic deciding every example's gradient would
+/// escape the mechanism).
+pub(crate) fn relax_loss(
+    defences: &Defences,
+    private: bool,
+) -> Result<Option<RelaxLoss>, ConfigError> {
+    defences
+        .relaxloss
+        .map(|r| RelaxLoss::new(r.alpha, r.upper, private))
+        .transpose()
+        .map_err(|e| ConfigError::new("relaxloss", e.to_string()))
+}
 
 /// The run's loss, one value per row: the defences' loss if one is on,
 /// cross-entropy otherwise. `epoch` (from 1) drives RelaxLoss's

@@ -3,8 +3,7 @@
 //! loss (per batch, or per example under DP-SGD), its settings and its
 //! checks.
 
-use super::Defences;
-use crate::error::TrainError;
+use crate::config_error::ConfigError;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use dpsgd_burn::loss::cross_entropy_per_example;
@@ -307,30 +306,16 @@ impl RelaxLoss {
 }
 
 /// Refuses α ≤ 0 (or not finite) and an upper bound outside (0, 1].
-pub(crate) fn check(settings: Option<RelaxLossSettings>) -> Result<(), TrainError> {
+pub(crate) fn check(settings: Option<RelaxLossSettings>) -> Result<(), ConfigError> {
     if let Some(r) = settings
         && !(r.alpha > 0.0 && r.alpha.is_finite() && r.upper > 0.0 && r.upper <= 1.0)
     {
-        return Err(TrainError::config(
+        return Err(ConfigError::new(
             "relaxloss",
             "needs α > 0 and an upper bound in (0, 1]",
         ));
     }
     Ok(())
-}
-
-/// RelaxLoss as `defences` asks for it (per example under DP-SGD, when
-/// `private`: a batch statistic deciding every example's gradient would
-/// escape the mechanism).
-pub(crate) fn relax_loss(
-    defences: &Defences,
-    private: bool,
-) -> Result<Option<RelaxLoss>, TrainError> {
-    defences
-        .relaxloss
-        .map(|r| RelaxLoss::new(r.alpha, r.upper, private))
-        .transpose()
-        .map_err(|e| TrainError::config("relaxloss", e.to_string()))
 }
 
 #[cfg(test)]
