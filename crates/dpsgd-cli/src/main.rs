@@ -1,7 +1,22 @@
 //! `dpsgd`: differentially private deep learning from the command line.
 //!
-//! Subcommands: `train`, `sweep`, `audit`, `epsilon` and `calibrate` (privacy
-//! accounting), `bench`.
+//! Subcommands: `train`, `sweep`, `audit`, `compare`, `report`, `epsilon`
+//! and `calibrate` (privacy accounting), `bench`.
+//!
+//! Layout (after ripgrep's), each layer importing only those below it:
+//! * `commands/`: one file per subcommand, its `Args` and `run`;
+//! * `training`: a training or an audit run with progress on standard
+//!   error, and the library's refusals named by flag;
+//! * `setup/`: flags to settings (the data and its public preprocessing,
+//!   the recipe and `TrainConfig`, the audit's config);
+//! * `flags/`: every flag group declared once (value parsers, the training
+//!   and privacy options, `compare`'s defences, the run shape of the
+//!   accounting commands), flattened into the commands' `Args`;
+//! * `html/`: the privacy report page;
+//! * `output/`: everything written (atomic owner-only files, `--report`'s
+//!   target, clobbering checks, number formatting, each command's tables
+//!   and figures);
+//! * `error`: the exit-code policy and `UsageError`.
 
 mod commands;
 mod error;
