@@ -6,9 +6,11 @@ use crate::config_error::ConfigError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrainError {
-    /// A configuration that cannot work (e.g. a CNN on tabular data).
+    /// A configuration that cannot work (e.g. a CNN on tabular data). Its
+    /// source is the [`ConfigError`], whose own source is the error of
+    /// another crate the refusal came from, if any.
     #[error("invalid configuration: {0}")]
-    Config(ConfigError),
+    Config(#[source] ConfigError),
     /// From the DP machinery.
     #[error(transparent)]
     Dp(#[from] dpsgd_core::Error),
@@ -63,6 +65,15 @@ impl TrainError {
     /// A [`TrainError::Config`] for `setting`.
     pub(crate) fn config(setting: &'static str, message: impl Into<String>) -> Self {
         Self::Config(ConfigError::new(setting, message))
+    }
+
+    /// A [`TrainError::Config`] for `setting` caused by another crate's
+    /// error `cause` (its text the message, itself kept as the source).
+    pub(crate) fn config_from(
+        setting: &'static str,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Config(ConfigError::caused_by(setting, cause))
     }
 }
 

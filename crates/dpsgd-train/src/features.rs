@@ -12,8 +12,7 @@ pub(crate) fn scattering_for(data: &Dataset) -> Result<dpsgd_data::Scattering, T
             "ScatterNet features need image data",
         ));
     };
-    dpsgd_data::Scattering::new(h, w, 2, 8)
-        .map_err(|e| TrainError::config("features", e.to_string()))
+    dpsgd_data::Scattering::new(h, w, 2, 8).map_err(|e| TrainError::config_from("features", e))
 }
 
 /// ScatterNet features of `data`: the scattering transform, then
@@ -25,8 +24,8 @@ pub(crate) fn scatter_features(
     groups: usize,
 ) -> Result<Dataset, TrainError> {
     let mut out = dpsgd_data::scatter_dataset(data, scattering)
-        .map_err(|e| TrainError::config("features", e.to_string()))?;
+        .map_err(|e| TrainError::config_from("features", e))?;
     dpsgd_data::group_normalize(&mut out, groups)
-        .map_err(|e| TrainError::config("features", e.to_string()))?;
+        .map_err(|e| TrainError::config_from("features", e))?;
     Ok(out)
 }

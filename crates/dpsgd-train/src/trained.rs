@@ -161,11 +161,11 @@ impl TrainedModel {
         }
         let n = inputs.len() / self.input_len;
         let data = Dataset::new(inputs.to_vec(), vec![0; n], self.input_len, self.classes)
-            .map_err(|e| TrainError::config("inputs", e.to_string()))?;
+            .map_err(|e| TrainError::config_from("inputs", e))?;
         match self.input_shape {
             Some(shape) => data
                 .with_image_shape(shape)
-                .map_err(|e| TrainError::config("inputs", e.to_string())),
+                .map_err(|e| TrainError::config_from("inputs", e)),
             None => Ok(data),
         }
     }

@@ -150,12 +150,12 @@ pub(crate) fn plant_canaries(
         }
     }
     let included: Vec<bool> = (0..m).map(|_| rng.random_bool(0.5)).collect();
-    let data =
-        Dataset::new(features, labels, d, classes).map_err(|e| bad("canaries", e.to_string()))?;
+    let data = Dataset::new(features, labels, d, classes)
+        .map_err(|e| TrainError::config_from("canaries", e))?;
     let data = match train.image_shape() {
         Some(shape) => data
             .with_image_shape(shape)
-            .map_err(|e| bad("canaries", e.to_string()))?,
+            .map_err(|e| TrainError::config_from("canaries", e))?,
         None => data,
     };
     Ok(Some(Canaries {

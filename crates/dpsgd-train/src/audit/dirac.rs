@@ -216,7 +216,7 @@ pub fn dirac_canary_audit_with_noise_fault(
         .map(|w| -f64::from(w))
         .collect();
     let one_run = one_run_audit(&scores, &included, guesses, cfg.delta, alpha)
-        .map_err(|e| TrainError::config("canaries", e.to_string()))?;
+        .map_err(|e| TrainError::config_from("canaries", e))?;
     // With a fault, the claim is the honest engine's for the same steps.
     let (claimed_epsilon, noise_multiplier) = match &honest {
         Some(h) => (h.epsilon_over(steps)?, h.noise_multiplier()),

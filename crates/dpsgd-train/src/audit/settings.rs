@@ -212,7 +212,7 @@ pub(crate) fn bad(field: &'static str, reason: impl Into<String>) -> TrainError 
 }
 
 pub(crate) fn audit_error(e: dpsgd_audit::Error) -> TrainError {
-    bad("audit", e.to_string())
+    TrainError::config_from("audit", e)
 }
 
 /// Refuses an [`AuditConfig`] that cannot work, whatever the run.

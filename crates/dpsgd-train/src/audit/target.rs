@@ -4,7 +4,7 @@
 
 use super::canaries::Canaries;
 use super::results::{AttackResult, attack_result};
-use super::settings::{Attack, AuditConfig, audit_error, bad};
+use super::settings::{Attack, AuditConfig, audit_error};
 use crate::config::{Privacy, TrainConfig};
 use crate::error::TrainError;
 use crate::fit::train_model;
@@ -69,11 +69,11 @@ pub(crate) fn concat(a: &Dataset, b: &Dataset) -> Result<Dataset, TrainError> {
         a.n_features(),
         a.n_classes().max(b.n_classes()),
     )
-    .map_err(|e| bad("data", e.to_string()))?;
+    .map_err(|e| TrainError::config_from("data", e))?;
     match a.image_shape() {
         Some(shape) => data
             .with_image_shape(shape)
-            .map_err(|e| bad("data", e.to_string())),
+            .map_err(|e| TrainError::config_from("data", e)),
         None => Ok(data),
     }
 }

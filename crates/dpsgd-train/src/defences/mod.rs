@@ -141,7 +141,7 @@ pub(crate) fn relax_loss(
         .relaxloss
         .map(|r| RelaxLoss::new(r.alpha, r.upper, private))
         .transpose()
-        .map_err(|e| ConfigError::new("relaxloss", e.to_string()))
+        .map_err(|e| ConfigError::caused_by("relaxloss", e))
 }
 
 /// The run's loss, one value per row: the defences' loss if one is on,

@@ -31,7 +31,7 @@ pub(crate) struct RunState {
 /// [`TrainConfig`] but what may change between the two.
 fn settings(cfg: &TrainConfig) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
     let serde_json::Value::Object(mut map) =
-        serde_json::to_value(cfg).map_err(|e| TrainError::config("resume", e.to_string()))?
+        serde_json::to_value(cfg).map_err(|e| TrainError::config_from("resume", e))?
     else {
         return Err(TrainError::config("resume", "settings are not an object"));
     };

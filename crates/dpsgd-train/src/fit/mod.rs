@@ -150,7 +150,7 @@ pub fn train_model(
         Some(e) => {
             held_out = train
                 .split(e.validation_fraction, cfg.seed.unwrap_or(0) ^ 0xea21)
-                .map_err(|err| TrainError::config("early_stopping", err.to_string()))?;
+                .map_err(|err| TrainError::config_from("early_stopping", err))?;
             if held_out.0.is_empty() || held_out.1.is_empty() {
                 return Err(TrainError::config(
                     "early_stopping",
