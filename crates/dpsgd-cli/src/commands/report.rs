@@ -2,6 +2,7 @@
 //! `train`, `audit`, `sweep` and `compare` (see [`crate::html`]).
 
 use crate::html::{Inputs, write_page};
+use crate::output::clobbering::same_file;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -92,36 +93,6 @@ pub fn collect(paths: &[PathBuf]) -> Result<Inputs> {
         bail!(bad_from("no dpsgd report found there".into()));
     }
     Ok(inputs)
-}
-
-/// The file `path` names, its folder resolved (links, `..`), so that two
-/// spellings of one file compare equal; `None` where its folder does not
-/// exist (then it is no input either).
-fn resolved(path: &Path) -> Option<PathBuf> {
-    if let Ok(p) = path.canonicalize() {
-        return Some(p);
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    Some(dir.canonicalize().ok()?.join(path.file_name()?))
-}
-
-/// Whether `a` and `b` are one file: one resolved path, or one inode (a
-/// hard link).
-fn same_file(a: &Path, b: &Path) -> bool {
-    if resolved(a).is_some_and(|x| Some(x) == resolved(b)) {
-        return true;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt as _;
-        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return x.dev() == y.dev() && x.ino() == y.ino();
-        }
-    }
-    false
 }
 
 /// Refuses, before any work, an `--out` that is a folder or would replace

@@ -146,6 +146,37 @@ pub fn check_output_folder(
     Ok(())
 }
 
+/// The file `path` names, its folder resolved (links, `..`), so that two
+/// spellings of one file compare equal; `None` where its folder does not
+/// exist (then it is no input either). (`report`'s check: unlike
+/// [`resolved`], the folder must exist.)
+fn existing(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(path.file_name()?))
+}
+
+/// Whether `a` and `b` are one file: one resolved path, or one inode (a
+/// hard link).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if existing(a).is_some_and(|x| Some(x) == existing(b)) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
