@@ -356,7 +356,7 @@ fn should_refuse_a_checkpoint_edited_by_hand() {
             }),
         ),
         (
-            "the settings",
+            "the large-δ allowance",
             Box::new(|p| {
                 forge(
                     p,
@@ -366,6 +366,10 @@ fn should_refuse_a_checkpoint_edited_by_hand() {
             }),
         ),
     ];
+    let (report_before, model_before) = (
+        std::fs::read(&r).expect("the report"),
+        std::fs::read(&m).expect("the model"),
+    );
     for (what, edit) in cases {
         let path = ck.join("checkpoint.dpsgd");
         std::fs::write(&path, &honest).expect("restore the checkpoint");
@@ -378,6 +382,9 @@ fn should_refuse_a_checkpoint_edited_by_hand() {
             forged,
             "a refused resume changed the checkpoint"
         );
+        // Nothing else was written either.
+        assert_eq!(std::fs::read(&r).expect("the report"), report_before);
+        assert_eq!(std::fs::read(&m).expect("the model"), model_before);
     }
     // The honest checkpoint still resumes.
     std::fs::write(ck.join("checkpoint.dpsgd"), &honest).expect("restore");
