@@ -397,3 +397,84 @@ fn should_refuse_a_checkpoint_edited_by_hand() {
     );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn should_take_warnings_and_epsilons_from_the_settings_not_the_file() {
+    // Review of issue 26: a resume showed the warnings and the per-epoch ε
+    // the file held, so an edit could drop "δ ≥ 1/N" or shrink the budget
+    // curve; and a checkpoint behind a link was rewritten in place.
+    let dir = temp_dir("checkpoints", "file-claims");
+    let (ck, ck0) = (dir.join("ck"), dir.join("ck0"));
+    let (r, m) = (dir.join("r.json"), dir.join("m.bin"));
+    let (r0, m0) = (dir.join("r0.json"), dir.join("m0.bin"));
+    let large_delta = ["--delta", "0.1", "--allow-large-delta"].map(String::from);
+    let mut first = train_args(&dir, "2", &ck, &r, &m);
+    first.extend(large_delta.clone());
+    assert_eq!(run(&first).status.code(), Some(0));
+    forge(
+        &ck.join("checkpoint.dpsgd"),
+        |_| {},
+        |s| {
+            s["warnings"] = serde_json::json!([]);
+            s["history"][0]["epsilon"] = 0.001.into();
+        },
+    );
+    let page = dir.join("page.html");
+    let mut resume = train_args(&dir, "3", &ck, &r, &m);
+    resume.extend(large_delta.clone());
+    resume.extend([
+        "--html".into(),
+        page.display().to_string(),
+        "--resume".into(),
+    ]);
+    let out = run(&resume);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The uninterrupted run, with ε per epoch.
+    let mut whole = train_args(&dir, "3", &ck0, &r0, &m0);
+    whole.extend(large_delta);
+    whole.extend([
+        "--html".into(),
+        dir.join("page0.html").display().to_string(),
+    ]);
+    assert_eq!(run(&whole).status.code(), Some(0));
+    let (resumed, uninterrupted) = (common::read_json(&r), common::read_json(&r0));
+    assert_eq!(resumed["warnings"], uninterrupted["warnings"]);
+    assert!(
+        resumed["warnings"].to_string().contains("δ = 0.1"),
+        "{}",
+        resumed["warnings"]
+    );
+    let first_epsilon =
+        |v: &serde_json::Value| v["not_covered_by_epsilon"]["epoch_history"][0]["epsilon"].clone();
+    assert_eq!(first_epsilon(&resumed), first_epsilon(&uninterrupted));
+
+    // A checkpoint behind a symbolic link is refused, the link kept.
+    #[cfg(unix)]
+    {
+        let linked = dir.join("linked");
+        std::fs::create_dir_all(&linked).expect("a folder");
+        std::os::unix::fs::symlink(ck.join("checkpoint.dpsgd"), linked.join("checkpoint.dpsgd"))
+            .expect("a link");
+        let mut args = train_args(
+            &dir,
+            "3",
+            &linked,
+            &dir.join("r2.json"),
+            &dir.join("m2.bin"),
+        );
+        args.extend(["--delta", "0.1", "--allow-large-delta", "--resume"].map(String::from));
+        assert_usage_error(&run(&args), &["--checkpoint-dir", "not a regular file"]);
+        assert!(
+            std::fs::symlink_metadata(linked.join("checkpoint.dpsgd"))
+                .expect("the link")
+                .file_type()
+                .is_symlink()
+        );
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -5,6 +5,7 @@ use crate::config::{CHECKPOINT_FILE, Privacy, TrainConfig};
 use crate::error::TrainError;
 use crate::models::Classifier;
 use crate::report::EpochRecord;
+use dpsgd_accountant::{Accountant, AnyAccountant};
 use dpsgd_burn::PrivacyEngine;
 use dpsgd_burn::io::FolderLock;
 use std::path::Path;
@@ -22,7 +23,8 @@ pub(crate) struct RunState {
     pub(crate) steps: u64,
     /// The epoch history so far.
     pub(crate) history: Vec<EpochRecord>,
-    /// The engine's warnings at the start of the run.
+    /// The engine's warnings at the start of the run (written for
+    /// readers of the file; a resume shows the rebuilt engine's).
     pub(crate) warnings: Vec<String>,
 }
 
@@ -58,6 +60,15 @@ pub(crate) fn take_checkpoint_dir(dir: &Path, resume: bool) -> Result<FolderLock
             format!("no checkpoint to resume in {}", dir.display()),
         ));
     }
+    // A checkpoint behind a link would be rewritten in place, where a kill
+    // mid-write loses it, and outside the folder the lock guards.
+    if std::fs::symlink_metadata(dir.join(CHECKPOINT_FILE)).is_ok_and(|m| !m.file_type().is_file())
+    {
+        return Err(refuse(format!(
+            "{} is not a regular file (a link or a device): checkpoints are replaced atomically, only in the folder itself",
+            dir.join(CHECKPOINT_FILE).display()
+        )));
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| refuse(format!("cannot create {}: {e}", dir.display())))?;
     let lock = FolderLock::try_lock(dir)
@@ -81,32 +92,25 @@ pub(crate) fn take_checkpoint_dir(dir: &Path, resume: bool) -> Result<FolderLock
     Ok(lock)
 }
 
-/// Reads the loop's state from a checkpoint's caller state and checks it
-/// against the run's settings and the engine restored beside it: the
-/// settings, the epochs done (at most `cfg.epochs`), and the steps (the
-/// engine's, `epochs_done` whole epochs of `steps_per_epoch`, and one
-/// history record per epoch), so an edited epoch count can neither skip
-/// nor repeat training.
-pub(crate) fn read_run_state(
-    cfg: &TrainConfig,
-    path: &Path,
-    bytes: &[u8],
-    engine_steps: u64,
-    steps_per_epoch: u64,
-) -> Result<RunState, TrainError> {
+/// Reads the loop's state from the checkpoint at `path` (its caller state,
+/// before the engine is restored, so that a setting changed by mistake is
+/// named in the run's own words) and checks it against the run's settings
+/// and the epochs planned.
+pub(crate) fn read_run_state(cfg: &TrainConfig, path: &Path) -> Result<RunState, TrainError> {
     let refuse = |reason: String| {
         TrainError::config(
             "resume",
             format!("cannot resume from {}: {reason}", path.display()),
         )
     };
+    let bytes = dpsgd_burn::read_caller_state(path).map_err(TrainError::Resume)?;
     if bytes.is_empty() {
         return Err(refuse(
             "it holds no training loop state (made by an older dpsgd, or by the library directly); start again in a new folder".into(),
         ));
     }
     let state: RunState =
-        serde_json::from_slice(bytes).map_err(|e| refuse(format!("unreadable run state: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| refuse(format!("unreadable run state: {e}")))?;
     let saved: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&state.settings)
             .map_err(|e| refuse(format!("unreadable settings: {e}")))?;
@@ -144,6 +148,24 @@ pub(crate) fn read_run_state(
             ),
         ));
     }
+    Ok(state)
+}
+
+/// Checks the loop's state against the engine restored beside it (whose
+/// settings and history were checked against the run's): the steps (the
+/// engine's, `epochs_done` whole epochs of `steps_per_epoch`, one history
+/// record per epoch), so an epoch count edited alone can neither skip nor
+/// repeat training; then replaces what the file says of ε per epoch by
+/// the accountant's ε after that epoch's steps. (A history rolled back
+/// together with the engine's is not detectable: see
+/// [`dpsgd_burn::DpSgdConfig::resume`].)
+pub(crate) fn check_run_state(
+    state: &mut RunState,
+    path: &Path,
+    engine: &PrivacyEngine,
+    steps_per_epoch: u64,
+) -> Result<(), TrainError> {
+    let engine_steps = engine.steps();
     let expected_steps = (state.epochs_done as u64).checked_mul(steps_per_epoch);
     let epochs_in_order = state
         .history
@@ -155,14 +177,30 @@ pub(crate) fn read_run_state(
         || state.history.len() != state.epochs_done
         || !epochs_in_order
     {
-        return Err(refuse(format!(
-            "its state does not add up (edited?): {} epochs of {steps_per_epoch} steps, {} epoch records, the loop at step {}, the engine at step {engine_steps}",
-            state.epochs_done,
-            state.history.len(),
-            state.steps
-        )));
+        return Err(TrainError::config(
+            "resume",
+            format!(
+                "cannot resume from {}: its state does not add up (edited?): {} epochs of {steps_per_epoch} steps, {} epoch records, the loop at step {}, the engine at step {engine_steps}",
+                path.display(),
+                state.epochs_done,
+                state.history.len(),
+                state.steps
+            ),
+        ));
     }
-    Ok(state)
+    let settings = engine.optimizer().settings();
+    for record in &mut state.history {
+        if record.epsilon.is_some() {
+            let mut accountant = AnyAccountant::new(settings.accountant);
+            accountant.record(
+                settings.noise_multiplier,
+                settings.sample_rate,
+                record.epoch as u64 * steps_per_epoch,
+            )?;
+            record.epsilon = Some(accountant.epsilon(engine.delta())?);
+        }
+    }
+    Ok(())
 }
 
 /// Writes the engine's checkpoint, with the loop's state inside, into

@@ -131,7 +131,7 @@ impl SubTrainer {
     ) -> Result<(M, f64, Option<String>), TrainError> {
         if let Some(p) = &mut self.engine {
             let model = p.step(lr, model, batch, loss_fn).map_err(|r| r.error)?;
-            let divergence = dp_divergence(&model, p);
+            let divergence = dp_divergence(&model);
             return Ok((model, last_step_loss(p), divergence));
         }
         if n == 0 {

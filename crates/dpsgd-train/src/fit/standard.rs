@@ -2,7 +2,7 @@
 //! batches, with augmentation, data-parallel workers, EMA, early stopping
 //! and checkpoints.
 
-use super::checkpoint::{read_run_state, save_checkpoint, take_checkpoint_dir};
+use super::checkpoint::{check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir};
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::setup::{
     Extra, check_plan, dp_config, engine_error, inner_optimizer, start_engine, with_run_seed,
@@ -69,6 +69,9 @@ pub(crate) fn run<M: Classifier + 'static>(
             let dir = cfg.checkpoint_dir.as_deref().unwrap_or(Path::new("."));
             checkpoint_lock = Some(take_checkpoint_dir(dir, true)?);
             let path = dir.join(CHECKPOINT_FILE);
+            // The loop's own settings first: a flag changed by mistake is
+            // named as a flag, before the engine is compared.
+            let mut state = read_run_state(cfg, &path)?;
             debug_assert_eq!(
                 dp.dataset,
                 Some(DatasetFingerprint {
@@ -85,11 +88,10 @@ pub(crate) fn run<M: Classifier + 'static>(
                     e => engine_error(cfg, e),
                 })?;
             model = restored.model;
-            let state = read_run_state(
-                cfg,
+            check_run_state(
+                &mut state,
                 &path,
-                &restored.caller_state,
-                restored.engine.steps(),
+                &restored.engine,
                 sampler.steps_per_epoch(),
             )?;
             resumed = Some(state);
@@ -155,7 +157,14 @@ pub(crate) fn run<M: Classifier + 'static>(
     let steps_per_epoch = sampler.steps_per_epoch();
     let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
     let (mut history, epochs_done, warnings) = match resumed {
-        Some(state) => (state.history, state.epochs_done, state.warnings),
+        // The warnings are the rebuilt engine's, not the file's.
+        Some(state) => (
+            state.history,
+            state.epochs_done,
+            privacy
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.warnings().to_vec()),
+        ),
         None => (
             // Grown epoch by epoch: `epochs` is the caller's (1e9 would
             // reserve tens of gigabytes up front).
@@ -190,7 +199,7 @@ pub(crate) fn run<M: Classifier + 'static>(
                     None => p.step(cfg.lr, model, &batch, loss_fn),
                 }
                 .map_err(|r| r.error)?;
-                (indices, last_step_loss(p), dp_divergence(&model, p))
+                (indices, last_step_loss(p), dp_divergence(&model))
             }
             None => {
                 let indices = sampler.sample(&mut rng);
