@@ -57,6 +57,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attack;
 mod error;
 pub mod estimators;
 pub mod fdp;
@@ -72,4 +73,5 @@ pub mod scores;
 pub mod shadow;
 pub mod slices;
 
+pub use attack::Attack;
 pub use error::{Error, Result};

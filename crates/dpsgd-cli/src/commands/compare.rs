@@ -176,7 +176,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         // LiRA's figures when it ran (the sharper attack at low FPR).
         let shown = names
             .iter()
-            .find(|n| n.as_str() == "lira-online")
+            .find(|n| n.as_str() == dpsgd::audit::Attack::LIRA_ONLINE)
             .unwrap_or(&names[0]);
         plot(&rows, shown, &a.out.join("compare.svg"), &dataset)?;
     }

@@ -262,7 +262,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         let lira = audit
             .attacks
             .iter()
-            .find(|x| x.name == "lira-online")
+            .find(|x| x.name == dpsgd::audit::Attack::LIRA_ONLINE)
             .map_or_else(String::new, |l| {
                 format!(
                     " | LiRA AUC {:.3}, TPR@0.1%FPR {:.2}%",

@@ -374,7 +374,7 @@ fn sweep_advice(inputs: &Inputs) -> Option<String> {
 /// accuracy is within 2 points of no defence, as a sentence.
 fn best_empirical_defence(rows: &[Value]) -> Option<String> {
     let auc_of = |r: &Value| {
-        attack(r, "lira-online")
+        attack(r, dpsgd::audit::Attack::LIRA_ONLINE)
             .or_else(|| attack(r, "loss"))
             .and_then(|a| num(a, "auc"))
     };

@@ -194,7 +194,7 @@ pub(super) fn sweep_section(report: &Report, i: usize, several: bool) -> String 
                 .enumerate()
                 .filter_map(|(i, run)| {
                     let eps = privacy::sweep_budget(run, i).ok()??;
-                    let lira = attack(run, "lira-online")
+                    let lira = attack(run, dpsgd::audit::Attack::LIRA_ONLINE)
                         .or_else(|| attack(run, "loss"))
                         .and_then(|a| num(a, "auc"));
                     Some((eps, num(run, "test_accuracy")?, lira))
@@ -242,7 +242,7 @@ pub(super) fn sweep_section(report: &Report, i: usize, several: bool) -> String 
             "∞ (no DP)".into(),
             opt(num(run, "test_accuracy"), percent),
             opt(
-                attack(run, "lira-online")
+                attack(run, dpsgd::audit::Attack::LIRA_ONLINE)
                     .or_else(|| attack(run, "loss"))
                     .and_then(|a| num(a, "auc")),
                 |a| format!("{a:.3}"),
@@ -375,7 +375,8 @@ pub(super) fn compare_section(report: &Report, i: usize, several: bool) -> Strin
     let mut points = Vec::new();
     for (i, r) in compare.as_array().into_iter().flatten().enumerate() {
         let name = r.get("defence").and_then(Value::as_str).unwrap_or("?");
-        let best = attack(r, "lira-online").or_else(|| attack(r, "loss"));
+        let best = attack(r, dpsgd::audit::Attack::LIRA_ONLINE)
+            .or_else(|| attack(r, dpsgd::audit::Attack::Loss.name()));
         // The first cell is markup (`<code>`): every cell escaped here.
         s.push_str(&row_html(&[
             format!("<code>{}</code>", esc(name)),

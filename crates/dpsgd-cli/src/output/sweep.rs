@@ -44,7 +44,7 @@ pub fn csv(rows: &[Row]) -> String {
     out.push('\n');
     for r in rows {
         let p = r.report();
-        let lira = r.attack("lira-online");
+        let lira = r.attack(dpsgd::audit::Attack::LIRA_ONLINE);
         let loss = r.attack("loss");
         let _ = writeln!(
             out,
@@ -142,7 +142,7 @@ pub fn plot(rows: &[Row], path: &Path, dataset: &str) -> Result<()> {
     };
     let accuracy = |r: &Row| Some(r.report().test_accuracy);
     let loss_auc = |r: &Row| r.attack("loss").map(|a| a.auc);
-    let lira_auc = |r: &Row| r.attack("lira-online").map(|a| a.auc);
+    let lira_auc = |r: &Row| r.attack(dpsgd::audit::Attack::LIRA_ONLINE).map(|a| a.auc);
     let mut svg = String::new();
     let root = SVGBackend::with_string(&mut svg, (1400, 470)).into_drawing_area();
     let (left, right) = root.split_horizontally(760);

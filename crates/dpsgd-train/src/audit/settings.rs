@@ -5,83 +5,9 @@
 use crate::error::TrainError;
 use dpsgd_audit::hardening::Release;
 use dpsgd_audit::inversion::InversionConfig;
-use dpsgd_audit::scores::ScoreKind;
 use serde::Serialize;
 
-/// One attack of the audit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Attack {
-    /// Loss threshold (Yeom et al. 2018).
-    Loss,
-    /// Confidence of the true class.
-    Confidence,
-    /// Prediction entropy.
-    Entropy,
-    /// Modified entropy (Song & Mittal 2021).
-    ModifiedEntropy,
-    /// Shadow-model attack classifiers per class (Shokri et al. 2017).
-    Shadow,
-    /// LiRA online and offline (Carlini et al. 2022).
-    Lira,
-    /// Label-only: robustness of the label to input noise
-    /// (Choquette-Choo et al. 2021).
-    LabelOnly,
-    /// Model inversion (Fredrikson et al. 2015).
-    Inversion,
-}
-
-impl Attack {
-    /// Every attack, in the order the report lists them.
-    pub const ALL: [Self; 8] = [
-        Self::Loss,
-        Self::Confidence,
-        Self::Entropy,
-        Self::ModifiedEntropy,
-        Self::Shadow,
-        Self::Lira,
-        Self::LabelOnly,
-        Self::Inversion,
-    ];
-
-    /// The attack's name on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Loss => "loss",
-            Self::Confidence => "confidence",
-            Self::Entropy => "entropy",
-            Self::ModifiedEntropy => "modified-entropy",
-            Self::Shadow => "shadow",
-            Self::Lira => "lira",
-            Self::LabelOnly => "label-only",
-            Self::Inversion => "inversion",
-        }
-    }
-
-    pub(crate) fn threshold_score(self) -> Option<ScoreKind> {
-        match self {
-            Self::Loss => Some(ScoreKind::Loss),
-            Self::Confidence => Some(ScoreKind::Confidence),
-            Self::Entropy => Some(ScoreKind::Entropy),
-            Self::ModifiedEntropy => Some(ScoreKind::ModifiedEntropy),
-            _ => None,
-        }
-    }
-}
-
-impl std::str::FromStr for Attack {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|a| a.name()).collect();
-                format!("`{s}` is not an attack (expected {})", names.join(", "))
-            })
-    }
-}
+pub use dpsgd_audit::Attack;
 
 /// What the canaries are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

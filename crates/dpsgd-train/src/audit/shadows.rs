@@ -233,8 +233,8 @@ pub(crate) fn shadow_attacks(
     let run_shadow_attack = audit.attacks.contains(&Attack::Shadow)
         && release == Release::Full
         && findings.admit(gate, population, Attack::Shadow.name())?;
-    let run_lira =
-        audit.attacks.contains(&Attack::Lira) && findings.admit(gate, population, "lira")?;
+    let run_lira = audit.attacks.contains(&Attack::Lira)
+        && findings.admit(gate, population, Attack::Lira.name())?;
     let needs_shadows = run_lira || run_shadow_attack;
     if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
         findings.warnings.push(
@@ -293,7 +293,7 @@ pub(crate) fn shadow_attacks(
                 .collect();
             // Carlini et al.: a global variance is better below 64 shadows.
             let fixed_variance = audit.shadow_models < 64;
-            for (name, online) in [("lira-online", true), ("lira-offline", false)] {
+            for (name, online) in [(Attack::LIRA_ONLINE, true), (Attack::LIRA_OFFLINE, false)] {
                 let scores = lira_scores(
                     &phi,
                     &per_record,
@@ -318,7 +318,7 @@ pub(crate) fn shadow_attacks(
             )?;
             findings
                 .attacks
-                .push(population.evaluate("shadow", &scores, None)?);
+                .push(population.evaluate(Attack::Shadow.name(), &scores, None)?);
         }
     }
     Ok(ShadowStage {

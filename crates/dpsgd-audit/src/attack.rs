@@ -1,0 +1,123 @@
+//! The attacks an audit can run, by name: one list for the library, the
+//! command line and the reports.
+
+use crate::scores::ScoreKind;
+use serde::Serialize;
+
+/// One attack of the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Loss threshold (Yeom et al. 2018).
+    Loss,
+    /// Confidence of the true class.
+    Confidence,
+    /// Prediction entropy.
+    Entropy,
+    /// Modified entropy (Song & Mittal 2021).
+    ModifiedEntropy,
+    /// Shadow-model attack classifiers per class (Shokri et al. 2017).
+    Shadow,
+    /// LiRA online and offline (Carlini et al. 2022).
+    Lira,
+    /// Label-only: robustness of the label to input noise
+    /// (Choquette-Choo et al. 2021).
+    LabelOnly,
+    /// Model inversion (Fredrikson et al. 2015).
+    Inversion,
+}
+
+impl Attack {
+    /// Every attack, in the order the report lists them.
+    pub const ALL: [Self; 8] = [
+        Self::Loss,
+        Self::Confidence,
+        Self::Entropy,
+        Self::ModifiedEntropy,
+        Self::Shadow,
+        Self::Lira,
+        Self::LabelOnly,
+        Self::Inversion,
+    ];
+
+    /// LiRA's online variant's name in reports.
+    pub const LIRA_ONLINE: &'static str = "lira-online";
+    /// LiRA's offline variant's name in reports.
+    pub const LIRA_OFFLINE: &'static str = "lira-offline";
+
+    /// The attack's name on the command line and in reports (LiRA reports
+    /// its two variants as [`Attack::LIRA_ONLINE`] and
+    /// [`Attack::LIRA_OFFLINE`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Loss => "loss",
+            Self::Confidence => "confidence",
+            Self::Entropy => "entropy",
+            Self::ModifiedEntropy => "modified-entropy",
+            Self::Shadow => "shadow",
+            Self::Lira => "lira",
+            Self::LabelOnly => "label-only",
+            Self::Inversion => "inversion",
+        }
+    }
+
+    /// The score a threshold attack thresholds (`None` for the others).
+    pub fn threshold_score(self) -> Option<ScoreKind> {
+        match self {
+            Self::Loss => Some(ScoreKind::Loss),
+            Self::Confidence => Some(ScoreKind::Confidence),
+            Self::Entropy => Some(ScoreKind::Entropy),
+            Self::ModifiedEntropy => Some(ScoreKind::ModifiedEntropy),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Attack {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|a| a.name()).collect();
+                format!("`{s}` is not an attack (expected {})", names.join(", "))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_parse_every_name_back_and_list_them_when_refusing() {
+        for a in Attack::ALL {
+            assert_eq!(a.name().parse::<Attack>(), Ok(a));
+        }
+        let refusal = "nope".parse::<Attack>().unwrap_err();
+        for a in Attack::ALL {
+            assert!(refusal.contains(a.name()), "{refusal}");
+        }
+        assert!(Attack::LIRA_ONLINE.starts_with(Attack::Lira.name()));
+        assert!(Attack::LIRA_OFFLINE.starts_with(Attack::Lira.name()));
+    }
+
+    #[test]
+    fn should_threshold_only_the_threshold_attacks() {
+        let thresholded: Vec<Attack> = Attack::ALL
+            .into_iter()
+            .filter(|a| a.threshold_score().is_some())
+            .collect();
+        assert_eq!(
+            thresholded,
+            [
+                Attack::Loss,
+                Attack::Confidence,
+                Attack::Entropy,
+                Attack::ModifiedEntropy
+            ]
+        );
+    }
+}
