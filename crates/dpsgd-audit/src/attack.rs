@@ -20,6 +20,9 @@ pub enum Attack {
     Shadow,
     /// LiRA online and offline (Carlini et al. 2022).
     Lira,
+    /// RMIA online and offline (Zarifzadeh et al. 2024), on the same
+    /// reference (shadow) models as LiRA.
+    Rmia,
     /// Label-only: robustness of the label to input noise
     /// (Choquette-Choo et al. 2021).
     LabelOnly,
@@ -29,13 +32,14 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the report lists them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Loss,
         Self::Confidence,
         Self::Entropy,
         Self::ModifiedEntropy,
         Self::Shadow,
         Self::Lira,
+        Self::Rmia,
         Self::LabelOnly,
         Self::Inversion,
     ];
@@ -44,6 +48,10 @@ impl Attack {
     pub const LIRA_ONLINE: &'static str = "lira-online";
     /// LiRA's offline variant's name in reports.
     pub const LIRA_OFFLINE: &'static str = "lira-offline";
+    /// RMIA's online variant's name in reports.
+    pub const RMIA_ONLINE: &'static str = "rmia-online";
+    /// RMIA's offline variant's name in reports.
+    pub const RMIA_OFFLINE: &'static str = "rmia-offline";
 
     /// The attack's name on the command line and in reports (LiRA reports
     /// its two variants as [`Attack::LIRA_ONLINE`] and
@@ -56,6 +64,7 @@ impl Attack {
             Self::ModifiedEntropy => "modified-entropy",
             Self::Shadow => "shadow",
             Self::Lira => "lira",
+            Self::Rmia => "rmia",
             Self::LabelOnly => "label-only",
             Self::Inversion => "inversion",
         }
@@ -102,6 +111,8 @@ mod tests {
         }
         assert!(Attack::LIRA_ONLINE.starts_with(Attack::Lira.name()));
         assert!(Attack::LIRA_OFFLINE.starts_with(Attack::Lira.name()));
+        assert!(Attack::RMIA_ONLINE.starts_with(Attack::Rmia.name()));
+        assert!(Attack::RMIA_OFFLINE.starts_with(Attack::Rmia.name()));
     }
 
     #[test]

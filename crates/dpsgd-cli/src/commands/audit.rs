@@ -70,8 +70,8 @@ pub struct Args {
     #[command(flatten)]
     pub privacy: PrivacyOptions,
     /// Attacks, comma-separated: loss, confidence, entropy,
-    /// modified-entropy, shadow, lira, label-only, inversion.
-    #[arg(long, value_delimiter = ',', value_parser = attacks, default_value = "loss,confidence,entropy,lira")]
+    /// modified-entropy, shadow, lira, rmia, label-only, inversion.
+    #[arg(long, value_delimiter = ',', value_parser = attacks, default_value = "loss,confidence,entropy,lira,rmia")]
     pub attacks: Vec<Attack>,
     /// Shadow models for the shadow and LiRA attacks, trained with the
     /// target's recipe on random halves of the data (at least 2).

@@ -35,7 +35,7 @@ pub struct Args {
     )]
     pub defences: String,
     /// Attacks run on every model (as `dpsgd audit --attacks`).
-    #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira")]
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira,rmia")]
     pub attacks: Vec<Attack>,
     /// Shadow models per defence for LiRA and the shadow attack.
     #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 16, value_parser = crate::flags::parse::positive_count)]

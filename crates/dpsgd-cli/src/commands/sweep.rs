@@ -63,8 +63,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
     /// Attacks run on every model (as `dpsgd audit --attacks`): the loss
-    /// attack costs nothing, LiRA trains --shadow-models shadows per run.
-    #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira")]
+    /// attack costs nothing, LiRA trains --shadow-models shadows per run
+    /// (RMIA uses the same shadows).
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira,rmia")]
     attacks: Vec<Attack>,
     /// Shadow models per run for LiRA and the shadow attack.
     #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 8, value_parser = crate::flags::parse::positive_count)]

@@ -153,7 +153,7 @@ pub fn audit_config(
     if shadow_models < 2
         && attacks
             .iter()
-            .any(|a| matches!(a, Attack::Shadow | Attack::Lira))
+            .any(|a| matches!(a, Attack::Shadow | Attack::Lira | Attack::Rmia))
     {
         return Err(error::UsageError {
             flag: "--shadow-models",

@@ -114,7 +114,7 @@ pub fn exceeds_claim(claimed: Option<f64>, lower_bound: f64) -> bool {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
-            attacks: vec![Attack::Loss, Attack::Lira],
+            attacks: vec![Attack::Loss, Attack::Lira, Attack::Rmia],
             shadow_models: 16,
             canaries: 0,
             canary_kind: CanaryKind::Mislabeled,
@@ -149,7 +149,7 @@ pub(crate) fn check_config(audit: &AuditConfig) -> Result<(), TrainError> {
     let needs_shadows = audit
         .attacks
         .iter()
-        .any(|a| matches!(a, Attack::Shadow | Attack::Lira));
+        .any(|a| matches!(a, Attack::Shadow | Attack::Lira | Attack::Rmia));
     if needs_shadows && audit.shadow_models < 2 {
         return Err(bad(
             "shadow_models",

@@ -10,6 +10,9 @@ use crate::features::{scatter_features, scattering_for};
 use crate::fit::train_model;
 use dpsgd_audit::hardening::Release;
 use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
+use dpsgd_audit::rmia::{
+    OFFLINE_A_GRID, ReferenceSignals, RmiaConfig, rmia_scores, tune_offline_a,
+};
 use dpsgd_audit::scores::ScoreKind;
 use dpsgd_audit::shadow::{ShadowAttack, ShadowAttackConfig, ShadowExample};
 use dpsgd_data::Dataset;
@@ -205,6 +208,93 @@ pub(crate) fn shadow_attack_scores(
         .map_err(audit_error)
 }
 
+/// RMIA (Zarifzadeh, Liu, Ng & Shokri 2024) online and offline on the
+/// shadows as reference models, each record's signal its true class's
+/// probability as the attacker sees it (the hardened release's, if any).
+/// The population samples `z` are the target's non-members (the held-out
+/// split: data of the distribution the target did not train on); a
+/// non-member is compared with itself too, which never counts (its ratio
+/// with itself is 1 ≤ γ). Offline RMIA's `a` is chosen on the shadows
+/// alone: shadow 0 attacked with the others' signals
+/// ([`dpsgd_audit::rmia::tune_offline_a`]), never on the target's members.
+fn rmia_attack_scores(
+    population: &Population<'_>,
+    shadows: &[Shadow],
+) -> Result<Vec<(&'static str, Vec<f64>)>, TrainError> {
+    let n = population.data.len();
+    let signal = |logits: &[f64], i: usize| {
+        population
+            .score(
+                ScoreKind::Confidence,
+                &population.row(logits, i),
+                population.labels[i],
+            )
+            .map_err(audit_error)
+    };
+    let target: Vec<f64> = (0..n)
+        .map(|i| signal(&population.logits, i))
+        .collect::<Result<_, _>>()?;
+    // signals[s][i]: shadow s's signal of record i.
+    let signals: Vec<Vec<f64>> = shadows
+        .iter()
+        .map(|s| (0..n).map(|i| signal(&s.logits, i)).collect())
+        .collect::<Result<_, _>>()?;
+    let references = |from: usize, offline: bool| -> Vec<ReferenceSignals> {
+        (0..n)
+            .map(|i| {
+                let mut r = ReferenceSignals::default();
+                for (s, shadow) in shadows.iter().enumerate().skip(from) {
+                    if shadow.inside[i] {
+                        if !offline {
+                            r.inside.push(signals[s][i]);
+                        }
+                    } else {
+                        r.outside.push(signals[s][i]);
+                    }
+                }
+                r
+            })
+            .collect()
+    };
+    let z: Vec<usize> = (0..n).filter(|&i| !population.is_member[i]).collect();
+    let at = |v: &[f64]| z.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let at_refs = |v: &[ReferenceSignals]| z.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+    let online_refs = references(0, false);
+    let online = rmia_scores(
+        &target,
+        &online_refs,
+        &at(&target),
+        &at_refs(&online_refs),
+        RmiaConfig::online(),
+    )
+    .map_err(audit_error)?;
+    let offline_config = RmiaConfig::offline(0.0);
+    let others = references(1, true);
+    let (a, _) = tune_offline_a(
+        &signals[0],
+        &shadows[0].inside,
+        &others,
+        &at(&signals[0]),
+        &at_refs(&others),
+        offline_config.gamma,
+        &OFFLINE_A_GRID,
+    )
+    .map_err(audit_error)?;
+    let offline_refs = references(0, true);
+    let offline = rmia_scores(
+        &target,
+        &offline_refs,
+        &at(&target),
+        &at_refs(&offline_refs),
+        RmiaConfig::offline(a),
+    )
+    .map_err(audit_error)?;
+    Ok(vec![
+        (Attack::RMIA_ONLINE, online),
+        (Attack::RMIA_OFFLINE, offline),
+    ])
+}
+
 /// What the shadow stage did: whether shadows were trained, and in how
 /// long.
 pub(crate) struct ShadowStage {
@@ -235,7 +325,9 @@ pub(crate) fn shadow_attacks(
         && findings.admit(gate, population, Attack::Shadow.name())?;
     let run_lira = audit.attacks.contains(&Attack::Lira)
         && findings.admit(gate, population, Attack::Lira.name())?;
-    let needs_shadows = run_lira || run_shadow_attack;
+    let run_rmia = audit.attacks.contains(&Attack::Rmia)
+        && findings.admit(gate, population, Attack::Rmia.name())?;
+    let needs_shadows = run_lira || run_rmia || run_shadow_attack;
     if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
         findings.warnings.push(
             "shadow attack skipped: its attack models read full probability vectors, not hardened releases".into(),
@@ -303,6 +395,13 @@ pub(crate) fn shadow_attacks(
                     },
                 )
                 .map_err(audit_error)?;
+                findings
+                    .attacks
+                    .push(population.evaluate(name, &scores, None)?);
+            }
+        }
+        if run_rmia {
+            for (name, scores) in rmia_attack_scores(population, &shadows)? {
                 findings
                     .attacks
                     .push(population.evaluate(name, &scores, None)?);
