@@ -230,6 +230,36 @@ fn should_never_measure_a_lower_bound_above_the_claimed_epsilon() {
                 "the Clopper–Pearson check bites at ε ≤ 1: {cp_cap}"
             );
         }
+        // The f-DP bound reading the claim as an (ε, δ) curve is a bound
+        // on this claim too: below it, whenever its guesses could exceed it
+        // (its cap: every guess right).
+        let fdp_cap = dpsgd_audit::fdp::fdp_one_run_epsilon(
+            one.canaries,
+            one.guesses,
+            one.guesses,
+            one.delta,
+            one.alpha,
+            dpsgd_audit::fdp::EpsilonCurve::EpsilonDelta,
+        )
+        .unwrap();
+        let fdp = canary.estimators.fdp_epsilon.expect("an f-DP bound");
+        eprintln!("ε = {claimed}: f-DP bound {fdp:.4}, cap {fdp_cap:.4}");
+        if fdp_cap > claimed {
+            assert!(
+                fdp <= claimed,
+                "ε = {claimed}: f-DP bound {fdp} above the claim"
+            );
+        }
+        // The Gaussian reading is never below the (ε, δ) one (it assumes
+        // more), and the Gaussian-DP fit is reported beside them.
+        assert!(
+            canary
+                .estimators
+                .fdp_gaussian_epsilon
+                .expect("Gaussian reading")
+                >= fdp
+        );
+        assert!(canary.estimators.gdp_estimate.is_some());
         assert!(!canary.exceeds_claim);
         assert_eq!(r.epsilon_lower_bound, Some(canary.one_run.epsilon));
         assert_eq!(canary.claimed_epsilon, Some(claimed));

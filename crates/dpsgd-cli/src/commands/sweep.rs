@@ -376,6 +376,7 @@ mod tests {
                 epsilon,
             },
             clopper_pearson_epsilon: 0.0,
+            estimators: Default::default(),
             claimed_epsilon: claimed,
             exceeds_claim: claimed.is_some_and(|c| epsilon > c + 1e-6),
         }

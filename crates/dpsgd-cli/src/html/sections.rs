@@ -309,6 +309,18 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
                 _ => "with no claim that can be read: ε missing/invalid — no guarantee can be read from this report.".into(),
             }
         );
+        if let Some(e) = c.get("estimators").filter(|e| e.is_object()) {
+            let shown = |v: Option<f64>| opt(v, |x| format!("{x:.3}"));
+            let gdp = e.get("gdp_estimate").filter(|g| g.is_object());
+            let _ = write!(
+                s,
+                "<p>Other readings of the same canaries (none decides the verdict): the f-DP one-run bound (Mahloujifar et al. 2024) ε ≥ <b>{}</b> reading the claim as an (ε, δ) trade-off curve, and <b>{}</b> reading it as a Gaussian mechanism (a bound only if the mechanism is Gaussian-DP); a Gaussian-DP estimate (Nasr et al. 2023) ε ≈ <b>{}</b> (μ = {}), which is an estimate, not a bound.</p>",
+                shown(num(e, "fdp_epsilon")),
+                shown(num(e, "fdp_gaussian_epsilon")),
+                shown(gdp.and_then(|g| num(g, "epsilon"))),
+                shown(gdp.and_then(|g| num(g, "mu"))),
+            );
+        }
     }
     let _ = write!(
         s,

@@ -71,6 +71,18 @@ pub fn table(r: &AuditReport) -> String {
                 None => "no claim (non-private)".into(),
             }
         );
+        let e = &c.estimators;
+        let shown = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"));
+        let _ = writeln!(
+            out,
+            "canaries, other readings: f-DP one-run bound {} (claim as an (ε, δ) curve), {} (claim as a Gaussian mechanism); Gaussian-DP estimate ε ≈ {} (an estimate, not a bound)",
+            shown(e.fdp_epsilon),
+            shown(e.fdp_gaussian_epsilon),
+            e.gdp_estimate.map_or_else(
+                || "–".to_owned(),
+                |g| format!("{:.3}, μ = {:.3}", g.epsilon, g.mu)
+            ),
+        );
     }
     if let Some(inv) = &r.inversion {
         let mean_conf = inv.confidence.iter().sum::<f64>() / inv.confidence.len().max(1) as f64;

@@ -5,11 +5,13 @@
 //! [`super::dirac`].
 
 use super::dirac::dirac_canary_audit_with_noise_fault;
-use super::results::CanaryAudit;
+use super::results::{CanaryAudit, CanaryEstimators};
 use super::settings::{AuditConfig, CanaryKind, audit_error, bad, exceeds_claim};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::trained::TrainedModel;
+use dpsgd_audit::estimators::gdp_estimate_moments;
+use dpsgd_audit::fdp::{EpsilonCurve, fdp_one_run_epsilon};
 use dpsgd_audit::lower_bound::{OneRunAudit, canary_epsilon, one_run_audit};
 use dpsgd_audit::scores::{ScoreKind, score_logits};
 use dpsgd_data::Dataset;
@@ -96,8 +98,10 @@ pub(crate) fn canary_bounds(
     } else {
         0.0
     };
+    let estimators = canary_estimators(scores, included, &one_run);
     Ok(CanaryAudit {
         kind,
+        estimators,
         // The one-run bound alone decides: it is the one with a theorem
         // behind it for a single run (Steinke et al.), and deciding on
         // either of two bounds at α each would refute falsely up to 2α.
@@ -106,6 +110,49 @@ pub(crate) fn canary_bounds(
         clopper_pearson_epsilon,
         claimed_epsilon: claimed,
     })
+}
+
+/// The f-DP bounds from the one-run audit's counts and the Gaussian-DP
+/// estimate from the scores ([`CanaryEstimators`]); each `None` where it
+/// cannot be computed (no guesses, all scores equal, δ = 0 for the
+/// Gaussian reading).
+pub(crate) fn canary_estimators(
+    scores: &[f64],
+    included: &[bool],
+    one_run: &OneRunAudit,
+) -> CanaryEstimators {
+    let fdp = |curve| {
+        fdp_one_run_epsilon(
+            one_run.canaries,
+            one_run.guesses,
+            one_run.correct,
+            one_run.delta,
+            one_run.alpha,
+            curve,
+        )
+        .ok()
+        .filter(|e| e.is_finite())
+    };
+    let (inside, outside): (Vec<f64>, Vec<f64>) = {
+        let inside = scores
+            .iter()
+            .zip(included)
+            .filter(|(_, i)| **i)
+            .map(|(s, _)| *s)
+            .collect();
+        let outside = scores
+            .iter()
+            .zip(included)
+            .filter(|(_, i)| !**i)
+            .map(|(s, _)| *s)
+            .collect();
+        (inside, outside)
+    };
+    CanaryEstimators {
+        fdp_epsilon: fdp(EpsilonCurve::EpsilonDelta),
+        fdp_gaussian_epsilon: fdp(EpsilonCurve::Gaussian),
+        gdp_estimate: gdp_estimate_moments(&inside, &outside, one_run.delta).ok(),
+    }
 }
 
 /// Input canaries may be at most one per this many training records.

@@ -48,7 +48,9 @@ mod shadows;
 mod target;
 
 pub use canaries::MAX_CANARY_SHARE;
-pub use results::{AttackResult, AuditOutcome, AuditReport, CanaryAudit, InversionReport};
+pub use results::{
+    AttackResult, AuditOutcome, AuditReport, CanaryAudit, CanaryEstimators, InversionReport,
+};
 pub use settings::{Attack, AuditConfig, CanaryKind, bonferroni, exceeds_claim};
 pub use target::FAULT_NOISE_SCALE_VAR;
 
@@ -343,6 +345,7 @@ mod tests {
             exceeds_claim: exceeds_claim(claimed, one_run.epsilon),
             one_run,
             clopper_pearson_epsilon: 0.0,
+            estimators: Default::default(),
             claimed_epsilon: claimed,
         }
     }

@@ -56,10 +56,33 @@ pub struct CanaryAudit {
     pub clopper_pearson_epsilon: f64,
     /// The ε the run claims (`None` without DP).
     pub claimed_epsilon: Option<f64>,
+    /// Other readings of the same canaries, beside the one-run bound; none
+    /// of them decides [`CanaryAudit::exceeds_claim`].
+    pub estimators: CanaryEstimators,
     /// Whether the one-run lower bound exceeds the claim: the claim is then
     /// false (a privacy bug) at confidence `1 − α`, with α the bound's
     /// significance (`one_run.alpha`).
     pub exceeds_claim: bool,
+}
+
+/// The f-DP one-run bounds and a Gaussian-DP estimate from one canary
+/// audit's counts and scores (issue 28).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CanaryEstimators {
+    /// The f-DP one-run bound (Mahloujifar, Melis & Chaudhuri 2024) from
+    /// the one-run audit's counts, the claim read as the (ε, δ) trade-off
+    /// curve: a lower bound on ε for an (ε, δ)-DP claim, at the one-run
+    /// bound's α. `None` where it cannot be computed.
+    pub fdp_epsilon: Option<f64>,
+    /// The same, the claim read as the Gaussian mechanism calibrated to
+    /// (ε, δ) (as JAX Privacy's `epsilon_one_run_fdp`): larger, and a bound
+    /// only for a mechanism that is Gaussian-DP.
+    pub fdp_gaussian_epsilon: Option<f64>,
+    /// A Gaussian-DP **estimate** (Nasr et al. 2023): μ fitted to the
+    /// included and left-out canaries' scores (equal-variance moments) and
+    /// its ε at the run's δ. An estimate, not a bound: it can exceed or
+    /// fall short of the truth. `None` where it cannot be fitted.
+    pub gdp_estimate: Option<dpsgd_audit::estimators::GdpEstimate>,
 }
 
 impl CanaryAudit {
