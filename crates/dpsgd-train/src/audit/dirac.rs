@@ -122,6 +122,66 @@ pub fn dirac_canary_audit_with_noise_fault(
             format!("the test-only noise fault scales σ by a factor in (0, 1], not {noise_scale}"),
         ));
     }
+    let fault = (noise_scale != 1.0).then_some(MechanismFault::NoiseScale(noise_scale));
+    dirac_canary_audit_with_fault(
+        cfg,
+        dataset_size,
+        canaries,
+        guesses,
+        alpha,
+        seed,
+        device,
+        fault,
+    )
+}
+
+/// **Test-only**: a mechanism broken on purpose, for measuring what the
+/// audit detects (issue 28, item 4). The run behaves as the fault says;
+/// the claim (ε and σ reported) is what the broken implementation would
+/// report.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MechanismFault {
+    /// The noise added is σ·scale (scale in (0, 1)); the claim is σ's.
+    NoiseScale(f64),
+    /// The accountant is told q / factor (factor > 1); the run samples at
+    /// q (and σ is calibrated for the under-reported rate).
+    SampleRateUnderReported(f64),
+    /// The accountant misses the last `k` steps of the run.
+    StepsUnaccounted(u64),
+}
+
+/// [`dirac_canary_audit`] of a mechanism with `fault` (`None`: the honest
+/// one, bit for bit).
+///
+/// # Errors
+///
+/// As [`dirac_canary_audit`]; [`TrainError::Config`] for a fault outside
+/// its domain.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn dirac_canary_audit_with_fault(
+    cfg: &TrainConfig,
+    dataset_size: usize,
+    canaries: usize,
+    guesses: Option<usize>,
+    alpha: f64,
+    seed: u64,
+    device: &Device,
+    fault: Option<MechanismFault>,
+) -> Result<DiracAudit, TrainError> {
+    match fault {
+        Some(MechanismFault::NoiseScale(s)) if !(s > 0.0 && s < 1.0) => {
+            return Err(TrainError::config(
+                "fault",
+                format!("noise scale {s} ∉ (0, 1)"),
+            ));
+        }
+        Some(MechanismFault::SampleRateUnderReported(f)) if !(f.is_finite() && f > 1.0) => {
+            return Err(TrainError::config("fault", format!("factor {f} ≤ 1")));
+        }
+        _ => {}
+    }
     if canaries == 0 || canaries > dataset_size {
         return Err(TrainError::config(
             "canaries",
@@ -158,20 +218,34 @@ pub fn dirac_canary_audit_with_noise_fault(
     let sampler = PoissonSampler::new(dataset_size, batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     let mut engine = dp.init(SgdConfig::new().init(), sampler)?;
-    // The honest engine, kept only for its claim when a fault is injected:
-    // its σ (and accountant) are the configuration's; the engine that runs
-    // adds σ·noise_scale, with the same seed (the same batches).
-    let mut honest = None;
-    if noise_scale != 1.0 {
-        let sigma = engine.noise_multiplier();
-        let faulty = base
-            .clone()
-            .with_noise_multiplier(sigma * noise_scale)
-            .init(
-                SgdConfig::new().init(),
-                PoissonSampler::new(dataset_size, batch_size)?,
-            )?;
-        honest = Some(std::mem::replace(&mut engine, faulty));
+    // With a fault: the engine the broken implementation claims with (never
+    // stepped: its σ and accountant), the steps it accounts, and the engine
+    // that runs, with the same seed (the same batches).
+    let mut claim = None;
+    match fault {
+        None => {}
+        Some(MechanismFault::NoiseScale(scale)) => {
+            let sigma = engine.noise_multiplier();
+            let faulty = base
+                .clone()
+                .with_noise_multiplier(sigma * scale)
+                .init(SgdConfig::new().init(), sampler)?;
+            claim = Some((std::mem::replace(&mut engine, faulty), steps));
+        }
+        Some(MechanismFault::SampleRateUnderReported(factor)) => {
+            let told =
+                PoissonSampler::with_sample_rate(dataset_size, sampler.sample_rate() / factor)?;
+            let claimed = dp.init(SgdConfig::new().init(), told)?;
+            engine = base
+                .clone()
+                .with_noise_multiplier(claimed.noise_multiplier())
+                .init(SgdConfig::new().init(), sampler)?;
+            claim = Some((claimed, steps));
+        }
+        Some(MechanismFault::StepsUnaccounted(k)) => {
+            let claimed = dp.init(SgdConfig::new().init(), sampler)?;
+            claim = Some((claimed, steps.saturating_sub(k)));
+        }
     }
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xd12a_c0de);
     let included: Vec<bool> = (0..canaries).map(|_| rng.random_bool(0.5)).collect();
@@ -217,9 +291,9 @@ pub fn dirac_canary_audit_with_noise_fault(
         .collect();
     let one_run = one_run_audit(&scores, &included, guesses, cfg.delta, alpha)
         .map_err(|e| TrainError::config_from("canaries", e))?;
-    // With a fault, the claim is the honest engine's for the same steps.
-    let (claimed_epsilon, noise_multiplier) = match &honest {
-        Some(h) => (h.epsilon_over(steps)?, h.noise_multiplier()),
+    // With a fault, the claim is the broken implementation's.
+    let (claimed_epsilon, noise_multiplier) = match &claim {
+        Some((c, accounted)) => (c.epsilon_over(*accounted)?, c.noise_multiplier()),
         None => (engine.epsilon()?, engine.noise_multiplier()),
     };
     Ok(DiracAudit {
@@ -350,6 +424,76 @@ mod tests {
                     .unwrap_err();
             assert!(err.to_string().contains("noise"), "{bad}: {err}");
         }
+    }
+
+    /// The audit as a detector (issue 28, item 4): each planted fault, and
+    /// the honest mechanism, audited over 10 seeds at a claim of ε = 1
+    /// (1 000 records, 500 Dirac canaries, 100 guesses, α = 0.05, 200
+    /// steps). Seeded, so the counts are fixed; measured:
+    ///
+    /// | mechanism | refuted |
+    /// |---|---|
+    /// | honest | 0 / 10 |
+    /// | noise × 0.5 / 0.25 / 0.1 | 1 / 9 / 10 |
+    /// | q under-reported × 2 / 4 / 10 | 0 / 3 / 10 |
+    /// | 1 or 100 of 200 steps unaccounted | 0 / 0 |
+    ///
+    /// The honest mechanism must not be refuted (3 or more false alarms of
+    /// 10 at α = 0.05 has probability 1.2%), the large faults must be
+    /// caught, and detection must grow with a fault's size. The small
+    /// faults show the audit's limit at ε = 1: 100 guesses prove at most
+    /// 3.48, and a mechanism twice as leaky as claimed rarely shows it.
+    #[test]
+    fn should_detect_planted_faults_and_never_the_honest_mechanism() {
+        const SEEDS: u64 = 10;
+        let device = Device::flex();
+        let cfg = cfg(Privacy::TargetEpsilon(1.0));
+        let refuted = |fault: Option<MechanismFault>| -> u64 {
+            (0..SEEDS)
+                .filter(|&seed| {
+                    dirac_canary_audit_with_fault(
+                        &cfg,
+                        1000,
+                        500,
+                        None,
+                        0.05,
+                        100 + seed,
+                        &device,
+                        fault,
+                    )
+                    .unwrap()
+                    .exceeds_claim
+                })
+                .count() as u64
+        };
+        let honest = refuted(None);
+        let noise: Vec<u64> = [0.5, 0.25, 0.1]
+            .map(|s| refuted(Some(MechanismFault::NoiseScale(s))))
+            .to_vec();
+        let rate: Vec<u64> = [2.0, 4.0, 10.0]
+            .map(|f| refuted(Some(MechanismFault::SampleRateUnderReported(f))))
+            .to_vec();
+        let steps: Vec<u64> = [1, 100]
+            .map(|k| refuted(Some(MechanismFault::StepsUnaccounted(k))))
+            .to_vec();
+        eprintln!(
+            "refuted of {SEEDS}: honest {honest}; noise x0.5/0.25/0.1 {noise:?}; q under-reported x2/4/10 {rate:?}; steps unaccounted 1/100 {steps:?}"
+        );
+        assert!(honest <= 2, "honest mechanism refuted {honest} times");
+        assert!(
+            noise[2] >= 9 && rate[2] >= 9,
+            "large faults missed: {noise:?} {rate:?}"
+        );
+        assert!(noise[1] >= 7, "noise x0.25 caught {} times", noise[1]);
+        for counts in [&noise, &rate] {
+            assert!(
+                counts.windows(2).all(|w| w[0] <= w[1]),
+                "detection does not grow with the fault: {counts:?}"
+            );
+        }
+        // Accounting fewer steps understates ε little here (σ calibrated
+        // for the planned steps): not caught, and no false alarm either.
+        assert!(steps.iter().all(|&c| c <= 2), "{steps:?}");
     }
 
     #[test]
