@@ -356,6 +356,20 @@ fn should_run_rmia_beside_lira_on_the_same_shadows() {
         figures(rmia),
         figures(lira)
     );
+    // Two shadows, the fewest LiRA takes: every record is IN one and OUT
+    // the other, so offline RMIA's `a` cannot be tuned on the second alone
+    // (it falls back to the paper's 0.3) — both variants still run.
+    let two = run(
+        &cfg,
+        &split,
+        &AuditConfig {
+            shadow_models: 2,
+            attacks: vec![Attack::Rmia],
+            ..audit_cfg
+        },
+    );
+    let names: Vec<&str> = two.attacks.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["rmia-online", "rmia-offline"]);
 }
 
 /// Label-only and inversion run on the digits model and report their

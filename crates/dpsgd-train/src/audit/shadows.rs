@@ -208,6 +208,11 @@ pub(crate) fn shadow_attack_scores(
         .map_err(audit_error)
 }
 
+/// Offline RMIA's `a` in the paper's configurations (ML Privacy Meter's
+/// `attack_configs/cifar10/rmia_offline_*.yaml`), used where too few
+/// shadows leave it nothing to tune on.
+const PAPER_OFFLINE_A: f64 = 0.3;
+
 /// RMIA (Zarifzadeh, Liu, Ng & Shokri 2024) online and offline on the
 /// shadows as reference models, each record's signal its true class's
 /// probability as the attacker sees it (the hardened release's, if any).
@@ -216,7 +221,8 @@ pub(crate) fn shadow_attack_scores(
 /// non-member is compared with itself too, which never counts (its ratio
 /// with itself is 1 ≤ γ). Offline RMIA's `a` is chosen on the shadows
 /// alone: shadow 0 attacked with the others' signals
-/// ([`dpsgd_audit::rmia::tune_offline_a`]), never on the target's members.
+/// ([`dpsgd_audit::rmia::tune_offline_a`]), never on the target's members
+/// ([`PAPER_OFFLINE_A`] where the others hold no OUT signal of a record).
 fn rmia_attack_scores(
     population: &Population<'_>,
     shadows: &[Shadow],
@@ -270,7 +276,9 @@ fn rmia_attack_scores(
     .map_err(audit_error)?;
     let offline_config = RmiaConfig::offline(0.0);
     let others = references(1, true);
-    let (a, _) = tune_offline_a(
+    // With few shadows some record has no OUT signal among the others
+    // (with 2, every record IN the second): then the paper's own choice.
+    let a = match tune_offline_a(
         &signals[0],
         &shadows[0].inside,
         &others,
@@ -278,8 +286,11 @@ fn rmia_attack_scores(
         &at_refs(&others),
         offline_config.gamma,
         &OFFLINE_A_GRID,
-    )
-    .map_err(audit_error)?;
+    ) {
+        Ok((a, _)) => a,
+        Err(dpsgd_audit::Error::NoReferenceSignal { .. }) => PAPER_OFFLINE_A,
+        Err(e) => return Err(audit_error(e)),
+    };
     let offline_refs = references(0, true);
     let offline = rmia_scores(
         &target,
