@@ -23,9 +23,6 @@ pub(crate) struct RunState {
     pub(crate) steps: u64,
     /// The epoch history so far.
     pub(crate) history: Vec<EpochRecord>,
-    /// The engine's warnings at the start of the run (written for
-    /// readers of the file; a resume shows the rebuilt engine's).
-    pub(crate) warnings: Vec<String>,
 }
 
 /// The settings a resumed run must share with the checkpointed one, as
@@ -211,7 +208,6 @@ pub(crate) fn save_checkpoint<M: Classifier>(
     engine: &PrivacyEngine,
     model: &M,
     history: &[EpochRecord],
-    warnings: &[String],
 ) -> Result<(), TrainError> {
     let path = dir.join(CHECKPOINT_FILE);
     let failed = |reason: String| TrainError::Save {
@@ -223,7 +219,6 @@ pub(crate) fn save_checkpoint<M: Classifier>(
         epochs_done: history.last().map_or(0, |r| r.epoch),
         steps: engine.steps(),
         history: history.to_vec(),
-        warnings: warnings.to_vec(),
     };
     let bytes = serde_json::to_vec(&state).map_err(|e| failed(e.to_string()))?;
     engine.save_checkpoint_with(&path, model, &bytes)?;

@@ -156,24 +156,16 @@ pub(crate) fn run<M: Classifier + 'static>(
     let start = Instant::now();
     let steps_per_epoch = sampler.steps_per_epoch();
     let (mut epoch_loss, mut epoch_examples, mut final_loss) = (0.0, 0usize, f64::NAN);
-    let (mut history, epochs_done, warnings) = match resumed {
-        // The warnings are the rebuilt engine's, not the file's.
-        Some(state) => (
-            state.history,
-            state.epochs_done,
-            privacy
-                .as_ref()
-                .map_or_else(Vec::new, |p| p.warnings().to_vec()),
-        ),
-        None => (
-            // Grown epoch by epoch: `epochs` is the caller's (1e9 would
-            // reserve tens of gigabytes up front).
-            Vec::new(),
-            0,
-            privacy
-                .as_ref()
-                .map_or_else(Vec::new, |p| p.warnings().to_vec()),
-        ),
+    // The engine's warnings, resumed or not (a resumed engine's are the
+    // rebuilt engine's, never the file's).
+    let warnings = privacy
+        .as_ref()
+        .map_or_else(Vec::new, |p| p.warnings().to_vec());
+    let (mut history, epochs_done) = match resumed {
+        Some(state) => (state.history, state.epochs_done),
+        // Grown epoch by epoch: `epochs` is the caller's (1e9 would reserve
+        // tens of gigabytes up front).
+        None => (Vec::new(), 0),
     };
     // A resumed run's epochs go on from the checkpoint's.
     let wall_offset = history.last().map_or(0.0, |r: &EpochRecord| r.wall_seconds);
@@ -257,7 +249,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             };
             history.push(record);
             if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
-                save_checkpoint(cfg, dir, p, &model, &history, &warnings)?;
+                save_checkpoint(cfg, dir, p, &model, &history)?;
             }
             if let Some(v) = &validation {
                 let eval_start = Instant::now();
