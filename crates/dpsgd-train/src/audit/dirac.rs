@@ -116,12 +116,7 @@ pub fn dirac_canary_audit_with_noise_fault(
     device: &Device,
     noise_scale: f64,
 ) -> Result<DiracAudit, TrainError> {
-    if !(noise_scale > 0.0 && noise_scale <= 1.0) {
-        return Err(TrainError::config(
-            "noise_scale",
-            format!("the test-only noise fault scales σ by a factor in (0, 1], not {noise_scale}"),
-        ));
-    }
+    // A scale of 1 is no fault; any other is checked with the faults.
     let fault = (noise_scale != 1.0).then_some(MechanismFault::NoiseScale(noise_scale));
     dirac_canary_audit_with_fault(
         cfg,
@@ -142,7 +137,7 @@ pub fn dirac_canary_audit_with_noise_fault(
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MechanismFault {
-    /// The noise added is σ·scale (scale in (0, 1)); the claim is σ's.
+    /// The noise added is σ·scale (scale in (0, 1]); the claim is σ's.
     NoiseScale(f64),
     /// The accountant is told q / factor (factor > 1); the run samples at
     /// q (and σ is calibrated for the under-reported rate).
@@ -171,10 +166,10 @@ pub fn dirac_canary_audit_with_fault(
     fault: Option<MechanismFault>,
 ) -> Result<DiracAudit, TrainError> {
     match fault {
-        Some(MechanismFault::NoiseScale(s)) if !(s > 0.0 && s < 1.0) => {
+        Some(MechanismFault::NoiseScale(s)) if !(s > 0.0 && s <= 1.0) => {
             return Err(TrainError::config(
-                "fault",
-                format!("noise scale {s} ∉ (0, 1)"),
+                "noise_scale",
+                format!("the test-only noise fault scales σ by a factor in (0, 1], not {s}"),
             ));
         }
         Some(MechanismFault::SampleRateUnderReported(f)) if !(f.is_finite() && f > 1.0) => {
