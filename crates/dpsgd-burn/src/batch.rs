@@ -11,6 +11,12 @@ pub trait ExampleBatch: Sized {
     fn slice_examples(&self, start: usize, end: usize) -> Self;
     /// The same batch on `device` (data-parallel workers).
     fn to_device(&self, device: &Device) -> Self;
+    /// Which examples are white-box gradient canaries (see
+    /// [`crate::canary`]); none unless the batch is a
+    /// [`WithCanaries`](crate::canary::WithCanaries).
+    fn gradient_canaries(&self) -> Option<&crate::canary::CanaryRows> {
+        None
+    }
 }
 
 impl<const D: usize> ExampleBatch for Tensor<D> {

@@ -28,6 +28,7 @@
 
 pub mod backend;
 mod batch;
+pub mod canary;
 mod checkpoint;
 mod engine;
 pub mod fix;

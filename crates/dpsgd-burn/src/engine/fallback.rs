@@ -4,6 +4,7 @@
 
 use super::{GradientEngine, loss_values};
 use crate::batch::ExampleBatch;
+use crate::canary::CanaryContext;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 use dpsgd_core::gradients::add_to_sum;
@@ -21,6 +22,7 @@ impl GradientEngine {
         loss_fn: &F,
         group_of: &HashMap<ParamId, usize>,
         n_groups: usize,
+        canaries: Option<&CanaryContext<'_>>,
         reason: &str,
     ) -> Result<ClippedGradients>
     where
@@ -34,6 +36,24 @@ impl GradientEngine {
         let mut loss_sum = 0.0;
         let mut dropped = 0;
         for i in 0..n {
+            // A canary slot: its canary's gradient, clipped by the same
+            // policy; its placeholder input is never run.
+            if let Some(sq) = canaries.and_then(|c| c.group_sq(i)) {
+                let group_sq: Vec<Vec<f64>> = sq.into_iter().map(|v| vec![v]).collect();
+                let norm = group_sq.iter().map(|g| g[0]).sum::<f64>().sqrt();
+                norms.push((norm as f32).min(f32::MAX));
+                let factors = self.clipping.exact_factors(&group_sq, 1)?;
+                // A canary names a trainable parameter (checked): the
+                // model has a device.
+                if let (Some(c), Some(device)) = (canaries, model.devices().first()) {
+                    let clipped =
+                        c.clipped_sums(|r, g| if r == i { factors[g][0] } else { 0.0 }, device);
+                    for (id, t) in clipped {
+                        add_to_sum(&mut sums, id, t);
+                    }
+                }
+                continue;
+            }
             let example = batch.slice_examples(i, i + 1);
             let loss = loss_fn(model, &example);
             let value = loss_values(&loss, 1)?[0];

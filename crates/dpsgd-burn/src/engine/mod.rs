@@ -24,11 +24,12 @@
 //! reported in [`ClippedGradients::method`].
 
 use crate::batch::ExampleBatch;
+use crate::canary::CanaryContext;
 use crate::grad_sample::{Item, Scaled, clipped_sums, materialize, scale, squared_norms};
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
 use burn::module::{Module, ParamId};
-use burn::tensor::{Gradients, Tensor, TensorData};
+use burn::tensor::{Bool, Gradients, Tensor, TensorData};
 use dpsgd_core::gradients::add_to_sum;
 use dpsgd_core::{
     ClippedGradients, Clipping, Error, GradientMethod, Result, layer_groups, round_factor,
@@ -174,19 +175,64 @@ impl GradientEngine {
             EngineMode::FallbackOnly => Some("fallback forced".to_owned()),
             EngineMode::Auto => self.fallback_reason.clone(),
         };
+        let canaries = match batch.gradient_canaries() {
+            Some(rows) => Some(CanaryContext::new(rows, &params, &group_of, groups.len())?),
+            None => None,
+        };
         if let Some(reason) = known {
-            return self.fallback(model, batch, loss_fn, &group_of, groups.len(), &reason);
+            return self.fallback(
+                model,
+                batch,
+                loss_fn,
+                &group_of,
+                groups.len(),
+                canaries.as_ref(),
+                &reason,
+            );
         }
         let (losses, records) = tape::record(self.conv_strategy, || loss_fn(model, batch));
-        let loss_values = loss_values(&losses, n)?;
+        let mut loss_values = loss_values(&losses, n)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             drop((losses, records));
-            let result = self.fallback(model, batch, loss_fn, &group_of, groups.len(), &reason);
+            let result = self.fallback(
+                model,
+                batch,
+                loss_fn,
+                &group_of,
+                groups.len(),
+                canaries.as_ref(),
+                &reason,
+            );
             self.fallback_reason = Some(reason);
             return result;
         }
+        // A canary slot's own loss (of its placeholder input) is masked out
+        // of the backward pass: its gradient is the canary's, added below.
+        let losses = match &canaries {
+            Some(c) => {
+                let mask: Vec<bool> = (0..n).map(|i| c.is_canary(i)).collect();
+                for (i, &masked) in mask.iter().enumerate() {
+                    if masked {
+                        loss_values[i] = 0.0;
+                    }
+                }
+                let device = losses.device();
+                losses.mask_fill(
+                    Tensor::<1, Bool>::from_data(TensorData::new(mask, [n]), &device),
+                    0.0,
+                )
+            }
+            None => losses,
+        };
         let mut grads = losses.sum().backward();
-        match self.fast_path(records, &mut grads, &loss_values, &group_of, groups.len())? {
+        match self.fast_path(
+            records,
+            &mut grads,
+            &loss_values,
+            &group_of,
+            groups.len(),
+            canaries.as_ref(),
+        )? {
             FastPath::Clipped(mut clipped) => {
                 clipped.set_loss_sum(loss_values.iter().map(|&v| f64::from(v)).sum());
                 Ok(clipped)
@@ -242,6 +288,7 @@ impl GradientEngine {
         loss_values: &[f32],
         group_of: &HashMap<ParamId, usize>,
         n_groups: usize,
+        canaries: Option<&CanaryContext<'_>>,
     ) -> Result<FastPath> {
         let n = loss_values.len();
         let layers = records.len();
@@ -323,6 +370,17 @@ impl GradientEngine {
                 group_sq[slot.group][i] += part(slot.norm_part, i) * scales[i] * scales[i];
             }
         }
+        // A canary slot's gradient is its canary's (its own is masked to
+        // zero): its norms enter the clipping like any example's.
+        if let Some(c) = canaries {
+            for i in 0..n {
+                if let Some(sq) = c.group_sq(i) {
+                    for (g, v) in sq.into_iter().enumerate() {
+                        group_sq[g][i] = v;
+                    }
+                }
+            }
+        }
         let total: Vec<f64> = (0..n)
             .map(|i| group_sq.iter().map(|g| g[i]).sum::<f64>().sqrt())
             .collect();
@@ -352,6 +410,12 @@ impl GradientEngine {
                     .map(FastPath::Clipped);
             }
         };
+        let mut sums = HashMap::new();
+        if let Some(c) = canaries {
+            for (id, t) in c.clipped_sums(|i, g| factors[g][i], &device) {
+                add_to_sum(&mut sums, id, t);
+            }
+        }
         // Per item, the factor of each parameter: c_i · (its scale)_i, rounded
         // toward zero (zero for a frozen parameter, whose sum is dropped).
         let mut item_factors: Vec<Vec<Option<Tensor<1>>>> =
@@ -363,7 +427,6 @@ impl GradientEngine {
             item_factors[slot.item][slot.param] =
                 Some(Tensor::from_data(TensorData::new(c, [n]), &device));
         }
-        let mut sums = HashMap::new();
         for (scaled, factors) in work.into_iter().zip(item_factors) {
             if factors.iter().all(Option::is_none) {
                 continue; // only frozen parameters

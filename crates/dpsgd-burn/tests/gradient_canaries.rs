@@ -1,0 +1,300 @@
+//! Gradient canaries through the engine (issue 28, item 3): a canary
+//! slot's gradient is its canary's, clipped by the run's own policy, on
+//! the fast path, the fallback and data-parallel shards; its placeholder
+//! input contributes nothing. Checked against a naive reference: the
+//! per-example gradients of the ordinary examples, one backward each,
+//! clipped by hand, plus each canary clipped by hand.
+
+mod common;
+
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use dpsgd_burn::canary::{CanaryRows, GradientCanary, WithCanaries};
+use dpsgd_burn::layers::DpLinear;
+use dpsgd_burn::parallel::DataParallel;
+use dpsgd_burn::{EngineMode, GradientEngine};
+use dpsgd_core::{ClippedGradients, Clipping, trainable_params};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Module, Debug)]
+struct Net {
+    fc1: DpLinear,
+    fc2: DpLinear,
+}
+
+fn fixed_linear(d_in: usize, d_out: usize, salt: f32, device: &Device) -> DpLinear {
+    let scale = 1.5 / (d_in as f32).sqrt();
+    let w: Vec<f32> = (0..d_in * d_out)
+        .map(|i| ((i as f32 * 0.618 + salt) * 2.399).sin() * scale)
+        .collect();
+    let b: Vec<f32> = (0..d_out)
+        .map(|i| ((i as f32 + salt) * 1.3).cos())
+        .collect();
+    DpLinear {
+        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [d_out]),
+            device,
+        ))),
+    }
+}
+
+impl Net {
+    fn new(device: &Device) -> Self {
+        Self {
+            fc1: fixed_linear(5, 6, 0.1, device),
+            fc2: fixed_linear(6, 3, 0.7, device),
+        }
+    }
+}
+
+fn sq_loss(m: &Net, x: &Tensor<2>) -> Tensor<1> {
+    let n = x.dims()[0];
+    m.fc2
+        .forward(relu(m.fc1.forward(x.clone())))
+        .powi_scalar(2)
+        .sum_dim(1)
+        .reshape([n])
+}
+
+fn input(n: usize, device: &Device) -> Tensor<2> {
+    let v: Vec<f32> = (0..n * 5)
+        .map(|i| ((i as f32 * 0.7548 + 0.3) * 1.618).sin() * (1.0 + (i % 7) as f32))
+        .collect();
+    Tensor::from_data(TensorData::new(v, [n, 5]), device)
+}
+
+/// 8 examples; 2 is a Dirac canary of value 40 on fc2.weight[4], 5 a
+/// canary on two coordinates of two layers (3 on fc1.weight[0], 4 on
+/// fc2.bias[2]: norm 5), 6 a left-out canary's zero slot.
+fn with_canaries(net: &Net, x: Tensor<2>) -> WithCanaries<Tensor<2>> {
+    let canaries: Arc<[GradientCanary]> = Arc::from(vec![
+        GradientCanary::dirac(net.fc2.weight.id, 4, 40.0),
+        GradientCanary::from_entries(vec![
+            (net.fc1.weight.id, 0, 3.0),
+            (net.fc2.bias.as_ref().unwrap().id, 2, 4.0),
+        ]),
+        GradientCanary::zero(),
+    ]);
+    let mut rows = vec![None; 8];
+    rows[2] = Some(0);
+    rows[5] = Some(1);
+    rows[6] = Some(2);
+    WithCanaries::new(x, CanaryRows::new(canaries, rows)).unwrap()
+}
+
+/// The reference: ordinary examples by one backward each, every example
+/// (canaries as their vectors) clipped by `factor(group norms²)`.
+fn reference(
+    net: &Net,
+    x: &Tensor<2>,
+    factor: impl Fn(&[f64]) -> Vec<f64>,
+) -> (HashMap<ParamId, Vec<f64>>, Vec<f64>) {
+    let layers = [
+        vec![net.fc1.weight.id, net.fc1.bias.as_ref().unwrap().id],
+        vec![net.fc2.weight.id, net.fc2.bias.as_ref().unwrap().id],
+    ];
+    let group = |id: &ParamId| layers.iter().position(|l| l.contains(id)).unwrap();
+    let mut per_example = naive_per_example(net, x, sq_loss);
+    let sizes: HashMap<ParamId, usize> = trainable_params(net)
+        .iter()
+        .map(|p| (p.id, p.numel()))
+        .collect();
+    let dense = |entries: &[(ParamId, usize, f64)]| {
+        let mut g: HashMap<ParamId, Vec<f64>> =
+            sizes.iter().map(|(id, n)| (*id, vec![0.0; *n])).collect();
+        for (id, i, v) in entries {
+            g.get_mut(id).unwrap()[*i] += v;
+        }
+        g
+    };
+    per_example[2] = dense(&[(net.fc2.weight.id, 4, 40.0)]);
+    per_example[5] = dense(&[
+        (net.fc1.weight.id, 0, 3.0),
+        (net.fc2.bias.as_ref().unwrap().id, 2, 4.0),
+    ]);
+    per_example[6] = dense(&[]);
+    let mut sum: HashMap<ParamId, Vec<f64>> =
+        sizes.iter().map(|(id, n)| (*id, vec![0.0; *n])).collect();
+    let mut norms = Vec::new();
+    for g in &per_example {
+        let mut sq = vec![0.0; 2];
+        for (id, v) in g {
+            sq[group(id)] += v.iter().map(|x| x * x).sum::<f64>();
+        }
+        norms.push(sq.iter().sum::<f64>().sqrt());
+        let f = factor(&sq);
+        for (id, v) in g {
+            for (a, x) in sum.get_mut(id).unwrap().iter_mut().zip(v) {
+                *a += f[group(id)] * x;
+            }
+        }
+    }
+    (sum, norms)
+}
+
+fn assert_matches(
+    net: &Net,
+    got: &ClippedGradients,
+    want: &(HashMap<ParamId, Vec<f64>>, Vec<f64>),
+    what: &str,
+) {
+    for p in trainable_params(net) {
+        let g = got.sum(&p.id).map_or_else(|| vec![0.0; p.numel()], to_vec);
+        for (k, (a, b)) in g.iter().zip(&want.0[&p.id]).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{what}: {}[{k}] = {a}, reference {b}",
+                p.name()
+            );
+        }
+    }
+    let norms: Vec<f64> = got
+        .per_example_norms()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let mut sorted_got = norms.clone();
+    let mut sorted_want = want.1.clone();
+    sorted_got.sort_by(f64::total_cmp);
+    sorted_want.sort_by(f64::total_cmp);
+    for (a, b) in sorted_got.iter().zip(&sorted_want) {
+        assert!(
+            (a - b).abs() < 1e-3 * (1.0 + b),
+            "{what}: norms {norms:?} vs {:?}",
+            want.1
+        );
+    }
+    assert_eq!(got.batch_size(), 8, "{what}");
+}
+
+#[test]
+fn should_clip_each_canary_by_the_runs_policy_on_every_path() {
+    for (backend, device) in devices() {
+        let net = Net::new(&device);
+        let x = input(8, &device);
+        let batch = with_canaries(&net, x.clone());
+        let flat = |sq: &[f64]| {
+            let f = (1.0 / sq.iter().sum::<f64>().sqrt()).min(1.0);
+            vec![f, f]
+        };
+        let per_layer =
+            |sq: &[f64]| vec![(0.5 / sq[0].sqrt()).min(1.0), (2.0 / sq[1].sqrt()).min(1.0)];
+        let policies = [
+            (
+                "flat",
+                Clipping::flat(1.0).unwrap(),
+                reference(&net, &x, flat),
+            ),
+            (
+                "per-layer",
+                Clipping::per_layer(vec![0.5, 2.0]).unwrap(),
+                reference(&net, &x, per_layer),
+            ),
+        ];
+        for (name, clipping, want) in &policies {
+            for mode in [EngineMode::Auto, EngineMode::FallbackOnly] {
+                let mut engine = GradientEngine::new(clipping.clone()).with_mode(mode);
+                let got = engine
+                    .clipped_gradients(&net, &batch, |m, b| sq_loss(m, &b.batch))
+                    .unwrap();
+                assert_matches(&net, &got, want, &format!("{backend:?} {name} {mode:?}"));
+            }
+            // Data-parallel shards of 3, 3 and 2 examples on two workers:
+            // the canaries travel with their shards.
+            let parallel = DataParallel::new(vec![device.clone(); 2], 3).unwrap();
+            let engine = GradientEngine::new(clipping.clone());
+            let got = parallel
+                .clipped_gradients(
+                    &engine,
+                    &net,
+                    &batch,
+                    &|m: &Net, b: &WithCanaries<Tensor<2>>| sq_loss(m, &b.batch),
+                )
+                .unwrap();
+            assert_matches(
+                &net,
+                &got,
+                want,
+                &format!("{backend:?} {name} data-parallel"),
+            );
+        }
+    }
+}
+
+/// A placeholder whose own loss is not finite would be dropped as an
+/// ordinary example; as a canary slot it is never used: the canary
+/// counts, nothing is dropped.
+#[test]
+fn should_ignore_the_placeholder_input_of_a_canary_slot() {
+    for (backend, device) in devices() {
+        let net = Net::new(&device);
+        let x = input(8, &device);
+        let want = {
+            let mut engine = GradientEngine::new(Clipping::flat(1.0).unwrap());
+            engine
+                .clipped_gradients(&net, &with_canaries(&net, x.clone()), |m, b| {
+                    sq_loss(m, &b.batch)
+                })
+                .unwrap()
+        };
+        // Rows 2, 5 and 6 (the slots) replaced by other finite inputs.
+        let mut v: Vec<f32> = x.clone().into_data().iter::<f32>().collect();
+        for slot in [2, 5, 6] {
+            for k in 0..5 {
+                v[slot * 5 + k] = 1e3 * (k as f32 + 1.0);
+            }
+        }
+        let other = Tensor::from_data(TensorData::new(v, [8, 5]), &device);
+        let mut engine = GradientEngine::new(Clipping::flat(1.0).unwrap());
+        let got = engine
+            .clipped_gradients(&net, &with_canaries(&net, other), |m, b| {
+                sq_loss(m, &b.batch)
+            })
+            .unwrap();
+        assert_eq!(got.dropped(), 0);
+        for p in trainable_params(&net) {
+            let (a, b) = (
+                to_vec(got.sum(&p.id).unwrap()),
+                to_vec(want.sum(&p.id).unwrap()),
+            );
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() < 1e-5 * (1.0 + y.abs()),
+                    "{backend:?}: {x} vs {y}"
+                );
+            }
+        }
+        // The real examples' loss only.
+        assert!(got.loss_sum() < 1e5, "{backend:?}: {}", got.loss_sum());
+    }
+}
+
+#[test]
+fn should_refuse_a_canary_outside_the_model() {
+    for (_, device) in devices() {
+        let net = Net::new(&device);
+        let other = Net::new(&device);
+        let x = input(2, &device);
+        for canary in [
+            GradientCanary::dirac(other.fc1.weight.id, 0, 1.0),
+            GradientCanary::dirac(net.fc1.weight.id, 30, 1.0),
+            GradientCanary::dirac(net.fc1.weight.id, 0, f32::NAN),
+        ] {
+            let batch = WithCanaries::new(
+                x.clone(),
+                CanaryRows::new(Arc::from(vec![canary.clone()]), vec![None, Some(0)]),
+            )
+            .unwrap();
+            let mut engine = GradientEngine::new(Clipping::flat(1.0).unwrap());
+            let err = engine
+                .clipped_gradients(&net, &batch, |m, b| sq_loss(m, &b.batch))
+                .unwrap_err();
+            assert!(err.to_string().contains("canary"), "{canary:?}: {err}");
+        }
+        assert!(WithCanaries::new(x, CanaryRows::none(3)).is_err());
+    }
+}
