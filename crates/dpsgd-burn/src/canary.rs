@@ -304,3 +304,49 @@ impl<'a> CanaryContext<'a> {
         sums
     }
 }
+
+/// The values of `grads` (one entry per trainable parameter of `model`)
+/// at `coordinates`, in their order; 0 for a parameter without one.
+pub(crate) fn read_coordinates<M: burn::module::Module>(
+    model: &M,
+    grads: &burn::optim::GradientsParams,
+    coordinates: &[(ParamId, usize)],
+) -> Vec<f32> {
+    let ranks: std::collections::HashMap<ParamId, usize> = dpsgd_core::trainable_params(model)
+        .into_iter()
+        .map(|p| (p.id, p.shape.len()))
+        .collect();
+    let mut flat: std::collections::HashMap<ParamId, Option<Vec<f32>>> =
+        std::collections::HashMap::new();
+    coordinates
+        .iter()
+        .map(|&(id, index)| {
+            let values = flat.entry(id).or_insert_with(|| {
+                let rank = ranks.get(&id).copied().unwrap_or(0);
+                flat_values(grads, id, rank)
+            });
+            values
+                .as_ref()
+                .and_then(|v| v.get(index).copied())
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// A gradient of rank 1 to 6, flattened and read back.
+fn flat_values(grads: &burn::optim::GradientsParams, id: ParamId, rank: usize) -> Option<Vec<f32>> {
+    fn read<const D: usize>(grads: &burn::optim::GradientsParams, id: ParamId) -> Option<Vec<f32>> {
+        grads
+            .get::<D>(id)
+            .map(|t| t.into_data().iter::<f32>().collect())
+    }
+    match rank {
+        1 => read::<1>(grads, id),
+        2 => read::<2>(grads, id),
+        3 => read::<3>(grads, id),
+        4 => read::<4>(grads, id),
+        5 => read::<5>(grads, id),
+        6 => read::<6>(grads, id),
+        _ => None,
+    }
+}

@@ -546,6 +546,8 @@ fn load<M: Module>(
         pending_batch: None,
         caller_batches: header.caller_batches,
         dropped_examples: header.dropped_examples,
+        observed: None,
+        release: None,
     };
     Ok((engine, model, caller_state))
 }

@@ -47,7 +47,8 @@ pub use checkpoint::{Resumed, read_caller_state};
 pub use dpsgd_core::{Error, Result};
 pub use engine::{EngineMode, GradientEngine};
 pub use privacy_engine::{
-    DatasetFingerprint, DpSgdConfig, PrivacyEngine, PrivacyReport, StepStats, TargetBudget,
+    DatasetFingerprint, DpSgdConfig, PrivacyEngine, PrivacyReport, ReleasedCoordinates, StepStats,
+    TargetBudget,
 };
 pub use sampler::PoissonSampler;
 pub use validate::validate_model;

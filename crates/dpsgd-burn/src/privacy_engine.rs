@@ -5,6 +5,7 @@ use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
 use crate::layers::ConvStrategy;
 use crate::sampler::PoissonSampler;
+use burn::module::ParamId;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 use dpsgd_accountant::{Accountant, AccountantKind, calibrate_noise};
@@ -294,6 +295,8 @@ impl DpSgdConfig {
             pending_batch: None,
             caller_batches: 0,
             dropped_examples: 0,
+            observed: None,
+            release: None,
         })
     }
 }
@@ -418,6 +421,24 @@ pub struct PrivacyEngine {
     pub(crate) caller_batches: u64,
     /// Examples dropped for a non-finite loss or gradient, over the run.
     pub(crate) dropped_examples: u64,
+    /// Coordinates of the released gradient recorded every step (white-box
+    /// auditing), if any.
+    pub(crate) observed: Option<Vec<(ParamId, usize)>>,
+    /// What the last step released at those coordinates.
+    pub(crate) release: Option<ReleasedCoordinates>,
+}
+
+/// Coordinates of one step's released noisy mean gradient
+/// `(Σ_i clip(∇_i) + N(0, σ_Δ²S²))/(qN)`, recorded for white-box auditing.
+#[derive(Debug, Clone)]
+pub struct ReleasedCoordinates {
+    /// The released values, in the order the coordinates were given.
+    pub values: Vec<f32>,
+    /// Standard deviation of the noise in each value, `σ_Δ·S/(qN)`.
+    pub noise_std: f64,
+    /// The clipping policy the step clipped under (adaptive clipping's C
+    /// of that step).
+    pub clipping: Clipping,
 }
 
 impl PrivacyEngine {
@@ -558,13 +579,47 @@ impl PrivacyEngine {
                 self.warnings.push(warning);
             }
         }
-        let model = self.dp.step(lr, model, total)?;
+        let model = match &self.observed {
+            None => self.dp.step(lr, model, total)?,
+            Some(coordinates) => {
+                // Read before the step: adaptive clipping moves C after it.
+                let noise_std =
+                    self.dp.settings().noise_std() / self.dp.settings().expected_batch_size();
+                let clipping = self.dp.clipping().clone();
+                let mut values = Vec::new();
+                let model = self.dp.step_observed(lr, model, total, |m, grads| {
+                    values = crate::canary::read_coordinates(m, grads, coordinates);
+                })?;
+                self.release = Some(ReleasedCoordinates {
+                    values,
+                    noise_std,
+                    clipping,
+                });
+                model
+            }
+        };
         if !sampled {
             self.caller_batches += 1;
         }
         self.dropped_examples += stats.dropped as u64;
         self.last = Some(stats);
         Ok(model)
+    }
+
+    /// **White-box auditing**: from the next step on, record these
+    /// coordinates (parameter, flat index) of every released noisy mean
+    /// gradient — what the mechanism releases, from which every
+    /// intermediate model is computed — for [`PrivacyEngine::last_release`].
+    /// An empty list stops recording.
+    pub fn observe_releases(&mut self, coordinates: Vec<(ParamId, usize)>) {
+        self.release = None;
+        self.observed = (!coordinates.is_empty()).then_some(coordinates);
+    }
+
+    /// The observed coordinates of the last step's released noisy mean
+    /// gradient (see [`PrivacyEngine::observe_releases`]).
+    pub fn last_release(&self) -> Option<&ReleasedCoordinates> {
+        self.release.as_ref()
     }
 
     /// Examples dropped (zero contribution) for a non-finite loss or

@@ -538,8 +538,29 @@ impl DpOptimizer {
         model: M,
         clipped: ClippedGradients,
     ) -> Result<M, Rejected<M>> {
+        self.step_observed(lr, model, clipped, |_, _| {})
+    }
+
+    /// [`DpOptimizer::step`], with `observe` shown the released noisy mean
+    /// gradient (and the model it is computed for) before the inner
+    /// optimizer uses it: white-box auditing observes what the mechanism
+    /// releases. `observe` is not called when the step is refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`DpOptimizer::step`].
+    pub fn step_observed<M: Module>(
+        &mut self,
+        lr: f64,
+        model: M,
+        clipped: ClippedGradients,
+        observe: impl FnOnce(&M, &GradientsParams),
+    ) -> Result<M, Rejected<M>> {
         match self.privatize(&model, clipped) {
-            Ok(grads) => Ok(self.inner.step(lr, model, grads)),
+            Ok(grads) => {
+                observe(&model, &grads);
+                Ok(self.inner.step(lr, model, grads))
+            }
             Err(error) => Err(Rejected { error, model }),
         }
     }
