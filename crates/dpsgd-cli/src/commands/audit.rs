@@ -14,7 +14,7 @@ use crate::training::run_audit;
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
 use dpsgd::train::TrainConfig;
-use dpsgd::train::audit::{Attack, AuditConfig, CanaryKind};
+use dpsgd::train::audit::{Attack, AuditConfig, CanaryKind, CanaryView};
 use std::path::PathBuf;
 
 fn attacks(s: &str) -> Result<Attack, String> {
@@ -22,6 +22,10 @@ fn attacks(s: &str) -> Result<Attack, String> {
 }
 
 fn canary_kind(s: &str) -> Result<CanaryKind, String> {
+    s.parse()
+}
+
+fn canary_view(s: &str) -> Result<CanaryView, String> {
     s.parse()
 }
 
@@ -84,10 +88,17 @@ pub struct Args {
     pub canaries: usize,
     /// What the canaries are: mislabeled copies of training records, ood
     /// (random N(0,1) inputs with random labels), or dirac (white-box
-    /// gradient canaries C·e_j through the run's DP-SGD engine, observed at
-    /// every step; DP runs only).
+    /// gradient canaries planted in the target's own DP-SGD run — its
+    /// sampler, clipping, virtual batches, workers and MIST parts — each a
+    /// record slot whose gradient is one coordinate of the model; their
+    /// slots join the run's N; DP runs only).
     #[arg(long, value_name = "mislabeled|ood|dirac", default_value = "mislabeled", value_parser = canary_kind)]
     pub canary_kind: CanaryKind,
+    /// What the white-box auditor observes of dirac canaries: every step's
+    /// released noisy gradient (all-steps: every intermediate model) or
+    /// only the final model (default: all-steps; dirac canaries only).
+    #[arg(long, value_name = "all-steps|final", value_parser = canary_view)]
+    pub canary_view: Option<CanaryView>,
     /// Guesses of the one-run audit, fixed before the scores are seen
     /// (default: M/5).
     #[arg(long, allow_hyphen_values = true, value_name = "R", value_parser = parse::positive_count)]
@@ -177,9 +188,17 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
     check_canaries(a.canaries, a.canary_kind, &o)?;
+    if a.canary_view.is_some() && (a.canary_kind != CanaryKind::Dirac || a.canaries == 0) {
+        return Err(error::UsageError {
+            flag: "--canary-view",
+            message: "says what the white-box auditor observes of gradient canaries: give it with --canaries M --canary-kind dirac".into(),
+        }
+        .into());
+    }
     let report_target = check_outputs(a, &o)?;
     let audit = AuditConfig {
         release: a.release,
+        canary_view: a.canary_view.unwrap_or_default(),
         query_budget: a.query_budget,
         ..audit_config(
             &a.attacks,

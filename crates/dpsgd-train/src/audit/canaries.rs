@@ -1,14 +1,15 @@
 //! Input canaries (mislabeled copies of training records, or
 //! out-of-distribution noise), each in the target's training set with
-//! probability ½, and the one-run ε lower bound from their scores. The
-//! Dirac gradient canaries, which are not records, are in
-//! [`super::dirac`].
+//! probability ½, and the one-run ε lower bound from their scores; the
+//! coins of the white-box gradient canaries planted in the target's run
+//! ([`crate::fit::canaries`]) and the same bounds from their scores. The
+//! synthetic unit-level Dirac audit is [`super::dirac`].
 
-use super::dirac::dirac_canary_audit_with_noise_fault;
 use super::results::{CanaryAudit, CanaryEstimators};
 use super::settings::{AuditConfig, CanaryKind, audit_error, bad, exceeds_claim};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
+use crate::fit::canaries::{CanaryObservation, GradientCanaries};
 use crate::trained::TrainedModel;
 use dpsgd_audit::estimators::gdp_estimate_moments;
 use dpsgd_audit::fdp::{EpsilonCurve, fdp_one_run_epsilon};
@@ -101,6 +102,7 @@ pub(crate) fn canary_bounds(
     let estimators = canary_estimators(scores, included, &one_run);
     Ok(CanaryAudit {
         kind,
+        white_box: None,
         estimators,
         // The one-run bound alone decides: it is the one with a theorem
         // behind it for a single run (Steinke et al.), and deciding on
@@ -222,49 +224,57 @@ pub(crate) fn plant(train: &Dataset, audit: &AuditConfig) -> Result<Option<Canar
     plant_canaries(train, audit, &mut rng)
 }
 
+/// The gradient canaries of a Dirac audit, if asked for: `m` coins from
+/// the audit's seed (the canaries' stream, as input canaries'), the
+/// coordinates' seed and the auditor's view.
+pub(crate) fn gradient_canaries(audit: &AuditConfig) -> Option<GradientCanaries> {
+    (audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac).then(|| {
+        let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ CANARY_SALT);
+        GradientCanaries {
+            included: (0..audit.canaries).map(|_| rng.random_bool(0.5)).collect(),
+            seed: audit.seed,
+            view: audit.canary_view,
+        }
+    })
+}
+
 /// The canary audit, if asked for: the planted input canaries scored by
-/// the target `model`, or Dirac gradient canaries run through the DP-SGD
-/// engine of `cfg` over `target_len` records (with the test-only noise
-/// fault `noise_scale`). `claimed` is the target's ε.
-#[allow(clippy::too_many_arguments)]
+/// the target `model`, or the target's own gradient canaries scored by
+/// what the white-box auditor observed of its run (`observation`).
+/// `claimed` is the target's ε.
 pub(crate) fn canary_audit(
     cfg: &TrainConfig,
     planted: Option<&Canaries>,
+    observation: Option<&CanaryObservation>,
     model: &TrainedModel,
     audit: &AuditConfig,
     claimed: Option<f64>,
-    target_len: usize,
-    noise_scale: f64,
-    device: &burn::tensor::Device,
-    log: &(dyn Fn(&str) + Sync),
 ) -> Result<Option<CanaryAudit>, TrainError> {
     let delta = cfg.delta;
-    Ok(match planted {
-        Some(c) => Some(c.audit(model, audit, delta, claimed)?),
-        None if audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac => {
-            log(&format!(
-                "canaries: {} Dirac gradient canaries through the DP-SGD engine",
-                audit.canaries
-            ));
-            let run = dirac_canary_audit_with_noise_fault(
-                cfg,
-                target_len,
-                audit.canaries,
-                audit.canary_guesses,
-                audit.canary_significance(),
-                audit.seed,
-                device,
-                noise_scale,
-            )?;
-            Some(canary_bounds(
-                CanaryKind::Dirac,
-                &run.scores,
-                &run.included,
-                run.one_run,
+    Ok(match (planted, observation) {
+        (Some(c), _) => Some(c.audit(model, audit, delta, claimed)?),
+        (None, Some(o)) => {
+            let m = o.scores.len();
+            let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
+            let one_run = one_run_audit(
+                &o.scores,
+                &o.included,
+                guesses,
                 delta,
-                Some(run.claimed_epsilon),
-            )?)
+                audit.canary_significance(),
+            )
+            .map_err(audit_error)?;
+            let mut result = canary_bounds(
+                CanaryKind::Dirac,
+                &o.scores,
+                &o.included,
+                one_run,
+                delta,
+                claimed,
+            )?;
+            result.white_box = Some(o.clone());
+            Some(result)
         }
-        None => None,
+        (None, None) => None,
     })
 }

@@ -51,10 +51,10 @@ pub use canaries::MAX_CANARY_SHARE;
 pub use results::{
     AttackResult, AuditOutcome, AuditReport, CanaryAudit, CanaryEstimators, InversionReport,
 };
-pub use settings::{Attack, AuditConfig, CanaryKind, bonferroni, exceeds_claim};
+pub use settings::{Attack, AuditConfig, CanaryKind, CanaryView, bonferroni, exceeds_claim};
 pub use target::FAULT_NOISE_SCALE_VAR;
 
-use crate::config::{ClippingMode, Privacy, TrainConfig};
+use crate::config::{Privacy, TrainConfig};
 use crate::error::TrainError;
 use dpsgd_data::Dataset;
 use settings::{bad, check_config};
@@ -90,11 +90,13 @@ pub fn audit(
     // The target, with its canaries.
     let mut warnings = Vec::new();
     let planted = canaries::plant(train, audit)?;
+    let gradient_canaries = canaries::gradient_canaries(audit);
     let target = target::train_target(
         cfg,
         train,
         test,
         planted.as_ref(),
+        gradient_canaries.as_ref(),
         device,
         log,
         &mut warnings,
@@ -129,13 +131,10 @@ pub fn audit(
     let canary_audit = canaries::canary_audit(
         cfg,
         planted.as_ref(),
+        target.observation.as_ref(),
         model,
         audit,
         epsilon,
-        target.train_len,
-        target.noise_scale,
-        device,
-        log,
     )?;
     let Findings {
         attacks,
@@ -173,7 +172,7 @@ pub fn audit(
 /// Refuses, before anything is trained, an audit this run and data cannot
 /// support: input canaries with early stopping or beyond their share of
 /// the training set, splits of different widths, and Dirac canaries
-/// without DP, beyond one per record or without flat clipping.
+/// without DP or beyond one per record.
 fn check_run(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -226,19 +225,15 @@ fn check_run(
                 "Dirac canaries audit the DP-SGD mechanism: a non-private run has none (use mislabeled or ood canaries)",
             ));
         }
+        // Their slots join the run's N: past one per record the audited
+        // run would be another run.
         if audit.canaries > train.len() {
             return Err(bad(
                 "canaries",
                 format!(
-                    "Dirac canaries need at most one per training record ({})",
+                    "Dirac canaries need at most one per training record ({}): their slots join the run's N",
                     train.len()
                 ),
-            ));
-        }
-        if cfg.clipping != ClippingMode::Flat {
-            return Err(bad(
-                "canaries",
-                "Dirac canaries audit flat clipping; this run clips otherwise",
             ));
         }
     }

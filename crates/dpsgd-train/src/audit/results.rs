@@ -46,6 +46,10 @@ pub struct AttackResult {
 pub struct CanaryAudit {
     /// What the canaries were.
     pub kind: CanaryKind,
+    /// For white-box (Dirac) canaries: what the auditor observed of the
+    /// target's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub white_box: Option<crate::fit::canaries::CanaryObservation>,
     /// The one-run audit (Steinke et al. 2023).
     pub one_run: OneRunAudit,
     /// Clopper–Pearson bound (Jagielski et al. 2020) at the one-run

@@ -7,6 +7,7 @@ use dpsgd_audit::hardening::Release;
 use dpsgd_audit::inversion::InversionConfig;
 use serde::Serialize;
 
+pub use crate::fit::canaries::CanaryView;
 pub use dpsgd_audit::Attack;
 
 /// What the canaries are.
@@ -18,9 +19,12 @@ pub enum CanaryKind {
     Mislabeled,
     /// Inputs of independent N(0, 1) features with a random label.
     OutOfDistribution,
-    /// White-box gradient canaries (Dirac: gradient `C·e_j` on a coordinate
-    /// of its own) through the run's DP-SGD engine, observed at every step
-    /// ([`crate::whitebox`]); DP runs only.
+    /// White-box gradient canaries (Dirac: a gradient on a coordinate of
+    /// the model of its own, clipped to the run's full budget) planted in
+    /// the target's own training run — its loop, sampler, engine, clipping,
+    /// virtual batches, workers and MIST parts — and observed as
+    /// [`AuditConfig::canary_view`] says ([`crate::fit::canaries`]); DP runs
+    /// only.
     Dirac,
 }
 
@@ -51,6 +55,9 @@ pub struct AuditConfig {
     pub canaries: usize,
     /// What the canaries are.
     pub canary_kind: CanaryKind,
+    /// What the white-box auditor observes of Dirac canaries: every step's
+    /// release (default) or the final model.
+    pub canary_view: CanaryView,
     /// Guesses `r` of the one-run audit (`None`: `max(1, m/5)`), fixed
     /// before the scores are seen.
     pub canary_guesses: Option<usize>,
@@ -118,6 +125,7 @@ impl Default for AuditConfig {
             shadow_models: 16,
             canaries: 0,
             canary_kind: CanaryKind::Mislabeled,
+            canary_view: CanaryView::AllSteps,
             canary_guesses: None,
             alpha: 0.05,
             canary_alpha: None,

@@ -7,7 +7,8 @@ use super::results::{AttackResult, attack_result};
 use super::settings::{Attack, AuditConfig, audit_error};
 use crate::config::{Privacy, TrainConfig};
 use crate::error::TrainError;
-use crate::fit::train_model;
+use crate::fit::canaries::{CanaryObservation, GradientCanaries};
+use crate::fit::{train_model, train_with_gradient_canaries};
 use crate::report::TrainReport;
 use crate::trained::TrainedModel;
 use burn::tensor::Device;
@@ -26,12 +27,12 @@ const SUBSET_SALT: u64 = 0x5ab5_e700;
 
 /// **Test-only fault injection** for positive controls of the audit's
 /// verdict (issue 25): in a debug build (`debug_assertions`), this
-/// environment variable set to a factor `s` in (0, 1] makes the Dirac
-/// canary audit and the target's training run a deliberately broken
-/// mechanism that adds σ·`s` noise while the claim stays that of σ (see
-/// [`crate::whitebox::dirac_canary_audit_with_noise_fault`]; the target is
-/// trained once honestly for its claim, then with the cut noise, and
-/// reported under the honest claim), so the CLI's tests can check that a
+/// environment variable set to a factor `s` in (0, 1] makes the target's
+/// training run — and with it the Dirac canaries planted in it — a
+/// deliberately broken mechanism that adds σ·`s` noise while the claim
+/// stays that of σ (the target is trained once honestly for its claim,
+/// then with the cut noise, and reported under the honest claim), so the
+/// CLI's tests can check that a
 /// refuted claim exits with status 3 (`audit` and `sweep`). A release
 /// build never reads it. Never set it outside tests: the audit it produces
 /// says nothing about the run (it is also flagged in the warnings).
@@ -176,10 +177,8 @@ pub(crate) struct Target {
     pub(crate) report: TrainReport,
     /// The model released.
     pub(crate) model: TrainedModel,
-    /// The records it trained on: the members and the included canaries.
-    pub(crate) train_len: usize,
-    /// The test-only noise fault's factor (1: none).
-    pub(crate) noise_scale: f64,
+    /// What the white-box auditor observed of its gradient canaries.
+    pub(crate) observation: Option<CanaryObservation>,
 }
 
 /// Trains the target on `train` and the included `canaries`, exactly as
@@ -190,6 +189,7 @@ pub(crate) fn train_target(
     train: &Dataset,
     test: &Dataset,
     canaries: Option<&Canaries>,
+    gradient_canaries: Option<&GradientCanaries>,
     device: &Device,
     log: &(dyn Fn(&str) + Sync),
     warnings: &mut Vec<String>,
@@ -210,16 +210,23 @@ pub(crate) fn train_target(
     let faulty = noise_scale != 1.0 && cfg.privacy != Privacy::NonPrivate;
     if faulty {
         let line = format!(
-            "TEST-ONLY FAULT INJECTED ({FAULT_NOISE_SCALE_VAR}={noise_scale}): the target and the Dirac canary audit run a broken mechanism whose noise is cut to {noise_scale}·σ while the claim keeps σ; this audit says nothing about the run"
+            "TEST-ONLY FAULT INJECTED ({FAULT_NOISE_SCALE_VAR}={noise_scale}): the target (and with it its Dirac canaries) runs a broken mechanism whose noise is cut to {noise_scale}·σ while the claim keeps σ; this audit says nothing about the run"
         );
         log(&line);
         warnings.push(line);
     }
-    let (report, model) = if faulty {
+    if let Some(g) = gradient_canaries {
+        log(&format!(
+            "canaries: {} white-box gradient canaries in the target's own run (auditor's view: {})",
+            g.included.len(),
+            g.view
+        ));
+    }
+    let (report, model, observation) = if faulty {
         // The honest run only for its claim (σ, ε, steps); the model
         // released is that of σ·noise_scale, reported under the honest
         // claim.
-        let (honest, _) = train_model(cfg, &target_train, test, device, |_| {})?;
+        let (honest, _, _) = train_target_run(cfg, &target_train, test, gradient_canaries, device)?;
         let sigma = honest.privacy.noise_multiplier.ok_or_else(|| {
             TrainError::config("noise_scale", "the test-only noise fault needs a DP run")
         })?;
@@ -227,18 +234,33 @@ pub(crate) fn train_target(
             privacy: Privacy::NoiseMultiplier(sigma * noise_scale),
             ..cfg.clone()
         };
-        let (mut report, model) = train_model(&broken, &target_train, test, device, |_| {})?;
+        let (mut report, model, observation) =
+            train_target_run(&broken, &target_train, test, gradient_canaries, device)?;
         report.privacy = honest.privacy;
-        (report, model)
+        (report, model, observation)
     } else {
-        train_model(cfg, &target_train, test, device, |_| {})?
+        train_target_run(cfg, &target_train, test, gradient_canaries, device)?
     };
     Ok(Target {
         report,
         model,
-        train_len: target_train.len(),
-        noise_scale,
+        observation,
     })
+}
+
+/// One training run of the target, with gradient canaries when given.
+fn train_target_run(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    gradient_canaries: Option<&GradientCanaries>,
+    device: &Device,
+) -> Result<(TrainReport, TrainedModel, Option<CanaryObservation>), TrainError> {
+    match gradient_canaries {
+        Some(g) => train_with_gradient_canaries(cfg, train, test, device, g, |_| {})
+            .map(|(r, m, o)| (r, m, Some(o))),
+        None => train_model(cfg, train, test, device, |_| {}).map(|(r, m)| (r, m, None)),
+    }
 }
 
 /// The members and non-members together, with the target's logits on them

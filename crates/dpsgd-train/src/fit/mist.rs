@@ -62,6 +62,7 @@
 //! [`TrainConfig::epochs`]: crate::TrainConfig::epochs
 //! [`MistSettings::default`]: crate::MistSettings
 
+use super::canaries::CanaryRun;
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::setup::{Extra, check_plan, dp_config, inner_optimizer, start_engine};
 use super::step::{dp_divergence, last_step_loss};
@@ -75,6 +76,7 @@ use crate::models::Classifier;
 use crate::report::{EarlyStopReport, EpochRecord, MistPart, MistSubModel, TrainReport};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use dpsgd_burn::canary::WithCanaries;
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::{ExampleBatch, PoissonSampler, PrivacyEngine};
 use dpsgd_data::Dataset;
@@ -103,6 +105,10 @@ pub(crate) fn partition(n: usize, m: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<us
 /// are not).
 struct SubTrainer {
     data: Dataset,
+    /// Per record of the part: the gradient canary whose slot it is.
+    slot_of: Vec<Option<usize>>,
+    /// The gradient canaries of this part.
+    own: Vec<usize>,
     sampler: PoissonSampler,
     engine: Option<PrivacyEngine>,
     optimizer: ModuleOptimizer,
@@ -110,6 +116,32 @@ struct SubTrainer {
 }
 
 impl SubTrainer {
+    /// `batch` (of the part's records `indices`) with its gradient
+    /// canaries' slots marked, if the run has canaries.
+    fn with_canaries<B: ExampleBatch>(
+        &self,
+        canaries: Option<&CanaryRun>,
+        indices: &[usize],
+        batch: B,
+    ) -> Result<WithCanaries<B>, TrainError> {
+        match canaries {
+            Some(c) => c.rows(batch, indices.iter().map(|&i| self.slot_of[i]).collect()),
+            None => Ok(WithCanaries::plain(batch)),
+        }
+    }
+
+    /// Adds this part's engine's last release to its canaries' scores.
+    fn observe(&self, canaries: Option<&mut CanaryRun>) -> Result<(), TrainError> {
+        if let (Some(c), Some(p)) = (canaries, &self.engine)
+            && let Some(release) = p.last_release()
+        {
+            let q = p.sampler().sample_rate();
+            let expected = q * p.sampler().dataset_size() as f64;
+            c.observe(release, q, expected, Some(&self.own))?;
+        }
+        Ok(())
+    }
+
     /// Indices (into this part) of the next Poisson batch.
     fn sample(&mut self) -> Vec<usize> {
         match &mut self.engine {
@@ -187,6 +219,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     device: &Device,
     mut model: M,
     extra: Extra,
+    mut canaries: Option<&mut CanaryRun>,
     mut progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, M), TrainError> {
     let Extra {
@@ -203,16 +236,30 @@ pub(crate) fn run<M: Classifier + 'static>(
         None => ChaCha20Rng::from_os_rng(),
     };
     let epochs_per_round = mist.local_epochs + mist.cross_epochs;
-    let parts = partition(train.len(), m, &mut rng);
+    // Gradient canaries' slots are records of the run, partitioned like
+    // the others.
+    let slots = canaries.as_ref().map_or(0, |c| c.slots());
+    let parts = partition(train.len() + slots, m, &mut rng);
     let private = !matches!(cfg.privacy, crate::config::Privacy::NonPrivate);
     let large_delta = if private {
-        check_delta(cfg, train.len(), &parts)?
+        check_delta(cfg, train.len() + slots, &parts)?
     } else {
         None
     };
     let mut trainers = Vec::with_capacity(m);
     for (i, records) in parts.into_iter().enumerate() {
-        let data = train.subset(&records);
+        // A slot's placeholder input is record 0.
+        let slot_of: Vec<Option<usize>> = records
+            .iter()
+            .map(|&r| canaries.as_ref().and_then(|c| c.slot(r)))
+            .collect();
+        let real: Vec<usize> = records
+            .iter()
+            .zip(&slot_of)
+            .map(|(&r, s)| if s.is_some() { 0 } else { r })
+            .collect();
+        let own: Vec<usize> = slot_of.iter().flatten().copied().collect();
+        let data = train.subset(&real);
         let sampler = PoissonSampler::new(data.len(), cfg.batch_size).map_err(|e| {
             TrainError::config(
                 "mist",
@@ -227,7 +274,10 @@ pub(crate) fn run<M: Classifier + 'static>(
         let seed = cfg.seed.map(|s| s.wrapping_add(0x3157 * (i as u64 + 1)));
         let engine = match dp_config(cfg, &model, &data, cfg.epochs * epochs_per_round)? {
             Some(dp) => {
-                let engine = start_engine(cfg, dp, sampler, seed)?;
+                let mut engine = start_engine(cfg, dp, sampler, seed)?;
+                if let Some(c) = canaries.as_ref() {
+                    engine.observe_releases(c.observed_coordinates_of(&own));
+                }
                 let steps = (cfg.epochs * epochs_per_round) as u64 * sampler.steps_per_epoch();
                 check_plan(cfg, &engine, steps)?;
                 Some(engine)
@@ -236,6 +286,8 @@ pub(crate) fn run<M: Classifier + 'static>(
         };
         trainers.push(SubTrainer {
             data,
+            slot_of,
+            own,
             sampler,
             engine,
             optimizer: inner_optimizer(cfg),
@@ -289,21 +341,26 @@ pub(crate) fn run<M: Classifier + 'static>(
         // Local training, the run's loss.
         for local in 0..mist.local_epochs {
             let epoch = (round - 1) * mist.local_epochs + local + 1;
-            let loss_fn = |net: &M, b: &Plain| {
+            let loss_fn = |net: &M, b: &WithCanaries<Plain>| {
                 training_losses(
                     &cfg.defences,
                     relax.as_ref(),
-                    net.logits(b.0.clone()),
-                    b.1.clone(),
+                    net.logits(b.batch.0.clone()),
+                    b.batch.1.clone(),
                     epoch,
                 )
             };
             for (t, sub) in trainers.iter_mut().zip(subs.iter_mut()) {
                 for _ in 0..t.sampler.steps_per_epoch() {
                     let indices = t.sample();
-                    let b = batch(&t.data, &indices, device);
+                    let b = t.with_canaries(
+                        canaries.as_deref(),
+                        &indices,
+                        batch(&t.data, &indices, device),
+                    )?;
                     let (next, loss, divergence) =
                         t.step(cfg.lr, sub.clone(), &b, indices.len(), loss_fn)?;
+                    t.observe(canaries.as_deref_mut())?;
                     *sub = next;
                     tally.step += 1;
                     tally.loss_sum += loss;
@@ -319,7 +376,8 @@ pub(crate) fn run<M: Classifier + 'static>(
         // Cross-difference towards the frozen sub-models' non-member loss.
         let frozen: Vec<M> = subs.iter().map(|s| s.valid()).collect();
         let weight = mist.weight;
-        let loss_fn = |net: &M, b: &WithReference| {
+        let loss_fn = |net: &M, b: &WithCanaries<WithReference>| {
+            let b = &b.batch;
             cross_difference(net.logits(b.0.clone()), b.1.clone(), b.2.clone(), weight)
         };
         for _ in 0..mist.cross_epochs {
@@ -339,9 +397,10 @@ pub(crate) fn run<M: Classifier + 'static>(
                         reference_losses(&others, &t.data, &indices, device)
                     };
                     let (x, y) = batch(&t.data, &indices, device);
-                    let b = (x, y, reference);
+                    let b = t.with_canaries(canaries.as_deref(), &indices, (x, y, reference))?;
                     let (next, loss, divergence) =
                         t.step(cfg.lr, sub.clone(), &b, indices.len(), loss_fn)?;
+                    t.observe(canaries.as_deref_mut())?;
                     *sub = next;
                     tally.step += 1;
                     if let Some(reason) = divergence {

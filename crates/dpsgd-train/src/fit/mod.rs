@@ -3,6 +3,7 @@
 //! prepares the features and builds the model, then dispatches to the one
 //! training loop the settings ask for: [`standard`] or [`mist`].
 
+pub mod canaries;
 mod checkpoint;
 mod finish;
 pub mod mist;
@@ -18,6 +19,7 @@ use crate::models::{Classifier, Cnn, Mlp};
 use crate::report::TrainReport;
 use crate::trained::{Net, TrainedModel};
 use burn::tensor::Device;
+use canaries::{CanaryObservation, CanaryRun, GradientCanaries};
 use dpsgd_data::Dataset;
 use setup::{Extra, seeded};
 use std::time::Instant;
@@ -55,6 +57,56 @@ pub fn train_model(
     device: &Device,
     progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, TrainedModel), TrainError> {
+    train_planted(cfg, train, test, device, None, progress).map(|(r, m, _)| (r, m))
+}
+
+/// **White-box auditing**: [`train_model`] with `canaries` planted in the
+/// run (see [`canaries`] for what is planted and observed): the run's
+/// report (its N counts the canaries' slots), the released model, and
+/// what the auditor observed.
+///
+/// # Errors
+///
+/// As [`train_model`], and [`TrainError::Config`] for a non-private run,
+/// checkpoints (a run with canaries is an audit, not a run to resume), no
+/// canaries, or more canaries than the model has trainable coordinates.
+pub fn train_with_gradient_canaries(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    canaries: &GradientCanaries,
+    progress: impl FnMut(Progress),
+) -> Result<(TrainReport, TrainedModel, CanaryObservation), TrainError> {
+    if cfg.privacy == Privacy::NonPrivate {
+        return Err(TrainError::config(
+            "canaries",
+            "gradient canaries audit the DP-SGD mechanism: a non-private run has none (use input canaries)",
+        ));
+    }
+    if cfg.checkpoint_dir.is_some() || cfg.resume {
+        return Err(TrainError::config(
+            "checkpoint_dir",
+            "a run with gradient canaries is an audit: it takes no checkpoints",
+        ));
+    }
+    let (report, model, observed) =
+        train_planted(cfg, train, test, device, Some(canaries), progress)?;
+    let observed = observed.ok_or_else(|| {
+        TrainError::config("canaries", "the run did not plant its gradient canaries")
+    })?;
+    Ok((report, model, observed))
+}
+
+/// [`train_model`], with gradient canaries when given.
+fn train_planted(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    canaries: Option<&GradientCanaries>,
+    progress: impl FnMut(Progress),
+) -> Result<(TrainReport, TrainedModel, Option<CanaryObservation>), TrainError> {
     let raw_train = train;
     if cfg.model == ModelKind::Mlp
         && let Some(&bad) = cfg.hidden.iter().find(|&&h| h == 0)
@@ -201,13 +253,14 @@ pub fn train_model(
         ema,
         validation,
     };
-    let (report, net) = match cfg.model {
+    let (report, net, observed) = match cfg.model {
         ModelKind::Logreg => {
             let model = seeded(cfg, &device, || {
                 Mlp::new(&[train.n_features(), classes], &device)
             });
-            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
-            (report, Net::Mlp(model))
+            let (report, model, observed) =
+                run(cfg, train, test, &device, model, extra, canaries, progress)?;
+            (report, Net::Mlp(model), observed)
         }
         ModelKind::Mlp => {
             let model = seeded(cfg, &device, || {
@@ -218,8 +271,9 @@ pub fn train_model(
             })
             .with_activation(cfg.activation)
             .with_dropout(dropout);
-            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
-            (report, Net::Mlp(model.with_dropout(0.0)))
+            let (report, model, observed) =
+                run(cfg, train, test, &device, model, extra, canaries, progress)?;
+            (report, Net::Mlp(model.with_dropout(0.0)), observed)
         }
         ModelKind::Cnn => {
             let Some(shape) = train.image_shape() else {
@@ -229,12 +283,17 @@ pub fn train_model(
                 .with_activation(cfg.activation)
                 .with_weight_standardization(cfg.weight_standardization)
                 .with_dropout(dropout);
-            let (report, model) = run(cfg, train, test, &device, model, extra, progress)?;
-            (report, Net::Cnn(Box::new(model.with_dropout(0.0))))
+            let (report, model, observed) =
+                run(cfg, train, test, &device, model, extra, canaries, progress)?;
+            (
+                report,
+                Net::Cnn(Box::new(model.with_dropout(0.0))),
+                observed,
+            )
         }
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
-    Ok((report, model))
+    Ok((report, model, observed))
 }
 
 /// The most classes a model is built for: a `--num-classes` of 2³² − 1
@@ -283,6 +342,7 @@ fn check_model_size(cfg: &TrainConfig, features: usize, classes: usize) -> Resul
 
 /// The one dispatcher: MIST's rounds when `cfg` asks for MIST, the
 /// standard loop otherwise.
+#[allow(clippy::too_many_arguments)]
 fn run<M: Classifier + 'static>(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -290,10 +350,41 @@ fn run<M: Classifier + 'static>(
     device: &Device,
     model: M,
     extra: Extra,
+    canaries: Option<&GradientCanaries>,
     progress: impl FnMut(Progress),
-) -> Result<(TrainReport, M), TrainError> {
-    match cfg.defences.mist {
-        Some(settings) => mist::run(cfg, settings, train, test, device, model, extra, progress),
-        None => standard::run(cfg, train, test, device, model, extra, progress),
-    }
+) -> Result<(TrainReport, M, Option<CanaryObservation>), TrainError> {
+    let mut planted = match canaries {
+        Some(spec) => Some(CanaryRun::new(
+            spec,
+            &model,
+            train.len(),
+            &setup::clipping_for(cfg, &model)?,
+        )?),
+        None => None,
+    };
+    let (report, model) = match cfg.defences.mist {
+        Some(settings) => mist::run(
+            cfg,
+            settings,
+            train,
+            test,
+            device,
+            model,
+            extra,
+            planted.as_mut(),
+            progress,
+        )?,
+        None => standard::run(
+            cfg,
+            train,
+            test,
+            device,
+            model,
+            extra,
+            planted.as_mut(),
+            progress,
+        )?,
+    };
+    let observed = planted.map(|c| c.finish(&model));
+    Ok((report, model, observed))
 }

@@ -94,7 +94,7 @@ pub(crate) struct Extra {
 }
 
 /// The clipping policy of `cfg` for `model`.
-fn clipping_for<M: burn::module::Module>(
+pub(crate) fn clipping_for<M: burn::module::Module>(
     cfg: &TrainConfig,
     model: &M,
 ) -> Result<Clipping, TrainError> {

@@ -2,6 +2,7 @@
 //! batches, with augmentation, data-parallel workers, EMA, early stopping
 //! and checkpoints.
 
+use super::canaries::CanaryRun;
 use super::checkpoint::{check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir};
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::setup::{
@@ -16,6 +17,7 @@ use crate::models::Classifier;
 use crate::report::{EpochRecord, TrainReport};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor};
+use dpsgd_burn::canary::WithCanaries;
 use dpsgd_burn::{Augmented, DatasetFingerprint, PoissonSampler};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
@@ -35,6 +37,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     device: &Device,
     mut model: M,
     extra: Extra,
+    mut canaries: Option<&mut CanaryRun>,
     mut progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, M), TrainError> {
     let Extra {
@@ -51,7 +54,9 @@ pub(crate) fn run<M: Classifier + 'static>(
     let mut best: Option<(usize, f64, M)> = None;
     let mut since_best = 0usize;
     let mut stopped_early = false;
-    let sampler = PoissonSampler::new(train.len(), cfg.batch_size)?;
+    // Gradient canaries' slots are records of the run (N counts them).
+    let slots = canaries.as_ref().map_or(0, |c| c.slots());
+    let sampler = PoissonSampler::new(train.len() + slots, cfg.batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     if steps == 0 {
         return Err(TrainError::config("epochs", "must be at least 1"));
@@ -60,7 +65,16 @@ pub(crate) fn run<M: Classifier + 'static>(
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0x5eed),
         None => ChaCha20Rng::from_os_rng(),
     };
-    let dp_config = dp_config(cfg, &model, train, cfg.epochs)?;
+    let dp_config = dp_config(cfg, &model, train, cfg.epochs)?.map(|dp| {
+        if slots == 0 {
+            dp
+        } else {
+            dp.with_dataset(DatasetFingerprint {
+                size: train.len() + slots,
+                hash: train.content_hash(),
+            })
+        }
+    });
     let mut resumed = None;
     let mut checkpoint_lock = None;
     let mut privacy = match dp_config {
@@ -106,8 +120,11 @@ pub(crate) fn run<M: Classifier + 'static>(
     };
     // Held to the end of training: a second run into the folder is refused.
     let _checkpoint_lock = checkpoint_lock;
-    if let Some(p) = privacy.as_ref() {
+    if let Some(p) = privacy.as_mut() {
         check_plan(cfg, p, steps)?;
+        if let Some(c) = canaries.as_ref() {
+            p.observe_releases(c.observed_coordinates());
+        }
     }
     let mut plain = inner_optimizer(cfg);
     // One loss per example: the mean over its views (itself, without
@@ -185,12 +202,21 @@ pub(crate) fn run<M: Classifier + 'static>(
         let (indices, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
                 let indices = p.sample_batch();
-                let batch = make_batch(&indices);
+                let batch = match canaries.as_deref() {
+                    Some(c) => c.batch(&indices, &mut make_batch)?,
+                    None => WithCanaries::plain(make_batch(&indices)),
+                };
+                let loss_fn = |m: &M, b: &WithCanaries<Batch>| loss_fn(m, &b.batch);
                 model = match &parallel {
                     Some(workers) => p.step_data_parallel(cfg.lr, model, &batch, loss_fn, workers),
                     None => p.step(cfg.lr, model, &batch, loss_fn),
                 }
                 .map_err(|r| r.error)?;
+                if let (Some(c), Some(release)) = (canaries.as_deref_mut(), p.last_release()) {
+                    let q = p.sampler().sample_rate();
+                    let expected = q * p.sampler().dataset_size() as f64;
+                    c.observe(release, q, expected, None)?;
+                }
                 (indices, last_step_loss(p), dp_divergence(&model))
             }
             None => {
