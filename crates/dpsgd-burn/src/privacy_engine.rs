@@ -606,6 +606,23 @@ impl PrivacyEngine {
         Ok(model)
     }
 
+    /// **Test-only**: plants `fault` in this engine's mechanism (see
+    /// [`dpsgd_core::fault`]); everything it reports (σ, ε, the sampler)
+    /// stays the honest claim.
+    ///
+    /// # Errors
+    ///
+    /// [`dpsgd_core::Error::InvalidParameter`] in a build without the
+    /// `fault-injection` feature, or for a fault outside its domain.
+    #[doc(hidden)]
+    pub fn plant_fault(&mut self, fault: dpsgd_core::fault::MechanismFault) -> Result<()> {
+        self.dp.plant_fault(fault)?;
+        if fault == dpsgd_core::fault::MechanismFault::UnclippedExample {
+            self.engine.unclipped_first = true;
+        }
+        Ok(())
+    }
+
     /// **White-box auditing**: from the next step on, record these
     /// coordinates (parameter, flat index) of every released noisy mean
     /// gradient — what the mechanism releases, from which every

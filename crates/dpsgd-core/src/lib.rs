@@ -15,6 +15,8 @@
 
 pub mod clipping;
 mod error;
+#[doc(hidden)]
+pub mod fault;
 pub mod gradients;
 pub mod noise;
 pub mod optimizer;

@@ -12,6 +12,7 @@
 
 use crate::clipping::Clipping;
 use crate::error::{Error, Result, invalid};
+use crate::fault::MechanismFault;
 use crate::gradients::ClippedGradients;
 use crate::noise::NoiseSource;
 use crate::params::trainable_params;
@@ -196,6 +197,11 @@ pub struct DpOptimizer {
     /// a restore), then counted down by each step. σ, q and the budget never
     /// change after construction, so the count stays exact.
     steps_left: Option<StepsLeft>,
+    /// A test-only planted bug ([`crate::fault`]); never set in a build
+    /// without the `fault-injection` feature.
+    fault: Option<MechanismFault>,
+    /// The noise a [`MechanismFault::ReusedNoise`] step will add again.
+    reused_noise: Option<Vec<Vec<f32>>>,
 }
 
 /// What [`DpOptimizer::check_budget`] knows about the steps left.
@@ -261,7 +267,23 @@ impl DpOptimizer {
             settings,
             noise,
             steps_left: None,
+            fault: None,
+            reused_noise: None,
         })
+    }
+
+    /// **Test-only**: plants `fault` in this optimizer's mechanism (see
+    /// [`crate::fault`]); the claim it reports stays the honest one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] in a build without the
+    /// `fault-injection` feature, or for a fault outside its domain.
+    #[doc(hidden)]
+    pub fn plant_fault(&mut self, fault: MechanismFault) -> Result<()> {
+        crate::fault::check(fault)?;
+        self.fault = Some(fault);
+        Ok(())
     }
 
     /// Restores an optimizer from a saved state (and the inner optimizer,
@@ -300,6 +322,8 @@ impl DpOptimizer {
             noise,
             // The history came from outside: count the steps left afresh.
             steps_left: None,
+            fault: None,
+            reused_noise: None,
         })
     }
 
@@ -469,7 +493,17 @@ impl DpOptimizer {
         self.check_budget()?;
         let parts: Vec<usize> = trainable_params(model).iter().map(|p| p.numel()).collect();
         let std = self.settings.noise_std() as f32;
-        let noise = self.noise.gaussian_parts(&parts, std);
+        let mut noise = self.noise.gaussian_parts(&parts, std);
+        match self.fault {
+            Some(MechanismFault::NoiseScale(s)) => {
+                noise.iter_mut().flatten().for_each(|x| *x *= s as f32)
+            }
+            Some(MechanismFault::ReusedNoise) => match self.reused_noise.take() {
+                Some(previous) => noise = previous,
+                None => self.reused_noise = Some(noise.clone()),
+            },
+            _ => {}
+        }
         self.adapt_clipping(clipped.per_example_norms(), clipped.dropped());
         let mut visitor = NoisyMean {
             clipped: &mut clipped,

@@ -57,6 +57,9 @@ pub struct GradientEngine {
     conv_strategy: ConvStrategy,
     /// Set once the fast path was found not to cover the model.
     fallback_reason: Option<String>,
+    /// Test-only planted bug ([`dpsgd_core::fault::MechanismFault::UnclippedExample`]):
+    /// the first example of every chunk is not clipped.
+    pub(crate) unclipped_first: bool,
 }
 
 impl GradientEngine {
@@ -67,6 +70,7 @@ impl GradientEngine {
             mode: EngineMode::Auto,
             conv_strategy: ConvStrategy::Auto,
             fallback_reason: None,
+            unclipped_first: false,
         }
     }
 
@@ -394,7 +398,10 @@ impl GradientEngine {
         }
         // Norms beyond f32's range are reported as its largest value.
         let norms: Vec<f32> = total.iter().map(|&v| (v as f32).min(f32::MAX)).collect();
-        let factors = self.clipping.exact_factors(&group_sq, n)?;
+        let mut factors = self.clipping.exact_factors(&group_sq, n)?;
+        if self.unclipped_first {
+            factors.iter_mut().for_each(|g| g[0] = 1.0);
+        }
         let method = GradientMethod::FastPath { layers };
         let device = match work.first() {
             Some(Scaled {

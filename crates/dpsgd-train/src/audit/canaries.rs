@@ -234,6 +234,7 @@ pub(crate) fn gradient_canaries(audit: &AuditConfig) -> Option<GradientCanaries>
             included: (0..audit.canaries).map(|_| rng.random_bool(0.5)).collect(),
             seed: audit.seed,
             view: audit.canary_view,
+            fault: None,
         }
     })
 }

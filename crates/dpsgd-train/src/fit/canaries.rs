@@ -48,6 +48,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use dpsgd_burn::canary::{CanaryRows, GradientCanary, WithCanaries};
 use dpsgd_burn::{ExampleBatch, ReleasedCoordinates};
+use dpsgd_core::fault::MechanismFault;
 use dpsgd_core::{Clipping, layer_groups, trainable_params};
 use rand::SeedableRng;
 use rand::seq::index::sample;
@@ -102,6 +103,11 @@ pub struct GradientCanaries {
     pub seed: u64,
     /// What the auditor observes.
     pub view: CanaryView,
+    /// **Test-only**: a bug planted in the run's mechanism (see
+    /// [`dpsgd_core::fault`]; refused unless built with the
+    /// `fault-injection` feature). `None` for every real audit.
+    #[doc(hidden)]
+    pub fault: Option<MechanismFault>,
 }
 
 /// What the auditor observed of a run with gradient canaries, and each
@@ -118,6 +124,9 @@ pub struct CanaryObservation {
     pub observed_steps: u64,
     /// The norm `M` of every canary's gradient before clipping.
     pub canary_norm: f64,
+    /// The released noise at the canaries' coordinates against the claim
+    /// (all-steps view only): a diagnostic, not an ε bound.
+    pub noise_check: Option<NoiseCheck>,
     /// Each canary's score: larger is more likely included.
     #[serde(skip)]
     pub scores: Vec<f64>,
@@ -134,6 +143,7 @@ pub(crate) struct CanaryRun {
     records: usize,
     included: Vec<bool>,
     view: CanaryView,
+    fault: Option<MechanismFault>,
     coordinates: Vec<(ParamId, usize)>,
     names: Vec<String>,
     /// Clipping group of each canary's coordinate, and the groups' count.
@@ -145,7 +155,10 @@ pub(crate) struct CanaryRun {
     /// Per canary, every observed release standardised by the noise, the
     /// canary's shift μ in those units at that step, and the engine's q.
     history: Vec<Vec<(f32, f32, f32)>>,
+    /// Each canary's last standardised release.
+    previous: Vec<Option<f64>>,
     observed: u64,
+    noise_check: NoiseTally,
 }
 
 impl CanaryRun {
@@ -161,6 +174,7 @@ impl CanaryRun {
         model: &M,
         records: usize,
         clipping: &Clipping,
+        activity: &[f32],
     ) -> Result<Self, TrainError> {
         let m = spec.included.len();
         let params = trainable_params(model);
@@ -185,9 +199,13 @@ impl CanaryRun {
         };
         let n_groups = group_of.iter().max().map_or(1, |g| g + 1);
         let mut rng = ChaCha20Rng::seed_from_u64(spec.seed ^ 0xd12a_c0de_ca4a);
-        // Uniform over all coordinates, without replacement, in a fixed
-        // order (the draw's), independent of the coins.
-        let picks = sample(&mut rng, total, m).into_vec();
+        // The quietest coordinates (smallest |activity|: the real records'
+        // mean gradient there at the start), ties in a random order; all of
+        // it independent of the coins.
+        let mut picks = sample(&mut rng, total, total).into_vec();
+        let quiet = |k: usize| activity.get(k).map_or(0.0, |a| a.abs());
+        picks.sort_by(|&a, &b| quiet(a).total_cmp(&quiet(b)));
+        picks.truncate(m);
         let norm = 1000.0 * clipping.sensitivity();
         let mut coordinates = Vec::with_capacity(m);
         let mut names = Vec::with_capacity(m);
@@ -220,6 +238,7 @@ impl CanaryRun {
             records,
             included: spec.included.clone(),
             view: spec.view,
+            fault: spec.fault,
             coordinates,
             names,
             groups,
@@ -228,8 +247,28 @@ impl CanaryRun {
             norm,
             initial,
             history: vec![Vec::new(); m],
+            previous: vec![None; m],
             observed: 0,
+            noise_check: NoiseTally::default(),
         })
+    }
+
+    /// Prepares `engine` for the canaries: it records their releases (all
+    /// `own` canaries' — every canary when `None` — in the all-steps view),
+    /// with the test-only fault planted when there is one.
+    pub(crate) fn prepare(
+        &self,
+        engine: &mut dpsgd_burn::PrivacyEngine,
+        own: Option<&[usize]>,
+    ) -> Result<(), TrainError> {
+        if let Some(fault) = self.fault {
+            engine.plant_fault(fault)?;
+        }
+        engine.observe_releases(match own {
+            Some(own) => self.observed_coordinates_of(own),
+            None => self.observed_coordinates(),
+        });
+        Ok(())
     }
 
     /// Canary slots `m`.
@@ -320,20 +359,61 @@ impl CanaryRun {
             let factor = release.clipping.exact_factors(&sq, 1)?[g][0];
             *slot = factor * self.norm / noise;
         }
-        let mut add = |j: usize, value: f32| {
-            let z = f64::from(value) / release.noise_std;
-            self.history[j].push((z as f32, mu[self.groups[j]] as f32, sample_rate as f32));
+        let ids: Vec<usize> = match own {
+            Some(own) => own.to_vec(),
+            None => (0..release.values.len()).collect(),
         };
-        match own {
-            None => release
-                .values
-                .iter()
-                .enumerate()
-                .for_each(|(j, &v)| add(j, v)),
-            Some(own) => own
-                .iter()
-                .zip(&release.values)
-                .for_each(|(&j, &v)| add(j, v)),
+        let z: Vec<f64> = release
+            .values
+            .iter()
+            .map(|&v| f64::from(v) / release.noise_std)
+            .collect();
+        // The noise as released, measured across the canaries' coordinates
+        // (a robust spread: the few canaries this step samples are
+        // outliers): the scores use it rather than the claimed noise, so
+        // that a mechanism adding less noise than it claims shows as much
+        // as it leaks.
+        let spread = robust_spread(&z).filter(|_| z.len() >= MIN_SPREAD_SAMPLE);
+        let s = spread.unwrap_or(1.0);
+        if let Some(spread) = spread {
+            self.noise_check.add_spread(spread);
+        }
+        // Each canary's previous release (standardised), where it has one.
+        let previous: Vec<Option<f64>> = ids.iter().map(|&j| self.previous[j]).collect();
+        // The correlation of this step's noise with the last one's, across
+        // the canaries (about 0 for fresh noise): each release is
+        // prewhitened against the previous one with it, so that noise
+        // carried over from a step cancels out of the scores instead of
+        // hiding the canaries.
+        let (mut cross, mut first, mut second, mut pairs) = (0.0, 0.0, 0.0, 0usize);
+        for (&zj, p) in z.iter().zip(&previous) {
+            if let Some(p) = p {
+                let c = zj / s;
+                cross += p * c;
+                first += p * p;
+                second += c * c;
+                pairs += 1;
+                self.noise_check.add_pair(*p, c);
+            }
+        }
+        let rho = if pairs >= MIN_SPREAD_SAMPLE && first > 0.0 && second > 0.0 {
+            (cross / (first * second).sqrt()).clamp(-MAX_RHO, MAX_RHO)
+        } else {
+            0.0
+        };
+        let whiten = (1.0 - rho * rho).sqrt();
+        for ((&j, &zj), p) in ids.iter().zip(&z).zip(&previous) {
+            let c = zj / s;
+            let innovation = match p {
+                Some(p) => (c - rho * p) / whiten,
+                None => c,
+            };
+            let shift = match p {
+                Some(_) => mu[self.groups[j]] / s / whiten,
+                None => mu[self.groups[j]] / s,
+            };
+            self.previous[j] = Some(c);
+            self.history[j].push((innovation as f32, shift as f32, sample_rate as f32));
         }
         Ok(())
     }
@@ -357,11 +437,61 @@ impl CanaryRun {
             canaries: self.included.len(),
             observed_steps: self.observed,
             canary_norm: self.norm,
+            noise_check: self.noise_check.report(),
             scores,
             included: self.included,
             coordinates: self.names,
         }
     }
+}
+
+/// How much the real records move each trainable coordinate of `model`
+/// (in [`trainable_params`] order) at the start: the mean cross-entropy
+/// gradient over `train`, one backward pass per chunk of 512 records. The
+/// canaries take the quietest coordinates, where what is released is
+/// mostly noise: the white-box adversary knows the other records, and so
+/// where they leave the model alone.
+pub(crate) fn coordinate_activity<M: crate::models::Classifier>(
+    model: &M,
+    train: &dpsgd_data::Dataset,
+    device: &burn::tensor::Device,
+) -> Vec<f32> {
+    struct Collect<'a> {
+        grads: &'a burn::tensor::Gradients,
+        out: Vec<Vec<f32>>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            if !dpsgd_core::params::is_trainable(&value) {
+                return;
+            }
+            let numel = value.dims().iter().product();
+            self.out.push(match value.grad(self.grads) {
+                Some(g) => g.into_data().iter::<f32>().collect(),
+                None => vec![0.0; numel],
+            });
+        }
+    }
+    let mut total: Vec<f32> = Vec::new();
+    let indices: Vec<usize> = (0..train.len()).collect();
+    for chunk in indices.chunks(512) {
+        let (x, y) = crate::eval::batch(train, chunk, device);
+        let loss = dpsgd_burn::loss::cross_entropy_per_example(model.logits(x), y).sum();
+        let grads = loss.backward();
+        let mut collect = Collect {
+            grads: &grads,
+            out: Vec::new(),
+        };
+        model.visit(&mut collect);
+        let flat: Vec<f32> = collect.out.into_iter().flatten().collect();
+        if total.is_empty() {
+            total = flat;
+        } else {
+            total.iter_mut().zip(flat).for_each(|(t, g)| *t += g);
+        }
+    }
+    total
 }
 
 /// The values of `model`'s parameters at `coordinates`.
@@ -416,4 +546,108 @@ fn mixture_llr(history: &[(f32, f32, f32)]) -> f64 {
             hi + ((ln_out - hi).exp() + (b - hi).exp()).ln()
         })
         .sum()
+}
+
+/// Fewest coordinates a step's noise spread (or correlation with the last
+/// step) is measured from.
+const MIN_SPREAD_SAMPLE: usize = 20;
+
+/// The largest step-to-step correlation prewhitening uses (1 would divide
+/// by zero).
+const MAX_RHO: f64 = 0.99;
+
+/// A robust standard deviation: 1.4826 × the median absolute deviation
+/// from the median (consistent for normal data; a few outliers — the
+/// canaries a step samples — barely move it). `None` for no data or a
+/// spread of zero.
+fn robust_spread(z: &[f64]) -> Option<f64> {
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        }
+    }
+    if z.is_empty() {
+        return None;
+    }
+    let mut v = z.to_vec();
+    let centre = median(&mut v);
+    let mut dev: Vec<f64> = z.iter().map(|x| (x - centre).abs()).collect();
+    let spread = 1.4826 * median(&mut dev);
+    (spread > 0.0 && spread.is_finite()).then_some(spread)
+}
+
+/// Running sums of the noise check.
+#[derive(Debug, Default)]
+struct NoiseTally {
+    spreads: f64,
+    steps: u64,
+    cross: f64,
+    first: f64,
+    second: f64,
+    pairs: u64,
+}
+
+impl NoiseTally {
+    fn add_spread(&mut self, spread: f64) {
+        self.spreads += spread;
+        self.steps += 1;
+    }
+
+    fn add_pair(&mut self, previous: f64, current: f64) {
+        self.cross += previous * current;
+        self.first += previous * previous;
+        self.second += current * current;
+        self.pairs += 1;
+    }
+
+    fn report(&self) -> Option<NoiseCheck> {
+        if self.steps == 0 {
+            return None;
+        }
+        let noise_ratio = self.spreads / self.steps as f64;
+        let lag1_correlation = if self.pairs > 0 && self.first > 0.0 && self.second > 0.0 {
+            self.cross / (self.first * self.second).sqrt()
+        } else {
+            0.0
+        };
+        Some(NoiseCheck {
+            noise_ratio,
+            lag1_correlation,
+            consistent: noise_ratio >= NoiseCheck::MIN_RATIO
+                && lag1_correlation <= NoiseCheck::MAX_LAG1,
+        })
+    }
+}
+
+/// Whether the noise the run released at the canaries' coordinates looks
+/// like the noise its ε is computed for: independent draws of the claimed
+/// standard deviation at every step. The canaries' coordinates are the
+/// model's quietest, so what is released there is mostly noise (plus the
+/// few canaries a step samples, which the robust spread ignores, and what
+/// little the real records' gradients put there, which adds spread).
+///
+/// A **diagnostic**, not an ε bound: it cannot refute a claim (only the
+/// one-run bound does), but a mechanism that adds less noise than it
+/// claims, or reuses noise across steps, fails it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NoiseCheck {
+    /// The measured noise over the claimed, averaged over steps (about 1,
+    /// or a little above with the real records' gradients).
+    pub noise_ratio: f64,
+    /// Correlation of the released noise between consecutive steps
+    /// (about 0 for independent draws).
+    pub lag1_correlation: f64,
+    /// `noise_ratio ≥ 0.8` and `lag1_correlation ≤ 0.25`.
+    pub consistent: bool,
+}
+
+impl NoiseCheck {
+    /// Below this ratio the run adds less noise than it claims.
+    pub const MIN_RATIO: f64 = 0.8;
+    /// Above this correlation the run's noise is not drawn afresh.
+    pub const MAX_LAG1: f64 = 0.25;
 }

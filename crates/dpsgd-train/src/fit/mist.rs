@@ -276,7 +276,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             Some(dp) => {
                 let mut engine = start_engine(cfg, dp, sampler, seed)?;
                 if let Some(c) = canaries.as_ref() {
-                    engine.observe_releases(c.observed_coordinates_of(&own));
+                    c.prepare(&mut engine, Some(&own))?;
                 }
                 let steps = (cfg.epochs * epochs_per_round) as u64 * sampler.steps_per_epoch();
                 check_plan(cfg, &engine, steps)?;

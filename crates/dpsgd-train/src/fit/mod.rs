@@ -359,6 +359,7 @@ fn run<M: Classifier + 'static>(
             &model,
             train.len(),
             &setup::clipping_for(cfg, &model)?,
+            &canaries::coordinate_activity(&model, train, device),
         )?),
         None => None,
     };

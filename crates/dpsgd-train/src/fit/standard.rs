@@ -123,7 +123,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     if let Some(p) = privacy.as_mut() {
         check_plan(cfg, p, steps)?;
         if let Some(c) = canaries.as_ref() {
-            p.observe_releases(c.observed_coordinates());
+            c.prepare(p, None)?;
         }
     }
     let mut plain = inner_optimizer(cfg);
