@@ -432,3 +432,62 @@ fn should_refuse_an_attack_past_its_query_budget() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--canary-kind dirac` plants gradient canaries in the target's own run
+/// (issue 28): the report says what the auditor saw (`--canary-view`), N
+/// counts the slots, and the noise check of a correct run passes; the
+/// view of canaries that are not gradient canaries is a usage error.
+#[test]
+fn should_plant_white_box_canaries_in_the_target_and_report_the_view() {
+    let dir = temp_dir("dpsgd-audit", "white-box");
+    for view in ["all-steps", "final"] {
+        let out = dpsgd(&[
+            "audit",
+            "--target-epsilon",
+            "2",
+            "--epochs",
+            "2",
+            "--seed",
+            "4",
+            "--attacks",
+            "loss",
+            "--canaries",
+            "60",
+            "--canary-kind",
+            "dirac",
+            "--canary-view",
+            view,
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        let stdout = ok(&out);
+        assert!(stdout.contains("white-box canaries"), "{stdout}");
+        let v = read_json(&dir.join("audit.json"));
+        let w = &v["canary_audit"]["white_box"];
+        assert_eq!(w["view"], view, "{v}");
+        assert_eq!(w["canaries"], 60);
+        let n = v["target"]["dataset_size"].as_u64().unwrap();
+        assert_eq!(w["dataset_size"].as_u64(), Some(n), "N counts the slots");
+        assert_eq!(v["canary_audit"]["one_run"]["canaries"], 60);
+        match view {
+            "all-steps" => {
+                assert!(w["observed_steps"].as_u64().unwrap() > 0);
+                assert_eq!(w["noise_check"]["consistent"], true, "{w}");
+            }
+            _ => {
+                assert_eq!(w["observed_steps"], 0);
+                assert!(w["noise_check"].is_null(), "{w}");
+            }
+        }
+    }
+    assert_usage_error(
+        &dpsgd(&["audit", "--canaries", "10", "--canary-view", "final"]),
+        &["--canary-view", "dirac"],
+    );
+    assert_usage_error(
+        &dpsgd(&["audit", "--canary-kind", "dirac", "--canary-view", "every"]),
+        &["--canary-view", "every"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -309,6 +309,30 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
                 _ => "with no claim that can be read: ε missing/invalid — no guarantee can be read from this report.".into(),
             }
         );
+        if let Some(w) = c.get("white_box").filter(|w| w.is_object()) {
+            let check = w.get("noise_check").filter(|n| n.is_object());
+            let _ = write!(
+                s,
+                "<p>White-box gradient canaries planted in the target's own run (N = {} with their slots); the auditor saw {} ({} releases).{}</p>",
+                opt(num(w, "dataset_size"), |x| format!("{x:.0}")),
+                match w.get("view").and_then(Value::as_str) {
+                    Some("final") => "the final model only",
+                    Some("all-steps") => "every step's released gradient",
+                    _ => "an unknown view",
+                },
+                opt(num(w, "observed_steps"), |x| format!("{x:.0}")),
+                check.map_or_else(String::new, |n| format!(
+                    " Noise check (a diagnostic, not a bound): measured over claimed noise {}, step-to-step correlation {} — <b>{}</b>.",
+                    opt(num(n, "noise_ratio"), |x| format!("{x:.3}")),
+                    opt(num(n, "lag1_correlation"), |x| format!("{x:.3}")),
+                    match n.get("consistent").and_then(Value::as_bool) {
+                        Some(true) => "as claimed",
+                        Some(false) => "not the noise ε assumes",
+                        None => "unreadable",
+                    }
+                )),
+            );
+        }
         if let Some(e) = c.get("estimators").filter(|e| e.is_object()) {
             let shown = |v: Option<f64>| opt(v, |x| format!("{x:.3}"));
             let gdp = e.get("gdp_estimate").filter(|g| g.is_object());

@@ -71,6 +71,25 @@ pub fn table(r: &AuditReport) -> String {
                 None => "no claim (non-private)".into(),
             }
         );
+        if let Some(w) = &c.white_box {
+            let _ = writeln!(
+                out,
+                "white-box canaries: planted in the target's own run (N = {} with their slots), auditor's view {}, {} releases observed{}",
+                w.dataset_size,
+                w.view,
+                w.observed_steps,
+                w.noise_check.map_or_else(String::new, |n| format!(
+                    "; noise check: measured/claimed noise {:.3}, step-to-step correlation {:.3} — {}",
+                    n.noise_ratio,
+                    n.lag1_correlation,
+                    if n.consistent {
+                        "as claimed"
+                    } else {
+                        "NOT the noise ε assumes (a diagnostic, not a bound)"
+                    }
+                )),
+            );
+        }
         let e = &c.estimators;
         let shown = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"));
         let _ = writeln!(

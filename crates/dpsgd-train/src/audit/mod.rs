@@ -138,9 +138,20 @@ pub fn audit(
     )?;
     let Findings {
         attacks,
-        warnings,
+        mut warnings,
         refused_attacks,
     } = findings;
+    if let Some(check) = canary_audit
+        .as_ref()
+        .and_then(|c| c.white_box.as_ref())
+        .and_then(|w| w.noise_check)
+        .filter(|n| !n.consistent)
+    {
+        warnings.push(format!(
+            "the noise released at the white-box canaries' coordinates is not the noise ε is computed for (measured/claimed {:.3}, step-to-step correlation {:.3}): a diagnostic, not a bound, but a sign of a broken mechanism",
+            check.noise_ratio, check.lag1_correlation
+        ));
+    }
     Ok(AuditOutcome {
         report: AuditReport {
             test_accuracy: target.report.test_accuracy,

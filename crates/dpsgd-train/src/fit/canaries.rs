@@ -584,6 +584,7 @@ fn robust_spread(z: &[f64]) -> Option<f64> {
 #[derive(Debug, Default)]
 struct NoiseTally {
     spreads: f64,
+    spreads_sq: f64,
     steps: u64,
     cross: f64,
     first: f64,
@@ -594,6 +595,7 @@ struct NoiseTally {
 impl NoiseTally {
     fn add_spread(&mut self, spread: f64) {
         self.spreads += spread;
+        self.spreads_sq += spread * spread;
         self.steps += 1;
     }
 
@@ -608,17 +610,26 @@ impl NoiseTally {
         if self.steps == 0 {
             return None;
         }
-        let noise_ratio = self.spreads / self.steps as f64;
+        let steps = self.steps as f64;
+        let noise_ratio = self.spreads / steps;
+        // Standard errors: of the mean spread, from the steps' own spreads;
+        // of a correlation of independent values, 1/√pairs.
+        let variance = (self.spreads_sq / steps - noise_ratio * noise_ratio).max(0.0);
+        let ratio_error = (variance / steps).sqrt();
         let lag1_correlation = if self.pairs > 0 && self.first > 0.0 && self.second > 0.0 {
             self.cross / (self.first * self.second).sqrt()
         } else {
             0.0
         };
+        let lag1_error = 1.0 / (self.pairs.max(1) as f64).sqrt();
+        let too_little =
+            noise_ratio < NoiseCheck::MIN_RATIO && 1.0 - noise_ratio > NoiseCheck::Z * ratio_error;
+        let carried = lag1_correlation > NoiseCheck::MAX_LAG1
+            && lag1_correlation > NoiseCheck::Z * lag1_error;
         Some(NoiseCheck {
             noise_ratio,
             lag1_correlation,
-            consistent: noise_ratio >= NoiseCheck::MIN_RATIO
-                && lag1_correlation <= NoiseCheck::MAX_LAG1,
+            consistent: !(too_little || carried),
         })
     }
 }
@@ -641,7 +652,10 @@ pub struct NoiseCheck {
     /// Correlation of the released noise between consecutive steps
     /// (about 0 for independent draws).
     pub lag1_correlation: f64,
-    /// `noise_ratio ≥ 0.8` and `lag1_correlation ≤ 0.25`.
+    /// Neither `noise_ratio < 0.8` nor `lag1_correlation > 0.25`, each
+    /// counted only when it is also more than 4 standard errors away from
+    /// a correct mechanism's (1 and 0): a small audit's own scatter is not
+    /// taken for a fault.
     pub consistent: bool,
 }
 
@@ -650,4 +664,6 @@ impl NoiseCheck {
     pub const MIN_RATIO: f64 = 0.8;
     /// Above this correlation the run's noise is not drawn afresh.
     pub const MAX_LAG1: f64 = 0.25;
+    /// Standard errors a departure must also exceed.
+    pub const Z: f64 = 4.0;
 }
