@@ -5,6 +5,7 @@ use super::settings::{AuditConfig, CanaryKind, audit_error, exceeds_claim};
 use crate::error::TrainError;
 use crate::report::TrainReport;
 use crate::trained::TrainedModel;
+use dpsgd_audit::estimators::{BcaInterval, bca_roc};
 use dpsgd_audit::hardening::{ClientUsage, Release};
 use dpsgd_audit::lower_bound::OneRunAudit;
 use dpsgd_audit::metrics::{Interval, Roc, bootstrap};
@@ -13,6 +14,24 @@ use serde::Serialize;
 
 /// Salt of the bootstrap's random stream.
 const BOOT_SALT: u64 = 0xb007_5742;
+/// Salt of the BCa bootstrap's random stream.
+const BCA_SALT: u64 = 0xbca0_5eed;
+/// Groups per sample of the BCa acceleration's delete-a-group jackknife
+/// ([`bca_roc`]): at most 200 ROC curves however many records, and the
+/// full jackknife for up to 100 members and 100 non-members.
+const BCA_JACKKNIFE_GROUPS: usize = 100;
+
+/// A BCa bootstrap interval (Efron 1987) of one of an attack's figures, with
+/// the level it is stated at: `estimate` (the figure on all the records),
+/// `low`, `high`, and BCa's bias correction `z₀` and acceleration `a`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BcaBounds {
+    /// The interval's level, `1 − α`.
+    pub level: f64,
+    /// The interval and its ingredients.
+    #[serde(flatten)]
+    pub interval: BcaInterval,
+}
 
 /// One attack's figures on the members vs non-members.
 #[derive(Debug, Clone, Serialize)]
@@ -22,12 +41,23 @@ pub struct AttackResult {
     pub name: String,
     /// ROC AUC (0.5: no leakage measured).
     pub auc: f64,
-    /// Bootstrap interval of the AUC at level `1 − α`.
+    /// Percentile bootstrap interval of the AUC at level `1 − α`
+    /// ([`bootstrap`]); [`AttackResult::auc_bca`] is the BCa one.
     pub auc_interval: Interval,
+    /// BCa bootstrap interval (Efron 1987) of the AUC at level `1 − α`,
+    /// from `bootstrap_resamples` resamples and a delete-a-group jackknife
+    /// ([`bca_roc`]). `None` when it cannot be computed (fewer than two
+    /// members or non-members, fewer than two resamples, a non-finite end).
+    pub auc_bca: Option<BcaBounds>,
     /// TPR at 1% FPR.
     pub tpr_at_fpr_0_01: f64,
+    /// BCa interval of the TPR at 1% FPR, as [`AttackResult::auc_bca`]
+    /// (from the same resamples).
+    pub tpr_at_fpr_0_01_bca: Option<BcaBounds>,
     /// TPR at 0.1% FPR.
     pub tpr_at_fpr_0_001: f64,
+    /// BCa interval of the TPR at 0.1% FPR, as [`AttackResult::auc_bca`].
+    pub tpr_at_fpr_0_001_bca: Option<BcaBounds>,
     /// Best balanced accuracy of a threshold.
     pub balanced_accuracy: f64,
     /// Membership advantage `max |TPR − FPR|`.
@@ -224,6 +254,13 @@ pub(crate) fn attack_result(
         audit.seed ^ BOOT_SALT,
     )
     .map_err(audit_error)?;
+    let [auc_bca, tpr_at_fpr_0_01_bca, tpr_at_fpr_0_001_bca] = bca_figures(
+        &members,
+        &others,
+        audit.bootstrap_resamples,
+        1.0 - audit.alpha,
+        audit.seed ^ BCA_SALT,
+    );
     let records: Vec<Record> = chosen
         .iter()
         .map(|&i| Record {
@@ -241,14 +278,49 @@ pub(crate) fn attack_result(
         name: name.to_owned(),
         auc: roc.auc,
         auc_interval,
+        auc_bca,
         tpr_at_fpr_0_01: roc.tpr_at_fpr(0.01),
+        tpr_at_fpr_0_01_bca,
         tpr_at_fpr_0_001: roc.tpr_at_fpr(0.001),
+        tpr_at_fpr_0_001_bca,
         balanced_accuracy: roc.balanced_accuracy(),
         advantage: roc.advantage(),
         records: roc.counts,
         roc: roc_summary(&roc),
         slices: slices(&records, 10).map_err(audit_error)?,
     })
+}
+
+/// BCa intervals at `level` of the AUC, the TPR at 1% and at 0.1% FPR
+/// ([`bca_roc`]); each `None` where it cannot be computed (too few scores
+/// or resamples, a non-finite end), never an error.
+fn bca_figures(
+    members: &[f64],
+    others: &[f64],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> [Option<BcaBounds>; 3] {
+    let Ok(ci) = bca_roc(
+        members,
+        others,
+        &[0.01, 0.001],
+        resamples,
+        level,
+        seed,
+        BCA_JACKKNIFE_GROUPS,
+    ) else {
+        return [None; 3];
+    };
+    let label = |interval: BcaInterval| {
+        (interval.low.is_finite() && interval.high.is_finite() && interval.estimate.is_finite())
+            .then_some(BcaBounds { level, interval })
+    };
+    [
+        label(ci.auc),
+        ci.tpr_at_fpr.first().copied().and_then(label),
+        ci.tpr_at_fpr.get(1).copied().and_then(label),
+    ]
 }
 
 /// The ROC curve at fixed FPRs: 101 linear points and 121 logarithmic ones
@@ -270,4 +342,95 @@ pub(crate) fn roc_summary(roc: &Roc) -> Vec<(f64, f64)> {
         out.push((f, best));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(resamples: usize) -> AuditConfig {
+        AuditConfig {
+            bootstrap_resamples: resamples,
+            alpha: 0.1,
+            seed: 3,
+            ..AuditConfig::default()
+        }
+    }
+
+    /// Members score higher than non-members with overlap (a deterministic
+    /// interleaving): every BCa interval is labelled at 1 − α and holds its
+    /// point estimate, the same figure as the report's own.
+    #[test]
+    fn should_report_bca_intervals_around_the_figures() {
+        let n = 3000;
+        let scores: Vec<f64> = (0..2 * n)
+            .map(|i| {
+                let x = ((i * 7919) % 1000) as f64 / 1000.0;
+                if i < n { x + 0.3 } else { x }
+            })
+            .collect();
+        let is_member: Vec<bool> = (0..2 * n).map(|i| i < n).collect();
+        let labels = vec![0; 2 * n];
+        let losses = vec![0.0; 2 * n];
+        let r = attack_result(
+            "loss",
+            &scores,
+            &is_member,
+            &labels,
+            &losses,
+            None,
+            &config(200),
+        )
+        .unwrap();
+        for (ci, figure) in [
+            (r.auc_bca, r.auc),
+            (r.tpr_at_fpr_0_01_bca, r.tpr_at_fpr_0_01),
+            (r.tpr_at_fpr_0_001_bca, r.tpr_at_fpr_0_001),
+        ] {
+            let ci = ci.expect("a BCa interval");
+            assert_eq!(ci.level, 0.9);
+            assert_eq!(ci.interval.estimate, figure);
+            assert!(
+                ci.interval.low <= figure && figure <= ci.interval.high,
+                "{figure} outside {ci:?}"
+            );
+        }
+        let auc = r.auc_bca.unwrap().interval;
+        assert!(auc.low > 0.5 && auc.high < 1.0, "{auc:?}");
+        let json = serde_json::to_value(&r).unwrap();
+        for key in ["auc_bca", "tpr_at_fpr_0_01_bca", "tpr_at_fpr_0_001_bca"] {
+            for field in ["level", "estimate", "low", "high"] {
+                assert!(json[key][field].is_number(), "{key}.{field}");
+            }
+        }
+        assert!(json["auc_interval"]["low"].is_number());
+    }
+
+    /// One member (or one resample) leaves no BCa interval: `None`, and the
+    /// point figures are still there.
+    #[test]
+    fn should_leave_the_bca_intervals_out_when_a_group_is_too_small() {
+        let scores = [0.9, 0.1, 0.2, 0.3];
+        let labels = [0; 4];
+        let losses = [0.0; 4];
+        let r = attack_result(
+            "loss",
+            &scores,
+            &[true, false, false, false],
+            &labels,
+            &losses,
+            None,
+            &config(50),
+        )
+        .unwrap();
+        assert_eq!(r.auc, 1.0);
+        assert!(r.auc_bca.is_none());
+        assert!(r.tpr_at_fpr_0_01_bca.is_none() && r.tpr_at_fpr_0_001_bca.is_none());
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["auc_bca"].is_null());
+        let member = [true, true, false, false];
+        let r =
+            attack_result("loss", &scores, &member, &labels, &losses, None, &config(1)).unwrap();
+        assert!(r.auc_bca.is_none());
+    }
 }
