@@ -202,9 +202,11 @@ pub fn gdp_estimate_thresholds(
     })
 }
 
-/// A BCa bootstrap interval, with its ingredients.
+/// A BCa bootstrap interval, with its level and ingredients.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BcaInterval {
+    /// The level it was asked for (e.g. 0.95 = `1 − α`).
+    pub level: f64,
     /// The statistic on the full data, `θ̂`.
     pub estimate: f64,
     /// Lower end.
@@ -326,6 +328,7 @@ pub fn bca_bootstrap(
         phi(z0 + num / (1.0 - a * num))
     };
     Ok(BcaInterval {
+        level,
         estimate,
         low: quantile(&values, corrected((1.0 - level) / 2.0)),
         high: quantile(&values, corrected((1.0 + level) / 2.0)),
@@ -578,6 +581,7 @@ fn bca_grouped(
                 phi(z0 + num / (1.0 - a * num))
             };
             BcaInterval {
+                level,
                 estimate,
                 low: quantile(&values, corrected((1.0 - level) / 2.0)),
                 high: quantile(&values, corrected((1.0 + level) / 2.0)),

@@ -88,6 +88,7 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
             );
         }
         assert!(!a["slices"].as_array().unwrap().is_empty(), "{}", a["name"]);
+        assert_bca(a, 0.95);
     }
     let bound = v["epsilon_lower_bound"]
         .as_f64()
@@ -100,6 +101,10 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
         assert!(stdout.contains(name), "{name} not in {stdout}");
     }
     assert!(stdout.contains("ε lower bound"), "{stdout}");
+    assert!(
+        stdout.contains("intervals: BCa bootstrap (Efron 1987), level 1 − α = 95%"),
+        "{stdout}"
+    );
     for svg in ["roc.svg", "roc-loglog.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.trim_end().ends_with("</svg>"), "{svg}");
@@ -121,6 +126,39 @@ fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {
         assert_eq!(mode & 0o777, 0o600, "inversion.png");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An attack's BCa intervals (issue 28): the AUC's and the TPRs' at 1% and
+/// 0.1% FPR, each at `level`, with `low ≤ estimate ≤ high` and the
+/// estimate the report's own figure; the percentile interval stays.
+fn assert_bca(a: &serde_json::Value, level: f64) {
+    for (figure, key) in [
+        ("auc", "auc_bca"),
+        ("tpr_at_fpr_0_01", "tpr_at_fpr_0_01_bca"),
+        ("tpr_at_fpr_0_001", "tpr_at_fpr_0_001_bca"),
+    ] {
+        let ci = &a[key];
+        let get = |f: &str| {
+            ci[f]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{}: {key}.{f} = {}", a["name"], ci[f]))
+        };
+        let (low, estimate, high) = (get("low"), get("estimate"), get("high"));
+        assert_eq!(get("level"), level, "{}: {key}", a["name"]);
+        assert_eq!(
+            estimate,
+            a[figure].as_f64().unwrap(),
+            "{}: {key}",
+            a["name"]
+        );
+        assert!(
+            (0.0..=1.0).contains(&low) && low <= estimate && estimate <= high && high <= 1.0,
+            "{}: {key} = {ci}",
+            a["name"]
+        );
+        assert!(get("acceleration").is_finite() && get("bias_correction").is_finite());
+    }
+    assert!(a["auc_interval"]["low"].is_number(), "{}", a["name"]);
 }
 
 /// The largest bound the report's one-run audit could prove (every guess
@@ -175,6 +213,9 @@ fn should_report_epsilon_and_a_lower_bound_below_it_for_a_dp_audit() {
     assert_eq!(v["canary_audit"]["exceeds_claim"], false);
     assert_eq!(v["canary_audit"]["kind"], "out-of-distribution");
     assert!(v.get("inversion").is_none_or(serde_json::Value::is_null));
+    for a in v["attacks"].as_array().unwrap() {
+        assert_bca(a, 0.95);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -347,6 +347,11 @@ fn should_show_every_string_of_every_report_type_as_text() {
         ] {
             assert!(html.contains(&format!("id=\"{id}\"")), "no section {id}");
         }
+        // The attack table's BCa intervals, with their level (issue 28).
+        assert!(
+            html.contains("BCa bootstrap (Efron 1987), level 1 − α = 95%"),
+            "no BCa level"
+        );
         for (k, p) in payloads.iter().enumerate() {
             shown[k] |= html.contains(&escaped(p));
         }
@@ -379,6 +384,10 @@ fn should_show_strings_in_unexpected_places_as_text() {
     let mut audit = real().reports[2].1.clone();
     audit["attacks"][0]["slices"] = json!([{"name": "x", "counts": [hostile, 3], "auc": hostile}]);
     audit["attacks"][0]["roc"] = json!([[hostile, 0.5], [1.0, 1.0]]);
+    audit["attacks"][0]["auc_bca"] = json!({"level": hostile, "low": hostile, "high": 0.6});
+    audit["attacks"][0]["tpr_at_fpr_0_01_bca"] = json!(hostile);
+    audit["attacks"][0]["tpr_at_fpr_0_001_bca"] =
+        json!({"level": 0.9, "low": 0.0, "high": hostile});
     audit["target"]["test_accuracy"] = json!(hostile);
     audit["target"]["preprocessing"][hostile] = json!("y");
     audit["preprocessing"] = json!({hostile: [hostile], "public": false});

@@ -5,7 +5,8 @@ use super::charts::{COLOURS, Series, line_chart, scatter_chart, tick_label};
 use super::inputs::{Report, Training};
 use super::privacy::{self, Privacy};
 use super::text::{
-    attack, attacks, esc, heading_label, name_of, num, opt, row, row_html, section_id,
+    attack, attacks, ends, esc, heading_label, level_percent, name_of, num, opt, row, row_html,
+    section_id,
 };
 use crate::output::format::percent;
 use base64::Engine as _;
@@ -256,25 +257,59 @@ pub(super) fn sweep_section(report: &Report, i: usize, several: bool) -> String 
 pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> String {
     let audit = &report.value;
     let mut s = format!(
-        "<h2 id=\"{}\">Measured leakage{}</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>95% interval</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th><th>advantage</th></tr>",
+        "<h2 id=\"{}\">Measured leakage{}</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>AUC BCa interval</th><th>AUC percentile interval</th><th>TPR at 1% FPR</th><th>BCa interval</th><th>TPR at 0.1% FPR</th><th>BCa interval</th><th>advantage</th></tr>",
         section_id("leakage", i),
         heading_label(&report.source, several)
     );
+    const BCA: [&str; 3] = ["auc_bca", "tpr_at_fpr_0_01_bca", "tpr_at_fpr_0_001_bca"];
+    // The level the intervals are stated at (1 − α, the same for all).
+    let level_of = |a: &Value, key: &str| {
+        a.get(key)
+            .and_then(|c| num(c, "level"))
+            .and_then(level_percent)
+    };
+    let level = attacks(audit).find_map(|a| BCA.iter().find_map(|k| level_of(a, k)));
     for a in attacks(audit) {
-        let interval = a
-            .get("auc_interval")
-            .and_then(|i| Some(format!("[{:.3}, {:.3}]", num(i, "low")?, num(i, "high")?)))
-            .unwrap_or_else(|| "—".into());
+        let bca = |key: &str, show: fn(f64) -> String| {
+            ends(a, key).map_or_else(
+                || "—".to_owned(),
+                |(low, high)| {
+                    let other = level_of(a, key).filter(|l| Some(l) != level.as_ref());
+                    format!(
+                        "[{}, {}]{}",
+                        show(low),
+                        show(high),
+                        other.map_or_else(String::new, |l| format!(" (level {l})"))
+                    )
+                },
+            )
+        };
+        let three = |x: f64| format!("{x:.3}");
+        let percentile = ends(a, "auc_interval")
+            .map_or_else(|| "—".into(), |(l, h)| format!("[{l:.3}, {h:.3}]"));
         s.push_str(&row(&[
             name_of(a).to_owned(),
-            opt(num(a, "auc"), |x| format!("{x:.3}")),
-            interval,
+            opt(num(a, "auc"), three),
+            bca(BCA[0], three),
+            percentile,
             opt(num(a, "tpr_at_fpr_0_01"), percent),
+            bca(BCA[1], percent),
             opt(num(a, "tpr_at_fpr_0_001"), percent),
-            opt(num(a, "advantage"), |x| format!("{x:.3}")),
+            bca(BCA[2], percent),
+            opt(num(a, "advantage"), three),
         ]));
     }
     s.push_str("</table>");
+    let _ = write!(
+        s,
+        "<p>{}</p>",
+        esc(&match &level {
+            Some(l) => format!(
+                "Intervals: BCa bootstrap (Efron 1987), level 1 − α = {l}, over the audited records (the AUC's percentile bootstrap interval beside it); — where one could not be computed. They describe the sampling uncertainty of the figures, not a privacy guarantee."
+            ),
+            None => "No BCa bootstrap interval (level 1 − α) in this report: too few records or resamples, or a report written before they were added.".to_owned(),
+        })
+    );
     let series = roc_series(audit);
     s.push_str(&line_chart(
         "ROC (linear)",

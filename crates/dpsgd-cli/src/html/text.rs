@@ -103,6 +103,21 @@ pub(super) fn row_html(cells: &[String]) -> String {
     s
 }
 
+/// The `[low, high]` ends of the interval object at `key` (both numbers).
+pub(super) fn ends(v: &Value, key: &str) -> Option<(f64, f64)> {
+    let i = v.get(key)?;
+    Some((num(i, "low")?, num(i, "high")?))
+}
+
+/// A level in (0, 1) as a percentage without float noise (0.95 → `95%`,
+/// 0.999 → `99.9%`); `None` for anything else.
+pub(super) fn level_percent(level: f64) -> Option<String> {
+    (level > 0.0 && level < 1.0).then(|| {
+        let s = format!("{:.3}", 100.0 * level);
+        format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+    })
+}
+
 pub(super) fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "—".to_owned(), f)
 }

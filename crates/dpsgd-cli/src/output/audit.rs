@@ -4,13 +4,30 @@
 use crate::output::files::write_atomically;
 use crate::output::format::{p_value, percent};
 use anyhow::Result;
+use dpsgd::audit::estimators::BcaInterval;
 use dpsgd::train::audit::{AttackResult, AuditReport};
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// The human-readable summary: accuracy and ε, one row per attack with its
-/// most exposed slice, the lower bound and the inversion figures.
+/// `level` as a percentage without float noise: 0.95 → `95%`, 0.999 →
+/// `99.9%`.
+fn level_percent(level: f64) -> String {
+    let s = format!("{:.3}", 100.0 * level);
+    format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// `[low, high]` of a BCa interval with `show`, or `–` without one.
+fn bca_ends(ci: Option<&BcaInterval>, show: impl Fn(f64) -> String) -> String {
+    ci.map_or_else(
+        || "–".to_owned(),
+        |c| format!("[{}, {}]", show(c.low), show(c.high)),
+    )
+}
+
+/// The human-readable summary: accuracy and ε, one row per attack (AUC and
+/// TPRs with their BCa intervals) followed by its most exposed slice, the
+/// lower bound and the inversion figures.
 pub fn table(r: &AuditReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -24,10 +41,19 @@ pub fn table(r: &AuditReport) -> String {
             None => "non-private (ε = ∞)".into(),
         }
     );
+    let level = r
+        .attacks
+        .iter()
+        .find_map(|a| {
+            a.auc_bca
+                .or(a.tpr_at_fpr_0_01_bca)
+                .or(a.tpr_at_fpr_0_001_bca)
+        })
+        .map(|c| level_percent(c.level));
     let _ = writeln!(
         out,
-        "{:<17} {:>6} {:>17} {:>10} {:>11} {:>9}  most exposed slice",
-        "attack", "AUC", "95% interval", "TPR@1%FPR", "TPR@0.1%FPR", "advantage"
+        "{:<17} {:>6} {:>16} {:>22} {:>22} {:>9}",
+        "attack", "AUC", "BCa interval", "TPR@1%FPR [BCa]", "TPR@0.1%FPR [BCa]", "advantage"
     );
     for a in &r.attacks {
         let slice = a.slices.first().map_or_else(
@@ -43,15 +69,31 @@ pub fn table(r: &AuditReport) -> String {
                 )
             },
         );
+        let tpr = |x: f64, ci: Option<&BcaInterval>| match ci {
+            Some(_) => format!("{} {}", percent(x), bca_ends(ci, percent)),
+            None => percent(x),
+        };
         let _ = writeln!(
             out,
-            "{:<17} {:>6.3} {:>17} {:>10} {:>11} {:>9.3}  {slice}",
+            "{:<17} {:>6.3} {:>16} {:>22} {:>22} {:>9.3}\n  most exposed slice: {slice}",
             a.name,
             a.auc,
-            format!("[{:.3}, {:.3}]", a.auc_interval.low, a.auc_interval.high),
-            percent(a.tpr_at_fpr_0_01),
-            percent(a.tpr_at_fpr_0_001),
+            bca_ends(a.auc_bca.as_ref(), |x| format!("{x:.3}")),
+            tpr(a.tpr_at_fpr_0_01, a.tpr_at_fpr_0_01_bca.as_ref()),
+            tpr(a.tpr_at_fpr_0_001, a.tpr_at_fpr_0_001_bca.as_ref()),
             a.advantage,
+        );
+    }
+    if !r.attacks.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            match &level {
+                Some(l) => format!(
+                    "intervals: BCa bootstrap (Efron 1987), level 1 − α = {l}; – where one could not be computed"
+                ),
+                None => "intervals: no BCa bootstrap interval could be computed (too few records or resamples)".to_owned(),
+            }
         );
     }
     if let Some(c) = &r.canary_audit {

@@ -21,18 +21,6 @@ const BCA_SALT: u64 = 0xbca0_5eed;
 /// full jackknife for up to 100 members and 100 non-members.
 const BCA_JACKKNIFE_GROUPS: usize = 100;
 
-/// A BCa bootstrap interval (Efron 1987) of one of an attack's figures, with
-/// the level it is stated at: `estimate` (the figure on all the records),
-/// `low`, `high`, and BCa's bias correction `z₀` and acceleration `a`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct BcaBounds {
-    /// The interval's level, `1 − α`.
-    pub level: f64,
-    /// The interval and its ingredients.
-    #[serde(flatten)]
-    pub interval: BcaInterval,
-}
-
 /// One attack's figures on the members vs non-members.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttackResult {
@@ -48,16 +36,18 @@ pub struct AttackResult {
     /// from `bootstrap_resamples` resamples and a delete-a-group jackknife
     /// ([`bca_roc`]). `None` when it cannot be computed (fewer than two
     /// members or non-members, fewer than two resamples, a non-finite end).
-    pub auc_bca: Option<BcaBounds>,
+    /// Serialised as `level` (`1 − α`), `estimate` (= `auc`), `low`, `high`,
+    /// `bias_correction` (`z₀`) and `acceleration` (`a`).
+    pub auc_bca: Option<BcaInterval>,
     /// TPR at 1% FPR.
     pub tpr_at_fpr_0_01: f64,
     /// BCa interval of the TPR at 1% FPR, as [`AttackResult::auc_bca`]
     /// (from the same resamples).
-    pub tpr_at_fpr_0_01_bca: Option<BcaBounds>,
+    pub tpr_at_fpr_0_01_bca: Option<BcaInterval>,
     /// TPR at 0.1% FPR.
     pub tpr_at_fpr_0_001: f64,
     /// BCa interval of the TPR at 0.1% FPR, as [`AttackResult::auc_bca`].
-    pub tpr_at_fpr_0_001_bca: Option<BcaBounds>,
+    pub tpr_at_fpr_0_001_bca: Option<BcaInterval>,
     /// Best balanced accuracy of a threshold.
     pub balanced_accuracy: f64,
     /// Membership advantage `max |TPR − FPR|`.
@@ -300,7 +290,7 @@ fn bca_figures(
     resamples: usize,
     level: f64,
     seed: u64,
-) -> [Option<BcaBounds>; 3] {
+) -> [Option<BcaInterval>; 3] {
     let Ok(ci) = bca_roc(
         members,
         others,
@@ -312,9 +302,8 @@ fn bca_figures(
     ) else {
         return [None; 3];
     };
-    let label = |interval: BcaInterval| {
-        (interval.low.is_finite() && interval.high.is_finite() && interval.estimate.is_finite())
-            .then_some(BcaBounds { level, interval })
+    let label = |ci: BcaInterval| {
+        (ci.low.is_finite() && ci.high.is_finite() && ci.estimate.is_finite()).then_some(ci)
     };
     [
         label(ci.auc),
@@ -389,13 +378,13 @@ mod tests {
         ] {
             let ci = ci.expect("a BCa interval");
             assert_eq!(ci.level, 0.9);
-            assert_eq!(ci.interval.estimate, figure);
+            assert_eq!(ci.estimate, figure);
             assert!(
-                ci.interval.low <= figure && figure <= ci.interval.high,
+                ci.low <= figure && figure <= ci.high,
                 "{figure} outside {ci:?}"
             );
         }
-        let auc = r.auc_bca.unwrap().interval;
+        let auc = r.auc_bca.unwrap();
         assert!(auc.low > 0.5 && auc.high < 1.0, "{auc:?}");
         let json = serde_json::to_value(&r).unwrap();
         for key in ["auc_bca", "tpr_at_fpr_0_01_bca", "tpr_at_fpr_0_001_bca"] {
