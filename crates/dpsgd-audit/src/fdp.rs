@@ -226,11 +226,22 @@ pub(crate) fn fdp_objective(
     correct: u64,
     alpha: f64,
 ) -> f64 {
+    objective_with(|x| f.blow_up_inverse(x), canaries, guesses, correct, alpha)
+}
+
+/// [`fdp_objective`] for any blow-up inverse `f̄(x) = f(1 − x)`.
+fn objective_with(
+    blow_up_inverse: impl Fn(f64) -> f64,
+    canaries: u64,
+    guesses: u64,
+    correct: u64,
+    alpha: f64,
+) -> f64 {
     let m = canaries as f64;
     let mut r = alpha * correct as f64 / m;
     let mut h = alpha * (guesses - correct) as f64 / m;
     for i in (0..correct).rev() {
-        let h_new = h.max(f.blow_up_inverse(r));
+        let h_new = h.max(blow_up_inverse(r));
         if h_new == h {
             break;
         }
@@ -305,6 +316,44 @@ pub fn fdp_one_run_mu(canaries: u64, guesses: u64, correct: u64, alpha: f64) -> 
         return Ok(0.0);
     }
     Ok(largest_refuted(refuted, 0.0, 1e3, 1e-9))
+}
+
+/// The trade-off function a **privacy profile** guarantees: a mechanism
+/// that is (ε_i, δ_i)-DP for every point of `profile` is f-DP with
+/// `f(x) = max_i max(0, 1 − δ_i − e^{ε_i} x, e^{−ε_i}(1 − δ_i − x))`
+/// (Dong, Roth & Su 2022, Prop. 2.12: the (ε, δ) curves' upper envelope).
+/// For a finite set of points this is at most the mechanism's true curve,
+/// so a claim read this way is never stronger than the profile it comes
+/// from. No point: `1 − x`, perfect privacy.
+pub fn profile_trade_off(profile: &[(f64, f64)], x: f64) -> f64 {
+    let x = x.clamp(0.0, 1.0);
+    if profile.is_empty() {
+        return 1.0 - x;
+    }
+    profile
+        .iter()
+        .map(|&(epsilon, delta)| TradeOff::EpsilonDelta { epsilon, delta }.f(x))
+        .fold(0.0, f64::max)
+}
+
+/// Whether `correct` right guesses out of `guesses` on `canaries` canaries
+/// refute, at significance `alpha`, the claim that the mechanism is f-DP
+/// for the trade-off function `f` (the audit of
+/// [`fdp_one_run_epsilon`], for any curve: e.g. [`profile_trade_off`] of
+/// an accountant's privacy profile).
+///
+/// # Errors
+///
+/// As [`fdp_one_run_mu`].
+pub fn fdp_refutes(
+    f: impl Fn(f64) -> f64,
+    canaries: u64,
+    guesses: u64,
+    correct: u64,
+    alpha: f64,
+) -> Result<bool> {
+    check_counts(canaries, guesses, correct, alpha)?;
+    Ok(objective_with(|x| f(1.0 - x), canaries, guesses, correct, alpha) > 0.0)
 }
 
 /// Which trade-off curve an (ε, δ) claim is read as.
@@ -603,6 +652,60 @@ pub fn canary_threshold_audit(
 
 #[cfg(test)]
 mod tests {
+
+    /// A privacy profile's curve: one point is that point's (ε, δ)
+    /// curve; none is perfect privacy; the exact profile of μ-GDP on a
+    /// fine grid comes within 0.01 of G_μ and never above it (the
+    /// envelope of true guarantees cannot claim more than the mechanism).
+    #[test]
+    fn should_read_a_privacy_profile_as_its_envelope() {
+        for x in [0.0, 0.01, 0.2, 0.5, 0.9, 1.0] {
+            let one = TradeOff::EpsilonDelta {
+                epsilon: 1.3,
+                delta: 1e-3,
+            };
+            assert_eq!(profile_trade_off(&[(1.3, 1e-3)], x), one.f(x));
+            assert_eq!(profile_trade_off(&[], x), 1.0 - x);
+        }
+        let mu = 1.0;
+        let profile: Vec<(f64, f64)> = (0..=600)
+            .map(|i| {
+                let e = f64::from(i) * 0.01;
+                (e, gdp_delta(mu, e))
+            })
+            .collect();
+        let g = TradeOff::Gaussian { mu };
+        for k in 0..=100 {
+            let x = f64::from(k) / 100.0;
+            let (p, exact) = (profile_trade_off(&profile, x), g.f(x));
+            assert!(p <= exact + 1e-9, "x = {x}: {p} above G_μ = {exact}");
+            assert!(exact - p < 0.01, "x = {x}: {p} vs G_μ = {exact}");
+        }
+    }
+
+    /// `fdp_refutes` is the audit of `fdp_one_run_epsilon` for any curve:
+    /// on the (ε, δ) curve it agrees with the built-in reading.
+    #[test]
+    fn should_refute_any_curve_as_the_built_in_readings() {
+        for (m, r, v) in [
+            (1000, 100, 100),
+            (1000, 100, 80),
+            (1000, 100, 60),
+            (500, 100, 95),
+        ] {
+            for eps in [0.5, 1.0, 2.0, 3.0] {
+                let curve = TradeOff::EpsilonDelta {
+                    epsilon: eps,
+                    delta: 1e-5,
+                };
+                let built_in = fdp_objective(curve, m, r, v, 0.05) > 0.0;
+                let any = fdp_refutes(|x| curve.f(x), m, r, v, 0.05).unwrap();
+                assert_eq!(any, built_in, "{m} {r} {v} ε = {eps}");
+            }
+        }
+        assert!(fdp_refutes(|x| 1.0 - x, 10, 11, 1, 0.05).is_err());
+    }
+
     use super::*;
     use crate::lower_bound::one_run_epsilon;
     use proptest::prelude::*;

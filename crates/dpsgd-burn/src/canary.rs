@@ -16,8 +16,11 @@
 //! reaches the canaries as it reaches real records.
 //!
 //! A slot whose canary is left out of the data set is a
-//! [`GradientCanary::zero`]: it is sampled and counted like any example
-//! and contributes nothing (the add/remove neighbour, with N fixed).
+//! [`GradientCanary::zero`]: it is sampled and counted in the batch like
+//! any example, but stands for a removed record — no per-example norm (so
+//! adaptive clipping's released count does not see it, as it would not
+//! see a removed record), nothing in the sum (the add/remove neighbour,
+//! with N fixed).
 //!
 //! This is an auditing instrument: the gradient of a canary slot is not a
 //! function of its input, so a run with canaries trains on something other
@@ -37,7 +40,9 @@ pub struct GradientCanary {
 }
 
 impl GradientCanary {
-    /// The zero gradient (a left-out canary's slot).
+    /// No gradient: a left-out canary's slot, which stands for a removed
+    /// record — sampled and counted in the batch, in no per-example norm
+    /// (so adaptive clipping's released count does not see it) and no sum.
     pub fn zero() -> Self {
         Self::default()
     }
@@ -249,6 +254,12 @@ impl<'a> CanaryContext<'a> {
         self.rows.canary(i).is_some()
     }
 
+    /// Whether example `i` is the slot of a left-out canary
+    /// ([`GradientCanary::zero`]): a removed record.
+    pub(crate) fn is_absent(&self, i: usize) -> bool {
+        self.rows.canary(i).is_some_and(|c| c.entries.is_empty())
+    }
+
     /// Example `i`'s squared gradient norm per clipping group, if it is a
     /// canary slot (repeated indices add up before squaring).
     pub(crate) fn group_sq(&self, i: usize) -> Option<Vec<f64>> {
@@ -283,7 +294,10 @@ impl<'a> CanaryContext<'a> {
                 let values = dense
                     .entry(id)
                     .or_insert_with(|| vec![0.0; self.numel[&id]]);
-                values[index] += (c * f64::from(value)) as f32;
+                // Rounded toward zero, as every clipped contribution is: a
+                // clipped canary never exceeds its budget.
+                let clipped = dpsgd_core::round_factor(c, f64::from(value.abs()));
+                values[index] += clipped.copysign(value);
             }
         }
         let mut sums: Vec<_> = dense

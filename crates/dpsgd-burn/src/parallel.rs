@@ -367,7 +367,7 @@ impl DataParallel {
                             &mut sum,
                             ClippedGradients::empty(engine.clipping().clone()),
                         );
-                        let count = (part.per_example_norms().len() + part.dropped()) as f32;
+                        let count = part.batch_size() as f32;
                         let (part, flat) = part.flatten(&layout, device)?;
                         let count = Tensor::from_data(TensorData::new(vec![count], [1]), device);
                         let counted = match flat {

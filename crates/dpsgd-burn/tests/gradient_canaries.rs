@@ -116,11 +116,16 @@ fn reference(
         (net.fc1.weight.id, 0, 3.0),
         (net.fc2.bias.as_ref().unwrap().id, 2, 4.0),
     ]);
+    // Row 6, a left-out canary's slot, stands for a removed record: no
+    // norm (adaptive clipping's count must not see it), nothing summed.
     per_example[6] = dense(&[]);
     let mut sum: HashMap<ParamId, Vec<f64>> =
         sizes.iter().map(|(id, n)| (*id, vec![0.0; *n])).collect();
     let mut norms = Vec::new();
-    for g in &per_example {
+    for (i, g) in per_example.iter().enumerate() {
+        if i == 6 {
+            continue;
+        }
         let mut sq = vec![0.0; 2];
         for (id, v) in g {
             sq[group(id)] += v.iter().map(|x| x * x).sum::<f64>();
@@ -169,6 +174,8 @@ fn assert_matches(
         );
     }
     assert_eq!(got.batch_size(), 8, "{what}");
+    assert_eq!(got.absent(), 1, "{what}: the left-out canary's slot");
+    assert_eq!(got.per_example_norms().len(), 7, "{what}");
 }
 
 #[test]
@@ -351,5 +358,54 @@ fn should_observe_the_released_gradient_at_the_canary() {
             "{backend:?}: {}",
             mean(&elsewhere)
         );
+    }
+}
+
+/// Under adaptive clipping a left-out canary's slot is a removed record to
+/// the released count too: a step on a batch with such a slot moves C
+/// exactly as the same step without it (same seed, same noise), and an
+/// included canary (norm above C: counted as clipped) moves it otherwise.
+#[test]
+fn should_leave_a_left_out_canary_out_of_adaptive_clippings_count() {
+    use burn::optim::SgdConfig;
+    use dpsgd_burn::{DpSgdConfig, PoissonSampler};
+    for (backend, device) in devices() {
+        let model = Net::new(&device);
+        let c_after = |rows: Vec<Option<usize>>, canary: GradientCanary| -> f64 {
+            let net = model.clone();
+            let mut engine = DpSgdConfig::new(1.0)
+                .with_clipping(Clipping::adaptive(1.0, 0.5, 2.0).unwrap())
+                .with_noise_multiplier(1.0)
+                .with_seed(11)
+                .init(
+                    SgdConfig::new().init(),
+                    PoissonSampler::new(100, 10).unwrap(),
+                )
+                .unwrap();
+            let n = rows.len();
+            let batch = WithCanaries::new(
+                input(n, &device),
+                CanaryRows::new(Arc::from(vec![canary]), rows),
+            )
+            .unwrap();
+            let _ = engine
+                .step(0.1, net, &batch, |m, b| sq_loss(m, &b.batch))
+                .unwrap();
+            engine.optimizer().clipping().sensitivity()
+        };
+        let w = model.fc2.weight.id;
+        let without = c_after(vec![None; 4], GradientCanary::zero());
+        // Four examples and a fifth that is a left-out canary's slot: its
+        // placeholder input is example 4 of `input(5)`, never used.
+        let left_out = c_after(
+            vec![None, None, None, None, Some(0)],
+            GradientCanary::zero(),
+        );
+        let included = c_after(
+            vec![None, None, None, None, Some(0)],
+            GradientCanary::dirac(w, 0, 1e3),
+        );
+        assert_eq!(left_out, without, "{backend:?}");
+        assert_ne!(included, without, "{backend:?}");
     }
 }

@@ -49,3 +49,32 @@ pub(crate) fn check(fault: MechanismFault) -> crate::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the feature no fault can be planted; with it, only faults
+    /// inside their domain.
+    #[test]
+    fn should_plant_faults_only_where_compiled_in() {
+        for fault in [
+            MechanismFault::NoiseScale(0.5),
+            MechanismFault::UnclippedExample,
+            MechanismFault::ReusedNoise,
+        ] {
+            let planted = check(fault);
+            assert_eq!(
+                planted.is_ok(),
+                FAULTS_COMPILED_IN,
+                "{fault:?}: {planted:?}"
+            );
+            if let Err(e) = planted {
+                assert!(e.to_string().contains("compiled out"), "{e}");
+            }
+        }
+        for bad in [0.0, -1.0, 1.5, f64::NAN] {
+            assert!(check(MechanismFault::NoiseScale(bad)).is_err(), "{bad}");
+        }
+    }
+}

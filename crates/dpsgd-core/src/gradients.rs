@@ -51,6 +51,10 @@ pub struct ClippedGradients {
     sums: HashMap<ParamId, Tensor<1>>,
     norms: Vec<f32>,
     dropped: usize,
+    /// Examples of the batch that stand for a removed record (a left-out
+    /// gradient canary's slot): counted in the batch, in no norm and no
+    /// sum.
+    absent: usize,
     clipping: Clipping,
     method: GradientMethod,
     loss_sum: f64,
@@ -85,6 +89,7 @@ impl ClippedGradients {
             sums,
             norms,
             dropped: 0,
+            absent: 0,
             clipping,
             method,
             loss_sum: 0.0,
@@ -97,6 +102,7 @@ impl ClippedGradients {
             sums: HashMap::new(),
             norms: Vec::new(),
             dropped: 0,
+            absent: 0,
             clipping,
             method: GradientMethod::EmptyBatch,
             loss_sum: 0.0,
@@ -120,9 +126,23 @@ impl ClippedGradients {
         self.dropped
     }
 
-    /// Number of examples in the batch, dropped ones included.
+    /// Number of examples in the batch, dropped and absent ones included.
     pub fn batch_size(&self) -> usize {
-        self.norms.len() + self.dropped
+        self.norms.len() + self.dropped + self.absent
+    }
+
+    /// Records an example that stands for a removed record (a left-out
+    /// gradient canary's slot: white-box auditing, `dpsgd_burn::canary`):
+    /// part of the batch, but in no norm, no sum and no count adaptive
+    /// clipping releases — exactly as if it were not in the data set.
+    pub fn push_absent(&mut self) {
+        self.absent += 1;
+    }
+
+    /// Examples that stand for removed records (see
+    /// [`ClippedGradients::push_absent`]).
+    pub fn absent(&self) -> usize {
+        self.absent
     }
 
     /// Per-example gradient norms before clipping of the examples in the
@@ -172,6 +192,7 @@ impl ClippedGradients {
         }
         self.norms.extend(other.norms);
         self.dropped += other.dropped;
+        self.absent += other.absent;
         self.loss_sum += other.loss_sum;
         // The slowest path taken by any part describes the whole.
         if self.method == GradientMethod::EmptyBatch

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 impl GradientEngine {
     /// Clipped sum of `batch` one example at a time (parameters grouped by
-    /// `group_of` into `n_groups` clipping groups); `reason` says why the
+    /// `group_of` into clipping groups numbered from 0); `reason` says why the
     /// fast path was not taken.
     pub(super) fn fallback<M, B, F>(
         &self,
@@ -21,7 +21,6 @@ impl GradientEngine {
         batch: &B,
         loss_fn: &F,
         group_of: &HashMap<ParamId, usize>,
-        n_groups: usize,
         canaries: Option<&CanaryContext<'_>>,
         reason: &str,
     ) -> Result<ClippedGradients>
@@ -31,11 +30,19 @@ impl GradientEngine {
         F: Fn(&M, &B) -> Tensor<1>,
     {
         let n = batch.num_examples();
+        // Groups are numbered from 0, each with a parameter.
+        let n_groups = group_of.values().max().map_or(0, |g| g + 1);
         let mut sums: HashMap<ParamId, Tensor<1>> = HashMap::new();
         let mut norms = Vec::with_capacity(n);
         let mut loss_sum = 0.0;
         let mut dropped = 0;
+        let mut absent = 0;
         for i in 0..n {
+            // A left-out canary's slot stands for a removed record.
+            if canaries.is_some_and(|c| c.is_absent(i)) {
+                absent += 1;
+                continue;
+            }
             // A canary slot: its canary's gradient, clipped by the same
             // policy; its placeholder input is never run.
             if let Some(sq) = canaries.and_then(|c| c.group_sq(i)) {
@@ -112,6 +119,7 @@ impl GradientEngine {
         )?;
         clipped.set_loss_sum(loss_sum);
         (0..dropped).for_each(|_| clipped.push_dropped());
+        (0..absent).for_each(|_| clipped.push_absent());
         Ok(clipped)
     }
 }

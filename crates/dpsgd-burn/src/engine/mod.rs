@@ -189,7 +189,6 @@ impl GradientEngine {
                 batch,
                 loss_fn,
                 &group_of,
-                groups.len(),
                 canaries.as_ref(),
                 &reason,
             );
@@ -203,7 +202,6 @@ impl GradientEngine {
                 batch,
                 loss_fn,
                 &group_of,
-                groups.len(),
                 canaries.as_ref(),
                 &reason,
             );
@@ -377,10 +375,11 @@ impl GradientEngine {
         // A canary slot's gradient is its canary's (its own is masked to
         // zero): its norms enter the clipping like any example's.
         if let Some(c) = canaries {
-            for i in 0..n {
-                if let Some(sq) = c.group_sq(i) {
-                    for (g, v) in sq.into_iter().enumerate() {
-                        group_sq[g][i] = v;
+            let canary_sq: Vec<Option<Vec<f64>>> = (0..n).map(|i| c.group_sq(i)).collect();
+            for (g, column) in group_sq.iter_mut().enumerate() {
+                for (cell, sq) in column.iter_mut().zip(&canary_sq) {
+                    if let Some(sq) = sq {
+                        *cell = sq[g];
                     }
                 }
             }
@@ -397,7 +396,22 @@ impl GradientEngine {
             return Ok(FastPath::NonFinite(bad));
         }
         // Norms beyond f32's range are reported as its largest value.
-        let norms: Vec<f32> = total.iter().map(|&v| (v as f32).min(f32::MAX)).collect();
+        // A left-out canary's slot stands for a removed record: in no norm
+        // (adaptive clipping's count must not see it), only counted.
+        let absent: Vec<bool> = (0..n)
+            .map(|i| canaries.is_some_and(|c| c.is_absent(i)))
+            .collect();
+        let norms: Vec<f32> = total
+            .iter()
+            .zip(&absent)
+            .filter(|(_, a)| !**a)
+            .map(|(&v, _)| (v as f32).min(f32::MAX))
+            .collect();
+        let absent = absent.iter().filter(|a| **a).count();
+        let with_absent = |mut c: ClippedGradients| {
+            (0..absent).for_each(|_| c.push_absent());
+            c
+        };
         let mut factors = self.clipping.exact_factors(&group_sq, n)?;
         if self.unclipped_first {
             factors.iter_mut().for_each(|g| g[0] = 1.0);
@@ -414,7 +428,7 @@ impl GradientEngine {
             }) => v[0].1.device(),
             None => {
                 return ClippedGradients::new(HashMap::new(), norms, method, self.clipping.clone())
-                    .map(FastPath::Clipped);
+                    .map(|c| FastPath::Clipped(with_absent(c)));
             }
         };
         let mut sums = HashMap::new();
@@ -448,7 +462,8 @@ impl GradientEngine {
                 }
             }
         }
-        ClippedGradients::new(sums, norms, method, self.clipping.clone()).map(FastPath::Clipped)
+        ClippedGradients::new(sums, norms, method, self.clipping.clone())
+            .map(|c| FastPath::Clipped(with_absent(c)))
     }
 }
 

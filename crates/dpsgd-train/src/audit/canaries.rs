@@ -153,6 +153,7 @@ pub(crate) fn canary_estimators(
     CanaryEstimators {
         fdp_epsilon: fdp(EpsilonCurve::EpsilonDelta),
         fdp_gaussian_epsilon: fdp(EpsilonCurve::Gaussian),
+        fdp_run_curve_epsilon: None,
         gdp_estimate: gdp_estimate_moments(&inside, &outside, one_run.delta).ok(),
     }
 }
@@ -242,7 +243,8 @@ pub(crate) fn gradient_canaries(audit: &AuditConfig) -> Option<GradientCanaries>
 /// The canary audit, if asked for: the planted input canaries scored by
 /// the target `model`, or the target's own gradient canaries scored by
 /// what the white-box auditor observed of its run (`observation`).
-/// `claimed` is the target's ε.
+/// `claimed` is the target's ε, `privacy` its privacy report (q and T for
+/// the reading of the claim as the run's own privacy curve).
 pub(crate) fn canary_audit(
     cfg: &TrainConfig,
     planted: Option<&Canaries>,
@@ -250,9 +252,10 @@ pub(crate) fn canary_audit(
     model: &TrainedModel,
     audit: &AuditConfig,
     claimed: Option<f64>,
+    privacy: &dpsgd_burn::PrivacyReport,
 ) -> Result<Option<CanaryAudit>, TrainError> {
     let delta = cfg.delta;
-    Ok(match (planted, observation) {
+    let mut result = match (planted, observation) {
         (Some(c), _) => Some(c.audit(model, audit, delta, claimed)?),
         (None, Some(o)) => {
             let m = o.scores.len();
@@ -277,5 +280,17 @@ pub(crate) fn canary_audit(
             Some(result)
         }
         (None, None) => None,
-    })
+    };
+    if let Some(r) = result.as_mut()
+        && claimed.is_some()
+        && cfg.defences.mist.is_none()
+    {
+        r.estimators.fdp_run_curve_epsilon = super::curve::curve_epsilon(
+            &r.one_run,
+            privacy.sample_rate,
+            privacy.steps,
+            cfg.accountant,
+        );
+    }
+    Ok(result)
 }

@@ -40,6 +40,7 @@
 //! figures (`results.rs`).
 
 mod canaries;
+mod curve;
 pub mod dirac;
 mod inversion;
 mod results;
@@ -135,6 +136,7 @@ pub fn audit(
         model,
         audit,
         epsilon,
+        &target.report.privacy,
     )?;
     let Findings {
         attacks,
@@ -348,6 +350,7 @@ mod tests {
         let one_run = one_run_audit(&scores, &included, 100, 0.0, alpha).unwrap();
         CanaryAudit {
             kind: CanaryKind::Mislabeled,
+            white_box: None,
             exceeds_claim: exceeds_claim(claimed, one_run.epsilon),
             one_run,
             clopper_pearson_epsilon: 0.0,

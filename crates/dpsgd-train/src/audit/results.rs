@@ -102,6 +102,15 @@ pub struct CanaryEstimators {
     /// (ε, δ) (as JAX Privacy's `epsilon_one_run_fdp`): larger, and a bound
     /// only for a mechanism that is Gaussian-DP.
     pub fdp_gaussian_epsilon: Option<f64>,
+    /// The f-DP one-run bound with the claim read as **the run's own
+    /// privacy curve**: the privacy profile δ(ε) of its T steps of the
+    /// Poisson-subsampled Gaussian at rate q (PLD), over the family of
+    /// noise multipliers, reported as the claimed ε (by the run's
+    /// accountant) of the least private one the canaries refute (see
+    /// [`super::curve`]). A lower bound for the claim DP-SGD's analysis
+    /// actually makes, far above the (ε, δ) reading; `None` without DP,
+    /// under MIST (one claim per sub-model) or where PLD cannot answer.
+    pub fdp_run_curve_epsilon: Option<f64>,
     /// A Gaussian-DP **estimate** (Nasr et al. 2023): μ fitted to the
     /// included and left-out canaries' scores (equal-variance moments) and
     /// its ε at the run's δ. An estimate, not a bound: it can exceed or

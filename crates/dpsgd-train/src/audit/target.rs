@@ -184,6 +184,7 @@ pub(crate) struct Target {
 /// Trains the target on `train` and the included `canaries`, exactly as
 /// [`crate::train_model`] would (with the test-only noise fault when set,
 /// announced in `log` and in `warnings`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn train_target(
     cfg: &TrainConfig,
     train: &Dataset,

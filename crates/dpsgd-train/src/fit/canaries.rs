@@ -16,7 +16,8 @@
 //! `M = 1000·S` (S the policy's sensitivity at the start), so the run's
 //! clipping always cuts it to its full budget. A canary that is left out
 //! (probability ½, [`GradientCanaries::included`]) keeps its slot with the
-//! zero gradient: N does not depend on the coins.
+//! zero gradient — a removed record to the engine, in no norm and no sum
+//! ([`GradientCanary::zero`]): N does not depend on the coins.
 //!
 //! # What the auditor observes, and its score
 //!
@@ -207,6 +208,14 @@ impl CanaryRun {
         picks.sort_by(|&a, &b| quiet(a).total_cmp(&quiet(b)));
         picks.truncate(m);
         let norm = 1000.0 * clipping.sensitivity();
+        if !(norm.is_finite() && (norm as f32).is_finite() && norm > 0.0) {
+            return Err(TrainError::config(
+                "canaries",
+                format!(
+                    "gradient canaries of norm 1000·C = {norm:e} do not fit f32: audit a run with a smaller clipping norm"
+                ),
+            ));
+        }
         let mut coordinates = Vec::with_capacity(m);
         let mut names = Vec::with_capacity(m);
         let mut groups = Vec::with_capacity(m);
@@ -373,11 +382,16 @@ impl CanaryRun {
         // outliers): the scores use it rather than the claimed noise, so
         // that a mechanism adding less noise than it claims shows as much
         // as it leaks.
-        let spread = robust_spread(&z).filter(|_| z.len() >= MIN_SPREAD_SAMPLE);
-        let s = spread.unwrap_or(1.0);
+        // Measured from any two coordinates for the noise check (whose
+        // verdict weighs its own standard error); the scores use it from
+        // MIN_SPREAD_SAMPLE on, the claimed noise below that.
+        let spread = robust_spread(&z).filter(|_| z.len() >= 2);
         if let Some(spread) = spread {
             self.noise_check.add_spread(spread);
         }
+        let s = spread
+            .filter(|_| z.len() >= MIN_SPREAD_SAMPLE)
+            .unwrap_or(1.0);
         // Each canary's previous release (standardised), where it has one.
         let previous: Vec<Option<f64>> = ids.iter().map(|&j| self.previous[j]).collect();
         // The correlation of this step's noise with the last one's, across

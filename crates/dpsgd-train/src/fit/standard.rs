@@ -30,6 +30,7 @@ type Batch = Augmented<(Tensor<4>, Tensor<1, Int>)>;
 
 /// Trains `model` with the standard loop: the run's report and released
 /// model (the last good one if training diverged, carried by the error).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<M: Classifier + 'static>(
     cfg: &TrainConfig,
     train: &Dataset,
