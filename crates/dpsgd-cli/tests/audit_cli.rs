@@ -511,6 +511,12 @@ fn should_plant_white_box_canaries_in_the_target_and_report_the_view() {
         let n = v["target"]["dataset_size"].as_u64().unwrap();
         assert_eq!(w["dataset_size"].as_u64(), Some(n), "N counts the slots");
         assert_eq!(v["canary_audit"]["one_run"]["canaries"], 60);
+        // The claim read as the run's own privacy curve: a bound, below
+        // the claim of a correct run, never below the (ε, δ) reading.
+        let e = &v["canary_audit"]["estimators"];
+        let curve = e["fdp_run_curve_epsilon"].as_f64().expect("computed");
+        assert!(curve <= v["epsilon"].as_f64().unwrap(), "{e}");
+        assert!(curve + 1e-9 >= e["fdp_epsilon"].as_f64().unwrap(), "{e}");
         match view {
             "all-steps" => {
                 assert!(w["observed_steps"].as_u64().unwrap() > 0);

@@ -373,8 +373,9 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
             let gdp = e.get("gdp_estimate").filter(|g| g.is_object());
             let _ = write!(
                 s,
-                "<p>Other readings of the same canaries (none decides the verdict): the f-DP one-run bound (Mahloujifar et al. 2024) ε ≥ <b>{}</b> reading the claim as an (ε, δ) trade-off curve, and <b>{}</b> reading it as a Gaussian mechanism (a bound only if the mechanism is Gaussian-DP); a Gaussian-DP estimate (Nasr et al. 2023) ε ≈ <b>{}</b> (μ = {}), which is an estimate, not a bound.</p>",
+                "<p>Other readings of the same canaries (none decides the verdict): the f-DP one-run bound (Mahloujifar et al. 2024) ε ≥ <b>{}</b> reading the claim as an (ε, δ) trade-off curve, <b>{}</b> reading it as the run's own privacy curve (its T steps of the subsampled Gaussian at rate q), and <b>{}</b> reading it as a Gaussian mechanism (a bound only if the mechanism is Gaussian-DP); a Gaussian-DP estimate (Nasr et al. 2023) ε ≈ <b>{}</b> (μ = {}), which is an estimate, not a bound.</p>",
                 shown(num(e, "fdp_epsilon")),
+                shown(num(e, "fdp_run_curve_epsilon")),
                 shown(num(e, "fdp_gaussian_epsilon")),
                 shown(gdp.and_then(|g| num(g, "epsilon"))),
                 shown(gdp.and_then(|g| num(g, "mu"))),

@@ -136,8 +136,9 @@ pub fn table(r: &AuditReport) -> String {
         let shown = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"));
         let _ = writeln!(
             out,
-            "canaries, other readings: f-DP one-run bound {} (claim as an (ε, δ) curve), {} (claim as a Gaussian mechanism); Gaussian-DP estimate ε ≈ {} (an estimate, not a bound)",
+            "canaries, other readings: f-DP one-run bound {} (claim as an (ε, δ) curve), {} (claim as the run's own privacy curve), {} (claim as a Gaussian mechanism); Gaussian-DP estimate ε ≈ {} (an estimate, not a bound)",
             shown(e.fdp_epsilon),
+            shown(e.fdp_run_curve_epsilon),
             shown(e.fdp_gaussian_epsilon),
             e.gdp_estimate.map_or_else(
                 || "–".to_owned(),

@@ -14,9 +14,10 @@
 //! refute. A correct run is refuted with probability at most α, as for
 //! Steinke et al.'s bound: its own σ's curve is a true guarantee.
 //!
-//! The grid of the profile has 200 points from ε = 0 to ε at δ = 10⁻¹⁰;
-//! the curve they give is at most the run's (the envelope of true
-//! guarantees), so the reading never claims more than the accountant.
+//! The grid of the profile has 200 points from ε = 0 to ε at δ = 10⁻¹⁰,
+//! and the point at the claim's own δ; the curve they give is at most the
+//! run's (the envelope of true guarantees), so the reading never claims
+//! more than the accountant, and at least the (ε, δ) point PLD gives.
 
 use dpsgd_accountant::pld::ComposedPld;
 use dpsgd_accountant::{Accountant, AccountantKind, AnyAccountant, PldConfig};
@@ -49,13 +50,18 @@ pub(crate) fn curve_epsilon(
     let refuted = |sigma: f64| -> Option<bool> {
         let pld = ComposedPld::for_run(q, sigma, steps, &PldConfig::default()).ok()?;
         let top = pld.epsilon(1e-10).ok()?;
-        let profile: Vec<(f64, f64)> = (0..=PROFILE_POINTS)
+        let mut profile: Vec<(f64, f64)> = (0..=PROFILE_POINTS)
             .map(|i| {
                 let e = top * f64::from(i) / f64::from(PROFILE_POINTS);
                 pld.delta(e).map(|d| (e, d))
             })
             .collect::<Result<_, _>>()
             .ok()?;
+        // The point at the claim's δ itself: the curve is then never
+        // weaker than the (ε, δ) reading of the same run.
+        if let Ok(e) = pld.epsilon(one_run.delta) {
+            profile.push((e, one_run.delta));
+        }
         fdp_refutes(
             |x| profile_trade_off(&profile, x),
             one_run.canaries,
