@@ -184,27 +184,14 @@ impl GradientEngine {
             None => None,
         };
         if let Some(reason) = known {
-            return self.fallback(
-                model,
-                batch,
-                loss_fn,
-                &group_of,
-                canaries.as_ref(),
-                &reason,
-            );
+            return self.fallback(model, batch, loss_fn, &group_of, canaries.as_ref(), &reason);
         }
         let (losses, records) = tape::record(self.conv_strategy, || loss_fn(model, batch));
         let mut loss_values = loss_values(&losses, n)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             drop((losses, records));
-            let result = self.fallback(
-                model,
-                batch,
-                loss_fn,
-                &group_of,
-                canaries.as_ref(),
-                &reason,
-            );
+            let result =
+                self.fallback(model, batch, loss_fn, &group_of, canaries.as_ref(), &reason);
             self.fallback_reason = Some(reason);
             return result;
         }
