@@ -504,7 +504,7 @@ fn should_plant_white_box_canaries_in_the_target_and_report_the_view() {
         ]);
         let stdout = ok(&out);
         assert!(stdout.contains("white-box canaries"), "{stdout}");
-        let v = read_json(&dir.join("audit.json"));
+        let v = read_json(dir.join("audit.json"));
         let w = &v["canary_audit"]["white_box"];
         assert_eq!(w["view"], view, "{v}");
         assert_eq!(w["canaries"], 60);

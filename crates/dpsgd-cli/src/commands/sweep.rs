@@ -365,6 +365,7 @@ mod tests {
     fn audit(correct: u64, alpha: f64, claimed: Option<f64>) -> CanaryAudit {
         let epsilon = one_run_epsilon(1000, 100, correct, 0.0, alpha).unwrap();
         CanaryAudit {
+            white_box: None,
             kind: CanaryKind::Mislabeled,
             one_run: OneRunAudit {
                 canaries: 1000,
