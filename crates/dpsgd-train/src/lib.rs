@@ -26,6 +26,7 @@ pub use config_error::ConfigError;
 pub use defences::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};
 pub use error::TrainError;
 pub use eval::{accuracy, batch, per_example_losses};
+pub use fit::canaries;
 pub use fit::canaries::{CanaryObservation, CanaryView, GradientCanaries};
 pub use fit::mist;
 pub use fit::{MAX_CLASSES, MAX_PARAMETERS, train, train_model, train_with_gradient_canaries};

@@ -2,7 +2,7 @@
 //! out-of-distribution noise), each in the target's training set with
 //! probability ½, and the one-run ε lower bound from their scores; the
 //! coins of the white-box gradient canaries planted in the target's run
-//! ([`crate::fit::canaries`]) and the same bounds from their scores. The
+//! ([`crate::canaries`]) and the same bounds from their scores. The
 //! synthetic unit-level Dirac audit is [`super::dirac`].
 
 use super::results::{CanaryAudit, CanaryEstimators};

@@ -107,7 +107,7 @@ pub struct CanaryEstimators {
     /// Poisson-subsampled Gaussian at rate q (PLD), over the family of
     /// noise multipliers, reported as the claimed ε (by the run's
     /// accountant) of the least private one the canaries refute (see
-    /// [`super::curve`]). A lower bound for the claim DP-SGD's analysis
+    /// `audit/curve.rs`). A lower bound for the claim DP-SGD's analysis
     /// actually makes, far above the (ε, δ) reading; `None` without DP,
     /// under MIST (one claim per sub-model) or where PLD cannot answer.
     pub fdp_run_curve_epsilon: Option<f64>,

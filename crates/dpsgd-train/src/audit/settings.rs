@@ -23,7 +23,7 @@ pub enum CanaryKind {
     /// the model of its own, clipped to the run's full budget) planted in
     /// the target's own training run — its loop, sampler, engine, clipping,
     /// virtual batches, workers and MIST parts — and observed as
-    /// [`AuditConfig::canary_view`] says ([`crate::fit::canaries`]); DP runs
+    /// [`AuditConfig::canary_view`] says ([`crate::canaries`]); DP runs
     /// only.
     Dirac,
 }

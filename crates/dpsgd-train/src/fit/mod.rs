@@ -61,7 +61,7 @@ pub fn train_model(
 }
 
 /// **White-box auditing**: [`train_model`] with `canaries` planted in the
-/// run (see [`canaries`] for what is planted and observed): the run's
+/// run (see [`crate::canaries`] for what is planted and observed): the run's
 /// report (its N counts the canaries' slots), the released model, and
 /// what the auditor observed.
 ///
