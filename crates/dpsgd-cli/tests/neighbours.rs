@@ -401,7 +401,22 @@ fn mask_text(text: &str) -> String {
             // canary and inversion lines, are measurements of the model.
             let first = line.split_whitespace().next().unwrap_or_default();
             if MEASUREMENT_LINES.contains(&first) {
-                return line.replace(|c: char| c.is_ascii_digit(), "#");
+                // Each number one `#`, and the columns' padding collapsed:
+                // a figure with one more digit (an interval's end at 10%)
+                // shifts the padding, which is the number's, not the run's.
+                let words: Vec<String> = line
+                    .split_whitespace()
+                    .map(|w| {
+                        let mut out = String::new();
+                        for c in w.chars() {
+                            if !(c.is_ascii_digit() && out.ends_with('#')) {
+                                out.push(if c.is_ascii_digit() { '#' } else { c });
+                            }
+                        }
+                        out
+                    })
+                    .collect();
+                return words.join(" ");
             }
             // The exact statistics are printed after this marker.
             let line = match line.find("not covered by ε") {
@@ -426,9 +441,15 @@ const MEASUREMENT_LINES: &[&str] = &[
     "modified-entropy",
     "lira-online",
     "lira-offline",
+    "rmia-online",
+    "rmia-offline",
     "shadow",
     "label-only",
+    // The attack's most exposed slice, on its own line under the row.
+    "most",
     "canaries:",
+    "canaries,",
+    "white-box",
     "inversion:",
 ];
 
@@ -610,6 +631,13 @@ fn should_mask_metrics_but_keep_the_accounting() {
     );
     assert_eq!(
         mask_text("loss   0.612 [0.4, 0.8]\nqueries (no budget): loss 26"),
-        "loss   #.### [#.#, #.#]\nqueries (no budget): loss #"
+        "loss #.# [#.#, #.#]\nqueries (no budget): loss #"
     );
+    // A measurement with one more digit is the same masked line.
+    assert_eq!(
+        mask_text("loss   9.99% [1.00%,  9.50%]"),
+        mask_text("loss  10.00% [1.00%, 12.50%]")
+    );
+    // Words are not numbers: a changed attack name still shows.
+    assert_ne!(mask_text("loss 0.5"), mask_text("lira-online 0.5"));
 }
