@@ -51,6 +51,13 @@ pub fn recipe_line(cfg: &TrainConfig) -> Option<String> {
         "accountant",
     ]
     .into_iter()
+    // Only settings the model trained uses: hidden layers are the MLP's,
+    // an activation is not the linear model's.
+    .filter(|k| match *k {
+        "hidden" => cfg.model == ModelKind::Mlp,
+        "activation" => cfg.model != ModelKind::Logreg,
+        _ => true,
+    })
     .filter(|k| base.get(k) != this.get(k))
     .map(|k| {
         let v = this.get(k).map_or_else(String::new, |v| match v {
@@ -200,4 +207,36 @@ pub fn check_canaries(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recipe line names only settings the model trained uses: a
+    /// linear model's run never says "hidden" or "activation", however the
+    /// configuration holds them; an MLP's says both when they differ.
+    #[test]
+    fn should_list_only_settings_the_model_uses() {
+        let recipe = Recipe::named("image-scatternet").unwrap();
+        let cfg = TrainConfig {
+            hidden: vec![128],
+            activation: dpsgd::train::Activation::Relu,
+            epochs: 3,
+            recipe: Some("image-scatternet".into()),
+            ..recipe.config(Privacy::TargetEpsilon(3.0), 1e-5)
+        };
+        let line = recipe_line(&cfg).unwrap();
+        assert!(line.contains("this run: epochs 3"), "{line}");
+        assert!(!line.contains("hidden"), "{line}");
+        assert!(!line.contains("activation"), "{line}");
+        let general = Recipe::named("general").unwrap();
+        let mlp = TrainConfig {
+            hidden: vec![7],
+            recipe: Some("general".into()),
+            ..general.config(Privacy::TargetEpsilon(3.0), 1e-5)
+        };
+        let line = recipe_line(&mlp).unwrap();
+        assert!(line.contains("hidden [7]"), "{line}");
+    }
 }
