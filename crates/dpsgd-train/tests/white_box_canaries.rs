@@ -469,3 +469,45 @@ fn measure_the_bound_at_other_guess_counts() {
         eprintln!("ε {eps}: [T, r=20, 40, 80, 160, 320] {rows:.3?}");
     }
 }
+
+/// The claim read as the run's own privacy curve
+/// (`dpsgd_train::audit::curve`) sees what the Steinke bound cannot: a
+/// mechanism twice as leaky as it claims (noise halved). Same setting as
+/// the detector test (ε = 2, T = 220, 500 canaries, 100 guesses), seeds
+/// 100–103. Measured: the curve reading refutes the halved noise in 2 of
+/// 4 runs (2.07, 2.58, 1.73, 1.25 against the claim 2), the correct
+/// mechanism in none (at most 0.73); the Steinke bound neither (at most
+/// 1.39). At least one refutation is required: the Steinke bound has none.
+#[test]
+fn should_refute_a_twice_as_leaky_mechanism_by_its_own_curve() {
+    use dpsgd_train::audit::curve::curve_epsilon;
+    let eps = 2.0;
+    let curve_refutes = |fault: Option<MechanismFault>| -> usize {
+        (100..104u64)
+            .filter(|&seed| {
+                let (report, obs) = run(
+                    &cfg(eps, 20, seed),
+                    &spec(500, seed, CanaryView::AllSteps, fault),
+                );
+                let one = one_run_audit(&obs.scores, &obs.included, 100, DELTA, ALPHA).unwrap();
+                let curve = curve_epsilon(
+                    &one,
+                    report.privacy.sample_rate,
+                    report.privacy.steps,
+                    AccountantKind::default(),
+                )
+                .expect("PLD answers here");
+                eprintln!(
+                    "{fault:?}, seed {seed}: Steinke {:.3}, the run's curve {curve:.3}",
+                    one.epsilon
+                );
+                curve > eps + 1e-6
+            })
+            .count()
+    };
+    let honest = curve_refutes(None);
+    let halved = curve_refutes(Some(MechanismFault::NoiseScale(0.5)));
+    eprintln!("the run's curve refutes: correct {honest} of 4, noise x0.5 {halved} of 4");
+    assert_eq!(honest, 0);
+    assert!(halved >= 1, "{halved} of 4");
+}

@@ -257,7 +257,7 @@ pub(super) fn sweep_section(report: &Report, i: usize, several: bool) -> String 
 pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> String {
     let audit = &report.value;
     let mut s = format!(
-        "<h2 id=\"{}\">Measured leakage{}</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>AUC BCa interval</th><th>AUC percentile interval</th><th>TPR at 1% FPR</th><th>BCa interval</th><th>TPR at 0.1% FPR</th><th>BCa interval</th><th>advantage</th></tr>",
+        "<h2 id=\"{}\">Measured leakage{}</h2><p>Membership-inference attacks try to tell training records (members) from unseen ones. AUC 0.5 is guessing; the true-positive rate at a 0.1% false-positive rate shows whether a few records are identifiable with confidence (chance: 0.1%).</p><table><tr><th>attack</th><th>AUC</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th><th>advantage</th></tr>",
         section_id("leakage", i),
         heading_label(&report.source, several)
     );
@@ -269,6 +269,11 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
             .and_then(level_percent)
     };
     let level = attacks(audit).find_map(|a| BCA.iter().find_map(|k| level_of(a, k)));
+    // The intervals in a table of their own: beside the figures, nine
+    // columns would not fit a narrow window.
+    let mut intervals = String::from(
+        "<table><tr><th>attack</th><th>AUC, BCa</th><th>AUC, percentile</th><th>TPR at 1% FPR, BCa</th><th>TPR at 0.1% FPR, BCa</th></tr>",
+    );
     for a in attacks(audit) {
         let bca = |key: &str, show: fn(f64) -> String| {
             ends(a, key).map_or_else(
@@ -290,22 +295,27 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
         s.push_str(&row(&[
             name_of(a).to_owned(),
             opt(num(a, "auc"), three),
+            opt(num(a, "tpr_at_fpr_0_01"), percent),
+            opt(num(a, "tpr_at_fpr_0_001"), percent),
+            opt(num(a, "advantage"), three),
+        ]));
+        intervals.push_str(&row(&[
+            name_of(a).to_owned(),
             bca(BCA[0], three),
             percentile,
-            opt(num(a, "tpr_at_fpr_0_01"), percent),
             bca(BCA[1], percent),
-            opt(num(a, "tpr_at_fpr_0_001"), percent),
             bca(BCA[2], percent),
-            opt(num(a, "advantage"), three),
         ]));
     }
     s.push_str("</table>");
+    intervals.push_str("</table>");
+    s.push_str(&intervals);
     let _ = write!(
         s,
         "<p>{}</p>",
         esc(&match &level {
             Some(l) => format!(
-                "Intervals: BCa bootstrap (Efron 1987), level 1 − α = {l}, over the audited records (the AUC's percentile bootstrap interval beside it); — where one could not be computed. They describe the sampling uncertainty of the figures, not a privacy guarantee."
+                "Intervals: BCa bootstrap (Efron 1987), level 1 − α = {l}, over the audited records (the AUC's percentile bootstrap interval beside it), in the second table; — where one could not be computed. They describe the sampling uncertainty of the figures, not a privacy guarantee."
             ),
             None => "No BCa bootstrap interval (level 1 − α) in this report: too few records or resamples, or a report written before they were added.".to_owned(),
         })

@@ -34,9 +34,10 @@ const SIGMA_RANGE: (f64, f64) = (0.3, 64.0);
 
 /// The one-run f-DP bound of `one_run`'s counts with the claim read as
 /// the privacy curve of `steps` steps at rate `q` (the family over σ),
-/// reported as the claimed ε of `accountant` at `one_run.delta`. `None`
-/// when it cannot be computed (a PLD outside its regime).
-pub(crate) fn curve_epsilon(
+/// reported as the claimed ε of `accountant` at `one_run.delta` (see the
+/// [module documentation](self)). `None` when it cannot be computed (a
+/// PLD outside its regime).
+pub fn curve_epsilon(
     one_run: &OneRunAudit,
     q: f64,
     steps: u64,

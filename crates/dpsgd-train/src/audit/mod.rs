@@ -40,7 +40,7 @@
 //! figures (`results.rs`).
 
 mod canaries;
-mod curve;
+pub mod curve;
 pub mod dirac;
 mod inversion;
 mod results;
