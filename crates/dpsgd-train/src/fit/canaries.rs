@@ -11,10 +11,12 @@
 //! records (the run's N, and so its q = B/(N + m), count the slots; the
 //! claim audited is that run's own ε). Its per-example gradient is
 //! `M·e_{k_j}`: a Dirac vector on a coordinate `k_j` of the model's
-//! trainable parameters of its own (the `m` coordinates are drawn
-//! uniformly without replacement from the spec's seed), of norm
-//! `M = 1000·S` (S the policy's sensitivity at the start), so the run's
-//! clipping always cuts it to its full budget. A canary that is left out
+//! trainable parameters of its own — the `m` *quietest* coordinates, where
+//! the real records' mean gradient at the start is smallest
+//! (one pass over the training set at θ₀; ties in an order drawn from the seed),
+//! so that what is released there is mostly noise — of norm `M = 1000·S`
+//! (S the policy's sensitivity at the start), so the run's clipping always
+//! cuts it to its full budget. A canary that is left out
 //! (probability ½, [`GradientCanaries::included`]) keeps its slot with the
 //! zero gradient — a removed record to the engine, in no norm and no sum
 //! ([`GradientCanary::zero`]): N does not depend on the coins.
@@ -28,12 +30,17 @@
 //!   `t`, coordinate `k_j` holds `(b_tj·c_t + ξ_tj + r_tj)/(qN)` with
 //!   `b_tj` whether the canary was sampled (never, when left out), `c_t`
 //!   its clipped norm, `ξ ~ N(0, s_t²)` the noise and `r_tj` the real
-//!   records' clipped gradients there. Standardised by the noise,
+//!   records' clipped gradients there. Standardised by the noise *as
+//!   measured* across the `m` coordinates (a robust spread: a mechanism
+//!   adding less noise than it claims shows as much as it leaks), and
+//!   prewhitened against the previous step with the step-to-step
+//!   correlation measured across them (noise carried over cancels out),
 //!   `z_tj ~ N(μ_t·b_tj, 1)` with `μ_t = c_t/s_t` (`1/σ_Δ` under flat or
 //!   adaptive clipping), ignoring `r`. The score is the log-likelihood
 //!   ratio of "included" against "left out" under Poisson sampling,
 //!   `Σ_t ln(1 − q + q·exp(μ_t z_tj − μ_t²/2))` — the most powerful test
-//!   of one canary's inclusion under that model (Neyman–Pearson).
+//!   of one canary's inclusion under that model (Neyman–Pearson). The
+//!   same releases feed the [`NoiseCheck`].
 //! * [`CanaryView::Final`]: only the released model. The score is how far
 //!   the canary's coordinate moved against its gradient, `θ_0 − θ_T`.
 //!
