@@ -1,6 +1,11 @@
-//! White-box auditing of the DP-SGD mechanism in one run, with **Dirac
-//! gradient canaries** (Steinke, Nasr & Jagielski 2023, §6; Nasr et al.
-//! 2023): the strongest canaries there are, for the strongest auditor.
+//! The **synthetic, unit-level** white-box audit of the DP-SGD engine, with
+//! **Dirac gradient canaries** (Steinke, Nasr & Jagielski 2023, §6; Nasr
+//! et al. 2023), on a one-layer model with the run's σ, q and T: fast, and
+//! blind to the paths a real run takes (virtual batches, workers, MIST,
+//! clipping modes, the model's own gradients). The audit of a real run —
+//! what `dpsgd audit --canary-kind dirac` runs — plants its canaries in the
+//! target's own training ([`crate::canaries`],
+//! [`crate::train_with_gradient_canaries`]).
 //!
 //! Each of `m` canaries is a record whose gradient is `C·e_j` — norm exactly
 //! C, on a coordinate `j` of its own that no real record touches — and is

@@ -35,9 +35,12 @@
 //! the attacks that query only it (`target.rs`: threshold and label-only
 //! attacks through the hardened gate), the shadow models with LiRA and
 //! the shadow-model attack (`shadows.rs`), model inversion
-//! (`inversion.rs`), the input canaries (`canaries.rs`) and the Dirac
-//! gradient canaries ([`dirac`], also at [`crate::whitebox`]), and the
-//! figures (`results.rs`).
+//! (`inversion.rs`), the input canaries and the white-box gradient
+//! canaries' bounds (`canaries.rs`; the canaries themselves are planted
+//! in the target's run by [`crate::canaries`]), the f-DP bound against the
+//! run's own privacy curve ([`curve`]), the synthetic unit-level Dirac
+//! audit ([`dirac`], also at [`crate::whitebox`]), and the figures
+//! (`results.rs`).
 
 mod canaries;
 pub mod curve;
