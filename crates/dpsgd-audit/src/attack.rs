@@ -23,6 +23,14 @@ pub enum Attack {
     /// RMIA online and offline (Zarifzadeh et al. 2024), on the same
     /// reference (shadow) models as LiRA.
     Rmia,
+    /// LiRA's online variant alone (the same shadows; one row).
+    LiraOnline,
+    /// LiRA's offline variant alone.
+    LiraOffline,
+    /// RMIA's online variant alone.
+    RmiaOnline,
+    /// RMIA's offline variant alone.
+    RmiaOffline,
     /// Label-only: robustness of the label to input noise
     /// (Choquette-Choo et al. 2021).
     LabelOnly,
@@ -32,7 +40,7 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the report lists them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 13] = [
         Self::Loss,
         Self::Confidence,
         Self::Entropy,
@@ -40,6 +48,10 @@ impl Attack {
         Self::Shadow,
         Self::Lira,
         Self::Rmia,
+        Self::LiraOnline,
+        Self::LiraOffline,
+        Self::RmiaOnline,
+        Self::RmiaOffline,
         Self::LabelOnly,
         Self::Inversion,
     ];
@@ -65,9 +77,43 @@ impl Attack {
             Self::Shadow => "shadow",
             Self::Lira => "lira",
             Self::Rmia => "rmia",
+            Self::LiraOnline => Self::LIRA_ONLINE,
+            Self::LiraOffline => Self::LIRA_OFFLINE,
+            Self::RmiaOnline => Self::RMIA_ONLINE,
+            Self::RmiaOffline => Self::RMIA_OFFLINE,
             Self::LabelOnly => "label-only",
             Self::Inversion => "inversion",
         }
+    }
+
+    /// The attack family a variant belongs to (LiRA's and RMIA's variants:
+    /// [`Attack::Lira`], [`Attack::Rmia`]; every other attack itself): what
+    /// is trained and queried for it.
+    pub fn family(self) -> Self {
+        match self {
+            Self::LiraOnline | Self::LiraOffline => Self::Lira,
+            Self::RmiaOnline | Self::RmiaOffline => Self::Rmia,
+            other => other,
+        }
+    }
+
+    /// Whether asking for the attacks `asked` reports the row `row`
+    /// (`lira-online`, …): a family reports all its variants, a variant
+    /// itself.
+    pub fn reports(asked: &[Self], row: &str) -> bool {
+        asked.iter().any(|a| {
+            a.name() == row
+                || match a {
+                    Self::Lira => row == Self::LIRA_ONLINE || row == Self::LIRA_OFFLINE,
+                    Self::Rmia => row == Self::RMIA_ONLINE || row == Self::RMIA_OFFLINE,
+                    _ => false,
+                }
+        })
+    }
+
+    /// Whether it needs shadow (reference) models.
+    pub fn needs_shadows(self) -> bool {
+        matches!(self.family(), Self::Shadow | Self::Lira | Self::Rmia)
     }
 
     /// The score a threshold attack thresholds (`None` for the others).
@@ -113,6 +159,29 @@ mod tests {
         assert!(Attack::LIRA_OFFLINE.starts_with(Attack::Lira.name()));
         assert!(Attack::RMIA_ONLINE.starts_with(Attack::Rmia.name()));
         assert!(Attack::RMIA_OFFLINE.starts_with(Attack::Rmia.name()));
+    }
+
+    /// A variant is its family's one row: `rmia-offline` trains RMIA's
+    /// shadows and reports only its offline row.
+    #[test]
+    fn should_report_a_variants_row_only() {
+        let asked = ["rmia-offline".parse::<Attack>().unwrap()];
+        assert_eq!(asked[0].family(), Attack::Rmia);
+        assert!(asked[0].needs_shadows());
+        assert!(Attack::reports(&asked, Attack::RMIA_OFFLINE));
+        assert!(!Attack::reports(&asked, Attack::RMIA_ONLINE));
+        assert!(!Attack::reports(&asked, Attack::LIRA_OFFLINE));
+        let families = [Attack::Lira, Attack::Rmia];
+        for row in [
+            Attack::LIRA_ONLINE,
+            Attack::LIRA_OFFLINE,
+            Attack::RMIA_ONLINE,
+            Attack::RMIA_OFFLINE,
+        ] {
+            assert!(Attack::reports(&families, row), "{row}");
+        }
+        assert!(!Attack::Loss.needs_shadows());
+        assert!(Attack::Shadow.needs_shadows());
     }
 
     #[test]

@@ -538,3 +538,45 @@ fn should_plant_white_box_canaries_in_the_target_and_report_the_view() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--attacks rmia-offline` (issue 28) runs RMIA on its shadows and
+/// reports its offline row alone; `lira-online` likewise; `rmia` both.
+#[test]
+fn should_report_only_the_asked_variant_of_lira_and_rmia() {
+    let dir = temp_dir("dpsgd-audit", "variants");
+    for (attacks, rows) in [
+        ("rmia-offline", vec!["rmia-offline"]),
+        (
+            "lira-online,rmia-online",
+            vec!["lira-online", "rmia-online"],
+        ),
+        ("rmia", vec!["rmia-online", "rmia-offline"]),
+    ] {
+        let out = dpsgd(&[
+            "audit",
+            "--non-private",
+            "--epochs",
+            "2",
+            "--seed",
+            "5",
+            "--attacks",
+            attacks,
+            "--shadow-models",
+            "2",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        ok(&out);
+        let v = read_json(dir.join("audit.json"));
+        let names: Vec<&str> = v["attacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, rows, "--attacks {attacks}");
+        assert_eq!(v["shadow_models"], 2, "{attacks}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

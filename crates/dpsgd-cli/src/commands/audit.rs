@@ -74,7 +74,9 @@ pub struct Args {
     #[command(flatten)]
     pub privacy: PrivacyOptions,
     /// Attacks, comma-separated: loss, confidence, entropy,
-    /// modified-entropy, shadow, lira, rmia, label-only, inversion.
+    /// modified-entropy, shadow, lira, rmia, label-only, inversion (lira and
+    /// rmia report their online and offline variants; lira-online,
+    /// lira-offline, rmia-online or rmia-offline report one).
     #[arg(long, value_delimiter = ',', value_parser = attacks, default_value = "loss,confidence,entropy,lira,rmia")]
     pub attacks: Vec<Attack>,
     /// Shadow models for the shadow and LiRA attacks, trained with the

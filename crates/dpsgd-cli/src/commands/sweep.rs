@@ -225,7 +225,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     let mut options = a.options.clone();
     if a.attacks
         .iter()
-        .any(|x| matches!(x, Attack::Lira | Attack::Shadow))
+        .any(|x| matches!(x.family(), Attack::Lira | Attack::Shadow))
     {
         options.test_fraction.get_or_insert(0.5);
     }

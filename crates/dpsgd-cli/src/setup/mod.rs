@@ -157,11 +157,7 @@ pub fn audit_config(
             message: format!("more guesses than canaries ({canaries})"),
         });
     }
-    if shadow_models < 2
-        && attacks
-            .iter()
-            .any(|a| matches!(a, Attack::Shadow | Attack::Lira | Attack::Rmia))
-    {
+    if shadow_models < 2 && attacks.iter().any(|a| a.needs_shadows()) {
         return Err(error::UsageError {
             flag: "--shadow-models",
             message: "the shadow and LiRA attacks need at least 2 shadow models".into(),

@@ -154,10 +154,7 @@ pub(crate) fn check_config(audit: &AuditConfig) -> Result<(), TrainError> {
     if audit.attacks.is_empty() {
         return Err(bad("attacks", "choose at least one attack"));
     }
-    let needs_shadows = audit
-        .attacks
-        .iter()
-        .any(|a| matches!(a, Attack::Shadow | Attack::Lira | Attack::Rmia));
+    let needs_shadows = audit.attacks.iter().any(|a| a.needs_shadows());
     if needs_shadows && audit.shadow_models < 2 {
         return Err(bad(
             "shadow_models",

@@ -334,10 +334,9 @@ pub(crate) fn shadow_attacks(
     let run_shadow_attack = audit.attacks.contains(&Attack::Shadow)
         && release == Release::Full
         && findings.admit(gate, population, Attack::Shadow.name())?;
-    let run_lira = audit.attacks.contains(&Attack::Lira)
-        && findings.admit(gate, population, Attack::Lira.name())?;
-    let run_rmia = audit.attacks.contains(&Attack::Rmia)
-        && findings.admit(gate, population, Attack::Rmia.name())?;
+    let asked = |family: Attack| audit.attacks.iter().any(|a| a.family() == family);
+    let run_lira = asked(Attack::Lira) && findings.admit(gate, population, Attack::Lira.name())?;
+    let run_rmia = asked(Attack::Rmia) && findings.admit(gate, population, Attack::Rmia.name())?;
     let needs_shadows = run_lira || run_rmia || run_shadow_attack;
     if audit.attacks.contains(&Attack::Shadow) && release != Release::Full {
         findings.warnings.push(
@@ -396,7 +395,10 @@ pub(crate) fn shadow_attacks(
                 .collect();
             // Carlini et al.: a global variance is better below 64 shadows.
             let fixed_variance = audit.shadow_models < 64;
-            for (name, online) in [(Attack::LIRA_ONLINE, true), (Attack::LIRA_OFFLINE, false)] {
+            for (name, online) in [(Attack::LIRA_ONLINE, true), (Attack::LIRA_OFFLINE, false)]
+                .into_iter()
+                .filter(|(name, _)| Attack::reports(&audit.attacks, name))
+            {
                 let scores = lira_scores(
                     &phi,
                     &per_record,
@@ -412,7 +414,10 @@ pub(crate) fn shadow_attacks(
             }
         }
         if run_rmia {
-            for (name, scores) in rmia_attack_scores(population, &shadows)? {
+            for (name, scores) in rmia_attack_scores(population, &shadows)?
+                .into_iter()
+                .filter(|(name, _)| Attack::reports(&audit.attacks, name))
+            {
                 findings
                     .attacks
                     .push(population.evaluate(name, &scores, None)?);
