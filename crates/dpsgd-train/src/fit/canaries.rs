@@ -407,14 +407,14 @@ impl CanaryRun {
         // carried over from a step cancels out of the scores instead of
         // hiding the canaries.
         let (mut cross, mut first, mut second, mut pairs) = (0.0, 0.0, 0.0, 0usize);
-        for (&zj, p) in z.iter().zip(&previous) {
+        for ((&j, &zj), p) in ids.iter().zip(&z).zip(&previous) {
             if let Some(p) = p {
                 let c = zj / s;
                 cross += p * c;
                 first += p * p;
                 second += c * c;
                 pairs += 1;
-                self.noise_check.add_pair(*p, c);
+                self.noise_check.add_pair(j, *p, c);
             }
         }
         let rho = if pairs >= MIN_SPREAD_SAMPLE && first > 0.0 && second > 0.0 {
@@ -607,10 +607,21 @@ struct NoiseTally {
     spreads: f64,
     spreads_sq: f64,
     steps: u64,
-    cross: f64,
+    /// Per canary: its consecutive released pairs' sums, for a lag-1
+    /// correlation centred on each coordinate's own mean (a real record's
+    /// persistent gradient at a coordinate is not noise carried over).
+    pairs: std::collections::HashMap<usize, PairSums>,
+}
+
+/// One coordinate's consecutive pairs `(x_{t−1}, x_t)`: counts and sums.
+#[derive(Debug, Default, Clone, Copy)]
+struct PairSums {
+    n: f64,
     first: f64,
     second: f64,
-    pairs: u64,
+    first_sq: f64,
+    second_sq: f64,
+    cross: f64,
 }
 
 impl NoiseTally {
@@ -620,11 +631,32 @@ impl NoiseTally {
         self.steps += 1;
     }
 
-    fn add_pair(&mut self, previous: f64, current: f64) {
-        self.cross += previous * current;
-        self.first += previous * previous;
-        self.second += current * current;
-        self.pairs += 1;
+    fn add_pair(&mut self, canary: usize, previous: f64, current: f64) {
+        let p = self.pairs.entry(canary).or_default();
+        p.n += 1.0;
+        p.first += previous;
+        p.second += current;
+        p.first_sq += previous * previous;
+        p.second_sq += current * current;
+        p.cross += previous * current;
+    }
+
+    /// The pooled within-coordinate correlation of consecutive releases,
+    /// and the number of pairs it rests on.
+    fn lag1(&self) -> (f64, f64) {
+        let (mut cross, mut first, mut second, mut pairs) = (0.0, 0.0, 0.0, 0.0);
+        for p in self.pairs.values().filter(|p| p.n >= 2.0) {
+            let (m1, m2) = (p.first / p.n, p.second / p.n);
+            cross += p.cross - p.n * m1 * m2;
+            first += p.first_sq - p.n * m1 * m1;
+            second += p.second_sq - p.n * m2 * m2;
+            pairs += p.n;
+        }
+        if first > 0.0 && second > 0.0 {
+            (cross / (first * second).sqrt(), pairs)
+        } else {
+            (0.0, pairs)
+        }
     }
 
     fn report(&self) -> Option<NoiseCheck> {
@@ -637,12 +669,8 @@ impl NoiseTally {
         // of a correlation of independent values, 1/√pairs.
         let variance = (self.spreads_sq / steps - noise_ratio * noise_ratio).max(0.0);
         let ratio_error = (variance / steps).sqrt();
-        let lag1_correlation = if self.pairs > 0 && self.first > 0.0 && self.second > 0.0 {
-            self.cross / (self.first * self.second).sqrt()
-        } else {
-            0.0
-        };
-        let lag1_error = 1.0 / (self.pairs.max(1) as f64).sqrt();
+        let (lag1_correlation, pairs) = self.lag1();
+        let lag1_error = 1.0 / pairs.max(1.0).sqrt();
         let too_little =
             noise_ratio < NoiseCheck::MIN_RATIO && 1.0 - noise_ratio > NoiseCheck::Z * ratio_error;
         let carried = lag1_correlation > NoiseCheck::MAX_LAG1
@@ -670,8 +698,10 @@ pub struct NoiseCheck {
     /// The measured noise over the claimed, averaged over steps (about 1,
     /// or a little above with the real records' gradients).
     pub noise_ratio: f64,
-    /// Correlation of the released noise between consecutive steps
-    /// (about 0 for independent draws).
+    /// Correlation of the released noise between consecutive steps,
+    /// within each coordinate (centred on its own mean, so that a real
+    /// record's persistent gradient there is not read as noise carried
+    /// over), pooled over the coordinates: about 0 for independent draws.
     pub lag1_correlation: f64,
     /// Neither `noise_ratio < 0.8` nor `lag1_correlation > 0.25`, each
     /// counted only when it is also more than 4 standard errors away from
