@@ -37,6 +37,9 @@ impl GradientEngine {
         let mut loss_sum = 0.0;
         let mut dropped = 0;
         let mut absent = 0;
+        // Each canary slot's clipping factor per group: the canaries are
+        // summed once, after the loop.
+        let mut canary_factors: HashMap<usize, Vec<f64>> = HashMap::new();
         for i in 0..n {
             // A left-out canary's slot stands for a removed record.
             if canaries.is_some_and(|c| c.is_absent(i)) {
@@ -50,15 +53,7 @@ impl GradientEngine {
                 let norm = group_sq.iter().map(|g| g[0]).sum::<f64>().sqrt();
                 norms.push((norm as f32).min(f32::MAX));
                 let factors = self.factors_of(&group_sq, i)?;
-                // A canary names a trainable parameter (checked): the
-                // model has a device.
-                if let (Some(c), Some(device)) = (canaries, model.devices().first()) {
-                    let clipped =
-                        c.clipped_sums(|r, g| if r == i { factors[g][0] } else { 0.0 }, device);
-                    for (id, t) in clipped {
-                        add_to_sum(&mut sums, id, t);
-                    }
-                }
+                canary_factors.insert(i, factors.into_iter().map(|f| f[0]).collect());
                 continue;
             }
             let example = batch.slice_examples(i, i + 1);
@@ -107,6 +102,16 @@ impl GradientEngine {
                 let group = group_of.get(&id).copied().unwrap_or(0);
                 let c = round_factor(factors[group][0], scale);
                 add_to_sum(&mut sums, id, (g / scale as f32).mul_scalar(c));
+            }
+        }
+        // A canary names a trainable parameter (checked): the model has a
+        // device.
+        if let (Some(c), Some(device)) = (canaries, model.devices().first())
+            && !canary_factors.is_empty()
+        {
+            let factor = |r: usize, g: usize| canary_factors.get(&r).map_or(0.0, |f| f[g]);
+            for (id, t) in c.clipped_sums(factor, device) {
+                add_to_sum(&mut sums, id, t);
             }
         }
         let mut clipped = ClippedGradients::new(
