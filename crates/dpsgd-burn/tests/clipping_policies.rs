@@ -17,7 +17,7 @@
 
 mod common;
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, ParamId};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -46,33 +46,14 @@ struct Net {
     fc3: DpLinear,
 }
 
-/// A DpLinear with fixed, deterministic weights (≈ ±1/√d_in) and biases:
-/// the tests do not depend on the backend's unseeded initialiser.
-fn fixed_linear(d_in: usize, d_out: usize, salt: f32, device: &Device) -> DpLinear {
-    let scale = 1.5 / (d_in as f32).sqrt();
-    let w: Vec<f32> = (0..d_in * d_out)
-        .map(|i| ((i as f32 * 0.618 + salt) * 2.399).sin() * scale)
-        .collect();
-    let b: Vec<f32> = (0..d_out)
-        .map(|i| ((i as f32 + salt) * 1.3).cos() * 0.1)
-        .collect();
-    DpLinear {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
-        bias: Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b, [d_out]),
-            device,
-        ))),
-    }
-}
-
 impl Net {
     fn new(dims: [usize; 4], device: &Device) -> Self {
         Self {
-            fc1: fixed_linear(dims[0], dims[1], 0.1, device),
+            fc1: fixed_linear(dims[0], dims[1], 0.1, 0.1, device),
             block: Block {
-                fc: fixed_linear(dims[1], dims[2], 0.7, device),
+                fc: fixed_linear(dims[1], dims[2], 0.7, 0.1, device),
             },
-            fc3: fixed_linear(dims[2], dims[3], 1.9, device),
+            fc3: fixed_linear(dims[2], dims[3], 1.9, 0.1, device),
         }
     }
 
@@ -448,7 +429,7 @@ fn released_counts(
 ) -> Vec<f64> {
     let model = DpLinear {
         bias: None,
-        ..fixed_linear(3, 2, 0.4, device)
+        ..fixed_linear(3, 2, 0.4, 0.1, device)
     };
     let mut dp = DpOptimizer::with_noise(
         SgdConfig::new().init(),

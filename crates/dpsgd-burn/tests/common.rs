@@ -90,3 +90,30 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     if scale > 0.0 { diff / scale } else { diff }
 }
+
+/// A `DpLinear` with fixed, deterministic weights (≈ ±1.5/√d_in) and
+/// biases (`bias_scale`·cos): tests do not depend on the backend's unseeded
+/// initialiser.
+pub fn fixed_linear(
+    d_in: usize,
+    d_out: usize,
+    salt: f32,
+    bias_scale: f32,
+    device: &Device,
+) -> dpsgd_burn::layers::DpLinear {
+    use burn::tensor::TensorData;
+    let scale = 1.5 / (d_in as f32).sqrt();
+    let w: Vec<f32> = (0..d_in * d_out)
+        .map(|i| ((i as f32 * 0.618 + salt) * 2.399).sin() * scale)
+        .collect();
+    let b: Vec<f32> = (0..d_out)
+        .map(|i| ((i as f32 + salt) * 1.3).cos() * bias_scale)
+        .collect();
+    dpsgd_burn::layers::DpLinear {
+        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [d_out]),
+            device,
+        ))),
+    }
+}

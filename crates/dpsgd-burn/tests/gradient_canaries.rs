@@ -7,7 +7,7 @@
 
 mod common;
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, ParamId};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
@@ -25,28 +25,11 @@ struct Net {
     fc2: DpLinear,
 }
 
-fn fixed_linear(d_in: usize, d_out: usize, salt: f32, device: &Device) -> DpLinear {
-    let scale = 1.5 / (d_in as f32).sqrt();
-    let w: Vec<f32> = (0..d_in * d_out)
-        .map(|i| ((i as f32 * 0.618 + salt) * 2.399).sin() * scale)
-        .collect();
-    let b: Vec<f32> = (0..d_out)
-        .map(|i| ((i as f32 + salt) * 1.3).cos())
-        .collect();
-    DpLinear {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
-        bias: Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b, [d_out]),
-            device,
-        ))),
-    }
-}
-
 impl Net {
     fn new(device: &Device) -> Self {
         Self {
-            fc1: fixed_linear(5, 6, 0.1, device),
-            fc2: fixed_linear(6, 3, 0.7, device),
+            fc1: fixed_linear(5, 6, 0.1, 1.0, device),
+            fc2: fixed_linear(6, 3, 0.7, 1.0, device),
         }
     }
 }
