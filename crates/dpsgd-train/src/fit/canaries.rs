@@ -280,10 +280,7 @@ impl CanaryRun {
         if let Some(fault) = self.fault {
             engine.plant_fault(fault)?;
         }
-        engine.observe_releases(match own {
-            Some(own) => self.observed_coordinates_of(own),
-            None => self.observed_coordinates(),
-        });
+        engine.observe_releases(self.observed_coordinates(own));
         Ok(())
     }
 
@@ -298,20 +295,14 @@ impl CanaryRun {
         index.checked_sub(self.records)
     }
 
-    /// The coordinates the engines must observe (all-steps view), or none.
-    pub(crate) fn observed_coordinates(&self) -> Vec<(ParamId, usize)> {
-        match self.view {
-            CanaryView::AllSteps => self.coordinates.clone(),
-            CanaryView::Final => Vec::new(),
-        }
-    }
-
-    /// The coordinates of canaries `own` (all-steps view), or none: one
-    /// MIST part's engine observes its own canaries.
-    pub(crate) fn observed_coordinates_of(&self, own: &[usize]) -> Vec<(ParamId, usize)> {
-        match self.view {
-            CanaryView::AllSteps => own.iter().map(|&j| self.coordinates[j]).collect(),
-            CanaryView::Final => Vec::new(),
+    /// The coordinates an engine must observe in the all-steps view (none
+    /// in the final view): those of canaries `own` (one MIST part's), or
+    /// of every canary when `None`.
+    fn observed_coordinates(&self, own: Option<&[usize]>) -> Vec<(ParamId, usize)> {
+        match (self.view, own) {
+            (CanaryView::Final, _) => Vec::new(),
+            (CanaryView::AllSteps, None) => self.coordinates.clone(),
+            (CanaryView::AllSteps, Some(own)) => own.iter().map(|&j| self.coordinates[j]).collect(),
         }
     }
 
@@ -351,8 +342,8 @@ impl CanaryRun {
     }
 
     /// Adds one step's release to the canaries' scores: the engine's
-    /// `release` at [`Self::observed_coordinates`] (or, with `own`, at
-    /// [`Self::observed_coordinates_of`] those canaries) of a run with
+    /// `release` at the coordinates [`Self::prepare`] had it observe (of
+    /// the canaries `own`, or of all of them) of a run with
     /// sampling rate `q` and expected batch `q·N`.
     pub(crate) fn observe(
         &mut self,
