@@ -271,70 +271,17 @@ pub fn bca_bootstrap(
     level: f64,
     seed: u64,
 ) -> Result<BcaInterval> {
-    for (name, v) in [("members", members), ("non_members", non_members)] {
-        if v.len() < 2 {
-            return Err(invalid(
-                name,
-                v.len(),
-                "BCa's jackknife needs at least two scores per group",
-            ));
-        }
-        if let Some(s) = v.iter().find(|s| s.is_nan()) {
-            return Err(invalid(name, s, "scores must not be NaN"));
-        }
-    }
-    if !(level > 0.0 && level < 1.0) {
-        return Err(invalid("level", level, "must be in (0, 1)"));
-    }
-    if resamples < 2 {
-        return Err(invalid("resamples", resamples, "need at least two"));
-    }
-    let estimate = statistic(members, non_members)?;
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut values = Vec::with_capacity(resamples);
-    let (mut m, mut n) = (
-        Vec::with_capacity(members.len()),
-        Vec::with_capacity(non_members.len()),
-    );
-    for _ in 0..resamples {
-        m.clear();
-        n.clear();
-        m.extend((0..members.len()).map(|_| members[rng.random_range(0..members.len())]));
-        n.extend(
-            (0..non_members.len()).map(|_| non_members[rng.random_range(0..non_members.len())]),
-        );
-        values.push(statistic(&m, &n)?);
-    }
-    let less = values.iter().filter(|&&v| v < estimate).count();
-    let z0 = phi_inv((less as f64 + 1.0) / (resamples as f64 + 2.0));
-    let mut jackknife = Vec::with_capacity(members.len() + non_members.len());
-    let mut rest = Vec::with_capacity(members.len().max(non_members.len()));
-    for i in 0..members.len() {
-        rest.clear();
-        rest.extend_from_slice(&members[..i]);
-        rest.extend_from_slice(&members[i + 1..]);
-        jackknife.push(statistic(&rest, non_members)?);
-    }
-    for i in 0..non_members.len() {
-        rest.clear();
-        rest.extend_from_slice(&non_members[..i]);
-        rest.extend_from_slice(&non_members[i + 1..]);
-        jackknife.push(statistic(members, &rest)?);
-    }
-    let a = acceleration(&jackknife);
-    values.sort_by(f64::total_cmp);
-    let corrected = |q: f64| {
-        let num = z0 + phi_inv(q);
-        phi(z0 + num / (1.0 - a * num))
-    };
-    Ok(BcaInterval {
+    // The full jackknife is the grouped one with a group per record.
+    let mut one = bca_grouped(
+        members,
+        non_members,
+        |m, n| Ok(vec![statistic(m, n)?]),
+        resamples,
         level,
-        estimate,
-        low: quantile(&values, corrected((1.0 - level) / 2.0)),
-        high: quantile(&values, corrected((1.0 + level) / 2.0)),
-        bias_correction: z0,
-        acceleration: a,
-    })
+        seed,
+        usize::MAX,
+    )?;
+    Ok(one.remove(0))
 }
 
 /// BCa interval of the attack's AUC ([`Roc::auc`]).
