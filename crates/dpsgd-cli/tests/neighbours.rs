@@ -281,6 +281,37 @@ fn rows() -> Vec<Row> {
             schema: true,
         },
         Row {
+            // White-box canaries (issue 28) planted in the target's run:
+            // their slots join N (the same for neighbours), and what the
+            // auditor saw is a measurement of the model.
+            name: "audit with white-box canaries",
+            command: "audit",
+            flags: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--attacks",
+                "loss",
+                "--canaries",
+                "8",
+                "--canary-kind",
+                "dirac",
+                "--canary-view",
+                "all-steps",
+            ],
+            model_derived: &[
+                "/attacks",
+                "/train_accuracy",
+                "/epsilon_lower_bound",
+                "/inversion",
+                "/canary_audit",
+            ],
+            schema: true,
+        },
+        Row {
             name: "no schema (vocabulary read off the data, declared so)",
             command: "train",
             flags: with(&["--num-classes", "2"]),
