@@ -40,6 +40,7 @@ pub mod parallel;
 mod privacy_engine;
 mod sampler;
 mod tape;
+pub mod users;
 mod validate;
 
 pub use batch::{Augmented, ExampleBatch};
@@ -51,4 +52,5 @@ pub use privacy_engine::{
     TargetBudget,
 };
 pub use sampler::PoissonSampler;
+pub use users::{PrivacyUnit, UserBatch, UserIndex};
 pub use validate::validate_model;

@@ -5,6 +5,7 @@ use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
 use crate::layers::ConvStrategy;
 use crate::sampler::PoissonSampler;
+use crate::users::PrivacyUnit;
 use burn::module::ParamId;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
@@ -74,6 +75,12 @@ pub struct DpSgdConfig {
     /// ([`ConvStrategy::Auto`] by default; time and memory only).
     #[serde(default)]
     pub conv_strategy: ConvStrategy,
+    /// The unit of privacy: one record (the default) or one user and all
+    /// their records ([`crate::users`]). At user level the sampler's N is
+    /// the number of users, its batches are batches of users
+    /// ([`PrivacyEngine::sample_users`]) and δ is compared with 1/U.
+    #[serde(default)]
+    pub privacy_unit: PrivacyUnit,
 }
 
 /// A fingerprint of the private training set: its size and a hash of its
@@ -103,7 +110,15 @@ impl DpSgdConfig {
             allow_large_delta: false,
             dataset: None,
             conv_strategy: ConvStrategy::Auto,
+            privacy_unit: PrivacyUnit::Record,
         }
+    }
+
+    /// The unit of privacy ([`PrivacyUnit::User`]: the sampler samples
+    /// users).
+    pub fn with_privacy_unit(mut self, unit: PrivacyUnit) -> Self {
+        self.privacy_unit = unit;
+        self
     }
 
     /// Another clipping policy (per-layer, automatic, adaptive).
@@ -189,6 +204,7 @@ impl DpSgdConfig {
     pub fn init(&self, inner: ModuleOptimizer, sampler: PoissonSampler) -> Result<PrivacyEngine> {
         let n = sampler.dataset_size();
         self.clipping.validate()?;
+        self.privacy_unit.validate()?;
         if let Some(fp) = self.dataset
             && fp.size != n
         {
@@ -247,8 +263,12 @@ impl DpSgdConfig {
         let mut warnings = Vec::new();
         Error::check(dpsgd_accountant::checks::delta(delta))?;
         if delta >= 1.0 / n as f64 {
+            let (count, unit) = match self.privacy_unit {
+                PrivacyUnit::Record => ("N", "record"),
+                PrivacyUnit::User { .. } => ("U", "user's records"),
+            };
             let w = format!(
-                "δ = {delta} ≥ 1/N = {:.3e}: a mechanism that publishes one whole record at random meets this δ; use δ ≪ 1/N",
+                "δ = {delta} ≥ 1/{count} = {:.3e}: a mechanism that publishes one whole {unit} at random meets this δ; use δ ≪ 1/{count}",
                 1.0 / n as f64
             );
             if !self.allow_large_delta {
@@ -363,6 +383,22 @@ pub struct PrivacyReport {
     pub planned_epsilon: Option<f64>,
     /// Version of dpsgd-burn.
     pub crate_version: String,
+    /// What ε protects: `record` (one record) or `user` (one user and all
+    /// their records; then `dataset_size` counts users and `sample_rate`
+    /// is the rate at which users are sampled).
+    #[serde(default = "record_unit")]
+    pub privacy_unit: String,
+    /// U, the number of users, at user level (`None` at record level).
+    #[serde(default)]
+    pub users: Option<usize>,
+    /// K, the most records one user contributes to a step, at user level.
+    #[serde(default)]
+    pub max_records_per_user: Option<usize>,
+}
+
+/// The unit of a report that does not name one.
+fn record_unit() -> String {
+    "record".into()
 }
 
 impl PrivacyReport {
@@ -390,7 +426,19 @@ impl PrivacyReport {
             planned_steps: None,
             planned_epsilon: None,
             crate_version: env!("CARGO_PKG_VERSION").into(),
+            privacy_unit: record_unit(),
+            users: None,
+            max_records_per_user: None,
         }
+    }
+
+    /// The report of the same run at another unit of privacy (for a run
+    /// without DP, which has no engine to say so).
+    pub fn with_privacy_unit(mut self, unit: PrivacyUnit) -> Self {
+        self.privacy_unit = unit.name().into();
+        self.max_records_per_user = unit.max_records_per_user();
+        self.users = self.max_records_per_user.map(|_| self.dataset_size);
+        self
     }
 }
 
@@ -824,6 +872,10 @@ impl PrivacyEngine {
                 .map(|_| self.planned_epsilon())
                 .transpose()?,
             crate_version: env!("CARGO_PKG_VERSION").into(),
-        })
+            privacy_unit: record_unit(),
+            users: None,
+            max_records_per_user: None,
+        }
+        .with_privacy_unit(self.config.privacy_unit))
     }
 }
