@@ -236,7 +236,7 @@ pub fn read_csv(path: &Path, label: &LabelColumn) -> Result<Dataset> {
 ///
 /// As [`read_csv`].
 pub fn read_csv_encoded(path: &Path, label: &LabelColumn) -> Result<(Dataset, CsvEncoding)> {
-    parse_csv(path, &read_maybe_gz(path)?, label, None)
+    parse_csv(path, &read_maybe_gz(path)?, label, None, None)
 }
 
 /// Reads a CSV file with a public [`CsvSchema`] instead of reading the
@@ -269,7 +269,48 @@ pub fn read_csv_with_schema(
     label: &LabelColumn,
     schema: &CsvSchema,
 ) -> Result<(Dataset, CsvEncoding)> {
-    parse_csv(path, &read_maybe_gz(path)?, label, Some(schema))
+    parse_csv(path, &read_maybe_gz(path)?, label, Some(schema), None)
+}
+
+/// Reads a CSV file like [`read_csv_encoded`] (`schema: None`) or
+/// [`read_csv_with_schema`] (`Some`), but column `user` is a **user
+/// identifier**, for user-level differential privacy: all records with the
+/// same id are one user's ([`Dataset::with_users`]).
+///
+/// `user` names the column like a label column: a 0-based index or a
+/// header name ([`LabelColumn::Last`] means the last column). Both `label`
+/// and `user` refer to the **file's** columns. The user column is taken
+/// out of every row before the encoding: it is never a feature, and the
+/// returned [`CsvEncoding`] describes the remaining (feature and label)
+/// columns only (its [`CsvEncoding::label_column`] and header are those of
+/// the file without the user column). Its values (any text, trimmed;
+/// numbers are compared as written, so `1` and `1.0` are two users) become
+/// user ids `0, 1, 2, …` in order of first appearance.
+///
+/// [`read_csv_with_encoding`] does not know about user columns: a file read
+/// with it must not have one.
+///
+/// # Privacy
+///
+/// The ids only group records; which id a user gets (its first
+/// appearance) carries no meaning. The number of users, like the number of
+/// records, is treated as public by the callers' accounting.
+///
+/// # Errors
+///
+/// As [`read_csv`] and [`read_csv_with_schema`] (a file needs at least a
+/// feature, a label and the user column); [`Error::InvalidParameter`] when
+/// the user column does not exist or is the label column; [`Error::Schema`]
+/// when the schema declares the user column under `columns`;
+/// [`Error::CorruptData`] naming the line for a missing user id (an empty
+/// field or `?`).
+pub fn read_csv_with_users(
+    path: &Path,
+    label: &LabelColumn,
+    user: &LabelColumn,
+    schema: Option<&CsvSchema>,
+) -> Result<(Dataset, CsvEncoding)> {
+    parse_csv(path, &read_maybe_gz(path)?, label, schema, Some(user))
 }
 
 /// Reads a CSV file with an encoding read off another file (for example a
@@ -306,7 +347,7 @@ pub fn read_csv_with_encoding(path: &Path, encoding: &CsvEncoding) -> Result<Dat
 
 pub(crate) fn read_csv_bytes(path: &Path, raw: &[u8], label: &LabelColumn) -> Result<Dataset> {
     let bytes = decompress_if_gz(path, raw.to_vec())?;
-    parse_csv(path, &bytes, label, None).map(|(d, _)| d)
+    parse_csv(path, &bytes, label, None, None).map(|(d, _)| d)
 }
 
 struct Row {
@@ -405,6 +446,7 @@ fn parse_csv(
     bytes: &[u8],
     label: &LabelColumn,
     schema: Option<&CsvSchema>,
+    user: Option<&LabelColumn>,
 ) -> Result<(Dataset, CsvEncoding)> {
     let rows = records(path, bytes)?;
     let declared_header = schema.and_then(CsvSchema::header);
@@ -430,18 +472,60 @@ fn parse_csv(
             ),
         ));
     }
-    if width < 2 {
+    if width < 2 + usize::from(user.is_some()) {
         return Err(corrupt(
             path,
             Position::Line(first.line),
-            "need at least one feature and a label",
+            if user.is_some() {
+                "need at least one feature, a label and a user column"
+            } else {
+                "need at least one feature and a label"
+            },
         ));
     }
-    let header: Option<Vec<String>> = header.map(|h| h.fields.clone());
-    let label_column = resolve_label(label, width, header.as_deref())?;
-    let declared = schema
-        .map(|s| resolve_schema(path, s, width, header.as_deref(), label_column))
+    let mut header: Option<Vec<String>> = header.map(|h| h.fields.clone());
+    // The label and user columns are the file's: resolve both against the
+    // full rows, then take the user column out.
+    let mut label_column = resolve_column("label", label, width, header.as_deref())?;
+    let user_column = user
+        .map(|u| resolve_column("user", u, width, header.as_deref()))
         .transpose()?;
+    if let (Some(u), Some(spec)) = (user_column, user)
+        && u == label_column
+    {
+        return Err(Error::InvalidParameter {
+            name: "user",
+            value: spec.to_string(),
+            reason: format!(
+                "{} is the label column: a user id is an identifier, never the label",
+                describe_column(header.as_deref(), u)
+            ),
+        });
+    }
+    let mut declared = schema
+        .map(|s| resolve_schema(path, s, width, header.as_deref(), label_column, user_column))
+        .transpose()?;
+    let without_user: Vec<Row>;
+    let mut users = None;
+    let data: &[Row] = match user_column {
+        None => data,
+        Some(u) => {
+            let (ids, rows) = take_users(path, data, u, header.as_deref())?;
+            if let Some(h) = header.as_mut().filter(|h| u < h.len()) {
+                h.remove(u);
+            }
+            if let Some(d) = declared.as_mut() {
+                d.remove(u);
+            }
+            if label_column > u {
+                label_column -= 1;
+            }
+            users = Some(ids);
+            without_user = rows;
+            &without_user
+        }
+    };
+    let width = width - usize::from(user_column.is_some());
     let declared_classes = schema.and_then(CsvSchema::classes);
     let mut columns = Vec::with_capacity(width);
     for c in 0..width {
@@ -468,8 +552,46 @@ fn parse_csv(
         declared_classes: declared_classes.is_some(),
         declared_header: declared_header.is_some(),
     };
-    let dataset = encode(path, data, &encoding)?;
+    let mut dataset = encode(path, data, &encoding)?;
+    if let Some(ids) = users {
+        dataset = dataset.with_users(ids)?;
+    }
     Ok((dataset, encoding))
+}
+
+/// The user ids of column `u` (`0, 1, …` in order of first appearance) and
+/// the rows without that column.
+fn take_users(
+    path: &Path,
+    data: &[Row],
+    u: usize,
+    header: Option<&[String]>,
+) -> Result<(Vec<u64>, Vec<Row>)> {
+    let mut index: HashMap<&str, u64> = HashMap::new();
+    let mut ids = Vec::with_capacity(data.len());
+    let mut rows = Vec::with_capacity(data.len());
+    for r in data {
+        let value = r.fields[u].as_str();
+        if is_missing(value) {
+            return Err(corrupt(
+                path,
+                Position::Line(r.line),
+                format!(
+                    "{}: missing user id (`{value}`): every record must name its user",
+                    describe_column(header, u)
+                ),
+            ));
+        }
+        let next = index.len() as u64;
+        ids.push(*index.entry(value).or_insert(next));
+        let mut fields = r.fields.clone();
+        fields.remove(u);
+        rows.push(Row {
+            line: r.line,
+            fields,
+        });
+    }
+    Ok((ids, rows))
 }
 
 /// Column `c`'s kind read off the data: numeric when every non-missing
@@ -533,6 +655,7 @@ fn resolve_schema(
     width: usize,
     header: Option<&[String]>,
     label_column: usize,
+    user_column: Option<usize>,
 ) -> Result<Vec<Option<Vec<String>>>> {
     let mut out: Vec<Option<Vec<String>>> = vec![None; width];
     // Only a header as wide as the data names its columns (adult.test's
@@ -565,6 +688,15 @@ fn resolve_schema(
                 path,
                 format!(
                     "column `{key}` is the label: declare its values under `classes`, not `columns`"
+                ),
+            ));
+        }
+        if Some(c) == user_column {
+            return Err(schema_mismatch(
+                path,
+                format!(
+                    "column `{key}` is the user column: a user id is an identifier, \
+                     never a feature, so the schema may not declare it"
                 ),
             ));
         }
@@ -696,13 +828,19 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
     Dataset::new(features, labels, n_features, n_classes)
 }
 
-fn resolve_label(label: &LabelColumn, width: usize, header: Option<&[String]>) -> Result<usize> {
+/// The 0-based index of column `column` (the label or the user column).
+fn resolve_column(
+    name: &'static str,
+    column: &LabelColumn,
+    width: usize,
+    header: Option<&[String]>,
+) -> Result<usize> {
     let bad = |value: String, reason: String| Error::InvalidParameter {
-        name: "label",
+        name,
         value,
         reason,
     };
-    match label {
+    match column {
         LabelColumn::Last => Ok(width - 1),
         LabelColumn::Index(i) if *i < width => Ok(*i),
         LabelColumn::Index(i) => Err(bad(i.to_string(), format!("the file has {width} columns"))),

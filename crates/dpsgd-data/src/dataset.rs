@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use std::collections::HashSet;
 
 /// Examples with `n_features` f32 features each (row-major) and a class label.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +14,8 @@ pub struct Dataset {
     n_classes: usize,
     /// `[channels, height, width]` for image data (features in that order).
     image_shape: Option<[usize; 3]>,
+    /// One user id per example, for user-level DP (see [`Dataset::with_users`]).
+    users: Option<Vec<u64>>,
 }
 
 /// Feature scaling, fitted on training data and applied to both splits.
@@ -87,6 +90,7 @@ impl Dataset {
             n_features,
             n_classes,
             image_shape: None,
+            users: None,
         })
     }
 
@@ -105,6 +109,55 @@ impl Dataset {
         }
         self.image_shape = Some(shape);
         Ok(self)
+    }
+
+    /// Attaches one user id per example.
+    ///
+    /// # Privacy
+    ///
+    /// With user ids the unit of privacy is a **user**, who may own many
+    /// examples: all examples with the same id are one user's, and a
+    /// user-level guarantee covers adding, removing or replacing all of
+    /// them at once. The ids are identifiers, never features: no model sees
+    /// them. Every data set built from this one ([`Dataset::subset`],
+    /// [`Dataset::split`], [`Dataset::split_by_user`], scaling, the
+    /// scattering transform, …) keeps each example's id with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] when `users.len()` is not the number of
+    /// examples.
+    pub fn with_users(mut self, users: Vec<u64>) -> Result<Self> {
+        if users.len() != self.len() {
+            return Err(Error::InvalidParameter {
+                name: "users",
+                value: users.len().to_string(),
+                reason: format!("need one user id per example ({} examples)", self.len()),
+            });
+        }
+        self.users = Some(users);
+        Ok(self)
+    }
+
+    /// The user id of every example (in the examples' order), when the data
+    /// set has them ([`Dataset::with_users`]).
+    pub fn users(&self) -> Option<&[u64]> {
+        self.users.as_deref()
+    }
+
+    /// The number of distinct users, when the data set has user ids.
+    pub fn num_users(&self) -> Option<usize> {
+        self.users
+            .as_ref()
+            .map(|u| u.iter().collect::<HashSet<_>>().len())
+    }
+
+    /// `built` (made from this data set's examples, in the same order) with
+    /// this data set's user ids, if any.
+    pub(crate) fn keep_users_of(&self, mut built: Self) -> Self {
+        debug_assert_eq!(built.len(), self.len());
+        built.users.clone_from(&self.users);
+        built
     }
 
     /// Number of examples.
@@ -158,16 +211,24 @@ impl Dataset {
         (x, y)
     }
 
-    /// A new data set of the examples at `indices`.
+    /// A new data set of the examples at `indices` (with their user ids,
+    /// when there are some).
     pub fn subset(&self, indices: &[usize]) -> Self {
         let (features, labels) = self.gather(indices);
+        let users = self
+            .users
+            .as_ref()
+            .map(|u| indices.iter().map(|&i| u[i]).collect());
         Self {
             features,
             labels,
+            users,
             ..self.clone_meta()
         }
     }
 
+    /// The metadata with no examples (and no user ids, but an empty id
+    /// list when this data set has ids, so that it stays aligned).
     fn clone_meta(&self) -> Self {
         Self {
             features: Vec::new(),
@@ -175,6 +236,7 @@ impl Dataset {
             n_features: self.n_features,
             n_classes: self.n_classes,
             image_shape: self.image_shape,
+            users: self.users.as_ref().map(|_| Vec::new()),
         }
     }
 
@@ -206,6 +268,59 @@ impl Dataset {
     pub fn split(&self, test_fraction: f64, seed: u64) -> Result<(Self, Self)> {
         let (train, test) = Self::split_positions(self.len(), test_fraction, seed)?;
         Ok((self.subset(&train), self.subset(&test)))
+    }
+
+    /// A split into `(train, test)` by **user**: every user's examples go to
+    /// the same part. The distinct user ids, sorted ascending, are split by
+    /// [`Dataset::split_positions`]`(U, test_fraction, seed)` (`U` the number
+    /// of distinct users): the test part holds exactly
+    /// `round(test_fraction · U)` users. Examples keep their order (the
+    /// file's order) within each part. Without user ids this is exactly
+    /// [`Dataset::split`].
+    ///
+    /// # Privacy
+    ///
+    /// Which users are test users depends on `U`, the fraction and the seed
+    /// only, never on any record's content or on how many records a user
+    /// has: replacing one user's records by others under the same id (any
+    /// number of them) leaves every other user in the same part. The sizes
+    /// of the parts in *examples* do depend on the users' record counts;
+    /// user-level accounting must therefore count users (`U` and the
+    /// training part's number of users), not examples. A record-level split
+    /// ([`Dataset::split`]) would put one user's records on both sides, so
+    /// the test part would not be held out at the user level.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] when `test_fraction ∉ (0, 1)`, or (with
+    /// user ids) when the split leaves either part without a user (fewer
+    /// than two users, or a fraction that rounds to none or all of them).
+    pub fn split_by_user(&self, test_fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        let Some(users) = &self.users else {
+            return self.split(test_fraction, seed);
+        };
+        let mut distinct = users.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let n_users = distinct.len();
+        let (train, test) = Self::split_positions(n_users, test_fraction, seed)?;
+        if train.is_empty() || test.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "test_fraction",
+                value: test_fraction.to_string(),
+                reason: format!(
+                    "a user-level split of {n_users} user(s) puts round({test_fraction} · \
+                     {n_users}) = {} user(s) in the test part, leaving the {} part with no \
+                     user: both parts need at least one user",
+                    test.len(),
+                    if test.is_empty() { "test" } else { "training" }
+                ),
+            });
+        }
+        let test_users: HashSet<u64> = test.iter().map(|&p| distinct[p]).collect();
+        let (test_idx, train_idx): (Vec<usize>, Vec<usize>) =
+            (0..users.len()).partition(|&i| test_users.contains(&users[i]));
+        Ok((self.subset(&train_idx), self.subset(&test_idx)))
     }
 
     /// The positions `(train, test)` that [`Dataset::split`] assigns to
@@ -270,8 +385,10 @@ impl Dataset {
     }
 
     /// A 64-bit FNV-1a hash of the features (as f32 bits), labels, shape
-    /// and number of classes: a fingerprint that tells data sets apart (not
-    /// a cryptographic commitment). Stable across platforms and versions.
+    /// and number of classes, and the user ids when there are some: a
+    /// fingerprint that tells data sets apart (not a cryptographic
+    /// commitment). Stable across platforms and versions; a data set
+    /// without user ids hashes as it did before ids existed.
     pub fn content_hash(&self) -> u64 {
         const PRIME: u64 = 0x0000_0100_0000_01b3;
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -289,6 +406,13 @@ impl Dataset {
         }
         for l in &self.labels {
             eat(&l.to_le_bytes());
+        }
+        if let Some(users) = &self.users {
+            eat(b"users");
+            eat(&(users.len() as u64).to_le_bytes());
+            for u in users {
+                eat(&u.to_le_bytes());
+            }
         }
         h
     }

@@ -101,7 +101,7 @@ mod schema;
 
 pub use csv_file::{
     ColumnEncoding, CsvEncoding, LabelColumn, read_csv, read_csv_encoded, read_csv_with_encoding,
-    read_csv_with_schema,
+    read_csv_with_schema, read_csv_with_users,
 };
 pub use dataset::{Dataset, Scaling};
 pub use digits::digits;

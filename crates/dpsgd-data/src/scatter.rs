@@ -688,11 +688,10 @@ fn scatter_dataset_with_threads(
         });
     }
     let (oh, ow) = scattering.output_size();
-    Dataset::new(out, data.labels().to_vec(), out_len, data.n_classes())?.with_image_shape([
-        c * scattering.channels(),
-        oh,
-        ow,
-    ])
+    let built = Dataset::new(out, data.labels().to_vec(), out_len, data.n_classes())?
+        .with_image_shape([c * scattering.channels(), oh, ow])?;
+    // Each example's user id (user-level DP) stays with it.
+    Ok(data.keep_users_of(built))
 }
 
 /// Transforms consecutive single-channel images of `src` into `dst`.
@@ -744,13 +743,15 @@ pub fn group_normalize(data: &mut Dataset, groups: usize) -> Result<()> {
     for group in features.chunks_exact_mut(k / groups * h * w) {
         normalize_group(group);
     }
-    *data = Dataset::new(
+    let built = Dataset::new(
         features,
         data.labels().to_vec(),
         data.n_features(),
         data.n_classes(),
     )?
     .with_image_shape(shape)?;
+    // Each example's user id (user-level DP) stays with it.
+    *data = data.keep_users_of(built);
     Ok(())
 }
 
