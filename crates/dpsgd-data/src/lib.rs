@@ -21,6 +21,30 @@
 //! stratified, so that neither the sizes nor which record goes where depend
 //! on any record's label or features (see its `# Privacy` section).
 //!
+//! # User ids (user-level DP)
+//!
+//! For user-level differential privacy the unit of privacy is a user, who
+//! may own many records: [`Dataset::with_users`] attaches one user id per
+//! record, every data set built from it keeps the ids aligned, and
+//! [`Dataset::split_by_user`] puts each user's records on one side.
+//! [`read_csv_with_users`] reads the ids from an identifier column, which
+//! never becomes a feature.
+//!
+//! ```
+//! # let dir = std::env::temp_dir().join(format!("dpsgd-data-doc-users-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("visits.csv");
+//! std::fs::write(&path, "user,x,y\nbob,1.5,0\nann,2.5,1\nbob,3.5,1\ncid,4.5,0\n")?;
+//! let user = dpsgd_data::LabelColumn::Name("user".into());
+//! let (data, _) =
+//!     dpsgd_data::read_csv_with_users(&path, &dpsgd_data::LabelColumn::Last, &user, None)?;
+//! assert_eq!(data.n_features(), 1); // `x` only
+//! assert_eq!(data.users(), Some(&[0, 1, 0, 2][..])); // in order of first appearance
+//! let (train, test) = data.split_by_user(0.34, 1)?; // round(0.34 · 3) = 1 test user
+//! assert_eq!((train.num_users(), test.num_users()), (Some(2), Some(1)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # CSV files
 //!
 //! [`read_csv`] reads numeric and categorical (text) columns. Each column is
