@@ -285,7 +285,11 @@ pub fn read_csv_with_schema(
 /// columns only (its [`CsvEncoding::label_column`] and header are those of
 /// the file without the user column). Its values (any text, trimmed;
 /// numbers are compared as written, so `1` and `1.0` are two users) become
-/// user ids `0, 1, 2, …` in order of first appearance.
+/// user ids: the 64-bit FNV-1a hash of the text, which depends on that
+/// text alone (not on where or how often it appears), so one user's
+/// records never renumber another user. (Two distinct texts colliding
+/// would make one user of two: their records would share one clipped
+/// contribution, which protects both.)
 ///
 /// [`read_csv_with_encoding`] does not know about user columns: a file read
 /// with it must not have one.
@@ -559,15 +563,24 @@ fn parse_csv(
     Ok((dataset, encoding))
 }
 
-/// The user ids of column `u` (`0, 1, …` in order of first appearance) and
-/// the rows without that column.
+/// A user's id: the 64-bit FNV-1a hash of the column's (trimmed) text.
+/// It depends on that text alone, never on where or how often the user
+/// appears in the file, so one user's records (their number, their
+/// positions) do not renumber any other user.
+pub(crate) fn user_id(value: &str) -> u64 {
+    value.trim().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The user ids of column `u` ([`user_id`] of each value) and the rows
+/// without that column.
 fn take_users(
     path: &Path,
     data: &[Row],
     u: usize,
     header: Option<&[String]>,
 ) -> Result<(Vec<u64>, Vec<Row>)> {
-    let mut index: HashMap<&str, u64> = HashMap::new();
     let mut ids = Vec::with_capacity(data.len());
     let mut rows = Vec::with_capacity(data.len());
     for r in data {
@@ -582,8 +595,7 @@ fn take_users(
                 ),
             ));
         }
-        let next = index.len() as u64;
-        ids.push(*index.entry(value).or_insert(next));
+        ids.push(user_id(value));
         let mut fields = r.fields.clone();
         fields.remove(u);
         rows.push(Row {

@@ -271,24 +271,26 @@ impl Dataset {
     }
 
     /// A split into `(train, test)` by **user**: every user's examples go to
-    /// the same part. The distinct user ids, sorted ascending, are split by
-    /// [`Dataset::split_positions`]`(U, test_fraction, seed)` (`U` the number
-    /// of distinct users): the test part holds exactly
-    /// `round(test_fraction · U)` users. Examples keep their order (the
-    /// file's order) within each part. Without user ids this is exactly
-    /// [`Dataset::split`].
+    /// the same part. Each distinct user id gets a key, a fixed
+    /// pseudo-random bijection of the id and the seed (SplitMix64's
+    /// finaliser of `id ⊕ mix(seed)`); the `round(test_fraction · U)` users
+    /// with the smallest keys (`U` the number of distinct users) form the
+    /// test part. Examples keep their order (the file's order) within each
+    /// part. Without user ids this is exactly [`Dataset::split`].
     ///
     /// # Privacy
     ///
-    /// Which users are test users depends on `U`, the fraction and the seed
-    /// only, never on any record's content or on how many records a user
-    /// has: replacing one user's records by others under the same id (any
-    /// number of them) leaves every other user in the same part. The sizes
-    /// of the parts in *examples* do depend on the users' record counts;
-    /// user-level accounting must therefore count users (`U` and the
-    /// training part's number of users), not examples. A record-level split
-    /// ([`Dataset::split`]) would put one user's records on both sides, so
-    /// the test part would not be held out at the user level.
+    /// A user's key depends on their id and the seed only, never on any
+    /// record's content, on how many records a user has, or on the other
+    /// users: replacing one user's records by others under the same id
+    /// leaves every user in the same part, and replacing one user by
+    /// another (another id, `U` the same) moves at most one other user
+    /// between the parts (the cut in the sorted keys moves by at most one
+    /// place), as adding a record does to [`Dataset::split`]. The sizes of
+    /// the parts in *examples* do depend on the users' record counts:
+    /// user-level accounting counts users, not examples. A record-level
+    /// split ([`Dataset::split`]) would put one user's records on both
+    /// sides, so the test part would not be held out at the user level.
     ///
     /// # Errors
     ///
@@ -299,25 +301,35 @@ impl Dataset {
         let Some(users) = &self.users else {
             return self.split(test_fraction, seed);
         };
+        if !(test_fraction > 0.0 && test_fraction < 1.0) {
+            return Err(Error::InvalidParameter {
+                name: "test_fraction",
+                value: test_fraction.to_string(),
+                reason: "must be in (0, 1)".into(),
+            });
+        }
         let mut distinct = users.clone();
         distinct.sort_unstable();
         distinct.dedup();
         let n_users = distinct.len();
-        let (train, test) = Self::split_positions(n_users, test_fraction, seed)?;
-        if train.is_empty() || test.is_empty() {
+        let salt = mix64(seed);
+        let mut keyed: Vec<(u64, u64)> =
+            distinct.iter().map(|&id| (mix64(id ^ salt), id)).collect();
+        keyed.sort_unstable();
+        let n_test = ((n_users as f64 * test_fraction).round() as usize).min(n_users);
+        if n_test == 0 || n_test == n_users {
             return Err(Error::InvalidParameter {
                 name: "test_fraction",
                 value: test_fraction.to_string(),
                 reason: format!(
                     "a user-level split of {n_users} user(s) puts round({test_fraction} · \
-                     {n_users}) = {} user(s) in the test part, leaving the {} part with no \
+                     {n_users}) = {n_test} user(s) in the test part, leaving the {} part with no \
                      user: both parts need at least one user",
-                    test.len(),
-                    if test.is_empty() { "test" } else { "training" }
+                    if n_test == 0 { "test" } else { "training" }
                 ),
             });
         }
-        let test_users: HashSet<u64> = test.iter().map(|&p| distinct[p]).collect();
+        let test_users: HashSet<u64> = keyed[..n_test].iter().map(|&(_, id)| id).collect();
         let (test_idx, train_idx): (Vec<usize>, Vec<usize>) =
             (0..users.len()).partition(|&i| test_users.contains(&users[i]));
         Ok((self.subset(&train_idx), self.subset(&test_idx)))
@@ -492,4 +504,13 @@ impl Dataset {
             }
         }
     }
+}
+
+/// SplitMix64's finaliser (Steele et al. 2014): a bijection of `u64`
+/// that mixes every input bit into every output bit.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

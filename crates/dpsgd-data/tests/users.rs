@@ -57,7 +57,7 @@ fn ids_follow_first_appearance_and_the_column_is_no_feature() {
     let (plain, plain_enc) = read_csv_encoded(&without, &LabelColumn::Last).unwrap();
     for user in [LabelColumn::Name("user".into()), LabelColumn::Index(1)] {
         let (data, enc) = read_csv_with_users(&with, &LabelColumn::Last, &user, None).unwrap();
-        assert_eq!(data.users(), Some(&[0, 1, 0, 2][..]));
+        assert_eq!(groups(data.users().unwrap()), vec![0, 1, 0, 2]);
         assert_eq!(data.num_users(), Some(3));
         assert_eq!(data.n_features(), 3); // age, job=admin, job=clerk
         assert_eq!(data.features(), plain.features());
@@ -79,7 +79,7 @@ fn label_given_by_index_refers_to_the_files_columns() {
     let p = write(&dir, "a.csv", "1,5.5,u7\n0,6.5,u3\n1,7.5,u7\n");
     let (data, enc) =
         read_csv_with_users(&p, &LabelColumn::Index(0), &LabelColumn::Last, None).unwrap();
-    assert_eq!(data.users(), Some(&[0, 1, 0][..]));
+    assert_eq!(groups(data.users().unwrap()), vec![0, 1, 0]);
     assert_eq!(data.labels(), &[1, 0, 1]);
     assert_eq!(data.features(), &[5.5, 6.5, 7.5]);
     assert_eq!(enc.label_column(), 0);
@@ -87,7 +87,7 @@ fn label_given_by_index_refers_to_the_files_columns() {
     let p = write(&dir, "b.csv", "5.5,10,1\n6.5,20,0\n7.5,10,1\n");
     let (data, enc) =
         read_csv_with_users(&p, &LabelColumn::Index(2), &LabelColumn::Index(1), None).unwrap();
-    assert_eq!(data.users(), Some(&[0, 1, 0][..]));
+    assert_eq!(groups(data.users().unwrap()), vec![0, 1, 0]);
     assert_eq!(data.labels(), &[1, 0, 1]);
     assert_eq!(data.features(), &[5.5, 6.5, 7.5]);
     assert_eq!(enc.label_column(), 1);
@@ -95,7 +95,7 @@ fn label_given_by_index_refers_to_the_files_columns() {
     let p = write(&dir, "c.csv", "5.5,1,1\n6.5,1.0,0\n7.5, 1 ,1\n");
     let (data, _) =
         read_csv_with_users(&p, &LabelColumn::Last, &LabelColumn::Index(1), None).unwrap();
-    assert_eq!(data.users(), Some(&[0, 1, 0][..]));
+    assert_eq!(groups(data.users().unwrap()), vec![0, 1, 0]);
 }
 
 #[test]
@@ -178,7 +178,7 @@ fn a_schema_may_not_declare_the_user_column() {
     assert_eq!(data.features(), plain.features());
     assert_eq!(data.labels(), &[0, 1, 0, 1]);
     assert_eq!(enc, plain_enc);
-    assert_eq!(data.users(), Some(&[0, 1, 0, 2][..]));
+    assert_eq!(groups(data.users().unwrap()), vec![0, 1, 0, 2]);
     // Declared by index in a headerless file, column 2 is the file's `job`.
     let schema =
         CsvSchema::from_json(r#"{"header": false, "columns": {"2": ["admin", "clerk"]}}"#).unwrap();
@@ -346,3 +346,84 @@ fn content_hash_covers_ids_only_when_present() {
 /// `content_hash` of `Dataset::new([1, 2, 3], [0, 1, 0], 1, 2)`, computed
 /// before user ids existed.
 const PLAIN_HASH: u64 = 0x6ad8_3564_58bf_6699;
+
+/// Ids renumbered 0, 1, … in order of first appearance: which records
+/// share a user, whatever the ids are.
+fn groups(ids: &[u64]) -> Vec<u64> {
+    let mut seen: Vec<u64> = Vec::new();
+    ids.iter()
+        .map(|id| match seen.iter().position(|s| s == id) {
+            Some(i) => i as u64,
+            None => {
+                seen.push(*id);
+                seen.len() as u64 - 1
+            }
+        })
+        .collect()
+}
+
+/// A CSV id is a function of its own text: the same user has the same id
+/// wherever and however often they appear, so one user's records never
+/// renumber another.
+#[test]
+fn csv_ids_depend_on_the_text_alone() {
+    let dir = std::env::temp_dir().join(format!("dpsgd-users-text-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let read = |name: &str, body: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        let user = dpsgd_data::LabelColumn::Name("user".into());
+        dpsgd_data::read_csv_with_users(&path, &dpsgd_data::LabelColumn::Last, &user, None)
+            .unwrap()
+            .0
+    };
+    let a = read("a.csv", "user,x,y\nbob,1,0\nann,2,1\ncid,3,0\n");
+    // Bob's records replaced by three of Dan's, first: Ann and Cid keep their ids.
+    let b = read(
+        "b.csv",
+        "user,x,y\ndan,1,0\ndan,5,1\ndan,6,1\nann,2,1\ncid,3,0\n",
+    );
+    let (a, b) = (a.users().unwrap(), b.users().unwrap());
+    assert_eq!(&a[1..], &b[3..]);
+    assert_ne!(a[0], b[0]);
+    assert_eq!(b[0], b[1]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Replacing one user by another (a new id, U the same) moves at most one
+/// other user between the parts of [`Dataset::split_by_user`].
+#[test]
+fn split_by_user_moves_at_most_one_other_user_when_one_is_replaced() {
+    let data = |ids: &[u64]| {
+        let n = ids.len();
+        Dataset::new((0..n).map(|i| i as f32).collect(), vec![0; n], 1, 2)
+            .unwrap()
+            .with_users(ids.to_vec())
+            .unwrap()
+    };
+    let base: Vec<u64> = (0..200).collect();
+    for seed in 0..20u64 {
+        for replaced in [0usize, 57, 199] {
+            let mut other = base.clone();
+            other[replaced] = 10_000 + seed;
+            let test_users = |d: &Dataset| -> HashSet<u64> {
+                d.split_by_user(0.3, seed)
+                    .unwrap()
+                    .1
+                    .users()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect()
+            };
+            let (a, b) = (test_users(&data(&base)), test_users(&data(&other)));
+            assert_eq!(a.len(), 60);
+            assert_eq!(b.len(), 60);
+            let moved = base
+                .iter()
+                .filter(|&&u| u != replaced as u64 && a.contains(&u) != b.contains(&u))
+                .count();
+            assert!(moved <= 1, "seed {seed}: {moved} other users moved");
+        }
+    }
+}
