@@ -43,6 +43,20 @@ impl<const D: usize> ExampleBatch for Tensor<D, Int> {
     }
 }
 
+/// An optional part of a batch (per-row weights that only some runs have):
+/// `None` has no examples of its own and stays `None`.
+impl<B: ExampleBatch> ExampleBatch for Option<B> {
+    fn num_examples(&self) -> usize {
+        self.as_ref().map_or(0, ExampleBatch::num_examples)
+    }
+    fn slice_examples(&self, start: usize, end: usize) -> Self {
+        self.as_ref().map(|b| b.slice_examples(start, end))
+    }
+    fn to_device(&self, device: &Device) -> Self {
+        self.as_ref().map(|b| b.to_device(device))
+    }
+}
+
 impl<A: ExampleBatch, B: ExampleBatch> ExampleBatch for (A, B) {
     fn num_examples(&self) -> usize {
         self.0.num_examples()

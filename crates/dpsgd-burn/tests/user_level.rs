@@ -160,7 +160,7 @@ fn should_clip_each_users_mean_gradient_like_the_naive_per_user_loop() {
                     let got = engine.clipped_gradients(&model, &batch, user_loss).unwrap();
                     assert_eq!(got.per_example_norms().len(), 6, "one norm per user");
                     for p in trainable_params(&model) {
-                        let actual = to_vec(&got.sum(&p.id).unwrap());
+                        let actual = to_vec(got.sum(&p.id).unwrap());
                         let want = &expected[&p.id];
                         let scale = want.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-3);
                         let err = actual
@@ -328,7 +328,7 @@ fn should_refuse_what_does_not_combine() {
         .init(burn::optim::SgdConfig::new().init(), sampler)
         .unwrap();
     let other = UserIndex::from_ids(&(0..99u64).collect::<Vec<_>>()).unwrap();
-    let err = user.sample_users(&other).err().expect("wrong U refused");
+    let err = user.sample_users(&other).expect_err("wrong U refused");
     assert!(err.to_string().contains("100 users"), "{err}");
     assert!(user.sample_users(&index).is_ok());
 }

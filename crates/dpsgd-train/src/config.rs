@@ -4,6 +4,7 @@
 use crate::defences::Defences;
 use crate::models::Activation;
 use dpsgd_accountant::AccountantKind;
+pub use dpsgd_burn::PrivacyUnit;
 use serde::Serialize;
 
 pub use dpsgd_burn::layers::ConvStrategy;
@@ -213,6 +214,14 @@ pub struct TrainConfig {
     /// Empirical defences against membership inference, alone or on top
     /// of DP-SGD (default: none).
     pub defences: Defences,
+    /// The unit of privacy (default: one record). At user level
+    /// ([`PrivacyUnit::User`]) the training data must carry user ids
+    /// ([`Dataset::with_users`](dpsgd_data::Dataset::with_users)), the
+    /// Poisson batches are batches of users (`batch_size` is the expected
+    /// number of users), each sampled user contributes the mean gradient
+    /// of at most K of their records, clipped as one, and ε protects one
+    /// user and all their records ([`dpsgd_burn::users`]).
+    pub privacy_unit: PrivacyUnit,
 }
 
 /// The checkpoint's file name in [`TrainConfig::checkpoint_dir`].

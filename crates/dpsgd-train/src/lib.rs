@@ -20,7 +20,7 @@ mod trained;
 pub use audit::dirac as whitebox;
 pub use config::{
     CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
-    OptimizerKind, Privacy, Progress, TrainConfig, default_delta,
+    OptimizerKind, Privacy, PrivacyUnit, Progress, TrainConfig, default_delta,
 };
 pub use config_error::ConfigError;
 pub use defences::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};
@@ -32,5 +32,7 @@ pub use fit::mist;
 pub use fit::{MAX_CLASSES, MAX_PARAMETERS, train, train_model, train_with_gradient_canaries};
 pub use models::{Activation, Classifier, Cnn, Mlp};
 pub use recipe::{MIN_IMAGE_SIDE, Recipe};
-pub use report::{EarlyStopReport, EpochRecord, MistPart, MistSubModel, NotCovered, TrainReport};
+pub use report::{
+    EarlyStopReport, EpochRecord, MistPart, MistSubModel, NotCovered, TrainReport, UserCounts,
+};
 pub use trained::TrainedModel;

@@ -207,6 +207,7 @@ impl Recipe {
             weight_standardization: false,
             recipe: Some(self.name.to_owned()),
             defences: crate::defences::Defences::default(),
+            privacy_unit: crate::config::PrivacyUnit::Record,
         }
     }
 }

@@ -202,9 +202,53 @@ pub struct NotCovered {
     /// [`TrainReport::mist`]: their records and dropped examples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mist_submodels: Option<Vec<MistPart>>,
+    /// The training data's users, when its records carry user ids: exact
+    /// counts of the private data. At user level ε's N is the number of
+    /// users (public), but how many records they hold is not; at record
+    /// level they say how exposed a heavy user is (group privacy: a user
+    /// with n records is protected only at about n·ε).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<UserCounts>,
     /// One entry per epoch, in order. Each holds the epoch's mean training
     /// loss, which ε does not cover; its test accuracy and ε are covered.
     pub epoch_history: Vec<EpochRecord>,
+}
+
+/// How the training records are spread over users (statistics of the
+/// private data: not covered by ε).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UserCounts {
+    /// Distinct users.
+    pub users: usize,
+    /// Training records.
+    pub records: usize,
+    /// The most records one user holds.
+    pub max_records_of_one_user: usize,
+}
+
+impl UserCounts {
+    /// The counts of per-record user ids `ids`.
+    pub fn of(ids: &[u64]) -> Self {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let mut users = 0;
+        let mut most = 0;
+        let mut run = 0;
+        for (i, id) in sorted.iter().enumerate() {
+            if i > 0 && sorted[i - 1] == *id {
+                run += 1;
+            } else {
+                users += 1;
+                run = 1;
+            }
+            most = most.max(run);
+        }
+        Self {
+            users,
+            records: ids.len(),
+            max_records_of_one_user: most,
+        }
+    }
 }
 
 /// The state of a run at the end of one epoch.

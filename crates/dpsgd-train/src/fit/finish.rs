@@ -5,7 +5,7 @@ use crate::config::{ModelKind, TrainConfig};
 use crate::error::TrainError;
 use crate::eval::{accuracy, loss_threshold_auc};
 use crate::models::Classifier;
-use crate::report::{EarlyStopReport, EpochRecord, NotCovered, TrainReport};
+use crate::report::{EarlyStopReport, EpochRecord, NotCovered, TrainReport, UserCounts};
 use burn::tensor::Device;
 use dpsgd_burn::{PoissonSampler, PrivacyEngine, PrivacyReport};
 use dpsgd_core::GradientMethod;
@@ -119,7 +119,8 @@ pub(crate) fn finish<M: Classifier>(
     }
     let privacy_report = match privacy {
         Some(p) => p.report_over(steps)?,
-        None => PrivacyReport::non_private(sampler, steps, cfg.delta, cfg.seed),
+        None => PrivacyReport::non_private(sampler, steps, cfg.delta, cfg.seed)
+            .with_privacy_unit(cfg.privacy_unit),
     };
     Ok(TrainReport {
         not_covered_by_epsilon: NotCovered {
@@ -129,6 +130,7 @@ pub(crate) fn finish<M: Classifier>(
             loss_threshold_auc: auc,
             dropped_examples: privacy.map_or(0, PrivacyEngine::dropped_examples),
             mist_submodels: None,
+            users: train.users().map(UserCounts::of),
             epoch_history: history,
         },
         test_accuracy,

@@ -11,7 +11,7 @@ mod setup;
 mod standard;
 mod step;
 
-use crate::config::{Features, ModelKind, Privacy, Progress, TrainConfig};
+use crate::config::{Features, ModelKind, Privacy, PrivacyUnit, Progress, TrainConfig};
 use crate::ema::Ema;
 use crate::error::TrainError;
 use crate::features::{scatter_features, scattering_for};
@@ -98,6 +98,61 @@ pub fn train_with_gradient_canaries(
     Ok((report, model, observed))
 }
 
+/// Refuses, with one line naming the setting, what user-level DP does not
+/// combine with: data without user ids, augmentation multiplicity (its
+/// views and a user's records would both be an example's rows), MIST and
+/// early stopping (both split the training data by record, which would
+/// split users), and white-box gradient canaries (record slots).
+fn check_user_level(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    gradient_canaries: bool,
+) -> Result<(), TrainError> {
+    if cfg.privacy_unit == PrivacyUnit::Record {
+        return Ok(());
+    }
+    cfg.privacy_unit
+        .validate()
+        .map_err(|e| TrainError::config_from("max_records_per_user", e))?;
+    let refuse = |setting, why: &str| {
+        Err(TrainError::config(
+            setting,
+            format!("does not combine with user-level DP: {why}"),
+        ))
+    };
+    if train.users().is_none() {
+        return Err(TrainError::config(
+            "privacy_unit",
+            "user-level DP needs the user of every record (Dataset::with_users; --user-column for CSV data)",
+        ));
+    }
+    if cfg.augment_multiplicity > 1 {
+        return refuse(
+            "augment_multiplicity",
+            "augmented views and a user's records would both be rows of one example",
+        );
+    }
+    if cfg.defences.mist.is_some() {
+        return refuse(
+            "mist",
+            "MIST splits the training records between sub-models, which would split users",
+        );
+    }
+    if cfg.defences.early_stopping.is_some() {
+        return refuse(
+            "early_stopping",
+            "its validation split holds out records, which would split users",
+        );
+    }
+    if gradient_canaries {
+        return refuse(
+            "canaries",
+            "white-box gradient canaries are record slots; audit a user-level run with canary users",
+        );
+    }
+    Ok(())
+}
+
 /// [`train_model`], with gradient canaries when given.
 fn train_planted(
     cfg: &TrainConfig,
@@ -153,6 +208,7 @@ fn train_planted(
             "augmentation translates images: it needs image data with raw features (ScatterNet features are computed once, before training)",
         ));
     }
+    check_user_level(cfg, train, canaries.is_some())?;
     let dropout = cfg.defences.dropout.unwrap_or(0.0);
     if !(0.0..1.0).contains(&dropout) {
         return Err(TrainError::config("dropout", "must be in [0, 1)"));

@@ -2,14 +2,14 @@
 //! clipping policy, the DP-SGD engine and its plan, and the seeded model
 //! initialisation. Shared by the standard loop and MIST.
 
-use crate::config::{ClippingMode, OptimizerKind, Privacy, TrainConfig};
+use crate::config::{ClippingMode, OptimizerKind, Privacy, PrivacyUnit, TrainConfig};
 use crate::ema::Ema;
 use crate::error::TrainError;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
 use burn::tensor::{Device, Tensor};
 use dpsgd_accountant::{Accountant, Segment};
-use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
+use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine, UserIndex};
 use dpsgd_core::{Clipping, layer_groups, trainable_params};
 use dpsgd_data::Dataset;
 
@@ -126,8 +126,10 @@ pub(crate) fn dp_config<M: burn::module::Module>(
         .with_accountant(cfg.accountant)
         .with_delta(cfg.delta)
         .with_allow_large_delta(cfg.allow_large_delta)
+        .with_privacy_unit(cfg.privacy_unit)
         .with_dataset(DatasetFingerprint {
-            size: data.len(),
+            // The sampler's N: users at user level.
+            size: user_index(cfg, data)?.map_or(data.len(), |u| u.num_users()),
             hash: data.content_hash(),
         });
     let base = match cfg.max_physical_batch_size {
@@ -139,6 +141,29 @@ pub(crate) fn dp_config<M: burn::module::Module>(
         Privacy::NoiseMultiplier(s) => Some(base.with_noise_multiplier(s)),
         Privacy::TargetEpsilon(e) => Some(base.with_target_epsilon(e, cfg.delta, epochs)),
     })
+}
+
+/// The users of `data` at user-level DP (`None` at record level).
+///
+/// # Errors
+///
+/// [`TrainError::Config`] for user-level DP on data without user ids.
+pub(crate) fn user_index(
+    cfg: &TrainConfig,
+    data: &Dataset,
+) -> Result<Option<UserIndex>, TrainError> {
+    if cfg.privacy_unit == PrivacyUnit::Record {
+        return Ok(None);
+    }
+    let ids = data.users().ok_or_else(|| {
+        TrainError::config(
+            "privacy_unit",
+            "user-level DP needs the user of every record (Dataset::with_users; --user-column for CSV data)",
+        )
+    })?;
+    UserIndex::from_ids(ids)
+        .map(Some)
+        .map_err(|e| TrainError::config_from("privacy_unit", e))
 }
 
 /// A privacy engine for `dp` over `sampler`'s data, its generators seeded

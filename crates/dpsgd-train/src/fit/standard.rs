@@ -6,7 +6,8 @@ use super::canaries::CanaryRun;
 use super::checkpoint::{check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir};
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::setup::{
-    Extra, check_plan, dp_config, engine_error, inner_optimizer, start_engine, with_run_seed,
+    Extra, check_plan, dp_config, engine_error, inner_optimizer, start_engine, user_index,
+    with_run_seed,
 };
 use super::step::{dp_divergence, last_step_loss};
 use crate::config::{CHECKPOINT_FILE, Progress, TrainConfig};
@@ -16,17 +17,19 @@ use crate::eval::{accuracy, batch};
 use crate::models::Classifier;
 use crate::report::{EpochRecord, TrainReport};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd_burn::canary::WithCanaries;
-use dpsgd_burn::{Augmented, DatasetFingerprint, PoissonSampler};
+use dpsgd_burn::users::choose_records;
+use dpsgd_burn::{Augmented, DatasetFingerprint, PoissonSampler, UserBatch, UserIndex};
 use dpsgd_data::Dataset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::path::Path;
 use std::time::Instant;
 
-/// A batch of the standard loop: the rows and their views.
-type Batch = Augmented<(Tensor<4>, Tensor<1, Int>)>;
+/// A batch of the standard loop: the rows and their views, or (user-level
+/// DP) each user's K rows with their weights.
+type Batch = Augmented<(Tensor<4>, Tensor<1, Int>, Option<Tensor<1>>)>;
 
 /// Trains `model` with the standard loop: the run's report and released
 /// model (the last good one if training diverged, carried by the error).
@@ -57,7 +60,10 @@ pub(crate) fn run<M: Classifier + 'static>(
     let mut stopped_early = false;
     // Gradient canaries' slots are records of the run (N counts them).
     let slots = canaries.as_ref().map_or(0, |c| c.slots());
-    let sampler = PoissonSampler::new(train.len() + slots, cfg.batch_size)?;
+    // User-level DP: the sampler samples users.
+    let users = user_index(cfg, train)?;
+    let units = users.as_ref().map_or(train.len(), UserIndex::num_users);
+    let sampler = PoissonSampler::new(units + slots, cfg.batch_size)?;
     let steps = cfg.epochs as u64 * sampler.steps_per_epoch();
     if steps == 0 {
         return Err(TrainError::config("epochs", "must be at least 1"));
@@ -90,7 +96,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             debug_assert_eq!(
                 dp.dataset,
                 Some(DatasetFingerprint {
-                    size: train.len(),
+                    size: units,
                     hash: train.content_hash(),
                 })
             );
@@ -152,11 +158,17 @@ pub(crate) fn run<M: Classifier + 'static>(
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
         let epoch = current_epoch.load(std::sync::atomic::Ordering::Relaxed);
         let per_row = training_losses(&cfg.defences, relax.as_ref(), logits, targets, epoch);
-        if b.k == 1 {
-            return per_row;
-        }
         let n = per_row.dims()[0] / b.k;
-        per_row.reshape([n, b.k]).mean_dim(1).reshape([n])
+        match &b.rows.2 {
+            // A user's loss: Σ weight·loss over their rows (the mean over
+            // their chosen records; fillers weigh 0).
+            Some(weights) => (per_row * weights.clone())
+                .reshape([n, b.k])
+                .sum_dim(1)
+                .reshape([n]),
+            None if b.k == 1 => per_row,
+            None => per_row.reshape([n, b.k]).mean_dim(1).reshape([n]),
+        }
     };
     let mut view_rng = match cfg.seed {
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0xa06),
@@ -164,11 +176,32 @@ pub(crate) fn run<M: Classifier + 'static>(
     };
     let mut make_batch = |indices: &[usize]| -> Batch {
         match cfg.augment_multiplicity {
-            1 => Augmented {
-                rows: batch(train, indices, device),
-                k: 1,
-            },
-            k => crate::augment::shifted_views(train, indices, k, &mut view_rng, device),
+            1 => {
+                let (x, y) = batch(train, indices, device);
+                Augmented {
+                    rows: (x, y, None),
+                    k: 1,
+                }
+            }
+            k => {
+                let views = crate::augment::shifted_views(train, indices, k, &mut view_rng, device);
+                let (x, y) = views.rows;
+                Augmented {
+                    rows: (x, y, None),
+                    k: views.k,
+                }
+            }
+        }
+    };
+    let user_batch = |plan: &UserBatch| -> Batch {
+        let (x, y) = batch(train, &plan.rows, device);
+        let weights = Tensor::from_data(
+            TensorData::new(plan.weights.clone(), [plan.rows.len()]),
+            device,
+        );
+        Augmented {
+            rows: (x, y, Some(weights)),
+            k: plan.slots,
         }
     };
     let start = Instant::now();
@@ -200,12 +233,21 @@ pub(crate) fn run<M: Classifier + 'static>(
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
         current_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
-        let (indices, batch_loss, divergence) = match privacy.as_mut() {
+        let (examples, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
-                let indices = p.sample_batch();
-                let batch = match canaries.as_deref() {
-                    Some(c) => c.batch(&indices, &mut make_batch)?,
-                    None => WithCanaries::plain(make_batch(&indices)),
+                let (examples, batch) = match &users {
+                    Some(index) => {
+                        let plan = p.sample_users(index).map_err(|e| engine_error(cfg, e))?;
+                        (plan.len(), WithCanaries::plain(user_batch(&plan)))
+                    }
+                    None => {
+                        let indices = p.sample_batch();
+                        let batch = match canaries.as_deref() {
+                            Some(c) => c.batch(&indices, &mut make_batch)?,
+                            None => WithCanaries::plain(make_batch(&indices)),
+                        };
+                        (indices.len(), batch)
+                    }
                 };
                 let loss_fn = |m: &M, b: &WithCanaries<Batch>| loss_fn(m, &b.batch);
                 model = match &parallel {
@@ -218,24 +260,33 @@ pub(crate) fn run<M: Classifier + 'static>(
                     let expected = q * p.sampler().dataset_size() as f64;
                     c.observe(release, q, expected, None)?;
                 }
-                (indices, last_step_loss(p), dp_divergence(&model))
+                (examples, last_step_loss(p), dp_divergence(&model))
             }
             None => {
                 let indices = sampler.sample(&mut rng);
                 if indices.is_empty() {
-                    (indices, 0.0, None)
+                    (0, 0.0, None)
                 } else {
-                    let batch = make_batch(&indices);
+                    let batch = match (&users, cfg.privacy_unit.max_records_per_user()) {
+                        (Some(index), Some(k)) => {
+                            user_batch(&choose_records(index, &indices, k, &mut rng))
+                        }
+                        _ => make_batch(&indices),
+                    };
                     let losses = loss_fn(&model, &batch);
                     let loss = f64::from(losses.clone().sum().into_scalar::<f32>());
                     if loss.is_finite() {
                         let grads = GradientsParams::from_grads(losses.mean().backward(), &model);
                         model = plain.step(cfg.lr, model, grads);
-                        (indices, loss, None)
+                        (indices.len(), loss, None)
                     } else {
                         // Without DP there is nothing to protect: the
                         // batch's own loss decides.
-                        (indices, loss, Some(format!("the batch's loss is {loss}")))
+                        (
+                            indices.len(),
+                            loss,
+                            Some(format!("the batch's loss is {loss}")),
+                        )
                     }
                 }
             }
@@ -248,7 +299,7 @@ pub(crate) fn run<M: Classifier + 'static>(
             break;
         }
         epoch_loss += batch_loss;
-        epoch_examples += indices.len();
+        epoch_examples += examples;
         let end_of_epoch = step % steps_per_epoch == 0 || step == steps;
         let mut epoch_record = None;
         if end_of_epoch {
@@ -298,7 +349,7 @@ pub(crate) fn run<M: Classifier + 'static>(
         progress(Progress {
             step,
             total_steps: steps,
-            loss: batch_loss / indices.len().max(1) as f64,
+            loss: batch_loss / examples.max(1) as f64,
             epsilon: epoch_record.and_then(|r| r.epsilon),
             test_accuracy: epoch_record.map(|r| r.test_accuracy),
             epoch,
