@@ -31,6 +31,8 @@
 //!   that answers input-gradient queries, and how close its reconstructions
 //!   sit to the training data.
 //! * [`image`]: reconstructions as a PNG grid.
+//! * [`users`]: user-level membership, one score per user (the mean or the
+//!   best of their records' scores).
 //!
 //! The crate does not depend on burn: a model enters as scores,
 //! probabilities, logits ([`scores::score_logits`]) or through the
@@ -72,6 +74,7 @@ pub mod rmia;
 pub mod scores;
 pub mod shadow;
 pub mod slices;
+pub mod users;
 
 pub use attack::Attack;
 pub use error::{Error, Result};
