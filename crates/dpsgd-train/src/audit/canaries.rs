@@ -7,7 +7,7 @@
 
 use super::results::{CanaryAudit, CanaryEstimators};
 use super::settings::{AuditConfig, CanaryKind, audit_error, bad, exceeds_claim};
-use crate::config::TrainConfig;
+use crate::config::{PrivacyUnit, TrainConfig};
 use crate::error::TrainError;
 use crate::fit::canaries::{CanaryObservation, GradientCanaries};
 use crate::trained::TrainedModel;
@@ -15,27 +15,43 @@ use dpsgd_audit::estimators::gdp_estimate_moments;
 use dpsgd_audit::fdp::{EpsilonCurve, fdp_one_run_epsilon};
 use dpsgd_audit::lower_bound::{OneRunAudit, canary_epsilon, one_run_audit};
 use dpsgd_audit::scores::{ScoreKind, score_logits};
+use dpsgd_audit::users::{UserAggregate, user_scores};
 use dpsgd_data::Dataset;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::collections::HashSet;
 
-/// The planted canaries and their coins.
+/// The planted canaries and their coins: canary `c` is the `k` records
+/// `c·k .. (c+1)·k` of `data` (a canary user when `k > 1`), in or out by
+/// its coin `included[c]`.
 pub(crate) struct Canaries {
     data: Dataset,
     included: Vec<bool>,
+    /// Records per canary.
+    k: usize,
+    /// What one canary is: `record` or `user`.
+    unit: &'static str,
     kind: CanaryKind,
 }
 
 impl Canaries {
+    /// The canaries included.
     pub(crate) fn included_count(&self) -> usize {
         self.included.iter().filter(|&&b| b).count()
     }
 
+    /// The records of the canaries included.
+    pub(crate) fn included_records(&self) -> usize {
+        self.included_count() * self.k
+    }
+
+    /// The records of the canaries included, with their user ids when the
+    /// training data has user ids.
     pub(crate) fn included_data(&self) -> Dataset {
-        let idx: Vec<usize> = (0..self.included.len())
-            .filter(|&i| self.included[i])
+        let idx: Vec<usize> = (0..self.data.len())
+            .filter(|&i| self.included[i / self.k])
             .collect();
         self.data.subset(&idx)
     }
@@ -47,10 +63,11 @@ impl Canaries {
         audit: &AuditConfig,
         delta: f64,
         claimed: Option<f64>,
+        record_level: bool,
     ) -> Result<CanaryAudit, TrainError> {
         let logits = model.logits(&self.data)?;
         let classes = model.classes();
-        let scores: Vec<f64> = (0..self.data.len())
+        let record_scores: Vec<f64> = (0..self.data.len())
             .map(|i| {
                 score_logits(
                     ScoreKind::Loss,
@@ -60,7 +77,15 @@ impl Canaries {
             })
             .collect::<Result<_, _>>()
             .map_err(audit_error)?;
-        let m = self.data.len();
+        // One score per canary: the mean of its records' (in canary order).
+        let canary_of: Vec<u64> = (0..self.data.len()).map(|i| (i / self.k) as u64).collect();
+        let record_in: Vec<bool> = (0..self.data.len())
+            .map(|i| self.included[i / self.k])
+            .collect();
+        let scores = user_scores(&record_scores, &canary_of, &record_in, UserAggregate::Mean)
+            .map_err(audit_error)?
+            .scores;
+        let m = self.included.len();
         let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
         let one_run = one_run_audit(
             &scores,
@@ -70,8 +95,28 @@ impl Canaries {
             audit.canary_significance(),
         )
         .map_err(audit_error)?;
-        canary_bounds(self.kind, &scores, &self.included, one_run, delta, claimed)
+        let mut result =
+            canary_bounds(self.kind, &scores, &self.included, one_run, delta, claimed)?;
+        result.unit = self.unit;
+        judge_group(&mut result, self.k, record_level)?;
+        Ok(result)
     }
+}
+
+/// Canary users of `k > 1` records against a record-level claim
+/// (`record_level`): the verdict against the group-privacy claim kε (at
+/// δₖ), and whether the bound exceeds ε itself beside it.
+fn judge_group(result: &mut CanaryAudit, k: usize, record_level: bool) -> Result<(), TrainError> {
+    result.records_per_canary = k;
+    if k > 1
+        && record_level
+        && let Some(eps) = result.claimed_epsilon
+    {
+        result.exceeds_record_level_claim = Some(exceeds_claim(Some(eps), result.one_run.epsilon));
+        result.claimed_group_epsilon = Some(k as f64 * eps);
+        result.exceeds_claim = result.refutes_at(result.one_run.alpha)?;
+    }
+    Ok(())
 }
 
 /// The canary audit's figures: the one-run bound, and the Clopper–Pearson
@@ -111,6 +156,10 @@ pub(crate) fn canary_bounds(
         one_run,
         clopper_pearson_epsilon,
         claimed_epsilon: claimed,
+        records_per_canary: 1,
+        unit: "record",
+        claimed_group_epsilon: None,
+        exceeds_record_level_claim: None,
     })
 }
 
@@ -161,26 +210,43 @@ pub(crate) fn canary_estimators(
 /// Input canaries may be at most one per this many training records.
 pub const MAX_CANARY_SHARE: usize = 4;
 
-/// Draws `audit.canaries` canaries and their inclusion coins.
+/// Draws `audit.canaries` canaries of `k` records each and their
+/// inclusion coins (one per canary); `user_level` says whether the run's
+/// unit is the user. When `train` has user ids, every canary gets a fresh
+/// one, among neither `train`'s nor `test`'s.
 pub(crate) fn plant_canaries(
     train: &Dataset,
+    test: &Dataset,
     audit: &AuditConfig,
+    k: usize,
+    user_level: bool,
     rng: &mut ChaCha20Rng,
 ) -> Result<Option<Canaries>, TrainError> {
     let m = audit.canaries;
     if m == 0 || audit.canary_kind == CanaryKind::Dirac {
         return Ok(None);
     }
+    if k == 0 || m * k > train.len() {
+        return Err(bad(
+            "canary_records_per_user",
+            format!(
+                "{m} canaries of {k} records for {} training records",
+                train.len()
+            ),
+        ));
+    }
     let classes = train.n_classes();
     if classes < 2 {
         return Err(bad("canaries", "canaries need at least two classes"));
     }
     let d = train.n_features();
-    let mut features = Vec::with_capacity(m * d);
-    let mut labels = Vec::with_capacity(m);
+    let mut features = Vec::with_capacity(m * k * d);
+    let mut labels = Vec::with_capacity(m * k);
     let mut sources: Vec<usize> = (0..train.len()).collect();
     sources.shuffle(rng);
-    for c in 0..m {
+    // Canary c's records are c·k .. (c+1)·k: distinct sources, as
+    // m·k ≤ N.
+    for c in 0..m * k {
         match audit.canary_kind {
             CanaryKind::Mislabeled => {
                 let src = sources[c % sources.len()];
@@ -208,21 +274,54 @@ pub(crate) fn plant_canaries(
             .map_err(|e| TrainError::config_from("canaries", e))?,
         None => data,
     };
+    let data = match train.users() {
+        Some(ids) => {
+            let ids = fresh_users(ids, test.users().unwrap_or(&[]), m);
+            data.with_users((0..m * k).map(|i| ids[i / k]).collect())
+                .map_err(|e| TrainError::config_from("canaries", e))?
+        }
+        None => data,
+    };
     Ok(Some(Canaries {
         data,
         included,
+        k,
+        unit: if k > 1 || user_level {
+            "user"
+        } else {
+            "record"
+        },
         kind: audit.canary_kind,
     }))
+}
+
+/// `m` user ids in neither `train` nor `test`, counting down from the
+/// largest id.
+fn fresh_users(train: &[u64], test: &[u64], m: usize) -> Vec<u64> {
+    let used: HashSet<u64> = train.iter().chain(test).copied().collect();
+    (0..=u64::MAX)
+        .rev()
+        .filter(|u| !used.contains(u))
+        .take(m)
+        .collect()
 }
 
 /// Salt of the canaries' random stream.
 const CANARY_SALT: u64 = 0xca4a_21e5;
 
 /// Draws the audit's input canaries and their coins, from its seed (none
-/// for Dirac canaries, which are not records).
-pub(crate) fn plant(train: &Dataset, audit: &AuditConfig) -> Result<Option<Canaries>, TrainError> {
+/// for Dirac canaries, which are not records): canary users of
+/// [`AuditConfig::canary_records`] records each when that is above 1.
+pub(crate) fn plant(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    audit: &AuditConfig,
+) -> Result<Option<Canaries>, TrainError> {
     let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ CANARY_SALT);
-    plant_canaries(train, audit, &mut rng)
+    let k = audit.canary_records(cfg.privacy_unit);
+    let user_level = cfg.privacy_unit != PrivacyUnit::Record;
+    plant_canaries(train, test, audit, k, user_level, &mut rng)
 }
 
 /// The gradient canaries of a Dirac audit, if asked for: `m` coins from
@@ -256,7 +355,13 @@ pub(crate) fn canary_audit(
 ) -> Result<Option<CanaryAudit>, TrainError> {
     let delta = cfg.delta;
     let mut result = match (planted, observation) {
-        (Some(c), _) => Some(c.audit(model, audit, delta, claimed)?),
+        (Some(c), _) => Some(c.audit(
+            model,
+            audit,
+            delta,
+            claimed,
+            cfg.privacy_unit == PrivacyUnit::Record,
+        )?),
         (None, Some(o)) => {
             let m = o.scores.len();
             let guesses = audit.canary_guesses.unwrap_or((m / 5).max(1));
@@ -281,9 +386,12 @@ pub(crate) fn canary_audit(
         }
         (None, None) => None,
     };
+    // The run's curve is the claim of its own unit: canary users against a
+    // record-level claim are judged at group privacy, not on that curve.
     if let Some(r) = result.as_mut()
         && claimed.is_some()
         && cfg.defences.mist.is_none()
+        && r.claimed_group_epsilon.is_none()
     {
         r.estimators.fdp_run_curve_epsilon = super::curve::curve_epsilon(
             &r.one_run,

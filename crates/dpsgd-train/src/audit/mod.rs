@@ -22,6 +22,19 @@
 //!   seen, and bounds ε from the number of right guesses. A bound above the
 //!   claimed ε proves the claim false: [`CanaryAudit::exceeds_claim`].
 //!
+//! # Users
+//!
+//! When the records carry user ids ([`Dataset::with_users`], split by
+//! user), every attack is also read against **users**
+//! ([`AttackResult::users`]): a user's score is the mean, or the best, of
+//! their records' scores — at record level too, where it shows how far a
+//! record-level claim leaves heavy users' membership inferable. Canaries
+//! become **canary users** of k records
+//! ([`AuditConfig::canary_records_per_user`]; K at user level), each with
+//! a fresh user id, in or out whole by one coin, scored by the mean of
+//! their records' loss scores, and the one-run bound counts canary users.
+//! White-box gradient canaries are record slots: refused at user level.
+//!
 //! # Privacy
 //!
 //! An audit *releases* attack figures computed from the private training
@@ -54,11 +67,12 @@ mod target;
 pub use canaries::MAX_CANARY_SHARE;
 pub use results::{
     AttackResult, AuditOutcome, AuditReport, CanaryAudit, CanaryEstimators, InversionReport,
+    UserLevelAttack,
 };
 pub use settings::{Attack, AuditConfig, CanaryKind, CanaryView, bonferroni, exceeds_claim};
 pub use target::FAULT_NOISE_SCALE_VAR;
 
-use crate::config::{Privacy, TrainConfig};
+use crate::config::{Privacy, PrivacyUnit, TrainConfig};
 use crate::error::TrainError;
 use dpsgd_data::Dataset;
 use settings::{bad, check_config};
@@ -93,7 +107,7 @@ pub fn audit(
     check_run(cfg, train, test, audit)?;
     // The target, with its canaries.
     let mut warnings = Vec::new();
-    let planted = canaries::plant(train, audit)?;
+    let planted = canaries::plant(cfg, train, test, audit)?;
     let gradient_canaries = canaries::gradient_canaries(audit);
     let target = target::train_target(
         cfg,
@@ -220,18 +234,49 @@ fn check_run(
             "the training and test splits have different numbers of features",
         ));
     }
+    // User-level figures need users on one side of the split only.
+    if let (Some(a), Some(b)) = (train.users(), test.users()) {
+        let members: std::collections::HashSet<u64> = a.iter().copied().collect();
+        if let Some(u) = b.iter().find(|u| members.contains(u)) {
+            return Err(bad(
+                "data",
+                format!(
+                    "user {u} has records in both the training and the test split: split the data by user (Dataset::split_by_user)"
+                ),
+            ));
+        }
+    }
+    if (train.users().is_some()) != (test.users().is_some()) {
+        return Err(bad(
+            "data",
+            "one split has user ids and the other has none: give every record its user (or none)",
+        ));
+    }
     // Input canaries join the training set: past a quarter of it they
     // would be what the model learns (10⁵ canaries beside 896 digits
-    // trained to 0.33% accuracy without a word).
-    if audit.canary_kind != CanaryKind::Dirac && audit.canaries > train.len() / MAX_CANARY_SHARE {
+    // trained to 0.33% accuracy without a word). A canary user counts its
+    // records.
+    let k = audit.canary_records(cfg.privacy_unit);
+    if audit.canary_kind != CanaryKind::Dirac && audit.canaries * k > train.len() / MAX_CANARY_SHARE
+    {
         return Err(bad(
             "canaries",
             format!(
-                "{} input canaries for {} training records: at most one per {MAX_CANARY_SHARE} records ({}), or the canaries are what the model learns",
+                "{} input canaries of {k} record(s) each ({} records) for {} training records: at most one canary record per {MAX_CANARY_SHARE} training records ({}), or the canaries are what the model learns",
                 audit.canaries,
+                audit.canaries * k,
                 train.len(),
                 train.len() / MAX_CANARY_SHARE
             ),
+        ));
+    }
+    if audit.canaries > 0
+        && audit.canary_kind == CanaryKind::Dirac
+        && (cfg.privacy_unit != PrivacyUnit::Record || k > 1)
+    {
+        return Err(bad(
+            "canaries",
+            "white-box gradient canaries are record slots; use input canaries (canary users) at user level",
         ));
     }
     if audit.canaries > 0 && audit.canary_kind == CanaryKind::Dirac {
@@ -359,6 +404,10 @@ mod tests {
             clopper_pearson_epsilon: 0.0,
             estimators: Default::default(),
             claimed_epsilon: claimed,
+            records_per_canary: 1,
+            unit: "record",
+            claimed_group_epsilon: None,
+            exceeds_record_level_claim: None,
         }
     }
 

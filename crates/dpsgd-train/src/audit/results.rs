@@ -10,6 +10,7 @@ use dpsgd_audit::hardening::{ClientUsage, Release};
 use dpsgd_audit::lower_bound::OneRunAudit;
 use dpsgd_audit::metrics::{Interval, Roc, bootstrap};
 use dpsgd_audit::slices::{Record, Slice, slices};
+use dpsgd_audit::users::{UserAggregate, user_scores};
 use serde::Serialize;
 
 /// Salt of the bootstrap's random stream.
@@ -59,6 +60,34 @@ pub struct AttackResult {
     pub roc: Vec<(f64, f64)>,
     /// Slices by class and by loss percentile, most exposed first.
     pub slices: Vec<Slice>,
+    /// The same attack against **users**, when the records carry user ids:
+    /// one entry per aggregate of a user's record scores (`mean`, then
+    /// `max`). Empty (and not serialised) without user ids. A record-level
+    /// claim says nothing of users with many records: these figures show
+    /// how far their membership is inferable.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserLevelAttack>,
+}
+
+/// One attack's figures against users: each user scored by the aggregate
+/// of their records' scores ([`dpsgd_audit::users::user_scores`]), members
+/// (users of the training split) against non-members (users of the test
+/// split).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserLevelAttack {
+    /// How a user's record scores were aggregated: `mean` or `max`.
+    pub aggregate: &'static str,
+    /// Member and non-member users scored.
+    pub users: (usize, usize),
+    /// ROC AUC over users (0.5: no leakage measured).
+    pub auc: f64,
+    /// Percentile bootstrap interval of the AUC at level `1 − α`, over
+    /// users (as [`AttackResult::auc_interval`]).
+    pub auc_interval: Interval,
+    /// TPR at 1% FPR, over users.
+    pub tpr_at_fpr_0_01: f64,
+    /// TPR at 0.1% FPR, over users.
+    pub tpr_at_fpr_0_001: f64,
 }
 
 /// The canary audit's outcome.
@@ -85,8 +114,31 @@ pub struct CanaryAudit {
     pub estimators: CanaryEstimators,
     /// Whether the one-run lower bound exceeds the claim: the claim is then
     /// false (a privacy bug) at confidence `1 − α`, with α the bound's
-    /// significance (`one_run.alpha`).
+    /// significance (`one_run.alpha`). Canary users of k > 1 records
+    /// against a record-level claim are judged against the group-privacy
+    /// claim that ε implies for them ([`CanaryAudit::claimed_group_epsilon`]).
     pub exceeds_claim: bool,
+    /// Records of each canary (k): above 1, every canary is a user of k
+    /// records, included or left out whole, scored by the mean of its
+    /// records' scores, and the one-run audit counts canary users.
+    pub records_per_canary: usize,
+    /// What one canary is: `record`, or `user` (canary users, at user
+    /// level or with k > 1).
+    pub unit: &'static str,
+    /// Canary users of k > 1 records against a **record-level** claim ε:
+    /// the claim they are judged against, kε of group privacy, at
+    /// δₖ = k·e^{(k−1)ε}·δ (the one-run bound recomputed at δₖ decides
+    /// [`CanaryAudit::exceeds_claim`]; never refuted when δₖ ≥ 1). `None`
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_group_epsilon: Option<f64>,
+    /// Canary users of k > 1 records against a record-level claim ε:
+    /// whether the one-run bound exceeds ε itself. Not a refutation (ε is
+    /// about records, the canaries are users); `true` shows that the
+    /// record-level claim does not cover users. `None` otherwise (and
+    /// without a claim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceeds_record_level_claim: Option<bool>,
 }
 
 /// The f-DP one-run bounds and a Gaussian-DP estimate from one canary
@@ -131,11 +183,27 @@ impl CanaryAudit {
     /// [`TrainError::Config`] for `α ∉ (0, 1)` or inconsistent counts.
     pub fn refutes_at(&self, alpha: f64) -> Result<bool, TrainError> {
         let o = &self.one_run;
+        let (claim, delta) = match (self.claimed_group_epsilon, self.claimed_epsilon) {
+            (Some(group), Some(eps)) => {
+                let k = self.records_per_canary as f64;
+                let delta = k * ((k - 1.0) * eps).exp() * o.delta;
+                if delta >= 1.0 || delta.is_nan() {
+                    // A vacuous group claim: nothing refutes it. α is
+                    // still checked.
+                    if !(alpha > 0.0 && alpha < 1.0) {
+                        return Err(super::settings::bad("alpha", "must be in (0, 1)"));
+                    }
+                    return Ok(false);
+                }
+                (Some(group), delta)
+            }
+            _ => (self.claimed_epsilon, o.delta),
+        };
         let bound = dpsgd_audit::lower_bound::one_run_epsilon(
-            o.canaries, o.guesses, o.correct, o.delta, alpha,
+            o.canaries, o.guesses, o.correct, delta, alpha,
         )
         .map_err(audit_error)?;
-        Ok(exceeds_claim(self.claimed_epsilon, bound))
+        Ok(exceeds_claim(claim, bound))
     }
 }
 
@@ -216,13 +284,16 @@ pub struct AuditOutcome {
 }
 
 /// The figures of one attack's scores (NaN scores, and records outside
-/// `subset` when given, are left out).
+/// `subset` when given, are left out), with its figures against users
+/// when the records' `users` are given.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attack_result(
     name: &str,
     scores: &[f64],
     is_member: &[bool],
     labels: &[usize],
     losses: &[f64],
+    users: Option<&[u64]>,
     subset: Option<&[usize]>,
     audit: &AuditConfig,
 ) -> Result<AttackResult, TrainError> {
@@ -273,6 +344,10 @@ pub(crate) fn attack_result(
             },
         })
         .collect();
+    let users = match users {
+        Some(ids) => user_level(&chosen, scores, is_member, ids, audit)?,
+        None => Vec::new(),
+    };
     Ok(AttackResult {
         name: name.to_owned(),
         auc: roc.auc,
@@ -287,7 +362,47 @@ pub(crate) fn attack_result(
         records: roc.counts,
         roc: roc_summary(&roc),
         slices: slices(&records, 10).map_err(audit_error)?,
+        users,
     })
+}
+
+/// The figures against users of the `chosen` records' scores, for each
+/// aggregate ([`UserAggregate::ALL`]).
+fn user_level(
+    chosen: &[usize],
+    scores: &[f64],
+    is_member: &[bool],
+    ids: &[u64],
+    audit: &AuditConfig,
+) -> Result<Vec<UserLevelAttack>, TrainError> {
+    let s: Vec<f64> = chosen.iter().map(|&i| scores[i]).collect();
+    let u: Vec<u64> = chosen.iter().map(|&i| ids[i]).collect();
+    let m: Vec<bool> = chosen.iter().map(|&i| is_member[i]).collect();
+    UserAggregate::ALL
+        .iter()
+        .map(|&how| {
+            let per_user = user_scores(&s, &u, &m, how).map_err(audit_error)?;
+            let (members, others) = (per_user.members(), per_user.non_members());
+            let roc = Roc::new(&members, &others).map_err(audit_error)?;
+            let auc_interval = bootstrap(
+                &members,
+                &others,
+                |r| r.auc,
+                audit.bootstrap_resamples,
+                1.0 - audit.alpha,
+                audit.seed ^ BOOT_SALT,
+            )
+            .map_err(audit_error)?;
+            Ok(UserLevelAttack {
+                aggregate: how.name(),
+                users: roc.counts,
+                auc: roc.auc,
+                auc_interval,
+                tpr_at_fpr_0_01: roc.tpr_at_fpr(0.01),
+                tpr_at_fpr_0_001: roc.tpr_at_fpr(0.001),
+            })
+        })
+        .collect()
 }
 
 /// BCa intervals at `level` of the AUC, the TPR at 1% and at 0.1% FPR
@@ -377,6 +492,7 @@ mod tests {
             &labels,
             &losses,
             None,
+            None,
             &config(200),
         )
         .unwrap();
@@ -418,6 +534,7 @@ mod tests {
             &labels,
             &losses,
             None,
+            None,
             &config(50),
         )
         .unwrap();
@@ -427,8 +544,84 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert!(json["auc_bca"].is_null());
         let member = [true, true, false, false];
-        let r =
-            attack_result("loss", &scores, &member, &labels, &losses, None, &config(1)).unwrap();
+        let r = attack_result(
+            "loss",
+            &scores,
+            &member,
+            &labels,
+            &losses,
+            None,
+            None,
+            &config(1),
+        )
+        .unwrap();
         assert!(r.auc_bca.is_none());
+        assert!(r.users.is_empty(), "no user ids, no user-level figures");
+        assert!(serde_json::to_value(&r).unwrap().get("users").is_none());
+    }
+
+    /// Users 1 and 2 are members, 3 and 4 not; the record-level AUC mixes
+    /// them, the user-level ones are by hand. A subset restricts the
+    /// records before they are grouped.
+    #[test]
+    fn should_score_users_by_the_mean_and_the_best_of_their_records() {
+        // user:    1    1    2    3    3    3    4
+        let scores = [0.9, 0.1, 0.5, 0.8, 0.0, 0.1, 0.45];
+        let users = [1, 1, 2, 3, 3, 3, 4];
+        let member = [true, true, true, false, false, false, false];
+        let (labels, losses) = ([0; 7], [0.0; 7]);
+        let r = attack_result(
+            "loss",
+            &scores,
+            &member,
+            &labels,
+            &losses,
+            Some(&users),
+            None,
+            &config(20),
+        )
+        .unwrap();
+        assert_eq!(r.users.len(), 2);
+        let (mean, max) = (&r.users[0], &r.users[1]);
+        assert_eq!((mean.aggregate, max.aggregate), ("mean", "max"));
+        // Means: members 0.5, 0.5; non-members 0.3, 0.45: perfectly apart.
+        assert_eq!(mean.users, (2, 2));
+        assert_eq!(mean.auc, 1.0);
+        assert_eq!(mean.tpr_at_fpr_0_01, 1.0);
+        // Maxima: members 0.9, 0.5; non-members 0.8, 0.45: 3 of 4 pairs.
+        assert_eq!(max.auc, 0.75);
+        assert_eq!(max.tpr_at_fpr_0_01, 0.5);
+        assert!(max.auc_interval.low <= max.auc_interval.high);
+        // Only records 0, 3 and 6: users 1 (0.9), 3 (0.8), 4 (0.45).
+        let r = attack_result(
+            "loss",
+            &scores,
+            &member,
+            &labels,
+            &losses,
+            Some(&users),
+            Some(&[0, 3, 6]),
+            &config(20),
+        )
+        .unwrap();
+        assert_eq!(r.users[0].users, (1, 2));
+        assert_eq!(r.users[0].auc, 1.0);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["users"][1]["aggregate"], "max");
+        assert_eq!(json["users"][0]["users"][1], 2);
+        // A user on both sides has no user-level membership.
+        let mixed = [true, false, true, false, false, false, false];
+        let e = attack_result(
+            "loss",
+            &scores,
+            &mixed,
+            &labels,
+            &losses,
+            Some(&users),
+            None,
+            &config(20),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("split the data by user"), "{e}");
     }
 }

@@ -58,6 +58,19 @@ pub struct AuditConfig {
     /// What the white-box auditor observes of Dirac canaries: every step's
     /// release (default) or the final model.
     pub canary_view: CanaryView,
+    /// Records of each input canary: above 1, every canary is a **user** of
+    /// that many records (mislabeled: distinct training records, each with
+    /// a random wrong label; out-of-distribution: as many noise points),
+    /// with a user id of its own, included or left out whole by one coin,
+    /// and scored by the mean of its records' loss scores; the one-run
+    /// bound then counts canary users. `None`: the run's
+    /// `max_records_per_user` K at user level, 1 at record level. 0 is
+    /// refused. Against a record-level claim, canaries of k > 1 records
+    /// are judged against the group-privacy claim kε that the record-level
+    /// claim implies for them, and whether they exceed ε itself is
+    /// reported beside it
+    /// ([`CanaryAudit::exceeds_record_level_claim`](super::CanaryAudit::exceeds_record_level_claim)).
+    pub canary_records_per_user: Option<usize>,
     /// Guesses `r` of the one-run audit (`None`: `max(1, m/5)`), fixed
     /// before the scores are seen.
     pub canary_guesses: Option<usize>,
@@ -96,6 +109,14 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// The records of each input canary under `unit`:
+    /// [`AuditConfig::canary_records_per_user`], or K at user level and 1
+    /// at record level.
+    pub fn canary_records(&self, unit: dpsgd_burn::PrivacyUnit) -> usize {
+        self.canary_records_per_user
+            .unwrap_or_else(|| unit.max_records_per_user().unwrap_or(1))
+    }
+
     /// The significance of the canary audit's bounds:
     /// [`AuditConfig::canary_alpha`], or [`AuditConfig::alpha`].
     pub fn canary_significance(&self) -> f64 {
@@ -126,6 +147,7 @@ impl Default for AuditConfig {
             canaries: 0,
             canary_kind: CanaryKind::Mislabeled,
             canary_view: CanaryView::AllSteps,
+            canary_records_per_user: None,
             canary_guesses: None,
             alpha: 0.05,
             canary_alpha: None,
@@ -166,6 +188,12 @@ pub(crate) fn check_config(audit: &AuditConfig) -> Result<(), TrainError> {
     }
     if audit.canary_alpha.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
         return Err(bad("canary_alpha", "must be in (0, 1)"));
+    }
+    if audit.canary_records_per_user == Some(0) {
+        return Err(bad(
+            "canary_records_per_user",
+            "a canary user needs at least one record",
+        ));
     }
     if audit.bootstrap_resamples == 0 {
         return Err(bad("bootstrap_resamples", "need at least one resample"));

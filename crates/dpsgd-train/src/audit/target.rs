@@ -60,8 +60,20 @@ pub(crate) fn test_fault_noise_scale() -> Result<f64, TrainError> {
     }
 }
 
-/// `a` followed by `b` (same features and image shape).
+/// `a` followed by `b` (same features and image shape), with their user
+/// ids when both have them (none when neither has; a mix is refused: half
+/// a population of users is no population of users).
 pub(crate) fn concat(a: &Dataset, b: &Dataset) -> Result<Dataset, TrainError> {
+    let users = match (a.users(), b.users()) {
+        (Some(x), Some(y)) => Some([x, y].concat()),
+        (None, None) => None,
+        _ => {
+            return Err(TrainError::config(
+                "data",
+                "one part has user ids and the other has none: give every record its user (or none)",
+            ));
+        }
+    };
     let features = [a.features(), b.features()].concat();
     let labels = [a.labels(), b.labels()].concat();
     let data = Dataset::new(
@@ -71,9 +83,15 @@ pub(crate) fn concat(a: &Dataset, b: &Dataset) -> Result<Dataset, TrainError> {
         a.n_classes().max(b.n_classes()),
     )
     .map_err(|e| TrainError::config_from("data", e))?;
-    match a.image_shape() {
+    let data = match a.image_shape() {
         Some(shape) => data
             .with_image_shape(shape)
+            .map_err(|e| TrainError::config_from("data", e))?,
+        None => data,
+    };
+    match users {
+        Some(ids) => data
+            .with_users(ids)
             .map_err(|e| TrainError::config_from("data", e)),
         None => Ok(data),
     }
@@ -203,7 +221,11 @@ pub(crate) fn train_target(
         "target: training on {} records{}",
         target_train.len(),
         match canaries {
-            Some(c) => format!(" ({} of them canaries)", c.included_count()),
+            Some(c) => format!(
+                " ({} of them the records of {} canaries)",
+                c.included_records(),
+                c.included_count()
+            ),
             None => String::new(),
         }
     ));
@@ -367,6 +389,7 @@ impl<'a> Population<'a> {
             &self.is_member,
             &self.labels,
             &self.losses,
+            self.data.users(),
             subset,
             self.audit,
         )
