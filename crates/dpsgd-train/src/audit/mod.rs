@@ -262,11 +262,15 @@ fn check_run(
         return Err(bad(
             "canaries",
             format!(
-                "{} input canaries of {k} record(s) each ({} records) for {} training records: at most one canary record per {MAX_CANARY_SHARE} training records ({}), or the canaries are what the model learns",
+                "{} input canaries{} for {} training records: at most one per {MAX_CANARY_SHARE} records ({}), or the canaries are what the model learns",
                 audit.canaries,
-                audit.canaries * k,
+                if k > 1 {
+                    format!(" of {k} records each ({} records)", audit.canaries * k)
+                } else {
+                    String::new()
+                },
                 train.len(),
-                train.len() / MAX_CANARY_SHARE
+                train.len() / MAX_CANARY_SHARE / k
             ),
         ));
     }
