@@ -111,6 +111,8 @@ fn usage_error(e: TrainError) -> anyhow::Error {
             "features" => Some("--features"),
             "ema_decay" => Some("--ema-decay"),
             "augment_multiplicity" => Some("--augment-multiplicity"),
+            "privacy_unit" => Some("--privacy-unit"),
+            "max_records_per_user" => Some("--max-records-per-user"),
             "resume" => Some("--resume"),
             "label_smoothing" => Some("--label-smoothing"),
             "confidence_penalty" => Some("--confidence-penalty"),
@@ -162,15 +164,37 @@ fn usage_error(e: TrainError) -> anyhow::Error {
 /// One line that says what the run cost and bought.
 pub fn summary(r: &TrainReport) -> String {
     let p = &r.privacy;
+    let unit = match p.max_records_per_user {
+        Some(k) => {
+            format!(" for any one user's records (all of them; up to {k} of them train each step)")
+        }
+        None => String::new(),
+    };
     let privacy = match (p.epsilon, p.noise_multiplier, p.accountant) {
         (Some(e), Some(s), Some(accountant)) => format!(
-            "ε = {e:.2} at δ = {:e} ({}, σ = {s:.3})",
+            "ε = {e:.2} at δ = {:e}{unit} ({}, σ = {s:.3})",
             p.delta,
             accountant.name().to_uppercase()
         ),
         _ => "non-private (ε = ∞)".to_owned(),
     };
     let nc = &r.not_covered_by_epsilon;
+    // Users' record counts are statistics of the private data; at record
+    // level they say how little a heavy user is protected.
+    let users = match (&nc.users, p.max_records_per_user, p.epsilon) {
+        (Some(u), None, Some(e)) => format!(
+            ", {} users with up to {} records each (record-level ε: such a user is protected only at about {:.1}·ε = {:.1})",
+            u.users,
+            u.max_records_of_one_user,
+            u.max_records_of_one_user as f64,
+            u.max_records_of_one_user as f64 * e
+        ),
+        (Some(u), _, _) => format!(
+            ", {} records of {} users (up to {} each)",
+            u.records, u.users, u.max_records_of_one_user
+        ),
+        (None, _, _) => String::new(),
+    };
     format!(
         "test accuracy {:.2}% | {privacy} | q = {:.4}, {} steps, {} epochs, {:.1} s{} | not covered by ε: train accuracy {:.2}%, loss-threshold MIA AUC {:.3}{}",
         100.0 * r.test_accuracy,
@@ -191,8 +215,8 @@ pub fn summary(r: &TrainReport) -> String {
             format!(", {} non-finite examples dropped", nc.dropped_examples)
         } else {
             String::new()
-        }
-    )
+        },
+    ) + &users
 }
 
 /// Runs an audit of `cfg` with progress lines on stderr (unless `quiet`).

@@ -175,6 +175,15 @@ impl Recipe {
         self
     }
 
+    /// The same recipe with its batch size at most a quarter of `n` units
+    /// of privacy (at least 1): at user level the number of users, which
+    /// is public where the number of records is not.
+    #[must_use]
+    pub fn fitted_to_units(mut self, n: usize) -> Self {
+        self.batch_size = self.batch_size.min((n / 4).max(1));
+        self
+    }
+
     /// A run of this recipe with `privacy` at `delta` (no seed, flat
     /// clipping).
     pub fn config(&self, privacy: Privacy, delta: f64) -> TrainConfig {

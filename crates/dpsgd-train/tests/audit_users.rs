@@ -61,12 +61,47 @@ fn run(cfg: &TrainConfig, data: &(Dataset, Dataset), a: &AuditConfig) -> AuditRe
 /// distinct users of each split.
 fn assert_user_figures(report: &AuditReport, data: &(Dataset, Dataset)) {
     let users = (data.0.num_users().unwrap(), data.1.num_users().unwrap());
+    // The heavy users, counted naively: the record count at the 80th
+    // percentile of the population's users is the bar.
+    let count = |d: &Dataset| {
+        let mut c = std::collections::BTreeMap::<u64, usize>::new();
+        for id in d.users().unwrap() {
+            *c.entry(*id).or_default() += 1;
+        }
+        c
+    };
+    let (train_counts, test_counts) = (count(&data.0), count(&data.1));
+    let mut all: Vec<usize> = train_counts
+        .values()
+        .chain(test_counts.values())
+        .copied()
+        .collect();
+    all.sort_unstable();
+    let bar = all[all.len() * 4 / 5];
+    assert!(bar >= 2, "{bar}");
+    let heavy =
+        |c: &std::collections::BTreeMap<u64, usize>| c.values().filter(|&&n| n >= bar).count();
+    let heavy_users = (heavy(&train_counts), heavy(&test_counts));
     assert!(!report.attacks.is_empty());
     for a in &report.attacks {
-        let aggregates: Vec<&str> = a.users.iter().map(|u| u.aggregate).collect();
-        assert_eq!(aggregates, ["mean", "max"], "{}", a.name);
+        let aggregates: Vec<(&str, usize)> = a
+            .users
+            .iter()
+            .map(|u| (u.aggregate, u.min_records))
+            .collect();
+        assert_eq!(
+            aggregates,
+            [("mean", 1), ("max", 1), ("mean", bar), ("max", bar)],
+            "{}",
+            a.name
+        );
         for u in &a.users {
-            assert_eq!(u.users, users, "{} {}", a.name, u.aggregate);
+            let expected = if u.min_records == 1 {
+                users
+            } else {
+                heavy_users
+            };
+            assert_eq!(u.users, expected, "{} {}", a.name, u.aggregate);
             assert!((0.0..=1.0).contains(&u.auc));
             assert!(u.auc_interval.low <= u.auc_interval.high);
             assert!(u.tpr_at_fpr_0_001 <= u.tpr_at_fpr_0_01 + 1e-12);
@@ -77,6 +112,7 @@ fn assert_user_figures(report: &AuditReport, data: &(Dataset, Dataset)) {
     let first = &json["attacks"][0]["users"][0];
     for key in [
         "aggregate",
+        "min_records",
         "users",
         "auc",
         "auc_interval",

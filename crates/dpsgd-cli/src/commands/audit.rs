@@ -101,6 +101,15 @@ pub struct Args {
     /// only the final model (default: all-steps; dirac canaries only).
     #[arg(long, value_name = "all-steps|final", value_parser = canary_view)]
     pub canary_view: Option<CanaryView>,
+    /// Records per input canary: each canary is then a canary *user* of K
+    /// copies of one canary record (mislabeled or ood: a user whose records
+    /// are near-identical), all in or all out, scored by their mean loss
+    /// (default: --max-records-per-user at user level, 1 at record level).
+    /// Against a record-level claim, canary users of K records show what
+    /// that claim leaves of a K-record user (its bound is judged at group
+    /// privacy, K·ε).
+    #[arg(long, allow_hyphen_values = true, value_name = "K", value_parser = parse::positive_count)]
+    pub canary_records_per_user: Option<usize>,
     /// Guesses of the one-run audit, fixed before the scores are seen
     /// (default: M/5).
     #[arg(long, allow_hyphen_values = true, value_name = "R", value_parser = parse::positive_count)]
@@ -197,11 +206,22 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         }
         .into());
     }
+    if a.canary_records_per_user.is_some()
+        && (a.canaries == 0 || a.canary_kind == CanaryKind::Dirac)
+    {
+        return Err(error::UsageError {
+            flag: "--canary-records-per-user",
+            message: "sizes input canary users: give it with --canaries M (mislabeled or ood)"
+                .into(),
+        }
+        .into());
+    }
     let report_target = check_outputs(a, &o)?;
     let audit = AuditConfig {
         release: a.release,
         canary_view: a.canary_view.unwrap_or_default(),
         query_budget: a.query_budget,
+        canary_records_per_user: a.canary_records_per_user,
         ..audit_config(
             &a.attacks,
             a.shadow_models,

@@ -380,6 +380,10 @@ mod tests {
             estimators: Default::default(),
             claimed_epsilon: claimed,
             exceeds_claim: claimed.is_some_and(|c| epsilon > c + 1e-6),
+            records_per_canary: 1,
+            unit: "record",
+            claimed_group_epsilon: None,
+            exceeds_record_level_claim: None,
         }
     }
 

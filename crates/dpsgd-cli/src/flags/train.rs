@@ -7,7 +7,10 @@ use super::parse;
 use crate::output::clobbering::Named;
 use dpsgd::data::LabelColumn;
 use dpsgd::models::Activation;
-use dpsgd::train::{ClippingMode, ConvStrategy, Features, Privacy, Recipe};
+use dpsgd::train::{ClippingMode, ConvStrategy, Features, Privacy, PrivacyUnit, Recipe};
+
+/// K when `--privacy-unit user` is given without `--max-records-per-user`.
+pub const DEFAULT_MAX_RECORDS_PER_USER: usize = 8;
 use dpsgd_accountant::AccountantKind;
 use dpsgd_burn::backend::Backend;
 use std::path::PathBuf;
@@ -62,6 +65,15 @@ pub fn dataset(s: &str) -> Result<DatasetSpec, String> {
             "`{s}`: expected digits, idx:DIR or csv:FILE[,label=COL]"
         ))
     }
+}
+
+/// `--user-column`: a 0-based index or a header name (`last` is the last
+/// column, as for the label).
+fn user_column(s: &str) -> Result<LabelColumn, String> {
+    if s.trim().is_empty() {
+        return Err("expected a column index or header name".into());
+    }
+    Ok(s.parse().unwrap_or(LabelColumn::Last))
 }
 
 /// Options shared by `train` and `sweep`.
@@ -167,6 +179,24 @@ pub struct TrainOptions {
     /// large); rdp answers everywhere.
     #[arg(long, value_parser = parse::accountant)]
     pub accountant: Option<AccountantKind>,
+    /// The unit of privacy: record (default; ε protects any one record)
+    /// or user (ε protects any one user and all their records: users are
+    /// Poisson-sampled, each contributes the mean gradient of at most
+    /// --max-records-per-user of their records, clipped as one; needs
+    /// --user-column). --batch-size then counts users.
+    #[arg(long, value_name = "record|user", value_parser = ["record", "user"])]
+    pub privacy_unit: Option<String>,
+    /// CSV column naming each record's user (0-based index or header
+    /// name): an identifier, never a feature. The train/test split is then
+    /// by user, the report counts users (not covered by ε) and the audit
+    /// scores users as well as records.
+    #[arg(long, value_name = "COL", value_parser = user_column)]
+    pub user_column: Option<LabelColumn>,
+    /// With --privacy-unit user: the most records one user contributes to
+    /// a step, chosen uniformly at random among theirs (default 8). Each
+    /// sampled user costs this many rows of compute.
+    #[arg(long, value_name = "K", allow_hyphen_values = true, value_parser = parse::positive_count)]
+    pub max_records_per_user: Option<usize>,
     /// Fraction of a single-file dataset held out for testing (default
     /// 0.2; `audit`: 0.5, members and non-members in equal numbers).
     #[arg(long, allow_hyphen_values = true, value_parser = parse::open_fraction)]
@@ -329,6 +359,19 @@ impl TrainOptions {
             inputs.push(("--schema", p.clone()));
         }
         inputs
+    }
+
+    /// The unit of privacy the flags ask for (`--max-records-per-user`
+    /// defaults to [`DEFAULT_MAX_RECORDS_PER_USER`]).
+    pub fn privacy_unit(&self) -> PrivacyUnit {
+        match self.privacy_unit.as_deref() {
+            Some("user") => PrivacyUnit::User {
+                max_records_per_user: self
+                    .max_records_per_user
+                    .unwrap_or(DEFAULT_MAX_RECORDS_PER_USER),
+            },
+            _ => PrivacyUnit::Record,
+        }
     }
 
     /// The held-out fraction of a single-file dataset.

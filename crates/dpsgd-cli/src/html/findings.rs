@@ -89,6 +89,26 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
                 evidence: guarantee.clone(),
             });
         }
+        // Record-level DP on data with users: a heavy user is protected
+        // only at group privacy.
+        if let Some(eps) = epsilon
+            && num(t.value, "max_records_per_user").is_none()
+            && let Some(most) = t
+                .value
+                .pointer("/not_covered_by_epsilon/users/max_records_of_one_user")
+                .and_then(Value::as_f64)
+            && most > 1.0
+        {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "{prefix}The data names users, but ε = {} protects one record: a user with n records is protected only at about ε·n (group privacy), here up to ε·{most:.0} = {:.1} for a user with {most:.0} records. Train with --privacy-unit user to protect each user.",
+                    tick_label(eps),
+                    eps * most
+                ),
+                evidence: guarantee.clone(),
+            });
+        }
         if t.value.get("secure") == Some(&Value::Bool(false)) && epsilon.is_some() {
             out.push(Finding {
                 level: "warn",

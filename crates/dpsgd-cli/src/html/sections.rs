@@ -13,6 +13,14 @@ use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
 
+/// The unit of privacy a report protects, in words.
+fn privacy_unit(t: &Value) -> String {
+    match num(t, "max_records_per_user") {
+        Some(k) => format!("one user (up to {k:.0} of their records a step)"),
+        None => "one record".to_owned(),
+    }
+}
+
 pub(super) fn guarantee_section(training: &Training<'_>, i: usize, several: bool) -> String {
     let t = training.value;
     let mut s = format!(
@@ -26,11 +34,22 @@ pub(super) fn guarantee_section(training: &Training<'_>, i: usize, several: bool
             delta,
         } => {
             let (eps, delta) = (*eps, *delta);
-            let _ = write!(
-                s,
-                "<p>The model was trained with <b>DP-SGD</b>: for any one person's record, the chance of any outcome of training changes by at most a factor <b>e<sup>ε</sup> = {:.2}</b> (ε = {eps:.3}) whether or not the record was used, except with probability δ = {delta:e}. This bounds what anyone can learn about a single record from the model — any attack, any number of queries.</p>",
-                eps.exp(),
-            );
+            match num(t, "max_records_per_user") {
+                Some(k) => {
+                    let _ = write!(
+                        s,
+                        "<p>The model was trained with <b>user-level DP-SGD</b>: for any one <b>user and all their records</b>, the chance of any outcome of training changes by at most a factor <b>e<sup>ε</sup> = {:.2}</b> (ε = {eps:.3}) whether or not the user took part, except with probability δ = {delta:e}. Each step samples users, and a sampled user contributes the mean gradient of at most {k:.0} of their records, clipped as one: however many records a user has, ε bounds what anyone can learn about that user from the model.</p>",
+                        eps.exp(),
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        s,
+                        "<p>The model was trained with <b>DP-SGD</b>: for any one person's record, the chance of any outcome of training changes by at most a factor <b>e<sup>ε</sup> = {:.2}</b> (ε = {eps:.3}) whether or not the record was used, except with probability δ = {delta:e}. This bounds what anyone can learn about a single record from the model — any attack, any number of queries. A person with n records is protected only at about n·ε (group privacy).</p>",
+                        eps.exp(),
+                    );
+                }
+            }
             s.push_str("<table>");
             for (k, v) in [
                 ("ε (privacy loss)", format!("{eps:.3}")),
@@ -51,8 +70,13 @@ pub(super) fn guarantee_section(training: &Training<'_>, i: usize, several: bool
                     opt(num(t, "sample_rate"), |x| format!("{x:.4}")),
                 ),
                 ("steps", opt(num(t, "steps"), |x| format!("{x:.0}"))),
+                ("unit of privacy", privacy_unit(t)),
                 (
-                    "training records N",
+                    if num(t, "users").is_some() {
+                        "training users N"
+                    } else {
+                        "training records N"
+                    },
                     opt(num(t, "dataset_size"), |x| format!("{x:.0}")),
                 ),
                 ("test accuracy", opt(num(t, "test_accuracy"), percent)),
@@ -254,6 +278,53 @@ pub(super) fn sweep_section(report: &Report, i: usize, several: bool) -> String 
     s
 }
 
+/// The attacks' figures per user (data with a user column): each user
+/// scored by the mean, and by the best, of their records' scores; empty
+/// without users.
+fn users_table(audit: &Value) -> String {
+    let mut rows = String::new();
+    for a in attacks(audit) {
+        for u in a
+            .get("users")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let aggregate = match u.get("aggregate").and_then(Value::as_str) {
+                Some("max") => "best",
+                Some(other) => other,
+                None => "—",
+            };
+            let counts = u.get("users").and_then(Value::as_array).map_or_else(
+                || "—".to_owned(),
+                |c| {
+                    let n = |i: usize| c.get(i).and_then(Value::as_u64).unwrap_or(0);
+                    format!("{} / {}", n(0), n(1))
+                },
+            );
+            let interval = ends(u, "auc_interval")
+                .map_or_else(|| "—".into(), |(l, h)| format!("[{l:.3}, {h:.3}]"));
+            let which = match num(u, "min_records") {
+                Some(n) if n > 1.0 => format!(", ≥ {n:.0} records"),
+                _ => String::new(),
+            };
+            rows.push_str(&row(&[
+                format!("{} ({aggregate}{which})", name_of(a)),
+                counts,
+                opt(num(u, "auc"), |x| format!("{x:.3} {interval}")),
+                opt(num(u, "tpr_at_fpr_0_01"), percent),
+                opt(num(u, "tpr_at_fpr_0_001"), percent),
+            ]));
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<h3>Membership of users</h3><p>The same attacks deciding whether a <b>user</b> took part: each user scored by the mean (or the best) of their records' scores, members being the training split's users; rows marked ≥ n records are the heaviest fifth of the users. Under record-level DP a user with many records is protected only at group privacy; here that shows.</p><table><tr><th>attack (per user)</th><th>members / non-members</th><th>AUC [percentile]</th><th>TPR at 1% FPR</th><th>TPR at 0.1% FPR</th></tr>{rows}</table>"
+    )
+}
+
 pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> String {
     let audit = &report.value;
     let mut s = format!(
@@ -310,6 +381,7 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
     s.push_str("</table>");
     intervals.push_str("</table>");
     s.push_str(&intervals);
+    s.push_str(&users_table(audit));
     let _ = write!(
         s,
         "<p>{}</p>",

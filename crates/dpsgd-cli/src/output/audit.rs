@@ -37,7 +37,15 @@ pub fn table(r: &AuditReport) -> String {
         percent(r.test_accuracy),
         percent(r.train_accuracy),
         match r.epsilon {
-            Some(e) => format!("ε = {e:.3} at δ = {:e}", r.delta),
+            Some(e) => format!(
+                "ε = {e:.3} at δ = {:e}{}",
+                r.delta,
+                if r.target.privacy.privacy_unit == "user" {
+                    " for any one user's records"
+                } else {
+                    ""
+                }
+            ),
             None => "non-private (ε = ∞)".into(),
         }
     );
@@ -83,6 +91,30 @@ pub fn table(r: &AuditReport) -> String {
             tpr(a.tpr_at_fpr_0_001, a.tpr_at_fpr_0_001_bca.as_ref()),
             a.advantage,
         );
+        // The same scores per user: the mean and the best of each user's
+        // records (data with a user column).
+        for u in &a.users {
+            let _ = writeln!(
+                out,
+                "  users{}, {} of their records' scores ({} members, {} non-members): AUC {:.3} [{:.3}, {:.3}], TPR@1%FPR {}, TPR@0.1%FPR {}",
+                if u.min_records > 1 {
+                    format!(" with ≥ {} records", u.min_records)
+                } else {
+                    String::new()
+                },
+                match u.aggregate {
+                    "max" => "best",
+                    other => other,
+                },
+                u.users.0,
+                u.users.1,
+                u.auc,
+                u.auc_interval.low,
+                u.auc_interval.high,
+                percent(u.tpr_at_fpr_0_01),
+                percent(u.tpr_at_fpr_0_001),
+            );
+        }
     }
     if !r.attacks.is_empty() {
         let _ = writeln!(
@@ -99,18 +131,39 @@ pub fn table(r: &AuditReport) -> String {
     if let Some(c) = &r.canary_audit {
         let _ = writeln!(
             out,
-            "canaries: {} {:?} ({} included), {} guesses, {} right → ε lower bound {:.3} (one run), {:.3} (Clopper–Pearson), {}",
+            "canaries: {} {:?}{} ({} included), {} guesses, {} right → ε lower bound {:.3} (one run), {:.3} (Clopper–Pearson), {}",
             c.one_run.canaries,
             c.kind,
+            if c.unit == "user" {
+                format!(" users of {} records", c.records_per_canary)
+            } else {
+                String::new()
+            },
             c.one_run.included,
             c.one_run.guesses,
             c.one_run.correct,
             c.one_run.epsilon,
             c.clopper_pearson_epsilon,
-            match c.claimed_epsilon {
-                Some(e) if c.exceeds_claim => format!("ABOVE the claimed ε = {e:.3}"),
-                Some(e) => format!("claimed ε = {e:.3}"),
-                None => "no claim (non-private)".into(),
+            match (
+                c.claimed_epsilon,
+                c.claimed_group_epsilon,
+                c.exceeds_record_level_claim
+            ) {
+                // Canary users against a record-level claim: the claim
+                // covers a user of K records at group privacy only.
+                (Some(e), Some(g), Some(above)) => format!(
+                    "{} the record-level ε = {e:.3}, which covers a user of {} records only at K·ε = {g:.3}{}",
+                    if above { "ABOVE" } else { "below" },
+                    c.records_per_canary,
+                    if c.exceeds_claim {
+                        " — ABOVE even that"
+                    } else {
+                        ""
+                    }
+                ),
+                (Some(e), _, _) if c.exceeds_claim => format!("ABOVE the claimed ε = {e:.3}"),
+                (Some(e), _, _) => format!("claimed ε = {e:.3}"),
+                (None, _, _) => "no claim (non-private)".into(),
             }
         );
         if let Some(w) = &c.white_box {

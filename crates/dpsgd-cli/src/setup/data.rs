@@ -6,7 +6,7 @@ use crate::error;
 use crate::flags::train::{DatasetSpec, TrainOptions};
 use anyhow::{Context, Result};
 use dpsgd::data::{Dataset, Scaling};
-use dpsgd::train::Features;
+use dpsgd::train::{Features, PrivacyUnit};
 use std::path::Path;
 
 /// How the features and the label set were fixed, for the report: only
@@ -78,6 +78,7 @@ pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocess
 
 /// [`load`] without printing the warning.
 fn load_quietly(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocessing)> {
+    check_user_flags(o)?;
     let declared = |d: Dataset| -> Result<Dataset> {
         Ok(match o.num_classes {
             Some(k) => d.with_num_classes(k as usize)?,
@@ -131,13 +132,19 @@ fn load_quietly(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Prepro
             )
         }
         DatasetSpec::Csv(file, label) => {
-            let (all, encoding) = match &schema {
-                Some(schema) => dpsgd::data::read_csv_with_schema(file, label, schema),
-                None => dpsgd::data::read_csv_encoded(file, label),
+            let (all, encoding) = match (&o.user_column, &schema) {
+                (Some(user), schema) => {
+                    dpsgd::data::read_csv_with_users(file, label, user, schema.as_ref())
+                }
+                (None, Some(schema)) => dpsgd::data::read_csv_with_schema(file, label, schema),
+                (None, None) => dpsgd::data::read_csv_encoded(file, label),
             }
             .map_err(dataset_error)?;
             let all = declared(all)?;
-            let (tr, te) = all.split(o.test_fraction(), seed)?;
+            // With users, by user: a user's records are all trained on or
+            // all held out (a split by record would leave part of every
+            // heavy user in the test set).
+            let (tr, te) = all.split_by_user(o.test_fraction(), seed)?;
             let (scaling, note) = match (o.feature_range, &o.scaling_reference) {
                 (Some((lo, hi)), _) => (
                     Scaling::Range {
@@ -363,6 +370,33 @@ fn dataset_error(e: dpsgd::data::Error) -> anyhow::Error {
     }
 }
 
+/// Refuses the user-level flags that do not fit together, naming the flag:
+/// K without user-level DP, user-level DP without a user column, a user
+/// column on data that has no columns.
+fn check_user_flags(o: &TrainOptions) -> Result<(), error::UsageError> {
+    let user_level = o.privacy_unit.as_deref() == Some("user");
+    if o.max_records_per_user.is_some() && !user_level {
+        return Err(error::UsageError {
+            flag: "--max-records-per-user",
+            message: "bounds a user's records at user-level DP: add --privacy-unit user".into(),
+        });
+    }
+    if o.user_column.is_some() && !matches!(o.dataset, DatasetSpec::Csv(..)) {
+        return Err(error::UsageError {
+            flag: "--user-column",
+            message: "names a column of CSV data (--dataset csv:FILE); digits and IDX images have no user ids".into(),
+        });
+    }
+    if user_level && o.user_column.is_none() {
+        return Err(error::UsageError {
+            flag: "--privacy-unit",
+            message: "user needs --user-column COL: the CSV column that names each record's user"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses, before any training, settings that cannot work with the data
 /// as loaded: an empty split, a batch larger than the training set, a CNN
 /// on tabular data.
@@ -393,14 +427,20 @@ fn check_fits(o: &TrainOptions, train: &Dataset, test: &Dataset) -> Result<(), e
         });
     }
     if let Some(batch_size) = o.batch_size
-        && batch_size > train.len()
+        && batch_size > super::units(o, train)
     {
         return Err(error::UsageError {
             flag: "--batch-size",
-            message: format!(
-                "{batch_size} is larger than the training set ({} examples)",
-                train.len()
-            ),
+            message: match o.privacy_unit() {
+                PrivacyUnit::Record => format!(
+                    "{batch_size} is larger than the training set ({} examples)",
+                    train.len()
+                ),
+                PrivacyUnit::User { .. } => format!(
+                    "{batch_size} users a batch is more than the training set's {} users",
+                    super::units(o, train)
+                ),
+            },
         });
     }
     if o.features == Some(Features::SCATTER) && train.image_shape().is_none() {

@@ -15,9 +15,21 @@ use dpsgd::train::{ModelKind, OptimizerKind, Privacy, Recipe, TrainConfig};
 /// The recipe: named by `--recipe`, else chosen by the data's public shape
 /// (and `--model`).
 pub fn recipe_for(o: &TrainOptions, train: &Dataset) -> Recipe {
-    match o.recipe.as_deref().and_then(Recipe::named) {
+    let recipe = match o.recipe.as_deref().and_then(Recipe::named) {
         Some(r) => r.fitted_to(train),
         None => Recipe::for_data(train, o.model.as_deref().map(model_kind)),
+    };
+    // At user level the public N counts users (records ≥ users, so the cap
+    // at a quarter of the users is all that remains of the record count).
+    recipe.fitted_to_units(units(o, train))
+}
+
+/// The public N of the run: training users at user level (the number of
+/// records is then a statistic of the private data), records otherwise.
+pub fn units(o: &TrainOptions, train: &Dataset) -> usize {
+    match (o.privacy_unit(), train.num_users()) {
+        (dpsgd::train::PrivacyUnit::User { .. }, Some(users)) => users,
+        _ => train.len(),
     }
 }
 
@@ -114,7 +126,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         privacy,
         delta: o
             .delta
-            .unwrap_or_else(|| dpsgd::train::default_delta(train.len())),
+            .unwrap_or_else(|| dpsgd::train::default_delta(units(o, train))),
         accountant: o.accountant.unwrap_or(recipe.accountant),
         seed: o.seed,
         allow_large_delta: o.allow_large_delta,
@@ -138,6 +150,7 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         weight_standardization: o.weight_standardization,
         recipe: Some(recipe.name.to_owned()),
         defences: o.defences(),
+        privacy_unit: o.privacy_unit(),
     }
 }
 

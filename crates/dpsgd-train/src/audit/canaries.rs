@@ -24,8 +24,8 @@ use rand_distr::{Distribution, StandardNormal};
 use std::collections::HashSet;
 
 /// The planted canaries and their coins: canary `c` is the `k` records
-/// `c·k .. (c+1)·k` of `data` (a canary user when `k > 1`), in or out by
-/// its coin `included[c]`.
+/// `c·k .. (c+1)·k` of `data` (a canary user of `k` copies of one canary
+/// record when `k > 1`), in or out by its coin `included[c]`.
 pub(crate) struct Canaries {
     data: Dataset,
     included: Vec<bool>,
@@ -244,9 +244,10 @@ pub(crate) fn plant_canaries(
     let mut labels = Vec::with_capacity(m * k);
     let mut sources: Vec<usize> = (0..train.len()).collect();
     sources.shuffle(rng);
-    // Canary c's records are c·k .. (c+1)·k: distinct sources, as
-    // m·k ≤ N.
-    for c in 0..m * k {
+    // One record per canary (the same stream whatever k); a canary user
+    // is k copies of it, below: the worst case of a user whose records
+    // are near-identical, and the audit's strongest canary user.
+    for c in 0..m {
         match audit.canary_kind {
             CanaryKind::Mislabeled => {
                 let src = sources[c % sources.len()];
@@ -266,6 +267,14 @@ pub(crate) fn plant_canaries(
         }
     }
     let included: Vec<bool> = (0..m).map(|_| rng.random_bool(0.5)).collect();
+    let features: Vec<f32> = features
+        .chunks(d)
+        .flat_map(|x| std::iter::repeat_n(x, k).flatten().copied())
+        .collect();
+    let labels: Vec<u32> = labels
+        .iter()
+        .flat_map(|&y| std::iter::repeat_n(y, k))
+        .collect();
     let data = Dataset::new(features, labels, d, classes)
         .map_err(|e| TrainError::config_from("canaries", e))?;
     let data = match train.image_shape() {

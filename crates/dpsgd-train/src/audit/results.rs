@@ -77,6 +77,11 @@ pub struct AttackResult {
 pub struct UserLevelAttack {
     /// How a user's record scores were aggregated: `mean` or `max`.
     pub aggregate: &'static str,
+    /// Which users were scored: those with at least this many records in
+    /// the audited population (1: every user; above 1: the heaviest fifth
+    /// of the users, whose many records are what record-level DP covers
+    /// only at group privacy).
+    pub min_records: usize,
     /// Member and non-member users scored.
     pub users: (usize, usize),
     /// ROC AUC over users (0.5: no leakage measured).
@@ -378,11 +383,36 @@ fn user_level(
     let s: Vec<f64> = chosen.iter().map(|&i| scores[i]).collect();
     let u: Vec<u64> = chosen.iter().map(|&i| ids[i]).collect();
     let m: Vec<bool> = chosen.iter().map(|&i| is_member[i]).collect();
-    UserAggregate::ALL
-        .iter()
-        .map(|&how| {
+    // Each user's records in the population, and the heavy users' bar:
+    // the record count of the user at the 80th percentile (at least 2).
+    let mut counts: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for id in &u {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let mut sorted: Vec<usize> = counts.values().copied().collect();
+    sorted.sort_unstable();
+    let heavy = sorted
+        .get(sorted.len() * 4 / 5)
+        .copied()
+        .filter(|&t| t >= 2);
+    let mut out = Vec::new();
+    for min_records in std::iter::once(1).chain(heavy) {
+        for &how in UserAggregate::ALL.iter() {
             let per_user = user_scores(&s, &u, &m, how).map_err(audit_error)?;
-            let (members, others) = (per_user.members(), per_user.non_members());
+            let keep = |side: bool| -> Vec<f64> {
+                per_user
+                    .users
+                    .iter()
+                    .zip(&per_user.scores)
+                    .zip(&per_user.is_member)
+                    .filter(|((id, _), member)| **member == side && counts[*id] >= min_records)
+                    .map(|((_, score), _)| *score)
+                    .collect()
+            };
+            let (members, others) = (keep(true), keep(false));
+            if min_records > 1 && (members.is_empty() || others.is_empty()) {
+                continue;
+            }
             let roc = Roc::new(&members, &others).map_err(audit_error)?;
             let auc_interval = bootstrap(
                 &members,
@@ -393,16 +423,18 @@ fn user_level(
                 audit.seed ^ BOOT_SALT,
             )
             .map_err(audit_error)?;
-            Ok(UserLevelAttack {
+            out.push(UserLevelAttack {
                 aggregate: how.name(),
+                min_records,
                 users: roc.counts,
                 auc: roc.auc,
                 auc_interval,
                 tpr_at_fpr_0_01: roc.tpr_at_fpr(0.01),
                 tpr_at_fpr_0_001: roc.tpr_at_fpr(0.001),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// BCa intervals at `level` of the AUC, the TPR at 1% and at 0.1% FPR

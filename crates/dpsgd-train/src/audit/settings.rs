@@ -59,8 +59,9 @@ pub struct AuditConfig {
     /// release (default) or the final model.
     pub canary_view: CanaryView,
     /// Records of each input canary: above 1, every canary is a **user** of
-    /// that many records (mislabeled: distinct training records, each with
-    /// a random wrong label; out-of-distribution: as many noise points),
+    /// that many copies of one canary record (mislabeled: a training
+    /// record with a random wrong label; out-of-distribution: a noise
+    /// point) — a user whose records are near-identical, the worst case,
     /// with a user id of its own, included or left out whole by one coin,
     /// and scored by the mean of its records' loss scores; the one-run
     /// bound then counts canary users. `None`: the run's
