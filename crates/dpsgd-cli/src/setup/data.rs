@@ -387,6 +387,33 @@ fn check_user_flags(o: &TrainOptions) -> Result<(), error::UsageError> {
             message: "names a column of CSV data (--dataset csv:FILE); digits and IDX images have no user ids".into(),
         });
     }
+    // What the library refuses at user level, refused before the data is
+    // read (the library's check stays, for its own callers).
+    if user_level {
+        let clash = [
+            (
+                o.early_stopping.is_some(),
+                "--early-stopping",
+                "its validation split holds out records, which would split users",
+            ),
+            (
+                o.mist,
+                "--mist",
+                "MIST splits the training records between sub-models, which would split users",
+            ),
+            (
+                o.augment_multiplicity.is_some_and(|k| k > 1),
+                "--augment-multiplicity",
+                "augmented views and a user's records would both be rows of one example",
+            ),
+        ];
+        if let Some((_, flag, why)) = clash.into_iter().find(|c| c.0) {
+            return Err(error::UsageError {
+                flag,
+                message: format!("does not combine with user-level DP: {why}"),
+            });
+        }
+    }
     if user_level && o.user_column.is_none() {
         return Err(error::UsageError {
             flag: "--privacy-unit",
