@@ -16,6 +16,12 @@
 //!
 //! **Every new option gets a row in [`rows`]**; a new kind of hostile
 //! record gets a variant in [`VARIANTS`].
+//!
+//! A second harness runs the same comparison on a file with a user column
+//! ([`user_rows`], [`USER_VARIANTS`]): at user level, replacing all the
+//! records of one user (by fewer, more, or as many others, under the same
+//! id) must release the same; at record level with a user column,
+//! replacing one record of a user by another (same N) must.
 
 mod common;
 
@@ -478,6 +484,10 @@ const MEASUREMENT_LINES: &[&str] = &[
     "label-only",
     // The attack's most exposed slice, on its own line under the row.
     "most",
+    // The attack's figures per user (`users, mean of …`) and for the
+    // heaviest users (`users with ≥ n records, …`), under its row.
+    "users,",
+    "users",
     "canaries:",
     "canaries,",
     "white-box",
@@ -671,4 +681,286 @@ fn should_mask_metrics_but_keep_the_accounting() {
     );
     // Words are not numbers: a changed attack name still shows.
     assert_ne!(mask_text("loss 0.5"), mask_text("lira-online 0.5"));
+}
+
+// ---------------------------------------------------------------------------
+// The user-level harness: data with a user column.
+// ---------------------------------------------------------------------------
+
+/// Users in the file with a user column.
+const USERS: usize = 16;
+
+/// The user column's text of user `u`.
+fn user_name(u: usize) -> String {
+    format!("u{u:02}")
+}
+
+/// How many records each user owns in the base file. With [`SEED`], the
+/// users in `audit`'s training part (a 50/50 split by user) own 16 records:
+/// exactly the most that 2 canary users of 2 records may join (one canary
+/// record per 4 training records), so that a limit counted in records
+/// rather than users shows as a difference when the chosen user owns one
+/// record fewer.
+const RECORDS_PER_USER: [usize; USERS] = [2, 1, 3, 2, 2, 1, 3, 2, 2, 1, 3, 2, 2, 2, 3, 2];
+
+/// The records user `u` owns in the base file ([`RECORDS_PER_USER`] of
+/// them, `x1,x2,colour,label`, as in [`write_data`]).
+fn user_records(u: usize) -> Vec<String> {
+    let colours = ["red", "green", "blue"];
+    let count = RECORDS_PER_USER[u];
+    (0..count)
+        .map(|j| {
+            let i = 3 * u + j;
+            let class = usize::from(i % 2 == 1);
+            let c = if class == 0 { -1.0 } else { 1.0 };
+            let jitter = ((i as f64) * 0.731).sin() * 0.4;
+            format!(
+                "{:.4},{:.4},{},{class}",
+                c + jitter,
+                0.5 * c - jitter,
+                colours[i % 3]
+            )
+        })
+        .collect()
+}
+
+/// One replacement of the chosen user's records (all of them, under the
+/// same user id text), given the user's base records.
+struct UserVariant {
+    name: &'static str,
+    records: fn(&[String]) -> Vec<String>,
+    /// Whether the variant replaces one record only (same N): a record-level
+    /// neighbour, which a record-level row must hide too.
+    record_level: bool,
+}
+
+const USER_VARIANTS: &[UserVariant] = &[
+    UserVariant {
+        name: "base",
+        records: <[String]>::to_vec,
+        record_level: true,
+    },
+    UserVariant {
+        name: "one record instead",
+        records: |_| vec!["0.25,-0.5,red,0".into()],
+        record_level: false,
+    },
+    UserVariant {
+        name: "three records, other labels and values",
+        records: |_| {
+            vec![
+                "1e3,-1e3,blue,1".into(),
+                "0.1,0.2,green,0".into(),
+                "-2.5,2.5,red,1".into(),
+            ]
+        },
+        record_level: false,
+    },
+    UserVariant {
+        name: "as many records, other values",
+        records: |base| {
+            (0..base.len())
+                .map(|j| format!("{}.5,-{j}.25,blue,{}", j + 3, (j + 1) % 2))
+                .collect()
+        },
+        record_level: false,
+    },
+    UserVariant {
+        name: "one record replaced by another of the same user",
+        records: |base| {
+            let mut records = base.to_vec();
+            records[0] = "7.5,-7.5,green,1".into();
+            records
+        },
+        record_level: true,
+    },
+];
+
+/// The file with a user column: [`USERS`] users of 1 to 3 records each,
+/// the records of user `chosen` (if any) replaced by `variant`'s.
+fn write_user_data(dir: &Path, chosen: Option<usize>, variant: &UserVariant) -> PathBuf {
+    let mut text = String::from("user,x1,x2,colour,label\n");
+    for u in 0..USERS {
+        let mut records = user_records(u);
+        if Some(u) == chosen {
+            records = (variant.records)(&records);
+        }
+        for record in records {
+            text += &format!("{},{record}\n", user_name(u));
+        }
+    }
+    let path = dir.join("users.csv");
+    std::fs::write(&path, text).expect("write the data");
+    path
+}
+
+/// The user whose records the variants replace: one with two records, in
+/// the training part of `train`'s 80/20 and of `audit`'s 50/50 split by
+/// user (which depend on the user ids and the seed only), read as the CLI
+/// reads the file. Also returns the number of training users of the 80/20
+/// split.
+fn chosen_user(dir: &Path) -> (usize, usize) {
+    let seed: u64 = SEED.parse().expect("a numeric seed");
+    let path = write_user_data(dir, None, &USER_VARIANTS[0]);
+    let user = dpsgd::data::LabelColumn::Name("user".into());
+    let (data, _) =
+        dpsgd::data::read_csv_with_users(&path, &dpsgd::data::LabelColumn::Last, &user, None)
+            .expect("read the data");
+    // The file's records in order: the id of each record's user.
+    let ids = data.users().expect("user ids").to_vec();
+    let owners: Vec<usize> = (0..USERS)
+        .flat_map(|u| std::iter::repeat_n(u, user_records(u).len()))
+        .collect();
+    assert_eq!(ids.len(), owners.len());
+    let training = |fraction: f64| -> Vec<u64> {
+        let (train, _) = data.split_by_user(fraction, seed).expect("a split");
+        train.users().expect("user ids").to_vec()
+    };
+    let (train, audit_train) = (training(0.2), training(0.5));
+    assert_eq!(
+        audit_train.len(),
+        16,
+        "the audit's training part should be at the canary share's limit"
+    );
+    let training_users = train.iter().collect::<std::collections::HashSet<_>>().len();
+    let chosen = (0..USERS)
+        .find(|&u| {
+            let id = ids[owners.iter().position(|&o| o == u).expect("a record")];
+            user_records(u).len() == 2 && train.contains(&id) && audit_train.contains(&id)
+        })
+        .expect("a user of two records in both training parts");
+    (chosen, training_users)
+}
+
+/// The rows of the user-level harness.
+fn user_rows() -> Vec<Row> {
+    let user_level: &'static [&'static str] = &[
+        "--user-column",
+        "user",
+        "--privacy-unit",
+        "user",
+        "--max-records-per-user",
+        "2",
+    ];
+    let small: &'static [&'static str] = &["--epochs", "3", "--batch-size", "2", "--hidden", "64"];
+    let with = |parts: &[&'static [&'static str]]| -> &'static [&'static str] {
+        Box::leak(parts.concat().into_boxed_slice())
+    };
+    vec![
+        Row {
+            name: "user level",
+            command: "train",
+            flags: with(&[small, user_level]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "user level, no schema",
+            command: "train",
+            flags: with(&[small, user_level, &["--num-classes", "2"]]),
+            model_derived: &[],
+            schema: false,
+        },
+        Row {
+            name: "audit at user level, canary users",
+            command: "audit",
+            flags: with(&[
+                small,
+                user_level,
+                &[
+                    "--attacks",
+                    "loss",
+                    "--canaries",
+                    "2",
+                    "--canary-records-per-user",
+                    "2",
+                ],
+            ]),
+            model_derived: &[
+                "/attacks",
+                "/train_accuracy",
+                "/epsilon_lower_bound",
+                "/inversion",
+                "/canary_audit",
+            ],
+            schema: true,
+        },
+        Row {
+            name: "record level on data with users",
+            command: "train",
+            flags: with(&[small, &["--user-column", "user"]]),
+            model_derived: &[],
+            schema: true,
+        },
+    ]
+}
+
+/// Whether `row` runs at the user level (then a user is the unit).
+fn is_user_level(row: &Row) -> bool {
+    row.flags
+        .windows(2)
+        .any(|w| w == ["--privacy-unit", "user"])
+}
+
+/// Runs every user-level row on the base file and on every variant of the
+/// chosen user, and compares: at the user level replacing one user's
+/// records (any number) changes nothing released but the model; at the
+/// record level replacing one record (same N) does not.
+#[test]
+fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
+    let dir = temp_dir("dpsgd-neighbours", "users");
+    let schema = write_schema(&dir);
+    let (chosen, training_users) = chosen_user(&dir);
+    let mut failures = Vec::new();
+    for row in user_rows() {
+        let base_data = write_user_data(&dir, Some(chosen), &USER_VARIANTS[0]);
+        let base = run(&row, &dir, &base_data, &schema);
+        if base.exit != Some(0) {
+            failures.push(format!(
+                "{}: the base run failed: {}",
+                row.name, base.stderr
+            ));
+            continue;
+        }
+        if row.command == "train" && is_user_level(&row) {
+            let report = base.report.as_ref();
+            let field = |p: &str| report.and_then(|r| r.pointer(p)).cloned();
+            let (unit, users, size) = (
+                field("/privacy_unit"),
+                field("/users"),
+                field("/dataset_size"),
+            );
+            if unit != Some(Value::from("user"))
+                || users != Some(Value::from(training_users))
+                || size != Some(Value::from(training_users))
+            {
+                failures.push(format!(
+                    "{}: the report does not count the {training_users} training users: \
+                     privacy_unit {unit:?}, users {users:?}, dataset_size {size:?}",
+                    row.name
+                ));
+            }
+        }
+        for variant in &USER_VARIANTS[1..] {
+            if !is_user_level(&row) && !variant.record_level {
+                continue;
+            }
+            let data = write_user_data(&dir, Some(chosen), variant);
+            let got = run(&row, &dir, &data, &schema);
+            if got != base {
+                failures.push(format!(
+                    "{} / {}: {}",
+                    row.name,
+                    variant.name,
+                    difference(&base, &got)
+                ));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "one user (or one record at the record level) changed what a run releases:\n{}",
+        failures.join("\n")
+    );
 }
