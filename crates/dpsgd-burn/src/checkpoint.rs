@@ -188,6 +188,13 @@ fn differences(saved: &PrivacyEngine, expected: &PrivacyEngine) -> Result<Vec<St
             ));
         }
     };
+    // The unit of privacy: a user-level run resumed as a record-level one
+    // (or with another K) would train under the wrong guarantee.
+    compare(
+        "the unit of privacy",
+        format!("{:?}", saved.config.privacy_unit),
+        format!("{:?}", expected.config.privacy_unit),
+    );
     let (s, e) = (saved.dp.settings(), expected.dp.settings());
     compare(
         "the noise multiplier σ",

@@ -20,10 +20,14 @@
 //!    normalised by the expected number of users qU, and the accountant
 //!    runs at the user-level q.
 //!
-//! Swapping one user for another (all their records) changes the sum of
+//! Adding or removing one user (all their records) changes the sum of
 //! clipped contributions by at most C in norm, whatever the number of
-//! records either has: the mechanism is the record-level one with users
-//! for records, and ε is the record-level accountant's at the user-level q.
+//! records they have: the mechanism is the record-level one with users for
+//! records, and ε is the record-level accountant's at the user-level q, for
+//! **add/remove-one-user** neighbours (as record-level ε is for
+//! add/remove-one-record). Replacing one user by another moves the sum by
+//! up to 2C: that neighbour is two add/remove steps, covered at group
+//! privacy (2ε, (1 + e^ε)δ).
 //!
 //! **Why the mean and not the sum**: both are bounded by clipping, but the
 //! mean keeps a user's contribution on the scale of one record's gradient,

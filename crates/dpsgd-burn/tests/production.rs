@@ -495,6 +495,20 @@ fn should_refuse_a_checkpoint_edited_to_claim_other_privacy_settings() {
     assert_eq!(resumed.engine.epsilon().unwrap(), honest_epsilon);
     assert_eq!(resumed.caller_state, b"loop state");
     assert_eq!(params(&resumed.model), params(&net));
+    // A run resumed under another unit of privacy (same N) is refused: it
+    // would train users under a record-level engine, or the reverse.
+    let as_users = cfg
+        .clone()
+        .with_privacy_unit(dpsgd_burn::PrivacyUnit::User {
+            max_records_per_user: 4,
+        });
+    match as_users.resume(&path, AdamConfig::new().init(), sampler, Net::new(&device)) {
+        Err(Error::Checkpoint { reason, .. }) => {
+            assert!(reason.contains("the unit of privacy"), "{reason}")
+        }
+        Err(e) => panic!("expected a checkpoint error, got {e}"),
+        Ok(_) => panic!("a record-level checkpoint resumed at user level"),
+    }
 
     let refused = |bytes: &[u8], what: &str| {
         std::fs::write(&forged_path, bytes).unwrap();

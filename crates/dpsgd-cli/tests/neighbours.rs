@@ -882,6 +882,10 @@ fn user_rows() -> Vec<Row> {
                 "/epsilon_lower_bound",
                 "/inversion",
                 "/canary_audit",
+                // The attacks' queries count the audited records: at user
+                // level a statistic of the private data, like the attack
+                // figures (docs/user-level.md says so).
+                "/queries",
             ],
             schema: true,
         },

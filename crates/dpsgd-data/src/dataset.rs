@@ -117,8 +117,8 @@ impl Dataset {
     ///
     /// With user ids the unit of privacy is a **user**, who may own many
     /// examples: all examples with the same id are one user's, and a
-    /// user-level guarantee covers adding, removing or replacing all of
-    /// them at once. The ids are identifiers, never features: no model sees
+    /// user-level guarantee covers adding or removing all of them at once
+    /// (replacing a user is two such steps). The ids are identifiers, never features: no model sees
     /// them. Every data set built from this one ([`Dataset::subset`],
     /// [`Dataset::split`], [`Dataset::split_by_user`], scaling, the
     /// scattering transform, …) keeps each example's id with it.

@@ -257,7 +257,24 @@ fn check_run(
     // trained to 0.33% accuracy without a word). A canary user counts its
     // records.
     let k = audit.canary_records(cfg.privacy_unit);
-    if audit.canary_kind != CanaryKind::Dirac && audit.canaries * k > train.len() / MAX_CANARY_SHARE
+    // At user level canaries are users among users: the number of records
+    // is a statistic of the private data and must not decide a refusal.
+    if let (PrivacyUnit::User { .. }, Some(users)) = (cfg.privacy_unit, train.num_users())
+        && audit.canary_kind != CanaryKind::Dirac
+        && audit.canaries > users / MAX_CANARY_SHARE
+    {
+        return Err(bad(
+            "canaries",
+            format!(
+                "{} canary users for {users} training users: at most one per {MAX_CANARY_SHARE} users ({}), or the canaries are what the model learns",
+                audit.canaries,
+                users / MAX_CANARY_SHARE
+            ),
+        ));
+    }
+    if cfg.privacy_unit == PrivacyUnit::Record
+        && audit.canary_kind != CanaryKind::Dirac
+        && audit.canaries * k > train.len() / MAX_CANARY_SHARE
     {
         return Err(bad(
             "canaries",

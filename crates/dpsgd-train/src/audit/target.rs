@@ -217,10 +217,16 @@ pub(crate) fn train_target(
         Some(c) => concat(train, &c.included_data())?,
         None => train.clone(),
     };
+    // At user level the public count is the users' (their records are a
+    // statistic of the private data).
+    let (count, unit) = match (cfg.privacy_unit, target_train.num_users()) {
+        (crate::config::PrivacyUnit::User { .. }, Some(users)) => (users, "users"),
+        _ => (target_train.len(), "records"),
+    };
     log(&format!(
-        "target: training on {} records{}",
-        target_train.len(),
+        "target: training on {count} {unit}{}",
         match canaries {
+            Some(c) if unit == "users" => format!(" ({} of them canary users)", c.included_count()),
             Some(c) => format!(
                 " ({} of them the records of {} canaries)",
                 c.included_records(),
