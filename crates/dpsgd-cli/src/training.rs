@@ -161,6 +161,25 @@ fn usage_error(e: TrainError) -> anyhow::Error {
     }
 }
 
+/// What an (ε, δ) record-level guarantee leaves of a user with `n`
+/// records: group privacy, (nε, n·e^{(n−1)ε}·δ) (Dwork & Roth 2014, Thm
+/// 2.2), or nothing at all once that δ reaches 1.
+pub fn group_privacy(n: usize, epsilon: f64, delta: f64) -> String {
+    let k = n as f64;
+    let group_delta = k * ((k - 1.0) * epsilon).exp() * delta;
+    if group_delta >= 1.0 {
+        format!(
+            "group privacy ({n}·ε = {:.1}, δ ≥ 1): no guarantee at all",
+            k * epsilon
+        )
+    } else {
+        format!(
+            "group privacy, about {n}·ε = {:.1} at δ = {group_delta:.1e}",
+            k * epsilon
+        )
+    }
+}
+
 /// One line that says what the run cost and bought.
 pub fn summary(r: &TrainReport) -> String {
     let p = &r.privacy;
@@ -183,11 +202,10 @@ pub fn summary(r: &TrainReport) -> String {
     // level they say how little a heavy user is protected.
     let users = match (&nc.users, p.max_records_per_user, p.epsilon) {
         (Some(u), None, Some(e)) => format!(
-            ", {} users with up to {} records each (record-level ε: such a user is protected only at about {:.1}·ε = {:.1})",
+            ", {} users with up to {} records each (record-level ε: such a user is protected only at {})",
             u.users,
             u.max_records_of_one_user,
-            u.max_records_of_one_user as f64,
-            u.max_records_of_one_user as f64 * e
+            group_privacy(u.max_records_of_one_user, e, p.delta)
         ),
         (Some(u), _, _) => format!(
             ", {} records of {} users (up to {} each)",
@@ -242,4 +260,25 @@ pub fn run_audit(
         TrainError::Config(_) => anyhow::Error::from(e),
         e => anyhow::Error::from(e).context("audit failed"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_privacy;
+
+    /// Group privacy of n records (Dwork & Roth 2014, Thm 2.2): (nε,
+    /// n·e^{(n−1)ε}·δ); vacuous once that δ reaches 1.
+    #[test]
+    fn should_state_group_privacy_with_its_delta() {
+        // 4·e³·1e-5 = 8.03e-4.
+        assert_eq!(
+            group_privacy(4, 1.0, 1e-5),
+            "group privacy, about 4·ε = 4.0 at δ = 8.0e-4"
+        );
+        // 50·e⁴⁹·1e-5 ≫ 1.
+        assert_eq!(
+            group_privacy(50, 1.0, 1e-5),
+            "group privacy (50·ε = 50.0, δ ≥ 1): no guarantee at all"
+        );
+    }
 }

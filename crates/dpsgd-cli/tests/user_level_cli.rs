@@ -134,7 +134,7 @@ fn should_warn_that_record_level_dp_covers_users_only_at_group_privacy() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("users with up to 4 records each (record-level ε: such a user is protected only at about 4.0·ε"),
+        stdout.contains("users with up to 4 records each (record-level ε: such a user is protected only at group privacy, about 4·ε = "),
         "{stdout}"
     );
     let r = read_json(&report);

@@ -102,9 +102,9 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
             out.push(Finding {
                 level: "warn",
                 text: format!(
-                    "{prefix}The data names users, but ε = {} protects one record: a user with n records is protected only at about ε·n (group privacy), here up to ε·{most:.0} = {:.1} for a user with {most:.0} records. Train with --privacy-unit user to protect each user.",
+                    "{prefix}The data names users, but ε = {} protects one record: a user with n records is protected only at about ε·n (group privacy, with δ growing as n·e^((n−1)ε)·δ); a user with {most:.0} records here gets {}. Train with --privacy-unit user to protect each user.",
                     tick_label(eps),
-                    eps * most
+                    crate::training::group_privacy(most as usize, eps, num(t.value, "delta").unwrap_or(f64::NAN))
                 ),
                 evidence: guarantee.clone(),
             });
@@ -181,7 +181,44 @@ fn audit_findings(inputs: &Inputs, audit: &Value, privacy: &Privacy, j: usize) -
     let leakage = section_id("leakage", j);
     let epsilon = privacy.epsilon();
     let non_private = *privacy == Privacy::NonPrivate;
-    if let (Some(bound), Some(claimed)) = (
+    let group = audit
+        .get("canary_audit")
+        .and_then(|c| num(c, "claimed_group_epsilon"));
+    let records = audit
+        .pointer("/canary_audit/records_per_canary")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    if let (Some(bound), Some(claimed), Some(group)) = (
+        num(audit, "epsilon_lower_bound"),
+        audit
+            .get("canary_audit")
+            .and_then(|c| num(c, "claimed_epsilon")),
+        group,
+    ) {
+        // Canary users against a record-level claim: the claim covers a
+        // user of k records only at group privacy (kε).
+        let above_record = audit
+            .pointer("/canary_audit/exceeds_record_level_claim")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if exceeds_claim(audit) {
+            out.push(Finding {
+                level: "alert",
+                text: format!(
+                    "The audit PROVES more leakage than the guarantee allows even at group privacy: canary users of {records} records show ε ≥ {bound:.2}, above the k·ε = {group:.2} that the record-level ε = {claimed:.2} implies for them. The privacy claim is false; do not ship this model, and report the bug."
+                ),
+                evidence: leakage.clone(),
+            });
+        } else if above_record {
+            out.push(Finding {
+                level: "warn",
+                text: format!(
+                    "Canary users of {records} records show ε ≥ {bound:.2}, above the record-level ε = {claimed:.2}: the claim protects records, not users (a user of {records} records is covered only at k·ε = {group:.2}). Train with --privacy-unit user to protect each user."
+                ),
+                evidence: leakage.clone(),
+            });
+        }
+    } else if let (Some(bound), Some(claimed)) = (
         num(audit, "epsilon_lower_bound"),
         audit
             .get("canary_audit")

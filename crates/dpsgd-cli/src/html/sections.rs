@@ -419,6 +419,11 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
                 privacy::training(&audit["target"], "target."),
                 num(c, "claimed_epsilon"),
             ) {
+                (Privacy::Private { .. }, Some(claimed)) if num(c, "claimed_group_epsilon").is_some() => format!(
+                    "from canary users of {} records, against the record-level claim ε = {claimed:.3}, which covers such a user only at group privacy, k·ε = {:.3}: a bound above ε shows that the claim does not cover users; only one above k·ε would prove it false.",
+                    num(c, "records_per_canary").unwrap_or(1.0),
+                    num(c, "claimed_group_epsilon").unwrap_or(f64::NAN)
+                ),
                 (Privacy::Private { .. }, Some(claimed)) => format!(
                     "against the claimed ε = {claimed:.3}. A lower bound above the claim would prove the guarantee false."
                 ),

@@ -245,8 +245,9 @@ pub(crate) fn plant_canaries(
     let mut sources: Vec<usize> = (0..train.len()).collect();
     sources.shuffle(rng);
     // One record per canary (the same stream whatever k); a canary user
-    // is k copies of it, below: the worst case of a user whose records
-    // are near-identical, and the audit's strongest canary user.
+    // is k copies of it, below: a user whose records are near-identical,
+    // the worst case for a record-level claim (under user-level DP-SGD the
+    // mean over copies is one copy's gradient, as strong as any user's).
     for c in 0..m {
         match audit.canary_kind {
             CanaryKind::Mislabeled => {

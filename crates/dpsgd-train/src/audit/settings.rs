@@ -61,7 +61,9 @@ pub struct AuditConfig {
     /// Records of each input canary: above 1, every canary is a **user** of
     /// that many copies of one canary record (mislabeled: a training
     /// record with a random wrong label; out-of-distribution: a noise
-    /// point) — a user whose records are near-identical, the worst case,
+    /// point) — a user whose records are near-identical, the worst case
+    /// for a record-level claim (at user level a user's mean gradient over
+    /// copies is one copy's: the canary user is as strong as any user),
     /// with a user id of its own, included or left out whole by one coin,
     /// and scored by the mean of its records' loss scores; the one-run
     /// bound then counts canary users. `None`: the run's
