@@ -228,11 +228,18 @@ fn should_refuse_what_the_user_level_audit_cannot_do() {
     assert!(e.contains("record slots"), "{e}");
     let e = refuse(&user, &split, audit_config(4, Some(0)));
     assert!(e.contains("canary_records_per_user"), "{e}");
-    // Canary users count their records against the share.
+    // At user level canary users count against the training users (the
+    // records are private there); at record level their records count.
+    let users = split.0.num_users().unwrap();
+    let e = refuse(&user, &split, audit_config(users / 4 + 1, None));
+    assert!(e.contains(&format!("for {users} training users")), "{e}");
     let n = split.0.len();
-    let too_many = n / 4 / 3 + 1;
-    let e = refuse(&user, &split, audit_config(too_many, None));
-    assert!(e.contains("records"), "{e}");
+    let e = refuse(
+        &config(PrivacyUnit::Record),
+        &split,
+        audit_config(n / 4 / 3 + 1, Some(3)),
+    );
+    assert!(e.contains(&format!("for {n} training records")), "{e}");
     // A user on both sides of the split.
     let (tr, te) = &split;
     let leaked = te.users().unwrap()[0];

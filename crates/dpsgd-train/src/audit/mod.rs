@@ -454,6 +454,25 @@ mod tests {
     }
 
     #[test]
+    fn should_put_every_user_whole_in_half_of_the_shadows() {
+        // 60 users of 1–5 records, interleaved.
+        let ids: Vec<u64> = (0..180u64).map(|i| (i * 7) % 60 + 1000 * (i % 3)).collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        for k in [2, 5] {
+            let design = shadows::user_design(&ids, k, &mut rng);
+            for (i, a) in ids.iter().enumerate() {
+                for (j, b) in ids.iter().enumerate() {
+                    if a == b {
+                        assert!(design.iter().all(|s| s[i] == s[j]), "a user split");
+                    }
+                }
+                let ins = design.iter().filter(|s| s[i]).count();
+                assert!(ins == k / 2 || ins == k.div_ceil(2), "k={k}: {ins} IN");
+            }
+        }
+    }
+
+    #[test]
     fn should_put_every_record_in_half_of_the_shadows() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         for k in [2, 5, 16] {

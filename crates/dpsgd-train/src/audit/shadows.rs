@@ -48,6 +48,25 @@ pub(crate) fn shadow_design(n: usize, k: usize, rng: &mut ChaCha20Rng) -> Vec<Ve
     design
 }
 
+/// The balanced IN/OUT design over **users** (data with user ids): each
+/// user, with all their records, is IN `⌊K/2⌋` or `⌈K/2⌉` shadows, as a
+/// user-level target's members are: its shadows' per-user scores compare
+/// like with like. Users in ascending id order.
+pub(crate) fn user_design(ids: &[u64], k: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<bool>> {
+    let mut users: Vec<u64> = ids.to_vec();
+    users.sort_unstable();
+    users.dedup();
+    let per_user = shadow_design(users.len(), k, rng);
+    per_user
+        .iter()
+        .map(|inside| {
+            ids.iter()
+                .map(|id| inside[users.binary_search(id).unwrap_or(0)])
+                .collect()
+        })
+        .collect()
+}
+
 /// Trains the shadow models on `audit.threads` workers, each shadow on one
 /// core (so the shadows, and the attacks built on them, do not depend on the
 /// number of workers).
@@ -60,7 +79,10 @@ pub(crate) fn train_shadows(
 ) -> Result<Vec<Shadow>, TrainError> {
     let k = audit.shadow_models;
     let mut rng = ChaCha20Rng::seed_from_u64(audit.seed ^ SHADOW_SALT);
-    let design = shadow_design(population.len(), k, &mut rng);
+    let design = match population.users() {
+        Some(ids) => user_design(ids, k, &mut rng),
+        None => shadow_design(population.len(), k, &mut rng),
+    };
     let seeds: Vec<u64> = (0..k).map(|_| rng.random()).collect();
     let threads = match audit.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -160,7 +182,12 @@ fn train_shadow(
     shadow_cfg.checkpoint_dir = None;
     shadow_cfg.resume = false;
     shadow_cfg.progress_epsilon = false;
-    shadow_cfg.batch_size = shadow_cfg.batch_size.min(shadow_train.len());
+    // At user level the batch counts users.
+    let units = match (cfg.privacy_unit, shadow_train.num_users()) {
+        (crate::config::PrivacyUnit::User { .. }, Some(users)) => users,
+        _ => shadow_train.len(),
+    };
+    shadow_cfg.batch_size = shadow_cfg.batch_size.min(units);
     let (_, model) = train_model(&shadow_cfg, &shadow_train, &shadow_test, device, |_| {})?;
     model.logits(population)
 }
