@@ -226,7 +226,10 @@ pub(crate) fn plant_canaries(
     if m == 0 || audit.canary_kind == CanaryKind::Dirac {
         return Ok(None);
     }
-    if k == 0 || m * k > train.len() {
+    // One source record per canary (copied k times): the count that must
+    // fit is the canaries', never m·k (at user level the records are a
+    // private statistic; the share check counted users already).
+    if k == 0 || m > train.len() {
         return Err(bad(
             "canary_records_per_user",
             format!(
