@@ -48,6 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..TrainConfig::default()
         };
         let r = train(&cfg, &tr, &te, &Device::flex(), |_| {})?;
+        // The run's warnings (the slow fallback among them) are the caller's to show.
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "{:>8} {:>8} {:>10} {:>7.2}% {:>8.3}",
             target,

@@ -81,6 +81,18 @@ pub struct DpSgdConfig {
     /// ([`PrivacyEngine::sample_users`]) and δ is compared with 1/U.
     #[serde(default)]
     pub privacy_unit: PrivacyUnit,
+    /// Announce on standard error, once, when the per-example gradients
+    /// leave the fast path for the slow fallback (tens of times slower),
+    /// naming the parameters and the DP-aware layer to swap in (on by
+    /// default: the warning is also in [`PrivacyEngine::warnings`]; turn
+    /// it off when the caller surfaces those itself).
+    #[serde(default = "announce_by_default")]
+    pub announce_fallback: bool,
+}
+
+/// [`DpSgdConfig::announce_fallback`]'s default.
+fn announce_by_default() -> bool {
+    true
 }
 
 /// A fingerprint of the private training set: its size and a hash of its
@@ -111,7 +123,15 @@ impl DpSgdConfig {
             dataset: None,
             conv_strategy: ConvStrategy::Auto,
             privacy_unit: PrivacyUnit::Record,
+            announce_fallback: true,
         }
+    }
+
+    /// Whether to announce the slow fallback on standard error
+    /// ([`DpSgdConfig::announce_fallback`]).
+    pub fn with_announce_fallback(mut self, announce: bool) -> Self {
+        self.announce_fallback = announce;
+        self
     }
 
     /// The unit of privacy ([`PrivacyUnit::User`]: the sampler samples
@@ -624,6 +644,11 @@ impl PrivacyEngine {
                 "per-example gradients by the slow fallback (one backward pass per example): {reason}"
             );
             if !self.warnings.contains(&warning) {
+                // Loud by default: a model off the fast path is a
+                // performance bug the caller should see without asking.
+                if self.config.announce_fallback {
+                    eprintln!("dpsgd: warning: {warning}");
+                }
                 self.warnings.push(warning);
             }
         }

@@ -189,3 +189,54 @@ fn should_warn_by_name_when_the_fallback_is_taken() {
         "{warnings}"
     );
 }
+
+/// burn's own layers leave the fast path: the warning names each layer and
+/// the DP twin to swap in.
+#[test]
+fn should_name_the_dp_twin_of_each_burn_layer_off_the_fast_path() {
+    #[derive(burn::module::Module, Debug)]
+    struct Mixed {
+        head: dpsgd_burn::layers::DpLinear,
+        body: burn::nn::Linear,
+        norm: burn::nn::LayerNorm,
+    }
+    let device = devices()[0].1.clone();
+    let model = Mixed {
+        head: dpsgd_burn::layers::DpLinearConfig::new(4, 2).init(&device),
+        body: burn::nn::LinearConfig::new(4, 4).init(&device),
+        norm: burn::nn::LayerNormConfig::new(4).init(&device),
+    };
+    let n = 8;
+    let mut engine = DpSgdConfig::new(1.0)
+        .with_noise_multiplier(1.0)
+        .with_seed(3)
+        .with_announce_fallback(false)
+        .init(AdamConfig::new().init(), PoissonSampler::new(n, 4).unwrap())
+        .unwrap();
+    assert!(DpSgdConfig::new(1.0).announce_fallback, "loud by default");
+    let x = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new((0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), [3, 4]),
+        &device,
+    );
+    let loss = |m: &Mixed, x: &burn::tensor::Tensor<2>| {
+        let h = m.norm.forward(m.body.forward(x.clone()));
+        let n = x.dims()[0];
+        m.head.forward(h).powi_scalar(2).sum_dim(1).reshape([n])
+    };
+    let _ = engine
+        .step(0.05, model, &x, loss)
+        .map_err(|r| r.error)
+        .unwrap();
+    let warnings = engine.warnings().join("\n");
+    for expected in [
+        "body.weight",
+        "`body` is burn's Linear: swap in dpsgd_burn::layers::DpLinear",
+        "`norm` is burn's LayerNorm: swap in dpsgd_burn::layers::DpLayerNorm",
+    ] {
+        assert!(
+            warnings.contains(expected),
+            "`{expected}` not in {warnings}"
+        );
+    }
+    assert!(!warnings.contains("`head`"), "{warnings}");
+}

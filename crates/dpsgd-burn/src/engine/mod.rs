@@ -534,7 +534,17 @@ pub(crate) fn record_coverage(records: &[Record]) -> (HashSet<ParamId>, Vec<Para
 /// add before the norm, which the per-call records cannot see).
 fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<String> {
     if records.is_empty() {
-        return Some("the model has no DP-aware layer".into());
+        let mut layers: Vec<String> = Vec::new();
+        for p in params {
+            let advice = swap_advice(p);
+            if !layers.contains(&advice) {
+                layers.push(advice);
+            }
+        }
+        return Some(format!(
+            "the model has no DP-aware layer ({})",
+            layers.join("; ")
+        ));
     }
     let (seen, shared) = record_coverage(records);
     if let Some(&id) = shared.first() {
@@ -546,17 +556,70 @@ fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<
             "parameter `{name}` is used by more than one layer call"
         ));
     }
-    let missing: Vec<String> = params
-        .iter()
-        .filter(|p| !seen.contains(&p.id))
-        .map(dpsgd_core::ParamInfo::name)
-        .collect();
+    let missing: Vec<&dpsgd_core::ParamInfo> =
+        params.iter().filter(|p| !seen.contains(&p.id)).collect();
     if missing.is_empty() {
-        None
+        return None;
+    }
+    // Each layer once, with the twin to swap in.
+    let mut layers: Vec<String> = Vec::new();
+    for p in &missing {
+        let advice = swap_advice(p);
+        if !layers.contains(&advice) {
+            layers.push(advice);
+        }
+    }
+    Some(format!(
+        "parameters outside DP-aware layers: {} ({})",
+        missing
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        layers.join("; ")
+    ))
+}
+
+/// What to swap in for the layer that owns `p`: its DP twin in
+/// [`crate::layers`], named after the burn module the parameter sits in.
+fn swap_advice(p: &dpsgd_core::ParamInfo) -> String {
+    let layer = p.layer();
+    let layer = if layer.is_empty() {
+        "the model"
     } else {
-        Some(format!(
-            "parameters outside DP-aware layers: {} (use dpsgd_burn::layers to get the fast path)",
-            missing.join(", ")
-        ))
+        &layer
+    };
+    let module = p
+        .containers
+        .last()
+        .map(|c| c.rsplit(':').next().unwrap_or(c).to_owned())
+        .unwrap_or_default();
+    let twin = match module.as_str() {
+        "Linear" => Some("DpLinear"),
+        "Conv1d" => Some("DpConv1d"),
+        "Conv2d" => Some("DpConv2d"),
+        "Conv3d" => Some("DpConv3d"),
+        "ConvTranspose2d" => Some("DpConvTranspose2d"),
+        "Embedding" => Some("DpEmbedding"),
+        "LayerNorm" => Some("DpLayerNorm"),
+        "GroupNorm" => Some("DpGroupNorm"),
+        "InstanceNorm" => Some("DpInstanceNorm"),
+        "RmsNorm" => Some("DpRmsNorm"),
+        "Lstm" => Some("DpLstm"),
+        "Gru" => Some("DpGru"),
+        "MultiHeadAttention" => Some("DpMultiHeadAttention"),
+        _ => None,
+    };
+    match (twin, module.as_str()) {
+        (Some(twin), _) => {
+            format!("`{layer}` is burn's {module}: swap in dpsgd_burn::layers::{twin}")
+        }
+        (None, "BatchNorm") => format!(
+            "`{layer}` is a BatchNorm, which mixes the examples of a batch: swap in dpsgd_burn::layers::DpGroupNorm"
+        ),
+        (None, "") => format!("`{layer}`: use a layer of dpsgd_burn::layers"),
+        (None, _) => {
+            format!("`{layer}` ({module}) has no DP-aware twin: build it from dpsgd_burn::layers")
+        }
     }
 }

@@ -127,6 +127,8 @@ pub(crate) fn dp_config<M: burn::module::Module>(
         .with_delta(cfg.delta)
         .with_allow_large_delta(cfg.allow_large_delta)
         .with_privacy_unit(cfg.privacy_unit)
+        // The report carries the engine's warnings; its caller shows them.
+        .with_announce_fallback(false)
         .with_dataset(DatasetFingerprint {
             // The sampler's N: users at user level.
             size: user_index(cfg, data)?.map_or(data.len(), |u| u.num_users()),
