@@ -14,6 +14,8 @@
 //! `optim` and `engine` rather than `core` and `burn`: those would shadow
 //! the `core` and `burn` crates in a `use dpsgd::*` scope.
 
+pub mod nn;
+
 pub use dpsgd_accountant as accountant;
 pub use dpsgd_audit as audit;
 pub use dpsgd_burn as engine;

@@ -237,3 +237,63 @@ fn convolution_records_load_and_convolve_the_same() {
         );
     }
 }
+
+/// burn's own configs convert to the DP twins without loss: a layer built
+/// from burn's config (Same and Explicit padding, dilation, groups, no
+/// bias) and the twin built from the converted config, holding the same
+/// record, compute the same outputs.
+#[test]
+fn burn_configs_convert_to_twins_that_compute_the_same() {
+    use burn::nn::conv::{Conv1dConfig, Conv2dConfig};
+    use burn::nn::{LinearConfig, PaddingConfig1d, PaddingConfig2d};
+    for (backend, device) in devices() {
+        let device = device.without_autodiff();
+        for config in [
+            Conv2dConfig::new([2, 4], [3, 5]).with_padding(PaddingConfig2d::Same),
+            Conv2dConfig::new([2, 4], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .with_dilation([2, 1])
+                .with_groups(2)
+                .with_bias(false),
+            Conv2dConfig::new([2, 3], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 2, 1, 2))
+                .with_stride([2, 1]),
+        ] {
+            let burn_layer = config.init(&device);
+            let twin = DpConv2dConfig::try_from(&config).unwrap().init(&device);
+            let twin = load(&burn_layer, twin, "burn → dp conv2d");
+            let x = input([2, 2, 7, 8], &device);
+            assert_same(
+                burn_layer.forward(x.clone()),
+                twin.forward(x),
+                &format!("{backend} conv2d {:?}", config.padding),
+            );
+        }
+        let config = Conv1dConfig::new(2, 3, 5).with_padding(PaddingConfig1d::Same);
+        let burn_layer = config.init(&device);
+        let twin = load(
+            &burn_layer,
+            DpConv1dConfig::try_from(&config).unwrap().init(&device),
+            "burn → dp conv1d",
+        );
+        let x = input([2, 2, 9], &device);
+        assert_same(
+            burn_layer.forward(x.clone()),
+            twin.forward(x),
+            &format!("{backend} conv1d"),
+        );
+        let config = LinearConfig::new(6, 3);
+        let burn_layer = config.init(&device);
+        let twin = load(
+            &burn_layer,
+            DpLinearConfig::try_from(&config).unwrap().init(&device),
+            "burn → dp linear",
+        );
+        let x = input([4, 6], &device);
+        assert_same(
+            burn_layer.forward(x.clone()),
+            twin.forward(x),
+            &format!("{backend} linear"),
+        );
+    }
+}

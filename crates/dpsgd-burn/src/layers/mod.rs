@@ -5,6 +5,7 @@
 mod attention;
 mod conv;
 mod embedding;
+mod from_burn;
 mod linear;
 mod norm;
 mod replicated;
