@@ -231,6 +231,17 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.dpsgd";
 /// otherwise.
 pub const DEFAULT_HIDDEN: [usize; 1] = [128];
 
+/// The public N of `data` under `unit`: its users at user level (their
+/// number of records is then a statistic of the private data), its
+/// records otherwise (and for data without user ids, which user-level
+/// training refuses).
+pub fn privacy_units(unit: PrivacyUnit, data: &dpsgd_data::Dataset) -> usize {
+    match (unit, data.num_users()) {
+        (PrivacyUnit::User { .. }, Some(users)) => users,
+        _ => data.len(),
+    }
+}
+
 /// The default δ for a dataset of `n` examples: the largest power of ten
 /// strictly below `1/n`, capped at 1e-5.
 pub fn default_delta(n: usize) -> f64 {

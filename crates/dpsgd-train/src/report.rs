@@ -229,24 +229,12 @@ pub struct UserCounts {
 impl UserCounts {
     /// The counts of per-record user ids `ids`.
     pub fn of(ids: &[u64]) -> Self {
-        let mut sorted = ids.to_vec();
-        sorted.sort_unstable();
-        let mut users = 0;
-        let mut most = 0;
-        let mut run = 0;
-        for (i, id) in sorted.iter().enumerate() {
-            if i > 0 && sorted[i - 1] == *id {
-                run += 1;
-            } else {
-                users += 1;
-                run = 1;
-            }
-            most = most.max(run);
-        }
+        // The engine's own grouping (none for no records).
+        let index = dpsgd_burn::UserIndex::from_ids(ids).ok();
         Self {
-            users,
+            users: index.as_ref().map_or(0, dpsgd_burn::UserIndex::num_users),
             records: ids.len(),
-            max_records_of_one_user: most,
+            max_records_of_one_user: index.as_ref().map_or(0, dpsgd_burn::UserIndex::max_records),
         }
     }
 }

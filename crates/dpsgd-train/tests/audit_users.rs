@@ -4,27 +4,16 @@
 //! the record-level claim judged at group privacy against canary users,
 //! and white-box canaries refused at user level.
 
+mod common;
+
 use burn::tensor::Device;
-use dpsgd_data::{Dataset, Scaling, digits};
+use dpsgd_data::Dataset;
 use dpsgd_train::audit::{Attack, AuditConfig, AuditReport, CanaryKind, audit};
 use dpsgd_train::{ModelKind, Privacy, PrivacyUnit, TrainConfig, TrainError};
 
-/// Digits with users: user u owns `u % 7 + 1` consecutive records (1–7),
-/// split by user.
+/// Digits with users (1–7 records each), split by user.
 fn data() -> (Dataset, Dataset) {
-    let all = digits();
-    let mut ids = Vec::with_capacity(all.len());
-    let mut u = 0u64;
-    while ids.len() < all.len() {
-        let n = (u % 7 + 1) as usize;
-        ids.extend(std::iter::repeat_n(u, n.min(all.len() - ids.len())));
-        u += 1;
-    }
-    let all = all.with_users(ids).unwrap();
-    let (mut tr, mut te) = all.split_by_user(0.3, 0).unwrap();
-    tr.apply(&Scaling::Divide(16.0));
-    te.apply(&Scaling::Divide(16.0));
-    (tr, te)
+    common::digits_with_users(0.3)
 }
 
 fn config(unit: PrivacyUnit) -> TrainConfig {

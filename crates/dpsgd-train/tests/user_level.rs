@@ -3,28 +3,17 @@
 //! sampler samples users, a resumed run is exact, and what does not
 //! combine is refused with one line.
 
+mod common;
+
 use burn::tensor::Device;
-use dpsgd_data::{Dataset, Scaling, digits};
+use dpsgd_data::{Dataset, digits};
 use dpsgd_train::{
     ClippingMode, EarlyStopping, ModelKind, Privacy, PrivacyUnit, TrainConfig, TrainError, train,
 };
 
-/// Digits with users: user u owns `u % 7 + 1` consecutive records (1–7),
-/// split by user.
+/// Digits with users (1–7 records each), split by user.
 fn data() -> (Dataset, Dataset) {
-    let all = digits();
-    let mut ids = Vec::with_capacity(all.len());
-    let mut u = 0u64;
-    while ids.len() < all.len() {
-        let n = (u % 7 + 1) as usize;
-        ids.extend(std::iter::repeat_n(u, n.min(all.len() - ids.len())));
-        u += 1;
-    }
-    let all = all.with_users(ids).unwrap();
-    let (mut tr, mut te) = all.split_by_user(0.2, 0).unwrap();
-    tr.apply(&Scaling::Divide(16.0));
-    te.apply(&Scaling::Divide(16.0));
-    (tr, te)
+    common::digits_with_users(0.2)
 }
 
 fn config(k: usize) -> TrainConfig {

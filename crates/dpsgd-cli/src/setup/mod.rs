@@ -27,10 +27,7 @@ pub fn recipe_for(o: &TrainOptions, train: &Dataset) -> Recipe {
 /// The public N of the run: training users at user level (the number of
 /// records is then a statistic of the private data), records otherwise.
 pub fn units(o: &TrainOptions, train: &Dataset) -> usize {
-    match (o.privacy_unit(), train.num_users()) {
-        (dpsgd::train::PrivacyUnit::User { .. }, Some(users)) => users,
-        _ => train.len(),
-    }
+    dpsgd::train::privacy_units(o.privacy_unit(), train)
 }
 
 fn model_kind(name: &str) -> ModelKind {

@@ -319,16 +319,7 @@ pub(crate) fn attack_result(
         .filter(|&&i| !is_member[i])
         .map(|&i| scores[i])
         .collect();
-    let roc = Roc::new(&members, &others).map_err(audit_error)?;
-    let auc_interval = bootstrap(
-        &members,
-        &others,
-        |r| r.auc,
-        audit.bootstrap_resamples,
-        1.0 - audit.alpha,
-        audit.seed ^ BOOT_SALT,
-    )
-    .map_err(audit_error)?;
+    let (roc, auc_interval) = roc_with_interval(&members, &others, audit)?;
     let [auc_bca, tpr_at_fpr_0_01_bca, tpr_at_fpr_0_001_bca] = bca_figures(
         &members,
         &others,
@@ -395,10 +386,14 @@ fn user_level(
         .get(sorted.len() * 4 / 5)
         .copied()
         .filter(|&t| t >= 2);
+    // Each aggregate once, read for every set of users.
+    let aggregates = UserAggregate::ALL
+        .iter()
+        .map(|&how| Ok((how, user_scores(&s, &u, &m, how).map_err(audit_error)?)))
+        .collect::<Result<Vec<_>, TrainError>>()?;
     let mut out = Vec::new();
     for min_records in std::iter::once(1).chain(heavy) {
-        for &how in UserAggregate::ALL.iter() {
-            let per_user = user_scores(&s, &u, &m, how).map_err(audit_error)?;
+        for (how, per_user) in &aggregates {
             let keep = |side: bool| -> Vec<f64> {
                 per_user
                     .users
@@ -413,16 +408,7 @@ fn user_level(
             if min_records > 1 && (members.is_empty() || others.is_empty()) {
                 continue;
             }
-            let roc = Roc::new(&members, &others).map_err(audit_error)?;
-            let auc_interval = bootstrap(
-                &members,
-                &others,
-                |r| r.auc,
-                audit.bootstrap_resamples,
-                1.0 - audit.alpha,
-                audit.seed ^ BOOT_SALT,
-            )
-            .map_err(audit_error)?;
+            let (roc, auc_interval) = roc_with_interval(&members, &others, audit)?;
             out.push(UserLevelAttack {
                 aggregate: how.name(),
                 min_records,
@@ -435,6 +421,26 @@ fn user_level(
         }
     }
     Ok(out)
+}
+
+/// The ROC of `members` against `others` and its AUC's percentile
+/// bootstrap interval at level `1 − α` (the audit's resamples and seed).
+fn roc_with_interval(
+    members: &[f64],
+    others: &[f64],
+    audit: &AuditConfig,
+) -> Result<(Roc, Interval), TrainError> {
+    let roc = Roc::new(members, others).map_err(audit_error)?;
+    let interval = bootstrap(
+        members,
+        others,
+        |r| r.auc,
+        audit.bootstrap_resamples,
+        1.0 - audit.alpha,
+        audit.seed ^ BOOT_SALT,
+    )
+    .map_err(audit_error)?;
+    Ok((roc, interval))
 }
 
 /// BCa intervals at `level` of the AUC, the TPR at 1% and at 0.1% FPR

@@ -183,11 +183,10 @@ fn train_shadow(
     shadow_cfg.resume = false;
     shadow_cfg.progress_epsilon = false;
     // At user level the batch counts users.
-    let units = match (cfg.privacy_unit, shadow_train.num_users()) {
-        (crate::config::PrivacyUnit::User { .. }, Some(users)) => users,
-        _ => shadow_train.len(),
-    };
-    shadow_cfg.batch_size = shadow_cfg.batch_size.min(units);
+    shadow_cfg.batch_size = shadow_cfg.batch_size.min(crate::config::privacy_units(
+        cfg.privacy_unit,
+        &shadow_train,
+    ));
     let (_, model) = train_model(&shadow_cfg, &shadow_train, &shadow_test, device, |_| {})?;
     model.logits(population)
 }

@@ -2,7 +2,9 @@
 //! clipping policy, the DP-SGD engine and its plan, and the seeded model
 //! initialisation. Shared by the standard loop and MIST.
 
-use crate::config::{ClippingMode, OptimizerKind, Privacy, PrivacyUnit, TrainConfig};
+use crate::config::{
+    ClippingMode, OptimizerKind, Privacy, PrivacyUnit, TrainConfig, privacy_units,
+};
 use crate::ema::Ema;
 use crate::error::TrainError;
 use burn::optim::decay::WeightDecayConfig;
@@ -131,7 +133,7 @@ pub(crate) fn dp_config<M: burn::module::Module>(
         .with_announce_fallback(false)
         .with_dataset(DatasetFingerprint {
             // The sampler's N: users at user level.
-            size: user_index(cfg, data)?.map_or(data.len(), |u| u.num_users()),
+            size: privacy_units(cfg.privacy_unit, data),
             hash: data.content_hash(),
         });
     let base = match cfg.max_physical_batch_size {
