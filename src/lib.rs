@@ -23,6 +23,15 @@ pub use dpsgd_core as optim;
 pub use dpsgd_data as data;
 pub use dpsgd_train as train;
 
+/// burn-train itself, at the version [`learner`] plugs into.
+#[cfg(feature = "burn-train")]
+pub use burn_train;
+/// DP-SGD inside burn-train's `Learner`: see [`dpsgd_burn_train`].
+#[cfg(feature = "burn-train")]
+pub use dpsgd_burn_train as learner;
+
+pub use dpsgd_burn::{ExampleBatch, impl_example_batch};
+
 pub use dpsgd_burn::{
     DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, PrivacyReport, layers, loss,
     validate_model,

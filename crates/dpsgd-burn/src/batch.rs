@@ -43,6 +43,60 @@ impl<const D: usize> ExampleBatch for Tensor<D, Int> {
     }
 }
 
+/// Implements [`ExampleBatch`] for a batch struct whose fields are all
+/// batches along dimension 0 (tensors, `Option`s and tuples of them, other
+/// [`ExampleBatch`]es): every field is sliced and moved together. Name
+/// every field — one left out is a compile error, not a field silently
+/// kept whole.
+///
+/// ```
+/// use burn::tensor::{Int, Tensor};
+///
+/// #[derive(Clone, Debug)]
+/// struct DigitsBatch {
+///     images: Tensor<2>,
+///     targets: Tensor<1, Int>,
+/// }
+/// dpsgd_burn::impl_example_batch!(DigitsBatch { images, targets });
+///
+/// use dpsgd_burn::ExampleBatch;
+/// let device = Default::default();
+/// let batch = DigitsBatch {
+///     images: Tensor::zeros([5, 64], &device),
+///     targets: Tensor::zeros([5], &device),
+/// };
+/// assert_eq!(batch.num_examples(), 5);
+/// assert_eq!(batch.slice_examples(1, 3).images.dims(), [2, 64]);
+/// ```
+///
+/// All fields must have the same number of examples (checked in debug
+/// builds).
+#[macro_export]
+macro_rules! impl_example_batch {
+    ($batch:ty { $($field:ident),+ $(,)? }) => {
+        impl $crate::ExampleBatch for $batch {
+            fn num_examples(&self) -> usize {
+                let counts = [$($crate::ExampleBatch::num_examples(&self.$field)),+];
+                debug_assert!(
+                    counts.iter().all(|&n| n == counts[0]),
+                    "the fields of a batch disagree on its number of examples: {counts:?}"
+                );
+                counts[0]
+            }
+            fn slice_examples(&self, start: usize, end: usize) -> Self {
+                Self {
+                    $($field: $crate::ExampleBatch::slice_examples(&self.$field, start, end)),+
+                }
+            }
+            fn to_device(&self, device: &$crate::__private::Device) -> Self {
+                Self {
+                    $($field: $crate::ExampleBatch::to_device(&self.$field, device)),+
+                }
+            }
+        }
+    };
+}
+
 /// An optional part of a batch (per-row weights that only some runs have):
 /// `None` has no examples of its own and stays `None`.
 impl<B: ExampleBatch> ExampleBatch for Option<B> {

@@ -54,3 +54,9 @@ pub use privacy_engine::{
 pub use sampler::PoissonSampler;
 pub use users::{PrivacyUnit, UserBatch, UserIndex};
 pub use validate::validate_model;
+
+/// What [`impl_example_batch!`] refers to.
+#[doc(hidden)]
+pub mod __private {
+    pub use burn::tensor::Device;
+}

@@ -601,15 +601,16 @@ pub fn worker_devices(coordinator: &Device, workers: usize) -> Vec<Device> {
     };
     // The kinds this build has, cheapest to list first (listing a GPU
     // runtime opens its devices).
-    let mut kinds = Vec::new();
-    #[cfg(feature = "flex")]
-    kinds.push(DeviceType::Flex);
-    #[cfg(feature = "ndarray")]
-    kinds.push(DeviceType::NdArray);
-    #[cfg(feature = "cuda")]
-    kinds.push(DeviceType::Cuda);
-    #[cfg(feature = "wgpu")]
-    kinds.push(DeviceType::Wgpu);
+    let kinds: Vec<DeviceType> = vec![
+        #[cfg(feature = "flex")]
+        DeviceType::Flex,
+        #[cfg(feature = "ndarray")]
+        DeviceType::NdArray,
+        #[cfg(feature = "cuda")]
+        DeviceType::Cuda,
+        #[cfg(feature = "wgpu")]
+        DeviceType::Wgpu,
+    ];
     let found = kinds
         .into_iter()
         .find_map(same_kind)

@@ -7,7 +7,7 @@ use crate::layers::ConvStrategy;
 use crate::sampler::PoissonSampler;
 use crate::users::PrivacyUnit;
 use burn::module::ParamId;
-use burn::optim::ModuleOptimizer;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use dpsgd_accountant::{Accountant, AccountantKind, calibrate_noise};
 use dpsgd_core::{
@@ -604,8 +604,136 @@ impl PrivacyEngine {
         lr: f64,
         model: M,
         batch: &B,
-        mut clip: impl FnMut(&mut GradientEngine, &M, &B) -> Result<ClippedGradients>,
+        clip: impl FnMut(&mut GradientEngine, &M, &B) -> Result<ClippedGradients>,
     ) -> Result<M, Rejected<M>>
+    where
+        M: burn::module::Module,
+        B: ExampleBatch,
+    {
+        let sampled = self.pending_batch.take() == Some(batch.num_examples());
+        let (total, stats) = match self.clip_batch(&model, batch, clip) {
+            Ok(clipped) => clipped,
+            Err(error) => return Err(Rejected { error, model }),
+        };
+        let model = match &self.observed {
+            None => self.dp.step(lr, model, total)?,
+            Some(coordinates) => {
+                // Read before the step: adaptive clipping moves C after it.
+                let noise_std =
+                    self.dp.settings().noise_std() / self.dp.settings().expected_batch_size();
+                let clipping = self.dp.clipping().clone();
+                let mut values = Vec::new();
+                let model = self.dp.step_observed(lr, model, total, |m, grads| {
+                    values = crate::canary::read_coordinates(m, grads, coordinates);
+                })?;
+                self.release = Some(ReleasedCoordinates {
+                    values,
+                    noise_std,
+                    clipping,
+                });
+                model
+            }
+        };
+        self.record_step(stats, sampled);
+        Ok(model)
+    }
+
+    /// The private release of one step without applying it: the noisy
+    /// mean of `batch`'s clipped per-example gradients,
+    /// `(Σ_i clip(∇_i) + N(0, σ²S²))/(qN)`, accounted as one step — for a
+    /// training loop whose own optimizer applies the update (burn-train's
+    /// `Learner`, see the `dpsgd-burn-train` crate). Everything else is as
+    /// in [`PrivacyEngine::step`]: draw the batch with
+    /// [`PrivacyEngine::sample_batch`], and give the gradients to an
+    /// optimizer exactly once.
+    ///
+    /// # Errors
+    ///
+    /// As [`PrivacyEngine::step`]; nothing is accounted then.
+    pub fn private_gradients<M, B, F>(
+        &mut self,
+        model: &M,
+        batch: &B,
+        loss_fn: F,
+    ) -> Result<GradientsParams>
+    where
+        M: burn::module::Module,
+        B: ExampleBatch,
+        F: Fn(&M, &B) -> Tensor<1>,
+    {
+        let sampled = self.pending_batch.take() == Some(batch.num_examples());
+        let (total, stats) = self.clip_batch(model, batch, |engine, m, b| {
+            engine.clipped_gradients(m, b, &loss_fn)
+        })?;
+        let grads = self.release_gradients(model, total)?;
+        self.record_step(stats, sampled);
+        Ok(grads)
+    }
+
+    /// [`PrivacyEngine::private_gradients`] for a Poisson draw that chose
+    /// no example: the release is noise alone, and it is accounted like
+    /// every other step (skipping it would condition the mechanism on a
+    /// non-empty batch, which the accountant does not cover).
+    ///
+    /// # Errors
+    ///
+    /// As [`PrivacyEngine::private_gradients`].
+    pub fn private_gradients_of_empty_batch<M>(&mut self, model: &M) -> Result<GradientsParams>
+    where
+        M: burn::module::Module,
+    {
+        let sampled = self.pending_batch.take() == Some(0);
+        let max_grad_norm = self.dp.clipping().sensitivity();
+        let total = ClippedGradients::empty(self.dp.clipping().clone());
+        let stats = StepStats {
+            batch_size: 0,
+            chunks: 0,
+            mean_loss: 0.0,
+            method: total.method().clone(),
+            per_example_norms: Vec::new(),
+            max_grad_norm,
+            dropped: 0,
+        };
+        let grads = self.release_gradients(model, total)?;
+        self.record_step(stats, sampled);
+        Ok(grads)
+    }
+
+    /// The size of the Poisson batch [`PrivacyEngine::sample_batch`] drew
+    /// and no step has used yet (`None` when there is none).
+    pub fn pending_batch(&self) -> Option<usize> {
+        self.pending_batch
+    }
+
+    /// The noisy mean gradient of `total` (and the white-box observation,
+    /// when one is asked for).
+    fn release_gradients<M: burn::module::Module>(
+        &mut self,
+        model: &M,
+        total: ClippedGradients,
+    ) -> Result<GradientsParams> {
+        // Read before the release: adaptive clipping moves C after it.
+        let noise_std = self.dp.settings().noise_std() / self.dp.settings().expected_batch_size();
+        let clipping = self.dp.clipping().clone();
+        let grads = self.dp.privatize(model, total)?;
+        if let Some(coordinates) = &self.observed {
+            self.release = Some(ReleasedCoordinates {
+                values: crate::canary::read_coordinates(model, &grads, coordinates),
+                noise_std,
+                clipping,
+            });
+        }
+        Ok(grads)
+    }
+
+    /// A batch's clipped gradient sum, chunk by chunk, with the step's
+    /// statistics (and the fallback announced once).
+    fn clip_batch<M, B>(
+        &mut self,
+        model: &M,
+        batch: &B,
+        mut clip: impl FnMut(&mut GradientEngine, &M, &B) -> Result<ClippedGradients>,
+    ) -> Result<(ClippedGradients, StepStats)>
     where
         M: burn::module::Module,
         B: ExampleBatch,
@@ -613,20 +741,17 @@ impl PrivacyEngine {
         let max_grad_norm = self.dp.clipping().sensitivity();
         self.engine.set_clipping(self.dp.clipping().clone());
         let n = batch.num_examples();
-        let sampled = self.pending_batch.take() == Some(n);
         let chunk = self.config.max_physical_batch_size.unwrap_or(n.max(1));
         let mut total = ClippedGradients::empty(self.dp.clipping().clone());
         let mut chunks = 0;
         for start in (0..n).step_by(chunk.max(1)) {
             let end = (start + chunk).min(n);
             let part = if start == 0 && end == n {
-                clip(&mut self.engine, &model, batch)
+                clip(&mut self.engine, model, batch)
             } else {
-                clip(&mut self.engine, &model, &batch.slice_examples(start, end))
+                clip(&mut self.engine, model, &batch.slice_examples(start, end))
             };
-            if let Err(error) = part.and_then(|p| total.accumulate(p)) {
-                return Err(Rejected { error, model });
-            }
+            total.accumulate(part?)?;
             chunks += 1;
         }
         let kept = n - total.dropped();
@@ -652,31 +777,16 @@ impl PrivacyEngine {
                 self.warnings.push(warning);
             }
         }
-        let model = match &self.observed {
-            None => self.dp.step(lr, model, total)?,
-            Some(coordinates) => {
-                // Read before the step: adaptive clipping moves C after it.
-                let noise_std =
-                    self.dp.settings().noise_std() / self.dp.settings().expected_batch_size();
-                let clipping = self.dp.clipping().clone();
-                let mut values = Vec::new();
-                let model = self.dp.step_observed(lr, model, total, |m, grads| {
-                    values = crate::canary::read_coordinates(m, grads, coordinates);
-                })?;
-                self.release = Some(ReleasedCoordinates {
-                    values,
-                    noise_std,
-                    clipping,
-                });
-                model
-            }
-        };
+        Ok((total, stats))
+    }
+
+    /// Books a step that was released.
+    fn record_step(&mut self, stats: StepStats, sampled: bool) {
         if !sampled {
             self.caller_batches += 1;
         }
         self.dropped_examples += stats.dropped as u64;
         self.last = Some(stats);
-        Ok(model)
     }
 
     /// **Test-only**: plants `fault` in this engine's mechanism (see

@@ -1,0 +1,160 @@
+//! What a DP step needs from burn-train's step outputs: the loss of each
+//! example (the engine clips each example's gradient of it), and the item
+//! without its graph, joined across the physical chunks of one logical
+//! batch, for burn-train's metrics.
+
+use burn::tensor::{Int, Tensor, activation::log_softmax};
+use burn_train::{ClassificationOutput, MultiLabelClassificationOutput, RegressionOutput};
+
+/// A training step's output that burn-train's metrics read, as the DP
+/// strategy hands it over: detached from the autodiff graph, and joined
+/// when the engine ran a logical batch in several physical chunks
+/// (`DpSgdConfig::with_max_physical_batch_size`).
+///
+/// Implemented for burn-train's [`ClassificationOutput`],
+/// [`MultiLabelClassificationOutput`] and [`RegressionOutput`]; implement
+/// it for an output of your own.
+pub trait StepOutput: Sized {
+    /// The output without its autodiff graph (burn-train's metrics only
+    /// read values).
+    fn detach(self) -> Self;
+    /// The outputs of consecutive chunks of one batch, in order, as the
+    /// output of the whole batch (`parts` is never empty).
+    fn concat(parts: Vec<Self>) -> Self;
+}
+
+/// A step output from which the per-example loss the model trains on can
+/// be read, so that a stock burn-train forward (`forward_classification`,
+/// `forward_regression`) is all the DP strategy needs.
+///
+/// * [`ClassificationOutput`]: cross-entropy of the logits,
+///   `ℓ_i = −log softmax(z_i)_{y_i}` — burn's `CrossEntropyLoss` with its
+///   defaults (logits, no smoothing, no class weights), whose mean is the
+///   output's `loss`;
+/// * [`RegressionOutput`]: the mean squared error of each row,
+///   `ℓ_i = (1/d)·Σ_j (ŷ_ij − y_ij)²` — burn's `MseLoss` with
+///   `Reduction::Mean` averages exactly these.
+///
+/// The DP strategy checks, on its first step, that these average to the
+/// `loss` the output reports, and refuses to train on a mismatch (a
+/// smoothed or weighted loss, probabilities instead of logits): give such
+/// a loss per example with `DpTraining::strategy_with_loss`.
+pub trait PerExampleLoss: StepOutput {
+    /// The loss of each example, shape `[n]`, still on the autodiff graph.
+    fn per_example_loss(&self) -> Tensor<1>;
+    /// The loss the output itself reports (a mean), shape `[1]`.
+    fn reported_loss(&self) -> Tensor<1>;
+}
+
+/// Joins chunk losses (each a mean over its chunk) into the batch's mean,
+/// weighting each by its chunk's size.
+fn mean_of_means(parts: &[(Tensor<1>, usize)]) -> Tensor<1> {
+    let total: usize = parts.iter().map(|(_, n)| n).sum();
+    let weighted: Vec<Tensor<1>> = parts
+        .iter()
+        .map(|(loss, n)| loss.clone().mul_scalar(*n as f32 / total.max(1) as f32))
+        .collect();
+    Tensor::stack::<2>(weighted, 0).sum_dim(0).reshape([1])
+}
+
+impl StepOutput for ClassificationOutput {
+    fn detach(self) -> Self {
+        ClassificationOutput::new(self.loss.detach(), self.output.detach(), self.targets)
+    }
+
+    fn concat(parts: Vec<Self>) -> Self {
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one part");
+        }
+        let losses: Vec<(Tensor<1>, usize)> = parts
+            .iter()
+            .map(|p| (p.loss.clone(), p.output.dims()[0]))
+            .collect();
+        let (outputs, targets): (Vec<Tensor<2>>, Vec<Tensor<1, Int>>) =
+            parts.into_iter().map(|p| (p.output, p.targets)).unzip();
+        ClassificationOutput::new(
+            mean_of_means(&losses),
+            Tensor::cat(outputs, 0),
+            Tensor::cat(targets, 0),
+        )
+    }
+}
+
+impl PerExampleLoss for ClassificationOutput {
+    fn per_example_loss(&self) -> Tensor<1> {
+        let [n, _] = self.output.dims();
+        let log_probs = log_softmax(self.output.clone(), 1);
+        log_probs
+            .gather(1, self.targets.clone().reshape([n, 1]))
+            .reshape([n])
+            .neg()
+    }
+
+    fn reported_loss(&self) -> Tensor<1> {
+        self.loss.clone()
+    }
+}
+
+impl StepOutput for MultiLabelClassificationOutput {
+    fn detach(self) -> Self {
+        MultiLabelClassificationOutput::new(self.loss.detach(), self.output.detach(), self.targets)
+    }
+
+    fn concat(parts: Vec<Self>) -> Self {
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one part");
+        }
+        let losses: Vec<(Tensor<1>, usize)> = parts
+            .iter()
+            .map(|p| (p.loss.clone(), p.output.dims()[0]))
+            .collect();
+        let (outputs, targets): (Vec<Tensor<2>>, Vec<Tensor<2, Int>>) =
+            parts.into_iter().map(|p| (p.output, p.targets)).unzip();
+        MultiLabelClassificationOutput::new(
+            mean_of_means(&losses),
+            Tensor::cat(outputs, 0),
+            Tensor::cat(targets, 0),
+        )
+    }
+}
+
+impl StepOutput for RegressionOutput {
+    fn detach(self) -> Self {
+        RegressionOutput::new(
+            self.loss.detach(),
+            self.output.detach(),
+            self.targets.detach(),
+        )
+    }
+
+    fn concat(parts: Vec<Self>) -> Self {
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one part");
+        }
+        let losses: Vec<(Tensor<1>, usize)> = parts
+            .iter()
+            .map(|p| (p.loss.clone(), p.output.dims()[0]))
+            .collect();
+        let (outputs, targets): (Vec<Tensor<2>>, Vec<Tensor<2>>) =
+            parts.into_iter().map(|p| (p.output, p.targets)).unzip();
+        RegressionOutput::new(
+            mean_of_means(&losses),
+            Tensor::cat(outputs, 0),
+            Tensor::cat(targets, 0),
+        )
+    }
+}
+
+impl PerExampleLoss for RegressionOutput {
+    fn per_example_loss(&self) -> Tensor<1> {
+        let [n, _] = self.output.dims();
+        (self.output.clone() - self.targets.clone())
+            .powi_scalar(2)
+            .mean_dim(1)
+            .reshape([n])
+    }
+
+    fn reported_loss(&self) -> Tensor<1> {
+        self.loss.clone()
+    }
+}

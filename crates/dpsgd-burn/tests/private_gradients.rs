@@ -1,0 +1,181 @@
+//! `PrivacyEngine::private_gradients` (the release without the update, for
+//! training loops whose own optimizer applies it, such as burn-train's
+//! `Learner`) is the same mechanism as `PrivacyEngine::step`: the same
+//! seeded run gives the same parameters bit for bit and the same ε, empty
+//! Poisson batches included, and its batches count as Poisson-sampled.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::SgdConfig;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use dpsgd_burn::layers::DpLinear;
+use dpsgd_burn::loss::cross_entropy_per_example;
+use dpsgd_burn::{DpSgdConfig, PoissonSampler, PrivacyEngine};
+
+#[derive(Module, Debug)]
+struct Net {
+    fc1: DpLinear,
+    fc2: DpLinear,
+}
+
+impl Net {
+    fn losses(&self, b: &(Tensor<2>, Tensor<1, Int>)) -> Tensor<1> {
+        let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
+        cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
+    }
+}
+
+fn values<M: Module>(m: &M) -> Vec<f32> {
+    struct All(Vec<f32>);
+    impl ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.extend(p.val().into_data().iter::<f32>());
+        }
+    }
+    let mut all = All(Vec::new());
+    m.visit(&mut all);
+    all.0
+}
+
+/// The model, initialised from explicit values (no shared RNG).
+fn net(device: &Device) -> Net {
+    let bias = |n: usize| Some(Param::from_tensor(Tensor::<1>::zeros([n], device)));
+    let fill = |dims: [usize; 2], phase: f32| {
+        let n = dims[0] * dims[1];
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i as f32 + phase) * 0.61).sin() * 0.4)
+            .collect();
+        Param::from_tensor(Tensor::<2>::from_data(TensorData::new(v, dims), device))
+    };
+    Net {
+        fc1: DpLinear {
+            weight: fill([6, 8], 0.0),
+            bias: bias(8),
+        },
+        fc2: DpLinear {
+            weight: fill([8, 3], 3.0),
+            bias: bias(3),
+        },
+    }
+}
+
+fn data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    let x: Vec<f32> = (0..n * 6).map(|i| ((i as f32) * 0.47).sin()).collect();
+    let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(x, [n, 6]), device),
+        Tensor::from_data(TensorData::new(y, [n]), device),
+    )
+}
+
+fn pick(all: &(Tensor<2>, Tensor<1, Int>), idx: &[usize]) -> (Tensor<2>, Tensor<1, Int>) {
+    let device = all.0.device();
+    let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
+    (
+        all.0.clone().select(0, rows.clone()),
+        all.1.clone().select(0, rows),
+    )
+}
+
+fn engine(n: usize, batch: usize, physical: Option<usize>) -> PrivacyEngine {
+    let config = DpSgdConfig::new(0.5).with_noise_multiplier(1.0).with_seed(11);
+    let config = match physical {
+        Some(m) => config.with_max_physical_batch_size(m),
+        None => config,
+    };
+    config
+        .init(SgdConfig::new().init(), PoissonSampler::new(n, batch).unwrap())
+        .unwrap()
+}
+
+const LR: f64 = 0.1;
+
+/// `steps` steps through `PrivacyEngine::step`.
+fn by_step(n: usize, batch: usize, steps: usize, physical: Option<usize>) -> (Vec<f32>, PrivacyEngine) {
+    let device = Device::default().autodiff();
+    let all = data(n, &device);
+    let mut model = net(&device);
+    let mut pe = engine(n, batch, physical);
+    for _ in 0..steps {
+        let b = pick(&all, &pe.sample_batch());
+        model = pe
+            .step(LR, model, &b, |m: &Net, b| m.losses(b))
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    (values(&model), pe)
+}
+
+/// The same steps through `private_gradients` and an optimizer of the
+/// caller's; returns how many batches were empty.
+fn by_release(
+    n: usize,
+    batch: usize,
+    steps: usize,
+    physical: Option<usize>,
+) -> (Vec<f32>, PrivacyEngine, usize) {
+    let device = Device::default().autodiff();
+    let all = data(n, &device);
+    let mut model = net(&device);
+    let mut pe = engine(n, batch, physical);
+    let mut optimizer = SgdConfig::new().init();
+    let mut empty = 0;
+    for _ in 0..steps {
+        let indices = pe.sample_batch();
+        assert_eq!(pe.pending_batch(), Some(indices.len()));
+        let grads = if indices.is_empty() {
+            empty += 1;
+            pe.private_gradients_of_empty_batch(&model).unwrap()
+        } else {
+            let b = pick(&all, &indices);
+            pe.private_gradients(&model, &b, |m: &Net, b| m.losses(b))
+                .unwrap()
+        };
+        assert_eq!(pe.pending_batch(), None);
+        model = optimizer.step(LR, model, grads);
+    }
+    (values(&model), pe, empty)
+}
+
+#[test]
+fn the_release_is_the_step_bit_for_bit() {
+    let (stepped, a) = by_step(64, 16, 6, None);
+    let (released, b, _) = by_release(64, 16, 6, None);
+    assert_eq!(stepped, released);
+    assert_eq!(a.epsilon().unwrap(), b.epsilon().unwrap());
+    assert_eq!(b.steps(), 6);
+    assert_eq!(b.report().unwrap().sampler, "poisson");
+}
+
+#[test]
+fn empty_poisson_batches_are_released_and_accounted() {
+    // q = 1/64: most batches are empty.
+    let (stepped, a) = by_step(64, 1, 12, None);
+    let (released, b, empty) = by_release(64, 1, 12, None);
+    assert!(empty > 0, "the seeded draw has no empty batch; pick another");
+    assert_eq!(stepped, released);
+    assert_eq!(b.steps(), 12);
+    assert_eq!(a.epsilon().unwrap(), b.epsilon().unwrap());
+    assert_eq!(b.report().unwrap().sampler, "poisson");
+    assert_eq!(b.last_step().map(|s| s.batch_size), a.last_step().map(|s| s.batch_size));
+}
+
+#[test]
+fn physical_chunks_release_the_same_sum() {
+    let (stepped, _) = by_step(64, 24, 4, Some(5));
+    let (released, b, _) = by_release(64, 24, 4, Some(5));
+    assert_eq!(stepped, released);
+    assert!(b.last_step().unwrap().chunks > 1);
+}
+
+#[test]
+fn a_batch_the_sampler_did_not_draw_is_reported() {
+    let device = Device::default().autodiff();
+    let all = data(32, &device);
+    let model = net(&device);
+    let mut pe = engine(32, 8, None);
+    let b = pick(&all, &[0, 1, 2]);
+    pe.private_gradients(&model, &b, |m: &Net, b| m.losses(b))
+        .unwrap();
+    assert_ne!(pe.report().unwrap().sampler, "poisson");
+}
