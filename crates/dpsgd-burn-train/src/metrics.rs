@@ -182,3 +182,38 @@ impl Numeric for EpsilonMetric {
         self.state.final_value()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::data::dataloader::Progress;
+
+    fn meta() -> MetricMetadata {
+        MetricMetadata {
+            progress: Progress::new(1, 1, None),
+            iteration: Some(1),
+            lr: None,
+        }
+    }
+
+    #[test]
+    fn each_metric_reads_every_published_epsilon_in_order() {
+        let log = PrivacyLog::default();
+        let mut spent = EpsilonMetric::spent(&log, 1e-5);
+        let mut left = EpsilonMetric::left(&log, 3.0, 1e-5);
+        for e in [0.5, 1.25, 2.0] {
+            log.publish(e);
+        }
+        for expected in [0.5, 1.25, 2.0] {
+            spent.update(&(), &meta()).unwrap();
+            left.update(&(), &meta()).unwrap();
+            assert_eq!(spent.value().unwrap().current(), expected);
+            assert_eq!(left.value().unwrap().current(), 3.0 - expected);
+        }
+        // An event without a step (nothing published) repeats the last ε,
+        // and the epoch's value is the last ε, not an average.
+        spent.update(&(), &meta()).unwrap();
+        assert_eq!(spent.value().unwrap().current(), 2.0);
+        assert_eq!(spent.final_value().current(), 2.0);
+    }
+}

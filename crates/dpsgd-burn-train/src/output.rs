@@ -158,3 +158,83 @@ impl PerExampleLoss for RegressionOutput {
         self.loss.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
+    use burn::tensor::{Device, TensorData};
+
+    fn logits(device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+        let z: Vec<f32> = (0..5 * 4)
+            .map(|i| ((i as f32) * 0.73).sin() * 3.0)
+            .collect();
+        (
+            Tensor::from_data(TensorData::new(z, [5, 4]), device),
+            Tensor::from_data(TensorData::new(vec![0i64, 3, 1, 1, 2], [5]), device),
+        )
+    }
+
+    fn values(t: Tensor<1>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    #[test]
+    fn classification_losses_average_to_burns_cross_entropy() {
+        let device = Device::default();
+        let (z, y) = logits(&device);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(z.clone(), y.clone());
+        let out = ClassificationOutput::new(loss.clone(), z.clone(), y.clone());
+        let per = values(out.per_example_loss());
+        // Naive reference: −z_y + log Σ_k exp z_k, row by row.
+        let zs: Vec<f32> = z.into_data().iter::<f32>().collect();
+        let ys: Vec<i64> = y.into_data().iter::<i64>().collect();
+        for (i, &l) in per.iter().enumerate() {
+            let row = &zs[i * 4..i * 4 + 4];
+            let lse = row.iter().map(|v| v.exp()).sum::<f32>().ln();
+            assert!((l - (lse - row[ys[i] as usize])).abs() < 1e-5);
+        }
+        let mean = per.iter().sum::<f32>() / 5.0;
+        assert!((mean - values(loss)[0]).abs() < 1e-5);
+    }
+
+    #[test]
+    fn regression_losses_average_to_burns_mse() {
+        let device = Device::default();
+        let p = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 0.0, -1.0], [2, 2]),
+            &device,
+        );
+        let t = Tensor::<2>::from_data(
+            TensorData::new(vec![0.0f32, 2.0, 1.0, 1.0], [2, 2]),
+            &device,
+        );
+        let loss = MseLoss::new().forward(p.clone(), t.clone(), Reduction::Mean);
+        let out = RegressionOutput::new(loss.clone(), p, t);
+        assert_eq!(values(out.per_example_loss()), vec![0.5, 2.5]);
+        assert!((values(loss)[0] - 1.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn chunks_join_into_the_batch_and_its_mean_loss() {
+        let device = Device::default();
+        let (z, y) = logits(&device);
+        let part = |a: usize, b: usize| {
+            let (zz, yy) = (z.clone().narrow(0, a, b - a), y.clone().narrow(0, a, b - a));
+            let loss = CrossEntropyLossConfig::new()
+                .init(&device)
+                .forward(zz.clone(), yy.clone());
+            ClassificationOutput::new(loss, zz, yy)
+        };
+        let whole = part(0, 5);
+        let joined = ClassificationOutput::concat(vec![part(0, 2), part(2, 5)]);
+        assert_eq!(joined.output.dims(), [5, 4]);
+        assert_eq!(
+            joined.targets.into_data().iter::<i64>().collect::<Vec<_>>(),
+            vec![0, 3, 1, 1, 2]
+        );
+        assert!((values(joined.loss)[0] - values(whole.loss)[0]).abs() < 1e-5);
+    }
+}

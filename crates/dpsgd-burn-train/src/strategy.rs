@@ -240,7 +240,9 @@ where
         let derived = scalar((self.loss)(&output).mean());
         let reported = scalar(reported(&output).mean());
         let tolerance = 1e-4 * reported.abs().max(1.0);
-        if !((derived - reported).abs() <= tolerance) {
+        // A NaN on either side is a mismatch too.
+        let matches = (derived - reported).abs() <= tolerance;
+        if !matches {
             return Err(Error::LossMismatch { derived, reported });
         }
         Ok(())
@@ -502,7 +504,11 @@ fn summary(report: &PrivacyReport) -> String {
             .noise_multiplier
             .map_or("-".to_string(), |s| format!("{s:.3}")),
         report.sampler,
-        if report.secure { "" } else { ", seeded: not secure" },
+        if report.secure {
+            ""
+        } else {
+            ", seeded: not secure"
+        },
     )
 }
 

@@ -78,20 +78,30 @@ fn pick(all: &(Tensor<2>, Tensor<1, Int>), idx: &[usize]) -> (Tensor<2>, Tensor<
 }
 
 fn engine(n: usize, batch: usize, physical: Option<usize>) -> PrivacyEngine {
-    let config = DpSgdConfig::new(0.5).with_noise_multiplier(1.0).with_seed(11);
+    let config = DpSgdConfig::new(0.5)
+        .with_noise_multiplier(1.0)
+        .with_seed(11);
     let config = match physical {
         Some(m) => config.with_max_physical_batch_size(m),
         None => config,
     };
     config
-        .init(SgdConfig::new().init(), PoissonSampler::new(n, batch).unwrap())
+        .init(
+            SgdConfig::new().init(),
+            PoissonSampler::new(n, batch).unwrap(),
+        )
         .unwrap()
 }
 
 const LR: f64 = 0.1;
 
 /// `steps` steps through `PrivacyEngine::step`.
-fn by_step(n: usize, batch: usize, steps: usize, physical: Option<usize>) -> (Vec<f32>, PrivacyEngine) {
+fn by_step(
+    n: usize,
+    batch: usize,
+    steps: usize,
+    physical: Option<usize>,
+) -> (Vec<f32>, PrivacyEngine) {
     let device = Device::default().autodiff();
     let all = data(n, &device);
     let mut model = net(&device);
@@ -152,12 +162,18 @@ fn empty_poisson_batches_are_released_and_accounted() {
     // q = 1/64: most batches are empty.
     let (stepped, a) = by_step(64, 1, 12, None);
     let (released, b, empty) = by_release(64, 1, 12, None);
-    assert!(empty > 0, "the seeded draw has no empty batch; pick another");
+    assert!(
+        empty > 0,
+        "the seeded draw has no empty batch; pick another"
+    );
     assert_eq!(stepped, released);
     assert_eq!(b.steps(), 12);
     assert_eq!(a.epsilon().unwrap(), b.epsilon().unwrap());
     assert_eq!(b.report().unwrap().sampler, "poisson");
-    assert_eq!(b.last_step().map(|s| s.batch_size), a.last_step().map(|s| s.batch_size));
+    assert_eq!(
+        b.last_step().map(|s| s.batch_size),
+        a.last_step().map(|s| s.batch_size)
+    );
 }
 
 #[test]
