@@ -17,10 +17,13 @@
 pub mod nn;
 
 pub use dpsgd_accountant as accountant;
+#[cfg(feature = "audit")]
 pub use dpsgd_audit as audit;
 pub use dpsgd_burn as engine;
 pub use dpsgd_core as optim;
+#[cfg(feature = "data")]
 pub use dpsgd_data as data;
+#[cfg(feature = "train")]
 pub use dpsgd_train as train;
 
 /// burn-train itself, at the version [`learner`] plugs into.
@@ -30,10 +33,12 @@ pub use burn_train;
 #[cfg(feature = "burn-train")]
 pub use dpsgd_burn_train as learner;
 
-pub use dpsgd_burn::{ExampleBatch, impl_example_batch};
+pub use dpsgd_burn::{ExampleBatch, impl_example_batch, rand, rand_chacha};
 
 pub use dpsgd_burn::{
-    DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, PrivacyReport, layers, loss,
-    validate_model,
+    DpSgdConfig, GradientEngine, PoissonSampler, PrivacyEngine, PrivacyReport, StepStats, fix,
+    layers, loss, validate_model,
 };
+pub use dpsgd_core::{Clipping, DpOptimizer, DpSettings, Error, Rejected};
+#[cfg(feature = "train")]
 pub use dpsgd_train::{accuracy, batch, models};

@@ -55,6 +55,15 @@ pub use sampler::PoissonSampler;
 pub use users::{PrivacyUnit, UserBatch, UserIndex};
 pub use validate::validate_model;
 
+/// The `rand` whose [`Rng`](rand::Rng) [`PoissonSampler::sample`] and
+/// [`users::choose_records`] take: use it (or `rand_chacha` below) so that
+/// your generator implements this version's trait.
+pub use rand;
+/// ChaCha20, the generator the engine keys from the OS for noise and
+/// sampling; `rand_chacha::ChaCha20Rng::seed_from_u64` for a reproducible
+/// (not secure) sampler of your own.
+pub use rand_chacha;
+
 /// What [`impl_example_batch!`] refers to.
 #[doc(hidden)]
 pub mod __private {
