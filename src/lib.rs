@@ -1,19 +1,23 @@
-#![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+#![doc = include_str!("front.md")]
+//!
 //! # The facade
 //!
-//! This package only re-exports the workspace's crates, each once under a
-//! short name (as `burn` does): the privacy [`accountant`]
-//! (`dpsgd-accountant`), the DP-SGD algorithm — clipping, noise, the DP
-//! optimizer — as [`optim`] (`dpsgd-core`), the per-example gradient
-//! [`engine`], DP-aware layers and Poisson sampling (`dpsgd-burn`, with its
-//! most used items at the root), the [`data`] readers (`dpsgd-data`), the
-//! training recipe [`train`] (`dpsgd-train`, with the built-in [`models`])
-//! and the leakage measurement [`audit`] (`dpsgd-audit`).
+//! This package re-exports the workspace's crates, each once under a short
+//! name (as `burn` does): the privacy [`accountant`] (`dpsgd-accountant`),
+//! the DP-SGD algorithm — clipping, noise, the DP optimizer — as [`optim`]
+//! (`dpsgd-core`), the per-example gradient [`engine`], DP-aware layers and
+//! Poisson sampling (`dpsgd-burn`, with its most used items at the root),
+//! the `data` readers (`dpsgd-data`), the training recipe `train`
+//! (`dpsgd-train`, with the built-in `models`), the leakage measurement
+//! `audit` (`dpsgd-audit`) and the burn-train integration `learner`
+//! (`dpsgd-burn-train`).
 //!
 //! `optim` and `engine` rather than `core` and `burn`: those would shadow
 //! the `core` and `burn` crates in a `use dpsgd::*` scope.
+#![warn(missing_docs)]
 
+#[cfg(all(feature = "train", feature = "burn-train"))]
+pub mod docs;
 pub mod nn;
 
 pub use dpsgd_accountant as accountant;

@@ -280,9 +280,34 @@ fn a_resume_refuses_an_engine_checkpoint_of_another_run() {
     );
 
     // Restored, the resume goes through.
-    std::fs::write(&engine, kept).unwrap();
+    std::fs::write(&engine, &kept).unwrap();
     let r = resume();
     assert!(r.error.is_none(), "{}", error_text(&r));
+
+    // Now epoch 2 is saved too: resuming from epoch 1 again would be a
+    // second continuation of the run.
+    let r = resume();
+    assert!(
+        error_text(&r).contains("later epoch (2)"),
+        "{}",
+        error_text(&r)
+    );
+    // The engine of epoch 2 standing in for epoch 1's.
+    let later = ours.join("dpsgd-engine-2.ckpt");
+    std::fs::rename(&later, &engine).unwrap();
+    let r = resume();
+    assert!(
+        error_text(&r).contains("closes epoch 2"),
+        "{}",
+        error_text(&r)
+    );
+    std::fs::write(&engine, &kept).unwrap();
+
+    // A fresh run over the folder would overwrite the run's checkpoints.
+    let (r, _) = launch(&ours, train(), seeded(1.1), 1, |t, _| {
+        t.with_default_checkpointers()
+    });
+    assert!(error_text(&r).contains("fresh run"), "{}", error_text(&r));
     for dir in [ours, theirs, other_seed] {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -439,4 +464,76 @@ fn neighbouring_data_sets_release_the_same_report_and_epsilon_log() {
     }
     assert!(released[0].2.is_some(), "the budget stops both runs");
     assert_eq!(released[0], released[1]);
+}
+
+/// The first Poisson batch the engine of `config` draws from N records.
+fn first_batch(config: &DpSgdConfig, n: usize) -> Vec<usize> {
+    let mut engine = config
+        .init(
+            burn::optim::SgdConfig::new().init(),
+            dpsgd::PoissonSampler::new(n, 64).unwrap(),
+        )
+        .unwrap();
+    engine.sample_batch()
+}
+
+/// A record whose loss is not finite, in the very first batch (the one the
+/// loss check reads), changes nothing the run releases besides the model.
+#[test]
+fn a_record_with_a_non_finite_loss_changes_nothing_released() {
+    let train = example::digits().0;
+    let items: Vec<DigitItem> = (0..train.len()).filter_map(|i| train.get(i).ok()).collect();
+    let config = DpSgdConfig::new(1.0)
+        .with_target_epsilon(2.0, 1e-5, 1)
+        .with_seed(9);
+    let chosen = first_batch(&config, items.len())[0];
+    let mut odd = items.clone();
+    odd[chosen].pixels = vec![f32::NAN; 64];
+    let mut released = Vec::new();
+    for (name, data) in [("finite", items), ("nan", odd)] {
+        let dir = scratch(name);
+        let (result, report) = launch(&dir, InMemDataset::new(data), config.clone(), 2, |t, _| t);
+        assert!(result.error.is_none(), "{name}: {}", error_text(&result));
+        let log = std::fs::read_to_string(dir.join("train/epoch-1/Epsilon.log")).unwrap();
+        released.push((report, log, result.interrupted.and_then(|i| i.reason)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(released[0], released[1]);
+}
+
+/// A batcher that leaves out the records labelled 0.
+#[derive(Clone)]
+struct Dropping;
+
+impl burn::data::dataloader::batcher::Batcher<DigitItem, DigitBatch> for Dropping {
+    fn batch(&self, items: Vec<DigitItem>, device: &Device) -> DigitBatch {
+        let kept = items.into_iter().filter(|i| i.label != 0).collect();
+        burn::data::dataloader::batcher::Batcher::batch(&DigitBatcher, kept, device)
+    }
+}
+
+#[test]
+fn a_batcher_that_does_not_make_one_example_per_record_is_refused() {
+    let dir = scratch("dropping");
+    let (_, test) = example::digits();
+    let dp = DpTraining::new(seeded(1.0), 64, example::digits().0, Dropping)
+        .unwrap()
+        .with_quiet(true);
+    let valid = DataLoaderBuilder::new(DigitBatcher)
+        .batch_size(512)
+        .build(test);
+    let training = SupervisedTraining::new(&dir, dp.loader(), valid)
+        .with_application_logger(None)
+        .with_training_strategy(dp.strategy_from_inference())
+        .num_epochs(1);
+    let device = Device::default().autodiff();
+    let learner = Learner::new(seeded_model(3, &device), AdamConfig::new().init(), 1e-2);
+    let result = training.launch(learner);
+    assert!(
+        error_text(&result).contains("one example per record"),
+        "{}",
+        error_text(&result)
+    );
+    assert_eq!(dp.engine().steps(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

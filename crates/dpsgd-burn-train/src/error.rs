@@ -58,29 +58,32 @@ pub enum Error {
         /// The data set's length.
         found: usize,
     },
-    /// An example could not be read from the data set.
-    #[error("cannot read training example {index}")]
+    /// An example of the Poisson batch could not be read from the data
+    /// set (which one is not said: the batch is secret).
+    #[error("cannot read a training example of the batch")]
     Example {
-        /// The example's index.
-        index: usize,
         /// burn's error.
         #[source]
         source: burn::data::dataset::DatasetError,
     },
+    /// The batcher made a batch of another number of examples than the
+    /// items it was given: each record must be exactly one example (the
+    /// sensitivity is one clipped gradient per record).
+    #[error(
+        "the batcher made a batch of another number of examples than the records it was given: \
+         DP-SGD needs exactly one example per record"
+    )]
+    BatcherSize,
     /// The output's per-example loss does not average to the loss the
     /// step reports: the per-example loss derived from the output is not
-    /// the loss the model trains on.
+    /// the loss the model trains on (the values are not given: they are
+    /// statistics of a private batch).
     #[error(
-        "the mean of the per-example losses dpsgd derives from the step's output ({derived}) is not \
-         the loss the step reports ({reported}): give the loss the model trains on per example \
-         with DpTraining::strategy_with_loss"
+        "the per-example losses dpsgd derives from the step's output do not average to the loss \
+         the step reports: give the loss the model trains on per example with \
+         DpTraining::strategy_with_loss"
     )]
-    LossMismatch {
-        /// Mean of the derived per-example losses.
-        derived: f64,
-        /// The step output's own loss.
-        reported: f64,
-    },
+    LossMismatch,
 }
 
 /// Results of this crate.

@@ -16,6 +16,9 @@ use burn_train::metric::{
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// The most values a metric's queue keeps unread.
+const MAX_UNREAD: usize = 1 << 16;
+
 /// The ε of each released step, fanned out to every metric that reads it.
 #[derive(Default)]
 pub(crate) struct PrivacyLog {
@@ -46,11 +49,13 @@ impl PrivacyLog {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            reader
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .queue
-                .push_back(epsilon);
+            let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            // A metric that is never registered is never read: keep its
+            // queue bounded (a registered one is read at every step).
+            if reader.queue.len() >= MAX_UNREAD {
+                reader.queue.pop_front();
+            }
+            reader.queue.push_back(epsilon);
         }
     }
 }
@@ -74,7 +79,10 @@ enum Shown {
 }
 
 /// ε spent so far (at the run's δ), as a burn-train numeric metric:
-/// register it with `SupervisedTraining::metric_train_numeric`.
+/// register it with `SupervisedTraining::metric_train_numeric` (the
+/// training split only: it reads the values the DP strategy publishes for
+/// each training step, in order; a step whose Poisson batch was empty has
+/// no item for burn-train's metrics, so its ε shows with the next one).
 ///
 /// Get one from `DpTraining::epsilon_metric`; its input is `()`, so it
 /// fits every model output.

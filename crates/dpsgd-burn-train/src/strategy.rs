@@ -16,7 +16,7 @@ use burn_train::{
     LearningCheckpointer, SupervisedLearningStrategy, SupervisedTrainingEventProcessor,
     TrainLoader, TrainStep, TrainingComponents, TrainingItem, ValidLoader,
 };
-use dpsgd_burn::io::{Access, write_atomically};
+use dpsgd_burn::io::{Access, FolderLock, remove_stale_temporaries, write_atomically};
 use dpsgd_burn::{DpSgdConfig, ExampleBatch, PoissonSampler, PrivacyEngine, PrivacyReport};
 use dpsgd_core::GradientMethod;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,57 @@ pub(crate) struct DpStrategy<M: LearnerModel, I> {
     /// The loss the output reports, checked once against the mean of
     /// `loss` (only when `loss` is derived from the output).
     pub(crate) reported: Option<LossFn<<M as TrainStep>::Output>>,
+    /// The checkpoint folder's lock, held while the strategy trains.
+    pub(crate) lock: Mutex<Option<FolderLock>>,
+}
+
+/// Takes the checkpoint folder's lock (another process training or
+/// resuming in it is refused), and removes the temporaries a crash left.
+fn lock_folder(dir: &Path) -> Result<FolderLock> {
+    let io = |e: std::io::Error| {
+        Error::Engine(dpsgd_core::Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!("cannot lock the checkpoint folder: {e}"),
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock = FolderLock::try_lock(dir).map_err(io)?.ok_or_else(|| {
+        Error::Engine(dpsgd_core::Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: "another run holds this checkpoint folder".into(),
+        })
+    })?;
+    for epoch in saved_epochs(dir)? {
+        remove_stale_temporaries(&engine_checkpoint(dir, epoch)).map_err(io)?;
+    }
+    Ok(lock)
+}
+
+/// The epochs whose engine checkpoints are in `dir`, in increasing order.
+fn saved_epochs(dir: &Path) -> Result<Vec<usize>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Engine(dpsgd_core::Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!("cannot list the checkpoint folder: {e}"),
+            }));
+        }
+    };
+    let mut epochs: Vec<usize> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            name.strip_prefix("dpsgd-engine-")?
+                .strip_suffix(".ckpt")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    epochs.sort_unstable();
+    Ok(epochs)
 }
 
 /// What the strategy keeps of a run in the privacy engine's checkpoint.
@@ -139,15 +190,59 @@ where
                 found: self.dataset.len(),
             });
         }
-        if let Some(epoch) = components.checkpoint {
-            let Some(dir) = dir else {
-                return Err(Error::NoCheckpointDir {
-                    what: format!("resumes from epoch {epoch}"),
+        let lock = match dir {
+            Some(dir) if components.checkpointer.is_some() || components.checkpoint.is_some() => {
+                Some(lock_folder(dir)?)
+            }
+            _ => None,
+        };
+        let saved = match dir {
+            Some(dir) => saved_epochs(dir)?,
+            None => Vec::new(),
+        };
+        match components.checkpoint {
+            Some(epoch) => {
+                let Some(dir) = dir else {
+                    return Err(Error::NoCheckpointDir {
+                        what: format!("resumes from epoch {epoch}"),
+                    });
+                };
+                debug_assert_eq!(starting_epoch, epoch + 1);
+                let path = engine_checkpoint(dir, epoch);
+                if let Some(later) = saved.iter().find(|&&e| e > epoch) {
+                    return Err(Error::Resume {
+                        path,
+                        reason: format!(
+                            "the folder holds the engine of a later epoch ({later}): training \
+                             again from epoch {epoch} would release a second continuation of \
+                             the run, which its report would not count; delete \
+                             dpsgd-engine-{later}.ckpt (and later) to do so deliberately"
+                        ),
+                    });
+                }
+                if self.engine().steps() > 0 {
+                    return Err(Error::Resume {
+                        path,
+                        reason: "this DpTraining's engine has already taken steps, which a \
+                                 resume would drop from the account: build a fresh DpTraining \
+                                 to resume"
+                            .into(),
+                    });
+                }
+                self.resume(&path, epoch, learner)?;
+            }
+            None if components.checkpointer.is_some() && !saved.is_empty() => {
+                return Err(Error::Resume {
+                    path: engine_checkpoint(dir.unwrap_or(Path::new(".")), saved[0]),
+                    reason: "a fresh run would overwrite another run's privacy engine \
+                             checkpoints in this folder: resume it \
+                             (SupervisedTraining::checkpoint(epoch)) or use a fresh folder"
+                        .into(),
                 });
-            };
-            debug_assert_eq!(starting_epoch, epoch + 1);
-            self.resume(&engine_checkpoint(dir, epoch), epoch, learner)?;
+            }
+            None => {}
         }
+        *self.lock.lock().unwrap_or_else(PoisonError::into_inner) = lock;
         Ok(())
     }
 
@@ -206,12 +301,15 @@ where
                 items.push(
                     self.dataset
                         .get(index)
-                        .map_err(|source| Error::Example { index, source })?,
+                        .map_err(|source| Error::Example { source })?,
                 );
             }
             let batch = self.batcher.batch(items, device);
-            if check_loss.swap(false, Ordering::Relaxed) {
-                self.check_loss(&model, &batch)?;
+            if batch.num_examples() != indices.len() {
+                return Err(Error::BatcherSize.into());
+            }
+            if check_loss.load(Ordering::Relaxed) && self.check_loss(&model, &batch)? {
+                check_loss.store(false, Ordering::Relaxed);
             }
             let captured = RefCell::new(Vec::new());
             let grads = engine.private_gradients(&model, &batch, |m, b| {
@@ -223,29 +321,61 @@ where
             let item = self.metrics_item(&engine, captured.into_inner(), &model, batch);
             (grads, Some(item))
         };
-        let epsilon = engine.epsilon()?;
         drop(engine);
         learner.lr_step();
         learner.optimizer_step(grads);
+        let epsilon = self.engine().epsilon()?;
         Ok((item, epsilon))
     }
 
-    /// The first batch's derived per-example losses must average to the
-    /// loss the output reports (checked before anything is released).
-    fn check_loss(&self, model: &M, batch: &<M as TrainStep>::Input) -> Result<()> {
+    /// Before the first release: the derived per-example losses must
+    /// average to the loss the output reports. Returns whether the check
+    /// was conclusive: a batch with a non-finite loss (a record the engine
+    /// will drop) proves nothing either way, and the next batch is checked
+    /// instead — so that one odd record cannot stop a run its neighbour
+    /// would finish.
+    fn check_loss(&self, model: &M, batch: &<M as TrainStep>::Input) -> Result<bool> {
         let Some(reported) = &self.reported else {
-            return Ok(());
+            return Ok(true);
         };
-        let output = (self.forward)(model, batch.clone());
-        let derived = scalar((self.loss)(&output).mean());
+        let output = self.forward_in_chunks(model, batch);
+        let derived: Vec<f64> = (self.loss)(&output)
+            .into_data()
+            .convert::<f64>()
+            .iter::<f64>()
+            .collect();
         let reported = scalar(reported(&output).mean());
-        let tolerance = 1e-4 * reported.abs().max(1.0);
-        // A NaN on either side is a mismatch too.
-        let matches = (derived - reported).abs() <= tolerance;
-        if !matches {
-            return Err(Error::LossMismatch { derived, reported });
+        if !reported.is_finite() || derived.iter().any(|l| !l.is_finite()) {
+            return Ok(false);
         }
-        Ok(())
+        let derived = derived.iter().sum::<f64>() / derived.len().max(1) as f64;
+        let tolerance = 1e-4 * reported.abs().max(1.0);
+        if (derived - reported).abs() > tolerance {
+            return Err(Error::LossMismatch);
+        }
+        Ok(true)
+    }
+
+    /// The step output of `batch`, detached, computed in chunks of at most
+    /// the physical batch size (the memory bound the caller set).
+    fn forward_in_chunks(
+        &self,
+        model: &M,
+        batch: &<M as TrainStep>::Input,
+    ) -> <M as TrainStep>::Output {
+        let n = batch.num_examples();
+        let chunk = self.config.max_physical_batch_size.unwrap_or(n).max(1);
+        if chunk >= n {
+            return (self.forward)(model, batch.clone()).detach();
+        }
+        let parts = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let part = batch.slice_examples(start, (start + chunk).min(n));
+                (self.forward)(model, part).detach()
+            })
+            .collect();
+        StepOutput::concat(parts)
     }
 
     /// The step's output for burn-train's metrics: the forward passes the
@@ -268,7 +398,7 @@ where
             StepOutput::concat(captured.into_iter().map(|(_, o)| o.detach()).collect())
         } else {
             drop(captured);
-            (self.forward)(model, batch).detach()
+            self.forward_in_chunks(model, &batch)
         }
     }
 
@@ -482,6 +612,7 @@ where
         if let Err(error) = self.finish() {
             interrupter.fail(error.into_training_error());
         }
+        *self.lock.lock().unwrap_or_else(PoisonError::into_inner) = None;
         (learner.model(), event_processor)
     }
 }

@@ -231,6 +231,7 @@ where
             forward,
             loss,
             reported,
+            lock: Mutex::new(None),
         }))
     }
 

@@ -69,19 +69,23 @@ impl<const D: usize> ExampleBatch for Tensor<D, Int> {
 /// assert_eq!(batch.slice_examples(1, 3).images.dims(), [2, 64]);
 /// ```
 ///
-/// All fields must have the same number of examples (checked in debug
-/// builds).
+/// All fields must have the same number of examples, but for those with
+/// none (an `Option` field that is `None`): a batch whose fields disagree
+/// panics rather than let one record feed two clipped gradients.
 #[macro_export]
 macro_rules! impl_example_batch {
     ($batch:ty { $($field:ident),+ $(,)? }) => {
         impl $crate::ExampleBatch for $batch {
             fn num_examples(&self) -> usize {
+                // A field without examples of its own (an `Option` that is
+                // `None`) does not count; every other field must agree.
                 let counts = [$($crate::ExampleBatch::num_examples(&self.$field)),+];
-                debug_assert!(
-                    counts.iter().all(|&n| n == counts[0]),
+                let n = counts.iter().copied().max().unwrap_or(0);
+                assert!(
+                    counts.iter().all(|&c| c == n || c == 0),
                     "the fields of a batch disagree on its number of examples: {counts:?}"
                 );
-                counts[0]
+                n
             }
             fn slice_examples(&self, start: usize, end: usize) -> Self {
                 Self {

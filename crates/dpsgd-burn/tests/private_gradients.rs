@@ -195,3 +195,70 @@ fn a_batch_the_sampler_did_not_draw_is_reported() {
         .unwrap();
     assert_ne!(pe.report().unwrap().sampler, "poisson");
 }
+
+#[test]
+fn past_the_budget_nothing_is_released_or_accounted() {
+    let device = Device::default().autodiff();
+    let all = data(64, &device);
+    let model = net(&device);
+    let mut pe = DpSgdConfig::new(0.5)
+        .with_target_epsilon(2.0, 1e-5, 1)
+        .with_seed(3)
+        .init(
+            SgdConfig::new().init(),
+            PoissonSampler::new(64, 16).unwrap(),
+        )
+        .unwrap();
+    let planned = pe.planned_steps().unwrap();
+    assert_eq!(planned, 4);
+    for _ in 0..planned {
+        let b = pick(&all, &pe.sample_batch());
+        pe.private_gradients(&model, &b, |m: &Net, b| m.losses(b))
+            .unwrap();
+    }
+    let spent = pe.epsilon().unwrap();
+    assert!(spent <= 2.0);
+    let b = pick(&all, &pe.sample_batch());
+    let refused = pe.private_gradients(&model, &b, |m: &Net, b| m.losses(b));
+    assert!(matches!(
+        refused,
+        Err(dpsgd_burn::Error::BudgetExhausted { .. })
+    ));
+    assert!(matches!(
+        pe.private_gradients_of_empty_batch(&model),
+        Err(dpsgd_burn::Error::BudgetExhausted { .. })
+    ));
+    assert_eq!(pe.steps(), planned);
+    assert_eq!(pe.epsilon().unwrap(), spent);
+    assert_eq!(pe.pending_batch(), None, "the refused draw is used up");
+}
+
+/// A batch struct with an optional field, through `impl_example_batch!`.
+#[derive(Clone, Debug)]
+struct Weighted {
+    weights: Option<Tensor<1>>,
+    x: Tensor<2>,
+}
+dpsgd_burn::impl_example_batch!(Weighted { weights, x });
+
+#[test]
+fn a_batch_struct_counts_its_examples_whatever_field_is_none() {
+    use dpsgd_burn::ExampleBatch;
+    let device = Device::default();
+    let none = Weighted {
+        weights: None,
+        x: Tensor::zeros([5, 3], &device),
+    };
+    assert_eq!(none.num_examples(), 5);
+    assert_eq!(none.slice_examples(1, 4).x.dims(), [3, 3]);
+    let some = Weighted {
+        weights: Some(Tensor::ones([5], &device)),
+        ..none.clone()
+    };
+    assert_eq!(some.slice_examples(2, 5).weights.unwrap().dims(), [3]);
+    let bad = Weighted {
+        weights: Some(Tensor::ones([4], &device)),
+        ..none
+    };
+    assert!(std::panic::catch_unwind(|| bad.num_examples()).is_err());
+}
