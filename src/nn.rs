@@ -6,12 +6,14 @@
 //! are burn's, so records load into either.
 //!
 //! Parameter-free modules (activations, dropout, pooling) are burn's own,
-//! re-exported unchanged. The configs take burn's settings with two
-//! differences: convolution padding is given as symmetric sizes
-//! (`with_padding([1, 1])`), and linear layers use burn's `Row` layout. A
-//! config of burn's own converts without loss, or is refused naming the
-//! setting: `Conv2dConfig::try_from(&burn_config)` (burn's `Same` padding
-//! included).
+//! re-exported unchanged. The configs take burn's own settings and types —
+//! `with_padding(PaddingConfig2d::Same)`, `with_layout(LinearLayout::Row)`
+//! — with two limits: the DP convolutions pad symmetrically (asymmetric
+//! `Explicit` sizes, and `Same` with an even kernel or a stride above 1,
+//! are refused by `init`, naming the setting), and linear layers take
+//! burn's default `Row` layout only. A config of burn's own also converts
+//! without loss, or is refused naming the setting:
+//! `Conv2dConfig::try_from(&burn_config)`.
 //!
 //! ```
 //! use burn::module::Module;
@@ -33,17 +35,23 @@
 //! };
 //! let y = mlp.fc2.forward(mlp.relu.forward(mlp.fc1.forward(Tensor::<2>::ones([3, 4], &device))));
 //! assert_eq!(y.dims(), [3, 2]);
-//! // burn's own config converts, Same padding included.
+//! // burn's own options on the twins' configs, Same padding included…
+//! use dpsgd::nn::PaddingConfig2d;
+//! let conv = dpsgd::nn::conv::Conv2dConfig::new([1, 8], [3, 3])
+//!     .with_padding(PaddingConfig2d::Same)
+//!     .init(&device);
+//! assert_eq!(conv.forward(Tensor::ones([2, 1, 5, 5], &device)).dims(), [2, 8, 5, 5]);
+//! // …and burn's own configs convert.
 //! let burn_conv = burn::nn::conv::Conv2dConfig::new([1, 8], [3, 3])
-//!     .with_padding(burn::nn::PaddingConfig2d::Same);
+//!     .with_padding(PaddingConfig2d::Same);
 //! let conv = dpsgd::nn::conv::Conv2dConfig::try_from(&burn_conv)?;
-//! assert_eq!(conv.padding, [1, 1]);
+//! assert_eq!(conv.padding, PaddingConfig2d::Same);
 //! # Ok::<(), dpsgd::optim::Error>(())
 //! ```
 
 pub use burn::nn::{
-    Dropout, DropoutConfig, Gelu, Initializer, LeakyRelu, LeakyReluConfig, PaddingConfig1d,
-    PaddingConfig2d, Relu, Sigmoid, Tanh,
+    Dropout, DropoutConfig, Gelu, Initializer, LeakyRelu, LeakyReluConfig, LinearLayout,
+    PaddingConfig1d, PaddingConfig2d, Relu, Sigmoid, Tanh,
 };
 pub use dpsgd_burn::layers::{
     DpEmbedding as Embedding, DpEmbeddingConfig as EmbeddingConfig, DpGroupNorm as GroupNorm,

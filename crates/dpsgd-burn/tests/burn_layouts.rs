@@ -192,7 +192,7 @@ fn convolution_records_load_and_convolve_the_same() {
             &burn_grouped,
             DpConv2dConfig::new([4, 6], [3, 3])
                 .with_groups(2)
-                .with_padding([1, 1])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(&device),
             "grouped conv2d",
         );

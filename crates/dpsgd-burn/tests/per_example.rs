@@ -4,6 +4,7 @@
 mod common;
 
 use burn::module::Module;
+use burn::nn::{PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
@@ -219,7 +220,9 @@ fn should_match_naive_loop_for_conv2d_with_padding_and_stride() {
         for (stride, padding, dilation) in [([2, 2], [1, 1], [1, 1]), ([1, 2], [0, 2], [2, 1])] {
             let conv = DpConv2dConfig::new([2, 3], [3, 3])
                 .with_stride(stride)
-                .with_padding(padding)
+                .with_padding(PaddingConfig2d::Explicit(
+                    padding[0], padding[1], padding[0], padding[1],
+                ))
                 .with_dilation(dilation)
                 .init(&device);
             let x = input([5, 2, 7, 8], &device, 0.2);
@@ -264,7 +267,9 @@ fn should_convolve_by_gemm_as_burn_does() {
         for (stride, padding, dilation) in [([2, 2], [1, 1], [1, 1]), ([1, 2], [0, 2], [2, 1])] {
             let conv = DpConv2dConfig::new([2, 3], [3, 3])
                 .with_stride(stride)
-                .with_padding(padding)
+                .with_padding(PaddingConfig2d::Explicit(
+                    padding[0], padding[1], padding[0], padding[1],
+                ))
                 .with_dilation(dilation)
                 .init(&device);
             let run = |strategy| {
@@ -313,7 +318,7 @@ impl MnistCnn {
         Self {
             conv1: DpConv2dConfig::new([1, 16], [8, 8])
                 .with_stride([2, 2])
-                .with_padding([3, 3])
+                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
                 .init(device),
             conv2: DpConv2dConfig::new([16, 32], [4, 4])
                 .with_stride([2, 2])
@@ -362,7 +367,7 @@ fn should_match_naive_loop_for_conv1d() {
     for (backend, device) in devices() {
         let conv = DpConv1dConfig::new(3, 4, 3)
             .with_stride(2)
-            .with_padding(1)
+            .with_padding(PaddingConfig1d::Explicit(1, 1))
             .with_dilation(2)
             .init(&device);
         let x = input([4, 3, 11], &device, 0.9);
@@ -428,7 +433,7 @@ fn should_match_naive_loop_for_group_norm() {
     for (backend, device) in devices() {
         let model = Grouped {
             conv: DpConv2dConfig::new([2, 4], [3, 3])
-                .with_padding([1, 1])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(&device),
             norm: DpGroupNormConfig::new(2, 4).init(&device),
         };
@@ -469,7 +474,7 @@ fn should_match_naive_loop_with_augmentation_multiplicity() {
             check(&mlp, &batch, loss, 0.3, &format!("{backend} mlp k={k}"));
         }
         let conv = DpConv2dConfig::new([2, 3], [3, 3])
-            .with_padding([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device);
         let cnn = Cnn {
             conv,
@@ -511,7 +516,7 @@ fn should_match_naive_loop_with_augmentation_multiplicity() {
 fn should_match_naive_loop_with_weight_standardization() {
     for (backend, device) in devices() {
         let conv = DpConv2dConfig::new([2, 3], [3, 3])
-            .with_padding([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .with_weight_standardization(true)
             .init(&device);
         let cnn = Cnn {
@@ -717,7 +722,7 @@ fn should_match_naive_loop_for_grouped_and_depthwise_conv2d() {
             let model = GroupedConvs {
                 grouped: DpConv2dConfig::new([4, 6], [3, 3])
                     .with_groups(2)
-                    .with_padding([1, 1])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                     .with_stride([2, 1])
                     .with_weight_standardization(standardize)
                     .init(&device),

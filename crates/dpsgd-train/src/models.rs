@@ -2,6 +2,7 @@
 //! peers benchmark on, and the CLI trains.
 
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -174,10 +175,10 @@ impl Cnn {
         );
         let conv1 = DpConv2dConfig::new([channels, 16], [3, 3])
             .with_stride([2, 2])
-            .with_padding([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device);
         let conv2 = DpConv2dConfig::new([16, 32], [3, 3])
-            .with_padding([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device);
         let (h, w) = ((height - 1) / 2 + 1, (width - 1) / 2 + 1);
         Self {
@@ -205,7 +206,7 @@ impl Cnn {
         if height >= 28 && width >= 28 {
             let conv1 = DpConv2dConfig::new([1, 16], [8, 8])
                 .with_stride([2, 2])
-                .with_padding([3, 3])
+                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
                 .init(device);
             let conv2 = DpConv2dConfig::new([16, 32], [4, 4])
                 .with_stride([2, 2])
@@ -228,10 +229,10 @@ impl Cnn {
             }
         } else {
             let conv1 = DpConv2dConfig::new([1, 16], [3, 3])
-                .with_padding([1, 1])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(device);
             let conv2 = DpConv2dConfig::new([16, 32], [3, 3])
-                .with_padding([1, 1])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(device);
             let (h, w) = (height / 4, width / 4);
             Self {

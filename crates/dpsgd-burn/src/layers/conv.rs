@@ -4,6 +4,7 @@
 use crate::tape::{self, Record};
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param, ParamId};
+use burn::nn::{PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -254,8 +255,8 @@ pub(crate) fn im2col(x: Tensor<4>, kernel: [usize; 2], g: Geometry, out: [usize;
         .reshape([batch, out[0] * out[1], channels * kernel[0] * kernel[1]])
 }
 
-/// Configuration of a [`DpConv2d`] (burn's `Conv2dConfig`; padding as
-/// explicit symmetric sizes).
+/// Configuration of a [`DpConv2d`]: burn's `Conv2dConfig`, its fields,
+/// defaults and padding type included.
 #[derive(Config, Debug)]
 pub struct DpConv2dConfig {
     /// `[in, out]` channels.
@@ -268,9 +269,13 @@ pub struct DpConv2dConfig {
     /// Dilation.
     #[config(default = "[1, 1]")]
     pub dilation: [usize; 2],
-    /// Zero padding on each side.
-    #[config(default = "[0, 0]")]
-    pub padding: [usize; 2],
+    /// Zero padding, as burn's `Conv2d` takes it: `Valid` (none), `Same`
+    /// (burn's sizes, `(k − 1)/2` on each side at stride 1) or
+    /// `Explicit(top, left, bottom, right)`. The DP convolution pads
+    /// symmetrically: `init` refuses asymmetric sizes and `Same` with an
+    /// even kernel or a stride above 1.
+    #[config(default = "PaddingConfig2d::Valid")]
+    pub padding: PaddingConfig2d,
     /// Channel groups (both channel counts must be multiples; `groups =
     /// C_in` is a depthwise convolution). With more than one group the
     /// per-example gradients come from per-example copies of the kernel
@@ -312,9 +317,13 @@ impl DpConv2dConfig {
     ///
     /// # Panics
     ///
-    /// When a channel count is not a multiple of `groups`.
+    /// When a channel count is not a multiple of `groups`, or for padding
+    /// the DP convolution cannot express (see [`DpConv2dConfig::padding`];
+    /// burn's own `init` panics on unsupported padding too).
     pub fn init(&self, device: &Device) -> DpConv2d {
         check_groups(self.channels, self.groups);
+        let padding = super::from_burn::padding_2d(&self.padding, self.kernel_size, self.stride)
+            .unwrap_or_else(|e| panic!("DpConv2dConfig: {e}"));
         let [c_in, c_out] = self.channels;
         let [kh, kw] = self.kernel_size;
         let per_group = c_in / self.groups;
@@ -329,7 +338,7 @@ impl DpConv2dConfig {
                 .then(|| self.initializer.init_with([c_out], fan_in, fan_out, device)),
             stride: self.stride,
             dilation: self.dilation,
-            padding: self.padding,
+            padding,
             weight_standardization: self.weight_standardization,
             groups: self.groups,
         }
@@ -392,9 +401,11 @@ pub struct DpConv1dConfig {
     /// Dilation.
     #[config(default = 1)]
     pub dilation: usize,
-    /// Zero padding on each side.
-    #[config(default = 0)]
-    pub padding: usize,
+    /// Zero padding, as burn's `Conv1d` takes it: `Valid`, `Same` (burn's
+    /// sizes, at stride 1 and an odd kernel) or `Explicit(left, right)`
+    /// with equal sizes (`init` refuses the others).
+    #[config(default = "PaddingConfig1d::Valid")]
+    pub padding: PaddingConfig1d,
     /// Whether to add a bias.
     #[config(default = true)]
     pub bias: bool,
@@ -420,7 +431,14 @@ pub struct DpConv1d {
 
 impl DpConv1dConfig {
     /// Creates the layer on `device`.
+    ///
+    /// # Panics
+    ///
+    /// For padding the DP convolution cannot express (see
+    /// [`DpConv1dConfig::padding`]).
     pub fn init(&self, device: &Device) -> DpConv1d {
+        let padding = super::from_burn::padding_1d(&self.padding, self.kernel_size, self.stride)
+            .unwrap_or_else(|e| panic!("DpConv1dConfig: {e}"));
         let k = self.kernel_size;
         let fan_in = Some(self.channels_in * k);
         let fan_out = Some(self.channels_out * k);
@@ -437,7 +455,7 @@ impl DpConv1dConfig {
             }),
             stride: self.stride,
             dilation: self.dilation,
-            padding: self.padding,
+            padding,
         }
     }
 }

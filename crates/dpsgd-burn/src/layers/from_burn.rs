@@ -50,6 +50,38 @@ fn symmetric(before: usize, after: usize, what: &str) -> Result<usize, Error> {
     }
 }
 
+/// The symmetric sizes of burn's 2-D padding for a kernel and stride.
+pub(crate) fn padding_2d(
+    padding: &PaddingConfig2d,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> Result<[usize; 2], Error> {
+    Ok(match padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Same => [
+            same_padding(kernel[0], stride[0])?,
+            same_padding(kernel[1], stride[1])?,
+        ],
+        &PaddingConfig2d::Explicit(top, left, bottom, right) => [
+            symmetric(top, bottom, "(top, bottom)")?,
+            symmetric(left, right, "(left, right)")?,
+        ],
+    })
+}
+
+/// The symmetric size of burn's 1-D padding for a kernel and stride.
+pub(crate) fn padding_1d(
+    padding: &PaddingConfig1d,
+    kernel: usize,
+    stride: usize,
+) -> Result<usize, Error> {
+    match padding {
+        PaddingConfig1d::Valid => Ok(0),
+        PaddingConfig1d::Same => same_padding(kernel, stride),
+        &PaddingConfig1d::Explicit(left, right) => symmetric(left, right, "(left, right)"),
+    }
+}
+
 impl TryFrom<&LinearConfig> for DpLinearConfig {
     type Error = Error;
 
@@ -69,6 +101,7 @@ impl TryFrom<&LinearConfig> for DpLinearConfig {
             ));
         }
         Ok(DpLinearConfig::new(c.d_input, c.d_output)
+            .with_layout(c.layout)
             .with_bias(c.bias)
             .with_initializer(c.initializer.clone()))
     }
@@ -86,21 +119,12 @@ impl TryFrom<&Conv2dConfig> for DpConv2dConfig {
     /// express: asymmetric `Explicit` sizes, or `Same` with an even kernel
     /// or a stride above 1.
     fn try_from(c: &Conv2dConfig) -> Result<Self, Error> {
-        let padding = match &c.padding {
-            PaddingConfig2d::Valid => [0, 0],
-            PaddingConfig2d::Same => [
-                same_padding(c.kernel_size[0], c.stride[0])?,
-                same_padding(c.kernel_size[1], c.stride[1])?,
-            ],
-            &PaddingConfig2d::Explicit(top, left, bottom, right) => [
-                symmetric(top, bottom, "(top, bottom)")?,
-                symmetric(left, right, "(left, right)")?,
-            ],
-        };
+        // Checked now, so that init cannot panic on a converted config.
+        padding_2d(&c.padding, c.kernel_size, c.stride)?;
         Ok(DpConv2dConfig::new(c.channels, c.kernel_size)
             .with_stride(c.stride)
             .with_dilation(c.dilation)
-            .with_padding(padding)
+            .with_padding(c.padding.clone())
             .with_groups(c.groups)
             .with_bias(c.bias)
             .with_initializer(c.initializer.clone()))
@@ -126,16 +150,12 @@ impl TryFrom<&Conv1dConfig> for DpConv1dConfig {
                 "DpConv1d has no channel groups: use DpConv2d with a height of 1",
             ));
         }
-        let padding = match &c.padding {
-            PaddingConfig1d::Valid => 0,
-            PaddingConfig1d::Same => same_padding(c.kernel_size, c.stride)?,
-            &PaddingConfig1d::Explicit(left, right) => symmetric(left, right, "(left, right)")?,
-        };
+        padding_1d(&c.padding, c.kernel_size, c.stride)?;
         Ok(
             DpConv1dConfig::new(c.channels_in, c.channels_out, c.kernel_size)
                 .with_stride(c.stride)
                 .with_dilation(c.dilation)
-                .with_padding(padding)
+                .with_padding(c.padding.clone())
                 .with_bias(c.bias)
                 .with_initializer(c.initializer.clone()),
         )
@@ -158,6 +178,11 @@ mod tests {
         let col = LinearConfig::new(5, 3).with_layout(LinearLayout::Col);
         let e = DpLinearConfig::try_from(&col).unwrap_err();
         assert!(e.to_string().contains("Row"), "{e}");
+        // burn's own option on the twin's config: Row is burn's default.
+        let row = DpLinearConfig::new(5, 3).with_layout(LinearLayout::Row);
+        assert_eq!(row.init(&Default::default()).weight.dims(), [5, 3]);
+        let col = DpLinearConfig::new(5, 3).with_layout(LinearLayout::Col);
+        assert!(std::panic::catch_unwind(|| col.init(&Default::default())).is_err());
     }
 
     #[test]
@@ -168,8 +193,13 @@ mod tests {
             .with_groups(2)
             .with_bias(false);
         let dp = DpConv2dConfig::try_from(&burn).unwrap();
-        // (k − 1)/2 as burn pads, whatever the dilation: 1 and 2.
-        assert_eq!(dp.padding, [1, 2]);
+        // Burn's own setting, kept; it pads (k − 1)/2 as burn does,
+        // whatever the dilation: 1 and 2.
+        assert_eq!(dp.padding, PaddingConfig2d::Same);
+        assert_eq!(
+            padding_2d(&dp.padding, dp.kernel_size, dp.stride).unwrap(),
+            [1, 2]
+        );
         assert_eq!(
             (dp.channels, dp.kernel_size, dp.dilation),
             ([2, 4], [3, 5], [2, 1])
@@ -177,7 +207,11 @@ mod tests {
         assert_eq!((dp.groups, dp.bias, dp.stride), (2, false, [1, 1]));
         let explicit =
             Conv2dConfig::new([1, 1], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 2, 1, 2));
-        assert_eq!(DpConv2dConfig::try_from(&explicit).unwrap().padding, [1, 2]);
+        let dp = DpConv2dConfig::try_from(&explicit).unwrap();
+        assert_eq!(
+            padding_2d(&dp.padding, dp.kernel_size, dp.stride).unwrap(),
+            [1, 2]
+        );
         for bad in [
             Conv2dConfig::new([1, 1], [2, 2]).with_padding(PaddingConfig2d::Same),
             Conv2dConfig::new([1, 1], [3, 3])
@@ -187,9 +221,21 @@ mod tests {
         ] {
             let e = DpConv2dConfig::try_from(&bad).unwrap_err();
             assert!(e.to_string().contains("padding"), "{e}");
+            // Given directly, the same padding is refused by init, naming it.
+            let direct = DpConv2dConfig::new(bad.channels, bad.kernel_size)
+                .with_stride(bad.stride)
+                .with_padding(bad.padding.clone());
+            let panic = std::panic::catch_unwind(|| direct.init(&Default::default()))
+                .expect_err("init refuses it");
+            let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(text.contains("padding"), "{text}");
         }
         let c1 = Conv1dConfig::new(2, 3, 5).with_padding(PaddingConfig1d::Same);
-        assert_eq!(DpConv1dConfig::try_from(&c1).unwrap().padding, 2);
+        let dp = DpConv1dConfig::try_from(&c1).unwrap();
+        assert_eq!(
+            padding_1d(&dp.padding, dp.kernel_size, dp.stride).unwrap(),
+            2
+        );
         assert!(DpConv1dConfig::try_from(&Conv1dConfig::new(2, 4, 3).with_groups(2)).is_err());
     }
 }

@@ -3,6 +3,7 @@
 use crate::tape::{self, Record};
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
+use burn::nn::LinearLayout;
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
@@ -22,6 +23,10 @@ pub struct DpLinearConfig {
         default = "Initializer::KaimingUniform{gain:0.577_350_269_189_625_8, fan_out_only:false}"
     )]
     pub initializer: Initializer,
+    /// The weight's layout, as burn's `LinearConfig` takes it: only burn's
+    /// default, `Row` (`[d_input, d_output]`), which `init` requires.
+    #[config(default = "LinearLayout::Row")]
+    pub layout: LinearLayout,
 }
 
 /// `y = x W + b` with per-example gradients in the DP engine's fast path.
@@ -38,7 +43,16 @@ pub struct DpLinear {
 
 impl DpLinearConfig {
     /// Creates the layer on `device`.
+    ///
+    /// # Panics
+    ///
+    /// For `LinearLayout::Col`: the DP twin stores burn's `Row` layout,
+    /// and a `Col` record would not load into it.
     pub fn init(&self, device: &Device) -> DpLinear {
+        assert!(
+            matches!(self.layout, LinearLayout::Row),
+            "DpLinearConfig: DpLinear stores its weight in burn's Row layout ([d_input, d_output]); use LinearLayout::Row"
+        );
         let (fan_in, fan_out) = (Some(self.d_input), Some(self.d_output));
         DpLinear {
             weight: self.initializer.init_with(
