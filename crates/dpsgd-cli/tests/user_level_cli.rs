@@ -60,14 +60,14 @@ fn help_describes_the_unit_of_privacy() {
     assert!(help.contains("protects any one user and all their records"));
     let out = dpsgd(&["audit", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--canary-records-per-user <K>"));
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../README.md"); // the CLI's reference
     for flag in [
         "--privacy-unit record|user",
         "--user-column COL",
         "--max-records-per-user K",
         "--canary-records-per-user K",
     ] {
-        assert!(readme.contains(flag), "{flag} not in README");
+        assert!(readme.contains(flag), "{flag} not in the CLI's README");
     }
 }
 
