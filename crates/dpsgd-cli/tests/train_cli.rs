@@ -1114,3 +1114,42 @@ fn should_refuse_idx_images_of_two_shapes_before_training() {
     let stderr = common::assert_usage_error(&out, &["--dataset", "8×8", "6×6"]);
     assert!(out.stdout.is_empty(), "{stderr}");
 }
+
+/// `bench step --batch-sizes` measures each batch size in turn, one JSON
+/// object per line; a zero among them is refused.
+#[test]
+fn bench_step_measures_each_batch_size_on_its_own_line() {
+    let out = dpsgd(&[
+        "bench",
+        "step",
+        "--model",
+        "mlp",
+        "--batch-sizes",
+        "4,8",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--fallback-repeats",
+        "0",
+        "--json",
+    ]);
+    ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let sizes: Vec<u64> = lines
+        .iter()
+        .map(|l| l["batch_size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [4, 8]);
+    for line in &lines {
+        assert!(line["dp_ms"].as_f64().unwrap() > 0.0, "{line}");
+        assert!(line["ratio"].as_f64().unwrap().is_finite(), "{line}");
+    }
+    common::assert_usage_error(
+        &dpsgd(&["bench", "step", "--batch-sizes", "4,0", "--repeats", "1"]),
+        &["--batch-size"],
+    );
+}

@@ -45,7 +45,7 @@ pub enum BenchModel {
     Lstm,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct StepArgs {
     /// Which model.
     #[arg(long, value_enum, default_value = "mlp")]
@@ -53,6 +53,11 @@ struct StepArgs {
     /// Batch size (MNIST-shaped synthetic inputs, or token sequences).
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Several batch sizes, measured one after the other in this process
+    /// (`64,256,1024,4096`): one line each (one JSON object per line with
+    /// `--json`), so the DP step's overhead can be read against the batch.
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "batch_size")]
+    batch_sizes: Option<Vec<usize>>,
     /// Sequence length of the text models' synthetic token batches.
     #[arg(long, allow_hyphen_values = true, default_value_t = 64, value_parser = crate::flags::parse::positive_count)]
     seq_len: usize,
@@ -89,6 +94,16 @@ pub fn run(a: &Args) -> Result<()> {
 }
 
 fn step(a: &StepArgs) -> Result<()> {
+    if let Some(sizes) = &a.batch_sizes {
+        for &batch_size in sizes {
+            step(&StepArgs {
+                batch_size,
+                batch_sizes: None,
+                ..a.clone()
+            })?;
+        }
+        return Ok(());
+    }
     if a.batch_size == 0 || a.repeats == 0 {
         bail!(crate::error::UsageError {
             flag: "--batch-size/--repeats",

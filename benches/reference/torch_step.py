@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The PyTorch / Opacus side of `dpsgd bench step` (docs/benchmarks.md):
+one training step of the same models on the same MNIST-shaped synthetic
+batches, non-private (torch) and DP (Opacus), median of 20 steps after 3
+warm-up steps, one JSON object per line like `dpsgd bench step --json`.
+
+    pip install torch==2.* opacus==1.6.*
+    OMP_NUM_THREADS=2 python3 benches/reference/torch_step.py --model mlp --batch-sizes 64,256,1024,4096
+
+Run it interleaved with `dpsgd bench step --model mlp --batch-sizes ...`
+on the same quiet machine, and compare ratios measured in one sitting.
+Opacus's modes: `hooks` (per-sample gradients materialised) and `ghost`
+(ghost clipping, its fastest for linear layers).
+"""
+import argparse, json, statistics, time
+
+import torch
+import torch.nn as nn
+from opacus import PrivacyEngine
+
+
+def mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
+                         nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def cnn():
+    # The classic DP MNIST CNN (Papernot et al. 2021; dpsgd's `Cnn::new(28, 28, 10)`).
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 8, stride=2, padding=3), nn.ReLU(), nn.MaxPool2d(2, 1),
+        nn.Conv2d(16, 32, 4, stride=2), nn.ReLU(), nn.MaxPool2d(2, 1),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def timed(step, warmup=3, repeats=20):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def bench(make, n, mode):
+    torch.manual_seed(1)
+    x = torch.rand(n, 1, 28, 28)
+    y = torch.randint(0, 10, (n,))
+    model = make()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    if mode != "torch":
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=n)
+        engine = PrivacyEngine()
+        kwargs = dict(module=model, optimizer=opt, data_loader=data,
+                      noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
+        if mode == "ghost":
+            model, opt, loss_fn, _ = engine.make_private(criterion=loss_fn, grad_sample_mode="ghost", **kwargs)
+        else:
+            model, opt, _ = engine.make_private(grad_sample_mode="hooks", **kwargs)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return timed(step)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    p.add_argument("--batch-sizes", default="256")
+    a = p.parse_args()
+    make = {"mlp": mlp, "cnn": cnn}[a.model]
+    for n in (int(b) for b in a.batch_sizes.split(",")):
+        out = {"model": a.model, "batch_size": n, "threads": torch.get_num_threads(),
+               "torch_ms": bench(make, n, "torch")}
+        for mode in ("hooks", "ghost"):
+            out[f"opacus_{mode}_ms"] = bench(make, n, mode)
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
