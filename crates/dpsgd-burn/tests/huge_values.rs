@@ -1,6 +1,7 @@
 //! Ghost norms and clipped sums stay finite and exact for activations and
-//! output gradients near f32's range (issue 12): per-example tensors are
-//! scaled to [−1, 1] before any square, the scales multiply in f64.
+//! output gradients near f32's range, large or tiny (issue 12): rows of
+//! per-example tensors outside [2⁻²⁸, 2¹⁶] are scaled to [−1, 1] before any
+//! square, the scales multiply in f64.
 //! Compared with an f64 reference on every enabled backend.
 
 mod common;
@@ -92,13 +93,19 @@ fn linear_norms_and_clipped_sums_match_f64_near_f32_range() {
     // (activation scale, weight scale, loss scale): squares of activations,
     // of output gradients, or of both overflow f32; in the last case the
     // norm itself (≈ 1e40) is beyond f32 while the clipped sum is not.
-    let cases: [(f32, f32, f64); 6] = [
+    // Tiny values too: squares below f32's normal range unless scaled; and
+    // small ones that stay unscaled (scale 1 for rows within [2⁻²⁸, 2¹⁶]).
+    let cases: [(f32, f32, f64); 10] = [
         (1.0, 1.0, 1.0),
         (1e19, 1.0, 1.0),
         (1e30, 1.0, 1.0),
         (1e37, 1.0, 1.0),
         (1.0, 1.0, 1e35),
         (1e20, 1e-20, 1e20),
+        (1e-30, 1.0, 1.0),
+        (1.0, 1.0, 1e-35),
+        (1e-30, 1.0, 1e-30),
+        (1e-5, 1.0, 1e-5),
     ];
     for (backend, device) in devices() {
         for (a_scale, w_scale, loss_scale) in cases {

@@ -25,7 +25,7 @@
 
 use crate::batch::ExampleBatch;
 use crate::canary::CanaryContext;
-use crate::grad_sample::{Item, Scaled, clipped_sums, materialize, scale, squared_norms};
+use crate::grad_sample::{Factor, Item, Scaled, clipped_sums, materialize, scale, squared_norms};
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
 use burn::module::{Module, ParamId};
@@ -311,7 +311,7 @@ impl GradientEngine {
         // Every per-example tensor is scaled to [−1, 1] first, so that no
         // square or product overflows f32; the scales come back to the host
         // and multiply in f64.
-        let work: Vec<Scaled> = work.into_iter().map(|item| scale(item, n)).collect();
+        let work: Vec<Scaled> = scale(work, n);
         // Squared norms and scales: [n] tensors, read back at once.
         let mut parts: Vec<Tensor<1>> = Vec::new();
         // Per trainable parameter: (item, parameter, group, part of its
@@ -426,22 +426,34 @@ impl GradientEngine {
         }
         // Per item, the factor of each parameter: c_i · (its scale)_i, rounded
         // toward zero (zero for a frozen parameter, whose sum is dropped).
-        let mut item_factors: Vec<Vec<Option<Tensor<1>>>> =
+        let mut item_factors: Vec<Vec<Option<Vec<f32>>>> =
             work.iter().map(|s| vec![None; s.scales.len()]).collect();
         for (slot, scales) in slots.iter().zip(&slot_scales) {
             let c: Vec<f32> = (0..n)
                 .map(|i| round_factor(factors[slot.group][i], scales[i]))
                 .collect();
-            item_factors[slot.item][slot.param] =
-                Some(Tensor::from_data(TensorData::new(c, [n]), &device));
+            item_factors[slot.item][slot.param] = Some(c);
         }
         for (scaled, factors) in work.into_iter().zip(item_factors) {
             if factors.iter().all(Option::is_none) {
                 continue; // only frozen parameters
             }
-            let factors = factors
-                .into_iter()
-                .map(|f| f.unwrap_or_else(|| Tensor::zeros([n], &device)))
+            // A parameter whose factors equal the first one's (a bias under
+            // the weight's clipping, inputs of scale 1) shares its tensor:
+            // the scaled output gradient is then computed once.
+            let factors: Vec<Factor> = factors
+                .iter()
+                .map(|f| {
+                    let same_as_first = f.is_some() && f == &factors[0];
+                    let tensor = match f {
+                        Some(c) => Tensor::from_data(TensorData::new(c.clone(), [n]), &device),
+                        None => Tensor::zeros([n], &device),
+                    };
+                    Factor {
+                        tensor,
+                        same_as_first,
+                    }
+                })
                 .collect();
             for (id, t) in clipped_sums(scaled.item, factors) {
                 if group_of.contains_key(&id) {

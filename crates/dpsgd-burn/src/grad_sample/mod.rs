@@ -47,94 +47,128 @@ fn sq_sum(t: Tensor<3>, n: usize) -> Tensor<1> {
 /// squares and products of two such tensors cannot overflow f32 (a
 /// non-finite entry gives a non-finite scale or NaN: the example is caught
 /// as non-finite).
+/// Row magnitudes kept as they are (scale 1): squares, Gram products and
+/// norm products of values in `[2⁻²⁸, 2¹⁶]` stay within f32's normal range
+/// for any layer up to 2³¹ weights and sequences up to 2¹⁰ positions.
+const KEEP_LOW: f32 = 1.0 / 268_435_456.0; // 2⁻²⁸
+const KEEP_HIGH: f32 = 65_536.0; // 2¹⁶
+
+/// Each row's scale: 1 when its largest magnitude is within
+/// [`KEEP_LOW`, `KEEP_HIGH`] (or zero), else that magnitude. Two
+/// reductions, no copy of the tensor.
 fn row_scale<const D: usize>(t: &Tensor<D>, n: usize) -> Tensor<1> {
     let flat: Tensor<2> = t.clone().reshape([n as i32, -1]);
-    let s: Tensor<1> = flat.abs().max_dim(1).reshape([n]);
-    s.clone().mask_fill(s.equal_elem(0.0), 1.0)
+    let hi: Tensor<1> = flat.clone().max_dim(1).reshape([n]);
+    let lo: Tensor<1> = flat.min_dim(1).reshape([n]);
+    let s = hi.max_pair(lo.neg());
+    let keep = s
+        .clone()
+        .greater_equal_elem(KEEP_LOW)
+        .bool_and(s.clone().lower_equal_elem(KEEP_HIGH))
+        .bool_or(s.clone().equal_elem(0.0));
+    s.mask_fill(keep, 1.0)
 }
 
-/// `t / s` per example, `s: [n]`.
 fn divide_rows<const D: usize>(t: Tensor<D>, s: &Tensor<1>) -> Tensor<D> {
     let mut shape = [1usize; D];
     shape[0] = s.dims()[0];
     t / s.clone().reshape(shape)
 }
 
-/// An item whose per-example tensors are scaled to `[−1, 1]`, with the
-/// scales that undo it: parameter `k`'s per-example gradient is
-/// `∇_ik = (Π_j scales[k][j]_i) · ∇̃_ik`, where `∇̃` is what the item's
-/// tensors now give. Norms are then `‖∇_ik‖² = ‖∇̃_ik‖² · Π_j s²` with the
-/// product taken in f64, and the clipped sum is `Σ_i (c_i Π_j s_ij) ∇̃_ik`:
-/// neither squares nor clip factors leave f32's range however large the
-/// activations or output gradients are (up to f32's largest finite value).
+/// `t` divided row by row by `s`, unless every scale is 1 (`unit`): the
+/// division would be exact, so skipping it changes no bit.
+fn rescaled<const D: usize>(t: Tensor<D>, s: &Tensor<1>, unit: bool) -> Tensor<D> {
+    if unit { t } else { divide_rows(t, s) }
+}
+
 pub(crate) struct Scaled {
-    /// The item, its tensors divided by their per-example scales.
     pub(crate) item: Item,
-    /// Per parameter (in [`Item::params`] order), the `[n]` scales whose
-    /// product multiplies its per-example gradient.
     pub(crate) scales: Vec<Vec<Tensor<1>>>,
 }
 
-/// Scales an item's per-example tensors (see [`Scaled`]).
-pub(crate) fn scale(item: Item, n: usize) -> Scaled {
-    match item {
-        Item::PerExample(v) => {
-            let mut scales = Vec::with_capacity(v.len());
-            let entries = v
-                .into_iter()
-                .map(|(id, t)| {
-                    let s = row_scale(&t, n);
-                    let t = divide_rows(t, &s);
-                    scales.push(vec![s]);
-                    (id, t)
-                })
-                .collect();
-            Scaled {
-                item: Item::PerExample(entries),
-                scales,
+/// Every per-example tensor scaled row by row so that no square or product
+/// overflows or underflows f32 (rows of ordinary magnitude keep scale 1,
+/// and then nothing is divided: the common case costs two reductions per
+/// tensor and one read-back for all of them).
+pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
+    // The scales of each item's tensors, in a fixed order: a per-example
+    // item's entries; a dense record's input then output gradient; any
+    // other record's output gradient.
+    let scales: Vec<Vec<Tensor<1>>> = items
+        .iter()
+        .map(|item| match item {
+            Item::PerExample(v) => v.iter().map(|(_, t)| row_scale(t, n)).collect(),
+            Item::Recorded(Record::Dense { input, .. }, g) => {
+                vec![row_scale(input, n), row_scale(g, n)]
             }
-        }
-        Item::Recorded(record, g) => {
-            let sg = row_scale(&g, n);
-            let g = divide_rows(g, &sg);
-            let (record, scales) = match record {
+            Item::Recorded(_, g) => vec![row_scale(g, n)],
+        })
+        .collect();
+    let all: Vec<Tensor<1>> = scales.iter().flatten().cloned().collect();
+    let values: Vec<f32> = if all.is_empty() {
+        Vec::new()
+    } else {
+        Tensor::cat(all, 0).into_data().iter::<f32>().collect()
+    };
+    let mut unit = values.chunks(n.max(1)).map(|c| c.iter().all(|&v| v == 1.0));
+    let mut unit = move || unit.next().unwrap_or(false);
+    items
+        .into_iter()
+        .zip(scales)
+        .map(|(item, item_scales)| match item {
+            Item::PerExample(v) => {
+                let entries = v
+                    .into_iter()
+                    .zip(&item_scales)
+                    .map(|((id, t), s)| (id, rescaled(t, s, unit())))
+                    .collect();
+                Scaled {
+                    item: Item::PerExample(entries),
+                    scales: item_scales.into_iter().map(|s| vec![s]).collect(),
+                }
+            }
+            Item::Recorded(
                 Record::Dense {
                     weight,
                     bias,
                     input,
                     probe,
                     transposed,
-                } => {
-                    let sa = row_scale(&input, n);
-                    let input = divide_rows(input, &sa);
-                    let mut scales = vec![vec![sa, sg.clone()]];
-                    if bias.is_some() {
-                        scales.push(vec![sg]);
-                    }
-                    let record = Record::Dense {
-                        weight,
-                        bias,
-                        input,
-                        probe,
-                        transposed,
-                    };
-                    (record, scales)
+                },
+                g,
+            ) => {
+                let (sa, sg) = (item_scales[0].clone(), item_scales[1].clone());
+                let input = rescaled(input, &sa, unit());
+                let g = rescaled(g, &sg, unit());
+                let mut scales = vec![vec![sa, sg.clone()]];
+                if bias.is_some() {
+                    scales.push(vec![sg]);
                 }
-                other => {
-                    let scales = vec![vec![sg]; other.params().len()];
-                    (other, scales)
+                let record = Record::Dense {
+                    weight,
+                    bias,
+                    input,
+                    probe,
+                    transposed,
+                };
+                Scaled {
+                    item: Item::Recorded(record, g),
+                    scales,
                 }
-            };
-            Scaled {
-                item: Item::Recorded(record, g),
-                scales,
             }
-        }
-    }
+            Item::Recorded(other, g) => {
+                let sg = item_scales[0].clone();
+                let g = rescaled(g, &sg, unit());
+                let scales = vec![vec![sg]; other.params().len()];
+                Scaled {
+                    item: Item::Recorded(other, g),
+                    scales,
+                }
+            }
+        })
+        .collect()
 }
 
-/// Squared per-example norms `[n]` of each parameter of an item, in
-/// [`Item::params`] order (of the scaled tensors, for a [`Scaled`] item).
 pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
@@ -163,7 +197,14 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
 /// `Σ_i c_ik ∇_ik` of each parameter `k` of an item (flattened), by
 /// book-keeping; `factors[k]` is parameter `k`'s per-example factor `[n]`
 /// (in [`Item::params`] order).
-pub(crate) fn clipped_sums(item: Item, factors: Vec<Tensor<1>>) -> Vec<(ParamId, Tensor<1>)> {
+/// A parameter's per-example clip factors, and whether they equal the
+/// item's first parameter's (then its book-kept gradient is reused).
+pub(crate) struct Factor {
+    pub(crate) tensor: Tensor<1>,
+    pub(crate) same_as_first: bool,
+}
+
+pub(crate) fn clipped_sums(item: Item, factors: Vec<Factor>) -> Vec<(ParamId, Tensor<1>)> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
         Item::PerExample(v) => {
@@ -172,7 +213,10 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Tensor<1>>) -> Vec<(ParamId,
                 .zip(factors)
                 .map(|((id, t), c)| {
                     let [n, numel] = t.dims();
-                    (id, (t * c.reshape([n, 1])).sum_dim(0).reshape([numel]))
+                    (
+                        id,
+                        (t * c.tensor.reshape([n, 1])).sum_dim(0).reshape([numel]),
+                    )
                 })
                 .collect();
         }
@@ -191,19 +235,27 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Tensor<1>>) -> Vec<(ParamId,
             transposed,
             ..
         } => {
-            // The weight's factor carries the input's scale, the bias's not.
-            let gw = scaled(&factors[0]);
-            let gb = bias.map(|_| scaled(&factors[factors.len() - 1]));
+            // The weight's factor carries the input's scale, the bias's not:
+            // they differ only where an input row was rescaled.
+            let gw = scaled(&factors[0].tensor);
+            let last = &factors[factors.len() - 1];
+            let gb = bias.map(|_| {
+                if last.same_as_first {
+                    gw.clone()
+                } else {
+                    scaled(&last.tensor)
+                }
+            });
             dense::clipped_sums(weight, bias, input, transposed, gw, gb)
         }
         Record::Embedding {
             weight, ids, vocab, ..
-        } => embedding::clipped_sums(weight, ids, vocab, scaled(&factors[0])),
+        } => embedding::clipped_sums(weight, ids, vocab, scaled(&factors[0].tensor)),
         Record::Affine {
             gamma,
             beta,
             normalized,
             ..
-        } => affine::clipped_sums(gamma, beta, normalized, scaled(&factors[0])),
+        } => affine::clipped_sums(gamma, beta, normalized, scaled(&factors[0].tensor)),
     }
 }
