@@ -60,6 +60,13 @@ enum Command {
     Report(commands::report::Args),
 }
 
+/// mimalloc keeps freed large blocks for reuse instead of returning them to
+/// the OS between training steps (glibc's malloc maps and unmaps them, and
+/// every step then pays page faults on fresh memory).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
