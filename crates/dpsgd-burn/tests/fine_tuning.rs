@@ -240,3 +240,75 @@ fn should_name_the_dp_twin_of_each_burn_layer_off_the_fast_path() {
     }
     assert!(!warnings.contains("`head`"), "{warnings}");
 }
+
+/// A normalisation with γ frozen and β trained (a common fine-tuning
+/// choice): β's clipped sum is its own, not γ's zero.
+#[derive(Module, Debug)]
+struct Normed {
+    fc: DpLinear,
+    norm: dpsgd_burn::layers::DpLayerNorm,
+}
+
+#[test]
+fn should_release_a_trainable_bias_beside_a_frozen_scale() {
+    for (backend, device) in devices() {
+        let mut model = Normed {
+            fc: DpLinearConfig::new(3, 4).init(&device),
+            norm: dpsgd_burn::layers::DpLayerNormConfig::new(4).init(&device),
+        };
+        model.norm.gamma = model.norm.gamma.set_require_grad(false);
+        let x: Vec<f32> = (0..5 * 3).map(|i| ((i as f32) * 0.61).sin()).collect();
+        let y: Vec<i64> = (0..5).map(|i| (i % 4) as i64).collect();
+        let b = (
+            Tensor::<2>::from_data(TensorData::new(x, [5, 3]), &device),
+            Tensor::<1, Int>::from_data(TensorData::new(y, [5]), &device),
+        );
+        let loss = |m: &Normed, b: &(Tensor<2>, Tensor<1, Int>)| {
+            cross_entropy_per_example(m.norm.forward(m.fc.forward(b.0.clone())), b.1.clone())
+        };
+        let c = 0.1;
+        let mut engine = GradientEngine::new(Clipping::flat(c).unwrap());
+        let got = engine.clipped_gradients(&model, &b, loss).unwrap();
+        assert!(
+            matches!(got.method(), GradientMethod::FastPath { .. }),
+            "{backend}"
+        );
+        let naive = naive_per_example(&model, &b, loss);
+        let trainable: Vec<ParamId> = trainable_params(&model).iter().map(|p| p.id).collect();
+        let beta = model.norm.beta.id;
+        assert!(trainable.contains(&beta) && !trainable.contains(&model.norm.gamma.id));
+        let mut expected = vec![0.0f64; 4];
+        for g in &naive {
+            let norm = trainable
+                .iter()
+                .flat_map(|id| &g[id])
+                .map(|v| v * v)
+                .sum::<f64>()
+                .sqrt();
+            let f = (c / norm).min(1.0);
+            for (e, v) in expected.iter_mut().zip(&g[&beta]) {
+                *e += f * v;
+            }
+        }
+        let actual: Vec<f64> = got
+            .sum(&beta)
+            .expect("β is released")
+            .clone()
+            .into_data()
+            .iter::<f32>()
+            .map(f64::from)
+            .collect();
+        let scale = expected.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        assert!(scale > 0.0);
+        for (a, e) in actual.iter().zip(&expected) {
+            assert!(
+                (a - e).abs() <= 1e-4 * scale,
+                "{backend}: β {actual:?} vs {expected:?}"
+            );
+        }
+        assert!(
+            got.sum(&model.norm.gamma.id).is_none(),
+            "{backend}: γ is frozen"
+        );
+    }
+}

@@ -308,9 +308,10 @@ impl GradientEngine {
                 work.push(materialize(r, g, rows / n));
             }
         }
-        // Every per-example tensor is scaled to [−1, 1] first, so that no
-        // square or product overflows f32; the scales come back to the host
-        // and multiply in f64.
+        // Rows of a per-example tensor outside ordinary magnitudes are
+        // scaled to [−1, 1] first, so that no square or product overflows
+        // or underflows f32; the scales come back to the host and multiply
+        // in f64.
         let work: Vec<Scaled> = scale(work, n);
         // Squared norms and scales: [n] tensors, read back at once.
         let mut parts: Vec<Tensor<1>> = Vec::new();

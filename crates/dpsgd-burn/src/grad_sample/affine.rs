@@ -24,12 +24,15 @@ pub(super) fn squared_norms(
     out
 }
 
-/// Clipped sums of γ and β from the clipped output gradients `gc`.
+/// Clipped sums of γ and β from the clipped output gradients: `gc` under
+/// the first parameter's factors, `gc_beta` under β's when they differ from
+/// γ's (a frozen γ, whose factors are zero).
 pub(super) fn clipped_sums(
     gamma: Option<ParamId>,
     beta: Option<ParamId>,
     normalized: Tensor<3>,
     gc: Tensor<3>,
+    gc_beta: Option<Tensor<3>>,
 ) -> Vec<(ParamId, Tensor<1>)> {
     let d_out = gc.dims()[2];
     let mut out = Vec::new();
@@ -40,6 +43,7 @@ pub(super) fn clipped_sums(
         ));
     }
     if let Some(id) = beta {
+        let gc = gc_beta.unwrap_or(gc);
         out.push((id, gc.sum_dims(&[0, 1]).reshape([d_out])));
     }
     out

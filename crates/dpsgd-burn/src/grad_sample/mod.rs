@@ -42,20 +42,23 @@ fn sq_sum(t: Tensor<3>, n: usize) -> Tensor<1> {
     t.powi_scalar(2).sum_dims(&[1, 2]).reshape([n])
 }
 
-/// Per-example largest magnitude of `t` (`[n, …]` → `[n]`), 1 for an
-/// all-zero example. Dividing by it puts every entry in `[−1, 1]`, so that
-/// squares and products of two such tensors cannot overflow f32 (a
-/// non-finite entry gives a non-finite scale or NaN: the example is caught
-/// as non-finite).
-/// Row magnitudes kept as they are (scale 1): squares, Gram products and
-/// norm products of values in `[2⁻²⁸, 2¹⁶]` stay within f32's normal range
-/// for any layer up to 2³¹ weights and sequences up to 2¹⁰ positions.
-const KEEP_LOW: f32 = 1.0 / 268_435_456.0; // 2⁻²⁸
+/// Row magnitudes kept as they are (scale 1). Above: squares, Gram
+/// products and norm products of values up to 2¹⁶ stay finite in f32 for
+/// layers up to 2³¹ weights and `S²·W < 2⁶⁴` (S positions). Below: with
+/// rows of largest magnitude at least 2⁻¹⁴, a norm is lost to underflow
+/// (even where subnormals flush to zero) only when it is below
+/// `2⁻³⁵·max|a|·max|g|` — where several positions cancel, the order of f32's
+/// own cancellation error. Rows outside the range are divided by their
+/// largest magnitude, which puts every entry in `[−1, 1]`; the scales come
+/// back to the host and multiply in f64.
+const KEEP_LOW: f32 = 1.0 / 16_384.0; // 2⁻¹⁴
 const KEEP_HIGH: f32 = 65_536.0; // 2¹⁶
 
-/// Each row's scale: 1 when its largest magnitude is within
-/// [`KEEP_LOW`, `KEEP_HIGH`] (or zero), else that magnitude. Two
-/// reductions, no copy of the tensor.
+/// Each row's scale (`[n, …]` → `[n]`): 1 when its largest magnitude is
+/// within [`KEEP_LOW`, `KEEP_HIGH`] (or zero), else that magnitude; a
+/// non-finite entry gives a non-finite scale or stays in the row, and the
+/// example is caught as non-finite either way. Two reductions, no copy of
+/// the tensor.
 fn row_scale<const D: usize>(t: &Tensor<D>, n: usize) -> Tensor<1> {
     let flat: Tensor<2> = t.clone().reshape([n as i32, -1]);
     let hi: Tensor<1> = flat.clone().max_dim(1).reshape([n]);
@@ -110,6 +113,7 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
     } else {
         Tensor::cat(all, 0).into_data().iter::<f32>().collect()
     };
+    debug_assert_eq!(values.len(), n * scales.iter().map(Vec::len).sum::<usize>());
     let mut unit = values.chunks(n.max(1)).map(|c| c.iter().all(|&v| v == 1.0));
     let mut unit = move || unit.next().unwrap_or(false);
     items
@@ -256,6 +260,15 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Factor>) -> Vec<(ParamId, Te
             beta,
             normalized,
             ..
-        } => affine::clipped_sums(gamma, beta, normalized, scaled(&factors[0].tensor)),
+        } => {
+            // γ and β have their own factors (one may be frozen: zero).
+            let first = scaled(&factors[0].tensor);
+            let last = &factors[factors.len() - 1];
+            let gb = match (gamma.is_some(), beta.is_some()) {
+                (true, true) if !last.same_as_first => Some(scaled(&last.tensor)),
+                _ => None,
+            };
+            affine::clipped_sums(gamma, beta, normalized, first, gb)
+        }
     }
 }
