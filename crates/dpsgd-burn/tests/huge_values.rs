@@ -1,6 +1,6 @@
 //! Ghost norms and clipped sums stay finite and exact for activations and
 //! output gradients near f32's range, large or tiny (issue 12): rows of
-//! per-example tensors outside [2⁻²⁸, 2¹⁶] are scaled to [−1, 1] before any
+//! per-example tensors outside [2⁻¹⁴, 2¹⁶] are scaled to [−1, 1] before any
 //! square, the scales multiply in f64.
 //! Compared with an f64 reference on every enabled backend.
 
@@ -94,8 +94,8 @@ fn linear_norms_and_clipped_sums_match_f64_near_f32_range() {
     // of output gradients, or of both overflow f32; in the last case the
     // norm itself (≈ 1e40) is beyond f32 while the clipped sum is not.
     // Tiny values too: squares below f32's normal range unless scaled; and
-    // small ones that stay unscaled (scale 1 for rows within [2⁻²⁸, 2¹⁶]).
-    let cases: [(f32, f32, f64); 10] = [
+    // small ones that stay unscaled (scale 1 for rows within [2⁻¹⁴, 2¹⁶]).
+    let cases: [(f32, f32, f64); 11] = [
         (1.0, 1.0, 1.0),
         (1e19, 1.0, 1.0),
         (1e30, 1.0, 1.0),
@@ -105,6 +105,7 @@ fn linear_norms_and_clipped_sums_match_f64_near_f32_range() {
         (1e-30, 1.0, 1.0),
         (1.0, 1.0, 1e-35),
         (1e-30, 1.0, 1e-30),
+        (1e-3, 1.0, 1e-3),
         (1e-5, 1.0, 1e-5),
     ];
     for (backend, device) in devices() {
