@@ -10,10 +10,9 @@ mod example;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::{Dataset, InMemDataset};
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use burn_train::metric::LossMetric;
 use burn_train::{
     ClassificationOutput, Learner, LearningResult, MetricEarlyStoppingStrategy, StoppingCondition,
@@ -21,6 +20,7 @@ use burn_train::{
     metric::store::{Aggregate, Direction, Split},
 };
 use dpsgd::learner::DpTraining;
+use dpsgd::optim::parameter_values as values;
 use dpsgd::{DpSgdConfig, PrivacyReport};
 use example::{DigitBatch, DigitBatcher, DigitItem, Model};
 use std::path::{Path, PathBuf};
@@ -35,18 +35,6 @@ fn scratch(name: &str) -> PathBuf {
 
 fn report(dir: &Path) -> PrivacyReport {
     serde_json::from_slice(&std::fs::read(dir.join("privacy-report.json")).unwrap()).unwrap()
-}
-
-fn values<M: Module>(m: &M) -> Vec<f32> {
-    struct All(Vec<f32>);
-    impl ModuleVisitor for All {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.extend(p.val().into_data().iter::<f32>());
-        }
-    }
-    let mut all = All(Vec::new());
-    m.visit(&mut all);
-    all.0
 }
 
 /// The example's model, initialised from `seed` (under a lock: tests run

@@ -7,7 +7,6 @@ use crate::training::placeholder_optimizer;
 use burn::data::dataloader::Progress;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use burn_train::metric::store::EventStoreClient;
@@ -18,7 +17,7 @@ use burn_train::{
 };
 use dpsgd_burn::io::{Access, FolderLock, remove_stale_temporaries, write_atomically};
 use dpsgd_burn::{DpSgdConfig, ExampleBatch, PoissonSampler, PrivacyEngine, PrivacyReport};
-use dpsgd_core::GradientMethod;
+use dpsgd_core::{GradientMethod, parameter_values};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -271,7 +270,7 @@ where
                 resumed.engine.steps()
             )));
         }
-        if parameters(&resumed.model) != parameters(&learner.model()) {
+        if parameter_values(&resumed.model) != parameter_values(&learner.model()) {
             return Err(bad(format!(
                 "the model burn-train restored for epoch {epoch} is not the model this \
                  accountant state was saved with"
@@ -653,22 +652,4 @@ fn log_stop(reason: Option<&str>) {
 /// The value of a one-element tensor.
 fn scalar(t: Tensor<1>) -> f64 {
     t.into_scalar::<f64>()
-}
-
-/// Every float parameter's values, in visiting order.
-fn parameters<Mo: Module>(module: &Mo) -> Vec<Vec<f32>> {
-    struct Values(Vec<Vec<f32>>);
-    impl ModuleVisitor for Values {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let data = param.val().into_data();
-            self.0.push(
-                data.convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default(),
-            );
-        }
-    }
-    let mut values = Values(Vec::new());
-    module.visit(&mut values);
-    values.0
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::SgdConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::devices;
@@ -12,6 +12,7 @@ use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::parallel::DataParallel;
 use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
+use dpsgd_core::parameter_values as values;
 
 #[derive(Module, Debug)]
 struct Net {
@@ -24,18 +25,6 @@ impl Net {
         let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
         cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
     }
-}
-
-fn values<M: Module>(m: &M) -> Vec<f32> {
-    struct All(Vec<f32>);
-    impl ModuleVisitor for All {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.extend(p.val().into_data().iter::<f32>());
-        }
-    }
-    let mut all = All(Vec::new());
-    m.visit(&mut all);
-    all.0
 }
 
 /// The seeded model, its (lazily initialised) parameters drawn at once

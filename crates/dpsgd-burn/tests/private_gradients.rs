@@ -4,12 +4,13 @@
 //! seeded run gives the same parameters bit for bit and the same ε, empty
 //! Poisson batches included, and its batches count as Poisson-sampled.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::optim::SgdConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dpsgd_burn::layers::DpLinear;
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::{DpSgdConfig, PoissonSampler, PrivacyEngine};
+use dpsgd_core::parameter_values as values;
 
 #[derive(Module, Debug)]
 struct Net {
@@ -22,18 +23,6 @@ impl Net {
         let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
         cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
     }
-}
-
-fn values<M: Module>(m: &M) -> Vec<f32> {
-    struct All(Vec<f32>);
-    impl ModuleVisitor for All {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.extend(p.val().into_data().iter::<f32>());
-        }
-    }
-    let mut all = All(Vec::new());
-    m.visit(&mut all);
-    all.0
 }
 
 /// The model, initialised from explicit values (no shared RNG).

@@ -27,6 +27,6 @@ pub use error::{Error, Result};
 pub use gradients::{ClippedGradients, GradientMethod};
 pub use noise::NoiseSource;
 pub use optimizer::{DpOptimizer, DpSettings, DpState, Rejected};
-pub use params::{ParamInfo, layer_groups, trainable_params};
+pub use params::{ParamInfo, layer_groups, parameter_values, trainable_params};
 
 pub use dpsgd_accountant as accountant;

@@ -80,6 +80,24 @@ pub fn trainable_params<M: Module>(module: &M) -> Vec<ParamInfo> {
     c.params
 }
 
+/// The values of every float parameter of `module` (frozen ones included),
+/// in declaration order, one after the other: two models of one
+/// architecture are the same model exactly when these are equal bit for
+/// bit (a resumed run against an uninterrupted one, a checkpoint against
+/// the model it claims to hold).
+pub fn parameter_values<M: Module>(module: &M) -> Vec<f32> {
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.extend(data.iter::<f32>());
+        }
+    }
+    let mut values = Values(Vec::new());
+    module.visit(&mut values);
+    values.0
+}
+
 /// Groups parameters by the layer that owns them, in declaration order:
 /// `groups[l]` holds indices into `params`. Per-layer clipping budgets are
 /// given in this order.
@@ -97,4 +115,34 @@ pub fn layer_groups(params: &[ParamInfo]) -> Vec<Vec<usize>> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[derive(Module, Debug)]
+    struct Two {
+        a: Param<Tensor<2>>,
+        b: Param<Tensor<1>>,
+    }
+
+    #[test]
+    fn parameter_values_are_every_float_parameter_in_declaration_order() {
+        let device = Device::flex();
+        let two = Two {
+            a: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]),
+                &device,
+            )),
+            // Frozen parameters count too: they are part of the model.
+            b: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![-0.5f32, 7.0], [2]),
+                &device,
+            ))
+            .set_require_grad(false),
+        };
+        assert_eq!(parameter_values(&two), vec![1.0, 2.0, 3.0, 4.0, -0.5, 7.0]);
+    }
 }

@@ -136,17 +136,7 @@ mod tests {
     use burn::tensor::TensorData;
     use dpsgd_burn::backend::Backend;
 
-    fn values<M: Module>(m: &M) -> Vec<f32> {
-        struct All(Vec<f32>);
-        impl ModuleVisitor for All {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                self.0.extend(p.val().into_data().iter::<f32>());
-            }
-        }
-        let mut all = All(Vec::new());
-        m.visit(&mut all);
-        all.0
-    }
+    use dpsgd_core::parameter_values as values;
 
     fn filled(m: Mlp, v: f32) -> Mlp {
         struct Fill(f32);
