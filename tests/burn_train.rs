@@ -4,6 +4,8 @@
 //! the budget ends training cleanly; what would break the accounting is
 //! refused; and neighbouring data sets release the same report and ε log.
 
+mod support;
+
 #[path = "../examples/burn_train.rs"]
 #[allow(dead_code)]
 mod example;
@@ -24,6 +26,7 @@ use dpsgd::optim::parameter_values as values;
 use dpsgd::{DpSgdConfig, PrivacyReport};
 use example::{DigitBatch, DigitBatcher, DigitItem, Model};
 use std::path::{Path, PathBuf};
+use support::lines_added;
 
 /// A fresh folder for one test's artifacts.
 fn scratch(name: &str) -> PathBuf {
@@ -128,42 +131,6 @@ fn the_example_trains_privately_to_its_stated_accuracy_and_epsilon() {
         "logged {last}, reported {epsilon}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The code lines (doc comments and blank lines aside) of `new` that a
-/// longest-common-subsequence alignment with `old` does not match.
-fn lines_added(old: &str, new: &str) -> Vec<String> {
-    let code = |s: &str| -> Vec<String> {
-        s.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("//!"))
-            .map(String::from)
-            .collect()
-    };
-    let (a, b) = (code(old), code(new));
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut added) = (0, 0, Vec::new());
-    while j < b.len() {
-        if i < a.len() && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if i < a.len() && lcs[i + 1][j] >= lcs[i][j + 1] {
-            i += 1;
-        } else {
-            added.push(b[j].clone());
-            j += 1;
-        }
-    }
-    added
 }
 
 #[test]
