@@ -3,7 +3,7 @@
 //! without its graph, joined across the physical chunks of one logical
 //! batch, for burn-train's metrics.
 
-use burn::tensor::{Int, Tensor, activation::log_softmax};
+use burn::tensor::{Tensor, activation::log_softmax};
 use burn_train::{ClassificationOutput, MultiLabelClassificationOutput, RegressionOutput};
 
 /// A training step's output that burn-train's metrics read, as the DP
@@ -46,15 +46,28 @@ pub trait PerExampleLoss: StepOutput {
     fn reported_loss(&self) -> Tensor<1>;
 }
 
-/// Joins chunk losses (each a mean over its chunk) into the batch's mean,
-/// weighting each by its chunk's size.
-fn mean_of_means(parts: &[(Tensor<1>, usize)]) -> Tensor<1> {
-    let total: usize = parts.iter().map(|(_, n)| n).sum();
-    let weighted: Vec<Tensor<1>> = parts
-        .iter()
-        .map(|(loss, n)| loss.clone().mul_scalar(*n as f32 / total.max(1) as f32))
-        .collect();
-    Tensor::stack::<2>(weighted, 0).sum_dim(0).reshape([1])
+/// Joins the `(mean loss, output rows, targets)` of consecutive chunks of
+/// one batch into the batch's: outputs and targets concatenated, the loss
+/// the mean of the chunks' means weighted by their sizes.
+fn join<T>(
+    parts: Vec<(Tensor<1>, Tensor<2>, T)>,
+    cat: impl FnOnce(Vec<T>) -> T,
+) -> (Tensor<1>, Tensor<2>, T) {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let total: usize = parts.iter().map(|(_, o, _)| o.dims()[0]).sum();
+    let mut losses = Vec::with_capacity(parts.len());
+    let mut outputs = Vec::with_capacity(parts.len());
+    let mut targets = Vec::with_capacity(parts.len());
+    for (loss, output, target) in parts {
+        let weight = output.dims()[0] as f32 / total.max(1) as f32;
+        losses.push(loss.mul_scalar(weight));
+        outputs.push(output);
+        targets.push(target);
+    }
+    let loss = Tensor::stack::<2>(losses, 0).sum_dim(0).reshape([1]);
+    (loss, Tensor::cat(outputs, 0), cat(targets))
 }
 
 impl StepOutput for ClassificationOutput {
@@ -63,20 +76,9 @@ impl StepOutput for ClassificationOutput {
     }
 
     fn concat(parts: Vec<Self>) -> Self {
-        if parts.len() == 1 {
-            return parts.into_iter().next().expect("one part");
-        }
-        let losses: Vec<(Tensor<1>, usize)> = parts
-            .iter()
-            .map(|p| (p.loss.clone(), p.output.dims()[0]))
-            .collect();
-        let (outputs, targets): (Vec<Tensor<2>>, Vec<Tensor<1, Int>>) =
-            parts.into_iter().map(|p| (p.output, p.targets)).unzip();
-        ClassificationOutput::new(
-            mean_of_means(&losses),
-            Tensor::cat(outputs, 0),
-            Tensor::cat(targets, 0),
-        )
+        let parts = parts.into_iter().map(|p| (p.loss, p.output, p.targets));
+        let (loss, output, targets) = join(parts.collect(), |t| Tensor::cat(t, 0));
+        Self::new(loss, output, targets)
     }
 }
 
@@ -101,20 +103,9 @@ impl StepOutput for MultiLabelClassificationOutput {
     }
 
     fn concat(parts: Vec<Self>) -> Self {
-        if parts.len() == 1 {
-            return parts.into_iter().next().expect("one part");
-        }
-        let losses: Vec<(Tensor<1>, usize)> = parts
-            .iter()
-            .map(|p| (p.loss.clone(), p.output.dims()[0]))
-            .collect();
-        let (outputs, targets): (Vec<Tensor<2>>, Vec<Tensor<2, Int>>) =
-            parts.into_iter().map(|p| (p.output, p.targets)).unzip();
-        MultiLabelClassificationOutput::new(
-            mean_of_means(&losses),
-            Tensor::cat(outputs, 0),
-            Tensor::cat(targets, 0),
-        )
+        let parts = parts.into_iter().map(|p| (p.loss, p.output, p.targets));
+        let (loss, output, targets) = join(parts.collect(), |t| Tensor::cat(t, 0));
+        Self::new(loss, output, targets)
     }
 }
 
@@ -128,20 +119,9 @@ impl StepOutput for RegressionOutput {
     }
 
     fn concat(parts: Vec<Self>) -> Self {
-        if parts.len() == 1 {
-            return parts.into_iter().next().expect("one part");
-        }
-        let losses: Vec<(Tensor<1>, usize)> = parts
-            .iter()
-            .map(|p| (p.loss.clone(), p.output.dims()[0]))
-            .collect();
-        let (outputs, targets): (Vec<Tensor<2>>, Vec<Tensor<2>>) =
-            parts.into_iter().map(|p| (p.output, p.targets)).unzip();
-        RegressionOutput::new(
-            mean_of_means(&losses),
-            Tensor::cat(outputs, 0),
-            Tensor::cat(targets, 0),
-        )
+        let parts = parts.into_iter().map(|p| (p.loss, p.output, p.targets));
+        let (loss, output, targets) = join(parts.collect(), |t| Tensor::cat(t, 0));
+        Self::new(loss, output, targets)
     }
 }
 
@@ -163,7 +143,7 @@ impl PerExampleLoss for RegressionOutput {
 mod tests {
     use super::*;
     use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::{Device, Int, TensorData};
 
     fn logits(device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
         let z: Vec<f32> = (0..5 * 4)
