@@ -1,11 +1,9 @@
 //! The DP learning strategy: burn-train's epoch loop with a DP-SGD step.
 
 use crate::error::{Error, Result};
-use crate::metrics::PrivacyLog;
 use crate::output::StepOutput;
-use crate::training::placeholder_optimizer;
+use crate::training::{Run, placeholder_optimizer};
 use burn::data::dataloader::Progress;
-use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
@@ -16,13 +14,13 @@ use burn_train::{
     TrainLoader, TrainStep, TrainingComponents, TrainingItem, ValidLoader,
 };
 use dpsgd_burn::io::{Access, FolderLock, remove_stale_temporaries, write_atomically};
-use dpsgd_burn::{DpSgdConfig, ExampleBatch, PoissonSampler, PrivacyEngine, PrivacyReport};
+use dpsgd_burn::{ExampleBatch, PrivacyEngine, PrivacyReport};
 use dpsgd_core::{GradientMethod, parameter_values};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 /// A model's forward pass to its step output.
 pub(crate) type ForwardFn<M> =
@@ -32,22 +30,12 @@ pub(crate) type LossFn<O> = Arc<dyn Fn(&O) -> Tensor<1> + Send + Sync>;
 
 /// See [`crate::DpTraining`].
 pub(crate) struct DpStrategy<M: LearnerModel, I> {
-    pub(crate) config: DpSgdConfig,
-    pub(crate) sampler: PoissonSampler,
-    pub(crate) engine: Arc<Mutex<PrivacyEngine>>,
-    pub(crate) dataset: Arc<dyn Dataset<I>>,
-    pub(crate) batcher: Arc<dyn Batcher<I, <M as TrainStep>::Input>>,
-    pub(crate) checkpoint_dir: Option<PathBuf>,
-    pub(crate) device: Option<Device>,
-    pub(crate) log: Arc<PrivacyLog>,
-    pub(crate) quiet: bool,
+    pub(crate) run: Run<I, <M as TrainStep>::Input>,
     pub(crate) forward: ForwardFn<M>,
     pub(crate) loss: LossFn<<M as TrainStep>::Output>,
     /// The loss the output reports, checked once against the mean of
     /// `loss` (only when `loss` is derived from the output).
     pub(crate) reported: Option<LossFn<<M as TrainStep>::Output>>,
-    /// The checkpoint folder's lock, held while the strategy trains.
-    pub(crate) lock: Mutex<Option<FolderLock>>,
 }
 
 /// Takes the checkpoint folder's lock (another process training or
@@ -150,17 +138,21 @@ where
     I: Send + Sync + 'static,
 {
     fn engine(&self) -> MutexGuard<'_, PrivacyEngine> {
-        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+        self.run
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Refuses what would break the accounting, and restores the engine
-    /// of a resumed run.
+    /// of a resumed run; gives back the checkpoint folder's lock, to hold
+    /// while training.
     fn prepare(
         &self,
         components: &TrainingComponents<M>,
         learner: &Learner<M>,
         starting_epoch: usize,
-    ) -> Result<()> {
+    ) -> Result<Option<FolderLock>> {
         if components.grad_accumulation.is_some() {
             return Err(Error::Unsupported {
                 option: "gradient accumulation (grads_accumulation)",
@@ -177,16 +169,16 @@ where
                       of epochs",
             });
         }
-        let dir = self.checkpoint_dir.as_deref();
+        let dir = self.run.checkpoint_dir.as_deref();
         if components.checkpointer.is_some() && dir.is_none() {
             return Err(Error::NoCheckpointDir {
                 what: "checkpoints are on".into(),
             });
         }
-        if self.dataset.len() != self.sampler.dataset_size() {
+        if self.run.dataset.len() != self.run.sampler.dataset_size() {
             return Err(Error::DatasetSize {
-                expected: self.sampler.dataset_size(),
-                found: self.dataset.len(),
+                expected: self.run.sampler.dataset_size(),
+                found: self.run.dataset.len(),
             });
         }
         let lock = match dir {
@@ -241,8 +233,7 @@ where
             }
             None => {}
         }
-        *self.lock.lock().unwrap_or_else(PoisonError::into_inner) = lock;
-        Ok(())
+        Ok(lock)
     }
 
     /// Restores the engine saved with burn-train's checkpoint of `epoch`,
@@ -252,9 +243,12 @@ where
             path: path.to_path_buf(),
             reason,
         };
-        let resumed =
-            self.config
-                .resume(path, placeholder_optimizer(), self.sampler, learner.model())?;
+        let resumed = self.run.config.resume(
+            path,
+            placeholder_optimizer(),
+            self.run.sampler,
+            learner.model(),
+        )?;
         let state: CallerState = serde_json::from_slice(&resumed.caller_state)
             .map_err(|e| bad(format!("no burn-train epoch recorded ({e})")))?;
         if state.epoch != epoch {
@@ -263,7 +257,7 @@ where
                 state.epoch
             )));
         }
-        let expected = epoch as u64 * self.sampler.steps_per_epoch();
+        let expected = epoch as u64 * self.run.sampler.steps_per_epoch();
         if resumed.engine.steps() != expected {
             return Err(bad(format!(
                 "its accountant records {} steps, but {epoch} epochs are {expected} steps",
@@ -298,12 +292,13 @@ where
             let mut items = Vec::with_capacity(indices.len());
             for &index in &indices {
                 items.push(
-                    self.dataset
+                    self.run
+                        .dataset
                         .get(index)
                         .map_err(|source| Error::Example { source })?,
                 );
             }
-            let batch = self.batcher.batch(items, device);
+            let batch = self.run.batcher.batch(items, device);
             if batch.num_examples() != indices.len() {
                 return Err(Error::BatcherSize.into());
             }
@@ -363,7 +358,7 @@ where
         batch: &<M as TrainStep>::Input,
     ) -> <M as TrainStep>::Output {
         let n = batch.num_examples();
-        let chunk = self.config.max_physical_batch_size.unwrap_or(n).max(1);
+        let chunk = self.run.config.max_physical_batch_size.unwrap_or(n).max(1);
         if chunk >= n {
             return (self.forward)(model, batch.clone()).detach();
         }
@@ -403,7 +398,7 @@ where
 
     /// Saves the engine beside burn-train's checkpoint of `epoch`.
     fn save(&self, epoch: usize, learner: &Learner<M>) -> Result<()> {
-        let Some(dir) = &self.checkpoint_dir else {
+        let Some(dir) = &self.run.checkpoint_dir else {
             return Ok(());
         };
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -469,7 +464,7 @@ where
         processor: &mut SupervisedTrainingEventProcessor<M>,
         interrupter: &Interrupter,
     ) {
-        let steps = self.sampler.steps_per_epoch() as usize;
+        let steps = self.run.sampler.steps_per_epoch() as usize;
         interrupter.fail_on_error(processor.process_train(LearnerEvent::StartSplit {
             epoch_number: epoch,
             total_items: steps,
@@ -486,7 +481,7 @@ where
                             iteration: Some(step),
                             lr: Some(learner.lr_current()),
                         };
-                        self.log.publish(epsilon);
+                        self.run.log.publish(epsilon);
                         interrupter.fail_on_error(
                             processor.process_train(LearnerEvent::ProcessedItem(item)),
                         );
@@ -507,10 +502,10 @@ where
     /// The report holds public values only (σ, q, steps, ε, δ, N).
     fn finish(&self) -> Result<()> {
         let report = self.engine().report()?;
-        if !self.quiet {
+        if !self.run.quiet {
             eprintln!("dpsgd: {}", summary(&report));
         }
-        let Some(dir) = &self.checkpoint_dir else {
+        let Some(dir) = &self.run.checkpoint_dir else {
             return Ok(());
         };
         let path = dir.join(REPORT_FILE);
@@ -556,6 +551,7 @@ where
         starting_epoch: usize,
     ) -> (M, SupervisedTrainingEventProcessor<M>) {
         let device = self
+            .run
             .device
             .clone()
             .or_else(|| learner.model().devices().into_iter().next())
@@ -567,10 +563,13 @@ where
         };
         learner.fork(&device);
         let interrupter = components.interrupter.clone();
-        if let Err(error) = self.prepare(&components, &learner, starting_epoch) {
-            interrupter.fail(error.into_training_error());
-            return (learner.model(), components.event_processor);
-        }
+        let _lock = match self.prepare(&components, &learner, starting_epoch) {
+            Ok(lock) => lock,
+            Err(error) => {
+                interrupter.fail(error.into_training_error());
+                return (learner.model(), components.event_processor);
+            }
+        };
         let TrainingComponents {
             num_epochs,
             mut checkpointer,
@@ -611,7 +610,6 @@ where
         if let Err(error) = self.finish() {
             interrupter.fail(error.into_training_error());
         }
-        *self.lock.lock().unwrap_or_else(PoisonError::into_inner) = None;
         (learner.model(), event_processor)
     }
 }

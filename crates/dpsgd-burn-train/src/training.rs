@@ -54,6 +54,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// # Ok(()) }
 /// ```
 pub struct DpTraining<I, B> {
+    pub(crate) run: Run<I, B>,
+}
+
+/// What a [`DpTraining`] and the strategies it makes share: the settings,
+/// the engine (one, behind a lock), the data and where state goes.
+pub(crate) struct Run<I, B> {
     pub(crate) config: DpSgdConfig,
     pub(crate) sampler: PoissonSampler,
     pub(crate) engine: Arc<Mutex<PrivacyEngine>>,
@@ -63,6 +69,23 @@ pub struct DpTraining<I, B> {
     pub(crate) device: Option<Device>,
     pub(crate) log: Arc<PrivacyLog>,
     pub(crate) quiet: bool,
+}
+
+// By hand: the data's item and batch types need not be `Clone`.
+impl<I, B> Clone for Run<I, B> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            sampler: self.sampler,
+            engine: self.engine.clone(),
+            dataset: self.dataset.clone(),
+            batcher: self.batcher.clone(),
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            device: self.device.clone(),
+            log: self.log.clone(),
+            quiet: self.quiet,
+        }
+    }
 }
 
 /// The privacy engine's inner optimizer is never stepped here (the
@@ -104,15 +127,17 @@ where
         let sampler = PoissonSampler::new(dataset.len(), expected_batch_size)?;
         let engine = config.init(placeholder_optimizer(), sampler)?;
         Ok(Self {
-            config,
-            sampler,
-            engine: Arc::new(Mutex::new(engine)),
-            dataset: Arc::new(dataset),
-            batcher: Arc::new(batcher),
-            checkpoint_dir: None,
-            device: None,
-            log: Arc::new(PrivacyLog::default()),
-            quiet: false,
+            run: Run {
+                config,
+                sampler,
+                engine: Arc::new(Mutex::new(engine)),
+                dataset: Arc::new(dataset),
+                batcher: Arc::new(batcher),
+                checkpoint_dir: None,
+                device: None,
+                log: Arc::new(PrivacyLog::default()),
+                quiet: false,
+            },
         })
     }
 
@@ -125,7 +150,7 @@ where
     /// Required when burn-train's checkpointers are on; the
     /// `SupervisedTraining`'s own folder is a good choice.
     pub fn with_checkpoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.checkpoint_dir = Some(dir.into());
+        self.run.checkpoint_dir = Some(dir.into());
         self
     }
 
@@ -133,34 +158,34 @@ where
     /// ends (it is printed by default, and saved as `privacy-report.json`
     /// in the checkpoint folder when there is one).
     pub fn with_quiet(mut self, quiet: bool) -> Self {
-        self.quiet = quiet;
+        self.run.quiet = quiet;
         self
     }
 
     /// The device batches are made on (default: the model's, as an
     /// autodiff device).
     pub fn with_device(mut self, device: Device) -> Self {
-        self.device = Some(device);
+        self.run.device = Some(device);
         self
     }
 
     /// The loader to give `SupervisedTraining::new` for training: see
     /// [`PoissonLoader`].
     pub fn loader(&self) -> Arc<dyn DataLoader<B>> {
-        Arc::new(PoissonLoader::new(self.dataset.len()))
+        Arc::new(PoissonLoader::new(self.run.dataset.len()))
     }
 
     /// ε spent so far, as a burn-train numeric metric (register it with
     /// `metric_train_numeric`).
     pub fn epsilon_metric(&self) -> EpsilonMetric {
-        EpsilonMetric::spent(&self.log, self.engine().delta())
+        EpsilonMetric::spent(&self.run.log, self.engine().delta())
     }
 
     /// The ε the budget still allows, as a burn-train numeric metric
     /// (`None` for a run without a budget).
     pub fn budget_metric(&self) -> Option<EpsilonMetric> {
         let budget = self.engine().optimizer().settings().budget?;
-        Some(EpsilonMetric::left(&self.log, budget.0, budget.1))
+        Some(EpsilonMetric::left(&self.run.log, budget.0, budget.1))
     }
 
     /// The DP learning strategy for a model whose step output carries its
@@ -219,19 +244,10 @@ where
         <M as TrainStep>::Output: StepOutput,
     {
         TrainingStrategy::Custom(Arc::new(DpStrategy {
-            config: self.config.clone(),
-            sampler: self.sampler,
-            engine: self.engine.clone(),
-            dataset: self.dataset.clone(),
-            batcher: self.batcher.clone(),
-            checkpoint_dir: self.checkpoint_dir.clone(),
-            device: self.device.clone(),
-            log: self.log.clone(),
-            quiet: self.quiet,
+            run: self.run.clone(),
             forward,
             loss,
             reported,
-            lock: Mutex::new(None),
         }))
     }
 
@@ -248,6 +264,9 @@ where
     /// The privacy engine (ε so far, steps, the last step's statistics,
     /// warnings). Do not step it yourself while the strategy trains.
     pub fn engine(&self) -> MutexGuard<'_, PrivacyEngine> {
-        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+        self.run
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
