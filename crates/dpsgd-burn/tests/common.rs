@@ -117,3 +117,46 @@ pub fn fixed_linear(
         ))),
     }
 }
+
+/// A two-layer tanh classifier of 6 features and 3 classes (the model of
+/// the data-parallel and release tests).
+#[derive(Module, Debug)]
+pub struct Net {
+    pub fc1: dpsgd_burn::layers::DpLinear,
+    pub fc2: dpsgd_burn::layers::DpLinear,
+}
+
+impl Net {
+    /// One cross-entropy per example.
+    pub fn losses(&self, b: &(Tensor<2>, Tensor<1, burn::tensor::Int>)) -> Tensor<1> {
+        let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
+        dpsgd_burn::loss::cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
+    }
+}
+
+/// `n` examples for [`Net`], from a fixed sine (no RNG).
+pub fn net_data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, burn::tensor::Int>) {
+    use burn::tensor::TensorData;
+    let x: Vec<f32> = (0..n * 6).map(|i| ((i as f32) * 0.47).sin()).collect();
+    let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(x, [n, 6]), device),
+        Tensor::from_data(TensorData::new(y, [n]), device),
+    )
+}
+
+/// The examples `idx` of a batch, in that order.
+pub fn pick(
+    all: &(Tensor<2>, Tensor<1, burn::tensor::Int>),
+    idx: &[usize],
+) -> (Tensor<2>, Tensor<1, burn::tensor::Int>) {
+    use burn::tensor::TensorData;
+    let device = all.0.device();
+    let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    let rows =
+        Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
+    (
+        all.0.clone().select(0, rows.clone()),
+        all.1.clone().select(0, rows),
+    )
+}

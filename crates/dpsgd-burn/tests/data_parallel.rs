@@ -7,25 +7,12 @@ mod common;
 use burn::module::Module;
 use burn::optim::SgdConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::devices;
+use common::{Net, devices, net_data as data, pick};
 use dpsgd_burn::layers::{DpLinear, DpLinearConfig};
 use dpsgd_burn::loss::cross_entropy_per_example;
 use dpsgd_burn::parallel::DataParallel;
 use dpsgd_burn::{DatasetFingerprint, DpSgdConfig, PoissonSampler, PrivacyEngine};
 use dpsgd_core::parameter_values as values;
-
-#[derive(Module, Debug)]
-struct Net {
-    fc1: DpLinear,
-    fc2: DpLinear,
-}
-
-impl Net {
-    fn losses(&self, b: &(Tensor<2>, Tensor<1, Int>)) -> Tensor<1> {
-        let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
-        cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
-    }
-}
 
 /// The seeded model, its (lazily initialised) parameters drawn at once
 /// under a lock: tests run in parallel and share the device's RNG.
@@ -41,15 +28,6 @@ fn seeded_net(device: &Device) -> Net {
     };
     let _ = values(&model);
     model
-}
-
-fn data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
-    let x: Vec<f32> = (0..n * 6).map(|i| ((i as f32) * 0.47).sin()).collect();
-    let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
-    (
-        Tensor::from_data(TensorData::new(x, [n, 6]), device),
-        Tensor::from_data(TensorData::new(y, [n]), device),
-    )
 }
 
 fn engine(n: usize, batch: usize) -> PrivacyEngine {
@@ -73,16 +51,6 @@ fn engine_with(n: usize, batch: usize, physical: Option<usize>) -> PrivacyEngine
             PoissonSampler::new(n, batch).unwrap(),
         )
         .unwrap()
-}
-
-fn pick(all: &(Tensor<2>, Tensor<1, Int>), idx: &[usize]) -> (Tensor<2>, Tensor<1, Int>) {
-    let device = all.0.device();
-    let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
-    (
-        all.0.clone().select(0, rows.clone()),
-        all.1.clone().select(0, rows),
-    )
 }
 
 /// Five seeded DP steps with `workers` workers over 4 fixed shards.

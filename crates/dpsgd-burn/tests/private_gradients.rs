@@ -4,66 +4,20 @@
 //! seeded run gives the same parameters bit for bit and the same ε, empty
 //! Poisson batches included, and its batches count as Poisson-sampled.
 
-use burn::module::{Module, Param};
+mod common;
+
 use burn::optim::SgdConfig;
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use dpsgd_burn::layers::DpLinear;
-use dpsgd_burn::loss::cross_entropy_per_example;
+use burn::tensor::{Device, Tensor};
+use common::{Net, fixed_linear, net_data as data, pick};
 use dpsgd_burn::{DpSgdConfig, PoissonSampler, PrivacyEngine};
 use dpsgd_core::parameter_values as values;
 
-#[derive(Module, Debug)]
-struct Net {
-    fc1: DpLinear,
-    fc2: DpLinear,
-}
-
-impl Net {
-    fn losses(&self, b: &(Tensor<2>, Tensor<1, Int>)) -> Tensor<1> {
-        let h = burn::tensor::activation::tanh(self.fc1.forward(b.0.clone()));
-        cross_entropy_per_example(self.fc2.forward(h), b.1.clone())
-    }
-}
-
 /// The model, initialised from explicit values (no shared RNG).
 fn net(device: &Device) -> Net {
-    let bias = |n: usize| Some(Param::from_tensor(Tensor::<1>::zeros([n], device)));
-    let fill = |dims: [usize; 2], phase: f32| {
-        let n = dims[0] * dims[1];
-        let v: Vec<f32> = (0..n)
-            .map(|i| ((i as f32 + phase) * 0.61).sin() * 0.4)
-            .collect();
-        Param::from_tensor(Tensor::<2>::from_data(TensorData::new(v, dims), device))
-    };
     Net {
-        fc1: DpLinear {
-            weight: fill([6, 8], 0.0),
-            bias: bias(8),
-        },
-        fc2: DpLinear {
-            weight: fill([8, 3], 3.0),
-            bias: bias(3),
-        },
+        fc1: fixed_linear(6, 8, 0.0, 0.0, device),
+        fc2: fixed_linear(8, 3, 3.0, 0.0, device),
     }
-}
-
-fn data(n: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
-    let x: Vec<f32> = (0..n * 6).map(|i| ((i as f32) * 0.47).sin()).collect();
-    let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
-    (
-        Tensor::from_data(TensorData::new(x, [n, 6]), device),
-        Tensor::from_data(TensorData::new(y, [n]), device),
-    )
-}
-
-fn pick(all: &(Tensor<2>, Tensor<1, Int>), idx: &[usize]) -> (Tensor<2>, Tensor<1, Int>) {
-    let device = all.0.device();
-    let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
-    (
-        all.0.clone().select(0, rows.clone()),
-        all.1.clone().select(0, rows),
-    )
 }
 
 fn engine(n: usize, batch: usize, physical: Option<usize>) -> PrivacyEngine {
