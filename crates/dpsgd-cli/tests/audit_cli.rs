@@ -4,17 +4,7 @@
 
 mod common;
 
-use common::{assert_usage_error, dpsgd, read_json, temp_dir};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use common::{assert_usage_error, dpsgd, ok, read_json, temp_dir};
 
 #[test]
 fn should_write_the_report_plots_and_inversion_grid_of_a_non_private_audit() {

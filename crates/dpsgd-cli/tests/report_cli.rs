@@ -3,17 +3,8 @@
 
 mod common;
 
-use common::{assert_usage_error, dpsgd, read_json, temp_dir};
+use common::{assert_usage_error, dpsgd, ok, read_json, temp_dir};
 use serde_json::Value;
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The checks every page passes: self-contained, no script, and every
 /// finding's evidence link points at a section of the page.

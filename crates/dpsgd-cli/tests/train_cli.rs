@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{dpsgd, read_json};
+use common::{dpsgd, ok, read_json};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::temp_dir("dpsgd-cli", name)
@@ -31,15 +30,6 @@ fn tiny_csv(dir: &Path) -> PathBuf {
     let p = dir.join("tiny.csv");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

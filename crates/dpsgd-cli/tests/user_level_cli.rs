@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_usage_error, dpsgd, read_json, temp_dir};
+use common::{assert_usage_error, dpsgd, ok, read_json, temp_dir};
 use std::path::{Path, PathBuf};
 
 /// 40 users owning 1–4 records each (100 records), near-identical within
@@ -88,12 +88,7 @@ fn should_train_at_user_level_and_say_so() {
             report.to_str().unwrap(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = ok(&out);
     assert!(
         stdout
             .contains("for any one user's records (all of them; up to 3 of them train each step)"),
@@ -127,12 +122,7 @@ fn should_warn_that_record_level_dp_covers_users_only_at_group_privacy() {
             report.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ok(&out);
     assert!(
         stdout.contains("users with up to 4 records each (record-level ε: such a user is protected only at group privacy, about 4·ε = "),
         "{stdout}"
@@ -153,11 +143,7 @@ fn should_warn_that_record_level_dp_covers_users_only_at_group_privacy() {
         "--out",
         page.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("a user with n records is protected only at about ε·n"));
     assert!(html.contains("Train with --privacy-unit user"));

@@ -13,6 +13,18 @@ pub fn dpsgd(args: &[&str]) -> Output {
         .expect("run dpsgd")
 }
 
+/// Checks that `out` succeeded (else fails with its exit code and standard
+/// error) and gives its standard output.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A fresh folder under the system's temporary folder, unique to this test
 /// binary (`prefix`) and test (`name`).
 pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
