@@ -274,9 +274,37 @@ pub(crate) fn replicated_grads(
     )
 }
 
-/// A zero leaf of shape `[B, S, F]` that requires grad, on `device`.
-pub(crate) fn probe(shape: [usize; 3], device: &burn::tensor::Device) -> Tensor<3> {
-    Tensor::<3>::zeros(shape, device).require_grad()
+thread_local! {
+    /// The zeros probes are views of: one buffer on this thread, with the
+    /// device (and gradient-checkpointing strategy) it lives on, as printed.
+    static ZEROS: RefCell<Option<(String, Tensor<1>)>> = const { RefCell::new(None) };
+}
+
+/// A zero leaf of shape `shape` (`[B, S, F]`, or `[B, F]` for a recurrent
+/// step) that requires grad, on `device`.
+///
+/// Every probe is a view of one zero buffer kept on this thread (grown to
+/// the largest probe asked for, with an eighth to spare for the next Poisson
+/// batch): a fresh `zeros` costs an allocation and two passes on burn-flex
+/// for each layer and step (issue 31). Sharing is safe because a probe is
+/// never written: backends write in place only into a buffer nothing else
+/// holds, and the buffer itself is always held here; each probe is a new
+/// leaf (its own node), so their gradients stay apart.
+pub(crate) fn probe<const D: usize>(shape: [usize; D], device: &burn::tensor::Device) -> Tensor<D> {
+    let numel: usize = shape.iter().product();
+    let key = format!("{device:?}");
+    let zeros = ZEROS.with(|z| {
+        let mut z = z.borrow_mut();
+        match z.as_ref() {
+            Some((k, t)) if *k == key && t.dims()[0] >= numel => t.clone(),
+            _ => {
+                let t = Tensor::<1>::zeros([numel + numel / 8], device);
+                *z = Some((key, t.clone()));
+                t
+            }
+        }
+    });
+    zeros.slice(0..numel).reshape(shape).detach().require_grad()
 }
 
 #[cfg(test)]
@@ -299,6 +327,51 @@ mod tests {
         });
         assert_eq!(conv_strategy(), ConvStrategy::Auto);
         assert!(!is_recording());
+    }
+
+    /// Probes share one zero buffer: each must still be its own leaf, get
+    /// its own gradient, and leave the buffer zero even when the tensors
+    /// built on it are written in place; a larger probe grows the buffer.
+    #[test]
+    fn should_keep_shared_probes_apart_and_zero() {
+        let device = burn::tensor::Device::default().autodiff();
+        let x = Tensor::<3>::from_data(
+            burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 1, 3]),
+            &device,
+        );
+        for step in 0..3 {
+            let (p1, p2) = (probe([2, 1, 3], &device), probe([2, 1, 3], &device));
+            // In-place candidates: `x + p1` and the products own their
+            // buffers, the probes do not.
+            let y = ((x.clone() + p1.clone()) * 2.0 + p2.clone()) * x.clone();
+            let mut grads = y.sum().backward();
+            let g1: Vec<f32> = p1
+                .grad_remove(&mut grads)
+                .expect("p1")
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            let g2: Vec<f32> = p2
+                .grad_remove(&mut grads)
+                .expect("p2")
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            let xs = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+            assert_eq!(
+                g1,
+                xs.iter().map(|v| 2.0 * v).collect::<Vec<_>>(),
+                "step {step}"
+            );
+            assert_eq!(g2, xs.to_vec(), "step {step}");
+            let bigger: Vec<f32> = probe([3, 2, 5], &device)
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            assert_eq!(bigger, vec![0.0; 30], "step {step}");
+            let again: Vec<f32> = probe([2, 3], &device).into_data().iter::<f32>().collect();
+            assert_eq!(again, vec![0.0; 6], "step {step}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Per-feature affine map of a normalised input, `y = x̂ ⊙ γ + β` on
 //! `[B, S, C]`: LayerNorm and GroupNorm.
 
-use super::sq_sum;
+use super::{column_sums, sq_sum};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 
@@ -34,17 +34,13 @@ pub(super) fn clipped_sums(
     gc: Tensor<3>,
     gc_beta: Option<Tensor<3>>,
 ) -> Vec<(ParamId, Tensor<1>)> {
-    let d_out = gc.dims()[2];
     let mut out = Vec::new();
     if let Some(id) = gamma {
-        out.push((
-            id,
-            (gc.clone() * normalized).sum_dims(&[0, 1]).reshape([d_out]),
-        ));
+        out.push((id, column_sums(gc.clone() * normalized)));
     }
     if let Some(id) = beta {
         let gc = gc_beta.unwrap_or(gc);
-        out.push((id, gc.sum_dims(&[0, 1]).reshape([d_out])));
+        out.push((id, column_sums(gc)));
     }
     out
 }

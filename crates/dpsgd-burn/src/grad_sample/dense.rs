@@ -1,7 +1,7 @@
 //! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
 //! unfolding (`a` = patches, the weight stored transposed).
 
-use super::sq_sum;
+use super::{column_sums, row_sums, sq_sum};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 
@@ -23,13 +23,22 @@ pub(super) fn squared_norms(
 ) -> Vec<Tensor<1>> {
     let [_, s, d_in] = input.dims();
     let d_out = g.dims()[2];
-    let weight = if s == 1 {
-        sq_sum(input.clone(), n) * sq_sum(g.clone(), n)
-    } else if ghost_norm_is_cheaper(s, d_in, d_out) {
+    if s == 1 {
+        // One position: ‖a_i‖²‖g_i‖², and the bias's ‖g_i‖² is the same
+        // reduction.
+        let g_sq = sq_sum(g.clone(), n);
+        let weight = sq_sum(input.clone(), n) * g_sq.clone();
+        return if has_bias {
+            vec![weight, g_sq]
+        } else {
+            vec![weight]
+        };
+    }
+    let weight = if ghost_norm_is_cheaper(s, d_in, d_out) {
         // Ghost norm via Gram matrices.
         let aa = input.clone().matmul(input.clone().swap_dims(1, 2));
         let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
-        (aa * gg).sum_dims(&[1, 2]).reshape([n])
+        row_sums(aa * gg, n)
     } else {
         sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()), n)
     };
@@ -62,7 +71,7 @@ pub(super) fn clipped_sums(
     };
     let mut out = vec![(weight, w.reshape([d_in * d_out]))];
     if let (Some(b), Some(gb)) = (bias, gb) {
-        out.push((b, gb.sum_dims(&[0, 1]).reshape([d_out])));
+        out.push((b, column_sums(gb)));
     }
     out
 }

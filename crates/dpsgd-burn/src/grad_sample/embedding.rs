@@ -14,7 +14,7 @@ pub(super) fn squared_norms(ids: &Tensor<2, Int>, g: &Tensor<3>, n: usize) -> Ve
         .expand([n, s, s])
         .equal(ids.clone().reshape([n, 1, s]).expand([n, s, s]))
         .float();
-    vec![(gg * same).sum_dims(&[1, 2]).reshape([n])]
+    vec![super::row_sums(gg * same, n)]
 }
 
 /// The clipped output gradients `gc`, scattered into the table's rows.

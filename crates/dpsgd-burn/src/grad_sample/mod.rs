@@ -37,9 +37,34 @@ impl Item {
     }
 }
 
-/// `Σ` of squares over the last two dimensions: `[n, S, F]` → `[n]`.
-fn sq_sum(t: Tensor<3>, n: usize) -> Tensor<1> {
-    t.powi_scalar(2).sum_dims(&[1, 2]).reshape([n])
+/// `Σ` over everything but the first dimension: `[n, …]` → `[n]`. One
+/// reduction over the last axis of an `[n, m]` view: burn-flex's
+/// `sum_dims` reduces axis by axis and copies the whole tensor for an axis
+/// of size 1 (issue 31: it was half the dense path's extra time).
+fn row_sums<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<1> {
+    let flat: Tensor<2> = t.reshape([n as i32, -1]);
+    flat.sum_dim(1).reshape([n])
+}
+
+/// `Σ` over the first two dimensions: `[n, S, F]` → `[F]`, one reduction
+/// over the first axis of an `[n·S, F]` view.
+fn column_sums(t: Tensor<3>) -> Tensor<1> {
+    let [n, s, f] = t.dims();
+    t.reshape([n * s, f]).sum_dim(0).reshape([f])
+}
+
+/// `Σ` of squares over everything but the first dimension: `[n, …]` → `[n]`,
+/// as `n` dot products of a row with itself (one batched matmul
+/// `[n, 1, m]·[n, m, 1]`): no `[n, m]` temporary for the squares, and 2.6–3.9×
+/// faster than squaring and summing on burn-flex at `n` = 1024–4096,
+/// `m` = 784.
+fn sq_sum<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<1> {
+    let flat: Tensor<2> = t.reshape([n as i32, -1]);
+    let m = flat.dims()[1];
+    flat.clone()
+        .reshape([n, 1, m])
+        .matmul(flat.reshape([n, m, 1]))
+        .reshape([n])
 }
 
 /// Row magnitudes kept as they are (scale 1). Above: squares, Gram
@@ -177,10 +202,7 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
         Item::PerExample(v) => {
-            return v
-                .iter()
-                .map(|(_, t)| t.clone().powi_scalar(2).sum_dim(1).reshape([n]))
-                .collect();
+            return v.iter().map(|(_, t)| sq_sum(t.clone(), n)).collect();
         }
     };
     match r {

@@ -106,7 +106,7 @@ impl Recurrence {
             layer.bias.as_ref().map(|b| b.val().inner()),
         );
         let [batch, h] = out.dims();
-        let probe = Tensor::<2>::zeros([batch, h], &out.device()).require_grad();
+        let probe = tape::probe([batch, h], &out.device());
         self.steps[t] = Some((hidden.inner(), probe.clone()));
         out + probe
     }
@@ -128,7 +128,7 @@ impl Recurrence {
                 s.unwrap_or_else(|| {
                     (
                         Tensor::zeros([batch, d_in], &device),
-                        Tensor::zeros([batch, d_out], &probe_device).require_grad(),
+                        tape::probe([batch, d_out], &probe_device),
                     )
                 })
             })
