@@ -274,6 +274,9 @@ pub(crate) fn replicated_grads(
     )
 }
 
+/// The most values the shared probe buffer holds (16 Mi f32: 64 MiB).
+const PROBE_BUFFER_MAX: usize = 1 << 24;
+
 thread_local! {
     /// The zeros probes are views of: one buffer on this thread, with the
     /// device (and gradient-checkpointing strategy) it lives on, as printed.
@@ -289,16 +292,22 @@ thread_local! {
 /// for each layer and step (issue 31). Sharing is safe because a probe is
 /// never written: backends write in place only into a buffer nothing else
 /// holds, and the buffer itself is always held here; each probe is a new
-/// leaf (its own node), so their gradients stay apart.
+/// leaf (its own node), so their gradients stay apart. The buffer lives as
+/// long as the thread (data-parallel workers are threads of one step); a
+/// probe larger than [`PROBE_BUFFER_MAX`] values is allocated on its own,
+/// so that at most 64 MiB stay held between steps.
 pub(crate) fn probe<const D: usize>(shape: [usize; D], device: &burn::tensor::Device) -> Tensor<D> {
     let numel: usize = shape.iter().product();
+    if numel > PROBE_BUFFER_MAX {
+        return Tensor::<D>::zeros(shape, device).require_grad();
+    }
     let key = format!("{device:?}");
     let zeros = ZEROS.with(|z| {
         let mut z = z.borrow_mut();
         match z.as_ref() {
             Some((k, t)) if *k == key && t.dims()[0] >= numel => t.clone(),
             _ => {
-                let t = Tensor::<1>::zeros([numel + numel / 8], device);
+                let t = Tensor::<1>::zeros([(numel + numel / 8).min(PROBE_BUFFER_MAX)], device);
                 *z = Some((key, t.clone()));
                 t
             }
@@ -369,6 +378,15 @@ mod tests {
                 .iter::<f32>()
                 .collect();
             assert_eq!(bigger, vec![0.0; 30], "step {step}");
+            // Larger than the buffer may grow: its own zeros, the buffer kept.
+            let held = ZEROS.with(|z| z.borrow().as_ref().map(|(_, t)| t.dims()[0]));
+            let huge = probe([1, 1, PROBE_BUFFER_MAX + 1], &device);
+            assert!(huge.is_require_grad());
+            assert_eq!(
+                ZEROS.with(|z| z.borrow().as_ref().map(|(_, t)| t.dims()[0])),
+                held
+            );
+            drop(huge);
             let again: Vec<f32> = probe([2, 3], &device).into_data().iter::<f32>().collect();
             assert_eq!(again, vec![0.0; 6], "step {step}");
         }

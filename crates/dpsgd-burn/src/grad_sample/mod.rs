@@ -53,18 +53,38 @@ fn column_sums(t: Tensor<3>) -> Tensor<1> {
     t.reshape([n * s, f]).sum_dim(0).reshape([f])
 }
 
-/// `Σ` of squares over everything but the first dimension: `[n, …]` → `[n]`,
-/// as `n` dot products of a row with itself (one batched matmul
+/// `Σ` of squares over everything but the first dimension: `[n, …]` → `[n]`.
+///
+/// On burn-flex, `n` dot products of a row with itself (one batched matmul
 /// `[n, 1, m]·[n, m, 1]`): no `[n, m]` temporary for the squares, and 2.6–3.9×
-/// faster than squaring and summing on burn-flex at `n` = 1024–4096,
-/// `m` = 784.
+/// faster than squaring and summing at `n` = 1024–4096, `m` = 784. Its GEMM
+/// multiplies in f32 with f32 accumulation. Elsewhere the squares are summed
+/// element by element: a GPU backend may pick a tensor-core matmul that
+/// rounds its inputs to TF32 (10-bit mantissa), and an underestimated norm
+/// would let a clipped example exceed C.
 fn sq_sum<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<1> {
     let flat: Tensor<2> = t.reshape([n as i32, -1]);
+    if !exact_f32_matmul(&flat.device()) {
+        return row_sums(flat.clone() * flat, n);
+    }
     let m = flat.dims()[1];
     flat.clone()
         .reshape([n, 1, m])
         .matmul(flat.reshape([n, m, 1]))
         .reshape([n])
+}
+
+/// Whether `device`'s matmul is plain f32 (burn-flex's GEMM).
+fn exact_f32_matmul(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "flex")]
+    if matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::Flex(_)
+    ) {
+        return true;
+    }
+    let _ = device;
+    false
 }
 
 /// Row magnitudes kept as they are (scale 1). Above: squares, Gram
