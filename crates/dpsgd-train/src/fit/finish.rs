@@ -163,10 +163,20 @@ pub(crate) fn finish<M: Classifier>(
         devices: cfg.devices,
         conv_strategy: cfg.conv_strategy,
         warnings,
-        gradient_method: match privacy.and_then(|p| p.last_step()).map(|s| &s.method) {
-            None => "non-private".into(),
-            Some(GradientMethod::Fallback { reason }) => format!("fallback: {reason}"),
-            Some(_) => "fast path (ghost norms, book-keeping)".into(),
+        // A private run resumed after its last step took no step in this
+        // process: the engine's known fallback (none: the fast path), not
+        // "non-private".
+        gradient_method: match (
+            privacy,
+            privacy.and_then(|p| p.last_step()).map(|s| &s.method),
+        ) {
+            (None, _) => "non-private".into(),
+            (_, Some(GradientMethod::Fallback { reason })) => format!("fallback: {reason}"),
+            (Some(p), None) => p.fallback_reason().map_or_else(
+                || "fast path (ghost norms, book-keeping)".into(),
+                |reason| format!("fallback: {reason}"),
+            ),
+            (_, Some(_)) => "fast path (ghost norms, book-keeping)".into(),
         },
         recipe: cfg.recipe.clone(),
         features: cfg.features,
