@@ -424,8 +424,21 @@ fn should_report_the_clipping_mode_it_was_given() {
 #[test]
 fn should_build_the_mlp_with_the_given_hidden_sizes() {
     let dir = temp_dir("hidden");
-    assert_eq!(report_of(&dir, &[])["hidden"], serde_json::json!([128]));
-    let v = report_of(&dir, &["--hidden", "8,4", "--clipping", "per-layer"]);
+    // A table gets the tabular recipe's linear model: no hidden layers.
+    assert_eq!(report_of(&dir, &[])["hidden"], serde_json::json!([]));
+    let mlp = report_of(&dir, &["--model", "mlp"]);
+    assert_eq!(mlp["hidden"], serde_json::json!([128]));
+    let v = report_of(
+        &dir,
+        &[
+            "--model",
+            "mlp",
+            "--hidden",
+            "8,4",
+            "--clipping",
+            "per-layer",
+        ],
+    );
     assert_eq!(v["hidden"], serde_json::json!([8, 4]));
     // Three linear layers, one budget each, C/√3 so the whole is within C.
     let budgets = v["clipping"]["PerLayer"]["max_grad_norms"]

@@ -180,9 +180,16 @@ fn rows() -> Vec<Row> {
     };
     vec![
         Row {
-            name: "plain (raw features)",
+            name: "plain (signed-log features, tabular recipe)",
             command: "train",
             flags: with(&[]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "general recipe (MLP)",
+            command: "train",
+            flags: with(&["--recipe", "general"]),
             model_derived: &[],
             schema: true,
         },

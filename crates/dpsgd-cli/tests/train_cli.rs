@@ -81,7 +81,9 @@ fn should_write_the_privacy_report() {
     assert_eq!(v["steps"].as_u64(), Some(3 * 6));
     assert_eq!(v["secure"], false);
     // The privacy report's fields sit at the top level of the report.
-    assert_eq!(v["accountant"], "rdp", "{v}");
+    // A table's recipe (tabular) accounts with PLD.
+    assert_eq!(v["recipe"], "tabular", "{v}");
+    assert_eq!(v["accountant"], "pld", "{v}");
     assert!(v["clipping"].is_object(), "{v}");
     assert_eq!(v["seed"].as_u64(), Some(3));
     assert_eq!(v["dataset_size"].as_u64(), Some(96));
@@ -147,10 +149,11 @@ fn should_preprocess_csv_with_public_information_only() {
     let dir = temp_dir("preprocess");
     let csv = tiny_csv(&dir);
     let v = report_of(&dir, &csv, &["--non-private"]);
+    // By default a fixed map of each value on its own: nothing fitted.
     assert!(
-        v["preprocessing"]["scaling"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("none")),
+        v["preprocessing"]["scaling"].as_str().is_some_and(
+            |s| s.contains("sign(x)·ln(1 + |x|)") && s.contains("no statistic of the data")
+        ),
         "no scaling fitted on the private data by default: {v}"
     );
     // Undeclared, the header is detected from the rows: not public.

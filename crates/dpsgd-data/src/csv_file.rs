@@ -156,6 +156,21 @@ impl CsvEncoding {
             .sum()
     }
 
+    /// Per feature, whether it is a numeric column's (one-hot features are
+    /// not): the mask [`Scaling::SignedLog`](crate::Scaling::SignedLog)
+    /// takes. Its length is [`CsvEncoding::n_features`].
+    pub fn numeric_features(&self) -> Vec<bool> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| c != self.label_column)
+            .flat_map(|(_, e)| match e {
+                ColumnEncoding::Numeric => vec![true],
+                ColumnEncoding::OneHot(cats) => vec![false; cats.len()],
+            })
+            .collect()
+    }
+
     /// A name per feature: the column name (or `column <i>`) for a numeric
     /// column, `name=category` for a one-hot feature.
     pub fn feature_names(&self) -> Vec<String> {

@@ -420,6 +420,47 @@ fn should_scale_by_declared_ranges_without_looking_at_other_rows() {
     }
 }
 
+/// The signed logarithm: each numeric value on its own (reference values
+/// from `ln_1p` in f64), clipped, divided by the clip; one-hot features
+/// untouched; an outlier moves only its own row.
+#[test]
+fn should_map_numeric_features_by_a_clipped_signed_log() {
+    let rows = |extra: f32| {
+        Dataset::new(
+            vec![0.0, 1.0, 1.0, 0.0, -99_999.0, 1.0, 17.0, 0.0, extra, 1.0],
+            vec![0, 1, 0, 1, 0],
+            2,
+            2,
+        )
+        .unwrap()
+    };
+    let scaling = Scaling::SignedLog {
+        numeric: vec![true, false],
+        clip: 8.0,
+    };
+    let (mut plain, mut outlier) = (rows(2.5), rows(1e30));
+    plain.apply(&scaling);
+    outlier.apply(&scaling);
+    let log = |x: f64| (x.abs().ln_1p().copysign(x) / 8.0) as f32;
+    let expected = [
+        0.0,
+        1.0,
+        log(1.0),
+        0.0,
+        -1.0, // ln(1 + 99 999) = 11.5 > 8: clipped
+        1.0,
+        log(17.0),
+        0.0,
+        log(2.5),
+        1.0,
+    ];
+    for (got, want) in plain.features().iter().zip(expected) {
+        assert!((got - want).abs() <= 1e-6, "{got} vs {want}");
+    }
+    assert_eq!(&outlier.features()[..8], &plain.features()[..8]);
+    assert_eq!(&outlier.features()[8..], &[1.0, 1.0]);
+}
+
 #[test]
 fn should_declare_the_number_of_classes_and_fingerprint_the_data() {
     let d = Dataset::new(vec![1.0, 2.0, 3.0], vec![0, 1, 1], 1, 2).unwrap();

@@ -84,11 +84,12 @@ pub struct TrainOptions {
     pub dataset: DatasetSpec,
     /// Settings known to work, chosen by the data's public shape unless
     /// named: single-channel images of side >= 16 get image-scatternet
-    /// (image-cnn with --model cnn), anything else general. Every flag
+    /// (image-cnn with --model cnn), tables (CSV data) tabular, anything
+    /// else (the 8x8 digits) general. Every flag
     /// below overrides one setting of the recipe; the report names it.
-    #[arg(long, value_name = "auto|general|image-scatternet|image-cnn", value_parser = recipe)]
+    #[arg(long, value_name = "auto|general|tabular|image-scatternet|image-cnn", value_parser = recipe)]
     pub recipe: Option<String>,
-    /// Model (default: the recipe's; general: mlp, image-scatternet: logreg on ScatterNet features).
+    /// Model (default: the recipe's; general: mlp, tabular: logreg, image-scatternet: logreg on ScatterNet features).
     #[arg(long, value_parser = ["logreg", "mlp", "cnn"])]
     pub model: Option<String>,
     /// Features the model sees: raw, or scatter (ScatterNet: wavelet
@@ -202,7 +203,9 @@ pub struct TrainOptions {
     #[arg(long, allow_hyphen_values = true, value_parser = parse::open_fraction)]
     pub test_fraction: Option<f64>,
     /// CSV data: the public range of every feature; features are clipped to
-    /// it and mapped to [0, 1].
+    /// it and mapped to [0, 1]. Without it (or --scaling-reference) numeric
+    /// features go through a fixed public map of each value on its own,
+    /// clamp(sign(x)*ln(1+|x|), -4, 4)/4, and one-hot features stay 0/1.
     #[arg(long, value_name = "LO:HI", allow_hyphen_values = true, value_parser = feature_range, conflicts_with = "scaling_reference")]
     pub feature_range: Option<(f32, f32)>,
     /// CSV data: a PUBLIC reference file (same columns) whose per-feature

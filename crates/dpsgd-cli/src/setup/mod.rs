@@ -115,7 +115,13 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
     TrainConfig {
         model,
         activation: o.activation.unwrap_or(recipe.activation),
-        epochs: o.epochs.unwrap_or(recipe.epochs),
+        // A recipe with a step count makes those steps with the batch the
+        // run uses (a --batch-size of the user's included).
+        epochs: o.epochs.unwrap_or_else(|| {
+            o.batch_size
+                .and_then(|b| recipe.epochs_for(b, units(o, train)))
+                .unwrap_or(recipe.epochs)
+        }),
         batch_size: o.batch_size.unwrap_or(recipe.batch_size),
         max_grad_norm: o.max_grad_norm.unwrap_or(recipe.max_grad_norm),
         lr,
