@@ -3,7 +3,7 @@
 //! (test accuracy against measured leakage) as CSV, Markdown, JSON and SVG.
 
 use crate::error::UsageError;
-use crate::flags::defence::{DefenceSpec, defence, split_defences};
+use crate::flags::defence::{DefenceSpec, defence, expand, split_defences};
 use crate::flags::train::TrainOptions;
 use crate::output::clobbering;
 use crate::output::compare::{Row, csv, json, markdown, plot};
@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, CanaryKind};
 use dpsgd::train::{Privacy, TrainConfig};
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Arguments of `dpsgd compare`.
 #[derive(Debug, clap::Args)]
@@ -29,11 +30,22 @@ pub struct Args {
     /// mist[:m=4,t1=1,t2=1,lambda=1] (each epoch a round),
     /// early-stopping[:patience=5,validation=0.1], weight-decay[:l=0.001],
     /// dropout[:p=0.3], dp:eps=E; join several with + (relaxloss+dp:eps=8).
+    /// A value may be swept: relaxloss:alpha=0.1|0.3|1|2 trains one point
+    /// per value, several sweeps every combination (quote the list for the
+    /// shell); mist:weight= is MIST's lambda.
     #[arg(
         long,
         default_value = "none,label-smoothing,relaxloss,mist,early-stopping,dp:eps=1,dp:eps=8"
     )]
     pub defences: String,
+    /// default: a defence given without parameters is swept over its
+    /// default grid (label-smoothing e=0.05|0.1|0.2|0.4, confidence-penalty
+    /// beta=0.1|0.5|1|2, relaxloss alpha=0.1|0.3|0.5|1|2, mist
+    /// lambda=0.1|0.5|1|2, early-stopping patience=2|5|10, weight-decay
+    /// l=0.0001|0.001|0.01, dropout p=0.1|0.3|0.5, dp eps=0.5|1|2|4|8);
+    /// none: each at its default setting.
+    #[arg(long, value_parser = ["none", "default"], default_value = "none")]
+    pub grid: String,
     /// Attacks run on every model (as `dpsgd audit --attacks`).
     #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.trim().parse::<Attack>(), default_value = "loss,lira,rmia")]
     pub attacks: Vec<Attack>,
@@ -79,20 +91,55 @@ fn check_outputs(a: &Args, o: &TrainOptions) -> Result<(), UsageError> {
     }
 }
 
+/// The points of `--defences`: each item's sweeps expanded (with the
+/// default grids under `grid`), parsed, the first of equal spellings kept.
+///
+/// # Errors
+///
+/// The message of a bad item (an unknown defence or parameter, a value out
+/// of its domain, an empty swept value, too many combinations).
+fn points(defences: &str, grid: bool) -> Result<Vec<DefenceSpec>, String> {
+    let mut specs: Vec<DefenceSpec> = Vec::new();
+    for item in split_defences(defences) {
+        for name in expand(&item, grid)? {
+            let spec = defence(&name)?;
+            if specs.iter().all(|s| s.name != spec.name) {
+                specs.push(spec);
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// `" (2m 10s so far, about 4m 20s left)"` after `done` of `total`
+/// points, from the mean time per point so far; empty before the first.
+fn eta(started: Instant, done: usize, total: usize) -> String {
+    if done == 0 {
+        return String::new();
+    }
+    let spent = started.elapsed().as_secs_f64();
+    let left = spent / done as f64 * (total - done) as f64;
+    let mmss = |s: f64| {
+        let s = s.round() as u64;
+        if s >= 60 {
+            format!("{}m {:02}s", s / 60, s % 60)
+        } else {
+            format!("{s}s")
+        }
+    };
+    format!(" ({} so far, about {} left)", mmss(spent), mmss(left))
+}
+
 /// Runs the command.
 ///
 /// # Errors
 ///
 /// Bad data or settings, a failed run, or unwritable output.
 pub fn run(a: &Args) -> Result<std::process::ExitCode> {
-    let specs: Vec<DefenceSpec> = split_defences(&a.defences)
-        .iter()
-        .map(|d| defence(d))
-        .collect::<Result<_, _>>()
-        .map_err(|message| UsageError {
-            flag: "--defences",
-            message,
-        })?;
+    let specs = points(&a.defences, a.grid == "default").map_err(|message| UsageError {
+        flag: "--defences",
+        message,
+    })?;
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
     check_outputs(a, &o)?;
@@ -110,7 +157,8 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     )?;
     let dataset = o.dataset.to_string();
     let mut rows = Vec::new();
-    for spec in specs {
+    let (total, started) = (specs.len(), Instant::now());
+    for (done, spec) in specs.into_iter().enumerate() {
         let privacy = spec
             .epsilon
             .map_or(Privacy::NonPrivate, Privacy::TargetEpsilon);
@@ -120,7 +168,12 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             ..config(&o, privacy, &train)
         };
         if !a.quiet {
-            eprintln!("dpsgd compare: {}", spec.name);
+            eprintln!(
+                "dpsgd compare: [{}/{total}] {}{}",
+                done + 1,
+                spec.name,
+                eta(started, done, total)
+            );
         }
         let outcome = run_audit(&cfg, &o, &audit, &train, &test, a.quiet)
             .with_context(|| format!("defence `{}`", spec.name))?;
@@ -173,12 +226,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
                 path,
             )?;
         }
-        // LiRA's figures when it ran (the sharper attack at low FPR).
-        let shown = names
-            .iter()
-            .find(|n| n.as_str() == dpsgd::audit::Attack::LIRA_ONLINE)
-            .unwrap_or(&names[0]);
-        plot(&rows, shown, &a.out.join("compare.svg"), &dataset)?;
+        plot(&rows, &a.out.join("compare.svg"), &dataset)?;
     }
     if !a.quiet {
         eprintln!(

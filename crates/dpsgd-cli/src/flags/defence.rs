@@ -1,5 +1,6 @@
 //! `compare --defences`: the defences to compare, each with its settings
-//! (`relaxloss:alpha=1,upper=0.2`, `relaxloss+dp:eps=8`).
+//! (`relaxloss:alpha=1,upper=0.2`, `relaxloss+dp:eps=8`), and sweeps of
+//! their knobs (`relaxloss:alpha=0.1|0.3|1|2`, `--grid default`).
 
 use dpsgd::train::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};
 
@@ -168,6 +169,115 @@ pub fn defence(s: &str) -> Result<DefenceSpec, String> {
     Ok(spec)
 }
 
+/// Each defence's default grid for `compare --grid default`: its knob
+/// over a range from mild to strong, around the defaults of
+/// [`defence`] (and the values the RelaxLoss and MIST papers sweep).
+pub fn default_grid(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "label-smoothing" => "e=0.05|0.1|0.2|0.4",
+        "confidence-penalty" => "beta=0.1|0.5|1|2",
+        "relaxloss" => "alpha=0.1|0.3|0.5|1|2",
+        "mist" => "lambda=0.1|0.5|1|2",
+        "early-stopping" => "patience=2|5|10",
+        "weight-decay" => "l=0.0001|0.001|0.01",
+        "dropout" => "p=0.1|0.3|0.5",
+        "dp" => "eps=0.5|1|2|4|8",
+        _ => return None,
+    })
+}
+
+/// A parameter and the values it is swept over.
+type Knob = (String, Vec<String>);
+
+/// The most points one `--defences` item may expand to.
+pub const MAX_POINTS: usize = 256;
+
+/// Expands the sweeps of one defence into the defences it stands for: a
+/// value `a|b|c` is swept, several swept values (in one part or in parts
+/// joined by `+`) give every combination, in order (the last knob
+/// fastest); with `grid`, a part with no parameters (`relaxloss`, but not
+/// `none`) takes its [`default_grid`]. `mist:weight=…` is MIST's `lambda`.
+/// An item without sweeps comes back as it is.
+///
+/// # Errors
+///
+/// An empty swept value, or more than [`MAX_POINTS`] combinations.
+pub fn expand(item: &str, grid: bool) -> Result<Vec<String>, String> {
+    // Per part: its kind and its parameters, each with its values.
+    let mut parts: Vec<(String, Vec<Knob>)> = Vec::new();
+    for part in item.trim().split('+') {
+        let (kind, rest) = part.split_once(':').unwrap_or((part, ""));
+        let kind = kind.trim();
+        let rest = match (rest.trim().is_empty(), grid, default_grid(kind)) {
+            (true, true, Some(g)) => g,
+            _ => rest,
+        };
+        let mut params = Vec::new();
+        for p in rest.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let k = match (kind, k.trim()) {
+                ("mist", "weight") => "lambda".to_owned(),
+                (_, k) => k.to_owned(),
+            };
+            let values: Vec<String> = v.split('|').map(|v| v.trim().to_owned()).collect();
+            if values.len() > 1 && values.iter().any(String::is_empty) {
+                return Err(format!("`{part}`: an empty value in the sweep `{v}`"));
+            }
+            params.push((k, values));
+        }
+        parts.push((kind.to_owned(), params));
+    }
+    let points: usize = parts
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(|(_, v)| v.len()))
+        .try_fold(1usize, |acc, n| acc.checked_mul(n))
+        .unwrap_or(usize::MAX);
+    if points > MAX_POINTS {
+        return Err(format!(
+            "`{}` sweeps {points} combinations (at most {MAX_POINTS})",
+            item.trim()
+        ));
+    }
+    let knobs: Vec<usize> = parts
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(|(_, v)| v.len()))
+        .collect();
+    let mut out = Vec::with_capacity(points);
+    for index in 0..points {
+        // The mixed-radix digits of `index`, the last knob fastest.
+        let mut digits = vec![0; knobs.len()];
+        let mut rest = index;
+        for (d, &n) in digits.iter_mut().zip(&knobs).rev() {
+            *d = rest % n;
+            rest /= n;
+        }
+        let mut digit = digits.into_iter();
+        let spelled: Vec<String> = parts
+            .iter()
+            .map(|(kind, ps)| {
+                let params: Vec<String> = ps
+                    .iter()
+                    .map(|(k, vs)| {
+                        let v = &vs[digit.next().unwrap_or(0)];
+                        if v.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
+                    .collect();
+                if params.is_empty() {
+                    kind.clone()
+                } else {
+                    format!("{kind}:{}", params.join(","))
+                }
+            })
+            .collect();
+        out.push(spelled.join("+"));
+    }
+    Ok(out)
+}
+
 /// `--defences` takes commas inside a defence's parameters, so the list is
 /// split on commas that start a new defence: `a,b:x=1,y=2,c` → `a`,
 /// `b:x=1,y=2`, `c`.
@@ -243,6 +353,61 @@ mod tests {
                 cross_epochs: 2,
                 weight: 0.5
             })
+        );
+    }
+
+    #[test]
+    fn should_expand_sweeps_and_default_grids() {
+        assert_eq!(
+            expand("relaxloss:alpha=0.1|1,upper=0.3", false).unwrap(),
+            [
+                "relaxloss:alpha=0.1,upper=0.3",
+                "relaxloss:alpha=1,upper=0.3"
+            ]
+        );
+        // Every combination across `+`, the last knob fastest.
+        assert_eq!(
+            expand("relaxloss:alpha=1|2+dp:eps=1|8", false).unwrap(),
+            [
+                "relaxloss:alpha=1+dp:eps=1",
+                "relaxloss:alpha=1+dp:eps=8",
+                "relaxloss:alpha=2+dp:eps=1",
+                "relaxloss:alpha=2+dp:eps=8"
+            ]
+        );
+        assert_eq!(expand(" none ", true).unwrap(), ["none"]);
+        assert_eq!(expand("relaxloss", false).unwrap(), ["relaxloss"]);
+        let grid = expand("relaxloss", true).unwrap();
+        assert_eq!(grid.len(), 5);
+        assert_eq!(grid[0], "relaxloss:alpha=0.1");
+        assert_eq!(expand("dp", true).unwrap()[4], "dp:eps=8");
+        // A part with parameters keeps them under --grid default.
+        assert_eq!(expand("dropout:p=0.2", true).unwrap(), ["dropout:p=0.2"]);
+        assert_eq!(
+            expand("mist:weight=0.5|2", false).unwrap(),
+            ["mist:lambda=0.5", "mist:lambda=2"]
+        );
+        // Every grid and every expansion parses.
+        for kind in [
+            "label-smoothing",
+            "confidence-penalty",
+            "relaxloss",
+            "mist",
+            "early-stopping",
+            "weight-decay",
+            "dropout",
+            "dp",
+        ] {
+            for d in expand(kind, true).unwrap() {
+                defence(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+            }
+        }
+        assert!(expand("relaxloss:alpha=1|", false).is_err());
+        let huge = "dropout:p=0.1|0.2|0.3|0.4+weight-decay:l=1|2|3|4|5+dp:eps=1|2|3|4|5|6|7|8|9|10|11|12|13|14";
+        assert!(
+            expand(huge, false)
+                .unwrap_err()
+                .contains("280 combinations")
         );
     }
 

@@ -18,7 +18,8 @@ pub(super) fn line_chart(
     chart(title, x_label, y_label, series, log_axes, true)
 }
 
-/// A chart of points (no lines between them).
+/// A chart of points (no lines between them), but for a series of more
+/// than one point (a Pareto front), which is joined.
 pub(super) fn scatter_chart(
     title: &str,
     x_label: &str,
@@ -104,7 +105,7 @@ fn chart(
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", px(tx(x)), py(tx(y))))
             .collect();
-        if lines {
+        if lines || points.len() > 1 {
             let _ = write!(
                 svg,
                 r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,

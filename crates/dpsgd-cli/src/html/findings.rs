@@ -4,8 +4,9 @@
 use super::charts::tick_label;
 use super::inputs::{Finding, Inputs};
 use super::privacy::{Privacy, sweep_budget};
-use super::text::{attack, attacks, esc, name_of, num, section_id, strongest};
+use super::text::{attacks, esc, name_of, num, section_id, strongest};
 use crate::output::format::percent;
+use crate::output::pareto::{AUC_TARGET, cheapest_under, on_front};
 use serde_json::Value;
 
 /// A slice's exposure counts when its Bonferroni-adjusted p-value is below
@@ -134,7 +135,7 @@ pub fn findings(inputs: &Inputs) -> Vec<Finding> {
     }
     for (k, compare) in inputs.compare.iter().enumerate() {
         if let Some(rows) = compare.value.as_array()
-            && let Some(best) = best_empirical_defence(rows)
+            && let Some(best) = front_finding(rows)
         {
             out.push(Finding {
                 level: "info",
@@ -427,30 +428,73 @@ fn sweep_advice(inputs: &Inputs) -> Option<String> {
     ))
 }
 
-/// The empirical (non-DP) defence with the lowest LiRA (or loss) AUC whose
-/// accuracy is within 2 points of no defence, as a sentence.
-fn best_empirical_defence(rows: &[Value]) -> Option<String> {
+/// The comparison's Pareto front read at a leakage target: the cheapest
+/// point (the most accurate) whose strongest attack's AUC is at most
+/// [`AUC_TARGET`], with what it costs against no defence and whether it
+/// carries a guarantee; or, where no point reaches the target, the least
+/// leaky point.
+fn front_finding(rows: &[Value]) -> Option<String> {
+    // The strongest attack's AUC, as compare.json states it (older files:
+    // the largest over the attacks).
     let auc_of = |r: &Value| {
-        attack(r, dpsgd::audit::Attack::LIRA_ONLINE)
-            .or_else(|| attack(r, "loss"))
-            .and_then(|a| num(a, "auc"))
+        num(r, "strongest_auc").or_else(|| {
+            attacks(r)
+                .filter_map(|a| num(a, "auc"))
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        })
     };
-    let none = rows
+    let points: Vec<(f64, f64)> = rows
         .iter()
-        .find(|r| r.get("defence").and_then(Value::as_str) == Some("none"))?;
-    let (base_acc, base_auc) = (num(none, "test_accuracy")?, auc_of(none)?);
-    let best = rows
+        .map(|r| {
+            (
+                num(r, "test_accuracy").unwrap_or(f64::NAN),
+                auc_of(r).unwrap_or(f64::NAN),
+            )
+        })
+        .collect();
+    let name = |i: usize| {
+        rows[i]
+            .get("defence")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    };
+    let kind = |i: usize| match rows[i].get("epsilon").and_then(Value::as_f64) {
+        Some(e) => format!("DP-SGD at ε = {e:.2}: a guarantee"),
+        None => "an empirical defence: no guarantee".to_owned(),
+    };
+    let baseline = rows
         .iter()
-        .filter(|r| r.get("epsilon").is_none_or(Value::is_null))
-        .filter(|r| r.get("defence").and_then(Value::as_str) != Some("none"))
-        .filter(|r| num(r, "test_accuracy").is_some_and(|a| a >= base_acc - 0.02))
-        .filter_map(|r| Some((r, auc_of(r)?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))?;
-    let name = best.0.get("defence").and_then(Value::as_str)?;
+        .position(|r| r.get("defence").and_then(Value::as_str) == Some("none"))
+        .map(|i| points[i]);
+    let cost = |i: usize| match baseline {
+        Some((acc, auc)) if acc.is_finite() && auc.is_finite() => format!(
+            "; no defence: {} at AUC {auc:.3}, so {} points of accuracy",
+            percent(acc),
+            fmt_points((acc - points[i].0).max(0.0))
+        ),
+        _ => String::new(),
+    };
+    if let Some(i) = cheapest_under(&points, AUC_TARGET) {
+        return Some(format!(
+            "The cheapest point of the accuracy–leakage front with the strongest attack's AUC ≤ {AUC_TARGET}: <code>{}</code> ({}, AUC {:.3}; {}{}).",
+            esc(name(i)),
+            percent(points[i].0),
+            points[i].1,
+            kind(i),
+            cost(i)
+        ));
+    }
+    let front = on_front(&points);
+    let least = (0..rows.len())
+        .filter(|&i| front[i])
+        .min_by(|&a, &b| points[a].1.total_cmp(&points[b].1))?;
     Some(format!(
-        "Of the empirical defences that keep accuracy within 2 points, <code>{}</code> lowers the attack AUC most ({base_auc:.3} → {:.3}); none of them gives a guarantee — only DP-SGD does.",
-        esc(name),
-        best.1
+        "No point of the comparison keeps the strongest attack's AUC ≤ {AUC_TARGET}; the least leaky point of the front is <code>{}</code> ({}, AUC {:.3}; {}{}).",
+        esc(name(least)),
+        percent(points[least].0),
+        points[least].1,
+        kind(least),
+        cost(least)
     ))
 }
 

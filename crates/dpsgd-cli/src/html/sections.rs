@@ -569,6 +569,49 @@ pub(super) fn compare_section(report: &Report, i: usize, several: bool) -> Strin
         "test accuracy",
         &points,
     ));
+    // The Pareto fronts against the strongest attack, as compare.json
+    // marks them (older files have no marks: no front is drawn).
+    for (key, flag, title, x_label) in [
+        (
+            "strongest_auc",
+            "pareto_auc",
+            "accuracy against the strongest attack's AUC, Pareto front joined",
+            "strongest attack's AUC",
+        ),
+        (
+            "strongest_tpr_at_fpr_0_001",
+            "pareto_tpr",
+            "accuracy against the strongest attack's TPR at 0.1% FPR, Pareto front joined",
+            "strongest attack's TPR at 0.1% FPR",
+        ),
+    ] {
+        let rows: Vec<&Value> = compare.as_array().into_iter().flatten().collect();
+        let mut series: Vec<Series> = Vec::new();
+        let mut front = Vec::new();
+        for r in &rows {
+            let (Some(x), Some(acc)) = (num(r, key), num(r, "test_accuracy")) else {
+                continue;
+            };
+            let name = r.get("defence").and_then(Value::as_str).unwrap_or("?");
+            series.push((
+                name.to_owned(),
+                COLOURS[series.len() % COLOURS.len()],
+                vec![(x, acc)],
+            ));
+            if r.get(flag).and_then(Value::as_bool) == Some(true) {
+                front.push((x, acc));
+            }
+        }
+        if front.is_empty() {
+            continue;
+        }
+        front.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        // A front of one point is drawn as that point alone.
+        if front.len() > 1 {
+            series.push(("Pareto front".to_owned(), "#000000", front));
+        }
+        s.push_str(&scatter_chart(title, x_label, "test accuracy", &series));
+    }
     s
 }
 
