@@ -474,14 +474,21 @@ fn front_finding(rows: &[Value]) -> Option<String> {
         ),
         _ => String::new(),
     };
-    if let Some(i) = cheapest_under(&points, AUC_TARGET) {
-        return Some(format!(
-            "The cheapest point of the accuracy–leakage front with the strongest attack's AUC ≤ {AUC_TARGET}: <code>{}</code> ({}, AUC {:.3}; {}{}).",
+    // `<code>name</code> (accuracy, AUC; kind; cost)`.
+    let point = |i: usize| {
+        format!(
+            "<code>{}</code> ({}, AUC {:.3}; {}{})",
             esc(name(i)),
             percent(points[i].0),
             points[i].1,
             kind(i),
             cost(i)
+        )
+    };
+    if let Some(i) = cheapest_under(&points, AUC_TARGET) {
+        return Some(format!(
+            "The cheapest point of the accuracy–leakage front with the strongest attack's AUC ≤ {AUC_TARGET}: {}.",
+            point(i)
         ));
     }
     let front = on_front(&points);
@@ -489,12 +496,8 @@ fn front_finding(rows: &[Value]) -> Option<String> {
         .filter(|&i| front[i])
         .min_by(|&a, &b| points[a].1.total_cmp(&points[b].1))?;
     Some(format!(
-        "No point of the comparison keeps the strongest attack's AUC ≤ {AUC_TARGET}; the least leaky point of the front is <code>{}</code> ({}, AUC {:.3}; {}{}).",
-        esc(name(least)),
-        percent(points[least].0),
-        points[least].1,
-        kind(least),
-        cost(least)
+        "No point of the comparison keeps the strongest attack's AUC ≤ {AUC_TARGET}; the least leaky point of the front is {}.",
+        point(least)
     ))
 }
 
@@ -508,6 +511,43 @@ mod tests {
         let mut a = audit(Some(claimed), Some(bound), 0.5, (0.5, 0.001));
         a["canary_audit"]["exceeds_claim"] = json!(exceeds);
         a
+    }
+
+    /// The comparison's finding reads the front at AUC ≤ 0.55: the most
+    /// accurate point under it, what it costs and whether it carries a
+    /// guarantee; with none under it, the least leaky point of the front.
+    /// Rows without `strongest_auc` (older files) use their attacks' largest.
+    #[test]
+    fn the_comparison_finding_reads_the_front_at_the_target() {
+        let row = |name: &str, acc: f64, auc: f64, eps: Option<f64>| {
+            json!({"defence": name, "test_accuracy": acc, "epsilon": eps,
+                   "attacks": [{"name": "loss", "auc": 0.5}, {"name": "lira-online", "auc": auc}]})
+        };
+        let rows = vec![
+            row("none", 0.98, 0.60, None),
+            row("relaxloss:alpha=1", 0.93, 0.52, None),
+            row("relaxloss:alpha=2", 0.62, 0.51, None),
+            row("dp:eps=1", 0.81, 0.54, Some(1.0)),
+        ];
+        let text = super::front_finding(&rows).expect("a finding");
+        assert!(text.contains("<code>relaxloss:alpha=1</code> (93.00%, AUC 0.520; an empirical defence: no guarantee; no defence: 98.00% at AUC 0.600, so 5.0 points"), "{text}");
+        let leaky = vec![
+            row("none", 0.98, 0.70, None),
+            row("dp:eps=8", 0.95, 0.58, Some(8.0)),
+            row("mist", 0.90, 0.60, None),
+        ];
+        let text = super::front_finding(&leaky).expect("a finding");
+        assert!(
+            text.starts_with("No point of the comparison keeps"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "<code>dp:eps=8</code> (95.00%, AUC 0.580; DP-SGD at ε = 8.00: a guarantee"
+            ),
+            "{text}"
+        );
+        assert!(super::front_finding(&[]).is_none());
     }
 
     #[test]
