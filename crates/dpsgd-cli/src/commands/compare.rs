@@ -32,7 +32,9 @@ pub struct Args {
     /// dropout[:p=0.3], dp:eps=E; join several with + (relaxloss+dp:eps=8).
     /// A value may be swept: relaxloss:alpha=0.1|0.3|1|2 trains one point
     /// per value, several sweeps every combination (quote the list for the
-    /// shell); mist:weight= is MIST's lambda.
+    /// shell); mist:weight= is MIST's lambda. Measured (docs/defences.md):
+    /// label-smoothing and confidence-penalty RAISE the leak at their
+    /// defaults; relaxloss with alpha above ln K collapses training.
     #[arg(
         long,
         default_value = "none,label-smoothing,relaxloss,mist,early-stopping,dp:eps=1,dp:eps=8"
