@@ -348,24 +348,17 @@ mod tests {
             burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 1, 3]),
             &device,
         );
+        fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+            t.into_data().iter::<f32>().collect()
+        }
         for step in 0..3 {
             let (p1, p2) = (probe([2, 1, 3], &device), probe([2, 1, 3], &device));
             // In-place candidates: `x + p1` and the products own their
             // buffers, the probes do not.
             let y = ((x.clone() + p1.clone()) * 2.0 + p2.clone()) * x.clone();
             let mut grads = y.sum().backward();
-            let g1: Vec<f32> = p1
-                .grad_remove(&mut grads)
-                .expect("p1")
-                .into_data()
-                .iter::<f32>()
-                .collect();
-            let g2: Vec<f32> = p2
-                .grad_remove(&mut grads)
-                .expect("p2")
-                .into_data()
-                .iter::<f32>()
-                .collect();
+            let g1 = values(p1.grad_remove(&mut grads).expect("p1"));
+            let g2 = values(p2.grad_remove(&mut grads).expect("p2"));
             let xs = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
             assert_eq!(
                 g1,
@@ -373,22 +366,19 @@ mod tests {
                 "step {step}"
             );
             assert_eq!(g2, xs.to_vec(), "step {step}");
-            let bigger: Vec<f32> = probe([3, 2, 5], &device)
-                .into_data()
-                .iter::<f32>()
-                .collect();
-            assert_eq!(bigger, vec![0.0; 30], "step {step}");
+            assert_eq!(
+                values(probe([3, 2, 5], &device)),
+                vec![0.0; 30],
+                "step {step}"
+            );
             // Larger than the buffer may grow: its own zeros, the buffer kept.
-            let held = ZEROS.with(|z| z.borrow().as_ref().map(|(_, t)| t.dims()[0]));
+            let buffer_len = || ZEROS.with(|z| z.borrow().as_ref().map(|(_, t)| t.dims()[0]));
+            let held = buffer_len();
             let huge = probe([1, 1, PROBE_BUFFER_MAX + 1], &device);
             assert!(huge.is_require_grad());
-            assert_eq!(
-                ZEROS.with(|z| z.borrow().as_ref().map(|(_, t)| t.dims()[0])),
-                held
-            );
+            assert_eq!(buffer_len(), held);
             drop(huge);
-            let again: Vec<f32> = probe([2, 3], &device).into_data().iter::<f32>().collect();
-            assert_eq!(again, vec![0.0; 6], "step {step}");
+            assert_eq!(values(probe([2, 3], &device)), vec![0.0; 6], "step {step}");
         }
     }
 

@@ -117,6 +117,7 @@ fn row_scale<const D: usize>(t: &Tensor<D>, n: usize) -> Tensor<1> {
     s.mask_fill(keep, 1.0)
 }
 
+/// `t / s` per example, `s: [n]`.
 fn divide_rows<const D: usize>(t: Tensor<D>, s: &Tensor<1>) -> Tensor<D> {
     let mut shape = [1usize; D];
     shape[0] = s.dims()[0];
@@ -129,8 +130,18 @@ fn rescaled<const D: usize>(t: Tensor<D>, s: &Tensor<1>, unit: bool) -> Tensor<D
     if unit { t } else { divide_rows(t, s) }
 }
 
+/// An item whose per-example tensors are scaled (see [`scale`]), with the
+/// scales that undo it: parameter `k`'s per-example gradient is
+/// `∇_ik = (Π_j scales[k][j]_i) · ∇̃_ik`, where `∇̃` is what the item's
+/// tensors now give. Norms are then `‖∇_ik‖² = ‖∇̃_ik‖² · Π_j s²` with the
+/// product taken in f64, and the clipped sum is `Σ_i (c_i Π_j s_ij) ∇̃_ik`:
+/// neither squares nor clip factors leave f32's range however large or
+/// small the activations or output gradients are.
 pub(crate) struct Scaled {
+    /// The item, its tensors divided by their per-example scales.
     pub(crate) item: Item,
+    /// Per parameter (in [`Item::params`] order), the `[n]` scales whose
+    /// product multiplies its per-example gradient.
     pub(crate) scales: Vec<Vec<Tensor<1>>>,
 }
 
@@ -218,6 +229,8 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
         .collect()
 }
 
+/// Squared per-example norms `[n]` of each parameter of an item, in
+/// [`Item::params`] order (of the scaled tensors, for a [`Scaled`] item).
 pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
@@ -240,16 +253,18 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
     }
 }
 
-/// `Σ_i c_ik ∇_ik` of each parameter `k` of an item (flattened), by
-/// book-keeping; `factors[k]` is parameter `k`'s per-example factor `[n]`
-/// (in [`Item::params`] order).
 /// A parameter's per-example clip factors, and whether they equal the
 /// item's first parameter's (then its book-kept gradient is reused).
 pub(crate) struct Factor {
+    /// `[n]`: `c_i` times the parameter's scales.
     pub(crate) tensor: Tensor<1>,
+    /// Equal to the item's first parameter's factors, element by element.
     pub(crate) same_as_first: bool,
 }
 
+/// `Σ_i c_ik ∇_ik` of each parameter `k` of an item (flattened), by
+/// book-keeping; `factors[k]` is parameter `k`'s per-example factor (in
+/// [`Item::params`] order).
 pub(crate) fn clipped_sums(item: Item, factors: Vec<Factor>) -> Vec<(ParamId, Tensor<1>)> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
