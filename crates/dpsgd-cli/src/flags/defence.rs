@@ -227,10 +227,14 @@ pub fn expand(item: &str, grid: bool) -> Result<Vec<String>, String> {
         }
         parts.push((kind.to_owned(), params));
     }
-    let points: usize = parts
+    // How many values each knob takes, in order.
+    let knobs: Vec<usize> = parts
         .iter()
         .flat_map(|(_, ps)| ps.iter().map(|(_, v)| v.len()))
-        .try_fold(1usize, |acc, n| acc.checked_mul(n))
+        .collect();
+    let points: usize = knobs
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
         .unwrap_or(usize::MAX);
     if points > MAX_POINTS {
         return Err(format!(
@@ -238,10 +242,6 @@ pub fn expand(item: &str, grid: bool) -> Result<Vec<String>, String> {
             item.trim()
         ));
     }
-    let knobs: Vec<usize> = parts
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|(_, v)| v.len()))
-        .collect();
     let mut out = Vec::with_capacity(points);
     for index in 0..points {
         // The mixed-radix digits of `index`, the last knob fastest.
