@@ -222,9 +222,35 @@ fn rows() -> Vec<Row> {
             schema: true,
         },
         Row {
+            // α = 0.2 · ln K from the declared number of classes; the
+            // branches are chosen per example under DP-SGD.
+            name: "RelaxLoss by the default rule",
+            command: "train",
+            flags: with(&["--relaxloss", "--relaxloss-upper", "0.2"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
             name: "MIST",
             command: "train",
             flags: with(&["--mist", "--mist-submodels", "2"]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            // No --batch-size: the recipe's batch capped at a quarter of a
+            // sub-model's expected part, N/M (public).
+            name: "MIST with the recipe's batch",
+            command: "train",
+            flags: &[
+                "--epochs",
+                "5",
+                "--hidden",
+                "64",
+                "--mist",
+                "--mist-submodels",
+                "2",
+            ],
             model_derived: &[],
             schema: true,
         },

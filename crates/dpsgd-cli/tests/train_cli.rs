@@ -576,7 +576,7 @@ fn should_refuse_impossible_recipe_options_naming_the_flag() {
         ),
         (&["--ema-decay", "1"], &["--ema-decay"]),
         (
-            &["--mist", "--mist-submodels", "40"],
+            &["--mist", "--mist-submodels", "40", "--batch-size", "128"],
             &["--mist", "too few"],
         ),
     ];
@@ -683,6 +683,28 @@ fn should_train_with_mist_and_report_its_settings() {
     let out = dpsgd(&["train", "--mist-weight", "1", "--quiet"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mist"));
+    // Without --batch-size the recipe's batch (a quarter of the 96 training
+    // records, 24) would not fit 4 parts of about 24: it is capped at a
+    // quarter of N/M = 96/4, so 6, and the run trains.
+    // A --batch-size of the user's is kept as given.
+    let v = report_of(&dir, &tiny_csv(&dir), &["--mist"]);
+    assert_eq!(v["batch_size"], 16, "{v}");
+    ok(&dpsgd(&[
+        "train",
+        "--dataset",
+        &data,
+        "--mist",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["batch_size"], 6, "{v}");
 }
 
 /// `--devices N`: data-parallel DP steps whose result does not depend on

@@ -123,6 +123,7 @@ mod gz;
 mod idx;
 pub mod scatter;
 mod schema;
+mod synthetic;
 
 pub use csv_file::{
     ColumnEncoding, CsvEncoding, LabelColumn, read_csv, read_csv_encoded, read_csv_with_encoding,
@@ -135,6 +136,7 @@ pub use gz::read_maybe_gz;
 pub use idx::{mnist_files, read_idx, read_mnist};
 pub use scatter::{Scattering, group_normalize, scatter_dataset};
 pub use schema::CsvSchema;
+pub use synthetic::{BinaryProfiles, binary_profiles, location_like};
 
 /// The data directory: `$DPSGD_DATA_DIR`, else `../shared/data` relative to
 /// the current directory.

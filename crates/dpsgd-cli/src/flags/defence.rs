@@ -2,7 +2,11 @@
 //! (`relaxloss:alpha=1,upper=0.2`, `relaxloss+dp:eps=8`), and sweeps of
 //! their knobs (`relaxloss:alpha=0.1|0.3|1|2`, `--grid default`).
 
+use super::parse::{RelaxAlpha, relax_alpha};
 use dpsgd::train::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};
+
+/// The key RelaxLoss's `alpha=SlnK` is read under.
+const PER_LN_K: &str = "alpha_per_ln_k";
 
 /// One defence of the comparison, as spelled on the command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,7 +19,8 @@ pub struct DefenceSpec {
     pub epsilon: Option<f64>,
 }
 
-/// `key=value` pairs after a defence's colon.
+/// `key=value` pairs after a defence's colon; RelaxLoss's `alpha=SlnK`
+/// (a share of ln K) comes back as `alpha_per_ln_k=S`.
 fn params(name: &str, text: &str) -> Result<Vec<(String, f64)>, String> {
     text.split(',')
         .filter(|p| !p.is_empty())
@@ -23,6 +28,14 @@ fn params(name: &str, text: &str) -> Result<Vec<(String, f64)>, String> {
             let (k, v) = p
                 .split_once('=')
                 .ok_or_else(|| format!("`{name}`: `{p}` is not key=value"))?;
+            if k.trim() == "alpha" && v.trim().to_ascii_lowercase().ends_with("lnk") {
+                return match relax_alpha(v) {
+                    Ok(RelaxAlpha::PerLnK(share)) => Ok((PER_LN_K.to_owned(), share)),
+                    Ok(RelaxAlpha::Absolute(_)) | Err(_) => {
+                        Err(format!("`{name}`: `{v}` is not a positive share of ln K"))
+                    }
+                };
+            }
             let v: f64 = v
                 .trim()
                 .parse()
@@ -54,8 +67,9 @@ fn get(
         .map_or(default, |(_, v)| *v))
 }
 
-/// Parses one defence: `none`, `label-smoothing[:e=0.1]`,
-/// `confidence-penalty[:beta=0.5]`, `relaxloss[:alpha=0.5,upper=0.3]`,
+/// Parses one defence for data with `classes` classes: `none`,
+/// `label-smoothing[:e=0.1]`, `confidence-penalty[:beta=0.5]`,
+/// `relaxloss[:alpha=0.2lnK,upper=0.3]` (α absolute, or a share of ln K),
 /// `mist[:m=4,t1=1,t2=1,lambda=1]`,
 /// `early-stopping[:patience=5,validation=0.1]`, `weight-decay[:l=0.001]`,
 /// `dropout[:p=0.3]`, `dp:eps=E`, or several joined with `+`
@@ -64,7 +78,7 @@ fn get(
 /// # Errors
 ///
 /// An unknown defence or parameter, or a value out of its domain.
-pub fn defence(s: &str) -> Result<DefenceSpec, String> {
+pub fn defence(s: &str, classes: usize) -> Result<DefenceSpec, String> {
     let mut spec = DefenceSpec {
         name: s.trim().to_owned(),
         defences: Defences::default(),
@@ -91,15 +105,27 @@ pub fn defence(s: &str) -> Result<DefenceSpec, String> {
                 d.confidence_penalty = Some(b as f32);
             }
             "relaxloss" => {
-                let alpha = get(part, &p, "alpha", 0.5, &["alpha", "upper"])?;
-                let upper = get(part, &p, "upper", 0.3, &["alpha", "upper"])?;
-                if alpha <= 0.0 || !(upper > 0.0 && upper <= 1.0) {
+                let allowed = ["alpha", "upper", PER_LN_K];
+                let upper = f64::from(RelaxLossSettings::DEFAULT_UPPER);
+                let upper = get(part, &p, "upper", upper, &allowed)?;
+                let alpha = match (
+                    p.iter().find(|(k, _)| k == "alpha"),
+                    p.iter().find(|(k, _)| k == PER_LN_K),
+                ) {
+                    (Some(_), Some(_)) => {
+                        return Err(format!("`{part}`: gives alpha twice"));
+                    }
+                    (Some(&(_, a)), None) => RelaxAlpha::Absolute(a),
+                    (None, Some(&(_, share))) => RelaxAlpha::PerLnK(share),
+                    (None, None) => RelaxAlpha::DEFAULT,
+                };
+                let positive = match alpha {
+                    RelaxAlpha::Absolute(a) | RelaxAlpha::PerLnK(a) => a > 0.0,
+                };
+                if !positive || !(upper > 0.0 && upper <= 1.0) {
                     return Err(format!("`{part}`: needs alpha > 0 and upper in (0, 1]"));
                 }
-                d.relaxloss = Some(RelaxLossSettings {
-                    alpha: alpha as f32,
-                    upper: upper as f32,
-                });
+                d.relaxloss = Some(alpha.settings(classes, upper));
             }
             "early-stopping" => {
                 let allowed = ["patience", "validation"];
@@ -176,8 +202,8 @@ pub fn default_grid(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "label-smoothing" => "e=0.05|0.1|0.2|0.4",
         "confidence-penalty" => "beta=0.1|0.5|1|2",
-        "relaxloss" => "alpha=0.1|0.3|0.5|1|2",
-        "mist" => "lambda=0.1|0.5|1|2",
+        "relaxloss" => "alpha=0.05lnK|0.1lnK|0.2lnK|0.35lnK|0.5lnK|0.7lnK",
+        "mist" => "lambda=0.5|1|2|3",
         "early-stopping" => "patience=2|5|10",
         "weight-decay" => "l=0.0001|0.001|0.01",
         "dropout" => "p=0.1|0.3|0.5",
@@ -316,14 +342,17 @@ mod tests {
 
     #[test]
     fn should_parse_each_defence_with_its_defaults() {
-        let none = defence("none").unwrap();
+        let none = defence("none", 10).unwrap();
         assert!(none.defences.is_none() && none.epsilon.is_none());
         assert_eq!(
-            defence("label-smoothing").unwrap().defences.label_smoothing,
+            defence("label-smoothing", 10)
+                .unwrap()
+                .defences
+                .label_smoothing,
             Some(0.1)
         );
         assert_eq!(
-            defence("relaxloss:alpha=1,upper=0.2")
+            defence("relaxloss:alpha=1,upper=0.2", 10)
                 .unwrap()
                 .defences
                 .relaxloss,
@@ -332,21 +361,32 @@ mod tests {
                 upper: 0.2
             })
         );
-        let es = defence("early-stopping:patience=3")
+        // Bare RelaxLoss takes the default rule, α = 0.2 · ln K; an
+        // `lnK` value is a share of ln K on the data's K.
+        let alpha = |d: &str, k: usize| defence(d, k).unwrap().defences.relaxloss.unwrap();
+        assert!((alpha("relaxloss", 10).alpha - 0.2 * 10f32.ln()).abs() < 1e-6);
+        assert!((alpha("relaxloss", 2).alpha - 0.2 * 2f32.ln()).abs() < 1e-6);
+        assert_eq!(alpha("relaxloss", 30).upper, 0.3);
+        let relative = alpha("relaxloss:alpha=0.5lnK,upper=0.1", 30);
+        assert!((relative.alpha - 0.5 * 30f32.ln()).abs() < 1e-6 && relative.upper == 0.1);
+        let es = defence("early-stopping:patience=3", 10)
             .unwrap()
             .defences
             .early_stopping
             .unwrap();
         assert_eq!((es.patience, es.validation_fraction), (3, 0.1));
-        let both = defence("relaxloss+dp:eps=8").unwrap();
+        let both = defence("relaxloss+dp:eps=8", 10).unwrap();
         assert_eq!(both.epsilon, Some(8.0));
         assert!(both.defences.relaxloss.is_some());
         assert_eq!(
-            defence("mist").unwrap().defences.mist,
+            defence("mist", 10).unwrap().defences.mist,
             Some(MistSettings::default())
         );
         assert_eq!(
-            defence("mist:m=3,t2=2,lambda=0.5").unwrap().defences.mist,
+            defence("mist:m=3,t2=2,lambda=0.5", 10)
+                .unwrap()
+                .defences
+                .mist,
             Some(MistSettings {
                 submodels: 3,
                 local_epochs: 1,
@@ -378,8 +418,11 @@ mod tests {
         assert_eq!(expand(" none ", true).unwrap(), ["none"]);
         assert_eq!(expand("relaxloss", false).unwrap(), ["relaxloss"]);
         let grid = expand("relaxloss", true).unwrap();
-        assert_eq!(grid.len(), 5);
-        assert_eq!(grid[0], "relaxloss:alpha=0.1");
+        assert_eq!(grid.len(), 6);
+        assert_eq!(grid[0], "relaxloss:alpha=0.05lnK");
+        // Each share of ln K resolves on the data's K: 0.7 · ln 2.
+        let last = defence(&grid[5], 2).unwrap().defences.relaxloss.unwrap();
+        assert!((last.alpha - 0.7 * 2f32.ln()).abs() < 1e-6);
         assert_eq!(expand("dp", true).unwrap()[4], "dp:eps=8");
         // A part with parameters keeps them under --grid default.
         assert_eq!(expand("dropout:p=0.2", true).unwrap(), ["dropout:p=0.2"]);
@@ -399,7 +442,7 @@ mod tests {
             "dp",
         ] {
             for d in expand(kind, true).unwrap() {
-                defence(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+                defence(&d, 10).unwrap_or_else(|e| panic!("{d}: {e}"));
             }
         }
         assert!(expand("relaxloss:alpha=1|", false).is_err());
@@ -419,6 +462,11 @@ mod tests {
             "dp:eps=0",
             "relaxloss:beta=1",
             "relaxloss:upper=2",
+            "relaxloss:alpha=0lnK",
+            "relaxloss:alpha=-1lnK",
+            "relaxloss:alpha=lnK",
+            "relaxloss:alpha=0",
+            "relaxloss:alpha=1,alpha=0.2lnK",
             "label-smoothing:e=1",
             "early-stopping:patience=0",
             "early-stopping:patience=1.5",
@@ -431,7 +479,7 @@ mod tests {
             "mist:lambda=0",
             "mist:k=2",
         ] {
-            assert!(defence(bad).is_err(), "{bad}");
+            assert!(defence(bad, 10).is_err(), "{bad}");
         }
     }
 }

@@ -118,3 +118,71 @@ pub fn backend() -> impl clap::builder::TypedValueParser<Value = dpsgd_burn::bac
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse())
 }
+
+/// RelaxLoss's target loss level as spelled: an absolute α, or a share of
+/// ln K (`0.2lnK`), the cross-entropy of the uniform prediction over the
+/// K classes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RelaxAlpha {
+    /// α itself.
+    Absolute(f64),
+    /// α = this share · ln K.
+    PerLnK(f64),
+}
+
+impl RelaxAlpha {
+    /// The default rule, `0.2lnK` (see
+    /// [`dpsgd::train::RelaxLossSettings::DEFAULT_ALPHA_PER_LN_K`]).
+    pub const DEFAULT: Self =
+        Self::PerLnK(dpsgd::train::RelaxLossSettings::DEFAULT_ALPHA_PER_LN_K as f64);
+
+    /// The settings for `classes` classes with flattening bound `upper`.
+    pub fn settings(self, classes: usize, upper: f64) -> dpsgd::train::RelaxLossSettings {
+        match self {
+            Self::Absolute(alpha) => dpsgd::train::RelaxLossSettings {
+                alpha: alpha as f32,
+                upper: upper as f32,
+            },
+            Self::PerLnK(share) => {
+                dpsgd::train::RelaxLossSettings::relative(share as f32, classes, upper as f32)
+            }
+        }
+    }
+}
+
+/// `ALPHA` (> 0) or `SHARElnK` (SHARE > 0, `lnK` in any case): RelaxLoss's
+/// target, absolute or relative to ln K.
+pub fn relax_alpha(s: &str) -> Result<RelaxAlpha, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    match lower.strip_suffix("lnk") {
+        Some(share) => {
+            let v = positive(share).map_err(|e| format!("`{t}`: the share of ln K {e}"))?;
+            Ok(RelaxAlpha::PerLnK(v))
+        }
+        None => positive(t).map(RelaxAlpha::Absolute),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_read_relaxloss_alpha_absolute_or_relative_to_ln_k() {
+        assert_eq!(relax_alpha("0.5"), Ok(RelaxAlpha::Absolute(0.5)));
+        assert_eq!(relax_alpha(" 0.2lnK "), Ok(RelaxAlpha::PerLnK(0.2)));
+        assert_eq!(relax_alpha("1LNK"), Ok(RelaxAlpha::PerLnK(1.0)));
+        for bad in [
+            "0", "-1", "lnK", "0lnK", "-0.2lnK", "xlnK", "0.2ln", "nan", "inf",
+        ] {
+            assert!(relax_alpha(bad).is_err(), "{bad}");
+        }
+        // 0.2 · ln 10 and 0.2 · ln 2; a single class counts as two.
+        let ten = RelaxAlpha::PerLnK(0.2).settings(10, 0.3);
+        assert!((ten.alpha - 0.460_517).abs() < 1e-5 && ten.upper == 0.3);
+        let one = RelaxAlpha::DEFAULT.settings(1, 0.3).alpha;
+        assert!((one - 0.138_629).abs() < 1e-5);
+        assert_eq!(RelaxAlpha::Absolute(0.7).settings(30, 0.1).alpha, 0.7);
+    }
+}

@@ -99,7 +99,7 @@ fn load_quietly(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Prepro
         (Some(path), DatasetSpec::Csv(..)) => Some(read_schema(path)?),
         (Some(_), _) => anyhow::bail!(error::UsageError {
             flag: "--schema",
-            message: "a schema declares the columns of CSV data (--dataset csv:FILE); digits and IDX images have none".into(),
+            message: "a schema declares the columns of CSV data (--dataset csv:FILE); digits, location-like and IDX images have none".into(),
         }),
     };
     if let (Some(k), Some(classes)) = (o.num_classes, schema.as_ref().and_then(|s| s.classes()))
@@ -126,6 +126,18 @@ fn load_quietly(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Prepro
                 note.to_owned(),
                 "dataset definition".to_owned(),
                 "none (numeric features, classes 0-9 by the dataset definition)".to_owned(),
+            )
+        }
+        DatasetSpec::LocationLike => {
+            let (tr, te) =
+                declared(dpsgd::data::location_like())?.split(o.test_fraction(), seed)?;
+            (
+                tr,
+                te,
+                Scaling::None,
+                "none (binary features, 0 or 1 by the generator's definition)".to_owned(),
+                "dataset definition".to_owned(),
+                "none (binary features, classes 0-29 by the generator's definition)".to_owned(),
             )
         }
         DatasetSpec::Idx(dir) => {
@@ -397,7 +409,7 @@ fn check_user_flags(o: &TrainOptions) -> Result<(), error::UsageError> {
     if o.user_column.is_some() && !matches!(o.dataset, DatasetSpec::Csv(..)) {
         return Err(error::UsageError {
             flag: "--user-column",
-            message: "names a column of CSV data (--dataset csv:FILE); digits and IDX images have no user ids".into(),
+            message: "names a column of CSV data (--dataset csv:FILE); digits, location-like and IDX images have no user ids".into(),
         });
     }
     // What the library refuses at user level, refused before the data is

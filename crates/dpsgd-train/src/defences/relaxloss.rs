@@ -19,6 +19,54 @@ pub struct RelaxLossSettings {
     pub upper: f32,
 }
 
+impl RelaxLossSettings {
+    /// The default rule's α per nat of `ln K`: α = 0.2 · ln K.
+    ///
+    /// `ln K` is the cross-entropy of the uniform prediction over K
+    /// classes, the loss a model that has learnt nothing has: a target α
+    /// at or above it asks the model to unlearn (a two-class table
+    /// collapsed to 18% accuracy at α = 1 > ln 2). Measured on every data
+    /// set the project has (docs/defences.md, "Defaults by a rule"), 0.2 is
+    /// the largest share that kept test accuracy within 2 points of no
+    /// defence and never raised the strongest attack on any of them; the
+    /// most protective α was higher on some (up to 0.7 · ln K on Adult).
+    /// The authors' published settings span 0.11–0.65 · ln K.
+    pub const DEFAULT_ALPHA_PER_LN_K: f32 = 0.2;
+
+    /// The default flattening bound, the authors' Purchase setting.
+    pub const DEFAULT_UPPER: f32 = 0.3;
+
+    /// α = `share` · ln K for `classes` = K (at least 2), with flattening
+    /// bound `upper`: a target stated relative to the uniform prediction's
+    /// loss, so that one share means the same on 2 classes and on 100.
+    ///
+    /// ```
+    /// use dpsgd_train::RelaxLossSettings;
+    /// let s = RelaxLossSettings::relative(0.5, 10, 0.3);
+    /// assert!((s.alpha - 0.5 * 10f32.ln()).abs() < 1e-6);
+    /// ```
+    pub fn relative(share: f32, classes: usize, upper: f32) -> Self {
+        Self {
+            alpha: share * (classes.max(2) as f32).ln(),
+            upper,
+        }
+    }
+
+    /// The default rule for `classes` classes:
+    /// α = [`Self::DEFAULT_ALPHA_PER_LN_K`] · ln K, upper =
+    /// [`Self::DEFAULT_UPPER`]. It reads only the number of classes.
+    ///
+    /// ```
+    /// use dpsgd_train::RelaxLossSettings;
+    /// // ≈ 0.139 on two classes, 0.461 on ten.
+    /// assert!((RelaxLossSettings::default_for(2).alpha - 0.1386).abs() < 1e-3);
+    /// assert!((RelaxLossSettings::default_for(10).alpha - 0.4605).abs() < 1e-3);
+    /// ```
+    pub fn default_for(classes: usize) -> Self {
+        Self::relative(Self::DEFAULT_ALPHA_PER_LN_K, classes, Self::DEFAULT_UPPER)
+    }
+}
+
 /// RelaxLoss's flattened soft target, `[B, classes]`, without gradient.
 ///
 /// For example `i` with true class `y_i` and `p_i = softmax(logits_i)`:
