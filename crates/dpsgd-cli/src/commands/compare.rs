@@ -39,7 +39,9 @@ pub struct Args {
     /// (on all but breast cancer); with the Adam-trained MLP, relaxloss cost
     /// 5-14 points and raised the loss attack on location-like (train it with
     /// --optimizer sgd, as its authors did), and weight-decay cost 8 points
-    /// there; relaxloss with alpha near or above ln K collapses training.
+    /// there; relaxloss with alpha near or above ln K, and mist with too
+    /// large a lambda (>= 1 on breast cancer's 285 records), collapse
+    /// training.
     #[arg(
         long,
         default_value = "none,label-smoothing,relaxloss,mist,early-stopping,dp:eps=1,dp:eps=8"

@@ -274,7 +274,10 @@ pub struct TrainOptions {
     /// MIST: sub-models M ≥ 2 (default 4).
     #[arg(long, allow_hyphen_values = true, value_name = "M", requires = "mist", value_parser = clap::value_parser!(u32).range(2..))]
     pub mist_submodels: Option<u32>,
-    /// MIST: weight λ > 0 of the cross-difference loss (default 1).
+    /// MIST: weight λ > 0 of the cross-difference loss (default 1). Too
+    /// large a λ collapses training to a constant prediction: measured at
+    /// λ ≥ 1 on breast cancer (285 records, parts of about 71), λ ≥ 2 on
+    /// Adult-4k, λ ≥ 3 on location-like (docs/defences.md).
     #[arg(long, value_name = "L", requires = "mist", allow_hyphen_values = true, value_parser = parse::positive)]
     pub mist_weight: Option<f64>,
     /// MIST: epochs of ordinary training T₁ ≥ 1 per round (default 1).
