@@ -3,8 +3,8 @@
 //! [`location_like`] has the shape of the Location-30 membership-inference
 //! benchmark (Shokri et al., "Membership Inference Attacks Against Machine
 //! Learning Models", IEEE S&P 2017: 5 010 records, 446 binary features, 30
-//! classes), on which the RelaxLoss and MIST papers report their tabular
-//! results: sparse binary rows drawn from 30 class profiles of unequal
+//! classes), a standard membership-inference benchmark (the issue that
+//! asked for it measured defences there): sparse binary rows drawn from 30 class profiles of unequal
 //! size, with a share of rows mixing two profiles. It is not that data:
 //! it reproduces its shape and its difficulty for an over-parameterised
 //! MLP (a large gap between training and test accuracy), not its values.
@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+
+/// The most values (records × features) [`binary_profiles`] draws: 2³⁰,
+/// 4 GiB of f32.
+pub const MAX_VALUES: usize = 1 << 30;
 
 /// How a sparse binary table is drawn ([`binary_profiles`]).
 ///
@@ -125,9 +129,23 @@ pub fn binary_profiles(p: &BinaryProfiles) -> Result<Dataset> {
             "need values in [0, 1]",
         ));
     }
+    let Some(values) = p
+        .records
+        .checked_mul(p.features)
+        .filter(|&v| v <= MAX_VALUES)
+    else {
+        return Err(invalid(
+            "records × features",
+            format!("{} × {}", p.records, p.features),
+            &format!("at most {MAX_VALUES} values"),
+        ));
+    };
     let mut rng = ChaCha20Rng::seed_from_u64(p.seed);
     let background: Vec<f64> = (0..p.features)
-        .map(|_| p.background * rng.random::<f64>().powi(3))
+        .map(|_| {
+            let u = rng.random::<f64>();
+            p.background * u * u * u
+        })
         .collect();
     // Each class's hot features and their rates.
     let hot: Vec<Vec<(usize, f64)>> = (0..p.classes)
@@ -139,10 +157,13 @@ pub fn binary_profiles(p: &BinaryProfiles) -> Result<Dataset> {
         })
         .collect();
     let weights: Vec<f64> = (0..p.classes)
-        .map(|_| 0.2 + rng.random::<f64>().powi(2))
+        .map(|_| {
+            let u = rng.random::<f64>();
+            0.2 + u * u
+        })
         .collect();
     let total: f64 = weights.iter().sum();
-    let mut features = Vec::with_capacity(p.records * p.features);
+    let mut features = Vec::with_capacity(values);
     let mut labels = Vec::with_capacity(p.records);
     let mut rates = vec![0.0; p.features];
     for _ in 0..p.records {

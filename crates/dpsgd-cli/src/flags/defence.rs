@@ -28,7 +28,10 @@ fn params(name: &str, text: &str) -> Result<Vec<(String, f64)>, String> {
             let (k, v) = p
                 .split_once('=')
                 .ok_or_else(|| format!("`{name}`: `{p}` is not key=value"))?;
-            if k.trim() == "alpha" && v.trim().to_ascii_lowercase().ends_with("lnk") {
+            if name.trim_start().starts_with("relaxloss")
+                && k.trim() == "alpha"
+                && v.trim().to_ascii_lowercase().ends_with("lnk")
+            {
                 return match relax_alpha(v) {
                     Ok(RelaxAlpha::PerLnK(share)) => Ok((PER_LN_K.to_owned(), share)),
                     Ok(RelaxAlpha::Absolute(_)) | Err(_) => {
@@ -125,7 +128,11 @@ pub fn defence(s: &str, classes: usize) -> Result<DefenceSpec, String> {
                 if !positive || !(upper > 0.0 && upper <= 1.0) {
                     return Err(format!("`{part}`: needs alpha > 0 and upper in (0, 1]"));
                 }
-                d.relaxloss = Some(alpha.settings(classes, upper));
+                let settings = alpha.settings(classes, upper);
+                if !settings.alpha.is_finite() {
+                    return Err(format!("`{part}`: alpha is too large"));
+                }
+                d.relaxloss = Some(settings);
             }
             "early-stopping" => {
                 let allowed = ["patience", "validation"];
@@ -467,6 +474,8 @@ mod tests {
             "relaxloss:alpha=lnK",
             "relaxloss:alpha=0",
             "relaxloss:alpha=1,alpha=0.2lnK",
+            "relaxloss:alpha=1e300",
+            "label-smoothing:e=0.5lnK",
             "label-smoothing:e=1",
             "early-stopping:patience=0",
             "early-stopping:patience=1.5",

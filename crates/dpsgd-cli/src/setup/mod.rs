@@ -158,23 +158,37 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
     with_defences(cfg, o.defences(train.n_classes()), o, train)
 }
 
-/// `cfg` with the empirical `defences`. Under MIST without a
-/// `--batch-size`, the batch is at most a quarter of a sub-model's expected
-/// part, N/M units (at least 1), as the recipes keep it at most a quarter
-/// of N: each sub-model samples its batches from its own part, and a small
-/// data set (breast cancer's 285 training records, 4 parts of about 71)
-/// would otherwise ask for batches larger than a part. N/M is public: the
-/// parts are drawn from the seed alone, whatever the records hold.
+/// `cfg` with the empirical `defences`, its batch and epochs set again
+/// from the flags and the recipe (so that calling it twice, as `compare`
+/// does for each point, leaves nothing of the first call). Under MIST
+/// without a `--batch-size`, the batch is at most a quarter of a
+/// sub-model's expected part, N/M units (at least 1), as the recipes keep
+/// it at most a quarter of N: each sub-model samples its batches from its
+/// own part, and a small data set (breast cancer's 285 training records, 4
+/// parts of about 71) would otherwise ask for batches larger than a part;
+/// a recipe with a step count then takes its epochs for that batch. N/M is
+/// public: the parts are drawn from the seed alone, whatever the records
+/// hold.
 pub fn with_defences(
     mut cfg: TrainConfig,
     defences: Defences,
     o: &TrainOptions,
     train: &Dataset,
 ) -> TrainConfig {
+    let recipe = recipe_for(o, train);
+    let n = units(o, train);
+    let mut batch = o.batch_size.unwrap_or(recipe.batch_size);
     if let (Some(mist), None) = (&defences.mist, o.batch_size) {
-        let part = units(o, train) / mist.submodels.max(1);
-        cfg.batch_size = cfg.batch_size.min((part / 4).max(1));
+        batch = batch.min((n / mist.submodels.max(1) / 4).max(1));
     }
+    cfg.epochs = o.epochs.unwrap_or_else(|| {
+        if o.batch_size.is_none() && batch == recipe.batch_size {
+            recipe.epochs
+        } else {
+            recipe.epochs_for(batch, n).unwrap_or(recipe.epochs)
+        }
+    });
+    cfg.batch_size = batch;
     cfg.defences = defences;
     cfg
 }
