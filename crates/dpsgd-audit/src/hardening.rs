@@ -297,6 +297,59 @@ impl Release {
     }
 }
 
+impl std::str::FromStr for Release {
+    type Err = String;
+
+    /// `full`, `label-only`, `top-K`, `round-D` or `top-K-round-D`, with
+    /// `K ≥ 1` and `D ≤ 15`.
+    ///
+    /// ```
+    /// use dpsgd_audit::hardening::Release;
+    /// assert_eq!("top-3-round-2".parse(), Ok(Release::TopKRounded(3, 2)));
+    /// assert!("top-0".parse::<Release>().is_err());
+    /// ```
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}`: expected full, label-only, top-K, round-D or top-K-round-D");
+        let number = |t: &str| t.parse::<u32>().map_err(|_| bad());
+        let s = s.trim();
+        match s {
+            "full" => return Ok(Self::Full),
+            "label-only" => return Ok(Self::LabelOnly),
+            _ => {}
+        }
+        let release = if let Some(rest) = s.strip_prefix("top-") {
+            match rest.split_once("-round-") {
+                Some((k, d)) => Self::TopKRounded(number(k)? as usize, number(d)?),
+                None => Self::TopK(number(rest)? as usize),
+            }
+        } else if let Some(d) = s.strip_prefix("round-") {
+            Self::Rounded(number(d)?)
+        } else {
+            return Err(bad());
+        };
+        match release {
+            Self::TopK(0) | Self::TopKRounded(0, _) => Err(format!("`{s}`: k must be at least 1")),
+            Self::Rounded(d) | Self::TopKRounded(_, d) if d > MAX_DECIMALS => {
+                Err(format!("`{s}`: at most {MAX_DECIMALS} decimals"))
+            }
+            r => Ok(r),
+        }
+    }
+}
+
+impl std::fmt::Display for Release {
+    /// The spelling [`Release::from_str`](std::str::FromStr) reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Full => write!(f, "full"),
+            Self::LabelOnly => write!(f, "label-only"),
+            Self::TopK(k) => write!(f, "top-{k}"),
+            Self::Rounded(d) => write!(f, "round-{d}"),
+            Self::TopKRounded(k, d) => write!(f, "top-{k}-round-{d}"),
+        }
+    }
+}
+
 /// The first index of the largest value (0 for an empty slice).
 fn argmax(probs: &[f64]) -> usize {
     let mut best = 0;

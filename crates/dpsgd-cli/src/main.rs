@@ -1,7 +1,7 @@
 //! `dpsgd`: differentially private deep learning from the command line.
 //!
-//! Subcommands: `train`, `sweep`, `audit`, `compare`, `report`, `epsilon`
-//! and `calibrate` (privacy accounting), `bench`.
+//! Subcommands: `train`, `sweep`, `audit`, `compare`, `report`, `serve`,
+//! `epsilon` and `calibrate` (privacy accounting), `bench`.
 //!
 //! Layout (after ripgrep's), each layer importing only those below it:
 //! * `commands/`: one file per subcommand, its `Args` and `run`;
@@ -58,6 +58,9 @@ enum Command {
     /// One self-contained HTML page (findings, guarantee, leakage,
     /// defences) from the JSON reports of train, audit, sweep and compare.
     Report(commands::report::Args),
+    /// Serve a saved model over HTTP behind per-key releases, budgets and
+    /// query-stream monitoring; `serve keys add|list|revoke` manages keys.
+    Serve(commands::serve::Args),
 }
 
 /// mimalloc keeps freed large blocks for reuse instead of returning them to
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => commands::sweep::run(&a),
         Command::Audit(a) => commands::audit::run(&a),
         Command::Compare(a) => commands::compare::run(&a),
+        Command::Serve(a) => commands::serve::run(&a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -59,6 +59,15 @@ pub enum TrainError {
         /// What failed.
         reason: String,
     },
+    /// A saved model ([`crate::TrainedModel::load`]) could not be read or
+    /// does not fit its card.
+    #[error("loading the model {}: {reason}", path.display())]
+    Load {
+        /// The model's record file.
+        path: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl TrainError {

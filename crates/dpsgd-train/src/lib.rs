@@ -11,6 +11,7 @@ mod error;
 mod eval;
 mod features;
 mod fit;
+pub mod model_file;
 pub mod models;
 mod recipe;
 mod report;
@@ -30,6 +31,7 @@ pub use fit::canaries;
 pub use fit::canaries::{CanaryObservation, CanaryView, GradientCanaries};
 pub use fit::mist;
 pub use fit::{MAX_CLASSES, MAX_PARAMETERS, train, train_model, train_with_gradient_canaries};
+pub use model_file::{CardPrivacy, ModelCard, card_path};
 pub use models::{Activation, Classifier, Cnn, Mlp};
 pub use recipe::{MIN_IMAGE_SIDE, Recipe};
 pub use report::{

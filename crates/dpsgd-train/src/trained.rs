@@ -48,16 +48,46 @@ impl TrainedModel {
         classes: usize,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let scattering = match features {
-            Features::Raw => None,
-            Features::Scatter { .. } => Some(crate::features::scattering_for(raw)?),
+        Self::from_parts(
+            net,
+            features,
+            raw.image_shape(),
+            raw.n_features(),
+            classes,
+            device,
+        )
+    }
+
+    /// A model taking `input_len` values per example (images of
+    /// `input_shape`), with the feature transform `features` in front of
+    /// `net`.
+    pub(crate) fn from_parts(
+        net: Net,
+        features: Features,
+        input_shape: Option<[usize; 3]>,
+        input_len: usize,
+        classes: usize,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let scattering = match (features, input_shape) {
+            (Features::Raw, _) => None,
+            (Features::Scatter { .. }, Some([_, h, w])) => Some(
+                dpsgd_data::Scattering::new(h, w, 2, 8)
+                    .map_err(|e| TrainError::config_from("features", e))?,
+            ),
+            (Features::Scatter { .. }, None) => {
+                return Err(TrainError::config(
+                    "features",
+                    "ScatterNet features need image data",
+                ));
+            }
         };
         Ok(Self {
             net,
             features,
             scattering,
-            input_shape: raw.image_shape(),
-            input_len: raw.n_features(),
+            input_shape,
+            input_len,
             classes,
             device,
         })

@@ -31,33 +31,7 @@ fn canary_view(s: &str) -> Result<CanaryView, String> {
 
 /// `full`, `label-only`, `top-K`, `round-D` or `top-K-round-D`.
 pub fn release(s: &str) -> Result<Release, String> {
-    let bad = || format!("`{s}`: expected full, label-only, top-K, round-D or top-K-round-D");
-    let number = |t: &str| t.parse::<u32>().map_err(|_| bad());
-    let s = s.trim();
-    match s {
-        "full" => return Ok(Release::Full),
-        "label-only" => return Ok(Release::LabelOnly),
-        _ => {}
-    }
-    let release = if let Some(rest) = s.strip_prefix("top-") {
-        match rest.split_once("-round-") {
-            Some((k, d)) => Release::TopKRounded(number(k)? as usize, number(d)?),
-            None => Release::TopK(number(rest)? as usize),
-        }
-    } else if let Some(d) = s.strip_prefix("round-") {
-        Release::Rounded(number(d)?)
-    } else {
-        return Err(bad());
-    };
-    match release {
-        Release::TopK(0) | Release::TopKRounded(0, _) => {
-            Err(format!("`{s}`: k must be at least 1"))
-        }
-        Release::Rounded(d) | Release::TopKRounded(_, d) if d > 15 => {
-            Err(format!("`{s}`: at most 15 decimals"))
-        }
-        r => Ok(r),
-    }
+    s.parse()
 }
 
 /// Arguments of `dpsgd audit`.

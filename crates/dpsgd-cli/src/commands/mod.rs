@@ -6,5 +6,6 @@ pub mod calibrate;
 pub mod compare;
 pub mod epsilon;
 pub mod report;
+pub mod serve;
 pub mod sweep;
 pub mod train;

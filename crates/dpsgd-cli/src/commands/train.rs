@@ -30,7 +30,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Save the trained model here (burn's record bytes; load them into a
-    /// model of the same architecture), written atomically.
+    /// model of the same architecture), written atomically, and its card
+    /// beside it (FILE.card.json: the architecture and the run's ε, δ and
+    /// unit), from which `dpsgd serve` and `TrainedModel::load` rebuild it.
     #[arg(long, value_name = "FILE")]
     pub save_model: Option<PathBuf>,
     /// Checkpoint a private run into DIR after every epoch (created if
@@ -159,10 +161,12 @@ pub fn check_no_clobbering(a: &Args) -> Result<(), error::UsageError> {
             &[dpsgd::train::CHECKPOINT_FILE, FolderLock::FILE],
         ));
     }
+    let card = a.save_model.as_deref().map(dpsgd::train::card_path);
     let written = clobbering::given([
         ("--report", a.report.as_ref()),
         ("--html", a.html.as_ref()),
         ("--save-model", a.save_model.as_ref()),
+        ("--save-model", card.as_ref()),
     ]);
     clobbering::check_no_clobbering(&inputs, &written)
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// Refuses, before training, a `--save-model` path that cannot be written:
 /// a directory, or one in a missing directory.
 pub fn check_save_path(path: &Path) -> Result<(), error::UsageError> {
-    check_output_path("--save-model", path)
+    check_output_path("--save-model", path)?;
+    // The model card goes beside it (`dpsgd serve` loads both).
+    check_output_path("--save-model", &dpsgd::train::card_path(path))
 }
 
 /// Refuses, before any work, an output `flag` cannot write: `-` (standard

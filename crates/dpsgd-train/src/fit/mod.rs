@@ -349,7 +349,33 @@ fn train_planted(
         }
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
+    if let Some(path) = &cfg.save_model {
+        save_card(&model, cfg, &report, path)?;
+    }
     Ok((report, model, observed))
+}
+
+/// Writes the card of the model saved at `path` beside it
+/// ([`crate::model_file::card_path`]), atomically, so that
+/// [`TrainedModel::load`] can rebuild it.
+fn save_card(
+    model: &TrainedModel,
+    cfg: &TrainConfig,
+    report: &TrainReport,
+    path: &std::path::Path,
+) -> Result<(), TrainError> {
+    let card_path = crate::model_file::card_path(path);
+    let failed = |reason: String| TrainError::Save {
+        path: card_path.clone(),
+        reason,
+    };
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| failed(format!("reading the saved model's size: {e}")))?
+        .len();
+    let card = model.card(cfg, report, bytes);
+    let text = serde_json::to_string_pretty(&card).map_err(|e| failed(e.to_string()))?;
+    dpsgd_burn::io::write_atomically(&card_path, text.as_bytes(), dpsgd_burn::io::Access::Default)
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// The most classes a model is built for: a `--num-classes` of 2³² − 1

@@ -1,0 +1,509 @@
+//! API keys, their budgets and the audit log, in SQLite.
+//!
+//! A key is `dpk_<id>_<secret>`: the id names its row, the secret (32
+//! random bytes, hex) is shown once, when the key is made, and only its
+//! SHA-256 is stored. Every change — a key made, queries charged, a
+//! refusal, a flag, a revocation — is one transaction, so a budget spent,
+//! a revocation or a flag survives a crash (`kill -9`) the moment the
+//! answer that caused it leaves. The secret is never logged.
+
+use crate::error::{Result, ServeError};
+use dpsgd_audit::hardening::Release;
+use rand::TryRngCore;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// One key as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyInfo {
+    /// The key's id (`dpk_<id>_…`).
+    pub id: i64,
+    /// The release it is allowed (`full`, `top-K`, `round-D`,
+    /// `top-K-round-D`, `label-only`).
+    pub release: String,
+    /// Records it may query in its lifetime.
+    pub budget: u64,
+    /// Records it has queried.
+    pub used: u64,
+    /// Records it may query per second (`None`: no rate limit).
+    pub rate: Option<f64>,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// Whether the monitor flagged it.
+    pub flagged: bool,
+    /// When it was made (seconds since the Unix epoch).
+    pub created: i64,
+}
+
+/// What charging a key for some records came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Charged; the records it has left.
+    Granted {
+        /// Budget left after this charge.
+        remaining: u64,
+    },
+    /// The batch would pass the budget: refused whole, nothing charged.
+    OverBudget,
+    /// The key is revoked.
+    Revoked,
+    /// No such key, or a wrong secret.
+    Unknown,
+}
+
+/// The key database.
+#[derive(Debug)]
+pub struct KeyStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Splits `dpk_<id>_<secret>` into its id and secret.
+fn parse_key(key: &str) -> Option<(i64, &str)> {
+    let rest = key.strip_prefix("dpk_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let id = id.parse().ok()?;
+    (secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, secret))
+}
+
+impl KeyStore {
+    /// Opens (creating if missing) the key database at `path`, in WAL mode
+    /// with full synchronisation, so that a committed change survives a
+    /// crash of the process.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`] when the file cannot be opened or is not a
+    /// key database.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = |source| ServeError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS keys (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 secret_sha256 TEXT NOT NULL,
+                 release TEXT NOT NULL,
+                 budget INTEGER NOT NULL,
+                 used INTEGER NOT NULL DEFAULT 0,
+                 rate REAL,
+                 revoked INTEGER NOT NULL DEFAULT 0,
+                 flagged INTEGER NOT NULL DEFAULT 0,
+                 created INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS audit_log (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at INTEGER NOT NULL,
+                 key_id INTEGER,
+                 event TEXT NOT NULL,
+                 detail TEXT NOT NULL
+             );",
+        )
+        .map_err(db)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn db(&self, source: rusqlite::Error) -> ServeError {
+        ServeError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Makes a key allowed `release`, `budget` records in its lifetime and
+    /// `rate` records per second; returns its id and the key itself
+    /// (`dpk_<id>_<secret>`), which is stored only hashed.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Invalid`] for a rate that is not a positive finite
+    /// number; [`ServeError::Database`].
+    pub fn add(
+        &mut self,
+        release: Release,
+        budget: u64,
+        rate: Option<f64>,
+    ) -> Result<(i64, String)> {
+        if let Some(r) = rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(ServeError::Invalid {
+                name: "rate",
+                value: r.to_string(),
+                reason: "must be a positive number of records per second".into(),
+            });
+        }
+        let budget_sql = i64::try_from(budget).map_err(|_| ServeError::Invalid {
+            name: "budget",
+            value: budget.to_string(),
+            reason: format!("at most {}", i64::MAX),
+        })?;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|e| ServeError::Invalid {
+                name: "secret",
+                value: String::new(),
+                reason: format!("the operating system's random source failed: {e}"),
+            })?;
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.path.clone();
+        let db = |source| ServeError::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO keys (secret_sha256, release, budget, rate, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![sha256_hex(&secret), release.to_string(), budget_sql, rate, now()],
+        )
+        .map_err(db)?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, 'key-added', ?3)",
+            params![
+                now(),
+                id,
+                format!("release {release}, budget {budget}, rate {rate:?}")
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok((id, format!("dpk_{id}_{secret}")))
+    }
+
+    /// The key `key` stands for, if it exists and its secret matches.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`].
+    pub fn authenticate(&self, key: &str) -> Result<Option<KeyInfo>> {
+        let Some((id, secret)) = parse_key(key) else {
+            return Ok(None);
+        };
+        let Some((hash, info)) = self.row(id)? else {
+            return Ok(None);
+        };
+        // Compared in full whatever the first difference (no early exit).
+        let given = sha256_hex(secret);
+        let same = hash.len() == given.len()
+            && hash
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |d, (a, b)| d | (a ^ b))
+                == 0;
+        Ok(same.then_some(info))
+    }
+
+    fn row(&self, id: i64) -> Result<Option<(String, KeyInfo)>> {
+        self.conn
+            .query_row(
+                "SELECT secret_sha256, release, budget, used, rate, revoked, flagged, created FROM keys WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        KeyInfo {
+                            id,
+                            release: r.get(1)?,
+                            budget: r.get::<_, i64>(2)?.max(0) as u64,
+                            used: r.get::<_, i64>(3)?.max(0) as u64,
+                            rate: r.get(4)?,
+                            revoked: r.get::<_, i64>(5)? != 0,
+                            flagged: r.get::<_, i64>(6)? != 0,
+                            created: r.get(7)?,
+                        },
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Every key, by id.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`].
+    pub fn list(&self) -> Result<Vec<KeyInfo>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM keys ORDER BY id")
+            .map_err(|e| self.db(e))?;
+        let ids: Vec<i64> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.db(e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.db(e))?;
+        ids.into_iter()
+            .filter_map(|id| self.row(id).transpose())
+            .map(|r| r.map(|(_, info)| info))
+            .collect()
+    }
+
+    /// The key with id `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::NoSuchKey`]; [`ServeError::Database`].
+    pub fn get(&self, id: i64) -> Result<KeyInfo> {
+        self.row(id)?
+            .map(|(_, info)| info)
+            .ok_or(ServeError::NoSuchKey(id))
+    }
+
+    /// Revokes key `id` (for good), with `reason` in the audit log.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::NoSuchKey`]; [`ServeError::Database`].
+    pub fn revoke(&mut self, id: i64, reason: &str) -> Result<()> {
+        self.update(
+            id,
+            "UPDATE keys SET revoked = 1 WHERE id = ?1",
+            "revoked",
+            reason,
+        )
+    }
+
+    /// Flags key `id` with the monitor's `evidence` in the audit log.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::NoSuchKey`]; [`ServeError::Database`].
+    pub fn flag(&mut self, id: i64, evidence: &str) -> Result<()> {
+        self.update(
+            id,
+            "UPDATE keys SET flagged = 1 WHERE id = ?1",
+            "flagged",
+            evidence,
+        )
+    }
+
+    fn update(&mut self, id: i64, sql: &str, event: &str, detail: &str) -> Result<()> {
+        let path = self.path.clone();
+        let db = |source| ServeError::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        if tx.execute(sql, params![id]).map_err(db)? == 0 {
+            return Err(ServeError::NoSuchKey(id));
+        }
+        tx.execute(
+            "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now(), id, event, detail],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Charges key `id` for `records` records, atomically: granted only if
+    /// it is not revoked and `used + records ≤ budget`; a refusal is logged
+    /// and charges nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`].
+    pub fn charge(&mut self, id: i64, records: u64) -> Result<Charge> {
+        let path = self.path.clone();
+        let db = |source| ServeError::Database {
+            path: path.clone(),
+            source,
+        };
+        let n = i64::try_from(records).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction().map_err(db)?;
+        let row: Option<(i64, i64, i64)> = tx
+            .query_row(
+                "SELECT budget, used, revoked FROM keys WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let outcome = match row {
+            None => Charge::Unknown,
+            Some((_, _, revoked)) if revoked != 0 => Charge::Revoked,
+            Some((budget, used, _)) if used.saturating_add(n) > budget => Charge::OverBudget,
+            Some((budget, used, _)) => {
+                tx.execute(
+                    "UPDATE keys SET used = used + ?2 WHERE id = ?1",
+                    params![id, n],
+                )
+                .map_err(db)?;
+                Charge::Granted {
+                    remaining: (budget - used - n) as u64,
+                }
+            }
+        };
+        if outcome == Charge::OverBudget {
+            tx.execute(
+                "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, 'refused-budget', ?3)",
+                params![now(), id, format!("a batch of {records} records")],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(outcome)
+    }
+
+    /// Appends `event` with `detail` about key `id` to the audit log.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`].
+    pub fn log(&self, id: Option<i64>, event: &str, detail: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![now(), id, event, detail],
+            )
+            .map(|_| ())
+            .map_err(|e| self.db(e))
+    }
+
+    /// The audit log, oldest first: `(at, key id, event, detail)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`].
+    pub fn audit_log(&self) -> Result<Vec<(i64, Option<i64>, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, key_id, event, detail FROM audit_log ORDER BY seq")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(|e| self.db(e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.db(e));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(name: &str) -> (KeyStore, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("dpsgd-serve-keys-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.db");
+        (KeyStore::open(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn should_store_only_the_hash_and_authenticate_the_exact_key() {
+        let (mut s, path) = store("auth");
+        let (id, key) = s.add(Release::Full, 10, None).unwrap();
+        assert!(key.starts_with(&format!("dpk_{id}_")));
+        let info = s.authenticate(&key).unwrap().unwrap();
+        assert_eq!((info.id, info.budget, info.used), (id, 10, 0));
+        // One hex digit changed, another id, garbage: no key.
+        let mut wrong = key.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == '0' { '1' } else { '0' });
+        for bad in [
+            wrong.as_str(),
+            "dpk_1",
+            "",
+            "Bearer x",
+            &key.replace(&format!("dpk_{id}_"), "dpk_99_"),
+        ] {
+            assert!(s.authenticate(bad).unwrap().is_none(), "{bad}");
+        }
+        // The secret is nowhere in the file.
+        let secret = key.rsplit('_').next().unwrap();
+        drop(s);
+        let bytes = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+        for b in [&bytes, &wal] {
+            assert!(!b.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn should_charge_within_the_budget_and_refuse_a_batch_past_it_whole() {
+        let (mut s, _) = store("charge");
+        let (id, _) = s.add(Release::Full, 10, Some(5.0)).unwrap();
+        assert_eq!(s.charge(id, 6).unwrap(), Charge::Granted { remaining: 4 });
+        assert_eq!(s.charge(id, 5).unwrap(), Charge::OverBudget);
+        assert_eq!(
+            s.get(id).unwrap().used,
+            6,
+            "a refused batch charges nothing"
+        );
+        assert_eq!(s.charge(id, 4).unwrap(), Charge::Granted { remaining: 0 });
+        assert_eq!(s.charge(id, 1).unwrap(), Charge::OverBudget);
+        s.revoke(id, "test").unwrap();
+        assert_eq!(s.charge(id, 0).unwrap(), Charge::Revoked);
+        assert_eq!(s.charge(999, 1).unwrap(), Charge::Unknown);
+        assert!(matches!(
+            s.revoke(999, "x"),
+            Err(ServeError::NoSuchKey(999))
+        ));
+        let events: Vec<String> = s.audit_log().unwrap().into_iter().map(|e| e.2).collect();
+        assert_eq!(
+            events,
+            ["key-added", "refused-budget", "refused-budget", "revoked"]
+        );
+    }
+
+    #[test]
+    fn should_keep_budgets_and_revocations_across_reopening() {
+        let (mut s, path) = store("reopen");
+        let (a, _) = s.add(Release::LabelOnly, 100, None).unwrap();
+        let (b, _) = s.add(Release::TopK(3), 50, Some(2.0)).unwrap();
+        s.charge(a, 40).unwrap();
+        s.revoke(b, "probing").unwrap();
+        s.flag(a, "near-duplicates").unwrap();
+        drop(s);
+        let s = KeyStore::open(&path).unwrap();
+        let list = s.list().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            (list[0].used, list[0].flagged, list[0].revoked),
+            (40, true, false)
+        );
+        assert_eq!(list[0].release, "label-only");
+        assert_eq!(
+            (list[1].revoked, list[1].rate, list[1].release.as_str()),
+            (true, Some(2.0), "top-3")
+        );
+    }
+
+    #[test]
+    fn should_refuse_a_bad_rate() {
+        let (mut s, _) = store("rate");
+        for r in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(s.add(Release::Full, 1, Some(r)).is_err(), "{r}");
+        }
+        assert!(s.add(Release::Full, u64::MAX, None).is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! The HTTP server: `POST /v1/predict`, `GET /v1/health`, `GET /v1/metrics`.
+
+use crate::error::{Result, ServeError};
+use crate::keys::{Charge, KeyInfo, KeyStore};
+use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorSettings};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dpsgd_audit::hardening::Release;
+use dpsgd_train::{ModelCard, TrainedModel};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Revoke a key the monitor flags (otherwise flag it only).
+    pub auto_revoke: bool,
+    /// The monitor's thresholds.
+    pub monitor: MonitorSettings,
+    /// Whether to monitor at all.
+    pub monitoring: bool,
+    /// The most records one request may carry.
+    pub max_batch: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            auto_revoke: false,
+            monitor: MonitorSettings::default(),
+            monitoring: true,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// A token bucket of records per second, holding at most one second's
+/// worth (in memory: a restart refills it, budgets are in the database).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// What the handlers share.
+struct AppState {
+    model: Mutex<TrainedModel>,
+    card: ModelCard,
+    keys: Mutex<KeyStore>,
+    monitor: Mutex<Monitor>,
+    buckets: Mutex<HashMap<i64, Bucket>>,
+    metrics: Metrics,
+    settings: ServeSettings,
+}
+
+/// The model served, its key store and settings, ready to [`serve`].
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("card", &self.state.card)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Serves `model` (with its `card`) to the keys of `keys`.
+    pub fn new(
+        model: TrainedModel,
+        card: ModelCard,
+        keys: KeyStore,
+        settings: ServeSettings,
+    ) -> Self {
+        Self {
+            state: Arc::new(AppState {
+                model: Mutex::new(model),
+                card,
+                monitor: Mutex::new(Monitor::new(settings.monitor)),
+                keys: Mutex::new(keys),
+                buckets: Mutex::new(HashMap::new()),
+                metrics: Metrics::default(),
+                settings,
+            }),
+        }
+    }
+
+    /// The routes, for serving or for tests.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/predict", post(predict))
+            .route("/v1/health", get(health))
+            .route("/v1/metrics", get(metrics))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Listen`] when the socket fails.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })
+    }
+}
+
+/// The privacy part of every answer's metadata.
+fn privacy(card: &ModelCard) -> Value {
+    json!({
+        "epsilon": card.privacy.epsilon,
+        "delta": card.privacy.delta,
+        "unit": card.privacy.unit,
+        "guarantee": if card.privacy.epsilon.is_some() { "differential privacy (DP-SGD)" } else { "none: trained without DP" },
+    })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// `{"inputs": [[f32, ...], ...]}`.
+#[derive(Debug, Deserialize)]
+struct PredictRequest {
+    inputs: Vec<Vec<f32>>,
+}
+
+/// The key a request carries (`Authorization: Bearer KEY`).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Takes `records` tokens from `key`'s bucket of `rate` per second.
+fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> bool {
+    let Some(rate) = key.rate else {
+        return true;
+    };
+    let mut buckets = state
+        .buckets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
+    let b = buckets.entry(key.id).or_insert(Bucket {
+        tokens: rate,
+        at: now,
+    });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
+    b.at = now;
+    if b.tokens >= records as f64 {
+        b.tokens -= records as f64;
+        true
+    } else {
+        false
+    }
+}
+
+async fn predict(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let started = Instant::now();
+    let response = answer(&state, &headers, &body).await;
+    state
+        .metrics
+        .observe(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Response {
+    let lock = |m: &'static str| format!("internal error: {m}");
+    // 1. Who: an unknown or revoked key is refused before anything else.
+    let Some(key) = bearer(headers) else {
+        state.metrics.refused("no-key");
+        return error(
+            StatusCode::FORBIDDEN,
+            "no key: send Authorization: Bearer KEY",
+        );
+    };
+    let info = match state.keys.lock().map(|k| k.authenticate(key)) {
+        Ok(Ok(Some(info))) => info,
+        Ok(Ok(None)) => {
+            state.metrics.refused("unknown-key");
+            return error(StatusCode::FORBIDDEN, "unknown key");
+        }
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, lock("keys")),
+    };
+    if info.revoked {
+        state.metrics.refused("revoked");
+        return error(StatusCode::FORBIDDEN, "this key is revoked");
+    }
+    // 2. What: a batch of inputs of the model's length, finite.
+    let request: PredictRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"inputs\": [[numbers]]}}: {e}"),
+            );
+        }
+    };
+    let dim = state.card.input_len;
+    let n = request.inputs.len();
+    if n == 0 || n > state.settings.max_batch {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "send 1 to {} inputs per request, not {n}",
+                state.settings.max_batch
+            ),
+        );
+    }
+    if let Some(i) = request.inputs.iter().position(|r| r.len() != dim) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "input {i} has {} values; the model takes {dim}",
+                request.inputs[i].len()
+            ),
+        );
+    }
+    let flat: Vec<f32> = request.inputs.into_iter().flatten().collect();
+    if flat.iter().any(|v| !v.is_finite()) {
+        return error(StatusCode::BAD_REQUEST, "inputs must be finite numbers");
+    }
+    // 3. How fast: the key's rate.
+    if !take_tokens(state, &info, n) {
+        state.metrics.refused("rate");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "over this key's rate of {} records per second",
+                info.rate.unwrap_or(0.0)
+            ),
+        );
+    }
+    // 4. The model's answer (needed by the monitor for label flips).
+    let model_state = state.clone();
+    let probs = tokio::task::spawn_blocking(move || {
+        let model = model_state
+            .model
+            .lock()
+            .map_err(|_| "model lock".to_owned())?;
+        model
+            .logits_of_inputs(&flat)
+            .map(|l| (l, flat))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let (logits, flat) = match probs {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let classes = state.card.classes;
+    let probabilities: Vec<Vec<f64>> = logits.chunks(classes).map(softmax).collect();
+    let labels: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+    // 5. The monitor sees every query that got this far, answered or not.
+    if state.settings.monitoring {
+        let verdict = match state.monitor.lock() {
+            Ok(mut m) => m.observe(info.id, &flat, dim, &labels),
+            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, lock("monitor")),
+        };
+        if !verdict.evidence.is_empty() {
+            let evidence = verdict.evidence.join("; ");
+            let Ok(mut keys) = state.keys.lock() else {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, lock("keys"));
+            };
+            let first = !info.flagged && keys.get(info.id).is_ok_and(|k| !k.flagged);
+            if first {
+                state.metrics.flagged();
+                if let Err(e) = keys.flag(info.id, &evidence) {
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+                }
+            }
+            if state.settings.auto_revoke {
+                if let Err(e) = keys.revoke(info.id, &format!("by the monitor: {evidence}")) {
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+                }
+                state.metrics.revoked();
+                state.metrics.refused("revoked");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!("this key is revoked: {evidence}"),
+                );
+            }
+        }
+    }
+    // 6. The budget, charged for the whole batch or not at all.
+    let charge = match state.keys.lock().map(|mut k| k.charge(info.id, n as u64)) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, lock("keys")),
+    };
+    let remaining = match charge {
+        Charge::Granted { remaining } => remaining,
+        Charge::OverBudget => {
+            state.metrics.refused("budget");
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "a batch of {n} records passes this key's budget ({} of {} used)",
+                    info.used, info.budget
+                ),
+            );
+        }
+        Charge::Revoked | Charge::Unknown => {
+            state.metrics.refused("revoked");
+            return error(StatusCode::FORBIDDEN, "this key is revoked");
+        }
+    };
+    // 7. The release the key is allowed.
+    let release: Release = info.release.parse().unwrap_or(Release::LabelOnly);
+    let outputs: Vec<Vec<f64>> = probabilities.iter().map(|p| release.apply(p)).collect();
+    state.metrics.served(n);
+    Json(json!({
+        "outputs": outputs,
+        "labels": if release == Release::LabelOnly { json!(labels) } else { Value::Null },
+        "release": release.to_string(),
+        "epsilon": state.card.privacy.epsilon,
+        "privacy": privacy(&state.card),
+        "remaining": remaining,
+    }))
+    .into_response()
+}
+
+fn softmax(logits: &[f64]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+fn argmax(p: &[f64]) -> usize {
+    p.iter()
+        .enumerate()
+        .fold(0, |best, (i, v)| if *v > p[best] { i } else { best })
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "model": {
+            "classes": state.card.classes,
+            "input_len": state.card.input_len,
+            "input_shape": state.card.input_shape,
+            "model": state.card.model,
+        },
+        "privacy": privacy(&state.card),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,222 @@
+//! A saved model that can be loaded again: burn's record bytes (what
+//! [`crate::TrainConfig::save_model`] writes) and, beside them, a *model
+//! card* (`<file>.card.json`) with the architecture the bytes fit and the
+//! privacy report of the run that made them.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), dpsgd_train::TrainError> {
+//! let (model, card) = dpsgd_train::TrainedModel::load("model.bin".as_ref())?;
+//! println!("{} classes, ε = {:?}", model.classes(), card.privacy.epsilon);
+//! # Ok(()) }
+//! ```
+//!
+//! # What the card is, and is not
+//!
+//! The card's privacy figures are what the training run reported. Anyone
+//! who can write the file can change them: the card is a description,
+//! not evidence. The record bytes are checked against the architecture
+//! (every tensor's shape) when loaded, and against the card's byte count.
+
+use crate::config::{Features, ModelKind, TrainConfig};
+use crate::error::TrainError;
+use crate::models::{Activation, Cnn, Mlp};
+use crate::report::TrainReport;
+use crate::trained::{Net, TrainedModel};
+use burn::module::Module;
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The card's `format`.
+pub const CARD_FORMAT: &str = "dpsgd-model-card/1";
+
+/// The architecture and privacy of a saved model (the `.card.json` beside
+/// its record bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// [`CARD_FORMAT`].
+    pub format: String,
+    /// `logreg`, `mlp` or `cnn`.
+    pub model: String,
+    /// Hidden layer sizes (the MLP's; empty otherwise).
+    pub hidden: Vec<usize>,
+    /// `relu` or `tanh`.
+    pub activation: String,
+    /// The CNN's weight standardisation.
+    pub weight_standardization: bool,
+    /// The feature transform in front of the network.
+    pub features: Features,
+    /// Input values per example (before the feature transform).
+    pub input_len: usize,
+    /// `[channels, height, width]` of image inputs.
+    pub input_shape: Option<[usize; 3]>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Length of the record bytes.
+    pub record_bytes: u64,
+    /// The run's privacy.
+    pub privacy: CardPrivacy,
+}
+
+/// What a served model says about its privacy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardPrivacy {
+    /// ε (`None`: trained without DP, no guarantee).
+    pub epsilon: Option<f64>,
+    /// δ.
+    pub delta: f64,
+    /// The unit of privacy (`record` or `user`).
+    pub unit: String,
+    /// Whether the run was seeded (not secure) or used OS entropy.
+    pub secure: bool,
+}
+
+/// Where the card of the model saved at `model` lives: `<model>.card.json`.
+pub fn card_path(model: &Path) -> PathBuf {
+    let mut name = model.as_os_str().to_owned();
+    name.push(".card.json");
+    PathBuf::from(name)
+}
+
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Relu => "relu",
+        Activation::Tanh => "tanh",
+    }
+}
+
+impl TrainedModel {
+    /// The card of this model, trained with `cfg`, whose run reported
+    /// `report`; `record_bytes` is the length of its saved record.
+    pub fn card(&self, cfg: &TrainConfig, report: &TrainReport, record_bytes: u64) -> ModelCard {
+        ModelCard {
+            format: CARD_FORMAT.to_owned(),
+            model: match cfg.model {
+                ModelKind::Logreg => "logreg",
+                ModelKind::Mlp => "mlp",
+                ModelKind::Cnn => "cnn",
+            }
+            .to_owned(),
+            hidden: match cfg.model {
+                ModelKind::Mlp => cfg.hidden.clone(),
+                _ => Vec::new(),
+            },
+            activation: activation_name(cfg.activation).to_owned(),
+            weight_standardization: cfg.weight_standardization,
+            features: self.features(),
+            input_len: self.input_len(),
+            input_shape: self.input_shape(),
+            classes: self.classes(),
+            record_bytes,
+            privacy: CardPrivacy {
+                epsilon: report.privacy.epsilon,
+                delta: report.privacy.delta,
+                unit: report.privacy.privacy_unit.clone(),
+                secure: report.privacy.secure,
+            },
+        }
+    }
+
+    /// Loads the model saved at `path` (burn's record bytes, as
+    /// [`crate::TrainConfig::save_model`] writes them) with its card
+    /// (`<path>.card.json`, [`card_path`]) on the default device.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Load`] when either file cannot be read, the card is
+    /// not a [`CARD_FORMAT`] card or describes no model this crate builds,
+    /// or the bytes do not fit the architecture it describes.
+    pub fn load(path: &Path) -> Result<(Self, ModelCard), TrainError> {
+        let failed = |reason: String| TrainError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let card_file = card_path(path);
+        let text = std::fs::read_to_string(&card_file)
+            .map_err(|e| failed(format!("reading its card {}: {e}", card_file.display())))?;
+        let card: ModelCard = serde_json::from_str(&text)
+            .map_err(|e| failed(format!("its card {}: {e}", card_file.display())))?;
+        if card.format != CARD_FORMAT {
+            return Err(failed(format!(
+                "its card has format `{}`, expected `{CARD_FORMAT}`",
+                card.format
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| failed(format!("reading it: {e}")))?;
+        if bytes.len() as u64 != card.record_bytes {
+            return Err(failed(format!(
+                "it holds {} bytes, its card says {}",
+                bytes.len(),
+                card.record_bytes
+            )));
+        }
+        let activation = match card.activation.as_str() {
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            other => return Err(failed(format!("unknown activation `{other}`"))),
+        };
+        if card.classes < 2 || card.input_len == 0 {
+            return Err(failed(
+                "its card has fewer than 2 classes or no inputs".into(),
+            ));
+        }
+        // The network's input: the data's, or the ScatterNet features'.
+        let scattered = match (card.features, card.input_shape) {
+            (Features::Raw, shape) => shape,
+            (Features::Scatter { .. }, Some([c, h, w])) => {
+                let s = dpsgd_data::Scattering::new(h, w, 2, 8)
+                    .map_err(|e| failed(format!("ScatterNet features: {e}")))?;
+                let (sh, sw) = s.output_size();
+                Some([c * s.channels(), sh, sw])
+            }
+            (Features::Scatter { .. }, None) => {
+                return Err(failed("ScatterNet features need an image shape".into()));
+            }
+        };
+        let net_inputs = match scattered {
+            Some(s) => s.iter().product(),
+            None => card.input_len,
+        };
+        // As in training: built on the autodiff device, queried through
+        // its inner (non-autodiff) module.
+        let device = Device::default().autodiff();
+        let record = |bytes: Vec<u8>| {
+            burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+                .map_err(|e| failed(format!("its record: {e}")))
+        };
+        let net = match card.model.as_str() {
+            "logreg" | "mlp" => {
+                let dims = match card.model.as_str() {
+                    "logreg" => vec![net_inputs, card.classes],
+                    _ => [&[net_inputs][..], &card.hidden, &[card.classes][..]].concat(),
+                };
+                let m = Mlp::new(&dims, &device)
+                    .with_activation(activation)
+                    .try_load_record(record(bytes)?)
+                    .map_err(|e| failed(format!("its record does not fit the card: {e}")))?;
+                Net::Mlp(m)
+            }
+            "cnn" => {
+                let Some(shape) = scattered else {
+                    return Err(failed("the CNN needs an image shape".into()));
+                };
+                let m = Cnn::for_input(shape, card.classes, &device)
+                    .with_activation(activation)
+                    .with_weight_standardization(card.weight_standardization)
+                    .try_load_record(record(bytes)?)
+                    .map_err(|e| failed(format!("its record does not fit the card: {e}")))?;
+                Net::Cnn(Box::new(m))
+            }
+            other => return Err(failed(format!("unknown model `{other}`"))),
+        };
+        let model = TrainedModel::from_parts(
+            net,
+            card.features,
+            card.input_shape,
+            card.input_len,
+            card.classes,
+            device,
+        )?;
+        Ok((model, card))
+    }
+}
