@@ -373,6 +373,8 @@ struct Released {
     /// The saved model's size in bytes (its weights are the mechanism's
     /// output; its shape is public).
     model_bytes: Option<u64>,
+    /// The saved model's card (architecture, ε, δ, unit), compared whole.
+    card: Option<Value>,
     /// The names of the files in the output folder.
     outputs: Vec<String>,
 }
@@ -382,7 +384,8 @@ fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
     let report = dir.join("report.json");
     let model = dir.join("model.bin");
     let out = dir.join("out");
-    for stale in [&report, &model] {
+    let card = dir.join("model.bin.card.json");
+    for stale in [&report, &model, &card] {
         let _ = std::fs::remove_file(stale);
     }
     let _ = std::fs::remove_dir_all(&out);
@@ -421,6 +424,9 @@ fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
         stderr: mask_text(&String::from_utf8_lossy(&output.stderr)),
         report,
         model_bytes: std::fs::metadata(&model).ok().map(|m| m.len()),
+        card: std::fs::read_to_string(&card)
+            .ok()
+            .map(|text| serde_json::from_str(&text).expect("the card is JSON")),
         outputs,
     }
 }
@@ -648,6 +654,9 @@ fn difference(a: &Released, b: &Released) -> String {
     }
     if a.outputs != b.outputs {
         return format!("outputs {:?} vs {:?}", a.outputs, b.outputs);
+    }
+    if a.card != b.card {
+        return format!("model card {:?} vs {:?}", a.card, b.card);
     }
     match (&a.report, &b.report) {
         (Some(x), Some(y)) => json_difference("", x, y).unwrap_or_default(),

@@ -386,23 +386,43 @@ impl KeyStore {
             .map_err(|e| self.db(e))
     }
 
-    /// The audit log, oldest first: `(at, key id, event, detail)`.
+    /// The audit log, oldest first.
     ///
     /// # Errors
     ///
     /// [`ServeError::Database`].
-    pub fn audit_log(&self) -> Result<Vec<(i64, Option<i64>, String, String)>> {
+    pub fn audit_log(&self) -> Result<Vec<LogEntry>> {
         let mut stmt = self
             .conn
             .prepare("SELECT at, key_id, event, detail FROM audit_log ORDER BY seq")
             .map_err(|e| self.db(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        let rows: Vec<LogEntry> = stmt
+            .query_map([], |r| {
+                Ok(LogEntry {
+                    at: r.get(0)?,
+                    key_id: r.get(1)?,
+                    event: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })
             .map_err(|e| self.db(e))?
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.db(e));
-        rows
+            .map_err(|e| self.db(e))?;
+        Ok(rows)
     }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// When (seconds since the Unix epoch).
+    pub at: i64,
+    /// The key it is about, if any.
+    pub key_id: Option<i64>,
+    /// `key-added`, `refused-budget`, `flagged` or `revoked`.
+    pub event: String,
+    /// The evidence or the reason.
+    pub detail: String,
 }
 
 #[cfg(test)]
@@ -468,7 +488,12 @@ mod tests {
             s.revoke(999, "x"),
             Err(ServeError::NoSuchKey(999))
         ));
-        let events: Vec<String> = s.audit_log().unwrap().into_iter().map(|e| e.2).collect();
+        let events: Vec<String> = s
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
         assert_eq!(
             events,
             ["key-added", "refused-budget", "refused-budget", "revoked"]

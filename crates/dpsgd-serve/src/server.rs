@@ -60,7 +60,8 @@ struct AppState {
     settings: ServeSettings,
 }
 
-/// The model served, its key store and settings, ready to [`serve`].
+/// The model served, its key store and settings, ready to
+/// [`serve`](Server::serve).
 pub struct Server {
     state: Arc<AppState>,
 }

@@ -108,7 +108,7 @@ fn rate(s: &str) -> Result<f64, String> {
 
 /// An existing key database (`keys list`, `keys revoke`: a typo must not
 /// create an empty one).
-fn existing(db: &PathBuf) -> Result<KeyStore> {
+fn existing(db: &std::path::Path) -> Result<KeyStore> {
     if !db.is_file() {
         anyhow::bail!(UsageError {
             flag: "--db",

@@ -125,7 +125,7 @@ pub fn defence(s: &str, classes: usize) -> Result<DefenceSpec, String> {
                 let positive = match alpha {
                     RelaxAlpha::Absolute(a) | RelaxAlpha::PerLnK(a) => a > 0.0,
                 };
-                if !positive || !(upper > 0.0 && upper <= 1.0) {
+                if !(positive && upper > 0.0 && upper <= 1.0) {
                     return Err(format!("`{part}`: needs alpha > 0 and upper in (0, 1]"));
                 }
                 let settings = alpha.settings(classes, upper);

@@ -1,0 +1,409 @@
+//! `dpsgd serve` over loopback (issue 36): the HTTP contract, budgets and
+//! revocations that survive `kill -9`, and the project's own black-box
+//! attacks as clients, flagged and revoked by the monitor; benign clients
+//! are not.
+
+mod common;
+
+use common::{dpsgd, ok, temp_dir};
+use dpsgd::audit::hardening::ProbabilityOracle;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A saved digits model (DP, ε = 3, seeded) in `dir`.
+fn saved_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model.bin");
+    ok(&dpsgd(&[
+        "train",
+        "--save-model",
+        model.to_str().unwrap(),
+        "--epochs",
+        "5",
+        "--seed",
+        "1",
+        "--quiet",
+    ]));
+    model
+}
+
+/// `dpsgd serve keys add`: the key, alone on standard output.
+fn add_key(db: &Path, budget: u64, release: &str, rate: Option<&str>) -> String {
+    let budget = budget.to_string();
+    let mut args = vec![
+        "serve",
+        "keys",
+        "add",
+        "--db",
+        db.to_str().unwrap(),
+        "--budget",
+        &budget,
+        "--release",
+        release,
+    ];
+    if let Some(r) = rate {
+        args.extend(["--rate", r]);
+    }
+    let out = ok(&dpsgd(&args));
+    let key = out.trim_end_matches('\n');
+    assert_eq!(out.lines().count(), 1, "the key alone: {out:?}");
+    let (id, secret) = key
+        .strip_prefix("dpk_")
+        .and_then(|r| r.split_once('_'))
+        .expect("dpk_<id>_<secret>");
+    assert!(id.parse::<i64>().is_ok() && secret.len() == 64, "{key}");
+    key.to_owned()
+}
+
+fn list_keys(db: &Path) -> Vec<Value> {
+    let out = ok(&dpsgd(&[
+        "serve",
+        "keys",
+        "list",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]));
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A running server and its address.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(model: &Path, db: &Path, extra: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args([
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start dpsgd serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().expect("a line").expect("readable");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+        .to_owned();
+    // Keep draining standard error so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, addr }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// POSTs `inputs` with `key`; the status and the JSON answer.
+fn predict(addr: &str, key: Option<&str>, inputs: &[Vec<f32>]) -> (u16, Value) {
+    let mut req = agent().post(format!("http://{addr}/v1/predict"));
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req
+        .send_json(json!({ "inputs": inputs }))
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut resp = agent()
+        .get(format!("http://{addr}{path}"))
+        .call()
+        .expect("an answer");
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap(),
+    )
+}
+
+/// The digits as the model takes them (pixels / 16), row by row.
+fn digits_rows() -> Vec<Vec<f32>> {
+    let d = dpsgd::data::digits();
+    (0..d.len())
+        .map(|i| d.example(i).iter().map(|v| v / 16.0).collect())
+        .collect()
+}
+
+#[test]
+fn should_serve_the_contract_over_loopback() {
+    let dir = temp_dir("dpsgd-serve", "contract");
+    let model = saved_model(&dir);
+    let db = dir.join("keys.db");
+    let top = add_key(&db, 5, "top-3", Some("1000/s"));
+    let label = add_key(&db, 100, "label-only", None);
+    let s = serve(&model, &db, &[]);
+    let rows = digits_rows();
+
+    let (status, v) = predict(&s.addr, Some(&top), &rows[..2]);
+    assert_eq!(status, 200, "{v}");
+    let outputs = v["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2);
+    for o in outputs {
+        let o: Vec<f64> = o
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(o.len(), 10);
+        assert_eq!(o.iter().filter(|&&p| p > 0.0).count(), 3, "top-3: {o:?}");
+    }
+    assert_eq!(v["release"], "top-3");
+    assert!((v["epsilon"].as_f64().unwrap() - 3.0).abs() < 1e-3, "{v}");
+    assert_eq!(v["privacy"]["unit"], "record");
+    assert_eq!(v["remaining"], 3);
+    // A batch past the budget is refused whole and charges nothing.
+    let (status, v) = predict(&s.addr, Some(&top), &rows[..4]);
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(list_keys(&db)[0]["used"], 2);
+    let (status, v) = predict(&s.addr, Some(&top), &rows[..3]);
+    assert_eq!((status, v["remaining"].as_u64()), (200, Some(0)));
+    // Label only: one-hot outputs and the labels.
+    let (status, v) = predict(&s.addr, Some(&label), &rows[..2]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["release"], "label-only");
+    assert_eq!(v["labels"].as_array().unwrap().len(), 2);
+    for o in v["outputs"].as_array().unwrap() {
+        let ones = o
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x.as_f64() == Some(1.0))
+            .count();
+        assert_eq!(ones, 1, "{o}");
+    }
+    // Unknown, missing and malformed keys; a wrong input length.
+    let forged = format!("{}0", &label[..label.len() - 1]);
+    for key in [Some(forged.as_str()), Some("dpk_1_x"), None] {
+        assert_eq!(predict(&s.addr, key, &rows[..1]).0, 403, "{key:?}");
+    }
+    assert_eq!(predict(&s.addr, Some(&label), &[vec![0.5; 63]]).0, 400);
+    assert_eq!(predict(&s.addr, Some(&label), &[]).0, 400);
+    // Revoked from the command line while the server runs: 403.
+    ok(&dpsgd(&[
+        "serve",
+        "keys",
+        "revoke",
+        "--db",
+        db.to_str().unwrap(),
+        "2",
+    ]));
+    assert_eq!(predict(&s.addr, Some(&label), &rows[..1]).0, 403);
+    // Health and metrics need no key.
+    let (status, health) = get(&s.addr, "/v1/health");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["model"]["classes"], 10);
+    assert_eq!(health["model"]["input_len"], 64);
+    let (status, metrics) = get(&s.addr, "/v1/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "dpsgd_records_total 7",
+        "dpsgd_refusals_total{reason=\"budget\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    // The list: by id, used, budget, revoked, flagged; never a secret.
+    let list = list_keys(&db);
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0]["used"].as_u64(), list[0]["budget"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(
+        (list[1]["revoked"].as_bool(), list[1]["flagged"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let text = serde_json::to_string(&list).unwrap();
+    for key in [&top, &label] {
+        assert!(!text.contains(key.rsplit('_').next().unwrap()));
+    }
+}
+
+#[test]
+fn should_keep_budgets_and_revocations_across_kill_9() {
+    let dir = temp_dir("dpsgd-serve", "kill9");
+    let model = saved_model(&dir);
+    let db = dir.join("keys.db");
+    let a = add_key(&db, 10, "full", None);
+    let b = add_key(&db, 10, "full", None);
+    let rows = digits_rows();
+    {
+        let s = serve(&model, &db, &[]);
+        assert_eq!(predict(&s.addr, Some(&a), &rows[..6]).0, 200);
+        ok(&dpsgd(&[
+            "serve",
+            "keys",
+            "revoke",
+            "--db",
+            db.to_str().unwrap(),
+            "2",
+        ]));
+        // Dropping `s` kills the process with SIGKILL: no clean shutdown.
+    }
+    let s = serve(&model, &db, &[]);
+    let (status, v) = predict(&s.addr, Some(&a), &rows[..4]);
+    assert_eq!((status, v["remaining"].as_u64()), (200, Some(0)), "{v}");
+    assert_eq!(predict(&s.addr, Some(&a), &rows[..1]).0, 429);
+    assert_eq!(predict(&s.addr, Some(&b), &rows[..1]).0, 403);
+}
+
+/// The served model as a [`ProbabilityOracle`] over HTTP, for the
+/// project's black-box attacks.
+struct Http {
+    addr: String,
+    key: String,
+    queries: u64,
+}
+
+impl ProbabilityOracle for Http {
+    fn classes(&self) -> usize {
+        10
+    }
+
+    fn probabilities(&mut self, inputs: &[f32], dim: usize) -> dpsgd::audit::Result<Vec<Vec<f64>>> {
+        let rows: Vec<Vec<f32>> = inputs.chunks(dim).map(<[f32]>::to_vec).collect();
+        self.queries += rows.len() as u64;
+        let (status, v) = predict(&self.addr, Some(&self.key), &rows);
+        if status != 200 {
+            return Err(dpsgd::audit::Error::Query {
+                reason: format!("HTTP {status}: {v}"),
+            });
+        }
+        Ok(v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                o.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn should_revoke_the_projects_black_box_attacks_within_their_first_batch() {
+    use dpsgd::audit::inversion::{InversionConfig, ZerothOrder, invert};
+    use dpsgd::audit::label_only::{LabelOnlyConfig, label_only_scores};
+    let dir = temp_dir("dpsgd-serve", "attacks");
+    let model = saved_model(&dir);
+    let db = dir.join("keys.db");
+    let inverter = add_key(&db, 1_000_000, "full", None);
+    let prober = add_key(&db, 1_000_000, "full", None);
+    let s = serve(&model, &db, &["--auto-revoke"]);
+
+    // Black-box inversion (ZerothOrder: 1 + 2·16 queries per estimate).
+    let mut http = Http {
+        addr: s.addr.clone(),
+        key: inverter,
+        queries: 0,
+    };
+    let mut zo = ZerothOrder::new(&mut http, 64, 16, 0.05, 1).unwrap();
+    let err = invert(&mut zo, &[3], &InversionConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let http = zo.into_inner();
+    assert_eq!(http.queries, 33, "revoked on its first gradient estimate");
+
+    // The label-only attack (41 noisy queries per record, 512 per call).
+    let rows = digits_rows();
+    let flat: Vec<f32> = rows[..24].concat();
+    let labels = dpsgd::data::digits().labels()[..24]
+        .iter()
+        .map(|&l| l as usize)
+        .collect::<Vec<_>>();
+    let mut calls = 0;
+    let mut oracle = |inputs: &[f32], dim: usize| {
+        calls += 1;
+        let rows: Vec<Vec<f32>> = inputs.chunks(dim).map(<[f32]>::to_vec).collect();
+        let (status, v) = predict(&s.addr, Some(&prober), &rows);
+        if status != 200 {
+            return Err(dpsgd::audit::Error::Query {
+                reason: format!("HTTP {status}"),
+            });
+        }
+        Ok(v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let o: Vec<f64> = o
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                (0..o.len()).fold(0, |b, i| if o[i] > o[b] { i } else { b })
+            })
+            .collect())
+    };
+    let err = label_only_scores(&mut oracle, &flat, 64, &labels, &LabelOnlyConfig::default());
+    assert!(err.is_err(), "the prober is cut off");
+    assert_eq!(calls, 1, "revoked on its first call of 512 queries");
+    let list = list_keys(&db);
+    assert!(
+        list.iter()
+            .all(|k| k["revoked"] == true && k["flagged"] == true),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn should_not_flag_benign_clients_querying_the_data_in_random_order() {
+    let dir = temp_dir("dpsgd-serve", "benign");
+    let model = saved_model(&dir);
+    let db = dir.join("keys.db");
+    let keys: Vec<String> = (0..8)
+        .map(|_| add_key(&db, 1_000_000, "top-1", None))
+        .collect();
+    let s = serve(&model, &db, &["--auto-revoke"]);
+    // All 1 797 digits, shuffled, dealt to 8 keys (≈ 225 each, close to the
+    // monitor's 256-record window), sent one to eight records at a time.
+    let mut rows = digits_rows();
+    rows.shuffle(&mut rand_chacha::ChaCha20Rng::seed_from_u64(3));
+    for (i, chunk) in rows.chunks(225).enumerate() {
+        let key = &keys[i % keys.len()];
+        for batch in chunk.chunks(1 + i % 8) {
+            let (status, v) = predict(&s.addr, Some(key), batch);
+            assert_eq!(status, 200, "key {i}: {v}");
+        }
+    }
+    let flagged = list_keys(&db)
+        .iter()
+        .filter(|k| k["flagged"] == true)
+        .count();
+    assert_eq!(flagged, 0, "benign keys flagged");
+}
