@@ -373,7 +373,8 @@ struct Released {
     /// The saved model's size in bytes (its weights are the mechanism's
     /// output; its shape is public).
     model_bytes: Option<u64>,
-    /// The saved model's card (architecture, ε, δ, unit), compared whole.
+    /// The saved model's card (architecture, ε, δ, unit), compared whole
+    /// but for the checksum of the weights.
     card: Option<Value>,
     /// The names of the files in the output folder.
     outputs: Vec<String>,
@@ -424,9 +425,15 @@ fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
         stderr: mask_text(&String::from_utf8_lossy(&output.stderr)),
         report,
         model_bytes: std::fs::metadata(&model).ok().map(|m| m.len()),
-        card: std::fs::read_to_string(&card)
-            .ok()
-            .map(|text| serde_json::from_str(&text).expect("the card is JSON")),
+        card: std::fs::read_to_string(&card).ok().map(|text| {
+            let mut card: Value = serde_json::from_str(&text).expect("the card is JSON");
+            // The checksum of the saved weights: a function of the model,
+            // the mechanism's output (post-processing, covered by ε).
+            if let Some(o) = card.as_object_mut() {
+                o.remove("record_crc32");
+            }
+            card
+        }),
         outputs,
     }
 }

@@ -251,6 +251,48 @@ fn should_serve_the_contract_over_loopback() {
 }
 
 #[test]
+fn should_hold_each_key_to_its_rate_and_refuse_a_missing_database() {
+    let dir = temp_dir("dpsgd-serve", "rate");
+    let model = saved_model(&dir);
+    let db = dir.join("keys.db");
+    let slow = add_key(&db, 1000, "full", Some("2/s"));
+    let s = serve(&model, &db, &[]);
+    let rows = digits_rows();
+    // One second's worth (2 records), then nothing until it refills; a
+    // batch larger than a second's worth never fits; the scheme's case
+    // does not matter.
+    assert_eq!(predict(&s.addr, Some(&slow), &rows[..2]).0, 200);
+    let (status, v) = predict(&s.addr, Some(&slow), &rows[..1]);
+    assert_eq!(status, 429, "{v}");
+    let (status, v) = predict(&s.addr, Some(&slow), &rows[..3]);
+    assert_eq!(status, 429);
+    assert!(v["error"].as_str().unwrap().contains("never fits"), "{v}");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let mut resp = agent()
+        .post(format!("http://{}/v1/predict", s.addr))
+        .header("Authorization", &format!("bearer {slow}"))
+        .send_json(json!({ "inputs": &rows[..1] }))
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{:?}",
+        resp.body_mut().read_to_string()
+    );
+    assert_eq!(list_keys(&db)[0]["used"], 3, "refusals charge nothing");
+    // Serving needs a key database that exists (a typo would serve nobody).
+    let out = dpsgd(&[
+        "serve",
+        "--model",
+        model.to_str().unwrap(),
+        "--db",
+        dir.join("typo.db").to_str().unwrap(),
+    ]);
+    common::assert_usage_error(&out, &["--db", "typo.db"]);
+    assert!(!dir.join("typo.db").exists());
+}
+
+#[test]
 fn should_keep_budgets_and_revocations_across_kill_9() {
     let dir = temp_dir("dpsgd-serve", "kill9");
     let model = saved_model(&dir);

@@ -15,6 +15,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// SQLite's `application_id` of a key database: "dpsk".
+pub const APPLICATION_ID: i64 = 0x6470_736b;
+
 /// One key as listed (never its secret).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyInfo {
@@ -96,7 +99,33 @@ impl KeyStore {
             path: path.to_path_buf(),
             source,
         };
+        let refuse = |reason: &str| ServeError::Invalid {
+            name: "key database",
+            value: path.display().to_string(),
+            reason: reason.to_owned(),
+        };
+        // Only a regular file (or none yet): never a symlink, whose target
+        // SQLite would create or rewrite, nor a device.
+        let existing = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => return Err(refuse("is a symbolic link")),
+            Ok(m) if !m.is_file() => return Err(refuse("is not a regular file")),
+            Ok(m) => m.len() > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(refuse(&format!("cannot be read: {e}"))),
+        };
         let conn = Connection::open(path).map_err(db)?;
+        // A file with content must be one of ours: SQLite would otherwise
+        // add its tables to any database (a non-database file fails here).
+        let id: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(db)?;
+        if existing && id != APPLICATION_ID {
+            return Err(refuse(
+                "is not a dpsgd key database (made by `dpsgd serve keys add`)",
+            ));
+        }
+        conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))
+            .map_err(db)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -336,7 +365,13 @@ impl KeyStore {
             source,
         };
         let n = i64::try_from(records).unwrap_or(i64::MAX);
-        let tx = self.conn.transaction().map_err(db)?;
+        // IMMEDIATE: the write lock is taken before the read, so a
+        // revocation committed by another process waits its turn (busy
+        // timeout) instead of failing the upgrade.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let row: Option<(i64, i64, i64)> = tx
             .query_row(
                 "SELECT budget, used, revoked FROM keys WHERE id = ?1",
@@ -521,6 +556,42 @@ mod tests {
             (list[1].revoked, list[1].rate, list[1].release.as_str()),
             (true, Some(2.0), "top-3")
         );
+    }
+
+    #[test]
+    fn should_open_only_its_own_databases_and_regular_files() {
+        let (_, path) = store("own");
+        assert!(KeyStore::open(&path).is_ok(), "ours");
+        let dir = path.parent().unwrap();
+        let csv = dir.join("data.csv");
+        std::fs::write(&csv, "a,b\n1,2\n").unwrap();
+        assert!(KeyStore::open(&csv).is_err());
+        assert_eq!(
+            std::fs::read(&csv).unwrap(),
+            b"a,b\n1,2\n",
+            "left as it was"
+        );
+        // Another SQLite database: refused, no table added.
+        let other = dir.join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        assert!(KeyStore::open(&other).is_err());
+        let tables: i64 = Connection::open(&other)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1);
+        #[cfg(unix)]
+        {
+            let link = dir.join("link.db");
+            std::os::unix::fs::symlink(dir.join("nowhere.db"), &link).unwrap();
+            assert!(KeyStore::open(&link).is_err());
+            assert!(!dir.join("nowhere.db").exists(), "no target created");
+            assert!(KeyStore::open(Path::new("/dev/null")).is_err());
+        }
+        assert!(KeyStore::open(dir).is_err(), "a directory");
     }
 
     #[test]

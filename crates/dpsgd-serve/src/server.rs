@@ -97,10 +97,19 @@ impl Server {
 
     /// The routes, for serving or for tests.
     pub fn router(&self) -> Router {
+        // Room for `max_batch` inputs of up to 24 bytes of JSON per value.
+        let limit = self
+            .state
+            .settings
+            .max_batch
+            .saturating_mul(self.state.card.input_len)
+            .saturating_mul(24)
+            .saturating_add(1 << 16);
         Router::new()
             .route("/v1/predict", post(predict))
             .route("/v1/health", get(health))
             .route("/v1/metrics", get(metrics))
+            .layer(axum::extract::DefaultBodyLimit::max(limit))
             .with_state(self.state.clone())
     }
 
@@ -144,14 +153,17 @@ struct PredictRequest {
     inputs: Vec<Vec<f32>>,
 }
 
-/// The key a request carries (`Authorization: Bearer KEY`).
+/// The key a request carries (`Authorization: Bearer KEY`, the scheme
+/// in any case).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// A key's bucket holds one second's worth of records (at least one).
+fn capacity(rate: f64) -> f64 {
+    rate.max(1.0)
 }
 
 /// Takes `records` tokens from `key`'s bucket of `rate` per second.
@@ -165,10 +177,10 @@ fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> bool {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();
     let b = buckets.entry(key.id).or_insert(Bucket {
-        tokens: rate,
+        tokens: capacity(rate),
         at: now,
     });
-    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(capacity(rate));
     b.at = now;
     if b.tokens >= records as f64 {
         b.tokens -= records as f64;
@@ -176,6 +188,13 @@ fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> bool {
     } else {
         false
     }
+}
+
+/// A 500 that says no more than that: the detail goes to the server's
+/// standard error, not to the client.
+fn internal(detail: impl std::fmt::Display) -> Response {
+    eprintln!("dpsgd serve: internal error: {detail}");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 async fn predict(
@@ -192,7 +211,6 @@ async fn predict(
 }
 
 async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Response {
-    let lock = |m: &'static str| format!("internal error: {m}");
     // 1. Who: an unknown or revoked key is refused before anything else.
     let Some(key) = bearer(headers) else {
         state.metrics.refused("no-key");
@@ -207,8 +225,8 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
             state.metrics.refused("unknown-key");
             return error(StatusCode::FORBIDDEN, "unknown key");
         }
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, lock("keys")),
+        Ok(Err(e)) => return internal(e),
+        Err(_) => return internal("the key store's lock is poisoned"),
     };
     if info.revoked {
         state.metrics.refused("revoked");
@@ -248,86 +266,99 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
     if flat.iter().any(|v| !v.is_finite()) {
         return error(StatusCode::BAD_REQUEST, "inputs must be finite numbers");
     }
-    // 3. How fast: the key's rate.
+    // 3. How much: a batch the budget cannot cover is refused before any
+    //    work (the charge below decides, atomically, for the others).
+    if info.used.saturating_add(n as u64) > info.budget {
+        state.metrics.refused("budget");
+        return over_budget(n, &info);
+    }
+    // 4. How fast: the key's rate.
     if !take_tokens(state, &info, n) {
         state.metrics.refused("rate");
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
+        let rate = info.rate.unwrap_or(0.0);
+        let message = if n as f64 > capacity(rate) {
             format!(
-                "over this key's rate of {} records per second",
-                info.rate.unwrap_or(0.0)
-            ),
-        );
+                "a batch of {n} records never fits this key's rate of {rate} records per second: send at most {} per request",
+                capacity(rate).floor()
+            )
+        } else {
+            format!("over this key's rate of {rate} records per second")
+        };
+        return error(StatusCode::TOO_MANY_REQUESTS, message);
     }
-    // 4. The model's answer (needed by the monitor for label flips).
-    let model_state = state.clone();
-    let probs = tokio::task::spawn_blocking(move || {
-        let model = model_state
-            .model
-            .lock()
-            .map_err(|_| "model lock".to_owned())?;
-        model
-            .logits_of_inputs(&flat)
-            .map(|l| (l, flat))
-            .map_err(|e| e.to_string())
+    // 5. The model's answer and the monitor's verdict (it sees every query
+    //    that got this far), off the async workers.
+    let work = state.clone();
+    let id = info.id;
+    let done = tokio::task::spawn_blocking(move || {
+        let logits = {
+            let model = work
+                .model
+                .lock()
+                .map_err(|_| "the model's lock is poisoned".to_owned())?;
+            model.logits_of_inputs(&flat).map_err(|e| e.to_string())?
+        };
+        let probabilities: Vec<Vec<f64>> = logits.chunks(work.card.classes).map(softmax).collect();
+        let labels: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+        let verdict = if work.settings.monitoring {
+            let mut monitor = work
+                .monitor
+                .lock()
+                .map_err(|_| "the monitor's lock is poisoned".to_owned())?;
+            Some(monitor.observe(id, &flat, dim, &labels))
+        } else {
+            None
+        };
+        Ok::<_, String>((probabilities, labels, verdict))
     })
     .await;
-    let (logits, flat) = match probs {
+    let (probabilities, labels, verdict) = match done {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
     };
-    let classes = state.card.classes;
-    let probabilities: Vec<Vec<f64>> = logits.chunks(classes).map(softmax).collect();
-    let labels: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    // 5. The monitor sees every query that got this far, answered or not.
-    if state.settings.monitoring {
-        let verdict = match state.monitor.lock() {
-            Ok(mut m) => m.observe(info.id, &flat, dim, &labels),
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, lock("monitor")),
+    if let Some(verdict) = verdict
+        && !verdict.evidence.is_empty()
+    {
+        let evidence = verdict.evidence.join("; ");
+        let Ok(mut keys) = state.keys.lock() else {
+            return internal("the key store's lock is poisoned");
         };
-        if !verdict.evidence.is_empty() {
-            let evidence = verdict.evidence.join("; ");
-            let Ok(mut keys) = state.keys.lock() else {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, lock("keys"));
-            };
-            let first = !info.flagged && keys.get(info.id).is_ok_and(|k| !k.flagged);
-            if first {
-                state.metrics.flagged();
-                if let Err(e) = keys.flag(info.id, &evidence) {
-                    return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-                }
+        let current = match keys.get(info.id) {
+            Ok(k) => k,
+            Err(e) => return internal(e),
+        };
+        if !current.flagged {
+            state.metrics.flagged();
+            if let Err(e) = keys.flag(info.id, &evidence) {
+                return internal(e);
             }
-            if state.settings.auto_revoke {
+        }
+        if state.settings.auto_revoke {
+            if !current.revoked {
                 if let Err(e) = keys.revoke(info.id, &format!("by the monitor: {evidence}")) {
-                    return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+                    return internal(e);
                 }
                 state.metrics.revoked();
-                state.metrics.refused("revoked");
-                return error(
-                    StatusCode::FORBIDDEN,
-                    format!("this key is revoked: {evidence}"),
-                );
             }
+            state.metrics.refused("revoked");
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("this key is revoked: {evidence}"),
+            );
         }
     }
     // 6. The budget, charged for the whole batch or not at all.
     let charge = match state.keys.lock().map(|mut k| k.charge(info.id, n as u64)) {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, lock("keys")),
+        Ok(Err(e)) => return internal(e),
+        Err(_) => return internal("the key store's lock is poisoned"),
     };
     let remaining = match charge {
         Charge::Granted { remaining } => remaining,
         Charge::OverBudget => {
             state.metrics.refused("budget");
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "a batch of {n} records passes this key's budget ({} of {} used)",
-                    info.used, info.budget
-                ),
-            );
+            return over_budget(n, &info);
         }
         Charge::Revoked | Charge::Unknown => {
             state.metrics.refused("revoked");
@@ -347,6 +378,17 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
         "remaining": remaining,
     }))
     .into_response()
+}
+
+/// 429 for a batch of `n` the key's budget cannot cover.
+fn over_budget(n: usize, info: &KeyInfo) -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "a batch of {n} records passes this key's budget ({} of {} used)",
+            info.used, info.budget
+        ),
+    )
 }
 
 fn softmax(logits: &[f64]) -> Vec<f64> {

@@ -54,6 +54,9 @@ pub struct ModelCard {
     pub classes: usize,
     /// Length of the record bytes.
     pub record_bytes: u64,
+    /// CRC-32 of the record bytes: the card belongs to these bytes (a
+    /// check against mix-ups, not against someone who edits both).
+    pub record_crc32: u32,
     /// The run's privacy.
     pub privacy: CardPrivacy,
 }
@@ -87,8 +90,8 @@ fn activation_name(a: Activation) -> &'static str {
 
 impl TrainedModel {
     /// The card of this model, trained with `cfg`, whose run reported
-    /// `report`; `record_bytes` is the length of its saved record.
-    pub fn card(&self, cfg: &TrainConfig, report: &TrainReport, record_bytes: u64) -> ModelCard {
+    /// `report`, for its saved `record` bytes.
+    pub fn card(&self, cfg: &TrainConfig, report: &TrainReport, record: &[u8]) -> ModelCard {
         ModelCard {
             format: CARD_FORMAT.to_owned(),
             model: match cfg.model {
@@ -107,7 +110,8 @@ impl TrainedModel {
             input_len: self.input_len(),
             input_shape: self.input_shape(),
             classes: self.classes(),
-            record_bytes,
+            record_bytes: record.len() as u64,
+            record_crc32: crc32fast::hash(record),
             privacy: CardPrivacy {
                 epsilon: report.privacy.epsilon,
                 delta: report.privacy.delta,
@@ -143,11 +147,12 @@ impl TrainedModel {
             )));
         }
         let bytes = std::fs::read(path).map_err(|e| failed(format!("reading it: {e}")))?;
-        if bytes.len() as u64 != card.record_bytes {
+        if bytes.len() as u64 != card.record_bytes || crc32fast::hash(&bytes) != card.record_crc32 {
             return Err(failed(format!(
-                "it holds {} bytes, its card says {}",
+                "its {} bytes are not the ones its card describes ({} bytes, CRC-32 {:08x})",
                 bytes.len(),
-                card.record_bytes
+                card.record_bytes,
+                card.record_crc32
             )));
         }
         let activation = match card.activation.as_str() {
@@ -173,10 +178,45 @@ impl TrainedModel {
                 return Err(failed("ScatterNet features need an image shape".into()));
             }
         };
+        if let Some(shape) = card.input_shape
+            && shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(card.input_len)
+        {
+            return Err(failed(format!(
+                "its card's input shape {shape:?} does not hold {} values",
+                card.input_len
+            )));
+        }
         let net_inputs = match scattered {
-            Some(s) => s.iter().product(),
+            Some(s) => s
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| failed("its card's input shape overflows".into()))?,
             None => card.input_len,
         };
+        // Nothing is built that the bytes could not hold: every parameter
+        // takes at least 4 bytes (f32) of the record.
+        let at_most = bytes.len() / 4;
+        let too_big = |what: &str| {
+            failed(format!(
+                "its card describes {what} larger than its {} bytes hold",
+                bytes.len()
+            ))
+        };
+        if card.classes > at_most || net_inputs > at_most {
+            return Err(too_big("a model"));
+        }
+        if matches!(card.model.as_str(), "logreg" | "mlp") {
+            let dims = match card.model.as_str() {
+                "logreg" => vec![net_inputs, card.classes],
+                _ => [&[net_inputs][..], &card.hidden, &[card.classes][..]].concat(),
+            };
+            let params = dims.windows(2).try_fold(0usize, |acc, w| {
+                w[0].checked_add(1)?.checked_mul(w[1])?.checked_add(acc)
+            });
+            if params.is_none_or(|p| p > at_most) {
+                return Err(too_big("layers"));
+            }
+        }
         // As in training: built on the autodiff device, queried through
         // its inner (non-autodiff) module.
         let device = Device::default().autodiff();

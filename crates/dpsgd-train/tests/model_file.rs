@@ -58,6 +58,9 @@ fn should_load_what_it_saved_and_answer_the_same() {
     for edited in [
         card.replace("\"hidden\": [\n    16,", "\"hidden\": [\n    17,"),
         card.replace("\"record_bytes\": ", "\"record_bytes\": 1"),
+        card.replace("\"record_crc32\": ", "\"record_crc32\": 1"),
+        card.replace("\"hidden\": [\n    16,", "\"hidden\": [\n    1000000000,"),
+        card.replace("\"input_len\": 64", "\"input_len\": 65"),
         card.replace("dpsgd-model-card/1", "dpsgd-model-card/9"),
     ] {
         assert_ne!(edited, card);

@@ -28,7 +28,7 @@ pub struct Args {
     /// FILE.card.json, beside it).
     #[arg(long, value_name = "FILE", required = true)]
     pub model: Option<PathBuf>,
-    /// The key database (SQLite; created if missing).
+    /// The key database (SQLite), made by `dpsgd serve keys add`.
     #[arg(long, value_name = "FILE", required = true)]
     pub db: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed on standard
@@ -181,7 +181,7 @@ fn serve(a: &Args) -> Result<()> {
     };
     let (model, card) = dpsgd::train::TrainedModel::load(model_path)
         .with_context(|| format!("--model {}", model_path.display()))?;
-    let store = KeyStore::open(db)?;
+    let store = existing(db)?;
     let settings = ServeSettings {
         auto_revoke: a.auto_revoke,
         monitoring: !a.no_monitor,

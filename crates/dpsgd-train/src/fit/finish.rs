@@ -115,6 +115,20 @@ pub(crate) fn finish<M: Classifier>(
     };
     eval_seconds += eval_start.elapsed().as_secs_f64();
     if let Some(path) = &cfg.save_model {
+        // A card left by an earlier run at this path would describe these
+        // weights with that run's ε until this run writes its own (never,
+        // if it diverges): remove it first.
+        let card = crate::model_file::card_path(path);
+        match std::fs::remove_file(&card) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(TrainError::Save {
+                    path: card,
+                    reason: format!("removing the earlier card: {e}"),
+                });
+            }
+        }
         save_model(model, path)?;
     }
     let privacy_report = match privacy {

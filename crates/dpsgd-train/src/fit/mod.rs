@@ -369,10 +369,8 @@ fn save_card(
         path: card_path.clone(),
         reason,
     };
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| failed(format!("reading the saved model's size: {e}")))?
-        .len();
-    let card = model.card(cfg, report, bytes);
+    let bytes = std::fs::read(path).map_err(|e| failed(format!("reading the saved model: {e}")))?;
+    let card = model.card(cfg, report, &bytes);
     let text = serde_json::to_string_pretty(&card).map_err(|e| failed(e.to_string()))?;
     dpsgd_burn::io::write_atomically(&card_path, text.as_bytes(), dpsgd_burn::io::Access::Default)
         .map_err(|e| failed(e.to_string()))
