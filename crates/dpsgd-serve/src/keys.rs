@@ -106,26 +106,33 @@ impl KeyStore {
         };
         // Only a regular file (or none yet): never a symlink, whose target
         // SQLite would create or rewrite, nor a device.
-        let existing = match std::fs::symlink_metadata(path) {
+        match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => return Err(refuse("is a symbolic link")),
             Ok(m) if !m.is_file() => return Err(refuse("is not a regular file")),
-            Ok(m) => m.len() > 0,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(refuse(&format!("cannot be read: {e}"))),
-        };
-        let conn = Connection::open(path).map_err(db)?;
-        // A file with content must be one of ours: SQLite would otherwise
+        }
+        // No symbolic link, even one swapped in since the check above.
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+        // A database with pages must be one of ours: SQLite would otherwise
         // add its tables to any database (a non-database file fails here).
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(db)?;
         let id: i64 = conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))
             .map_err(db)?;
-        if existing && id != APPLICATION_ID {
-            return Err(refuse(
-                "is not a dpsgd key database (made by `dpsgd serve keys add`)",
-            ));
+        if id != APPLICATION_ID {
+            if pages > 0 {
+                return Err(refuse(
+                    "is not a dpsgd key database (made by `dpsgd serve keys add`)",
+                ));
+            }
+            conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))
+                .map_err(db)?;
         }
-        conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))
-            .map_err(db)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;

@@ -97,13 +97,14 @@ impl Server {
 
     /// The routes, for serving or for tests.
     pub fn router(&self) -> Router {
-        // Room for `max_batch` inputs of up to 24 bytes of JSON per value.
+        // Room for `max_batch` inputs of up to 32 bytes of JSON per value
+        // (`-2.2250738585072014e-308, ` is 26).
         let limit = self
             .state
             .settings
             .max_batch
             .saturating_mul(self.state.card.input_len)
-            .saturating_mul(24)
+            .saturating_mul(32)
             .saturating_add(1 << 16);
         Router::new()
             .route("/v1/predict", post(predict))

@@ -165,18 +165,15 @@ impl TrainedModel {
                 "its card has fewer than 2 classes or no inputs".into(),
             ));
         }
-        // The network's input: the data's, or the ScatterNet features'.
-        let scattered = match (card.features, card.input_shape) {
-            (Features::Raw, shape) => shape,
-            (Features::Scatter { .. }, Some([c, h, w])) => {
-                let s = dpsgd_data::Scattering::new(h, w, 2, 8)
-                    .map_err(|e| failed(format!("ScatterNet features: {e}")))?;
-                let (sh, sw) = s.output_size();
-                Some([c * s.channels(), sh, sw])
-            }
-            (Features::Scatter { .. }, None) => {
-                return Err(failed("ScatterNet features need an image shape".into()));
-            }
+        // Nothing is built that the bytes could not hold: every parameter
+        // takes at least 4 bytes (f32) of the record, and every model here
+        // has more parameters than inputs (before or after ScatterNet).
+        let at_most = bytes.len() / 4;
+        let too_big = |what: &str| {
+            failed(format!(
+                "its card describes {what} larger than its {} bytes hold",
+                bytes.len()
+            ))
         };
         if let Some(shape) = card.input_shape
             && shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(card.input_len)
@@ -186,6 +183,25 @@ impl TrainedModel {
                 card.input_len
             )));
         }
+        if card.classes > at_most || card.input_len > at_most {
+            return Err(too_big("a model"));
+        }
+        // The network's input: the data's, or the ScatterNet features'.
+        let scattered = match (card.features, card.input_shape) {
+            (Features::Raw, shape) => shape,
+            (Features::Scatter { .. }, Some([c, h, w])) => {
+                let s = dpsgd_data::Scattering::new(h, w, 2, 8)
+                    .map_err(|e| failed(format!("ScatterNet features: {e}")))?;
+                let (sh, sw) = s.output_size();
+                let channels = c
+                    .checked_mul(s.channels())
+                    .ok_or_else(|| failed("its card's input shape overflows".into()))?;
+                Some([channels, sh, sw])
+            }
+            (Features::Scatter { .. }, None) => {
+                return Err(failed("ScatterNet features need an image shape".into()));
+            }
+        };
         let net_inputs = match scattered {
             Some(s) => s
                 .iter()
@@ -193,17 +209,27 @@ impl TrainedModel {
                 .ok_or_else(|| failed("its card's input shape overflows".into()))?,
             None => card.input_len,
         };
-        // Nothing is built that the bytes could not hold: every parameter
-        // takes at least 4 bytes (f32) of the record.
-        let at_most = bytes.len() / 4;
-        let too_big = |what: &str| {
-            failed(format!(
-                "its card describes {what} larger than its {} bytes hold",
-                bytes.len()
-            ))
-        };
-        if card.classes > at_most || net_inputs > at_most {
+        if net_inputs > at_most {
             return Err(too_big("a model"));
+        }
+        if card.model == "cnn" {
+            // The CNNs' first dense layer alone has more than 2 weights per
+            // input value (Cnn::new: about 64; Cnn::for_input on ScatterNet's
+            // 81 channels: about 3), and their sides must allow the strides.
+            let min_side = match scattered {
+                Some([1, ..]) => Cnn::MIN_SIZE,
+                _ => 2,
+            };
+            if net_inputs.checked_mul(2).is_none_or(|p| p > at_most) {
+                return Err(too_big("a CNN"));
+            }
+            if let Some([_, h, w]) = scattered
+                && (h < min_side || w < min_side)
+            {
+                return Err(failed(format!(
+                    "its card's images of {h}×{w} are too small for the CNN (at least {min_side}×{min_side})"
+                )));
+            }
         }
         if matches!(card.model.as_str(), "logreg" | "mlp") {
             let dims = match card.model.as_str() {

@@ -147,10 +147,13 @@ fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, err
     // The folder itself too: `--html` on it cannot be written either.
     let mut written = vec![("--out", a.out.clone())];
     written.extend(clobbering::in_folder("--out", &a.out, &names));
+    // The model's card goes beside it (dpsgd::train::card_path).
+    let card = a.save_model.as_deref().map(dpsgd::train::card_path);
     written.extend(clobbering::given([
         ("--report", a.report.as_ref()),
         ("--html", a.html.as_ref()),
         ("--save-model", a.save_model.as_ref()),
+        ("--save-model", card.as_ref()),
     ]));
     clobbering::check_no_clobbering(&o.inputs(), &written)?;
     clobbering::check_output_folder("--out", &a.out, &names)?;
