@@ -387,29 +387,19 @@ fn should_revoke_the_projects_black_box_attacks_within_their_first_batch() {
         .iter()
         .map(|&l| l as usize)
         .collect::<Vec<_>>();
+    // The label-only attack reads labels: the argmax of what the key gets.
+    let mut http = Http {
+        addr: s.addr.clone(),
+        key: prober,
+        queries: 0,
+    };
     let mut calls = 0;
     let mut oracle = |inputs: &[f32], dim: usize| {
         calls += 1;
-        let rows: Vec<Vec<f32>> = inputs.chunks(dim).map(<[f32]>::to_vec).collect();
-        let (status, v) = predict(&s.addr, Some(&prober), &rows);
-        if status != 200 {
-            return Err(dpsgd::audit::Error::Query {
-                reason: format!("HTTP {status}"),
-            });
-        }
-        Ok(v["outputs"]
-            .as_array()
-            .unwrap()
+        let probs = http.probabilities(inputs, dim)?;
+        Ok(probs
             .iter()
-            .map(|o| {
-                let o: Vec<f64> = o
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect();
-                (0..o.len()).fold(0, |b, i| if o[i] > o[b] { i } else { b })
-            })
+            .map(|o| (0..o.len()).fold(0, |b, i| if o[i] > o[b] { i } else { b }))
             .collect())
     };
     let err = label_only_scores(&mut oracle, &flat, 64, &labels, &LabelOnlyConfig::default());
