@@ -70,6 +70,21 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Appends one line to the audit log through `conn` (a transaction, or
+/// the connection itself).
+fn append_log(
+    conn: &Connection,
+    id: Option<i64>,
+    event: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![now(), id, event, detail],
+    )
+    .map(|_| ())
+}
+
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
@@ -219,13 +234,11 @@ impl KeyStore {
         )
         .map_err(db)?;
         let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, 'key-added', ?3)",
-            params![
-                now(),
-                id,
-                format!("release {release}, budget {budget}, rate {rate:?}")
-            ],
+        append_log(
+            &tx,
+            Some(id),
+            "key-added",
+            &format!("release {release}, budget {budget}, rate {rate:?}"),
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
@@ -350,11 +363,7 @@ impl KeyStore {
         if tx.execute(sql, params![id]).map_err(db)? == 0 {
             return Err(ServeError::NoSuchKey(id));
         }
-        tx.execute(
-            "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![now(), id, event, detail],
-        )
-        .map_err(db)?;
+        append_log(&tx, Some(id), event, detail).map_err(db)?;
         tx.commit().map_err(db)
     }
 
@@ -403,9 +412,11 @@ impl KeyStore {
             }
         };
         if outcome == Charge::OverBudget {
-            tx.execute(
-                "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, 'refused-budget', ?3)",
-                params![now(), id, format!("a batch of {records} records")],
+            append_log(
+                &tx,
+                Some(id),
+                "refused-budget",
+                &format!("a batch of {records} records"),
             )
             .map_err(db)?;
         }
@@ -419,13 +430,7 @@ impl KeyStore {
     ///
     /// [`ServeError::Database`].
     pub fn log(&self, id: Option<i64>, event: &str, detail: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO audit_log (at, key_id, event, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![now(), id, event, detail],
-            )
-            .map(|_| ())
-            .map_err(|e| self.db(e))
+        append_log(&self.conn, id, event, detail).map_err(|e| self.db(e))
     }
 
     /// The audit log, oldest first.
