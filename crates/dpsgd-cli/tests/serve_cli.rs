@@ -74,6 +74,35 @@ fn list_keys(db: &Path) -> Vec<Value> {
         .clone()
 }
 
+/// `dpsgd serve keys revoke`.
+fn revoke_key(db: &Path, id: i64) {
+    let id = id.to_string();
+    ok(&dpsgd(&[
+        "serve",
+        "keys",
+        "revoke",
+        "--db",
+        db.to_str().unwrap(),
+        &id,
+    ]));
+}
+
+/// The `outputs` of a predict answer, one vector per input.
+fn outputs(v: &Value) -> Vec<Vec<f64>> {
+    v["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| {
+            o.as_array()
+                .expect("a vector")
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
 /// A running server and its address.
 struct Served {
     child: Child,
@@ -166,15 +195,9 @@ fn should_serve_the_contract_over_loopback() {
 
     let (status, v) = predict(&s.addr, Some(&top), &rows[..2]);
     assert_eq!(status, 200, "{v}");
-    let outputs = v["outputs"].as_array().unwrap();
+    let outputs = outputs(&v);
     assert_eq!(outputs.len(), 2);
     for o in outputs {
-        let o: Vec<f64> = o
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
         assert_eq!(o.len(), 10);
         assert_eq!(o.iter().filter(|&&p| p > 0.0).count(), 3, "top-3: {o:?}");
     }
@@ -210,14 +233,7 @@ fn should_serve_the_contract_over_loopback() {
     assert_eq!(predict(&s.addr, Some(&label), &[vec![0.5; 63]]).0, 400);
     assert_eq!(predict(&s.addr, Some(&label), &[]).0, 400);
     // Revoked from the command line while the server runs: 403.
-    ok(&dpsgd(&[
-        "serve",
-        "keys",
-        "revoke",
-        "--db",
-        db.to_str().unwrap(),
-        "2",
-    ]));
+    revoke_key(&db, 2);
     assert_eq!(predict(&s.addr, Some(&label), &rows[..1]).0, 403);
     // Health and metrics need no key.
     let (status, health) = get(&s.addr, "/v1/health");
@@ -303,14 +319,7 @@ fn should_keep_budgets_and_revocations_across_kill_9() {
     {
         let s = serve(&model, &db, &[]);
         assert_eq!(predict(&s.addr, Some(&a), &rows[..6]).0, 200);
-        ok(&dpsgd(&[
-            "serve",
-            "keys",
-            "revoke",
-            "--db",
-            db.to_str().unwrap(),
-            "2",
-        ]));
+        revoke_key(&db, 2);
         // Dropping `s` kills the process with SIGKILL: no clean shutdown.
     }
     let s = serve(&model, &db, &[]);
@@ -342,18 +351,7 @@ impl ProbabilityOracle for Http {
                 reason: format!("HTTP {status}: {v}"),
             });
         }
-        Ok(v["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| {
-                o.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
-            })
-            .collect())
+        Ok(outputs(&v))
     }
 }
 
