@@ -22,6 +22,16 @@ pub enum Error {
         /// What the model said.
         reason: String,
     },
+    /// The model declined to answer this client any further: a spent
+    /// query budget, a rate it may not exceed, a revoked or unknown key.
+    /// Unlike [`Error::Query`] this is the defence working, not a fault:
+    /// [`crate::hardening::Hardened`] counts the batch as refused, and an
+    /// audit reports the attack as refused rather than failing.
+    #[error("query refused by the model's owner: {reason}")]
+    Refused {
+        /// What the model (or the endpoint serving it) said.
+        reason: String,
+    },
     /// RMIA was given no population samples `z` to compare against: its
     /// score is a fraction over the population, undefined for an empty one.
     #[error("empty population: RMIA needs at least one population sample z")]

@@ -572,7 +572,16 @@ impl<O: ProbabilityOracle> Hardened<O> {
                 ),
             });
         }
-        let answers = self.inner.probabilities(inputs, dim)?;
+        let answers = match self.inner.probabilities(inputs, dim) {
+            Ok(answers) => answers,
+            Err(e @ Error::Refused { .. }) => {
+                // The model itself refused (a remote endpoint's budget,
+                // rate or revocation): counted as this gate's refusals are.
+                self.counts.entry(client.to_owned()).or_default().refused += records;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if answers.len() != n {
             return Err(Error::Query {
                 reason: format!(
@@ -963,6 +972,35 @@ mod tests {
         );
         assert_eq!(Release::LabelOnly.apply(&p), vec![0.0, 1.0, 0.0, 0.0]);
         assert_eq!(Release::LabelOnly.apply(&[]), Vec::<f64>::new());
+    }
+
+    /// A model that refuses itself (an endpoint's budget, rate or
+    /// revocation) is counted as a refusal of that client, and any other
+    /// failure is not.
+    #[test]
+    fn should_count_the_models_own_refusals_as_refusals() {
+        let mut answers = vec![
+            Err(Error::Query {
+                reason: "backend down".into(),
+            }),
+            Err(Error::Refused {
+                reason: "HTTP 429: over budget".into(),
+            }),
+            Ok(vec![vec![0.5, 0.5]; 2]),
+        ];
+        let oracle = FnOracle::new(2, move |_: &[f32], _| answers.pop().unwrap());
+        let mut h = Hardened::new(oracle, Release::Full).unwrap();
+        assert_eq!(h.probabilities_for("a", &[0.0; 2], 1).unwrap().len(), 2);
+        let err = h.probabilities_for("a", &[0.0; 3], 1).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+        assert_eq!((h.served("a"), h.refused("a")), (2, 3));
+        let err = h.labels_for("a", &[0.0; 4], 1).unwrap_err();
+        assert!(matches!(err, Error::Query { .. }), "{err:?}");
+        assert_eq!(
+            (h.served("a"), h.refused("a")),
+            (2, 3),
+            "a fault is no refusal"
+        );
     }
 
     /// Budget 10: 6 served, a batch of 5 refused whole (nothing answered,

@@ -226,7 +226,9 @@ fn should_serve_the_contract_over_loopback() {
         assert_eq!(ones, 1, "{o}");
     }
     // Unknown, missing and malformed keys; a wrong input length.
-    let forged = format!("{}0", &label[..label.len() - 1]);
+    // The last hex digit changed (to another digit, whatever it was).
+    let last = if label.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &label[..label.len() - 1]);
     for key in [Some(forged.as_str()), Some("dpk_1_x"), None] {
         assert_eq!(predict(&s.addr, key, &rows[..1]).0, 403, "{key:?}");
     }
@@ -436,4 +438,220 @@ fn should_not_flag_benign_clients_querying_the_data_in_random_order() {
         .filter(|k| k["flagged"] == true)
         .count();
     assert_eq!(flagged, 0, "benign keys flagged");
+}
+
+/// `dpsgd audit --target` with the key in `key_file`, and `extra` flags;
+/// the command's output.
+fn audit_endpoint(addr: &str, key_file: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let target = format!("http://{addr}");
+    let mut args = vec![
+        "audit",
+        "--target",
+        &target,
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--shadow-models",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        "-",
+        "--quiet",
+    ];
+    args.extend(extra);
+    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(&args)
+        .env_remove("DPSGD_API_KEY")
+        .output()
+        .expect("run dpsgd audit")
+}
+
+/// The attacks of an audit report, by name: (AUC, TPR@1%, TPR@0.1%).
+fn attack_figures(report: &Value) -> std::collections::BTreeMap<String, [f64; 3]> {
+    report["attacks"]
+        .as_array()
+        .expect("attacks")
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                [
+                    a["auc"].as_f64().unwrap(),
+                    a["tpr_at_fpr_0_01"].as_f64().unwrap(),
+                    a["tpr_at_fpr_0_001"].as_f64().unwrap(),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Issue 36, item 4: the audit's attacks as clients of a live endpoint.
+/// Against the served model they measure what the local audit of the same
+/// run measures (the same model, the same shadows: the same figures);
+/// what the endpoint refuses is reported refused; a budget that cannot
+/// cover the population, data the model was not trained on and flags
+/// that apply only to a trained target are refused.
+#[test]
+fn should_audit_a_served_model_as_the_local_audit_does() {
+    let dir = temp_dir("serve-cli", "audit-target");
+    let model = saved_model(&dir);
+    let db = dir.join("keys.db");
+    let key_file = |name: &str, key: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{key}\n")).unwrap();
+        p
+    };
+    let full = key_file("full.key", &add_key(&db, 1_000_000, "full", None));
+    let server = serve(&model, &db, &[]);
+    // The shadows train through this command's recipe: the training
+    // run's (its 5 epochs).
+    let attacks = [
+        "--attacks",
+        "loss,entropy,lira,rmia,shadow",
+        "--epochs",
+        "5",
+    ];
+    let remote: Value = serde_json::from_str(&ok(&audit_endpoint(
+        &server.addr,
+        &full,
+        &dir.join("remote"),
+        &attacks,
+    )))
+    .unwrap();
+    // The same run audited locally: `train`'s split (test fraction 0.2),
+    // seed and epochs, so the same target and the same shadows.
+    let local = ok(&dpsgd(&[
+        "audit",
+        "--epochs",
+        "5",
+        "--seed",
+        "1",
+        "--test-fraction",
+        "0.2",
+        "--shadow-models",
+        "4",
+        "--attacks",
+        "loss,entropy,lira,rmia,shadow",
+        "--out",
+        dir.join("local").to_str().unwrap(),
+        "--report",
+        "-",
+        "--quiet",
+    ]));
+    let local: Value = serde_json::from_str(&local).unwrap();
+    let (r, l) = (attack_figures(&remote), attack_figures(&local));
+    assert_eq!(
+        r.keys().collect::<Vec<_>>(),
+        l.keys().collect::<Vec<_>>(),
+        "the same attacks"
+    );
+    for (name, figures) in &r {
+        for (a, b) in figures.iter().zip(&l[name]) {
+            // Scores from the released f64 probabilities instead of the
+            // logits: equal but for the last bits of a logarithm.
+            assert!((a - b).abs() < 1e-9, "{name}: {figures:?} vs {:?}", l[name]);
+        }
+    }
+    assert_eq!(remote["kind"], "endpoint-audit");
+    assert_eq!(remote["release"], "full");
+    assert_eq!(remote["test_accuracy"], local["test_accuracy"]);
+    assert_eq!(remote["train_accuracy"], local["train_accuracy"]);
+    assert_eq!(remote["epsilon"], local["epsilon"]);
+    assert_eq!(remote["target"]["dataset_size"], 1438);
+    // The population once (1 797 records in batches of ≤ 1 024), read by
+    // every attack.
+    assert_eq!(remote["endpoint_usage"]["records_answered"], 1797);
+    assert_eq!(remote["endpoint_usage"]["requests"], 2);
+    for f in ["audit.json", "roc.svg", "roc-loglog.svg"] {
+        assert!(dir.join("remote").join(f).is_file(), "{f}");
+    }
+    drop(server);
+
+    // With --auto-revoke the monitor revokes the label-only attack's key
+    // on its first batch of noisy copies: reported refused, the threshold
+    // attack (one plain query of the population) measured.
+    let probe = key_file("probe.key", &add_key(&db, 1_000_000, "top-3", None));
+    let server = serve(&model, &db, &["--auto-revoke"]);
+    let out = audit_endpoint(
+        &server.addr,
+        &probe,
+        &dir.join("probe"),
+        &["--attacks", "loss,label-only"],
+    );
+    let report: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["release"], "top-3");
+    assert_eq!(report["refused_attacks"], json!(["label-only"]));
+    assert_eq!(attack_figures(&report).keys().collect::<Vec<_>>(), ["loss"]);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("revoked"), "{warnings}");
+
+    // A rate of 400 records a second: batches halved until they fit, and
+    // the rest waited out.
+    let slow = key_file("slow.key", &add_key(&db, 1_000_000, "full", Some("400/s")));
+    let out = audit_endpoint(
+        &server.addr,
+        &slow,
+        &dir.join("slow"),
+        &["--attacks", "loss"],
+    );
+    let report: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["endpoint_usage"]["records_answered"], 1797);
+    assert!(
+        report["endpoint_usage"]["rate_waits"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(
+        attack_figures(&report)["loss"],
+        r["loss"],
+        "paced, the same answers"
+    );
+
+    // A budget that cannot cover the population: the audit fails, saying so.
+    let small = key_file("small.key", &add_key(&db, 1000, "full", None));
+    let out = audit_endpoint(
+        &server.addr,
+        &small,
+        &dir.join("small"),
+        &["--attacks", "loss"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("budget"), "{err}");
+
+    // Data split otherwise than the model was trained on: refused before
+    // any attack, naming the count.
+    let out = audit_endpoint(
+        &server.addr,
+        &full,
+        &dir.join("split"),
+        &["--attacks", "loss", "--test-fraction", "0.5"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("trained on 1438 records") && err.contains("898"),
+        "{err}"
+    );
+
+    // Flags of a trained target, and a missing key: usage errors.
+    for extra in [
+        &["--release", "full"][..],
+        &["--canaries", "10"],
+        &["--save-model", "x.bin"],
+        &["--html", "x.html"],
+        &["--canary-kind", "ood"],
+    ] {
+        let out = audit_endpoint(&server.addr, &full, &dir.join("usage"), extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {out:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(["audit", "--target", &format!("http://{}", server.addr)])
+        .env_remove("DPSGD_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DPSGD_API_KEY"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,6 +30,15 @@ pub enum ServeError {
     /// The model could not be loaded.
     #[error(transparent)]
     Model(#[from] dpsgd_train::TrainError),
+    /// An endpoint could not be reached, or its answer read.
+    #[error("{url}: {source}")]
+    Http {
+        /// What was asked.
+        url: String,
+        /// The HTTP client's error.
+        #[source]
+        source: Box<ureq::Error>,
+    },
     /// The listening socket could not be opened or served.
     #[error("serving on {addr}: {source}")]
     Listen {

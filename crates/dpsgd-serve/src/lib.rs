@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod client;
 mod error;
 pub mod keys;
 pub mod metrics;

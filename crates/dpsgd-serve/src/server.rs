@@ -140,12 +140,25 @@ fn privacy(card: &ModelCard) -> Value {
         "epsilon": card.privacy.epsilon,
         "delta": card.privacy.delta,
         "unit": card.privacy.unit,
+        "dataset_size": card.privacy.dataset_size,
         "guarantee": if card.privacy.epsilon.is_some() { "differential privacy (DP-SGD)" } else { "none: trained without DP" },
     })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A refusal (403 or 429) with a machine-readable `reason`: `no-key`,
+/// `unknown-key`, `revoked`, `budget`, `rate` (wait and retry: the
+/// `Retry-After` header says how long) or `batch-over-rate` (a batch this
+/// key's rate never admits).
+fn refusal(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": message.into(), "reason": reason })),
+    )
+        .into_response()
 }
 
 /// `{"inputs": [[f32, ...], ...]}`.
@@ -167,10 +180,11 @@ fn capacity(rate: f64) -> f64 {
     rate.max(1.0)
 }
 
-/// Takes `records` tokens from `key`'s bucket of `rate` per second.
-fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> bool {
+/// Takes `records` tokens from `key`'s bucket of `rate` per second:
+/// `Err(seconds)` until enough tokens will be there (nothing taken).
+fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> std::result::Result<(), f64> {
     let Some(rate) = key.rate else {
-        return true;
+        return Ok(());
     };
     let mut buckets = state
         .buckets
@@ -185,9 +199,9 @@ fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> bool {
     b.at = now;
     if b.tokens >= records as f64 {
         b.tokens -= records as f64;
-        true
+        Ok(())
     } else {
-        false
+        Err((records as f64 - b.tokens) / rate)
     }
 }
 
@@ -215,8 +229,9 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
     // 1. Who: an unknown or revoked key is refused before anything else.
     let Some(key) = bearer(headers) else {
         state.metrics.refused("no-key");
-        return error(
+        return refusal(
             StatusCode::FORBIDDEN,
+            "no-key",
             "no key: send Authorization: Bearer KEY",
         );
     };
@@ -224,14 +239,14 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
         Ok(Ok(Some(info))) => info,
         Ok(Ok(None)) => {
             state.metrics.refused("unknown-key");
-            return error(StatusCode::FORBIDDEN, "unknown key");
+            return refusal(StatusCode::FORBIDDEN, "unknown-key", "unknown key");
         }
         Ok(Err(e)) => return internal(e),
         Err(_) => return internal("the key store's lock is poisoned"),
     };
     if info.revoked {
         state.metrics.refused("revoked");
-        return error(StatusCode::FORBIDDEN, "this key is revoked");
+        return refusal(StatusCode::FORBIDDEN, "revoked", "this key is revoked");
     }
     // 2. What: a batch of inputs of the model's length, finite.
     let request: PredictRequest = match serde_json::from_slice(body) {
@@ -274,18 +289,30 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
         return over_budget(n, &info);
     }
     // 4. How fast: the key's rate.
-    if !take_tokens(state, &info, n) {
+    if let Err(wait) = take_tokens(state, &info, n) {
         state.metrics.refused("rate");
         let rate = info.rate.unwrap_or(0.0);
-        let message = if n as f64 > capacity(rate) {
-            format!(
-                "a batch of {n} records never fits this key's rate of {rate} records per second: send at most {} per request",
-                capacity(rate).floor()
-            )
-        } else {
-            format!("over this key's rate of {rate} records per second")
-        };
-        return error(StatusCode::TOO_MANY_REQUESTS, message);
+        if n as f64 > capacity(rate) {
+            return refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "batch-over-rate",
+                format!(
+                    "a batch of {n} records never fits this key's rate of {rate} records per second: send at most {} per request",
+                    capacity(rate).floor()
+                ),
+            );
+        }
+        let mut response = refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate",
+            format!("over this key's rate of {rate} records per second"),
+        );
+        // Whole seconds (RFC 9110), rounded up: the batch fits then.
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(wait.ceil().max(1.0) as u64),
+        );
+        return response;
     }
     // 5. The model's answer and the monitor's verdict (it sees every query
     //    that got this far), off the async workers.
@@ -343,8 +370,9 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
                 state.metrics.revoked();
             }
             state.metrics.refused("revoked");
-            return error(
+            return refusal(
                 StatusCode::FORBIDDEN,
+                "revoked",
                 format!("this key is revoked: {evidence}"),
             );
         }
@@ -363,7 +391,7 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
         }
         Charge::Revoked | Charge::Unknown => {
             state.metrics.refused("revoked");
-            return error(StatusCode::FORBIDDEN, "this key is revoked");
+            return refusal(StatusCode::FORBIDDEN, "revoked", "this key is revoked");
         }
     };
     // 7. The release the key is allowed.
@@ -383,8 +411,9 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
 
 /// 429 for a batch of `n` the key's budget cannot cover.
 fn over_budget(n: usize, info: &KeyInfo) -> Response {
-    error(
+    refusal(
         StatusCode::TOO_MANY_REQUESTS,
+        "budget",
         format!(
             "a batch of {n} records passes this key's budget ({} of {} used)",
             info.used, info.budget
@@ -414,6 +443,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             "input_shape": state.card.input_shape,
             "model": state.card.model,
         },
+        "max_batch": state.settings.max_batch,
         "privacy": privacy(&state.card),
     }))
     .into_response()

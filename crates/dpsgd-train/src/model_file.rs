@@ -72,6 +72,12 @@ pub struct CardPrivacy {
     pub unit: String,
     /// Whether the run was seeded (not secure) or used OS entropy.
     pub secure: bool,
+    /// The privacy units the model was trained on (N: records, or users
+    /// at user level; public, as N is): an auditor checks that it loaded
+    /// the members the model was trained on. `None` in a card that does
+    /// not say.
+    #[serde(default)]
+    pub dataset_size: Option<usize>,
 }
 
 /// Where the card of the model saved at `model` lives: `<model>.card.json`.
@@ -117,6 +123,7 @@ impl TrainedModel {
                 delta: report.privacy.delta,
                 unit: report.privacy.privacy_unit.clone(),
                 secure: report.privacy.secure,
+                dataset_size: Some(report.privacy.dataset_size),
             },
         }
     }

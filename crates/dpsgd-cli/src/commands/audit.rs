@@ -90,9 +90,26 @@ pub struct Args {
     pub canary_guesses: Option<usize>,
     /// What the model releases to the black-box attacks (output
     /// hardening): full, label-only, top-K (the K largest probabilities),
-    /// round-D (D decimals) or top-K-round-D.
-    #[arg(long, value_name = "full|label-only|top-K|round-D", default_value = "full", value_parser = release)]
-    pub release: Release,
+    /// round-D (D decimals) or top-K-round-D (default: full; with
+    /// --target, refused: the endpoint decides).
+    #[arg(long, value_name = "full|label-only|top-K|round-D", value_parser = release)]
+    pub release: Option<Release>,
+    /// Audit a deployed model instead of training one: the `dpsgd serve`
+    /// endpoint at http://HOST:PORT, queried with one key, as deployed
+    /// (its release, budget, rate and monitor). Load the data as the
+    /// model was trained on it (the same --dataset, --seed and
+    /// --test-fraction: the training split are the members, and the
+    /// model's card must count as many); the shadow models train here,
+    /// through this command's recipe. Attacks the endpoint refuses are
+    /// reported refused. No canaries, --release, --save-model or --html.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// The endpoint's key for --target, read from this file (`-`:
+    /// standard input); default: the DPSGD_API_KEY environment variable.
+    /// Never on the command line, where every user of the machine could
+    /// read it.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    pub key_file: Option<PathBuf>,
     /// Per-attack query budget, in records: each black-box attack is one
     /// client of the (hardened) model, and an attack whose queries would go
     /// past the budget is refused and reported (default: no limit; the
@@ -123,7 +140,7 @@ pub struct Args {
 }
 
 /// The files an audit writes in its `--out` folder.
-fn out_files(a: &Args) -> Vec<&'static str> {
+pub(super) fn out_files(a: &Args) -> Vec<&'static str> {
     let mut names = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
     if a.attacks.contains(&Attack::Inversion) {
         names.push("inversion.png");
@@ -173,6 +190,9 @@ fn check_outputs(a: &Args, o: &TrainOptions) -> Result<Option<ReportTarget>, err
 ///
 /// Bad data, bad settings, a failed run or unwritable output.
 pub fn run(a: &Args) -> Result<std::process::ExitCode> {
+    if let Some(url) = &a.target {
+        return super::audit_target::run(a, url);
+    }
     let mut o = a.options.clone();
     o.test_fraction.get_or_insert(0.5);
     check_canaries(a.canaries, a.canary_kind, &o)?;
@@ -195,7 +215,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     }
     let report_target = check_outputs(a, &o)?;
     let audit = AuditConfig {
-        release: a.release,
+        release: a.release.unwrap_or(Release::Full),
         canary_view: a.canary_view.unwrap_or_default(),
         query_budget: a.query_budget,
         canary_records_per_user: a.canary_records_per_user,

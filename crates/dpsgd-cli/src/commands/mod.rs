@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod audit_target;
 pub mod bench;
 pub mod calibrate;
 pub mod compare;

@@ -5,7 +5,9 @@ use crate::output::files::write_atomically;
 use crate::output::format::{p_value, percent};
 use anyhow::Result;
 use dpsgd::audit::estimators::BcaInterval;
-use dpsgd::train::audit::{AttackResult, AuditReport};
+use dpsgd::audit::hardening::ClientUsage;
+use dpsgd::train::audit::{AttackResult, AuditReport, DeployedAuditReport, InversionReport};
+use dpsgd_serve::client::Usage;
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use std::path::Path;
@@ -49,85 +51,7 @@ pub fn table(r: &AuditReport) -> String {
             None => "non-private (ε = ∞)".into(),
         }
     );
-    let level = r
-        .attacks
-        .iter()
-        .find_map(|a| {
-            a.auc_bca
-                .or(a.tpr_at_fpr_0_01_bca)
-                .or(a.tpr_at_fpr_0_001_bca)
-        })
-        .map(|c| level_percent(c.level));
-    let _ = writeln!(
-        out,
-        "{:<17} {:>6} {:>16} {:>22} {:>22} {:>9}",
-        "attack", "AUC", "BCa interval", "TPR@1%FPR [BCa]", "TPR@0.1%FPR [BCa]", "advantage"
-    );
-    for a in &r.attacks {
-        let slice = a.slices.first().map_or_else(
-            || "–".to_owned(),
-            |s| {
-                format!(
-                    "{} (AUC {:.3}, TPR@1%FPR {}{})",
-                    s.name,
-                    s.auc,
-                    percent(s.tpr_at_fpr_0_01),
-                    s.p_value_adjusted
-                        .map_or_else(String::new, |p| format!(", adjusted p {}", p_value(p)))
-                )
-            },
-        );
-        let tpr = |x: f64, ci: Option<&BcaInterval>| match ci {
-            Some(_) => format!("{} {}", percent(x), bca_ends(ci, percent)),
-            None => percent(x),
-        };
-        let _ = writeln!(
-            out,
-            "{:<17} {:>6.3} {:>16} {:>22} {:>22} {:>9.3}\n  most exposed slice: {slice}",
-            a.name,
-            a.auc,
-            bca_ends(a.auc_bca.as_ref(), |x| format!("{x:.3}")),
-            tpr(a.tpr_at_fpr_0_01, a.tpr_at_fpr_0_01_bca.as_ref()),
-            tpr(a.tpr_at_fpr_0_001, a.tpr_at_fpr_0_001_bca.as_ref()),
-            a.advantage,
-        );
-        // The same scores per user: the mean and the best of each user's
-        // records (data with a user column).
-        for u in &a.users {
-            let _ = writeln!(
-                out,
-                "  users{}, {} of their records' scores ({} members, {} non-members): AUC {:.3} [{:.3}, {:.3}], TPR@1%FPR {}, TPR@0.1%FPR {}",
-                if u.min_records > 1 {
-                    format!(" with ≥ {} records", u.min_records)
-                } else {
-                    String::new()
-                },
-                match u.aggregate {
-                    "max" => "best",
-                    other => other,
-                },
-                u.users.0,
-                u.users.1,
-                u.auc,
-                u.auc_interval.low,
-                u.auc_interval.high,
-                percent(u.tpr_at_fpr_0_01),
-                percent(u.tpr_at_fpr_0_001),
-            );
-        }
-    }
-    if !r.attacks.is_empty() {
-        let _ = writeln!(
-            out,
-            "{}",
-            match &level {
-                Some(l) => format!(
-                    "intervals: BCa bootstrap (Efron 1987), level 1 − α = {l}; – where one could not be computed"
-                ),
-                None => "intervals: no BCa bootstrap interval could be computed (too few records or resamples)".to_owned(),
-            }
-        );
-    }
+    attack_rows(&mut out, &r.attacks);
     if let Some(c) = &r.canary_audit {
         let _ = writeln!(
             out,
@@ -199,7 +123,111 @@ pub fn table(r: &AuditReport) -> String {
             ),
         );
     }
-    if let Some(inv) = &r.inversion {
+    inversion_and_queries(&mut out, r.inversion.as_ref(), &r.queries, r.query_budget);
+    if r.shadow_models > 0 {
+        let _ = writeln!(
+            out,
+            "{} shadow models in {:.1} s; audit {:.1} s",
+            r.shadow_models, r.shadow_seconds, r.audit_seconds
+        );
+    }
+    out
+}
+
+/// One row per attack (AUC and TPRs with their BCa intervals), each
+/// followed by its most exposed slice and its figures against users, then
+/// the intervals' level.
+fn attack_rows(out: &mut String, attacks: &[AttackResult]) {
+    use std::fmt::Write as _;
+    let level = attacks
+        .iter()
+        .find_map(|a| {
+            a.auc_bca
+                .or(a.tpr_at_fpr_0_01_bca)
+                .or(a.tpr_at_fpr_0_001_bca)
+        })
+        .map(|c| level_percent(c.level));
+    let _ = writeln!(
+        out,
+        "{:<17} {:>6} {:>16} {:>22} {:>22} {:>9}",
+        "attack", "AUC", "BCa interval", "TPR@1%FPR [BCa]", "TPR@0.1%FPR [BCa]", "advantage"
+    );
+    for a in attacks {
+        let slice = a.slices.first().map_or_else(
+            || "–".to_owned(),
+            |s| {
+                format!(
+                    "{} (AUC {:.3}, TPR@1%FPR {}{})",
+                    s.name,
+                    s.auc,
+                    percent(s.tpr_at_fpr_0_01),
+                    s.p_value_adjusted
+                        .map_or_else(String::new, |p| format!(", adjusted p {}", p_value(p)))
+                )
+            },
+        );
+        let tpr = |x: f64, ci: Option<&BcaInterval>| match ci {
+            Some(_) => format!("{} {}", percent(x), bca_ends(ci, percent)),
+            None => percent(x),
+        };
+        let _ = writeln!(
+            out,
+            "{:<17} {:>6.3} {:>16} {:>22} {:>22} {:>9.3}\n  most exposed slice: {slice}",
+            a.name,
+            a.auc,
+            bca_ends(a.auc_bca.as_ref(), |x| format!("{x:.3}")),
+            tpr(a.tpr_at_fpr_0_01, a.tpr_at_fpr_0_01_bca.as_ref()),
+            tpr(a.tpr_at_fpr_0_001, a.tpr_at_fpr_0_001_bca.as_ref()),
+            a.advantage,
+        );
+        // The same scores per user: the mean and the best of each user's
+        // records (data with a user column).
+        for u in &a.users {
+            let _ = writeln!(
+                out,
+                "  users{}, {} of their records' scores ({} members, {} non-members): AUC {:.3} [{:.3}, {:.3}], TPR@1%FPR {}, TPR@0.1%FPR {}",
+                if u.min_records > 1 {
+                    format!(" with ≥ {} records", u.min_records)
+                } else {
+                    String::new()
+                },
+                match u.aggregate {
+                    "max" => "best",
+                    other => other,
+                },
+                u.users.0,
+                u.users.1,
+                u.auc,
+                u.auc_interval.low,
+                u.auc_interval.high,
+                percent(u.tpr_at_fpr_0_01),
+                percent(u.tpr_at_fpr_0_001),
+            );
+        }
+    }
+    if !attacks.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            match &level {
+                Some(l) => format!(
+                    "intervals: BCa bootstrap (Efron 1987), level 1 − α = {l}; – where one could not be computed"
+                ),
+                None => "intervals: no BCa bootstrap interval could be computed (too few records or resamples)".to_owned(),
+            }
+        );
+    }
+}
+
+/// The inversion figures and the queries per attack, where there are any.
+fn inversion_and_queries(
+    out: &mut String,
+    inversion: Option<&InversionReport>,
+    queries: &[ClientUsage],
+    query_budget: Option<u64>,
+) {
+    use std::fmt::Write as _;
+    if let Some(inv) = inversion {
         let mean_conf = inv.confidence.iter().sum::<f64>() / inv.confidence.len().max(1) as f64;
         let _ = writeln!(
             out,
@@ -210,12 +238,10 @@ pub fn table(r: &AuditReport) -> String {
             inv.mean_distance_ratio
         );
     }
-    if !r.queries.is_empty() {
-        let budget = r
-            .query_budget
-            .map_or_else(|| "no budget".to_owned(), |b| format!("budget {b} each"));
-        let each: Vec<String> = r
-            .queries
+    if !queries.is_empty() {
+        let budget =
+            query_budget.map_or_else(|| "no budget".to_owned(), |b| format!("budget {b} each"));
+        let each: Vec<String> = queries
             .iter()
             .map(|q| {
                 if q.refused > 0 {
@@ -227,10 +253,47 @@ pub fn table(r: &AuditReport) -> String {
             .collect();
         let _ = writeln!(out, "queries ({budget}): {}", each.join(", "));
     }
+}
+
+/// The summary of an audit of a deployed model: what it released and its
+/// accuracy as answered, the attacks' rows, inversion, the queries per
+/// attack and what the endpoint was sent and refused.
+pub fn deployed_table(r: &DeployedAuditReport, usage: &Usage) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "target {} ({} release) | test accuracy {} | train accuracy {} (as released) | {}",
+        r.target.location,
+        r.release,
+        percent(r.test_accuracy),
+        percent(r.train_accuracy),
+        match r.epsilon {
+            Some(e) => format!(
+                "claims ε = {e:.3} at δ = {:e} per {}",
+                r.delta, r.target.unit
+            ),
+            None => "claims no DP (ε = ∞)".into(),
+        }
+    );
+    attack_rows(&mut out, &r.attacks);
+    inversion_and_queries(&mut out, r.inversion.as_ref(), &r.queries, r.query_budget);
+    for refused in &r.refused_attacks {
+        let _ = writeln!(out, "{refused}: REFUSED by the endpoint (see the warnings)");
+    }
+    let _ = writeln!(
+        out,
+        "endpoint: {} requests, {} records answered, {} requests refused ({} rate waits, {:.1} s waited)",
+        usage.requests,
+        usage.records_answered,
+        usage.refused_requests,
+        usage.rate_waits,
+        usage.waited_ms as f64 / 1000.0
+    );
     if r.shadow_models > 0 {
         let _ = writeln!(
             out,
-            "{} shadow models in {:.1} s; audit {:.1} s",
+            "{} shadow models in {:.1} s (trained here, through this command's recipe); audit {:.1} s",
             r.shadow_models, r.shadow_seconds, r.audit_seconds
         );
     }

@@ -40,11 +40,38 @@ impl WhiteBox for GradientQueries<'_> {
     }
 }
 
+/// What inversion needs to know of the target besides its answers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InversionTarget {
+    /// Its number of classes.
+    pub(crate) classes: usize,
+    /// Values per input.
+    pub(crate) input_len: usize,
+    /// `[channels, height, width]` of image inputs.
+    pub(crate) input_shape: Option<[usize; 3]>,
+    /// The feature transform in front of its network, where the audit has
+    /// the model (`None`: a deployed model, queried on its raw inputs,
+    /// black-box only).
+    pub(crate) features: Option<Features>,
+}
+
+impl InversionTarget {
+    /// The shape of a trained model.
+    pub(crate) fn of(model: &TrainedModel) -> Self {
+        Self {
+            classes: model.classes(),
+            input_len: model.input_len(),
+            input_shape: model.input_shape(),
+            features: Some(model.features()),
+        }
+    }
+}
+
 /// Model inversion of every class, measured against the members and
 /// non-members and an independent classifier trained on the non-members.
 pub(crate) fn run_inversion<W: WhiteBox>(
     oracle: &mut W,
-    model: &TrainedModel,
+    target: InversionTarget,
     train: &Dataset,
     test: &Dataset,
     cfg: &TrainConfig,
@@ -52,8 +79,8 @@ pub(crate) fn run_inversion<W: WhiteBox>(
     device: &burn::tensor::Device,
 ) -> Result<InversionReport, TrainError> {
     let (lo, hi) = feature_range(train);
-    let classes: Vec<usize> = (0..model.classes()).collect();
-    let image_shape = model.input_shape();
+    let classes: Vec<usize> = (0..target.classes).collect();
+    let image_shape = target.input_shape;
     let config = InversionConfig {
         range: (lo, hi),
         image_shape: match image_shape {
@@ -119,13 +146,15 @@ const INVERSION_DIRECTIONS: usize = 16;
 const INVERSION_SMOOTHING: f64 = 0.05;
 
 /// Model inversion, if asked for: white-box against a full release
-/// without a budget; otherwise black-box, from the hardened outputs
-/// through the gate. Skipped (with a warning) for a model on features that
-/// are not differentiated.
+/// without a budget; otherwise (and always against a deployed model, on
+/// its raw inputs) black-box, from the hardened outputs through the gate.
+/// Skipped (with a warning) for a trained model on features that are not
+/// differentiated.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn inversion_attack(
     cfg: &TrainConfig,
-    model: &TrainedModel,
+    model: Option<&TrainedModel>,
+    target: InversionTarget,
     train: &Dataset,
     test: &Dataset,
     audit: &AuditConfig,
@@ -137,9 +166,10 @@ pub(crate) fn inversion_attack(
     if !audit.attacks.contains(&Attack::Inversion) {
         return Ok(None);
     }
-    let black_box = audit.release != Release::Full || audit.query_budget.is_some();
-    Ok(match model.features() {
-        Features::Raw if black_box => {
+    let black_box =
+        audit.release != Release::Full || audit.query_budget.is_some() || model.is_none();
+    Ok(match (target.features.unwrap_or(Features::Raw), model) {
+        (Features::Raw, _) | (_, None) if black_box => {
             log(&format!(
                 "inversion: reconstructing one input per class from the released outputs ({INVERSION_DIRECTIONS} random directions per gradient estimate)"
             ));
@@ -147,7 +177,7 @@ pub(crate) fn inversion_attack(
             let width = feature_range(train).1 - feature_range(train).0;
             let mut oracle = ZerothOrder::new(
                 gate.client(client),
-                model.input_len(),
+                target.input_len,
                 INVERSION_DIRECTIONS,
                 f64::from(width.max(f32::MIN_POSITIVE)) * INVERSION_SMOOTHING,
                 audit.seed ^ INVERSION_SALT,
@@ -155,7 +185,7 @@ pub(crate) fn inversion_attack(
             .map_err(audit_error)?;
             let result = run_inversion(
                 &mut oracle,
-                model,
+                target,
                 train,
                 test,
                 cfg,
@@ -165,12 +195,11 @@ pub(crate) fn inversion_attack(
             drop(oracle);
             match result {
                 Ok(report) => Some(report),
-                Err(_) if gate.refused(client) > 0 => {
+                Err(e) if gate.refused(client) > 0 => {
                     findings.refuse(
                         client,
                         &format!(
-                            "its query budget of {} records ran out after {} records served ({} refused)",
-                            audit.query_budget.unwrap_or(0),
+                            "{e}, after {} records served ({} refused)",
                             gate.served(client),
                             gate.refused(client)
                         ),
@@ -180,12 +209,12 @@ pub(crate) fn inversion_attack(
                 Err(e) => return Err(e),
             }
         }
-        Features::Raw => {
+        (Features::Raw, Some(model)) => {
             log("inversion: reconstructing one input per class");
             let mut oracle = GradientQueries { model };
             Some(run_inversion(
                 &mut oracle,
-                model,
+                target,
                 train,
                 test,
                 cfg,
@@ -193,7 +222,7 @@ pub(crate) fn inversion_attack(
                 device,
             )?)
         }
-        other => {
+        (other, _) => {
             findings.warnings.push(format!(
                 "inversion skipped: the model sees {} features, which are not differentiated; audit a model on raw features",
                 match other {

@@ -52,11 +52,13 @@
 //! canaries' bounds (`canaries.rs`; the canaries themselves are planted
 //! in the target's run by [`crate::canaries`]), the f-DP bound against the
 //! run's own privacy curve ([`curve`]), the synthetic unit-level Dirac
-//! audit ([`dirac`], also at [`crate::whitebox`]), and the figures
-//! (`results.rs`).
+//! audit ([`dirac`], also at [`crate::whitebox`]), the figures
+//! (`results.rs`), and the audit of a model deployed elsewhere, queried as
+//! a client ([`audit_deployed`], `deployed.rs`).
 
 mod canaries;
 pub mod curve;
+mod deployed;
 pub mod dirac;
 mod inversion;
 mod results;
@@ -65,6 +67,7 @@ mod shadows;
 mod target;
 
 pub use canaries::MAX_CANARY_SHARE;
+pub use deployed::{DeployedAuditReport, DeployedModel, DeployedOracle, audit_deployed};
 pub use results::{
     AttackResult, AuditOutcome, AuditReport, CanaryAudit, CanaryEstimators, InversionReport,
     UserLevelAttack,
@@ -123,7 +126,7 @@ pub fn audit(
     let epsilon = target.report.privacy.epsilon;
     // The attacks, every black-box query through the hardened gate.
     let population = Population::new(model, train, test, audit)?;
-    let mut gate = target::gate(model, &population)?;
+    let mut gate = target::gate(target::TargetSource::Model(model), &population)?;
     let mut findings = Findings {
         attacks: Vec::new(),
         warnings,
@@ -134,7 +137,8 @@ pub fn audit(
     target::label_only(&population, &mut gate, &mut findings)?;
     let inversion = inversion::inversion_attack(
         cfg,
-        model,
+        Some(model),
+        inversion::InversionTarget::of(model),
         train,
         test,
         audit,
@@ -356,7 +360,7 @@ mod tests {
         let logits = model.logits(&test).unwrap();
         let seeded: Vec<Vec<f64>> = logits.chunks(model.classes()).map(softmax).collect();
         let mut oracle = TargetQueries {
-            model: &model,
+            source: super::target::TargetSource::Model(&model),
             population,
             population_answers: seeded.clone(),
         };

@@ -8,7 +8,7 @@ use crate::config::{Features, TrainConfig};
 use crate::error::TrainError;
 use crate::features::{scatter_features, scattering_for};
 use crate::fit::train_model;
-use dpsgd_audit::hardening::Release;
+use dpsgd_audit::hardening::{RELEASED_FLOOR, Release};
 use dpsgd_audit::lira::{LiraConfig, ShadowScores, lira_scores};
 use dpsgd_audit::rmia::{
     OFFLINE_A_GRID, ReferenceSignals, RmiaConfig, rmia_scores, tune_offline_a,
@@ -196,10 +196,11 @@ fn train_shadow(
 const SHADOW_ATTACK_SAMPLES: usize = 50_000;
 
 /// The shadow-model attack: per-class attack classifiers fit on the
-/// shadows' outputs with known membership, applied to the target's.
+/// shadows' outputs with known membership, applied to the target's
+/// probability vectors.
 pub(crate) fn shadow_attack_scores(
     shadows: &[Shadow],
-    target_logits: &[f64],
+    target_probabilities: &[Vec<f64>],
     labels: &[usize],
     classes: usize,
     seed: u64,
@@ -224,12 +225,7 @@ pub(crate) fn shadow_attack_scores(
     let attack = ShadowAttack::fit(&examples, classes, ShadowAttackConfig::default())
         .map_err(audit_error)?;
     (0..n)
-        .map(|i| {
-            attack.score(
-                &softmax(&target_logits[i * classes..(i + 1) * classes]),
-                labels[i],
-            )
-        })
+        .map(|i| attack.score(&target_probabilities[i], labels[i]))
         .collect::<Result<_, _>>()
         .map_err(audit_error)
 }
@@ -241,7 +237,8 @@ const PAPER_OFFLINE_A: f64 = 0.3;
 
 /// RMIA (Zarifzadeh, Liu, Ng & Shokri 2024) online and offline on the
 /// shadows as reference models, each record's signal its true class's
-/// probability as the attacker sees it (the hardened release's, if any).
+/// probability as the attacker sees it (the hardened release's, if any,
+/// floored at [`RELEASED_FLOOR`]: a release can give it 0).
 /// The population samples `z` are the target's non-members (the held-out
 /// split: data of the distribution the target did not train on); a
 /// non-member is compared with itself too, which never counts (its ratio
@@ -254,6 +251,9 @@ fn rmia_attack_scores(
     shadows: &[Shadow],
 ) -> Result<Vec<(&'static str, Vec<f64>)>, TrainError> {
     let n = population.data.len();
+    // A hardened release can give a record's class probability 0 (label
+    // only, top-k, rounding): RMIA divides by the signals' mean, so every
+    // signal is floored where the released scores floor their logarithms.
     let signal = |logits: &[f64], i: usize| {
         population
             .score(
@@ -261,11 +261,14 @@ fn rmia_attack_scores(
                 &population.row(logits, i),
                 population.labels[i],
             )
+            .map(|p| p.max(RELEASED_FLOOR))
             .map_err(audit_error)
     };
-    let target: Vec<f64> = (0..n)
-        .map(|i| signal(&population.logits, i))
-        .collect::<Result<_, _>>()?;
+    let target: Vec<f64> = population
+        .target_scores(ScoreKind::Confidence)?
+        .into_iter()
+        .map(|p| p.max(RELEASED_FLOOR))
+        .collect();
     // signals[s][i]: shadow s's signal of record i.
     let signals: Vec<Vec<f64>> = shadows
         .iter()
@@ -452,7 +455,7 @@ pub(crate) fn shadow_attacks(
         if run_shadow_attack {
             let scores = shadow_attack_scores(
                 &shadows,
-                &population.logits,
+                &population.target_probabilities(),
                 &population.labels,
                 population.classes,
                 audit.seed,

@@ -4,7 +4,7 @@
 
 use super::canaries::Canaries;
 use super::results::{AttackResult, attack_result};
-use super::settings::{Attack, AuditConfig, audit_error};
+use super::settings::{Attack, AuditConfig, audit_error, bad};
 use crate::config::{Privacy, TrainConfig};
 use crate::error::TrainError;
 use crate::fit::canaries::{CanaryObservation, GradientCanaries};
@@ -97,38 +97,55 @@ pub(crate) fn concat(a: &Dataset, b: &Dataset) -> Result<Dataset, TrainError> {
     }
 }
 
+/// Where the target's answers come from: the model the audit trained, or
+/// a deployed model queried as a client (whose answers are already its
+/// release).
+pub(crate) enum TargetSource<'a> {
+    /// The trained model, in this process.
+    Model(&'a TrainedModel),
+    /// A deployed model (a remote endpoint), with its number of classes.
+    Deployed(&'a mut dyn ProbabilityOracle),
+}
+
 /// The target model as a black-box oracle (the hardened model's inner
 /// model). Every attack queries the whole population once: those answers
-/// (the audit's own logits of the population, softmaxed) are served from
-/// memory; the queries are still counted, per client, by the hardened
-/// model around this one. Other inputs are computed.
+/// (the audit's own logits of the population softmaxed, or the deployed
+/// model's answers to the audit's first query) are served from memory;
+/// the queries are still counted, per client, by the hardened model
+/// around this one. Other inputs are computed (or sent to the deployed
+/// model).
 pub(crate) struct TargetQueries<'a> {
-    pub(crate) model: &'a TrainedModel,
+    pub(crate) source: TargetSource<'a>,
     pub(crate) population: &'a [f32],
     pub(crate) population_answers: Vec<Vec<f64>>,
 }
 
 impl TargetQueries<'_> {
-    fn answer(&self, inputs: &[f32]) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
-        let logits =
-            self.model
-                .logits_of_inputs(inputs)
-                .map_err(|e| dpsgd_audit::Error::Query {
-                    reason: e.to_string(),
-                })?;
-        Ok(logits
-            .chunks(self.model.classes().max(1))
-            .map(softmax)
-            .collect())
+    fn answer(&mut self, inputs: &[f32], dim: usize) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
+        match &mut self.source {
+            TargetSource::Model(model) => {
+                let logits =
+                    model
+                        .logits_of_inputs(inputs)
+                        .map_err(|e| dpsgd_audit::Error::Query {
+                            reason: e.to_string(),
+                        })?;
+                Ok(logits.chunks(model.classes().max(1)).map(softmax).collect())
+            }
+            TargetSource::Deployed(oracle) => oracle.probabilities(inputs, dim),
+        }
     }
 }
 
 impl ProbabilityOracle for TargetQueries<'_> {
     fn classes(&self) -> usize {
-        self.model.classes()
+        match &self.source {
+            TargetSource::Model(model) => model.classes(),
+            TargetSource::Deployed(oracle) => oracle.classes(),
+        }
     }
 
-    fn probabilities(&mut self, inputs: &[f32], _dim: usize) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
+    fn probabilities(&mut self, inputs: &[f32], dim: usize) -> dpsgd_audit::Result<Vec<Vec<f64>>> {
         // The population is borrowed for the oracle's life, so the same
         // address and length mean the same records.
         let is_population =
@@ -136,7 +153,7 @@ impl ProbabilityOracle for TargetQueries<'_> {
         if is_population {
             Ok(self.population_answers.clone())
         } else {
-            self.answer(inputs)
+            self.answer(inputs, dim)
         }
     }
 }
@@ -292,15 +309,24 @@ fn train_target_run(
     }
 }
 
-/// The members and non-members together, with the target's logits on them
-/// and what every attack's figures are computed from.
+/// What the audit holds of the target's outputs on the population.
+pub(crate) enum TargetOutputs {
+    /// The trained model's logits of every record, row-major.
+    Logits(Vec<f64>),
+    /// A deployed model's answers, one released vector per record (the
+    /// release already applied by the model's owner).
+    Released(Vec<Vec<f64>>),
+}
+
+/// The members and non-members together, with the target's outputs on
+/// them and what every attack's figures are computed from.
 pub(crate) struct Population<'a> {
     /// The members (the training split) followed by the non-members.
     pub(crate) data: Dataset,
     /// Whether each record is a member.
     pub(crate) is_member: Vec<bool>,
-    /// The target's logits of every record, row-major.
-    pub(crate) logits: Vec<f64>,
+    /// The target's outputs on every record.
+    pub(crate) outputs: TargetOutputs,
     /// The number of classes (the logits' row length).
     pub(crate) classes: usize,
     /// Each record's label.
@@ -324,34 +350,107 @@ impl<'a> Population<'a> {
         let data = concat(train, test)?;
         let is_member: Vec<bool> = (0..data.len()).map(|i| i < train.len()).collect();
         let logits = model.logits(&data)?;
-        let classes = model.classes();
+        Self::with_outputs(
+            data,
+            is_member,
+            TargetOutputs::Logits(logits),
+            model.classes(),
+            model.input_len(),
+            audit,
+        )
+    }
+
+    /// The population of `train` and `test` under a deployed model whose
+    /// `released` answers (one vector per record, members first) the
+    /// audit has already received; `audit.release` must be what the model
+    /// released.
+    pub(crate) fn from_released(
+        train: &Dataset,
+        test: &Dataset,
+        released: Vec<Vec<f64>>,
+        classes: usize,
+        audit: &'a AuditConfig,
+    ) -> Result<Self, TrainError> {
+        let data = concat(train, test)?;
+        if released.len() != data.len() || released.iter().any(|r| r.len() != classes) {
+            return Err(bad(
+                "target",
+                format!(
+                    "the deployed model answered {} vectors for {} records ({classes} classes each)",
+                    released.len(),
+                    data.len()
+                ),
+            ));
+        }
+        let is_member: Vec<bool> = (0..data.len()).map(|i| i < train.len()).collect();
+        let input_len = data.n_features();
+        Self::with_outputs(
+            data,
+            is_member,
+            TargetOutputs::Released(released),
+            classes,
+            input_len,
+            audit,
+        )
+    }
+
+    fn with_outputs(
+        data: Dataset,
+        is_member: Vec<bool>,
+        outputs: TargetOutputs,
+        classes: usize,
+        input_len: usize,
+        audit: &'a AuditConfig,
+    ) -> Result<Self, TrainError> {
         let labels: Vec<usize> = data.labels().iter().map(|&y| y as usize).collect();
         let mut population = Self {
             data,
             is_member,
-            logits,
+            outputs,
             classes,
             labels,
             losses: Vec::new(),
-            input_len: model.input_len(),
+            input_len,
             audit,
         };
-        // The slices' losses are the model's own (exact), whatever it
-        // releases.
-        population.losses = (0..population.data.len())
-            .map(|i| {
-                score_logits(
-                    ScoreKind::Loss,
-                    &population.row(&population.logits, i),
-                    population.labels[i],
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(audit_error)?
+        // The slices' losses are the model's own (exact) where the audit
+        // has its logits, whatever it releases; a deployed model's are
+        // those of what it released.
+        population.losses = population
+            .target_scores_as(ScoreKind::Loss, true)?
             .into_iter()
             .map(|s| -s)
             .collect();
         Ok(population)
+    }
+
+    /// The target's probability vector of every record: the softmax of
+    /// its logits, or the deployed model's released vectors.
+    pub(crate) fn target_probabilities(&self) -> Vec<Vec<f64>> {
+        match &self.outputs {
+            TargetOutputs::Logits(logits) => {
+                logits.chunks(self.classes.max(1)).map(softmax).collect()
+            }
+            TargetOutputs::Released(released) => released.clone(),
+        }
+    }
+
+    /// The share of `members` (or non-members) whose most probable class,
+    /// as the target answered, is their label (ties to the lower class).
+    pub(crate) fn accuracy(&self, members: bool) -> f64 {
+        let probabilities = self.target_probabilities();
+        let (mut right, mut total) = (0usize, 0usize);
+        for (i, p) in probabilities.iter().enumerate() {
+            if self.is_member[i] == members {
+                total += 1;
+                let best = p
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (j, v)| if *v > p[b] { j } else { b });
+                right += usize::from(best == self.labels[i]);
+            }
+        }
+        right as f64 / total.max(1) as f64
     }
 
     /// Record `i`'s row of `logits`.
@@ -359,24 +458,44 @@ impl<'a> Population<'a> {
         logits[i * self.classes..(i + 1) * self.classes].to_vec()
     }
 
-    /// A record's score as the attacker sees it: from the logits, or from
-    /// the hardened release of the probabilities.
+    /// A record's score, from a model's logits `row` (a shadow's, or the
+    /// trained target's), as the attacker sees it: from the logits, or
+    /// from the hardened release of the probabilities. Against a deployed
+    /// model every score is read from a released vector, even the full
+    /// one, so that the shadows' scores are computed exactly as the
+    /// target's answers are.
     pub(crate) fn score(
         &self,
         kind: ScoreKind,
         row: &[f64],
         label: usize,
     ) -> dpsgd_audit::Result<f64> {
-        match self.audit.release {
-            Release::Full => score_logits(kind, row, label),
-            r => released_score(kind, &r.apply(&softmax(row)), label),
+        match (self.audit.release, &self.outputs) {
+            (Release::Full, TargetOutputs::Logits(_)) => score_logits(kind, row, label),
+            (r, _) => released_score(kind, &r.apply(&softmax(row)), label),
         }
     }
 
     /// The target's score of every record.
     pub(crate) fn target_scores(&self, kind: ScoreKind) -> Result<Vec<f64>, TrainError> {
+        self.target_scores_as(kind, false)
+    }
+
+    /// The target's score of every record; `exact`: from the full logits
+    /// where the audit has them, whatever the release.
+    fn target_scores_as(&self, kind: ScoreKind, exact: bool) -> Result<Vec<f64>, TrainError> {
         (0..self.data.len())
-            .map(|i| self.score(kind, &self.row(&self.logits, i), self.labels[i]))
+            .map(|i| match &self.outputs {
+                TargetOutputs::Logits(logits) if exact => {
+                    score_logits(kind, &self.row(logits, i), self.labels[i])
+                }
+                TargetOutputs::Logits(logits) => {
+                    self.score(kind, &self.row(logits, i), self.labels[i])
+                }
+                TargetOutputs::Released(released) => {
+                    released_score(kind, &released[i], self.labels[i])
+                }
+            })
             .collect::<Result<_, _>>()
             .map_err(audit_error)
     }
@@ -406,24 +525,25 @@ impl<'a> Population<'a> {
 /// attack, counted, and refused past the budget.
 pub(crate) type Gate<'a> = Hardened<TargetQueries<'a>>;
 
-/// The hardened target of `model` over `population`. The target's answers
-/// on the population are the logits already computed: the gate serves
-/// them instead of a second forward pass.
+/// The hardened target of `source` over `population`. The target's
+/// answers on the population are those already computed (or received):
+/// the gate serves them instead of a second forward pass. A deployed
+/// model's answers are already its release: its gate releases them as
+/// they are.
 pub(crate) fn gate<'a>(
-    model: &'a TrainedModel,
+    source: TargetSource<'a>,
     population: &'a Population<'_>,
 ) -> Result<Gate<'a>, TrainError> {
-    let population_answers = population
-        .logits
-        .chunks(population.classes.max(1))
-        .map(softmax)
-        .collect();
-    let oracle = TargetQueries {
-        model,
-        population: population.data.features(),
-        population_answers,
+    let release = match source {
+        TargetSource::Model(_) => population.audit.release,
+        TargetSource::Deployed(_) => Release::Full,
     };
-    let mut gate = Hardened::new(oracle, population.audit.release).map_err(audit_error)?;
+    let oracle = TargetQueries {
+        source,
+        population: population.data.features(),
+        population_answers: population.target_probabilities(),
+    };
+    let mut gate = Hardened::new(oracle, release).map_err(audit_error)?;
     if let Some(budget) = population.audit.query_budget {
         gate = gate.with_budget(budget);
     }
