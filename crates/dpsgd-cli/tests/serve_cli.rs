@@ -513,13 +513,18 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
         "--epochs",
         "5",
     ];
-    let remote: Value = serde_json::from_str(&ok(&audit_endpoint(
-        &server.addr,
-        &full,
-        &dir.join("remote"),
-        &attacks,
-    )))
-    .unwrap();
+    let out = audit_endpoint(&server.addr, &full, &dir.join("remote"), &attacks);
+    let remote: Value = serde_json::from_str(&ok(&out)).unwrap();
+    // The key is in no output.
+    let secret = std::fs::read_to_string(&full).unwrap();
+    let written = std::fs::read_to_string(dir.join("remote").join("audit.json")).unwrap();
+    for text in [
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        written,
+    ] {
+        assert!(!text.contains(secret.trim()), "the key leaked");
+    }
     // The same run audited locally: `train`'s split (test fraction 0.2),
     // seed and epochs, so the same target and the same shadows.
     let local = ok(&dpsgd(&[
@@ -559,7 +564,7 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
     assert_eq!(remote["test_accuracy"], local["test_accuracy"]);
     assert_eq!(remote["train_accuracy"], local["train_accuracy"]);
     assert_eq!(remote["epsilon"], local["epsilon"]);
-    assert_eq!(remote["target"]["dataset_size"], 1438);
+    assert_eq!(remote["target"]["members"], 1438);
     // The population once (1 797 records in batches of ≤ 1 024), read by
     // every attack.
     assert_eq!(remote["endpoint_usage"]["records_answered"], 1797);
@@ -583,6 +588,10 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
     let report: Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(report["release"], "top-3");
     assert_eq!(report["refused_attacks"], json!(["label-only"]));
+    // Revoked on its first batch: one request refused, after the
+    // population's two.
+    assert_eq!(report["endpoint_usage"]["refused_requests"], 1, "{report}");
+    assert_eq!(report["endpoint_usage"]["requests"], 3, "{report}");
     assert_eq!(attack_figures(&report).keys().collect::<Vec<_>>(), ["loss"]);
     let warnings = report["warnings"].to_string();
     assert!(warnings.contains("revoked"), "{warnings}");
@@ -597,9 +606,20 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
         &["--attacks", "loss"],
     );
     let report: Value = serde_json::from_str(&ok(&out)).unwrap();
-    assert_eq!(report["endpoint_usage"]["records_answered"], 1797);
-    assert!(
-        report["endpoint_usage"]["rate_waits"].as_u64().unwrap() >= 1,
+    let usage = &report["endpoint_usage"];
+    assert_eq!(usage["records_answered"], 1797);
+    let waits = usage["rate_waits"].as_u64().unwrap();
+    assert!(waits >= 1, "{report}");
+    // 1 024 and 512 refused as over the rate, then 8 batches of ≤ 256,
+    // each rate refusal sent again.
+    assert_eq!(
+        usage["refused_requests"].as_u64().unwrap(),
+        2 + waits,
+        "{report}"
+    );
+    assert_eq!(
+        usage["requests"].as_u64().unwrap(),
+        2 + 8 + waits,
         "{report}"
     );
     assert_eq!(
@@ -631,7 +651,7 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("trained on 1438 records") && err.contains("898"),
+        err.contains("held 1438 records") && err.contains("898 members"),
         "{err}"
     );
 
@@ -642,6 +662,8 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
         &["--save-model", "x.bin"],
         &["--html", "x.html"],
         &["--canary-kind", "ood"],
+        // The key file is an input: no output replaces it.
+        &["--report", full.to_str().unwrap()],
     ] {
         let out = audit_endpoint(&server.addr, &full, &dir.join("usage"), extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {out:?}");

@@ -28,12 +28,19 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// The largest `max_batch` an endpoint may announce.
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// The longest body quoted in an error.
+const QUOTED: usize = 200;
+
 /// How an [`Endpoint`] behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClientSettings {
     /// The limit of one request, connection included.
     pub timeout: Duration,
-    /// The most time spent waiting out rate refusals, in all.
+    /// The most time spent waiting out rate refusals, over the endpoint's
+    /// whole life.
     pub max_wait: Duration,
 }
 
@@ -66,8 +73,9 @@ pub struct Health {
     pub delta: f64,
     /// `record` or `user`.
     pub unit: String,
-    /// Privacy units trained on, where the model's card says.
-    pub dataset_size: Option<usize>,
+    /// The privacy units of the training set the model was given (its
+    /// members), where its card says.
+    pub members: Option<usize>,
 }
 
 /// What a client has sent and been refused.
@@ -139,6 +147,19 @@ fn base_url(url: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// Whether `base` (`http://host[:port]`) names this machine.
+fn is_loopback(base: &str) -> bool {
+    let host = base.trim_start_matches("http://");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A key as `keys add` prints it: `dpk_<id>_<64 hex digits>`.
 fn check_key(key: &str) -> Result<()> {
     let ok = key
@@ -162,11 +183,25 @@ fn check_key(key: &str) -> Result<()> {
     }
 }
 
+/// `text`, cut to [`QUOTED`] characters.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 /// A JSON field as a count.
 fn count(v: &Value, what: &'static str) -> Result<usize> {
     v.as_u64()
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| invalid("health", v.to_string(), format!("{what} is not a count")))
+        .ok_or_else(|| {
+            invalid(
+                "health",
+                quoted(&v.to_string()),
+                format!("{what} is not a count"),
+            )
+        })
 }
 
 impl Health {
@@ -183,7 +218,11 @@ impl Health {
                     .transpose()?
                     .unwrap_or_default();
                 Some(<[usize; 3]>::try_from(dims).map_err(|_| {
-                    invalid("health", shape.to_string(), "input_shape is not [c, h, w]")
+                    invalid(
+                        "health",
+                        quoted(&shape.to_string()),
+                        "input_shape is not [c, h, w]",
+                    )
                 })?)
             }
         };
@@ -199,19 +238,33 @@ impl Health {
             },
             epsilon: privacy["epsilon"].as_f64(),
             delta: privacy["delta"].as_f64().ok_or_else(|| {
-                invalid("health", privacy.to_string(), "the privacy report has no δ")
+                invalid(
+                    "health",
+                    quoted(&privacy.to_string()),
+                    "the privacy report has no δ",
+                )
             })?,
             unit: privacy["unit"].as_str().unwrap_or("record").to_owned(),
-            dataset_size: match &privacy["dataset_size"] {
+            members: match &privacy["members"] {
                 Value::Null => None,
-                n => Some(count(n, "dataset_size")?),
+                n => Some(count(n, "members")?),
             },
         };
         if health.classes == 0 || health.input_len == 0 || health.max_batch == 0 {
             return Err(invalid(
                 "health",
-                v.to_string(),
+                quoted(&v.to_string()),
                 "a model of no class, no input or no batch",
+            ));
+        }
+        if health.max_batch > MAX_BATCH
+            || health.classes > MAX_BATCH
+            || health.input_len.checked_mul(health.max_batch).is_none()
+        {
+            return Err(invalid(
+                "health",
+                quoted(&v.to_string()),
+                format!("a batch, a class count or an input larger than {MAX_BATCH}"),
             ));
         }
         Ok(health)
@@ -245,6 +298,9 @@ impl Endpoint {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(settings.timeout))
+            // No proxy from the environment: the key would go, in clear,
+            // to whatever HTTP_PROXY names.
+            .proxy(None)
             .build()
             .into();
         let health_url = format!("{base}/v1/health");
@@ -256,7 +312,6 @@ impl Endpoint {
                 source: Box::new(source),
             })?;
         let status = response.status().as_u16();
-        let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
         if status != 200 {
             return Err(invalid(
                 "target",
@@ -264,6 +319,15 @@ impl Endpoint {
                 format!("GET /v1/health answered HTTP {status}: not a dpsgd serve endpoint?"),
             ));
         }
+        let body: Value = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_json()
+            .map_err(|source| ServeError::Http {
+                url: health_url.clone(),
+                source: Box::new(source),
+            })?;
         let health = Health::parse(&body)?;
         Ok(Self {
             agent,
@@ -302,8 +366,14 @@ impl Endpoint {
             epsilon: self.health.epsilon,
             delta: self.health.delta,
             unit: self.health.unit.clone(),
-            dataset_size: self.health.dataset_size,
+            members: self.health.members,
         }
+    }
+
+    /// Whether the endpoint is on this machine (a key sent in clear to
+    /// another host can be read on the way).
+    pub fn is_loopback(&self) -> bool {
+        is_loopback(&self.base)
     }
 
     /// Sends one batch (`rows.len() / dim` inputs).
@@ -323,8 +393,18 @@ impl Endpoint {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-        let message = || body["error"].as_str().unwrap_or("").to_owned();
+        // Room for every answer of a batch: up to 64 bytes a value.
+        let limit = (rows.len() / dim)
+            .saturating_mul(self.health.classes.saturating_add(1))
+            .saturating_mul(64)
+            .saturating_add(1 << 16) as u64;
+        let body: Value = match response.body_mut().with_config().limit(limit).read_json() {
+            Ok(v) => v,
+            // A refusal's body is only its explanation.
+            Err(_) if status != 200 => Value::Null,
+            Err(e) => return Err(format!("{url}: reading the answer: {e}")),
+        };
+        let message = || quoted(body["error"].as_str().unwrap_or(""));
         match status {
             200 => {
                 let release = body["release"]
@@ -345,11 +425,13 @@ impl Endpoint {
             }
             429 | 403 => {
                 self.usage.refused_requests += 1;
-                Ok(match body["reason"].as_str() {
-                    Some("rate") => {
-                        Outcome::RetryAfter(Duration::from_secs(retry_after.unwrap_or(1).max(1)))
-                    }
-                    Some("batch-over-rate") => Outcome::BatchOverRate,
+                let wait = |s: Option<u64>| Duration::from_secs(s.unwrap_or(1).clamp(1, 3600));
+                Ok(match (status, body["reason"].as_str()) {
+                    (429, Some("rate")) => Outcome::RetryAfter(wait(retry_after)),
+                    (429, Some("batch-over-rate")) => Outcome::BatchOverRate,
+                    // A server that names no reason but says when to come
+                    // back.
+                    (429, None) if retry_after.is_some() => Outcome::RetryAfter(wait(retry_after)),
                     _ => Outcome::Refused(format!("HTTP {status}: {}", message())),
                 })
             }
@@ -370,45 +452,56 @@ impl Endpoint {
                 ),
             });
         }
-        let mut answers = Vec::with_capacity(rows.len() / dim);
-        let mut waited = Duration::ZERO;
-        let mut at = 0;
-        while at < rows.len() {
-            let end = rows.len().min(at + self.batch * dim);
+        let n = rows.len() / dim;
+        let mut answers = Vec::with_capacity(n);
+        let mut done = 0;
+        while done < n {
+            let take = self.batch.clamp(1, n - done);
+            let batch = &rows[done * dim..(done + take) * dim];
             match self
-                .send(&rows[at..end], dim)
+                .send(batch, dim)
                 .map_err(|reason| Error::Query { reason })?
             {
                 Outcome::Answered(outputs, release) => {
-                    if outputs.len() != (end - at) / dim {
+                    if outputs.len() != take {
                         return Err(Error::Query {
                             reason: format!(
-                                "the endpoint answered {} vectors for {} inputs",
-                                outputs.len(),
-                                (end - at) / dim
+                                "the endpoint answered {} vectors for {take} inputs",
+                                outputs.len()
                             ),
                         });
                     }
-                    self.usage.records_answered += outputs.len() as u64;
+                    if let Some(earlier) = self.release.filter(|r| *r != release) {
+                        return Err(Error::Query {
+                            reason: format!(
+                                "the endpoint's release changed from {earlier} to {release} while it was audited"
+                            ),
+                        });
+                    }
+                    self.usage.records_answered += take as u64;
                     self.release = Some(release);
                     answers.extend(outputs);
-                    at = end;
+                    done += take;
                 }
                 Outcome::RetryAfter(wait) => {
-                    if waited + wait > self.settings.max_wait {
+                    // The limit holds over the endpoint's life, not one call.
+                    let waited = Duration::from_millis(self.usage.waited_ms);
+                    if waited.saturating_add(wait) > self.settings.max_wait {
                         return Err(Error::Refused {
                             reason: format!(
-                                "the key's rate: {} s of waiting would pass the client's limit of {} s",
-                                (waited + wait).as_secs(),
+                                "the key's rate: {} s more of waiting would pass the client's limit of {} s in all",
+                                wait.as_secs(),
                                 self.settings.max_wait.as_secs()
                             ),
                         });
                     }
                     let started = Instant::now();
                     std::thread::sleep(wait);
-                    waited += wait;
                     self.usage.rate_waits += 1;
-                    self.usage.waited_ms += started.elapsed().as_millis() as u64;
+                    self.usage.waited_ms = self
+                        .usage
+                        .waited_ms
+                        .saturating_add(started.elapsed().as_millis() as u64);
                 }
                 Outcome::BatchOverRate if self.batch > 1 => self.batch /= 2,
                 Outcome::BatchOverRate => {
@@ -467,6 +560,34 @@ mod tests {
     }
 
     #[test]
+    fn should_tell_loopback_hosts_from_others() {
+        for here in [
+            "http://127.0.0.1:8080",
+            "http://127.3.2.1",
+            "http://localhost:1",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_loopback(here), "{here}");
+        }
+        for there in [
+            "http://10.0.0.1:80",
+            "http://example.org",
+            "http://[2001:db8::1]:80",
+        ] {
+            assert!(!is_loopback(there), "{there}");
+        }
+    }
+
+    #[test]
+    fn should_cut_long_bodies_in_errors() {
+        assert_eq!(quoted("short"), "short");
+        let long = "é".repeat(500);
+        let q = quoted(&long);
+        assert_eq!(q.chars().count(), QUOTED + 1);
+        assert!(q.ends_with('…'));
+    }
+
+    #[test]
     fn should_check_a_keys_form_without_showing_it() {
         let key = format!("dpk_12_{}", "ab".repeat(32));
         assert!(check_key(&key).is_ok());
@@ -487,7 +608,7 @@ mod tests {
             "status": "ok",
             "model": {"classes": 10, "input_len": 784, "input_shape": [1, 28, 28], "model": "mlp"},
             "max_batch": 256,
-            "privacy": {"epsilon": 3.0, "delta": 1e-5, "unit": "record", "dataset_size": 60000},
+            "privacy": {"epsilon": 3.0, "delta": 1e-5, "unit": "record", "members": 60000},
         });
         let h = Health::parse(&v).unwrap();
         assert_eq!(
@@ -501,7 +622,7 @@ mod tests {
                 epsilon: Some(3.0),
                 delta: 1e-5,
                 unit: "record".into(),
-                dataset_size: Some(60000),
+                members: Some(60000),
             }
         );
         // No DP, no shape, an older card without the size.
@@ -511,7 +632,7 @@ mod tests {
         });
         let h = Health::parse(&v).unwrap();
         assert_eq!(
-            (h.epsilon, h.input_shape, h.dataset_size, h.max_batch),
+            (h.epsilon, h.input_shape, h.members, h.max_batch),
             (None, None, None, 1024)
         );
         for bad in [

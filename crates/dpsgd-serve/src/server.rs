@@ -140,7 +140,7 @@ fn privacy(card: &ModelCard) -> Value {
         "epsilon": card.privacy.epsilon,
         "delta": card.privacy.delta,
         "unit": card.privacy.unit,
-        "dataset_size": card.privacy.dataset_size,
+        "members": card.privacy.members,
         "guarantee": if card.privacy.epsilon.is_some() { "differential privacy (DP-SGD)" } else { "none: trained without DP" },
     })
 }
@@ -218,14 +218,20 @@ async fn predict(
     body: axum::body::Bytes,
 ) -> Response {
     let started = Instant::now();
-    let response = answer(&state, &headers, &body).await;
+    // Everything an answer does blocks — the key store's SQLite commits
+    // with a full sync, the model, the monitor — so all of it runs off
+    // the async workers, which stay free to accept and read requests.
+    let work = state.clone();
+    let response = tokio::task::spawn_blocking(move || answer(&work, &headers, &body))
+        .await
+        .unwrap_or_else(internal);
     state
         .metrics
         .observe(response.status().as_u16(), started.elapsed());
     response
 }
 
-async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Response {
+fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     // 1. Who: an unknown or revoked key is refused before anything else.
     let Some(key) = bearer(headers) else {
         state.metrics.refused("no-key");
@@ -315,21 +321,20 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
         return response;
     }
     // 5. The model's answer and the monitor's verdict (it sees every query
-    //    that got this far), off the async workers.
-    let work = state.clone();
+    //    that got this far).
     let id = info.id;
-    let done = tokio::task::spawn_blocking(move || {
+    let done = (|| {
         let logits = {
-            let model = work
+            let model = state
                 .model
                 .lock()
                 .map_err(|_| "the model's lock is poisoned".to_owned())?;
             model.logits_of_inputs(&flat).map_err(|e| e.to_string())?
         };
-        let probabilities: Vec<Vec<f64>> = logits.chunks(work.card.classes).map(softmax).collect();
+        let probabilities: Vec<Vec<f64>> = logits.chunks(state.card.classes).map(softmax).collect();
         let labels: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-        let verdict = if work.settings.monitoring {
-            let mut monitor = work
+        let verdict = if state.settings.monitoring {
+            let mut monitor = state
                 .monitor
                 .lock()
                 .map_err(|_| "the monitor's lock is poisoned".to_owned())?;
@@ -338,11 +343,9 @@ async fn answer(state: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Resp
             None
         };
         Ok::<_, String>((probabilities, labels, verdict))
-    })
-    .await;
+    })();
     let (probabilities, labels, verdict) = match done {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return internal(e),
+        Ok(v) => v,
         Err(e) => return internal(e),
     };
     if let Some(verdict) = verdict

@@ -72,12 +72,12 @@ pub struct CardPrivacy {
     pub unit: String,
     /// Whether the run was seeded (not secure) or used OS entropy.
     pub secure: bool,
-    /// The privacy units the model was trained on (N: records, or users
-    /// at user level; public, as N is): an auditor checks that it loaded
-    /// the members the model was trained on. `None` in a card that does
-    /// not say.
+    /// The privacy units of the training set the run was given (records,
+    /// or users at user level), before any validation hold-out or MIST
+    /// partition: public, as N is. An auditor checks that it loaded as
+    /// many members. `None` in a card that does not say.
     #[serde(default)]
-    pub dataset_size: Option<usize>,
+    pub members: Option<usize>,
 }
 
 /// Where the card of the model saved at `model` lives: `<model>.card.json`.
@@ -95,9 +95,15 @@ fn activation_name(a: Activation) -> &'static str {
 }
 
 impl TrainedModel {
-    /// The card of this model, trained with `cfg`, whose run reported
-    /// `report`, for its saved `record` bytes.
-    pub fn card(&self, cfg: &TrainConfig, report: &TrainReport, record: &[u8]) -> ModelCard {
+    /// The card of this model, trained with `cfg` on `members` privacy
+    /// units, whose run reported `report`, for its saved `record` bytes.
+    pub fn card(
+        &self,
+        cfg: &TrainConfig,
+        report: &TrainReport,
+        members: usize,
+        record: &[u8],
+    ) -> ModelCard {
         ModelCard {
             format: CARD_FORMAT.to_owned(),
             model: match cfg.model {
@@ -123,7 +129,7 @@ impl TrainedModel {
                 delta: report.privacy.delta,
                 unit: report.privacy.privacy_unit.clone(),
                 secure: report.privacy.secure,
-                dataset_size: Some(report.privacy.dataset_size),
+                members: Some(members),
             },
         }
     }

@@ -62,19 +62,26 @@ fn refuse_training_flags(a: &Args) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// The most bytes read for a key (one is 73).
+const KEY_FILE_LIMIT: u64 = 4096;
+
+/// At most [`KEY_FILE_LIMIT`] bytes of `from`, as text.
+fn read_key(from: impl Read) -> std::io::Result<String> {
+    let mut s = String::new();
+    from.take(KEY_FILE_LIMIT).read_to_string(&mut s)?;
+    Ok(s)
+}
+
 /// The endpoint's key: from `--key-file` (`-`: standard input) or
 /// [`KEY_VAR`]. Never from the command line, where every user of the
 /// machine could read it.
 fn key(a: &Args) -> Result<String> {
     let key = match a.key_file.as_deref() {
         Some(p) if p.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the key from standard input")?;
-            s
+            read_key(std::io::stdin()).context("reading the key from standard input")?
         }
-        Some(p) => std::fs::read_to_string(p)
+        Some(p) => std::fs::File::open(p)
+            .and_then(read_key)
             .with_context(|| format!("reading the key from {}", p.display()))?,
         None => std::env::var(KEY_VAR).map_err(|_| UsageError {
             flag: "--key-file",
@@ -102,7 +109,12 @@ pub fn run(a: &Args, url: &str) -> Result<std::process::ExitCode> {
     let mut outputs = vec![("--out", a.out.clone())];
     outputs.extend(written);
     outputs.extend(clobbering::given([("--report", a.report.as_ref())]));
-    clobbering::check_no_clobbering(&o.inputs(), &outputs)?;
+    // The key file is an input too: no output may replace it.
+    let mut inputs = o.inputs();
+    if let Some(file) = a.key_file.as_ref().filter(|p| p.as_os_str() != "-") {
+        inputs.push(("--key-file", file.clone()));
+    }
+    clobbering::check_no_clobbering(&inputs, &outputs)?;
     clobbering::check_output_folder("--out", &a.out, &out_files(a))?;
     let report_target = a.report.as_deref().map(ReportTarget::check).transpose()?;
     let key = key(a)?;
@@ -121,6 +133,11 @@ pub fn run(a: &Args, url: &str) -> Result<std::process::ExitCode> {
     let mut endpoint = Endpoint::connect(url, &key, ClientSettings::default())
         .with_context(|| format!("connecting to {url}"))?;
     drop(key);
+    if !endpoint.is_loopback() {
+        eprintln!(
+            "WARNING: dpsgd: {url} is not on this machine and the key travels in clear over plain HTTP: use an SSH tunnel or a TLS-terminating proxy on this machine"
+        );
+    }
     let deployed = endpoint.deployed_model();
     let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
     // The shadows' recipe: this command's flags, fitted to the data.

@@ -279,7 +279,10 @@ pub fn deployed_table(r: &DeployedAuditReport, usage: &Usage) -> String {
     attack_rows(&mut out, &r.attacks);
     inversion_and_queries(&mut out, r.inversion.as_ref(), &r.queries, r.query_budget);
     for refused in &r.refused_attacks {
-        let _ = writeln!(out, "{refused}: REFUSED by the endpoint (see the warnings)");
+        let _ = writeln!(
+            out,
+            "{refused}: REFUSED (see the warnings for by whom and why)"
+        );
     }
     let _ = writeln!(
         out,

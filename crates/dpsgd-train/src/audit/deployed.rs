@@ -9,10 +9,13 @@
 //! The auditor is the data's owner: it loads the data the model was
 //! trained on, split as the training run split it, so that **members**
 //! (the training split) and **non-members** (the test split) are known.
-//! The model's own card says how many privacy units it was trained on
-//! ([`DeployedModel::dataset_size`], public as N is); a different count
+//! The model's own card says how many privacy units its training set
+//! held ([`DeployedModel::members`], public as N is); a different count
 //! is refused, since every figure computed with the wrong membership
-//! labels would read as "no leakage".
+//! labels would read as "no leakage". Only the count is checked: a split
+//! of the same size from another seed passes, and its figures are wrong
+//! (most "non-members" are members). Early stopping's validation records
+//! count as members, never trained on (as in [`audit`](super::audit)).
 //!
 //! * The population (members, then non-members) is sent to the model
 //!   once; every threshold attack, LiRA, RMIA and the shadow-model attack
@@ -44,7 +47,7 @@ use super::results::{AttackResult, InversionReport};
 use super::settings::{AuditConfig, audit_error, bad, check_config};
 use super::target::{Findings, Population, TargetSource, concat, gate, label_only};
 use super::{check_run, shadows, target};
-use crate::config::{PrivacyUnit, TrainConfig, privacy_units};
+use crate::config::TrainConfig;
 use crate::error::TrainError;
 use dpsgd_audit::hardening::{ClientUsage, ProbabilityOracle, Release};
 use dpsgd_data::Dataset;
@@ -77,9 +80,11 @@ pub struct DeployedModel {
     pub delta: f64,
     /// The unit of privacy (`record` or `user`).
     pub unit: String,
-    /// The privacy units it was trained on (records, or users at user
-    /// level), where its card says (`None`: a card that does not).
-    pub dataset_size: Option<usize>,
+    /// The privacy units of the training set it was given (records, or
+    /// users at user level: its members, before any validation hold-out
+    /// or MIST partition), where its card says (`None`: a card that does
+    /// not).
+    pub members: Option<usize>,
 }
 
 /// Everything an audit of a deployed model measured.
@@ -162,7 +167,13 @@ pub fn audit_deployed(
         ));
     }
     check_run(cfg, train, test, audit)?;
-    check_model(cfg, train, model)?;
+    check_model(train, model)?;
+    let mut warnings = Vec::new();
+    if model.members.is_none() {
+        let line = "the deployed model's card does not say how many members it was trained on: that the data loaded here is its training split is not checked".to_owned();
+        log(&line);
+        warnings.push(line);
+    }
     // The one query every population attack reads.
     let population_data = concat(train, test)?;
     log(&format!(
@@ -191,7 +202,7 @@ pub fn audit_deployed(
     let mut gate = gate(TargetSource::Deployed(oracle), &population)?;
     let mut findings = Findings {
         attacks: Vec::new(),
-        warnings: Vec::new(),
+        warnings,
         refused_attacks: Vec::new(),
     };
     target::threshold_attacks(&population, &mut gate, &mut findings)?;
@@ -247,11 +258,7 @@ pub fn audit_deployed(
 /// Refuses data the deployed model cannot have been trained on: another
 /// width, labels past its classes, or members that are not as many as
 /// the privacy units its card says it was trained on.
-fn check_model(
-    cfg: &TrainConfig,
-    train: &Dataset,
-    model: &DeployedModel,
-) -> Result<(), TrainError> {
+fn check_model(train: &Dataset, model: &DeployedModel) -> Result<(), TrainError> {
     if train.n_features() != model.input_len {
         return Err(bad(
             "target",
@@ -272,21 +279,22 @@ fn check_model(
             ),
         ));
     }
-    // Early stopping holds validation records out of the training set:
-    // the model was then trained on fewer than the members.
-    if let Some(n) = model.dataset_size
-        && cfg.defences.early_stopping.is_none()
-    {
-        let members = privacy_units(cfg.privacy_unit, train);
+    if let Some(n) = model.members {
+        let (members, unit) = match (model.unit.as_str(), train.num_users()) {
+            ("user", Some(users)) => (users, "users"),
+            ("user", None) => {
+                return Err(bad(
+                    "target",
+                    "the deployed model was trained at user level and the data loaded here has no user ids: load it with its user column",
+                ));
+            }
+            _ => (train.len(), "records"),
+        };
         if n != members {
-            let unit = match cfg.privacy_unit {
-                PrivacyUnit::User { .. } => "users",
-                PrivacyUnit::Record => "records",
-            };
             return Err(bad(
                 "target",
                 format!(
-                    "the deployed model was trained on {n} {unit} and the data loaded here has {members} members: load the data, split and seed it was trained with (the same --dataset, --seed and --test-fraction), or every figure is computed with the wrong membership labels"
+                    "the deployed model's training set held {n} {unit} and the data loaded here has {members} members: load the data and split it was trained with (the same --dataset, --seed and --test-fraction), or every figure is computed with the wrong membership labels"
                 ),
             ));
         }

@@ -253,7 +253,14 @@ fn rmia_attack_scores(
     let n = population.data.len();
     // A hardened release can give a record's class probability 0 (label
     // only, top-k, rounding): RMIA divides by the signals' mean, so every
-    // signal is floored where the released scores floor their logarithms.
+    // released signal is floored where the released scores floor their
+    // logarithms. Exact probabilities (a full release of the audit's own
+    // target) are left as they are.
+    let floor = if population.reads_released() {
+        RELEASED_FLOOR
+    } else {
+        0.0
+    };
     let signal = |logits: &[f64], i: usize| {
         population
             .score(
@@ -261,13 +268,13 @@ fn rmia_attack_scores(
                 &population.row(logits, i),
                 population.labels[i],
             )
-            .map(|p| p.max(RELEASED_FLOOR))
+            .map(|p| p.max(floor))
             .map_err(audit_error)
     };
     let target: Vec<f64> = population
         .target_scores(ScoreKind::Confidence)?
         .into_iter()
-        .map(|p| p.max(RELEASED_FLOOR))
+        .map(|p| p.max(floor))
         .collect();
     // signals[s][i]: shadow s's signal of record i.
     let signals: Vec<Vec<f64>> = shadows

@@ -476,6 +476,12 @@ impl<'a> Population<'a> {
         }
     }
 
+    /// Whether the attacks read released vectors (a hardened release, or
+    /// any deployed model's answers) rather than exact logits.
+    pub(crate) fn reads_released(&self) -> bool {
+        self.audit.release != Release::Full || matches!(self.outputs, TargetOutputs::Released(_))
+    }
+
     /// The target's score of every record.
     pub(crate) fn target_scores(&self, kind: ScoreKind) -> Result<Vec<f64>, TrainError> {
         self.target_scores_as(kind, false)

@@ -252,6 +252,9 @@ fn train_planted(
     // set is not transformed for a run that is refused anyway.
     // Early stopping holds out part of the training data (by position
     // only, from the run's seed: no record's value moves the split).
+    // The privacy units handed to the run, before any hold-out: the
+    // card's member count (public, as N is).
+    let members = crate::config::privacy_units(cfg.privacy_unit, train);
     let held_out;
     let (train, validation) = match cfg.defences.early_stopping {
         None => (train, None),
@@ -350,7 +353,7 @@ fn train_planted(
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
     if let Some(path) = &cfg.save_model {
-        save_card(&model, cfg, &report, path)?;
+        save_card(&model, cfg, &report, members, path)?;
     }
     Ok((report, model, observed))
 }
@@ -362,6 +365,7 @@ fn save_card(
     model: &TrainedModel,
     cfg: &TrainConfig,
     report: &TrainReport,
+    members: usize,
     path: &std::path::Path,
 ) -> Result<(), TrainError> {
     let card_path = crate::model_file::card_path(path);
@@ -370,7 +374,7 @@ fn save_card(
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| failed(format!("reading the saved model: {e}")))?;
-    let card = model.card(cfg, report, &bytes);
+    let card = model.card(cfg, report, members, &bytes);
     let text = serde_json::to_string_pretty(&card).map_err(|e| failed(e.to_string()))?;
     dpsgd_burn::io::write_atomically(&card_path, text.as_bytes(), dpsgd_burn::io::Access::Default)
         .map_err(|e| failed(e.to_string()))
