@@ -572,6 +572,18 @@ fn should_audit_a_served_model_as_the_local_audit_does() {
     for f in ["audit.json", "roc.svg", "roc-loglog.svg"] {
         assert!(dir.join("remote").join(f).is_file(), "{f}");
     }
+    // The HTML report does not read an endpoint's claim as a training
+    // report's guarantee: refused, saying why.
+    let out = dpsgd(&[
+        "report",
+        "--from",
+        dir.join("remote").to_str().unwrap(),
+        "--out",
+        dir.join("remote.html").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deployed endpoint"));
+    assert!(!dir.join("remote.html").exists());
     drop(server);
 
     // With --auto-revoke the monitor revokes the label-only attack's key

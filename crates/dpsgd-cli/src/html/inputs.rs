@@ -54,6 +54,14 @@ impl Inputs {
     /// A document of none of these kinds, or one whose ε, δ or budgets
     /// cannot be read, naming the source and the field.
     pub fn add(&mut self, v: Value, source: &str) -> Result<&'static str, String> {
+        if v.get("kind").and_then(Value::as_str) == Some("endpoint-audit") {
+            // Its ε is what the endpoint's card claims, with none of the
+            // training report the page reads its guarantee from: read as
+            // an audit, the page would state a mechanism nobody checked.
+            return Err(format!(
+                "{source}: an audit of a deployed endpoint (`audit --target`): its ε is the endpoint's own claim, not a training report, and the HTML report does not read it; see its table and audit.json"
+            ));
+        }
         let kind = if v.get("attacks").is_some() && v.get("target").is_some() {
             "audit"
         } else if v.get("runs").is_some_and(Value::is_array) {
