@@ -38,6 +38,8 @@ pub mod layers;
 pub mod loss;
 pub mod parallel;
 mod privacy_engine;
+#[cfg(feature = "distributed")]
+pub mod remote;
 mod sampler;
 mod tape;
 pub mod users;

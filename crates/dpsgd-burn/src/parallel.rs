@@ -62,6 +62,9 @@ use std::sync::{Arc, Condvar, Mutex};
 #[derive(Debug, Clone)]
 pub struct DataParallel {
     devices: Vec<Device>,
+    /// Where the model lives between steps and the shard sums are reduced
+    /// (`None`: the first worker's device).
+    coordinator: Option<Device>,
     shards: usize,
     /// The collective that sums the workers' parts; `None`: the
     /// coordinator's reduce.
@@ -130,6 +133,7 @@ impl DataParallel {
         }
         Ok(Self {
             devices,
+            coordinator: None,
             shards,
             all_reduce: None,
             collective_lock: Arc::default(),
@@ -146,6 +150,35 @@ impl DataParallel {
     pub fn with_all_reduce(mut self, all_reduce: Arc<dyn AllReduce>) -> Self {
         self.all_reduce = Some(all_reduce);
         self
+    }
+
+    /// The model lives on `coordinator` between steps and the shard sums
+    /// are reduced there, in shard order, while every shard is clipped on
+    /// the workers' devices (default: the first worker's device is the
+    /// coordinator). For workers in other processes or hosts
+    /// (`dpsgd_burn::remote`, feature `distributed`), the coordinator is the
+    /// local device: the noise is added there and never travels.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] with a collective all-reduce, which
+    /// reduces on the workers.
+    pub fn with_coordinator(mut self, coordinator: Device) -> Result<Self> {
+        if self.all_reduce.is_some() {
+            return Err(Error::invalid(
+                "reduction",
+                "all-reduce",
+                "a collective reduces on the workers: a separate coordinator takes the coordinator's reduce",
+            ));
+        }
+        self.coordinator = Some(coordinator);
+        Ok(self)
+    }
+
+    /// The device the model lives on between steps, where the shard sums
+    /// are reduced.
+    pub fn coordinator(&self) -> &Device {
+        self.coordinator.as_ref().unwrap_or(&self.devices[0])
     }
 
     /// [`DataParallel::with_all_reduce`] with burn's collective all-reduce.
@@ -221,7 +254,7 @@ impl DataParallel {
     /// # Errors
     ///
     /// The first worker's error, in worker order (a panicking worker is
-    /// reported as [`Error::InvalidParameter`] on `worker`); nothing is
+    /// reported as [`Error::Worker`]); nothing is
     /// reduced then.
     pub fn clipped_gradients<M, B, F>(
         &self,
@@ -238,7 +271,7 @@ impl DataParallel {
         if let Some(all_reduce) = &self.all_reduce {
             return self.all_reduced(all_reduce.as_ref(), engine, model, batch, loss_fn);
         }
-        let coordinator = &self.devices[0];
+        let coordinator = self.coordinator();
         let results: Vec<Result<Vec<(usize, ClippedGradients)>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .devices
@@ -525,11 +558,11 @@ impl Gate {
 }
 
 fn panicked(worker: usize) -> Error {
-    Error::invalid(
-        "worker",
-        worker,
-        "a data-parallel worker failed or panicked; the step was not taken",
-    )
+    Error::Worker {
+        worker: format!("#{worker}"),
+        reason: "failed or panicked (a panic in the loss function, or a remote worker's dropped connection); the step was not taken".into(),
+        source: None,
+    }
 }
 
 /// The union of the workers' layouts, ordered by parameter id.

@@ -574,13 +574,13 @@ impl PrivacyEngine {
     {
         // The reduced sum, the noise and the update live on the
         // coordinator: a model elsewhere is refused before any release.
-        let coordinator = &parallel.devices()[0];
+        let coordinator = parallel.coordinator();
         if let Some(other) = model.devices().into_iter().find(|d| d != coordinator) {
             return Err(Rejected {
                 error: dpsgd_core::Error::invalid(
                     "devices",
                     format!("{other:?}"),
-                    "the model must live on the data-parallel coordinator (the first device)",
+                    "the model must live on the data-parallel coordinator (the first device, or the one set by DataParallel::with_coordinator)",
                 ),
                 model,
             });

@@ -61,6 +61,10 @@ enum Command {
     /// Serve a saved model over HTTP behind per-key releases, budgets and
     /// query-stream monitoring; `serve keys add|list|revoke` manages keys.
     Serve(commands::serve::Args),
+    /// Serve this machine's device as a data-parallel worker for `train
+    /// --workers` (burn's remote device over WebSocket; a build with the
+    /// `distributed` feature).
+    Worker(commands::worker::Args),
 }
 
 /// mimalloc keeps freed large blocks for reuse instead of returning them to
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => commands::audit::run(&a),
         Command::Compare(a) => commands::compare::run(&a),
         Command::Serve(a) => commands::serve::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Worker(a) => commands::worker::run(&a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -69,6 +69,19 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A data-parallel worker could not be reached, or failed a step (the
+    /// step is then not taken: nothing noised, nothing accounted).
+    #[error("worker {worker}: {reason}")]
+    Worker {
+        /// Which: `ws://HOST:PORT` for a remote worker, `#N` for the
+        /// in-process worker `N`.
+        worker: String,
+        /// What went wrong.
+        reason: String,
+        /// The transport's error, where there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// An error of the privacy accountant.
     #[error(transparent)]
     Accountant(#[from] dpsgd_accountant::Error),

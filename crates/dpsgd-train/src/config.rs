@@ -115,6 +115,17 @@ pub enum Privacy {
     TargetEpsilon(f64),
 }
 
+/// The shared secret of remote data-parallel workers (`dpsgd worker
+/// --token-file`): never serialised, and `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkerToken(pub String);
+
+impl std::fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerToken(…)")
+    }
+}
+
 /// Everything a run needs besides the data.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainConfig {
@@ -161,6 +172,17 @@ pub struct TrainConfig {
     /// of on the coordinator.
     #[serde(default)]
     pub all_reduce: bool,
+    /// Data-parallel workers in other processes or hosts, each
+    /// `ws://HOST:PORT` (a `dpsgd worker`; feature `distributed`): the DP
+    /// step's shards are clipped there, the reduction, the noise, the
+    /// optimizer step and the accounting stay here (the same protocol as
+    /// [`TrainConfig::devices`], which must then be 1). Empty: none.
+    #[serde(default)]
+    pub remote_workers: Vec<String>,
+    /// The credential the remote workers require (not serialised, not
+    /// shown by `Debug`).
+    #[serde(skip)]
+    pub worker_token: Option<WorkerToken>,
     /// How convolutions compute per-example gradients (default: auto).
     pub conv_strategy: ConvStrategy,
     /// Save the trained model here at the end (burn's record bytes, as

@@ -260,6 +260,8 @@ impl Recipe {
             max_physical_batch_size: None,
             devices: 1,
             all_reduce: false,
+            remote_workers: Vec::new(),
+            worker_token: None,
             conv_strategy: crate::config::ConvStrategy::Auto,
             save_model: None,
             checkpoint_dir: None,

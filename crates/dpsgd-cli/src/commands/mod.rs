@@ -10,3 +10,4 @@ pub mod report;
 pub mod serve;
 pub mod sweep;
 pub mod train;
+pub mod worker;

@@ -47,6 +47,17 @@ pub struct Args {
     /// are not this run's (edited by hand) is refused.
     #[arg(long, requires = "checkpoint_dir")]
     pub resume: bool,
+    /// Data-parallel workers in other processes or hosts, comma-separated
+    /// `ws://HOST:PORT` (each a `dpsgd worker`; a build with the
+    /// `distributed` feature): the DP step's fixed shards are clipped
+    /// there; the Poisson sampling, the reduction, the noise, the step and
+    /// the accounting stay in this process (docs/distributed.md).
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    pub workers: Vec<String>,
+    /// The token the workers require (`dpsgd worker --token-file`), read
+    /// from this file.
+    #[arg(long, value_name = "FILE", requires = "workers")]
+    pub worker_token_file: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -73,7 +84,15 @@ pub fn run(a: &Args) -> Result<()> {
     check_no_clobbering(a)?;
     let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
     let privacy = a.privacy.privacy();
+    let worker_token = a
+        .worker_token_file
+        .as_deref()
+        .map(super::worker::read_token)
+        .transpose()?
+        .map(dpsgd::train::WorkerToken);
     let cfg = TrainConfig {
+        remote_workers: a.workers.clone(),
+        worker_token,
         save_model: a.save_model.clone(),
         checkpoint_dir: a.checkpoint_dir.clone(),
         resume: a.resume,
@@ -154,6 +173,9 @@ fn report_json(
 /// [`error::UsageError`] naming the output's flag and the other one.
 pub fn check_no_clobbering(a: &Args) -> Result<(), error::UsageError> {
     let mut inputs = a.options.inputs();
+    if let Some(file) = &a.worker_token_file {
+        inputs.push(("--worker-token-file", file.clone()));
+    }
     if let Some(dir) = &a.checkpoint_dir {
         inputs.extend(clobbering::in_folder(
             "--checkpoint-dir",

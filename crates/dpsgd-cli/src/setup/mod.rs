@@ -138,6 +138,8 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         max_physical_batch_size: o.max_physical_batch_size,
         devices: o.devices,
         all_reduce: o.all_reduce,
+        remote_workers: Vec::new(),
+        worker_token: None,
         conv_strategy: o.conv_strategy,
         save_model: None,
         checkpoint_dir: None,

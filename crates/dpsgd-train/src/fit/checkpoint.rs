@@ -37,6 +37,13 @@ fn settings(cfg: &TrainConfig) -> Result<serde_json::Map<String, serde_json::Val
     for key in ["checkpoint_dir", "resume", "save_model", "progress_epsilon"] {
         map.remove(key);
     }
+    // The workers are a count, wherever they run: remote workers and as
+    // many in-process ones clip the same shards (a run whose worker died
+    // resumes on others, or on threads).
+    if !cfg.remote_workers.is_empty() {
+        map.insert("devices".into(), cfg.remote_workers.len().into());
+    }
+    map.remove("remote_workers");
     // σ calibrated for a target ε depends on the planned epochs.
     if !matches!(cfg.privacy, Privacy::TargetEpsilon(_)) {
         map.remove("epochs");

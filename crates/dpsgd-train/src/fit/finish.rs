@@ -174,7 +174,11 @@ pub(crate) fn finish<M: Classifier>(
             ModelKind::Cnn => None,
         },
         max_physical_batch_size: cfg.max_physical_batch_size,
-        devices: cfg.devices,
+        devices: if cfg.remote_workers.is_empty() {
+            cfg.devices
+        } else {
+            cfg.remote_workers.len()
+        },
         conv_strategy: cfg.conv_strategy,
         warnings,
         // A private run resumed after its last step took no step in this

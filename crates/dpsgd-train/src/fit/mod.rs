@@ -230,6 +230,24 @@ fn train_planted(
             "data-parallel workers are for DP-SGD steps; a non-private run uses one device",
         ));
     }
+    if !cfg.remote_workers.is_empty() {
+        let clash = if cfg.devices > 1 {
+            Some("one kind of workers: --devices (threads) or remote workers")
+        } else if cfg.privacy == Privacy::NonPrivate {
+            Some("data-parallel workers are for DP-SGD steps; a non-private run uses one device")
+        } else if cfg.all_reduce {
+            Some(
+                "remote workers are reduced on the coordinator (burn 0.22 has no collective across processes)",
+            )
+        } else if cfg.defences.mist.is_some() {
+            Some("MIST trains its sub-models on one device")
+        } else {
+            None
+        };
+        if let Some(why) = clash {
+            return Err(TrainError::config("remote_workers", why));
+        }
+    }
     if cfg.all_reduce && cfg.devices < 2 {
         return Err(TrainError::config(
             "all_reduce",

@@ -142,18 +142,21 @@ pub(crate) fn run<M: Classifier + 'static>(
     let relax = relax_loss(&cfg.defences, privacy.is_some())?;
     // Atomic, so that data-parallel workers can share the loss function.
     let current_epoch = std::sync::atomic::AtomicUsize::new(1);
-    // Workers on the devices of the coordinator's kind (distinct GPUs
-    // where burn finds several; CPU threads otherwise).
-    let parallel = (cfg.devices > 1)
-        .then(|| {
-            let workers = dpsgd_burn::parallel::DataParallel::for_device(device, cfg.devices)?;
-            if cfg.all_reduce {
-                workers.with_burn_all_reduce()
-            } else {
-                Ok(workers)
-            }
+    // Workers in other processes or hosts; or on the devices of the
+    // coordinator's kind (distinct GPUs where burn finds several; CPU
+    // threads otherwise).
+    let parallel = if !cfg.remote_workers.is_empty() {
+        Some(remote_workers(cfg, device)?)
+    } else if cfg.devices > 1 {
+        let workers = dpsgd_burn::parallel::DataParallel::for_device(device, cfg.devices)?;
+        Some(if cfg.all_reduce {
+            workers.with_burn_all_reduce()?
+        } else {
+            workers
         })
-        .transpose()?;
+    } else {
+        None
+    };
     let loss_fn = |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
         let epoch = current_epoch.load(std::sync::atomic::Ordering::Relaxed);
@@ -409,4 +412,33 @@ pub(crate) fn run<M: Classifier + 'static>(
         },
     )?;
     conclude(report, last_good, diverged)
+}
+
+/// The data-parallel workers of `cfg.remote_workers`, connected now, with
+/// this process's `device` as the coordinator (where the model lives, the
+/// sums are reduced and the noise is added).
+#[cfg(feature = "distributed")]
+fn remote_workers(
+    cfg: &TrainConfig,
+    device: &burn::tensor::Device,
+) -> Result<dpsgd_burn::parallel::DataParallel, TrainError> {
+    let token = cfg.worker_token.as_ref().map(|t| t.0.as_str());
+    let devices = dpsgd_burn::remote::connect_workers(&cfg.remote_workers, token)?;
+    // As many shards as in-process workers use (at least 8): the same
+    // shards, so the same sum, whatever the number of workers.
+    let shards = devices.len().max(8);
+    Ok(dpsgd_burn::parallel::DataParallel::new(devices, shards)?
+        .with_coordinator(device.clone())?)
+}
+
+/// Without the `distributed` feature there are no remote workers.
+#[cfg(not(feature = "distributed"))]
+fn remote_workers(
+    _cfg: &TrainConfig,
+    _device: &burn::tensor::Device,
+) -> Result<dpsgd_burn::parallel::DataParallel, TrainError> {
+    Err(TrainError::config(
+        "remote_workers",
+        "this build has no remote workers: build with the `distributed` feature",
+    ))
 }
