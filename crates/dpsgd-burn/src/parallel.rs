@@ -45,8 +45,10 @@
 //!   it. Noise and accounting are unchanged: the coordinator's copy of the
 //!   reduced sum is noised once.
 //!
-//! Multi-process training is not supported: burn 0.22 has no collective
-//! across processes for these backends.
+//! Workers in other processes or hosts (`dpsgd_burn::remote`, feature
+//! `distributed`) run this same protocol on burn's remote devices, with
+//! the coordinator in this process ([`DataParallel::with_coordinator`]);
+//! burn 0.22 has no collective across processes for these backends.
 
 use crate::batch::ExampleBatch;
 use crate::engine::GradientEngine;
@@ -230,7 +232,8 @@ impl DataParallel {
         self.shards
     }
 
-    /// The devices, the coordinator first.
+    /// The workers' devices (the first is also the coordinator unless
+    /// [`DataParallel::with_coordinator`] set one).
     pub fn devices(&self) -> &[Device] {
         &self.devices
     }
@@ -269,17 +272,37 @@ impl DataParallel {
         F: Fn(&M, &B) -> Tensor<1> + Sync,
     {
         if let Some(all_reduce) = &self.all_reduce {
+            if self.coordinator.is_some() {
+                // The collective leaves the sum on the workers' devices,
+                // not on a coordinator of its own.
+                return Err(Error::invalid(
+                    "reduction",
+                    "all-reduce",
+                    "a collective reduces on the workers: a separate coordinator takes the coordinator's reduce",
+                ));
+            }
             return self.all_reduced(all_reduce.as_ref(), engine, model, batch, loss_fn);
         }
         let coordinator = self.coordinator();
+        // Each worker's copy of the model and its shards, sent to its
+        // device before any thread starts: a remote worker's upload can
+        // panic in burn's client (a dropped connection), which fails the
+        // step like a worker's own panic.
+        let prepared = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(w, device)| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (model.clone().fork(device), self.shards_of(w, batch, device))
+                }))
+                .map_err(|_| panicked(w))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let results: Vec<Result<Vec<(usize, ClippedGradients)>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .devices
-                .iter()
-                .enumerate()
-                .map(|(w, device)| {
-                    let replica = model.clone().fork(device);
-                    let shards = self.shards_of(w, batch, device);
+            let handles: Vec<_> = prepared
+                .into_iter()
+                .map(|(replica, shards)| {
                     let mut engine = engine.clone();
                     scope.spawn(move || -> Result<Vec<(usize, ClippedGradients)>> {
                         shards

@@ -551,9 +551,10 @@ impl PrivacyEngine {
 
     /// [`PrivacyEngine::step`] with the per-example work spread over the
     /// devices of `parallel`: the same Poisson batch, clipped in fixed
-    /// shards by the workers, reduced onto the first device, then noised
+    /// shards by the workers, reduced onto the coordinator, then noised
     /// ONCE, stepped and accounted once by this engine (see
-    /// [`crate::parallel`]). The model lives on `parallel`'s first device.
+    /// [`crate::parallel`]). The model lives on `parallel`'s coordinator
+    /// ([`DataParallel::coordinator`](crate::parallel::DataParallel::coordinator)).
     ///
     /// # Errors
     ///

@@ -60,8 +60,9 @@ fn train(extra: &[&str]) -> std::process::Output {
 
 /// Two worker processes train the model the same run trains with two
 /// in-process workers: the same shards, summed in the same order, noised
-/// once by the coordinator — bit for bit the same parameters, and the same
-/// ε. A token keeps out a coordinator without it.
+/// once by the coordinator — the same parameters to the last f32 bit or
+/// so (the remote backend replays the operations on the worker), and the
+/// same ε. A token keeps out a coordinator without it.
 #[test]
 fn should_train_on_two_worker_processes_as_in_one_process() {
     let dir = temp_dir("distributed-cli", "two-workers");
@@ -87,7 +88,7 @@ fn should_train_on_two_worker_processes_as_in_one_process() {
         local_model.to_str().unwrap(),
     ]);
     let local: serde_json::Value = serde_json::from_str(&ok(&local)).unwrap();
-    // The same parameters, bit for bit: the same logits on every digit.
+    // The same parameters to f32 rounding: the same logits on every digit.
     // (burn's record bytes name each parameter by a per-process id, so the
     // files themselves differ between any two runs.)
     let inputs: Vec<f32> = dpsgd::data::digits()

@@ -82,16 +82,17 @@ pub fn run(a: &Args) -> Result<()> {
         check_checkpoint_dir(dir, a.resume)?;
     }
     check_no_clobbering(a)?;
-    let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
-    let privacy = a.privacy.privacy();
+    // Read before the data: a bad token file fails at once.
     let worker_token = a
         .worker_token_file
         .as_deref()
-        .map(super::worker::read_token)
+        .map(|p| super::worker::read_token("--worker-token-file", p))
         .transpose()?
         .map(dpsgd::train::WorkerToken);
+    let (train, test, preprocessing) = load(o, o.seed.unwrap_or(0))?;
+    let privacy = a.privacy.privacy();
     let cfg = TrainConfig {
-        remote_workers: a.workers.clone(),
+        remote_workers: a.workers.iter().map(|w| w.trim().to_owned()).collect(),
         worker_token,
         save_model: a.save_model.clone(),
         checkpoint_dir: a.checkpoint_dir.clone(),

@@ -29,16 +29,19 @@ const TOKEN_LIMIT: u64 = 4096;
 /// # Errors
 ///
 /// An unreadable file, or an empty token.
-pub fn read_token(path: &Path) -> Result<String> {
+pub fn read_token(flag: &'static str, path: &Path) -> Result<String> {
     let mut text = String::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(TOKEN_LIMIT).read_to_string(&mut text))
+        .and_then(|f| f.take(TOKEN_LIMIT + 1).read_to_string(&mut text))
         .with_context(|| format!("reading the token from {}", path.display()))?;
     let token = text.trim();
-    if token.is_empty() {
+    if token.is_empty() || text.len() as u64 > TOKEN_LIMIT {
         return Err(UsageError {
-            flag: "--token-file",
-            message: format!("{} holds no token", path.display()),
+            flag,
+            message: format!(
+                "{} holds no token, or more than {TOKEN_LIMIT} bytes",
+                path.display()
+            ),
         }
         .into());
     }
@@ -52,7 +55,11 @@ pub fn read_token(path: &Path) -> Result<String> {
 /// A build without the `distributed` feature, an address that cannot be
 /// bound, an unreadable token, a server that fails.
 pub fn run(a: &Args) -> Result<()> {
-    let token = a.token_file.as_deref().map(read_token).transpose()?;
+    let token = a
+        .token_file
+        .as_deref()
+        .map(|p| read_token("--token-file", p))
+        .transpose()?;
     serve(&a.listen, token)
 }
 
@@ -63,6 +70,11 @@ fn serve(listen: &str, token: Option<String>) -> Result<()> {
         message: format!("cannot listen on {listen}: {e}"),
     })?;
     let addr = listener.local_addr().context("the listening address")?;
+    if token.is_none() && !addr.ip().is_loopback() {
+        eprintln!(
+            "WARNING: dpsgd worker: listening beyond this machine without --token-file: any client that reaches {addr} can open a session"
+        );
+    }
     eprintln!(
         "dpsgd worker: listening on ws://{addr} (flex){}",
         if token.is_some() {

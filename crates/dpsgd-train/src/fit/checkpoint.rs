@@ -40,8 +40,10 @@ fn settings(cfg: &TrainConfig) -> Result<serde_json::Map<String, serde_json::Val
     // The workers are a count, wherever they run: remote workers and as
     // many in-process ones clip the same shards (a run whose worker died
     // resumes on others, or on threads).
+    // (At least 2: one remote worker clips sharded, as `devices: 1`, the
+    // unsharded step, does not.)
     if !cfg.remote_workers.is_empty() {
-        map.insert("devices".into(), cfg.remote_workers.len().into());
+        map.insert("devices".into(), cfg.remote_workers.len().max(2).into());
     }
     map.remove("remote_workers");
     // σ calibrated for a target ε depends on the planned epochs.

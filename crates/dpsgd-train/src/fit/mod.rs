@@ -247,6 +247,17 @@ fn train_planted(
         if let Some(why) = clash {
             return Err(TrainError::config("remote_workers", why));
         }
+        // Addresses checked before the data is prepared, not at connect.
+        #[cfg(feature = "distributed")]
+        for (i, url) in cfg.remote_workers.iter().enumerate() {
+            dpsgd_burn::remote::check_worker_url(url)?;
+            if cfg.remote_workers[..i].contains(url) {
+                return Err(TrainError::config(
+                    "remote_workers",
+                    format!("{url} is named twice: each worker once"),
+                ));
+            }
+        }
     }
     if cfg.all_reduce && cfg.devices < 2 {
         return Err(TrainError::config(
