@@ -270,27 +270,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             None => "non-private".into(),
         }
     );
-    plot_roc(&report.attacks, &a.out.join("roc.svg"), &title, false)?;
-    plot_roc(&report.attacks, &a.out.join("roc-loglog.svg"), &title, true)?;
-    let mut written = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
-    if let Some(inv) = &report.inversion
-        && let Some([1, h, w]) = inv.image_shape
-    {
-        let png = dpsgd::audit::image::encode_png_grid(
-            &inv.images,
-            h,
-            w,
-            inv.images.len().min(10),
-            inv.range,
-            if h < 16 { 8 } else { 4 },
-        )?;
-        // Owner-only and atomic like every other output (the class
-        // averages are computed from the private model).
-        let path = a.out.join("inversion.png");
-        dpsgd_burn::io::write_atomically(&path, &png, dpsgd_burn::io::Access::OwnerOnly)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push("inversion.png");
-    }
+    let mut written = write_figures(&report.attacks, report.inversion.as_ref(), &a.out, &title)?;
     if let Some(target) = &report_target {
         target.write(&text)?;
     }
@@ -317,4 +297,42 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(EXIT_CLAIM_REFUTED));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The figures an audit writes in `out` beside its `audit.json`: the ROC
+/// curves (linear and log-log) of `attacks` and, for single-channel
+/// images, the grid of `inversion`'s reconstructions. Returns every file
+/// name written, `audit.json` first.
+///
+/// # Errors
+///
+/// A figure that cannot be drawn or written.
+pub(super) fn write_figures(
+    attacks: &[dpsgd::train::audit::AttackResult],
+    inversion: Option<&dpsgd::train::audit::InversionReport>,
+    out: &std::path::Path,
+    title: &str,
+) -> Result<Vec<&'static str>> {
+    plot_roc(attacks, &out.join("roc.svg"), title, false)?;
+    plot_roc(attacks, &out.join("roc-loglog.svg"), title, true)?;
+    let mut written = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
+    if let Some(inv) = inversion
+        && let Some([1, h, w]) = inv.image_shape
+    {
+        let png = dpsgd::audit::image::encode_png_grid(
+            &inv.images,
+            h,
+            w,
+            inv.images.len().min(10),
+            inv.range,
+            if h < 16 { 8 } else { 4 },
+        )?;
+        // Owner-only and atomic like every other output (the class
+        // averages are computed from the private model).
+        let path = out.join("inversion.png");
+        dpsgd_burn::io::write_atomically(&path, &png, dpsgd_burn::io::Access::OwnerOnly)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push("inversion.png");
+    }
+    Ok(written)
 }

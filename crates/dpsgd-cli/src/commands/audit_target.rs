@@ -4,9 +4,9 @@
 //! through this command's recipe; members and non-members are the data
 //! loaded here, split as `train` split it.
 
-use super::audit::{Args, out_files};
+use super::audit::{Args, out_files, write_figures};
 use crate::error::UsageError;
-use crate::output::audit::{deployed_table, plot_roc};
+use crate::output::audit::deployed_table;
 use crate::output::clobbering;
 use crate::output::files::{ReportTarget, write_atomically};
 use crate::setup::{config, load};
@@ -199,25 +199,7 @@ pub fn run(a: &Args, url: &str) -> Result<std::process::ExitCode> {
             None => format!("non-private, {} release", report.release),
         }
     );
-    plot_roc(&report.attacks, &a.out.join("roc.svg"), &title, false)?;
-    plot_roc(&report.attacks, &a.out.join("roc-loglog.svg"), &title, true)?;
-    let mut written = vec!["audit.json", "roc.svg", "roc-loglog.svg"];
-    if let Some(inv) = &report.inversion
-        && let Some([1, h, w]) = inv.image_shape
-    {
-        let png = dpsgd::audit::image::encode_png_grid(
-            &inv.images,
-            h,
-            w,
-            inv.images.len().min(10),
-            inv.range,
-            if h < 16 { 8 } else { 4 },
-        )?;
-        let path = a.out.join("inversion.png");
-        dpsgd_burn::io::write_atomically(&path, &png, dpsgd_burn::io::Access::OwnerOnly)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push("inversion.png");
-    }
+    let written = write_figures(&report.attacks, report.inversion.as_ref(), &a.out, &title)?;
     if let Some(target) = &report_target {
         target.write(&text)?;
     }
