@@ -58,6 +58,12 @@ use burn::tensor::TensorData;
 use burn::tensor::{Device, Tensor};
 use dpsgd_core::{ClippedGradients, Error, Result};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+mod roster;
+
+use roster::Roster;
+pub use roster::{LostWorker, OnWorkerLoss};
 
 /// Devices a DP step's per-example work is spread over (see the module
 /// documentation).
@@ -74,6 +80,14 @@ pub struct DataParallel {
     /// Held through a collective step (two interleaved steps would mix
     /// their sums).
     collective_lock: Arc<Mutex<()>>,
+    /// The workers' names in messages (empty: `#index`).
+    names: Vec<String>,
+    /// How long a step waits for its workers (`None`: as long as it takes).
+    step_timeout: Option<Duration>,
+    /// What a lost worker does to the run.
+    on_loss: OnWorkerLoss,
+    /// The workers still in the run (shared by clones).
+    roster: Arc<Mutex<Roster>>,
 }
 
 /// A collective sum across the data-parallel workers: worker `w` calls
@@ -133,13 +147,99 @@ impl DataParallel {
                 format!("need at least one shard per device ({})", devices.len()),
             ));
         }
+        let roster = Arc::new(Mutex::new(Roster::new(devices.len())));
         Ok(Self {
             devices,
             coordinator: None,
             shards,
             all_reduce: None,
             collective_lock: Arc::default(),
+            names: Vec::new(),
+            step_timeout: None,
+            on_loss: OnWorkerLoss::Stop,
+            roster,
         })
+    }
+
+    /// Names for the workers in errors and [`LostWorker`] (such as their
+    /// addresses), one per device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] unless there is one name per device.
+    pub fn with_worker_names(mut self, names: Vec<String>) -> Result<Self> {
+        if names.len() != self.devices.len() {
+            return Err(Error::invalid(
+                "worker names",
+                names.len(),
+                format!("need one per device ({})", self.devices.len()),
+            ));
+        }
+        self.names = names;
+        Ok(self)
+    }
+
+    /// A step waits at most `timeout` for its workers (from the moment it
+    /// starts them): one that has not answered by then is lost (see
+    /// [`OnWorkerLoss`]), so a hung worker (a stopped process, a silently
+    /// dropped network) fails the step instead of hanging the run. Without
+    /// it a step waits as long as its workers take.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for a zero timeout, or with a
+    /// collective all-reduce (whose workers wait for each other inside
+    /// the collective, where no deadline can reach them).
+    pub fn with_step_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::invalid("step timeout", "0", "must be positive"));
+        }
+        self.refuse_with_collective("a step timeout")?;
+        self.step_timeout = Some(timeout);
+        Ok(self)
+    }
+
+    /// What a lost worker does to the run (default [`OnWorkerLoss::Stop`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for [`OnWorkerLoss::Continue`] with a
+    /// collective all-reduce (its group is fixed).
+    pub fn with_on_worker_loss(mut self, policy: OnWorkerLoss) -> Result<Self> {
+        if policy == OnWorkerLoss::Continue {
+            self.refuse_with_collective("continuing without a lost worker")?;
+        }
+        self.on_loss = policy;
+        Ok(self)
+    }
+
+    fn refuse_with_collective(&self, what: &str) -> Result<()> {
+        if self.all_reduce.is_some() {
+            return Err(Error::invalid(
+                "reduction",
+                "all-reduce",
+                format!("{what} needs the coordinator's reduce, not a collective"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The workers still in the run (all of them unless
+    /// [`OnWorkerLoss::Continue`] dropped some).
+    pub fn live_workers(&self) -> usize {
+        self.live().len()
+    }
+
+    /// The workers lost since the last call (under
+    /// [`OnWorkerLoss::Continue`]), for the caller to report.
+    pub fn take_lost_workers(&self) -> Vec<LostWorker> {
+        std::mem::take(
+            &mut self
+                .roster
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unreported,
+        )
     }
 
     /// The workers' parts summed by `all_reduce` instead of on the
@@ -151,6 +251,10 @@ impl DataParallel {
     #[must_use]
     pub fn with_all_reduce(mut self, all_reduce: Arc<dyn AllReduce>) -> Self {
         self.all_reduce = Some(all_reduce);
+        // A collective's group is fixed and waits inside burn: no deadline
+        // and no dropping of workers.
+        self.step_timeout = None;
+        self.on_loss = OnWorkerLoss::Stop;
         self
     }
 
@@ -238,38 +342,55 @@ impl DataParallel {
         &self.devices
     }
 
+    /// The non-empty shards `s ≡ i (mod k)` of `batch` (contiguous, sizes
+    /// differing by at most one), by shard index, where they are.
+    fn shard_slices<B: ExampleBatch>(&self, i: usize, k: usize, batch: &B) -> Vec<(usize, B)> {
+        let n = batch.num_examples();
+        (i..self.shards)
+            .step_by(k)
+            .map(|s| (s, s * n / self.shards, (s + 1) * n / self.shards))
+            .filter(|&(_, start, end)| end > start)
+            .map(|(s, start, end)| (s, batch.slice_examples(start, end)))
+            .collect()
+    }
+
     /// Worker `w`'s non-empty shards of `batch` (`s ≡ w mod W`, contiguous,
     /// sizes differing by at most one), by shard index, on `device`.
     fn shards_of<B: ExampleBatch>(&self, w: usize, batch: &B, device: &Device) -> Vec<(usize, B)> {
-        let n = batch.num_examples();
-        (w..self.shards)
-            .step_by(self.devices.len())
-            .map(|s| (s, s * n / self.shards, (s + 1) * n / self.shards))
-            .filter(|&(_, start, end)| end > start)
-            .map(|(s, start, end)| (s, batch.slice_examples(start, end).to_device(device)))
+        self.shard_slices(w, self.devices.len(), batch)
+            .into_iter()
+            .map(|(s, shard)| (s, shard.to_device(device)))
             .collect()
     }
 
     /// The clipped sum of `batch` under `loss_fn`, computed by the workers
     /// (with `engine`'s clipping policy and convolution strategy) and
-    /// reduced onto the first device in shard order.
+    /// reduced onto the coordinator in shard order.
+    ///
+    /// On the coordinator's reduce each worker runs on a thread of its own
+    /// (it copies the model and its shards to its device itself, so a
+    /// worker that hangs in its upload holds up nobody) and the step waits
+    /// for all of them, or until the step timeout
+    /// ([`DataParallel::with_step_timeout`]). A lost worker (panicked,
+    /// disconnected, timed out) fails the step or leaves the run
+    /// ([`OnWorkerLoss`]).
     ///
     /// # Errors
     ///
-    /// The first worker's error, in worker order (a panicking worker is
-    /// reported as [`Error::Worker`]); nothing is
-    /// reduced then.
+    /// The first worker's error, in worker order; [`Error::Worker`] for a
+    /// lost worker under [`OnWorkerLoss::Stop`], or once every worker is
+    /// lost. Nothing is reduced then.
     pub fn clipped_gradients<M, B, F>(
         &self,
         engine: &GradientEngine,
         model: &M,
         batch: &B,
-        loss_fn: &F,
+        loss_fn: &Arc<F>,
     ) -> Result<ClippedGradients>
     where
-        M: Module,
-        B: ExampleBatch + Send,
-        F: Fn(&M, &B) -> Tensor<1> + Sync,
+        M: Module + 'static,
+        B: ExampleBatch + Send + 'static,
+        F: Fn(&M, &B) -> Tensor<1> + Send + Sync + 'static,
     {
         if let Some(all_reduce) = &self.all_reduce {
             if self.coordinator.is_some() {
@@ -281,57 +402,9 @@ impl DataParallel {
                     "a collective reduces on the workers: a separate coordinator takes the coordinator's reduce",
                 ));
             }
-            return self.all_reduced(all_reduce.as_ref(), engine, model, batch, loss_fn);
+            return self.all_reduced(all_reduce.as_ref(), engine, model, batch, &**loss_fn);
         }
-        let coordinator = self.coordinator();
-        // Each worker's copy of the model and its shards, sent to its
-        // device before any thread starts: a remote worker's upload can
-        // panic in burn's client (a dropped connection), which fails the
-        // step like a worker's own panic.
-        let prepared = self
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(w, device)| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (model.clone().fork(device), self.shards_of(w, batch, device))
-                }))
-                .map_err(|_| panicked(w))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let results: Vec<Result<Vec<(usize, ClippedGradients)>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = prepared
-                .into_iter()
-                .map(|(replica, shards)| {
-                    let mut engine = engine.clone();
-                    scope.spawn(move || -> Result<Vec<(usize, ClippedGradients)>> {
-                        shards
-                            .into_iter()
-                            .map(|(s, shard)| {
-                                let part = engine.clipped_gradients(&replica, &shard, loss_fn)?;
-                                Ok((s, part.to_device(coordinator)))
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            // Every worker is joined before any result is looked at.
-            handles
-                .into_iter()
-                .enumerate()
-                .map(|(w, h)| h.join().unwrap_or_else(|_| Err(panicked(w))))
-                .collect()
-        });
-        let mut parts = Vec::with_capacity(self.shards);
-        for r in results {
-            parts.extend(r?);
-        }
-        parts.sort_by_key(|(s, _)| *s);
-        let mut total = ClippedGradients::empty(engine.clipping().clone());
-        for (_, part) in parts {
-            total.accumulate(part)?;
-        }
-        Ok(total)
+        self.reduced_on_coordinator(engine, model, batch, loss_fn)
     }
 
     /// [`DataParallel::clipped_gradients`] with a collective.

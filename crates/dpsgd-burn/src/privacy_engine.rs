@@ -558,8 +558,9 @@ impl PrivacyEngine {
     ///
     /// # Errors
     ///
-    /// As [`PrivacyEngine::step`], and a worker's failure (every worker is
-    /// joined first; the model is untouched).
+    /// As [`PrivacyEngine::step`], and a lost worker
+    /// ([`crate::parallel::OnWorkerLoss`]) or another worker's error: the
+    /// model is untouched and nothing is accounted.
     pub fn step_data_parallel<M, B, F>(
         &mut self,
         lr: f64,
@@ -569,9 +570,9 @@ impl PrivacyEngine {
         parallel: &crate::parallel::DataParallel,
     ) -> Result<M, Rejected<M>>
     where
-        M: burn::module::Module,
-        B: ExampleBatch + Send,
-        F: Fn(&M, &B) -> Tensor<1> + Sync,
+        M: burn::module::Module + 'static,
+        B: ExampleBatch + Send + 'static,
+        F: Fn(&M, &B) -> Tensor<1> + Send + Sync + 'static,
     {
         // The reduced sum, the noise and the update live on the
         // coordinator: a model elsewhere is refused before any release.
@@ -586,6 +587,7 @@ impl PrivacyEngine {
                 model,
             });
         }
+        let loss_fn = std::sync::Arc::new(loss_fn);
         let stepped = self.step_with(lr, model, batch, |engine, m, b| {
             crate::validate::validate_model(m)?;
             parallel.clipped_gradients(engine, m, b, &loss_fn)
@@ -928,7 +930,21 @@ impl PrivacyEngine {
         })
     }
 
-    /// Steps taken.
+    /// Charges `steps` steps whose releases were seen and then discarded
+    /// (a resumed run redoing steps that data-parallel workers in other
+    /// processes already saw): see
+    /// [`DpOptimizer::charge_discarded_steps`]. They count in
+    /// [`PrivacyEngine::steps`], ε and the budget from then on.
+    ///
+    /// # Errors
+    ///
+    /// From the accountant.
+    pub fn charge_discarded_steps(&mut self, steps: u64) -> Result<()> {
+        self.dp.charge_discarded_steps(steps)
+    }
+
+    /// Steps accounted: those taken, and any charged by
+    /// [`PrivacyEngine::charge_discarded_steps`].
     pub fn steps(&self) -> u64 {
         self.dp.steps()
     }

@@ -161,6 +161,16 @@ fn should_refuse_remote_workers_where_they_do_not_apply() {
             &["--workers", "ws://127.0.0.1:1", "--non-private"],
             "DP-SGD steps",
         ),
+        (&["--on-worker-loss", "continue"], "--workers"),
+        (&["--worker-timeout", "5"], "--workers"),
+        (
+            &["--workers", "ws://127.0.0.1:1", "--worker-timeout", "0"],
+            "above 0",
+        ),
+        (
+            &["--workers", "ws://127.0.0.1:1", "--on-worker-loss", "retry"],
+            "stop",
+        ),
     ] {
         let out = dpsgd(&[&["train", "--epochs", "1", "--quiet"][..], extra].concat());
         assert!(!out.status.success(), "{extra:?}");
@@ -253,5 +263,242 @@ fn should_fail_the_step_when_a_worker_dies_and_resume_elsewhere() {
     assert!(resumed["epsilon"].as_f64().is_some());
     assert_eq!(resumed["epsilon"], whole["epsilon"]);
     drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) a worker process: a hung worker,
+/// whose connection stays open and silent.
+fn signal(worker: &Worker, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &worker.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig}");
+}
+
+/// `train` on digits with two remote workers, started in the background.
+fn spawn_train(flags: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dpsgd"))
+        .args(flags)
+        .env("RAYON_NUM_THREADS", "1")
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dpsgd train")
+}
+
+/// Waits for `run` to exit (at most `limit` seconds from `since`): its
+/// status, stdout and stderr.
+fn finish(mut run: Child, since: std::time::Instant, limit: u64) -> (Option<i32>, String, String) {
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if since.elapsed().as_secs() > limit {
+            let _ = run.kill();
+            panic!("the run hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    std::io::Read::read_to_string(&mut run.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), out, err)
+}
+
+/// The ledger's `released_through`, once the file is there.
+fn released_through(ck: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(ck.join("released.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["released_through"].as_u64()
+}
+
+/// A hung worker (stopped, its connection open and silent) fails the step
+/// within `--worker-timeout`: with `--on-worker-loss stop` the run exits 1
+/// naming the timeout; with `continue` it goes on without the worker and
+/// ends with the uninterrupted run's ε, steps and accuracy (the same
+/// shards, re-planned over the remaining worker), the loss among its
+/// warnings.
+#[test]
+fn should_time_out_a_hung_worker_and_stop_or_go_on_without_it() {
+    let dir = temp_dir("distributed-cli", "hung-worker");
+    let flags = [
+        "train", "--epochs", "6", "--seed", "3", "--quiet", "--report", "-",
+    ];
+    for policy in ["stop", "continue"] {
+        let ck = dir.join(policy);
+        let (a, b) = (worker(None), worker(None));
+        let workers = format!("{},{}", a.url, b.url);
+        let started = std::time::Instant::now();
+        let run = spawn_train(
+            &[
+                &flags[..],
+                &[
+                    "--workers",
+                    &workers,
+                    "--worker-timeout",
+                    "4",
+                    "--on-worker-loss",
+                    policy,
+                    "--checkpoint-dir",
+                    ck.to_str().unwrap(),
+                ],
+            ]
+            .concat(),
+        );
+        while released_through(&ck).is_none_or(|r| r < 3) {
+            assert!(started.elapsed().as_secs() < 120, "no step");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        signal(&b, "-STOP");
+        let (code, out, err) = finish(run, started, 240);
+        signal(&b, "-CONT");
+        if policy == "stop" {
+            assert_eq!(code, Some(1), "{err}");
+            assert!(
+                err.contains("did not answer within the step timeout (4 s)"),
+                "{err}"
+            );
+            assert!(err.contains(&b.url), "{err}");
+            assert!(err.contains("the step was not taken"), "{err}");
+            continue;
+        }
+        assert_eq!(code, Some(0), "{err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let warnings = report["warnings"].to_string();
+        assert!(
+            warnings.contains(&format!("worker {} was lost", b.url)),
+            "{warnings}"
+        );
+        let whole: serde_json::Value =
+            serde_json::from_str(&ok(&dpsgd(&[&flags[..], &["--devices", "2"]].concat()))).unwrap();
+        for key in ["epsilon", "steps", "noise_multiplier", "sample_rate"] {
+            assert!(!whole[key].is_null(), "{key}");
+            assert_eq!(report[key], whole[key], "{key}");
+        }
+        assert_eq!(report["test_accuracy"], whole["test_accuracy"]);
+        assert_eq!(report["redone_steps"], 0, "a seeded run replays");
+        drop(a);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An OS-seeded run on two worker processes with a checkpoint folder,
+/// the second worker killed once the ledger has passed step 16 (past the
+/// first checkpoint, 11 steps an epoch): the run exits 1. Returns the
+/// ledger's last released step.
+fn kill_a_worker_between_checkpoints(flags: &[&str], ck: &Path) -> u64 {
+    let (a, mut b) = (worker(None), worker(None));
+    let workers = format!("{},{}", a.url, b.url);
+    let started = std::time::Instant::now();
+    let run = spawn_train(
+        &[
+            flags,
+            &[
+                "--workers",
+                &workers,
+                "--checkpoint-dir",
+                ck.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    while released_through(ck).is_none_or(|r| r < 16) {
+        assert!(started.elapsed().as_secs() < 120, "no step");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let (code, _, err) = finish(run, started, 180);
+    assert_eq!(code, Some(1), "{err}");
+    drop(a);
+    released_through(ck).unwrap()
+}
+
+/// `flags` resumed from `ck` on two in-process workers.
+fn resume(flags: &[&str], ck: &Path) -> std::process::Output {
+    dpsgd(
+        &[
+            flags,
+            &[
+                "--devices",
+                "2",
+                "--checkpoint-dir",
+                ck.to_str().unwrap(),
+                "--resume",
+                "--report",
+                "-",
+            ],
+        ]
+        .concat(),
+    )
+}
+
+/// An OS-seeded run whose worker dies between two checkpoints: the
+/// workers saw the noisy outcome of the steps after the checkpoint, which
+/// the resumed run redoes with fresh noise. The resumed report charges
+/// them: `redone_steps` is the ledger's count, `steps` includes them, and
+/// ε is the accountant's over all of them, above the plan's. Under a
+/// target ε (an enforced budget) the charge leaves the plan over budget:
+/// the resume is refused, saying why.
+#[test]
+fn should_charge_the_steps_workers_saw_when_an_os_seeded_run_resumes() {
+    let dir = temp_dir("distributed-cli", "charge-redone");
+    let ck = dir.join("ck");
+    let flags = [
+        "train",
+        "--epochs",
+        "40",
+        "--quiet",
+        "--noise-multiplier",
+        "1.1",
+    ];
+    let through = kill_a_worker_between_checkpoints(&flags, &ck);
+    // The checkpoint is the last whole epoch before step `through`.
+    let expected = (through - 1) % 11;
+    eprintln!("the ledger stood at step {through}: {expected} steps to charge");
+    let resumed: serde_json::Value = serde_json::from_str(&ok(&resume(&flags, &ck))).unwrap();
+    assert_eq!(resumed["redone_steps"], expected, "ledger at {through}");
+    assert_eq!(resumed["steps"], 440 + expected);
+    let epsilon = |steps: u64| {
+        let out = ok(&dpsgd(&[
+            "epsilon",
+            "--sample-rate",
+            &resumed["sample_rate"].to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--noise-multiplier",
+            &resumed["noise_multiplier"].to_string(),
+            "--delta",
+            &resumed["delta"].to_string(),
+            "--accountant",
+            resumed["accountant"].as_str().unwrap(),
+            "--json",
+        ]));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["epsilon"]
+            .as_f64()
+            .unwrap()
+    };
+    let got = resumed["epsilon"].as_f64().unwrap();
+    let want = epsilon(440 + expected);
+    assert!((got - want).abs() <= 1e-9 * want, "ε {got} vs {want}");
+    if expected > 0 {
+        assert!(got > epsilon(440), "the redone steps raise ε");
+    }
+    // The charge is kept: resumed again (nothing left to train), the same.
+    let again: serde_json::Value = serde_json::from_str(&ok(&resume(&flags, &ck))).unwrap();
+    assert_eq!(again["redone_steps"], expected);
+    assert_eq!(again["epsilon"], resumed["epsilon"]);
+    // The default target ε = 3 is a budget the charge breaks: refused.
+    let ck = dir.join("target");
+    let flags = ["train", "--epochs", "40", "--quiet"];
+    let through = kill_a_worker_between_checkpoints(&flags, &ck);
+    let out = resume(&flags, &ck);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if (through - 1) % 11 > 0 {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("redone after checkpoints"), "{err}");
+        assert!(err.contains("> the budget 3"), "{err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -358,6 +358,31 @@ impl DpOptimizer {
         self.noise.is_secure()
     }
 
+    /// Records `steps` further steps at this optimizer's (σ, q) that were
+    /// taken, and whose results left the process, but were then discarded:
+    /// a run resumed from a checkpoint redoes the steps after it, and where
+    /// the discarded ones were already seen by someone (data-parallel
+    /// workers in other processes see every step's parameters) they are
+    /// releases of the mechanism all the same, which ε must cover
+    /// (composition counts every release, kept or not). Zero records
+    /// nothing. The budget's count of steps left is recomputed.
+    ///
+    /// # Errors
+    ///
+    /// From the accountant (an invalid σ or q; nothing is recorded then).
+    pub fn charge_discarded_steps(&mut self, steps: u64) -> Result<()> {
+        if steps == 0 {
+            return Ok(());
+        }
+        self.accountant.record(
+            self.settings.noise_multiplier,
+            self.settings.sample_rate,
+            steps,
+        )?;
+        self.steps_left = None;
+        Ok(())
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.accountant.history().steps()

@@ -115,6 +115,10 @@ pub enum Privacy {
     TargetEpsilon(f64),
 }
 
+/// How long a DP step waits for remote workers by default
+/// ([`TrainConfig::worker_timeout`]).
+pub const DEFAULT_WORKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The shared secret of remote data-parallel workers (`dpsgd worker
 /// --token-file`): never serialised, and `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -183,6 +187,19 @@ pub struct TrainConfig {
     /// shown by `Debug`).
     #[serde(skip)]
     pub worker_token: Option<WorkerToken>,
+    /// With remote workers: how long a DP step waits for them; one that
+    /// has not answered by then is lost (a stopped process or a silently
+    /// dropped network fails the step instead of hanging the run).
+    /// `None`: as long as they take. Default: 300 s. Not serialised (it
+    /// may change between a run and its resume).
+    #[serde(skip)]
+    pub worker_timeout: Option<std::time::Duration>,
+    /// With remote workers: whether a lost worker stops the run (default;
+    /// the step is not taken, the last checkpoint stays) or the run goes
+    /// on without it, the same step redone on the others
+    /// ([`dpsgd_burn::parallel::OnWorkerLoss`]). Not serialised.
+    #[serde(skip)]
+    pub on_worker_loss: dpsgd_burn::parallel::OnWorkerLoss,
     /// How convolutions compute per-example gradients (default: auto).
     pub conv_strategy: ConvStrategy,
     /// Save the trained model here at the end (burn's record bytes, as

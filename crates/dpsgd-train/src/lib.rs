@@ -20,9 +20,9 @@ mod trained;
 
 pub use audit::dirac as whitebox;
 pub use config::{
-    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, Features, ModelKind,
-    OptimizerKind, Privacy, PrivacyUnit, Progress, TrainConfig, WorkerToken, default_delta,
-    privacy_units,
+    CHECKPOINT_FILE, ClippingMode, ConvStrategy, DEFAULT_HIDDEN, DEFAULT_WORKER_TIMEOUT, Features,
+    ModelKind, OptimizerKind, Privacy, PrivacyUnit, Progress, TrainConfig, WorkerToken,
+    default_delta, privacy_units,
 };
 pub use config_error::ConfigError;
 pub use defences::{Defences, EarlyStopping, MistSettings, RelaxLossSettings};

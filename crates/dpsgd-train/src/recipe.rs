@@ -262,6 +262,8 @@ impl Recipe {
             all_reduce: false,
             remote_workers: Vec::new(),
             worker_token: None,
+            worker_timeout: Some(crate::config::DEFAULT_WORKER_TIMEOUT),
+            on_worker_loss: dpsgd_burn::parallel::OnWorkerLoss::Stop,
             conv_strategy: crate::config::ConvStrategy::Auto,
             save_model: None,
             checkpoint_dir: None,

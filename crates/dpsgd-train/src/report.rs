@@ -39,6 +39,10 @@ pub struct TrainReport {
     pub eval_seconds: f64,
     /// Test-set size.
     pub test_size: usize,
+    /// Steps redone after a resume whose first outcome workers outside the
+    /// process had already seen (OS-seeded runs only): charged to ε, and
+    /// included in `steps` (docs/distributed.md, "Resuming"). 0 otherwise.
+    pub redone_steps: u64,
     /// Model.
     pub model: ModelKind,
     /// Activation between hidden layers.

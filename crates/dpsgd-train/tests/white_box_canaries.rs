@@ -434,6 +434,13 @@ fn should_refuse_what_it_cannot_audit() {
         ..cfg(2.0, 1, 0)
     };
     assert!(refuse(&checkpoints, 10).contains("checkpoints"));
+    // Workers outside the process would build the canary gradients, and
+    // learn which canaries each step includes (refused before connecting).
+    let outside = TrainConfig {
+        remote_workers: vec!["ws://127.0.0.1:9".into()],
+        ..cfg(2.0, 1, 0)
+    };
+    assert!(refuse(&outside, 10).contains("workers outside"));
     // 64·32 + 32 + 32·10 + 10 = 2 410 coordinates.
     assert!(refuse(&cfg(2.0, 1, 0), 2411).contains("2410"));
     assert!(refuse(&cfg(2.0, 1, 0), 0).contains("canaries"));

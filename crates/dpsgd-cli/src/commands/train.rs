@@ -58,9 +58,48 @@ pub struct Args {
     /// from this file.
     #[arg(long, value_name = "FILE", requires = "workers")]
     pub worker_token_file: Option<PathBuf>,
+    /// How long a DP step waits for the workers, in seconds: one that has
+    /// not answered by then (a stopped process, a silently dropped
+    /// network) is lost, as is one whose connection drops. A lost worker
+    /// fails the step (nothing noised, nothing accounted, the model
+    /// untouched); see --on-worker-loss.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0, requires = "workers",
+          value_parser = parse_timeout)]
+    pub worker_timeout: f64,
+    /// When a worker is lost: `stop` the run (exit 1; the last
+    /// checkpoint stays, resume it with --resume), or `continue` on the
+    /// others (the same step redone, its shards re-planned: the result
+    /// and ε do not depend on the number of workers). Continuing stops
+    /// once no worker is left.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "stop",
+        requires = "workers"
+    )]
+    pub on_worker_loss: WorkerLoss,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--on-worker-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerLoss {
+    /// The run stops (exit 1), the last checkpoint intact.
+    Stop,
+    /// The run goes on without the lost worker.
+    Continue,
+}
+
+/// A positive, finite number of seconds (at most a day).
+fn parse_timeout(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "expected a number of seconds above 0, at most 86400; got {text:?}"
+        )),
+    }
 }
 
 /// Runs the command.
@@ -94,6 +133,11 @@ pub fn run(a: &Args) -> Result<()> {
     let cfg = TrainConfig {
         remote_workers: a.workers.iter().map(|w| w.trim().to_owned()).collect(),
         worker_token,
+        worker_timeout: Some(std::time::Duration::from_secs_f64(a.worker_timeout)),
+        on_worker_loss: match a.on_worker_loss {
+            WorkerLoss::Stop => dpsgd_burn::parallel::OnWorkerLoss::Stop,
+            WorkerLoss::Continue => dpsgd_burn::parallel::OnWorkerLoss::Continue,
+        },
         save_model: a.save_model.clone(),
         checkpoint_dir: a.checkpoint_dir.clone(),
         resume: a.resume,

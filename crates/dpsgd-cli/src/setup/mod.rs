@@ -140,6 +140,8 @@ pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfi
         all_reduce: o.all_reduce,
         remote_workers: Vec::new(),
         worker_token: None,
+        worker_timeout: Some(dpsgd::train::DEFAULT_WORKER_TIMEOUT),
+        on_worker_loss: dpsgd_burn::parallel::OnWorkerLoss::Stop,
         conv_strategy: o.conv_strategy,
         save_model: None,
         checkpoint_dir: None,

@@ -1,6 +1,7 @@
 //! The training loop's checkpoint: its state saved inside the engine's
 //! checkpoint file, the folder's lock, and the checks a resume makes.
 
+use super::released::{Redone, redone_before, redone_steps};
 use crate::config::{CHECKPOINT_FILE, Privacy, TrainConfig};
 use crate::error::TrainError;
 use crate::models::Classifier;
@@ -23,6 +24,14 @@ pub(crate) struct RunState {
     pub(crate) steps: u64,
     /// The epoch history so far.
     pub(crate) history: Vec<EpochRecord>,
+    /// Discarded steps charged at resumes (in the engine's steps): see
+    /// [`super::released`].
+    #[serde(default)]
+    pub(crate) redone: Vec<Redone>,
+    /// Whether data-parallel workers outside this process ran since the
+    /// run began: a resume then requires the ledger of released steps.
+    #[serde(default)]
+    pub(crate) workers_outside: bool,
 }
 
 /// The settings a resumed run must share with the checkpointed one, as
@@ -159,8 +168,8 @@ pub(crate) fn read_run_state(cfg: &TrainConfig, path: &Path) -> Result<RunState,
 
 /// Checks the loop's state against the engine restored beside it (whose
 /// settings and history were checked against the run's): the steps (the
-/// engine's, `epochs_done` whole epochs of `steps_per_epoch`, one history
-/// record per epoch), so an epoch count edited alone can neither skip nor
+/// engine's, `epochs_done` whole epochs of `steps_per_epoch` and the
+/// discarded steps charged at resumes, one history record per epoch), so an epoch count edited alone can neither skip nor
 /// repeat training; then replaces what the file says of ε per epoch by
 /// the accountant's ε after that epoch's steps. (A history rolled back
 /// together with the engine's is not detectable: see
@@ -172,7 +181,13 @@ pub(crate) fn check_run_state(
     steps_per_epoch: u64,
 ) -> Result<(), TrainError> {
     let engine_steps = engine.steps();
-    let expected_steps = (state.epochs_done as u64).checked_mul(steps_per_epoch);
+    let expected_steps = (state.epochs_done as u64)
+        .checked_mul(steps_per_epoch)
+        .and_then(|s| s.checked_add(redone_steps(&state.redone)));
+    let charges_in_order = state
+        .redone
+        .iter()
+        .all(|r| r.steps > 0 && r.after_epochs <= state.epochs_done);
     let epochs_in_order = state
         .history
         .iter()
@@ -182,6 +197,7 @@ pub(crate) fn check_run_state(
         || expected_steps != Some(engine_steps)
         || state.history.len() != state.epochs_done
         || !epochs_in_order
+        || !charges_in_order
     {
         return Err(TrainError::config(
             "resume",
@@ -201,7 +217,7 @@ pub(crate) fn check_run_state(
             accountant.record(
                 settings.noise_multiplier,
                 settings.sample_rate,
-                record.epoch as u64 * steps_per_epoch,
+                record.epoch as u64 * steps_per_epoch + redone_before(&state.redone, record.epoch),
             )?;
             record.epsilon = Some(accountant.epsilon(engine.delta())?);
         }
@@ -217,6 +233,8 @@ pub(crate) fn save_checkpoint<M: Classifier>(
     engine: &PrivacyEngine,
     model: &M,
     history: &[EpochRecord],
+    redone: &[Redone],
+    workers_outside: bool,
 ) -> Result<(), TrainError> {
     let path = dir.join(CHECKPOINT_FILE);
     let failed = |reason: String| TrainError::Save {
@@ -228,6 +246,8 @@ pub(crate) fn save_checkpoint<M: Classifier>(
         epochs_done: history.last().map_or(0, |r| r.epoch),
         steps: engine.steps(),
         history: history.to_vec(),
+        redone: redone.to_vec(),
+        workers_outside,
     };
     let bytes = serde_json::to_vec(&state).map_err(|e| failed(e.to_string()))?;
     engine.save_checkpoint_with(&path, model, &bytes)?;

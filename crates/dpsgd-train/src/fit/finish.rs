@@ -72,6 +72,8 @@ pub(crate) struct Finished {
     pub(crate) eval_seconds: f64,
     pub(crate) feature_seconds: f64,
     pub(crate) status: &'static str,
+    /// Discarded steps charged at resumes (included in `steps`).
+    pub(crate) redone_steps: u64,
 }
 
 /// The report of `model` (the released one: the final or the last good
@@ -99,6 +101,7 @@ pub(crate) fn finish<M: Classifier>(
         feature_seconds,
         early_stopping,
         status,
+        redone_steps,
     } = done;
     let eval_start = Instant::now();
     let auc = loss_threshold_auc(model, train, test, device);
@@ -162,6 +165,7 @@ pub(crate) fn finish<M: Classifier>(
         wall_seconds,
         eval_seconds,
         test_size: test.len(),
+        redone_steps,
         model: cfg.model,
         activation: cfg.activation,
         optimizer: cfg.optimizer,

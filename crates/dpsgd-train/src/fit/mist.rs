@@ -506,6 +506,8 @@ pub(crate) fn run<M: Classifier + 'static>(
             } else {
                 "completed"
             },
+            // MIST refuses checkpoints and remote workers.
+            redone_steps: 0,
         },
     )?;
     let mut report = report;

@@ -7,6 +7,7 @@ pub mod canaries;
 mod checkpoint;
 mod finish;
 pub mod mist;
+mod released;
 mod setup;
 mod standard;
 mod step;
@@ -88,6 +89,15 @@ pub fn train_with_gradient_canaries(
         return Err(TrainError::config(
             "checkpoint_dir",
             "a run with gradient canaries is an audit: it takes no checkpoints",
+        ));
+    }
+    if !cfg.remote_workers.is_empty() {
+        // The canary gradients would be built on the workers, who would
+        // then learn which canaries each step includes: the secret the
+        // audit's statistic rests on.
+        return Err(TrainError::config(
+            "remote_workers",
+            "a run with gradient canaries keeps its canaries in this process: workers outside it would learn which canaries each step includes (use --devices)",
         ));
     }
     let (report, model, observed) =

@@ -3,8 +3,11 @@
 //! and checkpoints.
 
 use super::canaries::CanaryRun;
-use super::checkpoint::{check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir};
+use super::checkpoint::{
+    RunState, check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir,
+};
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
+use super::released::{ReleaseLedger, check_budget_after_redone, redone_steps};
 use super::setup::{
     Extra, check_plan, dp_config, engine_error, inner_optimizer, start_engine, user_index,
     with_run_seed,
@@ -84,6 +87,9 @@ pub(crate) fn run<M: Classifier + 'static>(
     });
     let mut resumed = None;
     let mut checkpoint_lock = None;
+    // The record of the steps released to workers outside the process
+    // (with a checkpoint folder under DP).
+    let mut ledger: Option<ReleaseLedger> = None;
     let mut privacy = match dp_config {
         None => None,
         Some(dp) if cfg.resume => {
@@ -109,26 +115,49 @@ pub(crate) fn run<M: Classifier + 'static>(
                     e => engine_error(cfg, e),
                 })?;
             model = restored.model;
-            check_run_state(
-                &mut state,
-                &path,
-                &restored.engine,
-                sampler.steps_per_epoch(),
+            let mut engine = restored.engine;
+            check_run_state(&mut state, &path, &engine, sampler.steps_per_epoch())?;
+            // Steps that workers outside the process saw after the
+            // checkpoint, and that this run redoes with fresh noise, are
+            // charged now.
+            let found = ReleaseLedger::resume(
+                dir,
+                state.epochs_done as u64 * sampler.steps_per_epoch(),
+                state.epochs_done,
+                &state.redone,
+                state.workers_outside,
+                engine.optimizer().is_secure(),
             )?;
+            engine
+                .charge_discarded_steps(found.charge)
+                .map_err(|e| engine_error(cfg, e))?;
+            ledger = Some(found.ledger);
             resumed = Some(state);
-            Some(restored.engine)
+            Some(engine)
         }
         Some(dp) => {
             if let Some(dir) = &cfg.checkpoint_dir {
                 checkpoint_lock = Some(take_checkpoint_dir(dir, false)?);
+                ledger = Some(ReleaseLedger::start(dir)?);
             }
             Some(start_engine(cfg, dp, sampler, cfg.seed)?)
         }
     };
+    // Whether workers outside this process have seen this run's steps
+    // (now or before a resume): its checkpoints then require the ledger.
+    let workers_outside = !cfg.remote_workers.is_empty()
+        || resumed
+            .as_ref()
+            .is_some_and(|s: &RunState| s.workers_outside);
     // Held to the end of training: a second run into the folder is refused.
     let _checkpoint_lock = checkpoint_lock;
     if let Some(p) = privacy.as_mut() {
-        check_plan(cfg, p, steps)?;
+        // The engine's steps include the discarded ones a resume charged.
+        let redone = ledger.as_ref().map_or(0, |l| redone_steps(l.redone()));
+        check_plan(cfg, p, steps.saturating_add(redone))?;
+        if redone > 0 {
+            check_budget_after_redone(p, steps.saturating_add(redone), redone)?;
+        }
         if let Some(c) = canaries.as_ref() {
             c.prepare(p, None)?;
         }
@@ -141,7 +170,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     // mechanism).
     let relax = relax_loss(&cfg.defences, privacy.is_some())?;
     // Atomic, so that data-parallel workers can share the loss function.
-    let current_epoch = std::sync::atomic::AtomicUsize::new(1);
+    let current_epoch = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
     // Workers in other processes or hosts; or on the devices of the
     // coordinator's kind (distinct GPUs where burn finds several; CPU
     // threads otherwise).
@@ -157,10 +186,13 @@ pub(crate) fn run<M: Classifier + 'static>(
     } else {
         None
     };
-    let loss_fn = |m: &M, b: &Batch| {
+    // Owned ('static): data-parallel workers run it on threads of their
+    // own, which a timed-out worker may outlive the step on.
+    let (defences, epoch_now) = (cfg.defences.clone(), std::sync::Arc::clone(&current_epoch));
+    let loss_fn = move |m: &M, b: &Batch| {
         let (logits, targets) = (m.logits(b.rows.0.clone()), b.rows.1.clone());
-        let epoch = current_epoch.load(std::sync::atomic::Ordering::Relaxed);
-        let per_row = training_losses(&cfg.defences, relax.as_ref(), logits, targets, epoch);
+        let epoch = epoch_now.load(std::sync::atomic::Ordering::Relaxed);
+        let per_row = training_losses(&defences, relax.as_ref(), logits, targets, epoch);
         let n = per_row.dims()[0] / b.k;
         match &b.rows.2 {
             // A user's loss: Σ weight·loss over their rows (the mean over
@@ -233,6 +265,8 @@ pub(crate) fn run<M: Classifier + 'static>(
     // (step, epoch, what was seen) once training has diverged.
     let mut diverged = None;
     let mut steps_taken = epochs_done as u64 * steps_per_epoch;
+    // Workers the run went on without (--on-worker-loss continue).
+    let mut lost_workers = Vec::new();
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
         current_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
@@ -252,12 +286,26 @@ pub(crate) fn run<M: Classifier + 'static>(
                         (indices.len(), batch)
                     }
                 };
-                let loss_fn = |m: &M, b: &WithCanaries<Batch>| loss_fn(m, &b.batch);
+                // The parameters are about to leave the process: on disk
+                // first, so that a resume can charge what was seen.
+                if let (Some(l), false) = (ledger.as_mut(), cfg.remote_workers.is_empty()) {
+                    l.release(step)?;
+                }
+                let one = loss_fn.clone();
+                let loss_fn = move |m: &M, b: &WithCanaries<Batch>| one(m, &b.batch);
                 model = match &parallel {
                     Some(workers) => p.step_data_parallel(cfg.lr, model, &batch, loss_fn, workers),
                     None => p.step(cfg.lr, model, &batch, loss_fn),
                 }
                 .map_err(|r| r.error)?;
+                if let Some(workers) = &parallel {
+                    lost_workers.extend(workers.take_lost_workers().into_iter().map(|l| {
+                        format!(
+                            "worker {} was lost at step {step} ({}); the run went on without it",
+                            l.name, l.reason
+                        )
+                    }));
+                }
                 if let (Some(c), Some(release)) = (canaries.as_deref_mut(), p.last_release()) {
                     let q = p.sampler().sample_rate();
                     let expected = q * p.sampler().dataset_size() as f64;
@@ -330,7 +378,8 @@ pub(crate) fn run<M: Classifier + 'static>(
             };
             history.push(record);
             if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
-                save_checkpoint(cfg, dir, p, &model, &history)?;
+                let redone = ledger.as_ref().map_or(&[][..], ReleaseLedger::redone);
+                save_checkpoint(cfg, dir, p, &model, &history, redone, workers_outside)?;
             }
             if let Some(v) = &validation {
                 let eval_start = Instant::now();
@@ -365,6 +414,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     }
     let wall_seconds = start.elapsed().as_secs_f64();
     let mut warnings = warnings;
+    warnings.extend(lost_workers);
     add_engine_warnings(&mut warnings, privacy.iter());
     let early_stopping = match (&validation, best) {
         (Some(v), Some((best_epoch, validation_accuracy, model))) => {
@@ -383,6 +433,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     // the run stopped (early stopping, divergence): the stop is a function
     // of the released models (and of the validation records), so
     // post-processing of the whole planned run, which ε covers.
+    let redone = ledger.as_ref().map_or(0, |l| redone_steps(l.redone()));
     let report = finish(
         cfg,
         train,
@@ -391,13 +442,15 @@ pub(crate) fn run<M: Classifier + 'static>(
         &last_good,
         privacy.as_ref(),
         &sampler,
+        // (And the discarded steps a resume charged.)
         if privacy.is_some() {
-            steps
+            steps.saturating_add(redone)
         } else {
             steps_taken
         },
         Finished {
             history,
+            redone_steps: redone,
             final_loss,
             warnings,
             wall_seconds,
@@ -427,8 +480,14 @@ fn remote_workers(
     // As many shards as in-process workers use (at least 8): the same
     // shards, so the same sum, whatever the number of workers.
     let shards = devices.len().max(8);
-    Ok(dpsgd_burn::parallel::DataParallel::new(devices, shards)?
-        .with_coordinator(device.clone())?)
+    let mut workers = dpsgd_burn::parallel::DataParallel::new(devices, shards)?
+        .with_coordinator(device.clone())?
+        .with_worker_names(cfg.remote_workers.clone())?
+        .with_on_worker_loss(cfg.on_worker_loss)?;
+    if let Some(timeout) = cfg.worker_timeout {
+        workers = workers.with_step_timeout(timeout)?;
+    }
+    Ok(workers)
 }
 
 /// Without the `distributed` feature there are no remote workers.
