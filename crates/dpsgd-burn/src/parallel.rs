@@ -23,10 +23,14 @@
 //! * **Model**: every step the workers start from a copy of the updated
 //!   model (a broadcast from the coordinator).
 //!
-//! A worker that fails (an error, or a panic in the loss function) fails
-//! the step on every worker: the coordinator joins every worker thread
-//! before it looks at the results, so nobody waits on a dead peer, and the
-//! step returns the error with the model unchanged.
+//! A worker that fails (an error, a panic in the loss function, a dropped
+//! connection) fails the step on every worker: the coordinator waits for
+//! every worker's answer before it looks at any (or, with a step timeout,
+//! gives up on one silent for that long: [`DataParallel::with_step_timeout`]),
+//! and the step returns the error with the model unchanged, nothing noised
+//! and nothing accounted. Or, under [`OnWorkerLoss::Continue`], a lost
+//! worker (panicked, disconnected, timed out) leaves the run and the same
+//! step is redone on the others.
 //!
 //! # Two reductions
 //!
@@ -179,17 +183,21 @@ impl DataParallel {
         Ok(self)
     }
 
-    /// A step waits at most `timeout` for its workers (from the moment it
-    /// starts them): one that has not answered by then is lost (see
-    /// [`OnWorkerLoss`]), so a hung worker (a stopped process, a silently
-    /// dropped network) fails the step instead of hanging the run. Without
-    /// it a step waits as long as its workers take.
+    /// A step waits at most `timeout` for each sign of life of each
+    /// worker (its start, then each shard it answers): one silent for
+    /// that long is lost (see [`OnWorkerLoss`]), so a hung worker (a
+    /// stopped process, a silently dropped network) fails the step instead
+    /// of hanging the run. A liveness limit, not a limit on the step's
+    /// work: set it well above one shard's time (a step whose lost worker
+    /// is replaced may take longer than `timeout` in all). Without it a
+    /// step waits as long as its workers take.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] for a zero timeout, or with a
     /// collective all-reduce (whose workers wait for each other inside
-    /// the collective, where no deadline can reach them).
+    /// the collective, where no deadline can reach them; a collective set
+    /// afterwards fails the step instead).
     pub fn with_step_timeout(mut self, timeout: Duration) -> Result<Self> {
         if timeout.is_zero() {
             return Err(Error::invalid("step timeout", "0", "must be positive"));
@@ -211,6 +219,16 @@ impl DataParallel {
         }
         self.on_loss = policy;
         Ok(self)
+    }
+
+    fn refuse_timeout_or_continue(&self) -> Result<()> {
+        if self.step_timeout.is_some() {
+            self.refuse_with_collective("a step timeout")?;
+        }
+        if self.on_loss == OnWorkerLoss::Continue {
+            self.refuse_with_collective("continuing without a lost worker")?;
+        }
+        Ok(())
     }
 
     fn refuse_with_collective(&self, what: &str) -> Result<()> {
@@ -251,10 +269,6 @@ impl DataParallel {
     #[must_use]
     pub fn with_all_reduce(mut self, all_reduce: Arc<dyn AllReduce>) -> Self {
         self.all_reduce = Some(all_reduce);
-        // A collective's group is fixed and waits inside burn: no deadline
-        // and no dropping of workers.
-        self.step_timeout = None;
-        self.on_loss = OnWorkerLoss::Stop;
         self
     }
 
@@ -402,6 +416,9 @@ impl DataParallel {
                     "a collective reduces on the workers: a separate coordinator takes the coordinator's reduce",
                 ));
             }
+            // A collective's group is fixed and waits inside burn: no
+            // deadline reaches it and no worker can be dropped.
+            self.refuse_timeout_or_continue()?;
             return self.all_reduced(all_reduce.as_ref(), engine, model, batch, &**loss_fn);
         }
         self.reduced_on_coordinator(engine, model, batch, loss_fn)

@@ -72,6 +72,14 @@ enum Failure {
 
 type Parts = Vec<(usize, ClippedGradients)>;
 
+/// What a worker's thread tells the step.
+enum Message {
+    /// A shard is done: the worker is alive.
+    Shard,
+    /// All its shards, or why not.
+    Done(std::thread::Result<Result<Parts>>),
+}
+
 impl DataParallel {
     /// The indices of the workers still in the run.
     pub(super) fn live(&self) -> Vec<usize> {
@@ -109,11 +117,25 @@ impl DataParallel {
         loop {
             let live = self.live();
             if live.is_empty() {
+                let roster = self
+                    .roster
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let lost: Vec<String> = roster
+                    .unreported
+                    .iter()
+                    .map(|l| format!("{}: {}", l.name, l.reason))
+                    .collect();
                 return Err(Error::Worker {
                     worker: "every worker".into(),
-                    reason:
-                        "no data-parallel worker is left (all were lost); the step was not taken"
-                            .into(),
+                    reason: format!(
+                        "no data-parallel worker is left ({}); the step was not taken",
+                        if lost.is_empty() {
+                            "all were lost".to_owned()
+                        } else {
+                            lost.join("; ")
+                        }
+                    ),
                     source: None,
                 });
             }
@@ -149,10 +171,11 @@ impl DataParallel {
     /// One attempt on the `live` workers: the `i`-th takes the shards
     /// `s ≡ i (mod live)`, each worker on a thread of its own that copies
     /// the model and its shards to its device, clips them and sends the
-    /// sums back to the coordinator. Waits for every worker, or until the
-    /// step timeout; a worker that has not answered by then is lost (its
-    /// thread is left to finish or block on its own: it holds copies only,
-    /// and its late answer goes nowhere).
+    /// sums back to the coordinator. Waits for every worker; with a step
+    /// timeout, a worker silent for that long (no shard answered since it
+    /// started or since its last shard) is lost. Its thread is left to
+    /// finish or block on its own: it holds copies only, and its late
+    /// answer goes nowhere (each attempt has its own channel).
     fn attempt<M, B, F>(
         &self,
         live: &[usize],
@@ -166,12 +189,10 @@ impl DataParallel {
         B: ExampleBatch + Send + 'static,
         F: Fn(&M, &B) -> Tensor<1> + Send + Sync + 'static,
     {
-        let started_at = Instant::now();
         let coordinator = self.coordinator().clone();
-        let (tx, rx) = channel::<(usize, std::thread::Result<Result<Parts>>)>();
+        let (tx, rx) = channel::<(usize, Message)>();
         let mut outcomes: Vec<Option<std::thread::Result<Result<Parts>>>> =
             (0..live.len()).map(|_| None).collect();
-        let mut started = 0;
         for (i, &w) in live.iter().enumerate() {
             // Sliced here, on the coordinator (no worker involved yet).
             let shards = self.shard_slices(i, live.len(), batch);
@@ -188,41 +209,63 @@ impl DataParallel {
                         .map(|(s, shard)| {
                             let shard = shard.to_device(&device);
                             let part = engine.clipped_gradients(&replica, &shard, &*loss_fn)?;
-                            Ok((s, part.to_device(&coordinator)))
+                            let part = part.to_device(&coordinator);
+                            // Alive: its deadline starts again.
+                            let _ = tx.send((i, Message::Shard));
+                            Ok((s, part))
                         })
                         .collect::<Result<Parts>>()
                 }));
-                let _ = tx.send((i, outcome));
+                let _ = tx.send((i, Message::Done(outcome)));
             };
-            match std::thread::Builder::new()
+            if let Err(e) = std::thread::Builder::new()
                 .name(format!("dpsgd-worker-{w}"))
                 .spawn(work)
             {
-                Ok(_) => started += 1,
-                Err(e) => {
-                    // The started ones finish on their own; nothing is kept.
-                    return Err(Failure::Step(Error::invalid(
-                        "worker",
-                        w,
-                        format!("cannot start a data-parallel worker thread: {e}"),
-                    )));
-                }
+                // The started ones finish on their own; nothing is kept.
+                return Err(Failure::Step(Error::invalid(
+                    "worker",
+                    w,
+                    format!("cannot start a data-parallel worker thread: {e}"),
+                )));
             }
         }
         drop(tx);
-        let deadline = self.step_timeout.map(|t| started_at + t);
-        let mut answered = 0;
-        while answered < started {
+        // Each worker's deadline: the step timeout after its last sign of
+        // life (its start, or a shard answered). A deadline too far to
+        // represent is none.
+        let started = Instant::now();
+        let mut alive_at = vec![started; live.len()];
+        let mut waiting = vec![true; live.len()];
+        let mut timed_out = vec![false; live.len()];
+        let deadline_of = |at: Instant| self.step_timeout.and_then(|t| at.checked_add(t));
+        while waiting.iter().any(|&w| w) {
+            let deadline = (0..live.len())
+                .filter(|&i| waiting[i])
+                .filter_map(|i| deadline_of(alive_at[i]))
+                .min();
             let next = match deadline {
                 Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match next {
-                Ok((i, outcome)) => {
+                Ok((i, Message::Shard)) => alive_at[i] = Instant::now(),
+                Ok((i, Message::Done(outcome))) => {
                     outcomes[i] = Some(outcome);
-                    answered += 1;
+                    waiting[i] = false;
                 }
-                Err(_) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    for i in 0..live.len() {
+                        if waiting[i] && deadline_of(alive_at[i]).is_some_and(|d| d <= now) {
+                            waiting[i] = false;
+                            timed_out[i] = true;
+                        }
+                    }
+                }
+                // Every thread has sent its outcome (the catch above sees
+                // every panic): nothing more will come.
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         let mut parts = Vec::with_capacity(self.shards);
@@ -231,14 +274,14 @@ impl DataParallel {
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let w = live[i];
             match outcome {
-                None => lost.push((
+                None if timed_out[i] => lost.push((
                     w,
                     format!(
                         "did not answer within the step timeout ({})",
                         seconds(self.step_timeout)
                     ),
                 )),
-                Some(Err(_)) => lost.push((
+                None | Some(Err(_)) => lost.push((
                     w,
                     "failed or panicked (a panic in the loss function, or a remote worker's dropped connection)".into(),
                 )),

@@ -1,7 +1,7 @@
 //! The training loop's checkpoint: its state saved inside the engine's
 //! checkpoint file, the folder's lock, and the checks a resume makes.
 
-use super::released::{Redone, redone_before, redone_steps};
+use super::released::{LedgerMark, RELEASED_FILE, Redone, redone_before, redone_steps};
 use crate::config::{CHECKPOINT_FILE, Privacy, TrainConfig};
 use crate::error::TrainError;
 use crate::models::Classifier;
@@ -28,10 +28,10 @@ pub(crate) struct RunState {
     /// [`super::released`].
     #[serde(default)]
     pub(crate) redone: Vec<Redone>,
-    /// Whether data-parallel workers outside this process ran since the
-    /// run began: a resume then requires the ledger of released steps.
+    /// The ledger of released steps as it stood (`None`: a checkpoint
+    /// older than ledgers).
     #[serde(default)]
-    pub(crate) workers_outside: bool,
+    pub(crate) ledger: Option<LedgerMark>,
 }
 
 /// The settings a resumed run must share with the checkpointed one, as
@@ -102,8 +102,10 @@ pub(crate) fn take_checkpoint_dir(dir: &Path, resume: bool) -> Result<FolderLock
             dir.display()
         )));
     }
-    dpsgd_burn::io::remove_stale_temporaries(&dir.join(CHECKPOINT_FILE))
-        .map_err(|e| refuse(format!("cannot tidy {}: {e}", dir.display())))?;
+    for file in [CHECKPOINT_FILE, RELEASED_FILE] {
+        dpsgd_burn::io::remove_stale_temporaries(&dir.join(file))
+            .map_err(|e| refuse(format!("cannot tidy {}: {e}", dir.display())))?;
+    }
     Ok(lock)
 }
 
@@ -234,7 +236,7 @@ pub(crate) fn save_checkpoint<M: Classifier>(
     model: &M,
     history: &[EpochRecord],
     redone: &[Redone],
-    workers_outside: bool,
+    ledger: Option<LedgerMark>,
 ) -> Result<(), TrainError> {
     let path = dir.join(CHECKPOINT_FILE);
     let failed = |reason: String| TrainError::Save {
@@ -247,7 +249,7 @@ pub(crate) fn save_checkpoint<M: Classifier>(
         steps: engine.steps(),
         history: history.to_vec(),
         redone: redone.to_vec(),
-        workers_outside,
+        ledger,
     };
     let bytes = serde_json::to_vec(&state).map_err(|e| failed(e.to_string()))?;
     engine.save_checkpoint_with(&path, model, &bytes)?;

@@ -17,18 +17,22 @@
 //! and synced). A run resumed from a checkpoint after step `s` whose
 //! ledger says `t` has shown the workers the noisy outcome of steps
 //! `s + 1 … t − 1` that its redone steps replace: `t − 1 − s` steps are
-//! charged. A seeded run replays the same batches and the same noise, so
-//! its redone steps release what the workers saw already (bit for bit on
-//! the same number of workers; to the last float bit otherwise, see
-//! docs/distributed.md), and nothing is charged.
+//! charged. Seeded runs are charged too: their redone steps draw the same
+//! noise, but not always the same sums (the augmentation views are drawn
+//! again, a resume on other workers rounds differently), and two releases
+//! with the same noise and different sums give their difference away
+//! without any noise.
 //!
 //! The ledger also keeps every charge made so far (`redone`), so that a
 //! charge made at a resume survives a second failure before the next
 //! checkpoint; the checkpoint keeps the same list as of its own writing,
-//! and the ledger's must extend it. A checkpoint written while workers ran
-//! outside the process requires the ledger on resume: a missing ledger is
-//! refused, not read as "nothing released". (A ledger edited down cannot
-//! be detected: it is the coordinator's own record, as the checkpoint is.)
+//! and the ledger's must extend it. Each checkpoint also records the
+//! ledger's run id and its `released_through` when it was written
+//! ([`LedgerMark`]): on resume the ledger must be there, be this run's and
+//! not be behind the checkpoint (a fresh or another run's ledger is
+//! refused, not read as "nothing released"). A ledger edited consistently
+//! with the checkpoint cannot be detected: both are the coordinator's own
+//! records.
 
 use crate::error::TrainError;
 use serde::{Deserialize, Serialize};
@@ -43,6 +47,15 @@ pub(crate) const RELEASED_FILE: &str = "released.json";
 pub(crate) struct Redone {
     pub(crate) after_epochs: usize,
     pub(crate) steps: u64,
+}
+
+/// What a checkpoint records of the ledger beside it when it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LedgerMark {
+    /// The run's ledger id (random, fixed for the run and its resumes).
+    pub(crate) run: u64,
+    /// The ledger's `released_through` at the checkpoint.
+    pub(crate) released_through: u64,
 }
 
 /// The steps charged by `redone`.
@@ -63,6 +76,8 @@ pub(crate) fn redone_before(redone: &[Redone], epoch: usize) -> u64 {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Record {
+    /// The run's id ([`LedgerMark::run`]).
+    run: u64,
     /// The last loop step whose parameters may have left the process.
     released_through: u64,
     /// Every charge so far.
@@ -73,6 +88,7 @@ struct Record {
 #[derive(Debug)]
 pub(crate) struct ReleaseLedger {
     path: PathBuf,
+    run: u64,
     released_through: u64,
     redone: Vec<Redone>,
 }
@@ -95,6 +111,7 @@ impl ReleaseLedger {
     pub(crate) fn start(dir: &Path) -> Result<Self, TrainError> {
         let ledger = Self {
             path: dir.join(RELEASED_FILE),
+            run: new_run_id(),
             released_through: 0,
             redone: Vec::new(),
         };
@@ -104,24 +121,23 @@ impl ReleaseLedger {
 
     /// The ledger of a run resumed from a checkpoint in `dir` after
     /// `checkpoint_step` loop steps and `epochs_done` epochs, whose state
-    /// lists the charges `charged` (already in its engine) and says
-    /// whether workers ran outside the process (`workers_outside`). The
-    /// discarded steps are charged only when `secure` (OS-seeded noise:
-    /// the redone steps draw fresh noise). The ledger is rewritten at the
-    /// checkpoint's step, with the new charge, before the caller goes on.
+    /// lists the charges `charged` (already in its engine) and the ledger
+    /// as it stood (`mark`; `None` for a checkpoint older than ledgers,
+    /// which starts one). The ledger is rewritten at the checkpoint's step,
+    /// with the new charge, before the caller goes on.
     ///
     /// # Errors
     ///
-    /// [`TrainError::Config`] for a ledger that is missing where workers
-    /// ran outside, unreadable, not a regular file, or inconsistent with
-    /// the checkpoint; [`TrainError::Save`] when it cannot be rewritten.
+    /// [`TrainError::Config`] for a ledger that is missing, unreadable, not
+    /// a regular file, another run's, behind the checkpoint or not
+    /// extending its charges; [`TrainError::Save`] when it cannot be
+    /// rewritten.
     pub(crate) fn resume(
         dir: &Path,
         checkpoint_step: u64,
         epochs_done: usize,
         charged: &[Redone],
-        workers_outside: bool,
-        secure: bool,
+        mark: Option<LedgerMark>,
     ) -> Result<Resumed, TrainError> {
         let path = dir.join(RELEASED_FILE);
         let refuse = |reason: String| {
@@ -131,37 +147,47 @@ impl ReleaseLedger {
             )
         };
         let found = read(&path).map_err(refuse)?;
-        // Charges made by an earlier resume of this checkpoint that was
-        // never checkpointed again are in the ledger, in order.
-        let redone = match found {
-            None if workers_outside => {
+        let (run, redone) = match (found, mark) {
+            (None, Some(_)) => {
                 return Err(refuse(format!(
-                    "{RELEASED_FILE}, the record of the steps workers outside this process saw, is missing (the checkpoint was written while they ran): without it the steps they saw after the checkpoint cannot be charged"
+                    "{RELEASED_FILE}, the record of the steps this run released to workers, is missing: without it the steps they saw after the checkpoint cannot be charged"
                 )));
             }
-            None => charged.to_vec(),
-            Some(record) => {
-                if !record.redone.starts_with(charged) {
+            (None, None) => (new_run_id(), charged.to_vec()),
+            (Some(record), mark) => {
+                let foreign = mark.is_some_and(|m| m.run != record.run);
+                let behind = mark.is_some_and(|m| record.released_through < m.released_through);
+                if foreign || behind || !record.redone.starts_with(charged) {
                     return Err(refuse(format!(
-                        "{RELEASED_FILE} does not extend the checkpoint's record of redone steps (edited, or another run's)"
+                        "{RELEASED_FILE} is not this checkpoint's ({}; edited, or another run's)",
+                        if foreign {
+                            "another run's id"
+                        } else if behind {
+                            "behind the checkpoint"
+                        } else {
+                            "it does not extend the checkpoint's record of redone steps"
+                        }
                     )));
                 }
+                // Charges made by an earlier resume of this checkpoint that
+                // was never checkpointed again are in the ledger, in order.
                 let mut redone = record.redone;
                 let discarded = record
                     .released_through
                     .saturating_sub(checkpoint_step.saturating_add(1));
-                if secure && discarded > 0 {
+                if discarded > 0 {
                     redone.push(Redone {
                         after_epochs: epochs_done,
                         steps: discarded,
                     });
                 }
-                redone
+                (record.run, redone)
             }
         };
         let charge = redone_steps(&redone).saturating_sub(redone_steps(charged));
         let ledger = Self {
             path,
+            run,
             released_through: checkpoint_step,
             redone,
         };
@@ -189,8 +215,17 @@ impl ReleaseLedger {
         &self.redone
     }
 
+    /// What a checkpoint written now records of the ledger.
+    pub(crate) fn mark(&self) -> LedgerMark {
+        LedgerMark {
+            run: self.run,
+            released_through: self.released_through,
+        }
+    }
+
     fn write(&self) -> Result<(), TrainError> {
         let record = Record {
+            run: self.run,
             released_through: self.released_through,
             redone: self.redone.clone(),
         };
@@ -242,11 +277,24 @@ pub(crate) fn check_budget_after_redone(
         return Err(TrainError::config(
             "resume",
             format!(
-                "the {redone} steps redone after checkpoints, which workers outside this process had already seen with other noise, are charged: the rest of the run would reach ε = {epsilon:.4} > the budget {budget} at δ = {delta}, so it cannot finish (see docs/distributed.md, \"Resuming\"; seeded runs, or --on-worker-loss continue, avoid the charge)"
+                "the {redone} steps redone after checkpoints, which workers outside this process had already seen, are charged: the rest of the run would reach ε = {epsilon:.4} > the budget {budget} at δ = {delta}, so it cannot finish here; start again in a new folder (docs/distributed.md, \"Resuming\")"
             ),
         ));
     }
     Ok(())
+}
+
+/// A fresh, non-zero run id from the operating system's generator.
+fn new_run_id() -> u64 {
+    use rand::TryRngCore;
+    rand::rngs::OsRng
+        .try_next_u64()
+        .unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+        .max(1)
 }
 
 /// The ledger at `path`, `None` when there is none.
@@ -286,12 +334,15 @@ mod tests {
     fn should_charge_the_steps_seen_after_the_checkpoint_once() {
         let dir = folder("charge");
         let mut ledger = ReleaseLedger::start(&dir).unwrap();
-        // Checkpoint after 10 steps; steps 11..=14 started, the run dies in
-        // step 14: the outcome of steps 11, 12 and 13 was seen.
+        // The checkpoint after 10 steps, the ledger as it stood then.
+        ledger.release(10).unwrap();
+        let mark = Some(ledger.mark());
+        // Steps 11..=14 started, the run dies in step 14: the outcome of
+        // steps 11, 12 and 13 was seen.
         for step in 11..=14 {
             ledger.release(step).unwrap();
         }
-        let first = ReleaseLedger::resume(&dir, 10, 1, &[], true, true).unwrap();
+        let first = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap();
         assert_eq!(first.charge, 3);
         assert_eq!(
             first.ledger.redone(),
@@ -300,74 +351,80 @@ mod tests {
                 steps: 3
             }]
         );
+        assert_eq!(first.ledger.mark().run, mark.unwrap().run, "the same run");
         // The resumed run dies again in step 12, before a checkpoint: the
         // first charge is kept, step 11's outcome is charged anew.
         let mut again = first.ledger;
         again.release(11).unwrap();
         again.release(12).unwrap();
-        let second = ReleaseLedger::resume(&dir, 10, 1, &[], true, true).unwrap();
+        let second = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap();
         assert_eq!(second.charge, 4);
         assert_eq!(redone_steps(second.ledger.redone()), 4);
         // Resumed once more without any step: nothing new.
-        let third = ReleaseLedger::resume(&dir, 10, 1, &[], true, true).unwrap();
+        let third = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap();
         assert_eq!(third.charge, 4);
         // Once the checkpoint holds the charges, they are not charged twice.
         let charged = third.ledger.redone().to_vec();
-        let fourth = ReleaseLedger::resume(&dir, 10, 1, &charged, true, true).unwrap();
+        let fourth = ReleaseLedger::resume(&dir, 10, 1, &charged, mark).unwrap();
         assert_eq!(fourth.charge, 0);
         assert_eq!(redone_before(&charged, 1), 0);
         assert_eq!(redone_before(&charged, 2), 4);
     }
 
     #[test]
-    fn should_charge_nothing_for_a_seeded_replay_or_the_checkpoints_own_step() {
-        let dir = folder("seeded");
+    fn should_charge_nothing_for_the_checkpoints_own_step() {
+        // Died in the step right after the checkpoint: the workers saw the
+        // checkpoint's parameters only.
+        let dir = folder("own-step");
         let mut ledger = ReleaseLedger::start(&dir).unwrap();
-        ledger.release(20).unwrap();
-        assert_eq!(
-            ReleaseLedger::resume(&dir, 10, 1, &[], true, false)
-                .unwrap()
-                .charge,
-            0
-        );
-        // Died right after the checkpoint, in its next step: the workers
-        // saw the checkpoint's parameters only.
-        let mut ledger = ReleaseLedger::start(&dir).unwrap();
+        ledger.release(10).unwrap();
+        let mark = Some(ledger.mark());
         ledger.release(11).unwrap();
-        assert_eq!(
-            ReleaseLedger::resume(&dir, 10, 1, &[], true, true)
-                .unwrap()
-                .charge,
-            0
-        );
+        let resumed = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap();
+        assert_eq!(resumed.charge, 0);
+        assert!(resumed.ledger.redone().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn should_refuse_a_missing_foreign_or_odd_ledger() {
+    fn should_refuse_a_missing_foreign_stale_or_odd_ledger() {
         let dir = folder("refuse");
-        let err = ReleaseLedger::resume(&dir, 10, 1, &[], true, true).unwrap_err();
+        let mut ledger = ReleaseLedger::start(&dir).unwrap();
+        ledger.release(10).unwrap();
+        let mark = Some(ledger.mark());
+        std::fs::remove_file(dir.join(RELEASED_FILE)).unwrap();
+        let err = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
-        // In-process workers only: no ledger is needed.
-        assert_eq!(
-            ReleaseLedger::resume(&dir, 10, 1, &[], false, true)
-                .unwrap()
-                .charge,
-            0
-        );
+        // A checkpoint older than ledgers starts one.
+        let old = ReleaseLedger::resume(&dir, 10, 1, &[], None).unwrap();
+        assert_eq!(old.charge, 0);
+        assert_ne!(old.ledger.mark().run, mark.unwrap().run);
+        // Another run's ledger (a fresh one), and one behind the checkpoint.
+        ReleaseLedger::start(&dir).unwrap();
+        let err = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap_err();
+        assert!(err.to_string().contains("another run's id"), "{err}");
+        let mut behind = ReleaseLedger::start(&dir).unwrap();
+        behind.run = mark.unwrap().run;
+        behind.write().unwrap();
+        let err = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap_err();
+        assert!(err.to_string().contains("behind the checkpoint"), "{err}");
+        // Charges the checkpoint holds and the ledger lacks.
         let charged = [Redone {
             after_epochs: 1,
             steps: 2,
         }];
-        ReleaseLedger::start(&dir).unwrap();
-        let err = ReleaseLedger::resume(&dir, 10, 1, &charged, true, true).unwrap_err();
+        let mut same = ReleaseLedger::start(&dir).unwrap();
+        same.run = mark.unwrap().run;
+        same.release(10).unwrap();
+        let err = ReleaseLedger::resume(&dir, 10, 1, &charged, mark).unwrap_err();
         assert!(err.to_string().contains("does not extend"), "{err}");
         std::fs::write(dir.join(RELEASED_FILE), b"{\"released_through\": 3}").unwrap();
-        assert!(ReleaseLedger::resume(&dir, 10, 1, &[], true, true).is_err());
+        assert!(ReleaseLedger::resume(&dir, 10, 1, &[], mark).is_err());
         #[cfg(unix)]
         {
             std::fs::remove_file(dir.join(RELEASED_FILE)).unwrap();
             std::os::unix::fs::symlink("/dev/null", dir.join(RELEASED_FILE)).unwrap();
-            assert!(ReleaseLedger::resume(&dir, 10, 1, &[], true, true).is_err());
+            assert!(ReleaseLedger::resume(&dir, 10, 1, &[], mark).is_err());
             assert!(ReleaseLedger::start(&dir).is_err());
             assert!(
                 std::fs::symlink_metadata(dir.join(RELEASED_FILE))

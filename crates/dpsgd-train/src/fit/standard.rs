@@ -3,9 +3,7 @@
 //! and checkpoints.
 
 use super::canaries::CanaryRun;
-use super::checkpoint::{
-    RunState, check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir,
-};
+use super::checkpoint::{check_run_state, read_run_state, save_checkpoint, take_checkpoint_dir};
 use super::finish::{Finished, add_engine_warnings, conclude, finish};
 use super::released::{ReleaseLedger, check_budget_after_redone, redone_steps};
 use super::setup::{
@@ -118,15 +116,13 @@ pub(crate) fn run<M: Classifier + 'static>(
             let mut engine = restored.engine;
             check_run_state(&mut state, &path, &engine, sampler.steps_per_epoch())?;
             // Steps that workers outside the process saw after the
-            // checkpoint, and that this run redoes with fresh noise, are
-            // charged now.
+            // checkpoint, and that this run redoes, are charged now.
             let found = ReleaseLedger::resume(
                 dir,
                 state.epochs_done as u64 * sampler.steps_per_epoch(),
                 state.epochs_done,
                 &state.redone,
-                state.workers_outside,
-                engine.optimizer().is_secure(),
+                state.ledger,
             )?;
             engine
                 .charge_discarded_steps(found.charge)
@@ -143,12 +139,6 @@ pub(crate) fn run<M: Classifier + 'static>(
             Some(start_engine(cfg, dp, sampler, cfg.seed)?)
         }
     };
-    // Whether workers outside this process have seen this run's steps
-    // (now or before a resume): its checkpoints then require the ledger.
-    let workers_outside = !cfg.remote_workers.is_empty()
-        || resumed
-            .as_ref()
-            .is_some_and(|s: &RunState| s.workers_outside);
     // Held to the end of training: a second run into the folder is refused.
     let _checkpoint_lock = checkpoint_lock;
     if let Some(p) = privacy.as_mut() {
@@ -379,7 +369,8 @@ pub(crate) fn run<M: Classifier + 'static>(
             history.push(record);
             if let (Some(dir), Some(p)) = (&cfg.checkpoint_dir, &privacy) {
                 let redone = ledger.as_ref().map_or(&[][..], ReleaseLedger::redone);
-                save_checkpoint(cfg, dir, p, &model, &history, redone, workers_outside)?;
+                let mark = ledger.as_ref().map(ReleaseLedger::mark);
+                save_checkpoint(cfg, dir, p, &model, &history, redone, mark)?;
             }
             if let Some(v) = &validation {
                 let eval_start = Instant::now();
