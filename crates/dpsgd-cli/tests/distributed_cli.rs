@@ -5,46 +5,9 @@
 
 mod common;
 
-use common::{dpsgd, ok, read_json, temp_dir};
-use std::io::{BufRead, BufReader};
+use common::{Worker, dpsgd, ok, read_json, temp_dir, worker};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-
-/// A running worker and its address.
-struct Worker {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `dpsgd worker` on a free port of 127.0.0.1, single-threaded (so that
-/// its kernels add in one order, as the reference run's do).
-fn worker(token: Option<&Path>) -> Worker {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpsgd"));
-    cmd.args(["worker", "--listen", "127.0.0.1:0"])
-        .env("RAYON_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(t) = token {
-        cmd.arg("--token-file").arg(t);
-    }
-    let mut child = cmd.spawn().expect("start dpsgd worker");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines.next().expect("a line").expect("readable");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no address in {line}"))
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
-    Worker { child, url }
-}
 
 /// `dpsgd train` on digits, single-threaded, with `extra` flags.
 fn train(extra: &[&str]) -> std::process::Output {

@@ -171,10 +171,12 @@ struct Row {
 }
 
 /// Every option that changes what a run does gets a row.
+/// The common flags of a row: a hidden layer wide enough that one more
+/// input column changes the saved model's size (burn aligns its tensors'
+/// data).
+const SMALL: &[&str] = &["--epochs", "5", "--batch-size", "2", "--hidden", "64"];
+
 fn rows() -> Vec<Row> {
-    // A hidden layer wide enough that one more input column changes the
-    // saved model's size (burn aligns its tensors' data).
-    const SMALL: &[&str] = &["--epochs", "5", "--batch-size", "2", "--hidden", "64"];
     let with = |extra: &'static [&'static str]| -> &'static [&'static str] {
         Box::leak([SMALL, extra].concat().into_boxed_slice())
     };
@@ -582,11 +584,57 @@ fn mask_segment(segment: &str) -> String {
 /// Runs every row on the base file and on every variant and compares.
 #[test]
 fn should_release_the_same_everything_but_the_model_for_neighbouring_data() {
-    let dir = temp_dir("dpsgd-neighbours", "harness");
+    let failures = compare_rows("harness", rows());
+    assert!(
+        failures.is_empty(),
+        "one record changed what a run releases:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The rows of remote data-parallel workers (feature `distributed`): two
+/// `dpsgd worker` processes on 127.0.0.1, the step timeout and the
+/// worker-loss policy.
+#[cfg(feature = "distributed")]
+#[test]
+fn should_release_the_same_everything_but_the_model_with_remote_workers() {
+    let (a, b) = (common::worker(None), common::worker(None));
+    let workers: &'static str = Box::leak(format!("{},{}", a.url, b.url).into_boxed_str());
+    let flags: &'static [&'static str] = Box::leak(
+        [
+            &["--workers", workers, "--worker-timeout", "120"][..],
+            &["--on-worker-loss", "continue"],
+            SMALL,
+        ]
+        .concat()
+        .into_boxed_slice(),
+    );
+    let failures = compare_rows(
+        "remote",
+        vec![Row {
+            name: "remote workers, a step timeout, continue on loss",
+            command: "train",
+            flags,
+            model_derived: &[],
+            schema: true,
+        }],
+    );
+    drop((a, b));
+    assert!(
+        failures.is_empty(),
+        "one record changed what a run releases:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Runs each of `rows` on the base file and on every variant, in a
+/// folder of its own (`name`): what differed, in words.
+fn compare_rows(name: &str, rows: Vec<Row>) -> Vec<String> {
+    let dir = temp_dir("dpsgd-neighbours", name);
     let schema = write_schema(&dir);
     let mut failures = Vec::new();
     let at = replaced_position();
-    for row in rows() {
+    for row in rows {
         let base_data = write_data(&dir, at, VARIANTS[0].record);
         let base = run(&row, &dir, &base_data, &schema);
         if base.exit != Some(0) {
@@ -638,11 +686,7 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_data() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        failures.is_empty(),
-        "one record changed what a run releases:\n{}",
-        failures.join("\n")
-    );
+    failures
 }
 
 /// The first difference between two releases, for the failure message.

@@ -87,3 +87,46 @@ pub fn quick_train(dir: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     dpsgd(&args)
 }
+
+/// A running `dpsgd worker` process and its address (killed on drop).
+#[cfg(feature = "distributed")]
+pub struct Worker {
+    /// The process.
+    pub child: std::process::Child,
+    /// `ws://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+#[cfg(feature = "distributed")]
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `dpsgd worker` on a free port of 127.0.0.1, single-threaded (so that
+/// its kernels add in one order, as a reference run's do), requiring the
+/// token in the file `token` when given.
+#[cfg(feature = "distributed")]
+pub fn worker(token: Option<&Path>) -> Worker {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpsgd"));
+    cmd.args(["worker", "--listen", "127.0.0.1:0"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(t) = token {
+        cmd.arg("--token-file").arg(t);
+    }
+    let mut child = cmd.spawn().expect("start dpsgd worker");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let line = lines.next().expect("a line").expect("readable");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no address in {line}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    Worker { child, url }
+}
