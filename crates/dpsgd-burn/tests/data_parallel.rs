@@ -460,3 +460,147 @@ fn should_keep_what_the_workers_learnt_about_the_fast_path() {
         assert!(reason.contains("plain.weight"), "{reason}");
     }
 }
+
+/// The loss, except on the worker thread `hung` (named `dpsgd-worker-N`),
+/// where it first sleeps for `seconds`: a worker that hangs.
+fn hanging_on(
+    hung: usize,
+    seconds: u64,
+) -> impl Fn(&Net, &(Tensor<2>, Tensor<1, Int>)) -> Tensor<1> + Clone + Send + Sync + 'static {
+    move |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
+        if std::thread::current().name() == Some(&format!("dpsgd-worker-{hung}")) {
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
+        }
+        m.losses(b)
+    }
+}
+
+/// A worker silent for longer than the step timeout is lost: under `Stop`
+/// the step fails within the timeout (the model untouched, nothing
+/// accounted); under `Continue` the same step is redone on the other
+/// worker, with the same shards, to the parameters and ε of the run in
+/// which nobody hung (bit for bit: the same sums in the same order), and
+/// the loss is reported once. A timeout too long to represent is none.
+#[test]
+fn should_time_out_a_silent_worker_and_stop_or_go_on_without_it() {
+    use dpsgd_burn::parallel::OnWorkerLoss;
+    use std::time::{Duration, Instant};
+    let device = devices()[0].1.clone();
+    let timeout = Duration::from_millis(300);
+    // Stop: the step fails, at the timeout and not at the hang's end.
+    let parallel = DataParallel::new(vec![device.clone(); 2], 4)
+        .unwrap()
+        .with_worker_names(vec!["first".into(), "second".into()])
+        .unwrap()
+        .with_step_timeout(timeout)
+        .unwrap();
+    let model = seeded_net(&device);
+    let before = values(&model);
+    let mut pe = engine(64, 16);
+    let b = pick(&data(64, &device), &pe.sample_batch());
+    let started = Instant::now();
+    let rejected = pe
+        .step_data_parallel(0.1, model, &b, hanging_on(1, 3), &parallel)
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the hang"
+    );
+    let error = rejected.error.to_string();
+    assert!(error.contains("second"), "{error}");
+    assert!(
+        error.contains("did not answer within the step timeout (0.3 s)"),
+        "{error}"
+    );
+    assert_eq!(values(&rejected.model), before, "the model is untouched");
+    assert_eq!(pe.steps(), 0, "nothing accounted");
+    // Continue: five steps, worker 1 lost in the first.
+    let (want, want_epsilon) = train(2, &device);
+    let parallel = DataParallel::new(vec![device.clone(); 2], 4)
+        .unwrap()
+        .with_step_timeout(timeout)
+        .unwrap()
+        .with_on_worker_loss(OnWorkerLoss::Continue)
+        .unwrap();
+    let mut model = seeded_net(&device);
+    let n = 64;
+    let all = data(n, &device);
+    let mut pe = engine_with(n, 16, None);
+    for _ in 0..5 {
+        let b = pick(&all, &pe.sample_batch());
+        model = pe
+            .step_data_parallel(0.1, model, &b, hanging_on(1, 3), &parallel)
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    assert_eq!(values(&model), want);
+    assert_eq!(pe.epsilon().unwrap(), want_epsilon);
+    assert_eq!(parallel.live_workers(), 1);
+    let lost = parallel.take_lost_workers();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!((lost[0].worker, lost[0].name.as_str()), (1, "#1"));
+    assert!(lost[0].reason.contains("step timeout"), "{lost:?}");
+    assert!(parallel.take_lost_workers().is_empty(), "reported once");
+    // Every worker lost: the step fails, naming them.
+    let parallel = DataParallel::new(vec![device.clone()], 4)
+        .unwrap()
+        .with_step_timeout(timeout)
+        .unwrap()
+        .with_on_worker_loss(OnWorkerLoss::Continue)
+        .unwrap();
+    let model = seeded_net(&device);
+    let mut pe = engine(64, 16);
+    let b = pick(&data(64, &device), &pe.sample_batch());
+    let rejected = pe
+        .step_data_parallel(0.1, model, &b, hanging_on(0, 2), &parallel)
+        .unwrap_err();
+    let error = rejected.error.to_string();
+    assert!(
+        error.contains("no data-parallel worker is left (#0: did not answer"),
+        "{error}"
+    );
+    assert_eq!(pe.steps(), 0);
+    // Refused: a zero timeout; a timeout or continuing with a collective
+    // (whose workers wait inside it), set before or after it.
+    let two = || DataParallel::new(vec![device.clone(); 2], 4).unwrap();
+    assert!(two().with_step_timeout(Duration::ZERO).is_err());
+    let collective = || two().with_all_reduce(HostAllReduce::new(2));
+    assert!(collective().with_step_timeout(timeout).is_err());
+    assert!(
+        collective()
+            .with_on_worker_loss(OnWorkerLoss::Continue)
+            .is_err()
+    );
+    let late = two()
+        .with_on_worker_loss(OnWorkerLoss::Continue)
+        .unwrap()
+        .with_all_reduce(HostAllReduce::new(2));
+    let mut pe = engine(64, 16);
+    let b = pick(&data(64, &device), &pe.sample_batch());
+    let rejected = pe
+        .step_data_parallel(
+            0.1,
+            seeded_net(&device),
+            &b,
+            |m: &Net, b| m.losses(b),
+            &late,
+        )
+        .unwrap_err();
+    assert!(
+        rejected.error.to_string().contains("collective"),
+        "{}",
+        rejected.error
+    );
+    // The longest timeout is no deadline at all (not an overflow).
+    let parallel = DataParallel::new(vec![device.clone(); 2], 4)
+        .unwrap()
+        .with_step_timeout(Duration::MAX)
+        .unwrap();
+    let model = seeded_net(&device);
+    let mut pe = engine(64, 16);
+    let b = pick(&data(64, &device), &pe.sample_batch());
+    assert!(
+        pe.step_data_parallel(0.1, model, &b, |m: &Net, b| m.losses(b), &parallel)
+            .is_ok()
+    );
+}
