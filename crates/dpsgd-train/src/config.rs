@@ -225,7 +225,11 @@ pub struct TrainConfig {
     /// the engine these settings give is rebuilt and the checkpoint must
     /// match it ([`dpsgd_burn::DpSgdConfig::resume`]), and its epochs must
     /// add up to its steps, so ε in the report is that of the settings over
-    /// all steps, before and after the resume. A seeded run resumes exactly.
+    /// all steps, before and after the resume, and of the steps a failed
+    /// run with remote workers had shown them before the resume redid them
+    /// (`TrainReport::redone_steps`, docs/distributed.md "Resuming"). A
+    /// seeded run resumes exactly, but for augmentation views, which are
+    /// drawn afresh after a resume.
     pub resume: bool,
     /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
     /// the report's epoch history (off: ε is computed once, for the report).
