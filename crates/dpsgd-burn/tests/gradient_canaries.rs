@@ -202,7 +202,9 @@ fn should_clip_each_canary_by_the_runs_policy_on_every_path() {
                     &engine,
                     &net,
                     &batch,
-                    &|m: &Net, b: &WithCanaries<Tensor<2>>| sq_loss(m, &b.batch),
+                    &std::sync::Arc::new(|m: &Net, b: &WithCanaries<Tensor<2>>| {
+                        sq_loss(m, &b.batch)
+                    }),
                 )
                 .unwrap();
             assert_matches(

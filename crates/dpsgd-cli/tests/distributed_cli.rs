@@ -466,7 +466,7 @@ fn should_charge_the_steps_workers_saw_when_an_os_seeded_run_resumes() {
     let through = kill_a_worker_between_checkpoints(&flags, &ck);
     let out = resume(&flags, &ck);
     let err = String::from_utf8_lossy(&out.stderr);
-    if (through - 1) % 11 > 0 {
+    if !(through - 1).is_multiple_of(11) {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("redone after checkpoints"), "{err}");
         assert!(err.contains("> the budget 3"), "{err}");

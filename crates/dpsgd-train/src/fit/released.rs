@@ -336,7 +336,8 @@ mod tests {
         let mut ledger = ReleaseLedger::start(&dir).unwrap();
         // The checkpoint after 10 steps, the ledger as it stood then.
         ledger.release(10).unwrap();
-        let mark = Some(ledger.mark());
+        let at = ledger.mark();
+        let mark = Some(at);
         // Steps 11..=14 started, the run dies in step 14: the outcome of
         // steps 11, 12 and 13 was seen.
         for step in 11..=14 {
@@ -351,7 +352,7 @@ mod tests {
                 steps: 3
             }]
         );
-        assert_eq!(first.ledger.mark().run, mark.unwrap().run, "the same run");
+        assert_eq!(first.ledger.mark().run, at.run, "the same run");
         // The resumed run dies again in step 12, before a checkpoint: the
         // first charge is kept, step 11's outcome is charged anew.
         let mut again = first.ledger;
@@ -378,7 +379,8 @@ mod tests {
         let dir = folder("own-step");
         let mut ledger = ReleaseLedger::start(&dir).unwrap();
         ledger.release(10).unwrap();
-        let mark = Some(ledger.mark());
+        let at = ledger.mark();
+        let mark = Some(at);
         ledger.release(11).unwrap();
         let resumed = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap();
         assert_eq!(resumed.charge, 0);
@@ -391,20 +393,21 @@ mod tests {
         let dir = folder("refuse");
         let mut ledger = ReleaseLedger::start(&dir).unwrap();
         ledger.release(10).unwrap();
-        let mark = Some(ledger.mark());
+        let at = ledger.mark();
+        let mark = Some(at);
         std::fs::remove_file(dir.join(RELEASED_FILE)).unwrap();
         let err = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
         // A checkpoint older than ledgers starts one.
         let old = ReleaseLedger::resume(&dir, 10, 1, &[], None).unwrap();
         assert_eq!(old.charge, 0);
-        assert_ne!(old.ledger.mark().run, mark.unwrap().run);
+        assert_ne!(old.ledger.mark().run, at.run);
         // Another run's ledger (a fresh one), and one behind the checkpoint.
         ReleaseLedger::start(&dir).unwrap();
         let err = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap_err();
         assert!(err.to_string().contains("another run's id"), "{err}");
         let mut behind = ReleaseLedger::start(&dir).unwrap();
-        behind.run = mark.unwrap().run;
+        behind.run = at.run;
         behind.write().unwrap();
         let err = ReleaseLedger::resume(&dir, 10, 1, &[], mark).unwrap_err();
         assert!(err.to_string().contains("behind the checkpoint"), "{err}");
@@ -414,7 +417,7 @@ mod tests {
             steps: 2,
         }];
         let mut same = ReleaseLedger::start(&dir).unwrap();
-        same.run = mark.unwrap().run;
+        same.run = at.run;
         same.release(10).unwrap();
         let err = ReleaseLedger::resume(&dir, 10, 1, &charged, mark).unwrap_err();
         assert!(err.to_string().contains("does not extend"), "{err}");
