@@ -660,6 +660,46 @@ fn should_resume_a_checkpointed_run_where_it_stopped() {
     usage_error(&["--resume"], &["--checkpoint-dir"]);
 }
 
+/// A seeded run with augmentation (two shifted views of each digit)
+/// resumes to exactly the uninterrupted run: each step's views come from
+/// that step's own stream of the seed, not from where a generator started
+/// at the beginning of this process stood.
+#[test]
+fn should_resume_an_augmented_run_where_it_stopped() {
+    let dir = temp_dir("checkpoint-augmented");
+    let ck = dir.join("checkpoints");
+    let _ = std::fs::remove_dir_all(&ck);
+    let ck = ck.to_str().unwrap();
+    let run = |epochs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--augment-multiplicity",
+            "2",
+            "--noise-multiplier",
+            "1",
+            "--seed",
+            "4",
+            "--quiet",
+            "--report",
+            "-",
+            "--epochs",
+            epochs,
+        ];
+        args.extend_from_slice(extra);
+        report(&dpsgd(&args))
+    };
+    let whole = run("3", &[]);
+    let _ = run("1", &["--checkpoint-dir", ck]);
+    let resumed = run("3", &["--checkpoint-dir", ck, "--resume"]);
+    for field in ["steps", "epsilon", "test_accuracy"] {
+        assert_eq!(resumed[field], whole[field], "{field}");
+    }
+    assert_eq!(
+        resumed["not_covered_by_epsilon"]["final_loss"],
+        whole["not_covered_by_epsilon"]["final_loss"]
+    );
+}
+
 /// Data-parallel runs checkpoint once per global step (the coordinator
 /// writes it) and resume with the same number of workers to exactly the
 /// uninterrupted run; another worker count is refused by name.

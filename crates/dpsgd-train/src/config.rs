@@ -228,8 +228,8 @@ pub struct TrainConfig {
     /// all steps, before and after the resume, and of the steps a failed
     /// run with remote workers had shown them before the resume redid them
     /// (`TrainReport::redone_steps`, docs/distributed.md "Resuming"). A
-    /// seeded run resumes exactly, but for augmentation views, which are
-    /// drawn afresh after a resume.
+    /// seeded run resumes exactly (its augmentation views are drawn per
+    /// step).
     pub resume: bool,
     /// Compute ε at the end of each epoch, for [`Progress::epsilon`] and
     /// the report's epoch history (off: ε is computed once, for the report).

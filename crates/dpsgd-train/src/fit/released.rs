@@ -18,10 +18,10 @@
 //! ledger says `t` has shown the workers the noisy outcome of steps
 //! `s + 1 … t − 1` that its redone steps replace: `t − 1 − s` steps are
 //! charged. Seeded runs are charged too: their redone steps draw the same
-//! noise, but not always the same sums (the augmentation views are drawn
-//! again, a resume on other workers rounds differently), and two releases
-//! with the same noise and different sums give their difference away
-//! without any noise.
+//! noise, but not always the same sums (a resume on other workers rounds
+//! differently, and nothing checks that a replay is exact), and two
+//! releases with the same noise and different sums give their difference
+//! away without any noise.
 //!
 //! The ledger also keeps every charge made so far (`redone`), so that a
 //! charge made at a resume survives a second failure before the next

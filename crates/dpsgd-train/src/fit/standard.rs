@@ -195,11 +195,19 @@ pub(crate) fn run<M: Classifier + 'static>(
             None => per_row.reshape([n, b.k]).mean_dim(1).reshape([n]),
         }
     };
+    // Augmentation views: in a seeded run each step's from a stream of its
+    // own (the step's), so that a resumed run draws the views the
+    // uninterrupted run drew; otherwise from one generator of the OS's.
     let mut view_rng = match cfg.seed {
         Some(s) => ChaCha20Rng::seed_from_u64(s ^ 0xa06),
         None => ChaCha20Rng::from_os_rng(),
     };
+    let current_step = std::cell::Cell::new(0u64);
     let mut make_batch = |indices: &[usize]| -> Batch {
+        if let Some(s) = cfg.seed {
+            view_rng = ChaCha20Rng::seed_from_u64(s ^ 0xa06);
+            view_rng.set_stream(current_step.get());
+        }
         match cfg.augment_multiplicity {
             1 => {
                 let (x, y) = batch(train, indices, device);
@@ -260,6 +268,7 @@ pub(crate) fn run<M: Classifier + 'static>(
     for step in epochs_done as u64 * steps_per_epoch + 1..=steps {
         let epoch = usize::try_from(step.div_ceil(steps_per_epoch)).unwrap_or(usize::MAX);
         current_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        current_step.set(step);
         let (examples, batch_loss, divergence) = match privacy.as_mut() {
             Some(p) => {
                 let (examples, batch) = match &users {
