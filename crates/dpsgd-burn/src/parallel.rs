@@ -384,7 +384,8 @@ impl DataParallel {
     /// On the coordinator's reduce each worker runs on a thread of its own
     /// (it copies the model and its shards to its device itself, so a
     /// worker that hangs in its upload holds up nobody) and the step waits
-    /// for all of them, or until the step timeout
+    /// for all of them, each for at most the step timeout without a sign
+    /// of life
     /// ([`DataParallel::with_step_timeout`]). A lost worker (panicked,
     /// disconnected, timed out) fails the step or leaves the run
     /// ([`OnWorkerLoss`]).

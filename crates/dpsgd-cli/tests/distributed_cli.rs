@@ -470,6 +470,7 @@ fn should_charge_the_steps_workers_saw_when_an_os_seeded_run_resumes() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("redone after checkpoints"), "{err}");
         assert!(err.contains("> the budget 3"), "{err}");
+        assert!(err.contains("spent all the same: ε = "), "{err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

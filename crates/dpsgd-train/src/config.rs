@@ -187,11 +187,12 @@ pub struct TrainConfig {
     /// shown by `Debug`).
     #[serde(skip)]
     pub worker_token: Option<WorkerToken>,
-    /// With remote workers: how long a DP step waits for them; one that
-    /// has not answered by then is lost (a stopped process or a silently
-    /// dropped network fails the step instead of hanging the run).
-    /// `None`: as long as they take. Default: 300 s. Not serialised (it
-    /// may change between a run and its resume).
+    /// With remote workers: how long a DP step waits for a sign of life
+    /// from each (its start, then each shard it answers); one silent for
+    /// that long is lost (a stopped process or a silently dropped network
+    /// fails the step instead of hanging the run). `None`: as long as they
+    /// take. Default: 300 s. Not serialised (it may change between a run
+    /// and its resume).
     #[serde(skip)]
     pub worker_timeout: Option<std::time::Duration>,
     /// With remote workers: whether a lost worker stops the run (default;

@@ -239,7 +239,20 @@ impl DataParallel {
         let mut waiting = vec![true; live.len()];
         let mut timed_out = vec![false; live.len()];
         let deadline_of = |at: Instant| self.step_timeout.and_then(|t| at.checked_add(t));
-        while waiting.iter().any(|&w| w) {
+        loop {
+            // Whoever is past their deadline is lost now, even while the
+            // others keep the channel busy; their later messages are
+            // ignored.
+            let now = Instant::now();
+            for i in 0..live.len() {
+                if waiting[i] && deadline_of(alive_at[i]).is_some_and(|d| d <= now) {
+                    waiting[i] = false;
+                    timed_out[i] = true;
+                }
+            }
+            if !waiting.iter().any(|&w| w) {
+                break;
+            }
             let deadline = (0..live.len())
                 .filter(|&i| waiting[i])
                 .filter_map(|i| deadline_of(alive_at[i]))
@@ -249,20 +262,14 @@ impl DataParallel {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match next {
+                Ok((i, _)) if !waiting[i] => {}
                 Ok((i, Message::Shard)) => alive_at[i] = Instant::now(),
                 Ok((i, Message::Done(outcome))) => {
                     outcomes[i] = Some(outcome);
                     waiting[i] = false;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    for i in 0..live.len() {
-                        if waiting[i] && deadline_of(alive_at[i]).is_some_and(|d| d <= now) {
-                            waiting[i] = false;
-                            timed_out[i] = true;
-                        }
-                    }
-                }
+                // The deadline passed: marked at the top of the loop.
+                Err(RecvTimeoutError::Timeout) => {}
                 // Every thread has sent its outcome (the catch above sees
                 // every panic): nothing more will come.
                 Err(RecvTimeoutError::Disconnected) => break,

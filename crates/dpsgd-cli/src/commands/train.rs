@@ -58,16 +58,18 @@ pub struct Args {
     /// from this file.
     #[arg(long, value_name = "FILE", requires = "workers")]
     pub worker_token_file: Option<PathBuf>,
-    /// How long a DP step waits for the workers, in seconds: one that has
-    /// not answered by then (a stopped process, a silently dropped
-    /// network) is lost, as is one whose connection drops. A lost worker
-    /// fails the step (nothing noised, nothing accounted, the model
-    /// untouched); see --on-worker-loss.
+    /// How long a DP step waits for a sign of life from each worker, in
+    /// seconds (its start, then each shard it answers): one silent for
+    /// that long (a stopped process, a silently dropped network) is lost,
+    /// as is one whose connection drops. A lost worker fails the step
+    /// (nothing noised, nothing accounted, the model untouched); see
+    /// --on-worker-loss.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0, requires = "workers",
           value_parser = parse_timeout)]
     pub worker_timeout: f64,
     /// When a worker is lost: `stop` the run (exit 1; the last
-    /// checkpoint stays, resume it with --resume), or `continue` on the
+    /// checkpoint stays, resume it with --resume, which charges the steps
+    /// the workers saw after it: docs/distributed.md), or `continue` on the
     /// others (the same step redone, its shards re-planned: the result
     /// and ε do not depend on the number of workers). Continuing stops
     /// once no worker is left.

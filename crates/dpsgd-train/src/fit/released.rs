@@ -274,10 +274,11 @@ pub(crate) fn check_budget_after_redone(
         engine.optimizer().accountant().epsilon_after(rest, delta)?
     };
     if epsilon > budget {
+        let spent = engine.epsilon()?;
         return Err(TrainError::config(
             "resume",
             format!(
-                "the {redone} steps redone after checkpoints, which workers outside this process had already seen, are charged: the rest of the run would reach ε = {epsilon:.4} > the budget {budget} at δ = {delta}, so it cannot finish here; start again in a new folder (docs/distributed.md, \"Resuming\")"
+                "the {redone} steps redone after checkpoints, which workers outside this process had already seen, are charged: the rest of the run would reach ε = {epsilon:.4} > the budget {budget} at δ = {delta}, so it cannot finish. What the workers saw is spent all the same: ε = {spent:.4} so far, which adds to that of any new run on this data (docs/distributed.md, \"Resuming\")"
             ),
         ));
     }
