@@ -604,3 +604,41 @@ fn should_time_out_a_silent_worker_and_stop_or_go_on_without_it() {
             .is_ok()
     );
 }
+
+/// A worker that answers after the step gave up on it is ignored, even
+/// while another worker keeps the step going: worker 1 is silent for 1 s
+/// (the timeout is 0.6 s) and then answers, while worker 0 answers a
+/// shard every 0.4 s until 1.6 s. The step fails naming worker 1, as if
+/// it had never answered.
+#[test]
+fn should_ignore_a_worker_that_answers_after_its_timeout() {
+    use std::time::Duration;
+    let device = devices()[0].1.clone();
+    let parallel = DataParallel::new(vec![device.clone(); 2], 8)
+        .unwrap()
+        .with_step_timeout(Duration::from_millis(600))
+        .unwrap();
+    let late = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let loss = move |m: &Net, b: &(Tensor<2>, Tensor<1, Int>)| {
+        match std::thread::current().name() {
+            Some("dpsgd-worker-0") => std::thread::sleep(Duration::from_millis(400)),
+            Some("dpsgd-worker-1") if late.swap(false, std::sync::atomic::Ordering::SeqCst) => {
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+            _ => {}
+        }
+        m.losses(b)
+    };
+    let mut pe = engine(64, 32);
+    let b = pick(&data(64, &device), &pe.sample_batch());
+    let rejected = pe
+        .step_data_parallel(0.1, seeded_net(&device), &b, loss, &parallel)
+        .unwrap_err();
+    let error = rejected.error.to_string();
+    assert!(error.contains("#1"), "{error}");
+    assert!(
+        error.contains("did not answer within the step timeout"),
+        "{error}"
+    );
+    assert_eq!(pe.steps(), 0);
+}
