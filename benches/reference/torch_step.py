@@ -10,13 +10,16 @@ warm-up steps, one JSON object per line like `dpsgd bench step --json`.
 Run it interleaved with `dpsgd bench step --model mlp --batch-sizes ...`
 on the same quiet machine, and compare ratios measured in one sitting.
 Opacus's modes: `hooks` (per-sample gradients materialised) and `ghost`
-(ghost clipping, its fastest for linear layers).
+(ghost clipping, its fastest for linear layers). `--device cuda` times the
+same steps on a GPU (synchronised before each clock read), as
+scripts/gpu-check does beside `dpsgd bench step --backend wgpu`; `--modes
+''` times torch's own step alone (Opacus is imported only when a mode asks
+for it).
 """
 import argparse, json, statistics, time
 
 import torch
 import torch.nn as nn
-from opacus import PrivacyEngine
 
 
 def mlp():
@@ -32,25 +35,29 @@ def cnn():
         nn.Flatten(), nn.Linear(32 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-def timed(step, warmup=3, repeats=20):
+def timed(step, device, warmup=3, repeats=20):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
+    sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         step()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
 
 
-def bench(make, n, mode):
+def bench(make, n, mode, device):
     torch.manual_seed(1)
-    x = torch.rand(n, 1, 28, 28)
-    y = torch.randint(0, 10, (n,))
-    model = make()
+    x = torch.rand(n, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (n,), device=device)
+    model = make().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
     if mode != "torch":
+        from opacus import PrivacyEngine
         data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=n)
         engine = PrivacyEngine()
         kwargs = dict(module=model, optimizer=opt, data_loader=data,
@@ -66,7 +73,7 @@ def bench(make, n, mode):
         loss.backward()
         opt.step()
 
-    return timed(step)
+    return timed(step, device)
 
 
 def main():
@@ -76,13 +83,16 @@ def main():
     p.add_argument("--modes", default="hooks,ghost",
                    help="Opacus modes to time besides torch's own step (hooks materialises "
                         "per-sample gradients: slow at large batches)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
+    device = torch.device(a.device)
     make = {"mlp": mlp, "cnn": cnn}[a.model]
     for n in (int(b) for b in a.batch_sizes.split(",")):
         out = {"model": a.model, "batch_size": n, "threads": torch.get_num_threads(),
-               "torch_ms": bench(make, n, "torch")}
-        for mode in (m for m in a.modes.split(",") if m):
-            out[f"opacus_{mode}_ms"] = bench(make, n, mode)
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch_ms": bench(make, n, "torch", device)}
+        for mode in (m for m in a.modes.split(",") if m and m != "torch"):
+            out[f"opacus_{mode}_ms"] = bench(make, n, mode, device)
         print(json.dumps(out), flush=True)
 
 

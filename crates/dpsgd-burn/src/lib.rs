@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod backend;
 mod batch;
 pub mod canary;
@@ -38,6 +39,7 @@ pub mod layers;
 pub mod loss;
 pub mod parallel;
 mod privacy_engine;
+pub mod reference;
 #[cfg(feature = "distributed")]
 pub mod remote;
 mod sampler;

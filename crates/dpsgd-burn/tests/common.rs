@@ -2,11 +2,9 @@
 
 #![allow(dead_code)]
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
-use dpsgd_burn::ExampleBatch;
 use dpsgd_burn::backend::Backend;
-use std::collections::HashMap;
 
 /// Every enabled backend's autodiff device: each test body runs on all.
 pub fn devices() -> Vec<(Backend, Device)> {
@@ -17,62 +15,11 @@ pub fn devices() -> Vec<(Backend, Device)> {
         .collect()
 }
 
-struct Grads<'a> {
-    grads: &'a burn::tensor::Gradients,
-    out: HashMap<ParamId, Vec<f64>>,
-}
-
-impl ModuleVisitor for Grads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let g: Vec<f64> = match param.val().grad(self.grads) {
-            Some(g) => g.into_data().iter::<f32>().map(f64::from).collect(),
-            None => vec![0.0; param.val().dims().iter().product()],
-        };
-        self.out.insert(param.id, g);
-    }
-}
-
-/// Per-example gradients by the definition: one backward per example.
-pub fn naive_per_example<M: Module, B: ExampleBatch>(
-    model: &M,
-    batch: &B,
-    loss: impl Fn(&M, &B) -> Tensor<1>,
-) -> Vec<HashMap<ParamId, Vec<f64>>> {
-    (0..batch.num_examples())
-        .map(|i| {
-            let ex = batch.slice_examples(i, i + 1);
-            let grads = loss(model, &ex).sum().backward();
-            let mut v = Grads {
-                grads: &grads,
-                out: HashMap::new(),
-            };
-            model.visit(&mut v);
-            v.out
-        })
-        .collect()
-}
-
-pub fn norm(g: &HashMap<ParamId, Vec<f64>>) -> f64 {
-    g.values().flatten().map(|x| x * x).sum::<f64>().sqrt()
-}
-
-/// Σ_i min(1, C/‖g_i‖) g_i.
-pub fn naive_clipped_sum(
-    per_example: &[HashMap<ParamId, Vec<f64>>],
-    c: f64,
-) -> HashMap<ParamId, Vec<f64>> {
-    let mut sum: HashMap<ParamId, Vec<f64>> = HashMap::new();
-    for g in per_example {
-        let f = (c / norm(g)).min(1.0);
-        for (id, v) in g {
-            let acc = sum.entry(*id).or_insert_with(|| vec![0.0; v.len()]);
-            for (a, x) in acc.iter_mut().zip(v) {
-                *a += f * x;
-            }
-        }
-    }
-    sum
-}
+/// Per-example gradients by the definition (one backward per example),
+/// their norm, and `Σ_i min(1, C/‖g_i‖) g_i`: the library's reference,
+/// which shares no code with the engine.
+#[allow(unused_imports)]
+pub use dpsgd_burn::reference::{clipped_sum as naive_clipped_sum, naive_per_example, norm};
 
 pub fn to_vec(t: &Tensor<1>) -> Vec<f64> {
     t.clone().into_data().iter::<f32>().map(f64::from).collect()

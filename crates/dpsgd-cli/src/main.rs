@@ -1,7 +1,8 @@
 //! `dpsgd`: differentially private deep learning from the command line.
 //!
 //! Subcommands: `train`, `sweep`, `audit`, `compare`, `report`, `serve`,
-//! `epsilon` and `calibrate` (privacy accounting), `bench`.
+//! `epsilon` and `calibrate` (privacy accounting), `bench`, `device`,
+//! `worker`.
 //!
 //! Layout (after ripgrep's), each layer importing only those below it:
 //! * `commands/`: one file per subcommand, its `Args` and `run`;
@@ -53,8 +54,12 @@ enum Command {
     /// Train with each defence (and DP-SGD) on the same split, attack each,
     /// and compare test accuracy with measured leakage.
     Compare(commands::compare::Args),
-    /// Benchmarks (DP step vs non-private step).
+    /// Benchmarks (DP step vs non-private step) and the engine's check
+    /// against the per-example loop on a backend.
     Bench(commands::bench::Args),
+    /// What a backend computes on (the GPU adapter wgpu finds, or the
+    /// host), with a matrix product checked against the host.
+    Device(commands::device::Args),
     /// One self-contained HTML page (findings, guarantee, leakage,
     /// defences) from the JSON reports of train, audit, sweep and compare.
     Report(commands::report::Args),
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Command::Epsilon(a) => commands::epsilon::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Calibrate(a) => commands::calibrate::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => commands::bench::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Device(a) => commands::device::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Report(a) => commands::report::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Train(a) => commands::train::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Sweep(a) => commands::sweep::run(&a),

@@ -1160,11 +1160,86 @@ fn bench_step_measures_each_batch_size_on_its_own_line() {
         .collect();
     assert_eq!(sizes, [4, 8]);
     for line in &lines {
-        assert!(line["dp_ms"].as_f64().unwrap() > 0.0, "{line}");
+        let dp_ms = line["dp_ms"].as_f64().unwrap();
+        assert!(dp_ms > 0.0, "{line}");
         assert!(line["ratio"].as_f64().unwrap().is_finite(), "{line}");
+        let batch = line["batch_size"].as_f64().unwrap();
+        let per_s = line["dp_examples_per_s"].as_f64().unwrap();
+        assert!(
+            (per_s - batch / dp_ms * 1e3).abs() <= 1e-9 * per_s,
+            "{line}"
+        );
+        // Host memory is measured on a CPU backend.
+        assert!(line["peak_mem_ratio"].as_f64().is_some(), "{line}");
     }
     common::assert_usage_error(
         &dpsgd(&["bench", "step", "--batch-sizes", "4,0", "--repeats", "1"]),
         &["--batch-size"],
+    );
+}
+
+/// `bench check` holds the engine's fast path and fallback to the
+/// per-example loop on every benchmark model, in a batch that mixes
+/// clipped and unclipped examples; a tolerance no f32 computation meets
+/// fails it, naming every model.
+#[test]
+fn bench_check_holds_the_engine_to_the_per_example_loop() {
+    let out = dpsgd(&["bench", "check", "--json"]);
+    ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let models: Vec<&str> = lines.iter().map(|l| l["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["mlp", "cnn", "transformer", "lstm"]);
+    for l in &lines {
+        assert_eq!(l["dp_method"], "fast path", "{l}");
+        assert_eq!(l["passed"], true, "{l}");
+        // The median norm as C: some examples clipped, some not.
+        let clipped = l["clipped_examples"].as_u64().unwrap();
+        assert!((1..8).contains(&clipped), "{l}");
+        // Measured 2e-8..6e-7 on flex (f32 against f64).
+        for field in [
+            "norm_relative_error",
+            "fast_path_relative_error",
+            "fallback_relative_error",
+        ] {
+            let e = l[field].as_f64().unwrap();
+            assert!((0.0..1e-5).contains(&e), "{field}: {l}");
+        }
+    }
+    let out = dpsgd(&["bench", "check", "--models", "mlp,lstm", "--tolerance", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mlp, lstm"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("FAILED")
+            .count(),
+        2
+    );
+}
+
+/// `device` describes the host for a CPU backend, with a matrix product
+/// checked against the host; `--require-gpu` refuses it (exit 1), so a
+/// script cannot record a CPU's timings as a GPU's.
+#[test]
+fn device_describes_the_backend_and_refuses_a_cpu_as_a_gpu() {
+    let out = dpsgd(&["device", "--json"]);
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["backend"], "flex");
+    assert_eq!(r["device_type"], "cpu");
+    assert_eq!(r["software"], false);
+    assert!(
+        r["smoke_matmul"]["relative_error"].as_f64().unwrap() < 1e-5,
+        "{r}"
+    );
+    let out = dpsgd(&["device", "--require-gpu"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--require-gpu") && stderr.contains("host CPU"),
+        "{stderr}"
     );
 }

@@ -1,5 +1,8 @@
 //! `dpsgd bench step`: the cost of a DP step against a non-private step of
-//! the same model, batch and backend, measured in one process.
+//! the same model, batch and backend, measured in one process; `dpsgd bench
+//! check`: the engine against the per-example loop on a backend.
+
+mod check;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -28,6 +31,10 @@ pub struct Args {
 enum What {
     /// Time one training step: non-private, DP (fast path) and DP (fallback).
     Step(StepArgs),
+    /// Check the DP engine's clipped sums and per-example norms against the
+    /// per-example loop (one backward pass per example, f64 on the host)
+    /// for the benchmark models on a backend; exit 1 on a mismatch.
+    Check(check::CheckArgs),
 }
 
 /// The benchmark models.
@@ -90,6 +97,7 @@ struct StepArgs {
 pub fn run(a: &Args) -> Result<()> {
     match &a.what {
         What::Step(s) => step(s),
+        What::Check(c) => check::run(c),
     }
 }
 
@@ -117,21 +125,21 @@ fn step(a: &StepArgs) -> Result<()> {
             a,
             &device,
             || Mlp::new(&[784, 512, 256, 10], &device),
-            image_batch(a.batch_size, &device),
+            image_batch(a.batch_size, &device, 1),
             image_loss,
         ),
         BenchModel::Cnn => bench(
             a,
             &device,
             || Cnn::new(28, 28, 10, &device),
-            image_batch(a.batch_size, &device),
+            image_batch(a.batch_size, &device, 1),
             image_loss,
         ),
         BenchModel::Transformer => bench(
             a,
             &device,
             || TextTransformer::new(&text, &device),
-            token_batch(a.batch_size, a.seq_len, &device),
+            token_batch(a.batch_size, a.seq_len, &device, 1),
             |m: &TextTransformer, b: &Tokens| {
                 cross_entropy_per_example(m.logits(b.0.clone(), None), b.1.clone())
             },
@@ -140,7 +148,7 @@ fn step(a: &StepArgs) -> Result<()> {
             a,
             &device,
             || TextLstm::new(&text, &device),
-            token_batch(a.batch_size, a.seq_len, &device),
+            token_batch(a.batch_size, a.seq_len, &device, 1),
             |m: &TextLstm, b: &Tokens| {
                 cross_entropy_per_example(m.logits(b.0.clone(), None), b.1.clone())
             },
@@ -154,8 +162,9 @@ const VOCAB: usize = 1000;
 /// Token ids `[B, S]` and labels `[B]`.
 type Tokens = (Tensor<2, Int>, Tensor<1, Int>);
 
-fn token_batch(n: usize, seq: usize, device: &Device) -> Tokens {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+/// `n` sequences of `seq` synthetic tokens and their labels, from `seed`.
+fn token_batch(n: usize, seq: usize, device: &Device, seed: u64) -> Tokens {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<i64> = (0..n * seq)
         .map(|_| rng.random_range(0..VOCAB as i64))
         .collect();
@@ -166,8 +175,9 @@ fn token_batch(n: usize, seq: usize, device: &Device) -> Tokens {
     )
 }
 
-fn image_batch(n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+/// `n` MNIST-shaped images of uniform noise and their labels, from `seed`.
+fn image_batch(n: usize, device: &Device, seed: u64) -> (Tensor<4>, Tensor<1, Int>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let x: Vec<f32> = (0..n * 784).map(|_| rng.random::<f32>()).collect();
     let y: Vec<i64> = (0..n).map(|_| rng.random_range(0..10)).collect();
     (
@@ -278,13 +288,22 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
     } else {
         f64::NAN
     };
-    let peak_mem_ratio = peak_memory_ratio(a).unwrap_or(f64::NAN);
+    // Resident host memory says nothing of a GPU's memory: measured for the
+    // CPU backends only.
+    let peak_mem_ratio = if matches!(a.backend, Backend::Flex | Backend::Ndarray) {
+        peak_memory_ratio(a).unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
     let ratio = dp_ms / np;
+    let per_s = |ms: f64| a.batch_size as f64 / ms * 1e3;
     if a.json {
         let out = json!({
             "non_private_ms": np,
             "dp_ms": dp_ms,
             "ratio": ratio,
+            "non_private_examples_per_s": per_s(np),
+            "dp_examples_per_s": per_s(dp_ms),
             "fallback_ms": if fallback_ms.is_finite() { json!(fallback_ms) } else { json!(null) },
             "peak_mem_ratio": if peak_mem_ratio.is_finite() { json!(peak_mem_ratio) } else { json!(null) },
             "non_private_gemm_conv_ms": np_gemm,

@@ -5,6 +5,7 @@ pub mod audit_target;
 pub mod bench;
 pub mod calibrate;
 pub mod compare;
+pub mod device;
 pub mod epsilon;
 pub mod report;
 pub mod serve;
