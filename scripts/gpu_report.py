@@ -51,21 +51,23 @@ def main():
         by.setdefault(r.get("phase"), []).append(r)
     summary = {"elapsed_seconds": elapsed, "budget_seconds": budget, "results": results}
 
+    backend = next((r.get("report") or {} for r in by.get("adapter", [])), {}).get("backend", "wgpu")
     md = ["# dpsgd on a GPU (scripts/gpu-check)", ""]
     md.append(f"Elapsed {elapsed:.0f} s of a {budget:.0f} s budget.")
     for r in by.get("nvidia-smi", []):
         md.append(f"nvidia-smi: {r['gpu']}")
     for r in by.get("adapter", []):
         rep = r.get("report") or {}
+        driver = f", {rep['driver']}" if rep.get("driver") else ""
         md.append(
-            f"wgpu adapter: {rep.get('name', '?')} ({rep.get('device_type', '?')}, "
-            f"{rep.get('api', '?')}, {rep.get('driver', '')}); software: {rep.get('software')}; "
+            f"{backend} device: {rep.get('name', '?')} ({rep.get('device_type', '?')}, "
+            f"{rep.get('api', '?')}{driver}); software: {rep.get('software')}; "
             f"smoke product error {fmt((rep.get('smoke_matmul') or {}).get('relative_error'), 9)}"
             + ("" if r.get("ok") else f" — REFUSED (exit {r.get('exit')})")
         )
     md.append("")
 
-    md += ["## The engine against the per-example loop (`dpsgd bench check --backend wgpu`)", "",
+    md += [f"## The engine against the per-example loop (`dpsgd bench check --backend {backend}`)", "",
            "| model | method | clipped / batch | norm error | fast-path sum error | fallback error | passed |",
            "|---|---|---|---|---|---|---|"]
     for r in by.get("check", []):
@@ -79,7 +81,7 @@ def main():
         if "skipped" in r:
             md.append(f"\nper_example tests: skipped ({r['skipped']})")
         else:
-            md.append(f"\nper_example tests (every body on flex and wgpu): {r['summary']} (exit {r['exit']})"
+            md.append(f"\nper_example tests (every body on each backend of the binary): {r['summary']} (exit {r['exit']})"
                       + (f"; failed: {', '.join(r['failed'])}" if r["failed"] else ""))
     md.append("")
 
@@ -87,7 +89,7 @@ def main():
     for r in by.get("memory", []):
         if "peak_mib" in r and r.get("peak_mib") is not None and r.get("baseline_mib") is not None:
             mem[(r["model"], r["mode"])] = r["peak_mib"] - r["baseline_mib"]
-    md += ["## DP step vs non-private step (`dpsgd bench step --backend wgpu`)", "",
+    md += [f"## DP step vs non-private step (`dpsgd bench step --backend {backend}`)", "",
            "| model | batch | non-private ms | DP ms | DP / non-private | DP examples/s | CPU (flex, 2 cores) non-private / DP ms |",
            "|---|---|---|---|---|---|---|"]
     for r in by.get("bench", []):
@@ -118,7 +120,7 @@ def main():
             md.append(f"| {t['model']} | {t['batch_size']} | {t['torch_ms']:.2f} | {fmt(t.get('opacus_ghost_ms'))} |")
     md.append("")
 
-    md += ["## DP training on MNIST (`dpsgd train --dataset idx:MNIST --backend wgpu --seed 1`)", "",
+    md += [f"## DP training on MNIST (`dpsgd train --dataset idx:MNIST --backend {backend} --seed 1`)", "",
            "| run | flags | exit | test accuracy | ε | features s | training s | whole command s | CPU, same command (docs/benchmarks.md) |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in by.get("train", []):
