@@ -121,7 +121,7 @@ fn wgpu_adapter() -> Result<DeviceReport, DescribeError> {
     use burn::backend::wgpu::wgpu::DeviceType;
     use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, try_init_setup};
     let setup =
-        try_init_setup::<AutoGraphicsApi>(&WgpuDevice::DefaultDevice, RuntimeOptions::default())
+        try_init_setup::<AutoGraphicsApi>(&WgpuDevice::default(), RuntimeOptions::default())
             .map_err(DescribeError::Wgpu)?;
     let info = setup.adapter.get_info();
     let device_type = match info.device_type {

@@ -32,8 +32,9 @@ enum What {
     /// Time one training step: non-private, DP (fast path) and DP (fallback).
     Step(StepArgs),
     /// Check the DP engine's clipped sums and per-example norms against the
-    /// per-example loop (one backward pass per example, f64 on the host)
-    /// for the benchmark models on a backend; exit 1 on a mismatch.
+    /// per-example loop (one backward pass per example on the device, each
+    /// gradient clipped and summed in f64 on the host) for the benchmark
+    /// models on a backend; exit 1 on a mismatch.
     Check(check::CheckArgs),
 }
 

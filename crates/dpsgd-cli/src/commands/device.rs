@@ -63,8 +63,9 @@ pub fn run(a: &Args) -> Result<()> {
             }
         );
     }
-    // f32 sums of 256 products of values in [-1, 1], against f64.
-    if err > 1e-4 {
+    // f32 sums of 256 products of values in [-1, 1], against f64. A NaN
+    // (a product that came back non-finite) fails too.
+    if !(err <= 1e-4) {
         bail!(
             "the device's {SMOKE}×{SMOKE} matrix product differs from the host's by {err:.2e} (relative): the device computes wrongly"
         );
@@ -123,10 +124,20 @@ fn smoke(device: &Device) -> Result<(f64, f64)> {
         .map_err(|e| anyhow::anyhow!("reading the product back: {e:?}"))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    if got.len() != want.len() {
+        bail!(
+            "the device returned {} values for a {n}×{n} product",
+            got.len()
+        );
+    }
+    // A non-finite value is an infinite error (f64::max would skip a NaN).
     let err = got
         .iter()
         .zip(&want)
-        .map(|(g, w)| (f64::from(*g) - w).abs())
+        .map(|(g, w)| {
+            let d = (f64::from(*g) - w).abs();
+            if d.is_finite() { d } else { f64::INFINITY }
+        })
         .fold(0.0f64, f64::max)
         / scale;
     Ok((err, ms))

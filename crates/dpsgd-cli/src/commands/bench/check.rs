@@ -1,7 +1,8 @@
 //! `dpsgd bench check`: the DP engine's fast path, and its fallback,
 //! against per-example gradients by their definition
-//! ([`dpsgd_burn::reference`]: one backward pass per example, clipped and
-//! summed in f64 on the host), for the benchmark models on one backend.
+//! ([`dpsgd_burn::reference`]: one backward pass per example on the
+//! device, in f32, each gradient read back, clipped and summed in f64 on
+//! the host), for the benchmark models on one backend.
 //!
 //! The engine's tests do this on small layers for every backend in the
 //! build; this runs the models users train, on the device a user has (a
@@ -61,6 +62,7 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Every error within `tolerance` (a NaN error fails) on the fast path.
     fn passed(&self, tolerance: f64) -> bool {
         self.method == "fast path"
             && self.norm_error <= tolerance
@@ -184,11 +186,18 @@ fn check<M: Module, B: ExampleBatch>(
         GradientMethod::FastPath { .. } => "fast path".to_owned(),
         other => format!("{other:?}"),
     };
-    let norm_error = fast
-        .per_example_norms()
+    let got_norms = fast.per_example_norms();
+    if got_norms.len() != norms.len() {
+        bail!(
+            "the engine returned {} per-example norms for {} examples",
+            got_norms.len(),
+            norms.len()
+        );
+    }
+    let norm_error = got_norms
         .iter()
         .zip(&norms)
-        .map(|(got, want)| (f64::from(*got) - want).abs() / want.max(1e-12))
+        .map(|(got, want)| finite_or_inf((f64::from(*got) - want).abs() / want.max(1e-12)))
         .fold(0.0, f64::max);
     let (fast_error, fast_worst) = sum_error(model, &fast, &want, whole);
     let mut fallback_engine =
@@ -232,10 +241,16 @@ fn sum_error<M: Module>(
             .sum::<f64>()
             .sqrt();
         let own = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-        let err = diff / own.max(0.1 * whole).max(f64::MIN_POSITIVE);
+        let err = finite_or_inf(diff / own.max(0.1 * whole).max(f64::MIN_POSITIVE));
         if err > worst.0 || worst.1 == "-" {
             worst = (err, p.name());
         }
     }
     worst
+}
+
+/// A NaN or infinite error as +∞: `f64::max` would skip a NaN, and a
+/// comparison with the tolerance would not see it.
+fn finite_or_inf(e: f64) -> f64 {
+    if e.is_finite() { e } else { f64::INFINITY }
 }
