@@ -65,7 +65,7 @@ pub fn run(a: &Args) -> Result<()> {
     }
     // f32 sums of 256 products of values in [-1, 1], against f64. A NaN
     // (a product that came back non-finite) fails too.
-    if !(err <= 1e-4) {
+    if err.is_nan() || err > 1e-4 {
         bail!(
             "the device's {SMOKE}×{SMOKE} matrix product differs from the host's by {err:.2e} (relative): the device computes wrongly"
         );
