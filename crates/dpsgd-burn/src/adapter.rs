@@ -90,7 +90,8 @@ pub fn is_software(device_type: &str, name: &str) -> bool {
 /// # Errors
 ///
 /// [`DescribeError::NotEnabled`] when the backend is not in this build;
-/// [`DescribeError::Wgpu`] when wgpu finds no adapter.
+/// `DescribeError::Wgpu` (a build with the `wgpu` feature) when wgpu finds
+/// no adapter.
 pub fn describe(backend: Backend) -> Result<DeviceReport, DescribeError> {
     backend.device().map_err(DescribeError::NotEnabled)?;
     match backend {
