@@ -63,6 +63,8 @@ def main():
     backend = next((r.get("report") or {} for r in by.get("adapter", [])), {}).get("backend", "wgpu")
     md = ["# dpsgd on a GPU (scripts/gpu-check)", ""]
     md.append(f"Elapsed {elapsed:.0f} s of a {budget:.0f} s budget.")
+    if by.get("unparsed"):
+        md.append(f"**{len(by['unparsed'])} result line(s) could not be read**: see gpu-check.json (`unparsed`).")
     for r in by.get("nvidia-smi", []):
         md.append(f"nvidia-smi: {r['gpu']}")
     for r in by.get("adapter", []):
@@ -99,7 +101,7 @@ def main():
 
     mem = {}
     for r in by.get("memory", []):
-        if "peak_mib" in r and r.get("peak_mib") is not None and r.get("baseline_mib") is not None:
+        if r.get("peak_mib") is not None and r.get("baseline_mib") is not None and r.get("samples", 1) > 0:
             mem[(r["model"], r["mode"])] = r["peak_mib"] - r["baseline_mib"]
     md += [f"## DP step vs non-private step (`dpsgd bench step --backend {backend}`)", "",
            "| model | batch | non-private ms | DP ms | DP / non-private | DP examples/s | DP method | CPU (flex, 2 cores) non-private / DP ms |",
@@ -117,19 +119,25 @@ def main():
             why = r.get("skipped") or f"exit {r.get('exit')}"
             md.append(f"| {r.get('model')} | {r.get('batch_size')} | – | – | – | – | – | ({why}) |")
     if mem:
-        md += ["", "Peak device memory of one step alone, above the idle device (nvidia-smi, MiB: "
-               "the process's whole use, its context and cubecl's memory pools included):", "",
-               "| model | non-private | DP | ratio |", "|---|---|---|---|"]
+        md += ["", "Peak device memory of a process taking 4 steps of one kind, above the idle device "
+               "(nvidia-smi every 20 ms, MiB). Each figure holds the process's Vulkan context, both "
+               "models, the batch and cubecl's pools, so their ratio is not the CPU tables' "
+               "peak-memory ratio; the difference is what the DP step adds:", "",
+               "| model | non-private | DP | DP − non-private |", "|---|---|---|---|"]
         for model in ["mlp", "cnn", "transformer", "lstm"]:
             np_, dp = mem.get((model, "nonprivate")), mem.get((model, "dp"))
-            ratio = f"{dp / np_:.2f}" if np_ and dp is not None and np_ > 0 else "–"
-            md.append(f"| {model} | {fmt(np_)} | {fmt(dp)} | {ratio} |")
+            diff = dp - np_ if np_ is not None and dp is not None else None
+            md.append(f"| {model} | {fmt(np_)} | {fmt(dp)} | {fmt(diff)} |")
+    elif by.get("memory"):
+        why = next((r.get("skipped") for r in by["memory"] if r.get("skipped")), None)
+        md.append("\nPeak device memory: " + (f"skipped ({why})" if why else "no samples were read (see gpu-check.json)"))
     torch = [r["result"] for r in by.get("torch", []) if "result" in r]
     if torch:
         md += ["", "PyTorch on the same GPU (`benches/reference/torch_step.py --device cuda`):", "",
-               "| model | batch | torch non-private ms | Opacus ghost ms |", "|---|---|---|---|"]
+               "| model | batch | torch non-private ms | Opacus ghost ms | TF32 |", "|---|---|---|---|---|"]
         for t in torch:
-            md.append(f"| {t.get('model')} | {t.get('batch_size')} | {fmt(t.get('torch_ms'))} | {fmt(t.get('opacus_ghost_ms'))} |")
+            md.append(f"| {t.get('model')} | {t.get('batch_size')} | {fmt(t.get('torch_ms'))} | "
+                      f"{fmt(t.get('opacus_ghost_ms'))} | {t.get('tf32', '–')} |")
     md.append("")
 
     md += [f"## DP training on MNIST (`dpsgd train --dataset idx:MNIST --backend {backend} --seed 1`)", "",
@@ -142,7 +150,7 @@ def main():
         rep = r.get("report") or {}
         acc = rep.get("test_accuracy")
         md.append(
-            f"| {r['name']} | `{r.get('flags')}` | {r.get('exit')}{' (over its cap)' if r.get('exit') == 124 else ''} | "
+            f"| {r['name']} | {'`' + r['flags'] + '`' if r.get('flags') else '(recipe defaults)'} | {r.get('exit')}{' (over its cap)' if r.get('exit') == 124 else ''} | "
             f"{fmt(100 * acc if acc is not None else None)}% | {fmt(rep.get('epsilon'), 3)} | "
             f"{fmt(rep.get('feature_seconds'), 1)} | {fmt(rep.get('wall_seconds'), 1)} | "
             f"{fmt(r.get('command_seconds'), 1)} | {CPU_TRAIN.get(r['name'], '')} |"

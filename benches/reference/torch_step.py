@@ -86,10 +86,16 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
     device = torch.device(a.device)
+    if device.type == "cuda":
+        # f32 as dpsgd computes it on wgpu: no TF32 in matmuls or cuDNN.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     make = {"mlp": mlp, "cnn": cnn}[a.model]
     for n in (int(b) for b in a.batch_sizes.split(",")):
         out = {"model": a.model, "batch_size": n, "threads": torch.get_num_threads(),
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "tf32": (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+               if device.type == "cuda" else False,
                "torch_ms": bench(make, n, "torch", device)}
         for mode in (m for m in a.modes.split(",") if m and m != "torch"):
             out[f"opacus_{mode}_ms"] = bench(make, n, mode, device)
