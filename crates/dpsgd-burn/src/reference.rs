@@ -93,6 +93,27 @@ pub fn clipped_sum(per_example: &[ExampleGradient], c: f64) -> ExampleGradient {
     sum
 }
 
+/// `‖a − b‖`, over the pairs of values (the shorter length).
+pub fn distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// A parameter's error against its reference, `‖got − want‖ /
+/// max(‖want‖, 10⁻¹·whole)`: relative to its own reference sum, except that
+/// a parameter whose sum is below a tenth of the whole model's (`whole`,
+/// e.g. the norm of [`clipped_sum`]) is held to 10⁻¹·whole. A sum that is
+/// zero in exact arithmetic (a bias before instance normalisation, a key
+/// bias under the softmax) holds only f32 rounding, whose size relative to
+/// itself means nothing.
+pub fn floored_relative_error(got: &[f64], want: &[f64], whole: f64) -> f64 {
+    let own = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+    distance(got, want) / own.max(1e-1 * whole).max(f64::MIN_POSITIVE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +132,19 @@ mod tests {
             assert!((a - b).abs() < 1e-12, "{a} vs {b}");
         }
         assert!((norm(&g(vec![3.0, 4.0])) - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn should_measure_errors_against_the_sum_or_the_floor() {
+        assert_eq!(distance(&[1.0, 2.0], &[4.0, 6.0]), 5.0);
+        // Own norm 5 above the floor 0.1 · 10: relative to itself.
+        assert_eq!(floored_relative_error(&[3.0, 5.0], &[3.0, 4.0], 10.0), 0.2);
+        // Own norm 0.5 below the floor 0.1 · 100 = 10.
+        assert_eq!(
+            floored_relative_error(&[0.3, 0.4], &[0.3, -0.6], 100.0),
+            0.1
+        );
+        // Nothing to compare with: the error itself.
+        assert_eq!(floored_relative_error(&[0.0], &[0.0], 0.0), 0.0);
     }
 }

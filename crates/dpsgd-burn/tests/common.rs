@@ -28,12 +28,7 @@ pub fn to_vec(t: &Tensor<1>) -> Vec<f64> {
 /// ‖a − b‖ / ‖b‖ (or ‖a‖ when b is zero).
 pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let diff = dpsgd_burn::reference::distance(a, b);
     let scale = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     if scale > 0.0 { diff / scale } else { diff }
 }

@@ -28,23 +28,13 @@ fn per_example_loss<const D: usize>(out: Tensor<D>) -> Tensor<1> {
     flat.powi_scalar(2).sum_dim(1).reshape([n])
 }
 
-/// `‖a − b‖ / max(‖b‖, 10⁻¹·whole)`: relative, except for a parameter
-/// whose expected sum is tiny next to the whole model's `whole`.
-fn error_against(a: &[f64], b: &[f64], whole: f64) -> f64 {
-    let own = b.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    // The floor: a parameter whose sum is zero in exact arithmetic (a bias
-    // before instance normalisation) holds only rounding, whose size
-    // depends on the (unseeded) initialisation: against 10⁻³·whole it read
-    // up to 1.2e-4 in 1 of 60 runs, past the 1e-4 tolerance. A parameter
-    // below a tenth of the whole is held to an absolute 10⁻⁵·whole instead.
-    diff / own.max(1e-1 * whole).max(f64::MIN_POSITIVE)
-}
+// `dpsgd_burn::reference::floored_relative_error`. The floor: a parameter
+// whose sum is zero in exact arithmetic (a bias before instance
+// normalisation) holds only rounding, whose size depends on the (unseeded)
+// initialisation: against 10⁻³·whole it read up to 1.2e-4 in 1 of 60
+// runs, past the 1e-4 tolerance. A parameter below a tenth of the whole is
+// held to an absolute 10⁻⁵·whole instead.
+use dpsgd_burn::reference::floored_relative_error as error_against;
 
 /// Runs the engine's fast path and the naive loop on the same batch and
 /// checks norms and clipped sums to 1e-4 relative (f32).

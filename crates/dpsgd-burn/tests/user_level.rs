@@ -163,12 +163,7 @@ fn should_clip_each_users_mean_gradient_like_the_naive_per_user_loop() {
                         let actual = to_vec(got.sum(&p.id).unwrap());
                         let want = &expected[&p.id];
                         let scale = want.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-3);
-                        let err = actual
-                            .iter()
-                            .zip(want)
-                            .map(|(a, b)| (a - b).powi(2))
-                            .sum::<f64>()
-                            .sqrt();
+                        let err = dpsgd_burn::reference::distance(&actual, want);
                         assert!(
                             err <= 1e-4 * scale,
                             "{backend} K={k} C={c} {mode:?}: error {err} against {scale}"

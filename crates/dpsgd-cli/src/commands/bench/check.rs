@@ -17,7 +17,9 @@ use dpsgd::models::{Cnn, Mlp};
 use dpsgd::train::text::{TextLstm, TextModelConfig, TextTransformer};
 use dpsgd_burn::backend::Backend;
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::reference::{ExampleGradient, clipped_sum, naive_per_example, norm};
+use dpsgd_burn::reference::{
+    ExampleGradient, clipped_sum, floored_relative_error, naive_per_example, norm,
+};
 use dpsgd_burn::{EngineMode, ExampleBatch, GradientEngine};
 use dpsgd_core::{ClippedGradients, Clipping, GradientMethod, trainable_params};
 use serde_json::json;
@@ -216,10 +218,8 @@ fn check<M: Module, B: ExampleBatch>(
     })
 }
 
-/// The largest error of a parameter's clipped sum against the reference,
-/// `‖a − b‖ / max(‖b‖, 10⁻¹·whole)`: relative, except that a parameter
-/// whose sum is tiny next to the whole model's (`whole`) is held to
-/// 10⁻¹·whole (its sum is mostly rounding). With the parameter's name.
+/// The largest error of a parameter's clipped sum against the reference
+/// ([`floored_relative_error`]), with the parameter's name.
 fn sum_error<M: Module>(
     model: &M,
     got: &ClippedGradients,
@@ -234,14 +234,7 @@ fn sum_error<M: Module>(
         );
         let zeros = vec![0.0; p.numel()];
         let b = want.get(&p.id).unwrap_or(&zeros);
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let own = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-        let err = finite_or_inf(diff / own.max(0.1 * whole).max(f64::MIN_POSITIVE));
+        let err = finite_or_inf(floored_relative_error(&a, b, whole));
         if err > worst.0 || worst.1 == "-" {
             worst = (err, p.name());
         }
