@@ -33,6 +33,23 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     if scale > 0.0 { diff / scale } else { diff }
 }
 
+/// A parameter of `shape` with fixed, deterministic values
+/// `scale`·sin((i·0.618 + salt)·2.399): for layers whose unseeded
+/// initialisation would make a test's numbers change from run to run.
+pub fn fixed_param<const D: usize>(
+    shape: [usize; D],
+    salt: f32,
+    scale: f32,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    use burn::tensor::TensorData;
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i as f32 * 0.618 + salt) * 2.399).sin() * scale)
+        .collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), device))
+}
+
 /// A `DpLinear` with fixed, deterministic weights (≈ ±1.5/√d_in) and
 /// biases (`bias_scale`·cos): tests do not depend on the backend's unseeded
 /// initialiser.

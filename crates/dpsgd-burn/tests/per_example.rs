@@ -304,17 +304,29 @@ struct MnistCnn {
 }
 
 impl MnistCnn {
+    /// The layers with fixed weights at the initialiser's scale
+    /// (±√3/√fan_in): with burn's unseeded initialisation, an example's
+    /// norm missed the 1e-4 tolerance by a hair in about one run in a few
+    /// hundred (2.911590 vs 2.911885), so the test's numbers are now the
+    /// same every run.
     fn new(device: &Device) -> Self {
+        let mut conv1 = DpConv2dConfig::new([1, 16], [8, 8])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+            .init(device);
+        let mut conv2 = DpConv2dConfig::new([16, 32], [4, 4])
+            .with_stride([2, 2])
+            .init(device);
+        let bound = |fan_in: usize| 3f32.sqrt() / (fan_in as f32).sqrt();
+        conv1.weight = fixed_param([16, 1, 8, 8], 0.1, bound(64), device);
+        conv1.bias = Some(fixed_param([16], 0.2, bound(64), device));
+        conv2.weight = fixed_param([32, 16, 4, 4], 0.3, bound(256), device);
+        conv2.bias = Some(fixed_param([32], 0.4, bound(256), device));
         Self {
-            conv1: DpConv2dConfig::new([1, 16], [8, 8])
-                .with_stride([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
-                .init(device),
-            conv2: DpConv2dConfig::new([16, 32], [4, 4])
-                .with_stride([2, 2])
-                .init(device),
-            fc1: DpLinearConfig::new(512, 32).init(device),
-            fc2: DpLinearConfig::new(32, 10).init(device),
+            conv1,
+            conv2,
+            fc1: fixed_linear(512, 32, 0.5, 0.05, device),
+            fc2: fixed_linear(32, 10, 0.6, 0.05, device),
         }
     }
 
