@@ -206,6 +206,12 @@ impl Dataset {
         &self.features
     }
 
+    /// The features, to transform in place by a per-example map that keeps
+    /// every value finite (the crate's own transforms).
+    pub(crate) fn features_mut(&mut self) -> &mut [f32] {
+        &mut self.features
+    }
+
     /// All labels.
     pub fn labels(&self) -> &[u32] {
         &self.labels

@@ -738,20 +738,27 @@ pub fn group_normalize(data: &mut Dataset, groups: usize) -> Result<()> {
             reason: format!("must be a positive divisor of the {k} channels"),
         });
     }
-    let mut features = data.features().to_vec();
-    // Every example holds `groups` consecutive groups of equal length.
-    for group in features.chunks_exact_mut(k / groups * h * w) {
-        normalize_group(group);
+    // In place, the examples split over the machine's threads (each group
+    // is normalised alone, so the split changes nothing): a copy and one
+    // core took 3–5 s of MNIST's 20 s of features. Every example holds
+    // `groups` consecutive groups of equal length; finite values stay
+    // finite (the variance is offset by 10⁻⁵).
+    let group_len = k / groups * h * w;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let examples_per_thread = data.len().div_ceil(threads).max(1);
+    let normalize_all = |part: &mut [f32]| {
+        part.chunks_exact_mut(group_len).for_each(normalize_group);
+    };
+    let features = data.features_mut();
+    if threads <= 1 || features.len() <= examples_per_thread * k * h * w {
+        normalize_all(features);
+    } else {
+        std::thread::scope(|scope| {
+            for part in features.chunks_mut(examples_per_thread * k * h * w) {
+                scope.spawn(move || normalize_all(part));
+            }
+        });
     }
-    let built = Dataset::new(
-        features,
-        data.labels().to_vec(),
-        data.n_features(),
-        data.n_classes(),
-    )?
-    .with_image_shape(shape)?;
-    // Each example's user id (user-level DP) stays with it.
-    *data = data.keep_users_of(built);
     Ok(())
 }
 
@@ -1234,6 +1241,45 @@ mod tests {
             assert!((f64::from(*g) - w).abs() < 1e-6, "{:?}", d.features());
         }
         assert_eq!(d.image_shape(), Some([2, 1, 2]));
+    }
+
+    /// Split over threads, every example is normalised exactly as the
+    /// definition does it alone: 101 examples (an odd split), each group's
+    /// mean and variance computed here in f64 from the input.
+    #[test]
+    fn group_normalize_matches_the_definition_on_many_examples() {
+        let (n, [k, h, w], groups) = (101, [6, 2, 3], 3);
+        let d = k * h * w;
+        let values: Vec<f32> = (0..n * d)
+            .map(|i| ((i as f32 * 0.37).sin() * 5.0 + (i / d) as f32).round())
+            .collect();
+        let labels = vec![0; n];
+        let mut data = Dataset::new(values.clone(), labels, d, 1)
+            .unwrap()
+            .with_image_shape([k, h, w])
+            .unwrap();
+        group_normalize(&mut data, groups).unwrap();
+        let len = d / groups;
+        for (g, (input, got)) in values
+            .chunks_exact(len)
+            .zip(data.features().chunks_exact(len))
+            .enumerate()
+        {
+            let m = input.iter().map(|&x| f64::from(x)).sum::<f64>() / len as f64;
+            let v = input
+                .iter()
+                .map(|&x| (f64::from(x) - m).powi(2))
+                .sum::<f64>()
+                / len as f64;
+            for (x, y) in input.iter().zip(got) {
+                let want = (f64::from(*x) - m) / (v + 1e-5).sqrt();
+                assert!(
+                    (f64::from(*y) - want).abs() < 1e-5,
+                    "group {g}: {y} vs {want}"
+                );
+            }
+        }
+        assert_eq!((data.len(), data.image_shape()), (n, Some([k, h, w])));
     }
 
     #[test]
