@@ -241,12 +241,16 @@ pub(crate) fn with_conv_strategy<T>(conv: ConvStrategy, f: impl FnOnce() -> T) -
 /// shape its replicated operation needs.
 pub(crate) fn replicate<const D: usize>(value: Tensor<D>, rows: usize) -> Tensor<2> {
     let numel: usize = value.dims().iter().product();
-    value
-        .detach()
-        .reshape([1, numel])
-        .repeat_dim(0, rows)
-        .detach()
-        .require_grad()
+    // Copied off autodiff: `detach` keeps a parameter leaf's
+    // `require_grad`, so the reshape and repeat would be recorded (and left
+    // for burn's graph cleaner) every step.
+    let strategy = value.gradient_checkpointing_strategy();
+    let copies = value.inner().reshape([1, numel]).repeat_dim(0, rows);
+    match strategy {
+        Some(strategy) => Tensor::from_inner(copies).with_gradient_checkpointing_strategy(strategy),
+        None => copies,
+    }
+    .require_grad()
 }
 
 /// The per-row gradients of a replicated record's leaves (`None` when none

@@ -304,8 +304,8 @@ struct MnistCnn {
 }
 
 impl MnistCnn {
-    /// The layers with fixed weights at the initialiser's scale
-    /// (±√3/√fan_in): with burn's unseeded initialisation, an example's
+    /// The layers with fixed weights of bound √3/√fan_in (√3 times the
+    /// Kaiming-uniform initialiser's): with burn's unseeded initialisation, an example's
     /// norm missed the 1e-4 tolerance by a hair in about one run in a few
     /// hundred (2.911590 vs 2.911885), so the test's numbers are now the
     /// same every run.

@@ -408,6 +408,12 @@ fn should_sweep_one_row_per_budget_and_seed_with_a_plot() {
         lines[0].contains("loss_threshold_auc") && lines[0].contains("audit_epsilon_lower_bound")
     );
     assert_eq!(lines.len(), 1 + 3 * 2, "{csv}");
+    // Each run's batch and learning rate (a recipe may change them with
+    // the budget): here the flag's batch and the tabular recipe's lr.
+    assert!(lines[0].ends_with(",batch_size,lr"), "{}", lines[0]);
+    for l in &lines[1..] {
+        assert!(l.ends_with(",16,0.03"), "{l}");
+    }
     let keys: Vec<(String, String)> = lines[1..]
         .iter()
         .map(|l| {
@@ -494,6 +500,37 @@ fn should_train_images_with_the_image_recipe_by_default() {
     // The recipe's batch of 2048, capped at a quarter of the 64 images.
     assert_eq!(r["batch_size"], 16);
     assert_eq!(r["status"], "completed");
+    // Below ε = 2 the recipe's small-budget settings (lr 4, batch 4096
+    // capped the same way, 40 epochs), and the recipe line, which lists
+    // what differs from them, does not name the learning rate.
+    let r = run(&idx, &["--target-epsilon", "1"]);
+    assert_eq!(
+        (r["lr"].as_f64(), r["batch_size"].as_u64()),
+        (Some(4.0), Some(16))
+    );
+    let r = run(&idx, &["--target-epsilon", "2"]);
+    assert_eq!(r["lr"], 2.0);
+    let out = dpsgd(&[
+        "train",
+        "--epochs",
+        "1",
+        "--dataset",
+        &data,
+        "--delta",
+        "1e-3",
+        "--target-epsilon",
+        "1",
+    ]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("dpsgd: recipe image-scatternet:"))
+        .unwrap_or_else(|| panic!("no recipe line: {stderr}"));
+    assert!(
+        line.ends_with("this run: batch_size 16, epochs 1"),
+        "{line}"
+    );
     // A flag overrides its setting and keeps the rest of the recipe.
     let r = run(&idx, &["--features", "raw"]);
     assert_eq!(

@@ -129,10 +129,14 @@ impl ModuleMapper for Apply<'_> {
             let dims = t.dims();
             let grad = t.is_require_grad();
             let v: Tensor<D> = avg.reshape(dims);
-            let v = if t.is_autodiff() {
-                Tensor::from_inner(v)
-            } else {
-                v
+            // Back on autodiff where the parameter was, with its
+            // gradient-checkpointing strategy (tensors of different
+            // strategies cannot meet).
+            let v = match t.gradient_checkpointing_strategy() {
+                Some(strategy) => {
+                    Tensor::from_inner(v).with_gradient_checkpointing_strategy(strategy)
+                }
+                None => v,
             };
             if grad { v.require_grad() } else { v }
         })
@@ -190,14 +194,16 @@ mod tests {
     /// parameters are: a tracked average chained every update onto the
     /// last (burn's `detach` keeps a leaf parameter's `require_grad`), a
     /// graph that grew with every step of training.
+    /// Marks every parameter as requiring gradients.
+    struct RequireGrad;
+    impl ModuleMapper for RequireGrad {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            p.map(|t| t.require_grad())
+        }
+    }
+
     #[test]
     fn should_keep_the_average_off_the_autodiff_graph() {
-        struct RequireGrad;
-        impl ModuleMapper for RequireGrad {
-            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                p.map(|t| t.require_grad())
-            }
-        }
         /// Counts the float parameters that are autodiff leaves requiring
         /// gradients.
         struct Trainable(usize);
@@ -231,6 +237,32 @@ mod tests {
             assert_eq!(trainable.0, 2);
             for v in values(&applied) {
                 assert!((v - expected).abs() < 1e-5, "{v} vs {expected}");
+            }
+        }
+    }
+
+    /// MIST's average of sub-models on the autodiff device: parameters
+    /// that still require gradients, holding the mean.
+    #[test]
+    fn mean_of_keeps_autodiff_parameters_trainable() {
+        for backend in Backend::enabled() {
+            let device = backend.autodiff_device().unwrap();
+            let model = Mlp::new(&[3, 2], &device);
+            let copies = [1.0, 2.0, 6.0].map(|v| filled(model.clone(), v).map(&mut RequireGrad));
+            let mean = mean_of(&copies).unwrap();
+            struct Check(usize);
+            impl ModuleVisitor for Check {
+                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                    let t = p.val();
+                    assert!(t.is_autodiff() && t.is_require_grad());
+                    self.0 += 1;
+                }
+            }
+            let mut check = Check(0);
+            mean.visit(&mut check);
+            assert_eq!(check.0, 2, "{backend}");
+            for v in values(&mean) {
+                assert!((v - 3.0).abs() < 1e-6, "{v}");
             }
         }
     }

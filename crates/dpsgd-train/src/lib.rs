@@ -34,7 +34,7 @@ pub use fit::mist;
 pub use fit::{MAX_CLASSES, MAX_PARAMETERS, train, train_model, train_with_gradient_canaries};
 pub use model_file::{CardPrivacy, ModelCard, card_path};
 pub use models::{Activation, Classifier, Cnn, Mlp};
-pub use recipe::{MIN_IMAGE_SIDE, Recipe};
+pub use recipe::{MIN_IMAGE_SIDE, Recipe, SmallBudget};
 pub use report::{
     EarlyStopReport, EpochRecord, MistPart, MistSubModel, NotCovered, TrainReport, UserCounts,
 };

@@ -34,10 +34,12 @@ impl Row {
 
 /// `lira_auc`, `tpr_at_1pct_fpr` and `lira_tpr_at_0_1pct_fpr` are LiRA
 /// online's; `loss_threshold_auc` is the loss attack's (training vs test
-/// split); `audit_epsilon_lower_bound` the one-run canary audit's.
+/// split); `audit_epsilon_lower_bound` the one-run canary audit's;
+/// `batch_size` and `lr` are the run's (a recipe may train small budgets
+/// with other settings: `Recipe::for_privacy`).
 pub const CSV_COLUMNS: &str = "target_epsilon,seed,epsilon,delta,noise_multiplier,sample_rate,steps,epochs,\
 test_accuracy,train_accuracy,loss_threshold_auc,lira_auc,tpr_at_1pct_fpr,audit_epsilon_lower_bound,wall_seconds,\
-lira_tpr_at_0_1pct_fpr,loss_tpr_at_0_1pct_fpr";
+lira_tpr_at_0_1pct_fpr,loss_tpr_at_0_1pct_fpr,batch_size,lr";
 
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(CSV_COLUMNS);
@@ -48,7 +50,7 @@ pub fn csv(rows: &[Row]) -> String {
         let loss = r.attack("loss");
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             if r.target.is_finite() {
                 r.target.to_string()
             } else {
@@ -70,6 +72,8 @@ pub fn csv(rows: &[Row]) -> String {
             p.wall_seconds,
             opt(lira.map(|a| a.tpr_at_fpr_0_001)),
             opt(loss.map(|a| a.tpr_at_fpr_0_001)),
+            p.batch_size,
+            p.lr,
         );
     }
     out

@@ -13,11 +13,12 @@ use dpsgd::train::audit::{Attack, AuditConfig, CanaryKind};
 use dpsgd::train::{Defences, ModelKind, OptimizerKind, Privacy, Recipe, TrainConfig};
 
 /// The recipe: named by `--recipe`, else chosen by the data's public shape
-/// (and `--model`).
-pub fn recipe_for(o: &TrainOptions, train: &Dataset) -> Recipe {
+/// (and `--model`), with its settings for the run's budget
+/// ([`Recipe::for_privacy`]: the target ε is public).
+pub fn recipe_for(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> Recipe {
     let recipe = match o.recipe.as_deref().and_then(Recipe::named) {
-        Some(r) => r.fitted_to(train),
-        None => Recipe::for_data(train, o.model.as_deref().map(model_kind)),
+        Some(r) => r.for_privacy(privacy).fitted_to(train),
+        None => Recipe::for_run(train, o.model.as_deref().map(model_kind), privacy),
     };
     // At user level the public N counts users (records ≥ users, so the cap
     // at a quarter of the users is all that remains of the record count).
@@ -43,7 +44,11 @@ fn model_kind(name: &str) -> ModelKind {
 /// quarter of a small data set): `…; this run: batch_size 32, epochs 300`,
 /// so the line never describes settings the run does not use.
 pub fn recipe_line(cfg: &TrainConfig) -> Option<String> {
-    let recipe = cfg.recipe.as_deref().and_then(Recipe::named)?;
+    let recipe = cfg
+        .recipe
+        .as_deref()
+        .and_then(Recipe::named)?
+        .for_privacy(cfg.privacy);
     let base = serde_json::to_value(recipe.config(cfg.privacy, cfg.delta)).ok()?;
     let this = serde_json::to_value(cfg).ok()?;
     let changed: Vec<String> = [
@@ -91,7 +96,7 @@ pub fn recipe_line(cfg: &TrainConfig) -> Option<String> {
 
 /// Builds the run configuration: the recipe, overridden by every flag given.
 pub fn config(o: &TrainOptions, privacy: Privacy, train: &Dataset) -> TrainConfig {
-    let recipe = recipe_for(o, train);
+    let recipe = recipe_for(o, privacy, train);
     let optimizer = match o.optimizer.as_deref() {
         Some("sgd") => OptimizerKind::Sgd,
         Some(_) => OptimizerKind::Adam,
@@ -179,7 +184,7 @@ pub fn with_defences(
     o: &TrainOptions,
     train: &Dataset,
 ) -> TrainConfig {
-    let recipe = recipe_for(o, train);
+    let recipe = recipe_for(o, cfg.privacy, train);
     let n = units(o, train);
     let mut batch = o.batch_size.unwrap_or(recipe.batch_size);
     if let (Some(mist), None) = (&defences.mist, o.batch_size) {
