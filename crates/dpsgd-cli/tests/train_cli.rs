@@ -510,6 +510,17 @@ fn should_train_images_with_the_image_recipe_by_default() {
     );
     let r = run(&idx, &["--target-epsilon", "2"]);
     assert_eq!(r["lr"], 2.0);
+    // Named by hand, the same; a flag keeps its own value.
+    let r = run(
+        &idx,
+        &["--recipe", "image-scatternet", "--target-epsilon", "1"],
+    );
+    assert_eq!(
+        (r["lr"].as_f64(), r["batch_size"].as_u64()),
+        (Some(4.0), Some(16))
+    );
+    let r = run(&idx, &["--target-epsilon", "1", "--lr", "0.5"]);
+    assert_eq!(r["lr"], 0.5);
     let out = dpsgd(&[
         "train",
         "--epochs",

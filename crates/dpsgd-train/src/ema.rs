@@ -147,7 +147,7 @@ impl ModuleMapper for Apply<'_> {
 mod tests {
     use super::*;
     use crate::models::Mlp;
-    use burn::tensor::TensorData;
+    use burn::tensor::{Device, TensorData};
     use dpsgd_burn::backend::Backend;
 
     use dpsgd_core::parameter_values as values;
@@ -190,10 +190,6 @@ mod tests {
         }
     }
 
-    /// The average is data outside autodiff, whatever the model's
-    /// parameters are: a tracked average chained every update onto the
-    /// last (burn's `detach` keeps a leaf parameter's `require_grad`), a
-    /// graph that grew with every step of training.
     /// Marks every parameter as requiring gradients.
     struct RequireGrad;
     impl ModuleMapper for RequireGrad {
@@ -202,6 +198,10 @@ mod tests {
         }
     }
 
+    /// The average is data outside autodiff, whatever the model's
+    /// parameters are: a tracked average chained every update onto the
+    /// last (burn's `detach` keeps a leaf parameter's `require_grad`), a
+    /// graph that grew with every step of training.
     #[test]
     fn should_keep_the_average_off_the_autodiff_graph() {
         /// Counts the float parameters that are autodiff leaves requiring
@@ -237,6 +237,39 @@ mod tests {
             assert_eq!(trainable.0, 2);
             for v in values(&applied) {
                 assert!((v - expected).abs() < 1e-5, "{v} vs {expected}");
+            }
+        }
+    }
+
+    /// On a device with gradient checkpointing, the averaged parameters
+    /// keep the device's strategy: they meet the device's other tensors
+    /// (burn refuses operands of different strategies).
+    #[test]
+    fn should_keep_the_gradient_checkpointing_strategy() {
+        for backend in Backend::enabled() {
+            let device = backend.autodiff_device().unwrap().gradient_checkpointing();
+            let model = Mlp::new(&[3, 2], &device).map(&mut RequireGrad);
+            let mut ema = Ema::new(0.9).unwrap();
+            ema.update(&model);
+            let averaged = ema.apply(model.clone());
+            let mean = mean_of(&[model.clone(), model]).unwrap();
+            struct Meet(Device, usize);
+            impl ModuleVisitor for Meet {
+                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                    let t = p.val();
+                    let ones = Tensor::<D>::ones(t.dims(), &self.0);
+                    assert_eq!(
+                        t.gradient_checkpointing_strategy(),
+                        ones.gradient_checkpointing_strategy()
+                    );
+                    let _ = (t + ones).into_data();
+                    self.1 += 1;
+                }
+            }
+            for m in [averaged, mean] {
+                let mut meet = Meet(device.clone(), 0);
+                m.visit(&mut meet);
+                assert_eq!(meet.1, 2, "{backend}");
             }
         }
     }

@@ -55,8 +55,9 @@ pub struct Recipe {
     /// [`SmallBudget::below_epsilon`] takes them ([`Recipe::for_privacy`]).
     pub small_budget: Option<SmallBudget>,
     /// The units of privacy the batch was last capped for
-    /// ([`Recipe::fitted_to_units`]), so that [`Recipe::for_privacy`]
-    /// keeps the cap.
+    /// ([`Recipe::fitted_to_units`]; only the last fit is kept), so that
+    /// [`Recipe::for_privacy`] keeps the cap. Equality of recipes includes
+    /// it: two recipes fitted to different N differ.
     #[serde(skip)]
     fitted_units: Option<usize>,
 }
@@ -71,7 +72,8 @@ pub struct SmallBudget {
     pub batch_size: usize,
     /// Learning rate.
     pub lr: f64,
-    /// Epochs.
+    /// Epochs (for a recipe with a step count, [`Recipe::fitted_to`]
+    /// sets them again from the steps).
     pub epochs: usize,
 }
 
@@ -258,8 +260,8 @@ impl Recipe {
     /// [`SmallBudget`] when the target ε is below the budget's threshold,
     /// else the recipe as it is (also for a fixed noise multiplier, whose
     /// ε the recipe does not know, and for a non-private run). A recipe
-    /// already fitted to N ([`Recipe::fitted_to`]) keeps its batch cap at a
-    /// quarter of N.
+    /// already fitted ([`Recipe::fitted_to_units`]) keeps its batch cap at
+    /// a quarter of the units of its last fit.
     #[must_use]
     pub fn for_privacy(mut self, privacy: Privacy) -> Self {
         if let (Some(small), Privacy::TargetEpsilon(epsilon)) = (self.small_budget, privacy)
@@ -413,6 +415,12 @@ mod tests {
         assert_eq!((run.batch_size, run.lr, run.epochs), (4096, 4.0, 40));
         let capped = Recipe::for_run(&images(8000, 28), None, Privacy::TargetEpsilon(1.0));
         assert_eq!(capped.batch_size, 2000);
+        // At user level the last fit is to the users: their cap holds.
+        let users = Recipe::image_scatternet()
+            .fitted_to(&images(20_000, 16))
+            .fitted_to_units(6000)
+            .for_privacy(Privacy::TargetEpsilon(1.0));
+        assert_eq!(users.batch_size, 1500);
         // Fitted first, then the budget: the cap holds too.
         let fitted_first =
             Recipe::for_data(&images(8000, 28), None).for_privacy(Privacy::TargetEpsilon(1.0));

@@ -93,8 +93,8 @@ pub struct TrainOptions {
     pub dataset: DatasetSpec,
     /// Settings known to work, chosen by the data's public shape unless
     /// named: single-channel images of side >= 16 get image-scatternet
-    /// (image-cnn with --model cnn; at a target epsilon below 2, batch 4096,
-    /// lr 4, 40 epochs), tables (CSV data) tabular, anything else (the 8x8
+    /// (below a target epsilon of 2: batch 4096, lr 4, 40 epochs; image-cnn
+    /// with --model cnn), tables (CSV data) tabular, anything else (the 8x8
     /// digits) general. Every flag below overrides one setting of the
     /// recipe; the report names it.
     #[arg(long, value_name = "auto|general|tabular|image-scatternet|image-cnn", value_parser = recipe)]
