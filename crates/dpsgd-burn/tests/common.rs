@@ -61,15 +61,11 @@ pub fn fixed_linear(
     device: &Device,
 ) -> dpsgd_burn::layers::DpLinear {
     use burn::tensor::TensorData;
-    let scale = 1.5 / (d_in as f32).sqrt();
-    let w: Vec<f32> = (0..d_in * d_out)
-        .map(|i| ((i as f32 * 0.618 + salt) * 2.399).sin() * scale)
-        .collect();
     let b: Vec<f32> = (0..d_out)
         .map(|i| ((i as f32 + salt) * 1.3).cos() * bias_scale)
         .collect();
     dpsgd_burn::layers::DpLinear {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
+        weight: fixed_param([d_in, d_out], salt, 1.5 / (d_in as f32).sqrt(), device),
         bias: Some(Param::from_tensor(Tensor::from_data(
             TensorData::new(b, [d_out]),
             device,

@@ -532,12 +532,7 @@ fn should_train_images_with_the_image_recipe_by_default() {
         "--target-epsilon",
         "1",
     ]);
-    ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("dpsgd: recipe image-scatternet:"))
-        .unwrap_or_else(|| panic!("no recipe line: {stderr}"));
+    let line = recipe_line(&out, "image-scatternet");
     assert!(
         line.ends_with("this run: batch_size 16, epochs 1"),
         "{line}"
@@ -832,6 +827,17 @@ fn should_list_the_backends_this_build_enables() {
     );
 }
 
+/// The line naming `recipe` in a successful run's standard error.
+fn recipe_line(out: &std::process::Output, recipe: &str) -> String {
+    ok(out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("dpsgd: recipe {recipe}:")))
+        .unwrap_or_else(|| panic!("no recipe line: {stderr}"))
+        .to_owned()
+}
+
 /// The recipe line names the recipe and every setting in which the run
 /// differs from its description, never settings the run does not use.
 #[test]
@@ -845,12 +851,7 @@ fn should_name_the_recipe_and_what_the_flags_changed() {
         "--hidden",
         "16",
     ]);
-    ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("dpsgd: recipe general:"))
-        .unwrap_or_else(|| panic!("no recipe line: {stderr}"));
+    let line = recipe_line(&out, "general");
     assert!(
         line.ends_with("this run: hidden [16], batch_size 32, epochs 1"),
         "{line}"

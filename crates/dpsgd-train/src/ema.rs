@@ -198,21 +198,22 @@ mod tests {
         }
     }
 
+    /// Counts the float parameters that are autodiff leaves requiring
+    /// gradients.
+    struct Trainable(usize);
+    impl ModuleVisitor for Trainable {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let t = p.val();
+            self.0 += usize::from(t.is_autodiff() && t.is_require_grad());
+        }
+    }
+
     /// The average is data outside autodiff, whatever the model's
     /// parameters are: a tracked average chained every update onto the
     /// last (burn's `detach` keeps a leaf parameter's `require_grad`), a
     /// graph that grew with every step of training.
     #[test]
     fn should_keep_the_average_off_the_autodiff_graph() {
-        /// Counts the float parameters that are autodiff leaves requiring
-        /// gradients.
-        struct Trainable(usize);
-        impl ModuleVisitor for Trainable {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                let t = p.val();
-                self.0 += usize::from(t.is_autodiff() && t.is_require_grad());
-            }
-        }
         for backend in Backend::enabled() {
             let device = backend.autodiff_device().unwrap();
             let model = Mlp::new(&[3, 2], &device);
@@ -283,17 +284,9 @@ mod tests {
             let model = Mlp::new(&[3, 2], &device);
             let copies = [1.0, 2.0, 6.0].map(|v| filled(model.clone(), v).map(&mut RequireGrad));
             let mean = mean_of(&copies).unwrap();
-            struct Check(usize);
-            impl ModuleVisitor for Check {
-                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                    let t = p.val();
-                    assert!(t.is_autodiff() && t.is_require_grad());
-                    self.0 += 1;
-                }
-            }
-            let mut check = Check(0);
-            mean.visit(&mut check);
-            assert_eq!(check.0, 2, "{backend}");
+            let mut trainable = Trainable(0);
+            mean.visit(&mut trainable);
+            assert_eq!(trainable.0, 2, "{backend}");
             for v in values(&mean) {
                 assert!((v - 3.0).abs() < 1e-6, "{v}");
             }

@@ -251,9 +251,7 @@ impl Recipe {
     /// a run at `privacy` ([`Recipe::for_privacy`]), the batch capped at a
     /// quarter of `train` ([`Recipe::fitted_to`]): what `dpsgd train` uses.
     pub fn for_run(train: &Dataset, model: Option<ModelKind>, privacy: Privacy) -> Self {
-        Self::for_data(train, model)
-            .for_privacy(privacy)
-            .fitted_to(train)
+        Self::for_data(train, model).for_privacy(privacy)
     }
 
     /// The recipe's settings for a run at `privacy`: its
