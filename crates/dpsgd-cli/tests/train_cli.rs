@@ -1227,6 +1227,44 @@ fn bench_step_measures_each_batch_size_on_its_own_line() {
     );
 }
 
+/// `bench step --rounds` alternates blocks of the two kinds of step: one
+/// DP / non-private ratio per round, the medians over all of them; zero
+/// rounds are refused.
+#[test]
+fn bench_step_alternates_rounds_of_both_steps() {
+    let out = dpsgd(&[
+        "bench",
+        "step",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--rounds",
+        "3",
+        "--fallback-repeats",
+        "0",
+        "--json",
+    ]);
+    ok(&out);
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(line["rounds"], 3, "{line}");
+    let ratios = line["round_ratios"].as_array().expect("round_ratios");
+    assert_eq!(ratios.len(), 3, "{line}");
+    assert!(
+        ratios
+            .iter()
+            .all(|r| r.as_f64().is_some_and(|r| r.is_finite() && r > 0.0)),
+        "{line}"
+    );
+    common::assert_usage_error(
+        &dpsgd(&["bench", "step", "--rounds", "0", "--repeats", "1"]),
+        &["--rounds"],
+    );
+}
+
 /// `bench check` holds the engine's fast path and fallback to the
 /// per-example loop on every benchmark model, in a batch that mixes
 /// clipped and unclipped examples; a tolerance no f32 computation meets

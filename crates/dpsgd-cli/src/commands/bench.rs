@@ -76,9 +76,17 @@ struct StepArgs {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 20)]
     repeats: usize,
-    /// Untimed warm-up steps.
+    /// Untimed warm-up steps (before every block of timed steps).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Alternate the two kinds of step this many times: each round times
+    /// `--repeats` non-private steps, then `--repeats` DP steps, each block
+    /// after its own `--warmup` steps (which also absorb the DP step's
+    /// background noise draw). On a machine whose speed drifts, the
+    /// per-round ratios (`round_ratios`) compare steps timed minutes apart
+    /// no more; the medians are over all rounds.
+    #[arg(long, default_value_t = 1, value_parser = crate::flags::parse::positive_count)]
+    rounds: usize,
     /// Timed repetitions of the (slow) fallback engine; 0 skips it.
     #[arg(long, default_value_t = 2)]
     fallback_repeats: usize,
@@ -264,20 +272,32 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
         println!("{}", rss_kib("VmHWM")?.saturating_sub(before));
         return Ok(());
     }
-    let np = median(time_steps(device, a.warmup, a.repeats, &mut non_private)?);
-    // The DP step computes convolutions by gather + GEMM; the same
-    // non-private step with that convolution is the like-for-like baseline.
-    let np_gemm = if a.model == BenchModel::Cnn {
-        let t = with_conv_strategy(ConvStrategy::Unfold, || {
-            time_steps(device, a.warmup, a.repeats, &mut non_private)
-        });
-        median(t?)
-    } else {
+    let (mut np_all, mut np_gemm_all, mut dp_all) = (Vec::new(), Vec::new(), Vec::new());
+    let mut round_ratios = Vec::with_capacity(a.rounds);
+    for _ in 0..a.rounds {
+        let np = time_steps(device, a.warmup, a.repeats, &mut non_private)?;
+        // The DP step computes convolutions by gather + GEMM; the same
+        // non-private step with that convolution is the like-for-like
+        // baseline.
+        if a.model == BenchModel::Cnn {
+            np_gemm_all.extend(with_conv_strategy(ConvStrategy::Unfold, || {
+                time_steps(device, a.warmup, a.repeats, &mut non_private)
+            })?);
+        }
+        let dp_times = time_steps(device, a.warmup, a.repeats, || {
+            dp_step(&mut engine, &mut dp)
+        })?;
+        round_ratios.push(median(dp_times.clone()) / median(np.clone()));
+        np_all.extend(np);
+        dp_all.extend(dp_times);
+    }
+    let np = median(np_all);
+    let np_gemm = if np_gemm_all.is_empty() {
         np
+    } else {
+        median(np_gemm_all)
     };
-    let dp_ms = median(time_steps(device, a.warmup, a.repeats, || {
-        dp_step(&mut engine, &mut dp)
-    })?);
+    let dp_ms = median(dp_all);
     let method = engine
         .fallback_reason()
         .map_or_else(|| "fast path".to_owned(), |r| format!("fallback: {r}"));
@@ -314,6 +334,8 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
             "seq_len": matches!(a.model, BenchModel::Transformer | BenchModel::Lstm).then_some(a.seq_len),
             "backend": a.backend.name(),
             "repeats": a.repeats,
+            "rounds": a.rounds,
+            "round_ratios": round_ratios,
             "dp_method": method,
         });
         println!("{out}");
