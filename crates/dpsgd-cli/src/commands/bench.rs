@@ -81,10 +81,12 @@ struct StepArgs {
     warmup: usize,
     /// Alternate the two kinds of step this many times: each round times
     /// `--repeats` non-private steps, then `--repeats` DP steps, each block
-    /// after its own `--warmup` steps (which also absorb the DP step's
-    /// background noise draw). On a machine whose speed drifts, the
-    /// per-round ratios (`round_ratios`) compare steps timed minutes apart
-    /// no more; the medians are over all rounds.
+    /// after its own `--warmup` steps (which also absorb the last DP step's
+    /// background noise draw, when they take longer than it). On a machine
+    /// whose speed drifts, each of the per-round ratios (`round_ratios`:
+    /// DP / non-private, for the CNN against burn's own convolution)
+    /// compares steps timed close together; `non_private_ms`, `dp_ms` and
+    /// `ratio` are the medians of all rounds' steps.
     #[arg(long, default_value_t = 1, value_parser = crate::flags::parse::positive_count)]
     rounds: usize,
     /// Timed repetitions of the (slow) fallback engine; 0 skips it.
