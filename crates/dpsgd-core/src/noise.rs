@@ -129,7 +129,8 @@ fn zeroed(parts: &[usize]) -> Vec<Vec<f32>> {
 /// [`fill`] into buffers the caller allocated: a prefetch's buffers come
 /// from, and go back to, the caller's allocator heap rather than a
 /// short-lived thread's (with mimalloc, the DP step's peak resident memory
-/// at the benchmark MLP's batch 1024 fell from 75 to 66 MB; issue 31).
+/// at the benchmark MLP's batch 1024 fell from 69–75 to 54–66 MB, and at
+/// 4096 from 122–147 to 99–100 MB; issue 31).
 fn fill_into(key: [u8; 32], mut out: Vec<Vec<f32>>, std: f32, threads: usize) -> Vec<Vec<f32>> {
     let fill_chunk = |(index, chunk): (usize, &mut [f32])| {
         let mut rng = ChaCha20Rng::from_seed(key);
