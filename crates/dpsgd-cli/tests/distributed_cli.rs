@@ -93,9 +93,16 @@ fn should_train_on_two_worker_processes_as_in_one_process() {
         local["not_covered_by_epsilon"]["train_accuracy"]
     );
     // The training loss is a statistic the workers' losses are summed into
-    // in another order: equal to rounding.
+    // in another order, of models that agree to rounding (logits within
+    // 5e-7 here): equal to rounding of that order. Measured 4.5e-9
+    // relative on an AMD EPYC machine; 1e-6 still catches a loss summed
+    // from the wrong examples or counted twice.
     let loss = |r: &serde_json::Value| r["not_covered_by_epsilon"]["final_loss"].as_f64().unwrap();
-    assert!((loss(&remote) - loss(&local)).abs() < 1e-9 * loss(&local));
+    let gap = (loss(&remote) - loss(&local)).abs();
+    assert!(
+        gap < 1e-6 * loss(&local),
+        "training losses differ by {gap:e}"
+    );
     assert_eq!(remote["devices"], 2);
     // The cards say the same (but for nothing).
     assert_eq!(
