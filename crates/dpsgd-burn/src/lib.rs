@@ -50,7 +50,7 @@ mod validate;
 pub use batch::{Augmented, ExampleBatch};
 pub use checkpoint::{Resumed, read_caller_state};
 pub use dpsgd_core::{Error, Result};
-pub use engine::{EngineMode, GradientEngine};
+pub use engine::{EngineMode, GradientEngine, PassSize};
 pub use privacy_engine::{
     DatasetFingerprint, DpSgdConfig, PrivacyEngine, PrivacyReport, ReleasedCoordinates, StepStats,
     TargetBudget,

@@ -110,6 +110,36 @@ impl Record {
         }
     }
 
+    /// The number of values this record holds for the engine (inputs and
+    /// output-gradient probes, or replicated parameters): what one pass's
+    /// memory grows with.
+    pub(crate) fn held_values(&self) -> usize {
+        match self {
+            Record::Dense { input, probe, .. } => {
+                input.shape().num_elements() + probe.shape().num_elements()
+            }
+            Record::Conv { input, probe, .. } => {
+                input.shape().num_elements() + probe.shape().num_elements()
+            }
+            Record::Embedding { ids, probe, .. } => {
+                ids.shape().num_elements() + probe.shape().num_elements()
+            }
+            Record::Recurrent { input, probes, .. } => {
+                input.shape().num_elements()
+                    + probes
+                        .iter()
+                        .map(|p| p.shape().num_elements())
+                        .sum::<usize>()
+            }
+            Record::Replicated { params } => {
+                params.iter().map(|(_, t)| t.shape().num_elements()).sum()
+            }
+            Record::Affine {
+                normalized, probe, ..
+            } => normalized.shape().num_elements() + probe.shape().num_elements(),
+        }
+    }
+
     /// The record with its per-example output gradient `[B, S, F]` taken
     /// from `grads` (`None` when the layer's output did not reach the
     /// loss); a recurrent record becomes a dense one over its steps.
@@ -278,46 +308,23 @@ pub(crate) fn replicated_grads(
     )
 }
 
-/// The most values the shared probe buffer holds (16 Mi f32: 64 MiB).
-const PROBE_BUFFER_MAX: usize = 1 << 24;
-
-thread_local! {
-    /// The zeros probes are views of: one buffer on this thread, with the
-    /// device (and gradient-checkpointing strategy) it lives on, as printed.
-    static ZEROS: RefCell<Option<(String, Tensor<1>)>> = const { RefCell::new(None) };
-}
-
 /// A zero leaf of shape `shape` (`[B, S, F]`, or `[B, F]` for a recurrent
 /// step) that requires grad, on `device`.
 ///
-/// Every probe is a view of one zero buffer kept on this thread (grown to
-/// the largest probe asked for, with an eighth to spare for the next Poisson
-/// batch): a fresh `zeros` costs an allocation and two passes on burn-flex
-/// for each layer and step (issue 31). Sharing is safe because a probe is
-/// never written: backends write in place only into a buffer nothing else
-/// holds, and the buffer itself is always held here; each probe is a new
-/// leaf (its own node), so their gradients stay apart. The buffer lives as
-/// long as the thread (data-parallel workers are threads of one step); a
-/// probe larger than [`PROBE_BUFFER_MAX`] values is allocated on its own,
-/// so that at most 64 MiB stay held between steps.
+/// The probe is one zero broadcast to `shape` (a stride-0 view on burn-flex
+/// and the CubeCL backends): it holds no `[B, S, F]` buffer and costs no
+/// pass to fill (issue 31: a shared zero buffer sized to the largest probe
+/// held 9.4 MB at the benchmark MLP's batch 4096). A probe is only ever
+/// added to a layer's output *in the probe's own shape* — reshaping a
+/// broadcast view copies it on burn-flex — so a layer reshapes its output
+/// to `shape`, adds the probe, and reshapes the sum back. Each probe is a
+/// new leaf (its own node), so the probes' gradients stay apart.
 pub(crate) fn probe<const D: usize>(shape: [usize; D], device: &burn::tensor::Device) -> Tensor<D> {
-    let numel: usize = shape.iter().product();
-    if numel > PROBE_BUFFER_MAX {
-        return Tensor::<D>::zeros(shape, device).require_grad();
-    }
-    let key = format!("{device:?}");
-    let zeros = ZEROS.with(|z| {
-        let mut z = z.borrow_mut();
-        match z.as_ref() {
-            Some((k, t)) if *k == key && t.dims()[0] >= numel => t.clone(),
-            _ => {
-                let t = Tensor::<1>::zeros([(numel + numel / 8).min(PROBE_BUFFER_MAX)], device);
-                *z = Some((key, t.clone()));
-                t
-            }
-        }
-    });
-    zeros.slice(0..numel).reshape(shape).detach().require_grad()
+    Tensor::<1>::zeros([1], device)
+        .reshape([1; D])
+        .expand(shape)
+        .detach()
+        .require_grad()
 }
 
 #[cfg(test)]
@@ -342,11 +349,11 @@ mod tests {
         assert!(!is_recording());
     }
 
-    /// Probes share one zero buffer: each must still be its own leaf, get
-    /// its own gradient, and leave the buffer zero even when the tensors
-    /// built on it are written in place; a larger probe grows the buffer.
+    /// Probes are broadcast zeros: each must still be its own leaf, get its
+    /// own gradient (of its full shape) and stay zero when the tensors built
+    /// on it are written in place.
     #[test]
-    fn should_keep_shared_probes_apart_and_zero() {
+    fn should_keep_probes_apart_and_zero() {
         let device = burn::tensor::Device::default().autodiff();
         let x = Tensor::<3>::from_data(
             burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 1, 3]),
@@ -357,6 +364,7 @@ mod tests {
         }
         for step in 0..3 {
             let (p1, p2) = (probe([2, 1, 3], &device), probe([2, 1, 3], &device));
+            assert_eq!(p1.dims(), [2, 1, 3]);
             // In-place candidates: `x + p1` and the products own their
             // buffers, the probes do not.
             let y = ((x.clone() + p1.clone()) * 2.0 + p2.clone()) * x.clone();
@@ -370,18 +378,12 @@ mod tests {
                 "step {step}"
             );
             assert_eq!(g2, xs.to_vec(), "step {step}");
+            assert_eq!(values(p1), vec![0.0; 6], "step {step}");
             assert_eq!(
                 values(probe([3, 2, 5], &device)),
                 vec![0.0; 30],
                 "step {step}"
             );
-            // Larger than the buffer may grow: its own zeros, the buffer kept.
-            let buffer_len = || ZEROS.with(|z| z.borrow().as_ref().map(|(_, t)| t.dims()[0]));
-            let held = buffer_len();
-            let huge = probe([1, 1, PROBE_BUFFER_MAX + 1], &device);
-            assert!(huge.is_require_grad());
-            assert_eq!(buffer_len(), held);
-            drop(huge);
             assert_eq!(values(probe([2, 3], &device)), vec![0.0; 6], "step {step}");
         }
     }

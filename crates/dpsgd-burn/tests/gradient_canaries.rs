@@ -14,7 +14,7 @@ use common::*;
 use dpsgd_burn::canary::{CanaryRows, GradientCanary, WithCanaries};
 use dpsgd_burn::layers::DpLinear;
 use dpsgd_burn::parallel::DataParallel;
-use dpsgd_burn::{EngineMode, GradientEngine};
+use dpsgd_burn::{EngineMode, GradientEngine, PassSize};
 use dpsgd_core::{ClippedGradients, Clipping, trainable_params};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,12 +186,21 @@ fn should_clip_each_canary_by_the_runs_policy_on_every_path() {
             ),
         ];
         for (name, clipping, want) in &policies {
-            for mode in [EngineMode::Auto, EngineMode::FallbackOnly] {
-                let mut engine = GradientEngine::new(clipping.clone()).with_mode(mode);
+            // Passes of 3 examples: the canaries travel with their passes.
+            let threes = PassSize::Examples(3.try_into().unwrap());
+            for (mode, pass) in [
+                (EngineMode::Auto, PassSize::Whole),
+                (EngineMode::Auto, threes),
+                (EngineMode::FallbackOnly, PassSize::Whole),
+            ] {
+                let mut engine = GradientEngine::new(clipping.clone())
+                    .with_mode(mode)
+                    .with_pass_size(pass);
                 let got = engine
                     .clipped_gradients(&net, &batch, |m, b| sq_loss(m, &b.batch))
                     .unwrap();
-                assert_matches(&net, &got, want, &format!("{backend:?} {name} {mode:?}"));
+                let what = format!("{backend:?} {name} {mode:?} {pass:?}");
+                assert_matches(&net, &got, want, &what);
             }
             // Data-parallel shards of 3, 3 and 2 examples on two workers:
             // the canaries travel with their shards.

@@ -347,6 +347,19 @@ fn should_drop_examples_with_non_finite_gradients_instead_of_failing() {
             assert!(rel_err(&a, &b) < 1e-6, "{backend}: {}", p.name());
             assert!(a.iter().all(|x| x.is_finite()));
         }
+        // The same in passes of two examples (the crafted one in the first).
+        let mut split = GradientEngine::new(Clipping::flat(0.5).unwrap())
+            .with_pass_size(dpsgd_burn::PassSize::Examples(2.try_into().unwrap()));
+        let got = split.clipped_gradients(&model, &batch, ce).unwrap();
+        assert_eq!(got.dropped(), 1, "{backend}: passes");
+        assert_eq!(got.per_example_norms().len(), 2, "{backend}: passes");
+        for p in trainable_params(&model) {
+            let (a, b) = (
+                to_vec(got.sum(&p.id).unwrap()),
+                to_vec(reference.sum(&p.id).unwrap()),
+            );
+            assert!(rel_err(&a, &b) < 1e-6, "{backend}: passes {}", p.name());
+        }
         // The same on the per-example fallback.
         let mut slow = GradientEngine::new(Clipping::flat(0.5).unwrap())
             .with_mode(dpsgd_burn::EngineMode::FallbackOnly);

@@ -9,7 +9,7 @@ use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use dpsgd_burn::layers::*;
-use dpsgd_burn::{Augmented, EngineMode, ExampleBatch, GradientEngine};
+use dpsgd_burn::{Augmented, EngineMode, ExampleBatch, GradientEngine, PassSize};
 use dpsgd_core::{Clipping, GradientMethod, trainable_params};
 
 /// Deterministic pseudo-random inputs (no RNG dependency in the values).
@@ -95,9 +95,35 @@ fn check_at<M: Module, B: ExampleBatch>(
     c: f64,
     what: &str,
 ) {
-    let mut engine = GradientEngine::new(Clipping::flat(c).unwrap()).with_conv_strategy(strategy);
+    // One pass over the whole batch, and passes of two examples (whose
+    // clipped sums add up: clipping is per example).
+    for pass in [PassSize::Whole, PassSize::Examples(2.try_into().unwrap())] {
+        let what = &format!("{what} ({pass:?})");
+        check_passes(strategy, pass, model, batch, loss, c, what);
+    }
+}
+
+/// [`check_at`] for one pass size.
+fn check_passes<M: Module, B: ExampleBatch>(
+    strategy: ConvStrategy,
+    pass: PassSize,
+    model: &M,
+    batch: &B,
+    loss: impl Fn(&M, &B) -> Tensor<1> + Copy,
+    c: f64,
+    what: &str,
+) {
+    let mut engine = GradientEngine::new(Clipping::flat(c).unwrap())
+        .with_conv_strategy(strategy)
+        .with_pass_size(pass);
     assert_eq!(engine.conv_strategy(), strategy);
+    assert_eq!(engine.pass_size(), pass);
     let got = engine.clipped_gradients(model, batch, loss).unwrap();
+    assert_eq!(
+        got.per_example_norms().len(),
+        batch.num_examples(),
+        "{what}"
+    );
     assert!(
         matches!(got.method(), GradientMethod::FastPath { .. }),
         "{what}: expected the fast path, got {:?}",
@@ -135,7 +161,10 @@ fn check_at<M: Module, B: ExampleBatch>(
             p.name()
         );
     }
-    // The fallback computes the same thing.
+    // The fallback computes the same thing (once per case).
+    if pass != PassSize::Whole {
+        return;
+    }
     let mut fallback =
         GradientEngine::new(Clipping::flat(c).unwrap()).with_mode(EngineMode::FallbackOnly);
     let slow = fallback.clipped_gradients(model, batch, loss).unwrap();
@@ -176,6 +205,57 @@ fn should_match_naive_loop_for_linear_layers() {
         // C small enough that some examples are clipped and some not.
         check(&model, &x, loss, 0.5, &format!("{backend} mlp"));
         check(&model, &x, loss, 100.0, &format!("{backend} mlp unclipped"));
+    }
+}
+
+/// A batch over 64 examples is split into passes on a CPU by default (the
+/// first of 64, which measures the records, then balanced ones under the
+/// budget); the sums are the whole batch's, and a call's passes depend on
+/// its own batch only: a second call, or a fresh engine (a resumed run, a
+/// data-parallel worker's copy), sums bit for bit alike.
+#[test]
+fn should_split_large_batches_into_passes_that_depend_on_the_batch_only() {
+    for (backend, device) in devices() {
+        let model = Mlp {
+            fc1: DpLinearConfig::new(5, 7).init(&device),
+            fc2: DpLinearConfig::new(7, 3).init(&device),
+        };
+        let x = input([200, 5], &device, 0.9);
+        let loss = |m: &Mlp, x: &Tensor<2>| {
+            per_example_loss(m.fc2.forward(relu(m.fc1.forward(x.clone()))))
+        };
+        let sums = |engine: &mut GradientEngine| {
+            let got = engine.clipped_gradients(&model, &x, loss).unwrap();
+            assert_eq!(got.per_example_norms().len(), 200, "{backend}");
+            let mut all = got
+                .per_example_norms()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect::<Vec<_>>();
+            for p in trainable_params(&model) {
+                all.extend(to_vec(got.sum(&p.id).unwrap()));
+            }
+            all
+        };
+        let clipping = || Clipping::flat(0.5).unwrap();
+        let mut whole = GradientEngine::new(clipping()).with_pass_size(PassSize::Whole);
+        let reference = sums(&mut whole);
+        assert_eq!(whole.last_passes(), 1);
+        let host = matches!(backend.name(), "flex" | "ndarray");
+        // Auto: on a CPU, 64 then 136 (22 values per example: far under
+        // the budget); a budget of one value: 64, then passes of at most
+        // 64 (the floor), balanced: 46, 45, 45.
+        let tiny = PassSize::Budget(1.try_into().unwrap());
+        for (size, passes) in [(PassSize::Auto, if host { 2 } else { 1 }), (tiny, 4)] {
+            let mut engine = GradientEngine::new(clipping()).with_pass_size(size);
+            let first = sums(&mut engine);
+            assert_eq!(engine.last_passes(), passes, "{backend} {size:?}");
+            assert!(rel_err(&first, &reference) <= 1e-5, "{backend} {size:?}");
+            let again = sums(&mut engine);
+            let fresh = sums(&mut GradientEngine::new(clipping()).with_pass_size(size));
+            assert_eq!(first, again, "{backend} {size:?}: a second call");
+            assert_eq!(first, fresh, "{backend} {size:?}: a fresh engine");
+        }
     }
 }
 

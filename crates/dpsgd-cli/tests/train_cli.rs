@@ -1265,6 +1265,52 @@ fn bench_step_alternates_rounds_of_both_steps() {
     );
 }
 
+/// `--pass-size` picks how the DP engine splits the batch (`auto`, the
+/// default; `whole`; a number of examples), is echoed in the JSON, and
+/// refuses anything else.
+#[test]
+fn bench_step_takes_the_engine_pass_size() {
+    // Batch 8: one pass under `auto` (at most 64 examples in a first
+    // pass) and `whole`; 3, 3 and 2 examples under `3`.
+    for (flag, echoed, passes) in [
+        (None, "auto", 1),
+        (Some("whole"), "whole", 1),
+        (Some("3"), "3", 3),
+    ] {
+        let mut args = vec![
+            "bench",
+            "step",
+            "--batch-size",
+            "8",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--fallback-repeats",
+            "0",
+            "--json",
+        ];
+        if let Some(flag) = flag {
+            args.extend(["--pass-size", flag]);
+        }
+        let out = dpsgd(&args);
+        ok(&out);
+        let line: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+                .expect("one JSON object");
+        assert_eq!(line["pass_size"], echoed, "{line}");
+        assert_eq!(line["dp_passes"], passes, "{line}");
+        assert_eq!(line["dp_method"], "fast path", "{line}");
+        assert!(line["ratio"].as_f64().is_some_and(f64::is_finite), "{line}");
+    }
+    for bad in ["0", "-2", "half"] {
+        common::assert_usage_error(
+            &dpsgd(&["bench", "step", "--pass-size", bad, "--repeats", "1"]),
+            &["--pass-size"],
+        );
+    }
+}
+
 /// `bench check` holds the engine's fast path and fallback to the
 /// per-example loop on every benchmark model, in a batch that mixes
 /// clipped and unclipped examples; a tolerance no f32 computation meets

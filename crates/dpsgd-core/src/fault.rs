@@ -14,7 +14,8 @@ pub enum MechanismFault {
     /// (0, 1]).
     NoiseScale(f64),
     /// The first example of every chunk the gradient engine clips (a
-    /// physical batch, a data-parallel shard) is summed without clipping.
+    /// physical batch, a data-parallel shard, one of the engine's passes)
+    /// is summed without clipping.
     UnclippedExample,
     /// Every second step adds the previous step's noise again: steps
     /// `2k` and `2k + 1` share one draw.

@@ -38,6 +38,9 @@ use dpsgd_core::{
 use std::collections::{HashMap, HashSet};
 
 mod fallback;
+mod passes;
+
+pub use passes::PassSize;
 
 /// How the engine chooses between its two paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +58,16 @@ pub struct GradientEngine {
     clipping: Clipping,
     mode: EngineMode,
     conv_strategy: ConvStrategy,
+    pass_size: PassSize,
+    /// The values the fast path's records held per example on the
+    /// current call's last pass (sizes only: the shapes of the model and of
+    /// the batch). Reset by every call, so that a call's passes depend on
+    /// its own batch only: a resumed run, or a data-parallel worker's fresh
+    /// copy of the engine, splits a batch exactly as an uninterrupted run
+    /// does (and sums it bit for bit alike).
+    values_per_example: Option<usize>,
+    /// The passes of the last call.
+    last_passes: usize,
     /// Set once the fast path was found not to cover the model.
     fallback_reason: Option<String>,
     /// Test-only planted bug ([`dpsgd_core::fault::MechanismFault::UnclippedExample`]):
@@ -69,6 +82,9 @@ impl GradientEngine {
             clipping,
             mode: EngineMode::Auto,
             conv_strategy: ConvStrategy::Auto,
+            pass_size: PassSize::Auto,
+            values_per_example: None,
+            last_passes: 0,
             fallback_reason: None,
             unclipped_first: false,
         }
@@ -92,6 +108,27 @@ impl GradientEngine {
     /// The convolution strategy.
     pub fn conv_strategy(&self) -> ConvStrategy {
         self.conv_strategy
+    }
+
+    /// How a batch is split into forward and backward passes
+    /// ([`PassSize::Auto`] by default: on a CPU, passes whose records stay
+    /// under [`PassSize::DEFAULT_BUDGET`] values). The clipped sum is the
+    /// same up to the order of f32 additions; only time and memory differ.
+    pub fn with_pass_size(mut self, size: PassSize) -> Self {
+        self.pass_size = size;
+        self
+    }
+
+    /// The pass size policy.
+    pub fn pass_size(&self) -> PassSize {
+        self.pass_size
+    }
+
+    /// How many forward and backward passes the last
+    /// [`clipped_gradients`](Self::clipped_gradients) call took (not
+    /// counting the recomputation around a non-finite example).
+    pub fn last_passes(&self) -> usize {
+        self.last_passes
     }
 
     /// The clipping policy.
@@ -140,7 +177,9 @@ impl GradientEngine {
     /// updates non-parameter state in its forward pass, [`Error::Shape`]
     /// when the loss is not one value per example, and an invalid clipping
     /// policy (including per-layer budgets that do not fit the model).
-    /// Nothing is changed in either case.
+    /// Nothing is changed in either case (but for what the engine learnt
+    /// of the model: [`fallback_reason`](Self::fallback_reason), and the
+    /// passes counted in [`last_passes`](Self::last_passes)).
     pub fn clipped_gradients<M, B, F>(
         &mut self,
         model: &M,
@@ -154,7 +193,32 @@ impl GradientEngine {
     {
         crate::validate::validate_model(model)?;
         self.clipping.validate()?;
-        self.clipped(model, batch, &loss_fn)
+        let n = batch.num_examples();
+        let size = self
+            .pass_size
+            .resolve(model.devices().iter().any(host_memory));
+        self.values_per_example = None;
+        let first = size.next_pass(n.max(1), None);
+        if first >= n {
+            self.last_passes = 1;
+            return self.clipped(model, batch, &loss_fn);
+        }
+        self.last_passes = 0;
+        // Passes over consecutive examples; clipping is per example, so
+        // their clipped sums add up to the batch's.
+        let mut total = ClippedGradients::empty(self.clipping.clone());
+        let mut start = 0;
+        while start < n {
+            let end = start + size.next_pass(n - start, self.values_per_example);
+            total.accumulate(self.clipped(
+                model,
+                &batch.slice_examples(start, end),
+                &loss_fn,
+            )?)?;
+            self.last_passes += 1;
+            start = end;
+        }
+        Ok(total)
     }
 
     fn clipped<M, B, F>(&mut self, model: &M, batch: &B, loss_fn: &F) -> Result<ClippedGradients>
@@ -187,6 +251,10 @@ impl GradientEngine {
             return self.fallback(model, batch, loss_fn, &group_of, canaries.as_ref(), &reason);
         }
         let (losses, records) = tape::record(self.conv_strategy, || loss_fn(model, batch));
+        let held: usize = records.iter().map(Record::held_values).sum();
+        if held > 0 {
+            self.values_per_example = Some(held.div_ceil(n));
+        }
         let mut loss_values = loss_values(&losses, n)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             drop((losses, records));
@@ -634,5 +702,18 @@ fn swap_advice(p: &dpsgd_core::ParamInfo) -> String {
         (None, _) => {
             format!("`{layer}` ({module}) has no DP-aware twin: build it from dpsgd_burn::layers")
         }
+    }
+}
+
+/// Whether `device` computes in host memory (a CPU backend).
+fn host_memory(device: &burn::tensor::Device) -> bool {
+    use burn::backend::DispatchDevice;
+    #[allow(unreachable_patterns)]
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        _ => false,
     }
 }

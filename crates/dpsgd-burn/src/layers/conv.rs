@@ -133,8 +133,10 @@ fn convolve(
         (to_nchw(out), probe)
     } else {
         let probe = tape::probe([batch, c_out, positions], &input.device());
-        let out = conv2d(input.clone(), w, b, geometry.options(1))
-            + probe.clone().reshape([batch, c_out, out_hw[0], out_hw[1]]);
+        let out = (conv2d(input.clone(), w, b, geometry.options(1))
+            .reshape([batch, c_out, positions])
+            + probe.clone())
+        .reshape([batch, c_out, out_hw[0], out_hw[1]]);
         (out, probe)
     };
     tape::push(Record::Conv {

@@ -106,6 +106,6 @@ impl DpLinear {
             probe: probe.clone(),
             transposed: false,
         });
-        out + probe.reshape(out_dims)
+        (out.reshape([batch, positions, d_out]) + probe).reshape(out_dims)
     }
 }

@@ -66,7 +66,7 @@ impl DpLayerNorm {
             normalized: x_hat.inner().reshape([batch, positions, c]),
             probe: probe.clone(),
         });
-        out + probe.reshape(dims)
+        (out.reshape([batch, positions, c]) + probe).reshape(dims)
     }
 }
 
@@ -286,6 +286,6 @@ impl DpRmsNorm {
             normalized: x_hat.inner().reshape([batch, positions, c]),
             probe: probe.clone(),
         });
-        out + probe.reshape(dims)
+        (out.reshape([batch, positions, c]) + probe).reshape(dims)
     }
 }

@@ -14,7 +14,7 @@ use dpsgd_burn::ExampleBatch;
 use dpsgd_burn::backend::Backend;
 use dpsgd_burn::layers::{ConvStrategy, with_conv_strategy};
 use dpsgd_burn::loss::cross_entropy_per_example;
-use dpsgd_burn::{EngineMode, GradientEngine};
+use dpsgd_burn::{EngineMode, GradientEngine, PassSize};
 use dpsgd_core::{Clipping, DpOptimizer, DpSettings};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -89,6 +89,12 @@ struct StepArgs {
     /// `ratio` are the medians of all rounds' steps.
     #[arg(long, default_value_t = 1, value_parser = crate::flags::parse::positive_count)]
     rounds: usize,
+    /// How the DP engine splits a batch into forward and backward passes:
+    /// `auto` (the library's default: on a CPU, passes whose recorded
+    /// inputs and output gradients stay under 2 Mi values), `whole` (one
+    /// pass) or a number of examples per pass.
+    #[arg(long, value_name = "auto|whole|N", default_value = "auto", allow_hyphen_values = true, value_parser = pass_size)]
+    pass_size: PassSize,
     /// Timed repetitions of the (slow) fallback engine; 0 skips it.
     #[arg(long, default_value_t = 2)]
     fallback_repeats: usize,
@@ -255,7 +261,7 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
         Ok(())
     };
     let mut dp_model = Some(make());
-    let mut engine = GradientEngine::new(clipping.clone());
+    let mut engine = GradientEngine::new(clipping.clone()).with_pass_size(a.pass_size);
     let mut dp = DpOptimizer::new(SgdConfig::new().init(), settings.clone())?;
     let mut dp_step = |engine: &mut GradientEngine, dp: &mut DpOptimizer| -> Result<()> {
         let m = dp_model.take().context("model")?;
@@ -339,6 +345,8 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
             "rounds": a.rounds,
             "round_ratios": round_ratios,
             "dp_method": method,
+            "pass_size": pass_size_name(a.pass_size),
+            "dp_passes": engine.last_passes(),
         });
         println!("{out}");
     } else {
@@ -373,6 +381,7 @@ fn peak_memory_ratio(a: &StepArgs) -> Option<f64> {
                 "--backend",
                 a.backend.name(),
             ])
+            .args(["--pass-size", &pass_size_name(a.pass_size)])
             .args(["--memory-probe", mode])
             .output()
             .ok()?;
@@ -383,6 +392,28 @@ fn peak_memory_ratio(a: &StepArgs) -> Option<f64> {
     };
     let (np, dp) = (probe("nonprivate")?, probe("dp")?);
     (np > 0.0).then(|| dp / np)
+}
+
+/// `auto`, `whole` or a positive number of examples.
+fn pass_size(s: &str) -> Result<PassSize, String> {
+    match s {
+        "auto" => Ok(PassSize::Auto),
+        "whole" => Ok(PassSize::Whole),
+        n => n
+            .parse::<std::num::NonZeroUsize>()
+            .map(PassSize::Examples)
+            .map_err(|_| format!("`{n}` is not auto, whole or a positive number of examples")),
+    }
+}
+
+/// The `--pass-size` value that gives `size`.
+fn pass_size_name(size: PassSize) -> String {
+    match size {
+        PassSize::Auto => "auto".into(),
+        PassSize::Whole => "whole".into(),
+        PassSize::Examples(n) => n.to_string(),
+        PassSize::Budget(values) => format!("budget of {values} values"),
+    }
 }
 
 fn rss_kib(field: &str) -> Result<u64> {
