@@ -539,10 +539,11 @@ impl DpOptimizer {
         model.visit(&mut visitor);
         let grads = visitor.grads;
         // The next step needs as much noise again: draw it on a background
-        // thread while the inner optimizer and the next step compute (started
-        // only now, so that two steps' noise are never held at once).
+        // thread while the inner optimizer and the next step compute, when
+        // that saves time (started only now, so that two steps' noise are
+        // never held at once).
         self.noise
-            .prefetch(&parts, self.settings.noise_std() as f32);
+            .prepare_next(&parts, self.settings.noise_std() as f32);
         self.accountant
             .record(self.settings.noise_multiplier, self.settings.sample_rate, 1)?;
         if let Some(left) = &mut self.steps_left {
