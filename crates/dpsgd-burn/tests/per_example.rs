@@ -208,11 +208,11 @@ fn should_match_naive_loop_for_linear_layers() {
     }
 }
 
-/// A batch over 64 examples is split into passes on a CPU by default (the
-/// first of 64, which measures the records, then balanced ones under the
-/// budget); the sums are the whole batch's, and a call's passes depend on
-/// its own batch only: a second call, or a fresh engine (a resumed run, a
-/// data-parallel worker's copy), sums bit for bit alike.
+/// A batch over 64 examples is split into balanced passes under a budget
+/// of recorded values (measured on its first example); the sums are the
+/// whole batch's, and a call's passes depend on its own batch only: a
+/// second call, or a fresh engine (a resumed run, a data-parallel worker's
+/// copy), sums bit for bit alike.
 #[test]
 fn should_split_large_batches_into_passes_that_depend_on_the_batch_only() {
     for (backend, device) in devices() {
@@ -241,12 +241,15 @@ fn should_split_large_batches_into_passes_that_depend_on_the_batch_only() {
         let mut whole = GradientEngine::new(clipping()).with_pass_size(PassSize::Whole);
         let reference = sums(&mut whole);
         assert_eq!(whole.last_passes(), 1);
-        let host = matches!(backend.name(), "flex" | "ndarray");
-        // Auto: on a CPU, 64 then 136 (22 values per example: far under
-        // the budget); a budget of one value: 64, then passes of at most
-        // 64 (the floor), balanced: 46, 45, 45.
-        let tiny = PassSize::Budget(1.try_into().unwrap());
-        for (size, passes) in [(PassSize::Auto, if host { 2 } else { 1 }), (tiny, 4)] {
+        // Auto: 22 values per example, far under the budget: one pass; a
+        // budget of 22 × 50 values: passes of at most 64 (the floor),
+        // balanced: 4 × 50; of 22 × 80: 67, 67, 66 (at most 80).
+        let budget = |v: usize| PassSize::Budget(v.try_into().unwrap());
+        for (size, passes) in [
+            (PassSize::Auto, 1),
+            (budget(22 * 50), 4),
+            (budget(22 * 80), 3),
+        ] {
             let mut engine = GradientEngine::new(clipping()).with_pass_size(size);
             let first = sums(&mut engine);
             assert_eq!(engine.last_passes(), passes, "{backend} {size:?}");

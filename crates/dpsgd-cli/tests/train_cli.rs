@@ -1270,8 +1270,8 @@ fn bench_step_alternates_rounds_of_both_steps() {
 /// refuses anything else.
 #[test]
 fn bench_step_takes_the_engine_pass_size() {
-    // Batch 8: one pass under `auto` (at most 64 examples in a first
-    // pass) and `whole`; 3, 3 and 2 examples under `3`.
+    // Batch 8: one pass under `auto` (a batch of at most 64 examples is
+    // never split) and `whole`; 3, 3 and 2 examples under `3`.
     for (flag, echoed, passes) in [
         (None, "auto", 1),
         (Some("whole"), "whole", 1),

@@ -59,13 +59,6 @@ pub struct GradientEngine {
     mode: EngineMode,
     conv_strategy: ConvStrategy,
     pass_size: PassSize,
-    /// The values the fast path's records held per example on the
-    /// current call's last pass (sizes only: the shapes of the model and of
-    /// the batch). Reset by every call, so that a call's passes depend on
-    /// its own batch only: a resumed run, or a data-parallel worker's fresh
-    /// copy of the engine, splits a batch exactly as an uninterrupted run
-    /// does (and sums it bit for bit alike).
-    values_per_example: Option<usize>,
     /// The passes of the last call.
     last_passes: usize,
     /// Set once the fast path was found not to cover the model.
@@ -83,7 +76,6 @@ impl GradientEngine {
             mode: EngineMode::Auto,
             conv_strategy: ConvStrategy::Auto,
             pass_size: PassSize::Auto,
-            values_per_example: None,
             last_passes: 0,
             fallback_reason: None,
             unclipped_first: false,
@@ -197,8 +189,21 @@ impl GradientEngine {
         let size = self
             .pass_size
             .resolve(model.devices().iter().any(host_memory));
-        self.values_per_example = None;
-        let first = size.next_pass(n.max(1), None);
+        // The records' values per example, from a forward pass of the first
+        // example alone (sizes only: the shapes of the model and of the
+        // batch). Measured afresh by every call, so that a call's passes
+        // depend on its own batch only: a resumed run, or a data-parallel
+        // worker's fresh copy of the engine, splits a batch exactly as an
+        // uninterrupted run does (and sums it bit for bit alike).
+        let per_example = match size {
+            PassSize::Budget(_) if n > PassSize::MIN_EXAMPLES && self.fast_path_open() => {
+                let one = batch.slice_examples(0, 1);
+                let (_, records) = tape::record(self.conv_strategy, || loss_fn(model, &one));
+                Some(records.iter().map(Record::held_values).sum::<usize>()).filter(|&v| v > 0)
+            }
+            _ => None,
+        };
+        let first = size.next_pass(n.max(1), per_example);
         if first >= n {
             self.last_passes = 1;
             return self.clipped(model, batch, &loss_fn);
@@ -209,7 +214,7 @@ impl GradientEngine {
         let mut total = ClippedGradients::empty(self.clipping.clone());
         let mut start = 0;
         while start < n {
-            let end = start + size.next_pass(n - start, self.values_per_example);
+            let end = start + size.next_pass(n - start, per_example);
             total.accumulate(self.clipped(
                 model,
                 &batch.slice_examples(start, end),
@@ -219,6 +224,11 @@ impl GradientEngine {
             start = end;
         }
         Ok(total)
+    }
+
+    /// Whether the fast path may be tried (it records the layers).
+    fn fast_path_open(&self) -> bool {
+        self.mode == EngineMode::Auto && self.fallback_reason.is_none()
     }
 
     fn clipped<M, B, F>(&mut self, model: &M, batch: &B, loss_fn: &F) -> Result<ClippedGradients>
@@ -251,10 +261,6 @@ impl GradientEngine {
             return self.fallback(model, batch, loss_fn, &group_of, canaries.as_ref(), &reason);
         }
         let (losses, records) = tape::record(self.conv_strategy, || loss_fn(model, batch));
-        let held: usize = records.iter().map(Record::held_values).sum();
-        if held > 0 {
-            self.values_per_example = Some(held.div_ceil(n));
-        }
         let mut loss_values = loss_values(&losses, n)?;
         if let Some(reason) = coverage_gap(&params, &records) {
             drop((losses, records));

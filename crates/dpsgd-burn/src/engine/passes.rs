@@ -29,11 +29,12 @@ pub enum PassSize {
     /// At most this many examples per pass.
     Examples(NonZeroUsize),
     /// Passes of about as many examples as keep the values the layers
-    /// record (inputs and output gradients, measured on the previous pass)
-    /// under this many, but at least [`PassSize::MIN_EXAMPLES`]. The first
-    /// pass of every call takes at most [`PassSize::MIN_EXAMPLES`] and
-    /// measures the records: a call's passes depend on its own batch
-    /// only, never on earlier calls.
+    /// record (inputs and output gradients) under this many, but at least
+    /// [`PassSize::MIN_EXAMPLES`]. A batch of more than
+    /// [`PassSize::MIN_EXAMPLES`] examples is measured first by a forward
+    /// pass of its first example (its records' sizes, not its values), so
+    /// a call's passes depend on its own batch only, never on earlier
+    /// calls.
     Budget(NonZeroUsize),
 }
 
@@ -59,8 +60,8 @@ impl PassSize {
     }
 
     /// The number of examples of the next pass when `remaining` (≥ 1) are
-    /// left, given the values recorded per example so far (`None` before
-    /// the first pass, or when the model has no records). Passes of a
+    /// left, given the values recorded per example (`None` when not
+    /// measured, or the model has no records: one pass). Passes of a
     /// capped policy are balanced: `remaining` is split into the fewest
     /// passes under the cap, of sizes that differ by at most one.
     pub(crate) fn next_pass(self, remaining: usize, values_per_example: Option<usize>) -> usize {
@@ -68,7 +69,7 @@ impl PassSize {
             PassSize::Auto | PassSize::Whole => return remaining,
             PassSize::Examples(m) => m.get(),
             PassSize::Budget(budget) => match values_per_example {
-                None => return remaining.min(Self::MIN_EXAMPLES),
+                None => return remaining,
                 Some(v) => (budget.get() / v.max(1)).max(Self::MIN_EXAMPLES),
             },
         };
@@ -109,9 +110,8 @@ mod tests {
         );
         assert_eq!(plan(budget, 900, Some(2330)), vec![900]);
         assert_eq!(plan(budget, 901, Some(2330)), vec![451, 450]);
-        // Nothing measured yet: one small pass first.
-        assert_eq!(budget.next_pass(4096, None), 64);
-        assert_eq!(budget.next_pass(10, None), 10);
+        // Nothing measured (or nothing recorded): one pass.
+        assert_eq!(budget.next_pass(4096, None), 4096);
         // Huge records: still 64 examples a pass.
         assert_eq!(plan(budget, 200, Some(1 << 30)), vec![50, 50, 50, 50]);
         // GPUs and `Whole`: one pass.
@@ -144,15 +144,13 @@ mod tests {
                     PassSize::Examples(m) => m.get(),
                     PassSize::Budget(b) => match per_example {
                         Some(v) => (b.get() / v).max(PassSize::MIN_EXAMPLES),
-                        None => PassSize::MIN_EXAMPLES,
+                        None => n,
                     },
                     _ => n,
                 };
                 prop_assert!(passes.iter().all(|&p| p <= limit.max(1)), "{:?}", passes);
-                if per_example.is_some() || !matches!(size, PassSize::Budget(_)) {
-                    let (lo, hi) = (passes.iter().min().unwrap(), passes.iter().max().unwrap());
-                    prop_assert!(hi - lo <= 1, "{:?}", passes);
-                }
+                let (lo, hi) = (passes.iter().min().unwrap(), passes.iter().max().unwrap());
+                prop_assert!(hi - lo <= 1, "{:?}", passes);
             }
         }
     }
