@@ -211,6 +211,50 @@ struct Mixed {
     plain: Linear,
 }
 
+/// A model the fast path covers only in part, in a batch a budget would
+/// split: the measuring forward pass finds the gap, so a fresh engine (a
+/// resumed run, a data-parallel worker's copy) takes the fallback in one
+/// pass, as a warm one does, bit for bit alike.
+#[test]
+fn should_split_a_partly_covered_model_as_a_warm_engine_does() {
+    for (backend, device) in devices() {
+        let model = Mixed {
+            dp: DpLinearConfig::new(5, 4).init(&device),
+            plain: LinearConfig::new(4, 2).init(&device),
+        };
+        let x = input([100, 5], &device, 1.0);
+        let loss = |m: &Mixed, x: &Tensor<2>| {
+            let n = x.dims()[0];
+            m.plain
+                .forward(m.dp.forward(x.clone()))
+                .powi_scalar(2)
+                .sum_dim(1)
+                .reshape([n])
+        };
+        let tiny = dpsgd_burn::PassSize::Budget(1.try_into().unwrap());
+        let sums = |engine: &mut GradientEngine| {
+            let got = engine.clipped_gradients(&model, &x, loss).unwrap();
+            assert!(
+                matches!(got.method(), GradientMethod::Fallback { .. }),
+                "{backend}"
+            );
+            assert_eq!(engine.last_passes(), 1, "{backend}");
+            let mut all: Vec<f64> = got
+                .per_example_norms()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            for p in trainable_params(&model) {
+                all.extend(to_vec(got.sum(&p.id).unwrap()));
+            }
+            all
+        };
+        let mut warm = GradientEngine::new(Clipping::flat(0.5).unwrap()).with_pass_size(tiny);
+        let first = sums(&mut warm);
+        assert_eq!(first, sums(&mut warm), "{backend}: warm");
+    }
+}
+
 #[test]
 fn should_fall_back_automatically_for_other_modules_and_agree_with_the_naive_loop() {
     for (backend, device) in devices() {

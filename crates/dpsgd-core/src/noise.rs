@@ -297,7 +297,9 @@ impl NoiseSource {
         let values = fill(key, parts, std, threads);
         if timed {
             self.timing.sync = Some(start.elapsed().as_secs_f64());
-            self.timing.threads = threads;
+            // The threads `fill` used: at most one per chunk.
+            let chunks: usize = parts.iter().map(|p| p.div_ceil(CHUNK)).sum();
+            self.timing.threads = threads.min(chunks).max(1);
         }
         values
     }
@@ -483,13 +485,15 @@ mod tests {
         // Batch 64 of the benchmark MLP (ms): waiting 3.3 would cost more
         // than half of a 3.4 draw when asked.
         assert!(!timing(Some(5.3), Some(2.0), Some(3.4)).ahead_pays());
-        // Batch 256: the wait is gone (and at the boundary, ahead).
+        // Batch 256: the wait is gone.
         assert!(timing(Some(5.3), Some(6.5), Some(3.4)).ahead_pays());
-        assert!(timing(Some(5.3), Some(3.6), Some(3.4)).ahead_pays());
-        assert!(!timing(Some(5.3), Some(3.5), Some(3.4)).ahead_pays());
-        // No background draw timed yet: 2 × 3.4 = 6.8 estimated.
-        assert!(timing(None, Some(5.2), Some(3.4)).ahead_pays());
-        assert!(!timing(None, Some(5.0), Some(3.4)).ahead_pays());
+        // At the boundary (values exact in binary): a wait of 1.75 against
+        // half of 3.5 is ahead, 1.875 is not.
+        assert!(timing(Some(5.5), Some(3.75), Some(3.5)).ahead_pays());
+        assert!(!timing(Some(5.5), Some(3.625), Some(3.5)).ahead_pays());
+        // No background draw timed yet: 2 × 3.5 = 7 estimated.
+        assert!(timing(None, Some(5.25), Some(3.5)).ahead_pays());
+        assert!(!timing(None, Some(5.0), Some(3.5)).ahead_pays());
     }
 
     #[test]

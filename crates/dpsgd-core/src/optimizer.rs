@@ -757,7 +757,8 @@ mod tests {
             DpOptimizer::with_noise(sgd(), s.clone(), NoiseSource::seeded(8)).unwrap();
         let mut saved = DpOptimizer::with_noise(sgd(), s, NoiseSource::seeded(8)).unwrap();
         assert_eq!(noise_of(&mut straight), noise_of(&mut saved));
-        // Saved with a prefetch pending: the state stands before it.
+        // Saved between steps (were a draw ahead pending, the state would
+        // stand before it: `noise::tests`).
         let json = serde_json::to_string(&saved.state()).unwrap();
         let mut resumed =
             DpOptimizer::from_state(sgd(), serde_json::from_str(&json).unwrap()).unwrap();

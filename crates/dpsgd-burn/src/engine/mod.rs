@@ -105,7 +105,11 @@ impl GradientEngine {
     /// How a batch is split into forward and backward passes
     /// ([`PassSize::Auto`] by default: on a CPU, passes whose records stay
     /// under [`PassSize::DEFAULT_BUDGET`] values). The clipped sum is the
-    /// same up to the order of f32 additions; only time and memory differ.
+    /// same up to the order of f32 additions; only time and memory differ
+    /// — but for a model that draws randomness in its forward pass
+    /// (dropout): under a budget, a batch of more than
+    /// [`PassSize::MIN_EXAMPLES`] examples is first measured by a forward
+    /// pass of its first example, which draws from burn's generator too.
     pub fn with_pass_size(mut self, size: PassSize) -> Self {
         self.pass_size = size;
         self
@@ -118,7 +122,8 @@ impl GradientEngine {
 
     /// How many forward and backward passes the last
     /// [`clipped_gradients`](Self::clipped_gradients) call took (not
-    /// counting the recomputation around a non-finite example).
+    /// counting the one-example forward pass that measures a batch for a
+    /// budget, nor the recomputation around a non-finite example).
     pub fn last_passes(&self) -> usize {
         self.last_passes
     }
@@ -153,7 +158,10 @@ impl GradientEngine {
     /// carries this engine's clipping policy.
     ///
     /// `model` must live on an autodiff device; it is checked with
-    /// [`validate_model`](crate::validate_model) first.
+    /// [`validate_model`](crate::validate_model) first. `loss_fn` must
+    /// accept any run of consecutive examples of the batch, down to one:
+    /// the engine splits a batch into passes ([`PassSize`]), measures it on
+    /// its first example, and recomputes it around a non-finite example.
     ///
     /// # Privacy
     ///
@@ -199,7 +207,14 @@ impl GradientEngine {
             PassSize::Budget(_) if n > PassSize::MIN_EXAMPLES && self.fast_path_open() => {
                 let one = batch.slice_examples(0, 1);
                 let (_, records) = tape::record(self.conv_strategy, || loss_fn(model, &one));
-                Some(records.iter().map(Record::held_values).sum::<usize>()).filter(|&v| v > 0)
+                // A model the fast path does not cover goes to the fallback
+                // now, in one pass, as it would on any later call.
+                if let Some(reason) = coverage_gap(&trainable_params(model), &records) {
+                    self.fallback_reason = Some(reason);
+                    None
+                } else {
+                    Some(records.iter().map(Record::held_values).sum::<usize>()).filter(|&v| v > 0)
+                }
             }
             _ => None,
         };

@@ -6,9 +6,9 @@
 //! so a batch split into passes has exactly the clipped sum of the whole
 //! (up to the order of f32 additions): on a CPU the engine splits a large
 //! batch into passes whose records stay under a budget. On the benchmark
-//! MLP at batch 4096 this took the DP step's peak resident memory from 1.5×
-//! to 0.7× the non-private step's, and the MNIST CNN's at 1024 from 1.34×
-//! to 0.4–0.8×, at no cost in time (docs/benchmarks.md, issue 31).
+//! MLP at batch 4096 (5 passes) this took the DP step's peak resident
+//! memory from 1.6× to 0.7× the non-private step's, and on the MNIST CNN at
+//! 1024 (4 passes) from 1.2× to 0.55× (docs/benchmarks.md, issue 31).
 
 use std::num::NonZeroUsize;
 
@@ -16,7 +16,10 @@ use std::num::NonZeroUsize;
 ///
 /// Only time and memory depend on it: the clipped sum is the same up to
 /// the order of f32 additions, and the split depends on the number of
-/// examples and the model's shapes only, never on their values.
+/// examples and the shapes of the model and of the batch's first example,
+/// never on values. (A loss that trims each slice's padding to its longest
+/// sequence makes the first example's shape, so the split, depend on
+/// data: that changes rounding, time and memory only.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PassSize {
     /// On a CPU backend (flex, ndarray), [`PassSize::Budget`] of
