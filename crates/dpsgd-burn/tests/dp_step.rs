@@ -211,6 +211,26 @@ struct Mixed {
     plain: Linear,
 }
 
+impl Mixed {
+    /// A DP-aware layer, then a plain burn one (not covered by the fast path).
+    fn new(device: &Device) -> Self {
+        Self {
+            dp: DpLinearConfig::new(5, 4).init(device),
+            plain: LinearConfig::new(4, 2).init(device),
+        }
+    }
+
+    /// The squared outputs' sum per example.
+    fn loss(&self, x: &Tensor<2>) -> Tensor<1> {
+        let n = x.dims()[0];
+        self.plain
+            .forward(self.dp.forward(x.clone()))
+            .powi_scalar(2)
+            .sum_dim(1)
+            .reshape([n])
+    }
+}
+
 /// A model the fast path covers only in part, in a batch a budget would
 /// split: the measuring forward pass finds the gap, so a fresh engine (a
 /// resumed run, a data-parallel worker's copy) takes the fallback in one
@@ -218,19 +238,9 @@ struct Mixed {
 #[test]
 fn should_split_a_partly_covered_model_as_a_warm_engine_does() {
     for (backend, device) in devices() {
-        let model = Mixed {
-            dp: DpLinearConfig::new(5, 4).init(&device),
-            plain: LinearConfig::new(4, 2).init(&device),
-        };
+        let model = Mixed::new(&device);
         let x = input([100, 5], &device, 1.0);
-        let loss = |m: &Mixed, x: &Tensor<2>| {
-            let n = x.dims()[0];
-            m.plain
-                .forward(m.dp.forward(x.clone()))
-                .powi_scalar(2)
-                .sum_dim(1)
-                .reshape([n])
-        };
+        let loss = Mixed::loss;
         let tiny = dpsgd_burn::PassSize::Budget(1.try_into().unwrap());
         let sums = |engine: &mut GradientEngine| {
             let got = engine.clipped_gradients(&model, &x, loss).unwrap();
@@ -258,19 +268,9 @@ fn should_split_a_partly_covered_model_as_a_warm_engine_does() {
 #[test]
 fn should_fall_back_automatically_for_other_modules_and_agree_with_the_naive_loop() {
     for (backend, device) in devices() {
-        let model = Mixed {
-            dp: DpLinearConfig::new(5, 4).init(&device),
-            plain: LinearConfig::new(4, 2).init(&device),
-        };
+        let model = Mixed::new(&device);
         let x = input([4, 5], &device, 1.0);
-        let loss = |m: &Mixed, x: &Tensor<2>| {
-            let n = x.dims()[0];
-            m.plain
-                .forward(m.dp.forward(x.clone()))
-                .powi_scalar(2)
-                .sum_dim(1)
-                .reshape([n])
-        };
+        let loss = Mixed::loss;
         let mut engine = GradientEngine::new(Clipping::flat(0.5).unwrap());
         let got = engine.clipped_gradients(&model, &x, loss).unwrap();
         match got.method() {
