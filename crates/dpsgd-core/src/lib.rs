@@ -21,6 +21,7 @@ pub mod gradients;
 pub mod noise;
 pub mod optimizer;
 pub mod params;
+mod ziggurat;
 
 pub use clipping::{Clipping, round_factor};
 pub use error::{Error, Result};

@@ -6,7 +6,10 @@
 //! 256-bit key from the master generator and fills independent ChaCha
 //! *streams* (one per chunk of 64 Ki values) in parallel, so the result is
 //! the same for a given seed whatever the number of threads. Normal variates
-//! come from `rand_distr`'s ziggurat sampler.
+//! come from a 128-layer ziggurat that reads one 32-bit word of the stream
+//! per attempt (Marsaglia and Tsang 2000): half the keystream of
+//! `rand_distr`'s f64 ziggurat, which earlier versions used (a seeded run
+//! of an earlier version drew other values).
 //!
 //! # Privacy
 //!
@@ -16,9 +19,9 @@
 //! resolution of training but are not covered by the DP proof; see
 //! docs/limitations.md.
 
-use rand::{Rng, RngCore, SeedableRng};
+use crate::ziggurat;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -175,12 +178,13 @@ fn zeroed(parts: &[usize]) -> Vec<Vec<f32>> {
 /// at the benchmark MLP's batch 1024 fell from 69–75 to 54–66 MB, and at
 /// 4096 from 122–147 to 99–100 MB; issue 31).
 fn fill_into(key: [u8; 32], mut out: Vec<Vec<f32>>, std: f32, threads: usize) -> Vec<Vec<f32>> {
+    let tables = ziggurat::tables();
     let fill_chunk = |(index, chunk): (usize, &mut [f32])| {
         let mut rng = ChaCha20Rng::from_seed(key);
         rng.set_stream(index as u64);
+        let mut words = || rng.next_u32();
         for v in chunk.iter_mut() {
-            let z: f32 = rng.sample(StandardNormal);
-            *v = z * std;
+            *v = ziggurat::standard_normal(tables, &mut words) * std;
         }
     };
     let chunks: Vec<(usize, &mut [f32])> = out
@@ -375,7 +379,7 @@ mod tests {
     fn should_give_the_values_of_sampling_each_chunk_stream_directly() {
         // The reference: the step key is the master generator's next 32
         // bytes; chunk k (numbered across the parts) is that key's stream k,
-        // sampled value by value with `Rng::sample`. Seeded runs and their
+        // sampled value by value from its 32-bit words. Seeded runs and their
         // checkpoints depend on these exact values.
         let parts = [5, CHUNK + 3, 2 * CHUNK, 1];
         let mut master = ChaCha20Rng::seed_from_u64(17);
@@ -390,7 +394,11 @@ mod tests {
                 rng.set_stream(stream);
                 stream += 1;
                 let take = CHUNK.min(len - part.len());
-                part.extend((0..take).map(|_| rng.sample::<f32, _>(StandardNormal) * 1.5));
+                let tables = ziggurat::tables();
+                part.extend(
+                    (0..take)
+                        .map(|_| ziggurat::standard_normal(tables, &mut || rng.next_u32()) * 1.5),
+                );
             }
             expected.push(part);
         }
