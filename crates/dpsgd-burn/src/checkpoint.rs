@@ -540,7 +540,8 @@ fn load<M: Module>(
     let clipping = header.dp.settings.clipping.clone();
     let engine = PrivacyEngine {
         engine: crate::engine::GradientEngine::new(clipping)
-            .with_conv_strategy(header.config.conv_strategy),
+            .with_conv_strategy(header.config.conv_strategy)
+            .with_pass_size(header.config.pass_size),
         config: header.config,
         dp: DpOptimizer::from_state(inner, header.dp)
             .map_err(|e| bad(path, format!("invalid settings: {e}")))?,

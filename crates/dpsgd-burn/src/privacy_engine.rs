@@ -2,7 +2,7 @@
 //! budget, virtual batches, adaptive clipping and checkpoints.
 
 use crate::batch::ExampleBatch;
-use crate::engine::GradientEngine;
+use crate::engine::{GradientEngine, PassSize};
 use crate::layers::ConvStrategy;
 use crate::sampler::PoissonSampler;
 use crate::users::PrivacyUnit;
@@ -75,6 +75,12 @@ pub struct DpSgdConfig {
     /// ([`ConvStrategy::Auto`] by default; time and memory only).
     #[serde(default)]
     pub conv_strategy: ConvStrategy,
+    /// How the engine splits a (physical) batch into forward and backward
+    /// passes ([`PassSize::Auto`] by default: passes under a memory budget
+    /// on a CPU, one pass on a GPU; time and memory only, see
+    /// [`PassSize`]).
+    #[serde(default)]
+    pub pass_size: PassSize,
     /// The unit of privacy: one record (the default) or one user and all
     /// their records ([`crate::users`]). At user level the sampler's N is
     /// the number of users, its batches are batches of users
@@ -122,6 +128,7 @@ impl DpSgdConfig {
             allow_large_delta: false,
             dataset: None,
             conv_strategy: ConvStrategy::Auto,
+            pass_size: PassSize::Auto,
             privacy_unit: PrivacyUnit::Record,
             announce_fallback: true,
         }
@@ -204,6 +211,14 @@ impl DpSgdConfig {
     /// [`ConvStrategy`]).
     pub fn with_conv_strategy(mut self, strategy: ConvStrategy) -> Self {
         self.conv_strategy = strategy;
+        self
+    }
+
+    /// How the engine splits a batch into passes (see [`PassSize`]; unlike
+    /// [`DpSgdConfig::with_max_physical_batch_size`], which splits the
+    /// Poisson batch before the engine, this sets the engine's own split).
+    pub fn with_pass_size(mut self, size: PassSize) -> Self {
+        self.pass_size = size;
         self
     }
 
@@ -324,7 +339,8 @@ impl DpSgdConfig {
         Ok(PrivacyEngine {
             config: self.clone(),
             engine: GradientEngine::new(self.clipping.clone())
-                .with_conv_strategy(self.conv_strategy),
+                .with_conv_strategy(self.conv_strategy)
+                .with_pass_size(self.pass_size),
             dp,
             sampler,
             rng,
@@ -1029,5 +1045,31 @@ impl PrivacyEngine {
             max_records_per_user: None,
         }
         .with_privacy_unit(self.config.privacy_unit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn should_give_the_engine_the_configured_pass_size() {
+        let sampler = PoissonSampler::new(1000, 50).unwrap();
+        let inner = || burn::optim::SgdConfig::new().init();
+        let three = PassSize::Examples(NonZeroUsize::new(3).unwrap());
+        let config = DpSgdConfig::new(1.0)
+            .with_noise_multiplier(1.0)
+            .with_pass_size(three);
+        let engine = config.init(inner(), sampler).unwrap();
+        assert_eq!(engine.engine.pass_size(), three);
+        // A default config, and one saved before the field existed: Auto.
+        let default = DpSgdConfig::new(1.0).with_noise_multiplier(1.0);
+        assert_eq!(default.pass_size, PassSize::Auto);
+        let mut saved = serde_json::to_value(&config).unwrap();
+        assert_eq!(saved["pass_size"], serde_json::json!({ "Examples": 3 }));
+        saved.as_object_mut().unwrap().remove("pass_size");
+        let old: DpSgdConfig = serde_json::from_value(saved).unwrap();
+        assert_eq!(old.pass_size, PassSize::Auto);
     }
 }

@@ -10,6 +10,7 @@
 //! memory from 1.6× to 0.7× the non-private step's, and on the MNIST CNN at
 //! 1024 (4 passes) from 1.2× to 0.55× (docs/benchmarks.md, issue 31).
 
+use serde::{Deserialize, Serialize};
 use std::num::NonZeroUsize;
 
 /// How a batch is split into forward and backward passes.
@@ -20,7 +21,7 @@ use std::num::NonZeroUsize;
 /// never on values. (A loss that trims each slice's padding to its longest
 /// sequence makes the first example's shape, so the split, depend on
 /// data: that changes rounding, time and memory only.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum PassSize {
     /// On a CPU backend (flex, ndarray), [`PassSize::Budget`] of
     /// [`PassSize::DEFAULT_BUDGET`] values; elsewhere (GPU backends, whose
