@@ -15,9 +15,10 @@
 //!
 //! Floating-point Gaussian sampling is not exactly a Gaussian: the values
 //! lie on the ziggurat's grids (of absolute step up to 8.2 · 10⁻¹⁶ before
-//! the scaling by σC: every f32 value above 10⁻³ is drawn with its Gaussian
-//! probability to within about 10⁻⁵ relative), nothing beyond about 12 σC
-//! is drawn, and scaling by σC and adding to the gradient sum round in f32.
+//! the scaling by σC: every f32 value from 10⁻⁴ to 7 is drawn with its
+//! Gaussian probability to within 10⁻⁵ relative; beyond about 10.3, with
+//! probability below 10⁻²³, the tail leaves some undrawn), nothing beyond
+//! about 12 σC is drawn, and scaling by σC and adding to the gradient sum round in f32.
 //! These effects are far below the statistical resolution of training but
 //! are not covered by the DP proof, and exact f32 noisy gradients are open
 //! to lattice attacks; see docs/limitations.md.
