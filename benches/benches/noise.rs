@@ -10,6 +10,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dpsgd_core::NoiseSource;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::StandardNormal;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -31,6 +34,24 @@ fn noise(c: &mut Criterion) {
             source.prefetch(&PARTS, 1.0);
             black_box(source.gaussian_parts(&PARTS, 1.0))
         })
+    });
+    // The reference: `rand_distr`'s f64 ziggurat, which the library used
+    // before its own sampler (issue 31, fifth pass): one chunk's stream
+    // (65 536 values, which `gaussian` fills on one thread) into a fresh
+    // zeroed buffer, as the library's draw of the same size does.
+    let n = 1 << 16;
+    group.bench_function("rand_distr_one_chunk", |b| {
+        b.iter(|| {
+            let mut rng = ChaCha20Rng::seed_from_u64(1);
+            let mut out = vec![0f32; n];
+            for v in out.iter_mut() {
+                *v = rng.sample::<f32, _>(StandardNormal);
+            }
+            black_box(out)
+        })
+    });
+    group.bench_function("library_one_chunk", |b| {
+        b.iter(|| black_box(source.gaussian(n, 1.0)))
     });
     group.finish();
 }
