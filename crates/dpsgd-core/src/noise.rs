@@ -18,10 +18,10 @@
 //! the scaling by σC: every f32 value from 10⁻⁴ to 7 is drawn with its
 //! Gaussian probability to within 10⁻⁵ relative; beyond about 10.3, with
 //! probability below 10⁻²³, the tail leaves some undrawn), nothing beyond
-//! about 12 σC is drawn, and scaling by σC and adding to the gradient sum round in f32.
-//! These effects are far below the statistical resolution of training but
-//! are not covered by the DP proof, and exact f32 noisy gradients are open
-//! to lattice attacks; see docs/limitations.md.
+//! about 12 σC is drawn, and scaling by σC and adding to the gradient sum
+//! round in f32. These effects are far below the statistical resolution of
+//! training but are not covered by the DP proof, and exact f32 noisy
+//! gradients are open to lattice attacks; see docs/limitations.md.
 
 use crate::ziggurat;
 use rand::{RngCore, SeedableRng};
@@ -383,7 +383,7 @@ mod tests {
     fn should_give_the_values_of_sampling_each_chunk_stream_directly() {
         // The reference: the step key is the master generator's next 32
         // bytes; chunk k (numbered across the parts) is that key's stream k,
-        // sampled value by value from its 32-bit words. Seeded runs and their
+        // sampled value by value by the ziggurat. Seeded runs and their
         // checkpoints depend on these exact values.
         let parts = [5, CHUNK + 3, 2 * CHUNK, 1];
         let mut master = ChaCha20Rng::seed_from_u64(17);
