@@ -27,14 +27,15 @@
 //! below 10⁻²³) the tail's 53-bit uniforms leave some f32 values undrawn.
 //! This is the fidelity of `rand_distr`'s f64 ziggurat, which the library
 //! used before (an independent review measured a total variation from the
-//! rounded Gaussian of 1.7 · 10⁻⁹ here and 2.0 · 10⁻⁹ there). A variant reading 32 bits per attempt (24-bit
-//! positions) took 30% less time but drew f32 values between 0.01 and 4
-//! with 0.003 to 3.4 times their Gaussian probability (4% total variation
-//! from the rounded Gaussian, against 10⁻⁹ here): a lattice an adversary
-//! who sees exact noisy values could use, so it was not adopted
-//! (docs/benchmarks.md, issue 31). The speed-up over `rand_distr` comes
-//! from a lighter loop over the same keystream. The tail's 53-bit uniforms
-//! bound the largest value at `r + √(2 · 53 ln 2) ≈ 12.0`.
+//! rounded Gaussian of 1.7 · 10⁻⁹ here and 2.0 · 10⁻⁹ there). A variant
+//! reading 32 bits per attempt (24-bit positions) took 30% less time but
+//! drew f32 values between 0.01 and 4 with 0.003 to 3.4 times their
+//! Gaussian probability (4% total variation from the rounded Gaussian): a
+//! lattice an adversary who sees exact noisy values could use, so it was
+//! not adopted (docs/benchmarks.md, issue 31). The speed-up over
+//! `rand_distr` comes from a lighter loop over the same keystream. The
+//! tail's 53-bit uniforms bound the largest value at
+//! `r + √(2 · 53 ln 2) ≈ 12.0`.
 //!
 //! References: G. Marsaglia and W. W. Tsang, "The Ziggurat Method for
 //! Generating Random Variables", J. Stat. Softw. 5(8), 2000; J. A. Doornik,
