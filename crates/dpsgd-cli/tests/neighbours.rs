@@ -486,17 +486,24 @@ fn mask_text(text: &str) -> String {
             // canary and inversion lines, are measurements of the model.
             let first = line.split_whitespace().next().unwrap_or_default();
             if MEASUREMENT_LINES.contains(&first) {
-                // Each number one `#`, and the columns' padding collapsed:
-                // a figure with one more digit (an interval's end at 10%)
-                // shifts the padding, which is the number's, not the run's.
+                // Each number one `#`, its sign included, and the columns'
+                // padding collapsed: a figure with one more digit (an
+                // interval's end at 10%) shifts the padding, which is the
+                // number's, not the run's; a correlation measured at
+                // −0.05 in one run and 0.05 in the other differs in the
+                // model only.
                 let words: Vec<String> = line
                     .split_whitespace()
                     .map(|w| {
                         let mut out = String::new();
-                        for c in w.chars() {
-                            if !(c.is_ascii_digit() && out.ends_with('#')) {
-                                out.push(if c.is_ascii_digit() { '#' } else { c });
+                        let mut chars = w.chars().peekable();
+                        while let Some(c) = chars.next() {
+                            let sign = matches!(c, '-' | '−')
+                                && chars.peek().is_some_and(char::is_ascii_digit);
+                            if sign || (c.is_ascii_digit() && out.ends_with('#')) {
+                                continue;
                             }
+                            out.push(if c.is_ascii_digit() { '#' } else { c });
                         }
                         out
                     })
@@ -845,6 +852,17 @@ fn should_mask_metrics_but_keep_the_accounting() {
     );
     // Words are not numbers: a changed attack name still shows.
     assert_ne!(mask_text("loss 0.5"), mask_text("lira-online 0.5"));
+    // A measurement's sign is the measurement's; a hyphen in a word is not
+    // a sign.
+    let white_box = |c: &str| {
+        mask_text(&format!(
+            "white-box canaries: all-steps, measured/claimed noise 1.01, step-to-step correlation {c} — as claimed"
+        ))
+    };
+    assert_eq!(white_box("-0.05"), white_box("0.05"));
+    assert_eq!(white_box("−0.05"), white_box("0.05"));
+    assert!(white_box("0.05").contains("all-steps") && white_box("0.05").contains("step-to-step"));
+    assert_ne!(white_box("0.05"), white_box("0.05 — not as claimed"));
 }
 
 // ---------------------------------------------------------------------------
