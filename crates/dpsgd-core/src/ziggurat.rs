@@ -68,7 +68,7 @@ fn density(x: f64) -> f64 {
 pub(crate) struct Tables {
     /// `xᵢ`, the right edges: `x₀ = V / f(r)` (the base layer's width as a
     /// rectangle of area `V`), `x₁ = r`, …, `x₁₂₈ = 0`.
-    pub(crate) x: [f64; LAYERS + 1],
+    x: [f64; LAYERS + 1],
     /// `fᵢ = f(xᵢ)`.
     f: [f64; LAYERS + 1],
     /// `kᵢ = ⌊2²⁴ · xᵢ₊₁ / xᵢ⌋`: `j < kᵢ` accepts at once.
@@ -102,11 +102,11 @@ pub(crate) fn tables() -> &'static Tables {
 }
 
 /// The words of one stream.
-pub(crate) struct Words<R>(R);
+pub(crate) struct Words<S>(S);
 
-impl<R: RngCore> Words<R> {
+impl<S: RngCore> Words<S> {
     /// The words of `rng`, in order.
-    pub(crate) fn new(rng: R) -> Self {
+    pub(crate) fn new(rng: S) -> Self {
         Self(rng)
     }
 
@@ -127,7 +127,7 @@ impl<R: RngCore> Words<R> {
 /// One standard normal value, reading the stream `words`: 64 bits per
 /// attempt, and 64 per 53-bit uniform on the rare slow paths.
 #[inline]
-pub(crate) fn standard_normal<R: RngCore>(t: &Tables, words: &mut Words<R>) -> f32 {
+pub(crate) fn standard_normal<S: RngCore>(t: &Tables, words: &mut Words<S>) -> f32 {
     loop {
         let bits = words.wide();
         let i = (bits & 0x7f) as usize;
@@ -152,7 +152,7 @@ pub(crate) fn standard_normal<R: RngCore>(t: &Tables, words: &mut Words<R>) -> f
 /// The attempts the integer test does not accept: the base layer beyond
 /// `r` (the tail), and the wedges. `None`: rejected.
 #[cold]
-fn slow<R: RngCore>(t: &Tables, i: usize, x: f64, words: &mut Words<R>) -> Option<f32> {
+fn slow<S: RngCore>(t: &Tables, i: usize, x: f64, words: &mut Words<S>) -> Option<f32> {
     if x < t.x[i + 1] {
         // j = kᵢ, on the edge of the integer test: still inside the
         // rectangle.
@@ -169,7 +169,7 @@ fn slow<R: RngCore>(t: &Tables, i: usize, x: f64, words: &mut Words<R>) -> Optio
 
 /// A value from the normal tail beyond `r` (Marsaglia 1964): `r + a` with
 /// `a = −ln(u₁)/r`, accepted when `−2 ln(u₂) > a²`.
-fn tail<R: RngCore>(words: &mut Words<R>) -> f32 {
+fn tail<S: RngCore>(words: &mut Words<S>) -> f32 {
     loop {
         let a = -words.open_uniform().ln() / R;
         let b = -words.open_uniform().ln();
