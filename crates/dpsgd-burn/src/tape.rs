@@ -35,6 +35,8 @@ pub(crate) enum Record {
         /// The weight is stored as `[dout, din]` (convolutions) instead of
         /// `[din, dout]` (Linear).
         transposed: bool,
+        /// Which of its tensors other records hold too.
+        shared: Shared,
     },
     /// A convolution. Its per-example gradients come either from the
     /// input's patches (`unfolded`: one gather, then per-example products or
@@ -66,17 +68,19 @@ pub(crate) enum Record {
         probe: Tensor<3>,
     },
     /// A dense layer applied step by step with shared weights (a recurrent
-    /// hidden transform): `y_t = a_t W (+ b)` for each step `t`, with one
-    /// `[B, F]` probe leaf per step (slicing one `[B, T, F]` leaf would make
-    /// the backward pass write a `[B, T, F]` tensor per step). After the
-    /// backward pass it becomes a [`Record::Dense`] over `T` positions.
+    /// hidden transform): `y_t = a_t W (+ b)` for each step `t`, whose
+    /// output gradient is the gate's input transform's (see [`StepGrads`]).
+    /// After the backward pass it becomes a [`Record::Dense`] over `T`
+    /// positions.
     Recurrent {
         weight: ParamId,
         bias: Option<ParamId>,
         /// `a_t` by step: `[B, T, d_in]`.
         input: Tensor<3>,
-        /// One `[B, d_out]` probe per step.
-        probes: Vec<Tensor<2>>,
+        /// The key under which other records hold the same `input`.
+        input_key: Option<u64>,
+        /// Where the output gradient comes from.
+        grad: StepGrads,
     },
     /// Parameters replicated once per row for the forward pass (grouped,
     /// 3-D and transposed convolutions run as one convolution with
@@ -92,6 +96,42 @@ pub(crate) enum Record {
         normalized: Tensor<3>,
         probe: Tensor<3>,
     },
+}
+
+/// Which tensors of a [`Record::Dense`] other records hold too: records
+/// with the same key hold the same tensor, so what is computed from it
+/// alone (a Gram matrix, a row scale) is computed once for all of them.
+/// The gates of a recurrent layer read the same input and the same states,
+/// and a gate's input and hidden transforms have the same output gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Shared {
+    /// The key of the input `[B, S, d_in]`.
+    pub(crate) input: Option<u64>,
+    /// The key of the output gradient `[B, S, d_out]`; its probe's
+    /// gradient is read, not removed, so that every sharer finds it.
+    pub(crate) grad: Option<u64>,
+}
+
+/// A key for [`Shared`], new on every call (in the process).
+pub(crate) fn fresh_key() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The output gradient of a [`Record::Recurrent`].
+/// (One per recurrent record: the size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum StepGrads {
+    /// One `[B, d_out]` probe per step, for a transform whose output is
+    /// gated before it joins the input transform's (a GRU's reset gate):
+    /// its gradient is its own. (One leaf per step: slicing one
+    /// `[B, T, F]` leaf would make the backward pass write a `[B, T, F]`
+    /// tensor per step.)
+    Probes(Vec<Tensor<2>>),
+    /// The transform's output is added to the input transform's as it is,
+    /// so `δ_t = ∂L/∂z_t` is the gradient of the input transform's probe
+    /// `[B, T, d_out]`, shared under `key` (no probe of its own).
+    Input { probe: Tensor<3>, key: u64 },
 }
 
 impl Record {
@@ -124,12 +164,16 @@ impl Record {
             Record::Embedding { ids, probe, .. } => {
                 ids.shape().num_elements() + probe.shape().num_elements()
             }
-            Record::Recurrent { input, probes, .. } => {
+            Record::Recurrent { input, grad, .. } => {
                 input.shape().num_elements()
-                    + probes
-                        .iter()
-                        .map(|p| p.shape().num_elements())
-                        .sum::<usize>()
+                    + match grad {
+                        StepGrads::Probes(probes) => probes
+                            .iter()
+                            .map(|p| p.shape().num_elements())
+                            .sum::<usize>(),
+                        // Counted with the input transform's record.
+                        StepGrads::Input { .. } => 0,
+                    }
             }
             Record::Replicated { params } => {
                 params.iter().map(|(_, t)| t.shape().num_elements()).sum()
@@ -152,7 +196,29 @@ impl Record {
                 weight,
                 bias,
                 input,
-                probes,
+                input_key,
+                grad: StepGrads::Input { probe, key },
+            } => {
+                let g = probe.grad(grads)?;
+                let record = Record::Dense {
+                    weight,
+                    bias,
+                    input,
+                    probe,
+                    transposed: false,
+                    shared: Shared {
+                        input: input_key,
+                        grad: Some(key),
+                    },
+                };
+                Some((record, g))
+            }
+            Record::Recurrent {
+                weight,
+                bias,
+                input,
+                input_key,
+                grad: StepGrads::Probes(probes),
             } => {
                 let steps: Vec<Option<Tensor<2>>> =
                     probes.iter().map(|p| p.grad_remove(grads)).collect();
@@ -177,10 +243,22 @@ impl Record {
                     input,
                     probe: g.clone(),
                     transposed: false,
+                    shared: Shared {
+                        input: input_key,
+                        grad: None,
+                    },
                 };
                 Some((record, g))
             }
             Record::Replicated { .. } => None,
+            Record::Dense {
+                ref probe,
+                shared: Shared { grad: Some(_), .. },
+                ..
+            } => {
+                let g = probe.grad(grads)?;
+                Some((self, g))
+            }
             Record::Dense { ref probe, .. }
             | Record::Conv { ref probe, .. }
             | Record::Embedding { ref probe, .. }

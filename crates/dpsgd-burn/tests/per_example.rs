@@ -758,6 +758,61 @@ fn should_match_naive_loop_for_recurrent_layers_on_variable_lengths() {
     }
 }
 
+/// The gates of a recurrent layer share their input's and their states'
+/// Gram matrices, and a gate's two transforms their output gradient: on
+/// sequences short enough that every transform takes the Gram path (2
+/// steps; 1 step takes the one-position path), with some transforms
+/// frozen (a frozen transform's sharers must still find the shared
+/// gradient), and the GRU's candidate with its own states (`h ⊙ r`) or its
+/// own output gradient (reset after).
+#[test]
+fn should_match_naive_loop_for_recurrent_gates_sharing_grams() {
+    for (backend, device) in devices() {
+        for (steps, reset_after, freeze) in [
+            (2, true, false),
+            (2, false, false),
+            (2, true, true),
+            (1, false, true),
+        ] {
+            let (d_in, h) = (2, 3);
+            let mut model = Recurrent {
+                lstm: DpLstmConfig::new(d_in, h, true).init(&device),
+                gru: DpGruConfig::new(h, h, true)
+                    .with_reset_after(reset_after)
+                    .init(&device),
+                rnn: DpRnnConfig::new(h, h, true).init(&device),
+                head: DpLinearConfig::new(3 * h, 2).init(&device),
+            };
+            if freeze {
+                model.lstm.input_gate.input_transform =
+                    model.lstm.input_gate.input_transform.no_grad();
+                model.lstm.cell_gate.hidden_transform =
+                    model.lstm.cell_gate.hidden_transform.no_grad();
+                model.gru.new_gate.input_transform = model.gru.new_gate.input_transform.no_grad();
+            }
+            let x = input([4, steps, d_in], &device, 0.9);
+            let lengths: Vec<usize> = [2, 1, 2, 1].iter().map(|&l| l.min(steps)).collect();
+            let pad = padding(&lengths, steps, &device);
+            let loss = |m: &Recurrent, b: &(Tensor<3>, Tensor<2>)| {
+                let mask = || Some(is_set(b.1.clone()));
+                let (seq, (_, h1)) = m.lstm.forward_masked(b.0.clone(), None, mask());
+                let (seq, h2) = m.gru.forward_masked(seq, None, mask());
+                let (_, h3) = m.rnn.forward_masked(seq, None, mask());
+                per_example_loss(m.head.forward(Tensor::cat(vec![h1, h2, h3], 1)))
+            };
+            check(
+                &model,
+                &(x, pad),
+                loss,
+                0.1,
+                &format!(
+                    "{backend} recurrent gates steps={steps} reset_after={reset_after} frozen={freeze}"
+                ),
+            );
+        }
+    }
+}
+
 #[derive(Module, Debug)]
 struct Normalised {
     conv: DpConv2d,

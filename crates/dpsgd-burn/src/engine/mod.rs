@@ -25,7 +25,9 @@
 
 use crate::batch::ExampleBatch;
 use crate::canary::CanaryContext;
-use crate::grad_sample::{Factor, Item, Scaled, clipped_sums, materialize, scale, squared_norms};
+use crate::grad_sample::{
+    Factor, Item, Scaled, SharedGrams, clipped_sums, materialize, scale, squared_norms,
+};
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
 use burn::module::{Module, ParamId};
@@ -407,9 +409,12 @@ impl GradientEngine {
         // Per trainable parameter: (item, parameter, group, part of its
         // scaled squared norm, parts of its scales).
         let mut slots: Vec<Slot> = Vec::new();
+        // Gram matrices of tensors several records hold (a recurrent
+        // layer's gates), computed once.
+        let mut grams = SharedGrams::new(work.iter().map(|s| &s.item));
         for (item_index, scaled) in work.iter().enumerate() {
             let params = scaled.item.params();
-            let norms = squared_norms(&scaled.item, n);
+            let norms = squared_norms(&scaled.item, n, &mut grams);
             for (k, (id, sq)) in params.into_iter().zip(norms).enumerate() {
                 // Frozen parameters are not released: they do not count.
                 let Some(&group) = group_of.get(&id) else {

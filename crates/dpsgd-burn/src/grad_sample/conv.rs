@@ -7,7 +7,7 @@
 use super::Item;
 use super::dense::ghost_norm_is_cheaper;
 use crate::layers::im2col;
-use crate::tape::Record;
+use crate::tape::{Record, Shared};
 use burn::tensor::Tensor;
 use burn::tensor::module::conv2d_weight_backward;
 
@@ -65,6 +65,7 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
                     input: patches,
                     probe,
                     transposed: true,
+                    shared: Shared::default(),
                 },
                 g,
             );
@@ -146,12 +147,14 @@ fn regroup(r: Record, g: Tensor<3>, k: usize) -> (Record, Tensor<3>) {
             input,
             probe,
             transposed,
+            shared,
         } => Record::Dense {
             weight,
             bias,
             input: merge(input),
             probe,
             transposed,
+            shared,
         },
         Record::Embedding {
             weight,

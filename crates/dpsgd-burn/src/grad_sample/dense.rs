@@ -1,7 +1,8 @@
 //! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
 //! unfolding (`a` = patches, the weight stored transposed).
 
-use super::{column_sums, row_sums, sq_sum};
+use super::{SharedGrams, Side, column_sums, row_sums, sq_sum};
+use crate::tape::Shared;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 
@@ -9,17 +10,37 @@ use burn::tensor::Tensor;
 /// norms (`S²·(d_in + d_out)` per example) than by materialising the
 /// gradients (`S·d_in·d_out`), for `S` positions ("mixed ghost clipping").
 pub(super) fn ghost_norm_is_cheaper(positions: usize, d_in: usize, d_out: usize) -> bool {
-    positions * (d_in + d_out) <= d_in * d_out
+    ghost_norm_is_cheaper_shared(positions, d_in, d_out, [1, 1])
+}
+
+/// [`ghost_norm_is_cheaper`] when the input's Gram matrix is shared by
+/// `sharers[0]` records and the output gradient's by `sharers[1]` (each
+/// record pays its share): `S²·(d_in/k_a + d_out/k_g) ≤ S·d_in·d_out`.
+fn ghost_norm_is_cheaper_shared(
+    positions: usize,
+    d_in: usize,
+    d_out: usize,
+    [k_a, k_g]: [usize; 2],
+) -> bool {
+    let (k_a, k_g) = (k_a.max(1) as u128, k_g.max(1) as u128);
+    let (s, d_in, d_out) = (positions as u128, d_in as u128, d_out as u128);
+    s * (d_in * k_g + d_out * k_a) <= d_in * d_out * k_a * k_g
 }
 
 /// Squared per-example norms of the weight (and the bias, if any): the
 /// ghost norm `‖a_i‖²‖g_i‖²` for one position, the Gram form for
-/// sequences, or the materialised `a_iᵀ g_i` when that is cheaper.
+/// sequences (Li et al. 2022, "Large Language Models Can Be Strong
+/// Differentially Private Learners", §4:
+/// `‖a_iᵀ g_i‖²_F = Σ_{s,t} (a_{is}·a_{it}) (g_{is}·g_{it})`, with the Gram
+/// matrices of `shared` tensors taken from `grams`), or the materialised
+/// `a_iᵀ g_i` when that is cheaper.
 pub(super) fn squared_norms(
     input: &Tensor<3>,
     has_bias: bool,
     g: &Tensor<3>,
     n: usize,
+    shared: &Shared,
+    grams: &mut SharedGrams,
 ) -> Vec<Tensor<1>> {
     let [_, s, d_in] = input.dims();
     let d_out = g.dims()[2];
@@ -34,10 +55,10 @@ pub(super) fn squared_norms(
             vec![weight]
         };
     }
-    let weight = if ghost_norm_is_cheaper(s, d_in, d_out) {
+    let weight = if ghost_norm_is_cheaper_shared(s, d_in, d_out, grams.count(shared)) {
         // Ghost norm via Gram matrices.
-        let aa = input.clone().matmul(input.clone().swap_dims(1, 2));
-        let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
+        let aa = grams.gram(input, shared.input.map(|k| (Side::Input, k)));
+        let gg = grams.gram(g, shared.grad.map(|k| (Side::Grad, k)));
         row_sums(aa * gg, n)
     } else {
         sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()), n)

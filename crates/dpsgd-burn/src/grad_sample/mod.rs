@@ -12,9 +12,10 @@ mod embedding;
 
 pub(crate) use conv::materialize;
 
-use crate::tape::Record;
+use crate::tape::{Record, Shared};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
+use std::collections::HashMap;
 
 /// A unit of per-example gradient information after the backward pass.
 /// (Few per step: the size difference between variants does not matter.)
@@ -145,11 +146,24 @@ pub(crate) struct Scaled {
     pub(crate) scales: Vec<Vec<Tensor<1>>>,
 }
 
+/// Which tensor of a dense record a [`Shared`] key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Input,
+    Grad,
+}
+
 /// Every per-example tensor scaled row by row so that no square or product
 /// overflows or underflows f32 (rows of ordinary magnitude keep scale 1,
 /// and then nothing is divided: the common case costs two reductions per
-/// tensor and one read-back for all of them).
+/// tensor and one read-back for all of them; a tensor several records
+/// share is reduced once).
 pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
+    let mut known: HashMap<(Side, u64), Tensor<1>> = HashMap::new();
+    let mut shared_scale = |t: &Tensor<3>, key: Option<(Side, u64)>| match key {
+        None => row_scale(t, n),
+        Some(key) => known.entry(key).or_insert_with(|| row_scale(t, n)).clone(),
+    };
     // The scales of each item's tensors, in a fixed order: a per-example
     // item's entries; a dense record's input then output gradient; any
     // other record's output gradient.
@@ -157,8 +171,11 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
         .iter()
         .map(|item| match item {
             Item::PerExample(v) => v.iter().map(|(_, t)| row_scale(t, n)).collect(),
-            Item::Recorded(Record::Dense { input, .. }, g) => {
-                vec![row_scale(input, n), row_scale(g, n)]
+            Item::Recorded(Record::Dense { input, shared, .. }, g) => {
+                vec![
+                    shared_scale(input, shared.input.map(|k| (Side::Input, k))),
+                    shared_scale(g, shared.grad.map(|k| (Side::Grad, k))),
+                ]
             }
             Item::Recorded(_, g) => vec![row_scale(g, n)],
         })
@@ -194,6 +211,7 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
                     input,
                     probe,
                     transposed,
+                    shared,
                 },
                 g,
             ) => {
@@ -210,6 +228,7 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
                     input,
                     probe,
                     transposed,
+                    shared,
                 };
                 Scaled {
                     item: Item::Recorded(record, g),
@@ -229,9 +248,78 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
         .collect()
 }
 
+/// The Gram matrices `[B, S, S]` of tensors that several dense records
+/// share (see [`Shared`]), each computed for the first record that needs it
+/// and dropped after the last.
+pub(crate) struct SharedGrams {
+    /// Per key, the number of dense records holding its tensor.
+    sharers: HashMap<(Side, u64), usize>,
+    /// Per key, the Gram matrix and how many sharers have yet to take it.
+    grams: HashMap<(Side, u64), (Tensor<3>, usize)>,
+}
+
+impl SharedGrams {
+    /// Counts the sharers of every key among `items`.
+    pub(crate) fn new<'a>(items: impl IntoIterator<Item = &'a Item>) -> Self {
+        let mut sharers = HashMap::new();
+        for item in items {
+            if let Item::Recorded(Record::Dense { shared, .. }, _) = item {
+                for key in Self::keys(shared).into_iter().flatten() {
+                    *sharers.entry(key).or_insert(0) += 1;
+                }
+            }
+        }
+        Self {
+            sharers,
+            grams: HashMap::new(),
+        }
+    }
+
+    fn keys(shared: &Shared) -> [Option<(Side, u64)>; 2] {
+        [
+            shared.input.map(|k| (Side::Input, k)),
+            shared.grad.map(|k| (Side::Grad, k)),
+        ]
+    }
+
+    /// How many records share the input and the output gradient of a
+    /// record (1 for a tensor of its own).
+    fn count(&self, shared: &Shared) -> [usize; 2] {
+        Self::keys(shared).map(|k| k.and_then(|k| self.sharers.get(&k).copied()).unwrap_or(1))
+    }
+
+    /// `t tᵀ` (`[B, S, S]`), computed once per key.
+    fn gram(&mut self, t: &Tensor<3>, key: Option<(Side, u64)>) -> Tensor<3> {
+        let compute = || t.clone().matmul(t.clone().swap_dims(1, 2));
+        let Some(key) = key else {
+            return compute();
+        };
+        if let Some((gram, left)) = self.grams.get_mut(&key) {
+            let gram = gram.clone();
+            *left -= 1;
+            if *left == 0 {
+                self.grams.remove(&key);
+            }
+            return gram;
+        }
+        let gram = compute();
+        let left = self
+            .sharers
+            .get(&key)
+            .copied()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        if left > 0 {
+            self.grams.insert(key, (gram.clone(), left));
+        }
+        gram
+    }
+}
+
 /// Squared per-example norms `[n]` of each parameter of an item, in
-/// [`Item::params`] order (of the scaled tensors, for a [`Scaled`] item).
-pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
+/// [`Item::params`] order (of the scaled tensors, for a [`Scaled`] item);
+/// Gram matrices of shared tensors come from and go to `grams`.
+pub(crate) fn squared_norms(item: &Item, n: usize, grams: &mut SharedGrams) -> Vec<Tensor<1>> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
         Item::PerExample(v) => {
@@ -242,7 +330,12 @@ pub(crate) fn squared_norms(item: &Item, n: usize) -> Vec<Tensor<1>> {
         Record::Conv { .. } | Record::Recurrent { .. } | Record::Replicated { .. } => {
             unreachable!("convolution, recurrent and replicated records are converted first")
         }
-        Record::Dense { input, bias, .. } => dense::squared_norms(input, bias.is_some(), g, n),
+        Record::Dense {
+            input,
+            bias,
+            shared,
+            ..
+        } => dense::squared_norms(input, bias.is_some(), g, n, shared, grams),
         Record::Embedding { ids, .. } => embedding::squared_norms(ids, g, n),
         Record::Affine {
             gamma,

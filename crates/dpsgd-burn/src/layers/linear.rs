@@ -1,6 +1,6 @@
 //! DP-aware fully connected layer.
 
-use crate::tape::{self, Record};
+use crate::tape::{self, Record, Shared};
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::LinearLayout;
@@ -76,12 +76,24 @@ impl DpLinear {
     ///
     /// When the last dimension is not `d_input` (as burn's `Linear`).
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_shared(input, Shared::default()).0
+    }
+
+    /// [`forward`](Self::forward), and while recording the record's probe
+    /// `[B, positions, d_out]`; `shared` says which of the record's tensors
+    /// other records hold too.
+    pub(crate) fn forward_shared<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        shared: Shared,
+    ) -> (Tensor<D>, Option<Tensor<3>>) {
         if !tape::is_recording() {
-            return linear(
+            let out = linear(
                 input,
                 self.weight.val(),
                 self.bias.as_ref().map(|b| b.val()),
             );
+            return (out, None);
         }
         let dims = input.dims();
         let [d_in, d_out] = self.weight.val().dims();
@@ -105,7 +117,9 @@ impl DpLinear {
             input: input.inner().reshape([batch, positions, d_in]),
             probe: probe.clone(),
             transposed: false,
+            shared,
         });
-        (out.reshape([batch, positions, d_out]) + probe).reshape(out_dims)
+        let out = (out.reshape([batch, positions, d_out]) + probe.clone()).reshape(out_dims);
+        (out, Some(probe))
     }
 }

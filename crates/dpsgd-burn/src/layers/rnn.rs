@@ -12,14 +12,21 @@
 //!
 //! * the input transform runs once on the whole `[B, T, d_in]` sequence (a
 //!   [`DpLinear`] call: one dense record over `T` positions);
-//! * the hidden transform runs step by step with its weights as constants
-//!   and a zero probe slice added to its output; after the loop the states
-//!   `h_{t−1}` (`[B, T, H]`) and the probe (`[B, T, H]`) make one dense
-//!   record, whose probe gradient is `δ_t`.
+//! * the hidden transform runs step by step with its weights as constants.
+//!   Its output joins the input transform's as it is, so its output
+//!   gradient is the same `δ_t`: the gradient of the input transform's
+//!   probe at step `t`. After the loop the states `h_{t−1}` (`[B, T, H]`)
+//!   and that gradient make one dense record. (A GRU's candidate with the
+//!   reset gate after its hidden transform multiplies that output by `r`
+//!   first; it adds a zero probe of its own at each step, whose gradient
+//!   is `r ⊙ δ_t`.)
 //!
 //! One backward pass then gives every gate's per-example norms (Gram ghost
 //! norms over `T` positions when cheaper) and clipped sums, as for any
-//! dense layer.
+//! dense layer. The gates of a layer read the same input and the same
+//! states, and a gate's two transforms have the same `δ`: each of these
+//! tensors is stacked once and its Gram matrix computed once (an LSTM's
+//! norms take 6 Gram products instead of 16).
 //!
 //! # Variable-length sequences
 //!
@@ -29,7 +36,7 @@
 //! zero gradient.
 
 use super::linear::{DpLinear, DpLinearConfig};
-use crate::tape::{self, Record};
+use crate::tape::{self, Record, Shared, StepGrads};
 use burn::config::Config;
 use burn::module::{Initializer, Module, ParamId};
 use burn::nn::activation::{Activation, ActivationConfig};
@@ -68,25 +75,25 @@ impl DpGateController {
     }
 }
 
-/// The hidden transform of one gate over a whole sequence: step outputs
-/// while recording, then one recurrent record (see the module
-/// documentation).
+/// The hidden transform of one gate over a sequence: step outputs while
+/// recording, then one recurrent record (see the module documentation).
 struct Recurrence {
     weight: ParamId,
     bias: Option<ParamId>,
     recording: bool,
-    /// `(h_{t−1}, probe_t)` by step, when recording.
-    steps: Vec<Option<(Tensor<2>, Tensor<2>)>>,
+    /// `[B, d_out]` probes by step, when the transform's output is gated
+    /// before it joins the input transform's (see [`StepGrads::Probes`]).
+    probes: Option<Vec<Option<Tensor<2>>>>,
 }
 
 impl Recurrence {
-    fn new(gate: &DpGateController, steps: usize) -> Self {
+    fn new(gate: &DpGateController, steps: usize, gated: bool) -> Self {
         let recording = tape::is_recording();
         Self {
             weight: gate.hidden_transform.weight.id,
             bias: gate.hidden_transform.bias.as_ref().map(|b| b.id),
             recording,
-            steps: vec![None; if recording { steps } else { 0 }],
+            probes: (recording && gated).then(|| vec![None; steps]),
         }
     }
 
@@ -101,44 +108,99 @@ impl Recurrence {
             );
         }
         let out = linear(
-            hidden.clone(),
+            hidden,
             layer.weight.val().inner(),
             layer.bias.as_ref().map(|b| b.val().inner()),
         );
-        let [batch, h] = out.dims();
-        let probe = tape::probe([batch, h], &out.device());
-        self.steps[t] = Some((hidden.inner(), probe.clone()));
-        out + probe
+        match &mut self.probes {
+            None => out,
+            Some(probes) => {
+                let probe = tape::probe(out.dims(), &out.device());
+                probes[t] = Some(probe.clone());
+                out + probe
+            }
+        }
     }
 
-    /// Pushes the record (when recording).
-    fn finish(self) {
-        if !self.recording || self.steps.is_empty() {
-            return;
-        }
-        let Some((first, probe)) = self.steps.iter().flatten().next() else {
+    /// Pushes the record (when recording) over the states the transform
+    /// read; an ungated transform's output gradient is the input
+    /// transform's (`input_probe`, with its key).
+    fn finish(self, states: Option<&StackedStates>, input_probe: Option<(Tensor<3>, u64)>) {
+        let Some(states) = states.filter(|_| self.recording) else {
             return;
         };
-        let ([batch, d_in], [_, d_out]) = (first.dims(), probe.dims());
-        let (device, probe_device) = (first.device(), probe.device());
-        let (inputs, probes): (Vec<Tensor<2>>, Vec<Tensor<2>>) = self
-            .steps
-            .into_iter()
-            .map(|s| {
-                s.unwrap_or_else(|| {
-                    (
-                        Tensor::zeros([batch, d_in], &device),
-                        tape::probe([batch, d_out], &probe_device),
-                    )
-                })
-            })
-            .unzip();
+        let grad = match self.probes {
+            Some(probes) => {
+                let Some(first) = probes.iter().flatten().next() else {
+                    return;
+                };
+                let (shape, device) = (first.dims(), first.device());
+                StepGrads::Probes(
+                    probes
+                        .into_iter()
+                        .map(|p| p.unwrap_or_else(|| tape::probe(shape, &device)))
+                        .collect(),
+                )
+            }
+            None => {
+                let Some((probe, key)) = input_probe else {
+                    return;
+                };
+                StepGrads::Input { probe, key }
+            }
+        };
         tape::push(Record::Recurrent {
             weight: self.weight,
             bias: self.bias,
-            input: Tensor::stack(inputs, 1),
-            probes,
+            input: states.input.clone(),
+            input_key: Some(states.key),
+            grad,
         });
+    }
+}
+
+/// The states `h_{t−1}` that hidden transforms read, by step (while
+/// recording): logged once for all the gates that read them and stacked
+/// into one record input they share (an LSTM's four gates would otherwise
+/// keep four copies, and compute four equal Gram matrices).
+struct States {
+    steps: Vec<Option<Tensor<2>>>,
+}
+
+/// [`States`] stacked: `[B, T, H]` and its [`Shared`] key.
+struct StackedStates {
+    input: Tensor<3>,
+    key: u64,
+}
+
+impl States {
+    fn new(steps: usize) -> Self {
+        Self {
+            steps: vec![None; if tape::is_recording() { steps } else { 0 }],
+        }
+    }
+
+    /// `state` is read at step `t`.
+    fn log(&mut self, t: usize, state: &Tensor<2>) {
+        if let Some(slot) = self.steps.get_mut(t) {
+            *slot = Some(state.clone().inner());
+        }
+    }
+
+    /// The logged states (zeros at a step never logged), or `None` when
+    /// not recording or no step was.
+    fn stack(self) -> Option<StackedStates> {
+        let first = self.steps.iter().flatten().next()?;
+        let (shape, device) = (first.dims(), first.device());
+        let states = self
+            .steps
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Tensor::zeros(shape, &device)))
+            .collect();
+        Some(StackedStates {
+            input: Tensor::stack(states, 1),
+            key: tape::fresh_key(),
+        })
     }
 }
 
@@ -326,12 +388,13 @@ impl DpRnn {
         let x = batch_major(input, self.batch_first);
         let device = x.device();
         let [batch, steps, _] = x.dims();
-        let mut projected = StepSlices::new(self.gate.input_transform.forward(x));
-        let mut hidden_rec = Recurrence::new(&self.gate, steps);
+        let mut gate = GateRun::new(&self.gate, &x, tape::fresh_key(), false);
+        let mut states = States::new(steps);
         let mut h = state.unwrap_or_else(|| Tensor::zeros([batch, self.d_hidden], &device));
         let mut outputs = vec![None; steps];
         for t in order(steps, self.reverse) {
-            let z = projected.at(t) + hidden_rec.step(&self.gate, h.clone(), t);
+            states.log(t, &h);
+            let z = gate.at(t, h.clone(), None);
             let mut new = self.hidden_activation.forward(z);
             if let Some(c) = self.clip {
                 new = new.clamp(-c, c);
@@ -339,7 +402,7 @@ impl DpRnn {
             h = keep_padded(new, h, mask_pad.as_ref(), t);
             outputs[t] = Some(h.clone().reshape([batch, 1, self.d_hidden]));
         }
-        hidden_rec.finish();
+        gate.finish(states.stack().as_ref());
         let out = zero_padded(stack(outputs), mask_pad.as_ref());
         (batch_major(out, self.batch_first), h)
     }
@@ -450,19 +513,34 @@ struct GateRun<'a> {
     gate: &'a DpGateController,
     projected: StepSlices,
     recurrence: Recurrence,
+    /// While recording an ungated gate: the input transform's probe and
+    /// the key of its gradient, which the hidden transform shares.
+    input_probe: Option<(Tensor<3>, u64)>,
 }
 
 impl<'a> GateRun<'a> {
-    fn new(gate: &'a DpGateController, x: &Tensor<3>) -> Self {
+    /// The gate on `x` (whose [`Shared`] key is `x_key`); `gated`: its
+    /// hidden transform's output is multiplied by a reset gate.
+    fn new(gate: &'a DpGateController, x: &Tensor<3>, x_key: u64, gated: bool) -> Self {
         let [_, steps, _] = x.dims();
+        let grad_key = (!gated).then(tape::fresh_key);
+        let (projection, probe) = gate.input_transform.forward_shared(
+            x.clone(),
+            Shared {
+                input: Some(x_key),
+                grad: grad_key,
+            },
+        );
         Self {
             gate,
-            projected: StepSlices::new(gate.input_transform.forward(x.clone())),
-            recurrence: Recurrence::new(gate, steps),
+            projected: StepSlices::new(projection),
+            recurrence: Recurrence::new(gate, steps, gated),
+            input_probe: probe.zip(grad_key),
         }
     }
 
-    /// `x_t W_x + b_x + r ⊙ (h W_h + b_h)` (`r = 1` without `reset`).
+    /// `x_t W_x + b_x + r ⊙ (h W_h + b_h)` (`r = 1` without `reset`, which
+    /// a gated run must be given at every step).
     fn at(&mut self, t: usize, hidden: Tensor<2>, reset: Option<Tensor<2>>) -> Tensor<2> {
         let input = self.projected.at(t);
         let recurrent = self.recurrence.step(self.gate, hidden, t);
@@ -472,8 +550,9 @@ impl<'a> GateRun<'a> {
         }
     }
 
-    fn finish(self) {
-        self.recurrence.finish();
+    /// Pushes the hidden transform's record over the `states` it read.
+    fn finish(self, states: Option<&StackedStates>) {
+        self.recurrence.finish(states, self.input_probe);
     }
 }
 
@@ -504,12 +583,19 @@ impl DpLstm {
             let zeros = Tensor::zeros([batch, self.d_hidden], &device);
             (zeros.clone(), zeros)
         });
-        let mut input_gate = GateRun::new(&self.input_gate, &x);
-        let mut forget_gate = self.forget_gate.as_ref().map(|g| GateRun::new(g, &x));
-        let mut output_gate = GateRun::new(&self.output_gate, &x);
-        let mut cell_gate = GateRun::new(&self.cell_gate, &x);
+        // The four gates read the same input and the same states.
+        let x_key = tape::fresh_key();
+        let mut input_gate = GateRun::new(&self.input_gate, &x, x_key, false);
+        let mut forget_gate = self
+            .forget_gate
+            .as_ref()
+            .map(|g| GateRun::new(g, &x, x_key, false));
+        let mut output_gate = GateRun::new(&self.output_gate, &x, x_key, false);
+        let mut cell_gate = GateRun::new(&self.cell_gate, &x, x_key, false);
+        let mut states = States::new(steps);
         let mut outputs = vec![None; steps];
         for t in order(steps, self.reverse) {
+            states.log(t, &h);
             let i = self
                 .gate_activation
                 .forward(input_gate.at(t, h.clone(), None));
@@ -532,12 +618,13 @@ impl DpLstm {
             h = keep_padded(new_h, h, mask_pad.as_ref(), t);
             outputs[t] = Some(h.clone().reshape([batch, 1, self.d_hidden]));
         }
-        input_gate.finish();
+        let states = states.stack();
+        input_gate.finish(states.as_ref());
         if let Some(g) = forget_gate {
-            g.finish();
+            g.finish(states.as_ref());
         }
-        output_gate.finish();
-        cell_gate.finish();
+        output_gate.finish(states.as_ref());
+        cell_gate.finish(states.as_ref());
         let out = zero_padded(stack(outputs), mask_pad.as_ref());
         (batch_major(out, self.batch_first), (c, h))
     }
@@ -636,17 +723,27 @@ impl DpGru {
         let device = input.device();
         let [batch, steps, _] = input.dims();
         let mut h = state.unwrap_or_else(|| Tensor::zeros([batch, self.d_hidden], &device));
-        let mut update = GateRun::new(&self.update_gate, &input);
-        let mut reset = GateRun::new(&self.reset_gate, &input);
-        let mut new = GateRun::new(&self.new_gate, &input);
+        // The gates read the same input; the update and reset gates (and
+        // the candidate's, with the reset after it) the same states.
+        let x_key = tape::fresh_key();
+        let mut update = GateRun::new(&self.update_gate, &input, x_key, false);
+        let mut reset = GateRun::new(&self.reset_gate, &input, x_key, false);
+        let mut new = GateRun::new(&self.new_gate, &input, x_key, self.reset_after);
+        let mut states = States::new(steps);
+        // Without the reset after: the candidate reads `h ⊙ r`.
+        let mut reset_states = (!self.reset_after).then(|| States::new(steps));
         let mut outputs = Vec::with_capacity(steps);
         for t in 0..steps {
+            states.log(t, &h);
             let z = self.gate_activation.forward(update.at(t, h.clone(), None));
             let r = self.gate_activation.forward(reset.at(t, h.clone(), None));
-            let candidate = if self.reset_after {
-                new.at(t, h.clone(), Some(r))
-            } else {
-                new.at(t, h.clone() * r, None)
+            let candidate = match reset_states.as_mut() {
+                None => new.at(t, h.clone(), Some(r)),
+                Some(log) => {
+                    let reset_state = h.clone() * r;
+                    log.log(t, &reset_state);
+                    new.at(t, reset_state, None)
+                }
             };
             let n = self.hidden_activation.forward(candidate);
             let mut next = n * z.clone().neg().add_scalar(1.0) + z * h.clone();
@@ -656,9 +753,13 @@ impl DpGru {
             h = keep_padded(next, h, mask_pad.as_ref(), t);
             outputs.push(Some(h.clone().reshape([batch, 1, self.d_hidden])));
         }
-        update.finish();
-        reset.finish();
-        new.finish();
+        let states = states.stack();
+        update.finish(states.as_ref());
+        reset.finish(states.as_ref());
+        match reset_states {
+            None => new.finish(states.as_ref()),
+            Some(log) => new.finish(log.stack().as_ref()),
+        }
         (zero_padded(stack(outputs), mask_pad.as_ref()), h)
     }
 }
