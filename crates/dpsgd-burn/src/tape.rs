@@ -130,7 +130,9 @@ pub(crate) enum StepGrads {
     Probes(Vec<Tensor<2>>),
     /// The transform's output is added to the input transform's as it is,
     /// so `δ_t = ∂L/∂z_t` is the gradient of the input transform's probe
-    /// `[B, T, d_out]`, shared under `key` (no probe of its own).
+    /// `[B, T, d_out]`, shared under `key` (no probe of its own). This
+    /// holds only while step `t` of the input transform's output feeds
+    /// `z_t` and nothing else (`layers::rnn::GateRun::at`).
     Input { probe: Tensor<3>, key: u64 },
 }
 

@@ -768,15 +768,19 @@ fn should_match_naive_loop_for_recurrent_layers_on_variable_lengths() {
 #[test]
 fn should_match_naive_loop_for_recurrent_gates_sharing_grams() {
     for (backend, device) in devices() {
-        for (steps, reset_after, freeze) in [
-            (2, true, false),
-            (2, false, false),
-            (2, true, true),
-            (1, false, true),
+        for (steps, reset_after, freeze, coupled) in [
+            (2, true, false, false),
+            (2, false, false, true),
+            (2, true, true, false),
+            (1, false, true, false),
         ] {
             let (d_in, h) = (2, 3);
             let mut model = Recurrent {
-                lstm: DpLstmConfig::new(d_in, h, true).init(&device),
+                lstm: DpLstmConfig::new(d_in, h, true)
+                    .with_input_forget(coupled)
+                    .with_reverse(coupled)
+                    .with_clip(coupled.then_some(0.4))
+                    .init(&device),
                 gru: DpGruConfig::new(h, h, true)
                     .with_reset_after(reset_after)
                     .init(&device),
@@ -806,9 +810,100 @@ fn should_match_naive_loop_for_recurrent_gates_sharing_grams() {
                 loss,
                 0.1,
                 &format!(
-                    "{backend} recurrent gates steps={steps} reset_after={reset_after} frozen={freeze}"
+                    "{backend} recurrent gates steps={steps} reset_after={reset_after} frozen={freeze} coupled={coupled}"
                 ),
             );
+        }
+    }
+}
+
+/// Per-layer clipping makes every transform's clipped sum depend on its
+/// own per-example norm (`C_l/‖g_il‖`), so a Gram matrix served to the
+/// wrong record would show in that record's sum, not diluted in a total:
+/// each layer (each gate transform) against the naive loop, every
+/// transform on the Gram path with shared Gram matrices (2 steps).
+#[test]
+fn should_clip_each_recurrent_transform_by_its_own_norm() {
+    for (backend, device) in devices() {
+        for reset_after in [true, false] {
+            let (d_in, h, steps, n) = (2, 3, 2, 5);
+            let model = Recurrent {
+                lstm: DpLstmConfig::new(d_in, h, true).init(&device),
+                gru: DpGruConfig::new(h, h, true)
+                    .with_reset_after(reset_after)
+                    .init(&device),
+                rnn: DpRnnConfig::new(h, h, true).init(&device),
+                head: DpLinearConfig::new(3 * h, 2).init(&device),
+            };
+            let x = input([n, steps, d_in], &device, 1.3);
+            let pad = padding(&[2, 1, 2, 2, 1], steps, &device);
+            let batch = (x, pad);
+            let loss = |m: &Recurrent, b: &(Tensor<3>, Tensor<2>)| {
+                let mask = || Some(is_set(b.1.clone()));
+                let (seq, (_, h1)) = m.lstm.forward_masked(b.0.clone(), None, mask());
+                let (seq, h2) = m.gru.forward_masked(seq, None, mask());
+                let (_, h3) = m.rnn.forward_masked(seq, None, mask());
+                per_example_loss(m.head.forward(Tensor::cat(vec![h1, h2, h3], 1)))
+            };
+            let params = trainable_params(&model);
+            let layers: Vec<Vec<burn::module::ParamId>> = dpsgd_core::layer_groups(&params)
+                .into_iter()
+                .map(|g| g.into_iter().map(|i| params[i].id).collect())
+                .collect();
+            assert_eq!(layers.len(), 17, "one group per transform and the head");
+            let part = |g: &std::collections::HashMap<burn::module::ParamId, Vec<f64>>,
+                        layer: &[burn::module::ParamId]| {
+                layer
+                    .iter()
+                    .flat_map(|id| g[id].clone())
+                    .collect::<Vec<f64>>()
+            };
+            let l2 = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let naive = naive_per_example(&model, &batch, loss);
+            // C_l at the median of the layer's norms: clipping bites in
+            // every layer.
+            let budgets: Vec<f64> = layers
+                .iter()
+                .map(|l| {
+                    let mut v: Vec<f64> = naive.iter().map(|g| l2(&part(g, l))).collect();
+                    v.sort_by(f64::total_cmp);
+                    v[n / 2].max(1e-12)
+                })
+                .collect();
+            let mut engine = GradientEngine::new(Clipping::per_layer(budgets.clone()).unwrap())
+                .with_pass_size(PassSize::Whole);
+            let got = engine.clipped_gradients(&model, &batch, loss).unwrap();
+            assert!(
+                matches!(got.method(), GradientMethod::FastPath { .. }),
+                "{backend}: {:?}",
+                got.method()
+            );
+            for (l, layer) in layers.iter().enumerate() {
+                let mut want = vec![0.0; part(&naive[0], layer).len()];
+                for g in &naive {
+                    let v = part(g, layer);
+                    let norm = l2(&v);
+                    let f = if norm > 0.0 {
+                        (budgets[l] / norm).min(1.0)
+                    } else {
+                        0.0
+                    };
+                    want.iter_mut().zip(&v).for_each(|(w, x)| *w += f * x);
+                }
+                let actual: Vec<f64> = layer
+                    .iter()
+                    .flat_map(|id| {
+                        let numel = params.iter().find(|p| p.id == *id).unwrap().numel();
+                        got.sum(id).map(to_vec).unwrap_or_else(|| vec![0.0; numel])
+                    })
+                    .collect();
+                let err = rel_err(&actual, &want);
+                assert!(
+                    err < 1e-4,
+                    "{backend} reset_after={reset_after}: layer {l} ({}): clipped sum off by {err}",
+                    params[dpsgd_core::layer_groups(&params)[l][0]].layer()
+                );
+            }
         }
     }
 }

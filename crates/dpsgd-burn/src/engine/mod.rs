@@ -433,6 +433,8 @@ impl GradientEngine {
                 });
             }
         }
+        // A Gram matrix left by a sharer that materialised instead.
+        drop(grams);
         let values: Vec<f32> = if parts.is_empty() {
             Vec::new()
         } else {
