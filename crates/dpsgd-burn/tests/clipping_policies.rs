@@ -103,24 +103,9 @@ fn settings(sigma: f64, clipping: Clipping, q: f64, n: usize) -> DpSettings {
     }
 }
 
-/// The layer's part of a per-parameter map, concatenated.
-fn layer_part(g: &HashMap<ParamId, Vec<f64>>, layer: &[ParamId]) -> Vec<f64> {
-    layer.iter().flat_map(|id| g[id].iter().copied()).collect()
-}
-
-fn l2(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
-}
-
 /// The engine's clipped sums as a per-parameter map.
 fn sums(model: &Net, got: &ClippedGradients) -> HashMap<ParamId, Vec<f64>> {
-    trainable_params(model)
-        .iter()
-        .map(|p| {
-            let v = got.sum(&p.id).map_or_else(|| vec![0.0; p.numel()], to_vec);
-            (p.id, v)
-        })
-        .collect()
+    clipped_sums_by_param(model, got)
 }
 
 /// Every noisy coordinate of `grads`, by layer.
@@ -252,20 +237,7 @@ fn should_clip_each_layer_to_its_budget_on_both_paths() {
             assert!(norms[l].iter().any(|&v| v <= *c), "{backend}: layer {l}");
         }
         // Σ_i Σ_l min(1, C_l/‖g_il‖) g_il.
-        let mut reference: HashMap<ParamId, Vec<f64>> = HashMap::new();
-        for g in &per_example {
-            for (l, layer) in layers.iter().enumerate() {
-                let f = (budgets[l] / l2(&layer_part(g, layer))).min(1.0);
-                for id in layer {
-                    let acc = reference
-                        .entry(*id)
-                        .or_insert_with(|| vec![0.0; g[id].len()]);
-                    for (a, v) in acc.iter_mut().zip(&g[id]) {
-                        *a += f * v;
-                    }
-                }
-            }
-        }
+        let reference = naive_per_layer_clipped_sum(&per_example, &layers, &budgets);
         let clipping = Clipping::per_layer(budgets.clone()).unwrap();
         for mode in [EngineMode::Auto, EngineMode::FallbackOnly] {
             let what = format!("{backend} {mode:?}");

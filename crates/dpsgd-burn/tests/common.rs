@@ -115,3 +115,53 @@ pub fn pick(
         all.1.clone().select(0, rows),
     )
 }
+
+/// The layer's part of a per-parameter map, concatenated.
+pub fn layer_part(
+    g: &std::collections::HashMap<burn::module::ParamId, Vec<f64>>,
+    layer: &[burn::module::ParamId],
+) -> Vec<f64> {
+    layer.iter().flat_map(|id| g[id].iter().copied()).collect()
+}
+
+/// The Euclidean norm.
+pub fn l2(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// `Σ_i Σ_l min(1, C_l/‖g_il‖) g_il`, in f64: per-layer clipping of the
+/// naive per-example gradients (`layers[l]` the parameters of layer `l`).
+pub fn naive_per_layer_clipped_sum(
+    per_example: &[std::collections::HashMap<burn::module::ParamId, Vec<f64>>],
+    layers: &[Vec<burn::module::ParamId>],
+    budgets: &[f64],
+) -> std::collections::HashMap<burn::module::ParamId, Vec<f64>> {
+    let mut sum = std::collections::HashMap::new();
+    for g in per_example {
+        for (layer, c) in layers.iter().zip(budgets) {
+            let f = (c / l2(&layer_part(g, layer))).min(1.0);
+            for id in layer {
+                let acc = sum.entry(*id).or_insert_with(|| vec![0.0; g[id].len()]);
+                for (a, v) in acc.iter_mut().zip(&g[id]) {
+                    *a += f * v;
+                }
+            }
+        }
+    }
+    sum
+}
+
+/// The engine's clipped sums as a per-parameter map (zeros for a parameter
+/// it gave nothing for).
+pub fn clipped_sums_by_param<M: Module>(
+    model: &M,
+    got: &dpsgd_core::ClippedGradients,
+) -> std::collections::HashMap<burn::module::ParamId, Vec<f64>> {
+    dpsgd_core::trainable_params(model)
+        .iter()
+        .map(|p| {
+            let v = got.sum(&p.id).map_or_else(|| vec![0.0; p.numel()], to_vec);
+            (p.id, v)
+        })
+        .collect()
+}

@@ -719,6 +719,32 @@ struct Recurrent {
     head: DpLinear,
 }
 
+impl Recurrent {
+    /// `lstm` (of width `h`), then a GRU and an RNN of width `h`, and a
+    /// head on the three final states.
+    fn new(lstm: DpLstmConfig, reset_after: bool, rnn_bias: bool, device: &Device) -> Self {
+        let h = lstm.d_hidden;
+        Self {
+            lstm: lstm.init(device),
+            gru: DpGruConfig::new(h, h, true)
+                .with_reset_after(reset_after)
+                .init(device),
+            rnn: DpRnnConfig::new(h, h, rnn_bias).init(device),
+            head: DpLinearConfig::new(3 * h, 2).init(device),
+        }
+    }
+
+    /// The per-example loss of a batch of sequences and padding masks
+    /// (`1` = padded).
+    fn loss(&self, b: &(Tensor<3>, Tensor<2>)) -> Tensor<1> {
+        let mask = || Some(is_set(b.1.clone()));
+        let (seq, (_, h1)) = self.lstm.forward_masked(b.0.clone(), None, mask());
+        let (seq, h2) = self.gru.forward_masked(seq, None, mask());
+        let (_, h3) = self.rnn.forward_masked(seq, None, mask());
+        per_example_loss(self.head.forward(Tensor::cat(vec![h1, h2, h3], 1)))
+    }
+}
+
 /// LSTM → GRU → RNN on variable-length sequences (padding masks), the
 /// LSTM reversed in one case, the GRU with the reset gate before and after
 /// its hidden transform; the head reads the final states.
@@ -726,31 +752,20 @@ struct Recurrent {
 fn should_match_naive_loop_for_recurrent_layers_on_variable_lengths() {
     for (backend, device) in devices() {
         for (reverse, reset_after) in [(false, true), (true, false)] {
-            let (d_in, h) = (3, 4);
-            let model = Recurrent {
-                lstm: DpLstmConfig::new(d_in, h, true)
-                    .with_reverse(reverse)
-                    .init(&device),
-                gru: DpGruConfig::new(h, h, true)
-                    .with_reset_after(reset_after)
-                    .init(&device),
-                rnn: DpRnnConfig::new(h, h, false).init(&device),
-                head: DpLinearConfig::new(3 * h, 2).init(&device),
-            };
+            let d_in = 3;
+            let model = Recurrent::new(
+                DpLstmConfig::new(d_in, 4, true).with_reverse(reverse),
+                reset_after,
+                false,
+                &device,
+            );
             let steps = 5;
             let x = input([4, steps, d_in], &device, 0.4);
             let pad = padding(&[5, 3, 1, 4], steps, &device);
-            let loss = |m: &Recurrent, b: &(Tensor<3>, Tensor<2>)| {
-                let mask = || Some(is_set(b.1.clone()));
-                let (seq, (_, h1)) = m.lstm.forward_masked(b.0.clone(), None, mask());
-                let (seq, h2) = m.gru.forward_masked(seq, None, mask());
-                let (_, h3) = m.rnn.forward_masked(seq, None, mask());
-                per_example_loss(m.head.forward(Tensor::cat(vec![h1, h2, h3], 1)))
-            };
             check(
                 &model,
                 &(x, pad),
-                loss,
+                Recurrent::loss,
                 0.2,
                 &format!("{backend} recurrent reverse={reverse} reset_after={reset_after}"),
             );
@@ -774,19 +789,16 @@ fn should_match_naive_loop_for_recurrent_gates_sharing_grams() {
             (2, true, true, false),
             (1, false, true, false),
         ] {
-            let (d_in, h) = (2, 3);
-            let mut model = Recurrent {
-                lstm: DpLstmConfig::new(d_in, h, true)
+            let d_in = 2;
+            let mut model = Recurrent::new(
+                DpLstmConfig::new(d_in, 3, true)
                     .with_input_forget(coupled)
                     .with_reverse(coupled)
-                    .with_clip(coupled.then_some(0.4))
-                    .init(&device),
-                gru: DpGruConfig::new(h, h, true)
-                    .with_reset_after(reset_after)
-                    .init(&device),
-                rnn: DpRnnConfig::new(h, h, true).init(&device),
-                head: DpLinearConfig::new(3 * h, 2).init(&device),
-            };
+                    .with_clip(coupled.then_some(0.4)),
+                reset_after,
+                true,
+                &device,
+            );
             if freeze {
                 model.lstm.input_gate.input_transform =
                     model.lstm.input_gate.input_transform.no_grad();
@@ -797,17 +809,10 @@ fn should_match_naive_loop_for_recurrent_gates_sharing_grams() {
             let x = input([4, steps, d_in], &device, 0.9);
             let lengths: Vec<usize> = [2, 1, 2, 1].iter().map(|&l| l.min(steps)).collect();
             let pad = padding(&lengths, steps, &device);
-            let loss = |m: &Recurrent, b: &(Tensor<3>, Tensor<2>)| {
-                let mask = || Some(is_set(b.1.clone()));
-                let (seq, (_, h1)) = m.lstm.forward_masked(b.0.clone(), None, mask());
-                let (seq, h2) = m.gru.forward_masked(seq, None, mask());
-                let (_, h3) = m.rnn.forward_masked(seq, None, mask());
-                per_example_loss(m.head.forward(Tensor::cat(vec![h1, h2, h3], 1)))
-            };
             check(
                 &model,
                 &(x, pad),
-                loss,
+                Recurrent::loss,
                 0.1,
                 &format!(
                     "{backend} recurrent gates steps={steps} reset_after={reset_after} frozen={freeze} coupled={coupled}"
@@ -826,82 +831,48 @@ fn should_match_naive_loop_for_recurrent_gates_sharing_grams() {
 fn should_clip_each_recurrent_transform_by_its_own_norm() {
     for (backend, device) in devices() {
         for reset_after in [true, false] {
-            let (d_in, h, steps, n) = (2, 3, 2, 5);
-            let model = Recurrent {
-                lstm: DpLstmConfig::new(d_in, h, true).init(&device),
-                gru: DpGruConfig::new(h, h, true)
-                    .with_reset_after(reset_after)
-                    .init(&device),
-                rnn: DpRnnConfig::new(h, h, true).init(&device),
-                head: DpLinearConfig::new(3 * h, 2).init(&device),
-            };
+            let (d_in, steps, n) = (2, 2, 5);
+            let model =
+                Recurrent::new(DpLstmConfig::new(d_in, 3, true), reset_after, true, &device);
             let x = input([n, steps, d_in], &device, 1.3);
             let pad = padding(&[2, 1, 2, 2, 1], steps, &device);
             let batch = (x, pad);
-            let loss = |m: &Recurrent, b: &(Tensor<3>, Tensor<2>)| {
-                let mask = || Some(is_set(b.1.clone()));
-                let (seq, (_, h1)) = m.lstm.forward_masked(b.0.clone(), None, mask());
-                let (seq, h2) = m.gru.forward_masked(seq, None, mask());
-                let (_, h3) = m.rnn.forward_masked(seq, None, mask());
-                per_example_loss(m.head.forward(Tensor::cat(vec![h1, h2, h3], 1)))
-            };
             let params = trainable_params(&model);
-            let layers: Vec<Vec<burn::module::ParamId>> = dpsgd_core::layer_groups(&params)
-                .into_iter()
-                .map(|g| g.into_iter().map(|i| params[i].id).collect())
+            let groups = dpsgd_core::layer_groups(&params);
+            assert_eq!(groups.len(), 17, "one group per transform and the head");
+            let layers: Vec<Vec<burn::module::ParamId>> = groups
+                .iter()
+                .map(|g| g.iter().map(|&i| params[i].id).collect())
                 .collect();
-            assert_eq!(layers.len(), 17, "one group per transform and the head");
-            let part = |g: &std::collections::HashMap<burn::module::ParamId, Vec<f64>>,
-                        layer: &[burn::module::ParamId]| {
-                layer
-                    .iter()
-                    .flat_map(|id| g[id].clone())
-                    .collect::<Vec<f64>>()
-            };
-            let l2 = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            let naive = naive_per_example(&model, &batch, loss);
+            let naive = naive_per_example(&model, &batch, Recurrent::loss);
             // C_l at the median of the layer's norms: clipping bites in
             // every layer.
             let budgets: Vec<f64> = layers
                 .iter()
                 .map(|l| {
-                    let mut v: Vec<f64> = naive.iter().map(|g| l2(&part(g, l))).collect();
+                    let mut v: Vec<f64> = naive.iter().map(|g| l2(&layer_part(g, l))).collect();
                     v.sort_by(f64::total_cmp);
                     v[n / 2].max(1e-12)
                 })
                 .collect();
-            let mut engine = GradientEngine::new(Clipping::per_layer(budgets.clone()).unwrap())
+            let want = naive_per_layer_clipped_sum(&naive, &layers, &budgets);
+            let mut engine = GradientEngine::new(Clipping::per_layer(budgets).unwrap())
                 .with_pass_size(PassSize::Whole);
-            let got = engine.clipped_gradients(&model, &batch, loss).unwrap();
+            let got = engine
+                .clipped_gradients(&model, &batch, Recurrent::loss)
+                .unwrap();
             assert!(
                 matches!(got.method(), GradientMethod::FastPath { .. }),
                 "{backend}: {:?}",
                 got.method()
             );
-            for (l, layer) in layers.iter().enumerate() {
-                let mut want = vec![0.0; part(&naive[0], layer).len()];
-                for g in &naive {
-                    let v = part(g, layer);
-                    let norm = l2(&v);
-                    let f = if norm > 0.0 {
-                        (budgets[l] / norm).min(1.0)
-                    } else {
-                        0.0
-                    };
-                    want.iter_mut().zip(&v).for_each(|(w, x)| *w += f * x);
-                }
-                let actual: Vec<f64> = layer
-                    .iter()
-                    .flat_map(|id| {
-                        let numel = params.iter().find(|p| p.id == *id).unwrap().numel();
-                        got.sum(id).map(to_vec).unwrap_or_else(|| vec![0.0; numel])
-                    })
-                    .collect();
-                let err = rel_err(&actual, &want);
+            let got = clipped_sums_by_param(&model, &got);
+            for (l, (layer, group)) in layers.iter().zip(&groups).enumerate() {
+                let err = rel_err(&layer_part(&got, layer), &layer_part(&want, layer));
                 assert!(
                     err < 1e-4,
                     "{backend} reset_after={reset_after}: layer {l} ({}): clipped sum off by {err}",
-                    params[dpsgd_core::layer_groups(&params)[l][0]].layer()
+                    params[group[0]].layer()
                 );
             }
         }
