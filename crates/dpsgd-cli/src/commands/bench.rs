@@ -3,6 +3,7 @@
 //! check`: the engine against the per-example loop on a backend.
 
 mod check;
+mod torch;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -101,6 +102,37 @@ struct StepArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also time PyTorch's own step and Opacus's DP modes on the same
+    /// model and shapes of batch, once per round right after dpsgd's (the
+    /// reference script benches/reference/torch_step.py, embedded in this
+    /// binary; it needs torch, and opacus for `--torch-modes`). Each line
+    /// gains `torch_ms`, `opacus_<mode>_ms` (medians over the rounds, and
+    /// `..._round_ms` per round), `non_private_vs_torch`, `dp_vs_torch` and
+    /// `dp_vs_opacus_best`. torch gets this process's thread count through
+    /// `OMP_NUM_THREADS` unless that is set.
+    #[arg(long)]
+    compare_torch: bool,
+    /// The Python interpreter `--compare-torch` runs.
+    #[arg(long, default_value = "python3", requires = "compare_torch")]
+    python: std::path::PathBuf,
+    /// A script to run instead of the embedded reference script (same
+    /// flags and output as benches/reference/torch_step.py).
+    #[arg(long, requires = "compare_torch")]
+    torch_script: Option<std::path::PathBuf>,
+    /// The Opacus modes `--compare-torch` times besides torch's own step:
+    /// `hooks` (per-example gradients materialised: slow at large
+    /// batches), `ghost` (ghost clipping), or '' for none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "hooks,ghost",
+        requires = "compare_torch"
+    )]
+    torch_modes: Vec<String>,
+    /// Where torch runs: `cpu`, or `cuda` (the default for the wgpu and
+    /// cuda backends).
+    #[arg(long, requires = "compare_torch")]
+    torch_device: Option<String>,
     /// Internal: measure the peak memory of one mode in this process.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -119,27 +151,69 @@ pub fn run(a: &Args) -> Result<()> {
 }
 
 fn step(a: &StepArgs) -> Result<()> {
-    if let Some(sizes) = &a.batch_sizes {
-        for &batch_size in sizes {
-            step(&StepArgs {
-                batch_size,
-                batch_sizes: None,
-                ..a.clone()
-            })?;
-        }
-        return Ok(());
-    }
-    if a.batch_size == 0 || a.repeats == 0 {
+    let sizes = a.batch_sizes.clone().unwrap_or_else(|| vec![a.batch_size]);
+    if sizes.contains(&0) || a.repeats == 0 {
         bail!(crate::error::UsageError {
             flag: "--batch-size/--repeats",
             message: "must be at least 1".into()
         });
     }
+    let torch = a.compare_torch.then(|| torch_side(a)).transpose()?;
+    for batch_size in sizes {
+        step_one(
+            &StepArgs {
+                batch_size,
+                batch_sizes: None,
+                ..a.clone()
+            },
+            torch.as_ref(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The PyTorch side of `--compare-torch`, checked before anything is
+/// timed.
+fn torch_side(a: &StepArgs) -> Result<torch::TorchSide> {
+    let modes: Vec<String> = a
+        .torch_modes
+        .iter()
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    let device = a.torch_device.clone().unwrap_or_else(|| {
+        if matches!(a.backend, Backend::Flex | Backend::Ndarray) {
+            "cpu".into()
+        } else {
+            "cuda".into()
+        }
+    });
+    // burn's CPU backends run on rayon's pool: RAYON_NUM_THREADS, else
+    // every available core.
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    torch::TorchSide::new(&torch::TorchArgs {
+        python: a.python.as_os_str(),
+        script: a.torch_script.as_deref(),
+        model: &format!("{:?}", a.model).to_lowercase(),
+        seq_len: a.seq_len,
+        repeats: a.repeats,
+        modes: &modes,
+        device: &device,
+        threads,
+    })
+}
+
+fn step_one(a: &StepArgs, torch: Option<&torch::TorchSide>) -> Result<()> {
     let device = a.backend.autodiff_device().map_err(anyhow::Error::msg)?;
     let text = TextModelConfig::new(VOCAB, a.seq_len, 2);
     match a.model {
         BenchModel::Mlp => bench(
             a,
+            torch,
             &device,
             || Mlp::new(&[784, 512, 256, 10], &device),
             image_batch(a.batch_size, &device, 1),
@@ -147,6 +221,7 @@ fn step(a: &StepArgs) -> Result<()> {
         ),
         BenchModel::Cnn => bench(
             a,
+            torch,
             &device,
             || Cnn::new(28, 28, 10, &device),
             image_batch(a.batch_size, &device, 1),
@@ -154,6 +229,7 @@ fn step(a: &StepArgs) -> Result<()> {
         ),
         BenchModel::Transformer => bench(
             a,
+            torch,
             &device,
             || TextTransformer::new(&text, &device),
             token_batch(a.batch_size, a.seq_len, &device, 1),
@@ -163,6 +239,7 @@ fn step(a: &StepArgs) -> Result<()> {
         ),
         BenchModel::Lstm => bench(
             a,
+            torch,
             &device,
             || TextLstm::new(&text, &device),
             token_batch(a.batch_size, a.seq_len, &device, 1),
@@ -237,6 +314,7 @@ fn time_steps(
 
 fn bench<M: Module + 'static, B: ExampleBatch>(
     a: &StepArgs,
+    torch: Option<&torch::TorchSide>,
     device: &Device,
     make: impl Fn() -> M,
     data: B,
@@ -282,6 +360,7 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
     }
     let (mut np_all, mut np_gemm_all, mut dp_all) = (Vec::new(), Vec::new(), Vec::new());
     let mut round_ratios = Vec::with_capacity(a.rounds);
+    let mut torch_rounds = Vec::new();
     for _ in 0..a.rounds {
         let np = time_steps(device, a.warmup, a.repeats, &mut non_private)?;
         // The DP step computes convolutions by gather + GEMM; the same
@@ -298,6 +377,9 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
         round_ratios.push(median(dp_times.clone()) / median(np.clone()));
         np_all.extend(np);
         dp_all.extend(dp_times);
+        if let Some(torch) = torch {
+            torch_rounds.push(torch.measure(a.batch_size)?);
+        }
     }
     let np = median(np_all);
     let np_gemm = if np_gemm_all.is_empty() {
@@ -326,8 +408,11 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
     };
     let ratio = dp_ms / np;
     let per_s = |ms: f64| a.batch_size as f64 / ms * 1e3;
+    let torch_fields = torch
+        .map(|t| t.summary(&torch_rounds, np, dp_ms))
+        .unwrap_or_default();
     if a.json {
-        let out = json!({
+        let mut out = json!({
             "non_private_ms": np,
             "dp_ms": dp_ms,
             "ratio": ratio,
@@ -348,6 +433,9 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
             "pass_size": pass_size_name(a.pass_size),
             "dp_passes": engine.last_passes(),
         });
+        if let Some(line) = out.as_object_mut() {
+            line.extend(torch_fields);
+        }
         println!("{out}");
     } else {
         println!(
@@ -357,6 +445,29 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
             a.backend,
             dp_ms / np_gemm
         );
+        if let (Some(torch), Some(dp_vs_torch)) = (
+            torch_fields
+                .get("torch_ms")
+                .and_then(serde_json::Value::as_f64),
+            torch_fields
+                .get("dp_vs_torch")
+                .and_then(serde_json::Value::as_f64),
+        ) {
+            let opacus = match (
+                torch_fields
+                    .get("opacus_best_mode")
+                    .and_then(serde_json::Value::as_str),
+                torch_fields
+                    .get("dp_vs_opacus_best")
+                    .and_then(serde_json::Value::as_f64),
+            ) {
+                (Some(mode), Some(r)) => format!(", ×{r:.2} of Opacus's fastest mode ({mode})"),
+                _ => String::new(),
+            };
+            println!(
+                "  PyTorch: {torch:.2} ms non-private; dpsgd's DP step ×{dp_vs_torch:.2} of it{opacus}"
+            );
+        }
     }
     Ok(())
 }
