@@ -6,7 +6,6 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use dpsgd_burn::layers::{
     DpEmbedding, DpEmbeddingConfig, DpLayerNorm, DpLayerNormConfig, DpLinear, DpLinearConfig,
@@ -69,7 +68,9 @@ impl EncoderBlock {
         let h = self
             .norm1
             .forward(x + self.attention.forward(input).context);
-        let ff = self.ff2.forward(gelu(self.ff1.forward(h.clone())));
+        let ff = self
+            .ff2
+            .forward(dpsgd_burn::layers::gelu(self.ff1.forward(h.clone())));
         self.norm2.forward(h + ff)
     }
 }

@@ -2,6 +2,7 @@
 //! init shape, same parameter layout) whose per-example gradients the engine
 //! computes in one backward pass.
 
+mod activation;
 mod attention;
 mod conv;
 mod embedding;
@@ -11,6 +12,7 @@ mod norm;
 mod replicated;
 mod rnn;
 
+pub use activation::gelu;
 pub use attention::{DpMhaInput, DpMhaOutput, DpMultiHeadAttention, DpMultiHeadAttentionConfig};
 pub use conv::{
     ConvStrategy, DpConv1d, DpConv1dConfig, DpConv2d, DpConv2dConfig, WEIGHT_STANDARDIZATION_EPS,
