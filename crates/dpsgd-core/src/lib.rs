@@ -21,6 +21,7 @@ pub mod gradients;
 pub mod noise;
 pub mod optimizer;
 pub mod params;
+mod threads;
 mod ziggurat;
 
 pub use clipping::{Clipping, round_factor};
@@ -29,5 +30,6 @@ pub use gradients::{ClippedGradients, GradientMethod};
 pub use noise::NoiseSource;
 pub use optimizer::{DpOptimizer, DpSettings, DpState, Rejected};
 pub use params::{ParamInfo, layer_groups, parameter_values, trainable_params};
+pub use threads::cores;
 
 pub use dpsgd_accountant as accountant;

@@ -163,14 +163,6 @@ impl std::fmt::Debug for NoiseSource {
     }
 }
 
-/// The threads a draw when asked uses: the process's available
-/// parallelism, read once (on Linux each read parses the cgroup's CPU
-/// quota, ≈ 30 µs here: 1% of a small DP step).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// N(0, std²) values for parts of sizes `parts` from one step key, on
 /// `threads` threads. Each chunk of [`CHUNK`] values (numbered across the
 /// parts) is its own ChaCha stream, so the values do not depend on the
@@ -308,7 +300,7 @@ impl NoiseSource {
             }
         }
         let key = self.next_key();
-        let threads = cores();
+        let threads = crate::cores();
         let start = Instant::now();
         let values = fill(key, parts, std, threads);
         if timed {

@@ -67,7 +67,7 @@ fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
 fn value_and_slope(xs: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
     let mut value = vec![0.0f32; xs.len()];
     let mut slope = vec![0.0f32; xs.len()];
-    let threads = cores().min(xs.len().div_ceil(FAST_MIN)).max(1);
+    let threads = dpsgd_core::cores().min(xs.len().div_ceil(FAST_MIN)).max(1);
     let chunk = xs.len().div_ceil(threads);
     let finite = std::thread::scope(|s| {
         let runs: Vec<_> = xs
@@ -96,12 +96,6 @@ fn fill(xs: &[f32], value: &mut [f32], slope: &mut [f32]) -> bool {
         *d = cdf + x * pdf;
     }
     finite
-}
-
-/// The threads to use: the process's available parallelism, read once.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(test)]

@@ -194,17 +194,19 @@ fn torch_side(a: &StepArgs) -> Result<torch::TorchSide> {
         .ok()
         .and_then(|t| t.parse::<usize>().ok())
         .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    torch::TorchSide::new(&torch::TorchArgs {
-        python: a.python.as_os_str(),
-        script: a.torch_script.as_deref(),
-        model: &format!("{:?}", a.model).to_lowercase(),
+        .unwrap_or_else(dpsgd_core::cores);
+    let side = torch::TorchSide {
+        python: a.python.clone().into_os_string(),
+        script: a.torch_script.clone(),
+        model: format!("{:?}", a.model).to_lowercase(),
         seq_len: a.seq_len,
         repeats: a.repeats,
-        modes: &modes,
-        device: &device,
+        modes,
+        device,
         threads,
-    })
+    };
+    side.check()?;
+    Ok(side)
 }
 
 fn step_one(a: &StepArgs, torch: Option<&torch::TorchSide>) -> Result<()> {
@@ -408,9 +410,7 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
     };
     let ratio = dp_ms / np;
     let per_s = |ms: f64| a.batch_size as f64 / ms * 1e3;
-    let torch_fields = torch
-        .map(|t| t.summary(&torch_rounds, np, dp_ms))
-        .unwrap_or_default();
+    let comparison = torch.and_then(|t| t.compare(&torch_rounds, np, dp_ms));
     if a.json {
         let mut out = json!({
             "non_private_ms": np,
@@ -433,8 +433,8 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
             "pass_size": pass_size_name(a.pass_size),
             "dp_passes": engine.last_passes(),
         });
-        if let Some(line) = out.as_object_mut() {
-            line.extend(torch_fields);
+        if let (Some(line), Some(c)) = (out.as_object_mut(), &comparison) {
+            line.extend(c.json_fields());
         }
         println!("{out}");
     } else {
@@ -445,28 +445,8 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
             a.backend,
             dp_ms / np_gemm
         );
-        if let (Some(torch), Some(dp_vs_torch)) = (
-            torch_fields
-                .get("torch_ms")
-                .and_then(serde_json::Value::as_f64),
-            torch_fields
-                .get("dp_vs_torch")
-                .and_then(serde_json::Value::as_f64),
-        ) {
-            let opacus = match (
-                torch_fields
-                    .get("opacus_best_mode")
-                    .and_then(serde_json::Value::as_str),
-                torch_fields
-                    .get("dp_vs_opacus_best")
-                    .and_then(serde_json::Value::as_f64),
-            ) {
-                (Some(mode), Some(r)) => format!(", ×{r:.2} of Opacus's fastest mode ({mode})"),
-                _ => String::new(),
-            };
-            println!(
-                "  PyTorch: {torch:.2} ms non-private; dpsgd's DP step ×{dp_vs_torch:.2} of it{opacus}"
-            );
+        if let Some(c) = &comparison {
+            println!("{}", c.text());
         }
     }
     Ok(())

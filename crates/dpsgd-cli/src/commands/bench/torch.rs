@@ -19,14 +19,22 @@ pub(super) const MODES: [&str; 2] = ["hooks", "ghost"];
 /// How to run the PyTorch side.
 #[derive(Debug, Clone)]
 pub(super) struct TorchSide {
-    python: OsString,
-    script: Option<PathBuf>,
-    model: String,
-    seq_len: usize,
-    repeats: usize,
-    modes: Vec<String>,
-    device: String,
-    threads: usize,
+    /// The Python interpreter.
+    pub python: OsString,
+    /// A script to run instead of the embedded one.
+    pub script: Option<PathBuf>,
+    /// `mlp`, `cnn`, `lstm` or `transformer`.
+    pub model: String,
+    /// Tokens per sequence of the text models.
+    pub seq_len: usize,
+    /// Timed steps per mode (the script reports their median).
+    pub repeats: usize,
+    /// Opacus modes besides torch's own step.
+    pub modes: Vec<String>,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// The threads torch may use (`OMP_NUM_THREADS`, unless set).
+    pub threads: usize,
 }
 
 /// One run of the script at one batch size.
@@ -42,43 +50,42 @@ pub(super) struct TorchTimes {
     pub device: Option<String>,
 }
 
-/// The settings [`TorchSide::new`] takes.
-pub(super) struct TorchArgs<'a> {
-    /// The Python interpreter.
-    pub python: &'a std::ffi::OsStr,
-    /// A script to run instead of the embedded one.
-    pub script: Option<&'a std::path::Path>,
-    /// `mlp`, `cnn`, `lstm` or `transformer`.
-    pub model: &'a str,
-    /// Tokens per sequence of the text models.
-    pub seq_len: usize,
-    /// Timed steps per mode (the script reports their median).
-    pub repeats: usize,
-    /// Opacus modes besides torch's own step.
-    pub modes: &'a [String],
-    /// `cpu` or `cuda`.
-    pub device: &'a str,
-    /// The threads torch may use (`OMP_NUM_THREADS`, unless set).
-    pub threads: usize,
+/// The rounds' times at one batch size, against dpsgd's steps.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Comparison {
+    /// The median of the rounds' torch times, and each round's.
+    pub torch_ms: (f64, Vec<f64>),
+    /// Each Opacus mode: its median over the rounds, and each round's.
+    pub opacus_ms: Vec<(String, f64, Vec<f64>)>,
+    /// dpsgd's non-private step over torch's.
+    pub non_private_vs_torch: f64,
+    /// dpsgd's DP step over torch's non-private one.
+    pub dp_vs_torch: f64,
+    /// The fastest Opacus mode, and dpsgd's DP step over it.
+    pub best: Option<(String, f64)>,
+    /// torch's threads, as its first round reported them.
+    pub threads: Option<u64>,
+    /// torch's device, as its first round reported it.
+    pub device: Option<String>,
 }
 
 impl TorchSide {
-    /// Checks that the interpreter imports torch (and opacus when a mode
-    /// asks for it) before anything is timed.
+    /// Checks, before anything is timed, the modes, the script, and that
+    /// the interpreter imports torch (and opacus when a mode asks for it).
     ///
     /// # Errors
     ///
-    /// The interpreter does not start, or an import fails (its last line
-    /// of standard error quoted); an unknown mode; a script that cannot be
-    /// read.
-    pub fn new(a: &TorchArgs) -> Result<Self> {
-        if let Some(bad) = a.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
+    /// An unknown mode or a script that is not a file (usage errors); the
+    /// interpreter does not start, or an import fails (its last line of
+    /// standard error quoted).
+    pub fn check(&self) -> Result<()> {
+        if let Some(bad) = self.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
             bail!(crate::error::UsageError {
                 flag: "--torch-modes",
                 message: format!("unknown Opacus mode `{bad}` (expected hooks or ghost, or none)"),
             });
         }
-        if let Some(path) = a.script
+        if let Some(path) = &self.script
             && !path.is_file()
         {
             bail!(crate::error::UsageError {
@@ -86,44 +93,34 @@ impl TorchSide {
                 message: format!("`{}` is not a readable file", path.display()),
             });
         }
-        let side = Self {
-            python: a.python.to_owned(),
-            script: a.script.map(std::path::Path::to_path_buf),
-            model: a.model.to_owned(),
-            seq_len: a.seq_len,
-            repeats: a.repeats,
-            modes: a.modes.to_vec(),
-            device: a.device.to_owned(),
-            threads: a.threads.max(1),
-        };
-        let imports = if side.modes.is_empty() {
+        let imports = if self.modes.is_empty() {
             "import torch"
         } else {
             "import torch, opacus"
         };
-        let out = side
+        let out = self
             .command()
             .args(["-c", imports])
             .output()
             .with_context(|| {
                 format!(
                     "--compare-torch: could not start `{}` (give another interpreter with --python)",
-                    side.python.to_string_lossy()
+                    self.python.to_string_lossy()
                 )
             })?;
         if !out.status.success() {
             bail!(
                 "--compare-torch: `{}` could not `{imports}` ({}); install torch{} or give another interpreter with --python",
-                side.python.to_string_lossy(),
+                self.python.to_string_lossy(),
                 last_line(&out.stderr),
-                if side.modes.is_empty() {
+                if self.modes.is_empty() {
                     ""
                 } else {
                     " and opacus (or pass --torch-modes '')"
                 }
             );
         }
-        Ok(side)
+        Ok(())
     }
 
     /// The interpreter, with torch held to this process's thread count
@@ -131,7 +128,7 @@ impl TorchSide {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.python);
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
-            c.env("OMP_NUM_THREADS", self.threads.to_string());
+            c.env("OMP_NUM_THREADS", self.threads.max(1).to_string());
         }
         c
     }
@@ -174,59 +171,76 @@ impl TorchSide {
             .with_context(|| format!("--compare-torch: unexpected result {line}"))
     }
 
-    /// The fields `--compare-torch` adds to a line: the medians over the
-    /// rounds, each round's values, and dpsgd's steps against torch's.
-    pub fn summary(
+    /// The rounds' times at one batch size against dpsgd's steps; `None`
+    /// without rounds.
+    pub fn compare(
         &self,
         rounds: &[TorchTimes],
         non_private_ms: f64,
         dp_ms: f64,
-    ) -> Map<String, Value> {
-        let mut out = Map::new();
-        if rounds.is_empty() {
-            return out;
-        }
+    ) -> Option<Comparison> {
+        let first = rounds.first()?;
         let torch: Vec<f64> = rounds.iter().map(|r| r.torch_ms).collect();
         let torch_ms = super::median(torch.clone());
-        out.insert("torch_ms".into(), json!(torch_ms));
-        out.insert("torch_round_ms".into(), json!(torch));
-        let mut best: Option<(&str, f64)> = None;
-        for mode in &self.modes {
-            let times: Vec<f64> = rounds
-                .iter()
-                .filter_map(|r| r.opacus_ms.iter().find(|(m, _)| m == mode).map(|(_, t)| *t))
-                .collect();
-            let ms = super::median(times.clone());
+        let opacus_ms: Vec<(String, f64, Vec<f64>)> = self
+            .modes
+            .iter()
+            .map(|mode| {
+                let times: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|r| r.opacus_ms.iter().find(|(m, _)| m == mode).map(|(_, t)| *t))
+                    .collect();
+                (mode.clone(), super::median(times.clone()), times)
+            })
+            .collect();
+        let best = opacus_ms
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(mode, ms, _)| (mode.clone(), dp_ms / ms));
+        Some(Comparison {
+            torch_ms: (torch_ms, torch),
+            opacus_ms,
+            non_private_vs_torch: non_private_ms / torch_ms,
+            dp_vs_torch: dp_ms / torch_ms,
+            best,
+            threads: first.threads,
+            device: first.device.clone(),
+        })
+    }
+}
+
+impl Comparison {
+    /// The fields `--compare-torch` adds to a JSON line.
+    pub fn json_fields(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert("torch_ms".into(), json!(self.torch_ms.0));
+        out.insert("torch_round_ms".into(), json!(self.torch_ms.1));
+        for (mode, ms, rounds) in &self.opacus_ms {
             out.insert(format!("opacus_{mode}_ms"), json!(ms));
-            out.insert(format!("opacus_{mode}_round_ms"), json!(times));
-            if best.is_none_or(|(_, b)| ms < b) {
-                best = Some((mode, ms));
-            }
+            out.insert(format!("opacus_{mode}_round_ms"), json!(rounds));
         }
         out.insert(
             "non_private_vs_torch".into(),
-            json!(non_private_ms / torch_ms),
+            json!(self.non_private_vs_torch),
         );
-        out.insert("dp_vs_torch".into(), json!(dp_ms / torch_ms));
-        match best {
-            Some((mode, ms)) => {
-                out.insert("opacus_best_mode".into(), json!(mode));
-                out.insert("dp_vs_opacus_best".into(), json!(dp_ms / ms));
-            }
-            None => {
-                out.insert("opacus_best_mode".into(), Value::Null);
-                out.insert("dp_vs_opacus_best".into(), Value::Null);
-            }
-        }
-        out.insert(
-            "torch_threads".into(),
-            json!(rounds.first().and_then(|r| r.threads)),
-        );
-        out.insert(
-            "torch_device".into(),
-            json!(rounds.first().and_then(|r| r.device.clone())),
-        );
+        out.insert("dp_vs_torch".into(), json!(self.dp_vs_torch));
+        let best = self.best.as_ref();
+        out.insert("opacus_best_mode".into(), json!(best.map(|b| &b.0)));
+        out.insert("dp_vs_opacus_best".into(), json!(best.map(|b| b.1)));
+        out.insert("torch_threads".into(), json!(self.threads));
+        out.insert("torch_device".into(), json!(self.device));
         out
+    }
+
+    /// The line `--compare-torch` adds to the text output.
+    pub fn text(&self) -> String {
+        let opacus = self.best.as_ref().map_or_else(String::new, |(mode, r)| {
+            format!(", ×{r:.2} of Opacus's fastest mode ({mode})")
+        });
+        format!(
+            "  PyTorch: {:.2} ms non-private; dpsgd's DP step ×{:.2} of it{opacus}",
+            self.torch_ms.0, self.dp_vs_torch
+        )
     }
 }
 
@@ -306,7 +320,13 @@ mod tests {
             round(5.0, 28.0, 25.0),
             round(6.0, 40.0, 22.0),
         ];
-        let s = side.summary(&rounds, 10.0, 11.0);
+        assert_eq!(side.compare(&[], 10.0, 11.0), None);
+        let c = side.compare(&rounds, 10.0, 11.0).unwrap();
+        assert_eq!(
+            c.text(),
+            "  PyTorch: 5.00 ms non-private; dpsgd's DP step ×2.20 of it, ×0.50 of Opacus's fastest mode (ghost)"
+        );
+        let s = c.json_fields();
         assert_eq!(s["torch_ms"], json!(5.0));
         assert_eq!(s["torch_round_ms"], json!([4.0, 5.0, 6.0]));
         assert_eq!(s["opacus_hooks_ms"], json!(30.0));
