@@ -1,7 +1,7 @@
 //! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
 //! unfolding (`a` = patches, the weight stored transposed).
 
-use super::{SharedGrams, Side, column_sums, row_sums, sq_sum};
+use super::{SharedGrams, column_sums, keys, row_sums, sq_sum};
 use crate::tape::Shared;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -57,8 +57,9 @@ pub(super) fn squared_norms(
     }
     let weight = if ghost_norm_is_cheaper_shared(s, d_in, d_out, grams.count(shared)) {
         // Ghost norm via Gram matrices.
-        let aa = grams.gram(input, shared.input.map(|k| (Side::Input, k)));
-        let gg = grams.gram(g, shared.grad.map(|k| (Side::Grad, k)));
+        let [input_key, grad_key] = keys(shared);
+        let aa = grams.gram(input, input_key);
+        let gg = grams.gram(g, grad_key);
         row_sums(aa * gg, n)
     } else {
         sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()), n)

@@ -153,6 +153,15 @@ enum Side {
     Grad,
 }
 
+/// The memo keys of a dense record's input and output gradient (`None`
+/// for a tensor of its own).
+fn keys(shared: &Shared) -> [Option<(Side, u64)>; 2] {
+    [
+        shared.input.map(|k| (Side::Input, k)),
+        shared.grad.map(|k| (Side::Grad, k)),
+    ]
+}
+
 /// Every per-example tensor scaled row by row so that no square or product
 /// overflows or underflows f32 (rows of ordinary magnitude keep scale 1,
 /// and then nothing is divided: the common case costs two reductions per
@@ -172,10 +181,8 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
         .map(|item| match item {
             Item::PerExample(v) => v.iter().map(|(_, t)| row_scale(t, n)).collect(),
             Item::Recorded(Record::Dense { input, shared, .. }, g) => {
-                vec![
-                    shared_scale(input, shared.input.map(|k| (Side::Input, k))),
-                    shared_scale(g, shared.grad.map(|k| (Side::Grad, k))),
-                ]
+                let [input_key, grad_key] = keys(shared);
+                vec![shared_scale(input, input_key), shared_scale(g, grad_key)]
             }
             Item::Recorded(_, g) => vec![row_scale(g, n)],
         })
@@ -264,7 +271,7 @@ impl SharedGrams {
         let mut sharers = HashMap::new();
         for item in items {
             if let Item::Recorded(Record::Dense { shared, .. }, _) = item {
-                for key in Self::keys(shared).into_iter().flatten() {
+                for key in keys(shared).into_iter().flatten() {
                     *sharers.entry(key).or_insert(0) += 1;
                 }
             }
@@ -275,17 +282,10 @@ impl SharedGrams {
         }
     }
 
-    fn keys(shared: &Shared) -> [Option<(Side, u64)>; 2] {
-        [
-            shared.input.map(|k| (Side::Input, k)),
-            shared.grad.map(|k| (Side::Grad, k)),
-        ]
-    }
-
     /// How many records share the input and the output gradient of a
     /// record (1 for a tensor of its own).
     fn count(&self, shared: &Shared) -> [usize; 2] {
-        Self::keys(shared).map(|k| k.and_then(|k| self.sharers.get(&k).copied()).unwrap_or(1))
+        keys(shared).map(|k| k.and_then(|k| self.sharers.get(&k).copied()).unwrap_or(1))
     }
 
     /// `t tᵀ` (`[B, S, S]`), computed once per key.
