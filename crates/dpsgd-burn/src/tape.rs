@@ -157,8 +157,24 @@ impl Record {
     /// memory grows with.
     pub(crate) fn held_values(&self) -> usize {
         match self {
-            Record::Dense { input, probe, .. } => {
-                input.shape().num_elements() + probe.shape().num_elements()
+            Record::Dense {
+                input,
+                probe,
+                bias,
+                shared,
+                ..
+            } => {
+                let held = input.shape().num_elements() + probe.shape().num_elements();
+                let [batch, positions, d_in] = input.dims();
+                let d_out = probe.dims()[2];
+                // Kept per-example gradients replace the input and output
+                // gradient (grad_sample::keep_per_example).
+                if crate::grad_sample::keeps_per_example(positions, d_in, d_out, shared) {
+                    let bias = if bias.is_some() { d_out } else { 0 };
+                    held.max(batch * (d_in * d_out + bias))
+                } else {
+                    held
+                }
             }
             Record::Conv { input, probe, .. } => {
                 input.shape().num_elements() + probe.shape().num_elements()

@@ -108,15 +108,31 @@ fn linear_norms_and_clipped_sums_match_f64_near_f32_range() {
         (1e-3, 1.0, 1e-3),
         (1e-5, 1.0, 1e-5),
     ];
+    // `sequence`: each example is two positions, its row and a row of
+    // zeros, and the loss reads the first position's output: the same
+    // per-example gradients, through a sequence record (whose per-example
+    // gradients are materialised from the scaled tensors and kept).
     for (backend, device) in devices() {
-        for (a_scale, w_scale, loss_scale) in cases {
-            let what = format!("{backend}: a×{a_scale:e}, w×{w_scale:e}, loss×{loss_scale:e}");
+        for ((a_scale, w_scale, loss_scale), sequence) in cases
+            .into_iter()
+            .flat_map(|case| [(case, false), (case, true)])
+        {
+            let what = format!(
+                "{backend}: a×{a_scale:e}, w×{w_scale:e}, loss×{loss_scale:e}, sequence {sequence}"
+            );
             let x: Vec<[f32; D_IN]> = base.iter().map(|r| r.map(|v| v * a_scale)).collect();
             let model = linear(w_scale, &device);
             let b = batch(&x, &labels, &device);
             let loss = move |m: &DpLinear, b: &Batch| {
-                cross_entropy_per_example(m.forward(b.0.clone()), b.1.clone())
-                    .mul_scalar(loss_scale as f32)
+                let logits = if sequence {
+                    let rows = b.0.clone();
+                    let [n, _] = rows.dims();
+                    let padded: Tensor<3> = Tensor::stack(vec![rows.clone(), rows.zeros_like()], 1);
+                    m.forward(padded).narrow(1, 0, 1).reshape([n, D_OUT])
+                } else {
+                    m.forward(b.0.clone())
+                };
+                cross_entropy_per_example(logits, b.1.clone()).mul_scalar(loss_scale as f32)
             };
             let mut engine = GradientEngine::new(Clipping::flat(c).unwrap());
             let got = engine.clipped_gradients(&model, &b, loss).unwrap();

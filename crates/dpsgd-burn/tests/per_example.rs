@@ -265,7 +265,9 @@ fn should_split_large_batches_into_passes_that_depend_on_the_batch_only() {
 #[test]
 fn should_match_naive_loop_for_sequences() {
     for (backend, device) in devices() {
-        // Both norm strategies: Gram (long, narrow) and materialised (short, wide).
+        // Both strategies: per-example gradients materialised and kept
+        // (long, narrow: 9·(3 + 4) ≥ 3·4) and Gram ghost norms with
+        // book-keeping (short, wide: 2·2·(6 + 5) < 6·5).
         for (seq, d_in, d_out) in [(9, 3, 4), (2, 6, 5)] {
             let layer = DpLinearConfig::new(d_in, d_out).init(&device);
             let x = input([4, seq, d_in], &device, 1.1);
@@ -671,12 +673,13 @@ struct Encoder {
 }
 
 /// Self-attention with a padding mask and a causal mask, then a pooled
-/// classifier head: both norm strategies (Gram for long narrow sequences,
-/// materialised for short wide ones).
+/// classifier head: both strategies for the projections (per-example
+/// gradients kept for long narrow sequences, Gram ghost norms for short
+/// wide ones: 2·2·(16 + 16) < 16·16).
 #[test]
 fn should_match_naive_loop_for_multi_head_attention_with_masks() {
     for (backend, device) in devices() {
-        for (seq, d_model, heads) in [(7, 4, 2), (3, 8, 4)] {
+        for (seq, d_model, heads) in [(7, 4, 2), (3, 8, 4), (2, 16, 4)] {
             let model = Encoder {
                 attention: DpMultiHeadAttentionConfig::new(d_model, heads)
                     .with_dropout(0.0)

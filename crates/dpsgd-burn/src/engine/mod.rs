@@ -13,7 +13,12 @@
 //!   or by materialising `a_iᵀg_i` when that is cheaper (chosen per layer by
 //!   size, as "mixed ghost clipping", Bu et al. 2022);
 //! * the clipped sum by *book-keeping* `Σ_i c_i a_iᵀ g_i = aᵀ(c ⊙ g)`: one
-//!   matmul per layer, no second backward pass (Bu et al. 2023).
+//!   matmul per layer, no second backward pass (Bu et al. 2023) — or, for a
+//!   sequence layer whose per-example gradients take no more than twice
+//!   the memory of its input and output gradient, those gradients
+//!   materialised once and kept, so that norms and sum are two cheap
+//!   reductions of them (a per-layer hybrid in the spirit of Bu et al.
+//!   2023's mixed book-keeping; `grad_sample::dense`).
 //!
 //! The per-layer math lives in [`crate::grad_sample`], one file per layer
 //! kind; this module keeps the coverage check, the path choice and the
@@ -26,7 +31,8 @@
 use crate::batch::ExampleBatch;
 use crate::canary::CanaryContext;
 use crate::grad_sample::{
-    Factor, Item, Scaled, SharedGrams, clipped_sums, materialize, scale, squared_norms,
+    Factor, Item, Scaled, SharedGrams, clipped_sums, keep_per_example, materialize, scale,
+    squared_norms,
 };
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
@@ -402,8 +408,9 @@ impl GradientEngine {
         // Rows of a per-example tensor outside ordinary magnitudes are
         // scaled to [−1, 1] first, so that no square or product overflows
         // or underflows f32; the scales come back to the host and multiply
-        // in f64.
-        let work: Vec<Scaled> = scale(work, n);
+        // in f64. Sequence layers whose per-example gradients are worth
+        // keeping materialise them then, from the scaled tensors.
+        let work: Vec<Scaled> = keep_per_example(scale(work, n));
         // Squared norms and scales: [n] tensors, read back at once.
         let mut parts: Vec<Tensor<1>> = Vec::new();
         // Per trainable parameter: (item, parameter, group, part of its

@@ -27,6 +27,65 @@ fn ghost_norm_is_cheaper_shared(
     s * (d_in * k_g + d_out * k_a) <= d_in * d_out * k_a * k_g
 }
 
+/// How many times the values a dense record holds (its input and output
+/// gradient, `S·(d_in + d_out)` per example) its per-example gradients
+/// (`d_in·d_out`) may take when they replace them (see
+/// [`keeps_per_example`]).
+const KEEP_GROWTH: usize = 2;
+
+/// Whether a dense record over `positions` positions should materialise
+/// its per-example gradients `a_iᵀ g_i` once and keep them for both the
+/// norms and the clipped sum (`Σ_i c_i a_iᵀ g_i` is then a weighted sum of
+/// `B·d_in·d_out` values instead of a second product over all positions).
+///
+/// Per example, that costs `S·d_in·d_out + 2·d_in·d_out` multiply-adds
+/// against `S²·(d_in + d_out) + S·d_in·d_out` for Gram ghost norms and
+/// book-keeping (Bu et al. 2023, "Differentially Private Optimization on
+/// Large Model at Small Cost", §3), and `2·S·d_in·d_out` for
+/// materialising twice; it holds `d_in·d_out` values instead of
+/// `S·(d_in + d_out)`, so it is chosen only where that is at most
+/// [`KEEP_GROWTH`] times as much, and where one position (no sequence)
+/// does not make the ghost norm `‖a_i‖²‖g_i‖²` far cheaper. A record that
+/// shares a tensor with others (a recurrent layer's gates) keeps its Gram
+/// path: its shared tensors stay alive for the others anyway.
+pub(crate) fn keeps_per_example(
+    positions: usize,
+    d_in: usize,
+    d_out: usize,
+    shared: &Shared,
+) -> bool {
+    let (s, d_in, d_out) = (positions as u128, d_in as u128, d_out as u128);
+    let per_example = d_in * d_out;
+    positions > 1
+        && *shared == Shared::default()
+        && per_example <= KEEP_GROWTH as u128 * s * (d_in + d_out)
+        && 2 * per_example <= s * s * (d_in + d_out)
+}
+
+/// The per-example gradients of a dense layer, `[B, d_in·d_out]` in the
+/// weight's layout (`[d_out, d_in]` when `transposed`), and the bias's
+/// `Σ_s g_is` (`[B, d_out]`).
+pub(super) fn per_example(
+    weight: ParamId,
+    bias: Option<ParamId>,
+    input: Tensor<3>,
+    transposed: bool,
+    g: Tensor<3>,
+) -> Vec<(ParamId, Tensor<2>)> {
+    let [n, _, d_out] = g.dims();
+    let d_in = input.dims()[2];
+    let w = if transposed {
+        g.clone().swap_dims(1, 2).matmul(input)
+    } else {
+        input.swap_dims(1, 2).matmul(g.clone())
+    };
+    let mut out = vec![(weight, w.reshape([n, d_in * d_out]))];
+    if let Some(b) = bias {
+        out.push((b, g.sum_dim(1).reshape([n, d_out])));
+    }
+    out
+}
+
 /// Squared per-example norms of the weight (and the bias, if any): the
 /// ghost norm `‖a_i‖²‖g_i‖²` for one position, the Gram form for
 /// sequences (Li et al. 2022, "Large Language Models Can Be Strong
@@ -96,4 +155,41 @@ pub(super) fn clipped_sums(
         out.push((b, column_sums(gb)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_keep_per_example_gradients_only_where_they_cost_less_and_fit() {
+        let own = Shared::default();
+        // The benchmark transformer (64 tokens, width 128, feed-forward
+        // 256): every projection keeps its per-example gradients.
+        assert!(keeps_per_example(64, 128, 128, &own));
+        assert!(keeps_per_example(64, 128, 256, &own));
+        assert!(keeps_per_example(64, 256, 128, &own));
+        // One position: the ghost norm ‖a‖²‖g‖² is far cheaper.
+        assert!(!keeps_per_example(1, 784, 512, &own));
+        assert!(!keeps_per_example(1, 2, 2, &own));
+        // Memory: d_in·d_out at most twice S·(d_in + d_out).
+        assert!(keeps_per_example(8, 32, 32, &own)); // 1024 ≤ 1024
+        assert!(!keeps_per_example(8, 33, 32, &own)); // 1056 > 1040
+        // Time: 2·d_in·d_out at most S²·(d_in + d_out).
+        assert!(!keeps_per_example(2, 6, 5, &own)); // 60 > 44
+        assert!(keeps_per_example(3, 6, 5, &own)); // 60 ≤ 99
+        // A record sharing a tensor keeps its Gram path.
+        for shared in [
+            Shared {
+                input: Some(1),
+                grad: None,
+            },
+            Shared {
+                input: None,
+                grad: Some(2),
+            },
+        ] {
+            assert!(!keeps_per_example(64, 128, 128, &shared));
+        }
+    }
 }

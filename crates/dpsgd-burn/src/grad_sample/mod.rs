@@ -11,6 +11,7 @@ mod dense;
 mod embedding;
 
 pub(crate) use conv::materialize;
+pub(crate) use dense::keeps_per_example;
 
 use crate::tape::{Record, Shared};
 use burn::module::ParamId;
@@ -73,6 +74,19 @@ fn sq_sum<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<1> {
         .reshape([n, 1, m])
         .matmul(flat.reshape([n, m, 1]))
         .reshape([n])
+}
+
+/// `Σ_i c_i t_i` over the rows of `t: [n, m]` → `[m]`. On burn-flex one
+/// product `[1, n]·[n, m]` (f32 multiply-adds, on every core, no `[n, m]`
+/// temporary); elsewhere element-wise products and a column sum (for the
+/// reason given at [`sq_sum`]: a rounded clip factor could let an example
+/// weigh more than `C`).
+fn weighted_rows(t: Tensor<2>, c: Tensor<1>) -> Tensor<1> {
+    let [n, m] = t.dims();
+    if exact_f32_matmul(&t.device()) {
+        return c.reshape([1, n]).matmul(t).reshape([m]);
+    }
+    (t * c.reshape([n, 1])).sum_dim(0).reshape([m])
 }
 
 /// Whether `device`'s matmul is plain f32 (burn-flex's GEMM).
@@ -255,6 +269,53 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
         .collect()
 }
 
+/// Dense records whose per-example gradients cost less kept than their
+/// Gram ghost norms and a second product for the clipped sum (see
+/// [`dense::keeps_per_example`]) become per-example items, computed from
+/// the scaled tensors (so the scales carry over unchanged); their inputs
+/// and output gradients are dropped as each one is replaced.
+pub(crate) fn keep_per_example(work: Vec<Scaled>) -> Vec<Scaled> {
+    work.into_iter()
+        .map(|scaled| match scaled.item {
+            Item::Recorded(
+                Record::Dense {
+                    weight,
+                    bias,
+                    input,
+                    transposed,
+                    shared,
+                    probe,
+                },
+                g,
+            ) => {
+                let [_, s, d_in] = input.dims();
+                let d_out = g.dims()[2];
+                let item = if dense::keeps_per_example(s, d_in, d_out, &shared) {
+                    Item::PerExample(dense::per_example(weight, bias, input, transposed, g))
+                } else {
+                    let record = Record::Dense {
+                        weight,
+                        bias,
+                        input,
+                        probe,
+                        transposed,
+                        shared,
+                    };
+                    Item::Recorded(record, g)
+                };
+                Scaled {
+                    item,
+                    scales: scaled.scales,
+                }
+            }
+            item => Scaled {
+                item,
+                scales: scaled.scales,
+            },
+        })
+        .collect()
+}
+
 /// The Gram matrices `[B, S, S]` of tensors that several dense records
 /// share (see [`Shared`]), each computed for the first record that needs it
 /// and dropped after the last.
@@ -365,13 +426,7 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Factor>) -> Vec<(ParamId, Te
             return v
                 .into_iter()
                 .zip(factors)
-                .map(|((id, t), c)| {
-                    let [n, numel] = t.dims();
-                    (
-                        id,
-                        (t * c.tensor.reshape([n, 1])).sum_dim(0).reshape([numel]),
-                    )
-                })
+                .map(|((id, t), c)| (id, weighted_rows(t, c.tensor)))
                 .collect();
         }
     };
