@@ -153,8 +153,9 @@ impl Record {
     }
 
     /// The number of values this record holds for the engine (inputs and
-    /// output-gradient probes, or replicated parameters): what one pass's
-    /// memory grows with.
+    /// output-gradient probes, kept per-example gradients, or replicated
+    /// parameters) when it records one example: what one pass's memory
+    /// grows with, per example.
     pub(crate) fn held_values(&self) -> usize {
         match self {
             Record::Dense {
@@ -165,13 +166,15 @@ impl Record {
                 ..
             } => {
                 let held = input.shape().num_elements() + probe.shape().num_elements();
-                let [batch, positions, d_in] = input.dims();
+                let [rows, positions, d_in] = input.dims();
                 let d_out = probe.dims()[2];
                 // Kept per-example gradients replace the input and output
-                // gradient (grad_sample::keep_per_example).
-                if crate::grad_sample::keeps_per_example(positions, d_in, d_out, shared) {
+                // gradient (grad_sample::keep_per_example). Counted for
+                // the one example the planner runs, whose rows (several
+                // with augmentation multiplicity) make one sequence.
+                if crate::grad_sample::keeps_per_example(rows * positions, d_in, d_out, shared) {
                     let bias = if bias.is_some() { d_out } else { 0 };
-                    held.max(batch * (d_in * d_out + bias))
+                    held.max(d_in * d_out + bias)
                 } else {
                     held
                 }

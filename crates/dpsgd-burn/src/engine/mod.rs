@@ -31,8 +31,8 @@
 use crate::batch::ExampleBatch;
 use crate::canary::CanaryContext;
 use crate::grad_sample::{
-    Factor, Item, Scaled, SharedGrams, clipped_sums, keep_per_example, materialize, scale,
-    squared_norms,
+    Factor, GramError, Item, Scaled, SharedGrams, clipped_sums, keep_per_example, materialize,
+    scale, squared_norms,
 };
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
@@ -408,11 +408,14 @@ impl GradientEngine {
         // Rows of a per-example tensor outside ordinary magnitudes are
         // scaled to [−1, 1] first, so that no square or product overflows
         // or underflows f32; the scales come back to the host and multiply
-        // in f64. Sequence layers whose per-example gradients are worth
-        // keeping materialise them then, from the scaled tensors.
-        let work: Vec<Scaled> = keep_per_example(scale(work, n));
-        // Squared norms and scales: [n] tensors, read back at once.
-        let mut parts: Vec<Tensor<1>> = Vec::new();
+        // in f64. Materialised per-example gradients (sequence layers
+        // where keeping them is cheaper, normalisation layers' affine maps,
+        // a sequence layer's bias) are computed then, from the scaled
+        // tensors, and scaled again.
+        let work: Vec<Scaled> = keep_per_example(scale(work, n), n);
+        // Squared norms, scales ([n] each) and the positions' squared norms
+        // of Gram forms ([n·S]), read back at once.
+        let mut parts = Parts::default();
         // Per trainable parameter: (item, parameter, group, part of its
         // scaled squared norm, parts of its scales).
         let mut slots: Vec<Slot> = Vec::new();
@@ -427,40 +430,55 @@ impl GradientEngine {
                 let Some(&group) = group_of.get(&id) else {
                     continue;
                 };
-                let norm_part = parts.len();
-                parts.push(sq);
-                let first_scale = parts.len();
-                parts.extend(scaled.scales[k].iter().cloned());
+                let norm_part = parts.push(sq.estimate);
+                let gram = sq.gram.map(|(input_sq, grad_sq, error)| GramParts {
+                    input_sq: input_sq.map(|t| parts.push(t)),
+                    grad_sq: parts.push(grad_sq),
+                    error,
+                });
+                let scale_parts: Vec<usize> = scaled.scales[k]
+                    .iter()
+                    .map(|t| parts.push(t.clone()))
+                    .collect();
                 slots.push(Slot {
                     item: item_index,
                     param: k,
                     group,
                     norm_part,
-                    scale_parts: first_scale..parts.len(),
+                    gram,
+                    scale_parts,
                 });
             }
         }
-        // A Gram matrix left by a sharer that materialised instead.
         drop(grams);
-        let values: Vec<f32> = if parts.is_empty() {
-            Vec::new()
-        } else {
-            Tensor::cat(parts, 0).into_data().iter::<f32>().collect()
-        };
-        let part = |p: usize, i: usize| f64::from(values[p * n + i]);
+        let values = parts.read();
+        let part = |p: usize, i: usize| f64::from(values.at(p, i));
         // Per slot and example: the product of the scales (f64).
         let slot_scales: Vec<Vec<f64>> = slots
             .iter()
             .map(|slot| {
                 (0..n)
-                    .map(|i| slot.scale_parts.clone().map(|p| part(p, i)).product())
+                    .map(|i| slot.scale_parts.iter().map(|&p| part(p, i)).product())
                     .collect()
             })
             .collect();
         let mut group_sq = vec![vec![0.0f64; n]; n_groups];
         for (slot, scales) in slots.iter().zip(&slot_scales) {
             for i in 0..n {
-                group_sq[slot.group][i] += part(slot.norm_part, i) * scales[i] * scales[i];
+                // A Gram form's estimate gives way to an upper bound of
+                // the exact value (grad_sample::GramError).
+                let sq = match &slot.gram {
+                    None => part(slot.norm_part, i),
+                    Some(gram) => {
+                        let positions = |p: usize| values.row(p, i, n);
+                        gram.error.upper(
+                            part(slot.norm_part, i),
+                            gram.input_sq.map(positions),
+                            positions(gram.grad_sq),
+                        )
+                    }
+                };
+                group_sq[slot.group][i] += sq * scales[i] * scales[i];
             }
         }
         // A canary slot's gradient is its canary's (its own is masked to
@@ -604,8 +622,76 @@ struct Slot {
     group: usize,
     /// The part holding its scaled squared norm.
     norm_part: usize,
+    /// For a Gram form, the parts that bound its error.
+    gram: Option<GramParts>,
     /// The parts holding its scales.
-    scale_parts: std::ops::Range<usize>,
+    scale_parts: Vec<usize>,
+}
+
+/// The parts of a Gram form's error bound: its positions' squared norms.
+struct GramParts {
+    input_sq: Option<usize>,
+    grad_sq: usize,
+    error: GramError,
+}
+
+/// Tensors `[len]` to read back to the host in one transfer.
+#[derive(Default)]
+struct Parts {
+    tensors: Vec<Tensor<1>>,
+    offsets: Vec<usize>,
+    len: usize,
+}
+
+impl Parts {
+    /// Adds a tensor; its index.
+    fn push(&mut self, t: Tensor<1>) -> usize {
+        self.offsets.push(self.len);
+        self.len += t.dims()[0];
+        self.tensors.push(t);
+        self.tensors.len() - 1
+    }
+
+    /// Every part's values.
+    fn read(self) -> PartValues {
+        let values = if self.tensors.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(self.tensors, 0)
+                .into_data()
+                .iter::<f32>()
+                .collect()
+        };
+        PartValues {
+            values,
+            offsets: self.offsets,
+        }
+    }
+}
+
+/// The values of [`Parts`].
+struct PartValues {
+    values: Vec<f32>,
+    offsets: Vec<usize>,
+}
+
+impl PartValues {
+    /// Entry `i` of part `p`.
+    fn at(&self, p: usize, i: usize) -> f32 {
+        self.values[self.offsets[p] + i]
+    }
+
+    /// Row `i` of part `p` seen as `n` equal rows.
+    fn row(&self, p: usize, i: usize, n: usize) -> &[f32] {
+        let start = self.offsets[p];
+        let end = self
+            .offsets
+            .get(p + 1)
+            .copied()
+            .unwrap_or(self.values.len());
+        let width = (end - start) / n.max(1);
+        &self.values[start + i * width..start + (i + 1) * width]
+    }
 }
 
 /// The per-example losses, which must be `[n]` (finite or not: a

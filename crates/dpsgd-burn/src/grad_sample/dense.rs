@@ -1,7 +1,9 @@
 //! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
 //! unfolding (`a` = patches, the weight stored transposed).
 
-use super::{SharedGrams, column_sums, keys, row_sums, sq_sum};
+use super::{
+    GramError, SharedGrams, SquaredNorm, column_sums, gram_sum, keys, position_sq, sq_sum,
+};
 use crate::tape::Shared;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -16,7 +18,7 @@ pub(super) fn ghost_norm_is_cheaper(positions: usize, d_in: usize, d_out: usize)
 /// [`ghost_norm_is_cheaper`] when the input's Gram matrix is shared by
 /// `sharers[0]` records and the output gradient's by `sharers[1]` (each
 /// record pays its share): `S²·(d_in/k_a + d_out/k_g) ≤ S·d_in·d_out`.
-fn ghost_norm_is_cheaper_shared(
+pub(super) fn ghost_norm_is_cheaper_shared(
     positions: usize,
     d_in: usize,
     d_out: usize,
@@ -87,12 +89,14 @@ pub(super) fn per_example(
 }
 
 /// Squared per-example norms of the weight (and the bias, if any): the
-/// ghost norm `‖a_i‖²‖g_i‖²` for one position, the Gram form for
-/// sequences (Li et al. 2022, "Large Language Models Can Be Strong
+/// ghost norm `‖a_i‖²‖g_i‖²` for one position; over several positions,
+/// the Gram form (Li et al. 2022, "Large Language Models Can Be Strong
 /// Differentially Private Learners", §4:
 /// `‖a_iᵀ g_i‖²_F = Σ_{s,t} (a_{is}·a_{it}) (g_{is}·g_{it})`, with the Gram
-/// matrices of `shared` tensors taken from `grams`), or the materialised
-/// `a_iᵀ g_i` when that is cheaper.
+/// matrices of `shared` tensors taken from `grams`) with what bounds its
+/// f32 error ([`GramError`]). Records whose per-example gradients are
+/// cheaper materialised, and the bias of a record over several positions,
+/// were made per-example items first ([`super::keep_per_example`]).
 pub(super) fn squared_norms(
     input: &Tensor<3>,
     has_bias: bool,
@@ -100,7 +104,7 @@ pub(super) fn squared_norms(
     n: usize,
     shared: &Shared,
     grams: &mut SharedGrams,
-) -> Vec<Tensor<1>> {
+) -> Vec<SquaredNorm> {
     let [_, s, d_in] = input.dims();
     let d_out = g.dims()[2];
     if s == 1 {
@@ -108,26 +112,22 @@ pub(super) fn squared_norms(
         // reduction.
         let g_sq = sq_sum(g.clone(), n);
         let weight = sq_sum(input.clone(), n) * g_sq.clone();
-        return if has_bias {
-            vec![weight, g_sq]
-        } else {
-            vec![weight]
-        };
+        let mut out = vec![SquaredNorm::exact(weight)];
+        if has_bias {
+            out.push(SquaredNorm::exact(g_sq));
+        }
+        return out;
     }
-    let weight = if ghost_norm_is_cheaper_shared(s, d_in, d_out, grams.count(shared)) {
-        // Ghost norm via Gram matrices.
-        let [input_key, grad_key] = keys(shared);
-        let aa = grams.gram(input, input_key);
-        let gg = grams.gram(g, grad_key);
-        row_sums(aa * gg, n)
-    } else {
-        sq_sum(input.clone().swap_dims(1, 2).matmul(g.clone()), n)
-    };
-    let mut out = vec![weight];
-    if has_bias {
-        out.push(sq_sum(g.clone().sum_dim(1), n));
-    }
-    out
+    debug_assert!(!has_bias, "a sequence record's bias is kept per example");
+    let [input_key, grad_key] = keys(shared);
+    let aa = grams.gram(input, input_key);
+    let gg = grams.gram(g, grad_key);
+    vec![SquaredNorm::gram(
+        gram_sum(aa * gg, n),
+        Some(position_sq(input)),
+        position_sq(g),
+        GramError::new(s, d_in, d_out, &input.device()),
+    )]
 }
 
 /// `aᵀ(c ⊙ g)` for the weight (`[d_out, d_in]` when `transposed`), and the

@@ -1,11 +1,15 @@
 //! Row lookup `y_t = E[id_t]`: only the looked-up rows get a gradient.
 
+use super::{GramError, SquaredNorm, gram_sum, position_sq};
 use burn::module::ParamId;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 /// Squared per-example norms of the table: `Σ_{t,s} [id_t = id_s] g_t·g_s`
 /// (repeated ids within an example add before the norm).
-pub(super) fn squared_norms(ids: &Tensor<2, Int>, g: &Tensor<3>, n: usize) -> Vec<Tensor<1>> {
+///
+/// A Gram form: it comes with what bounds its f32 error ([`GramError`],
+/// the rows `e_{id}` having norm 1 and exact products).
+pub(super) fn squared_norms(ids: &Tensor<2, Int>, g: &Tensor<3>, n: usize) -> Vec<SquaredNorm> {
     let [_, s] = ids.dims();
     let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
     let same = ids
@@ -14,7 +18,13 @@ pub(super) fn squared_norms(ids: &Tensor<2, Int>, g: &Tensor<3>, n: usize) -> Ve
         .expand([n, s, s])
         .equal(ids.clone().reshape([n, 1, s]).expand([n, s, s]))
         .float();
-    vec![super::row_sums(gg * same, n)]
+    let d_out = g.dims()[2];
+    vec![SquaredNorm::gram(
+        gram_sum(gg * same, n),
+        None,
+        position_sq(g),
+        GramError::new(s, 0, d_out, &g.device()),
+    )]
 }
 
 /// The clipped output gradients `gc`, scattered into the table's rows.

@@ -269,14 +269,32 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
         .collect()
 }
 
-/// Dense records whose per-example gradients cost less kept than their
-/// Gram ghost norms and a second product for the clipped sum (see
-/// [`dense::keeps_per_example`]) become per-example items, computed from
-/// the scaled tensors (so the scales carry over unchanged); their inputs
-/// and output gradients are dropped as each one is replaced.
-pub(crate) fn keep_per_example(work: Vec<Scaled>) -> Vec<Scaled> {
-    work.into_iter()
-        .map(|scaled| match scaled.item {
+/// Records whose per-example gradients are materialised become
+/// per-example items, so that each example's norm is the norm of exactly
+/// what its clip factor multiplies in the sum:
+///
+/// * dense records whose kept gradients cost less than Gram ghost norms and
+///   a second product (see [`dense::keeps_per_example`]), and shared ones
+///   for which Gram ghost norms are not cheaper (they were materialised for
+///   the norm anyway);
+/// * the per-feature affine maps of normalisation layers (`Σ_s g_s ⊙ x̂_s`
+///   and `Σ_s g_s`, `C` values per example);
+/// * a Gram-path dense record's bias (`Σ_s g_s`), split from its weight.
+///
+/// They are computed from the scaled tensors (the scales carry over), then
+/// scaled again row by row, the new scales appended to each parameter's:
+/// a per-example gradient whose entries are tiny next to its tensors'
+/// largest (a huge input at a position the loss does not read) would
+/// otherwise have squares below f32's range, a norm of zero and an
+/// unclipped contribution (all read back at once). The inputs and output
+/// gradients of a converted record are dropped as it is replaced.
+pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
+    let sharers = SharedGrams::new(work.iter().map(|s| &s.item));
+    // (item, scales, whether it was converted here)
+    let mut out: Vec<(Item, Vec<Vec<Tensor<1>>>, bool)> = Vec::with_capacity(work.len());
+    for scaled in work {
+        let scales = scaled.scales;
+        match scaled.item {
             Item::Recorded(
                 Record::Dense {
                     weight,
@@ -290,28 +308,83 @@ pub(crate) fn keep_per_example(work: Vec<Scaled>) -> Vec<Scaled> {
             ) => {
                 let [_, s, d_in] = input.dims();
                 let d_out = g.dims()[2];
-                let item = if dense::keeps_per_example(s, d_in, d_out, &shared) {
-                    Item::PerExample(dense::per_example(weight, bias, input, transposed, g))
-                } else {
-                    let record = Record::Dense {
-                        weight,
-                        bias,
-                        input,
-                        probe,
-                        transposed,
-                        shared,
-                    };
-                    Item::Recorded(record, g)
-                };
-                Scaled {
-                    item,
-                    scales: scaled.scales,
+                let keep = s > 1
+                    && (dense::keeps_per_example(s, d_in, d_out, &shared)
+                        || !dense::ghost_norm_is_cheaper_shared(
+                            s,
+                            d_in,
+                            d_out,
+                            sharers.count(&shared),
+                        ));
+                if keep {
+                    let item =
+                        Item::PerExample(dense::per_example(weight, bias, input, transposed, g));
+                    out.push((item, scales, true));
+                    continue;
                 }
+                let mut scales = scales;
+                // Over several positions, the bias's per-example gradient
+                // is kept apart from the weight's Gram ghost norm.
+                let bias = match bias {
+                    Some(b) if s > 1 => {
+                        let per_example = g.clone().sum_dim(1).reshape([n, d_out]);
+                        let bias_scales = scales.pop().unwrap_or_default();
+                        out.push((
+                            Item::PerExample(vec![(b, per_example)]),
+                            vec![bias_scales],
+                            true,
+                        ));
+                        None
+                    }
+                    other => other,
+                };
+                let record = Record::Dense {
+                    weight,
+                    bias,
+                    input,
+                    probe,
+                    transposed,
+                    shared,
+                };
+                out.push((Item::Recorded(record, g), scales, false));
             }
-            item => Scaled {
-                item,
-                scales: scaled.scales,
-            },
+            Item::Recorded(
+                Record::Affine {
+                    gamma,
+                    beta,
+                    normalized,
+                    ..
+                },
+                g,
+            ) => {
+                let item = Item::PerExample(affine::per_example(gamma, beta, normalized, g, n));
+                out.push((item, scales, true));
+            }
+            item => out.push((item, scales, false)),
+        }
+    }
+    // Scale the converted items again, with one read-back for all.
+    let converted: Vec<Item> = out
+        .iter_mut()
+        .filter(|(_, _, c)| *c)
+        .map(|(item, _, _)| std::mem::replace(item, Item::PerExample(Vec::new())))
+        .collect();
+    let mut rescaled = scale(converted, n).into_iter();
+    out.into_iter()
+        .map(|(item, mut scales, converted)| {
+            if !converted {
+                return Scaled { item, scales };
+            }
+            let again = rescaled
+                .next()
+                .expect("one rescaled item per converted item");
+            for (mine, more) in scales.iter_mut().zip(again.scales) {
+                mine.extend(more);
+            }
+            Scaled {
+                item: again.item,
+                scales,
+            }
         })
         .collect()
 }
@@ -380,16 +453,24 @@ impl SharedGrams {
 /// Squared per-example norms `[n]` of each parameter of an item, in
 /// [`Item::params`] order (of the scaled tensors, for a [`Scaled`] item);
 /// Gram matrices of shared tensors come from and go to `grams`.
-pub(crate) fn squared_norms(item: &Item, n: usize, grams: &mut SharedGrams) -> Vec<Tensor<1>> {
+pub(crate) fn squared_norms(item: &Item, n: usize, grams: &mut SharedGrams) -> Vec<SquaredNorm> {
     let (r, g) = match item {
         Item::Recorded(r, g) => (r, g),
         Item::PerExample(v) => {
-            return v.iter().map(|(_, t)| sq_sum(t.clone(), n)).collect();
+            return v
+                .iter()
+                .map(|(_, t)| SquaredNorm::exact(sq_sum(t.clone(), n)))
+                .collect();
         }
     };
     match r {
-        Record::Conv { .. } | Record::Recurrent { .. } | Record::Replicated { .. } => {
-            unreachable!("convolution, recurrent and replicated records are converted first")
+        Record::Conv { .. }
+        | Record::Recurrent { .. }
+        | Record::Replicated { .. }
+        | Record::Affine { .. } => {
+            unreachable!(
+                "convolution, recurrent, replicated and affine records are converted first"
+            )
         }
         Record::Dense {
             input,
@@ -398,13 +479,173 @@ pub(crate) fn squared_norms(item: &Item, n: usize, grams: &mut SharedGrams) -> V
             ..
         } => dense::squared_norms(input, bias.is_some(), g, n, shared, grams),
         Record::Embedding { ids, .. } => embedding::squared_norms(ids, g, n),
-        Record::Affine {
-            gamma,
-            beta,
-            normalized,
-            ..
-        } => affine::squared_norms(gamma.is_some(), beta.is_some(), normalized, g, n),
     }
+}
+
+/// A squared per-example norm `[n]` as computed in f32 and, for a Gram
+/// form, what bounds how far below the exact value it may be.
+pub(crate) struct SquaredNorm {
+    /// The computed value.
+    pub(crate) estimate: Tensor<1>,
+    /// For a Gram form `Σ_{s,t} (a_s·a_t)(g_s·g_t)`: the squared norms of
+    /// each position's input (`None`: one-hot rows) and output gradient,
+    /// `[n·S]` each, and the shape of the computation.
+    pub(crate) gram: Option<(Option<Tensor<1>>, Tensor<1>, GramError)>,
+}
+
+impl SquaredNorm {
+    /// A sum of squares of the per-example gradient that is summed: exact
+    /// up to rounding relative to its own value.
+    pub(crate) fn exact(estimate: Tensor<1>) -> Self {
+        Self {
+            estimate,
+            gram: None,
+        }
+    }
+
+    /// A Gram form (see [`GramError`]).
+    pub(crate) fn gram(
+        estimate: Tensor<1>,
+        input_sq: Option<Tensor<1>>,
+        grad_sq: Tensor<1>,
+        error: GramError,
+    ) -> Self {
+        Self {
+            estimate,
+            gram: Some((input_sq, grad_sq, error)),
+        }
+    }
+}
+
+/// The rounding of a squared norm computed in f32 as a Gram form
+/// `N̂² = Σ_s Σ_t (a_s·a_t)(g_s·g_t)` (Gram matrices by matrix products,
+/// their element-wise product, then sums over `t` and over `s`), and an
+/// upper bound of the exact value from it.
+///
+/// The Gram form's error is not relative to `N²`: when the positions'
+/// contributions `a_s g_sᵀ` cancel, `N²` is far below the products it
+/// sums, and in f32 it can come out near zero or negative while the
+/// per-example gradient — which book-keeping sums exactly — is large. With
+/// `γ_k = k·u/(1 − k·u)` (Higham 2002, "Accuracy and Stability of Numerical
+/// Algorithms", §3.1: a dot product or sum of `k` terms in any order errs
+/// by at most `γ_k` times the sum of the terms' magnitudes), and `A_s ≥
+/// ‖a_s‖`, `G_s ≥ ‖g_s‖`, `T = Σ_s A_s G_s`:
+///
+/// `|N̂² − N²| ≤ κ T² + λ`, `κ = ρ + (2γ_S + γ_S²)(1 + ρ)`,
+/// `ρ = γ_{d_in} + γ_{d_out} + γ_{d_in}γ_{d_out} + u(1 + γ_{d_in})(1 + γ_{d_out})`,
+///
+/// with the products' unit `u` (2⁻²⁴ for f32 GEMM, 2⁻¹¹ where a backend
+/// may round a product's inputs to TF32) and `λ` for results below f32's
+/// normal range, each flushed by at most 2⁻¹²⁶. And by the triangle
+/// inequality `N ≤ T` always. The bound clips with
+/// `min(max(N̂², 0) + κT² + λ, T²)`: a cancelling example is clipped by an
+/// upper bound of its norm (so more than needed, never less); an ordinary
+/// one by `N̂²` plus a relative `O(√S·d·u)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GramError {
+    /// Positions `S`.
+    positions: usize,
+    /// Length of the input's dot products (0: one-hot rows, exact).
+    d_in: usize,
+    /// Length of the output gradient's dot products.
+    d_out: usize,
+    /// Unit roundoff of the matrix products.
+    matmul_unit: f64,
+}
+
+/// f32's unit roundoff.
+const F32_UNIT: f64 = 1.0 / 16_777_216.0; // 2⁻²⁴
+/// TF32's (10 stored mantissa bits).
+const TF32_UNIT: f64 = 1.0 / 2_048.0; // 2⁻¹¹
+/// The largest error of an f32 result flushed to zero or subnormal.
+const F32_TINY: f64 = 1.175_494_350_822_287_5e-38; // 2⁻¹²⁶
+
+impl GramError {
+    /// A Gram form over `positions` with dot products of `d_in` (0: exact)
+    /// and `d_out`, computed on `device`.
+    pub(crate) fn new(
+        positions: usize,
+        d_in: usize,
+        d_out: usize,
+        device: &burn::tensor::Device,
+    ) -> Self {
+        let matmul_unit = if exact_f32_matmul(device) {
+            F32_UNIT
+        } else {
+            TF32_UNIT
+        };
+        Self {
+            positions,
+            d_in,
+            d_out,
+            matmul_unit,
+        }
+    }
+
+    /// An upper bound of one example's exact squared norm from its
+    /// computed value and its positions' computed squared norms (`input_sq`
+    /// `None`: one-hot rows of norm 1). Not finite when an input is not.
+    pub(crate) fn upper(&self, estimate: f64, input_sq: Option<&[f32]>, grad_sq: &[f32]) -> f64 {
+        if !estimate.is_finite() {
+            return estimate;
+        }
+        let gamma = |k: usize, u: f64| {
+            let ku = k as f64 * u;
+            if ku < 0.5 {
+                ku / (1.0 - ku)
+            } else {
+                f64::INFINITY
+            }
+        };
+        // Upper bounds of each position's norms from their f32 sums of
+        // squares (relative error γ_d, plus a flush per operation).
+        let norm = |sq: f32, d: usize| {
+            (f64::from(sq) * (1.0 + gamma(d, F32_UNIT)) + 2.0 * d as f64 * F32_TINY).sqrt()
+        };
+        let (mut t, mut sum_a, mut sum_g) = (0.0f64, 0.0f64, 0.0f64);
+        for (p, &g_sq) in grad_sq.iter().enumerate() {
+            let a = input_sq.map_or(1.0, |q| norm(q[p], self.d_in));
+            let g = norm(g_sq, self.d_out);
+            t += a * g;
+            sum_a += a;
+            sum_g += g;
+        }
+        if !t.is_finite() {
+            return t;
+        }
+        let u = self.matmul_unit;
+        let (ga, gg) = (gamma(self.d_in, u), gamma(self.d_out, u));
+        let rho = ga + gg + ga * gg + F32_UNIT * (1.0 + ga) * (1.0 + gg);
+        let gs = gamma(self.positions, F32_UNIT);
+        let kappa = rho + (2.0 * gs + gs * gs) * (1.0 + rho);
+        let (d_in, d_out) = (self.d_in as f64, self.d_out as f64);
+        let s2 = (self.positions * self.positions) as f64;
+        // Flushes: of the Gram entries (at most 2d of them each, times the
+        // other Gram's entries), of their products and of the sums; twice
+        // over, for the cross terms.
+        let lambda = 2.0
+            * (2.0 * F32_TINY * (d_out * sum_a * sum_a + d_in * sum_g * sum_g)
+                + s2 * (4.0 * d_in.max(d_out).powi(2) * F32_TINY * F32_TINY + 5.0 * F32_TINY));
+        // f64's own rounding of these sums: far below this margin.
+        let margin = 1.0 + 1e-12;
+        let bound = (estimate.max(0.0) + kappa * t * t + lambda) * margin;
+        // The triangle inequality, valid whatever the Gram form's error.
+        bound.min(t * t * margin)
+    }
+}
+
+/// `Σ_s Σ_t m_ist` of `[n, S, S]` → `[n]`: over `t`, then over `s` (two
+/// sums of `S` terms, whose rounding [`GramError`] bounds).
+fn gram_sum(m: Tensor<3>, n: usize) -> Tensor<1> {
+    let [_, s, _] = m.dims();
+    let inner: Tensor<2> = m.sum_dim(2).reshape([n, s]);
+    inner.sum_dim(1).reshape([n])
+}
+
+/// Each position's squared norm, `[n, S, d]` → `[n·S]`.
+fn position_sq(t: &Tensor<3>) -> Tensor<1> {
+    let [n, s, d] = t.dims();
+    sq_sum(t.clone().reshape([n * s, d]), n * s)
 }
 
 /// A parameter's per-example clip factors, and whether they equal the
@@ -460,20 +701,138 @@ pub(crate) fn clipped_sums(item: Item, factors: Vec<Factor>) -> Vec<(ParamId, Te
         Record::Embedding {
             weight, ids, vocab, ..
         } => embedding::clipped_sums(weight, ids, vocab, scaled(&factors[0].tensor)),
-        Record::Affine {
-            gamma,
-            beta,
-            normalized,
-            ..
-        } => {
-            // γ and β have their own factors (one may be frozen: zero).
-            let first = scaled(&factors[0].tensor);
-            let last = &factors[factors.len() - 1];
-            let gb = match (gamma.is_some(), beta.is_some()) {
-                (true, true) if !last.same_as_first => Some(scaled(&last.tensor)),
-                _ => None,
+        Record::Affine { .. } => unreachable!("affine records are converted first"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The Gram form in f32 as the engine orders it (dot products, their
+    /// products, sums over `t` then `s`), the positions' squared norms in
+    /// f32, and the exact squared norm `‖Σ_s a_s g_sᵀ‖²` in f64.
+    fn computed(a: &[Vec<f32>], g: &[Vec<f32>]) -> (f64, Vec<f32>, Vec<f32>, f64) {
+        let dot = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .fold(0.0f32, |acc, (p, q)| p.mul_add(*q, acc))
+        };
+        let s = a.len();
+        let mut outer = 0.0f32;
+        for i in 0..s {
+            let mut inner = 0.0f32;
+            for j in 0..s {
+                inner += dot(&a[i], &a[j]) * dot(&g[i], &g[j]);
+            }
+            outer += inner;
+        }
+        let a_sq = a.iter().map(|x| dot(x, x)).collect();
+        let g_sq = g.iter().map(|x| dot(x, x)).collect();
+        let (d_in, d_out) = (a[0].len(), g[0].len());
+        let exact: f64 = (0..d_in)
+            .flat_map(|p| (0..d_out).map(move |q| (p, q)))
+            .map(|(p, q)| {
+                let w: f64 = a
+                    .iter()
+                    .zip(g)
+                    .map(|(x, y)| f64::from(x[p]) * f64::from(y[q]))
+                    .sum();
+                w * w
+            })
+            .sum();
+        (f64::from(outer), a_sq, g_sq, exact)
+    }
+
+    fn error(s: usize, d_in: usize, d_out: usize) -> GramError {
+        GramError {
+            positions: s,
+            d_in,
+            d_out,
+            matmul_unit: F32_UNIT,
+        }
+    }
+
+    /// Same input at two positions, output gradients `u` and `−(u − δ)`:
+    /// the exact norm is `‖a‖‖δ‖`, lost in f32's Gram form; the bound
+    /// stays above it, and below the triangle inequality's `T`.
+    #[test]
+    fn should_bound_a_cancelling_gram_form_from_above() {
+        for (amp, delta) in [(3e3f32, 1.0f32), (6e4, 1.0), (1.0, 1e-6)] {
+            let a: Vec<f32> = (0..6).map(|j| amp * (1.0 + 0.3 * j as f32)).collect();
+            let u: Vec<f32> = (0..5).map(|k| amp * (1.0 + 0.2 * k as f32)).collect();
+            let v: Vec<f32> = u.iter().map(|x| -(x - delta)).collect();
+            let (estimate, a_sq, g_sq, exact) = computed(&[a.clone(), a], &[u, v]);
+            let bound = error(2, 6, 5).upper(estimate, Some(&a_sq), &g_sq);
+            assert!(
+                bound >= exact,
+                "{amp} {delta}: {bound} < {exact} (f32 gave {estimate})"
+            );
+            let t: f64 = a_sq
+                .iter()
+                .zip(&g_sq)
+                .map(|(p, q)| (f64::from(*p) * f64::from(*q)).sqrt())
+                .sum();
+            assert!(
+                bound <= t * t * 1.001,
+                "{amp} {delta}: {bound} > T² = {}",
+                t * t
+            );
+        }
+    }
+
+    /// Not finite in, not finite out (the example is then set aside).
+    #[test]
+    fn should_keep_a_non_finite_estimate() {
+        let e = error(2, 3, 3);
+        assert!(e.upper(f64::NAN, Some(&[1.0, 1.0]), &[1.0, 1.0]).is_nan());
+        assert!(
+            e.upper(1.0, Some(&[f32::INFINITY, 1.0]), &[1.0, 1.0])
+                .is_infinite()
+        );
+        assert!(e.upper(1.0, None, &[f32::NAN, 1.0]).is_nan());
+    }
+
+    proptest! {
+        /// Random rows of mixed magnitudes (tiny, ordinary, huge within
+        /// f32's scaled range), some positions cancelling: the bound is
+        /// never below the exact squared norm, and where the positions do
+        /// not cancel it is within 0.1% of it.
+        #[test]
+        fn should_never_fall_below_the_exact_norm(
+            s in 1usize..6,
+            d_in in 1usize..7,
+            d_out in 1usize..7,
+            seed in any::<u64>(),
+            cancel in any::<bool>(),
+            exponent in -40i32..17,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let scale = 2f32.powi(exponent);
+            let mut row = |d: usize| -> Vec<f32> {
+                (0..d).map(|_| scale * rng.random_range(-1.0f32..1.0)).collect()
             };
-            affine::clipped_sums(gamma, beta, normalized, first, gb)
+            let mut a: Vec<Vec<f32>> = (0..s).map(|_| row(d_in)).collect();
+            let mut g: Vec<Vec<f32>> = (0..s).map(|_| row(d_out)).collect();
+            if cancel && s >= 2 {
+                a[1] = a[0].clone();
+                g[1] = g[0].iter().map(|x| -x * (1.0 - 1e-6)).collect();
+            }
+            let (estimate, a_sq, g_sq, exact) = computed(&a, &g);
+            let bound = error(s, d_in, d_out).upper(estimate, Some(&a_sq), &g_sq);
+            prop_assert!(bound >= exact, "{bound} < {exact} (f32 gave {estimate})");
+            // Where the positions do not cancel much (N² ≥ T²/10), the
+            // bound is tight.
+            let t: f64 = a_sq
+                .iter()
+                .zip(&g_sq)
+                .map(|(p, q)| (f64::from(*p) * f64::from(*q)).sqrt())
+                .sum();
+            if exponent > -20 && exact >= 0.1 * t * t {
+                prop_assert!(bound <= exact * 1.001, "{bound} vs {exact}");
+            }
         }
     }
 }
