@@ -182,3 +182,46 @@ fn should_clip_cancelling_positions_of_a_layer_norm() {
         within_c(released, exact, &what);
     }
 }
+
+/// In a batch, each example is bounded by its own positions: the
+/// cancelling example between two ordinary ones reports (and is clipped
+/// by) at least its exact norm, on both the kept and the Gram path.
+#[test]
+fn should_bound_each_example_of_a_batch_by_its_own_positions() {
+    for (backend, device) in devices() {
+        for (d_in, d_out) in [(4, 3), (6, 5)] {
+            let what = format!("{backend} {d_in}->{d_out}");
+            let model: DpLinear = DpLinearConfig::new(d_in, d_out)
+                .with_bias(false)
+                .init(&device);
+            let amp = 6e4f32;
+            let row = |k: f32| -> Vec<f32> {
+                (0..d_in)
+                    .map(|j| amp * (1.0 + 0.37 * (j as f32 * 2.26 + k).sin()))
+                    .collect()
+            };
+            // Example 1 repeats its row; 0 and 2 have two different rows.
+            let rows = [row(0.0), row(1.0), row(2.0), row(2.0), row(3.0), row(4.0)];
+            let v: Vec<f32> = rows.iter().flatten().copied().collect();
+            let x = Tensor::<3>::from_data(TensorData::new(v, [3, 2, d_in]), &device);
+            let u: Vec<f32> = (0..d_out)
+                .map(|k| amp * (1.0 + 0.41 * (k as f32 * 1.3).cos()))
+                .collect();
+            let (u, v) = cancelling(u, 1.0, &device);
+            let loss =
+                |m: &DpLinear, x: &Tensor<3>| weighted_positions(m.forward(x.clone()), &u, &v);
+            let mut engine = GradientEngine::new(Clipping::flat(C).unwrap());
+            let got = engine.clipped_gradients(&model, &x, loss).unwrap();
+            let exact: Vec<f64> = naive_per_example(&model, &x, loss)
+                .iter()
+                .map(norm)
+                .collect();
+            for (i, (&reported, &exact)) in got.per_example_norms().iter().zip(&exact).enumerate() {
+                assert!(
+                    f64::from(reported) >= exact * (1.0 - 1e-6),
+                    "{what}: example {i} reported {reported} < exact {exact}"
+                );
+            }
+        }
+    }
+}

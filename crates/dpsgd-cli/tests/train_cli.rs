@@ -1331,14 +1331,17 @@ fn bench_check_holds_the_engine_to_the_per_example_loop() {
         // The median norm as C: some examples clipped, some not.
         let clipped = l["clipped_examples"].as_u64().unwrap();
         assert!((1..8).contains(&clipped), "{l}");
-        // Measured 2e-8..6e-7 on flex (f32 against f64).
-        for field in [
-            "norm_relative_error",
-            "fast_path_relative_error",
-            "fallback_relative_error",
+        // Measured 2e-8..6e-7 on flex (f32 against f64) for the fallback
+        // and for layers normed from what they sum; the text models' Gram
+        // ghost norms clip by an upper bound of their rounding, 1.5e-5 to
+        // 7.3e-5 above the exact norms and sums at 16 positions.
+        for (field, limit) in [
+            ("norm_relative_error", 2e-4),
+            ("fast_path_relative_error", 2e-4),
+            ("fallback_relative_error", 1e-5),
         ] {
             let e = l[field].as_f64().unwrap();
-            assert!((0.0..1e-5).contains(&e), "{field}: {l}");
+            assert!((0.0..limit).contains(&e), "{field}: {l}");
         }
     }
     let out = dpsgd(&["bench", "check", "--models", "mlp,lstm", "--tolerance", "0"]);

@@ -31,8 +31,8 @@
 use crate::batch::ExampleBatch;
 use crate::canary::CanaryContext;
 use crate::grad_sample::{
-    Factor, GramError, Item, Scaled, SharedGrams, clipped_sums, keep_per_example, materialize,
-    scale, squared_norms,
+    Factor, GramError, Item, NormForm, Scaled, SharedGrams, SumOfSquares, clipped_sums,
+    keep_per_example, materialize, scale, squared_norms,
 };
 use crate::layers::ConvStrategy;
 use crate::tape::{self, Record};
@@ -411,7 +411,7 @@ impl GradientEngine {
         // in f64. Materialised per-example gradients (sequence layers
         // where keeping them is cheaper, normalisation layers' affine maps,
         // a sequence layer's bias) are computed then, from the scaled
-        // tensors, and scaled again.
+        // tensors.
         let work: Vec<Scaled> = keep_per_example(scale(work, n), n);
         // Squared norms, scales ([n] each) and the positions' squared norms
         // of Gram forms ([n·S]), read back at once.
@@ -431,11 +431,14 @@ impl GradientEngine {
                     continue;
                 };
                 let norm_part = parts.push(sq.estimate);
-                let gram = sq.gram.map(|(input_sq, grad_sq, error)| GramParts {
-                    input_sq: input_sq.map(|t| parts.push(t)),
-                    grad_sq: parts.push(grad_sq),
-                    error,
-                });
+                let bound = match sq.form {
+                    NormForm::Squares(squares) => Bound::Squares(squares),
+                    NormForm::Gram(input_sq, grad_sq, error) => Bound::Gram {
+                        input_sq: input_sq.map(|t| parts.push(t)),
+                        grad_sq: parts.push(grad_sq),
+                        error,
+                    },
+                };
                 let scale_parts: Vec<usize> = scaled.scales[k]
                     .iter()
                     .map(|t| parts.push(t.clone()))
@@ -445,7 +448,7 @@ impl GradientEngine {
                     param: k,
                     group,
                     norm_part,
-                    gram,
+                    bound,
                     scale_parts,
                 });
             }
@@ -465,17 +468,18 @@ impl GradientEngine {
         let mut group_sq = vec![vec![0.0f64; n]; n_groups];
         for (slot, scales) in slots.iter().zip(&slot_scales) {
             for i in 0..n {
-                // A Gram form's estimate gives way to an upper bound of
-                // the exact value (grad_sample::GramError).
-                let sq = match &slot.gram {
-                    None => part(slot.norm_part, i),
-                    Some(gram) => {
+                // Every computed squared norm gives way to an upper bound
+                // of the exact value (grad_sample::{SumOfSquares, GramError}).
+                let estimate = part(slot.norm_part, i);
+                let sq = match &slot.bound {
+                    Bound::Squares(squares) => squares.upper(estimate),
+                    Bound::Gram {
+                        input_sq,
+                        grad_sq,
+                        error,
+                    } => {
                         let positions = |p: usize| values.row(p, i, n);
-                        gram.error.upper(
-                            part(slot.norm_part, i),
-                            gram.input_sq.map(positions),
-                            positions(gram.grad_sq),
-                        )
+                        error.upper(estimate, input_sq.map(positions), positions(*grad_sq))
                     }
                 };
                 group_sq[slot.group][i] += sq * scales[i] * scales[i];
@@ -622,17 +626,21 @@ struct Slot {
     group: usize,
     /// The part holding its scaled squared norm.
     norm_part: usize,
-    /// For a Gram form, the parts that bound its error.
-    gram: Option<GramParts>,
+    /// What bounds its error.
+    bound: Bound,
     /// The parts holding its scales.
     scale_parts: Vec<usize>,
 }
 
-/// The parts of a Gram form's error bound: its positions' squared norms.
-struct GramParts {
-    input_sq: Option<usize>,
-    grad_sq: usize,
-    error: GramError,
+/// What bounds a slot's squared norm from above: for a Gram form, the
+/// parts holding its positions' squared norms.
+enum Bound {
+    Squares(SumOfSquares),
+    Gram {
+        input_sq: Option<usize>,
+        grad_sq: usize,
+        error: GramError,
+    },
 }
 
 /// Tensors `[len]` to read back to the host in one transfer.

@@ -112,9 +112,9 @@ pub(super) fn squared_norms(
         // reduction.
         let g_sq = sq_sum(g.clone(), n);
         let weight = sq_sum(input.clone(), n) * g_sq.clone();
-        let mut out = vec![SquaredNorm::exact(weight)];
+        let mut out = vec![SquaredNorm::squares(weight, d_in + d_out + 1)];
         if has_bias {
-            out.push(SquaredNorm::exact(g_sq));
+            out.push(SquaredNorm::squares(g_sq, d_out));
         }
         return out;
     }

@@ -89,6 +89,19 @@ fn weighted_rows(t: Tensor<2>, c: Tensor<1>) -> Tensor<1> {
     (t * c.reshape([n, 1])).sum_dim(0).reshape([m])
 }
 
+/// Whether `device`'s matrix products multiply and add in plain f32
+/// (burn-flex's GEMM, burn-ndarray's): what [`GramError`] may assume.
+fn plain_f32_products(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "ndarray")]
+    if matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::NdArray(_)
+    ) {
+        return true;
+    }
+    exact_f32_matmul(device)
+}
+
 /// Whether `device`'s matmul is plain f32 (burn-flex's GEMM).
 fn exact_f32_matmul(device: &burn::tensor::Device) -> bool {
     #[cfg(feature = "flex")]
@@ -282,15 +295,17 @@ pub(crate) fn scale(items: Vec<Item>, n: usize) -> Vec<Scaled> {
 /// * a Gram-path dense record's bias (`Σ_s g_s`), split from its weight.
 ///
 /// They are computed from the scaled tensors (the scales carry over), then
-/// scaled again row by row, the new scales appended to each parameter's:
-/// a per-example gradient whose entries are tiny next to its tensors'
-/// largest (a huge input at a position the loss does not read) would
-/// otherwise have squares below f32's range, a norm of zero and an
-/// unclipped contribution (all read back at once). The inputs and output
-/// gradients of a converted record are dropped as it is replaced.
+/// scaled again row by row, the new scales appended to each parameter's
+/// (one read-back for all): their entries may be tiny next to the scaled
+/// tensors' largest (a huge input at a position the loss does not read
+/// sets the row's scale), and their squares would fall below f32's range,
+/// leaving a norm of zero and an unclipped contribution. Scaled, every row
+/// is zero or has its largest magnitude in [2⁻¹⁴, 2¹⁶], as
+/// [`SumOfSquares`] needs. The inputs and output gradients of a converted
+/// record are dropped as it is replaced.
 pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
     let sharers = SharedGrams::new(work.iter().map(|s| &s.item));
-    // (item, scales, whether it was converted here)
+    // (item, scales, whether it is converted here)
     let mut out: Vec<(Item, Vec<Vec<Tensor<1>>>, bool)> = Vec::with_capacity(work.len());
     for scaled in work {
         let scales = scaled.scales;
@@ -378,6 +393,7 @@ pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
             let again = rescaled
                 .next()
                 .expect("one rescaled item per converted item");
+            debug_assert_eq!(scales.len(), again.scales.len());
             for (mine, more) in scales.iter_mut().zip(again.scales) {
                 mine.extend(more);
             }
@@ -459,7 +475,10 @@ pub(crate) fn squared_norms(item: &Item, n: usize, grams: &mut SharedGrams) -> V
         Item::PerExample(v) => {
             return v
                 .iter()
-                .map(|(_, t)| SquaredNorm::exact(sq_sum(t.clone(), n)))
+                .map(|(_, t)| {
+                    let terms = t.dims()[1];
+                    SquaredNorm::squares(sq_sum(t.clone(), n), terms)
+                })
                 .collect();
         }
     };
@@ -482,24 +501,35 @@ pub(crate) fn squared_norms(item: &Item, n: usize, grams: &mut SharedGrams) -> V
     }
 }
 
-/// A squared per-example norm `[n]` as computed in f32 and, for a Gram
-/// form, what bounds how far below the exact value it may be.
+/// A squared per-example norm `[n]` as computed in f32, and what bounds
+/// how far below the exact value it may be.
 pub(crate) struct SquaredNorm {
     /// The computed value.
     pub(crate) estimate: Tensor<1>,
-    /// For a Gram form `Σ_{s,t} (a_s·a_t)(g_s·g_t)`: the squared norms of
-    /// each position's input (`None`: one-hot rows) and output gradient,
+    /// How it was computed.
+    pub(crate) form: NormForm,
+}
+
+/// How a [`SquaredNorm`] was computed. (One per parameter and step: the
+/// size difference between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum NormForm {
+    /// A sum of squares (or a product of two) of the very values that are
+    /// summed.
+    Squares(SumOfSquares),
+    /// A Gram form `Σ_{s,t} (a_s·a_t)(g_s·g_t)`: the squared norms of each
+    /// position's input (`None`: one-hot rows) and output gradient,
     /// `[n·S]` each, and the shape of the computation.
-    pub(crate) gram: Option<(Option<Tensor<1>>, Tensor<1>, GramError)>,
+    Gram(Option<Tensor<1>>, Tensor<1>, GramError),
 }
 
 impl SquaredNorm {
-    /// A sum of squares of the per-example gradient that is summed: exact
-    /// up to rounding relative to its own value.
-    pub(crate) fn exact(estimate: Tensor<1>) -> Self {
+    /// A sum of `terms` squares of the per-example gradient that is summed
+    /// (see [`SumOfSquares`]).
+    pub(crate) fn squares(estimate: Tensor<1>, terms: usize) -> Self {
         Self {
             estimate,
-            gram: None,
+            form: NormForm::Squares(SumOfSquares { terms }),
         }
     }
 
@@ -512,8 +542,37 @@ impl SquaredNorm {
     ) -> Self {
         Self {
             estimate,
-            gram: Some((input_sq, grad_sq, error)),
+            form: NormForm::Gram(input_sq, grad_sq, error),
         }
+    }
+}
+
+/// A squared norm computed in f32 as a sum of `terms` squares, in any
+/// order, of a per-example tensor whose row is zero or has its largest
+/// magnitude in [2⁻¹⁴, 2¹⁶] (rows are scaled so, [`scale`]); or a product
+/// of two such sums (the one-position ghost norm `‖a‖²‖g‖²`). It errs by
+/// rounding relative to its own value (at most `γ_m`, Higham 2002, §3.1:
+/// like the rounding of the clipped sum itself, this is left to f32, see
+/// docs/limitations.md) and by f32's flushes below its normal range, at
+/// most 2⁻¹²⁶ for each square and addition: at most `2m·2⁻⁹⁸` relative to a
+/// non-zero sum, which is at least 2⁻²⁸; the bound adds that. A zero sum is
+/// then an exactly zero row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SumOfSquares {
+    /// The number of squares `m` (for a product of two sums, the sum of
+    /// their lengths and one for the product).
+    pub(crate) terms: usize,
+}
+
+impl SumOfSquares {
+    /// An upper bound of the exact squared norm from the computed one.
+    /// Not finite when the estimate is not.
+    pub(crate) fn upper(&self, estimate: f64) -> f64 {
+        if !estimate.is_finite() {
+            return estimate;
+        }
+        let flushes = 2.0 * self.terms as f64 * 2f64.powi(-98);
+        estimate.max(0.0) * (1.0 + flushes)
     }
 }
 
@@ -532,15 +591,20 @@ impl SquaredNorm {
 /// ‖a_s‖`, `G_s ≥ ‖g_s‖`, `T = Σ_s A_s G_s`:
 ///
 /// `|N̂² − N²| ≤ κ T² + λ`, `κ = ρ + (2γ_S + γ_S²)(1 + ρ)`,
-/// `ρ = γ_{d_in} + γ_{d_out} + γ_{d_in}γ_{d_out} + u(1 + γ_{d_in})(1 + γ_{d_out})`,
+/// `ρ = e_{d_in} + e_{d_out} + e_{d_in}e_{d_out} + u(1 + e_{d_in})(1 + e_{d_out})`,
 ///
-/// with the products' unit `u` (2⁻²⁴ for f32 GEMM, 2⁻¹¹ where a backend
-/// may round a product's inputs to TF32) and `λ` for results below f32's
-/// normal range, each flushed by at most 2⁻¹²⁶. And by the triangle
-/// inequality `N ≤ T` always. The bound clips with
-/// `min(max(N̂², 0) + κT² + λ, T²)`: a cancelling example is clipped by an
-/// upper bound of its norm (so more than needed, never less); an ordinary
-/// one by `N̂²` plus a relative `O(√S·d·u)`.
+/// with `u = 2⁻²⁴`, `e_d` a Gram entry's error relative to `‖x‖‖y‖`:
+/// `γ_d` for plain f32 products (flex, ndarray), and
+/// `(1 + 2⁻¹¹)²(1 + γ_d(2⁻²³)) − 1` elsewhere (a GPU backend may round
+/// both inputs of each product to TF32 and accumulate with truncation),
+/// and `λ` for results below f32's normal range, each flushed by at most
+/// 2⁻¹²⁶. And by the triangle inequality `N ≤ T` always. The bound clips
+/// with `min(max(N̂², 0) + κT² + λ, T²)`: a cancelling example is clipped
+/// by an upper bound of its norm (so more than needed, never less). Where
+/// positions do not cancel, `T² ≈ S·N²` and the bound exceeds `N²` by a
+/// relative `≈ S·κ`, about `2S(d + S)·u` with plain f32 products (measured
+/// on flex: norms 1.00014× exact at `S = 16`, `d = 128`; 1.004× at `S = 64`,
+/// `d = 1024`; 1.026× at `S = 200`, `d = 2048`) and `≈ 4S·2⁻¹¹` with TF32.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct GramError {
     /// Positions `S`.
@@ -549,14 +613,24 @@ pub(crate) struct GramError {
     d_in: usize,
     /// Length of the output gradient's dot products.
     d_out: usize,
-    /// Unit roundoff of the matrix products.
-    matmul_unit: f64,
+    /// Whether the matrix products are plain f32 (else TF32 may be used).
+    plain_f32: bool,
 }
 
 /// f32's unit roundoff.
 const F32_UNIT: f64 = 1.0 / 16_777_216.0; // 2⁻²⁴
 /// TF32's (10 stored mantissa bits).
 const TF32_UNIT: f64 = 1.0 / 2_048.0; // 2⁻¹¹
+
+/// `γ_k = k·u/(1 − k·u)`, infinite once `k·u ≥ ½`.
+fn gamma(k: usize, u: f64) -> f64 {
+    let ku = k as f64 * u;
+    if ku < 0.5 {
+        ku / (1.0 - ku)
+    } else {
+        f64::INFINITY
+    }
+}
 /// The largest error of an f32 result flushed to zero or subnormal.
 const F32_TINY: f64 = 1.175_494_350_822_287_5e-38; // 2⁻¹²⁶
 
@@ -569,16 +643,23 @@ impl GramError {
         d_out: usize,
         device: &burn::tensor::Device,
     ) -> Self {
-        let matmul_unit = if exact_f32_matmul(device) {
-            F32_UNIT
-        } else {
-            TF32_UNIT
-        };
         Self {
             positions,
             d_in,
             d_out,
-            matmul_unit,
+            plain_f32: plain_f32_products(device),
+        }
+    }
+
+    /// `e_d`: a Gram entry's error relative to `‖x‖‖y‖` (0 for `d = 0`,
+    /// exact one-hot rows).
+    fn entry_error(&self, d: usize) -> f64 {
+        if d == 0 {
+            0.0
+        } else if self.plain_f32 {
+            gamma(d, F32_UNIT)
+        } else {
+            (1.0 + TF32_UNIT).powi(2) * (1.0 + gamma(d, 2.0 * F32_UNIT)) - 1.0
         }
     }
 
@@ -589,14 +670,6 @@ impl GramError {
         if !estimate.is_finite() {
             return estimate;
         }
-        let gamma = |k: usize, u: f64| {
-            let ku = k as f64 * u;
-            if ku < 0.5 {
-                ku / (1.0 - ku)
-            } else {
-                f64::INFINITY
-            }
-        };
         // Upper bounds of each position's norms from their f32 sums of
         // squares (relative error γ_d, plus a flush per operation).
         let norm = |sq: f32, d: usize| {
@@ -613,8 +686,7 @@ impl GramError {
         if !t.is_finite() {
             return t;
         }
-        let u = self.matmul_unit;
-        let (ga, gg) = (gamma(self.d_in, u), gamma(self.d_out, u));
+        let (ga, gg) = (self.entry_error(self.d_in), self.entry_error(self.d_out));
         let rho = ga + gg + ga * gg + F32_UNIT * (1.0 + ga) * (1.0 + gg);
         let gs = gamma(self.positions, F32_UNIT);
         let kappa = rho + (2.0 * gs + gs * gs) * (1.0 + rho);
@@ -750,7 +822,7 @@ mod tests {
             positions: s,
             d_in,
             d_out,
-            matmul_unit: F32_UNIT,
+            plain_f32: true,
         }
     }
 
@@ -780,6 +852,30 @@ mod tests {
                 t * t
             );
         }
+    }
+
+    /// Rows as scaled (largest magnitude 1, or in [2⁻¹⁴, 2¹⁶]) whose
+    /// other entries' squares fall below f32's range: the bound is within
+    /// f32's relative rounding of the exact value (here, where the few
+    /// large squares are exact, not below it); a zero row stays zero.
+    #[test]
+    fn should_bound_a_sum_of_squares_whose_small_entries_underflow() {
+        for (largest, tiny, m) in [
+            (1.0f32, 1e-28f32, 12usize),
+            (1.0 / 16_384.0, 1e-20, 3),
+            (65_536.0, 3e-19, 1000),
+        ] {
+            let mut row = vec![tiny; m];
+            row[m / 2] = largest;
+            let computed = row.iter().fold(0.0f32, |acc, v| v.mul_add(*v, acc));
+            let exact: f64 = row.iter().map(|&v| f64::from(v).powi(2)).sum();
+            let bound = SumOfSquares { terms: m }.upper(f64::from(computed));
+            assert!(bound >= exact, "{largest} {tiny} × {m}: {bound} < {exact}");
+            assert!(bound <= exact * (1.0 + 1e-6), "{bound} vs {exact}");
+        }
+        let squares = SumOfSquares { terms: 100 };
+        assert_eq!(squares.upper(0.0), 0.0);
+        assert!(squares.upper(f64::NAN).is_nan());
     }
 
     /// Not finite in, not finite out (the example is then set aside).
