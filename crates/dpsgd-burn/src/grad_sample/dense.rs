@@ -1,9 +1,7 @@
 //! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
 //! unfolding (`a` = patches, the weight stored transposed).
 
-use super::{
-    GramError, SharedGrams, SquaredNorm, column_sums, gram_sum, keys, position_sq, sq_sum,
-};
+use super::{GramError, SharedGrams, SquaredNorm, column_sums, gram_sum, keys, sq_sum};
 use crate::tape::Shared;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -124,8 +122,8 @@ pub(super) fn squared_norms(
     let gg = grams.gram(g, grad_key);
     vec![SquaredNorm::gram(
         gram_sum(aa * gg, n),
-        Some(position_sq(input)),
-        position_sq(g),
+        Some(grams.position_sq(input, input_key)),
+        grams.position_sq(g, grad_key),
         GramError::new(s, d_in, d_out, &input.device()),
     )]
 }

@@ -413,6 +413,8 @@ pub(crate) struct SharedGrams {
     sharers: HashMap<(Side, u64), usize>,
     /// Per key, the Gram matrix and how many sharers have yet to take it.
     grams: HashMap<(Side, u64), (Tensor<3>, usize)>,
+    /// Per key, the positions' squared norms (`[n·S]`, small: kept).
+    position_sq: HashMap<(Side, u64), Tensor<1>>,
 }
 
 impl SharedGrams {
@@ -429,6 +431,7 @@ impl SharedGrams {
         Self {
             sharers,
             grams: HashMap::new(),
+            position_sq: HashMap::new(),
         }
     }
 
@@ -436,6 +439,18 @@ impl SharedGrams {
     /// record (1 for a tensor of its own).
     fn count(&self, shared: &Shared) -> [usize; 2] {
         keys(shared).map(|k| k.and_then(|k| self.sharers.get(&k).copied()).unwrap_or(1))
+    }
+
+    /// [`position_sq`] of `t`, computed once per key.
+    fn position_sq(&mut self, t: &Tensor<3>, key: Option<(Side, u64)>) -> Tensor<1> {
+        match key {
+            None => position_sq(t),
+            Some(key) => self
+                .position_sq
+                .entry(key)
+                .or_insert_with(|| position_sq(t))
+                .clone(),
+        }
     }
 
     /// `t tᵀ` (`[B, S, S]`), computed once per key.
