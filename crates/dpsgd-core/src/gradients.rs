@@ -149,9 +149,9 @@ impl ClippedGradients {
     /// sum (dropped ones excluded; users plot them to choose C): on the
     /// fast path, the upper bounds each example was clipped by — f32's
     /// value where it is the norm of exactly what is summed, and for Gram
-    /// ghost norms a bound of their rounding that exceeds the exact norm by
-    /// a relative `≈ S(d + S)·2⁻²³` over `S` positions of width `d` (more
-    /// where positions cancel).
+    /// ghost norms a bound of their rounding whose square exceeds the exact
+    /// one by a relative `≈ S(d + S)·2⁻²³` over `S` positions of width `d`
+    /// (more where positions cancel).
     pub fn per_example_norms(&self) -> &[f32] {
         &self.norms
     }
