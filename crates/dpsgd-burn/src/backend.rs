@@ -3,6 +3,7 @@
 //! `wgpu` (GPU; on a machine without one, a software Vulkan driver such as
 //! lavapipe works) and `cuda` (burn's CubeCL CUDA backend, NVIDIA GPUs).
 
+use burn::backend::DispatchDevice;
 use burn::tensor::Device;
 use std::fmt;
 use std::str::FromStr;
@@ -107,5 +108,27 @@ impl FromStr for Backend {
                 "unknown backend `{s}` (expected flex, ndarray, wgpu or cuda)"
             )),
         }
+    }
+}
+
+/// Whether `device` is burn-flex's (whose matrix products are plain f32
+/// GEMM).
+pub(crate) fn is_flex(device: &Device) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `device` computes in host memory (a CPU backend: flex,
+/// ndarray; both multiply and add in plain f32).
+pub(crate) fn is_host(device: &Device) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        _ => is_flex(device),
     }
 }

@@ -204,7 +204,7 @@ impl GradientEngine {
         let n = batch.num_examples();
         let size = self
             .pass_size
-            .resolve(model.devices().iter().any(host_memory));
+            .resolve(model.devices().iter().any(crate::backend::is_host));
         // The records' values per example, from a forward pass of the first
         // example alone (sizes only: the shapes of the model and of the
         // batch). Measured afresh by every call, so that a call's passes
@@ -831,18 +831,5 @@ fn swap_advice(p: &dpsgd_core::ParamInfo) -> String {
         (None, _) => {
             format!("`{layer}` ({module}) has no DP-aware twin: build it from dpsgd_burn::layers")
         }
-    }
-}
-
-/// Whether `device` computes in host memory (a CPU backend).
-fn host_memory(device: &burn::tensor::Device) -> bool {
-    use burn::backend::DispatchDevice;
-    #[allow(unreachable_patterns)]
-    match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "ndarray")]
-        DispatchDevice::NdArray(_) => true,
-        _ => false,
     }
 }

@@ -13,6 +13,7 @@ mod embedding;
 pub(crate) use conv::materialize;
 pub(crate) use dense::keeps_per_example;
 
+use crate::backend::{is_flex, is_host};
 use crate::tape::{Record, Shared};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -66,7 +67,7 @@ fn column_sums(t: Tensor<3>) -> Tensor<1> {
 /// would let a clipped example exceed C.
 fn sq_sum<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<1> {
     let flat: Tensor<2> = t.reshape([n as i32, -1]);
-    if !exact_f32_matmul(&flat.device()) {
+    if !is_flex(&flat.device()) {
         return row_sums(flat.clone() * flat, n);
     }
     let m = flat.dims()[1];
@@ -83,36 +84,10 @@ fn sq_sum<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<1> {
 /// weigh more than `C`).
 fn weighted_rows(t: Tensor<2>, c: Tensor<1>) -> Tensor<1> {
     let [n, m] = t.dims();
-    if exact_f32_matmul(&t.device()) {
+    if is_flex(&t.device()) {
         return c.reshape([1, n]).matmul(t).reshape([m]);
     }
     (t * c.reshape([n, 1])).sum_dim(0).reshape([m])
-}
-
-/// Whether `device`'s matrix products multiply and add in plain f32
-/// (burn-flex's GEMM, burn-ndarray's): what [`GramError`] may assume.
-fn plain_f32_products(device: &burn::tensor::Device) -> bool {
-    #[cfg(feature = "ndarray")]
-    if matches!(
-        device.clone().inner().as_dispatch(),
-        burn::backend::DispatchDevice::NdArray(_)
-    ) {
-        return true;
-    }
-    exact_f32_matmul(device)
-}
-
-/// Whether `device`'s matmul is plain f32 (burn-flex's GEMM).
-fn exact_f32_matmul(device: &burn::tensor::Device) -> bool {
-    #[cfg(feature = "flex")]
-    if matches!(
-        device.clone().inner().as_dispatch(),
-        burn::backend::DispatchDevice::Flex(_)
-    ) {
-        return true;
-    }
-    let _ = device;
-    false
 }
 
 /// Row magnitudes kept as they are (scale 1). Above: squares, Gram
@@ -662,7 +637,7 @@ impl GramError {
             positions,
             d_in,
             d_out,
-            plain_f32: plain_f32_products(device),
+            plain_f32: is_host(device),
         }
     }
 

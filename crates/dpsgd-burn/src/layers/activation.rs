@@ -30,7 +30,10 @@ const FAST_MIN: usize = 1 << 14;
 /// assert!((y[2] - 1.954_500_0).abs() < 1e-6);
 /// ```
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !on_flex(&x) || x.dtype() != DType::F32 || x.shape().num_elements() < FAST_MIN {
+    if !crate::backend::is_flex(&x.device())
+        || x.dtype() != DType::F32
+        || x.shape().num_elements() < FAST_MIN
+    {
         return burn::tensor::activation::gelu(x);
     }
     let device = x.device();
@@ -49,17 +52,6 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let slope = Tensor::<D>::from_data(TensorData::new(slope, dims), &device);
     let offset = x.clone() - x.detach();
     value + slope * offset
-}
-
-/// Whether `x` lives on the flex backend.
-fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
-    #[allow(unreachable_patterns)]
-    match x.device().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        _ => false,
-    }
 }
 
 /// `g(x)` and `g'(x)` of every value, with burn-flex's f32 formulas, on
