@@ -1,6 +1,7 @@
 //! Per-feature affine map of a normalised input, `y = x̂ ⊙ γ + β` on
 //! `[B, S, C]`: LayerNorm and GroupNorm.
 
+use super::position_sums;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 
@@ -12,15 +13,13 @@ pub(super) fn per_example(
     beta: Option<ParamId>,
     normalized: Tensor<3>,
     g: Tensor<3>,
-    n: usize,
 ) -> Vec<(ParamId, Tensor<2>)> {
-    let c = g.dims()[2];
     let mut out = Vec::new();
     if let Some(id) = gamma {
-        out.push((id, (g.clone() * normalized).sum_dim(1).reshape([n, c])));
+        out.push((id, position_sums(g.clone() * normalized)));
     }
     if let Some(id) = beta {
-        out.push((id, g.sum_dim(1).reshape([n, c])));
+        out.push((id, position_sums(g)));
     }
     out
 }

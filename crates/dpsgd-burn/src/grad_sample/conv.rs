@@ -4,8 +4,8 @@
 //! record), or from one grouped weight-gradient convolution (groups =
 //! batch).
 
-use super::Item;
 use super::dense::ghost_norm_is_cheaper;
+use super::{Item, position_sums};
 use crate::layers::im2col;
 use crate::tape::{Record, Shared};
 use burn::tensor::Tensor;
@@ -79,7 +79,7 @@ pub(crate) fn materialize(r: Record, g: Tensor<3>, k: usize) -> Item {
         let per_example = through_standardization(per_example, standardized.as_ref());
         let mut out = vec![(weight, per_example)];
         // g is already per example here: [B, k·L, C_out].
-        out.extend(bias.map(|b| (b, g.sum_dim(1).reshape([batch, c_out]))));
+        out.extend(bias.map(|b| (b, position_sums(g))));
         return Item::PerExample(out);
     }
     // g: [B·k, C_out, L]: one grouped weight-gradient convolution.

@@ -1,7 +1,9 @@
 //! `y = a W (+ b)` on `[B, S, d_in]`: Linear, and convolutions after
 //! unfolding (`a` = patches, the weight stored transposed).
 
-use super::{GramError, SharedGrams, SquaredNorm, column_sums, gram_sum, keys, sq_sum};
+use super::{
+    GramError, SharedGrams, SquaredNorm, column_sums, gram_sum, keys, position_sums, sq_sum,
+};
 use crate::tape::Shared;
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -81,7 +83,7 @@ pub(super) fn per_example(
     };
     let mut out = vec![(weight, w.reshape([n, d_in * d_out]))];
     if let Some(b) = bias {
-        out.push((b, g.sum_dim(1).reshape([n, d_out])));
+        out.push((b, position_sums(g)));
     }
     out
 }

@@ -283,7 +283,7 @@ pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
     // (item, scales, whether it is converted here)
     let mut out: Vec<(Item, Vec<Vec<Tensor<1>>>, bool)> = Vec::with_capacity(work.len());
     for scaled in work {
-        let scales = scaled.scales;
+        let mut scales = scaled.scales;
         match scaled.item {
             Item::Recorded(
                 Record::Dense {
@@ -292,50 +292,27 @@ pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
                     input,
                     transposed,
                     shared,
-                    probe,
+                    ..
                 },
                 g,
-            ) => {
-                let [_, s, d_in] = input.dims();
-                let d_out = g.dims()[2];
-                let keep = s > 1
-                    && (dense::keeps_per_example(s, d_in, d_out, &shared)
-                        || !dense::ghost_norm_is_cheaper_shared(
-                            s,
-                            d_in,
-                            d_out,
-                            sharers.count(&shared),
-                        ));
-                if keep {
-                    let item =
-                        Item::PerExample(dense::per_example(weight, bias, input, transposed, g));
-                    out.push((item, scales, true));
-                    continue;
-                }
-                let mut scales = scales;
+            ) if keeps_dense(&input, &g, &shared, &sharers) => {
+                let item = Item::PerExample(dense::per_example(weight, bias, input, transposed, g));
+                out.push((item, scales, true));
+            }
+            Item::Recorded(mut record @ Record::Dense { .. }, g) => {
                 // Over several positions, the bias's per-example gradient
                 // is kept apart from the weight's Gram ghost norm.
-                let bias = match bias {
-                    Some(b) if s > 1 => {
-                        let per_example = g.clone().sum_dim(1).reshape([n, d_out]);
-                        let bias_scales = scales.pop().unwrap_or_default();
-                        out.push((
-                            Item::PerExample(vec![(b, per_example)]),
-                            vec![bias_scales],
-                            true,
-                        ));
-                        None
-                    }
-                    other => other,
-                };
-                let record = Record::Dense {
-                    weight,
-                    bias,
-                    input,
-                    probe,
-                    transposed,
-                    shared,
-                };
+                if let Record::Dense { bias, input, .. } = &mut record
+                    && input.dims()[1] > 1
+                    && let Some(b) = bias.take()
+                {
+                    let bias_scales = scales.pop().unwrap_or_default();
+                    out.push((
+                        Item::PerExample(vec![(b, position_sums(g.clone()))]),
+                        vec![bias_scales],
+                        true,
+                    ));
+                }
                 out.push((Item::Recorded(record, g), scales, false));
             }
             Item::Recorded(
@@ -347,7 +324,7 @@ pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
                 },
                 g,
             ) => {
-                let item = Item::PerExample(affine::per_example(gamma, beta, normalized, g, n));
+                let item = Item::PerExample(affine::per_example(gamma, beta, normalized, g));
                 out.push((item, scales, true));
             }
             item => out.push((item, scales, false)),
@@ -378,6 +355,24 @@ pub(crate) fn keep_per_example(work: Vec<Scaled>, n: usize) -> Vec<Scaled> {
             }
         })
         .collect()
+}
+
+/// Whether a dense record over several positions keeps its per-example
+/// gradients (see [`keep_per_example`]): where that is cheaper and fits,
+/// or, for a shared record, where Gram ghost norms are not cheaper.
+fn keeps_dense(input: &Tensor<3>, g: &Tensor<3>, shared: &Shared, sharers: &SharedGrams) -> bool {
+    let [_, s, d_in] = input.dims();
+    let d_out = g.dims()[2];
+    s > 1
+        && (dense::keeps_per_example(s, d_in, d_out, shared)
+            || !dense::ghost_norm_is_cheaper_shared(s, d_in, d_out, sharers.count(shared)))
+}
+
+/// `Σ_s t_is`: `[n, S, F]` → `[n, F]`, an example's positions summed (a
+/// bias's or a shift's per-example gradient).
+fn position_sums(t: Tensor<3>) -> Tensor<2> {
+    let [n, _, f] = t.dims();
+    t.sum_dim(1).reshape([n, f])
 }
 
 /// The Gram matrices `[B, S, S]` of tensors that several dense records
