@@ -63,10 +63,13 @@ fn twice(a: &[f32], device: &Device) -> Tensor<3> {
     Tensor::from_data(TensorData::new(v, [1, 2, d]), device)
 }
 
-/// The weights of the loss `o_0·u − o_1·(u − δ)`: the output gradients
-/// at the two positions nearly cancel, leaving `δ`.
-fn cancelling(u: Vec<f32>, delta: f32, device: &Device) -> (Tensor<1>, Tensor<1>) {
-    let d = u.len();
+/// The weights of the loss `o_0·u − o_1·(u − δ)` over `d` outputs, `u` of
+/// magnitude `amp`: the output gradients at the two positions nearly
+/// cancel, leaving `δ`.
+fn cancelling(amp: f32, d: usize, delta: f32, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    let u: Vec<f32> = (0..d)
+        .map(|k| amp * (1.0 + 0.41 * (k as f32 * 1.3).cos()))
+        .collect();
     let v: Vec<f32> = u
         .iter()
         .enumerate()
@@ -101,10 +104,7 @@ fn should_clip_cancelling_positions_of_dense_layers() {
                 let a: Vec<f32> = (0..d_in)
                     .map(|j| amp * (1.0 + 0.37 * (j as f32 * 2.26).sin()))
                     .collect();
-                let u: Vec<f32> = (0..d_out)
-                    .map(|k| amp * (1.0 + 0.41 * (k as f32 * 1.3).cos()))
-                    .collect();
-                let (u, v) = cancelling(u, delta, &device);
+                let (u, v) = cancelling(amp, d_out, delta, &device);
                 let x = twice(&a, &device);
                 let loss =
                     |m: &DpLinear, x: &Tensor<3>| weighted_positions(m.forward(x.clone()), &u, &v);
@@ -148,10 +148,7 @@ fn should_clip_cancelling_repeats_of_an_embedding_row() {
             let what = format!("{backend} amp {amp:e} delta {delta:e}");
             let d = 5;
             let model: DpEmbedding = DpEmbeddingConfig::new(7, d).init(&device);
-            let u: Vec<f32> = (0..d)
-                .map(|k| amp * (1.0 + 0.41 * (k as f32 * 1.3).cos()))
-                .collect();
-            let (u, v) = cancelling(u, delta, &device);
+            let (u, v) = cancelling(amp, d, delta, &device);
             let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 3], [1, 2]), &device);
             let loss = |m: &DpEmbedding, ids: &Tensor<2, Int>| {
                 weighted_positions(m.forward(ids.clone()), &u, &v)
@@ -171,10 +168,7 @@ fn should_clip_cancelling_positions_of_a_layer_norm() {
         let d = 6;
         let model: DpLayerNorm = DpLayerNormConfig::new(d).init(&device);
         let a: Vec<f32> = (0..d).map(|j| (j as f32 * 1.7).sin()).collect();
-        let u: Vec<f32> = (0..d)
-            .map(|k| 3e4 * (1.0 + 0.41 * (k as f32 * 1.3).cos()))
-            .collect();
-        let (u, v) = cancelling(u, 10.0, &device);
+        let (u, v) = cancelling(3e4, d, 10.0, &device);
         let x = twice(&a, &device);
         let loss =
             |m: &DpLayerNorm, x: &Tensor<3>| weighted_positions(m.forward(x.clone()), &u, &v);
@@ -204,10 +198,7 @@ fn should_bound_each_example_of_a_batch_by_its_own_positions() {
             let rows = [row(0.0), row(1.0), row(2.0), row(2.0), row(3.0), row(4.0)];
             let v: Vec<f32> = rows.iter().flatten().copied().collect();
             let x = Tensor::<3>::from_data(TensorData::new(v, [3, 2, d_in]), &device);
-            let u: Vec<f32> = (0..d_out)
-                .map(|k| amp * (1.0 + 0.41 * (k as f32 * 1.3).cos()))
-                .collect();
-            let (u, v) = cancelling(u, 1.0, &device);
+            let (u, v) = cancelling(amp, d_out, 1.0, &device);
             let loss =
                 |m: &DpLinear, x: &Tensor<3>| weighted_positions(m.forward(x.clone()), &u, &v);
             let mut engine = GradientEngine::new(Clipping::flat(C).unwrap());
