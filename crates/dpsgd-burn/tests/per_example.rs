@@ -124,6 +124,22 @@ fn check_passes<M: Module, B: ExampleBatch>(
         batch.num_examples(),
         "{what}"
     );
+    // Recording changes no forward value (the recorded layers add zero
+    // probes and read their parameters as constants): the engine's losses
+    // sum to the unrecorded forward pass's, up to f32 rounding (a
+    // convolution recorded by gather + GEMM rounds otherwise than burn's).
+    // A bias added twice, or not at all, moves the sum by orders of
+    // magnitude more (checked by adding the bias twice in DpLinear's
+    // recorded forward: 13 of the 19 cases fail).
+    let unrecorded = to_vec(&loss(model, batch));
+    let (sum, scale) = unrecorded
+        .iter()
+        .fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
+    assert!(
+        (got.loss_sum() - sum).abs() <= 1e-5 * scale.max(1e-6),
+        "{what}: recorded losses sum to {}, unrecorded to {sum}",
+        got.loss_sum()
+    );
     assert!(
         matches!(got.method(), GradientMethod::FastPath { .. }),
         "{what}: expected the fast path, got {:?}",
