@@ -132,3 +132,42 @@ pub(crate) fn is_host(device: &Device) -> bool {
         _ => is_flex(device),
     }
 }
+
+/// Whether `device`'s matrix products multiply and add in plain f32 (each
+/// operation rounded to nearest; subnormals may be flushed): the CPU
+/// backends, and wgpu. burn's CubeCL matrix products stage f32 operands as
+/// TF32 (10 stored mantissa bits) only on a runtime that registers the
+/// TF32 type (`cubek-matmul`'s `adjust_dtypes`, cubecl 0.11: CUDA from
+/// compute capability 8.0); the wgpu runtime registers none, and Vulkan,
+/// Metal and WebGPU round f32 additions and multiplications correctly. Any
+/// other device (CUDA, or a runtime not listed) may round a product's
+/// inputs to TF32.
+pub(crate) fn plain_f32_products(device: &Device) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.clone().inner().as_dispatch() {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        DispatchDevice::Cube(cube) => cube.runtime() == burn::backend::RuntimeId::Wgpu,
+        _ => is_host(device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Gram norms' error bound treats every enabled backend's products
+    /// as plain f32 but CUDA's (TF32 possible), with or without autodiff.
+    #[test]
+    fn should_treat_only_cuda_products_as_possibly_tf32() {
+        for backend in Backend::enabled() {
+            let device = backend.device().expect("enabled backend");
+            let plain = backend != Backend::Cuda;
+            assert_eq!(plain_f32_products(&device), plain, "{backend}");
+            assert_eq!(
+                plain_f32_products(&device.autodiff()),
+                plain,
+                "{backend} with autodiff"
+            );
+        }
+    }
+}

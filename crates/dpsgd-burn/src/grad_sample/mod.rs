@@ -13,7 +13,7 @@ mod embedding;
 pub(crate) use conv::materialize;
 pub(crate) use dense::keeps_per_example;
 
-use crate::backend::{is_flex, is_host};
+use crate::backend::{is_flex, plain_f32_products};
 use crate::tape::{Record, Shared};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
@@ -579,9 +579,10 @@ impl SumOfSquares {
 /// `ρ = e_{d_in} + e_{d_out} + e_{d_in}e_{d_out} + u(1 + e_{d_in})(1 + e_{d_out})`,
 ///
 /// with `u = 2⁻²⁴`, `e_d` a Gram entry's error relative to `‖x‖‖y‖`:
-/// `γ_d` for plain f32 products (flex, ndarray), and
-/// `(1 + 2⁻¹¹)²(1 + γ_d(2⁻²³)) − 1` elsewhere (a GPU backend may round
-/// both inputs of each product to TF32 and accumulate with truncation),
+/// `γ_d` for plain f32 products (flex, ndarray, wgpu:
+/// [`crate::backend::plain_f32_products`]), and
+/// `(1 + 2⁻¹¹)²(1 + γ_d(2⁻²³)) − 1` elsewhere (CUDA may round both inputs
+/// of each product to TF32 and accumulate with truncation),
 /// and `λ` for results below f32's normal range, each flushed by at most
 /// 2⁻¹²⁶. And by the triangle inequality `N ≤ T` always. The bound clips
 /// with `min(max(N̂², 0) + κT² + λ, T²)`: a cancelling example is clipped
@@ -632,7 +633,7 @@ impl GramError {
             positions,
             d_in,
             d_out,
-            plain_f32: is_host(device),
+            plain_f32: plain_f32_products(device),
         }
     }
 
