@@ -135,18 +135,32 @@ pub(crate) fn is_host(device: &Device) -> bool {
 
 /// Whether `device`'s matrix products multiply and add in plain f32 (each
 /// operation rounded to nearest; subnormals may be flushed): the CPU
-/// backends, and wgpu. burn's CubeCL matrix products stage f32 operands as
-/// TF32 (10 stored mantissa bits) only on a runtime that registers the
-/// TF32 type (`cubek-matmul`'s `adjust_dtypes`, cubecl 0.11: CUDA from
-/// compute capability 8.0); the wgpu runtime registers none, and Vulkan,
-/// Metal and WebGPU round f32 additions and multiplications correctly. Any
-/// other device (CUDA, or a runtime not listed) may round a product's
-/// inputs to TF32.
+/// backends, and a wgpu device without matrix-multiply hardware.
+///
+/// burn's CubeCL matrix products stage f32 operands as TF32 (10 stored
+/// mantissa bits) only on a runtime that registers the TF32 type
+/// (`cubek-matmul`'s `adjust_dtypes`, cubecl 0.11: CUDA from compute
+/// capability 8.0), and use matrix-multiply instructions only where the
+/// device reports them (cooperative, manual or cube-level MMA). The wgpu
+/// runtime registers no TF32; on burn's `wgpu` feature (the WGSL compiler)
+/// it reports no MMA either, and its kernels multiply and add with WGSL's
+/// correctly rounded f32 operations. A wgpu device that reports MMA (the
+/// SPIR-V or MSL compiler, which burn's `vulkan` or `metal` feature
+/// selects, possibly through another crate's dependency) computes f32
+/// products in hardware of unstated precision, and any other device (CUDA,
+/// or a runtime not listed) may round a product's inputs to TF32: both
+/// get the TF32 model.
 pub(crate) fn plain_f32_products(device: &Device) -> bool {
     #[allow(unreachable_patterns)]
     match device.clone().inner().as_dispatch() {
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        DispatchDevice::Cube(cube) => cube.runtime() == burn::backend::RuntimeId::Wgpu,
+        DispatchDevice::Cube(cube) => {
+            cube.runtime() == burn::backend::RuntimeId::Wgpu && {
+                let client = cube.client();
+                let matmul = &client.properties().features.matmul;
+                matmul.cmma.is_empty() && matmul.mma.is_empty() && matmul.cube_mma.is_empty()
+            }
+        }
         _ => is_host(device),
     }
 }
