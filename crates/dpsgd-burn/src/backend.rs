@@ -170,7 +170,9 @@ mod tests {
     use super::*;
 
     /// The Gram norms' error bound treats every enabled backend's products
-    /// as plain f32 but CUDA's (TF32 possible), with or without autodiff.
+    /// as plain f32 but CUDA's (TF32 possible), with or without autodiff
+    /// (wgpu as this workspace builds it: burn's `wgpu` feature, whose WGSL
+    /// compiler reports no matrix-multiply hardware).
     #[test]
     fn should_treat_only_cuda_products_as_possibly_tf32() {
         for backend in Backend::enabled() {
