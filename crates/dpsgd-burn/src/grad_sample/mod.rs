@@ -579,8 +579,8 @@ impl SumOfSquares {
 /// `ρ = e_{d_in} + e_{d_out} + e_{d_in}e_{d_out} + u(1 + e_{d_in})(1 + e_{d_out})`,
 ///
 /// with `u = 2⁻²⁴`, `e_d` a Gram entry's error relative to `‖x‖‖y‖`:
-/// `γ_d` for plain f32 products (flex, ndarray, wgpu:
-/// [`crate::backend::plain_f32_products`]), and
+/// `γ_d` for plain f32 products (flex, ndarray, and wgpu without
+/// matrix-multiply hardware: [`crate::backend::plain_f32_products`]), and
 /// `(1 + 2⁻¹¹)²(1 + γ_d(2⁻²³)) − 1` elsewhere (CUDA may round both inputs
 /// of each product to TF32 and accumulate with truncation),
 /// and `λ` for results below f32's normal range, each flushed by at most
