@@ -81,6 +81,13 @@ fn cancelling(amp: f32, d: usize, delta: f32, device: &Device) -> (Tensor<1>, Te
     )
 }
 
+/// An input row of `d` values of magnitude `amp` (`phase` varies it).
+fn input_row(amp: f32, d: usize, phase: f32) -> Vec<f32> {
+    (0..d)
+        .map(|j| amp * (1.0 + 0.37 * (j as f32 * 2.26 + phase).sin()))
+        .collect()
+}
+
 fn weighted_positions(out: Tensor<3>, u: &Tensor<1>, v: &Tensor<1>) -> Tensor<1> {
     let [n, _, d] = out.dims();
     let o0 = out.clone().narrow(1, 0, 1).reshape([n, d]);
@@ -101,11 +108,8 @@ fn should_clip_cancelling_positions_of_dense_layers() {
                 let model: DpLinear = DpLinearConfig::new(d_in, d_out)
                     .with_bias(false)
                     .init(&device);
-                let a: Vec<f32> = (0..d_in)
-                    .map(|j| amp * (1.0 + 0.37 * (j as f32 * 2.26).sin()))
-                    .collect();
                 let (u, v) = cancelling(amp, d_out, delta, &device);
-                let x = twice(&a, &device);
+                let x = twice(&input_row(amp, d_in, 0.0), &device);
                 let loss =
                     |m: &DpLinear, x: &Tensor<3>| weighted_positions(m.forward(x.clone()), &u, &v);
                 let (released, exact) = released_and_exact(&model, &x, loss);
@@ -189,11 +193,7 @@ fn should_bound_each_example_of_a_batch_by_its_own_positions() {
                 .with_bias(false)
                 .init(&device);
             let amp = 6e4f32;
-            let row = |k: f32| -> Vec<f32> {
-                (0..d_in)
-                    .map(|j| amp * (1.0 + 0.37 * (j as f32 * 2.26 + k).sin()))
-                    .collect()
-            };
+            let row = |phase: f32| input_row(amp, d_in, phase);
             // Example 1 repeats its row; 0 and 2 have two different rows.
             let rows = [row(0.0), row(1.0), row(2.0), row(2.0), row(3.0), row(4.0)];
             let v: Vec<f32> = rows.iter().flatten().copied().collect();
