@@ -454,14 +454,14 @@ fn bench<M: Module + 'static, B: ExampleBatch>(
     Ok(())
 }
 
-/// Steps a memory probe runs before and after its warm-up: enough that the
-/// DP step reaches its steady state, where the optimizer draws each step's
-/// noise ahead on a background thread once its own timings say that saves
-/// time (from the third step on). With one warm-up and three steps the DP
-/// probe of the benchmark MLP at batch 1024 read 32 or 40 MB from run to
-/// run, depending on whether a draw ahead fell inside it (issue 31).
+/// Warm-up steps of a memory probe, before its [`PROBE_STEPS`]: together
+/// enough for the DP step's steady state, where the optimizer draws each
+/// step's noise ahead on a background thread once its own timings say that
+/// saves time (from the third step on). With one warm-up step and three
+/// more, the DP probe of the benchmark MLP at batch 1024 read 32 or 40 MB
+/// from run to run, as a draw ahead fell inside it or not (issue 31).
 const PROBE_WARMUP: usize = 2;
-/// See [`PROBE_WARMUP`].
+/// Steps of a memory probe after its [`PROBE_WARMUP`].
 const PROBE_STEPS: usize = 6;
 
 /// Peak extra resident memory of a DP step over a non-private one, each
