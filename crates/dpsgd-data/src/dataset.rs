@@ -293,26 +293,29 @@ impl Dataset {
     }
 
     /// A split into `(train, test)` by **user**: every user's examples go to
-    /// the same part. Each distinct user id gets a key, a fixed
-    /// pseudo-random bijection of the id and the seed (SplitMix64's
-    /// finaliser of `id ⊕ mix(seed)`); the `round(test_fraction · U)` users
-    /// with the smallest keys (`U` the number of distinct users) form the
-    /// test part. Examples keep their order (the file's order) within each
-    /// part. Without user ids this is exactly [`Dataset::split`].
+    /// the same part. The users are numbered in the order of their first
+    /// example in the data (their *slots*), and the slots are split as
+    /// [`Dataset::split`] splits positions ([`Dataset::split_positions`] of
+    /// the number of users `U`, with `seed`): the `round(test_fraction · U)`
+    /// users whose slots fall in its test part form the test part. Examples
+    /// keep their order (the file's order) within each part. Without user
+    /// ids this is exactly [`Dataset::split`].
     ///
     /// # Privacy
     ///
-    /// A user's key depends on their id and the seed only, never on any
-    /// record's content, on how many records a user has, or on the other
-    /// users: replacing one user's records by others under the same id
-    /// leaves every user in the same part, and replacing one user by
-    /// another (another id, `U` the same) moves at most one other user
-    /// between the parts (the cut in the sorted keys moves by at most one
-    /// place), as adding a record does to [`Dataset::split`]. The sizes of
-    /// the parts in *examples* do depend on the users' record counts:
-    /// user-level accounting counts users, not examples. A record-level
-    /// split ([`Dataset::split`]) would put one user's records on both
-    /// sides, so the test part would not be held out at the user level.
+    /// A user's part depends on their slot, `U` and the seed only, never on
+    /// their id, on any record's content or on how many records a user
+    /// has: replacing one user's records by others — under the same id or
+    /// another one new to the data, at the same place in the file —
+    /// leaves every user's part as it was, and the training part keeps its
+    /// number of users (user-level accounting's N). The sizes of the parts
+    /// in *examples* do depend on the users' record counts: user-level
+    /// accounting counts users, not examples, and a report states the
+    /// examples as not covered by ε. At the record level a record's user id
+    /// is part of the record (moving one record to another user can add a
+    /// user, or move a user's first appearance), so a record-level run
+    /// splits by position ([`Dataset::split`]) and keeps the ids only to
+    /// count them.
     ///
     /// # Errors
     ///
@@ -323,22 +326,18 @@ impl Dataset {
         let Some(users) = &self.users else {
             return self.split(test_fraction, seed);
         };
-        if !(test_fraction > 0.0 && test_fraction < 1.0) {
-            return Err(Error::InvalidParameter {
-                name: "test_fraction",
-                value: test_fraction.to_string(),
-                reason: "must be in (0, 1)".into(),
-            });
-        }
-        let mut distinct = users.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let n_users = distinct.len();
-        let salt = mix64(seed);
-        let mut keyed: Vec<(u64, u64)> =
-            distinct.iter().map(|&id| (mix64(id ^ salt), id)).collect();
-        keyed.sort_unstable();
-        let n_test = ((n_users as f64 * test_fraction).round() as usize).min(n_users);
+        // Each record's user slot, in order of first appearance.
+        let mut slot_of: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let slots: Vec<usize> = users
+            .iter()
+            .map(|&id| {
+                let next = slot_of.len();
+                *slot_of.entry(id).or_insert(next)
+            })
+            .collect();
+        let n_users = slot_of.len();
+        let (_, test_slots) = Self::split_positions(n_users, test_fraction, seed)?;
+        let n_test = test_slots.len();
         if n_test == 0 || n_test == n_users {
             return Err(Error::InvalidParameter {
                 name: "test_fraction",
@@ -351,10 +350,20 @@ impl Dataset {
                 ),
             });
         }
-        let test_users: HashSet<u64> = keyed[..n_test].iter().map(|&(_, id)| id).collect();
+        let mut in_test = vec![false; n_users];
+        for slot in test_slots {
+            in_test[slot] = true;
+        }
         let (test_idx, train_idx): (Vec<usize>, Vec<usize>) =
-            (0..users.len()).partition(|&i| test_users.contains(&users[i]));
+            (0..users.len()).partition(|&i| in_test[slots[i]]);
         Ok((self.subset(&train_idx), self.subset(&test_idx)))
+    }
+
+    /// This data set without its user ids (a record-level run that only
+    /// counts them has no further use for them).
+    pub fn without_users(mut self) -> Self {
+        self.users = None;
+        self
     }
 
     /// The positions `(train, test)` that [`Dataset::split`] assigns to
@@ -555,13 +564,4 @@ impl Dataset {
 /// logarithmic far from it (NaN stays NaN).
 fn signed_log(x: f32) -> f32 {
     x.abs().ln_1p().copysign(x)
-}
-
-/// SplitMix64's finaliser (Steele et al. 2014): a bijection of `u64`
-/// that mixes every input bit into every output bit.
-fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -282,14 +282,14 @@ fn split_by_user_keeps_users_whole() {
 
 #[test]
 fn split_by_user_ignores_a_users_record_count() {
-    let ids: Vec<u64> = [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-        .iter()
-        .flat_map(|&u| std::iter::repeat_n(u, 1 + (u as usize % 3)))
-        .collect();
+    let groups: Vec<Vec<u64>> = (0u64..10).map(|u| vec![u; 1 + (u as usize % 3)]).collect();
+    let ids: Vec<u64> = groups.concat();
     let d = with_ids(&ids);
-    // User 4's records replaced by 5 others (same id, different count and content).
-    let mut ids2: Vec<u64> = ids.iter().copied().filter(|&u| u != 4).collect();
-    ids2.extend([4; 5]);
+    // User 4's records replaced, in place, by 5 others (same id, another
+    // count and content).
+    let mut groups2 = groups.clone();
+    groups2[4] = vec![4; 5];
+    let ids2: Vec<u64> = groups2.concat();
     let n2 = ids2.len();
     let d2 = Dataset::new(vec![-1.0; n2], vec![2; n2], 1, 3)
         .unwrap()
@@ -390,10 +390,12 @@ fn csv_ids_depend_on_the_text_alone() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Replacing one user by another (a new id, U the same) moves at most one
-/// other user between the parts of [`Dataset::split_by_user`].
+/// Replacing one user by another (a new id, U the same) at the same place
+/// in the data moves no user between the parts of
+/// [`Dataset::split_by_user`]: the newcomer takes the replaced user's part
+/// (issue 24's rule: split sizes may not depend on one user's id).
 #[test]
-fn split_by_user_moves_at_most_one_other_user_when_one_is_replaced() {
+fn split_by_user_keeps_every_part_when_one_user_is_replaced() {
     let data = |ids: &[u64]| {
         let n = ids.len();
         Dataset::new((0..n).map(|i| i as f32).collect(), vec![0; n], 1, 2)
@@ -401,11 +403,21 @@ fn split_by_user_moves_at_most_one_other_user_when_one_is_replaced() {
             .with_users(ids.to_vec())
             .unwrap()
     };
-    let base: Vec<u64> = (0..200).collect();
+    // 200 users, some with two records (interleaved with the others').
+    let base: Vec<u64> = (0..260)
+        .map(|i| if i < 200 { i } else { (i - 200) * 3 })
+        .collect();
     for seed in 0..20u64 {
-        for replaced in [0usize, 57, 199] {
-            let mut other = base.clone();
-            other[replaced] = 10_000 + seed;
+        for replaced in [0u64, 57, 199] {
+            let other: Vec<u64> = base
+                .iter()
+                .map(|&u| if u == replaced { 10_000 + seed } else { u })
+                .collect();
+            let parts = |d: &Dataset| -> Vec<usize> {
+                let (train, test) = d.split_by_user(0.3, seed).unwrap();
+                assert_eq!(test.num_users(), Some(60));
+                vec![train.len(), test.len()]
+            };
             let test_users = |d: &Dataset| -> HashSet<u64> {
                 d.split_by_user(0.3, seed)
                     .unwrap()
@@ -417,13 +429,13 @@ fn split_by_user_moves_at_most_one_other_user_when_one_is_replaced() {
                     .collect()
             };
             let (a, b) = (test_users(&data(&base)), test_users(&data(&other)));
-            assert_eq!(a.len(), 60);
-            assert_eq!(b.len(), 60);
             let moved = base
                 .iter()
-                .filter(|&&u| u != replaced as u64 && a.contains(&u) != b.contains(&u))
+                .filter(|&&u| u != replaced && a.contains(&u) != b.contains(&u))
                 .count();
-            assert!(moved <= 1, "seed {seed}: {moved} other users moved");
+            assert_eq!(moved, 0, "seed {seed}: {moved} other users moved");
+            assert_eq!(a.contains(&replaced), b.contains(&(10_000 + seed)));
+            assert_eq!(parts(&data(&base)), parts(&data(&other)), "seed {seed}");
         }
     }
 }

@@ -78,6 +78,12 @@ pub struct CardPrivacy {
     /// many members. `None` in a card that does not say.
     #[serde(default)]
     pub members: Option<usize>,
+    /// Of `members`, the records the run held out of training for early
+    /// stopping's validation: ε does **not** cover them (the choice of the
+    /// released epoch is an exact statistic of them). 0 when nothing was
+    /// held out, and in a card that does not say.
+    #[serde(default)]
+    pub not_covered_members: usize,
 }
 
 /// Where the card of the model saved at `model` lives: `<model>.card.json`.
@@ -130,6 +136,7 @@ impl TrainedModel {
                 unit: report.privacy.privacy_unit.clone(),
                 secure: report.privacy.secure,
                 members: Some(members),
+                not_covered_members: report.early_stopping.map_or(0, |e| e.validation_size),
             },
         }
     }

@@ -126,6 +126,8 @@ pub struct DeployedAuditReport {
     pub refused_attacks: Vec<String>,
     /// What the audit could not do, or noticed.
     pub warnings: Vec<String>,
+    /// What the fields above compute from private records directly.
+    pub not_covered_by_epsilon: super::AuditNotCovered,
 }
 
 /// A release by its name.
@@ -252,6 +254,7 @@ pub fn audit_deployed(
         queries,
         refused_attacks,
         warnings,
+        not_covered_by_epsilon: super::AuditNotCovered::of(true, cfg.privacy_unit, train),
     })
 }
 

@@ -69,8 +69,8 @@ mod target;
 pub use canaries::MAX_CANARY_SHARE;
 pub use deployed::{DeployedAuditReport, DeployedModel, DeployedOracle, audit_deployed};
 pub use results::{
-    AttackResult, AuditOutcome, AuditReport, CanaryAudit, CanaryEstimators, InversionReport,
-    UserLevelAttack,
+    AttackResult, AuditNotCovered, AuditOutcome, AuditReport, CanaryAudit, CanaryEstimators,
+    InversionReport, UserLevelAttack,
 };
 pub use settings::{Attack, AuditConfig, CanaryKind, CanaryView, bonferroni, exceeds_claim};
 pub use target::FAULT_NOISE_SCALE_VAR;
@@ -198,6 +198,7 @@ pub fn audit(
             refused_attacks,
             warnings,
             target: target.report,
+            not_covered_by_epsilon: AuditNotCovered::of(false, cfg.privacy_unit, train),
         },
         model: target.model,
     })

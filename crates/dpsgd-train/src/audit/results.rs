@@ -239,6 +239,69 @@ pub struct InversionReport {
     pub range: (f32, f32),
 }
 
+/// What an audit's report computes from private records directly, which
+/// its target's ε does not cover (issue 24's rule: a statistic of the
+/// private data that is shown anyway is declared).
+///
+/// An audit is a measurement on the data, not a release: its figures are
+/// exact statistics of the members (the target's training records) and of
+/// the non-members (the held-out records), computed from the model and
+/// from those records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditNotCovered {
+    /// What this section is.
+    pub note: &'static str,
+    /// The report's fields (JSON pointers) that are such statistics.
+    pub fields: Vec<&'static str>,
+    /// How the data was split, where the split itself depends on the
+    /// records: at the record level with user ids the audit splits by user
+    /// (its per-user figures need every user on one side), so one record's
+    /// user id can move the parts' sizes and with them the target's N, q
+    /// and ε. `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<&'static str>,
+}
+
+impl AuditNotCovered {
+    /// What [`AuditNotCovered::note`] says.
+    pub const NOTE: &'static str = "an audit measures the model on the private records: these fields are exact statistics of the members (the target's training records) and the non-members, not covered by the target's epsilon; publish them only if that is acceptable";
+
+    /// What [`AuditNotCovered::split`] says when it applies.
+    pub const SPLIT_BY_USER: &'static str = "split by user at the record level: a record's user id decides its part, so the parts' sizes and the target's N, q, steps and epsilon depend on the records' user ids (train splits by position at the record level)";
+
+    /// The declaration for an audit (`deployed`: of a served model, whose
+    /// report has no canaries and no nested training report) of `train`
+    /// at `unit`.
+    pub(crate) fn of(
+        deployed: bool,
+        unit: crate::PrivacyUnit,
+        train: &dpsgd_data::Dataset,
+    ) -> Self {
+        let mut fields = vec![
+            "/train_accuracy",
+            "/attacks",
+            "/inversion",
+            "/queries",
+            "/refused_attacks",
+        ];
+        if !deployed {
+            fields.extend([
+                "/epsilon_lower_bound",
+                "/canary_audit",
+                "/target/not_covered_by_epsilon",
+                "/target/early_stopping",
+            ]);
+        }
+        let record_level_users =
+            !deployed && matches!(unit, crate::PrivacyUnit::Record) && train.users().is_some();
+        Self {
+            note: Self::NOTE,
+            fields,
+            split: record_level_users.then_some(Self::SPLIT_BY_USER),
+        }
+    }
+}
+
 /// Everything an audit measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
@@ -277,6 +340,8 @@ pub struct AuditReport {
     pub warnings: Vec<String>,
     /// The target's training report.
     pub target: TrainReport,
+    /// What the fields above compute from private records directly.
+    pub not_covered_by_epsilon: AuditNotCovered,
 }
 
 /// What an audit hands back besides the report.

@@ -207,9 +207,10 @@ impl CanaryRun {
         };
         let n_groups = group_of.iter().max().map_or(1, |g| g + 1);
         let mut rng = ChaCha20Rng::seed_from_u64(spec.seed ^ 0xd12a_c0de_ca4a);
-        // The quietest coordinates (smallest |activity|: the real records'
-        // mean gradient there at the start), ties in a random order; all of
-        // it independent of the coins.
+        // The quietest coordinates (smallest |activity|: the held-out
+        // records' summed gradient there at the start), ties in a random
+        // order; all of it independent of the coins and of the training
+        // records.
         let mut picks = sample(&mut rng, total, total).into_vec();
         let quiet = |k: usize| activity.get(k).map_or(0.0, |a| a.abs());
         picks.sort_by(|&a, &b| quiet(a).total_cmp(&quiet(b)));
@@ -457,15 +458,25 @@ impl CanaryRun {
     }
 }
 
-/// How much the real records move each trainable coordinate of `model`
-/// (in [`trainable_params`] order) at the start: the mean cross-entropy
-/// gradient over `train`, one backward pass per chunk of 512 records. The
-/// canaries take the quietest coordinates, where what is released is
-/// mostly noise: the white-box adversary knows the other records, and so
-/// where they leave the model alone.
+/// How much records like the real ones move each trainable coordinate of
+/// `model` (in [`trainable_params`] order) at the start: the summed
+/// cross-entropy gradient over `records`, one backward pass per chunk of
+/// 512 records. The canaries take the quietest coordinates, where what is
+/// released is mostly noise: the white-box adversary knows the other
+/// records, and so where they leave the model alone.
+///
+/// # Privacy
+///
+/// The caller passes the **held-out** records (the test split), never the
+/// training records: the chosen coordinates shape the released model, so
+/// a choice read off the training records would let one of them change
+/// the model outside the mechanism (a neighbour's record reorders the
+/// quietest coordinates). The held-out records are not covered by ε (as
+/// the test accuracy computed on them is not a statistic of the training
+/// records), and the audit's report says so.
 pub(crate) fn coordinate_activity<M: crate::models::Classifier>(
     model: &M,
-    train: &dpsgd_data::Dataset,
+    records: &dpsgd_data::Dataset,
     device: &burn::tensor::Device,
 ) -> Vec<f32> {
     struct Collect<'a> {
@@ -486,9 +497,9 @@ pub(crate) fn coordinate_activity<M: crate::models::Classifier>(
         }
     }
     let mut total: Vec<f32> = Vec::new();
-    let indices: Vec<usize> = (0..train.len()).collect();
+    let indices: Vec<usize> = (0..records.len()).collect();
     for chunk in indices.chunks(512) {
-        let (x, y) = crate::eval::batch(train, chunk, device);
+        let (x, y) = crate::eval::batch(records, chunk, device);
         let loss = dpsgd_burn::loss::cross_entropy_per_example(model.logits(x), y).sum();
         let grads = loss.backward();
         let mut collect = Collect {

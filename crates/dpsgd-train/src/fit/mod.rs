@@ -482,7 +482,11 @@ fn run<M: Classifier + 'static>(
             &model,
             train.len(),
             &setup::clipping_for(cfg, &model)?,
-            &canaries::coordinate_activity(&model, train, device),
+            // From the held-out records, never the training records: the
+            // canaries' coordinates shape the released model, so choosing
+            // them from the training records would let one record move
+            // the model outside the mechanism.
+            &canaries::coordinate_activity(&model, test, device),
         )?),
         None => None,
     };
