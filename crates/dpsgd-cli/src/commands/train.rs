@@ -227,7 +227,13 @@ pub fn check_no_clobbering(a: &Args) -> Result<(), error::UsageError> {
         inputs.extend(clobbering::in_folder(
             "--checkpoint-dir",
             dir,
-            &[dpsgd::train::CHECKPOINT_FILE, FolderLock::FILE],
+            // "released.json": the ledger of the steps released to workers,
+            // read on --resume (dpsgd-train's RELEASED_FILE, not exported).
+            &[
+                dpsgd::train::CHECKPOINT_FILE,
+                "released.json",
+                FolderLock::FILE,
+            ],
         ));
     }
     let card = a.save_model.as_deref().map(dpsgd::train::card_path);

@@ -6,6 +6,8 @@
 //! data is read or model trained.
 
 use crate::error::UsageError;
+use crate::output::files::with_causes;
+use dpsgd_burn::io::Destination;
 use std::path::{Component, Path, PathBuf};
 
 /// A flag and the path it names (an input or an output). A file that a
@@ -14,12 +16,19 @@ pub type Named = (&'static str, PathBuf);
 
 /// The file a path names, with every existing folder on its way resolved
 /// (symbolic links, `.`, `..`): two spellings of one file compare equal,
-/// even inside a folder that the command has yet to create. `None` for
-/// standard output (`-`, `/dev/stdout`) or a path that cannot be resolved
-/// (no current directory).
+/// even inside a folder that the command has yet to create; a symbolic
+/// link, dangling or not, names the file it leads to (where a write
+/// lands, [`dpsgd_burn::io::destination`]). `None` for standard output
+/// (`-`, `/dev/stdout`) or a path that cannot be resolved (no current
+/// directory).
 pub fn resolved(path: &Path) -> Option<PathBuf> {
     if path == Path::new("-") || path == Path::new("/dev/stdout") {
         return None;
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(Destination::File { path: file, .. }) = dpsgd_burn::io::destination(path)
+    {
+        return Some(file);
     }
     // The longest existing ancestor, resolved, then the rest as written
     // (a folder yet to be created is no symbolic link).
@@ -65,11 +74,13 @@ pub fn in_folder(flag: &'static str, dir: &Path, names: &[&str]) -> Vec<Named> {
 
 /// Refuses, before any work, an output that would replace an input or
 /// another output: each of `outputs` is compared with every input and
-/// every output before it (both resolved with [`resolved`], so that two
-/// spellings of one file clash). Standard output (`-`) clashes with
-/// nothing. Put the files written inside an output folder first, so that
-/// a file flag colliding with one of them is the one named as the
-/// culprit.
+/// every output before it, both by path (resolved with [`resolved`], so
+/// that two spellings of one file clash) and, for files that exist, by
+/// the file itself ([`identity`]: device and inode, every symbolic link
+/// followed, so that a link to a hard link of an input clashes too).
+/// Standard output (`-`) clashes with nothing. Put the files written
+/// inside an output folder first, so that a file flag colliding with one
+/// of them is the one named as the culprit.
 ///
 /// # Errors
 ///
@@ -77,33 +88,79 @@ pub fn in_folder(flag: &'static str, dir: &Path, names: &[&str]) -> Vec<Named> {
 /// and the other flag: "PATH would overwrite --dataset" for an input, "PATH
 /// is also written by --out" for an output.
 pub fn check_no_clobbering(inputs: &[Named], outputs: &[Named]) -> Result<(), UsageError> {
-    let inputs: Vec<(&str, Option<PathBuf>)> =
-        inputs.iter().map(|(f, p)| (*f, resolved(p))).collect();
-    let mut earlier: Vec<(&str, Option<PathBuf>)> = Vec::new();
+    type Seen<'a> = (&'a str, Option<PathBuf>, Option<FileId>);
+    let seen = |p: &Path| (resolved(p), identity(p));
+    let inputs: Vec<Seen> = inputs
+        .iter()
+        .map(|(f, p)| {
+            let (path, id) = seen(p);
+            (*f, path, id)
+        })
+        .collect();
+    let mut earlier: Vec<Seen> = Vec::new();
     for (flag, path) in outputs {
-        let target = resolved(path);
-        if let Some(target) = &target {
-            let clash = inputs
-                .iter()
-                .map(|(f, p)| (f, p, "would overwrite"))
-                .chain(earlier.iter().map(|(f, p)| (f, p, "is also written by")))
-                .find(|(_, other, _)| other.as_ref() == Some(target));
-            if let Some((other_flag, _, what)) = clash {
-                return Err(UsageError {
-                    flag,
-                    message: format!("{} {what} {other_flag}: give another path", path.display()),
-                });
-            }
+        let (target, id) = seen(path);
+        let same = |(_, other, other_id): &&Seen| {
+            (target.is_some() && *other == target) || (id.is_some() && *other_id == id)
+        };
+        let clash = inputs
+            .iter()
+            .find(same)
+            .map(|(f, ..)| (f, "would overwrite"))
+            .or_else(|| {
+                earlier
+                    .iter()
+                    .find(same)
+                    .map(|(f, ..)| (f, "is also written by"))
+            });
+        if let Some((other_flag, what)) = clash {
+            return Err(UsageError {
+                flag,
+                message: format!("{} {what} {other_flag}: give another path", path.display()),
+            });
         }
-        earlier.push((flag, target));
+        earlier.push((flag, target, id));
     }
     Ok(())
 }
 
+/// One file: its device and inode numbers.
+type FileId = (u64, u64);
+
+/// The regular file `path` leads to, every symbolic link followed: its
+/// device and inode, which hard links share. `None` for a path that does
+/// not exist or is not a regular file (a device, a pipe: writing one
+/// replaces nothing), for standard output (`-`) and the other inherited
+/// streams (`/dev/stderr`, `/dev/fd/N`: appended to, never replaced, and
+/// compared by the file they were opened on, [`resolved`]), and off Unix.
+fn identity(path: &Path) -> Option<FileId> {
+    if path == Path::new("-")
+        || matches!(
+            dpsgd_burn::io::destination(path),
+            Ok(Destination::Descriptor { .. })
+        )
+    {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        meta.is_file().then(|| (meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Refuses, before any work, an output folder `flag` cannot be: `-`
 /// (standard output is `--report`'s), an existing file, a path under a
-/// file; and a folder in which one of the files `names` the command
-/// writes there is a folder. A missing folder is fine (it is created).
+/// file; a folder in which one of the files `names` the command writes
+/// there is a folder; and a folder where those files cannot be created
+/// (read-only), or a missing one that cannot be created (its nearest
+/// existing ancestor read-only): a probe file is created and removed. A
+/// missing folder is fine otherwise (it is created).
 ///
 /// # Errors
 ///
@@ -141,6 +198,24 @@ pub fn check_output_folder(
         let file = dir.join(name);
         if file.is_dir() {
             return Err(refuse(&file, "it is a directory".into()));
+        }
+    }
+    // Files can be created where they go: in the folder (or, where a
+    // file there is a symbolic link, the folder of the file it leads to),
+    // or, for a folder yet to be created, in its nearest existing
+    // ancestor (a probe file created and removed).
+    match existing {
+        Some(a) if a == dir => {
+            for name in names {
+                let file = dir.join(name);
+                dpsgd_burn::io::check_writable(&file)
+                    .map_err(|e| refuse(&file, with_causes(&e)))?;
+            }
+        }
+        _ => {
+            let ancestor = existing.unwrap_or(Path::new("."));
+            dpsgd_burn::io::check_folder_writable(ancestor)
+                .map_err(|e| refuse(dir, format!("cannot create it: {}", with_causes(&e))))?;
         }
     }
     Ok(())
@@ -241,5 +316,77 @@ mod tests {
         assert!(check_output_folder("--out", Path::new("-"), &["a"]).is_err());
         std::fs::create_dir_all(dir.join("a")).unwrap();
         assert!(check_output_folder("--out", &dir, &["a"]).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn should_refuse_a_link_to_a_hard_link_of_an_input() {
+        let dir = scratch("hard-link");
+        let data = dir.join("data.csv");
+        std::fs::write(&data, "a").unwrap();
+        std::fs::hard_link(&data, dir.join("data-hl.csv")).unwrap();
+        std::os::unix::fs::symlink("data-hl.csv", dir.join("out.json")).unwrap();
+        let inputs = vec![("--dataset", data.clone())];
+        let e = check_no_clobbering(&inputs, &[("--report", dir.join("out.json"))]).unwrap_err();
+        assert_eq!(e.flag, "--report");
+        assert!(
+            e.message.contains("would overwrite --dataset"),
+            "{}",
+            e.message
+        );
+        // Two outputs that are one file under two names.
+        std::fs::write(dir.join("a.json"), "").unwrap();
+        std::fs::hard_link(dir.join("a.json"), dir.join("b.html")).unwrap();
+        let outs = [
+            ("--report", dir.join("a.json")),
+            ("--html", dir.join("b.html")),
+        ];
+        let e = check_no_clobbering(&inputs, &outs).unwrap_err();
+        assert_eq!(e.flag, "--html");
+        assert!(
+            e.message.contains("is also written by --report"),
+            "{}",
+            e.message
+        );
+        // Two dangling links to one file-to-be.
+        std::os::unix::fs::symlink("new.json", dir.join("l1")).unwrap();
+        std::os::unix::fs::symlink("new.json", dir.join("l2")).unwrap();
+        let outs = [("--report", dir.join("l1")), ("--html", dir.join("l2"))];
+        let e = check_no_clobbering(&inputs, &outs).unwrap_err();
+        assert!(
+            e.message.contains("is also written by --report"),
+            "{}",
+            e.message
+        );
+        // Devices clash with nothing by identity.
+        let outs = [
+            ("--report", PathBuf::from("/dev/null")),
+            ("--html", dir.join("c.html")),
+        ];
+        assert!(check_no_clobbering(&inputs, &outs).is_ok());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn should_refuse_an_output_folder_no_file_can_be_created_in() {
+        // /proc: no file can be created there, even by root.
+        let e = check_output_folder("--out", Path::new("/proc/dpsgd-out"), &["a"]).unwrap_err();
+        assert_eq!(e.flag, "--out");
+        assert!(
+            e.message
+                .contains("cannot create it: no file can be created in /proc: "),
+            "{}",
+            e.message
+        );
+        assert!(check_output_folder("--out", Path::new("/proc/self/fdinfo"), &["a"]).is_err());
+        // A writable one is fine, and is left as it was.
+        let dir = scratch("writable");
+        assert!(check_output_folder("--out", &dir, &["a", "b"]).is_ok());
+        assert!(check_output_folder("--out", &dir.join("new"), &["a"]).is_ok());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "a probe is left"
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::error;
 use anyhow::{Context, Result};
-use dpsgd_burn::io::FolderLock;
+use dpsgd_burn::io::{Descriptor, Destination, FolderLock};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,11 @@ pub fn check_save_path(path: &Path) -> Result<(), error::UsageError> {
 }
 
 /// Refuses, before any work, an output `flag` cannot write: `-` (standard
-/// output is `--report`'s), a directory, a path in a missing directory.
+/// output is `--report`'s), a directory, a path in a missing directory,
+/// and one in a folder where no file can be created (read-only: a probe
+/// file is created and removed in the folder of the file a symbolic link
+/// leads to, where it is replaced); a descriptor open for reading only
+/// (`/dev/stdin` redirected from a file).
 ///
 /// # Errors
 ///
@@ -33,15 +37,42 @@ pub fn check_output_path(flag: &'static str, path: &Path) -> Result<(), error::U
             "`-` is not a file here (only --report writes to standard output)".into(),
         ));
     }
+    check_writable(path).map_err(refuse)?;
+    Ok(())
+}
+
+/// Where `path` leads ([`dpsgd_burn::io::check_writable`]), checked to be
+/// writable before any work: not a directory, in an existing folder where
+/// a file can be created (for a regular file, a probe file is created and
+/// removed in its folder), not a descriptor open for reading only.
+///
+/// # Errors
+///
+/// Why not, in words.
+fn check_writable(path: &Path) -> Result<Destination, String> {
     if path.is_dir() {
-        return Err(refuse("it is a directory".into()));
+        return Err("it is a directory".into());
     }
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
-            Err(refuse(format!("{} is not a directory", d.display())))
+            return Err(format!("{} is not a directory", d.display()));
         }
-        _ => Ok(()),
+        _ => {}
     }
+    dpsgd_burn::io::check_writable(path).map_err(|e| with_causes(&e))
+}
+
+/// `error` and each of its causes, joined with `: ` (for a one-line
+/// [`error::UsageError`] message).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Refuses, before the data is read, a `--checkpoint-dir` the run could
@@ -86,23 +117,27 @@ pub fn check_checkpoint_dir(dir: &Path, resume: bool) -> Result<(), error::Usage
 /// Where `--report` writes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReportTarget {
-    /// `-` or `/dev/stdout`.
+    /// `-`, `/dev/stdout`, or another name of this process's standard
+    /// output (`/dev/fd/1`, `/proc/self/fd/1`).
     Stdout,
-    /// An existing path that is not a regular file (a device, a pipe, a
-    /// symbolic link): written in place, never replaced.
+    /// An existing path that is not a regular file (a device, a pipe, an
+    /// inherited stream such as `/dev/stderr`, or a symbolic link to one):
+    /// written in place, appended to, never truncated or replaced.
     InPlace(PathBuf),
-    /// A regular file, replaced atomically.
+    /// A regular file (or a symbolic link to one, kept), replaced
+    /// atomically.
     File(PathBuf),
 }
 
 impl ReportTarget {
-    /// Where `path` leads, checked to be writable: for a regular file, a
-    /// probe file is created and removed in its directory.
+    /// Where `path` leads, checked to be writable: for a regular file
+    /// (through its links), a probe file is created and removed in its
+    /// folder.
     ///
     /// # Errors
     ///
     /// [`error::UsageError`] for `--report` naming `path`: a directory, a
-    /// missing or read-only directory.
+    /// missing or read-only directory, a descriptor open for reading only.
     pub fn check(path: &Path) -> Result<Self, error::UsageError> {
         if path == Path::new("-") || path == Path::new("/dev/stdout") {
             return Ok(Self::Stdout);
@@ -111,30 +146,16 @@ impl ReportTarget {
             flag: "--report",
             message: format!("cannot write {}: {why}", path.display()),
         };
-        if let Ok(link) = std::fs::symlink_metadata(path) {
-            if path.is_dir() {
-                return Err(refuse("it is a directory".into()));
+        Ok(match check_writable(path).map_err(refuse)? {
+            Destination::Descriptor {
+                descriptor: Descriptor { fd: 1, own: true },
+                ..
+            } => Self::Stdout,
+            Destination::Descriptor { .. } | Destination::Special(_) => {
+                Self::InPlace(path.to_path_buf())
             }
-            if link.file_type().is_symlink() || !link.is_file() {
-                return Ok(Self::InPlace(path.to_path_buf()));
-            }
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            return Err(refuse(format!("{} is not a directory", dir.display())));
-        }
-        let probe = dir.join(format!(".dpsgd-report-probe-{}", std::process::id()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&probe)
-            .map_err(|e| refuse(e.to_string()))?;
-        // The probe is empty and ours; failing to remove it is harmless.
-        let _ = std::fs::remove_file(&probe);
-        Ok(Self::File(path.to_path_buf()))
+            Destination::File { .. } => Self::File(path.to_path_buf()),
+        })
     }
 
     /// Writes `text` (and a final newline).
@@ -150,8 +171,8 @@ impl ReportTarget {
                     .and_then(|()| out.flush())
                     .context("writing the report to standard output")
             }
-            // One writer for both: it writes through links and devices and
-            // replaces a regular file atomically.
+            // One writer for both: it appends to devices and streams and
+            // replaces a regular file (behind its links) atomically.
             Self::InPlace(path) | Self::File(path) => write_atomically(path, &format!("{text}\n")),
         }
     }
@@ -159,8 +180,9 @@ impl ReportTarget {
 
 /// Writes `text` to `path` atomically (see
 /// [`dpsgd_burn::io::write_atomically`]: a synced temporary file renamed
-/// over `path`; a symbolic link or device is written through, never
-/// replaced), so a crash never leaves a half-written file, readable by
+/// over the file `path` leads to, its symbolic links kept; a device or an
+/// inherited stream appended to, never truncated or replaced), so a crash
+/// or a full disk never leaves a half-written file, readable by
 /// its owner only (mode 0600 on Unix, as the checkpoint is): every output
 /// written through it (the JSON reports, the HTML page, the CSV tables)
 /// can hold exact statistics of the private data, such as per-epoch

@@ -103,14 +103,30 @@ pub(crate) struct Resumed {
 
 impl ReleaseLedger {
     /// A fresh run's ledger in `dir`: nothing released yet (a stale ledger
-    /// of an earlier run in the folder is replaced).
+    /// of an earlier run in the folder is replaced; any other file of that
+    /// name is refused, left as it was).
     ///
     /// # Errors
     ///
-    /// [`TrainError::Save`] when it cannot be written.
+    /// [`TrainError::Config`] for a [`RELEASED_FILE`] in `dir` that is not
+    /// a ledger (unreadable, too large, or not one); [`TrainError::Save`]
+    /// when it cannot be written (or is not a regular file).
     pub(crate) fn start(dir: &Path) -> Result<Self, TrainError> {
+        let path = dir.join(RELEASED_FILE);
+        // Someone's file of that name, never replaced (as a checkpoint in
+        // the folder is not).
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+            read(&path).map_err(|reason| {
+                TrainError::config(
+                    "checkpoint_dir",
+                    format!(
+                        "{reason}; a fresh run would replace it with its record of the steps released to workers: move it away, or use another folder"
+                    ),
+                )
+            })?;
+        }
         let ledger = Self {
-            path: dir.join(RELEASED_FILE),
+            path,
             run: new_run_id(),
             released_through: 0,
             redone: Vec::new(),
@@ -437,6 +453,25 @@ mod tests {
                     .is_symlink()
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn should_refuse_to_replace_a_file_that_is_not_a_ledger() {
+        let dir = folder("foreign");
+        let path = dir.join(RELEASED_FILE);
+        std::fs::write(&path, b"precious, not a ledger").unwrap();
+        let err = ReleaseLedger::start(&dir).unwrap_err();
+        assert!(matches!(err, TrainError::Config(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("is not a ledger"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious, not a ledger");
+        // An earlier run's ledger is replaced.
+        std::fs::remove_file(&path).unwrap();
+        let earlier = ReleaseLedger::start(&dir).unwrap().mark();
+        let fresh = ReleaseLedger::start(&dir).unwrap().mark();
+        assert_ne!(earlier.run, fresh.run);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
