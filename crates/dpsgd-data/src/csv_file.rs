@@ -6,6 +6,7 @@ use crate::dataset::Dataset;
 use crate::error::{Column, Error, OutOfRange, Position, Result, corrupt};
 use crate::gz::{decompress_if_gz, read_maybe_gz};
 use crate::schema::{CsvSchema, schema_mismatch};
+use crate::synthetic::MAX_VALUES;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
@@ -81,6 +82,18 @@ pub struct CsvEncoding {
 }
 
 impl CsvEncoding {
+    /// The most bytes of content a data file may hold, after gzip
+    /// decompression: 2³⁰ (1 GiB); a larger one is refused
+    /// ([`Error::TooLarge`]) before it is all read (see
+    /// [`read_maybe_gz`](crate::read_maybe_gz)).
+    pub const MAX_CONTENT_BYTES: u64 = crate::gz::MAX_CONTENT_BYTES;
+
+    /// The most values (records × features, after one-hot encoding) a CSV
+    /// file is read into: 2³⁰, 4 GiB of `f32`, the same bound as the
+    /// largest model the trainer builds. More is refused
+    /// ([`Error::TooLarge`]) before the features are allocated.
+    pub const MAX_VALUES: usize = MAX_VALUES;
+
     /// The 0-based label column.
     pub fn label_column(&self) -> usize {
         self.label_column
@@ -239,6 +252,11 @@ impl CsvEncoding {
 /// naming the file, line, column and value for a number that is not
 /// finite, or a feature beyond `f32`'s range (`1e39`: it would be stored
 /// as infinity); [`Error::InvalidParameter`] for a label column that does not exist;
+/// [`Error::TooLarge`] for a file or decompressed content of more than 2³⁰
+/// bytes (1 GiB), or for more than 2³⁰ values (records × features after
+/// one-hot encoding: 4 GiB of `f32`), naming the counts and the column with
+/// the most categories (a text column of a million distinct values would
+/// make a million features), or when their memory cannot be allocated;
 /// [`Error::Io`].
 pub fn read_csv(path: &Path, label: &LabelColumn) -> Result<Dataset> {
     read_csv_encoded(path, label).map(|(d, _)| d)
@@ -345,23 +363,24 @@ pub fn read_csv_with_users(
 /// does not list is all zeros, a class it does not list is an error.
 pub fn read_csv_with_encoding(path: &Path, encoding: &CsvEncoding) -> Result<Dataset> {
     let bytes = read_maybe_gz(path)?;
-    let rows = records(path, &bytes)?;
-    let (_, data) = split_header(&rows);
+    let records = records(path, &bytes)?;
+    let fields = records.fields();
+    let (_, data) = split_header(fields, &records.rows);
     if let Some(r) = data
         .iter()
-        .find(|r| r.fields.len() != encoding.columns.len())
+        .find(|r| fields.width(r) != encoding.columns.len())
     {
         return Err(corrupt(
             path,
-            Position::Line(r.line),
+            Position::Line(r.line()),
             format!(
                 "row has {} fields, the encoding {}",
-                r.fields.len(),
+                fields.width(r),
                 encoding.columns.len()
             ),
         ));
     }
-    encode(path, data, encoding)
+    encode(path, fields, data, encoding)
 }
 
 pub(crate) fn read_csv_bytes(path: &Path, raw: &[u8], label: &LabelColumn) -> Result<Dataset> {
@@ -369,9 +388,130 @@ pub(crate) fn read_csv_bytes(path: &Path, raw: &[u8], label: &LabelColumn) -> Re
     parse_csv(path, &bytes, label, None, None).map(|(d, _)| d)
 }
 
+/// A record: its line and where its fields are in [`Records`].
+#[derive(Debug, Clone, Copy)]
 struct Row {
-    line: u64,
-    fields: Vec<String>,
+    /// 1-based line.
+    line: u32,
+    /// The index of its first field in [`Records::ends`].
+    first: u32,
+    /// Its number of fields.
+    len: u32,
+}
+
+impl Row {
+    fn line(&self) -> u64 {
+        u64::from(self.line)
+    }
+}
+
+/// The non-blank records of a file, their fields' text in one buffer. A
+/// `String` per field cost some 50 bytes more than its text, so that a
+/// small gzip file of short lines expanded 56-fold in memory (128 MiB of
+/// `1,0` lines took 7.2 GB; 1.1 GB so, features and labels included): here
+/// a field costs its text and a 4-byte offset, a record 12 bytes. The
+/// offsets are `u32`: a file's content is at most 2³⁰ bytes
+/// ([`CsvEncoding::MAX_CONTENT_BYTES`]), so its text and its fields (at
+/// most one more than its bytes a line) count below 2³²; more is refused.
+struct Records {
+    /// Every field's text, one after another.
+    text: String,
+    /// The end of each field in `text` (its start: the end of the one
+    /// before it, or 0).
+    ends: Vec<u32>,
+    rows: Vec<Row>,
+}
+
+impl Records {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            text: &self.text,
+            ends: &self.ends,
+            skip: None,
+        }
+    }
+
+    /// Appends a record, refusing what the offsets cannot count or the
+    /// memory cannot hold.
+    fn push(&mut self, path: &Path, line: u64, record: &csv::StringRecord) -> Result<()> {
+        let bytes: usize = record.iter().map(str::len).sum();
+        let too_large = |what: &str| Error::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!("more than 2^32 {what}"),
+            source: None,
+        };
+        let fits = |n: usize, what: &str| u32::try_from(n).map_err(|_| too_large(what));
+        fits(self.text.len() + bytes, "bytes of text")?;
+        let first = fits(self.ends.len(), "fields")?;
+        let len = fits(record.len(), "fields in a record")?;
+        fits(self.ends.len() + record.len(), "fields")?;
+        let line = u32::try_from(line).map_err(|_| too_large("lines"))?;
+        let n_fields = self.ends.len();
+        let alloc = |source| Error::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!(
+                "cannot allocate memory for the records up to line {line} ({n_fields} fields)"
+            ),
+            source: Some(source),
+        };
+        self.text.try_reserve(bytes).map_err(alloc)?;
+        self.ends.try_reserve(record.len()).map_err(alloc)?;
+        self.rows.try_reserve(1).map_err(alloc)?;
+        for field in record {
+            self.text.push_str(field);
+            // Checked above: the text's length fits.
+            self.ends.push(self.text.len() as u32);
+        }
+        self.rows.push(Row { line, first, len });
+        Ok(())
+    }
+}
+
+/// The fields of [`Records`], less the user column once it is taken out.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    text: &'a str,
+    ends: &'a [u32],
+    /// A column left out of every record (the user column, by its index
+    /// in the file).
+    skip: Option<usize>,
+}
+
+impl<'a> Fields<'a> {
+    /// The index, in the file, of column `c`.
+    fn column(&self, c: usize) -> usize {
+        match self.skip {
+            Some(u) if c >= u => c + 1,
+            _ => c,
+        }
+    }
+
+    /// The number of fields of `r`.
+    fn width(&self, r: &Row) -> usize {
+        let len = r.len as usize;
+        len - usize::from(self.skip.is_some_and(|u| u < len))
+    }
+
+    /// Field `c` of `r`, if it has one.
+    fn get(&self, r: &Row, c: usize) -> Option<&'a str> {
+        let c = self.column(c);
+        (c < r.len as usize).then(|| {
+            let i = r.first as usize + c;
+            let start = i.checked_sub(1).map_or(0, |j| self.ends[j] as usize);
+            &self.text[start..self.ends[i] as usize]
+        })
+    }
+
+    /// Field `c` of `r`, which has it (a row checked as wide as the data).
+    fn field(&self, r: &Row, c: usize) -> &'a str {
+        self.get(r, c).unwrap_or_default()
+    }
+
+    /// The fields of `r`, in order.
+    fn iter(self, r: &Row) -> impl Iterator<Item = &'a str> + use<'a> {
+        let r = *r;
+        (0..self.width(&r)).map(move |c| self.field(&r, c))
+    }
 }
 
 fn is_missing(field: &str) -> bool {
@@ -383,19 +523,32 @@ fn is_number(field: &str) -> bool {
 }
 
 /// The non-blank records.
-fn records(path: &Path, bytes: &[u8]) -> Result<Vec<Row>> {
+fn records(path: &Path, bytes: &[u8]) -> Result<Records> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(bytes);
-    let mut rows: Vec<Row> = Vec::new();
-    for (row, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(row as u64 + 1, |p| p.line());
-            corrupt(path, Position::Line(line), format!("malformed CSV: {e}"))
-        })?;
-        let line = record.position().map_or(row as u64 + 1, |p| p.line());
+    let mut records = Records {
+        text: String::new(),
+        ends: Vec::new(),
+        rows: Vec::new(),
+    };
+    let mut record = csv::StringRecord::new();
+    for row in 0u64.. {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(row + 1, |p| p.line());
+                return Err(corrupt(
+                    path,
+                    Position::Line(line),
+                    format!("malformed CSV: {e}"),
+                ));
+            }
+        }
+        let line = record.position().map_or(row + 1, |p| p.line());
         if record.len() == 1 && record[0].is_empty() {
             continue; // a blank line (a line of empty fields is a record)
         }
@@ -411,46 +564,36 @@ fn records(path: &Path, bytes: &[u8]) -> Result<Vec<Row>> {
                 ),
             ));
         }
-        rows.push(Row {
-            line,
-            fields: record.iter().map(str::to_owned).collect(),
-        });
+        records.push(path, line, &record)?;
     }
-    Ok(rows)
+    Ok(records)
 }
 
 /// Splits off the header row, if the first row is one.
-fn split_header(rows: &[Row]) -> (Option<&Row>, &[Row]) {
+fn split_header<'r>(f: Fields<'_>, rows: &'r [Row]) -> (Option<&'r Row>, &'r [Row]) {
     let Some((first, rest)) = rows.split_first() else {
         return (None, rows);
     };
-    let text = |f: &str| !is_missing(f) && !is_number(f);
-    let header = if rest.is_empty() || rest[0].fields.len() != first.fields.len() {
+    let text = |v: &str| !is_missing(v) && !is_number(v);
+    let header = if rest.is_empty() || f.width(&rest[0]) != f.width(first) {
         // A lone row, or one as wide as no data row: a header if any field is text.
-        first.fields.iter().any(|f| text(f))
+        f.iter(first).any(text)
     } else {
-        let numeric_below: Vec<bool> = (0..first.fields.len())
+        let numeric_below: Vec<bool> = (0..f.width(first))
             .map(|c| {
-                let mut values = rest
-                    .iter()
-                    .filter_map(|r| r.fields.get(c))
-                    .map(String::as_str);
-                values.clone().any(|f| !is_missing(f))
-                    && values.all(|f| is_missing(f) || is_number(f))
+                let mut values = rest.iter().filter_map(|r| f.get(r, c));
+                values.clone().any(|v| !is_missing(v))
+                    && values.all(|v| is_missing(v) || is_number(v))
             })
             .collect();
         if numeric_below.iter().any(|&n| n) {
-            first
-                .fields
-                .iter()
+            f.iter(first)
                 .zip(&numeric_below)
-                .any(|(f, &n)| n && text(f))
+                .any(|(v, &n)| n && text(v))
         } else {
-            first
-                .fields
-                .iter()
+            f.iter(first)
                 .enumerate()
-                .all(|(c, f)| text(f) && rest.iter().all(|r| r.fields.get(c) != Some(f)))
+                .all(|(c, v)| text(v) && rest.iter().all(|r| f.get(r, c) != Some(v)))
         }
     };
     if header {
@@ -467,34 +610,36 @@ fn parse_csv(
     schema: Option<&CsvSchema>,
     user: Option<&LabelColumn>,
 ) -> Result<(Dataset, CsvEncoding)> {
-    let rows = records(path, bytes)?;
+    let records = records(path, bytes)?;
+    let mut fields = records.fields();
+    let rows = &records.rows[..];
     let declared_header = schema.and_then(CsvSchema::header);
     let (header, data) = match declared_header {
         Some(true) => match rows.split_first() {
             Some((first, rest)) => (Some(first), rest),
-            None => (None, &rows[..]),
+            None => (None, rows),
         },
-        Some(false) => (None, &rows[..]),
-        None => split_header(&rows),
+        Some(false) => (None, rows),
+        None => split_header(fields, rows),
     };
     let Some(first) = data.first() else {
         return Err(corrupt(path, Position::Line(1), "no data rows"));
     };
-    let width = first.fields.len();
-    if let Some(r) = data.iter().find(|r| r.fields.len() != width) {
+    let width = fields.width(first);
+    if let Some(r) = data.iter().find(|r| fields.width(r) != width) {
         return Err(corrupt(
             path,
-            Position::Line(r.line),
+            Position::Line(r.line()),
             format!(
                 "row has {} fields, expected {width} like the first data row",
-                r.fields.len()
+                fields.width(r)
             ),
         ));
     }
     if width < 2 + usize::from(user.is_some()) {
         return Err(corrupt(
             path,
-            Position::Line(first.line),
+            Position::Line(first.line()),
             if user.is_some() {
                 "need at least one feature, a label and a user column"
             } else {
@@ -502,7 +647,8 @@ fn parse_csv(
             },
         ));
     }
-    let mut header: Option<Vec<String>> = header.map(|h| h.fields.clone());
+    let mut header: Option<Vec<String>> =
+        header.map(|h| fields.iter(h).map(str::to_owned).collect());
     // The label and user columns are the file's: resolve both against the
     // full rows, then take the user column out.
     let mut label_column = resolve_column("label", label, width, header.as_deref())?;
@@ -524,26 +670,21 @@ fn parse_csv(
     let mut declared = schema
         .map(|s| resolve_schema(path, s, width, header.as_deref(), label_column, user_column))
         .transpose()?;
-    let without_user: Vec<Row>;
     let mut users = None;
-    let data: &[Row] = match user_column {
-        None => data,
-        Some(u) => {
-            let (ids, rows) = take_users(path, data, u, header.as_deref())?;
-            if let Some(h) = header.as_mut().filter(|h| u < h.len()) {
-                h.remove(u);
-            }
-            if let Some(d) = declared.as_mut() {
-                d.remove(u);
-            }
-            if label_column > u {
-                label_column -= 1;
-            }
-            users = Some(ids);
-            without_user = rows;
-            &without_user
+    if let Some(u) = user_column {
+        users = Some(take_users(path, fields, data, u, header.as_deref())?);
+        // From here on the rows are read without the user column.
+        fields.skip = Some(u);
+        if let Some(h) = header.as_mut().filter(|h| u < h.len()) {
+            h.remove(u);
         }
-    };
+        if let Some(d) = declared.as_mut() {
+            d.remove(u);
+        }
+        if label_column > u {
+            label_column -= 1;
+        }
+    }
     let width = width - usize::from(user_column.is_some());
     let declared_classes = schema.and_then(CsvSchema::classes);
     let mut columns = Vec::with_capacity(width);
@@ -555,7 +696,7 @@ fn parse_csv(
             (Some(declared), _) if c != label_column => declared[c]
                 .clone()
                 .map_or(ColumnEncoding::Numeric, ColumnEncoding::OneHot),
-            _ => read_column(path, data, c, header.as_deref())?,
+            _ => read_column(path, fields, data, c, header.as_deref())?,
         });
     }
     let classes = match &columns[label_column] {
@@ -571,7 +712,7 @@ fn parse_csv(
         declared_classes: declared_classes.is_some(),
         declared_header: declared_header.is_some(),
     };
-    let mut dataset = encode(path, data, &encoding)?;
+    let mut dataset = encode(path, fields, data, &encoding)?;
     if let Some(ids) = users {
         dataset = dataset.with_users(ids)?;
     }
@@ -588,22 +729,28 @@ pub(crate) fn user_id(value: &str) -> u64 {
     })
 }
 
-/// The user ids of column `u` ([`user_id`] of each value) and the rows
-/// without that column.
+/// The user ids of column `u` ([`user_id`] of each value); the rows are
+/// then read without that column ([`Fields::skip`]).
 fn take_users(
     path: &Path,
+    fields: Fields<'_>,
     data: &[Row],
     u: usize,
     header: Option<&[String]>,
-) -> Result<(Vec<u64>, Vec<Row>)> {
-    let mut ids = Vec::with_capacity(data.len());
-    let mut rows = Vec::with_capacity(data.len());
+) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    ids.try_reserve_exact(data.len())
+        .map_err(|source| Error::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!("cannot allocate memory for {} user ids", data.len()),
+            source: Some(source),
+        })?;
     for r in data {
-        let value = r.fields[u].as_str();
+        let value = fields.field(r, u);
         if is_missing(value) {
             return Err(corrupt(
                 path,
-                Position::Line(r.line),
+                Position::Line(r.line()),
                 format!(
                     "{}: missing user id (`{value}`): every record must name its user",
                     describe_column(header, u)
@@ -611,20 +758,15 @@ fn take_users(
             ));
         }
         ids.push(user_id(value));
-        let mut fields = r.fields.clone();
-        fields.remove(u);
-        rows.push(Row {
-            line: r.line,
-            fields,
-        });
     }
-    Ok((ids, rows))
+    Ok(ids)
 }
 
 /// Column `c`'s kind read off the data: numeric when every non-missing
 /// value is a number, one-hot over the sorted distinct values when none is.
 fn read_column(
     path: &Path,
+    fields: Fields<'_>,
     data: &[Row],
     c: usize,
     header: Option<&[String]>,
@@ -632,7 +774,7 @@ fn read_column(
     let mut first_number: Option<(&str, u64)> = None;
     let mut first_text: Option<(&str, u64)> = None;
     for r in data {
-        let f = r.fields[c].as_str();
+        let f = fields.field(r, c);
         if is_missing(f) {
             continue;
         }
@@ -641,7 +783,7 @@ fn read_column(
         } else {
             &mut first_text
         };
-        slot.get_or_insert((f, r.line));
+        slot.get_or_insert((f, r.line()));
         if first_number.is_some() && first_text.is_some() {
             break;
         }
@@ -667,7 +809,7 @@ fn read_column(
         (None, _) => {
             let cats: BTreeSet<&str> = data
                 .iter()
-                .map(|r| r.fields[c].as_str())
+                .map(|r| fields.field(r, c))
                 .filter(|f| !is_missing(f))
                 .collect();
             ColumnEncoding::OneHot(cats.into_iter().map(str::to_owned).collect())
@@ -739,7 +881,12 @@ fn resolve_schema(
 }
 
 /// Encodes rows (as wide as the encoding) with the encoding.
-fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> {
+fn encode(
+    path: &Path,
+    fields: Fields<'_>,
+    data: &[Row],
+    encoding: &CsvEncoding,
+) -> Result<Dataset> {
     if data.is_empty() {
         return Err(corrupt(path, Position::Line(1), "no data rows"));
     }
@@ -758,12 +905,27 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
         })
         .collect();
     let n_features = encoding.n_features();
-    let mut features = Vec::with_capacity(data.len() * n_features);
-    let mut labels = Vec::with_capacity(data.len());
+    let values = data
+        .len()
+        .checked_mul(n_features)
+        .filter(|&v| v <= MAX_VALUES)
+        .ok_or_else(|| too_many_values(path, data.len(), encoding))?;
+    let mut features: Vec<f32> = Vec::new();
+    let mut labels: Vec<u32> = Vec::new();
+    features
+        .try_reserve_exact(values)
+        .and_then(|()| labels.try_reserve_exact(data.len()))
+        .map_err(|source| Error::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!(
+                "cannot allocate memory for {} records × {n_features} features",
+                data.len()
+            ),
+            source: Some(source),
+        })?;
     for r in data {
-        let at = |reason: String| corrupt(path, Position::Line(r.line), reason);
-        for (c, field) in r.fields.iter().enumerate() {
-            let field = field.as_str();
+        let at = |reason: String| corrupt(path, Position::Line(r.line()), reason);
+        for (c, field) in fields.iter(r).enumerate() {
             match &index[c] {
                 None => {
                     if is_missing(field) {
@@ -795,7 +957,7 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
                     if let Some(why) = why {
                         return Err(Error::NumberOutOfRange {
                             path: path.to_path_buf(),
-                            line: r.line,
+                            line: r.line(),
                             column: encoding.column(c),
                             value: field.to_owned(),
                             why,
@@ -853,6 +1015,45 @@ fn encode(path: &Path, data: &[Row], encoding: &CsvEncoding) -> Result<Dataset> 
         None => labels.iter().max().map_or(0, |&m| m as usize + 1),
     };
     Dataset::new(features, labels, n_features, n_classes)
+}
+
+/// The error for a data set of more than [`MAX_VALUES`] values: the
+/// counts, and the one-hot column with the most categories (by name or
+/// index, never a value: one record's category is private).
+fn too_many_values(path: &Path, rows: usize, encoding: &CsvEncoding) -> Error {
+    let widest = encoding
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|&(c, _)| c != encoding.label_column)
+        .filter_map(|(c, e)| match e {
+            ColumnEncoding::OneHot(cats) => Some((c, cats.len())),
+            ColumnEncoding::Numeric => None,
+        })
+        .max_by_key(|&(c, k)| (k, std::cmp::Reverse(c)));
+    let widest = match widest {
+        Some((c, k)) if k > 1 && encoding.declared_columns => format!(
+            "; {} alone is one-hot over {k} categories (declared by the schema)",
+            encoding.describe(c),
+        ),
+        Some((c, k)) if k > 1 => format!(
+            "; {} alone is one-hot over {k} categories (read off the data): declare its \
+             categories in a schema, or drop the column",
+            encoding.describe(c),
+        ),
+        _ => String::new(),
+    };
+    let n_features = encoding.n_features();
+    // u128: the product of two usizes cannot overflow it.
+    let values = rows as u128 * n_features as u128;
+    Error::TooLarge {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{rows} records × {n_features} features make {values} values, more than the \
+             {MAX_VALUES} (2^30, 4 GiB of 32-bit floats) a data set may hold{widest}"
+        ),
+        source: None,
+    }
 }
 
 /// The 0-based index of column `column` (the label or the user column).

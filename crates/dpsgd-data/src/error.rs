@@ -110,6 +110,21 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
+    /// A file, or the data read from it, is larger than the readers load
+    /// (a limit that keeps a small hostile file, a gzip bomb or a column
+    /// of a million distinct values, from exhausting memory), or its
+    /// memory could not be allocated. The reason gives the counts, never a
+    /// record's values.
+    #[error("{} is too large: {reason}", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What is too large, with the counts and the limit.
+        reason: String,
+        /// The failed allocation, when that is the cause.
+        #[source]
+        source: Option<std::collections::TryReserveError>,
+    },
     /// A parameter is outside its domain.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidParameter {

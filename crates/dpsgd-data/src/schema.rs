@@ -3,6 +3,8 @@
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
+use std::collections::HashSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The vocabularies of a CSV file, declared from public knowledge: for
@@ -43,6 +45,12 @@ pub struct CsvSchema {
 }
 
 impl CsvSchema {
+    /// The most bytes a schema file may hold ([`CsvSchema::read`]): 64 MiB.
+    /// A category costs at least four bytes of JSON (`"a",`), so this
+    /// admits some 16 million categories, far beyond any codebook, while
+    /// the parsed schema (a string each) stays within about a gigabyte.
+    pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
     /// A schema that declares nothing: every column numeric, and the
     /// classes read as [`read_csv`](crate::read_csv) reads them.
     pub fn new() -> Self {
@@ -62,14 +70,10 @@ impl CsvSchema {
         categories: impl IntoIterator<Item = S>,
     ) -> Result<Self> {
         let column = column.into();
-        if column.trim().is_empty() {
-            return Err(schema_error("a column name is empty"));
-        }
         if self.columns.iter().any(|(c, _)| *c == column) {
             return Err(schema_error(format!("column `{column}` is declared twice")));
         }
-        let categories = values(&format!("column `{column}`"), categories)?;
-        self.columns.push((column, categories));
+        self.columns.push(checked_column(column, categories)?);
         Ok(self)
     }
 
@@ -158,8 +162,12 @@ impl CsvSchema {
             source: Some(Box::new(e)),
         })?;
         let mut schema = Self::new();
+        // `Columns` has refused a column listed twice: push each without
+        // `with_column`'s scan of the columns before it.
+        schema.columns.reserve(json.columns.0.len());
         for (column, categories) in json.columns.0 {
-            schema = schema.with_column(column, categories)?;
+            let (column, categories) = checked_column(column, categories)?;
+            schema.columns.push((column, categories));
         }
         if let Some(classes) = json.classes {
             schema = schema.with_classes(classes)?;
@@ -170,17 +178,38 @@ impl CsvSchema {
         Ok(schema)
     }
 
-    /// Reads a JSON schema file (see [`CsvSchema::from_json`]).
+    /// Reads a JSON schema file (see [`CsvSchema::from_json`]) of at most
+    /// [`CsvSchema::MAX_FILE_BYTES`] bytes; no more than one byte past that
+    /// is read (an endless file such as `/dev/zero` is refused, not read
+    /// until memory runs out).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the file cannot be read; [`Error::Schema`], naming
-    /// the file, when it is not a valid schema.
+    /// [`Error::Io`] when the file cannot be read or is not UTF-8;
+    /// [`Error::TooLarge`] when it holds more than
+    /// [`CsvSchema::MAX_FILE_BYTES`] bytes; [`Error::Schema`], naming the
+    /// file, when it is not a valid schema.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(Self::MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io)?;
+        if bytes.len() as u64 > Self::MAX_FILE_BYTES {
+            return Err(Error::TooLarge {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a schema file may hold at most {} bytes (64 MiB)",
+                    Self::MAX_FILE_BYTES
+                ),
+                source: None,
+            });
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Self::from_json(&text).map_err(|e| match e {
             Error::Schema {
                 path: None,
@@ -214,13 +243,29 @@ pub(crate) fn schema_mismatch(data: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// A column's name and categories, checked (all but its uniqueness among
+/// the columns).
+fn checked_column<S: Into<String>>(
+    column: String,
+    categories: impl IntoIterator<Item = S>,
+) -> Result<(String, Vec<String>)> {
+    if column.trim().is_empty() {
+        return Err(schema_error("a column name is empty"));
+    }
+    let categories = values(&format!("column `{column}`"), categories)?;
+    Ok((column, categories))
+}
+
 /// A checked list of categories or classes.
 fn values<S: Into<String>>(what: &str, list: impl IntoIterator<Item = S>) -> Result<Vec<String>> {
     let list: Vec<String> = list.into_iter().map(Into::into).collect();
     if list.is_empty() {
         return Err(schema_error(format!("{what}: the list is empty")));
     }
-    for (i, v) in list.iter().enumerate() {
+    // A set, not a scan of the values before each: a million categories
+    // would take a million² comparisons.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(list.len());
+    for v in &list {
         if v.is_empty() || v == "?" {
             return Err(schema_error(format!(
                 "{what}: `{v}` means a missing value in a CSV file and cannot be a category"
@@ -231,7 +276,7 @@ fn values<S: Into<String>>(what: &str, list: impl IntoIterator<Item = S>) -> Res
                 "{what}: `{v}` has leading or trailing spaces (CSV fields are trimmed, so it would never match)"
             )));
         }
-        if list[..i].contains(v) {
+        if !seen.insert(v.as_str()) {
             return Err(schema_error(format!("{what}: `{v}` is listed twice")));
         }
     }
@@ -268,8 +313,9 @@ impl<'de> Deserialize<'de> for Columns {
                 mut map: A,
             ) -> std::result::Result<Columns, A::Error> {
                 let mut out: Vec<(String, Vec<String>)> = Vec::new();
+                let mut seen: HashSet<String> = HashSet::new();
                 while let Some((k, v)) = map.next_entry::<String, Vec<String>>()? {
-                    if out.iter().any(|(c, _)| *c == k) {
+                    if !seen.insert(k.clone()) {
                         return Err(serde::de::Error::custom(format!(
                             "column `{k}` is listed twice"
                         )));
