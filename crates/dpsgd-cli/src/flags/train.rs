@@ -74,6 +74,44 @@ pub fn dataset(s: &str) -> Result<DatasetSpec, String> {
     }
 }
 
+/// A public input file (`--schema`, `--scaling-reference`) of at most
+/// `limit` bytes: refused when it exists but is not a regular file (a FIFO
+/// would hang the run, `/dev/zero` be read until memory runs out) or is
+/// larger. A path that cannot be inspected (missing, no permission) is
+/// left to its reader, which names the OS error.
+fn public_file(s: &str, what: &str, limit: u64) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => Err(format!(
+            "{} is not a readable file: {what} must be a regular file (not a FIFO, device or folder)",
+            path.display()
+        )),
+        Ok(m) if m.len() > limit => Err(format!(
+            "{} has {} bytes, more than the {limit} {what} may hold",
+            path.display(),
+            m.len()
+        )),
+        _ => Ok(path),
+    }
+}
+
+/// `--schema FILE`: a regular file of at most
+/// [`CsvSchema::MAX_FILE_BYTES`](dpsgd::data::CsvSchema::MAX_FILE_BYTES).
+fn schema_file(s: &str) -> Result<PathBuf, String> {
+    public_file(s, "a schema", dpsgd::data::CsvSchema::MAX_FILE_BYTES)
+}
+
+/// `--scaling-reference FILE`: a regular file of at most
+/// [`CsvEncoding::MAX_CONTENT_BYTES`](dpsgd::data::CsvEncoding::MAX_CONTENT_BYTES)
+/// (the reader also caps its decompressed content).
+fn reference_file(s: &str) -> Result<PathBuf, String> {
+    public_file(
+        s,
+        "a scaling reference",
+        dpsgd::data::CsvEncoding::MAX_CONTENT_BYTES,
+    )
+}
+
 /// `--user-column`: a 0-based index or a header name (`last` is the last
 /// column, as for the label).
 fn user_column(s: &str) -> Result<LabelColumn, String> {
@@ -220,7 +258,7 @@ pub struct TrainOptions {
     pub feature_range: Option<(f32, f32)>,
     /// CSV data: a PUBLIC reference file (same columns) whose per-feature
     /// min/max become the ranges features are clipped to and mapped to [0, 1].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = reference_file)]
     pub scaling_reference: Option<PathBuf>,
     /// CSV data: the number of classes, declared (labels 0..K−1); without it
     /// (or --schema's classes) the count is read off the private data and
@@ -236,7 +274,7 @@ pub struct TrainOptions {
     /// outside "classes" is an error. COL is a header name (a 0-based index
     /// without a header). Without it, categories and class names are read
     /// off the private data, outside ε (see docs/schema.md).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = schema_file)]
     pub schema: Option<PathBuf>,
     /// Accept δ ≥ 1/N (a δ that allows publishing a whole record).
     #[arg(long)]
@@ -546,5 +584,47 @@ mod tests {
                 .unwrap_err()
                 .contains("overflows")
         );
+    }
+
+    /// `--schema` and `--scaling-reference` took a FIFO (the run hung) or
+    /// `/dev/zero` (read until memory ran out): a file that is not regular,
+    /// or larger than its reader loads, is refused as the flag is parsed.
+    #[test]
+    fn should_refuse_a_public_input_that_is_not_a_regular_file() {
+        let dir = std::env::temp_dir().join(format!("dpsgd-flags-public-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("schema.json");
+        std::fs::write(&small, r#"{"header": true}"#).unwrap();
+        let small = small.to_str().unwrap();
+        let folder = dir.to_str().unwrap();
+        for parse in [schema_file, reference_file] {
+            assert_eq!(parse(small), Ok(PathBuf::from(small)));
+            // A missing file is left to the reader (its OS error).
+            assert!(parse("/nonexistent/dpsgd.json").is_ok());
+            assert!(parse(folder).unwrap_err().contains("not a readable file"));
+            #[cfg(unix)]
+            assert!(
+                parse("/dev/zero")
+                    .unwrap_err()
+                    .contains("must be a regular file")
+            );
+        }
+        let fifo = dir.join("fifo.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            let fifo = fifo.to_str().unwrap();
+            assert!(schema_file(fifo).unwrap_err().contains("not a FIFO"));
+            assert!(reference_file(fifo).unwrap_err().contains("not a FIFO"));
+        }
+        // Larger than the limit: refused, naming the size and the limit.
+        let e = public_file(small, "a schema", 4).unwrap_err();
+        assert!(
+            e.contains("has 16 bytes, more than the 4 a schema may hold"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
