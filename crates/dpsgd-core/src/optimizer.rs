@@ -532,6 +532,7 @@ impl DpOptimizer {
         self.adapt_clipping(clipped.per_example_norms(), clipped.dropped());
         let mut visitor = NoisyMean {
             clipped: &mut clipped,
+            seen: std::collections::HashSet::new(),
             noise: noise.into_iter(),
             scale: (1.0 / self.settings.expected_batch_size()) as f32,
             grads: GradientsParams::new(),
@@ -628,6 +629,10 @@ impl DpOptimizer {
 
 struct NoisyMean<'a> {
     clipped: &'a mut ClippedGradients,
+    /// The ids released so far: a parameter held by several fields (tied
+    /// weights) is released once, at its first field, as
+    /// [`trainable_params`] lists it.
+    seen: std::collections::HashSet<burn::module::ParamId>,
     /// One noise vector per trainable parameter, in visiting order.
     noise: std::vec::IntoIter<Vec<f32>>,
     scale: f32,
@@ -637,7 +642,7 @@ struct NoisyMean<'a> {
 impl ModuleVisitor for NoisyMean<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
-        if !crate::params::is_trainable(&value) {
+        if !crate::params::is_trainable(&value) || !self.seen.insert(param.id) {
             return;
         }
         let dims = value.dims();

@@ -40,6 +40,9 @@ struct Collector {
     path: Vec<String>,
     containers: Vec<String>,
     params: Vec<ParamInfo>,
+    /// The ids met so far: a parameter held by several fields (tied
+    /// weights) is one parameter, listed once.
+    seen: std::collections::HashSet<ParamId>,
 }
 
 impl ModuleVisitor for Collector {
@@ -55,7 +58,7 @@ impl ModuleVisitor for Collector {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
-        if !is_trainable(&value) {
+        if !is_trainable(&value) || !self.seen.insert(param.id) {
             return;
         }
         self.params.push(ParamInfo {
@@ -73,7 +76,10 @@ pub fn is_trainable<const D: usize>(value: &Tensor<D>) -> bool {
     value.is_require_grad() || !value.is_autodiff()
 }
 
-/// The trainable float parameters of `module`, in declaration order.
+/// The trainable float parameters of `module`, in declaration order, each
+/// once: a parameter held by several fields (tied weights, the same
+/// [`ParamId`]) is listed at its first field only, so that its gradient is
+/// counted once in a norm and its noise drawn once.
 pub fn trainable_params<M: Module>(module: &M) -> Vec<ParamInfo> {
     let mut c = Collector::default();
     module.visit(&mut c);

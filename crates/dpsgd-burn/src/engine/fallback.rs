@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 use dpsgd_core::gradients::add_to_sum;
 use dpsgd_core::{ClippedGradients, GradientMethod, Result, round_factor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 impl GradientEngine {
     /// Clipped sum of `batch` one example at a time (parameters grouped by
@@ -67,6 +67,7 @@ impl GradientEngine {
             let mut collector = GradCollector {
                 grads: &grads,
                 out: Vec::new(),
+                seen: HashSet::new(),
             };
             model.visit(&mut collector);
             let per_param: Vec<(ParamId, Tensor<1>)> = collector.out;
@@ -142,14 +143,20 @@ impl GradientEngine {
     }
 }
 
-/// Collects each trainable parameter's gradient, flattened.
+/// Collects each trainable parameter's gradient, flattened, once: a
+/// parameter held by several fields (tied weights) has one gradient (burn
+/// sums its uses), which must enter the norm and the sum once.
 struct GradCollector<'a> {
     grads: &'a Gradients,
     out: Vec<(ParamId, Tensor<1>)>,
+    seen: HashSet<ParamId>,
 }
 
 impl ModuleVisitor for GradCollector<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !self.seen.insert(param.id) {
+            return;
+        }
         if let Some(g) = param.val().grad(self.grads) {
             let numel: usize = g.dims().iter().product();
             self.out.push((param.id, g.reshape([numel])));
