@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A saved digits model (DP, ε = 3, seeded) in `dir`.
 fn saved_model(dir: &Path) -> PathBuf {
@@ -103,10 +105,12 @@ fn outputs(v: &Value) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// A running server and its address.
+/// A running server, its address and what it has written on standard
+/// error after the line naming it.
 struct Served {
     child: Child,
     addr: String,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Served {
@@ -140,8 +144,27 @@ fn serve(model: &Path, db: &Path, extra: &[&str]) -> Served {
         .unwrap_or_else(|| panic!("no address in {line}"))
         .to_owned();
     // Keep draining standard error so the server never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    Served { child, addr }
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let kept = stderr.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Served {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+/// A file holding the operator's token for `--metrics-token-file`.
+const OPERATOR_TOKEN: &str = "the-operators-token-0123456789";
+
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("metrics.token");
+    std::fs::write(&path, format!("{OPERATOR_TOKEN}\n")).unwrap();
+    path
 }
 
 fn agent() -> ureq::Agent {
@@ -165,10 +188,16 @@ fn predict(addr: &str, key: Option<&str>, inputs: &[Vec<f32>]) -> (u16, Value) {
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut resp = agent()
-        .get(format!("http://{addr}{path}"))
-        .call()
-        .expect("an answer");
+    get_with(addr, path, None)
+}
+
+/// GETs `path` with `Authorization: Bearer TOKEN`.
+fn get_with(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent().get(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.call().expect("an answer");
     (
         resp.status().as_u16(),
         resp.body_mut().read_to_string().unwrap(),
@@ -190,7 +219,12 @@ fn should_serve_the_contract_over_loopback() {
     let db = dir.join("keys.db");
     let top = add_key(&db, 5, "top-3", Some("1000/s"));
     let label = add_key(&db, 100, "label-only", None);
-    let s = serve(&model, &db, &[]);
+    let token = token_file(&dir);
+    let s = serve(
+        &model,
+        &db,
+        &["--metrics-token-file", token.to_str().unwrap()],
+    );
     let rows = digits_rows();
 
     let (status, v) = predict(&s.addr, Some(&top), &rows[..2]);
@@ -229,25 +263,41 @@ fn should_serve_the_contract_over_loopback() {
     // The last hex digit changed (to another digit, whatever it was).
     let last = if label.ends_with('0') { '1' } else { '0' };
     let forged = format!("{}{last}", &label[..label.len() - 1]);
-    for key in [Some(forged.as_str()), Some("dpk_1_x"), None] {
-        assert_eq!(predict(&s.addr, key, &rows[..1]).0, 403, "{key:?}");
+    for (key, reason) in [
+        (Some(forged.as_str()), "unknown-key"),
+        (Some("dpk_1_x"), "unknown-key"),
+        (None, "no-key"),
+    ] {
+        let (status, v) = predict(&s.addr, key, &rows[..1]);
+        assert_eq!(
+            (status, v["reason"].as_str()),
+            (403, Some(reason)),
+            "{key:?}"
+        );
     }
     assert_eq!(predict(&s.addr, Some(&label), &[vec![0.5; 63]]).0, 400);
     assert_eq!(predict(&s.addr, Some(&label), &[]).0, 400);
     // Revoked from the command line while the server runs: 403.
     revoke_key(&db, 2);
-    assert_eq!(predict(&s.addr, Some(&label), &rows[..1]).0, 403);
-    // Health and metrics need no key.
+    let (status, v) = predict(&s.addr, Some(&label), &rows[..1]);
+    assert_eq!((status, v["reason"].as_str()), (403, Some("revoked")));
+    // Health needs no key; metrics need the operator's token.
     let (status, health) = get(&s.addr, "/v1/health");
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["model"]["classes"], 10);
     assert_eq!(health["model"]["input_len"], 64);
-    let (status, metrics) = get(&s.addr, "/v1/metrics");
+    for token in [None, Some(top.as_str())] {
+        let (status, metrics) = get_with(&s.addr, "/v1/metrics", token);
+        assert_eq!(status, 401, "{metrics}");
+        assert!(!metrics.contains("dpsgd_flags_total"), "{metrics}");
+    }
+    let (status, metrics) = get_with(&s.addr, "/v1/metrics", Some(OPERATOR_TOKEN));
     assert_eq!(status, 200);
     for line in [
         "dpsgd_records_total 7",
         "dpsgd_refusals_total{reason=\"budget\"} 1",
+        "dpsgd_flags_total 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
@@ -276,16 +326,32 @@ fn should_hold_each_key_to_its_rate_and_refuse_a_missing_database() {
     let slow = add_key(&db, 1000, "full", Some("2/s"));
     let s = serve(&model, &db, &[]);
     let rows = digits_rows();
-    // One second's worth (2 records), then nothing until it refills; a
-    // batch larger than a second's worth never fits; the scheme's case
+    // One second's worth (2 records), then nothing until it refills (the
+    // answer says when to come back); a batch larger than a second's worth
+    // never fits (and pays its one record of the rate); the scheme's case
     // does not matter.
     assert_eq!(predict(&s.addr, Some(&slow), &rows[..2]).0, 200);
-    let (status, v) = predict(&s.addr, Some(&slow), &rows[..1]);
-    assert_eq!(status, 429, "{v}");
+    let mut resp = agent()
+        .post(format!("http://{}/v1/predict", s.addr))
+        .header("Authorization", &format!("Bearer {slow}"))
+        .send_json(json!({ "inputs": &rows[..1] }))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(retry.as_deref(), Some("1"));
+    let v: Value = resp.body_mut().read_json().unwrap();
+    assert_eq!(v["reason"], "rate");
+    std::thread::sleep(Duration::from_millis(1100));
     let (status, v) = predict(&s.addr, Some(&slow), &rows[..3]);
-    assert_eq!(status, 429);
+    assert_eq!(
+        (status, v["reason"].as_str()),
+        (429, Some("batch-over-rate"))
+    );
     assert!(v["error"].as_str().unwrap().contains("never fits"), "{v}");
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(600));
     let mut resp = agent()
         .post(format!("http://{}/v1/predict", s.addr))
         .header("Authorization", &format!("bearer {slow}"))
@@ -308,6 +374,133 @@ fn should_hold_each_key_to_its_rate_and_refuse_a_missing_database() {
     ]);
     common::assert_usage_error(&out, &["--db", "typo.db"]);
     assert!(!dir.join("typo.db").exists());
+}
+
+/// Waits up to 5 s for a line of `s`'s standard error holding every one
+/// of `words`.
+fn wait_for_stderr(s: &Served, words: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(line) = s
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| words.iter().all(|w| l.contains(w)))
+        {
+            return line.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no line with {words:?} in {:?}",
+            s.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What bounds a server: --max-batch at most `client::MAX_BATCH`, an
+/// operator's token worth the name, a release no wider than the model
+/// (refused by `keys add --model`, answered as the model can and said so
+/// by `serve` otherwise), and SIGTERM with a request half sent: the
+/// server exits by --shutdown-timeout.
+#[cfg(unix)]
+#[test]
+fn should_bound_what_it_serves_and_exit_by_its_deadline_on_sigterm() {
+    use std::io::Write;
+    let dir = temp_dir("dpsgd-serve", "bounds");
+    let db = dir.join("keys.db");
+    let out = dpsgd(&[
+        "serve",
+        "--model",
+        "model.bin",
+        "--db",
+        "keys.db",
+        "--max-batch",
+        "1048577",
+    ]);
+    common::assert_usage_error(&out, &["--max-batch", "1048576"]);
+    let model = saved_model(&dir);
+    let (m, d) = (model.to_str().unwrap(), db.to_str().unwrap());
+    let out = dpsgd(&[
+        "serve",
+        "keys",
+        "add",
+        "--db",
+        d,
+        "--budget",
+        "10",
+        "--release",
+        "top-20",
+        "--model",
+        m,
+    ]);
+    common::assert_usage_error(&out, &["--release", "top-20", "10 classes"]);
+    assert!(!db.exists(), "no key made");
+    let full = add_key(&db, 1000, "full", None);
+    // Made without --model: served as the model can, with a warning.
+    let wide = add_key(&db, 1000, "top-20", None);
+    let short = dir.join("short.token");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = dpsgd(&[
+        "serve",
+        "--model",
+        m,
+        "--db",
+        d,
+        "--metrics-token-file",
+        short.to_str().unwrap(),
+    ]);
+    common::assert_usage_error(&out, &["--metrics-token-file"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("abc"));
+
+    let mut s = serve(&model, &db, &["--shutdown-timeout", "1"]);
+    wait_for_stderr(&s, &["warning", "key 2", "top-20", "top-10"]);
+    let rows = digits_rows();
+    let (status, v) = predict(&s.addr, Some(&wide), &rows[..1]);
+    assert_eq!(
+        (status, v["release"].as_str()),
+        (200, Some("top-10")),
+        "{v}"
+    );
+    // Metrics without --metrics-token-file: nobody's.
+    let (status, text) = get_with(&s.addr, "/v1/metrics", Some(OPERATOR_TOKEN));
+    assert_eq!(status, 403);
+    assert!(!text.contains("dpsgd_flags_total"), "{text}");
+
+    // A request whose body stops half way, then SIGTERM.
+    let mut stream = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {full}\r\nContent-Length: 1000\r\n\r\n{{\"inputs\": [[0.5,",
+        s.addr
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() >= Duration::from_millis(900));
+    wait_for_stderr(&s, &["stopped without them"]);
+    drop(stream);
 }
 
 #[test]

@@ -466,7 +466,9 @@ pub struct LogEntry {
     pub at: i64,
     /// The key it is about, if any.
     pub key_id: Option<i64>,
-    /// `key-added`, `refused-budget`, `flagged` or `revoked`.
+    /// `key-added`, `flagged`, `revoked`, or `refused-<reason>` for a
+    /// request of this key refused: `refused-revoked`, `refused-budget`,
+    /// `refused-rate`, `refused-batch-over-rate`, `refused-batch-size`.
     pub event: String,
     /// The evidence or the reason.
     pub detail: String,

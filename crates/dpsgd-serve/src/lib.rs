@@ -35,10 +35,11 @@
 
 pub mod client;
 mod error;
+mod inputs;
 pub mod keys;
 pub mod metrics;
 pub mod monitor;
 mod server;
 
 pub use error::{Result, ServeError};
-pub use server::{ServeSettings, Server};
+pub use server::{OperatorToken, ServeSettings, Server};

@@ -1,9 +1,12 @@
 //! The HTTP server: `POST /v1/predict`, `GET /v1/health`, `GET /v1/metrics`.
 
+use crate::client::MAX_BATCH;
 use crate::error::{Result, ServeError};
+use crate::inputs::{self, Invalid};
 use crate::keys::{Charge, KeyInfo, KeyStore};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
+use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,11 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dpsgd_audit::hardening::Release;
 use dpsgd_train::{ModelCard, TrainedModel};
-use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -26,18 +29,102 @@ pub struct ServeSettings {
     pub monitor: MonitorSettings,
     /// Whether to monitor at all.
     pub monitoring: bool,
-    /// The most records one request may carry.
+    /// The most records one request may carry (1 to
+    /// [`MAX_BATCH`](crate::client::MAX_BATCH); [`Server::new`] holds it
+    /// there).
     pub max_batch: usize,
+    /// The longest a request's body may take to arrive, from the moment
+    /// its headers are read (then 408).
+    pub read_timeout: Duration,
+    /// How long [`Server::serve`] waits, once told to stop, for the
+    /// requests in flight; then it returns without them.
+    pub shutdown_timeout: Duration,
+    /// The operator's token for `GET /v1/metrics` (`None`: metrics are
+    /// served to nobody).
+    pub metrics_token: Option<OperatorToken>,
 }
 
 impl Default for ServeSettings {
+    /// 1 024 records a request, a 30 s body, 10 s to stop, no metrics.
     fn default() -> Self {
         Self {
             auto_revoke: false,
             monitor: MonitorSettings::default(),
             monitoring: true,
             max_batch: 1024,
+            read_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            metrics_token: None,
         }
+    }
+}
+
+/// The secret an operator sends (`Authorization: Bearer TOKEN`) to read
+/// `GET /v1/metrics`; kept only as its SHA-256, compared in full, and in
+/// no `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorToken {
+    sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorToken(..)")
+    }
+}
+
+impl OperatorToken {
+    /// The fewest characters a token may have.
+    pub const MIN_LEN: usize = 16;
+
+    /// `token`, without the white space around it.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Invalid`] for a token of fewer than
+    /// [`Self::MIN_LEN`] characters or with white space or control
+    /// characters inside (it could not travel in a header); the token is
+    /// not in the error.
+    pub fn new(token: &str) -> Result<Self> {
+        let token = token.trim();
+        if token.chars().count() < Self::MIN_LEN
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ServeError::Invalid {
+                name: "operator token",
+                value: "(not shown)".into(),
+                reason: format!(
+                    "expected at least {} characters, none of them white space",
+                    Self::MIN_LEN
+                ),
+            });
+        }
+        Ok(Self {
+            sha256: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether `given` is the token (compared in full, whatever the first
+    /// difference).
+    fn matches(&self, given: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        self.sha256
+            .iter()
+            .zip(given)
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
+    }
+}
+
+/// What answers the queries: logits of row-major inputs.
+pub(crate) trait Logits: Send {
+    /// `classes` logits per input of `inputs` (row-major).
+    fn logits(&self, inputs: &[f32]) -> std::result::Result<Vec<f64>, String>;
+}
+
+impl Logits for TrainedModel {
+    fn logits(&self, inputs: &[f32]) -> std::result::Result<Vec<f64>, String> {
+        self.logits_of_inputs(inputs).map_err(|e| e.to_string())
     }
 }
 
@@ -51,13 +138,15 @@ struct Bucket {
 
 /// What the handlers share.
 struct AppState {
-    model: Mutex<TrainedModel>,
+    model: Mutex<Box<dyn Logits>>,
     card: ModelCard,
     keys: Mutex<KeyStore>,
     monitor: Mutex<Monitor>,
     buckets: Mutex<HashMap<i64, Bucket>>,
     metrics: Metrics,
     settings: ServeSettings,
+    /// The largest body `POST /v1/predict` reads.
+    body_limit: usize,
 }
 
 /// The model served, its key store and settings, ready to
@@ -74,47 +163,101 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// `release` as a model of `classes` classes can give it: a top-K of more
+/// than `classes` is every class, top-`classes`.
+fn fitted(release: Release, classes: usize) -> Release {
+    match release {
+        Release::TopK(k) if k > classes => Release::TopK(classes),
+        Release::TopKRounded(k, d) if k > classes => Release::TopKRounded(classes, d),
+        r => r,
+    }
+}
+
 impl Server {
-    /// Serves `model` (with its `card`) to the keys of `keys`.
+    /// Serves `model` (with its `card`) to the keys of `keys`; a
+    /// `settings.max_batch` outside 1 to
+    /// [`MAX_BATCH`](crate::client::MAX_BATCH) is taken as the nearest.
     pub fn new(
         model: TrainedModel,
         card: ModelCard,
         keys: KeyStore,
         settings: ServeSettings,
     ) -> Self {
+        Self::with_logits(Box::new(model), card, keys, settings)
+    }
+
+    pub(crate) fn with_logits(
+        model: Box<dyn Logits>,
+        card: ModelCard,
+        keys: KeyStore,
+        mut settings: ServeSettings,
+    ) -> Self {
+        settings.max_batch = settings.max_batch.clamp(1, MAX_BATCH);
+        // Room for `max_batch` inputs of up to 32 bytes of JSON per value
+        // (`-2.2250738585072014e-308, ` is 26).
+        let body_limit = settings
+            .max_batch
+            .saturating_mul(card.input_len)
+            .saturating_mul(32)
+            .saturating_add(1 << 16);
         Self {
             state: Arc::new(AppState {
                 model: Mutex::new(model),
-                card,
                 monitor: Mutex::new(Monitor::new(settings.monitor)),
+                card,
                 keys: Mutex::new(keys),
                 buckets: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
                 settings,
+                body_limit,
             }),
         }
     }
 
+    /// One line for each key (not revoked) whose release asks for more
+    /// classes than the model has: it is answered the release the model
+    /// can give (top-K of every class), and its answers name that one.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Database`].
+    pub fn release_warnings(&self) -> Result<Vec<String>> {
+        let keys = self.state.keys.lock().map_err(|_| ServeError::Invalid {
+            name: "key store",
+            value: String::new(),
+            reason: "its lock is poisoned".into(),
+        })?;
+        let classes = self.state.card.classes;
+        Ok(keys
+            .list()?
+            .into_iter()
+            .filter(|k| !k.revoked)
+            .filter_map(|k| {
+                let asked: Release = k.release.parse().ok()?;
+                let given = fitted(asked, classes);
+                (given != asked).then(|| {
+                    format!(
+                        "key {}'s release {asked} asks for more than the model's {classes} classes: it is answered {given} (every class), and its answers say so",
+                        k.id
+                    )
+                })
+            })
+            .collect())
+    }
+
     /// The routes, for serving or for tests.
     pub fn router(&self) -> Router {
-        // Room for `max_batch` inputs of up to 32 bytes of JSON per value
-        // (`-2.2250738585072014e-308, ` is 26).
-        let limit = self
-            .state
-            .settings
-            .max_batch
-            .saturating_mul(self.state.card.input_len)
-            .saturating_mul(32)
-            .saturating_add(1 << 16);
         Router::new()
             .route("/v1/predict", post(predict))
             .route("/v1/health", get(health))
             .route("/v1/metrics", get(metrics))
-            .layer(axum::extract::DefaultBodyLimit::max(limit))
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` until `shutdown` completes, then finishes the
+    /// requests in flight for at most
+    /// [`ServeSettings::shutdown_timeout`] and returns (the requests still
+    /// open then are dropped unanswered; what they charged is committed).
     ///
     /// # Errors
     ///
@@ -127,10 +270,32 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| ServeError::Listen { addr, source })
+        let grace = self.state.settings.shutdown_timeout;
+        let (told, heard) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = told.send(());
+        };
+        let serving = std::future::IntoFuture::into_future(
+            axum::serve(listener, self.router()).with_graceful_shutdown(signal),
+        );
+        let deadline = async move {
+            match heard.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                // Never told to stop: serving ends first.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = serving => done.map_err(|source| ServeError::Listen { addr, source }),
+            () = deadline => {
+                eprintln!(
+                    "dpsgd serve: requests still in flight {} s after the signal to stop: stopped without them",
+                    grace.as_secs_f64()
+                );
+                Ok(())
+            }
+        }
     }
 }
 
@@ -149,22 +314,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// A refusal (403 or 429) with a machine-readable `reason`: `no-key`,
-/// `unknown-key`, `revoked`, `budget`, `rate` (wait and retry: the
-/// `Retry-After` header says how long) or `batch-over-rate` (a batch this
-/// key's rate never admits).
+/// A refusal with a machine-readable `reason`: `no-key`, `unknown-key`,
+/// `revoked` (403); `budget`, `rate` (wait and retry: the `Retry-After`
+/// header says how long) or `batch-over-rate` (a batch this key's rate
+/// never admits) (429); `batch-size` (more than `max_batch` inputs, 400);
+/// `non-finite-output` (422); `metrics-off` (403) and `operator-token`
+/// (401) for `GET /v1/metrics`.
 fn refusal(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "error": message.into(), "reason": reason })),
     )
         .into_response()
-}
-
-/// `{"inputs": [[f32, ...], ...]}`.
-#[derive(Debug, Deserialize)]
-struct PredictRequest {
-    inputs: Vec<Vec<f32>>,
 }
 
 /// The key a request carries (`Authorization: Bearer KEY`, the scheme
@@ -181,7 +342,7 @@ fn capacity(rate: f64) -> f64 {
 }
 
 /// Takes `records` tokens from `key`'s bucket of `rate` per second:
-/// `Err(seconds)` until enough tokens will be there (nothing taken).
+/// `Err(tokens it holds)` when there are not enough (nothing taken).
 fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> std::result::Result<(), f64> {
     let Some(rate) = key.rate else {
         return Ok(());
@@ -201,7 +362,7 @@ fn take_tokens(state: &AppState, key: &KeyInfo, records: usize) -> std::result::
         b.tokens -= records as f64;
         Ok(())
     } else {
-        Err((records as f64 - b.tokens) / rate)
+        Err(b.tokens)
     }
 }
 
@@ -212,27 +373,138 @@ fn internal(detail: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
-async fn predict(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+/// Why a request's body was not read.
+enum Unread {
+    /// Longer than the limit.
+    TooLarge,
+    /// The connection failed while it was read.
+    Broken(String),
+}
+
+/// Reads `body`, at most `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> std::result::Result<Vec<u8>, Unread> {
+    let mut body = std::pin::pin!(body);
+    if body.size_hint().lower() > limit as u64 {
+        return Err(Unread::TooLarge);
+    }
+    // The length the request declares, within the limit (a body that
+    // ends short of it leaves the rest unused; one past it is refused).
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let mut bytes = Vec::with_capacity(declared.min(limit));
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| Unread::Broken(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len().saturating_add(data.len()) > limit {
+                return Err(Unread::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+async fn predict(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    // Everything an answer does blocks — the key store's SQLite commits
-    // with a full sync, the model, the monitor — so all of it runs off
-    // the async workers, which stay free to accept and read requests.
-    let work = state.clone();
-    let response = tokio::task::spawn_blocking(move || answer(&work, &headers, &body))
-        .await
-        .unwrap_or_else(internal);
+    // The body must arrive whole, within the limit and the time allowed:
+    // a client that stops sending holds nothing for long.
+    let timeout = state.settings.read_timeout;
+    let response = match tokio::time::timeout(timeout, read_body(body, state.body_limit)).await {
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request's body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        ),
+        Ok(Err(Unread::TooLarge)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a request's body may hold at most {} bytes",
+                state.body_limit
+            ),
+        ),
+        Ok(Err(Unread::Broken(e))) => error(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request's body: {e}"),
+        ),
+        Ok(Ok(body)) => {
+            // Everything an answer does blocks — the key store's SQLite
+            // commits with a full sync, the model, the monitor — so all of
+            // it runs off the async workers, which stay free to accept and
+            // read requests.
+            let work = state.clone();
+            tokio::task::spawn_blocking(move || answer(&work, &headers, &body))
+                .await
+                .unwrap_or_else(internal)
+        }
+    };
     state
         .metrics
         .observe(response.status().as_u16(), started.elapsed());
     response
 }
 
+/// Refuses a request of the known key `id` for `reason`, after the
+/// audit log's row `refused-<reason>` (with `detail`) is committed.
+fn refuse_known(
+    state: &AppState,
+    id: i64,
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+    detail: &str,
+) -> Response {
+    state.metrics.refused(reason);
+    match state
+        .keys
+        .lock()
+        .map(|k| k.log(Some(id), &format!("refused-{reason}"), detail))
+    {
+        Ok(Ok(())) => refusal(status, reason, message),
+        Ok(Err(e)) => internal(e),
+        Err(_) => internal("the key store's lock is poisoned"),
+    }
+}
+
+/// 429 `rate` for a key of `rate` records per second: wait `records`
+/// tokens' worth, less the `held` ones (whole seconds, RFC 9110, rounded
+/// up: the batch fits then).
+fn over_rate(state: &AppState, info: &KeyInfo, rate: f64, records: usize, held: f64) -> Response {
+    let wait = ((records as f64 - held) / rate).ceil().max(1.0) as u64;
+    let mut response = refuse_known(
+        state,
+        info.id,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate",
+        format!("over this key's rate of {rate} records per second"),
+        &format!("{records} records over the rate of {rate} a second (retry after {wait} s)"),
+    );
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+    }
+    response
+}
+
+/// 429 `budget` for a batch of `n` the key's budget cannot cover.
+fn over_budget(state: &AppState, n: usize, info: &KeyInfo) -> Response {
+    refuse_known(
+        state,
+        info.id,
+        StatusCode::TOO_MANY_REQUESTS,
+        "budget",
+        format!(
+            "a batch of {n} records passes this key's budget ({} of {} used)",
+            info.used, info.budget
+        ),
+        &format!("a batch of {n} records"),
+    )
+}
+
 fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
-    // 1. Who: an unknown or revoked key is refused before anything else.
+    // 1. Who: a missing or unknown key is refused before anything else,
+    //    and only counted (a row each would let anyone fill the disk).
     let Some(key) = bearer(headers) else {
         state.metrics.refused("no-key");
         return refusal(
@@ -250,88 +522,98 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(Err(e)) => return internal(e),
         Err(_) => return internal("the key store's lock is poisoned"),
     };
+    // From here on every refusal is a row of the audit log.
     if info.revoked {
-        state.metrics.refused("revoked");
-        return refusal(StatusCode::FORBIDDEN, "revoked", "this key is revoked");
+        return refuse_known(
+            state,
+            info.id,
+            StatusCode::FORBIDDEN,
+            "revoked",
+            "this key is revoked".into(),
+            "a request with a revoked key",
+        );
     }
-    // 2. What: a batch of inputs of the model's length, finite.
-    let request: PredictRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
+    // 2. Before the body is parsed: a spent budget, and one record of the
+    //    key's rate, which every request pays, answered or not (a key
+    //    cannot have more bodies parsed than its rate).
+    if info.used >= info.budget {
+        return refuse_known(
+            state,
+            info.id,
+            StatusCode::TOO_MANY_REQUESTS,
+            "budget",
+            format!(
+                "this key's budget is spent ({} of {} used)",
+                info.used, info.budget
+            ),
+            "a request with the budget spent",
+        );
+    }
+    if let (Some(rate), Err(held)) = (info.rate, take_tokens(state, &info, 1)) {
+        return over_rate(state, &info, rate, 1, held);
+    }
+    // 3. What: 1 to max_batch inputs of the model's length, finite,
+    //    checked as they are read.
+    let dim = state.card.input_len;
+    let max_batch = state.settings.max_batch;
+    let flat = match inputs::parse(body, dim, max_batch) {
+        Ok(inputs) => inputs.flat,
+        Err(too_many @ Invalid::TooMany { .. }) => {
+            return refuse_known(
+                state,
+                info.id,
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"inputs\": [[numbers]]}}: {e}"),
+                "batch-size",
+                too_many.to_string(),
+                &format!("more than {max_batch} inputs"),
             );
         }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let dim = state.card.input_len;
-    let n = request.inputs.len();
-    if n == 0 || n > state.settings.max_batch {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "send 1 to {} inputs per request, not {n}",
-                state.settings.max_batch
-            ),
-        );
-    }
-    if let Some(i) = request.inputs.iter().position(|r| r.len() != dim) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "input {i} has {} values; the model takes {dim}",
-                request.inputs[i].len()
-            ),
-        );
-    }
-    let flat: Vec<f32> = request.inputs.into_iter().flatten().collect();
-    if flat.iter().any(|v| !v.is_finite()) {
-        return error(StatusCode::BAD_REQUEST, "inputs must be finite numbers");
-    }
-    // 3. How much: a batch the budget cannot cover is refused before any
+    let n = flat.len() / dim;
+    // 4. How much: a batch the budget cannot cover is refused before any
     //    work (the charge below decides, atomically, for the others).
     if info.used.saturating_add(n as u64) > info.budget {
-        state.metrics.refused("budget");
-        return over_budget(n, &info);
+        return over_budget(state, n, &info);
     }
-    // 4. How fast: the key's rate.
-    if let Err(wait) = take_tokens(state, &info, n) {
-        state.metrics.refused("rate");
-        let rate = info.rate.unwrap_or(0.0);
+    // 5. How fast: the rest of the batch's records (one is paid).
+    if let Some(rate) = info.rate {
         if n as f64 > capacity(rate) {
-            return refusal(
+            let most = capacity(rate).floor();
+            return refuse_known(
+                state,
+                info.id,
                 StatusCode::TOO_MANY_REQUESTS,
                 "batch-over-rate",
                 format!(
-                    "a batch of {n} records never fits this key's rate of {rate} records per second: send at most {} per request",
-                    capacity(rate).floor()
+                    "a batch of {n} records never fits this key's rate of {rate} records per second: send at most {most} per request"
                 ),
+                &format!("a batch of {n} records, over the rate of {rate} a second"),
             );
         }
-        let mut response = refusal(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate",
-            format!("over this key's rate of {rate} records per second"),
-        );
-        // Whole seconds (RFC 9110), rounded up: the batch fits then.
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(wait.ceil().max(1.0) as u64),
-        );
-        return response;
+        if let Err(held) = take_tokens(state, &info, n - 1) {
+            return over_rate(state, &info, rate, n, held);
+        }
     }
-    // 5. The model's answer and the monitor's verdict (it sees every query
+    // 6. The model's answer and the monitor's verdict (it sees every query
     //    that got this far).
     let id = info.id;
+    let classes = state.card.classes;
     let done = (|| {
         let logits = {
             let model = state
                 .model
                 .lock()
                 .map_err(|_| "the model's lock is poisoned".to_owned())?;
-            model.logits_of_inputs(&flat).map_err(|e| e.to_string())?
+            model.logits(&flat)?
         };
-        let probabilities: Vec<Vec<f64>> = logits.chunks(state.card.classes).map(softmax).collect();
+        if logits.len() != n * classes {
+            return Err(format!(
+                "the model gave {} logits for {n} inputs of {classes} classes",
+                logits.len()
+            ));
+        }
+        let probabilities: Vec<Vec<f64>> = logits.chunks(classes).map(softmax).collect();
         let labels: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
         let verdict = if state.settings.monitoring {
             let mut monitor = state
@@ -373,6 +655,13 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
                 state.metrics.revoked();
             }
             state.metrics.refused("revoked");
+            if let Err(e) = keys.log(
+                Some(info.id),
+                "refused-revoked",
+                "the request that tripped the monitor",
+            ) {
+                return internal(e);
+            }
             return refusal(
                 StatusCode::FORBIDDEN,
                 "revoked",
@@ -380,7 +669,17 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
             );
         }
     }
-    // 6. The budget, charged for the whole batch or not at all.
+    // 7. An answer the model cannot give: inputs (finite, but large)
+    //    that overflow its logits. Nothing is charged and nothing is
+    //    released; 422, since the same inputs always fail.
+    if probabilities.iter().flatten().any(|p| !p.is_finite()) {
+        return refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "non-finite-output",
+            "the model's output for these inputs is not a finite number (inputs too large?): nothing was charged",
+        );
+    }
+    // 8. The budget, charged for the whole batch or not at all.
     let charge = match state.keys.lock().map(|mut k| k.charge(info.id, n as u64)) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return internal(e),
@@ -389,16 +688,27 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     let remaining = match charge {
         Charge::Granted { remaining } => remaining,
         Charge::OverBudget => {
+            // The charge's own transaction logged it.
             state.metrics.refused("budget");
-            return over_budget(n, &info);
+            return refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "budget",
+                format!("a batch of {n} records passes this key's budget"),
+            );
         }
         Charge::Revoked | Charge::Unknown => {
-            state.metrics.refused("revoked");
-            return refusal(StatusCode::FORBIDDEN, "revoked", "this key is revoked");
+            return refuse_known(
+                state,
+                info.id,
+                StatusCode::FORBIDDEN,
+                "revoked",
+                "this key is revoked".into(),
+                "revoked while its request was answered",
+            );
         }
     };
-    // 7. The release the key is allowed.
-    let release: Release = info.release.parse().unwrap_or(Release::LabelOnly);
+    // 9. The release the key is allowed, as the model can give it.
+    let release: Release = fitted(info.release.parse().unwrap_or(Release::LabelOnly), classes);
     let outputs: Vec<Vec<f64>> = probabilities.iter().map(|p| release.apply(p)).collect();
     state.metrics.served(n);
     Json(json!({
@@ -410,18 +720,6 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         "remaining": remaining,
     }))
     .into_response()
-}
-
-/// 429 for a batch of `n` the key's budget cannot cover.
-fn over_budget(n: usize, info: &KeyInfo) -> Response {
-    refusal(
-        StatusCode::TOO_MANY_REQUESTS,
-        "budget",
-        format!(
-            "a batch of {n} records passes this key's budget ({} of {} used)",
-            info.used, info.budget
-        ),
-    )
 }
 
 fn softmax(logits: &[f64]) -> Vec<f64> {
@@ -452,10 +750,34 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// The counters, to the operator only: who flags and revokes keys, and
+/// when, is what a client probing the monitor wants to know.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(token) = &state.settings.metrics_token else {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "metrics-off",
+            "metrics are served to the operator only: start the server with --metrics-token-file FILE and send Authorization: Bearer TOKEN",
+        );
+    };
+    if !bearer(&headers).is_some_and(|given| token.matches(given)) {
+        let mut response = refusal(
+            StatusCode::UNAUTHORIZED,
+            "operator-token",
+            "metrics need the operator's token: Authorization: Bearer TOKEN",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

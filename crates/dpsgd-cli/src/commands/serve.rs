@@ -5,9 +5,11 @@
 use crate::error::UsageError;
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
+use dpsgd_serve::client::MAX_BATCH;
 use dpsgd_serve::keys::KeyStore;
-use dpsgd_serve::{ServeSettings, Server};
-use std::path::PathBuf;
+use dpsgd_serve::{OperatorToken, ServeSettings, Server};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Arguments of `dpsgd serve`.
 #[derive(Debug, clap::Args)]
@@ -18,8 +20,9 @@ use std::path::PathBuf;
 {\"inputs\": [[f32, ...], ...]} (each input as the model's, flattened) and answers \
 {\"outputs\": [...], \"release\": \"...\", \"epsilon\": ..., \"privacy\": {...}, \
 \"remaining\": N}; past the key's budget or rate: 429; a revoked or unknown key: 403. \
-GET /v1/health and GET /v1/metrics (Prometheus text) need no key. DP-SGD's ε is the \
-only guarantee: releases, budgets and monitoring raise an attack's cost (docs/serving.md)."
+GET /v1/health needs no key; GET /v1/metrics (Prometheus text) answers only the operator's \
+token (--metrics-token-file). DP-SGD's ε is the only guarantee: releases, budgets and \
+monitoring raise an attack's cost (docs/serving.md)."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -41,9 +44,22 @@ pub struct Args {
     /// Turn the query-stream monitor off.
     #[arg(long)]
     pub no_monitor: bool,
-    /// The most inputs one request may carry.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = crate::flags::parse::positive_count)]
+    /// The most inputs one request may carry (at most 1048576).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = max_batch)]
     pub max_batch: usize,
+    /// Serve GET /v1/metrics to the operator only: requests must carry
+    /// `Authorization: Bearer TOKEN`, TOKEN being this file's content (at
+    /// least 16 characters). Without it, metrics are served to nobody.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Seconds a request's body may take to arrive, once its headers are
+    /// read (then 408).
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub read_timeout: Duration,
+    /// Seconds to finish the requests in flight after Ctrl-C or SIGTERM;
+    /// then the server exits without them.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    pub shutdown_timeout: Duration,
 }
 
 /// `dpsgd serve keys …`.
@@ -73,6 +89,10 @@ pub enum KeysCommand {
         /// Records per second (`Q/s` or `Q`); none: no rate limit.
         #[arg(long, value_name = "Q/s", value_parser = rate)]
         rate: Option<f64>,
+        /// The model the key is for (as saved by `train --save-model`):
+        /// a release of more classes than it has is refused.
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
     },
     /// List the keys (by id, never the secret).
     List {
@@ -104,6 +124,47 @@ fn rate(s: &str) -> Result<f64, String> {
             "`{s}`: expected a positive number of records per second, as 10/s"
         )),
     }
+}
+
+/// `N`: 1 to [`MAX_BATCH`] inputs.
+fn max_batch(s: &str) -> Result<usize, String> {
+    match crate::flags::parse::positive_count(s)? {
+        n if n > MAX_BATCH => Err(format!("`{s}`: at most {MAX_BATCH} inputs per request")),
+        n => Ok(n),
+    }
+}
+
+/// A positive number of seconds, at most a day.
+fn seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Ok(Duration::from_secs_f64(t)),
+        _ => Err(format!(
+            "`{s}`: expected a positive number of seconds, at most 86400"
+        )),
+    }
+}
+
+/// The number of classes `release` asks for, if it names one.
+fn release_classes(release: Release) -> Option<usize> {
+    match release {
+        Release::TopK(k) | Release::TopKRounded(k, _) => Some(k),
+        _ => None,
+    }
+}
+
+/// The operator's token, from `path`.
+fn operator_token(path: &Path) -> Result<OperatorToken> {
+    let text = std::fs::read_to_string(path).map_err(|e| UsageError {
+        flag: "--metrics-token-file",
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    OperatorToken::new(&text).map_err(|e| {
+        UsageError {
+            flag: "--metrics-token-file",
+            message: format!("{}: {e}", path.display()),
+        }
+        .into()
+    })
 }
 
 /// An existing key database (`keys list`, `keys revoke`: a typo must not
@@ -141,7 +202,22 @@ fn keys(k: &KeysCommand) -> Result<()> {
             budget,
             release,
             rate,
+            model,
         } => {
+            if let Some(path) = model {
+                let (_, card) = dpsgd::train::TrainedModel::load(path)
+                    .with_context(|| format!("--model {}", path.display()))?;
+                if let Some(k) = release_classes(*release).filter(|&k| k > card.classes) {
+                    anyhow::bail!(UsageError {
+                        flag: "--release",
+                        message: format!(
+                            "{release} asks for the top {k} of a model of {} classes ({})",
+                            card.classes,
+                            path.display()
+                        ),
+                    });
+                }
+            }
             let mut store = KeyStore::open(db)?;
             let (_, key) = store.add(*release, *budget, *rate)?;
             println!("{key}");
@@ -182,10 +258,18 @@ fn serve(a: &Args) -> Result<()> {
     let (model, card) = dpsgd::train::TrainedModel::load(model_path)
         .with_context(|| format!("--model {}", model_path.display()))?;
     let store = existing(db)?;
+    let metrics_token = a
+        .metrics_token_file
+        .as_deref()
+        .map(operator_token)
+        .transpose()?;
     let settings = ServeSettings {
         auto_revoke: a.auto_revoke,
         monitoring: !a.no_monitor,
         max_batch: a.max_batch,
+        read_timeout: a.read_timeout,
+        shutdown_timeout: a.shutdown_timeout,
+        metrics_token,
         ..ServeSettings::default()
     };
     let epsilon = card.privacy.epsilon.map_or_else(
@@ -193,11 +277,12 @@ fn serve(a: &Args) -> Result<()> {
         |e| format!("{e:.3}"),
     );
     let server = Server::new(model, card, store, settings);
+    let warnings = server.release_warnings()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .map_err(|e| UsageError {
@@ -209,7 +294,11 @@ fn serve(a: &Args) -> Result<()> {
             "dpsgd serve: listening on http://{addr} (model {}, ε = {epsilon})",
             model_path.display()
         );
-        // Ctrl-C or SIGTERM: stop accepting, finish the requests in flight.
+        for w in &warnings {
+            eprintln!("dpsgd serve: warning: {w}");
+        }
+        // Ctrl-C or SIGTERM: stop accepting, finish the requests in flight
+        // (for at most --shutdown-timeout).
         let shutdown = async {
             #[cfg(unix)]
             {
@@ -232,7 +321,14 @@ fn serve(a: &Args) -> Result<()> {
             }
         };
         server.serve(listener, shutdown).await?;
-        eprintln!("dpsgd serve: stopped");
         Ok::<(), anyhow::Error>(())
-    })
+    });
+    // What the deadline left running (a body still arriving, an answer
+    // still computed) is not waited for: every charge is committed before
+    // its answer leaves.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    if served.is_ok() {
+        eprintln!("dpsgd serve: stopped");
+    }
+    served
 }
