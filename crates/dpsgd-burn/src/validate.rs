@@ -5,7 +5,10 @@ use burn::tensor::Tensor;
 use dpsgd_core::{Error, Result};
 
 /// Layers that mix examples within a batch, so that one example's gradient
-/// depends on the others and per-example clipping bounds nothing.
+/// depends on the others and per-example clipping bounds nothing — those
+/// known by name. Any other mixing (a batch statistic computed in the
+/// forward pass, attention across the batch) is not seen here; the
+/// engine's fast path measures it (`engine/independence.rs`).
 const MIXING: [(&str, &str); 1] = [(
     "BatchNorm",
     "batch normalisation mixes the examples of a batch; use GroupNorm or LayerNorm \
@@ -99,6 +102,12 @@ impl ModuleVisitor for StateFinder {
 /// Dropout and every other per-example layer is fine; frozen parameters
 /// are fine. The [`GradientEngine`](crate::GradientEngine) runs this check
 /// on every call, so a model that skips it is still refused.
+///
+/// This check is by name only: a model that mixes examples by other means
+/// (`y - y.mean_dim(0)`, attention across the batch) passes it. The
+/// engine's fast path refuses such a model by its per-example independence
+/// check (see [`GradientEngine::clipped_gradients`](crate::GradientEngine::clipped_gradients)),
+/// except where examples are mixed before its first DP-aware layer.
 ///
 /// # Errors
 ///

@@ -24,6 +24,15 @@
 //! kind; this module keeps the coverage check, the path choice and the
 //! grouping of parameters into clipping groups.
 //!
+//! The fast path's `g_i` is example `i`'s rows of the *summed* loss's
+//! gradient: it is `∂ℓ_i/∂probe_i` only when no other example's loss
+//! reaches those rows — nothing after the layer mixes examples, and the
+//! layer's dimension 0 is the example axis. The **independence check**
+//! (`independence.rs`) measures that on a window of a few examples the
+//! first time a pass's layers are met, and refuses the model otherwise;
+//! afterwards every layer must see the same number of rows per example,
+//! or the check runs again.
+//!
 //! **Fallback** (any other module, in `fallback.rs`): micro-batches of one
 //! example, one backward each. Correct and slow; chosen automatically and
 //! reported in [`ClippedGradients::method`].
@@ -46,6 +55,7 @@ use dpsgd_core::{
 use std::collections::{HashMap, HashSet};
 
 mod fallback;
+mod independence;
 mod passes;
 
 pub use passes::PassSize;
@@ -71,6 +81,9 @@ pub struct GradientEngine {
     last_passes: usize,
     /// Set once the fast path was found not to cover the model.
     fallback_reason: Option<String>,
+    /// The layer calls the independence check verified (shared with
+    /// clones: see `independence.rs`).
+    verified: independence::Verified,
     /// Test-only planted bug ([`dpsgd_core::fault::MechanismFault::UnclippedExample`]):
     /// the first example of every chunk is not clipped.
     pub(crate) unclipped_first: bool,
@@ -86,6 +99,7 @@ impl GradientEngine {
             pass_size: PassSize::Auto,
             last_passes: 0,
             fallback_reason: None,
+            verified: independence::Verified::default(),
             unclipped_first: false,
         }
     }
@@ -131,7 +145,8 @@ impl GradientEngine {
     /// How many forward and backward passes the last
     /// [`clipped_gradients`](Self::clipped_gradients) call took (not
     /// counting the one-example forward pass that measures a batch for a
-    /// budget, nor the recomputation around a non-finite example).
+    /// budget, the independence check's pass over a few examples, nor the
+    /// recomputation around a non-finite example).
     pub fn last_passes(&self) -> usize {
         self.last_passes
     }
@@ -169,7 +184,11 @@ impl GradientEngine {
     /// [`validate_model`](crate::validate_model) first. `loss_fn` must
     /// accept any run of consecutive examples of the batch, down to one:
     /// the engine splits a batch into passes ([`PassSize`]), measures it on
-    /// its first example, and recomputes it around a non-finite example.
+    /// its first example, recomputes it around a non-finite example, and
+    /// runs it on a window of at most four examples of a pass for the
+    /// independence check (see Errors) — one more call, on the first call
+    /// and whenever a layer's rows per example change, which a model with
+    /// dropout also draws randomness for.
     ///
     /// # Privacy
     ///
@@ -181,10 +200,25 @@ impl GradientEngine {
     ///
     /// # Errors
     ///
-    /// [`Error::UnsupportedLayer`] for a model that mixes examples or
-    /// updates non-parameter state in its forward pass, [`Error::Shape`]
-    /// when the loss is not one value per example, and an invalid clipping
-    /// policy (including per-layer budgets that do not fit the model).
+    /// [`Error::UnsupportedLayer`] for a model with a BatchNorm or with
+    /// non-parameter state that its forward pass updates
+    /// ([`validate_model`](crate::validate_model)), and, on the fast path,
+    /// for a model the per-example independence check catches: one
+    /// example's loss has a gradient in another example's rows of a DP-aware
+    /// layer's output (examples mixed after that layer, or a layer whose
+    /// dimension 0 is not the example axis), or a layer's rows do not grow
+    /// with the examples. The check runs on a window of at most four
+    /// examples of the first pass, by one extra forward and backward pass
+    /// of those examples, whenever the layers' rows per example (or the
+    /// loss function's type) are new to this engine and its clones; it
+    /// cannot see examples mixed before the first DP-aware layer, nor a
+    /// dependence whose gradient vanishes on the examples it checks —
+    /// keeping the examples of a batch apart stays the caller's duty. The
+    /// fallback runs each example alone, so it never mixes them (but trains
+    /// a model that mixes them on batches of one). Also [`Error::Shape`]
+    /// when the loss is not one value per example, or a layer's rows are
+    /// not a multiple of the examples, and an invalid clipping policy
+    /// (including per-layer budgets that do not fit the model).
     /// Nothing is changed in either case (but for what the engine learnt
     /// of the model: [`fallback_reason`](Self::fallback_reason), and the
     /// passes counted in [`last_passes`](Self::last_passes)).
@@ -310,23 +344,56 @@ impl GradientEngine {
             }
             None => losses,
         };
+        // Each layer call's rows per example; the independence check runs
+        // unless this loss function's calls were verified with them.
+        let layout = independence::layout(&records, n, |id| group_of.contains_key(id));
+        let loss_name = std::any::type_name::<F>();
+        let check = n >= 2 && !layout.is_empty() && !self.verified.covers(loss_name, &layout);
         let mut grads = losses.sum().backward();
-        match self.fast_path(
+        let found = self.fast_path(
             records,
             &mut grads,
             &loss_values,
             &group_of,
             groups.len(),
             canaries.as_ref(),
-        )? {
+        )?;
+        drop(grads);
+        match found {
             FastPath::Clipped(mut clipped) => {
+                if check {
+                    match self.check_independence(
+                        model,
+                        batch,
+                        loss_fn,
+                        &loss_values,
+                        &layout,
+                        &params,
+                    )? {
+                        independence::Outcome::Independent => {
+                            self.verified.insert(loss_name, &layout);
+                        }
+                        // This pass by the fallback, which runs each
+                        // example alone; the check runs again next time.
+                        independence::Outcome::Inconclusive(why) => {
+                            drop(clipped);
+                            return self.fallback(
+                                model,
+                                batch,
+                                loss_fn,
+                                &group_of,
+                                canaries.as_ref(),
+                                &format!(
+                                    "the per-example independence check was inconclusive ({why})"
+                                ),
+                            );
+                        }
+                    }
+                }
                 clipped.set_loss_sum(loss_values.iter().map(|&v| f64::from(v)).sum());
                 Ok(clipped)
             }
-            FastPath::NonFinite(bad) => {
-                drop(grads);
-                self.without(model, batch, loss_fn, &bad)
-            }
+            FastPath::NonFinite(bad) => self.without(model, batch, loss_fn, &bad),
         }
     }
 
