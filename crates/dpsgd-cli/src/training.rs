@@ -80,8 +80,10 @@ pub fn run_one(
 }
 
 /// The line logged at the end of an epoch: the epoch, its test accuracy and
-/// ε so far (released quantities), then the last batch's loss, marked as
-/// not covered by ε (an exact statistic of the private batch).
+/// ε so far (released quantities), then the epoch's mean training loss,
+/// marked as not covered by ε: an exact statistic of the private data, the
+/// same value as the report's `not_covered_by_epsilon.epoch_history`
+/// declares (the last batch's loss, printed before, was declared nowhere).
 pub fn epoch_line(epoch: usize, epochs: usize, p: &Progress) -> String {
     let accuracy = p
         .test_accuracy
@@ -89,9 +91,12 @@ pub fn epoch_line(epoch: usize, epochs: usize, p: &Progress) -> String {
     let epsilon = p
         .epsilon
         .map_or_else(|| "∞".to_owned(), |e| format!("{e:.3}"));
+    let loss = p
+        .epoch_loss
+        .map_or_else(|| "–".to_owned(), |l| format!("{l:.4}"));
     format!(
-        "epoch {epoch}/{epochs} | step {}/{} | test accuracy {accuracy} | ε {epsilon} | last batch loss {:.4} (not covered by ε)",
-        p.step, p.total_steps, p.loss
+        "epoch {epoch}/{epochs} | step {}/{} | test accuracy {accuracy} | ε {epsilon} | mean training loss {loss} (not covered by ε)",
+        p.step, p.total_steps
     )
 }
 

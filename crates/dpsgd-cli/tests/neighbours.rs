@@ -20,8 +20,9 @@
 //! A second harness runs the same comparison on a file with a user column
 //! ([`user_rows`], [`USER_VARIANTS`]): at user level, replacing all the
 //! records of one user (by fewer, more, or as many others, under the same
-//! id) must release the same; at record level with a user column,
-//! replacing one record of a user by another (same N) must.
+//! id or a new one, in the same place) must release the same; at record
+//! level with a user column, replacing one record by another (same N) —
+//! of the same user, or given to another user — must.
 
 mod common;
 
@@ -133,16 +134,23 @@ fn write_data(dir: &Path, at: usize, record: &str) -> PathBuf {
 }
 
 /// The position of the record the variants replace: one that every row
-/// trains on (in the training part of `train`'s 80/20 split and of
-/// `audit`'s 50/50 split, which depend on N and the seed only), so that a
-/// hostile record is actually sampled into batches.
+/// trains on (in the training part of `train`'s 80/20 and 70/30 splits and
+/// of `audit`'s 50/50 split, which depend on N and the seed only), so that
+/// a hostile record is actually sampled into batches.
 fn replaced_position() -> usize {
     let seed: u64 = SEED.parse().expect("a numeric seed");
-    let (train, _) = dpsgd::data::Dataset::split_positions(N, 0.2, seed).expect("a split");
-    let (audit_train, _) = dpsgd::data::Dataset::split_positions(N, 0.5, seed).expect("a split");
+    // `train`'s default 80/20 split, a row's 70/30, `audit`'s 50/50.
+    let parts: Vec<Vec<usize>> = [0.2, 0.3, 0.5]
+        .iter()
+        .map(|&f| {
+            dpsgd::data::Dataset::split_positions(N, f, seed)
+                .expect("a split")
+                .0
+        })
+        .collect();
     (0..N)
-        .find(|p| train.contains(p) && audit_train.contains(p))
-        .expect("a position in both training parts")
+        .find(|p| parts.iter().all(|train| train.contains(p)))
+        .expect("a position in every training part")
 }
 
 /// The public schema of the data: its categories and classes.
@@ -349,6 +357,86 @@ fn rows() -> Vec<Row> {
                 "/epsilon_lower_bound",
                 "/inversion",
                 "/canary_audit",
+            ],
+            schema: true,
+        },
+        Row {
+            // Options that only reshape the run, grouped (each changes
+            // nothing a record could move; a row apiece would cost the
+            // suite's time for no more coverage).
+            name: "logistic regression, per-layer clipping, SGD, a large δ allowed",
+            command: "train",
+            flags: &[
+                "--epochs",
+                "5",
+                "--batch-size",
+                "2",
+                "--model",
+                "logreg",
+                "--clipping",
+                "per-layer",
+                "--max-grad-norm",
+                "0.5",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "0.05",
+                "--delta",
+                "0.05",
+                "--allow-large-delta",
+            ],
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "tanh, EMA, dropout, automatic clipping, ε = 1, a 30% test split",
+            command: "train",
+            flags: with(&[
+                "--activation",
+                "tanh",
+                "--ema-decay",
+                "0.9",
+                "--dropout",
+                "0.1",
+                "--clipping",
+                "automatic",
+                "--target-epsilon",
+                "1",
+                "--test-fraction",
+                "0.3",
+                "--quiet",
+            ]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "defences: confidence penalty, MIST's knobs",
+            command: "train",
+            flags: with(&[
+                "--confidence-penalty",
+                "0.1",
+                "--mist",
+                "--mist-submodels",
+                "2",
+                "--mist-weight",
+                "0.5",
+                "--mist-local-epochs",
+                "1",
+                "--mist-cross-epochs",
+                "1",
+            ]),
+            model_derived: &[],
+            schema: true,
+        },
+        Row {
+            name: "early stopping with its validation fraction",
+            command: "train",
+            flags: with(&["--early-stopping", "1", "--validation-fraction", "0.25"]),
+            model_derived: &[
+                "/early_stopping/best_epoch",
+                "/early_stopping/stopped_at_epoch",
+                "/early_stopping/stopped_early",
+                "/early_stopping/validation_accuracy",
             ],
             schema: true,
         },
@@ -883,7 +971,7 @@ fn user_name(u: usize) -> String {
 /// record per 4 training records), so that a limit counted in records
 /// rather than users shows as a difference when the chosen user owns one
 /// record fewer.
-const RECORDS_PER_USER: [usize; USERS] = [2, 1, 3, 2, 2, 1, 3, 2, 2, 1, 3, 2, 2, 2, 3, 2];
+const RECORDS_PER_USER: [usize; USERS] = [2, 1, 3, 2, 2, 2, 3, 2, 2, 1, 3, 2, 2, 2, 3, 2];
 
 /// The records user `u` owns in the base file ([`RECORDS_PER_USER`] of
 /// them, `x1,x2,colour,label`, as in [`write_data`]).
@@ -906,26 +994,37 @@ fn user_records(u: usize) -> Vec<String> {
         .collect()
 }
 
-/// One replacement of the chosen user's records (all of them, under the
-/// same user id text), given the user's base records.
+/// One replacement of the chosen user's records (all of them, at the same
+/// place in the file), given the user's base records.
 struct UserVariant {
     name: &'static str,
     records: fn(&[String]) -> Vec<String>,
+    /// The user id text of each replacement record: `None` keeps the chosen
+    /// user's; `Some(f)` gives record `j` the id `f(j)`.
+    ids: Option<fn(usize) -> &'static str>,
     /// Whether the variant replaces one record only (same N): a record-level
     /// neighbour, which a record-level row must hide too.
     record_level: bool,
+    /// Whether the variant replaces one user only: a user-level neighbour,
+    /// which a user-level row must hide. (Giving one record to another
+    /// user changes two users.)
+    user_level: bool,
 }
 
 const USER_VARIANTS: &[UserVariant] = &[
     UserVariant {
         name: "base",
         records: <[String]>::to_vec,
+        ids: None,
         record_level: true,
+        user_level: true,
     },
     UserVariant {
         name: "one record instead",
         records: |_| vec!["0.25,-0.5,red,0".into()],
+        ids: None,
         record_level: false,
+        user_level: true,
     },
     UserVariant {
         name: "three records, other labels and values",
@@ -936,7 +1035,9 @@ const USER_VARIANTS: &[UserVariant] = &[
                 "-2.5,2.5,red,1".into(),
             ]
         },
+        ids: None,
         record_level: false,
+        user_level: true,
     },
     UserVariant {
         name: "as many records, other values",
@@ -945,7 +1046,9 @@ const USER_VARIANTS: &[UserVariant] = &[
                 .map(|j| format!("{}.5,-{j}.25,blue,{}", j + 3, (j + 1) % 2))
                 .collect()
         },
+        ids: None,
         record_level: false,
+        user_level: true,
     },
     UserVariant {
         name: "one record replaced by another of the same user",
@@ -954,7 +1057,29 @@ const USER_VARIANTS: &[UserVariant] = &[
             records[0] = "7.5,-7.5,green,1".into();
             records
         },
+        ids: None,
         record_level: true,
+        user_level: true,
+    },
+    UserVariant {
+        // A user new to the data, in the replaced user's place: the split
+        // by user may not move (its sizes are released).
+        name: "another user, a new id, in the same place",
+        records: <[String]>::to_vec,
+        ids: Some(|_| "newcomer"),
+        record_level: false,
+        user_level: true,
+    },
+    UserVariant {
+        // At the record level a record's user id is part of the record:
+        // the split may not read it. (u00 is a test user of the 80/20
+        // split by user, so a split by user at the record level moves the
+        // record out of training, and N with it.)
+        name: "one record given to another user",
+        records: <[String]>::to_vec,
+        ids: Some(|j| if j == 0 { "u00" } else { "" }),
+        record_level: true,
+        user_level: false,
     },
 ];
 
@@ -964,11 +1089,18 @@ fn write_user_data(dir: &Path, chosen: Option<usize>, variant: &UserVariant) -> 
     let mut text = String::from("user,x1,x2,colour,label\n");
     for u in 0..USERS {
         let mut records = user_records(u);
+        let mut ids = vec![user_name(u); records.len()];
         if Some(u) == chosen {
             records = (variant.records)(&records);
+            ids = (0..records.len())
+                .map(|j| match variant.ids.map(|f| f(j)) {
+                    Some(id) if !id.is_empty() => id.to_owned(),
+                    _ => user_name(u),
+                })
+                .collect();
         }
-        for record in records {
-            text += &format!("{},{record}\n", user_name(u));
+        for (id, record) in ids.iter().zip(records) {
+            text += &format!("{id},{record}\n");
         }
     }
     let path = dir.join("users.csv");
@@ -978,9 +1110,10 @@ fn write_user_data(dir: &Path, chosen: Option<usize>, variant: &UserVariant) -> 
 
 /// The user whose records the variants replace: one with two records, in
 /// the training part of `train`'s 80/20 and of `audit`'s 50/50 split by
-/// user (which depend on the user ids and the seed only), read as the CLI
-/// reads the file. Also returns the number of training users of the 80/20
-/// split.
+/// user (which depend on the users' order of first appearance and the seed
+/// only), read as the CLI reads the file, whose first record is in the
+/// training part of the record-level 80/20 split by position. Also returns
+/// the number of training users of the 80/20 split by user.
 fn chosen_user(dir: &Path) -> (usize, usize) {
     let seed: u64 = SEED.parse().expect("a numeric seed");
     let path = write_user_data(dir, None, &USER_VARIANTS[0]);
@@ -999,6 +1132,10 @@ fn chosen_user(dir: &Path) -> (usize, usize) {
         train.users().expect("user ids").to_vec()
     };
     let (train, audit_train) = (training(0.2), training(0.5));
+    // `train`'s record-level split (by position): the chosen user's first
+    // record, which a record-level variant replaces, must be trained on.
+    let (record_train, _) =
+        dpsgd::data::Dataset::split_positions(ids.len(), 0.2, seed).expect("a split");
     assert_eq!(
         audit_train.len(),
         16,
@@ -1008,7 +1145,11 @@ fn chosen_user(dir: &Path) -> (usize, usize) {
     let chosen = (0..USERS)
         .find(|&u| {
             let id = ids[owners.iter().position(|&o| o == u).expect("a record")];
-            user_records(u).len() == 2 && train.contains(&id) && audit_train.contains(&id)
+            let first = owners.iter().position(|&o| o == u).expect("a record");
+            user_records(u).len() == 2
+                && train.contains(&id)
+                && audit_train.contains(&id)
+                && record_train.contains(&first)
         })
         .expect("a user of two records in both training parts");
     (chosen, training_users)
@@ -1128,7 +1269,12 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
             }
         }
         for variant in &USER_VARIANTS[1..] {
-            if !is_user_level(&row) && !variant.record_level {
+            let applies = if is_user_level(&row) {
+                variant.user_level
+            } else {
+                variant.record_level
+            };
+            if !applies {
                 continue;
             }
             let data = write_user_data(&dir, Some(chosen), variant);

@@ -9,7 +9,7 @@ use crate::flags::train::{PrivacyOptions, TrainOptions};
 use crate::output::audit::{plot_roc, table};
 use crate::output::clobbering;
 use crate::output::files::{ReportTarget, check_output_path, check_save_path, write_atomically};
-use crate::setup::{audit_config, check_canaries, config, load};
+use crate::setup::{audit_config, check_canaries, config, load_for_audit};
 use crate::training::run_audit;
 use anyhow::{Context, Result};
 use dpsgd::audit::hardening::Release;
@@ -229,7 +229,8 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             o.seed.unwrap_or(0),
         )?
     };
-    let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
+    // By user whenever the data has users: the audit scores users.
+    let (train, test, preprocessing) = load_for_audit(&o, o.seed.unwrap_or(0))?;
     let cfg = TrainConfig {
         save_model: a.save_model.clone(),
         // The target's ε after every epoch, for the report's budget curve.

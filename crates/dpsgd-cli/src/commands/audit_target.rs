@@ -139,7 +139,22 @@ pub fn run(a: &Args, url: &str) -> Result<std::process::ExitCode> {
         );
     }
     let deployed = endpoint.deployed_model();
+    // Split as `train` split it (the members must be the model's): at the
+    // record level by position, so a user's records may fall on both
+    // sides, and the per-user figures are left out.
     let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
+    let (train, test) = if matches!(o.privacy_unit(), dpsgd::train::PrivacyUnit::Record)
+        && train.users().is_some()
+    {
+        if !a.quiet {
+            eprintln!(
+                "dpsgd audit: the records' users are not scored: at the record level `train` splits by record, so a user's records can be on both sides"
+            );
+        }
+        (train.without_users(), test.without_users())
+    } else {
+        (train, test)
+    };
     // The shadows' recipe: this command's flags, fitted to the data.
     let cfg = TrainConfig {
         progress_epsilon: false,

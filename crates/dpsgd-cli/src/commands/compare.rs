@@ -9,7 +9,7 @@ use crate::output::clobbering;
 use crate::output::compare::{Row, csv, json, markdown, plot};
 use crate::output::files::{check_output_path, write_atomically};
 use crate::setup::audit_config;
-use crate::setup::{config, load, with_defences};
+use crate::setup::{config, load_for_audit, with_defences};
 use crate::training::run_audit;
 use anyhow::{Context, Result};
 use dpsgd::train::audit::{Attack, CanaryKind};
@@ -157,7 +157,8 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     o.test_fraction.get_or_insert(0.5);
     check_outputs(a, &o)?;
     let seed = o.seed.unwrap_or(0);
-    let (train, test, _) = load(&o, seed)?;
+    // Its audits score users whenever the data has users.
+    let (train, test, _) = load_for_audit(&o, seed)?;
     let specs =
         points(&a.defences, a.grid == "default", train.n_classes()).map_err(bad_defences)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -151,6 +151,19 @@ pub fn markdown(rows: &[Row], attacks: &[String], dataset: &str) -> String {
     out
 }
 
+/// What a row of `compare.json` says of its figures of the private records.
+const NOT_COVERED_NOTE: &str = "these fields of the row are exact statistics of the members and non-members (the attacks' figures and what is derived from them), not covered by the row's epsilon";
+
+/// The row's fields [`NOT_COVERED_NOTE`] covers.
+const NOT_COVERED_FIELDS: [&str; 6] = [
+    "strongest_auc",
+    "strongest_tpr_at_fpr_0_001",
+    "pareto_auc",
+    "pareto_tpr",
+    "train_accuracy",
+    "attacks",
+];
+
 pub fn json(rows: &[Row]) -> serde_json::Value {
     let (front_auc, front_tpr) = fronts(rows);
     let finite = |v: f64| v.is_finite().then_some(v);
@@ -177,6 +190,12 @@ pub fn json(rows: &[Row]) -> serde_json::Value {
                     "advantage": a.advantage,
                 })).collect::<Vec<_>>(),
                 "audit": r.audit,
+                // The row's own figures of the private records (its nested
+                // audit declares its own in `audit.not_covered_by_epsilon`).
+                "not_covered_by_epsilon": {
+                    "note": NOT_COVERED_NOTE,
+                    "fields": NOT_COVERED_FIELDS,
+                },
             })
         })
         .collect();

@@ -70,7 +70,8 @@ pub const SIGNED_LOG_CLIP: f32 = 4.0;
 /// the number of classes is declared (`--schema`'s classes or
 /// `--num-classes`) or likewise read off the data and reported. The
 /// train/test split depends on the number of records and the seed only
-/// ([`Dataset::split`]).
+/// ([`Dataset::split`]); at user level on the users' order of first
+/// appearance, their number and the seed only ([`Dataset::split_by_user`]).
 ///
 /// # Errors
 ///
@@ -78,15 +79,56 @@ pub const SIGNED_LOG_CLIP: f32 = 4.0;
 /// does not fit the data; a reference file with other columns; a label ≥
 /// `--num-classes` or outside the schema's classes.
 pub fn load(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocessing)> {
-    let loaded = load_quietly(o, seed)?;
+    load_split(o, seed, UserSplit::AtUserLevel)
+}
+
+/// [`load`] for `audit`'s own target run, which scores users whenever the
+/// data has a user column and so needs every user's records on one side of
+/// the split ([`Dataset::split_by_user`]), at the record level too.
+///
+/// # Privacy
+///
+/// At the record level a record's user id is part of the record, and a
+/// split by user lets one record (given another user's id, or a new one)
+/// change the parts' sizes, N and so q and ε: the audit's report says so
+/// (its `not_covered_by_epsilon`). `train` splits by position at the record
+/// level ([`load`]).
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_for_audit(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocessing)> {
+    load_split(o, seed, UserSplit::Always)
+}
+
+/// When data with a user column is split by user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserSplit {
+    /// At user level only; record-level runs split by position.
+    AtUserLevel,
+    /// Whenever the data has user ids.
+    Always,
+}
+
+/// [`load`] or [`load_for_audit`].
+fn load_split(
+    o: &TrainOptions,
+    seed: u64,
+    by_user: UserSplit,
+) -> Result<(Dataset, Dataset, Preprocessing)> {
+    let loaded = load_quietly(o, seed, by_user)?;
     if let Some(warning) = loaded.2.warning() {
         eprintln!("{warning}");
     }
     Ok(loaded)
 }
 
-/// [`load`] without printing the warning.
-fn load_quietly(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Preprocessing)> {
+/// [`load_split`] without printing the warning.
+fn load_quietly(
+    o: &TrainOptions,
+    seed: u64,
+    by_user: UserSplit,
+) -> Result<(Dataset, Dataset, Preprocessing)> {
     check_user_flags(o)?;
     let declared = |d: Dataset| -> Result<Dataset> {
         Ok(match o.num_classes {
@@ -162,10 +204,18 @@ fn load_quietly(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, Prepro
             }
             .map_err(dataset_error)?;
             let all = declared(all)?;
-            // With users, by user: a user's records are all trained on or
-            // all held out (a split by record would leave part of every
-            // heavy user in the test set).
-            let (tr, te) = all.split_by_user(o.test_fraction(), seed)?;
+            // At user level by user: a user's records are all trained on
+            // or all held out (a split by record would leave part of every
+            // heavy user in the test set). At the record level by position,
+            // as without users: a record's user id is part of the record,
+            // and a split by user would let one record move N (issue 24's
+            // rule); the ids stay, to be counted.
+            let user_level = matches!(o.privacy_unit(), PrivacyUnit::User { .. });
+            let (tr, te) = if user_level || by_user == UserSplit::Always {
+                all.split_by_user(o.test_fraction(), seed)?
+            } else {
+                all.split(o.test_fraction(), seed)?
+            };
             let (scaling, note) = match (o.feature_range, &o.scaling_reference) {
                 (Some((lo, hi)), _) => (
                     Scaling::Range {

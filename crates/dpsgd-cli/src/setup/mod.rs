@@ -4,7 +4,7 @@
 
 pub mod data;
 
-pub use data::{Preprocessing, load};
+pub use data::{Preprocessing, load, load_for_audit};
 
 use crate::error;
 use crate::flags::train::TrainOptions;
