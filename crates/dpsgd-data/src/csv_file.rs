@@ -752,7 +752,7 @@ fn take_users(
                 path,
                 Position::Line(r.line()),
                 format!(
-                    "{}: missing user id (`{value}`): every record must name its user",
+                    "{}: missing user id: every record must name its user",
                     describe_column(header, u)
                 ),
             ));
@@ -789,11 +789,11 @@ fn read_column(
         }
     }
     Ok(match (first_number, first_text) {
-        (Some((n, nl)), Some((t, tl))) => {
+        (Some((_, nl)), Some((_, tl))) => {
             let reason = if tl > nl {
-                format!("`{t}` is not a number, but `{n}` at line {nl} is")
+                format!("this line's value is not a number, but line {nl}'s is")
             } else {
-                format!("`{n}` is a number, but `{t}` at line {tl} is not")
+                format!("this line's value is a number, but line {tl}'s is not")
             };
             return Err(corrupt(
                 path,
@@ -937,7 +937,7 @@ fn encode(
                     }
                     let value: f64 = field.parse().map_err(|_| {
                         at(format!(
-                            "{}: `{field}` is not a number{}",
+                            "{}: the value is not a number{}",
                             encoding.describe(c),
                             if encoding.declared_columns && c != li {
                                 " (a column the schema does not list under `columns` is numeric)"
@@ -966,7 +966,7 @@ fn encode(
                     if c == li {
                         if value < 0.0 || value.fract() != 0.0 || value > 65_535.0 {
                             return Err(at(format!(
-                                "label `{field}` out of range: numeric labels must be \
+                                "the label is out of range: numeric labels must be \
                                  integers in 0..=65535"
                             )));
                         }
@@ -981,16 +981,19 @@ fn encode(
                         Some(&i) => Some(i),
                         // A declared label set is closed: never a new class.
                         None if c == li && encoding.declared_classes => {
+                            // The schema's classes are public: named, up
+                            // to a few; the record's label is not.
                             return Err(at(format!(
-                                "label `{field}` is not among the schema's {} classes",
-                                cats.len()
+                                "the label is not among the schema's {} classes ({})",
+                                cats.len(),
+                                declared_names(&encoding.columns[c])
                             )));
                         }
                         // A declared vocabulary: another value is all zeros.
                         None if c != li && encoding.declared_columns => None,
                         None => {
                             return Err(at(format!(
-                                "{}: `{field}` is not among the encoding's {} categories",
+                                "{}: the value is not among the encoding's {} categories",
                                 encoding.describe(c),
                                 cats.len()
                             )));
@@ -1082,5 +1085,22 @@ fn describe_column(header: Option<&[String]>, c: usize) -> String {
     match header.and_then(|h| h.get(c)) {
         Some(n) => format!("column {c} (`{n}`)"),
         None => format!("column {c}"),
+    }
+}
+
+/// Up to eight of a one-hot column's declared names, in order, quoted (for
+/// a message about a value outside a public schema).
+fn declared_names(column: &ColumnEncoding) -> String {
+    const SHOWN: usize = 8;
+    match column {
+        ColumnEncoding::OneHot(names) => {
+            let mut shown: Vec<String> =
+                names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+            if names.len() > SHOWN {
+                shown.push(format!("… {} more", names.len() - SHOWN));
+            }
+            shown.join(", ")
+        }
+        ColumnEncoding::Numeric => "numeric".to_owned(),
     }
 }

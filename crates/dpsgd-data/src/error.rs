@@ -77,7 +77,7 @@ pub enum Error {
     },
     /// A number in a CSV file that is not finite, or that becomes
     /// infinite as a 32-bit feature: named by file, line and column.
-    #[error("number out of range in {}: line {line}, {column}: `{value}` {why}", path.display())]
+    #[error("number out of range in {}: line {line}, {column}: the value {why}", path.display())]
     NumberOutOfRange {
         /// The file.
         path: PathBuf,
@@ -85,7 +85,9 @@ pub enum Error {
         line: u64,
         /// The column: its header name, else its 0-based index.
         column: Column,
-        /// The field as written.
+        /// The field as written: for the caller, never in the message (a
+        /// record's value is private data, and an error message ends up in
+        /// logs).
         value: String,
         /// What is wrong with it.
         why: OutOfRange,

@@ -76,7 +76,9 @@ fn should_one_hot_encode_text_columns_with_missing_as_all_zeros() {
     let (pos, reason) = corrupt(dpsgd_data::read_csv_with_encoding(&unknown, &enc).unwrap_err());
     assert_eq!(pos, Position::Line(2));
     assert!(
-        reason.contains("`color`") && reason.contains("green"),
+        // The column, never the record's value (private data in a message
+        // that ends up in logs).
+        reason.contains("`color`") && !reason.contains("green"),
         "{reason}"
     );
 }
@@ -89,13 +91,13 @@ fn should_refuse_mixed_columns_and_missing_numbers_naming_the_column() {
         (
             "age,job,y\n30,clerk,0\nforty,admin,1\n",
             3,
-            &["column 0 (`age`)", "`forty` is not a number", "line 2"],
+            &["column 0 (`age`)", "is not a number, but line 2's is"],
         ),
         // A number after text.
         (
             "a,x,0\nb,y,1\nc,7,0\n",
             3,
-            &["column 1", "`7` is a number", "`x` at line 1"],
+            &["column 1", "value is a number, but line 1's is not"],
         ),
         // A missing value in a numeric column.
         (
@@ -104,7 +106,11 @@ fn should_refuse_mixed_columns_and_missing_numbers_naming_the_column() {
             &["column 0 (`age`)", "missing value in a numeric column"],
         ),
         // A mixed label.
-        ("1,a\n2,3\n3,b\n", 2, &["column 1", "`3` is a number"]),
+        (
+            "1,a\n2,3\n3,b\n",
+            2,
+            &["column 1", "value is a number, but line 1's is not"],
+        ),
     ];
     for (i, (text, line, needles)) in cases.iter().enumerate() {
         let p = write(&dir, &format!("bad{i}.csv"), text);
@@ -163,6 +169,9 @@ fn should_read_uci_adult_when_available() {
     // adult.test spells its labels `<=50K.`: not classes of this encoding.
     if let Some(test) = common::require("adult/adult.test") {
         let (_, reason) = corrupt(dpsgd_data::read_csv_with_encoding(&test, &enc).unwrap_err());
-        assert!(reason.contains("`<=50K.`"), "{reason}");
+        assert!(
+            reason.contains("not among the encoding's 2 categories") && !reason.contains("50K"),
+            "{reason}"
+        );
     }
 }
