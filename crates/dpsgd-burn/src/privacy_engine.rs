@@ -610,7 +610,9 @@ impl PrivacyEngine {
         })?;
         // The workers ran on copies of the engine: what they learnt about
         // the fast path is kept here, so the next step's copies skip it.
-        if let Some(GradientMethod::Fallback { reason }) = self.last_step().map(|s| &s.method) {
+        if let Some(GradientMethod::Fallback { reason }) = self.last_step().map(|s| &s.method)
+            && reason != crate::engine::INCONCLUSIVE
+        {
             let reason = reason.clone();
             self.engine.remember_fallback(&reason);
         }

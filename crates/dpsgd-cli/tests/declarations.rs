@@ -9,14 +9,18 @@ use common::{dpsgd, ok, read_json, temp_dir, tiny_csv};
 use serde_json::Value;
 use std::path::Path;
 
-/// `tiny_csv`'s 60 records with a user column: 20 users of 3 records each,
-/// interleaved (record `i` belongs to user `i % 20`).
+/// `tiny_csv`'s 60 records with a user column: 20 users, interleaved; the
+/// first 40 records two each (record `i` to user `i % 20`), the last 20 to
+/// users 0–3 (five more each). Unequal counts, so that a split by user
+/// has other sizes than a split by position: 4 test users of 20 hold
+/// 8 + 5k records (k of them heavy), never the 12 of a 20% split by record.
 fn users_csv(dir: &Path) -> std::path::PathBuf {
     let plain = std::fs::read_to_string(tiny_csv(dir)).expect("read the CSV");
     let mut lines = plain.lines();
     let mut text = format!("user,{}\n", lines.next().expect("a header"));
     for (i, line) in lines.enumerate() {
-        text += &format!("p{},{line}\n", i % 20);
+        let user = if i < 40 { i % 20 } else { (i - 40) % 4 };
+        text += &format!("p{user},{line}\n");
     }
     let path = dir.join("users.csv");
     std::fs::write(&path, text).expect("write the CSV");
@@ -88,7 +92,22 @@ fn should_count_early_stoppings_validation_records_as_members_not_covered_by_eps
 #[test]
 fn should_declare_the_audits_figures_and_its_split_by_user() {
     let dir = temp_dir("dpsgd-declarations", "audit");
-    let data = format!("csv:{}", users_csv(&dir).display());
+    let csv = users_csv(&dir);
+    let data = format!("csv:{}", csv.display());
+    // The audit's 50/50 split by user, as the library makes it, must differ
+    // from a split by record (30 and 30) for this check to see anything.
+    let (records, _) = dpsgd::data::read_csv_with_users(
+        &csv,
+        &dpsgd::data::LabelColumn::Last,
+        &dpsgd::data::LabelColumn::Name("user".into()),
+        None,
+    )
+    .expect("read the data");
+    let by_user = records.split_by_user(0.5, 2).expect("a split").1.len();
+    assert_ne!(
+        by_user, 30,
+        "choose another seed: the split by user has 30 test records"
+    );
     let audit = |out: &Path, user_column: bool| -> Value {
         let mut args = vec![
             "audit",
@@ -141,8 +160,8 @@ fn should_declare_the_audits_figures_and_its_split_by_user() {
         .as_str()
         .expect("the split declared");
     assert!(split.contains("split by user"), "{split}");
-    // The audit split whole users: 10 of the 20 in its test part.
-    assert_eq!(users["target"]["test_size"], 30);
+    // The audit split whole users.
+    assert_eq!(users["target"]["test_size"], by_user);
     // `train` at the record level splits by position, users or not.
     let (with, without) = (dir.join("with.json"), dir.join("without.json"));
     for (path, user_column) in [(&with, true), (&without, false)] {
@@ -168,8 +187,9 @@ fn should_declare_the_audits_figures_and_its_split_by_user() {
         ok(&dpsgd(&args));
     }
     let (with, without) = (read_json(&with), read_json(&without));
-    assert_eq!(with["dataset_size"], without["dataset_size"]);
-    assert_eq!(with["test_size"], without["test_size"]);
+    assert_eq!(with["dataset_size"], 48);
+    assert_eq!(with["test_size"], 12);
+    assert_eq!(without["test_size"], 12);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -211,5 +231,42 @@ fn should_print_the_declared_epoch_loss_in_the_epoch_lines() {
             "{line:?} does not end with {printed:?}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `sweep` at the record level on data with users: split by record, as
+/// `train` splits it, its audits leave users unscored instead of refusing
+/// (a user's records can fall on both sides), and nothing names a user.
+#[test]
+fn should_sweep_at_the_record_level_on_data_with_users() {
+    let dir = temp_dir("dpsgd-declarations", "sweep");
+    let data = format!("csv:{}", users_csv(&dir).display());
+    let out = dir.join("out");
+    let result = dpsgd(&[
+        "sweep",
+        "--dataset",
+        &data,
+        "--num-classes",
+        "2",
+        "--user-column",
+        "user",
+        "--epsilons",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--seed",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&result);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("users are not scored"), "{stderr}");
+    assert!(
+        !stderr.contains(" p1") && !stderr.contains("user p"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

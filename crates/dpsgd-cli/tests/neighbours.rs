@@ -1142,6 +1142,14 @@ fn chosen_user(dir: &Path) -> (usize, usize) {
         "the audit's training part should be at the canary share's limit"
     );
     let training_users = train.iter().collect::<std::collections::HashSet<_>>().len();
+    // The record-level variant gives a record to u00, which must be a test
+    // user of the split by user: else a split by user at the record level
+    // would keep the record in training and the variant would see nothing.
+    let u00 = ids[0];
+    assert!(
+        !train.contains(&u00),
+        "u00 should be a test user of the 80/20 split by user (choose the variant's user anew)"
+    );
     let chosen = (0..USERS)
         .find(|&u| {
             let id = ids[owners.iter().position(|&o| o == u).expect("a record")];

@@ -835,7 +835,12 @@ fn resolve_schema(
             Some(h) => h.iter().position(|n| n == key).ok_or_else(|| {
                 schema_mismatch(
                     path,
-                    format!("column `{key}` is not in the header ({})", h.join(", ")),
+                    // Not the header's fields: without a declared header
+                    // they can be a data row read as one.
+                    format!(
+                        "column `{key}` is not in the header (of {} fields)",
+                        h.len()
+                    ),
                 )
             })?,
             None => key
@@ -965,10 +970,9 @@ fn encode(
                     }
                     if c == li {
                         if value < 0.0 || value.fract() != 0.0 || value > 65_535.0 {
-                            return Err(at(format!(
-                                "the label is out of range: numeric labels must be \
+                            return Err(at("the label is out of range: numeric labels must be \
                                  integers in 0..=65535"
-                            )));
+                                .to_owned()));
                         }
                         labels.push(value as u32);
                     } else {

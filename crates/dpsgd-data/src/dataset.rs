@@ -416,11 +416,14 @@ impl Dataset {
                 reason: "must be at least 1".into(),
             });
         }
-        if let Some(&l) = self.labels.iter().find(|&&l| l as usize >= n_classes) {
+        if self.labels.iter().any(|&l| l as usize >= n_classes) {
             return Err(Error::InvalidParameter {
                 name: "num_classes",
                 value: n_classes.to_string(),
-                reason: format!("the data has label {l}: labels must be below the declared count"),
+                reason: format!(
+                    "the data has a label of {} or more: labels must be below the declared count",
+                    n_classes
+                ),
             });
         }
         self.n_classes = n_classes;

@@ -107,8 +107,10 @@ pub(super) enum Outcome {
     /// Every layer keeps the examples apart.
     Independent,
     /// The gradients could not tell (a non-finite value in another
-    /// example's rows, no finite loss): why.
-    Inconclusive(String),
+    /// example's rows, no finite loss, too few examples): why, for a test
+    /// or a debugger; the engine reports a fixed reason
+    /// ([`super::INCONCLUSIVE`]), since why can depend on the data.
+    Inconclusive(#[allow(dead_code)] String),
 }
 
 /// The rows (dimension 0) a record saw; `None` for a record without
@@ -173,8 +175,14 @@ impl GradientEngine {
         F: Fn(&M, &B) -> Tensor<1>,
     {
         let n = batch.num_examples();
-        if n < 2 {
-            return Ok(Outcome::Inconclusive("a pass of one example".into()));
+        // Two examples leave no window smaller than the pass, so a layer
+        // whose rows do not grow with the examples (a time-major input of
+        // two steps) would pass unseen: such a pass is left to the
+        // fallback and the check waits for a larger one.
+        if n < 3 {
+            return Ok(Outcome::Inconclusive(
+                "a pass of fewer than three examples".into(),
+            ));
         }
         let m = window(n);
         // The example with the largest finite loss: the least likely to sit
@@ -263,10 +271,7 @@ impl GradientEngine {
                     return Err(refusal(
                         key,
                         params,
-                        format!(
-                            "the loss of one example has a gradient in another example's rows of this layer's output (checked on examples {start}..{} of a pass of {n}): either the model mixes the examples of a batch after this layer (a batch statistic such as y - y.mean_dim(0), attention or pooling across the batch, a loss that is not each example's own), or the layer's first dimension is not the example axis (a time-major [T, B, F] input). Per-example clipping would then bound nothing: keep each example in its own rows of dimension 0 (make a time-major input batch-first) and mix none.",
-                            start + m
-                        ),
+                        "the loss of one example has a gradient in another example's rows of this layer's output: either the model mixes the examples of a batch after this layer (a batch statistic such as y - y.mean_dim(0), attention or pooling across the batch, a loss that is not each example's own), or the layer's first dimension is not the example axis (a time-major [T, B, F] input). Per-example clipping would then bound nothing: keep each example in its own rows of dimension 0 (make a time-major input batch-first) and mix none.".to_owned(),
                     ));
                 }
                 if values.at(non_finite, j) > 0.0 && unclear.is_none() {

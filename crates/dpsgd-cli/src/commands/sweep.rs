@@ -242,6 +242,21 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     check_outputs(a, o)?;
     let plan = plan(a, base_seed)?;
     let (train, test, preprocessing) = load(o, base_seed)?;
+    // At the record level `load` splits by position, so a user's records
+    // may fall on both sides: the audits cannot score users, and the ids
+    // are dropped (an audit refuses users on both sides).
+    let (train, test) = if matches!(o.privacy_unit(), dpsgd::train::PrivacyUnit::Record)
+        && train.users().is_some()
+    {
+        if !a.quiet {
+            eprintln!(
+                "dpsgd sweep: the records' users are not scored: at the record level the data is split by record, so a user's records can be on both sides"
+            );
+        }
+        (train.without_users(), test.without_users())
+    } else {
+        (train, test)
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows = Vec::new();
     for (target, seed, audit_cfg) in &plan.runs {
