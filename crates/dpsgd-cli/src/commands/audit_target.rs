@@ -9,7 +9,7 @@ use crate::error::UsageError;
 use crate::output::audit::deployed_table;
 use crate::output::clobbering;
 use crate::output::files::{ReportTarget, write_atomically};
-use crate::setup::{config, load};
+use crate::setup::{config, load, users_unscored_at_record_level};
 use anyhow::{Context, Result};
 use dpsgd::train::TrainConfig;
 use dpsgd::train::TrainError;
@@ -143,18 +143,7 @@ pub fn run(a: &Args, url: &str) -> Result<std::process::ExitCode> {
     // record level by position, so a user's records may fall on both
     // sides, and the per-user figures are left out.
     let (train, test, preprocessing) = load(&o, o.seed.unwrap_or(0))?;
-    let (train, test) = if matches!(o.privacy_unit(), dpsgd::train::PrivacyUnit::Record)
-        && train.users().is_some()
-    {
-        if !a.quiet {
-            eprintln!(
-                "dpsgd audit: the records' users are not scored: at the record level `train` splits by record, so a user's records can be on both sides"
-            );
-        }
-        (train.without_users(), test.without_users())
-    } else {
-        (train, test)
-    };
+    let (train, test) = users_unscored_at_record_level(&o, train, test, "audit", a.quiet);
     // The shadows' recipe: this command's flags, fitted to the data.
     let cfg = TrainConfig {
         progress_epsilon: false,

@@ -5,7 +5,7 @@ use crate::flags::train::TrainOptions;
 use crate::output::clobbering;
 use crate::output::files::{check_output_path, write_atomically};
 use crate::output::sweep::{Row, csv, plot};
-use crate::setup::{audit_config, check_canaries};
+use crate::setup::{audit_config, check_canaries, users_unscored_at_record_level};
 use crate::setup::{config, load};
 use crate::training::run_audit;
 use crate::training::summary;
@@ -242,21 +242,7 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
     check_outputs(a, o)?;
     let plan = plan(a, base_seed)?;
     let (train, test, preprocessing) = load(o, base_seed)?;
-    // At the record level `load` splits by position, so a user's records
-    // may fall on both sides: the audits cannot score users, and the ids
-    // are dropped (an audit refuses users on both sides).
-    let (train, test) = if matches!(o.privacy_unit(), dpsgd::train::PrivacyUnit::Record)
-        && train.users().is_some()
-    {
-        if !a.quiet {
-            eprintln!(
-                "dpsgd sweep: the records' users are not scored: at the record level the data is split by record, so a user's records can be on both sides"
-            );
-        }
-        (train.without_users(), test.without_users())
-    } else {
-        (train, test)
-    };
+    let (train, test) = users_unscored_at_record_level(o, train, test, "sweep", a.quiet);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows = Vec::new();
     for (target, seed, audit_cfg) in &plan.runs {

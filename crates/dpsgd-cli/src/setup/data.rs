@@ -101,6 +101,29 @@ pub fn load_for_audit(o: &TrainOptions, seed: u64) -> Result<(Dataset, Dataset, 
     load_split(o, seed, UserSplit::Always)
 }
 
+/// `train` and `test` as [`load`] split them, without their user ids at
+/// the record level: there the split is by record, so a user's records can
+/// fall on both sides and the audits of `command` (which refuse that)
+/// leave users unscored; says so on standard error unless `quiet`. At user
+/// level (a split by user) they keep their ids.
+pub fn users_unscored_at_record_level(
+    o: &TrainOptions,
+    train: Dataset,
+    test: Dataset,
+    command: &str,
+    quiet: bool,
+) -> (Dataset, Dataset) {
+    if matches!(o.privacy_unit(), PrivacyUnit::User { .. }) || train.users().is_none() {
+        return (train, test);
+    }
+    if !quiet {
+        eprintln!(
+            "dpsgd {command}: the records' users are not scored: at the record level the data is split by record, as `train` splits it, so a user's records can be on both sides"
+        );
+    }
+    (train.without_users(), test.without_users())
+}
+
 /// When data with a user column is split by user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UserSplit {

@@ -4,7 +4,7 @@
 
 pub mod data;
 
-pub use data::{Preprocessing, load, load_for_audit};
+pub use data::{Preprocessing, load, load_for_audit, users_unscored_at_record_level};
 
 use crate::error;
 use crate::flags::train::TrainOptions;
