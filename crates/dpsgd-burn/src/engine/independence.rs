@@ -175,14 +175,8 @@ impl GradientEngine {
         F: Fn(&M, &B) -> Tensor<1>,
     {
         let n = batch.num_examples();
-        // Two examples leave no window smaller than the pass, so a layer
-        // whose rows do not grow with the examples (a time-major input of
-        // two steps) would pass unseen: such a pass is left to the
-        // fallback and the check waits for a larger one.
-        if n < 3 {
-            return Ok(Outcome::Inconclusive(
-                "a pass of fewer than three examples".into(),
-            ));
+        if n < 2 {
+            return Ok(Outcome::Inconclusive("a pass of one example".into()));
         }
         let m = window(n);
         // The example with the largest finite loss: the least likely to sit
@@ -198,6 +192,26 @@ impl GradientEngine {
         };
         let start = e.min(n - m);
         let target = e - start;
+        let expected: HashMap<ParamId, usize> = layout.iter().copied().collect();
+        if m == n {
+            // Two examples leave no window smaller than the pass, and a
+            // layer whose rows do not grow with the examples (a time-major
+            // input of two steps) would show two rows per example in both:
+            // its rows are counted again on one example alone (one more
+            // forward pass, no backward).
+            let one = batch.slice_examples(e, e + 1);
+            let (_, records) = tape::record(self.conv_strategy, || loss_fn(model, &one));
+            for r in records {
+                let Some(key) = r.params().into_iter().find(|id| expected.contains_key(id)) else {
+                    continue;
+                };
+                if let (Some(rows), Some(&k)) = (rows(&r), expected.get(&key))
+                    && rows != k
+                {
+                    return Err(not_the_example_axis(key, params, n, k, rows, 1));
+                }
+            }
+        }
         let sub = batch.slice_examples(start, start + m);
         let (sub_losses, records) = tape::record(self.conv_strategy, || loss_fn(model, &sub));
         if !loss_values(&sub_losses, m)?[target].is_finite() {
@@ -205,7 +219,6 @@ impl GradientEngine {
                 "the checked example's loss is not finite".into(),
             ));
         }
-        let expected: HashMap<ParamId, usize> = layout.iter().copied().collect();
         let mut grads = sub_losses.narrow(0, target, 1).sum().backward();
         let mut parts = Parts::default();
         // Per checked tensor: its layer's key, and the parts holding, per
@@ -220,14 +233,7 @@ impl GradientEngine {
                 continue;
             };
             if rows != m * k {
-                return Err(refusal(
-                    key,
-                    params,
-                    format!(
-                        "its first dimension is not the example axis: it saw {} rows for {n} examples but {rows} for {m}, where each example must be the same number of consecutive rows; a time-major input ([T, B, F]) must be made batch-first ([B, T, F]) before it",
-                        n * k
-                    ),
-                ));
+                return Err(not_the_example_axis(key, params, n, k, rows, m));
             }
             let per_row: Vec<Tensor<2>> = match r {
                 Record::Replicated { params } => tape::replicated_grads(params, &mut grads)
@@ -331,4 +337,24 @@ fn refusal(key: ParamId, params: &[ParamInfo], suggestion: String) -> Error {
         layer,
         suggestion,
     }
+}
+
+/// The refusal of a layer that saw `n · k` rows for `n` examples but
+/// `rows` for `m`: its first dimension is not the example axis.
+fn not_the_example_axis(
+    key: ParamId,
+    params: &[ParamInfo],
+    n: usize,
+    k: usize,
+    rows: usize,
+    m: usize,
+) -> Error {
+    refusal(
+        key,
+        params,
+        format!(
+            "its first dimension is not the example axis: it saw {} rows for {n} examples but {rows} for {m}, where each example must be the same number of consecutive rows; a time-major input ([T, B, F]) must be made batch-first ([B, T, F]) before it",
+            n * k
+        ),
+    )
 }
