@@ -24,6 +24,7 @@
 //! normalises with each example's own statistics). The model's behaviour
 //! changes: fine-tune after the conversion.
 
+use crate::batch::ExampleBatch;
 use crate::layers::{
     DpEmbedding, DpGateController, DpGroupNorm, DpGroupNormConfig, DpGru, DpInstanceNorm, DpLinear,
     DpLstm, DpMultiHeadAttention, DpRmsNorm, DpRnn,
@@ -223,7 +224,8 @@ fn short_type<T>() -> &'static str {
 }
 
 /// Which trainable parameters of `model` the engine's fast path covers on
-/// `batch`, and which would take the slow per-example fallback.
+/// `batch`, which would take the slow per-example fallback, and whether the
+/// fast path's per-example independence check could verify the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastPathReport {
     /// Parameters inside DP-aware layers (fast path).
@@ -231,45 +233,81 @@ pub struct FastPathReport {
     /// Parameters outside DP-aware layers, or shared by several layer
     /// calls: with any of them, the whole step takes the fallback.
     pub fallback: Vec<String>,
+    /// `Some(why)` when the engine's per-example independence check (see
+    /// [`GradientEngine`](crate::GradientEngine)) could not verify, on this
+    /// batch, that the model keeps its examples apart: a batch of one
+    /// example, no finite loss, a loss without gradient at any layer, a
+    /// non-finite gradient. Training checks again and runs each pass it
+    /// cannot verify by the fallback (or refuses the model if it finds the
+    /// examples mixed): run the check on a batch of several distinct
+    /// examples. `None` when the check passed, or did not run because the
+    /// step takes the fallback anyway ([`fallback`](Self::fallback) not
+    /// empty).
+    pub independence: Option<String>,
 }
 
 impl FastPathReport {
-    /// Whether every trainable parameter is on the fast path.
+    /// Whether the fast path is confirmed: every trainable parameter on it,
+    /// and the independence check passed.
     pub fn is_fast(&self) -> bool {
-        self.fallback.is_empty()
+        self.fallback.is_empty() && self.independence.is_none()
     }
 
-    /// The warning to show when the fallback will be taken (`None`
-    /// otherwise), naming the parameters.
+    /// The warning to show when the fallback will be taken, or the
+    /// independence check could not verify the model (`None` otherwise),
+    /// naming the parameters or the reason.
     pub fn warning(&self) -> Option<String> {
-        (!self.is_fast()).then(|| {
-            format!(
+        if !self.fallback.is_empty() {
+            return Some(format!(
                 "DP-SGD will compute per-example gradients by the slow fallback (one backward pass per example, tens of times slower): {} {} outside DP-aware layers or shared by several layer calls: {}; use dpsgd_burn::layers (or dpsgd_burn::fix) to get the fast path",
                 self.fallback.len(),
-                if self.fallback.len() == 1 { "parameter is" } else { "parameters are" },
+                if self.fallback.len() == 1 {
+                    "parameter is"
+                } else {
+                    "parameters are"
+                },
                 self.fallback.join(", ")
+            ));
+        }
+        self.independence.as_ref().map(|why| {
+            format!(
+                "the fast path's per-example independence check could not verify on this batch that the model keeps its examples apart ({why}): training checks again, runs each pass it cannot verify by the slow fallback (one backward pass per example, tens of times slower) and refuses the model if it mixes examples; check again with a batch of several distinct examples"
             )
         })
     }
 }
 
-/// Runs `loss_fn` on `batch` once, recording (no backward pass, no
-/// parameter change), and reports which trainable parameters the fast path
-/// covers: the check to run before training a model, with the loud warning
-/// of [`FastPathReport::warning`].
+/// Runs `loss_fn` on `batch` once, recording, and reports which trainable
+/// parameters the fast path covers; when it covers them all, runs the
+/// engine's per-example independence check as training would (one more
+/// recorded forward pass of at most 4 examples and one backward pass; no
+/// parameter change): the check to run before training a model, with the
+/// loud warning of [`FastPathReport::warning`]. A check that cannot tell
+/// (a batch of one example, say) is reported in
+/// [`FastPathReport::independence`], not as the fast path.
 ///
 /// # Errors
 ///
-/// [`Error::UnsupportedLayer`] for a model the engine refuses outright
-/// (batch normalisation, or other state updated in the forward pass).
+/// [`Error::UnsupportedLayer`] for a model the engine refuses: batch
+/// normalisation, or other state updated in the forward pass; a model that
+/// mixes the examples of a batch after a DP-aware layer (a batch statistic
+/// such as `y - y.mean_dim(0)`, attention across the batch), or whose
+/// DP-aware layer's dimension 0 is not the example axis (a time-major
+/// input): the same error as
+/// [`GradientEngine::clipped_gradients`](crate::GradientEngine::clipped_gradients).
+/// [`Error::Shape`] when the loss function does not return one loss per
+/// example; [`Error::InvalidParameter`] when every
+/// parameter is frozen.
 pub fn check_fast_path<M, B, F>(model: &M, batch: &B, loss_fn: F) -> Result<FastPathReport>
 where
     M: Module,
+    B: ExampleBatch,
     F: Fn(&M, &B) -> Tensor<1>,
 {
     crate::validate::validate_model(model)?;
     let params = trainable_params(model);
-    let (_, records) = tape::record(tape::conv_strategy(), || loss_fn(model, batch));
+    let conv = tape::conv_strategy();
+    let (losses, records) = tape::record(conv, || loss_fn(model, batch));
     let (seen, shared) = crate::engine::record_coverage(&records);
     let (mut fast, mut fallback) = (Vec::new(), Vec::new());
     for p in &params {
@@ -286,5 +324,15 @@ where
             "nothing to train: every parameter is frozen",
         ));
     }
-    Ok(FastPathReport { fast, fallback })
+    // The engine checks independence only on the fast path.
+    let independence = if fallback.is_empty() {
+        crate::engine::check_pass_independence(conv, model, batch, &loss_fn, &losses, &records)?
+    } else {
+        None
+    };
+    Ok(FastPathReport {
+        fast,
+        fallback,
+        independence,
+    })
 }

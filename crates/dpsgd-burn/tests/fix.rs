@@ -10,8 +10,10 @@ use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig
 use burn::nn::{BatchNormConfig, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::devices;
+use dpsgd_burn::GradientEngine;
 use dpsgd_burn::fix::{FixReport, check_fast_path, group_count};
 use dpsgd_burn::layers::*;
+use dpsgd_core::{Clipping, Error};
 
 fn input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     let n: usize = shape.iter().product();
@@ -119,6 +121,8 @@ fn should_name_every_parameter_that_takes_the_fallback() {
         };
         let check = check_fast_path(&model, &x, loss).unwrap();
         assert!(!check.is_fast());
+        // The step takes the fallback: the independence check does not run.
+        assert_eq!(check.independence, None);
         assert_eq!(
             check.fallback,
             ["plain.weight", "plain.bias", "shared.weight", "shared.bias"],
@@ -212,4 +216,152 @@ fn should_convert_convolutions_when_their_padding_allows() {
             "up: ConvTranspose2d → DpConvTranspose2d"
         ]
     );
+}
+
+// ---------------------------------------------------------------------
+// The check runs the engine's per-example independence check: a model the
+// engine refuses is refused here, with the same error, before training.
+
+/// Two DP-aware layers with batch centring between them:
+/// `z = h − mean_j h_j`, `ℓ_i = fc2(z_i)²`.
+#[derive(Module, Debug)]
+struct Centring {
+    fc1: DpLinear,
+    fc2: DpLinear,
+}
+
+fn centring_loss(m: &Centring, x: &Tensor<2>) -> Tensor<1> {
+    let n = x.dims()[0];
+    let h = m.fc1.forward(x.clone());
+    let z = h.clone() - h.mean_dim(0);
+    m.fc2.forward(z).powi_scalar(2).reshape([n])
+}
+
+/// The same layers without the centring: the examples stay apart.
+fn apart_loss(m: &Centring, x: &Tensor<2>) -> Tensor<1> {
+    let n = x.dims()[0];
+    m.fc2
+        .forward(m.fc1.forward(x.clone()))
+        .powi_scalar(2)
+        .reshape([n])
+}
+
+fn centring(device: &Device) -> Centring {
+    Centring {
+        fc1: DpLinearConfig::new(3, 4).init(device),
+        fc2: DpLinearConfig::new(4, 1).init(device),
+    }
+}
+
+fn engine_error<M, B, F>(model: &M, batch: &B, loss: F) -> dpsgd_core::Error
+where
+    M: Module,
+    B: dpsgd_burn::ExampleBatch,
+    F: Fn(&M, &B) -> Tensor<1>,
+{
+    let mut engine = GradientEngine::new(Clipping::flat(1.0).expect("C"));
+    match engine.clipped_gradients(model, batch, loss) {
+        Err(e) => e,
+        Ok(c) => panic!("the engine released a sum by {:?}", c.method()),
+    }
+}
+
+#[test]
+fn should_refuse_a_batch_centring_model_as_the_engine_does() {
+    for (backend, device) in devices() {
+        let model = centring(&device);
+        let x = input([6, 3], &device);
+        let refused = check_fast_path(&model, &x, centring_loss).unwrap_err();
+        let Error::UnsupportedLayer {
+            path, suggestion, ..
+        } = &refused
+        else {
+            panic!("{backend}: refused with the wrong error: {refused}");
+        };
+        assert_eq!(path, "fc1", "{backend}: the first layer mixed after");
+        assert!(suggestion.contains("mixes the examples"), "{suggestion}");
+        // Training refuses it with the same error.
+        let engine = engine_error(&model, &x, centring_loss);
+        assert_eq!(engine.to_string(), refused.to_string(), "{backend}");
+        // Without the centring the same layers are verified.
+        let check = check_fast_path(&model, &x, apart_loss).unwrap();
+        assert_eq!(check.independence, None, "{backend}");
+        assert!(check.is_fast() && check.warning().is_none(), "{check:?}");
+        assert_eq!(check.fast.len(), 4);
+    }
+}
+
+#[derive(Module, Debug)]
+struct Head {
+    lin: DpLinear,
+}
+
+/// `x: [B, T, F]` made time-major `[T, B, F]` before the DP layer;
+/// `ℓ_b = Σ_t y[t, b]`.
+fn time_major_loss(m: &Head, x: &Tensor<3>) -> Tensor<1> {
+    let [b, _, _] = x.dims();
+    let y = m.lin.forward(x.clone().swap_dims(0, 1));
+    y.sum_dim(0).reshape([b])
+}
+
+/// The same, batch-first.
+fn batch_first_loss(m: &Head, x: &Tensor<3>) -> Tensor<1> {
+    let [b, _, _] = x.dims();
+    m.lin.forward(x.clone()).sum_dim(1).reshape([b])
+}
+
+#[test]
+fn should_refuse_a_time_major_model_as_the_engine_does() {
+    for (backend, device) in devices() {
+        let model = Head {
+            lin: DpLinearConfig::new(2, 1).init(&device),
+        };
+        // Two examples too (the rows counted again on one example).
+        for (b, t) in [(3usize, 3usize), (2, 4), (4, 8)] {
+            let x = input([b, t, 2], &device);
+            let what = format!("{backend}, B = {b}, T = {t}");
+            let refused = check_fast_path(&model, &x, time_major_loss).unwrap_err();
+            let Error::UnsupportedLayer {
+                path, suggestion, ..
+            } = &refused
+            else {
+                panic!("{what}: refused with the wrong error: {refused}");
+            };
+            assert_eq!(path, "lin", "{what}");
+            assert!(suggestion.contains("example axis"), "{what}: {suggestion}");
+            let engine = engine_error(&model, &x, time_major_loss);
+            assert_eq!(engine.to_string(), refused.to_string(), "{what}");
+            let check = check_fast_path(&model, &x, batch_first_loss).unwrap();
+            assert!(check.is_fast(), "{what}: {check:?}");
+        }
+    }
+}
+
+#[test]
+fn should_report_an_inconclusive_independence_check() {
+    for (backend, device) in devices() {
+        let model = centring(&device);
+        // One example cannot show whether the examples mix: every
+        // parameter is on the fast path, but the model is not verified.
+        let one = input([1, 3], &device);
+        for loss in [centring_loss, apart_loss] {
+            let check = check_fast_path(&model, &one, loss).unwrap();
+            assert_eq!(check.fast.len(), 4, "{backend}");
+            assert!(check.fallback.is_empty());
+            assert_eq!(check.independence.as_deref(), Some("a pass of one example"));
+            assert!(!check.is_fast(), "{backend}: {check:?}");
+            let warning = check.warning().expect("a warning");
+            assert!(
+                warning.contains("independence check could not verify")
+                    && warning.contains("a pass of one example"),
+                "{warning}"
+            );
+        }
+        // No finite loss: nothing to check either.
+        let x = input([4, 3], &device);
+        let nan = |m: &Centring, x: &Tensor<2>| apart_loss(m, x) * f32::NAN;
+        let check = check_fast_path(&model, &x, nan).unwrap();
+        assert_eq!(check.independence.as_deref(), Some("no finite loss"));
+        assert!(!check.is_fast() && check.warning().is_some());
+    }
 }

@@ -811,6 +811,59 @@ pub(crate) fn record_coverage(records: &[Record]) -> (HashSet<ParamId>, Vec<Para
     (seen, shared)
 }
 
+/// The fast path's per-example independence check (`independence.rs`),
+/// exactly as [`GradientEngine::clipped_gradients`] runs it, on a pass of
+/// `batch` already recorded under `conv` (its `losses` and `records`, no
+/// backward pass), for [`crate::fix::check_fast_path`]: `Ok(None)` when
+/// every layer call with a trainable parameter keeps the examples apart,
+/// `Ok(Some(why))` when the check could not tell (the engine would run
+/// such a pass by the fallback; a pass of one example verifies nothing
+/// about larger ones).
+///
+/// # Errors
+///
+/// The engine's: [`Error::UnsupportedLayer`] for a model that mixes the
+/// examples after a DP-aware layer or whose layer's dimension 0 is not the
+/// example axis; [`Error::Shape`] when the loss function does not return
+/// one loss per example.
+pub(crate) fn check_pass_independence<M, B, F>(
+    conv: ConvStrategy,
+    model: &M,
+    batch: &B,
+    loss_fn: &F,
+    losses: &Tensor<1>,
+    records: &[Record],
+) -> Result<Option<String>>
+where
+    M: Module,
+    B: ExampleBatch,
+    F: Fn(&M, &B) -> Tensor<1>,
+{
+    let n = batch.num_examples();
+    if n == 0 {
+        return Ok(Some("an empty batch".into()));
+    }
+    let losses = loss_values(losses, n)?;
+    let params = trainable_params(model);
+    let trainable: HashSet<ParamId> = params.iter().map(|p| p.id).collect();
+    let layout = independence::layout(records, n, |id| trainable.contains(id));
+    if layout.is_empty() {
+        return Ok(Some(
+            "no layer call with a trainable parameter whose rows are a multiple of the examples"
+                .into(),
+        ));
+    }
+    // The clipping policy plays no part in the check.
+    let engine =
+        GradientEngine::new(Clipping::Flat { max_grad_norm: 1.0 }).with_conv_strategy(conv);
+    Ok(
+        match engine.check_independence(model, batch, loss_fn, &losses, &layout, &params)? {
+            independence::Outcome::Independent => None,
+            independence::Outcome::Inconclusive(why) => Some(why),
+        },
+    )
+}
+
 /// Why the fast path cannot compute this model's per-example gradients, if
 /// it cannot: a trainable parameter outside every DP-aware layer, or one
 /// used by several layer calls (shared weights: their per-example gradients
