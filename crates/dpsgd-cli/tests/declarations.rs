@@ -1,7 +1,8 @@
 //! What the outputs declare as not covered by ε (issue 24's rule: a
 //! statistic of the private data that is shown anyway is declared): the
-//! model card's uncovered members, the audit's `not_covered_by_epsilon`,
-//! and the per-epoch line's loss, which is the report's declared value.
+//! model card's uncovered members and split, the audit's
+//! `not_covered_by_epsilon`, and the per-epoch line's loss, which is the
+//! report's declared value.
 
 mod common;
 
@@ -190,6 +191,103 @@ fn should_declare_the_audits_figures_and_its_split_by_user() {
     assert_eq!(with["dataset_size"], 48);
     assert_eq!(with["test_size"], 12);
     assert_eq!(without["test_size"], 12);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The card of a model `audit --save-model` saves declares the audit's
+/// split by user at the record level (its N, and with it ε, depend on the
+/// records' user ids), naming the card's fields it moves; a card of an
+/// audit without users, or of `train` with users (split by position),
+/// declares nothing.
+#[test]
+fn should_declare_the_audits_split_by_user_in_the_saved_models_card() {
+    let dir = temp_dir("dpsgd-declarations", "audit-card");
+    let data = format!("csv:{}", users_csv(&dir).display());
+    let common = [
+        "--dataset",
+        &data,
+        "--num-classes",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--seed",
+        "2",
+        "--quiet",
+    ];
+    let audit = |name: &str, user_column: bool| -> (Value, Value) {
+        let (out, model) = (dir.join(name), dir.join(format!("{name}.bin")));
+        let mut args = vec!["audit", "--attacks", "loss"];
+        args.extend(common);
+        args.extend([
+            "--out",
+            out.to_str().unwrap(),
+            "--save-model",
+            model.to_str().unwrap(),
+        ]);
+        if user_column {
+            args.extend(["--user-column", "user"]);
+        }
+        ok(&dpsgd(&args));
+        (
+            read_json(out.join("audit.json")),
+            read_json(dir.join(format!("{name}.bin.card.json"))),
+        )
+    };
+    let (report, card) = audit("users", true);
+    let declared = &card["privacy"]["not_covered_by_epsilon"];
+    let split = declared["split"].as_str().expect("the split declared");
+    assert!(split.contains("split by user"), "{split}");
+    // The audit's own words.
+    assert_eq!(report["not_covered_by_epsilon"]["split"], split);
+    let fields: Vec<&str> = declared["fields"]
+        .as_array()
+        .expect("a list of fields")
+        .iter()
+        .map(|f| f.as_str().expect("a pointer"))
+        .collect();
+    for field in ["/privacy/members", "/privacy/epsilon"] {
+        assert!(fields.contains(&field), "{field} not in {fields:?}");
+    }
+    for field in &fields {
+        assert!(card.pointer(field).is_some(), "{field} is not in the card");
+    }
+    // The members are the by-user training part's.
+    assert_eq!(card["privacy"]["members"], report["target"]["dataset_size"]);
+    // Every field the card had before is still there.
+    for field in [
+        "epsilon",
+        "delta",
+        "unit",
+        "secure",
+        "members",
+        "not_covered_members",
+    ] {
+        assert!(card["privacy"].get(field).is_some(), "{field} missing");
+    }
+    let (_, plain) = audit("plain", false);
+    assert!(
+        plain["privacy"]["not_covered_by_epsilon"].is_null(),
+        "{plain}"
+    );
+    // `train` at the record level splits by position, users or not.
+    let model = dir.join("train.bin");
+    let mut args = vec!["train"];
+    args.extend(common);
+    args.extend([
+        "--user-column",
+        "user",
+        "--save-model",
+        model.to_str().unwrap(),
+    ]);
+    ok(&dpsgd(&args));
+    let trained = read_json(dir.join("train.bin.card.json"));
+    assert_eq!(trained["privacy"]["members"], 48);
+    assert!(
+        trained["privacy"]["not_covered_by_epsilon"].is_null(),
+        "{trained}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

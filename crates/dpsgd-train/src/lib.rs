@@ -31,8 +31,10 @@ pub use eval::{accuracy, batch, per_example_losses};
 pub use fit::canaries;
 pub use fit::canaries::{CanaryObservation, CanaryView, GradientCanaries};
 pub use fit::mist;
-pub use fit::{MAX_CLASSES, MAX_PARAMETERS, train, train_model, train_with_gradient_canaries};
-pub use model_file::{CardPrivacy, ModelCard, card_path};
+pub use fit::{
+    MAX_CLASSES, MAX_PARAMETERS, RELEASED_FILE, train, train_model, train_with_gradient_canaries,
+};
+pub use model_file::{CardNotCovered, CardPrivacy, ModelCard, card_path};
 pub use models::{Activation, Classifier, Cnn, Mlp};
 pub use recipe::{MIN_IMAGE_SIDE, Recipe, SmallBudget};
 pub use report::{

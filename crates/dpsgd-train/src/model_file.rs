@@ -84,6 +84,55 @@ pub struct CardPrivacy {
     /// held out, and in a card that does not say.
     #[serde(default)]
     pub not_covered_members: usize,
+    /// What else on this card ε does not cover: `Some` when the run's
+    /// training set was drawn by a split that depends on the records (an
+    /// audit's split by user at the record level), `None` otherwise, and
+    /// in a card that does not say.
+    #[serde(default)]
+    pub not_covered_by_epsilon: Option<CardNotCovered>,
+}
+
+/// The card's fields that are statistics of the private data, not covered
+/// by ε (issue 24's rule: a statistic of the private data that is released
+/// anyway is declared), and why: in the card's privacy section as
+/// `not_covered_by_epsilon`, with the same `split` as the audit report's
+/// `not_covered_by_epsilon.split`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardNotCovered {
+    /// What this section is.
+    pub note: String,
+    /// The card's fields (JSON pointers into the card) that depend on the
+    /// private records.
+    pub fields: Vec<String>,
+    /// How the data was split: at the record level with user ids, `dpsgd
+    /// audit` splits by user, so one record's user id can move the parts'
+    /// sizes and with them N (`members`), q, the steps and ε.
+    pub split: String,
+}
+
+impl CardNotCovered {
+    /// What [`CardNotCovered::note`] says.
+    pub const NOTE: &'static str = "the training set was split off by a rule that reads the private records: these fields of the card depend on them and are not covered by epsilon";
+
+    /// The fields a split by user moves: N (`members`), ε through q and
+    /// the steps, δ where it is the default for N, and the validation
+    /// hold-out, a fraction of N.
+    pub const SPLIT_FIELDS: [&'static str; 4] = [
+        "/privacy/members",
+        "/privacy/epsilon",
+        "/privacy/delta",
+        "/privacy/not_covered_members",
+    ];
+
+    /// The declaration of a training set split off as `split` says
+    /// ([`crate::audit::AuditNotCovered::split`]).
+    pub fn split(split: &str) -> Self {
+        Self {
+            note: Self::NOTE.to_owned(),
+            fields: Self::SPLIT_FIELDS.map(str::to_owned).to_vec(),
+            split: split.to_owned(),
+        }
+    }
 }
 
 /// Where the card of the model saved at `model` lives: `<model>.card.json`.
@@ -137,6 +186,7 @@ impl TrainedModel {
                 secure: report.privacy.secure,
                 members: Some(members),
                 not_covered_members: report.early_stopping.map_or(0, |e| e.validation_size),
+                not_covered_by_epsilon: None,
             },
         }
     }

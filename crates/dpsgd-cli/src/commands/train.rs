@@ -227,11 +227,11 @@ pub fn check_no_clobbering(a: &Args) -> Result<(), error::UsageError> {
         inputs.extend(clobbering::in_folder(
             "--checkpoint-dir",
             dir,
-            // "released.json": the ledger of the steps released to workers,
-            // read on --resume (dpsgd-train's RELEASED_FILE, not exported).
+            // RELEASED_FILE: the ledger of the steps released to workers,
+            // read on --resume.
             &[
                 dpsgd::train::CHECKPOINT_FILE,
-                "released.json",
+                dpsgd::train::RELEASED_FILE,
                 FolderLock::FILE,
             ],
         ));

@@ -112,12 +112,15 @@ pub fn audit(
     let mut warnings = Vec::new();
     let planted = canaries::plant(cfg, train, test, audit)?;
     let gradient_canaries = canaries::gradient_canaries(audit);
+    // Declared in the report, and in the card of a saved target.
+    let not_covered = AuditNotCovered::of(false, cfg.privacy_unit, train);
     let target = target::train_target(
         cfg,
         train,
         test,
         planted.as_ref(),
         gradient_canaries.as_ref(),
+        not_covered.split,
         device,
         log,
         &mut warnings,
@@ -198,7 +201,7 @@ pub fn audit(
             refused_attacks,
             warnings,
             target: target.report,
-            not_covered_by_epsilon: AuditNotCovered::of(false, cfg.privacy_unit, train),
+            not_covered_by_epsilon: not_covered,
         },
         model: target.model,
     })

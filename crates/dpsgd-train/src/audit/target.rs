@@ -8,7 +8,7 @@ use super::settings::{Attack, AuditConfig, audit_error, bad};
 use crate::config::{Privacy, TrainConfig};
 use crate::error::TrainError;
 use crate::fit::canaries::{CanaryObservation, GradientCanaries};
-use crate::fit::{train_model, train_with_gradient_canaries};
+use crate::fit::train_split_off;
 use crate::report::TrainReport;
 use crate::trained::TrainedModel;
 use burn::tensor::Device;
@@ -218,7 +218,9 @@ pub(crate) struct Target {
 
 /// Trains the target on `train` and the included `canaries`, exactly as
 /// [`crate::train_model`] would (with the test-only noise fault when set,
-/// announced in `log` and in `warnings`).
+/// announced in `log` and in `warnings`); a saved model's card declares
+/// `split`, how `train` was split off where that depends on the records
+/// ([`super::AuditNotCovered::split`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_target(
     cfg: &TrainConfig,
@@ -226,6 +228,7 @@ pub(crate) fn train_target(
     test: &Dataset,
     canaries: Option<&Canaries>,
     gradient_canaries: Option<&GradientCanaries>,
+    split: Option<&'static str>,
     device: &Device,
     log: &(dyn Fn(&str) + Sync),
     warnings: &mut Vec<String>,
@@ -272,7 +275,8 @@ pub(crate) fn train_target(
         // The honest run only for its claim (σ, ε, steps); the model
         // released is that of σ·noise_scale, reported under the honest
         // claim.
-        let (honest, _, _) = train_target_run(cfg, &target_train, test, gradient_canaries, device)?;
+        let (honest, _, _) =
+            train_split_off(cfg, &target_train, test, device, gradient_canaries, split)?;
         let sigma = honest.privacy.noise_multiplier.ok_or_else(|| {
             TrainError::config("noise_scale", "the test-only noise fault needs a DP run")
         })?;
@@ -280,33 +284,24 @@ pub(crate) fn train_target(
             privacy: Privacy::NoiseMultiplier(sigma * noise_scale),
             ..cfg.clone()
         };
-        let (mut report, model, observation) =
-            train_target_run(&broken, &target_train, test, gradient_canaries, device)?;
+        let (mut report, model, observation) = train_split_off(
+            &broken,
+            &target_train,
+            test,
+            device,
+            gradient_canaries,
+            split,
+        )?;
         report.privacy = honest.privacy;
         (report, model, observation)
     } else {
-        train_target_run(cfg, &target_train, test, gradient_canaries, device)?
+        train_split_off(cfg, &target_train, test, device, gradient_canaries, split)?
     };
     Ok(Target {
         report,
         model,
         observation,
     })
-}
-
-/// One training run of the target, with gradient canaries when given.
-fn train_target_run(
-    cfg: &TrainConfig,
-    train: &Dataset,
-    test: &Dataset,
-    gradient_canaries: Option<&GradientCanaries>,
-    device: &Device,
-) -> Result<(TrainReport, TrainedModel, Option<CanaryObservation>), TrainError> {
-    match gradient_canaries {
-        Some(g) => train_with_gradient_canaries(cfg, train, test, device, g, |_| {})
-            .map(|(r, m, o)| (r, m, Some(o))),
-        None => train_model(cfg, train, test, device, |_| {}).map(|(r, m)| (r, m, None)),
-    }
 }
 
 /// What the audit holds of the target's outputs on the population.

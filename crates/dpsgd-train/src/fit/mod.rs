@@ -8,6 +8,7 @@ mod checkpoint;
 mod finish;
 pub mod mist;
 mod released;
+pub use released::RELEASED_FILE;
 mod setup;
 mod standard;
 mod step;
@@ -58,7 +59,27 @@ pub fn train_model(
     device: &Device,
     progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, TrainedModel), TrainError> {
-    train_planted(cfg, train, test, device, None, progress).map(|(r, m, _)| (r, m))
+    train_planted(cfg, train, test, device, None, None, progress).map(|(r, m, _)| (r, m))
+}
+
+/// An audit's target: [`train_model`], or [`train_with_gradient_canaries`]
+/// with `canaries`, whose training set was split off as `split` says when
+/// that split depends on the records
+/// ([`crate::audit::AuditNotCovered::split`]): the saved model's card then
+/// declares it ([`crate::CardNotCovered`]).
+pub(crate) fn train_split_off(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    canaries: Option<&GradientCanaries>,
+    split: Option<&'static str>,
+) -> Result<(TrainReport, TrainedModel, Option<CanaryObservation>), TrainError> {
+    match canaries {
+        Some(g) => gradient_canary_run(cfg, train, test, device, g, split, |_| {})
+            .map(|(r, m, o)| (r, m, Some(o))),
+        None => train_planted(cfg, train, test, device, None, split, |_| {}),
+    }
 }
 
 /// **White-box auditing**: [`train_model`] with `canaries` planted in the
@@ -77,6 +98,20 @@ pub fn train_with_gradient_canaries(
     test: &Dataset,
     device: &Device,
     canaries: &GradientCanaries,
+    progress: impl FnMut(Progress),
+) -> Result<(TrainReport, TrainedModel, CanaryObservation), TrainError> {
+    gradient_canary_run(cfg, train, test, device, canaries, None, progress)
+}
+
+/// [`train_with_gradient_canaries`], its card declaring `split`
+/// ([`train_split_off`]).
+fn gradient_canary_run(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    canaries: &GradientCanaries,
+    split: Option<&'static str>,
     progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, TrainedModel, CanaryObservation), TrainError> {
     if cfg.privacy == Privacy::NonPrivate {
@@ -101,7 +136,7 @@ pub fn train_with_gradient_canaries(
         ));
     }
     let (report, model, observed) =
-        train_planted(cfg, train, test, device, Some(canaries), progress)?;
+        train_planted(cfg, train, test, device, Some(canaries), split, progress)?;
     let observed = observed.ok_or_else(|| {
         TrainError::config("canaries", "the run did not plant its gradient canaries")
     })?;
@@ -163,13 +198,15 @@ fn check_user_level(
     Ok(())
 }
 
-/// [`train_model`], with gradient canaries when given.
+/// [`train_model`], with gradient canaries when given, its card declaring
+/// `split` ([`train_split_off`]).
 fn train_planted(
     cfg: &TrainConfig,
     train: &Dataset,
     test: &Dataset,
     device: &Device,
     canaries: Option<&GradientCanaries>,
+    split: Option<&'static str>,
     progress: impl FnMut(Progress),
 ) -> Result<(TrainReport, TrainedModel, Option<CanaryObservation>), TrainError> {
     let raw_train = train;
@@ -392,19 +429,21 @@ fn train_planted(
     };
     let model = TrainedModel::new(net, cfg.features, raw_train, classes, device)?;
     if let Some(path) = &cfg.save_model {
-        save_card(&model, cfg, &report, members, path)?;
+        save_card(&model, cfg, &report, members, split, path)?;
     }
     Ok((report, model, observed))
 }
 
 /// Writes the card of the model saved at `path` beside it
 /// ([`crate::model_file::card_path`]), atomically, so that
-/// [`TrainedModel::load`] can rebuild it.
+/// [`TrainedModel::load`] can rebuild it, declaring the training set's
+/// `split` where it depends on the records.
 fn save_card(
     model: &TrainedModel,
     cfg: &TrainConfig,
     report: &TrainReport,
     members: usize,
+    split: Option<&'static str>,
     path: &std::path::Path,
 ) -> Result<(), TrainError> {
     let card_path = crate::model_file::card_path(path);
@@ -413,7 +452,8 @@ fn save_card(
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| failed(format!("reading the saved model: {e}")))?;
-    let card = model.card(cfg, report, members, &bytes);
+    let mut card = model.card(cfg, report, members, &bytes);
+    card.privacy.not_covered_by_epsilon = split.map(crate::CardNotCovered::split);
     let text = serde_json::to_string_pretty(&card).map_err(|e| failed(e.to_string()))?;
     dpsgd_burn::io::write_atomically(&card_path, text.as_bytes(), dpsgd_burn::io::Access::Default)
         .map_err(|e| failed(e.to_string()))

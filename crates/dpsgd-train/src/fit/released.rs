@@ -38,8 +38,12 @@ use crate::error::TrainError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The ledger's file name in the checkpoint folder.
-pub(crate) const RELEASED_FILE: &str = "released.json";
+/// The file name of the ledger of the steps released to remote workers, in
+/// [`crate::TrainConfig::checkpoint_dir`] beside [`crate::CHECKPOINT_FILE`]:
+/// written during a run with remote workers and read on
+/// [`crate::TrainConfig::resume`] (docs/distributed.md "Resuming"), so an
+/// input of a resumed run that no output may replace.
+pub const RELEASED_FILE: &str = "released.json";
 
 /// Steps charged at one resume: `steps` discarded steps, charged after
 /// `after_epochs` completed epochs (the checkpoint's).
