@@ -403,26 +403,68 @@ async fn read_body(body: Body, limit: usize) -> std::result::Result<Vec<u8>, Unr
     Ok(bytes)
 }
 
+/// What a request's headers decide.
+enum Admission {
+    /// The key's request, its body still to be read.
+    Admitted(KeyInfo),
+    /// Refused: the answer.
+    Refused(Response),
+}
+
+/// `response`, saying that the connection closes after it: the request's
+/// body was not read to its end, and what is left of it is not read.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 async fn predict(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    // Who, from the headers alone, before a byte of the body is read: a
+    // request refused here (no key, an unknown or revoked key, a spent
+    // budget, an empty bucket) costs the server its headers, not its body.
+    // The key store blocks (SQLite), so this runs off the async workers.
+    let work = state.clone();
+    let admitted = tokio::task::spawn_blocking(move || admit(&work, &headers))
+        .await
+        .unwrap_or_else(|e| Admission::Refused(internal(e)));
+    let response = match admitted {
+        // The rest of the body is never read: the connection closes after
+        // the answer (hyper takes at most what it already holds).
+        Admission::Refused(refused) if body.is_end_stream() => refused,
+        Admission::Refused(refused) => closing(refused),
+        Admission::Admitted(info) => read_and_answer(&state, info, body).await,
+    };
+    state
+        .metrics
+        .observe(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Reads the body of a request `admit`ted for the key `info`, then
+/// answers it.
+async fn read_and_answer(state: &Arc<AppState>, info: KeyInfo, body: Body) -> Response {
     // The body must arrive whole, within the limit and the time allowed:
     // a client that stops sending holds nothing for long.
     let timeout = state.settings.read_timeout;
-    let response = match tokio::time::timeout(timeout, read_body(body, state.body_limit)).await {
-        Err(_) => error(
+    match tokio::time::timeout(timeout, read_body(body, state.body_limit)).await {
+        Err(_) => closing(error(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request's body did not arrive within {} s",
                 timeout.as_secs_f64()
             ),
-        ),
-        Ok(Err(Unread::TooLarge)) => error(
+        )),
+        Ok(Err(Unread::TooLarge)) => closing(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "a request's body may hold at most {} bytes",
                 state.body_limit
             ),
-        ),
+        )),
         Ok(Err(Unread::Broken(e))) => error(
             StatusCode::BAD_REQUEST,
             format!("reading the request's body: {e}"),
@@ -433,15 +475,11 @@ async fn predict(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             // it runs off the async workers, which stay free to accept and
             // read requests.
             let work = state.clone();
-            tokio::task::spawn_blocking(move || answer(&work, &headers, &body))
+            tokio::task::spawn_blocking(move || answer(&work, &info, &body))
                 .await
                 .unwrap_or_else(internal)
         }
-    };
-    state
-        .metrics
-        .observe(response.status().as_u16(), started.elapsed());
-    response
+    }
 }
 
 /// Refuses a request of the known key `id` for `reason`, after the
@@ -502,42 +540,48 @@ fn over_budget(state: &AppState, n: usize, info: &KeyInfo) -> Response {
     )
 }
 
-fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+/// What the headers decide, before any of the body is read: the key, or
+/// the refusal of a request without a usable one.
+fn admit(state: &AppState, headers: &HeaderMap) -> Admission {
     // 1. Who: a missing or unknown key is refused before anything else,
     //    and only counted (a row each would let anyone fill the disk).
     let Some(key) = bearer(headers) else {
         state.metrics.refused("no-key");
-        return refusal(
+        return Admission::Refused(refusal(
             StatusCode::FORBIDDEN,
             "no-key",
             "no key: send Authorization: Bearer KEY",
-        );
+        ));
     };
     let info = match state.keys.lock().map(|k| k.authenticate(key)) {
         Ok(Ok(Some(info))) => info,
         Ok(Ok(None)) => {
             state.metrics.refused("unknown-key");
-            return refusal(StatusCode::FORBIDDEN, "unknown-key", "unknown key");
+            return Admission::Refused(refusal(
+                StatusCode::FORBIDDEN,
+                "unknown-key",
+                "unknown key",
+            ));
         }
-        Ok(Err(e)) => return internal(e),
-        Err(_) => return internal("the key store's lock is poisoned"),
+        Ok(Err(e)) => return Admission::Refused(internal(e)),
+        Err(_) => return Admission::Refused(internal("the key store's lock is poisoned")),
     };
     // From here on every refusal is a row of the audit log.
     if info.revoked {
-        return refuse_known(
+        return Admission::Refused(refuse_known(
             state,
             info.id,
             StatusCode::FORBIDDEN,
             "revoked",
             "this key is revoked".into(),
             "a request with a revoked key",
-        );
+        ));
     }
-    // 2. Before the body is parsed: a spent budget, and one record of the
+    // 2. Before the body is read: a spent budget, and one record of the
     //    key's rate, which every request pays, answered or not (a key
-    //    cannot have more bodies parsed than its rate).
+    //    cannot have more bodies read than its rate).
     if info.used >= info.budget {
-        return refuse_known(
+        return Admission::Refused(refuse_known(
             state,
             info.id,
             StatusCode::TOO_MANY_REQUESTS,
@@ -547,11 +591,16 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
                 info.used, info.budget
             ),
             "a request with the budget spent",
-        );
+        ));
     }
     if let (Some(rate), Err(held)) = (info.rate, take_tokens(state, &info, 1)) {
-        return over_rate(state, &info, rate, 1, held);
+        return Admission::Refused(over_rate(state, &info, rate, 1, held));
     }
+    Admission::Admitted(info)
+}
+
+/// Answers the request of `info`'s key (admitted) with `body`.
+fn answer(state: &AppState, info: &KeyInfo, body: &[u8]) -> Response {
     // 3. What: 1 to max_batch inputs of the model's length, finite,
     //    checked as they are read.
     let dim = state.card.input_len;
@@ -574,7 +623,7 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     // 4. How much: a batch the budget cannot cover is refused before any
     //    work (the charge below decides, atomically, for the others).
     if info.used.saturating_add(n as u64) > info.budget {
-        return over_budget(state, n, &info);
+        return over_budget(state, n, info);
     }
     // 5. How fast: the rest of the batch's records (one is paid).
     if let Some(rate) = info.rate {
@@ -591,8 +640,8 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
                 &format!("a batch of {n} records, over the rate of {rate} a second"),
             );
         }
-        if let Err(held) = take_tokens(state, &info, n - 1) {
-            return over_rate(state, &info, rate, n, held);
+        if let Err(held) = take_tokens(state, info, n - 1) {
+            return over_rate(state, info, rate, n, held);
         }
     }
     // 6. The model's answer and the monitor's verdict (it sees every query

@@ -458,6 +458,120 @@ fn should_answer_408_to_a_body_that_stops_arriving() {
     assert_eq!(used(&s.db, 1), 0);
 }
 
+/// Sends the headers of a `POST /v1/predict` with `headers` and a body of
+/// `length` bytes, and only `sent` of the body.
+fn part_sent(addr: &str, headers: &str, length: usize, sent: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{sent}"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    stream
+}
+
+/// What the server sends on `stream` until it closes the connection,
+/// waiting at most `patience` for each read: `Err` when it sends nothing
+/// more for that long without closing.
+fn until_closed(stream: &mut TcpStream, patience: Duration) -> std::result::Result<String, String> {
+    stream.set_read_timeout(Some(patience)).unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        // A reset after the answer (bytes of the body left unread) is a
+        // close too.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !answer.is_empty() => {}
+        Err(e) => {
+            return Err(format!(
+                "{e} after {:?}: {:?}",
+                patience,
+                String::from_utf8_lossy(&answer)
+            ));
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn should_refuse_a_request_without_a_usable_key_before_reading_its_body() {
+    // A server that would wait a minute for a body: one that waited for
+    // these would not answer within the client's 5 s.
+    let (s, keys) = start(
+        "before-body",
+        ServeSettings {
+            read_timeout: Duration::from_secs(60),
+            ..settings()
+        },
+        &[
+            (Release::Full, 10, None),  // 1: revoked
+            (Release::Full, 1, None),   // 2: its budget spent
+            (Release::Full, 100, None), // 3: usable
+        ],
+    );
+    KeyStore::open(&s.db).unwrap().revoke(1, "test").unwrap();
+    assert_eq!(predict(&s.addr, Some(&keys[1]), 1, 0.5).status, 200);
+    let before = log_rows(&s.db).len();
+    // A body near the limit (4 inputs of 4 values, 32 bytes a value, and
+    // 64 KiB), of which 1 KiB is sent.
+    let length = 4 * DIM * 32 + (1 << 16) - 16;
+    let sent = format!(r#"{{"inputs": [[{}"#, "0.5, ".repeat(200));
+    let patience = Duration::from_secs(5);
+    let bearer = |key: &str| format!("Authorization: Bearer {key}\r\n");
+    for (headers, status, reason) in [
+        (String::new(), "403", "no-key"),
+        (bearer(&forged(&keys[2])), "403", "unknown-key"),
+        (bearer("dpk_1_x"), "403", "unknown-key"),
+        (bearer(&keys[0]), "403", "revoked"),
+        (bearer(&keys[1]), "429", "budget"),
+        // Asked to say when to send the body: refused without a 100.
+        (
+            format!("{}Expect: 100-continue\r\n", bearer(&keys[0])),
+            "403",
+            "revoked",
+        ),
+    ] {
+        let mut stream = part_sent(&s.addr, &headers, length, &sent);
+        let answer = until_closed(&mut stream, patience)
+            .unwrap_or_else(|e| panic!("{reason}: no answer before the body: {e}"));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{reason}: {answer}"
+        );
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{reason}: {answer}"
+        );
+        assert!(
+            answer.contains(&format!(r#""reason":"{reason}""#)),
+            "{reason}: {answer}"
+        );
+    }
+    // Refusals of known keys are still rows of the audit log.
+    assert_eq!(
+        log_rows(&s.db)[before..],
+        [
+            (Some(1), "refused-revoked".to_owned()),
+            (Some(2), "refused-budget".to_owned()),
+            (Some(1), "refused-revoked".to_owned()),
+        ]
+    );
+    // A usable key's body is waited for (the patience above tells the
+    // two apart), then answered.
+    let body = json!({ "inputs": [vec![0.5_f32; DIM]] }).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = part_sent(&s.addr, &bearer(&keys[2]), body.len(), first);
+    let early = until_closed(&mut stream, Duration::from_millis(500));
+    assert!(early.is_err(), "answered before its body: {early:?}");
+    stream.write_all(rest.as_bytes()).unwrap();
+    let mut answer = vec![0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    assert_eq!(used(&s.db, 3), 1);
+}
+
 #[test]
 fn should_stop_by_its_deadline_with_a_request_half_sent() {
     let (mut s, keys) = start(
