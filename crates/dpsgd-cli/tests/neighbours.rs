@@ -176,13 +176,38 @@ struct Row {
     /// Whether the row declares the public schema; a row without one must
     /// say that its vocabulary was read off the data.
     schema: bool,
+    /// The flags of a first run on the same data, into the same folder,
+    /// before the row's own (a run that the row resumes); empty: none.
+    /// What it prints is released too.
+    before: &'static [&'static str],
 }
+
+/// The fields a row leaves as they usually are: with the schema, no first
+/// run.
+const ROW: Row = Row {
+    name: "",
+    command: "train",
+    flags: &[],
+    model_derived: &[],
+    schema: true,
+    before: &[],
+};
 
 /// Every option that changes what a run does gets a row.
 /// The common flags of a row: a hidden layer wide enough that one more
 /// input column changes the saved model's size (burn aligns its tensors'
 /// data).
 const SMALL: &[&str] = &["--epochs", "5", "--batch-size", "2", "--hidden", "64"];
+
+/// What an audit measures of the model (and the records it is asked
+/// about): attack scores, bounds, inversions.
+const AUDIT_MEASUREMENTS: &[&str] = &[
+    "/attacks",
+    "/train_accuracy",
+    "/epsilon_lower_bound",
+    "/inversion",
+    "/canary_audit",
+];
 
 fn rows() -> Vec<Row> {
     let with = |extra: &'static [&'static str]| -> &'static [&'static str] {
@@ -195,6 +220,7 @@ fn rows() -> Vec<Row> {
             flags: with(&[]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "general recipe (MLP)",
@@ -202,6 +228,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--recipe", "general"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "declared feature range",
@@ -209,6 +236,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--feature-range", "-2:2"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "fixed noise multiplier, PLD",
@@ -216,6 +244,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--noise-multiplier", "1.5", "--accountant", "pld"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "early stopping",
@@ -230,6 +259,7 @@ fn rows() -> Vec<Row> {
                 "/early_stopping/validation_accuracy",
             ],
             schema: true,
+            ..ROW
         },
         Row {
             // α = 0.2 · ln K from the declared number of classes; the
@@ -239,6 +269,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--relaxloss", "--relaxloss-upper", "0.2"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "MIST",
@@ -246,6 +277,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--mist", "--mist-submodels", "2"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             // No --batch-size: the recipe's batch capped at a quarter of a
@@ -263,6 +295,7 @@ fn rows() -> Vec<Row> {
             ],
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "virtual batches",
@@ -270,6 +303,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--max-physical-batch-size", "1"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "data parallel",
@@ -277,6 +311,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--devices", "2"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "defences: label smoothing, weight decay",
@@ -284,6 +319,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--label-smoothing", "0.1", "--weight-decay", "0.01"]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "adaptive clipping",
@@ -305,6 +341,7 @@ fn rows() -> Vec<Row> {
             // (accounted for), like the weights.
             model_derived: &["/clipping/Adaptive/max_grad_norm"],
             schema: true,
+            ..ROW
         },
         Row {
             name: "audit",
@@ -328,6 +365,7 @@ fn rows() -> Vec<Row> {
                 "/canary_audit",
             ],
             schema: true,
+            ..ROW
         },
         Row {
             // White-box canaries (issue 28) planted in the target's run:
@@ -359,6 +397,7 @@ fn rows() -> Vec<Row> {
                 "/canary_audit",
             ],
             schema: true,
+            ..ROW
         },
         Row {
             // Options that only reshape the run, grouped (each changes
@@ -387,6 +426,7 @@ fn rows() -> Vec<Row> {
             ],
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "tanh, EMA, dropout, automatic clipping, ε = 1, a 30% test split",
@@ -408,6 +448,7 @@ fn rows() -> Vec<Row> {
             ]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "defences: confidence penalty, MIST's knobs",
@@ -427,6 +468,7 @@ fn rows() -> Vec<Row> {
             ]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "early stopping with its validation fraction",
@@ -439,6 +481,113 @@ fn rows() -> Vec<Row> {
                 "/early_stopping/validation_accuracy",
             ],
             schema: true,
+            ..ROW
+        },
+        Row {
+            // Outputs and inputs that are public or secret, grouped: the
+            // page renders the report; the checkpoint folder's contents
+            // are a secret, its file names are not.
+            name: "a public scaling reference, an HTML page, checkpoints, the backend named",
+            flags: with(&[
+                "--scaling-reference",
+                "@reference.csv",
+                "--html",
+                "@page.html",
+                "--checkpoint-dir",
+                "@checkpoints",
+                "--backend",
+                "flex",
+            ]),
+            ..ROW
+        },
+        Row {
+            name: "non-private, with its HTML page",
+            flags: with(&["--non-private", "--html", "@page.html"]),
+            ..ROW
+        },
+        Row {
+            // Three epochs checkpointed, then two more resumed (a fixed σ,
+            // so that the run may grow).
+            name: "resumed from a checkpoint",
+            before: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--noise-multiplier",
+                "1",
+                "--checkpoint-dir",
+                "@checkpoints",
+                "--quiet",
+            ],
+            flags: &[
+                "--epochs",
+                "5",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--noise-multiplier",
+                "1",
+                "--checkpoint-dir",
+                "@checkpoints",
+                "--resume",
+            ],
+            ..ROW
+        },
+        Row {
+            // The audit's own options, grouped: shadow models, a hardened
+            // release under a query budget, canaries with their guesses,
+            // threads, a page and a public scaling reference.
+            name: "audit: shadows, top-1 under a budget, canary guesses, threads, HTML, a reference",
+            command: "audit",
+            flags: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--attacks",
+                "loss,shadow",
+                "--shadow-models",
+                "2",
+                "--release",
+                "top-1",
+                "--query-budget",
+                "1000",
+                "--canaries",
+                "2",
+                "--canary-guesses",
+                "1",
+                "--threads",
+                "1",
+                "--html",
+                "@page.html",
+                "--scaling-reference",
+                "@reference.csv",
+            ],
+            model_derived: AUDIT_MEASUREMENTS,
+            ..ROW
+        },
+        Row {
+            name: "audit of a non-private model",
+            command: "audit",
+            flags: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--attacks",
+                "loss",
+                "--non-private",
+            ],
+            model_derived: AUDIT_MEASUREMENTS,
+            ..ROW
         },
         Row {
             name: "no schema (vocabulary read off the data, declared so)",
@@ -446,6 +595,7 @@ fn rows() -> Vec<Row> {
             flags: with(&["--num-classes", "2"]),
             model_derived: &[],
             schema: false,
+            ..ROW
         },
     ]
 }
@@ -468,30 +618,89 @@ struct Released {
     card: Option<Value>,
     /// The names of the files in the output folder.
     outputs: Vec<String>,
+    /// The HTML page, its numbers masked ([`mask_page`]).
+    page: Option<String>,
+    /// The names of the files in the checkpoint folder (the checkpoint is
+    /// a secret, mode 0600; that it exists is not).
+    checkpoints: Vec<String>,
+    /// A first run's exit code, standard output and error, masked
+    /// ([`Row::before`]).
+    first: Option<(Option<i32>, String, String)>,
 }
 
-/// Runs `row` on `data` and collects what it released, masked.
-fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
+impl Released {
+    /// Whether a refused run released nothing: no report, no model, no
+    /// page, no output or checkpoint file and nothing on standard output
+    /// (neither its first run, if it had one).
+    fn released_nothing(&self) -> bool {
+        self.exit != Some(0)
+            && self.stdout.is_empty()
+            && self.report.is_none()
+            && self.model_bytes.is_none()
+            && self.outputs.is_empty()
+            && self.page.is_none()
+            && self.checkpoints.is_empty()
+            && self
+                .first
+                .as_ref()
+                .is_none_or(|(exit, stdout, _)| *exit != Some(0) && stdout.is_empty())
+    }
+}
+
+/// Runs `row` on `dataset` and collects what it released, masked. A flag
+/// that starts with `@` names a file or folder of the row's own (`dir`):
+/// the public scaling reference ([`write_reference`]), the HTML page, the
+/// checkpoint folder.
+fn run(row: &Row, dir: &Path, dataset: &str, schema: &Path) -> Released {
     let report = dir.join("report.json");
     let model = dir.join("model.bin");
     let out = dir.join("out");
     let card = dir.join("model.bin.card.json");
-    for stale in [&report, &model, &card] {
+    for stale in [&report, &model, &card, &dir.join(PAGE)] {
         let _ = std::fs::remove_file(stale);
     }
-    let _ = std::fs::remove_dir_all(&out);
-    let dataset = format!("csv:{}", data.display());
-    let mut args: Vec<&str> = vec![row.command, "--dataset", &dataset];
-    args.extend_from_slice(row.flags);
-    args.extend_from_slice(&["--seed", SEED]);
-    if row.schema {
-        args.extend_from_slice(&["--schema", schema.to_str().unwrap()]);
+    for stale in [&out, &dir.join(CHECKPOINTS)] {
+        let _ = std::fs::remove_dir_all(stale);
     }
-    args.extend_from_slice(&["--report", report.to_str().unwrap()]);
-    args.extend_from_slice(&["--save-model", model.to_str().unwrap()]);
+    let in_dir = |flags: &[&str]| -> Vec<String> {
+        flags
+            .iter()
+            .map(|f| match f.strip_prefix('@') {
+                Some(name) => dir.join(name).display().to_string(),
+                None => (*f).to_owned(),
+            })
+            .collect()
+    };
+    let common = |flags: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            row.command.to_owned(),
+            "--dataset".into(),
+            dataset.to_owned(),
+        ];
+        args.extend(in_dir(flags));
+        args.extend(["--seed".into(), SEED.into()]);
+        if row.schema {
+            args.extend(["--schema".into(), schema.display().to_string()]);
+        }
+        args
+    };
+    let first = (!row.before.is_empty()).then(|| {
+        let args = common(row.before);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = dpsgd(&args);
+        (
+            output.status.code(),
+            mask_text(&String::from_utf8_lossy(&output.stdout)),
+            mask_text(&String::from_utf8_lossy(&output.stderr)),
+        )
+    });
+    let mut args = common(row.flags);
+    args.extend(["--report".into(), report.display().to_string()]);
+    args.extend(["--save-model".into(), model.display().to_string()]);
     if row.command == "audit" {
-        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        args.extend(["--out".into(), out.display().to_string()]);
     }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = dpsgd(&args);
     let report = std::fs::read_to_string(&report)
         .ok()
@@ -500,15 +709,18 @@ fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
             mask_report(&mut v, row.model_derived);
             v
         });
-    let mut outputs: Vec<String> = std::fs::read_dir(&out)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    outputs.sort();
+    let names = |folder: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
     Released {
         exit: output.status.code(),
         stdout: mask_text(&String::from_utf8_lossy(&output.stdout)),
@@ -524,8 +736,57 @@ fn run(row: &Row, dir: &Path, data: &Path, schema: &Path) -> Released {
             }
             card
         }),
-        outputs,
+        outputs: names(&out),
+        page: std::fs::read_to_string(dir.join(PAGE))
+            .ok()
+            .map(|page| mask_page(&page)),
+        checkpoints: names(&dir.join(CHECKPOINTS)),
+        first,
     }
+}
+
+/// The `--dataset` of a CSV file.
+fn csv(data: &Path) -> String {
+    format!("csv:{}", data.display())
+}
+
+/// The HTML page a row may ask for (`--html @page.html`).
+const PAGE: &str = "page.html";
+
+/// The checkpoint folder a row may ask for (`--checkpoint-dir @checkpoints`).
+const CHECKPOINTS: &str = "checkpoints";
+
+/// The public scaling reference of a row (`--scaling-reference
+/// @reference.csv`): the data's columns, with ranges that do not depend on
+/// the data.
+fn write_reference(dir: &Path) -> PathBuf {
+    let path = dir.join("reference.csv");
+    std::fs::write(&path, "x1,x2,colour,label\n-3,-2,red,0\n3,2,blue,1\n")
+        .expect("write the reference");
+    path
+}
+
+/// The HTML page with every number masked (`#`): the page renders the
+/// report, whose numbers are compared there (masked only where the model
+/// computed them); what the page says in words — its findings, the
+/// categories and classes it names, its sections — must match.
+fn mask_page(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    let mut chars = page.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            while chars
+                .peek()
+                .is_some_and(|&d| d.is_ascii_digit() || d == '.' || d == 'e' || d == '-')
+            {
+                chars.next();
+            }
+            out.push('#');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Replaces each of the row's model-derived fields (JSON pointers) with
@@ -712,6 +973,7 @@ fn should_release_the_same_everything_but_the_model_with_remote_workers() {
             flags,
             model_derived: &[],
             schema: true,
+            ..ROW
         }],
     );
     drop((a, b));
@@ -727,11 +989,18 @@ fn should_release_the_same_everything_but_the_model_with_remote_workers() {
 fn compare_rows(name: &str, rows: Vec<Row>) -> Vec<String> {
     let dir = temp_dir("dpsgd-neighbours", name);
     let schema = write_schema(&dir);
+    write_reference(&dir);
     let mut failures = Vec::new();
     let at = replaced_position();
-    for row in rows {
+    // `DPSGD_NEIGHBOURS_ROWS=text` runs only the rows whose name holds it
+    // (while working on one); the suite sets nothing and runs them all.
+    let only = std::env::var("DPSGD_NEIGHBOURS_ROWS").ok();
+    for row in rows
+        .into_iter()
+        .filter(|r| only.as_deref().is_none_or(|o| r.name.contains(o)))
+    {
         let base_data = write_data(&dir, at, VARIANTS[0].record);
-        let base = run(&row, &dir, &base_data, &schema);
+        let base = run(&row, &dir, &csv(&base_data), &schema);
         if base.exit != Some(0) {
             failures.push(format!(
                 "{}: the base run failed: {}",
@@ -757,14 +1026,9 @@ fn compare_rows(name: &str, rows: Vec<Row>) -> Vec<String> {
                 continue;
             }
             let data = write_data(&dir, at, variant.record);
-            let got = run(&row, &dir, &data, &schema);
+            let got = run(&row, &dir, &csv(&data), &schema);
             if variant.refused {
-                let released_nothing = got.exit != Some(0)
-                    && got.stdout.is_empty()
-                    && got.report.is_none()
-                    && got.model_bytes.is_none()
-                    && got.outputs.is_empty();
-                if !released_nothing {
+                if !got.released_nothing() {
                     failures.push(format!(
                         "{} / {}: a refused variant released {got:?}",
                         row.name, variant.name
@@ -834,6 +1098,9 @@ fn should_compare_the_epochs_both_early_stopped_runs_printed() {
         model_bytes: Some(1),
         card: None,
         outputs: Vec::new(),
+        page: None,
+        checkpoints: Vec::new(),
+        first: None,
     };
     let three = "plan\nepoch 1/5 | ε 1\nepoch 2/5 | ε 2\nepoch 3/5 | ε 3\nsaved";
     let two = "plan\nepoch 1/5 | ε 1\nepoch 2/5 | ε 2\nsaved";
@@ -874,6 +1141,34 @@ fn difference(a: &Released, b: &Released) -> String {
     }
     if a.card != b.card {
         return format!("model card {:?} vs {:?}", a.card, b.card);
+    }
+    if a.checkpoints != b.checkpoints {
+        return format!(
+            "checkpoint folder {:?} vs {:?}",
+            a.checkpoints, b.checkpoints
+        );
+    }
+    if a.first != b.first {
+        return format!("the first run: {:?} vs {:?}", a.first, b.first);
+    }
+    if a.page != b.page {
+        return match (&a.page, &b.page) {
+            (Some(x), Some(y)) => {
+                let at = x.chars().zip(y.chars()).take_while(|(u, v)| u == v).count();
+                let around = |p: &str| {
+                    p.chars()
+                        .skip(at.saturating_sub(80))
+                        .take(200)
+                        .collect::<String>()
+                };
+                format!(
+                    "the HTML page, from character {at}:\n  {}\nvs\n  {}",
+                    around(x),
+                    around(y)
+                )
+            }
+            (x, y) => format!("HTML page {} vs {}", x.is_some(), y.is_some()),
+        };
     }
     match (&a.report, &b.report) {
         (Some(x), Some(y)) => json_difference("", x, y).unwrap_or_default(),
@@ -1184,6 +1479,7 @@ fn user_rows() -> Vec<Row> {
             flags: with(&[small, user_level]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
         Row {
             name: "user level, no schema",
@@ -1191,6 +1487,7 @@ fn user_rows() -> Vec<Row> {
             flags: with(&[small, user_level, &["--num-classes", "2"]]),
             model_derived: &[],
             schema: false,
+            ..ROW
         },
         Row {
             name: "audit at user level, canary users",
@@ -1219,6 +1516,7 @@ fn user_rows() -> Vec<Row> {
                 "/queries",
             ],
             schema: true,
+            ..ROW
         },
         Row {
             name: "record level on data with users",
@@ -1226,6 +1524,7 @@ fn user_rows() -> Vec<Row> {
             flags: with(&[small, &["--user-column", "user"]]),
             model_derived: &[],
             schema: true,
+            ..ROW
         },
     ]
 }
@@ -1249,7 +1548,7 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
     let mut failures = Vec::new();
     for row in user_rows() {
         let base_data = write_user_data(&dir, Some(chosen), &USER_VARIANTS[0]);
-        let base = run(&row, &dir, &base_data, &schema);
+        let base = run(&row, &dir, &csv(&base_data), &schema);
         if base.exit != Some(0) {
             failures.push(format!(
                 "{}: the base run failed: {}",
@@ -1286,7 +1585,7 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
                 continue;
             }
             let data = write_user_data(&dir, Some(chosen), variant);
-            let got = run(&row, &dir, &data, &schema);
+            let got = run(&row, &dir, &csv(&data), &schema);
             if let Some(d) = release_difference(&row, &base, &got) {
                 failures.push(format!("{} / {}: {d}", row.name, variant.name));
             }
@@ -1296,6 +1595,225 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
     assert!(
         failures.is_empty(),
         "one user (or one record at the record level) changed what a run releases:\n{}",
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The image harness: MNIST's file format, the image recipes' options.
+// ---------------------------------------------------------------------------
+
+/// Training images in the image harness (all of them train: the test
+/// images are a file of their own).
+const IMAGES: usize = 24;
+
+/// The side of the harness's square images.
+const SIDE: usize = 12;
+
+/// One replacement of one training image.
+struct ImageVariant {
+    name: &'static str,
+    /// The image's pixels (`None`: the base image) and its label.
+    pixels: Option<u8>,
+    label: u8,
+    /// Whether the data is refused (then nothing may be released).
+    refused: bool,
+}
+
+/// The base image and its replacements: extremes that a scaling or a
+/// normalisation read off the data (a mean, a maximum) would show.
+const IMAGE_VARIANTS: &[ImageVariant] = &[
+    ImageVariant {
+        name: "base",
+        pixels: None,
+        label: 0,
+        refused: false,
+    },
+    ImageVariant {
+        name: "another label",
+        pixels: None,
+        label: 2,
+        refused: false,
+    },
+    ImageVariant {
+        name: "a white image of a class nobody else has",
+        pixels: Some(255),
+        label: 9,
+        refused: false,
+    },
+    ImageVariant {
+        name: "a black image",
+        pixels: Some(0),
+        label: 1,
+        refused: false,
+    },
+    ImageVariant {
+        name: "a label past MNIST's ten",
+        pixels: None,
+        label: 10,
+        refused: true,
+    },
+];
+
+/// The position of the replaced training image.
+const REPLACED_IMAGE: usize = 5;
+
+/// Image `k` of class `k mod 3`: a diagonal, an anti-diagonal or a middle
+/// row, bright on a dim textured background.
+fn image(k: usize) -> Vec<u8> {
+    let class = k % 3;
+    let mut pixels = Vec::with_capacity(SIDE * SIDE);
+    for r in 0..SIDE {
+        for c in 0..SIDE {
+            let line = match class {
+                0 => r == c,
+                1 => r == SIDE - 1 - c,
+                _ => r == SIDE / 2,
+            };
+            let dim = 30.0 + 20.0 * ((k as f64) * 0.7 + (r + c) as f64).sin();
+            pixels.push(if line { 200 } else { dim as u8 });
+        }
+    }
+    pixels
+}
+
+/// Writes MNIST's four files (`idx3` images, `idx1` labels) into
+/// `dir/images`: [`IMAGES`] training images, the one at
+/// [`REPLACED_IMAGE`] replaced by `variant`, and 9 test images.
+fn write_images(dir: &Path, variant: &ImageVariant) -> PathBuf {
+    let folder = dir.join("images");
+    std::fs::create_dir_all(&folder).expect("create the image folder");
+    let write = |stem: &str, images: Vec<(Vec<u8>, u8)>| {
+        let n = u32::try_from(images.len()).expect("a few images");
+        let side = u32::try_from(SIDE).expect("a small side");
+        let mut pixels = [0x803_u32, n, side, side]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>();
+        let mut labels = [0x801_u32, n]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>();
+        for (image, label) in images {
+            pixels.extend(image);
+            labels.push(label);
+        }
+        std::fs::write(folder.join(format!("{stem}-images-idx3-ubyte")), pixels)
+            .expect("write the images");
+        std::fs::write(folder.join(format!("{stem}-labels-idx1-ubyte")), labels)
+            .expect("write the labels");
+    };
+    let labelled = |k: usize| (image(k), u8::try_from(k % 3).expect("a class"));
+    let train = (0..IMAGES)
+        .map(|k| {
+            if k != REPLACED_IMAGE {
+                return labelled(k);
+            }
+            let pixels = variant
+                .pixels
+                .map_or_else(|| image(k), |v| vec![v; SIDE * SIDE]);
+            (pixels, variant.label)
+        })
+        .collect();
+    write("train", train);
+    write("t10k", (100..109).map(labelled).collect());
+    folder
+}
+
+/// The image rows: the recipe chosen for images, and each option that only
+/// images have.
+fn image_rows() -> Vec<Row> {
+    let short: &[&str] = &["--epochs", "2", "--batch-size", "2"];
+    let with = |extra: &'static [&'static str]| -> &'static [&'static str] {
+        Box::leak([short, extra].concat().into_boxed_slice())
+    };
+    vec![
+        Row {
+            name: "images: the recipe's defaults",
+            flags: with(&[]),
+            schema: false,
+            ..ROW
+        },
+        Row {
+            name: "images: CNN, weight standardisation, materialised convolutions",
+            flags: with(&[
+                "--recipe",
+                "image-cnn",
+                "--weight-standardization",
+                "--conv-strategy",
+                "materialize",
+            ]),
+            schema: false,
+            ..ROW
+        },
+        Row {
+            name: "images: CNN, augmentation multiplicity, unfolded convolutions",
+            flags: with(&[
+                "--recipe",
+                "image-cnn",
+                "--augment-multiplicity",
+                "2",
+                "--conv-strategy",
+                "unfold",
+            ]),
+            schema: false,
+            ..ROW
+        },
+        Row {
+            name: "images: ScatterNet features",
+            flags: with(&["--features", "scatter", "--html", "@page.html"]),
+            schema: false,
+            ..ROW
+        },
+        Row {
+            name: "images: audit with the inversion attack",
+            command: "audit",
+            flags: with(&["--attacks", "loss,inversion"]),
+            model_derived: AUDIT_MEASUREMENTS,
+            schema: false,
+            ..ROW
+        },
+    ]
+}
+
+/// Runs every image row on the base images and on every variant.
+#[test]
+fn should_release_the_same_everything_but_the_model_for_neighbouring_images() {
+    let dir = temp_dir("dpsgd-neighbours", "images");
+    let schema = write_schema(&dir);
+    let mut failures = Vec::new();
+    let only = std::env::var("DPSGD_NEIGHBOURS_ROWS").ok();
+    for row in image_rows()
+        .into_iter()
+        .filter(|r| only.as_deref().is_none_or(|o| r.name.contains(o)))
+    {
+        let dataset = |variant| format!("idx:{}", write_images(&dir, variant).display());
+        let base = run(&row, &dir, &dataset(&IMAGE_VARIANTS[0]), &schema);
+        if base.exit != Some(0) {
+            failures.push(format!(
+                "{}: the base run failed: {}",
+                row.name, base.stderr
+            ));
+            continue;
+        }
+        for variant in &IMAGE_VARIANTS[1..] {
+            let got = run(&row, &dir, &dataset(variant), &schema);
+            if variant.refused {
+                if !got.released_nothing() {
+                    failures.push(format!(
+                        "{} / {}: a refused variant released {got:?}",
+                        row.name, variant.name
+                    ));
+                }
+            } else if let Some(d) = release_difference(&row, &base, &got) {
+                failures.push(format!("{} / {}: {d}", row.name, variant.name));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "one image changed what a run releases:\n{}",
         failures.join("\n")
     );
 }

@@ -11,7 +11,9 @@ use crate::fit::train_model;
 use crate::recipe::Recipe;
 use crate::trained::TrainedModel;
 use dpsgd_audit::hardening::Release;
-use dpsgd_audit::inversion::{InversionConfig, WhiteBox, ZerothOrder, invert, nearest_distances};
+use dpsgd_audit::inversion::{
+    InversionConfig, NearestDistance, WhiteBox, ZerothOrder, invert, nearest_distances,
+};
 use dpsgd_data::Dataset;
 
 /// Salt of black-box inversion's random directions.
@@ -91,16 +93,39 @@ pub(crate) fn run_inversion<W: WhiteBox>(
     };
     let inversion = invert(oracle, &classes, &config).map_err(audit_error)?;
     let to_usize = |d: &Dataset| -> Vec<usize> { d.labels().iter().map(|&y| y as usize).collect() };
-    let distances = nearest_distances(
-        &inversion.images,
-        &classes,
-        train.features(),
-        &to_usize(train),
-        test.features(),
-        &to_usize(test),
-        train.n_features(),
-    )
-    .map_err(audit_error)?;
+    let (member_labels, non_member_labels) = (to_usize(train), to_usize(test));
+    // Every class is reconstructed (the model's classes are public); a
+    // distance is measured where the class has a member and a non-member.
+    // Which classes the private data holds must not decide whether the
+    // audit runs: a class with no example (one record's label, in a small
+    // data set) gets no distance (`NaN`, `null` in JSON) instead of
+    // failing the audit.
+    let measured: Vec<usize> = classes
+        .iter()
+        .copied()
+        .filter(|c| member_labels.contains(c) && non_member_labels.contains(c))
+        .collect();
+    let found = if measured.is_empty() {
+        Vec::new()
+    } else {
+        let images: Vec<Vec<f32>> = measured
+            .iter()
+            .map(|&c| inversion.images[c].clone())
+            .collect();
+        nearest_distances(
+            &images,
+            &measured,
+            train.features(),
+            &member_labels,
+            test.features(),
+            &non_member_labels,
+            train.n_features(),
+        )
+        .map_err(audit_error)?
+    };
+    let distance = |class: usize, of: fn(&NearestDistance) -> f64| {
+        found.iter().find(|d| d.class == class).map_or(f64::NAN, of)
+    };
     // An independent judge: a non-private model of the general recipe,
     // trained on the non-members only.
     let mut judge_cfg = Recipe::general()
@@ -112,16 +137,22 @@ pub(crate) fn run_inversion<W: WhiteBox>(
     let judged = judge.predict(&flat)?;
     let independent_accuracy =
         judged.iter().zip(&classes).filter(|(p, c)| p == c).count() as f64 / classes.len() as f64;
-    let ratios: Vec<f64> = distances
+    let ratios: Vec<f64> = found
         .iter()
-        .map(|d| d.to_member / d.to_non_member)
+        .map(NearestDistance::ratio)
         .filter(|r| r.is_finite())
         .collect();
     Ok(InversionReport {
+        distance_to_member: classes
+            .iter()
+            .map(|&c| distance(c, |d| d.to_member))
+            .collect(),
+        distance_to_non_member: classes
+            .iter()
+            .map(|&c| distance(c, |d| d.to_non_member))
+            .collect(),
         classes,
         confidence: inversion.confidence.clone(),
-        distance_to_member: distances.iter().map(|d| d.to_member).collect(),
-        distance_to_non_member: distances.iter().map(|d| d.to_non_member).collect(),
         mean_distance_ratio: ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
         independent_accuracy,
         images: inversion.images,

@@ -219,13 +219,15 @@ pub struct InversionReport {
     pub classes: Vec<usize>,
     /// The target's confidence `p_y` on each reconstruction.
     pub confidence: Vec<f64>,
-    /// Distance from each reconstruction to its class's nearest member.
+    /// Distance from each reconstruction to its class's nearest member
+    /// (`NaN`, `null` in JSON, for a class with no member or no
+    /// non-member: not measured).
     pub distance_to_member: Vec<f64>,
-    /// Distance to its class's nearest non-member.
+    /// Distance to its class's nearest non-member (`NaN` as above).
     pub distance_to_non_member: Vec<f64>,
-    /// Mean of `distance_to_member / distance_to_non_member` (below 1: the
-    /// reconstructions sit closer to the training data than to unseen data
-    /// of the same class).
+    /// Mean of `distance_to_member / distance_to_non_member` over the
+    /// classes measured (below 1: the reconstructions sit closer to the
+    /// training data than to unseen data of the same class).
     pub mean_distance_ratio: f64,
     /// Accuracy of an independent classifier (trained without DP on the
     /// non-members only) on the reconstructions: how recognisable they are.
