@@ -590,6 +590,63 @@ fn rows() -> Vec<Row> {
             ..ROW
         },
         Row {
+            // Two budgets (one non-private), two seeds each, each run
+            // audited: sweep.json, sweep.csv and the plot.
+            name: "sweep: budgets, repeats, shadows, canaries",
+            command: "sweep",
+            flags: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--epsilons",
+                "1,inf",
+                "--repeats",
+                "2",
+                "--attacks",
+                "loss,shadow",
+                "--shadow-models",
+                "2",
+                "--canaries",
+                "2",
+            ],
+            model_derived: &[
+                "/runs/*/attacks",
+                "/runs/*/train_accuracy",
+                "/runs/*/epsilon_lower_bound",
+                "/runs/*/canary_audit",
+            ],
+            ..ROW
+        },
+        Row {
+            // Each defence trained and attacked on the same split:
+            // compare.json, .csv, .md and the plot. No page: its findings
+            // name the defence that the measurements favour (declared in
+            // compare.json's rows), so its words are measurements too.
+            name: "compare: defences, shadows",
+            command: "compare",
+            flags: &[
+                "--epochs",
+                "3",
+                "--batch-size",
+                "2",
+                "--hidden",
+                "64",
+                "--attacks",
+                "loss,shadow",
+                "--shadow-models",
+                "2",
+                "--defences",
+                "none,label-smoothing,relaxloss,early-stopping:patience=1,dp:eps=1",
+                "--grid",
+                "none",
+            ],
+            model_derived: &["/*/attacks", "/*/audit/attacks", "/*/audit/train_accuracy"],
+            ..ROW
+        },
+        Row {
             name: "no schema (vocabulary read off the data, declared so)",
             command: "train",
             flags: with(&["--num-classes", "2"]),
@@ -616,8 +673,9 @@ struct Released {
     /// The saved model's card (architecture, ε, δ, unit), compared whole
     /// but for the checksum of the weights.
     card: Option<Value>,
-    /// The names of the files in the output folder.
-    outputs: Vec<String>,
+    /// The files of the output folder: each name, and what its content
+    /// releases ([`output_content`]).
+    outputs: Vec<(String, Option<Value>)>,
     /// The HTML page, its numbers masked ([`mask_page`]).
     page: Option<String>,
     /// The names of the files in the checkpoint folder (the checkpoint is
@@ -695,9 +753,11 @@ fn run(row: &Row, dir: &Path, dataset: &str, schema: &Path) -> Released {
         )
     });
     let mut args = common(row.flags);
-    args.extend(["--report".into(), report.display().to_string()]);
-    args.extend(["--save-model".into(), model.display().to_string()]);
-    if row.command == "audit" {
+    if matches!(row.command, "train" | "audit") {
+        args.extend(["--report".into(), report.display().to_string()]);
+        args.extend(["--save-model".into(), model.display().to_string()]);
+    }
+    if matches!(row.command, "audit" | "sweep" | "compare") {
         args.extend(["--out".into(), out.display().to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -736,7 +796,13 @@ fn run(row: &Row, dir: &Path, dataset: &str, schema: &Path) -> Released {
             }
             card
         }),
-        outputs: names(&out),
+        outputs: names(&out)
+            .into_iter()
+            .map(|name| {
+                let content = output_content(&out.join(&name), row.model_derived);
+                (name, content)
+            })
+            .collect(),
         page: std::fs::read_to_string(dir.join(PAGE))
             .ok()
             .map(|page| mask_page(&page)),
@@ -794,19 +860,98 @@ fn mask_page(page: &str) -> String {
 /// or the clock (the weights are the mechanism's output; time is a side
 /// channel stated in the threat model) and the report's own
 /// `not_covered_by_epsilon`.
+///
+/// A pointer's segment `*` stands for every element of an array (a
+/// sweep's runs, a comparison's rows).
 fn mask_report(v: &mut Value, extra: &[&str]) {
     for pointer in extra {
-        if let Some(field) = v.pointer_mut(pointer) {
-            *field = Value::String("masked".into());
-        }
+        let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+        mask_at(v, &segments);
     }
     mask_timings(v);
 }
 
+/// Masks the field at `segments` below `v` (`*`: every element).
+fn mask_at(v: &mut Value, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else {
+        *v = Value::String("masked".into());
+        return;
+    };
+    match v {
+        Value::Array(items) if *first == "*" => {
+            items.iter_mut().for_each(|item| mask_at(item, rest));
+        }
+        Value::Array(items) => {
+            if let Some(item) = first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                mask_at(item, rest);
+            }
+        }
+        Value::Object(map) => {
+            if let Some(field) = map.get_mut(*first) {
+                mask_at(field, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What one file of the output folder releases: a JSON file masked as the
+/// report is ([`mask_report`]); a CSV table by its header and its rows'
+/// names (the first column: its other cells are figures, compared in the
+/// JSON file they are copied from, where they are masked only if measured
+/// on the model); Markdown, a picture (an SVG plot, a PNG) by its name
+/// alone (`None`: a comparison's Markdown renders its JSON, the best
+/// defence named by what was measured; a ROC curve's points are the
+/// attack's measurement).
+fn output_content(path: &Path, model_derived: &[&str]) -> Option<Value> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(path).ok()?;
+    match extension {
+        "json" => {
+            let mut v: Value = serde_json::from_str(&text).expect("the output is JSON");
+            mask_report(&mut v, model_derived);
+            Some(v)
+        }
+        "csv" => Some(Value::String(
+            text.lines()
+                .enumerate()
+                .map(|(i, line)| match (i, line.split_once(',')) {
+                    (0, _) | (_, None) => line.to_owned(),
+                    (_, Some((name, rest))) => {
+                        format!("{name},{}", vec!["#"; rest.split(',').count()].join(","))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+        _ => None,
+    }
+}
+
 /// Masks, at any depth (an audit nests its target's training report),
 /// every `*_seconds` field (wall-clock time), `test_accuracy` and
-/// `not_covered_by_epsilon`.
+/// `not_covered_by_epsilon`, and the fields that an object's
+/// `not_covered_by_epsilon` declares (its `fields`: JSON pointers, or names,
+/// relative to the object) — what the release itself says is not covered.
 fn mask_timings(v: &mut Value) {
+    let declared: Vec<String> = v
+        .pointer("/not_covered_by_epsilon/fields")
+        .and_then(Value::as_array)
+        .map(|fields| {
+            fields
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for field in &declared {
+        let segments: Vec<&str> = field.trim_start_matches('/').split('/').collect();
+        mask_at(v, &segments);
+    }
     match v {
         Value::Object(map) => {
             for (key, field) in map.iter_mut() {
@@ -905,6 +1050,7 @@ const METRIC_LABELS: &[&str] = &[
     "train accuracy",
     "accuracy",
     "AUC",
+    "TPR@0.1%FPR",
     "loss",
     "validation",
 ];
@@ -954,12 +1100,16 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_data() {
 #[cfg(feature = "distributed")]
 #[test]
 fn should_release_the_same_everything_but_the_model_with_remote_workers() {
-    let (a, b) = (common::worker(None), common::worker(None));
+    let secrets = temp_dir("dpsgd-neighbours", "remote-token");
+    let token = secrets.join("token");
+    std::fs::write(&token, "a shared secret\n").expect("write the token");
+    let (a, b) = (common::worker(Some(&token)), common::worker(Some(&token)));
     let workers: &'static str = Box::leak(format!("{},{}", a.url, b.url).into_boxed_str());
+    let token: &'static str = Box::leak(token.display().to_string().into_boxed_str());
     let flags: &'static [&'static str] = Box::leak(
         [
             &["--workers", workers, "--worker-timeout", "120"][..],
-            &["--on-worker-loss", "continue"],
+            &["--on-worker-loss", "continue", "--worker-token-file", token],
             SMALL,
         ]
         .concat()
@@ -968,7 +1118,7 @@ fn should_release_the_same_everything_but_the_model_with_remote_workers() {
     let failures = compare_rows(
         "remote",
         vec![Row {
-            name: "remote workers, a step timeout, continue on loss",
+            name: "remote workers, a token, a step timeout, continue on loss",
             command: "train",
             flags,
             model_derived: &[],
@@ -977,6 +1127,7 @@ fn should_release_the_same_everything_but_the_model_with_remote_workers() {
         }],
     );
     drop((a, b));
+    let _ = std::fs::remove_dir_all(&secrets);
     assert!(
         failures.is_empty(),
         "one record changed what a run releases:\n{}",
@@ -1137,7 +1288,19 @@ fn difference(a: &Released, b: &Released) -> String {
         return format!("model size {:?} vs {:?}", a.model_bytes, b.model_bytes);
     }
     if a.outputs != b.outputs {
-        return format!("outputs {:?} vs {:?}", a.outputs, b.outputs);
+        let names = |r: &Released| r.outputs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        if names(a) != names(b) {
+            return format!("outputs {:?} vs {:?}", names(a), names(b));
+        }
+        for ((name, x), (_, y)) in a.outputs.iter().zip(&b.outputs) {
+            if x != y {
+                let at = match (x, y) {
+                    (Some(x), Some(y)) => json_difference("", x, y).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                return format!("output {name}: {at}");
+            }
+        }
     }
     if a.card != b.card {
         return format!("model card {:?} vs {:?}", a.card, b.card);
@@ -1223,6 +1386,20 @@ fn should_mask_metrics_but_keep_the_accounting() {
     assert_eq!(
         v,
         serde_json::json!({"target": {"eval_seconds": "masked", "dataset_size": 13}})
+    );
+    // What a release declares not covered is masked where it declares it
+    // (pointers or names), and nothing beside it; `*` is every run.
+    let mut v = serde_json::json!({"runs": [
+        {"auc": 0.7, "epsilon": 1.0, "steps": 3,
+         "not_covered_by_epsilon": {"fields": ["/auc", "pareto"]}, "pareto": true},
+        {"auc": 0.6, "epsilon": 2.0, "steps": 3, "canary": {"hits": 2, "m": 8}}]});
+    mask_report(&mut v, &["/runs/*/canary/hits"]);
+    assert_eq!(
+        v,
+        serde_json::json!({"runs": [
+            {"auc": "masked", "epsilon": 1.0, "steps": 3,
+             "not_covered_by_epsilon": "masked", "pareto": "masked"},
+            {"auc": 0.6, "epsilon": 2.0, "steps": 3, "canary": {"hits": "masked", "m": 8}}]})
     );
     assert_eq!(
         mask_text("loss   0.612 [0.4, 0.8]\nqueries (no budget): loss 26"),
