@@ -570,3 +570,57 @@ fn should_report_only_the_asked_variant_of_lira_and_rmia() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Inversion reconstructs every class, whatever classes the private data
+/// holds: a class with no member or no non-member is left unmeasured
+/// (`null`), and with none measured there is no distance ratio — not a
+/// ratio of 0, which would read as reconstructions on the training data.
+#[test]
+fn should_leave_inversion_unmeasured_where_no_class_has_both_parts() {
+    let dir = temp_dir("dpsgd-audit-inversion", "unmeasured");
+    let data = dir.join("tiny.csv");
+    // Seed 1 splits these four records into two of one class and two of
+    // the other: no class has both a member and a non-member.
+    std::fs::write(
+        &data,
+        "a,b,label\n0.1,0.2,0\n0.9,0.8,1\n0.3,0.1,0\n0.7,0.9,1\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let page = dir.join("page.html");
+    let dataset = format!("csv:{}", data.display());
+    let stdout = ok(&dpsgd(&[
+        "audit",
+        "--dataset",
+        &dataset,
+        "--num-classes",
+        "2",
+        "--attacks",
+        "inversion",
+        "--seed",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]));
+    let inversion = &read_json(out.join("audit.json"))["inversion"];
+    assert_eq!(inversion["classes"], serde_json::json!([0, 1]));
+    assert_eq!(inversion["measured_classes"], 0);
+    assert_eq!(inversion["mean_distance_ratio"], serde_json::Value::Null);
+    assert_eq!(
+        inversion["distance_to_member"],
+        serde_json::json!([null, null])
+    );
+    assert!(
+        stdout.contains("nearest non-member distance not measured"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        page.contains("nearest unseen one is not measured"),
+        "the page"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

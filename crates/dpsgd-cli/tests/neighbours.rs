@@ -839,8 +839,12 @@ fn write_reference(dir: &Path) -> PathBuf {
 fn mask_page(page: &str) -> String {
     let mut out = String::with_capacity(page.len());
     let mut chars = page.chars().peekable();
+    let mut in_word = false;
     while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
+        // A digit inside a word (`u03`, `idx3`) is the word's, and stays.
+        let starts_number = c.is_ascii_digit() && !in_word;
+        in_word = c.is_alphanumeric() || c == '_';
+        if starts_number {
             while chars
                 .peek()
                 .is_some_and(|&d| d.is_ascii_digit() || d == '.' || d == 'e' || d == '-')
@@ -1158,6 +1162,17 @@ fn compare_rows(name: &str, rows: Vec<Row>) -> Vec<String> {
                 row.name, base.stderr
             ));
             continue;
+        }
+        // A row that resumes must resume: its epoch lines start after the
+        // first run's (a resume that restarted would pass the comparison).
+        if !row.before.is_empty() {
+            let first_epoch = base.stderr.lines().find(|l| is_epoch_line(l));
+            if !first_epoch.is_some_and(|l| l.starts_with("epoch 4/5 ")) {
+                failures.push(format!(
+                    "{}: the run did not resume from the first run's epoch 3: {first_epoch:?}",
+                    row.name
+                ));
+            }
         }
         if !row.schema {
             let declared = base
@@ -1784,8 +1799,9 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
 /// images are a file of their own).
 const IMAGES: usize = 24;
 
-/// The side of the harness's square images.
-const SIDE: usize = 12;
+/// The side of the harness's square images: the smallest the image
+/// recipes take (below it, the general recipe's MLP trains).
+const SIDE: usize = 16;
 
 /// One replacement of one training image.
 struct ImageVariant {

@@ -300,12 +300,18 @@ impl Server {
 }
 
 /// The privacy part of every answer's metadata.
+/// The answers' `privacy` object: the card's guarantee, with what the card
+/// declares ε does not cover (`not_covered_members`, and
+/// `not_covered_by_epsilon`, whose pointers name fields of this object as
+/// `/privacy/…`), so that no client sees a figure without its declaration.
 fn privacy(card: &ModelCard) -> Value {
     json!({
         "epsilon": card.privacy.epsilon,
         "delta": card.privacy.delta,
         "unit": card.privacy.unit,
         "members": card.privacy.members,
+        "not_covered_members": card.privacy.not_covered_members,
+        "not_covered_by_epsilon": card.privacy.not_covered_by_epsilon,
         "guarantee": if card.privacy.epsilon.is_some() { "differential privacy (DP-SGD)" } else { "none: trained without DP" },
     })
 }

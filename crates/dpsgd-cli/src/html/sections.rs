@@ -508,10 +508,19 @@ pub(super) fn leakage_section(report: &Report, i: usize, several: bool) -> Strin
     if let Some(inv) = audit.get("inversion").filter(|i| !i.is_null()) {
         let _ = write!(
             s,
-            "<h3 id=\"{}\">Model inversion</h3><p>Reconstructions of one input per class from the model. An independent classifier recognises {} of them; their distance to the nearest training record over the nearest unseen one is {} (below 1: closer to the training data).</p>",
+            "<h3 id=\"{}\">Model inversion</h3><p>Reconstructions of one input per class from the model. An independent classifier recognises {} of them; their distance to the nearest training record over the nearest unseen one is {}.</p>",
             section_id("inversion", i),
             opt(num(inv, "independent_accuracy"), percent),
-            opt(num(inv, "mean_distance_ratio"), |x| format!("{x:.3}"))
+            num(inv, "mean_distance_ratio").map_or_else(
+                || "not measured (no class has both a training record and an unseen one)"
+                    .to_owned(),
+                |x| match num(inv, "measured_classes") {
+                    Some(k) => format!(
+                        "{x:.3} over {k} of the classes (below 1: closer to the training data)"
+                    ),
+                    None => format!("{x:.3} (below 1: closer to the training data)"),
+                }
+            )
         );
         if let Some(png) = &report.inversion_png {
             let _ = write!(

@@ -229,13 +229,20 @@ fn inversion_and_queries(
     use std::fmt::Write as _;
     if let Some(inv) = inversion {
         let mean_conf = inv.confidence.iter().sum::<f64>() / inv.confidence.len().max(1) as f64;
+        let distance = if inv.mean_distance_ratio.is_finite() {
+            format!(
+                "{:.3} over {} of the classes",
+                inv.mean_distance_ratio, inv.measured_classes
+            )
+        } else {
+            "not measured (no class has both a member and a non-member)".to_owned()
+        };
         let _ = writeln!(
             out,
-            "inversion: {} classes, mean target confidence {:.3}, independent classifier recognises {}, nearest member / nearest non-member distance {:.3}",
+            "inversion: {} classes, mean target confidence {:.3}, independent classifier recognises {}, nearest member / nearest non-member distance {distance}",
             inv.classes.len(),
             mean_conf,
             percent(inv.independent_accuracy),
-            inv.mean_distance_ratio
         );
     }
     if !queries.is_empty() {

@@ -662,3 +662,32 @@ fn should_answer_a_top_k_past_the_classes_as_every_class_and_say_so() {
         "{warnings:?}"
     );
 }
+
+/// What the card declares not covered by ε reaches every client with the
+/// figures it concerns, at the pointers it names.
+#[test]
+fn should_pass_the_cards_declarations_on_to_clients() {
+    let plain = privacy(&card());
+    assert_eq!(plain["not_covered_members"], 0);
+    assert_eq!(plain["not_covered_by_epsilon"], Value::Null);
+    let mut declared = card();
+    declared.privacy.not_covered_members = 7;
+    declared.privacy.not_covered_by_epsilon =
+        Some(dpsgd_train::CardNotCovered::split("split by user"));
+    let v = json!({ "privacy": privacy(&declared) });
+    assert_eq!(v["privacy"]["not_covered_members"], 7);
+    assert_eq!(
+        v["privacy"]["not_covered_by_epsilon"]["split"],
+        "split by user"
+    );
+    let fields = v["privacy"]["not_covered_by_epsilon"]["fields"]
+        .as_array()
+        .expect("the declared fields");
+    for field in fields {
+        let pointer = field.as_str().expect("a pointer");
+        assert!(
+            v.pointer(pointer).is_some(),
+            "{pointer} names nothing in {v}"
+        );
+    }
+}

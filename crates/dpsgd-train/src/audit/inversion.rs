@@ -142,7 +142,15 @@ pub(crate) fn run_inversion<W: WhiteBox>(
         .map(NearestDistance::ratio)
         .filter(|r| r.is_finite())
         .collect();
+    // No class measured: no ratio (`NaN`, `null` in JSON), not the empty
+    // sum's −0, which would read as reconstructions on the training data.
+    let mean_distance_ratio = if ratios.is_empty() {
+        f64::NAN
+    } else {
+        ratios.iter().sum::<f64>() / ratios.len() as f64
+    };
     Ok(InversionReport {
+        measured_classes: found.len(),
         distance_to_member: classes
             .iter()
             .map(|&c| distance(c, |d| d.to_member))
@@ -153,7 +161,7 @@ pub(crate) fn run_inversion<W: WhiteBox>(
             .collect(),
         classes,
         confidence: inversion.confidence.clone(),
-        mean_distance_ratio: ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
+        mean_distance_ratio,
         independent_accuracy,
         images: inversion.images,
         image_shape,

@@ -225,9 +225,13 @@ pub struct InversionReport {
     pub distance_to_member: Vec<f64>,
     /// Distance to its class's nearest non-member (`NaN` as above).
     pub distance_to_non_member: Vec<f64>,
+    /// The classes whose distances were measured: those with a member and
+    /// a non-member.
+    pub measured_classes: usize,
     /// Mean of `distance_to_member / distance_to_non_member` over the
     /// classes measured (below 1: the reconstructions sit closer to the
-    /// training data than to unseen data of the same class).
+    /// training data than to unseen data of the same class; `NaN`, `null`
+    /// in JSON, when no class was measured).
     pub mean_distance_ratio: f64,
     /// Accuracy of an independent classifier (trained without DP on the
     /// non-members only) on the reconstructions: how recognisable they are.
