@@ -296,7 +296,9 @@ impl FastPathReport {
 /// input): the same error as
 /// [`GradientEngine::clipped_gradients`](crate::GradientEngine::clipped_gradients).
 /// [`Error::Shape`] when the loss function does not return one loss per
-/// example; [`Error::InvalidParameter`] when every
+/// example, or (on the fast path) a DP-aware layer's rows that reach the
+/// loss are not a multiple of the examples (a time-major input whose steps
+/// are not a multiple of the batch); [`Error::InvalidParameter`] when every
 /// parameter is frozen.
 pub fn check_fast_path<M, B, F>(model: &M, batch: &B, loss_fn: F) -> Result<FastPathReport>
 where
@@ -326,7 +328,7 @@ where
     }
     // The engine checks independence only on the fast path.
     let independence = if fallback.is_empty() {
-        crate::engine::check_pass_independence(conv, model, batch, &loss_fn, &losses, &records)?
+        crate::engine::check_pass_independence(conv, model, batch, &loss_fn, &losses, records)?
     } else {
         None
     };

@@ -9,11 +9,11 @@ use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{BatchNormConfig, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use common::devices;
-use dpsgd_burn::GradientEngine;
+use common::{clipped_sums_by_param, devices, rel_err};
 use dpsgd_burn::fix::{FixReport, check_fast_path, group_count};
 use dpsgd_burn::layers::*;
-use dpsgd_core::{Clipping, Error};
+use dpsgd_burn::{EngineMode, GradientEngine};
+use dpsgd_core::{Clipping, Error, GradientMethod};
 
 fn input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     let n: usize = shape.iter().product();
@@ -363,5 +363,120 @@ fn should_report_an_inconclusive_independence_check() {
         let check = check_fast_path(&model, &x, nan).unwrap();
         assert_eq!(check.independence.as_deref(), Some("no finite loss"));
         assert!(!check.is_fast() && check.warning().is_some());
+    }
+}
+
+#[derive(Module, Debug)]
+struct Two {
+    a: DpLinear,
+    b: DpLinear,
+}
+
+/// `x: [B, T, F]`: `a` on batch-first rows, then `b` time-major.
+fn mixed_major_loss(m: &Two, x: &Tensor<3>) -> Tensor<1> {
+    let [b, _, _] = x.dims();
+    let h = m.a.forward(x.clone());
+    m.b.forward(h.swap_dims(0, 1)).sum_dim(0).reshape([b])
+}
+
+/// Both layers time-major.
+fn both_time_major_loss(m: &Two, x: &Tensor<3>) -> Tensor<1> {
+    let [b, _, _] = x.dims();
+    let y = m.b.forward(m.a.forward(x.clone().swap_dims(0, 1)));
+    y.sum_dim(0).reshape([b])
+}
+
+#[test]
+fn should_refuse_rows_that_are_not_a_multiple_of_the_examples_as_the_engine_does() {
+    for (backend, device) in devices() {
+        let model = Two {
+            a: DpLinearConfig::new(2, 3).init(&device),
+            b: DpLinearConfig::new(3, 1).init(&device),
+        };
+        for loss in [mixed_major_loss, both_time_major_loss] {
+            for (b, t) in [(4usize, 5usize), (3, 4), (3, 5), (5, 3)] {
+                let x = input([b, t, 2], &device);
+                let what = format!("{backend}, B = {b}, T = {t}");
+                let refused = check_fast_path(&model, &x, loss).unwrap_err();
+                assert!(
+                    matches!(refused, Error::Shape(_)),
+                    "{what}: refused with the wrong error: {refused}"
+                );
+                let engine = engine_error(&model, &x, loss);
+                assert_eq!(engine.to_string(), refused.to_string(), "{what}");
+            }
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct Shared {
+    first: DpLinear,
+    frozen: DpLinear,
+    head: DpLinear,
+}
+
+/// `frozen` is called twice, between two trainable layers.
+fn frozen_twice_loss(m: &Shared, x: &Tensor<2>) -> Tensor<1> {
+    let n = x.dims()[0];
+    let h = m
+        .frozen
+        .forward(m.frozen.forward(m.first.forward(x.clone())).tanh());
+    m.head.forward(h).powi_scalar(2).reshape([n])
+}
+
+#[test]
+fn should_keep_a_frozen_layer_called_twice_on_the_fast_path() {
+    for (backend, device) in devices() {
+        let model = Shared {
+            first: DpLinearConfig::new(3, 4).init(&device),
+            frozen: DpLinearConfig::new(4, 4).init(&device).no_grad(),
+            head: DpLinearConfig::new(4, 1).init(&device),
+        };
+        let x = input([6, 3], &device);
+        let check = check_fast_path(&model, &x, frozen_twice_loss).unwrap();
+        assert!(check.is_fast(), "{backend}: {check:?}");
+        assert_eq!(check.fast.len(), 4, "{backend}: {check:?}");
+        // Training takes the fast path too, and its clipped per-example
+        // gradients are the fallback's (each example alone).
+        let clipping = Clipping::flat(0.05).unwrap();
+        let mut fast = GradientEngine::new(clipping.clone());
+        let got = fast
+            .clipped_gradients(&model, &x, frozen_twice_loss)
+            .unwrap();
+        assert!(
+            matches!(got.method(), GradientMethod::FastPath { .. }),
+            "{backend}: {:?} ({:?})",
+            got.method(),
+            fast.fallback_reason()
+        );
+        let mut slow = GradientEngine::new(clipping).with_mode(EngineMode::FallbackOnly);
+        let want = slow
+            .clipped_gradients(&model, &x, frozen_twice_loss)
+            .unwrap();
+        let norms = |c: &dpsgd_core::ClippedGradients| -> Vec<f64> {
+            c.per_example_norms()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect()
+        };
+        let (got_norms, want_norms) = (norms(&got), norms(&want));
+        assert!(
+            want_norms.iter().any(|&v| v > 0.05),
+            "{backend}: clipping must bind: {want_norms:?}"
+        );
+        assert!(
+            rel_err(&got_norms, &want_norms) < 1e-4,
+            "{backend}: {got_norms:?} vs {want_norms:?}"
+        );
+        let (got, want) = (
+            clipped_sums_by_param(&model, &got),
+            clipped_sums_by_param(&model, &want),
+        );
+        assert_eq!(got.len(), 4);
+        for (id, w) in &want {
+            let e = rel_err(&got[id], w);
+            assert!(e < 1e-4, "{backend}: parameter {id}: {e}");
+        }
     }
 }

@@ -469,13 +469,8 @@ impl GradientEngine {
             if let Some((r, g)) = r.with_output_grad(grads) {
                 // Several rows per example (augmentation multiplicity): an
                 // example's rows become one longer sequence.
-                let rows = g.dims()[0];
-                if rows % n != 0 {
-                    return Err(Error::Shape(format!(
-                        "a layer saw {rows} rows for {n} examples: each example must be the same number of consecutive rows"
-                    )));
-                }
-                work.push(materialize(r, g, rows / n));
+                let k = rows_per_example(g.dims()[0], n)?;
+                work.push(materialize(r, g, k));
             }
         }
         // Rows of a per-example tensor outside ordinary magnitudes are
@@ -671,21 +666,62 @@ fn per_example_sums(per_row: Vec<(ParamId, Tensor<2>)>, n: usize) -> Result<Item
     let mut out = Vec::with_capacity(per_row.len());
     for (id, g) in per_row {
         let [rows, numel] = g.dims();
-        if rows % n != 0 {
-            return Err(Error::Shape(format!(
-                "a layer saw {rows} rows for {n} examples: each example must be the same number of consecutive rows"
-            )));
-        }
-        let g = if rows == n {
+        let k = rows_per_example(rows, n)?;
+        let g = if k == 1 {
             g
         } else {
-            g.reshape([n, rows / n, numel])
-                .sum_dim(1)
-                .reshape([n, numel])
+            g.reshape([n, k, numel]).sum_dim(1).reshape([n, numel])
         };
         out.push((id, g));
     }
     Ok(Item::PerExample(out))
+}
+
+/// The rows per example of a layer whose output gradient has `rows` rows
+/// in a pass of `n` examples.
+///
+/// # Errors
+///
+/// [`Error::Shape`] when `rows` is not a multiple of `n`.
+fn rows_per_example(rows: usize, n: usize) -> Result<usize> {
+    if n == 0 || !rows.is_multiple_of(n) {
+        return Err(Error::Shape(format!(
+            "a layer saw {rows} rows for {n} examples: each example must be the same number of consecutive rows"
+        )));
+    }
+    Ok(rows / n)
+}
+
+/// Where the fast path would refuse a pass of `n` examples: a layer call
+/// with a trainable parameter (`trainable`) whose output reaches the loss
+/// (`grads`, the losses' backward pass) with rows that are not a multiple
+/// of `n` — the refusal of [`GradientEngine::fast_path`], which `records`
+/// reach in the same order.
+///
+/// # Errors
+///
+/// That refusal, an [`Error::Shape`].
+fn check_rows(
+    records: Vec<Record>,
+    grads: &mut Gradients,
+    n: usize,
+    trainable: impl Fn(&ParamId) -> bool,
+) -> Result<()> {
+    for r in records {
+        if !r.params().iter().any(&trainable) {
+            continue;
+        }
+        if let Record::Replicated { params } = r {
+            if let Some(per_row) = crate::tape::replicated_grads(params, grads) {
+                for (_, g) in per_row {
+                    rows_per_example(g.dims()[0], n)?;
+                }
+            }
+        } else if let Some((_, g)) = r.with_output_grad(grads) {
+            rows_per_example(g.dims()[0], n)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where one trainable parameter's norm and scales are in the read-back
@@ -814,7 +850,10 @@ pub(crate) fn record_coverage(records: &[Record]) -> (HashSet<ParamId>, Vec<Para
 /// The fast path's per-example independence check (`independence.rs`),
 /// exactly as [`GradientEngine::clipped_gradients`] runs it, on a pass of
 /// `batch` already recorded under `conv` (its `losses` and `records`, no
-/// backward pass), for [`crate::fix::check_fast_path`]: `Ok(None)` when
+/// backward pass), for [`crate::fix::check_fast_path`], after the fast
+/// path's own refusal of a layer whose rows are not a multiple of the
+/// examples (one backward pass of `losses`, only when some layer call's
+/// rows are not): `Ok(None)` when
 /// every layer call with a trainable parameter keeps the examples apart,
 /// `Ok(Some(why))` when the check could not tell (the engine would run
 /// such a pass by the fallback; a pass of one example verifies nothing
@@ -825,14 +864,15 @@ pub(crate) fn record_coverage(records: &[Record]) -> (HashSet<ParamId>, Vec<Para
 /// The engine's: [`Error::UnsupportedLayer`] for a model that mixes the
 /// examples after a DP-aware layer or whose layer's dimension 0 is not the
 /// example axis; [`Error::Shape`] when the loss function does not return
-/// one loss per example.
+/// one loss per example, or a layer's rows that reach the loss are not a
+/// multiple of the examples.
 pub(crate) fn check_pass_independence<M, B, F>(
     conv: ConvStrategy,
     model: &M,
     batch: &B,
     loss_fn: &F,
     losses: &Tensor<1>,
-    records: &[Record],
+    records: Vec<Record>,
 ) -> Result<Option<String>>
 where
     M: Module,
@@ -843,10 +883,23 @@ where
     if n == 0 {
         return Ok(Some("an empty batch".into()));
     }
+    let loss_sum = losses.clone().sum();
     let losses = loss_values(losses, n)?;
     let params = trainable_params(model);
     let trainable: HashSet<ParamId> = params.iter().map(|p| p.id).collect();
-    let layout = independence::layout(records, n, |id| trainable.contains(id));
+    let layout = independence::layout(&records, n, |id| trainable.contains(id));
+    // The layout leaves out exactly the calls whose rows are not a multiple
+    // of the examples; the fast path refuses those that reach the loss.
+    let calls = records
+        .iter()
+        .filter(|r| r.params().iter().any(|id| trainable.contains(id)))
+        .count();
+    if layout.len() < calls {
+        let mut grads = loss_sum.backward();
+        check_rows(records, &mut grads, n, |id| trainable.contains(id))?;
+    } else {
+        drop((loss_sum, records));
+    }
     if layout.is_empty() {
         return Ok(Some(
             "no layer call with a trainable parameter whose rows are a multiple of the examples"
@@ -883,11 +936,14 @@ fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<
         ));
     }
     let (seen, shared) = record_coverage(records);
-    if let Some(&id) = shared.first() {
-        let name = params
-            .iter()
-            .find(|p| p.id == id)
-            .map_or_else(|| id.to_string(), |p| p.name());
+    // A frozen parameter may be shared: it is neither clipped nor
+    // released, and each trainable parameter's per-example gradient is
+    // still its one call's (the output gradients are the whole graph's).
+    if let Some(p) = shared
+        .iter()
+        .find_map(|id| params.iter().find(|p| p.id == *id))
+    {
+        let name = p.name();
         return Some(format!(
             "parameter `{name}` is used by more than one layer call"
         ));
