@@ -43,9 +43,12 @@
 //! examples only through a path whose gradient happens to vanish there (a
 //! loss at its minimum, a dead ReLU, zero weights) passes it; the window
 //! is taken around the example with the largest loss to make that
-//! unlikely. Mixing *before* the first DP-aware layer (the raw inputs
-//! normalised by batch statistics) leaves no trace in any layer's output
-//! gradient and is not seen at all; a model whose mixing depends on the
+//! unlikely. Mixing *before* the first trainable DP-aware layer (the raw
+//! inputs normalised by batch statistics, or the output of a frozen
+//! encoder centred over the batch) leaves no trace in any trainable
+//! layer's output gradient and is not seen at all — frozen layers, even
+//! one called twice, run on the fast path and are not checked; a model
+//! whose mixing depends on the
 //! data or the batch size may pass on the batch checked. Those remain the
 //! user's to avoid.
 

@@ -918,9 +918,12 @@ where
 }
 
 /// Why the fast path cannot compute this model's per-example gradients, if
-/// it cannot: a trainable parameter outside every DP-aware layer, or one
-/// used by several layer calls (shared weights: their per-example gradients
-/// add before the norm, which the per-call records cannot see).
+/// it cannot: a trainable parameter outside every DP-aware layer, or a
+/// trainable one used by several layer calls (shared weights: their
+/// per-example gradients add before the norm, which the per-call records
+/// cannot see). A frozen parameter shared by several calls is no gap: it is
+/// neither clipped nor released, and the trainable layers' output
+/// gradients flow through both of its calls.
 fn coverage_gap(params: &[dpsgd_core::ParamInfo], records: &[Record]) -> Option<String> {
     if records.is_empty() {
         let mut layers: Vec<String> = Vec::new();
