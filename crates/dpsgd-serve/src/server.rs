@@ -3,7 +3,7 @@
 use crate::client::MAX_BATCH;
 use crate::error::{Result, ServeError};
 use crate::inputs::{self, Invalid};
-use crate::keys::{Charge, KeyInfo, KeyStore};
+use crate::keys::{AuditLog, Charge, KeyInfo, KeyStore};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
 use axum::body::{Body, HttpBody};
@@ -141,6 +141,9 @@ struct AppState {
     model: Mutex<Box<dyn Logits>>,
     card: ModelCard,
     keys: Mutex<KeyStore>,
+    /// The key store's audit log, whose rows are appended (group commit)
+    /// without the lock of `keys`.
+    audit: Arc<AuditLog>,
     monitor: Mutex<Monitor>,
     buckets: Mutex<HashMap<i64, Bucket>>,
     metrics: Metrics,
@@ -205,6 +208,7 @@ impl Server {
                 model: Mutex::new(model),
                 monitor: Mutex::new(Monitor::new(settings.monitor)),
                 card,
+                audit: keys.audit_writer(),
                 keys: Mutex::new(keys),
                 buckets: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
@@ -489,7 +493,9 @@ async fn read_and_answer(state: &Arc<AppState>, info: KeyInfo, body: Body) -> Re
 }
 
 /// Refuses a request of the known key `id` for `reason`, after the
-/// audit log's row `refused-<reason>` (with `detail`) is committed.
+/// audit log's row `refused-<reason>` (with `detail`) is committed, in
+/// one transaction with the rows of the refusals made at the same time
+/// (the key store's lock is not taken: lookups do not wait for it).
 fn refuse_known(
     state: &AppState,
     id: i64,
@@ -500,13 +506,11 @@ fn refuse_known(
 ) -> Response {
     state.metrics.refused(reason);
     match state
-        .keys
-        .lock()
-        .map(|k| k.log(Some(id), &format!("refused-{reason}"), detail))
+        .audit
+        .append(Some(id), &format!("refused-{reason}"), detail)
     {
-        Ok(Ok(())) => refusal(status, reason, message),
-        Ok(Err(e)) => internal(e),
-        Err(_) => internal("the key store's lock is poisoned"),
+        Ok(()) => refusal(status, reason, message),
+        Err(e) => internal(e),
     }
 }
 
@@ -710,7 +714,9 @@ fn answer(state: &AppState, info: &KeyInfo, body: &[u8]) -> Response {
                 state.metrics.revoked();
             }
             state.metrics.refused("revoked");
-            if let Err(e) = keys.log(
+            // The row with the others being committed, the store free.
+            drop(keys);
+            if let Err(e) = state.audit.append(
                 Some(info.id),
                 "refused-revoked",
                 "the request that tripped the monitor",

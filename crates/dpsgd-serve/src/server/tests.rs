@@ -691,3 +691,109 @@ fn should_pass_the_cards_declarations_on_to_clients() {
         );
     }
 }
+
+#[test]
+fn should_log_every_one_of_many_concurrent_refusals() {
+    // 4 revoked keys, 16 clients each, all at once: every client gets its
+    // 403 and every refusal is a row, committed before the answer left.
+    let (s, keys) = start("concurrent", settings(), &[(Release::Full, 10, None); 4]);
+    for id in 1..=4 {
+        KeyStore::open(&s.db).unwrap().revoke(id, "test").unwrap();
+    }
+    let before = log_rows(&s.db).len();
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            let (addr, key, db, gate) = (
+                s.addr.clone(),
+                keys[i % 4].clone(),
+                s.db.clone(),
+                gate.clone(),
+            );
+            std::thread::spawn(move || {
+                gate.wait();
+                let a = predict(&addr, Some(&key), 1, 0.5);
+                // Committed before the answer left: on disk now.
+                let id = (i % 4 + 1) as i64;
+                let mine = log_rows(&db)[before..]
+                    .iter()
+                    .filter(|(k, _)| *k == Some(id))
+                    .count();
+                (a.status, a.body["reason"].as_str().map(str::to_owned), mine)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (status, reason, mine) = c.join().unwrap();
+        assert_eq!((status, reason.as_deref()), (403, Some("revoked")));
+        assert!(mine >= 1, "the client's own row is in the log");
+    }
+    let log = KeyStore::open(&s.db).unwrap().audit_log().unwrap();
+    let rows = &log[before..];
+    assert_eq!(rows.len(), 64);
+    for id in 1..=4 {
+        let of = rows.iter().filter(|e| e.key_id == Some(id)).count();
+        assert_eq!(of, 16, "key {id}");
+    }
+    assert!(
+        rows.iter()
+            .all(|e| e.event == "refused-revoked" && e.detail == "a request with a revoked key")
+    );
+    assert!(
+        log.windows(2).all(|w| w[0].at <= w[1].at),
+        "in commit order"
+    );
+}
+
+/// Not a test: how long 500 refusals take, one after another and 50 at a
+/// time (`cargo test -p dpsgd-serve --release -- --ignored --nocapture
+/// refusal_timing`; the database is in the system's temporary directory,
+/// which must be on a disk for the syncs to cost what they do).
+#[test]
+#[ignore = "a measurement"]
+fn refusal_timing() {
+    let (s, keys) = start(
+        "timing",
+        settings(),
+        &[(Release::Full, 10, None), (Release::Full, 1_000_000, None)],
+    );
+    KeyStore::open(&s.db).unwrap().revoke(1, "test").unwrap();
+    let started = Instant::now();
+    for _ in 0..500 {
+        assert_eq!(predict(&s.addr, Some(&keys[0]), 1, 0.5).status, 403);
+    }
+    let sequential = started.elapsed();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let (addr, key) = (s.addr.clone(), keys[0].clone());
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    assert_eq!(predict(&addr, Some(&key), 1, 0.5).status, 403);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile, a client with a good key: its requests' latency.
+    let mut good = Vec::new();
+    while !clients.iter().all(std::thread::JoinHandle::is_finished) {
+        let t = Instant::now();
+        assert_eq!(predict(&s.addr, Some(&keys[1]), 1, 0.5).status, 200);
+        good.push(t.elapsed());
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let concurrent = started.elapsed();
+    good.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "500 refusals: sequential {:.0} ms ({:.2} ms each); 50 clients x 10: {:.0} ms; a good key meanwhile: {} requests, p50 {:.2} ms, max {:.2} ms",
+        ms(sequential),
+        ms(sequential) / 500.0,
+        ms(concurrent),
+        good.len(),
+        good.get(good.len() / 2).map_or(0.0, |d| ms(*d)),
+        good.last().map_or(0.0, |d| ms(*d)),
+    );
+}
