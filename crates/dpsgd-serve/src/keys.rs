@@ -8,10 +8,11 @@
 //! answer that caused it leaves. The secret is never logged.
 //!
 //! A refusal's row (and any other [`KeyStore::log`]) goes to the
-//! [`AuditLog`]'s group commit: the rows of requests refused at the same
+//! `AuditLog`'s group commit: the rows of requests refused at the same
 //! time are committed together, in one transaction (one sync), on a
 //! second connection, and each caller returns only once its row is
-//! committed. Key lookups do not wait for these syncs.
+//! committed. A refusal takes no lock of the key store; a charge waits
+//! for at most one group's sync (the write lock).
 
 use crate::error::{Result, ServeError};
 use dpsgd_audit::hardening::Release;
@@ -110,7 +111,8 @@ struct Queue {
 /// [`KeyStore`]'s own write transactions hold it too, taken after the
 /// server's lock of the store, which a leader never takes), so two
 /// writers of this process never meet inside SQLite (no `SQLITE_BUSY`, no
-/// busy-wait), while readers (WAL) never wait for either.
+/// busy-wait); readers (WAL) wait for neither inside SQLite, but a lookup
+/// queued behind a charge on the server's lock waits for that charge.
 #[derive(Debug)]
 pub(crate) struct AuditLog {
     conn: Mutex<Connection>,
@@ -825,7 +827,7 @@ mod tests {
 
     #[test]
     fn should_commit_rows_appended_together_in_one_transaction() {
-        let (mut s, _) = store("group");
+        let (mut s, path) = store("group");
         let (id, _) = s.add(Release::Full, 10, None).unwrap();
         let log = s.audit_writer();
         let before = log.commits();
@@ -835,16 +837,32 @@ mod tests {
         let callers: Vec<_> = (0..64)
             .map(|i| {
                 let log = log.clone();
+                let path = path.clone();
                 std::thread::spawn(move || {
-                    log.append(Some(id), "refused-revoked", &format!("request {i}"))
+                    let detail = format!("request {i}");
+                    log.append(Some(id), "refused-revoked", &detail)?;
+                    // Committed when `append` returns: another connection
+                    // reads the caller's own row.
+                    let on_disk = KeyStore::open(&path)?
+                        .audit_log()?
+                        .iter()
+                        .any(|e| e.detail == detail);
+                    assert!(on_disk, "{detail} returned before its commit");
+                    Ok::<(), ServeError>(())
                 })
             })
             .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let (leading, in_flight, queued) = log.queued();
             if leading && in_flight + queued == 64 {
                 break;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "64 rows never queued: {:?}",
+                log.queued()
+            );
             std::thread::yield_now();
         }
         drop(held);

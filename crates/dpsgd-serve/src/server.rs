@@ -495,7 +495,7 @@ async fn read_and_answer(state: &Arc<AppState>, info: KeyInfo, body: Body) -> Re
 /// Refuses a request of the known key `id` for `reason`, after the
 /// audit log's row `refused-<reason>` (with `detail`) is committed, in
 /// one transaction with the rows of the refusals made at the same time
-/// (the key store's lock is not taken: lookups do not wait for it).
+/// (the key store's lock is not taken here).
 fn refuse_known(
     state: &AppState,
     id: i64,
