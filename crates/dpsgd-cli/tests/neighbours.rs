@@ -1193,20 +1193,35 @@ fn compare_rows(name: &str, rows: Vec<Row>) -> Vec<String> {
             }
             let data = write_data(&dir, at, variant.record);
             let got = run(&row, &dir, &csv(&data), &schema);
-            if variant.refused {
-                if !got.released_nothing() {
-                    failures.push(format!(
-                        "{} / {}: a refused variant released {got:?}",
-                        row.name, variant.name
-                    ));
-                }
-            } else if let Some(d) = release_difference(&row, &base, &got) {
-                failures.push(format!("{} / {}: {d}", row.name, variant.name));
-            }
+            failures.extend(variant_failure(
+                &row,
+                variant.name,
+                variant.refused,
+                &base,
+                &got,
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     failures
+}
+
+/// What is wrong with the run of `row` on the variant `name` (`None`:
+/// nothing): a refused variant that released anything, or a release that
+/// differs from the base run's ([`release_difference`]).
+fn variant_failure(
+    row: &Row,
+    name: &str,
+    refused: bool,
+    base: &Released,
+    got: &Released,
+) -> Option<String> {
+    if refused {
+        (!got.released_nothing())
+            .then(|| format!("{} / {name}: a refused variant released {got:?}", row.name))
+    } else {
+        release_difference(row, base, got).map(|d| format!("{} / {name}: {d}", row.name))
+    }
 }
 
 /// How `got` differs from `base` in what the rule protects (`None`: in
@@ -1778,9 +1793,7 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_users() {
             }
             let data = write_user_data(&dir, Some(chosen), variant);
             let got = run(&row, &dir, &csv(&data), &schema);
-            if let Some(d) = release_difference(&row, &base, &got) {
-                failures.push(format!("{} / {}: {d}", row.name, variant.name));
-            }
+            failures.extend(variant_failure(&row, variant.name, false, &base, &got));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -1991,16 +2004,13 @@ fn should_release_the_same_everything_but_the_model_for_neighbouring_images() {
         }
         for variant in &IMAGE_VARIANTS[1..] {
             let got = run(&row, &dir, &dataset(variant), &schema);
-            if variant.refused {
-                if !got.released_nothing() {
-                    failures.push(format!(
-                        "{} / {}: a refused variant released {got:?}",
-                        row.name, variant.name
-                    ));
-                }
-            } else if let Some(d) = release_difference(&row, &base, &got) {
-                failures.push(format!("{} / {}: {d}", row.name, variant.name));
-            }
+            failures.extend(variant_failure(
+                &row,
+                variant.name,
+                variant.refused,
+                &base,
+                &got,
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
